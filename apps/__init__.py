@@ -1,0 +1,1 @@
+"""tumorboard applications: the command line (``apps.cli``) and the Streamlit app (``apps.streamlit``)."""

@@ -1,0 +1,63 @@
+"""Small helpers shared by the CLI verbs: consoles, progress bars, table printing, error exits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Callable
+
+import pandas as pd
+import pyarrow as pa
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``message`` as an error and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar; yields ``update(done, total)``."""
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def print_arrow(table: pa.Table, *, title: str | None = None, max_rows: int = 50) -> None:
+    """Print an Arrow table as a rich table (first ``max_rows`` rows)."""
+    out = Table(title=title, show_lines=False)
+    for name in table.column_names:
+        out.add_column(name, overflow="fold")
+    for row in table.slice(0, max_rows).to_pylist():
+        out.add_row(*("" if v is None else str(v) for v in row.values()))
+    console.print(out)
+    if table.num_rows > max_rows:
+        console.print(f"... {table.num_rows - max_rows} more rows")
+
+
+def print_frame(frame: pd.DataFrame, *, title: str | None = None, max_rows: int = 50) -> None:
+    """Print a pandas frame as a rich table."""
+    print_arrow(pa.Table.from_pandas(frame.astype(str), preserve_index=False), title=title, max_rows=max_rows)
+
+
+def print_counts(counts: Mapping[str, object], *, title: str) -> None:
+    """Print a mapping as a two-column table."""
+    out = Table(title=title)
+    out.add_column("item")
+    out.add_column("value", justify="right")
+    for key, value in counts.items():
+        out.add_row(str(key), str(value))
+    console.print(out)

@@ -1,0 +1,58 @@
+"""``tumorboard ingest features`` and ``tumorboard ingest labels``: curated per-patient CSV tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from apps.cli.common import fail, print_counts
+from ingest.lake import Lake
+from ingest.tables import TableFileError, ingest_features, ingest_labels
+
+LakeOption = Annotated[Path, typer.Option("--lake", help="The lake directory (created if missing).")]
+IdOption = Annotated[str, typer.Option("--id-column", help="Column holding the patient id.")]
+
+
+def register(ingest_app: typer.Typer) -> None:
+    ingest_app.command("features")(features)
+    ingest_app.command("labels")(labels)
+
+
+def features(
+    csv: Annotated[Path, typer.Argument(help="Wide CSV: one row per patient, one column per feature.")],
+    modality: Annotated[str, typer.Option("--modality", help="Name of the modality, e.g. expression.")],
+    lake: LakeOption,
+    id_column: IdOption = "patient_id",
+) -> None:
+    """Load a per-patient feature table (numeric or categorical) as a model modality.
+
+    Exit status: 0 all rows loaded, 2 some rows rejected (see `tumorboard lake status`), 1 nothing loaded.
+    """
+    try:
+        counts = ingest_features(Lake(lake), csv, modality=modality, id_column=id_column)
+    except TableFileError as exc:
+        raise fail(str(exc)) from None
+    print_counts(counts, title=f"features: {modality}")
+    if counts["rejected"]:
+        raise typer.Exit(2)
+
+
+def labels(
+    csv: Annotated[Path, typer.Argument(help="CSV with patient_id and any of split, diagnosis, time, event,"
+                                             " treatment, response, index_date.")],
+    lake: LakeOption,
+    id_column: IdOption = "patient_id",
+) -> None:
+    """Load curated outcome labels (they override labels derived from FHIR).
+
+    Exit status: 0 all rows loaded, 2 some rows rejected (see `tumorboard lake status`), 1 nothing loaded.
+    """
+    try:
+        counts = ingest_labels(Lake(lake), csv, id_column=id_column)
+    except TableFileError as exc:
+        raise fail(str(exc)) from None
+    print_counts(counts, title="labels")
+    if counts["rejected"]:
+        raise typer.Exit(2)

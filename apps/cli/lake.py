@@ -1,0 +1,60 @@
+"""``tumorboard lake``: query and inspect a lake."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import pyarrow.csv as pacsv
+import typer
+
+from apps.cli.common import console, fail, print_arrow, print_counts, print_frame
+from ingest.lake import Lake, LakeError
+from ingest.status import lake_status
+
+LakeOption = Annotated[Path, typer.Option("--lake", help="The lake directory.")]
+
+
+def register(lake_app: typer.Typer) -> None:
+    lake_app.command("sql")(sql)
+    lake_app.command("status")(status)
+
+
+def sql(
+    query: Annotated[str, typer.Argument(help="DuckDB SQL; every lake table is a view of the same name.")],
+    lake: LakeOption,
+    output: Annotated[str, typer.Option("--format", help="table | csv")] = "table",
+    max_rows: Annotated[int, typer.Option(help="Rows to print in table format.")] = 50,
+) -> None:
+    """Run a SQL query (DuckDB) over the lake's tables."""
+    if not lake.is_dir():
+        raise fail(f"lake {lake} does not exist; create one with `tumorboard ingest ...`")
+    try:
+        result = Lake(lake).sql(query)
+    except LakeError as exc:
+        raise fail(str(exc)) from None
+    if output == "csv":
+        pacsv.write_csv(result, sys.stdout.buffer)
+    elif output == "table":
+        print_arrow(result, max_rows=max_rows)
+    else:
+        raise fail(f"unknown --format {output!r}; use table or csv")
+
+
+def status(lake: LakeOption) -> None:
+    """Row counts per table, ingest runs, rejects by reason and per-patient modality coverage."""
+    if not lake.is_dir():
+        raise fail(f"lake {lake} does not exist; create one with `tumorboard ingest ...`")
+    report = lake_status(Lake(lake))
+    print_counts(report.tables, title=f"Tables in {lake}")
+    if not report.runs.empty:
+        print_frame(report.runs[["finished_at", "command", "status", "counts"]].head(10), title="Recent runs")
+    if report.rejects.empty:
+        console.print("No rejects.")
+    else:
+        print_frame(report.rejects, title="Rejects by reason")
+    print_frame(report.coverage_summary(), title=f"Modality coverage ({len(report.coverage)} patients)")
+    if any(report.unmatched.values()):
+        print_counts({k: v for k, v in report.unmatched.items() if v},
+                     title="Ids matching no FHIR patient (kept under their own id)")

@@ -1,0 +1,1 @@
+"""tumorboard fusion: time-aware cohorts, multimodal encoders and fusion models, training and evaluation."""

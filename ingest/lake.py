@@ -1,0 +1,267 @@
+"""The lake: a directory of Delta Lake tables plus binary side files.
+
+Layout of a lake directory::
+
+    LAKE/
+      <table>/            one Delta table per name in ``ingest.schema`` (Parquet files + ``_delta_log``)
+      view_<name>/        one Delta table per FHIR ViewDefinition
+      _tensors/           memory-mappable image tensors, referenced from the ``images`` table
+
+Every write is one atomic Delta commit: a reader sees the previous version or the new one, never half of a
+write, and an interrupted run leaves the previous version intact. Other tools (DuckDB, Polars, Spark) read the
+tables without tumorboard. ``manifest`` records each ingest run; ``rejects`` keeps what could not be ingested.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+
+from ingest import __version__
+from ingest.schema import SCHEMA_VERSION, SCHEMAS, conform, keys_for
+
+WriteMode = Literal["append", "overwrite", "merge"]
+RAW_LIMIT = 10_000
+
+
+class LakeError(RuntimeError):
+    """A lake operation failed (missing table, bad path, ...)."""
+
+
+class Lake:
+    """A tumorboard lake rooted at ``path`` (created on first write).
+
+    Args:
+        path: the lake directory.
+        run_id: identifier of the current ingest run, stamped on rejects and the manifest row; a new one is
+            generated when omitted.
+    """
+
+    def __init__(self, path: str | Path, *, run_id: str | None = None) -> None:
+        self.path = Path(path)
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        if self.path.exists() and not self.path.is_dir():
+            raise LakeError(f"{self.path} is a file, not a lake directory; pass a directory path")
+
+    # -- tables ------------------------------------------------------------------------------------------
+    @property
+    def tensor_dir(self) -> Path:
+        """Folder for binary side files (image tensors); created on demand."""
+        folder = self.path / "_tensors"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def table_path(self, name: str) -> Path:
+        if not name or "/" in name or name.startswith(("_", ".")):
+            raise LakeError(f"invalid table name {name!r}")
+        return self.path / name
+
+    def has(self, name: str) -> bool:
+        """Whether table ``name`` exists in this lake."""
+        return DeltaTable.is_deltatable(str(self.table_path(name)))
+
+    def tables(self) -> list[str]:
+        """Names of the tables present, sorted."""
+        if not self.path.is_dir():
+            return []
+        return sorted(p.name for p in self.path.iterdir()
+                      if p.is_dir() and not p.name.startswith(("_", ".")) and self.has(p.name))
+
+    def version(self, name: str) -> int:
+        """The Delta version of table ``name`` (0 after the first commit)."""
+        return self._delta(name).version()
+
+    def _delta(self, name: str) -> DeltaTable:
+        try:
+            return DeltaTable(str(self.table_path(name)))
+        except TableNotFoundError:
+            raise LakeError(
+                f"table {name!r} does not exist in lake {self.path}; run the matching `tumorboard ingest`"
+                " command first") from None
+
+    def read(self, name: str, columns: list[str] | None = None) -> pa.Table:
+        """Read table ``name`` (all rows), with the registered schema's metadata re-attached."""
+        table = self._delta(name).to_pyarrow_table(columns=columns)
+        schema = SCHEMAS.get(name)
+        if schema is not None:
+            fields = [schema.field(c) if schema.get_field_index(c) >= 0 else table.schema.field(c)
+                      for c in table.column_names]
+            table = table.cast(pa.schema(fields, metadata=schema.metadata))
+        return table
+
+    def dataset(self, name: str):
+        """A lazily scanned ``pyarrow.dataset.Dataset`` over table ``name`` (for large tables)."""
+        return self._delta(name).to_pyarrow_dataset()
+
+    def write(self, name: str, table: pa.Table | pa.RecordBatchReader, *, mode: WriteMode = "append",
+              keys: list[str] | None = None, newest_by: str | None = None) -> int:
+        """Validate ``table`` against the schema of ``name`` and commit it atomically.
+
+        Args:
+            name: table name registered in ``ingest.schema``.
+            table: the rows to write (a ``RecordBatchReader`` streams; an error while reading it aborts the
+                commit and leaves the previous version intact).
+            mode: ``append``, ``overwrite`` (replace all rows) or ``merge`` (upsert on ``keys``).
+            keys: merge keys; default the keys declared in the schema.
+            newest_by: for ``merge``, a column (e.g. ``last_updated``): of several rows with the same key the
+                largest value wins, and an existing row is replaced only by a row at least as new.
+
+        Returns:
+            The number of rows written.
+        """
+        if isinstance(table, pa.RecordBatchReader):
+            table = _validated_stream(name, table)
+            n_rows = None
+        else:
+            table = conform(name, table)
+            n_rows = table.num_rows
+        self.path.mkdir(parents=True, exist_ok=True)
+        target = str(self.table_path(name))
+        if mode == "merge" and self.has(name):
+            if isinstance(table, pa.RecordBatchReader):
+                table = table.read_all()
+            keys = keys or keys_for(name)
+            if not keys:
+                raise LakeError(f"table {name!r} declares no merge keys; pass keys=[...]")
+            table = _deduplicate(table, keys, newest_by)
+            n_rows = table.num_rows
+            if n_rows == 0:
+                return 0
+            predicate = " AND ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
+            update_if = None
+            if newest_by:
+                col = _quote(newest_by)
+                update_if = f"s.{col} >= t.{col} OR t.{col} IS NULL"
+            (self._delta(name)
+             .merge(table, predicate=predicate, source_alias="s", target_alias="t")
+             .when_matched_update_all(predicate=update_if)
+             .when_not_matched_insert_all()
+             .execute())
+            return n_rows
+        if mode == "merge":
+            if isinstance(table, pa.RecordBatchReader):
+                table = table.read_all()
+            table = _deduplicate(table, keys or keys_for(name), newest_by)
+            n_rows = table.num_rows
+            mode = "append"
+        if mode not in ("append", "overwrite"):
+            raise LakeError(f"unknown write mode {mode!r}; use append, overwrite or merge")
+        write_deltalake(target, table, mode=mode, schema_mode="overwrite" if mode == "overwrite" else None)
+        if n_rows is None:
+            return self._delta(name).count() if mode == "overwrite" else -1
+        return n_rows
+
+    def delete(self, name: str, predicate: str) -> None:
+        """Delete the rows of ``name`` that match a SQL ``predicate`` (one atomic commit)."""
+        if self.has(name):
+            self._delta(name).delete(predicate)
+
+    # -- bookkeeping -------------------------------------------------------------------------------------
+    def add_rejects(self, rows: Iterable[Mapping[str, object]], *, modality: str | None = None) -> int:
+        """Append rows to ``rejects``; each has ``source``, ``reason`` and optionally ``location``, ``raw``."""
+        now = datetime.now(timezone.utc)
+        records = []
+        for row in rows:
+            raw = row.get("raw")
+            if raw is not None and not isinstance(raw, str):
+                raw = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else json.dumps(raw)
+            records.append({
+                "run_id": self.run_id,
+                "modality": row.get("modality") or modality,
+                "source": str(row["source"]),
+                "location": None if row.get("location") is None else str(row["location"]),
+                "reason": str(row["reason"]),
+                "raw": None if raw is None else raw[:RAW_LIMIT],
+                "rejected_at": now,
+            })
+        if not records:
+            return 0
+        return self.write("rejects", pa.Table.from_pylist(records, schema=SCHEMAS["rejects"]))
+
+    def record_run(self, command: str, sources: Iterable[str | Path], counts: Mapping[str, object], *,
+                   started_at: datetime, status: str = "ok") -> None:
+        """Append one row to ``manifest``: what was ingested, when, from which files, by which version."""
+        row = {
+            "run_id": self.run_id,
+            "command": command,
+            "started_at": started_at,
+            "finished_at": datetime.now(timezone.utc),
+            "tumorboard_version": __version__,
+            "schema_version": SCHEMA_VERSION,
+            "sources": [str(s) for s in sources],
+            "counts": json.dumps(dict(counts), default=str, sort_keys=True),
+            "status": status,
+        }
+        self.write("manifest", pa.Table.from_pylist([row], schema=SCHEMAS["manifest"]))
+
+    def manifest_hash(self) -> str:
+        """A short hash of the manifest (identifies the lake state a model was trained on)."""
+        import hashlib
+
+        if not self.has("manifest"):
+            return "empty"
+        runs = sorted(self.read("manifest", ["run_id"]).column("run_id").to_pylist())
+        return hashlib.sha256("\n".join(runs).encode()).hexdigest()[:16]
+
+    # -- query -------------------------------------------------------------------------------------------
+    def sql(self, query: str) -> pa.Table:
+        """Run a DuckDB SQL query in which every lake table is a view of the same name."""
+        import duckdb
+
+        con = duckdb.connect()
+        try:
+            for name in self.tables():
+                dataset = self.dataset(name)  # noqa: F841 (referenced by name in the SQL below)
+                con.register(name, dataset)
+            return con.sql(query).to_arrow_table()
+        except duckdb.Error as exc:
+            raise LakeError(f"SQL error: {exc}; tables: {', '.join(self.tables()) or '(none)'}") from exc
+        finally:
+            con.close()
+
+
+def _quote(column: str) -> str:
+    return f"`{column}`"
+
+
+def _validated_stream(name: str, reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    schema = SCHEMAS[name] if name in SCHEMAS else reader.schema
+
+    def batches():
+        for batch in reader:
+            yield from conform(name, pa.Table.from_batches([batch])).to_batches()
+
+    return pa.RecordBatchReader.from_batches(conform(name, schema.empty_table()).schema, batches())
+
+
+def _deduplicate(table: pa.Table, keys: list[str], newest_by: str | None) -> pa.Table:
+    """Keep one row per key: the newest by ``newest_by`` (nulls oldest), else the last one written."""
+    if table.num_rows < 2:
+        return table
+    order = pa.array(range(table.num_rows), pa.int64())
+    work = table.append_column("__order", order)
+    sort_keys = [(k, "ascending") for k in keys]
+    if newest_by:
+        sort_keys.append((newest_by, "descending"))
+    sort_keys.append(("__order", "descending"))
+    idx = pc.sort_indices(work, sort_keys=sort_keys)
+    work = work.take(idx)
+    key_cols = [work.column(k).combine_chunks() for k in keys]
+    keep = [0]
+    prev = tuple(c[0].as_py() for c in key_cols)
+    rows = zip(*(c.to_pylist() for c in key_cols))
+    next(rows)
+    for i, current in enumerate(rows, start=1):
+        if current != prev:
+            keep.append(i)
+            prev = current
+    return work.take(pa.array(keep)).drop_columns(["__order"])

@@ -1,0 +1,98 @@
+"""What a lake holds: row counts, ingest runs, rejects by reason, and per-patient modality coverage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+import pyarrow.compute as pc
+
+from ingest.lake import Lake
+from ingest.link import build_crosswalk, id_map, resolve_ids, unmatched_ids
+
+# modality name -> (table, id column); FHIR rows carry the key itself.
+MODALITY_SOURCES = {
+    "genomics": ("variants", "patient_id"),
+    "images": ("images", "patient_id"),
+    "labels": ("labels", "patient_id"),
+}
+
+
+@dataclass
+class LakeStatus:
+    """A summary of one lake.
+
+    Attributes:
+        tables: table name -> row count.
+        runs: the manifest, newest first (run_id, command, finished_at, status, counts).
+        rejects: modality, reason, count and one example location, most frequent first.
+        coverage: one row per patient key, one bool column per modality.
+        unmatched: modality -> number of ids that match no FHIR patient (kept under their own id).
+    """
+
+    tables: dict[str, int]
+    runs: pd.DataFrame
+    rejects: pd.DataFrame
+    coverage: pd.DataFrame
+    unmatched: dict[str, int] = field(default_factory=dict)
+
+    def coverage_summary(self) -> pd.DataFrame:
+        """Per modality: patients with it and their share of all patients."""
+        if self.coverage.empty:
+            return pd.DataFrame(columns=["modality", "patients", "fraction"])
+        counts = self.coverage.drop(columns="patient_key").sum()
+        return pd.DataFrame({"modality": counts.index, "patients": counts.values.astype(int),
+                             "fraction": (counts.values / len(self.coverage)).round(3)})
+
+
+def patient_modalities(lake: Lake, mapping: dict[str, str] | None = None) -> dict[str, set[str]]:
+    """Modality name -> set of patient keys that have it (``fhir``, ``genomics``, ``images``, ``labels``,
+    ``features:<name>`` for each extra modality)."""
+    mapping = id_map(lake) if mapping is None else mapping
+    present: dict[str, set[str]] = {}
+    if lake.has("fhir_resources"):
+        patients = lake.dataset("fhir_resources").to_table(
+            columns=["id"], filter=pc.field("resource_type") == "Patient")
+        present["fhir"] = set(patients.column("id").to_pylist())
+    for modality, (table, column) in MODALITY_SOURCES.items():
+        if lake.has(table):
+            ids = pc.unique(lake.read(table, [column]).column(column)).to_pylist()
+            present[modality] = set(resolve_ids(ids, mapping))
+    if lake.has("features"):
+        frame = lake.read("features", ["patient_id", "modality"]).group_by(["patient_id", "modality"]) \
+            .aggregate([]).to_pandas()
+        for name, group in frame.groupby("modality"):
+            present[f"features:{name}"] = set(resolve_ids(group["patient_id"], mapping))
+    return present
+
+
+def lake_status(lake: Lake) -> LakeStatus:
+    """Summarise ``lake`` (rebuilding the crosswalk from the FHIR patients first)."""
+    build_crosswalk(lake)
+    mapping = id_map(lake)
+    tables = {name: lake.dataset(name).count_rows() for name in lake.tables()}
+    runs = pd.DataFrame(columns=["run_id", "command", "finished_at", "status", "counts"])
+    if lake.has("manifest"):
+        runs = lake.read("manifest", list(runs.columns)).to_pandas() \
+            .sort_values("finished_at", ascending=False, ignore_index=True)
+    rejects = pd.DataFrame(columns=["modality", "reason", "count", "example"])
+    if lake.has("rejects"):
+        raw = lake.read("rejects", ["modality", "reason", "source", "location"]).to_pandas()
+        raw["example"] = raw["source"] + " " + raw["location"].fillna("")
+        rejects = (raw.groupby(["modality", "reason"], as_index=False)
+                   .agg(count=("source", "size"), example=("example", "first"))
+                   .sort_values("count", ascending=False, ignore_index=True))
+    present = patient_modalities(lake, mapping)
+    keys = sorted(set().union(*present.values())) if present else []
+    coverage = pd.DataFrame({"patient_key": keys})
+    for modality, members in present.items():
+        coverage[modality] = coverage["patient_key"].isin(members)
+    unmatched = {}
+    for modality, (table, column) in MODALITY_SOURCES.items():
+        if lake.has(table):
+            ids = pc.unique(lake.read(table, [column]).column(column)).to_pylist()
+            unmatched[modality] = len(unmatched_ids(ids, mapping))
+    if lake.has("features"):
+        ids = pc.unique(lake.read("features", ["patient_id"]).column("patient_id")).to_pylist()
+        unmatched["features"] = len(unmatched_ids(ids, mapping))
+    return LakeStatus(tables=tables, runs=runs, rejects=rejects, coverage=coverage, unmatched=unmatched)

@@ -1,0 +1,109 @@
+"""The lake contract: schemas, required columns, atomic writes, merges, rejects, manifest and SQL."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from ingest.lake import Lake, LakeError
+from ingest.schema import SCHEMA_VERSION, SCHEMAS, SchemaError, conform, utc_timestamps
+
+
+def _resources(ids, json_values, updated=None):
+    columns = {"resource_type": ["Patient"] * len(ids), "id": ids, "source": ["f.ndjson"] * len(ids),
+               "json": json_values}
+    if updated is not None:
+        columns["last_updated"] = utc_timestamps(pa.array(updated))
+    return pa.table(columns)
+
+
+def test_every_schema_is_versioned_and_has_units_where_declared():
+    for name, schema in SCHEMAS.items():
+        assert schema.metadata[b"tumorboard.schema_version"] == SCHEMA_VERSION.encode(), name
+    assert SCHEMAS["variants"].field("vaf").metadata[b"unit"] == b"fraction"
+    assert SCHEMAS["labels"].field("time").metadata[b"unit"] == b"days"
+
+
+def test_conform_rejects_null_in_required_column():
+    table = _resources(["a", None], ["{}", "{}"])
+    with pytest.raises(SchemaError, match="required column 'id' has 1 null"):
+        conform("fhir_resources", table)
+
+
+def test_conform_rejects_unknown_and_missing_columns():
+    with pytest.raises(SchemaError, match="unknown column"):
+        conform("fhir_resources", _resources(["a"], ["{}"]).append_column("oops", pa.array([1])))
+    with pytest.raises(SchemaError, match="required column 'json' is missing"):
+        conform("fhir_resources", _resources(["a"], ["{}"]).drop_columns(["json"]))
+
+
+def test_writer_rejects_null_and_keeps_previous_version(lake):
+    lake.write("fhir_resources", _resources(["a"], ["{}"]))
+    with pytest.raises(SchemaError):
+        lake.write("fhir_resources", _resources([None], ["{}"]))
+    assert lake.read("fhir_resources").num_rows == 1
+    assert lake.version("fhir_resources") == 0
+
+
+def test_interrupted_write_leaves_previous_version_intact(lake):
+    lake.write("fhir_resources", _resources(["a", "b"], ["{}", "{}"]))
+    schema = conform("fhir_resources", _resources(["x"], ["{}"])).schema
+
+    def batches():
+        yield conform("fhir_resources", _resources(["x"], ["{}"])).to_batches()[0]
+        raise KeyboardInterrupt("power cut")
+
+    with pytest.raises(BaseException, match="power cut"):
+        lake.write("fhir_resources", pa.RecordBatchReader.from_batches(schema, batches()), mode="overwrite")
+    reread = Lake(lake.path)
+    assert sorted(reread.read("fhir_resources").column("id").to_pylist()) == ["a", "b"]
+    assert reread.version("fhir_resources") == 0
+
+
+def test_merge_is_idempotent_and_newest_wins(lake):
+    first = _resources(["a", "b"], ["a1", "b1"], ["2020-01-01", "2020-01-01"])
+    lake.write("fhir_resources", first, mode="merge", newest_by="last_updated")
+    lake.write("fhir_resources", first, mode="merge", newest_by="last_updated")
+    update = _resources(["a", "b", "a"], ["a0", "b2", "a2"], ["2019-01-01", "2021-01-01", "2022-01-01"])
+    lake.write("fhir_resources", update, mode="merge", newest_by="last_updated")
+    rows = dict(zip(*lake.read("fhir_resources", ["id", "json"]).to_pydict().values()))
+    assert rows == {"a": "a2", "b": "b2"}
+    older = _resources(["a"], ["stale"], ["2000-01-01"])
+    lake.write("fhir_resources", older, mode="merge", newest_by="last_updated")
+    assert dict(zip(*lake.read("fhir_resources", ["id", "json"]).to_pydict().values()))["a"] == "a2"
+
+
+def test_rejects_manifest_and_sql(lake):
+    from datetime import datetime, timezone
+
+    lake.add_rejects([{"source": "x.ndjson", "location": "line 3", "reason": "bad JSON", "raw": "{" * 20_000}],
+                     modality="fhir")
+    lake.record_run("ingest fhir", ["x.ndjson"], {"read": 3}, started_at=datetime.now(timezone.utc))
+    result = lake.sql("SELECT modality, reason, length(raw) AS n FROM rejects").to_pylist()
+    assert result == [{"modality": "fhir", "reason": "bad JSON", "n": 10_000}]
+    assert lake.read("manifest").column("tumorboard_version")[0].as_py()
+    assert lake.manifest_hash() != "empty"
+    with pytest.raises(LakeError, match="SQL error"):
+        lake.sql("SELECT * FROM no_such_table")
+
+
+def test_read_missing_table_says_what_to_do(lake):
+    with pytest.raises(LakeError, match="tumorboard ingest"):
+        lake.read("variants")
+
+
+def test_lake_is_readable_without_tumorboard(lake):
+    import duckdb
+    from deltalake import DeltaTable
+
+    lake.write("fhir_resources", _resources(["a"], ["{}"]))
+    dataset = DeltaTable(str(lake.path / "fhir_resources")).to_pyarrow_dataset()
+    assert duckdb.connect().sql("SELECT count(*) FROM dataset").fetchall() == [(1,)]
+
+
+def test_utc_timestamps_accepts_fhir_date_forms():
+    parsed = utc_timestamps(pa.array(["2020", "2020-02", "2020-02-03", "2020-02-03T04:05:06+02:00", "nope",
+                                      "2020-13-40"])).to_pylist()
+    assert [p.isoformat() if p else None for p in parsed] == [
+        "2020-01-01T00:00:00+00:00", "2020-02-01T00:00:00+00:00", "2020-02-03T00:00:00+00:00",
+        "2020-02-03T02:05:06+00:00", None, None]
