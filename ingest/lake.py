@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -168,7 +168,7 @@ class Lake:
     # -- bookkeeping -------------------------------------------------------------------------------------
     def add_rejects(self, rows: Iterable[Mapping[str, object]], *, modality: str | None = None) -> int:
         """Append rows to ``rejects``; each has ``source``, ``reason`` and optionally ``location``, ``raw``."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         records = []
         for row in rows:
             raw = row.get("raw")
@@ -194,7 +194,7 @@ class Lake:
             "run_id": self.run_id,
             "command": command,
             "started_at": started_at,
-            "finished_at": datetime.now(timezone.utc),
+            "finished_at": datetime.now(UTC),
             "tumorboard_version": __version__,
             "schema_version": SCHEMA_VERSION,
             "sources": [str(s) for s in sources],
@@ -220,8 +220,7 @@ class Lake:
         con = duckdb.connect()
         try:
             for name in self.tables():
-                dataset = self.dataset(name)  # noqa: F841 (referenced by name in the SQL below)
-                con.register(name, dataset)
+                con.register(name, self.dataset(name))
             return con.sql(query).to_arrow_table()
         except duckdb.Error as exc:
             raise LakeError(f"SQL error: {exc}; tables: {', '.join(self.tables()) or '(none)'}") from exc

@@ -12,7 +12,7 @@ FHIR. A row with an invalid value is rejected with its row number and reason; th
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -49,7 +49,7 @@ def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "
     Returns:
         counts: ``patients``, ``features``, ``values`` written and ``rejected`` rows.
     """
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     frame = _read_csv(path, id_column)
     ids = frame.pop(id_column)
     rejects = [{"source": str(path), "location": f"row {i + 2}", "reason": "empty patient id", "raw": None}
@@ -101,7 +101,7 @@ def _parse_bool(value: object) -> bool | None:
 
 def ingest_labels(lake: Lake, path: Path, *, id_column: str = "patient_id") -> dict[str, int]:
     """Load curated outcome labels; rows are upserted by patient. Returns ``patients`` and ``rejected``."""
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     frame = _read_csv(path, id_column)
     unknown = [c for c in frame.columns if c not in (id_column, *LABEL_COLUMNS)]
     rows, rejects = [], []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import pyarrow as pa
 import pytest
 
@@ -74,11 +76,11 @@ def test_merge_is_idempotent_and_newest_wins(lake):
 
 
 def test_rejects_manifest_and_sql(lake):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     lake.add_rejects([{"source": "x.ndjson", "location": "line 3", "reason": "bad JSON", "raw": "{" * 20_000}],
                      modality="fhir")
-    lake.record_run("ingest fhir", ["x.ndjson"], {"read": 3}, started_at=datetime.now(timezone.utc))
+    lake.record_run("ingest fhir", ["x.ndjson"], {"read": 3}, started_at=datetime.now(UTC))
     result = lake.sql("SELECT modality, reason, length(raw) AS n FROM rejects").to_pylist()
     assert result == [{"modality": "fhir", "reason": "bad JSON", "n": 10_000}]
     assert lake.read("manifest").column("tumorboard_version")[0].as_py()
@@ -97,7 +99,7 @@ def test_lake_is_readable_without_tumorboard(lake):
     from deltalake import DeltaTable
 
     lake.write("fhir_resources", _resources(["a"], ["{}"]))
-    dataset = DeltaTable(str(lake.path / "fhir_resources")).to_pyarrow_dataset()
+    dataset = DeltaTable(str(lake.path / "fhir_resources")).to_pyarrow_dataset()  # noqa: F841 (used in SQL)
     assert duckdb.connect().sql("SELECT count(*) FROM dataset").fetchall() == [(1,)]
 
 

@@ -1,0 +1,1124 @@
+"""A compiled FHIRPath subset: what SQL-on-FHIR v2 ViewDefinitions need, over plain JSON resources.
+
+An expression is parsed once into a small tree and then compiled into nested Python closures, so evaluating it
+on a resource never re-parses. Every compiled expression is an :data:`Evaluator`
+``fn(collection: list, row_index: int) -> list``: FHIRPath collections are Python lists, primitives are
+``str``/``int``/``float``/``bool``, complex values are the JSON ``dict``s themselves.
+
+Supported: member paths (with choice types ``value.ofType(Quantity)`` -> ``valueQuantity``), indexers,
+``$this``, ``%constants`` and ``%rowIndex``, literals (string, number, boolean, ``{}``, ``@date``), the
+operators ``. [] + - * / div mod & | = != ~ !~ < <= > >= in contains and or xor implies is as``, and the
+functions ``where select repeat exists all empty first last tail skip take single count distinct not iif join
+ofType is as extension getResourceKey getReferenceKey hasValue lowBoundary highBoundary`` plus the string
+functions ``startsWith endsWith contains matches replaceMatches replace substring indexOf lower upper trim
+length split toString toInteger toDecimal``. Types are inferred from the JSON (no StructureDefinitions).
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+Evaluator = Callable[[list, int], list]
+
+
+class FhirPathError(ValueError):
+    """An expression that cannot be parsed or compiled, or that fails on the data it is applied to."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# Tokenizer and parser
+# --------------------------------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"""
+    (?P<ws>\s+|//[^\n]*|/\*.*?\*/)
+  | (?P<str>'(?:[^'\\]|\\.)*')
+  | (?P<date>@T?[0-9][0-9:.\-T+Z]*)
+  | (?P<num>\d+(?:\.\d+)?)
+  | (?P<bq>`(?:[^`\\]|\\.)*`)
+  | (?P<ext>%(?:[A-Za-z_][A-Za-z0-9_]*|`(?:[^`\\]|\\.)*`|'(?:[^'\\]|\\.)*'))
+  | (?P<special>\$(?:this|index|total))
+  | (?P<id>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<op><=|>=|!=|!~|\{\}|[=~<>+\-*/&|()\[\],.])
+""", re.VERBOSE | re.DOTALL)
+
+_ESCAPES = {"'": "'", '"': '"', "`": "`", "\\": "\\", "/": "/", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+_BINARY = {  # operator -> precedence (higher binds tighter)
+    "implies": 1, "or": 2, "xor": 2, "and": 3, "in": 4, "contains": 4,
+    "=": 5, "~": 5, "!=": 5, "!~": 5, "<": 6, ">": 6, "<=": 6, ">=": 6, "|": 7,
+    "is": 8, "as": 8, "+": 9, "-": 9, "&": 9, "*": 10, "/": 10, "div": 10, "mod": 10,
+}
+
+
+def _unescape(body: str) -> str:
+    def repl(m: re.Match) -> str:
+        c = m.group(1)
+        if c.startswith("u"):
+            return chr(int(c[1:], 16))
+        return _ESCAPES.get(c, c)
+    return re.sub(r"\\(u[0-9a-fA-F]{4}|.)", repl, body)
+
+
+def _tokenize(text: str) -> list[tuple[str, Any]]:
+    tokens: list[tuple[str, Any]] = []
+    pos = 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if m is None:
+            raise FhirPathError(f"unexpected character {text[pos]!r} at position {pos} in {text!r}")
+        pos = m.end()
+        kind = m.lastgroup
+        value = m.group()
+        if kind == "ws":
+            continue
+        if kind == "str":
+            tokens.append(("lit", _unescape(value[1:-1])))
+        elif kind == "num":
+            tokens.append(("lit", float(value) if "." in value else int(value)))
+        elif kind == "date":
+            tokens.append(("lit", value[1:]))
+        elif kind == "bq":
+            tokens.append(("id", _unescape(value[1:-1])))
+        elif kind == "ext":
+            name = value[1:]
+            tokens.append(("ext", _unescape(name[1:-1]) if name[0] in "`'" else name))
+        elif kind == "special":
+            tokens.append(("special", value))
+        elif kind == "id":
+            tokens.append(("id", value))
+        else:
+            tokens.append(("op", value))
+    tokens.append(("end", None))
+    return tokens
+
+
+class _Parser:
+    """Pratt parser producing tuples: ('lit', v) ('empty',) ('this',) ('special', '$index') ('ext', name)
+    ('member', target, name) ('func', target, name, args) ('indexer', target, index)
+    ('binop', op, left, right) ('neg', operand) ('type', op, operand, type_name)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens = _tokenize(text)
+        self.pos = 0
+
+    def peek(self) -> tuple[str, Any]:
+        return self.tokens[self.pos]
+
+    def take(self) -> tuple[str, Any]:
+        tok = self.tokens[self.pos]
+        self.pos += 1
+        return tok
+
+    def expect(self, value: str) -> None:
+        kind, got = self.take()
+        if kind != "op" or got != value:
+            raise FhirPathError(f"expected {value!r} but found {got!r} in {self.text!r}")
+
+    def parse(self) -> tuple:
+        node = self.expression(0)
+        kind, value = self.peek()
+        if kind != "end":
+            raise FhirPathError(f"unexpected {value!r} in {self.text!r}")
+        return node
+
+    def expression(self, min_prec: int) -> tuple:
+        left = self.unary()
+        while True:
+            kind, value = self.peek()
+            if kind not in ("op", "id") or value not in _BINARY or _BINARY[value] < min_prec:
+                return left
+            self.take()
+            prec = _BINARY[value]
+            if value in ("is", "as"):
+                left = ("type", value, left, self.type_name())
+            else:
+                left = ("binop", value, left, self.expression(prec + 1))
+
+    def type_name(self) -> str:
+        kind, value = self.take()
+        if kind != "id":
+            raise FhirPathError(f"expected a type name but found {value!r} in {self.text!r}")
+        while self.peek() == ("op", "."):
+            self.take()
+            kind, value = self.take()
+            if kind != "id":
+                raise FhirPathError(f"expected a type name but found {value!r} in {self.text!r}")
+        return value
+
+    def unary(self) -> tuple:
+        kind, value = self.peek()
+        if kind == "op" and value in ("+", "-"):
+            self.take()
+            operand = self.unary()
+            return operand if value == "+" else ("neg", operand)
+        return self.postfix(self.term())
+
+    def term(self) -> tuple:
+        kind, value = self.take()
+        if kind == "lit":
+            return ("lit", value)
+        if kind == "ext":
+            return ("ext", value)
+        if kind == "special":
+            return ("this",) if value == "$this" else ("special", value)
+        if kind == "id":
+            if value in ("true", "false"):
+                return ("lit", value == "true")
+            return self.invocation(None, value)
+        if kind == "op" and value == "(":
+            node = self.expression(0)
+            self.expect(")")
+            return node
+        if kind == "op" and value == "{}":
+            return ("empty",)
+        raise FhirPathError(f"unexpected {value!r} in {self.text!r}")
+
+    def invocation(self, target: tuple | None, name: str) -> tuple:
+        if self.peek() == ("op", "("):
+            self.take()
+            args = []
+            if self.peek() != ("op", ")"):
+                args.append(self.expression(0))
+                while self.peek() == ("op", ","):
+                    self.take()
+                    args.append(self.expression(0))
+            self.expect(")")
+            return ("func", target, name, args)
+        return ("member", target, name)
+
+    def postfix(self, node: tuple) -> tuple:
+        while True:
+            tok = self.peek()
+            if tok == ("op", "."):
+                self.take()
+                kind, value = self.take()
+                if kind != "id":
+                    raise FhirPathError(f"expected a name after '.' but found {value!r} in {self.text!r}")
+                node = self.invocation(node, value)
+            elif tok == ("op", "["):
+                self.take()
+                index = self.expression(0)
+                self.expect("]")
+                node = ("indexer", node, index)
+            else:
+                return node
+
+
+def parse(text: str) -> tuple:
+    """Parse a FHIRPath expression into its tree (tuples); raises :class:`FhirPathError`."""
+    if not isinstance(text, str) or not text.strip():
+        raise FhirPathError(f"a FHIRPath expression must be a non-empty string, got {text!r}")
+    return _Parser(text).parse()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Value helpers
+# --------------------------------------------------------------------------------------------------------
+
+# FHIR R4 choice elements ([x]); a missing key of this name is looked up as name + TypeName.
+CHOICE_NAMES = frozenset((
+    "value", "effective", "onset", "abatement", "deceased", "multipleBirth", "medication", "performed",
+    "occurrence", "timing", "serviced", "born", "age", "defaultValue", "fixed", "pattern", "minValue",
+    "maxValue", "reported", "asNeeded", "dose", "rate", "product", "allowed", "used", "collected", "time",
+    "identified", "substance", "entity", "answer", "initial", "scheduled", "onBehalfOf", "subject", "item",
+    "location", "diagnosis", "procedure", "content", "offset", "created", "bodySite", "reason", "event",
+    "detail", "source", "target", "definition", "manufactured", "ingredient", "amount", "probability",
+    "when", "started", "recorded", "duration", "quantity", "range", "paid", "benefit", "financial",
+))
+
+_INT_TYPES = frozenset(("integer", "positiveInt", "unsignedInt", "integer64"))
+_STR_TYPES = frozenset(("string", "code", "id", "uri", "url", "canonical", "oid", "uuid", "markdown",
+                        "base64Binary", "date", "dateTime", "instant", "time", "xhtml"))
+_SYSTEM_TYPES = {"String": "string", "Integer": "integer", "Decimal": "decimal", "Boolean": "boolean",
+                 "Date": "date", "DateTime": "dateTime", "Time": "time"}
+
+
+def _num(v: Any) -> bool:
+    return (type(v) is int or type(v) is float or type(v) is Decimal)
+
+
+def is_type(value: Any, type_name: str) -> bool:
+    """Whether a JSON value can be of FHIR/System type ``type_name`` (inferred from its Python type)."""
+    t = _SYSTEM_TYPES.get(type_name, type_name)
+    if t == "boolean":
+        return type(value) is bool
+    if t in _INT_TYPES:
+        return type(value) is int
+    if t == "decimal":
+        return type(value) in (float, Decimal)
+    if t in _STR_TYPES:
+        return type(value) is str
+    if type(value) is dict:
+        rt = value.get("resourceType")
+        return rt is None or rt == t or t in ("Resource", "DomainResource")
+    return False
+
+
+def _equal(a: Any, b: Any) -> bool:
+    ta, tb = type(a), type(b)
+    if ta is bool or tb is bool:
+        return ta is tb and a == b
+    if _num(a) and _num(b):
+        return Decimal(str(a)) == Decimal(str(b)) if (ta is float) != (tb is float) else a == b
+    return a == b
+
+
+def _equivalent(a: Any, b: Any) -> bool:
+    if type(a) is str and type(b) is str:
+        return " ".join(a.lower().split()) == " ".join(b.lower().split())
+    return _equal(a, b)
+
+
+def _singleton(coll: list, what: str) -> Any:
+    if len(coll) > 1:
+        raise FhirPathError(f"{what} expects a single value but got {len(coll)}")
+    return coll[0] if coll else None
+
+
+def _as_bool(coll: list, what: str) -> bool | None:
+    """FHIRPath singleton evaluation of a collection as a boolean (None for empty)."""
+    if not coll:
+        return None
+    if len(coll) > 1:
+        raise FhirPathError(f"{what} expects a single boolean but got {len(coll)} values")
+    v = coll[0]
+    return v if type(v) is bool else True
+
+
+def _out_number(v: Any) -> Any:
+    if type(v) is Decimal:
+        return int(v) if v == v.to_integral_value() and v.as_tuple().exponent >= 0 else float(v)
+    return v
+
+
+def reference_key(ref: Any, type_name: str | None = None) -> str | None:
+    """The resource id a FHIR Reference points to (``Patient/123``, ``http://x/Patient/123/_history/2``,
+    ``urn:uuid:123``); ``None`` when the reference is absent or points to another type than ``type_name``.
+
+    ``urn:uuid:`` / ``urn:oid:`` references carry no type: they are checked against ``Reference.type`` when
+    present and otherwise accepted.
+    """
+    if type(ref) is not dict:
+        return None
+    text = ref.get("reference")
+    if type(text) is not str or not text or text.startswith("#"):
+        return None
+    if text.startswith("urn:"):
+        if type_name is not None and ref.get("type") not in (None, type_name):
+            return None
+        return text.rsplit(":", 1)[-1] or None
+    parts = text.split("?", 1)[0].rstrip("/").split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    if len(parts) < 2:
+        return None
+    if type_name is not None and parts[-2] != type_name:
+        return None
+    return parts[-1] or None
+
+
+# --------------------------------------------------------------------------------------------------------
+# Boundaries (lowBoundary / highBoundary)
+# --------------------------------------------------------------------------------------------------------
+
+_DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+_DATETIME_RE = re.compile(
+    r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2})(?::(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?)?)?)?T?"
+    r"(Z|[+-]\d{2}:\d{2})?$")
+_TIME_RE = re.compile(r"^T?(\d{2})(?::(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?$")
+
+
+def _days_in_month(year: int, month: int) -> int:
+    if month == 2:
+        return 29 if (year % 4 == 0 and year % 100 != 0) or year % 400 == 0 else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def _boundary(value: Any, kind: str | None, high: bool) -> Any:
+    if kind is None:
+        if _num(value):
+            kind = "decimal"
+        elif type(value) is str:
+            kind = "dateTime" if "T" in value[1:] else "time" if _TIME_RE.match(value) and ":" in value \
+                else "date"
+        else:
+            return None
+    if kind in ("decimal",) or kind in _INT_TYPES:
+        if not _num(value):
+            return None
+        d = Decimal(repr(value)) if type(value) is float else Decimal(value)
+        exponent = min(d.as_tuple().exponent, 0)
+        half = Decimal(5).scaleb(exponent - 1)
+        return float(d + half if high else d - half)
+    if type(value) is not str:
+        return None
+    if kind == "date":
+        m = _DATE_RE.match(value)
+        if not m:
+            return None
+        y = int(m.group(1))
+        mo = int(m.group(2) or (12 if high else 1))
+        d = int(m.group(3) or (_days_in_month(y, mo) if high else 1))
+        return f"{y:04d}-{mo:02d}-{d:02d}"
+    if kind == "time":
+        m = _TIME_RE.match(value)
+        if not m:
+            return None
+        h, mi, s, frac = m.groups()
+        mi = mi or ("59" if high else "00")
+        s = s or ("59" if high else "00")
+        frac = (frac or "")[:3].ljust(3, "9" if high else "0")
+        return f"{h}:{mi}:{s}.{frac}"
+    if kind in ("dateTime", "instant"):
+        m = _DATETIME_RE.match(value)
+        if not m:
+            return None
+        y, mo, d, h, mi, s, frac, tz = m.groups()
+        year = int(y)
+        month = int(mo or (12 if high else 1))
+        day = int(d or (_days_in_month(year, month) if high else 1))
+        h = h or ("23" if high else "00")
+        mi = mi or ("59" if high else "00")
+        s = s or ("59" if high else "00")
+        frac = (frac or "")[:3].ljust(3, "9" if high else "0")
+        tz = tz or ("-12:00" if high else "+14:00")
+        return f"{year:04d}-{month:02d}-{day:02d}T{h}:{mi}:{s}.{frac}{tz}"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------------
+# Compiler
+# --------------------------------------------------------------------------------------------------------
+
+def _identity(coll: list, ri: int) -> list:
+    return coll
+
+
+def _member_step(items: list, name: str) -> list:
+    out: list = []
+    choice = name in CHOICE_NAMES
+    upper = name[0].isupper()
+    for it in items:
+        if type(it) is not dict:
+            continue
+        v = it.get(name)
+        if v is None:
+            if upper and it.get("resourceType") == name:
+                out.append(it)
+            elif choice:
+                n = len(name)
+                for k, cv in it.items():
+                    if len(k) > n and k.startswith(name) and k[n].isupper():
+                        if type(cv) is list:
+                            out.extend(cv)
+                        else:
+                            out.append(cv)
+            continue
+        if type(v) is list:
+            out.extend(v)
+        else:
+            out.append(v)
+    return out
+
+
+def _compile_path(source: Evaluator | None, names: tuple[str, ...]) -> Evaluator:
+    if len(names) == 1 and source is None:
+        name = names[0]
+
+        def one(coll: list, ri: int) -> list:
+            if len(coll) == 1:
+                it = coll[0]
+                if type(it) is dict:
+                    v = it.get(name)
+                    if v is not None:
+                        return v if type(v) is list else [v]
+            return _member_step(coll, name)
+        return one
+
+    def path(coll: list, ri: int) -> list:
+        cur = coll if source is None else source(coll, ri)
+        for name in names:
+            if not cur:
+                return cur
+            if len(cur) == 1 and type(cur[0]) is dict:
+                v = cur[0].get(name)
+                if v is not None:
+                    cur = v if type(v) is list else [v]
+                    continue
+            cur = _member_step(cur, name)
+        return cur
+    return path
+
+
+def _typed_member(source: Evaluator | None, name: str, type_name: str) -> Evaluator:
+    """``name.ofType(T)``: the choice key ``nameT`` or, for a plain element, ``name`` filtered by type."""
+    t = _SYSTEM_TYPES.get(type_name, type_name)
+    key = name + t[0].upper() + t[1:]
+
+    def typed(coll: list, ri: int) -> list:
+        items = coll if source is None else source(coll, ri)
+        out: list = []
+        for it in items:
+            if type(it) is not dict:
+                continue
+            v = it.get(key)
+            if v is None:
+                v = it.get(name)
+                if v is None:
+                    continue
+                vs = v if type(v) is list else [v]
+                out.extend(x for x in vs if is_type(x, t))
+                continue
+            if type(v) is list:
+                out.extend(v)
+            else:
+                out.append(v)
+        return out
+    return typed
+
+
+def _type_arg(node: tuple, fn: str) -> str:
+    if node[0] == "member" and node[1] is None:
+        return node[2]
+    if node[0] == "member" and node[1] is not None and node[1][0] == "member" and node[1][1] is None:
+        return node[2]  # FHIR.string or System.String
+    raise FhirPathError(f"{fn}() expects a type name, e.g. {fn}(Quantity)")
+
+
+class _Compiler:
+    def __init__(self, text: str, constants: Mapping[str, Any]) -> None:
+        self.text = text
+        self.constants = constants
+
+    def compile(self, node: tuple) -> Evaluator:
+        kind = node[0]
+        handler = getattr(self, "_c_" + kind)
+        return handler(node)
+
+    # -- leaves ------------------------------------------------------------------------------------------
+    def _c_lit(self, node: tuple) -> Evaluator:
+        value = [node[1]]
+        return lambda coll, ri: value
+
+    def _c_empty(self, node: tuple) -> Evaluator:
+        return lambda coll, ri: []
+
+    def _c_this(self, node: tuple) -> Evaluator:
+        return _identity
+
+    def _c_special(self, node: tuple) -> Evaluator:
+        raise FhirPathError(f"{node[1]} is not supported (in {self.text!r})")
+
+    def _c_ext(self, node: tuple) -> Evaluator:
+        name = node[1]
+        if name == "rowIndex":
+            return lambda coll, ri: [ri]
+        if name not in self.constants:
+            known = ", ".join(sorted(self.constants)) or "none"
+            raise FhirPathError(f"undefined constant %{name} in {self.text!r}; defined constants: {known}")
+        value = self.constants[name]
+        value = value if isinstance(value, list) else [value]
+        return lambda coll, ri: value
+
+    def _c_member(self, node: tuple) -> Evaluator:
+        names: list[str] = []
+        while node[0] == "member":
+            names.append(node[2])
+            node = node[1]
+            if node is None:
+                break
+        source = None if node is None else self.compile(node)
+        return _compile_path(source, tuple(reversed(names)))
+
+    def _c_indexer(self, node: tuple) -> Evaluator:
+        target = self.compile(node[1])
+        index = self.compile(node[2])
+
+        def indexer(coll: list, ri: int) -> list:
+            items = target(coll, ri)
+            i = _singleton(index(coll, ri), "an indexer")
+            if type(i) is not int:
+                if i is None:
+                    return []
+                raise FhirPathError(f"an index must be an integer in {self.text!r}")
+            return [items[i]] if 0 <= i < len(items) else []
+        return indexer
+
+    def _c_neg(self, node: tuple) -> Evaluator:
+        operand = self.compile(node[1])
+
+        def neg(coll: list, ri: int) -> list:
+            v = _singleton(operand(coll, ri), "unary minus")
+            if v is None:
+                return []
+            if not _num(v):
+                raise FhirPathError(f"unary minus needs a number in {self.text!r}")
+            return [-v]
+        return neg
+
+    def _c_type(self, node: tuple) -> Evaluator:
+        _, op, operand, type_name = node
+        source = self.compile(operand)
+        if op == "is":
+            def is_(coll: list, ri: int) -> list:
+                v = _singleton(source(coll, ri), "is")
+                return [] if v is None else [is_type(v, type_name)]
+            return is_
+
+        def as_(coll: list, ri: int) -> list:
+            v = _singleton(source(coll, ri), "as")
+            return [v] if v is not None and is_type(v, type_name) else []
+        return as_
+
+    # -- operators ---------------------------------------------------------------------------------------
+    def _c_binop(self, node: tuple) -> Evaluator:
+        _, op, lnode, rnode = node
+        left, right = self.compile(lnode), self.compile(rnode)
+        text = self.text
+        if op in ("and", "or", "xor", "implies"):
+            return _logic(op, left, right, text)
+        if op == "|":
+            def union(coll: list, ri: int) -> list:
+                out: list = []
+                for v in left(coll, ri) + right(coll, ri):
+                    if not any(_equal(v, o) for o in out):
+                        out.append(v)
+                return out
+            return union
+        if op in ("=", "!=", "~", "!~"):
+            eq = _equal if op in ("=", "!=") else _equivalent
+            negate = op in ("!=", "!~")
+            strict = op in ("=", "!=")
+            if rnode[0] == "lit" and type(rnode[1]) is str:
+                lit = rnode[1]
+
+                def eq_lit(coll: list, ri: int) -> list:
+                    a = left(coll, ri)
+                    if not a:
+                        return []
+                    res = len(a) == 1 and (a[0] == lit if type(a[0]) is str and strict else eq(a[0], lit))
+                    return [res != negate]
+                return eq_lit
+
+            def equality(coll: list, ri: int) -> list:
+                a, b = left(coll, ri), right(coll, ri)
+                if not a or not b:
+                    return [] if strict else [(not a and not b) != negate]
+                res = len(a) == len(b) and all(eq(x, y) for x, y in zip(a, b, strict=True))
+                return [res != negate]
+            return equality
+        if op in ("<", ">", "<=", ">="):
+            return _comparison(op, left, right, text)
+        if op in ("in", "contains"):
+            item_fn, coll_fn = (left, right) if op == "in" else (right, left)
+            consts = _literal_values(rnode if op == "in" else lnode)
+            if consts is not None and all(type(v) is str for v in consts):
+                members = frozenset(consts)
+
+                def in_strings(coll: list, ri: int) -> list:
+                    v = _singleton(item_fn(coll, ri), op)
+                    return [] if v is None else [type(v) is str and v in members]
+                return in_strings
+
+            def membership(coll: list, ri: int) -> list:
+                v = _singleton(item_fn(coll, ri), op)
+                if v is None:
+                    return []
+                return [any(_equal(v, x) for x in coll_fn(coll, ri))]
+            return membership
+        if op == "&":
+            def concat(coll: list, ri: int) -> list:
+                a = _singleton(left(coll, ri), "&")
+                b = _singleton(right(coll, ri), "&")
+                return [("" if a is None else str(a)) + ("" if b is None else str(b))]
+            return concat
+        return _arithmetic(op, left, right, text)
+
+    # -- functions ---------------------------------------------------------------------------------------
+    def _c_func(self, node: tuple) -> Evaluator:
+        _, target, name, args = node
+        if name == "ofType" and len(args) == 1:
+            type_name = _type_arg(args[0], "ofType")
+            if target is not None and target[0] == "member":
+                source = None if target[1] is None else self.compile(target[1])
+                return _typed_member(source, target[2], type_name)
+        source = _identity if target is None else self.compile(target)
+        builder = _FUNCTIONS.get(name)
+        if builder is None:
+            raise FhirPathError(f"unsupported FHIRPath function {name}() in {self.text!r}")
+        fn = builder(self, source, args, target)
+        return fn
+
+
+def _literal_values(node: tuple) -> list | None:
+    """The values of a literal or a union of literals (``'a' | 'b'``), or None for anything else."""
+    if node[0] == "lit":
+        return [node[1]]
+    if node[0] == "binop" and node[1] == "|":
+        left, right = _literal_values(node[2]), _literal_values(node[3])
+        return None if left is None or right is None else left + right
+    return None
+
+
+def _logic(op: str, left: Evaluator, right: Evaluator, text: str) -> Evaluator:
+    what = f"'{op}' in {text!r}"
+    if op == "and":
+        def and_(coll: list, ri: int) -> list:
+            a = _as_bool(left(coll, ri), what)
+            if a is False:
+                return [False]
+            b = _as_bool(right(coll, ri), what)
+            if b is False:
+                return [False]
+            return [True] if a and b else []
+        return and_
+    if op == "or":
+        def or_(coll: list, ri: int) -> list:
+            a = _as_bool(left(coll, ri), what)
+            if a is True:
+                return [True]
+            b = _as_bool(right(coll, ri), what)
+            if b is True:
+                return [True]
+            return [False] if a is False and b is False else []
+        return or_
+    if op == "xor":
+        def xor(coll: list, ri: int) -> list:
+            a, b = _as_bool(left(coll, ri), what), _as_bool(right(coll, ri), what)
+            return [] if a is None or b is None else [a != b]
+        return xor
+
+    def implies(coll: list, ri: int) -> list:
+        a = _as_bool(left(coll, ri), what)
+        if a is False:
+            return [True]
+        b = _as_bool(right(coll, ri), what)
+        if a is True:
+            return [] if b is None else [b]
+        return [True] if b is True else []
+    return implies
+
+
+def _comparison(op: str, left: Evaluator, right: Evaluator, text: str) -> Evaluator:
+    cmp = {"<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge}[op]
+
+    def compare(coll: list, ri: int) -> list:
+        a = _singleton(left(coll, ri), f"'{op}' in {text!r}")
+        b = _singleton(right(coll, ri), f"'{op}' in {text!r}")
+        if a is None or b is None:
+            return []
+        if _num(a) and _num(b) and type(a) is not bool and type(b) is not bool:
+            if (type(a) is Decimal) != (type(b) is Decimal):
+                a, b = Decimal(str(a)), Decimal(str(b))
+            return [cmp(a, b)]
+        if type(a) is str and type(b) is str:
+            return [cmp(a, b)]
+        raise FhirPathError(f"cannot compare {type(a).__name__} with {type(b).__name__} in {text!r}")
+    return compare
+
+
+def _arithmetic(op: str, left: Evaluator, right: Evaluator, text: str) -> Evaluator:
+    def arith(coll: list, ri: int) -> list:
+        a = _singleton(left(coll, ri), f"'{op}' in {text!r}")
+        b = _singleton(right(coll, ri), f"'{op}' in {text!r}")
+        if a is None or b is None:
+            return []
+        if op == "+" and type(a) is str and type(b) is str:
+            return [a + b]
+        if not (_num(a) and _num(b)) or type(a) is bool or type(b) is bool:
+            raise FhirPathError(f"'{op}' needs numbers in {text!r}")
+        da, db = Decimal(str(a)), Decimal(str(b))
+        if op == "+":
+            r = da + db
+        elif op == "-":
+            r = da - db
+        elif op == "*":
+            r = da * db
+        elif db == 0:
+            return []
+        elif op == "/":
+            return [float(da / db)]
+        elif op == "div":
+            r = Decimal(int(da / db))
+        else:
+            r = da % db
+        return [_out_number(r)]
+    return arith
+
+
+# Function builders: (compiler, source, args, target_node) -> Evaluator -------------------------------------
+
+def _nargs(args: list, lo: int, hi: int, name: str) -> None:
+    if not lo <= len(args) <= hi:
+        want = str(lo) if lo == hi else f"{lo} to {hi}"
+        raise FhirPathError(f"{name}() takes {want} argument(s), got {len(args)}")
+
+
+def _f_where(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 1, 1, "where")
+    crit = c.compile(args[0])
+    what = f"where() in {c.text!r}"
+
+    def where(coll: list, ri: int) -> list:
+        return [it for it in source(coll, ri) if _as_bool(crit([it], ri), what)]
+    return where
+
+
+def _f_select(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 1, 1, "select")
+    proj = c.compile(args[0])
+
+    def select(coll: list, ri: int) -> list:
+        out: list = []
+        for it in source(coll, ri):
+            out.extend(proj([it], ri))
+        return out
+    return select
+
+
+def _f_repeat(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 1, 1, "repeat")
+    proj = c.compile(args[0])
+
+    def repeat(coll: list, ri: int) -> list:
+        out: list = []
+        queue = list(source(coll, ri))
+        while queue:
+            nxt: list = []
+            for it in queue:
+                for child in proj([it], ri):
+                    if not any(child is o or _equal(child, o) for o in out):
+                        out.append(child)
+                        nxt.append(child)
+            queue = nxt
+        return out
+    return repeat
+
+
+def _f_exists(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 0, 1, "exists")
+    if args:
+        source = _f_where(c, source, args, target)
+    return lambda coll, ri: [bool(source(coll, ri))]
+
+
+def _f_all(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 1, 1, "all")
+    crit = c.compile(args[0])
+    what = f"all() in {c.text!r}"
+    return lambda coll, ri: [all(_as_bool(crit([it], ri), what) for it in source(coll, ri))]
+
+
+def _f_empty(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 0, 0, "empty")
+    return lambda coll, ri: [not source(coll, ri)]
+
+
+def _f_first(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 0, 0, "first")
+
+    def first(coll: list, ri: int) -> list:
+        items = source(coll, ri)
+        return items[:1] if len(items) > 1 else items
+    return first
+
+
+def _f_last(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 0, 0, "last")
+    return lambda coll, ri: source(coll, ri)[-1:]
+
+
+def _f_tail(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 0, 0, "tail")
+    return lambda coll, ri: source(coll, ri)[1:]
+
+
+def _int_arg(c: _Compiler, args: list, name: str) -> Evaluator:
+    arg = c.compile(args[0])
+
+    def value(coll: list, ri: int) -> int:
+        v = _singleton(arg(coll, ri), name)
+        if type(v) is not int:
+            raise FhirPathError(f"{name}() needs an integer argument in {c.text!r}")
+        return v
+    return value
+
+
+def _f_skip(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 1, 1, "skip")
+    n = _int_arg(c, args, "skip")
+    return lambda coll, ri: source(coll, ri)[max(n(coll, ri), 0):]
+
+
+def _f_take(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 1, 1, "take")
+    n = _int_arg(c, args, "take")
+    return lambda coll, ri: source(coll, ri)[:max(n(coll, ri), 0)]
+
+
+def _f_single(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 0, 0, "single")
+    what = f"single() in {c.text!r}"
+
+    def single(coll: list, ri: int) -> list:
+        items = source(coll, ri)
+        _singleton(items, what)
+        return items
+    return single
+
+
+def _f_count(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 0, 0, "count")
+    return lambda coll, ri: [len(source(coll, ri))]
+
+
+def _f_distinct(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 0, 0, "distinct")
+
+    def distinct(coll: list, ri: int) -> list:
+        out: list = []
+        for v in source(coll, ri):
+            if not any(_equal(v, o) for o in out):
+                out.append(v)
+        return out
+    return distinct
+
+
+def _f_not(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 0, 0, "not")
+    what = f"not() in {c.text!r}"
+
+    def not_(coll: list, ri: int) -> list:
+        v = _as_bool(source(coll, ri), what)
+        return [] if v is None else [not v]
+    return not_
+
+
+def _f_iif(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 2, 3, "iif")
+    crit, yes = c.compile(args[0]), c.compile(args[1])
+    no = c.compile(args[2]) if len(args) == 3 else (lambda coll, ri: [])
+    what = f"iif() in {c.text!r}"
+
+    def iif(coll: list, ri: int) -> list:
+        focus = source(coll, ri)
+        return yes(focus, ri) if _as_bool(crit(focus, ri), what) else no(focus, ri)
+    return iif
+
+
+def _f_join(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 0, 1, "join")
+    sep_fn = c.compile(args[0]) if args else (lambda coll, ri: [""])
+
+    def join(coll: list, ri: int) -> list:
+        sep = _singleton(sep_fn(coll, ri), "join") or ""
+        return [sep.join(v if type(v) is str else str(v) for v in source(coll, ri))]
+    return join
+
+
+def _f_of_type(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 1, 1, "ofType")
+    type_name = _type_arg(args[0], "ofType")
+    return lambda coll, ri: [v for v in source(coll, ri) if is_type(v, type_name)]
+
+
+def _f_is(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 1, 1, "is")
+    type_name = _type_arg(args[0], "is")
+
+    def is_(coll: list, ri: int) -> list:
+        v = _singleton(source(coll, ri), "is")
+        return [] if v is None else [is_type(v, type_name)]
+    return is_
+
+
+def _f_as(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 1, 1, "as")
+    type_name = _type_arg(args[0], "as")
+    return lambda coll, ri: [v for v in source(coll, ri)[:1] if is_type(v, type_name)]
+
+
+def _f_extension(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 1, 1, "extension")
+    url_fn = c.compile(args[0])
+
+    def extension(coll: list, ri: int) -> list:
+        url = _singleton(url_fn(coll, ri), "extension")
+        out: list = []
+        for it in source(coll, ri):
+            if type(it) is dict:
+                out.extend(e for e in it.get("extension", ()) if type(e) is dict and e.get("url") == url)
+        return out
+    return extension
+
+
+def _f_resource_key(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 0, 0, "getResourceKey")
+
+    def resource_key(coll: list, ri: int) -> list:
+        return [it["id"] for it in source(coll, ri)
+                if type(it) is dict and "resourceType" in it and it.get("id") is not None]
+    return resource_key
+
+
+def _f_reference_key(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 0, 1, "getReferenceKey")
+    type_name = _type_arg(args[0], "getReferenceKey") if args else None
+
+    def ref_key(coll: list, ri: int) -> list:
+        out = []
+        for it in source(coll, ri):
+            key = reference_key(it, type_name)
+            if key is not None:
+                out.append(key)
+        return out
+    return ref_key
+
+
+def _f_has_value(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 0, 0, "hasValue")
+
+    def has_value(coll: list, ri: int) -> list:
+        items = source(coll, ri)
+        return [len(items) == 1 and type(items[0]) is not dict]
+    return has_value
+
+
+def _f_boundary(high: bool) -> Callable:
+    name = "highBoundary" if high else "lowBoundary"
+
+    def build(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+        _nargs(args, 0, 1, name)
+        kind = None
+        if target is not None and target[0] == "func" and target[2] in ("ofType", "as") and target[3]:
+            t = _type_arg(target[3][0], target[2])
+            kind = _SYSTEM_TYPES.get(t, t)
+
+        def boundary(coll: list, ri: int) -> list:
+            out = []
+            for v in source(coll, ri):
+                b = _boundary(v, kind, high)
+                if b is not None:
+                    out.append(b)
+            return out
+        return boundary
+    return build
+
+
+def _string_fn(name: str, nargs: tuple[int, int], op: Callable[..., Any]) -> Callable:
+    """A function on a single string input whose arguments are singletons; returns [] on empty input."""
+    def build(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+        _nargs(args, nargs[0], nargs[1], name)
+        arg_fns = [c.compile(a) for a in args]
+        what = f"{name}() in {c.text!r}"
+
+        def fn(coll: list, ri: int) -> list:
+            v = _singleton(source(coll, ri), what)
+            if v is None:
+                return []
+            values = [_singleton(a(coll, ri), what) for a in arg_fns]
+            if any(a is None for a in values):
+                return []
+            r = op(v, *values)
+            return [] if r is None else [r]
+        return fn
+    return build
+
+
+def _to_integer(v: Any) -> int | None:
+    if type(v) is bool:
+        return int(v)
+    if type(v) is int:
+        return v
+    if type(v) is str and re.fullmatch(r"[+-]?\d+", v):
+        return int(v)
+    return None
+
+
+def _to_decimal(v: Any) -> float | None:
+    if _num(v):
+        return float(v)
+    if type(v) is str and re.fullmatch(r"[+-]?\d+(\.\d+)?", v):
+        return float(v)
+    return None
+
+
+def _to_string(v: Any) -> str | None:
+    if type(v) is bool:
+        return "true" if v else "false"
+    if type(v) is dict:
+        return None
+    return str(_out_number(v))
+
+
+def _str_only(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return lambda v, *a: fn(v, *a) if type(v) is str else None
+
+
+def _substring(v: str, start: int, length: int | None = None) -> str | None:
+    if start < 0 or start >= len(v):
+        return None
+    return v[start:] if length is None else v[start:start + max(length, 0)]
+
+
+_FUNCTIONS: dict[str, Callable] = {
+    "where": _f_where, "select": _f_select, "repeat": _f_repeat, "exists": _f_exists, "all": _f_all,
+    "empty": _f_empty, "first": _f_first, "last": _f_last, "tail": _f_tail, "skip": _f_skip,
+    "take": _f_take, "single": _f_single, "count": _f_count, "distinct": _f_distinct, "not": _f_not,
+    "iif": _f_iif, "join": _f_join, "ofType": _f_of_type, "is": _f_is, "as": _f_as,
+    "extension": _f_extension, "getResourceKey": _f_resource_key, "getReferenceKey": _f_reference_key,
+    "hasValue": _f_has_value, "lowBoundary": _f_boundary(False), "highBoundary": _f_boundary(True),
+    "startsWith": _string_fn("startsWith", (1, 1), _str_only(lambda v, p: v.startswith(p))),
+    "endsWith": _string_fn("endsWith", (1, 1), _str_only(lambda v, p: v.endswith(p))),
+    "contains": _string_fn("contains", (1, 1), _str_only(lambda v, p: p in v)),
+    "matches": _string_fn("matches", (1, 1), _str_only(lambda v, p: re.search(p, v, re.DOTALL) is not None)),
+    "replaceMatches": _string_fn("replaceMatches", (2, 2), _str_only(lambda v, p, s: re.sub(p, s, v))),
+    "replace": _string_fn("replace", (2, 2), _str_only(lambda v, p, s: v.replace(p, s))),
+    "substring": _string_fn("substring", (1, 2), _str_only(_substring)),
+    "indexOf": _string_fn("indexOf", (1, 1), _str_only(lambda v, p: v.find(p))),
+    "lower": _string_fn("lower", (0, 0), _str_only(str.lower)),
+    "upper": _string_fn("upper", (0, 0), _str_only(str.upper)),
+    "trim": _string_fn("trim", (0, 0), _str_only(str.strip)),
+    "length": _string_fn("length", (0, 0), _str_only(len)),
+    "toString": _string_fn("toString", (0, 0), _to_string),
+    "toInteger": _string_fn("toInteger", (0, 0), _to_integer),
+    "toDecimal": _string_fn("toDecimal", (0, 0), _to_decimal),
+}
+
+
+def _split(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
+    _nargs(args, 1, 1, "split")
+    sep_fn = c.compile(args[0])
+
+    def split(coll: list, ri: int) -> list:
+        v = _singleton(source(coll, ri), "split")
+        sep = _singleton(sep_fn(coll, ri), "split")
+        return [] if type(v) is not str or not sep else v.split(sep)
+    return split
+
+
+_FUNCTIONS["split"] = _split
+
+
+def compile_path(text: str, *, constants: Mapping[str, Any] | None = None) -> Evaluator:
+    """Compile a FHIRPath expression once into an evaluator ``fn(collection, row_index) -> collection``.
+
+    Args:
+        text: the expression, e.g. ``"code.coding.where(system = %loinc).code"``.
+        constants: values of ``%name`` constants (a scalar or a list each); ``%rowIndex`` is built in.
+
+    Raises:
+        FhirPathError: syntax errors, unknown functions or constants.
+    """
+    tree = parse(text)
+    return _Compiler(text, dict(constants or {})).compile(tree)
+
+
+def evaluate(text: str, resource: Any, *, constants: Mapping[str, Any] | None = None) -> list:
+    """Compile and evaluate ``text`` on one resource (convenience for tests; compile once for speed)."""
+    return compile_path(text, constants=constants)([resource], 0)

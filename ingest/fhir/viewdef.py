@@ -1,0 +1,451 @@
+"""SQL-on-FHIR v2 ViewDefinitions compiled once into Python closures (https://sql-on-fhir.org/ig/latest).
+
+A view is validated and compiled once by :func:`compile_view`; :meth:`CompiledView.rows` then flattens one
+resource (a JSON ``dict``) into row tuples and :meth:`CompiledView.to_table` a stream of resources into an
+Arrow table. Supported: ``select`` (nested), ``column`` (``name``, ``path``, ``type``, ``collection``),
+``forEach``, ``forEachOrNull``, ``repeat``, ``unionAll``, ``where``, ``constant`` (``%name``) and
+``%rowIndex``; FHIRPath is the subset compiled by :mod:`ingest.fhir.fhirpath`.
+
+Example:
+    >>> view = compile_view({"resource": "Patient", "select": [{"column": [
+    ...     {"name": "id", "path": "getResourceKey()"}, {"name": "gender", "path": "gender"}]}]})
+    >>> view.rows({"resourceType": "Patient", "id": "p1", "gender": "female"})
+    [('p1', 'female')]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from ingest.fhir.fhirpath import Evaluator, FhirPathError, compile_path
+from ingest.schema import TIMESTAMP, utc_timestamps
+
+__all__ = ["CompiledView", "ViewDefinitionError", "ViewEvaluationError", "compile_view", "load_views",
+           "arrow_type", "TEMPORAL_TYPES"]
+
+RowFn = Callable[[Any, int], list[tuple]]
+
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_ITERATORS = ("forEach", "forEachOrNull", "repeat")
+_SELECT_KEYS = frozenset(("column", "select", "unionAll", "forEach", "forEachOrNull", "repeat"))
+_COLUMN_KEYS = frozenset(("name", "path", "type", "collection", "description", "tag"))
+TEMPORAL_TYPES = frozenset(("date", "dateTime", "instant"))
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "boolean": pa.bool_(), "integer": pa.int64(), "positiveInt": pa.int64(), "unsignedInt": pa.int64(),
+    "integer64": pa.int64(), "decimal": pa.float64(),
+}
+
+
+class ViewDefinitionError(ValueError):
+    """An invalid ViewDefinition (bad structure, bad FHIRPath, unknown constant, mismatched unionAll)."""
+
+
+class ViewEvaluationError(ViewDefinitionError):
+    """A valid view that cannot be applied to a resource (several values in a non-collection column, a
+    ``where`` path that is not boolean). The message names the view and column, never the data."""
+
+
+def arrow_type(fhir_type: str | None, collection: bool = False) -> pa.DataType:
+    """Arrow type of a column: booleans, integers and decimals keep their type, everything else (dates and
+    times included, as FHIR text) is ``string``; ``collection`` columns are lists of it."""
+    base = _ARROW_TYPES.get(fhir_type or "", pa.string())
+    return pa.list_(base) if collection else base
+
+
+class _Column:
+    __slots__ = ("name", "path", "type", "collection")
+
+    def __init__(self, name: str, path: str, type_: str | None, collection: bool) -> None:
+        self.name, self.path, self.type, self.collection = name, path, type_, collection
+
+
+class _Node:
+    """A compiled select node: its columns (in output order) and its row function ``fn(focus, row_index)``."""
+
+    __slots__ = ("columns", "rows")
+
+    def __init__(self, columns: list[_Column], rows: RowFn) -> None:
+        self.columns = columns
+        self.rows = rows
+
+
+class _Builder:
+    def __init__(self, view_name: str, constants: dict[str, Any]) -> None:
+        self.view_name = view_name
+        self.constants = constants
+
+    def fail(self, message: str) -> ViewDefinitionError:
+        return ViewDefinitionError(f"view {self.view_name!r}: {message}")
+
+    def path(self, text: Any, where: str) -> Evaluator:
+        if not isinstance(text, str) or not text.strip():
+            raise self.fail(f"{where}: a FHIRPath expression (non-empty string) is required, got {text!r}")
+        try:
+            return compile_path(text, constants=self.constants)
+        except FhirPathError as exc:
+            raise self.fail(f"{where}: {exc}") from None
+
+    def column_value(self, column: _Column) -> Callable[[list, int], Any]:
+        fn = self.path(column.path, f"column {column.name!r}")
+        if column.collection:
+            return lambda focus, ri: list(fn(focus, ri))  # a copy: never hand out the resource's own list
+        view_name, name, path = self.view_name, column.name, column.path
+
+        def value(focus: list, ri: int) -> Any:
+            out = fn(focus, ri)
+            if not out:
+                return None
+            if len(out) == 1:
+                return out[0]
+            raise ViewEvaluationError(
+                f"view {view_name!r}: column {name!r} (path {path!r}) returned {len(out)} values; set"
+                " \"collection\": true or narrow the path, e.g. with .first()")
+        return value
+
+    def select(self, spec: Any, where: str) -> _Node:
+        if not isinstance(spec, dict):
+            raise self.fail(f"{where}: a select must be an object, got {type(spec).__name__}")
+        unknown = set(spec) - _SELECT_KEYS - {"description"}
+        if unknown:
+            raise self.fail(f"{where}: unknown key(s) {sorted(unknown)} in select")
+        iterators = [k for k in _ITERATORS if k in spec]
+        if len(iterators) > 1:
+            raise self.fail(f"{where}: use only one of forEach, forEachOrNull, repeat (got {iterators})")
+
+        columns: list[_Column] = []
+        raw_columns = spec.get("column", [])
+        if not isinstance(raw_columns, list):
+            raise self.fail(f"{where}: 'column' must be a list")
+        for i, col in enumerate(raw_columns):
+            columns.append(self.column_spec(col, f"{where}.column[{i}]"))
+        values = [self.column_value(c) for c in columns]
+
+        parts: list[_Node] = []
+        raw_selects = spec.get("select", [])
+        if not isinstance(raw_selects, list):
+            raise self.fail(f"{where}: 'select' must be a list")
+        for i, sub in enumerate(raw_selects):
+            parts.append(self.select(sub, f"{where}.select[{i}]"))
+        if "unionAll" in spec:
+            parts.append(self.union(spec["unionAll"], f"{where}.unionAll"))
+        all_columns = columns + [c for p in parts for c in p.columns]
+        body = _body(values, [p.rows for p in parts])
+
+        if not iterators:
+            return _Node(all_columns, body)
+        kind = iterators[0]
+        if kind == "repeat":
+            paths = spec["repeat"]
+            if not isinstance(paths, list) or not paths:
+                raise self.fail(f"{where}: 'repeat' must be a non-empty list of FHIRPath expressions")
+            fns = [self.path(p, f"{where}.repeat[{i}]") for i, p in enumerate(paths)]
+            return _Node(all_columns, _repeat_rows(fns, body))
+        fn = self.path(spec[kind], f"{where}.{kind}")
+        if kind == "forEach":
+            return _Node(all_columns, _for_each_rows(fn, body))
+        return _Node(all_columns, _for_each_or_null_rows(fn, body))
+
+    def union(self, branches: Any, where: str) -> _Node:
+        if not isinstance(branches, list) or not branches:
+            raise self.fail(f"{where}: 'unionAll' must be a non-empty list of selects")
+        nodes = [self.select(b, f"{where}[{i}]") for i, b in enumerate(branches)]
+        names = [c.name for c in nodes[0].columns]
+        for i, node in enumerate(nodes[1:], 1):
+            other = [c.name for c in node.columns]
+            if other != names:
+                raise self.fail(f"{where}[{i}]: unionAll branches must have the same columns in the same"
+                                f" order; got {other}, expected {names}")
+        fns = [n.rows for n in nodes]
+
+        def union_rows(focus: Any, ri: int) -> list[tuple]:
+            out: list[tuple] = []
+            for f in fns:
+                out.extend(f(focus, ri))
+            return out
+        return _Node(nodes[0].columns, union_rows)
+
+    def column_spec(self, col: Any, where: str) -> _Column:
+        if not isinstance(col, dict):
+            raise self.fail(f"{where}: a column must be an object")
+        unknown = set(col) - _COLUMN_KEYS
+        if unknown:
+            raise self.fail(f"{where}: unknown key(s) {sorted(unknown)} in column")
+        name = col.get("name")
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise self.fail(f"{where}: column name {name!r} must match {_NAME_RE.pattern}")
+        type_ = col.get("type")
+        if type_ is not None and not isinstance(type_, str):
+            raise self.fail(f"{where}: column type must be a string")
+        collection = col.get("collection", False)
+        if not isinstance(collection, bool):
+            raise self.fail(f"{where}: 'collection' must be true or false")
+        if not isinstance(col.get("path"), str):
+            raise self.fail(f"{where}: column {name!r} needs a 'path' (FHIRPath string)")
+        return _Column(name, col["path"], type_, collection)
+
+
+def _body(values: list[Callable[[list, int], Any]], parts: list[RowFn]) -> RowFn:
+    """Rows for one focus element: its column values times the rows of each nested select / unionAll."""
+    if not parts:
+        def columns_only(focus: Any, ri: int) -> list[tuple]:
+            f = [] if focus is None else [focus]
+            return [tuple([v(f, ri) for v in values])]
+        return columns_only
+
+    def body(focus: Any, ri: int) -> list[tuple]:
+        f = [] if focus is None else [focus]
+        acc = [tuple([v(f, ri) for v in values])]
+        for part in parts:
+            rows = part(focus, ri)
+            if not rows:
+                return []
+            if len(rows) == 1 and len(acc) == 1:
+                acc = [acc[0] + rows[0]]
+            else:
+                acc = [a + b for a in acc for b in rows]
+        return acc
+    return body
+
+
+def _for_each_rows(fn: Evaluator, body: RowFn) -> RowFn:
+    def for_each(focus: Any, ri: int) -> list[tuple]:
+        out: list[tuple] = []
+        for i, item in enumerate(fn([focus], ri)):
+            out.extend(body(item, i))
+        return out
+    return for_each
+
+
+def _for_each_or_null_rows(fn: Evaluator, body: RowFn) -> RowFn:
+    """Like forEach, but an empty collection gives one row evaluated on an empty focus (%rowIndex 0)."""
+    def for_each_or_null(focus: Any, ri: int) -> list[tuple]:
+        items = fn([focus], ri)
+        if not items:
+            return body(None, 0)
+        out: list[tuple] = []
+        for i, item in enumerate(items):
+            out.extend(body(item, i))
+        return out
+    return for_each_or_null
+
+
+def _repeat_rows(fns: list[Evaluator], body: RowFn) -> RowFn:
+    def repeat(focus: Any, ri: int) -> list[tuple]:
+        items: list = []
+
+        def visit(node: Any) -> None:
+            for fn in fns:
+                for child in fn([node], ri):
+                    items.append(child)
+                    visit(child)
+        visit(focus)
+        out: list[tuple] = []
+        for i, item in enumerate(items):
+            out.extend(body(item, i))
+        return out
+    return repeat
+
+
+def _constants(view: dict, fail: Callable[[str], ViewDefinitionError]) -> dict[str, Any]:
+    raw = view.get("constant", [])
+    if not isinstance(raw, list):
+        raise fail("'constant' must be a list")
+    out: dict[str, Any] = {}
+    for i, c in enumerate(raw):
+        if not isinstance(c, dict) or not isinstance(c.get("name"), str) or not _NAME_RE.match(c["name"]):
+            raise fail(f"constant[{i}] needs a 'name' matching {_NAME_RE.pattern}")
+        values = [k for k in c if k.startswith("value") and len(k) > 5 and k[5].isupper()]
+        if len(values) != 1:
+            raise fail(f"constant {c['name']!r} needs exactly one value[x] (e.g. valueString), got {values}")
+        out[c["name"]] = c[values[0]]
+    return out
+
+
+def _where(view: dict, builder: _Builder) -> list[tuple[str, Evaluator]]:
+    raw = view.get("where", [])
+    if not isinstance(raw, list):
+        raise builder.fail("'where' must be a list of {path: ...}")
+    out = []
+    for i, w in enumerate(raw):
+        if not isinstance(w, dict):
+            raise builder.fail(f"where[{i}] must be an object with a 'path'")
+        out.append((w.get("path"), builder.path(w.get("path"), f"where[{i}]")))
+    return out
+
+
+class CompiledView:
+    """A ViewDefinition compiled once; apply it with :meth:`rows` or :meth:`to_table`.
+
+    Attributes:
+        name: the view's ``name`` (or the file stem it was loaded from).
+        resource: the FHIR resource type it flattens, e.g. ``"Observation"``.
+        columns: ``(name, FHIR type or None)`` per output column, in output order.
+        arrow_schema: the Arrow schema of :meth:`to_table` (see :func:`arrow_type`).
+        definition: the ViewDefinition JSON it was compiled from.
+    """
+
+    def __init__(self, name: str, resource: str, root: _Node, where: list[tuple[str, Evaluator]],
+                 definition: dict) -> None:
+        self.name = name
+        self.resource = resource
+        self.definition = definition
+        self._columns = root.columns
+        self.columns: list[tuple[str, str | None]] = [(c.name, c.type) for c in root.columns]
+        self.arrow_schema = pa.schema(
+            [pa.field(c.name, arrow_type(c.type, c.collection)) for c in root.columns],
+            metadata={"tumorboard.view": name, "tumorboard.resource": resource})
+        self._root = root.rows
+        self._where = where
+
+    def __repr__(self) -> str:
+        return f"CompiledView({self.name!r}, resource={self.resource!r}, columns={len(self.columns)})"
+
+    @property
+    def temporal_columns(self) -> list[str]:
+        """Names of the non-collection ``date``/``dateTime``/``instant`` columns."""
+        return [c.name for c in self._columns if c.type in TEMPORAL_TYPES and not c.collection]
+
+    def rows(self, resource: dict) -> list[tuple]:
+        """Rows (tuples in :attr:`columns` order) for one resource; ``[]`` for another resource type or when
+        the view's ``where`` filters it out. Raises :class:`ViewEvaluationError` on data the view cannot
+        flatten."""
+        if type(resource) is not dict or resource.get("resourceType") != self.resource:
+            return []
+        focus = [resource]
+        for text, fn in self._where:
+            try:
+                result = fn(focus, 0)
+            except FhirPathError as exc:
+                raise ViewEvaluationError(f"view {self.name!r}: where path {text!r}: {exc}") from None
+            if not result:
+                return []
+            if len(result) > 1 or type(result[0]) is not bool:
+                raise ViewEvaluationError(
+                    f"view {self.name!r}: where path {text!r} must return a single boolean, got"
+                    f" {len(result)} value(s) of type {type(result[0]).__name__}")
+            if not result[0]:
+                return []
+        try:
+            return self._root(resource, 0)
+        except FhirPathError as exc:
+            raise ViewEvaluationError(f"view {self.name!r}: {exc}") from None
+
+    def to_table(self, resources: Iterable[dict], *, timestamps: bool = False) -> pa.Table:
+        """Flatten ``resources`` (other resource types are ignored) into a table of :attr:`arrow_schema`.
+
+        With ``timestamps=True`` the date/dateTime/instant columns become ``timestamp[us, tz=UTC]``
+        (see :meth:`with_timestamps`).
+        """
+        rows: list[tuple] = []
+        for resource in resources:
+            rows.extend(self.rows(resource))
+        table = self.table_from_rows(rows)
+        return self.with_timestamps(table) if timestamps else table
+
+    def table_from_rows(self, rows: list[tuple]) -> pa.Table:
+        """Build the Arrow table of :attr:`arrow_schema` from rows returned by :meth:`rows`."""
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(self.columns)
+        arrays = [_array(list(values), field.type)
+                  for values, field in zip(columns, self.arrow_schema, strict=True)]
+        return pa.Table.from_arrays(arrays, schema=self.arrow_schema)
+
+    def with_timestamps(self, table: pa.Table) -> pa.Table:
+        """Return ``table`` with the view's date/dateTime/instant string columns parsed to
+        ``timestamp[us, tz=UTC]`` (partial dates become the first instant of the period; see
+        :func:`ingest.schema.utc_timestamps`)."""
+        for name in self.temporal_columns:
+            if name in table.column_names:
+                i = table.column_names.index(name)
+                table = table.set_column(i, pa.field(name, TIMESTAMP), utc_timestamps(table.column(name)))
+        return table
+
+
+def _array(values: list, type_: pa.DataType) -> pa.Array:
+    try:
+        return pa.array(values, type_)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+        return pa.array([_coerce(v, type_) for v in values], type_)
+
+
+def _coerce(value: Any, type_: pa.DataType) -> Any:
+    if value is None:
+        return None
+    if pa.types.is_list(type_):
+        return [_coerce(v, type_.value_type) for v in (value if isinstance(value, list) else [value])]
+    if pa.types.is_string(type_):
+        return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    if pa.types.is_floating(type_):
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if pa.types.is_integer(type_):
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if pa.types.is_boolean(type_):
+        return value if isinstance(value, bool) else None
+    return None
+
+
+def compile_view(view_json: dict, *, name: str | None = None) -> CompiledView:
+    """Validate and compile a SQL-on-FHIR v2 ViewDefinition.
+
+    Args:
+        view_json: the ViewDefinition (``resource``, ``select``, optional ``where``, ``constant``, ``name``).
+        name: the view name when ``view_json`` has none (e.g. the file stem).
+
+    Raises:
+        ViewDefinitionError: the view is invalid; the message says where and how to fix it.
+    """
+    label = name or (view_json.get("name") if isinstance(view_json, dict) else None) or "<unnamed>"
+    if not isinstance(view_json, dict):
+        raise ViewDefinitionError(f"view {label!r}: a ViewDefinition must be a JSON object")
+    view_name = view_json.get("name") or name or "<unnamed>"
+    if not isinstance(view_name, str):
+        raise ViewDefinitionError(f"view {label!r}: 'name' must be a string")
+    builder = _Builder(view_name, {})
+    resource = view_json.get("resource")
+    if not isinstance(resource, str) or not re.match(r"^[A-Z][A-Za-z]+$", resource):
+        raise builder.fail(f"'resource' must name a FHIR resource type (e.g. \"Patient\"), got {resource!r}")
+    selects = view_json.get("select")
+    if not isinstance(selects, list) or not selects:
+        raise builder.fail("'select' must be a non-empty list")
+    builder.constants = _constants(view_json, builder.fail)
+    where = _where(view_json, builder)
+    root = builder.select({"select": selects}, "view")
+    seen: set[str] = set()
+    for col in root.columns:
+        if col.name in seen:
+            raise builder.fail(f"column name {col.name!r} is used twice; column names must be unique")
+        seen.add(col.name)
+    return CompiledView(view_name, resource, root, where, view_json)
+
+
+def load_views(directory: Path | str) -> list[CompiledView]:
+    """Compile every ``*.json`` ViewDefinition in ``directory`` (sorted by file name).
+
+    A view without ``name`` is named after its file stem. Raises :class:`ViewDefinitionError` naming the file
+    when one is unreadable or invalid, or when two files define the same view name.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ViewDefinitionError(f"{directory}: not a folder of ViewDefinition JSON files")
+    views: list[CompiledView] = []
+    names: dict[str, Path] = {}
+    for path in sorted(directory.glob("*.json")):
+        try:
+            spec = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ViewDefinitionError(f"{path}: cannot read ViewDefinition JSON: {exc}") from None
+        try:
+            view = compile_view(spec, name=path.stem)
+        except ViewDefinitionError as exc:
+            raise ViewDefinitionError(f"{path}: {exc}") from None
+        if view.name in names:
+            raise ViewDefinitionError(f"{path}: view name {view.name!r} is already defined in"
+                                      f" {names[view.name]}")
+        names[view.name] = path
+        views.append(view)
+    return views

@@ -1,0 +1,146 @@
+"""The public reader API: ``fusion`` and the app read the lake only through these functions.
+
+Every function returns a pandas frame with the columns listed in its docstring, one row per record, with
+``patient_key`` resolved through the crosswalk (:mod:`ingest.link`); dates are tz-aware UTC pandas Timestamps.
+A table that is absent from the lake gives an empty frame with the same columns, so callers handle a
+modality that was never ingested the same way as a patient who lacks it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from ingest.lake import Lake
+from ingest.link import id_map, resolve_ids
+
+_EMPTY = {
+    "patients": ["patient_key", "mrn", "birth_date", "sex", "death_date"],
+    "conditions": ["patient_key", "system", "code", "display", "onset"],
+    "observations": ["patient_key", "system", "code", "display", "value", "unit", "value_system", "value_code",
+                     "value_display", "effective"],
+    "medications": ["patient_key", "system", "code", "display", "start"],
+    "procedures": ["patient_key", "system", "code", "display", "performed"],
+    "encounters": ["patient_key", "start", "end"],
+    "gene_status": ["patient_key", "gene", "mutated"],
+    "tmb": ["patient_key", "tmb_per_mb"],
+    "variants": ["patient_key", "sample_id", "chrom", "pos", "ref", "alt", "gene", "consequence", "hgvsp", "vaf",
+                 "depth"],
+    "images": ["patient_key", "image_id", "modality", "study_date", "tensor_file", "tensor_row", "tensor_shape",
+               "spacing_mm", "warnings"],
+    "features": ["patient_key", "modality", "feature", "value", "value_str"],
+    "labels": ["patient_key", "split", "diagnosis", "time", "event", "treatment", "response", "index_date"],
+}
+
+
+def _empty(kind: str) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in _EMPTY[kind]})
+
+
+def _view(lake: Lake, name: str, columns: dict[str, str], kind: str) -> pd.DataFrame:
+    """Read FHIR view ``view_<name>``, renaming ``columns`` (view column -> reader column)."""
+    table = f"view_{name}"
+    if not lake.has(table):
+        return _empty(kind)
+    frame = lake.read(table, list(columns)).to_pandas().rename(columns=columns)
+    return frame.dropna(subset=["patient_key"]).reset_index(drop=True)[_EMPTY[kind]]
+
+
+def _resolved(lake: Lake, table: str, columns: list[str], kind: str) -> pd.DataFrame:
+    """Read a non-FHIR table and resolve its ``patient_id`` to ``patient_key``."""
+    if not lake.has(table):
+        return _empty(kind)
+    frame = lake.read(table, ["patient_id", *columns]).to_pandas()
+    frame.insert(0, "patient_key", resolve_ids(frame.pop("patient_id"), id_map(lake)))
+    return frame[_EMPTY[kind]]
+
+
+def read_patients(lake: Lake) -> pd.DataFrame:
+    """patient_key, mrn, birth_date, sex (FHIR gender), death_date (NaT when alive)."""
+    frame = _view(lake, "patient", {"patient_key": "patient_key", "mrn": "mrn", "birth_date": "birth_date",
+                                    "gender": "sex", "deceased_datetime": "death_date"}, "patients")
+    return frame.drop_duplicates("patient_key", ignore_index=True)
+
+
+def read_conditions(lake: Lake) -> pd.DataFrame:
+    """patient_key, system, code, display, onset (one row per coding)."""
+    return _view(lake, "condition", {"patient_key": "patient_key", "code_system": "system", "code_code": "code",
+                                     "code_display": "display", "onset_datetime": "onset"}, "conditions")
+
+
+def read_observations(lake: Lake) -> pd.DataFrame:
+    """patient_key, system, code, display, value (float), unit, value_system/value_code/value_display (coded
+    values), effective."""
+    frame = _view(lake, "observation", {
+        "patient_key": "patient_key", "code_system": "system", "code_code": "code", "code_display": "display",
+        "value_quantity": "value", "unit": "unit", "value_code_system": "value_system",
+        "value_code_code": "value_code", "value_code_display": "value_display",
+        "effective_datetime": "effective"}, "observations")
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype(float)
+    return frame
+
+
+def read_medications(lake: Lake) -> pd.DataFrame:
+    """patient_key, system, code, display, start (MedicationRequest.authoredOn)."""
+    return _view(lake, "medication_request", {
+        "patient_key": "patient_key", "medication_system": "system", "medication_code": "code",
+        "medication_display": "display", "authored_on": "start"}, "medications")
+
+
+def read_procedures(lake: Lake) -> pd.DataFrame:
+    """patient_key, system, code, display, performed."""
+    return _view(lake, "procedure", {"patient_key": "patient_key", "code_system": "system", "code_code": "code",
+                                     "code_display": "display", "performed_datetime": "performed"}, "procedures")
+
+
+def read_encounters(lake: Lake) -> pd.DataFrame:
+    """patient_key, start, end (contact dates)."""
+    frame = _view(lake, "encounter", {"patient_key": "patient_key", "period_start": "start",
+                                      "period_end": "end"}, "encounters")
+    return frame.drop_duplicates(ignore_index=True)
+
+
+def read_gene_status(lake: Lake) -> pd.DataFrame:
+    """patient_key, gene, mutated (bool): one row per sequenced patient and panel gene."""
+    frame = _resolved(lake, "gene_status", ["gene", "mutated"], "gene_status")
+    return frame.groupby(["patient_key", "gene"], as_index=False)["mutated"].max() if len(frame) else frame
+
+
+def read_tmb(lake: Lake) -> pd.DataFrame:
+    """patient_key, tmb_per_mb (mutations per megabase; the highest over a patient's samples)."""
+    frame = _resolved(lake, "tmb", ["tmb_per_mb"], "tmb")
+    return frame.groupby("patient_key", as_index=False)["tmb_per_mb"].max() if len(frame) else frame
+
+
+def read_variants(lake: Lake) -> pd.DataFrame:
+    """patient_key, sample_id, chrom, pos, ref, alt, gene, consequence, hgvsp, vaf, depth."""
+    return _resolved(lake, "variants", _EMPTY["variants"][1:], "variants")
+
+
+def read_images(lake: Lake) -> pd.DataFrame:
+    """patient_key, image_id, modality, study_date, tensor_file, tensor_row, tensor_shape, spacing_mm, warnings."""
+    return _resolved(lake, "images", _EMPTY["images"][1:], "images")
+
+
+def load_image(lake: Lake, tensor_file: str, tensor_row: int) -> np.ndarray:
+    """The preprocessed tensor of one image as float32: (S, H, W) for a series, (H, W) or (C, H, W) for 2D."""
+    return _store(str(lake.path)).read(tensor_file, int(tensor_row)).astype(np.float32, copy=False)
+
+
+@lru_cache(maxsize=8)
+def _store(lake_path: str):
+    from ingest.images.store import TensorStore
+
+    return TensorStore(Lake(lake_path))
+
+
+def read_features(lake: Lake) -> pd.DataFrame:
+    """patient_key, modality, feature, value (numeric or NaN), value_str (categorical or None)."""
+    return _resolved(lake, "features", _EMPTY["features"][1:], "features")
+
+
+def read_labels(lake: Lake) -> pd.DataFrame:
+    """patient_key, split, diagnosis, time (days), event, treatment, response, index_date."""
+    return _resolved(lake, "labels", _EMPTY["labels"][1:], "labels")

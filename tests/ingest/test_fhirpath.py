@@ -1,0 +1,146 @@
+"""The compiled FHIRPath subset: parsing, operators, functions, choice types and reference keys."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingest.fhir import fhirpath
+from ingest.fhir.fhirpath import FhirPathError, compile_path, evaluate, parse, reference_key
+
+OBS = {
+    "resourceType": "Observation", "id": "o1", "status": "final",
+    "code": {"coding": [{"system": "http://loinc.org", "code": "2039-6", "display": "CEA"},
+                        {"system": "http://local", "code": "cea"}]},
+    "subject": {"reference": "Patient/p1"},
+    "valueQuantity": {"value": 4.5, "unit": "ng/mL"},
+    "effectivePeriod": {"start": "2020-01-02"},
+    "extension": [{"url": "http://x/ext", "valueString": "yes"}],
+}
+
+
+@pytest.mark.parametrize(("expr", "expected"), [
+    ("code.coding.code", ["2039-6", "cea"]),
+    ("code.coding[1].system", ["http://local"]),
+    ("code.coding.where(system = 'http://loinc.org').display", ["CEA"]),
+    ("code.coding.first().code", ["2039-6"]),
+    ("code.coding.last().code", ["cea"]),
+    ("code.coding.count()", [2]),
+    ("code.coding.code.join('|')", ["2039-6|cea"]),
+    ("value.ofType(Quantity).value", [4.5]),
+    ("value.unit", ["ng/mL"]),
+    ("effective.ofType(Period).start", ["2020-01-02"]),
+    ("effective.ofType(dateTime)", []),
+    ("Observation.status", ["final"]),
+    ("extension('http://x/ext').value.ofType(string)", ["yes"]),
+    ("subject.getReferenceKey(Patient)", ["p1"]),
+    ("subject.getReferenceKey(Group)", []),
+    ("getResourceKey()", ["o1"]),
+    ("code.coding.exists(code = 'cea')", [True]),
+    ("code.coding.all(system.exists())", [True]),
+    ("code.coding.select(code & '@' & system)", ["2039-6@http://loinc.org", "cea@http://local"]),
+    ("'2039-6' in code.coding.code", [True]),
+    ("code.coding.code contains 'x'", [False]),
+    ("code.coding.where(code in ('2039-6' | '10334-1')).exists()", [True]),
+    ("2 + 3 * 4", [14]),
+    ("(2 + 3) * 4", [20]),
+    ("7 / 2", [3.5]),
+    ("7 div 2", [3]),
+    ("7 mod 2", [1]),
+    ("-valueQuantity.value", [-4.5]),
+    ("valueQuantity.value > 4", [True]),
+    ("valueQuantity.value <= 4.5", [True]),
+    ("status = 'final' and valueQuantity.value < 3", [False]),
+    ("status = 'final' or {}", [True]),
+    ("{} and false", [False]),
+    ("{} and true", []),
+    ("true xor false", [True]),
+    ("false implies {}", [True]),
+    ("(status = 'final').not()", [False]),
+    ("status != 'final'", [False]),
+    ("status ~ 'FINAL'", [True]),
+    ("missing = 'x'", []),
+    ("iif(status = 'final', 'done', 'open')", ["done"]),
+    ("status.startsWith('fi')", [True]),
+    ("status.upper().substring(1, 2)", ["IN"]),
+    ("status.replace('f', 'F').length()", [5]),
+    ("'a,b'.split(',')", ["a", "b"]),
+    ("'12'.toInteger() + 1", [13]),
+    ("'it\\'s'", ["it's"]),
+    ("`status`", ["final"]),
+    ("status is code", [True]),
+    ("valueQuantity.value.lowBoundary()", [4.45]),
+    ("@2020-01 = @2020-01", [True]),
+])
+def test_expression(expr, expected):
+    assert evaluate(expr, OBS) == expected
+
+
+def test_constants_and_row_index():
+    fn = compile_path("code.coding.where(system = %sys).code | %rowIndex", constants={"sys": "http://local"})
+    assert fn([OBS], 3) == ["cea", 3]
+
+
+@pytest.mark.parametrize(("expr", "match"), [
+    ("name.", "expected a name"),
+    ("name.where(", "unexpected"),
+    ("@@", "unexpected character"),
+    ("name.frobnicate()", "unsupported FHIRPath function frobnicate"),
+    ("%nope", "undefined constant %nope"),
+    ("name.where()", r"where\(\) takes 1 argument"),
+    ("ofType('x')", "expects a type name"),
+])
+def test_compile_errors(expr, match):
+    with pytest.raises(FhirPathError, match=match):
+        compile_path(expr)
+
+
+def test_runtime_errors_are_fhirpath_errors():
+    with pytest.raises(FhirPathError, match="single value"):
+        evaluate("code.coding.code > 'a'", OBS)
+    with pytest.raises(FhirPathError, match="needs numbers"):
+        evaluate("status + 1", OBS)
+
+
+def test_compiled_once_never_reparsed(monkeypatch):
+    fn = compile_path("code.coding.where(system = 'http://loinc.org').code.first()")
+
+    def no_parse(*args, **kwargs):
+        raise AssertionError("re-parsed at evaluation time")
+    monkeypatch.setattr(fhirpath, "parse", no_parse)
+    monkeypatch.setattr(fhirpath, "_tokenize", no_parse)
+    assert [fn([OBS], 0) for _ in range(3)] == [["2039-6"]] * 3
+
+
+def test_parse_precedence_tree():
+    assert parse("a = 1 or b and c") == (
+        "binop", "or", ("binop", "=", ("member", None, "a"), ("lit", 1)),
+        ("binop", "and", ("member", None, "b"), ("member", None, "c")))
+
+
+@pytest.mark.parametrize(("ref", "type_name", "key"), [
+    ({"reference": "Patient/123"}, "Patient", "123"),
+    ({"reference": "Patient/123"}, None, "123"),
+    ({"reference": "Patient/123"}, "Group", None),
+    ({"reference": "http://fhir.example/base/Patient/123/_history/4"}, "Patient", "123"),
+    ({"reference": "urn:uuid:8a1c-77"}, "Patient", "8a1c-77"),
+    ({"reference": "urn:uuid:8a1c-77", "type": "Group"}, "Patient", None),
+    ({"reference": "#contained"}, None, None),
+    ({"display": "no reference"}, None, None),
+    ("Patient/123", None, None),
+])
+def test_reference_key(ref, type_name, key):
+    assert reference_key(ref, type_name) == key
+
+
+@pytest.mark.parametrize(("expr", "resource", "expected"), [
+    ("birthDate.lowBoundary()", {"birthDate": "1970-02"}, ["1970-02-01"]),
+    ("birthDate.highBoundary()", {"birthDate": "1972-02"}, ["1972-02-29"]),
+    ("value.ofType(dateTime).highBoundary()", {"valueDateTime": "2010-10-10T10:30"},
+     ["2010-10-10T10:30:59.999-12:00"]),
+    ("value.ofType(dateTime).lowBoundary()", {"valueDateTime": "2010-10-10T10:30:00Z"},
+     ["2010-10-10T10:30:00.000Z"]),
+    ("value.ofType(time).highBoundary()", {"valueTime": "12:34"}, ["12:34:59.999"]),
+    ("value.ofType(decimal).highBoundary()", {"valueDecimal": 2}, [2.5]),
+])
+def test_boundaries(expr, resource, expected):
+    assert evaluate(expr, resource) == expected
