@@ -1,0 +1,164 @@
+"""The multimodal model: per-modality encoders -> fusion -> diagnosis / survival / response heads.
+
+A batch is a dict::
+
+    {"modalities": {name: Tensor},            # image (B, C, H, W) / (B, S, C, H, W), tabular (B, F)
+     "masks": {name: Tensor},                 # optional: (B, S) slice / (B, F) observed mask, True = valid
+     "present": {name: Tensor (B,) bool},     # optional: modality available for the row (default: all True)
+     "treatment": Tensor (B,) long}           # optional: treatment index, -1 = unknown
+
+A modality left out of ``"modalities"`` is absent in every row. Each encoder only sees the rows where its
+modality is present, so padding rows never touch batch-norm statistics or the output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from fusion.models.fusion import modality_dropout
+from fusion.models.heads import DiagnosisHead, ResponseHead, SurvivalHead
+
+
+@dataclass(frozen=True)
+class HeadsConfig:
+    """Which heads to build.
+
+    Attributes:
+        n_classes: diagnosis classes (>= 2); None builds no diagnosis head.
+        survival: build the Cox log-risk head.
+        n_treatments: candidate treatments; None builds no response head.
+        hidden_dim: hidden width of each head (None = linear heads).
+        dropout: dropout inside the heads.
+    """
+
+    n_classes: int | None = None
+    survival: bool = True
+    n_treatments: int | None = None
+    hidden_dim: int | None = None
+    dropout: float = 0.0
+
+
+class FusionModel(nn.Module):
+    """Encoders + fusion + heads.
+
+    Args:
+        encoders: ``{modality: encoder}``; each encoder has ``out_dim`` and is called ``encoder(x, mask)``.
+        fusion: a fusion module whose ``in_dims`` equal ``{modality: encoder.out_dim}``.
+        heads: :class:`HeadsConfig` or a dict of its fields.
+        modality_dropout: in training mode, drop each present modality of a row with this probability
+            (never the row's last one).
+    """
+
+    def __init__(
+        self,
+        encoders: dict[str, nn.Module],
+        fusion: nn.Module,
+        heads: HeadsConfig | dict,
+        *,
+        modality_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        heads = heads if isinstance(heads, HeadsConfig) else HeadsConfig(**heads)
+        dims = {name: int(enc.out_dim) for name, enc in encoders.items()}
+        if getattr(fusion, "in_dims", None) != dims:
+            raise ValueError(
+                f"FusionModel: fusion.in_dims {getattr(fusion, 'in_dims', None)} must equal the "
+                f"encoders' out_dims {dims}; build the fusion with in_dims={dims}"
+            )
+        if not 0.0 <= modality_dropout < 1.0:
+            raise ValueError(f"FusionModel: modality_dropout must be in [0, 1), got {modality_dropout}")
+        self.encoders = nn.ModuleDict(encoders)
+        self.fusion = fusion
+        self.heads_config = heads
+        self.modality_dropout = modality_dropout
+        d, kw = fusion.out_dim, {"hidden_dim": heads.hidden_dim, "dropout": heads.dropout}
+        self.diagnosis = DiagnosisHead(d, heads.n_classes, **kw) if heads.n_classes is not None else None
+        self.survival = SurvivalHead(d, **kw) if heads.survival else None
+        self.response = (
+            ResponseHead(d, heads.n_treatments, dropout=heads.dropout) if heads.n_treatments is not None else None
+        )
+
+    def embed(self, batch: dict) -> dict:
+        """Encode and fuse: ``{"embedding" (B, D), "modality_weights", "slice_attention", "present"}``."""
+        modalities, masks = batch["modalities"], batch.get("masks") or {}
+        unknown = set(modalities) - set(self.encoders)
+        if unknown:
+            raise ValueError(
+                f"FusionModel: batch has modalities {sorted(unknown)} without an encoder; "
+                f"known: {sorted(self.encoders)}"
+            )
+        if not modalities:
+            raise ValueError("FusionModel: batch['modalities'] is empty")
+        first = next(iter(modalities.values()))
+        b, device = first.shape[0], first.device
+        present = {}
+        for name in self.encoders:
+            p = (batch.get("present") or {}).get(name)
+            if name not in modalities:
+                if p is not None and p.any():
+                    raise ValueError(
+                        f"FusionModel: present[{name!r}] is True for some rows but the batch has no tensor for it"
+                    )
+                p = torch.zeros(b, dtype=torch.bool, device=device)
+            elif p is None:
+                p = torch.ones(b, dtype=torch.bool, device=device)
+            present[name] = p.bool().reshape(b).to(device)
+        if self.training and self.modality_dropout > 0:
+            present = modality_dropout(present, self.modality_dropout)
+        empty = ~torch.stack(list(present.values()), dim=1).any(dim=1)
+        if empty.any():
+            rows = empty.nonzero().squeeze(1).tolist()[:10]
+            raise ValueError(
+                f"FusionModel: batch rows {rows} have no modality present; drop such patients during cohort assembly"
+            )
+        embeddings, slice_attention = {}, {}
+        for name, enc in self.encoders.items():
+            emb = torch.zeros(b, enc.out_dim, device=device)
+            idx = present[name].nonzero().squeeze(1)
+            if idx.numel() > 0:
+                x = modalities[name].index_select(0, idx)
+                mask = masks.get(name)
+                mask = None if mask is None else mask.index_select(0, idx)
+                if hasattr(enc, "forward_with_attention"):
+                    sub, attn = enc.forward_with_attention(x, mask)
+                    full = torch.zeros(b, attn.shape[1], dtype=attn.dtype, device=device)
+                    slice_attention[name] = full.index_copy(0, idx, attn)
+                else:
+                    sub = enc(x, mask)
+                emb = emb.to(sub.dtype).index_copy(0, idx, sub)
+            embeddings[name] = emb
+        fused, weights = self.fusion(embeddings, present)
+        return {
+            "embedding": fused,
+            "modality_weights": weights,
+            "slice_attention": slice_attention,
+            "present": present,
+        }
+
+    def forward(self, batch: dict) -> dict:
+        """Run the model. Returns the :meth:`embed` outputs plus, per configured head,
+        ``"diagnosis_logits"`` (B, C), ``"log_risk"`` (B,) (higher = higher hazard) and ``"response_logits"``
+        (B,) for ``batch["treatment"]`` (only when the batch has one; NaN where the treatment is -1)."""
+        out = self.embed(batch)
+        z = out["embedding"]
+        if self.diagnosis is not None:
+            out["diagnosis_logits"] = self.diagnosis(z)
+        if self.survival is not None:
+            out["log_risk"] = self.survival(z)
+        if self.response is not None and batch.get("treatment") is not None:
+            out["response_logits"] = self.response(z, batch["treatment"].to(z.device))
+        return out
+
+    def response_all(self, batch: dict, n_treatments: int | None = None) -> Tensor:
+        """Response logits for every candidate treatment ``(B, n_treatments)`` from one encoder pass."""
+        if self.response is None:
+            raise ValueError("FusionModel.response_all: the model has no response head (heads.n_treatments=None)")
+        if n_treatments is not None and n_treatments != self.response.n_treatments:
+            raise ValueError(
+                f"FusionModel.response_all: n_treatments={n_treatments} but the head was built for "
+                f"{self.response.n_treatments}"
+            )
+        return self.response.all_treatments(self.embed(batch)["embedding"])

@@ -1,0 +1,191 @@
+"""Contract test over the fusion registry, modality dropout, and the assembled FusionModel."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fusion.losses import multitask_loss
+from fusion.models import FusionModel, create_encoder, create_fusion, list_fusions, modality_dropout
+
+IN_DIMS = {"image": 16, "tabular": 8, "genomics": 4}
+# Rows: all present / image only / tabular only / genomics only / image+genomics.
+PRESENT = {
+    "image": torch.tensor([True, True, False, False, True]),
+    "tabular": torch.tensor([True, False, True, False, False]),
+    "genomics": torch.tensor([True, False, False, True, True]),
+}
+# [kwargs, expected embedding shape]
+CASES = {
+    "concat": [[{"out_dim": 12}, (5, 12)]],
+    "gated_attention": [[{"out_dim": 12, "attention_dim": 6}, (5, 12)]],
+    "kronecker": [[{"out_dim": 12, "rank_dim": 3}, (5, 12)], [{}, (5, 128)]],
+    "cross_attention": [[{"out_dim": 12, "n_layers": 1, "n_heads": 3}, (5, 12)], [{}, (5, 128)]],
+}
+
+
+def _embeddings(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {n: torch.randn(5, d, generator=g, requires_grad=True) for n, d in IN_DIMS.items()}
+
+
+@pytest.mark.parametrize("name", list_fusions())
+def test_fusion_contract(name):
+    assert name in CASES, f"fusion {name!r} is registered but has no cases in tests/fusion/test_fusion_modules.py"
+    torch.manual_seed(0)
+    for kwargs, expected_shape in CASES[name]:
+        module = create_fusion(name, in_dims=IN_DIMS, **kwargs)
+        assert module.out_dim == expected_shape[1]
+        emb = _embeddings()
+        fused, weights = module.train()(emb, PRESENT)
+        assert fused.shape == expected_shape
+        assert torch.isfinite(fused).all()
+        fused.square().mean().backward()
+        params = list(module.parameters())
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in params)
+        for n, e in emb.items():  # gradients reach present rows only
+            assert (e.grad[PRESENT[n]].abs().sum(1) > 0).all()
+            assert (e.grad[~PRESENT[n]] == 0).all()
+        if weights is not None:
+            assert set(weights) == set(IN_DIMS)
+            w = torch.stack([weights[n] for n in IN_DIMS], 1)
+            assert (w[~torch.stack([PRESENT[n] for n in IN_DIMS], 1)] == 0).all()
+            torch.testing.assert_close(w.sum(1), torch.ones(5))
+        module.eval()
+        with torch.no_grad():
+            clean = module(_embeddings(), PRESENT).embedding
+            garbage = _embeddings(seed=1)  # present rows differ from `clean` unless overwritten below
+            for n, e in garbage.items():
+                e[PRESENT[n]] = _embeddings()[n][PRESENT[n]]
+                e[~PRESENT[n]] = float("nan")
+            torch.testing.assert_close(module(garbage, PRESENT).embedding, clean)
+
+
+@pytest.mark.parametrize("name", ["gated_attention", "cross_attention", "concat", "kronecker"])
+def test_single_present_modality_ignores_others(name):
+    module = create_fusion(name, in_dims=IN_DIMS, out_dim=8).eval()
+    only_image = {n: torch.tensor([n == "image"]) for n in IN_DIMS}
+    a, b = _embeddings(0), _embeddings(1)
+    b["image"] = a["image"]
+    with torch.no_grad():
+        out_a, w = module({n: e[:1] for n, e in a.items()}, only_image)
+        out_b, _ = module({n: e[:1] for n, e in b.items()}, only_image)
+    torch.testing.assert_close(out_a, out_b)
+    if w is not None:
+        assert float(w["image"]) == pytest.approx(1.0)
+
+
+def test_unknown_fusion_lists_valid_names():
+    with pytest.raises(ValueError, match="valid names: concat, cross_attention, gated_attention, kronecker"):
+        create_fusion("sum", in_dims=IN_DIMS)
+
+
+def test_modality_dropout_keeps_one_modality():
+    g = torch.Generator().manual_seed(0)
+    present = {n: torch.rand(2000, generator=g) > 0.3 for n in IN_DIMS}
+    present["image"][:10] = False
+    for n in IN_DIMS:
+        present[n][:5] = False  # rows with nothing stay empty
+    before = torch.stack(list(present.values()), 1)
+    out = modality_dropout(present, 0.5, torch.Generator().manual_seed(1))
+    after = torch.stack(list(out.values()), 1)
+    assert not (after & ~before).any()  # never adds a modality
+    assert (after.any(1) == before.any(1)).all()  # never empties a row
+    rate = 1 - after[before.sum(1) == 3].float().mean()
+    assert 0.35 < float(rate) < 0.5  # about p, a little less because the last one is kept
+    all_dropped = torch.stack(list(modality_dropout(present, 1.0).values()), 1)
+    assert (all_dropped.sum(1) == before.any(1).long()).all()
+    same = modality_dropout(present, 0.5, torch.Generator().manual_seed(1))
+    assert all(torch.equal(same[n], out[n]) for n in IN_DIMS)
+    assert all(torch.equal(modality_dropout(present, 0.0)[n], present[n]) for n in IN_DIMS)
+
+
+def _model(fusion_name: str = "gated_attention", **model_kwargs) -> FusionModel:
+    torch.manual_seed(0)
+    encoders = {
+        "image": create_encoder("timm", model_name="resnet10t", image_size=16, out_dim=8),
+        "tabular": create_encoder("mlp", in_features=5, out_dim=6, hidden_dim=16),
+    }
+    fusion = create_fusion(fusion_name, in_dims={"image": 8, "tabular": 6}, out_dim=12)
+    heads = {"n_classes": 3, "survival": True, "n_treatments": 4}
+    return FusionModel(encoders, fusion, heads, **model_kwargs)
+
+
+def _batch() -> dict:
+    g = torch.Generator().manual_seed(0)
+    slice_mask = torch.ones(4, 3, dtype=torch.bool)
+    slice_mask[1, 2] = False
+    return {
+        "modalities": {
+            "image": torch.randn(4, 3, 1, 16, 16, generator=g),
+            "tabular": torch.randn(4, 5, generator=g),
+        },
+        "masks": {"image": slice_mask, "tabular": torch.rand(4, 5, generator=g) > 0.2},
+        "present": {
+            "image": torch.tensor([True, True, False, True]),
+            "tabular": torch.tensor([True, False, True, True]),
+        },
+        "treatment": torch.tensor([0, 3, 1, -1]),
+    }
+
+
+def test_fusion_model_outputs_and_masks():
+    model = _model().eval()
+    batch = _batch()
+    with torch.no_grad():
+        out = model(batch)
+    assert out["diagnosis_logits"].shape == (4, 3)
+    assert out["log_risk"].shape == (4,)
+    assert out["response_logits"].shape == (4,)
+    assert out["embedding"].shape == (4, 12)
+    assert torch.isnan(out["response_logits"][3]) and torch.isfinite(out["response_logits"][:3]).all()
+    assert out["modality_weights"]["image"][2] == 0 and out["modality_weights"]["tabular"][1] == 0
+    assert out["slice_attention"]["image"].shape == (4, 3) and (out["slice_attention"]["image"][2] == 0).all()
+    garbage = _batch()
+    garbage["modalities"]["image"][2] = float("nan")  # absent image
+    garbage["modalities"]["tabular"][1] = float("nan")  # absent table
+    garbage["modalities"]["image"][1, 2] = float("nan")  # padded slice
+    with torch.no_grad():
+        out_g = model(garbage)
+    for key in ("diagnosis_logits", "log_risk", "embedding"):
+        torch.testing.assert_close(out_g[key], out[key])
+
+
+def test_fusion_model_response_all_matches_forward():
+    model = _model("cross_attention").eval()
+    batch = _batch()
+    with torch.no_grad():
+        every = model.response_all(batch, 4)
+        for t in range(4):
+            batch["treatment"] = torch.full((4,), t)
+            torch.testing.assert_close(every[:, t], model(batch)["response_logits"])
+
+
+def test_fusion_model_trains_with_modality_dropout_and_missing_modality():
+    model = _model("kronecker", modality_dropout=0.3).train()
+    batch = _batch()
+    out = model(batch)
+    targets = {
+        "diagnosis": torch.tensor([0, 2, -1, 1]),
+        "time": torch.tensor([5.0, 3.0, 3.0, 9.0]),
+        "event": torch.tensor([True, True, False, True]),
+        "response": torch.tensor([1.0, 0.0, 1.0, float("nan")]),
+    }
+    loss, parts = multitask_loss(out, targets, {"survival": 0.5})
+    assert set(parts) == {"diagnosis", "survival", "response"} and torch.isfinite(loss)
+    loss.backward()
+    assert model.encoders["tabular"].net[0].weight.grad.abs().sum() > 0
+    only_tab = {"modalities": {"tabular": batch["modalities"]["tabular"]}, "treatment": batch["treatment"]}
+    assert model.eval()(only_tab)["embedding"].shape == (4, 12)
+
+
+def test_fusion_model_refuses_rows_without_modalities_and_bad_dims():
+    model = _model().eval()
+    batch = _batch()
+    batch["present"]["image"][2] = False
+    batch["present"]["tabular"][2] = False
+    with pytest.raises(ValueError, match=r"rows \[2\] have no modality present"):
+        model(batch)
+    enc = {"tabular": create_encoder("mlp", in_features=5, out_dim=6)}
+    with pytest.raises(ValueError, match="in_dims"):
+        FusionModel(enc, create_fusion("concat", in_dims={"tabular": 7}), {"survival": True})
