@@ -1,0 +1,135 @@
+"""Per-sample features derived from ``variants``: gene status over a gene panel, and tumour mutational burden.
+
+Rules (the same for both tables):
+
+* only variants that passed filters count: ``filter`` is ``PASS`` or empty (``.`` in the VCF, no FILTER
+  column in a MAF);
+* non-silent = :data:`~ingest.variants.annotation.NONSILENT_CLASSES` (maftools' ``vc_nonSyn``:
+  Frame_Shift_Del/Ins, Splice_Site, Translation_Start_Site, Nonsense_Mutation, Nonstop_Mutation,
+  In_Frame_Del/Ins, Missense_Mutation);
+* ``gene_status``: one row per sample and panel gene; ``n_variants`` counts all passing variants in the gene,
+  ``mutated`` is true when at least one of them is non-silent;
+* ``tmb``: ``n_nonsilent`` passing non-silent variants (all genes),
+  ``tmb_per_mb = n_nonsilent / panel_size_mb``;
+* a sample none of whose variants carries a consequence (an unannotated VCF) gets no rows in either table:
+  its status is unknown, not wild-type.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ingest.variants.annotation import NONSILENT_CLASSES
+
+DEFAULT_PANEL = Path(__file__).resolve().parents[2] / "configs" / "gene_panel.yaml"
+
+
+class GenePanel(BaseModel):
+    """Genes reported in ``gene_status`` and the sequenced territory that TMB divides by."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "custom"
+    genes: list[str] = Field(min_length=1)
+    panel_size_mb: float = Field(gt=0, description="sequenced territory, megabases")
+
+    @field_validator("genes")
+    @classmethod
+    def _unique(cls, genes: list[str]) -> list[str]:
+        return list(dict.fromkeys(g.strip() for g in genes if g.strip()))
+
+
+def load_gene_panel(path: str | Path | None = None) -> GenePanel:
+    """Read a gene panel YAML (``name``, ``genes``, ``panel_size_mb``); default: configs/gene_panel.yaml."""
+    path = Path(path) if path is not None else DEFAULT_PANEL
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"gene panel file {path} not found; pass --gene-panel PATH.yaml with keys"
+                                " name, genes, panel_size_mb") from None
+    try:
+        return GenePanel.model_validate(data or {})
+    except ValidationError as exc:
+        raise ValueError(f"{path}: invalid gene panel: {exc}") from None
+
+
+def _passing(variants: pa.Table) -> pa.Table:
+    filt = variants.column("filter")
+    keep = pc.or_kleene(pc.is_null(filt), pc.is_in(filt, pa.array(["PASS", "", "."])))
+    return variants.filter(pc.fill_null(keep, True))
+
+
+def annotated_samples(variants: pa.Table) -> list[str]:
+    """Sample ids with at least one variant that carries a consequence, sorted."""
+    has = variants.filter(pc.is_valid(variants.column("consequence")))
+    return sorted(set(has.column("sample_id").to_pylist()))
+
+
+def _patients(variants: pa.Table) -> dict[str, str]:
+    pairs = variants.select(["sample_id", "patient_id"]).group_by(["sample_id", "patient_id"]).aggregate([])
+    samples, patients = pairs.column("sample_id").to_pylist(), pairs.column("patient_id").to_pylist()
+    return dict(zip(samples, patients, strict=True))
+
+
+def gene_status(variants: pa.Table, genes: list[str]) -> pa.Table:
+    """``gene_status`` rows: (annotated samples x ``genes``) with ``mutated`` and ``n_variants``.
+
+    Args:
+        variants: rows of the ``variants`` table (needs patient_id, sample_id, gene, consequence, filter).
+        genes: panel gene symbols.
+    """
+    samples = annotated_samples(variants)
+    patients = _patients(variants)
+    passing = _passing(variants)
+    in_panel = pc.is_in(passing.column("gene"), pa.array(genes, pa.string()))
+    passing = passing.filter(pc.fill_null(in_panel, False))
+    nonsilent = pc.is_in(passing.column("consequence"), pa.array(sorted(NONSILENT_CLASSES)))
+    passing = passing.append_column("nonsilent", pc.fill_null(nonsilent, False))
+    counts: dict[tuple[str, str], list[int]] = {}
+    if passing.num_rows:
+        agg = passing.group_by(["sample_id", "gene"]).aggregate([("gene", "count"), ("nonsilent", "any")])
+        for s, g, n, m in zip(agg.column("sample_id").to_pylist(), agg.column("gene").to_pylist(),
+                              agg.column("gene_count").to_pylist(), agg.column("nonsilent_any").to_pylist(),
+                              strict=True):
+            counts[(s, g)] = [n, bool(m)]
+    rows = {"patient_id": [], "sample_id": [], "gene": [], "mutated": [], "n_variants": []}
+    for sample in samples:
+        for gene in genes:
+            n, mutated = counts.get((sample, gene), (0, False))
+            rows["patient_id"].append(patients[sample])
+            rows["sample_id"].append(sample)
+            rows["gene"].append(gene)
+            rows["mutated"].append(mutated)
+            rows["n_variants"].append(n)
+    return pa.table(rows, schema=pa.schema([("patient_id", pa.string()), ("sample_id", pa.string()),
+                                            ("gene", pa.string()), ("mutated", pa.bool_()),
+                                            ("n_variants", pa.int64())]))
+
+
+def tmb(variants: pa.Table, panel_size_mb: float) -> pa.Table:
+    """``tmb`` rows for the annotated samples: ``n_nonsilent`` and ``tmb_per_mb`` (mutations per Mb)."""
+    if panel_size_mb <= 0:
+        raise ValueError(f"panel_size_mb must be > 0 (megabases sequenced), got {panel_size_mb}")
+    samples = annotated_samples(variants)
+    patients = _patients(variants)
+    passing = _passing(variants)
+    nonsilent = passing.filter(pc.fill_null(
+        pc.is_in(passing.column("consequence"), pa.array(sorted(NONSILENT_CLASSES))), False))
+    counts: dict[str, int] = {}
+    if nonsilent.num_rows:
+        agg = nonsilent.group_by("sample_id").aggregate([("sample_id", "count")])
+        counts = dict(zip(agg.column("sample_id").to_pylist(), agg.column("sample_id_count").to_pylist(),
+                          strict=True))
+    n = [counts.get(s, 0) for s in samples]
+    return pa.table({
+        "patient_id": pa.array([patients[s] for s in samples], pa.string()),
+        "sample_id": pa.array(samples, pa.string()),
+        "n_nonsilent": pa.array(n, pa.int64()),
+        "panel_size_mb": pa.array([float(panel_size_mb)] * len(samples), pa.float64()),
+        "tmb_per_mb": pa.array([k / panel_size_mb for k in n], pa.float64()),
+    })

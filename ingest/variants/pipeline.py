@@ -1,0 +1,198 @@
+"""VCF / MAF files -> the lake tables ``variants``, ``gene_status`` and ``tmb``.
+
+Samples map to patients through ``--sample-map`` (a CSV with columns ``sample_id``, ``patient_id``); samples
+not in the map, or all samples without one, follow the rule of :func:`patient_for` (TCGA barcodes -> their
+first 12 characters, the patient barcode; otherwise the sample id is the patient id). The link to FHIR
+patients happens later (``ingest.link``).
+
+Re-ingest is idempotent, per sample: the rows of every sample seen in this run replace that sample's rows in
+``variants``, ``gene_status`` and ``tmb`` (rows of other samples are untouched). A sample split over several
+files must be ingested in one run. Within a run, a (sample_id, variant_key) seen twice is kept once (the last
+one) and counted in ``duplicates``. What could not be read goes to the ``rejects`` table: one row per bad
+record (with its line number) and one per unreadable, truncated or corrupt file.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+
+from ingest.variants.features import GenePanel, gene_status, load_gene_panel, tmb
+from ingest.variants.maf import MafFormatError, maf_variants
+from ingest.variants.vcf import ParseResult, VariantColumns, VcfFormatError, open_text, vcf_variants
+
+VCF_SUFFIXES = (".vcf", ".vcf.gz", ".vcf.bgz")
+MAF_SUFFIXES = (".maf", ".maf.gz", ".maf.txt", ".maf.txt.gz")
+MODALITY = "variants"
+
+
+def variant_file_kind(path: Path) -> str:
+    """``vcf`` or ``maf``: by name (``.vcf[.gz]``, ``.maf[.gz]``, ``data_mutations*``), else by first line."""
+    name = path.name.lower()
+    if name.endswith(VCF_SUFFIXES):
+        return "vcf"
+    if name.endswith(MAF_SUFFIXES) or name.startswith("data_mutations"):
+        return "maf"
+    with open_text(path) as fh:
+        first = fh.readline()
+    return "vcf" if first.startswith("##fileformat=VCF") else "maf"
+
+
+def discover_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The variant files named by ``paths``: files as given, folders searched recursively for VCF/MAF names.
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+    """
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and (
+                f.name.lower().endswith(VCF_SUFFIXES + MAF_SUFFIXES) or f.name.startswith("data_mutations")))
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"{p} does not exist; pass VCF/MAF files or folders that contain them")
+    return list(dict.fromkeys(files))
+
+
+def load_sample_map(path: str | Path) -> dict[str, str]:
+    """``sample_id -> patient_id`` from a CSV with those two columns (other columns ignored).
+
+    Raises:
+        ValueError: a column is missing (the message names the file and the columns found).
+    """
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        if "sample_id" not in columns or "patient_id" not in columns:
+            raise ValueError(f"{path}: a sample map needs columns sample_id and patient_id; found {columns}."
+                             " Fix: rename the header line")
+        mapping = {}
+        for row in reader:
+            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+            if row["sample_id"] and row["patient_id"]:
+                mapping[row["sample_id"]] = row["patient_id"]
+    return mapping
+
+
+def patient_for(sample_id: str, sample_map: dict[str, str] | None = None) -> str:
+    """Patient id of a sample: the sample map, else a TCGA barcode's first 12 characters, else the sample."""
+    if sample_map and sample_id in sample_map:
+        return sample_map[sample_id]
+    if sample_id.startswith("TCGA-") and len(sample_id) >= 12:
+        return sample_id[:12]
+    return sample_id
+
+
+def parse_file(path: Path, *, tumor_sample: str | None = None) -> ParseResult:
+    """Parse one VCF or MAF; a file that cannot be read at all gives an empty result with one reject."""
+    try:
+        if variant_file_kind(path) == "vcf":
+            return vcf_variants(path, tumor_sample=tumor_sample)
+        return maf_variants(path)
+    except (VcfFormatError, MafFormatError, OSError, EOFError, UnicodeError) as exc:
+        reason = str(exc) if isinstance(exc, (VcfFormatError, MafFormatError)) else (
+            f"{path.name}: cannot read ({type(exc).__name__}: {exc}). Fix: check the file is a VCF or MAF,"
+            " readable and complete")
+        reject = {"source": str(path), "location": None, "reason": reason, "raw": None}
+        return ParseResult(path, VariantColumns().to_arrow(), 0, [reject])
+
+
+def _deduplicate(table: pa.Table) -> pa.Table:
+    """Keep the last row of each (sample_id, variant_key), in input order."""
+    if table.num_rows < 2:
+        return table
+    last = {key: i for i, key in enumerate(zip(table.column("sample_id").to_pylist(),
+                                               table.column("variant_key").to_pylist(), strict=True))}
+    if len(last) == table.num_rows:
+        return table
+    return table.take(pa.array(sorted(last.values()), pa.int64()))
+
+
+def _replace_samples(lake, name: str, table: pa.Table, samples: list[str]) -> int:
+    """Delete the rows of ``samples`` from table ``name``, then write ``table`` (merge on its keys)."""
+    if lake.has(name):
+        for start in range(0, len(samples), 500):
+            chunk = samples[start:start + 500]
+            quoted = ", ".join("'" + s.replace("'", "''") + "'" for s in chunk)
+            lake.delete(name, f"sample_id IN ({quoted})")
+    if table.num_rows == 0:
+        return 0
+    return lake.write(name, table, mode="merge")
+
+
+def ingest_variants(lake, paths: list[Path], *, sample_map: Path | None = None,
+                    gene_panel: GenePanel | str | Path | None = None, tumor_sample: str | None = None,
+                    progress: Callable[[Path, ParseResult], None] | None = None) -> dict:
+    """Ingest VCF/MAF files (or folders of them) into ``lake``.
+
+    Args:
+        lake: an :class:`ingest.lake.Lake`.
+        paths: files and/or folders.
+        sample_map: CSV with ``sample_id``, ``patient_id``.
+        gene_panel: a :class:`GenePanel`, a YAML path, or ``None`` for ``configs/gene_panel.yaml``.
+        tumor_sample: the tumour sample column of the VCFs (see :mod:`ingest.variants.vcf`).
+        progress: called after each file with its path and parse result.
+
+    Returns:
+        Counts: ``files``, ``records_read``, ``variants_written``, ``rejected`` (reject rows: bad records plus
+        unreadable/truncated files), ``duplicates``, ``skipped`` (symbolic ALTs and cohort samples not
+        carrying an ALT), ``samples``, ``patients``, ``unannotated_samples`` (no gene_status/tmb rows),
+        ``unmapped_samples`` (not in the sample map), ``gene_status_rows``, ``tmb_rows``.
+
+    Raises:
+        FileNotFoundError: a path does not exist or no variant file was found.
+        ValueError: an invalid sample map or gene panel.
+    """
+    started = datetime.now(UTC)
+    files = discover_files(paths)
+    if not files:
+        raise FileNotFoundError("no VCF or MAF files found in the given paths (looked for *.vcf, *.vcf.gz,"
+                                " *.maf, *.maf.gz, data_mutations*)")
+    mapping = load_sample_map(sample_map) if sample_map is not None else None
+    panel = gene_panel if isinstance(gene_panel, GenePanel) else load_gene_panel(gene_panel)
+
+    tables, rejects = [], []
+    records = skipped = 0
+    for path in files:
+        result = parse_file(path, tumor_sample=tumor_sample)
+        records += result.records_read
+        skipped += result.skipped
+        rejects.extend(result.rejects)
+        if result.table.num_rows:
+            tables.append(result.table)
+        if progress is not None:
+            progress(path, result)
+
+    counts = {"files": len(files), "records_read": records, "variants_written": 0, "rejected": len(rejects),
+              "duplicates": 0, "skipped": skipped, "samples": 0, "patients": 0, "unannotated_samples": 0,
+              "unmapped_samples": 0, "gene_status_rows": 0, "tmb_rows": 0}
+    if tables:
+        table = pa.concat_tables(tables)
+        samples = sorted(set(table.column("sample_id").to_pylist()))
+        patients = {s: patient_for(s, mapping) for s in samples}
+        table = table.add_column(0, "patient_id", pa.array([patients[s] for s in table.column("sample_id")
+                                                           .to_pylist()], pa.string()))
+        deduplicated = _deduplicate(table)
+        counts["duplicates"] = table.num_rows - deduplicated.num_rows
+        counts["variants_written"] = _replace_samples(lake, "variants", deduplicated, samples)
+        status = gene_status(deduplicated, panel.genes)
+        burden = tmb(deduplicated, panel.panel_size_mb)
+        counts["gene_status_rows"] = _replace_samples(lake, "gene_status", status, samples)
+        counts["tmb_rows"] = _replace_samples(lake, "tmb", burden, samples)
+        counts["samples"] = len(samples)
+        counts["patients"] = len(set(patients.values()))
+        counts["unannotated_samples"] = len(samples) - burden.num_rows
+        counts["unmapped_samples"] = sum(1 for s in samples if mapping is not None and s not in mapping)
+    if rejects:
+        lake.add_rejects(rejects, modality=MODALITY)
+    lake.record_run("ingest variants", [str(p) for p in paths], counts, started_at=started,
+                    status="partial" if rejects else "ok")
+    return counts

@@ -1,0 +1,473 @@
+"""A streaming VCF reader (``.vcf``, ``.vcf.gz``) that splits multi-allelic sites, plus VCF -> variant rows.
+
+:class:`VcfReader` yields one :class:`VcfRecord` per ALT allele. Splitting follows ``bcftools norm -m-``:
+INFO and FORMAT values with ``Number=A`` keep that ALT's value, ``Number=R`` keep REF's and that ALT's,
+``Number=G`` (diploid) keep the 0/0, 0/i and i/i entries, all others are repeated; GT alleles other than the
+split ALT become 0. Bad records (wrong column count, non-numeric POS) become reject rows with their line
+number; a truncated or corrupt ``.gz`` keeps the records before the break and adds one whole-file reject.
+
+:func:`vcf_variants` turns records into rows of the ``variants`` table. Which sample is the tumour, in order:
+``tumor_sample`` argument; header ``##tumor_sample=``; a sample named ``TUMOR``/``TUMOUR``; with two samples,
+the one that is not ``##normal_sample=`` / ``NORMAL``; the only sample. A sites-only VCF (no samples) is one
+sample named after the file. Otherwise (several samples, none marked) each sample is its own sample and a row
+is written where its genotype carries the ALT (or, without GT, its alt depth is > 0). In tumour mode every
+record is written (as vcf2maf does), whatever the tumour genotype; FILTER is kept in ``filter``.
+A tumour column with the generic name ``TUMOR``/``TUMOUR`` takes the file name (without ``.vcf[.gz]``) as
+``sample_id``. Depth = FORMAT ``DP`` (else the sum of ``AD``); VAF = FORMAT ``AF`` (or Mutect's ``FA``) if
+present, else alt ``AD`` / depth; Strelka's ``AU/CU/GU/TU`` and ``TAR/TIR`` counts are used when ``AD`` is
+absent. Symbolic ALT alleles (``<DEL>``, ``*``, ``.``) are not variants: they are counted, not written.
+Positions and alleles are written in MAF convention (:func:`~ingest.variants.annotation.maf_alleles`), and
+a leading ``chr`` is removed from chromosome names, so VCF- and MAF-derived rows share one ``variant_key``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ingest.variants.annotation import (
+    Annotator,
+    classify,
+    maf_alleles,
+    report_hgvsp,
+    vep_alleles,
+)
+
+_DEF_RE = re.compile(r'^##(INFO|FORMAT)=<ID=([^,>]+),Number=([^,>]+)(?:.*?Description="(.*?)")?')
+GENERIC_TUMOR_NAMES = frozenset({"TUMOR", "TUMOUR"})
+GENERIC_NORMAL_NAMES = frozenset({"NORMAL"})
+MAX_RAW = 2_000
+
+
+class VcfFormatError(ValueError):
+    """The file is not a readable VCF (no ``#CHROM`` header line, or an unknown tumour sample)."""
+
+
+@dataclass
+class VcfHeader:
+    """What the ``##`` and ``#CHROM`` lines say."""
+
+    samples: list[str]
+    info_number: dict[str, str] = field(default_factory=dict)
+    info_description: dict[str, str] = field(default_factory=dict)
+    format_number: dict[str, str] = field(default_factory=dict)
+    meta: dict[str, str] = field(default_factory=dict)
+    n_lines: int = 0
+
+
+@dataclass(slots=True)
+class VcfRecord:
+    """One ALT allele of one VCF data line (multi-allelic sites give several records)."""
+
+    line_no: int
+    chrom: str
+    pos: int
+    id: str
+    ref: str
+    alt: str
+    alt_index: int  # 1-based index of ``alt`` among the site's ALTs
+    alts: list[str]  # all ALTs of the site
+    qual: str
+    filter: str
+    info: dict[str, str]  # flags map to ""
+    format: list[str]
+    sample_columns: list[str]  # raw, unsplit sample columns
+    _header: VcfHeader
+
+    def sample(self, index: int) -> dict[str, str]:
+        """FORMAT key -> value of sample ``index`` (0-based), split to this ALT for multi-allelic sites."""
+        values = self.sample_columns[index].split(":")
+        data = dict(zip(self.format, values, strict=False))  # trailing FORMAT fields may be dropped
+        if len(self.alts) > 1:
+            numbers = self._header.format_number
+            for key, value in data.items():
+                if key == "GT":
+                    data[key] = _split_gt(value, self.alt_index)
+                else:
+                    data[key] = _split_value(value, numbers.get(key, "."), self.alt_index, len(self.alts))
+        return data
+
+
+def _split_value(value: str, number: str, i: int, n_alts: int) -> str:
+    if number not in ("A", "R", "G") or "," not in value:
+        return value
+    parts = value.split(",")
+    if number == "A":
+        return parts[i - 1] if len(parts) == n_alts else value
+    if number == "R":
+        return f"{parts[0]},{parts[i]}" if len(parts) == n_alts + 1 else value
+    if len(parts) == (n_alts + 1) * (n_alts + 2) // 2:  # diploid G: 0/0, 0/i, i/i
+        het = i * (i + 1) // 2
+        return f"{parts[0]},{parts[het]},{parts[het + i]}"
+    return value
+
+
+def _split_gt(gt: str, i: int) -> str:
+    out = []
+    for token in re.split(r"([/|])", gt):
+        if token in ("/", "|", ".", "0") or not token.isdigit():
+            out.append(token)
+        else:
+            out.append("1" if int(token) == i else "0")
+    return "".join(out)
+
+
+def open_text(path: Path):
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
+def _parse_info(text: str) -> dict[str, str]:
+    if text == "." or not text:
+        return {}
+    info = {}
+    for item in text.split(";"):
+        key, _, value = item.partition("=")
+        if key:
+            info[key] = value
+    return info
+
+
+class VcfReader:
+    """Stream the records of one VCF file.
+
+    Iterate the reader for :class:`VcfRecord` objects; afterwards :attr:`rejects` holds reject rows
+    (``source``, ``location``, ``reason``, ``raw``) and :attr:`lines_read` the number of data lines seen.
+
+    Raises:
+        VcfFormatError: on iteration, when the file has no ``#CHROM`` header line.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.header: VcfHeader | None = None
+        self.rejects: list[dict] = []
+        self.lines_read = 0
+
+    def _reject(self, line_no: int | None, reason: str, raw: str | None = None) -> None:
+        location = None if line_no is None else f"line {line_no}"
+        self.rejects.append({"source": str(self.path), "location": location, "reason": reason,
+                             "raw": None if raw is None else raw[:MAX_RAW]})
+
+    def _read_header(self, lines: Iterator[str]) -> VcfHeader:
+        header = VcfHeader(samples=[])
+        for n, line in enumerate(lines, start=1):
+            if line.startswith("##"):
+                match = _DEF_RE.match(line)
+                if match:
+                    kind, key, number, description = match.groups()
+                    if kind == "INFO":
+                        header.info_number[key] = number
+                        header.info_description[key] = description or ""
+                    else:
+                        header.format_number[key] = number
+                elif "=" in line:
+                    key, _, value = line[2:].rstrip("\n").partition("=")
+                    header.meta.setdefault(key, value)
+                continue
+            if line.startswith("#CHROM"):
+                header.samples = line.rstrip("\r\n").split("\t")[9:]
+                header.n_lines = n
+                return header
+            break
+        raise VcfFormatError(
+            f"{self.path}: no '#CHROM' header line before the first record; is this a VCF? Fix: add the VCF"
+            " header (bcftools view -h on the original file shows it)")
+
+    def __iter__(self) -> Iterator[VcfRecord]:
+        with open_text(self.path) as fh:
+            try:
+                yield from self._records(fh)
+            except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+                self._reject(None, f"{self.path.name}: file is truncated or corrupt after {self.lines_read}"
+                             f" data line(s) ({type(exc).__name__}: {exc}); records before the break were"
+                             " kept. Fix: re-export or re-download the file and ingest it again")
+
+    def _records(self, fh) -> Iterator[VcfRecord]:
+        header = self.header = self._read_header(fh)
+        n_cols = 9 + len(header.samples) if header.samples else 8
+        info_number = header.info_number
+        split_info = {k for k, v in info_number.items() if v in ("A", "R", "G")}
+        line_no = header.n_lines
+        for line in fh:
+            line_no += 1
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            self.lines_read += 1
+            cols = line.split("\t")
+            if len(cols) != n_cols:
+                self._reject(line_no, f"expected {n_cols} tab-separated columns, found {len(cols)}"
+                             " (truncated line or spaces instead of tabs?)", line)
+                continue
+            chrom, pos_text, vid, ref, alt_text, qual, filt, info_text = cols[:8]
+            try:
+                pos = int(pos_text)
+            except ValueError:
+                self._reject(line_no, f"POS {pos_text[:40]!r} is not an integer", line)
+                continue
+            if not ref or not alt_text:
+                self._reject(line_no, "empty REF or ALT", line)
+                continue
+            info = _parse_info(info_text)
+            alts = alt_text.split(",")
+            fmt = cols[8].split(":") if n_cols > 8 else []
+            samples = cols[9:]
+            n_alts = len(alts)
+            for i, alt in enumerate(alts, start=1):
+                if n_alts > 1 and split_info:
+                    rec_info = dict(info)
+                    for key in split_info.intersection(info):
+                        rec_info[key] = _split_value(info[key], info_number[key], i, n_alts)
+                else:
+                    rec_info = info
+                yield VcfRecord(line_no, chrom, pos, vid, ref, alt, i, alts, qual, filt, rec_info, fmt,
+                                samples, header)
+
+
+def is_symbolic(alt: str) -> bool:
+    """Symbolic or missing ALT alleles: ``<DEL>``, ``<*:DEL>``, ``*``, ``.``, breakends."""
+    return alt.startswith("<") or alt in ("*", ".") or "[" in alt or "]" in alt
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _float(value: str | None) -> float | None:
+    if value is None or value == ".":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def depth_and_vaf(data: dict[str, str], ref: str, alt: str) -> tuple[int | None, float | None]:
+    """Read depth and variant allele fraction of one (split) sample.
+
+    Depth: ``DP``, else the sum of ``AD``. VAF: ``AF`` (or ``FA``), else alt ``AD`` / depth; for Strelka,
+    tier-1 ``AU/CU/GU/TU`` (SNVs) or ``TAR/TIR`` (indels) counts replace ``AD``.
+    """
+    dp = data.get("DP")
+    depth = int(dp) if dp and dp.isdigit() else None
+    ref_n = alt_n = None
+    ad = data.get("AD")
+    if ad and ad != ".":
+        first, _, last = ad.partition(",")
+        if "," in last:  # unsplit AD of a multi-allelic site: REF and the last ALT
+            last = last.rpartition(",")[2]
+        if last:
+            ref_n = int(first) if first.isdigit() else None
+            alt_n = int(last) if last.isdigit() else None
+        else:
+            alt_n = int(first) if first.isdigit() else None
+    elif "AU" in data and len(ref) == 1 and len(alt) == 1:
+        ref_n = _int(data.get(ref + "U", "").split(",")[0])
+        alt_n = _int(data.get(alt + "U", "").split(",")[0])
+    elif "TIR" in data:
+        alt_n = _int(data["TIR"].split(",")[0])
+        ref_n = _int(data.get("TAR", "").split(",")[0])
+    if depth is None and alt_n is not None:
+        depth = alt_n + (ref_n or 0)
+    vaf = _float(data.get("AF", data.get("FA")))
+    if vaf is None and alt_n is not None:
+        total = depth if depth else (alt_n + (ref_n or 0))
+        vaf = alt_n / total if total else None
+    return depth, vaf
+
+
+def _carries(data: dict[str, str]) -> bool:
+    """Whether a (split) sample carries the ALT: GT contains it, else alt AD > 0, else AF > 0."""
+    gt = data.get("GT")
+    if gt is not None and gt not in (".", "./.", ".|."):
+        return "1" in re.split(r"[/|]", gt)
+    ad = data.get("AD", "")
+    if ad and ad != ".":
+        return bool(_int(ad.split(",")[-1]))
+    return bool(_float(data.get("AF")))
+
+
+@dataclass
+class SampleChoice:
+    """Which sample column(s) of a VCF become which ``sample_id`` (see module docstring)."""
+
+    columns: list[tuple[int | None, str]]  # (column index or None for sites-only, sample_id)
+    tumor_mode: bool
+
+
+def choose_samples(header: VcfHeader, path: Path, tumor_sample: str | None = None) -> SampleChoice:
+    """Apply the tumour-sample rule of the module docstring to one VCF header."""
+    samples = header.samples
+    stem = path.name
+    for suffix in (".gz", ".bgz", ".vcf"):
+        stem = stem[: -len(suffix)] if stem.lower().endswith(suffix) else stem
+
+    def named(index: int) -> SampleChoice:
+        name = samples[index]
+        generic = name.upper() in GENERIC_TUMOR_NAMES and "tumor_sample" not in header.meta
+        sample_id = stem if generic else name
+        return SampleChoice([(index, sample_id)], tumor_mode=True)
+
+    if tumor_sample is not None:
+        if not samples and tumor_sample:
+            return SampleChoice([(None, tumor_sample)], tumor_mode=True)
+        if tumor_sample not in samples:
+            raise VcfFormatError(
+                f"{path}: --tumor-sample is not one of the file's {len(samples)} sample column(s). Fix: pass"
+                " one of the names on the #CHROM line, or omit --tumor-sample")
+        return named(samples.index(tumor_sample))
+    if not samples:
+        return SampleChoice([(None, stem)], tumor_mode=True)
+    meta_tumor = header.meta.get("tumor_sample")
+    if meta_tumor in samples:
+        return named(samples.index(meta_tumor))
+    for i, name in enumerate(samples):
+        if name.upper() in GENERIC_TUMOR_NAMES:
+            return named(i)
+    if len(samples) == 2:
+        normals = {header.meta.get("normal_sample"), *GENERIC_NORMAL_NAMES}
+        others = [i for i, name in enumerate(samples) if name not in normals and name.upper() not in normals]
+        if len(others) == 1:
+            return named(others[0])
+    if len(samples) == 1:
+        return named(0)
+    return SampleChoice([(i, name) for i, name in enumerate(samples)], tumor_mode=False)
+
+
+def normalise_chrom(chrom: str) -> str:
+    """``chr17`` -> ``17``; ``chrM`` -> ``M``; others unchanged."""
+    return chrom[3:] if chrom[:3].lower() == "chr" and len(chrom) > 3 else chrom
+
+
+class VariantColumns:
+    """Column-wise buffer of ``variants`` rows (no ``patient_id``, ``variant_key``), cheap to append to."""
+
+    NAMES = ("sample_id", "chrom", "pos", "ref", "alt", "gene", "consequence", "hgvsp", "vaf", "depth",
+             "filter", "source_file")
+    TYPES = {"pos": pa.int64(), "vaf": pa.float64(), "depth": pa.int64()}
+
+    def __init__(self) -> None:
+        self.data: dict[str, list] = {name: [] for name in self.NAMES}
+        appends = [values.append for values in self.data.values()]
+
+        def append(*row) -> None:
+            """Append one row: the values of :attr:`NAMES`, in that order."""
+            for add, value in zip(appends, row, strict=True):
+                add(value)
+
+        self.append = append
+
+    def __len__(self) -> int:
+        return len(self.data["sample_id"])
+
+    def to_arrow(self) -> pa.Table:
+        """The buffered rows as a table with the ``variants`` column types, ``variant_key`` added."""
+        return add_variant_key(pa.table({name: pa.array(values, self.TYPES.get(name, pa.string()))
+                                         for name, values in self.data.items()}))
+
+
+def add_variant_key(table: pa.Table) -> pa.Table:
+    """Append ``variant_key`` = ``chrom:pos:ref:alt``."""
+    key = pc.binary_join_element_wise(table.column("chrom"), table.column("pos").cast(pa.string()),
+                                      table.column("ref"), table.column("alt"), ":")
+    return table.append_column("variant_key", key)
+
+
+@dataclass
+class ParseResult:
+    """What parsing one file produced."""
+
+    path: Path
+    table: pa.Table  # variants rows without patient_id
+    records_read: int  # data lines (VCF) or rows (MAF) read
+    rejects: list[dict]
+    skipped: int = 0  # ALT alleles that are not variants (symbolic) or not carried by a cohort sample
+    annotated: bool = True  # whether the file carries gene/consequence annotations
+
+
+def vcf_variants(path: str | Path, *, tumor_sample: str | None = None) -> ParseResult:
+    """Parse one VCF into ``variants`` rows (module docstring: sample rule, depth, VAF, MAF alleles).
+
+    Raises:
+        VcfFormatError: no ``#CHROM`` line, or ``tumor_sample`` not in the file.
+    """
+    path = Path(path)
+    reader = VcfReader(path)
+    out = VariantColumns()
+    (add_sample, add_chrom, add_pos, add_ref, add_alt, add_gene, add_consequence, add_hgvsp, add_vaf, add_depth,
+     add_filter, add_source) = (values.append for values in out.data.values())
+    source = str(path)
+    skipped = 0
+    choice: SampleChoice | None = None
+    annotator: Annotator | None = None
+    ann_key = None
+    vep_cache: dict[tuple[str, str], list[str]] = {}
+    for rec in reader:
+        if choice is None:
+            choice = choose_samples(reader.header, path, tumor_sample)
+            annotator = Annotator(reader.header.info_description)
+            ann_key = annotator.source
+        alt = rec.alt
+        if is_symbolic(alt):
+            skipped += 1
+            continue
+        start, mref, malt, var_type, inframe = maf_alleles(rec.pos, rec.ref, alt)
+        gene = consequence = hgvsp = None
+        annotation = rec.info.get(ann_key) if ann_key else None
+        if annotation:
+            if ann_key == "CSQ":
+                key = (rec.ref, ",".join(rec.alts))
+                vep = vep_cache.get(key)
+                if vep is None:
+                    vep = vep_cache[key] = vep_alleles(rec.ref, rec.alts)
+                    if len(vep_cache) > 10_000:
+                        vep_cache.clear()
+                vep_allele = vep[rec.alt_index - 1]
+            else:
+                vep_allele = alt
+            effect = annotator.pick(annotation, alt=alt, alt_index=rec.alt_index, vep_allele=vep_allele)
+            if effect is not None:
+                gene = effect.gene or None
+                consequence = classify(effect.consequence, var_type, inframe)
+                hgvsp = report_hgvsp(effect, consequence) or None
+        chrom = normalise_chrom(rec.chrom)
+        filt = None if rec.filter in (".", "") else rec.filter
+        for column, sample_id in choice.columns:
+            if column is None:
+                depth = vaf = None
+            else:
+                data = rec.sample(column)
+                if not choice.tumor_mode and not _carries(data):
+                    skipped += 1
+                    continue
+                depth, vaf = depth_and_vaf(data, rec.ref, alt)
+            add_sample(sample_id)
+            add_chrom(chrom)
+            add_pos(start)
+            add_ref(mref)
+            add_alt(malt)
+            add_gene(gene)
+            add_consequence(consequence)
+            add_hgvsp(hgvsp)
+            add_vaf(vaf)
+            add_depth(depth)
+            add_filter(filt)
+            add_source(source)
+    return ParseResult(path, out.to_arrow(), reader.lines_read, reader.rejects, skipped,
+                       annotated=ann_key is not None)

@@ -1,0 +1,388 @@
+"""Tests for ingest.variants: VCF/MAF parsing, annotation, features and the lake pipeline."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ingest.variants.annotation import classify, hgvsp_short, maf_alleles, vep_alleles
+from ingest.variants.features import GenePanel, gene_status, tmb
+from ingest.variants.maf import MafFormatError, maf_variants
+from ingest.variants.pipeline import ingest_variants, patient_for
+from ingest.variants.vcf import VcfFormatError, VcfReader, vcf_variants
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "variants"
+
+
+def data_file(relative: str) -> Path:
+    path = DATA / relative
+    if not path.exists():
+        pytest.skip(f"real test data {path} is missing (see shared/data/SOURCES.md)")
+    return path
+
+
+def write_vcf(path: Path, body: str, *, samples=("TUMOR", "NORMAL"), extra_header: str = "") -> Path:
+    header = [
+        "##fileformat=VCFv4.2",
+        '##INFO=<ID=AC,Number=A,Type=Integer,Description="Allele count">',
+        '##INFO=<ID=RD,Number=R,Type=Integer,Description="Per-allele depth">',
+        '##INFO=<ID=DP,Number=1,Type=Integer,Description="Depth">',
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+        '##FORMAT=<ID=AD,Number=R,Type=Integer,Description="Allelic depths">',
+        '##FORMAT=<ID=AF,Number=A,Type=Float,Description="Allele fraction">',
+        '##FORMAT=<ID=DP,Number=1,Type=Integer,Description="Depth">',
+        '##FORMAT=<ID=PL,Number=G,Type=Integer,Description="Likelihoods">',
+    ]
+    if extra_header:
+        header.append(extra_header)
+    columns = "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"
+    if samples:
+        columns += "\tFORMAT\t" + "\t".join(samples)
+    text = "\n".join(header + [columns]) + "\n" + body.replace("|", "\t")
+    path.write_text(text)
+    return path
+
+
+# -- annotation helpers -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("given, expected", [
+    ("ENSP00000275493.2:p.Leu858Arg", "p.L858R"),
+    ("p.Trp54Ter", "p.W54*"),
+    ("p.Lys224AsnfsTer19", "p.K224Nfs*19"),
+    ("p.Ser389%3D", "p.S389="),
+    ("V536L", "p.V536L"),
+])
+def test_hgvsp_short(given, expected):
+    assert hgvsp_short(given) == expected
+
+
+@pytest.mark.parametrize("pos, ref, alt, expected", [
+    (100, "A", "C", (100, "A", "C", "SNP", False)),
+    (100, "A", "ACCTCTT", (100, "-", "CCTCTT", "INS", True)),
+    (100, "GT", "G", (101, "T", "-", "DEL", False)),
+    (100, "AC", "AT", (101, "C", "T", "SNP", False)),
+    (100, "ACG", "TCA", (100, "ACG", "TCA", "TNP", False)),
+])
+def test_maf_alleles(pos, ref, alt, expected):
+    assert maf_alleles(pos, ref, alt) == expected
+
+
+@pytest.mark.parametrize("effect, var_type, inframe, expected", [
+    ("frameshift_variant", "DEL", False, "Frame_Shift_Del"),
+    ("frameshift_variant", "INS", False, "Frame_Shift_Ins"),
+    ("protein_altering_variant", "INS", True, "In_Frame_Ins"),
+    ("disruptive_inframe_deletion", "DEL", True, "In_Frame_Del"),
+    ("splice_donor_variant", "SNP", False, "Splice_Site"),
+    ("splice_region_variant", "SNP", False, "Splice_Region"),
+    ("start_lost", "SNP", False, "Translation_Start_Site"),
+    ("upstream_gene_variant", "SNP", False, "5'Flank"),
+    ("TFBS_ablation", "DEL", False, "Targeted_Region"),
+])
+def test_classify_follows_vcf2maf(effect, var_type, inframe, expected):
+    assert classify(effect, var_type, inframe) == expected
+
+
+def test_vep_alleles_strip_the_shared_first_base():
+    assert vep_alleles("A", ["ACCTCTT"]) == ["CCTCTT"]
+    assert vep_alleles("GT", ["G"]) == ["-"]
+    assert vep_alleles("G", ["GACA", "C"]) == ["GACA", "C"]
+    assert vep_alleles("A", ["C"]) == ["C"]
+
+
+# -- VCF: vcf2maf reference ------------------------------------------------------------------------------
+def _csq_vcf_from_maf(vcf: Path, maf: pd.DataFrame, out: Path, *, canonical: bool) -> Path:
+    """test_b38.vcf annotated with the VEP effects that vcf2maf listed in ``all_effects`` of its MAF."""
+    fields = "Allele|Consequence|SYMBOL|Feature|HGVSp|HGVSc|CANONICAL"
+    by_pos = {int(p): row for p, row in zip(maf["vcf_pos"], maf.to_dict("records"), strict=True)}
+    lines = []
+    for line in vcf.read_text().splitlines():
+        if line.startswith("#CHROM"):
+            lines.append(f'##INFO=<ID=CSQ,Number=.,Type=String,Description="Consequence annotations from'
+                         f' Ensembl VEP. Format: {fields}">')
+        if line.startswith("#"):
+            lines.append(line)
+            continue
+        cols = line.split("\t")
+        row = by_pos[int(cols[1])]
+        entries = []
+        for effect in str(row["all_effects"]).strip(";").split(";"):
+            gene, consequence, hgvsp, transcript, *_ = effect.split(",")
+            chosen = transcript == row["Transcript_ID"]
+            hgvsc = str(row["HGVSc"]) if chosen and isinstance(row["HGVSc"], str) else ""
+            flag = "YES" if canonical and chosen and row["CANONICAL"] == "YES" else ""
+            entries.append("|".join([row["Allele"], consequence, gene, transcript, hgvsp, hgvsc, flag]))
+        cols[7] = "CSQ=" + ",".join(entries)
+        lines.append("\t".join(cols))
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def test_vcf_matches_vcf2maf_output(tmp_path):
+    vcf = data_file("vcf2maf/test_b38.vcf")
+    maf = pd.read_csv(data_file("vcf2maf/test_b38_output.maf"), sep="\t", comment="#", dtype=str)
+    ours = vcf_variants(vcf).table.to_pandas()
+    assert len(ours) == len(maf) == 25
+    # same variants, in MAF coordinates, with the same depth and VAF
+    assert list(ours["pos"]) == [int(p) for p in maf["Start_Position"]]
+    assert list(ours["ref"]) == list(maf["Reference_Allele"])
+    assert list(ours["alt"]) == list(maf["Tumor_Seq_Allele2"])
+    assert list(ours["depth"]) == [int(d) for d in maf["t_depth"]]
+    expected_vaf = maf["t_alt_count"].astype(float) / maf["t_depth"].astype(float)
+    assert ours["vaf"].to_numpy() == pytest.approx(expected_vaf.to_numpy())
+    assert set(ours["sample_id"]) == {"test_b38"}  # generic TUMOR column -> file name
+
+    for canonical, threshold in ((True, 1.0), (False, 0.8)):
+        annotated = _csq_vcf_from_maf(vcf, maf, tmp_path / f"b38_{canonical}.vcf", canonical=canonical)
+        got = vcf_variants(annotated).table.to_pandas()
+        gene = (got["gene"].fillna("Unknown") == maf["Hugo_Symbol"]).mean()
+        cls = (got["consequence"] == maf["Variant_Classification"]).mean()
+        prot = (got["hgvsp"].fillna("") == maf["HGVSp_Short"].fillna("")).mean()
+        print(f"vcf2maf agreement (canonical flags={canonical}): gene {gene:.0%}, class {cls:.0%}, "
+              f"HGVSp_Short {prot:.0%}")
+        assert gene >= threshold and cls >= threshold
+        if canonical:
+            assert prot >= 0.95
+
+
+# -- VCF: annotations -----------------------------------------------------------------------------------
+def test_snpeff_eff_annotations():
+    rows = vcf_variants(data_file("vcf/cyvcf2_test.snpeff.vcf")).table.to_pandas()
+    missense = rows[rows["hgvsp"].isin(["p.T141A", "p.D224V"])]
+    assert len(missense) == 3  # carriers only (cohort VCF): two of p.T141A, one of p.D224V
+    assert set(missense["gene"]) == {"OR4F5"}
+    assert set(missense["consequence"]) == {"Missense_Mutation"}
+    silent = rows[rows["hgvsp"] == "p.S60="]
+    assert set(silent["consequence"]) == {"Silent"}
+    assert set(rows["consequence"]) <= {"Missense_Mutation", "Silent", "3'Flank", "5'Flank", "Intron", "RNA"}
+
+
+def test_vep_csq_and_multiallelic_split():
+    path = data_file("vcf/pysam_gnomad.vcf")
+    reader = VcfReader(path)
+    records = list(reader)
+    site = [r for r in records if r.pos == 16050129]
+    assert [r.alt for r in site] == ["GACA", "C"]
+    raw_ac = next(line for line in path.read_text().splitlines() if "\t16050129\t" in line)
+    ac_values = next(f for f in raw_ac.split("\t")[7].split(";") if f.startswith("AC=")).split("=")[1]
+    assert [r.info["AC"] for r in site] == ac_values.split(",")  # Number=A: one value per ALT
+    assert site[0].info["AN"] == site[1].info["AN"]  # Number=1: repeated
+    rows = vcf_variants(path).table.to_pandas()
+    split = rows[rows["variant_key"].str.startswith("22:16050129:")]
+    assert list(split["variant_key"]) == ["22:16050129:-:ACA", "22:16050129:G:C"]
+    # the site's one CSQ entry has ALLELE_NUM=2: it annotates C, and GACA stays unannotated
+    assert split["consequence"].isna().tolist() == [True, False]
+    assert split["consequence"].iloc[1] == "IGR"
+    assert rows["consequence"].notna().sum() == len(rows) - 1
+
+
+def test_format_split_number_r_a_g(tmp_path):
+    vcf = write_vcf(tmp_path / "multi.vcf",
+                    "1|100|.|A|C,G|.|PASS|AC=3,4;RD=10,5,3;DP=18|GT:AD:AF:DP:PL|1/2:10,5,3:0.25,0.15:18:"
+                    "0,1,2,3,4,5|0/0:20,0,0:0,0:20:0,9,9,9,9,9\n")
+    records = list(VcfReader(vcf))
+    assert [(r.alt, r.info["AC"], r.info["RD"]) for r in records] == [("C", "3", "10,5"), ("G", "4", "10,3")]
+    second = records[1].sample(0)
+    assert second == {"GT": "0/1", "AD": "10,3", "AF": "0.15", "DP": "18", "PL": "0,3,5"}
+    rows = vcf_variants(vcf).table.to_pandas()
+    assert list(rows["vaf"]) == [0.25, 0.15]  # FORMAT AF wins over AD/DP
+    assert list(rows["depth"]) == [18, 18]
+
+
+def test_vaf_from_ad_when_no_af(tmp_path):
+    vcf = write_vcf(tmp_path / "ad.vcf", "chr7|55191822|.|T|G|.|PASS|.|GT:AD|0/1:30,10|0/0:40,0\n")
+    rows = vcf_variants(vcf).table.to_pylist()
+    assert rows[0]["vaf"] == pytest.approx(0.25) and rows[0]["depth"] == 40
+    assert rows[0]["chrom"] == "7" and rows[0]["variant_key"] == "7:55191822:T:G"
+
+
+def test_multiallelic_homozygous_alt_gt_and_symbolic_allele():
+    path = data_file("vcf/cyvcf2_test-multiallelic-homozygous-alt.vcf.gz")
+    records = list(VcfReader(path))
+    assert [(r.alt, r.sample(0)["GT"]) for r in records] == [("A", "0/0"), ("<*:DEL>", "1/1")]
+    result = vcf_variants(path)
+    assert result.table.num_rows == 1 and result.skipped == 1  # the symbolic allele is counted, not written
+
+
+def test_multisample_cohort_keeps_carriers_only():
+    result = vcf_variants(data_file("vcf/cyvcf2_test-alt-repr.vcf"))
+    rows = result.table.to_pandas()
+    # samplea 0/0, sampleb 0/1, samplec 1/1, sampled 0/., samplee ./1, samplef ./.
+    assert sorted(rows["sample_id"]) == ["sampleb", "samplec", "samplee"]
+    assert result.skipped == 3
+
+
+def test_tumor_sample_rules(tmp_path):
+    body = "1|100|.|A|C|.|PASS|.|GT:AD|0/1:30,10|0/0:40,0\n"
+    pair = write_vcf(tmp_path / "pair.vcf", body, samples=("S1-T", "S1-N"),
+                     extra_header="##normal_sample=S1-N")
+    assert vcf_variants(pair).table.column("sample_id").to_pylist() == ["S1-T"]  # not ##normal_sample
+    rows = vcf_variants(pair, tumor_sample="S1-N").table.to_pylist()
+    assert rows[0]["sample_id"] == "S1-N" and rows[0]["vaf"] == 0.0
+    meta = write_vcf(tmp_path / "meta.vcf", body, samples=("X", "Y"), extra_header="##tumor_sample=Y")
+    assert vcf_variants(meta).table.column("sample_id").to_pylist() == ["Y"]
+    with pytest.raises(VcfFormatError, match="--tumor-sample"):
+        vcf_variants(pair, tumor_sample="nope")
+
+
+# -- VCF: bad input -------------------------------------------------------------------------------------
+def test_bad_vcf_records_become_rejects_with_line_numbers(tmp_path):
+    vcf = write_vcf(tmp_path / "bad.vcf",
+                    "1|100|.|A|C|.|PASS|.|GT:AD|0/1:30,10|0/0:40,0\n"
+                    "1|1x0|.|A|C|.|PASS|.|GT:AD|0/1:30,10|0/0:40,0\n"
+                    "1|300|.|A|C|.|PASS|.|GT:AD|0/1:30,10\n"
+                    "1|400|.|A|T|.|PASS|.|GT:AD|0/1:30,10|0/0:40,0\n")
+    result = vcf_variants(vcf)
+    assert result.table.num_rows == 2 and result.records_read == 4
+    assert [r["location"] for r in result.rejects] == ["line 12", "line 13"]
+    assert "not an integer" in result.rejects[0]["reason"]
+    assert "expected 11 tab-separated columns, found 10" in result.rejects[1]["reason"]
+
+
+def test_truncated_vcf_gz_keeps_records_and_rejects_file(tmp_path):
+    source = data_file("vcf/cyvcf2_test.vcf.gz")
+    data = source.read_bytes()
+    truncated = tmp_path / "truncated.vcf.gz"
+    truncated.write_bytes(data[: len(data) * 2 // 3])
+    complete = vcf_variants(source)
+    result = vcf_variants(truncated)
+    assert 0 < result.records_read < complete.records_read
+    assert result.table.num_rows > 0
+    file_rejects = [r for r in result.rejects if r["location"] is None]
+    assert len(file_rejects) == 1
+    reason = file_rejects[0]["reason"]
+    assert "truncated.vcf.gz" in reason and "truncated or corrupt" in reason
+
+
+# -- MAF ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["maf/brca.maf.gz", "maf/APL_primary.maf.gz"])
+def test_maf_row_counts_match_pandas(name):
+    path = data_file(name)
+    expected = len(pd.read_csv(path, sep="\t", comment="#", dtype=str))
+    result = maf_variants(path)
+    assert result.records_read == expected
+    assert result.table.num_rows + len(result.rejects) == expected
+    assert all(r["location"].startswith("line ") for r in result.rejects)
+
+
+def test_maf_missing_required_column(tmp_path):
+    bad = tmp_path / "data_mutations.txt"
+    bad.write_text("#version 2.4\n"
+                   "Hugo_Symbol\tChromosome\tStart_Position\tReference_Allele\tTumor_Sample_Barcode\n"
+                   "EGFR\t7\t55191822\tT\tS1\n")
+    with pytest.raises(MafFormatError) as err:
+        maf_variants(bad)
+    message = str(err.value)
+    assert str(bad) in message and "Tumor_Seq_Allele2" in message and "Variant_Classification" in message
+    assert "Fix:" in message
+
+
+# -- features -------------------------------------------------------------------------------------------
+def test_gene_status_and_tmb_rules():
+    import pyarrow as pa
+
+    table = pa.table({
+        "patient_id": ["P1"] * 4 + ["P2"],
+        "sample_id": ["S1"] * 4 + ["S2"],
+        "gene": ["EGFR", "EGFR", "TP53", "KRAS", "EGFR"],
+        "consequence": ["Silent", "Missense_Mutation", "Missense_Mutation", "Nonsense_Mutation", None],
+        "filter": ["PASS", None, "LowQual", ".", None],
+    })
+    status = gene_status(table, ["EGFR", "TP53", "KRAS"]).to_pylist()
+    assert [(r["gene"], r["mutated"], r["n_variants"]) for r in status] == [
+        ("EGFR", True, 2), ("TP53", False, 0), ("KRAS", True, 1)]  # S2 is unannotated: no rows
+    burden = tmb(table, 2.0).to_pylist()
+    assert burden == [{"patient_id": "P1", "sample_id": "S1", "n_nonsilent": 2, "panel_size_mb": 2.0,
+                       "tmb_per_mb": 1.0}]
+
+
+# -- pipeline -------------------------------------------------------------------------------------------
+def test_patient_rule():
+    assert patient_for("TCGA-A8-A08B-01A-11D") == "TCGA-A8-A08B"
+    assert patient_for("DS2D") == "DS2D"
+    assert patient_for("DS2D", {"DS2D": "MRN1"}) == "MRN1"
+
+
+def test_pipeline_ingests_mafs_idempotently(tmp_path):
+    from ingest.lake import Lake
+
+    maf_dir = data_file("maf")
+    lake = Lake(tmp_path / "lake")
+    panel = GenePanel(genes=["TP53", "PIK3CA", "GATA3"], panel_size_mb=50.0)
+    counts = ingest_variants(lake, [maf_dir], gene_panel=panel)
+    brca = pd.read_csv(maf_dir / "brca.maf.gz", sep="\t", dtype=str)
+    apl = pd.read_csv(maf_dir / "APL_primary.maf.gz", sep="\t", dtype=str)
+    assert counts["files"] == 2
+    assert counts["records_read"] == len(brca) + len(apl)
+    assert counts["variants_written"] + counts["rejected"] + counts["duplicates"] == counts["records_read"]
+    kept = apl[apl["Tumor_Seq_Allele2"].notna()]  # 4 FLT3-ITD rows have no allele: rejected
+    assert counts["rejected"] == len(apl) - len(kept) == 4
+    n_samples = brca["Tumor_Sample_Barcode"].nunique() + kept["Tumor_Sample_Barcode"].nunique()
+    assert counts["samples"] == n_samples
+
+    burden = lake.read("tmb").to_pandas().set_index("sample_id")
+    nonsyn = {"Frame_Shift_Del", "Frame_Shift_Ins", "Splice_Site", "Translation_Start_Site",
+              "Nonsense_Mutation", "Nonstop_Mutation", "In_Frame_Del", "In_Frame_Ins", "Missense_Mutation"}
+    expected = brca[brca["Variant_Classification"].isin(nonsyn)].groupby("Tumor_Sample_Barcode").size()
+    for sample, n in expected.items():
+        assert burden.loc[sample, "n_nonsilent"] == n
+        assert burden.loc[sample, "tmb_per_mb"] == pytest.approx(n / 50.0)
+    status = lake.read("gene_status").to_pandas()
+    assert len(status) == 3 * counts["samples"]
+    tp53 = set(brca.loc[brca["Hugo_Symbol"].eq("TP53") & brca["Variant_Classification"].isin(nonsyn),
+                        "Tumor_Sample_Barcode"])
+    assert set(status.loc[status["gene"].eq("TP53") & status["mutated"], "sample_id"]) >= tp53
+
+    rejects = lake.read("rejects").to_pandas()
+    assert len(rejects) == counts["rejected"] and set(rejects["modality"]) == {"variants"}
+
+    again = ingest_variants(lake, [maf_dir], gene_panel=panel)
+    assert again["variants_written"] == counts["variants_written"]
+    assert lake.read("variants").num_rows == counts["variants_written"]
+    assert lake.read("tmb").num_rows == counts["samples"]
+
+
+def test_pipeline_sample_map_and_file_rejects(tmp_path):
+    from ingest.lake import Lake
+
+    (tmp_path / "in").mkdir()
+    vcf = write_vcf(tmp_path / "in" / "S1.vcf", "7|55191822|.|T|G|.|PASS|.|GT:AD|0/1:30,10|0/0:40,0\n",
+                    samples=("S1", "NORMAL"))
+    bad_maf = tmp_path / "in" / "broken.maf"
+    bad_maf.write_text("Hugo_Symbol\tChromosome\n")
+    gz = tmp_path / "in" / "cut.vcf.gz"
+    gz.write_bytes(gzip.compress(vcf.read_bytes())[:-12])
+    sample_map = tmp_path / "map.csv"
+    sample_map.write_text("sample_id,patient_id\nS1,MRN-001\n")
+    lake = Lake(tmp_path / "lake")
+    counts = ingest_variants(lake, [tmp_path / "in"], sample_map=sample_map)
+    assert counts["files"] == 3 and counts["samples"] == 1 and counts["unannotated_samples"] == 1
+    variants = lake.read("variants").to_pylist()
+    assert {v["patient_id"] for v in variants} == {"MRN-001"}
+    reasons = lake.read("rejects").column("reason").to_pylist()
+    assert any("broken.maf" in r and "Tumor_Sample_Barcode" in r for r in reasons)
+    assert any("cut.vcf.gz" in r and "truncated" in r for r in reasons)
+    assert not lake.has("tmb") or lake.read("tmb").num_rows == 0  # unannotated: TMB unknown, not zero
+
+
+def test_maf_bad_rows_become_rejects_with_line_numbers(tmp_path):
+    header = "\t".join(["Hugo_Symbol", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
+                        "Variant_Classification", "Tumor_Sample_Barcode", "t_depth", "t_alt_count"])
+    rows = ["EGFR\tchr7\t55191822\tT\tG\tMissense_Mutation\tS1\t100\t25",  # line 3
+            "KRAS\t12\t25245350\tC\tA\tMissense_Mutation\tS1\t80\t8\textra",  # line 4: one field too many
+            "",  # line 5: blank, ignored
+            "TP53\t17\tabc\tG\tA\tMissense_Mutation\tS1\t50\t5",  # line 6: Start_Position not an integer
+            "TP53\t17\t7675088\tG\t\tMissense_Mutation\tS1",  # line 7: no ALT
+            "STK11\t19\t1207000\tC\tT\tNonsense_Mutation\tS2"]  # line 8: short row, optional fields empty
+    maf = tmp_path / "cohort.maf"
+    maf.write_text("#version 2.4\n" + header + "\n" + "\n".join(rows) + "\n")
+    result = maf_variants(maf)
+    assert result.records_read == 5
+    assert [r["location"] for r in result.rejects] == ["line 4", "line 6", "line 7"]
+    assert "wrong number of columns" in result.rejects[0]["reason"] and result.rejects[0]["raw"].startswith("KRAS")
+    assert "not an integer" in result.rejects[1]["reason"]
+    assert "Tumor_Seq_Allele2" in result.rejects[2]["reason"]
+    kept = result.table.to_pylist()
+    assert [(r["chrom"], r["gene"], r["vaf"], r["depth"]) for r in kept] == [("7", "EGFR", 0.25, 100),
+                                                                              ("19", "STK11", None, None)]
