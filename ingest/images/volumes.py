@@ -1,0 +1,172 @@
+"""Non-DICOM images: NIfTI volumes (nibabel) and PNG/JPEG/TIFF files (Pillow), listed in a manifest CSV.
+
+Neither format carries a patient identifier, so every such file must appear in a manifest CSV with
+columns ``path`` (relative to the CSV), ``patient_id`` and optionally ``study_date`` (ISO 8601) and
+``modality``; other columns (labels) are ignored.
+
+Array layout matches the DICOM reader: ``(S, H, W)`` for volumes, ``(H, W)`` for 2D images. A NIfTI's voxel
+axes ``(i, j, k)`` become ``(k, j, i)`` (slice, row, col) without resampling; its orientation is the direction
+of the ``i`` (row direction) and ``j`` (column direction) axes in patient LPS, like DICOM
+ImageOrientationPatient. A 4D NIfTI keeps its first volume (``[..., 0]``) and says so in the warnings.
+Colour PNG/JPEG/TIFF images are converted to grey (ITU-R 601 luma); a multi-page TIFF becomes a volume.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from ingest.images.records import Reject, Volume
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+RAS_TO_LPS = np.array([-1.0, -1.0, 1.0])
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One manifest row: the file (resolved), the patient and optional study date and modality."""
+
+    path: Path
+    patient_id: str
+    study_date: datetime | None
+    modality: str | None
+    row: int
+    manifest: Path
+
+
+def is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def is_raster(path: Path) -> bool:
+    return path.suffix.lower() in RASTER_SUFFIXES
+
+
+def read_manifest(manifest: Path) -> tuple[list[ManifestEntry], list[Reject]]:
+    """Parse a manifest CSV; rows with a missing file or patient_id are rejected, the others returned.
+
+    Row numbers count the header as row 1, as a spreadsheet shows them.
+    """
+    manifest = Path(manifest)
+    with manifest.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = set(reader.fieldnames or [])
+        missing = {"path", "patient_id"} - columns
+        if missing:
+            raise ValueError(f"{manifest}: manifest lacks column(s) {sorted(missing)}; expected path,"
+                             " patient_id and optionally study_date, modality")
+        entries, rejects = [], []
+        for number, row in enumerate(reader, start=2):
+            location = f"row {number}"
+            relative = (row.get("path") or "").strip()
+            patient = (row.get("patient_id") or "").strip()
+            file = (manifest.parent / relative).resolve()
+            if not relative:
+                rejects.append(Reject(str(manifest), f"{manifest.name} row {number}: empty path", location))
+            elif not file.is_file():
+                rejects.append(Reject(str(manifest), f"{manifest.name} row {number}: file {relative} not"
+                                      f" found (looked in {manifest.parent})", location))
+            elif not patient:
+                rejects.append(Reject(str(manifest), f"{manifest.name} row {number}: empty patient_id",
+                                      location))
+            else:
+                date_text = (row.get("study_date") or "").strip()
+                date = _parse_date(date_text)
+                if date_text and date is None:
+                    rejects.append(Reject(str(manifest), f"{manifest.name} row {number}: study_date"
+                                          f" {date_text!r} is not an ISO 8601 date (YYYY-MM-DD)", location))
+                    continue
+                modality = (row.get("modality") or "").strip() or None
+                entries.append(ManifestEntry(file, patient, date, modality, number, manifest))
+    return entries, rejects
+
+
+def load_nifti(entry: ManifestEntry) -> tuple[Volume | None, list[Reject]]:
+    """Read a NIfTI file into a :class:`Volume` ``(S, H, W)`` float32 (scl_slope/inter applied)."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(entry.path))
+        data = np.asanyarray(image.dataobj, dtype=np.float32)
+    except Exception as exc:  # noqa: BLE001 (nibabel raises many types on damaged files)
+        return None, [_reject(entry, f"unreadable NIfTI ({type(exc).__name__}: {exc})")]
+    warnings = []
+    zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
+    if data.ndim == 4:
+        warnings.append(f"4D NIfTI with {data.shape[3]} volumes: kept the first")
+        data = data[..., 0]
+    elif data.ndim > 4:
+        return None, [_reject(entry, f"NIfTI with {data.ndim} dimensions; expected 2, 3 or 4")]
+    while data.ndim < 3:
+        data = data[..., None]
+        zooms = (*zooms, 1.0)
+    array = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
+    spacing = (zooms[2], zooms[1], zooms[0])
+    directions = image.affine[:3, :3] / np.linalg.norm(image.affine[:3, :3], axis=0)
+    orientation = tuple(float(v) for v in np.concatenate([directions[:, 0], directions[:, 1]]) * np.tile(
+        RAS_TO_LPS, 2))
+    if array.shape[0] == 1:
+        array, spacing = array[0], spacing[1:]
+    return _volume(entry, array, spacing, orientation, warnings), []
+
+
+def load_raster(entry: ManifestEntry) -> tuple[Volume | None, list[Reject]]:
+    """Read a PNG/JPEG/TIFF file into a :class:`Volume` ``(H, W)`` (or ``(S, H, W)`` for multi-page TIFF)."""
+    from PIL import Image, ImageSequence
+
+    warnings = []
+    try:
+        with Image.open(entry.path) as image:
+            pages = []
+            for page in ImageSequence.Iterator(image):
+                if page.mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr"):
+                    if "grey" not in " ".join(warnings):
+                        warnings.append(f"{page.mode} image converted to grey (luma)")
+                    page = page.convert("L")
+                pages.append(np.asarray(page, dtype=np.float32))
+    except Exception as exc:  # noqa: BLE001 (Pillow raises many types on damaged files)
+        return None, [_reject(entry, f"unreadable image ({type(exc).__name__}: {exc})")]
+    if len({p.shape for p in pages}) > 1:
+        return None, [_reject(entry, "multi-page image whose pages differ in size")]
+    array = pages[0] if len(pages) == 1 else np.stack(pages)
+    return _volume(entry, array, None, None, warnings), []
+
+
+def _volume(entry: ManifestEntry, array: np.ndarray, spacing: tuple[float, ...] | None,
+            orientation: tuple[float, ...] | None, warnings: list[str]) -> Volume:
+    return Volume(
+        array=array,
+        spacing_mm=spacing,
+        orientation=orientation,
+        image_id=file_image_id(entry.path),
+        patient_id=entry.patient_id,
+        source=str(entry.path),
+        modality=entry.modality,
+        study_date=entry.study_date,
+        warnings=warnings,
+    )
+
+
+def file_image_id(path: Path) -> str:
+    """Image key of a non-DICOM file: a hash of its resolved path."""
+    return "file-" + hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:24]
+
+
+def _reject(entry: ManifestEntry, reason: str) -> Reject:
+    return Reject(str(entry.path), f"{entry.path.name}: {reason}", f"{entry.manifest.name} row {entry.row}")
+
+
+def _parse_date(text: str) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -1,0 +1,472 @@
+"""Image ingest: DICOM series (pydicom's own files), NIfTI (nibabel's), PNG + manifest, transforms, store."""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from apps.cli.ingest_images import register
+from ingest.images import TensorStore, dicom, ingest_images, load_config
+from ingest.images.preprocess import (
+    Compose,
+    CropOrPad,
+    Image,
+    ImagesConfig,
+    MinMax,
+    Resample,
+    Resize,
+    Window,
+    ZScore,
+)
+from ingest.images.records import Reject
+from ingest.images.volumes import ManifestEntry, load_nifti
+from tests.conftest import shared_data
+
+KEEP_CONFIG = """
+dtype: float32
+windows: {}
+presets:
+  - {name: keep, normalize: none}
+"""
+
+
+def dicom_test_file(name: str) -> Path:
+    """A DICOM file shipped inside the pydicom wheel (files listed in urls.json are not available offline)."""
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"pydicom test file {name} is not shipped locally (it is in pydicom's urls.json)")
+    return Path(path)
+
+
+def dicomdir_series(*parts: str) -> Path:
+    folder = dicom_test_file("CT_small.dcm").parent.joinpath("dicomdirtests", *parts)
+    if not folder.is_dir():
+        pytest.skip(f"pydicom test folder {folder} is missing")
+    return folder
+
+
+def load_one(path: Path):
+    files, _ = dicom.discover([path])
+    headers = [dicom.read_header(f) for f in files]
+    series, rejects = dicom.group_series([h for h in headers if isinstance(h, dicom.Header)])
+    assert len(series) == 1 and not rejects
+    return dicom.load_series(series[0])
+
+
+def raw_pixels(path: Path) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(path).pixel_array
+
+
+# -- DICOM -------------------------------------------------------------------------------------------------
+def test_ct_small_is_in_hounsfield_units():
+    path = dicom_test_file("CT_small.dcm")
+    volume, rejects = load_one(path)
+    ds = pydicom.dcmread(path)
+    assert (float(ds.RescaleSlope), float(ds.RescaleIntercept)) == (1.0, -1024.0)
+    raw = raw_pixels(path)
+    assert (int(raw.min()), int(raw.max())) == (128, 2191)
+    assert not rejects and volume.array.dtype == np.float32 and volume.array.shape == (128, 128)
+    assert (volume.array.min(), volume.array.max()) == (128 - 1024, 2191 - 1024)
+    np.testing.assert_array_equal(volume.array, raw.astype(np.float32) - 1024)
+    assert volume.modality == "CT" and volume.patient_id == str(ds.PatientID)
+    assert volume.spacing_mm == pytest.approx((0.661468, 0.661468))
+    assert volume.study_date.isoformat() == "2004-01-19T12:27:30+00:00"  # 07:27:30 at UTC-05:00
+
+
+def test_ct5n_stacks_five_slices_in_position_order():
+    folder = dicomdir_series("98892001", "CT5N")
+    volume, rejects = load_one(folder)
+    assert not rejects and volume.array.shape == (5, 16, 16) and volume.n_files == 5
+    files = sorted(folder.iterdir(), key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
+    for index, file in enumerate(files):  # axial: ascending z = ascending position along the normal
+        np.testing.assert_array_equal(volume.array[index], raw_pixels(file).astype(np.float32) - 1024)
+    assert volume.spacing_mm == pytest.approx((2.5, 0.488281, 0.488281))
+    assert volume.orientation == pytest.approx((1, 0, 0, 0, 1, 0)) and volume.warnings == []
+
+
+def test_ct2_reports_its_gap():
+    volume, _ = load_one(dicomdir_series("77654033", "CT2"))
+    assert volume.array.shape == (4, 16, 16)
+    assert volume.spacing_mm[0] == pytest.approx(1.25)
+    [gap] = [w for w in volume.warnings if w.startswith("gap in slice positions")]
+    assert "about 161 missing slice(s)" in gap and "202.50 mm" in gap
+
+
+def test_mr700_sorted_by_position_not_instance_number():
+    folder = dicomdir_series("98892003", "MR700")
+    volume, _ = load_one(folder)
+    files = sorted(folder.iterdir())
+    by_pixels = {raw_pixels(f).astype(np.float32).tobytes(): int(pydicom.dcmread(f).InstanceNumber)
+                 for f in files}
+    stacked = [by_pixels[s.tobytes()] for s in volume.array]
+    file_order = [int(pydicom.dcmread(f).InstanceNumber) for f in files]
+    assert stacked == [7, 6, 5, 4, 3, 2, 1]  # ascending projection on the mean slice normal
+    assert stacked != sorted(stacked) and stacked != file_order
+    assert any("orientations differ" in w for w in volume.warnings)
+
+
+@pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "MR_small_jp2klossless.dcm",
+                                  "MR_small_jpeg_ls_lossless.dcm"])
+def test_lossless_compressed_decodes_to_the_uncompressed_pixels(name):
+    frames, reason = dicom.decode_file(dicom_test_file(name))
+    reference, _ = dicom.decode_file(dicom_test_file("MR_small.dcm"))
+    assert reason == "" and frames.shape == (1, 64, 64)
+    np.testing.assert_array_equal(frames, reference)
+
+
+@pytest.mark.parametrize("name, bits_stored, signed", [
+    ("CT_small.dcm", None, None), ("MR_small_implicit.dcm", None, None), ("rtdose.dcm", None, None),
+    ("CT_small.dcm", 12, 1), ("CT_small.dcm", 12, 0),
+])
+def test_native_fast_path_matches_pydicom(name, bits_stored, signed):
+    ds = pydicom.dcmread(dicom_test_file(name))
+    if bits_stored is not None:  # high bits set on purpose: pydicom masks (unsigned) or sign-extends (signed)
+        ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits_stored, bits_stored - 1, signed
+        ds.PixelData = (np.arange(128 * 128, dtype=np.uint16) * 7).tobytes()
+    expected = ds.pixel_array
+    got = dicom.native_pixels(ds)
+    assert got is not None and got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected.reshape(got.shape))
+    assert dicom.native_pixels(pydicom.dcmread(dicom_test_file("MR_small_RLE.dcm"))) is None
+
+
+def test_jpeg_baseline_colour_decodes_to_grey():
+    frames, reason = dicom.decode_file(dicom_test_file("SC_rgb_jpeg_dcmtk.dcm"))
+    assert reason == "" and frames.shape == (1, 100, 100) and frames.dtype == np.float32
+
+
+def test_undecodable_jpeg_is_rejected_with_syntax_and_plugin():
+    path = dicom_test_file("JPEG-lossy.dcm")
+    volume, rejects = load_one(path)
+    assert volume is None
+    [reject] = rejects
+    assert reject.source == str(path)
+    for text in ("JPEG-lossy.dcm", "JPEG Extended", "1.2.840.10008.1.2.4.51", "pylibjpeg-libjpeg"):
+        assert text in reject.reason
+
+
+def test_corrupt_and_non_image_files_are_rejected(tmp_path):
+    garbage = tmp_path / "garbage.dcm"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    truncated = tmp_path / "truncated.dcm"
+    truncated.write_bytes(dicom_test_file("CT_small.dcm").read_bytes()[:700])
+    report = dicom.read_header(dicom_test_file("reportsi.dcm"))
+    assert isinstance(report, Reject) and "non-image DICOM" in report.reason and "SR" in report.reason
+    with pytest.warns(UserWarning, match="Invalid value for VR IS"):
+        bad_value = dicom.read_header(dicom_test_file("badVR.dcm"))  # NumberOfFrames '1A'
+    assert isinstance(bad_value, Reject) and "invalid header value" in bad_value.reason
+    read = dicom.read_header(garbage)
+    assert isinstance(read, Reject) and "garbage.dcm" in read.reason
+    header = dicom.read_header(truncated)
+    if isinstance(header, dicom.Header):  # the header survived the cut: the pixels cannot
+        frames, reason = dicom.decode_file(truncated)
+        assert frames is None and "truncated.dcm" in reason
+    else:
+        assert "truncated.dcm" in header.reason
+
+
+def test_multiframe_rtdose_uses_frame_offsets():
+    volume, rejects = load_one(dicom_test_file("rtdose.dcm"))
+    assert not rejects and volume.array.shape == (15, 10, 10)
+    assert volume.spacing_mm == pytest.approx((5.0, 10.0, 10.0)) and volume.warnings == []
+
+
+def test_enhanced_multiframe_sorted_by_per_frame_positions(tmp_path):
+    from pydicom.dataset import Dataset
+
+    ds = pydicom.dcmread(dicom_test_file("CT_small.dcm"))
+    frames = np.stack([np.full((128, 128), value, np.int16) for value in (100, 200, 300)])
+    ds.NumberOfFrames, ds.PixelData = 3, frames.tobytes()
+    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "RescaleSlope",
+                    "RescaleIntercept"):
+        delattr(ds, keyword)
+
+    def item(**sequences) -> Dataset:
+        out = Dataset()
+        for name, values in sequences.items():
+            inner = Dataset()
+            for keyword, value in values.items():
+                setattr(inner, keyword, value)
+            setattr(out, name, [inner])
+        return out
+
+    ds.SharedFunctionalGroupsSequence = [item(
+        PlaneOrientationSequence={"ImageOrientationPatient": [1, 0, 0, 0, 1, 0]},
+        PixelMeasuresSequence={"PixelSpacing": [0.7, 0.8]})]
+    ds.PerFrameFunctionalGroupsSequence = [
+        item(PlanePositionSequence={"ImagePositionPatient": [0, 0, z]},
+             PixelValueTransformationSequence={"RescaleSlope": 1, "RescaleIntercept": intercept})
+        for z, intercept in ((5.0, -1000), (0.0, -2000), (10.0, -3000))]
+    ds.save_as(tmp_path / "enhanced.dcm")
+    volume, rejects = load_one(tmp_path / "enhanced.dcm")
+    assert not rejects and volume.array.shape == (3, 128, 128)
+    assert [float(s[0, 0]) for s in volume.array] == [200 - 2000, 100 - 1000, 300 - 3000]  # by z: 0, 5, 10
+    assert volume.spacing_mm == pytest.approx((5.0, 0.7, 0.8))
+    assert volume.orientation == (1, 0, 0, 0, 1, 0) and volume.warnings == []
+
+
+def test_series_without_positions_falls_back_to_instance_number(tmp_path):
+    source = pydicom.dcmread(dicom_test_file("CT_small.dcm"))
+    for number in (3, 1, 2):
+        ds = copy.deepcopy(source)
+        ds.InstanceNumber = number
+        ds.SOPInstanceUID = f"1.2.3.{number}"
+        del ds.ImagePositionPatient
+        ds.PixelData = (source.pixel_array + number).astype(source.pixel_array.dtype).tobytes()
+        ds.save_as(tmp_path / f"slice{number}.dcm")
+    volume, _ = load_one(tmp_path)
+    assert [int(s[0, 0] - volume.array[0, 0, 0]) for s in volume.array] == [0, 1, 2]
+    assert any("ordered by InstanceNumber" in w for w in volume.warnings)
+
+
+# -- NIfTI -------------------------------------------------------------------------------------------------
+def nifti_entry(name: str, tmp_path: Path) -> ManifestEntry:
+    from nibabel.testing import data_path
+
+    path = Path(data_path) / name
+    if not path.is_file():
+        pytest.skip(f"nibabel test file {path} is missing")
+    return ManifestEntry(path, "P1", None, "MR", 2, tmp_path / "manifest.csv")
+
+
+def test_nifti_anatomical_keeps_spacing_and_orientation(tmp_path):
+    import nibabel as nib
+
+    entry = nifti_entry("anatomical.nii", tmp_path)
+    volume, rejects = load_nifti(entry)
+    data = nib.load(entry.path).get_fdata()
+    assert not rejects and volume.array.shape == (25, 41, 33)  # (k, j, i)
+    np.testing.assert_allclose(volume.array, np.transpose(data, (2, 1, 0)))
+    assert volume.spacing_mm == (2.0, 2.0, 2.0)
+    # affine diag(-2, 2, 2): i runs to RAS -x = LPS +x, j runs to RAS +y = LPS -y
+    assert volume.orientation == pytest.approx((1, 0, 0, 0, -1, 0))
+
+
+def test_nifti_4d_keeps_the_first_volume(tmp_path):
+    import nibabel as nib
+
+    entry = nifti_entry("example4d.nii.gz", tmp_path)
+    volume, _ = load_nifti(entry)
+    assert volume.array.shape == (24, 96, 128)
+    assert volume.spacing_mm == pytest.approx((2.2, 2.0, 2.0))
+    np.testing.assert_allclose(volume.array[3], nib.load(entry.path).get_fdata()[..., 3, 0].T)
+    assert volume.warnings == ["4D NIfTI with 2 volumes: kept the first"]
+
+
+def test_nifti_through_a_manifest_into_the_lake(lake, tmp_path):
+    anatomical = nifti_entry("anatomical.nii", tmp_path).path
+    four_d = nifti_entry("example4d.nii.gz", tmp_path).path
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"path,patient_id,modality\n{anatomical},P1,MR\n{four_d},P2,MR\n")
+    counts = ingest_images(lake, [], manifest=manifest)
+    assert counts["images"] == 2 and counts["rejected"] == 0 and counts["warning_kinds"] == {
+        "ND NIfTI with N volumes": 1}
+    rows = {r["patient_id"]: r for r in lake.read("images").to_pylist()}
+    assert rows["P1"]["n_slices"] == 25 and rows["P1"]["spacing_mm"] == [2.0, 2.0, 2.0]
+    assert rows["P1"]["tensor_shape"] == [64, 256, 256] and rows["P2"]["original_shape"] == [24, 96, 128]
+    assert json.loads(rows["P2"]["preprocessing"])["preset"] == "mr-volume"
+
+
+# -- PNG + manifest, end to end ----------------------------------------------------------------------------
+@pytest.fixture
+def xray_manifest(tmp_path):
+    from PIL import Image as PILImage
+
+    images = np.load(shared_data("images", "pneumoniamnist_subset.npz"))["test_images"][:30]
+    folder = tmp_path / "png"
+    folder.mkdir()
+    rows = ["path,patient_id,study_date,modality,label"]
+    for i, image in enumerate(images):
+        PILImage.fromarray(image).save(folder / f"xr{i:02d}.png")
+        rows.append(f"png/xr{i:02d}.png,PT{i:03d},2021-03-{1 + i % 28:02d},CR,{i % 2}")
+    rows.insert(5, "png/missing.png,PT999,,CR,0")  # CSV row 6 (the header is row 1)
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    config = tmp_path / "keep.yaml"
+    config.write_text(KEEP_CONFIG)
+    return images, manifest, config
+
+
+def test_png_manifest_round_trips_and_missing_row_is_rejected(lake, xray_manifest):
+    images, manifest, config = xray_manifest
+    counts = ingest_images(lake, [], manifest=manifest, config_path=config)
+    assert counts["images"] == 30 and counts["rejected"] == 1 and counts["files"] == 31
+    table = lake.read("images").to_pandas().set_index("patient_id")
+    assert len(table) == 30
+    store = TensorStore(lake)
+    for i in (0, 7, 29):
+        row = table.loc[f"PT{i:03d}"]
+        tensor = store.read(row.tensor_file, row.tensor_row)
+        np.testing.assert_array_equal(tensor, images[i].astype(np.float32))
+        assert row.modality == "CR" and list(row.original_shape) == [28, 28] and row.n_slices == 1
+    assert str(table.loc["PT001"].study_date) == "2021-03-02 00:00:00+00:00"
+    [reject] = lake.read("rejects").to_pylist()
+    assert reject["source"] == str(manifest) and reject["location"] == "row 6"
+    assert "manifest.csv row 6" in reject["reason"] and "png/missing.png" in reject["reason"]
+    again = ingest_images(lake, [], manifest=manifest, config_path=config)
+    assert again["images"] == 30 and lake.read("images").num_rows == 30  # merge on image_id
+
+
+def test_png_default_preset_resizes_and_scales(lake, xray_manifest):
+    images, manifest, _ = xray_manifest
+    ingest_images(lake, [], manifest=manifest)
+    row = lake.read("images").to_pylist()[0]
+    tensor = TensorStore(lake).read(row["tensor_file"], row["tensor_row"])
+    assert tensor.shape == (224, 224) and tensor.dtype == np.float16
+    assert 0 <= tensor.min() < 0.1 and 0.9 < tensor.max() <= 1  # min-max, then linear resize
+    assert json.loads(row["preprocessing"])["preset"] == "radiograph"
+
+
+def test_image_file_without_manifest_is_rejected(lake, xray_manifest, tmp_path):
+    counts = ingest_images(lake, [tmp_path / "png" / "xr00.png"])
+    assert counts["images"] == 0 and counts["rejected"] == 1
+    assert "not listed in a manifest" in lake.read("rejects").column("reason")[0].as_py()
+
+
+def test_dicom_folders_into_the_lake(lake, tmp_path):
+    garbage = tmp_path / "in" / "garbage.dcm"
+    garbage.parent.mkdir()
+    garbage.write_bytes(b"\x00not dicom at all" * 64)
+    sources = [dicomdir_series("98892001"), dicomdir_series("77654033", "CT2"),
+               dicom_test_file("CT_small.dcm"), dicom_test_file("JPEG-lossy.dcm"), garbage.parent]
+    counts = ingest_images(lake, sources)
+    assert counts["images"] == 4 and counts["slices"] == 2 + 5 + 4 + 1 and counts["rejected"] == 2
+    assert counts["warning_kinds"]["gap in slice positions"] == 1
+    table = lake.read("images").to_pandas().set_index("n_slices")
+    ct5 = table.loc[5]
+    assert list(ct5.tensor_shape) == [16, 64, 64] and list(ct5.spacing_mm) == pytest.approx([2.5, 0.488281,
+                                                                                                0.488281])
+    tensor = TensorStore(lake).read(ct5.tensor_file, ct5.tensor_row)
+    assert tensor.dtype == np.float16 and 0 <= tensor.min() and tensor.max() <= 1
+    assert {"name": "Window", "level": -600.0, "width": 1500.0} in json.loads(ct5.preprocessing)["steps"]
+    assert "gap in slice positions" in table.loc[4].warnings and table.loc[5].warnings == ""
+    reasons = sorted(lake.read("rejects").column("reason").to_pylist())
+    assert reasons[0].startswith("JPEG-lossy.dcm") and reasons[1].startswith("garbage.dcm")
+    assert ingest_images(lake, sources[:1])["images"] == 2 and lake.read("images").num_rows == 4
+
+
+def test_workers_give_the_same_rows(lake, tmp_path):
+    from ingest.lake import Lake
+
+    sources = [dicomdir_series("98892001", "CT5N"), dicom_test_file("CT_small.dcm")]
+    ingest_images(lake, sources)
+    other = Lake(tmp_path / "other")
+    ingest_images(other, sources, workers=2)
+    columns = ["image_id", "tensor_shape", "spacing_mm"]
+    one, two = (x.read("images", columns).sort_by("image_id") for x in (lake, other))
+    assert one.num_rows == 2 and one == two
+
+
+def test_cli_summarises_and_exits_2_on_rejects(tmp_path):
+    app, ingest_app = typer.Typer(), typer.Typer()
+    app.add_typer(ingest_app, name="ingest")
+    register(ingest_app)
+    runner = CliRunner()
+    lake = tmp_path / "lake"
+    ct2 = dicomdir_series("77654033", "CT2")
+    ok = runner.invoke(app, ["ingest", "images", str(ct2), "--lake", str(lake)])
+    assert ok.exit_code == 0, ok.output
+    assert "gap in slice positions" in ok.output
+    jpeg = dicom_test_file("JPEG-lossy.dcm")
+    bad = runner.invoke(app, ["ingest", "images", str(jpeg), "--lake", str(lake)])
+    assert bad.exit_code == 2 and "rejected" in bad.output
+
+
+# -- transforms and config ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("transform, kwargs, input_shape, expected_shape", [
+    (Resample, {"spacing_mm": (2.0, 2.0)}, (10, 12), (5, 6)),
+    (Resample, {"spacing_mm": (3.0, 1.0, 1.0)}, (6, 8, 8), (2, 8, 8)),
+    (Resize, {"size": (7, 9)}, (10, 12), (7, 9)),
+    (Resize, {"size": (3, 16, 16)}, (5, 8, 8), (3, 16, 16)),
+    (CropOrPad, {"size": (8, 8)}, (5, 12), (8, 8)),
+    (CropOrPad, {"size": (2, 4, 4)}, (5, 3, 6), (2, 4, 4)),
+    (Window, {"level": 40, "width": 400}, (4, 6), (4, 6)),
+    (ZScore, {}, (3, 4, 5), (3, 4, 5)),
+    (MinMax, {}, (4, 6), (4, 6)),
+])
+def test_transform_shapes(transform, kwargs, input_shape, expected_shape):
+    array = np.random.default_rng(0).normal(size=input_shape).astype(np.float32)
+    out = transform(**kwargs)(Image(array, (1.0,) * len(input_shape)))
+    assert out.array.shape == expected_shape and out.array.dtype == np.float32
+
+
+def test_transform_values():
+    hu = np.array([[-2000, -1350, -600, 150, 3000]], np.float32)
+    np.testing.assert_allclose(Window(-600, 1500)(Image(hu)).array, [[0, 0, 0.5, 1, 1]])
+    z = ZScore()(Image(np.array([1, 2, 3, 4], np.float32))).array
+    assert z.mean() == pytest.approx(0) and z.std() == pytest.approx(1)
+    assert MinMax()(Image(np.full((2, 2), 5, np.float32))).array.max() == 0
+    padded = CropOrPad((4,), value=-1)(Image(np.array([1, 2], np.float32))).array
+    np.testing.assert_array_equal(padded, [-1, 1, 2, -1])
+    resampled = Resample((2.0, 2.0))(Image(np.ones((10, 10), np.float32), (1.0, 1.0)))
+    assert resampled.spacing == (2.0, 2.0) and np.allclose(resampled.array, 1)
+    resized = Resize((5, 5))(Image(np.ones((10, 10), np.float32), (1.0, 0.5)))
+    assert resized.spacing == pytest.approx((2.0, 1.0))
+    assert Resample((2.0, 2.0))(Image(np.ones((10, 10), np.float32), None)).array.shape == (10, 10)
+    with pytest.raises(ValueError, match="2 axes given but the image has 3"):
+        CropOrPad((4, 4))(Image(np.ones((2, 4, 4), np.float32)))
+    steps = Compose((Window(40, 400), CropOrPad((2, 2)))).describe()
+    assert steps == [{"name": "Window", "level": 40, "width": 400}, {"name": "CropOrPad", "size": (2, 2),
+                                                                     "value": 0.0}]
+
+
+def test_default_config_presets():
+    config = load_config()
+    assert {name: (w.level - w.width / 2, w.level + w.width / 2) for name, w in config.windows.items()} == {
+        "lung": (-1350, 150), "mediastinum": (-160, 240), "brain": (0, 80), "bone": (-500, 1300)}
+    assert config.preset_for("CT", 3).name == "ct-volume" and config.preset_for("ct", 2).name == "ct-slice"
+    assert config.preset_for("US", 3).name == "volume-default"
+    assert config.preset_for(None, 2).name == "image-default"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"colour": "rgb"}, "Extra inputs are not permitted"),
+    ({"presets": [{"name": "x", "normalize": "window", "window": "liver"}]}, "unknown window"),
+    ({"presets": [{"name": "x", "modalities": ["CT"]}]}, "no catch-all preset"),
+    ({"presets": [{"name": "x", "ndim": 2, "size": [1, 2, 3]}]}, "size has 3 values but ndim is 2"),
+])
+def test_config_validation(tmp_path, change, message):
+    import yaml
+
+    raw = {"windows": {"lung": {"level": -600, "width": 1500}},
+           "presets": [{"name": "all"}], **change}
+    path = tmp_path / "images.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match=message) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    minimal = ImagesConfig.model_validate({"windows": {}, "presets": [{"name": "all"}]})
+    assert minimal.preset_for("CT", 3).name == "all"
+
+
+# -- tensor store ------------------------------------------------------------------------------------------
+def test_tensor_store_round_trip_is_zero_copy(lake):
+    store = TensorStore(lake)
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(size=shape).astype(np.float16) for shape in [(4, 5), (2, 3, 3), (7,)]]
+    locations = store.write(arrays)
+    assert [row for _, row in locations] == [0, 1, 2] and len({f for f, _ in locations}) == 1
+    file = locations[0][0]
+    assert (lake.path / file).parent == lake.tensor_dir and not list(lake.tensor_dir.glob(".*.tmp"))
+    for array, (file, row) in zip(arrays, locations, strict=True):
+        got = store.read(file, row)
+        np.testing.assert_array_equal(got, array)
+        assert got.dtype == np.float16 and not got.flags.writeable and not got.flags.owndata
+    assert np.shares_memory(store.read(file, 0), store.read(file, 0))
+    assert TensorStore(lake).write([np.zeros(3, np.float32)])[0] != locations[0]
+    with pytest.raises(IndexError, match="row 3 out of range"):
+        store.read(file, 3)
+    with pytest.raises(ValueError, match="float16 or all float32"):
+        store.write([np.zeros(2, np.float16), np.zeros(2, np.float32)])
