@@ -12,8 +12,8 @@ the one that is not ``##normal_sample=`` / ``NORMAL``; the only sample. A sites-
 sample named after the file. Otherwise (several samples, none marked) each sample is its own sample and a row
 is written where its genotype carries the ALT (or, without GT, its alt depth is > 0). In tumour mode every
 record is written (as vcf2maf does), whatever the tumour genotype; FILTER is kept in ``filter``.
-A tumour column with the generic name ``TUMOR``/``TUMOUR`` takes the file name (without ``.vcf[.gz]``) as
-``sample_id``. Depth = FORMAT ``DP`` (else the sum of ``AD``); VAF = FORMAT ``AF`` (or Mutect's ``FA``) if
+A tumour column with the generic name ``TUMOR``/``TUMOUR`` takes the ``##tumor_sample=`` value (vcf2maf /
+Mutect style) as ``sample_id``, or the file name (without ``.vcf[.gz]``) when the header names none. Depth = FORMAT ``DP`` (else the sum of ``AD``); VAF = FORMAT ``AF`` (or Mutect's ``FA``) if
 present, else alt ``AD`` / depth; Strelka's ``AU/CU/GU/TU`` and ``TAR/TIR`` counts are used when ``AD`` is
 absent. Symbolic ALT alleles (``<DEL>``, ``*``, ``.``) are not variants: they are counted, not written.
 Positions and alleles are written in MAF convention (:func:`~ingest.variants.annotation.maf_alleles`), and
@@ -320,8 +320,9 @@ def choose_samples(header: VcfHeader, path: Path, tumor_sample: str | None = Non
 
     def named(index: int) -> SampleChoice:
         name = samples[index]
-        generic = name.upper() in GENERIC_TUMOR_NAMES and "tumor_sample" not in header.meta
-        sample_id = stem if generic else name
+        generic = name.upper() in GENERIC_TUMOR_NAMES
+        # A generic TUMOR column is named by ##tumor_sample= when that names no column, else by the file name.
+        sample_id = (header.meta.get("tumor_sample") or stem) if generic else name
         return SampleChoice([(index, sample_id)], tumor_mode=True)
 
     if tumor_sample is not None:

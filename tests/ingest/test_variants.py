@@ -386,3 +386,20 @@ def test_maf_bad_rows_become_rejects_with_line_numbers(tmp_path):
     kept = result.table.to_pylist()
     assert [(r["chrom"], r["gene"], r["vaf"], r["depth"]) for r in kept] == [("7", "EGFR", 0.25, 100),
                                                                               ("19", "STK11", None, None)]
+
+
+def test_generic_tumor_column_takes_the_header_sample_name(tmp_path):
+    """Two files whose tumour column is called TUMOR must not merge into one sample."""
+    from ingest.variants.vcf import vcf_variants
+
+    ids = []
+    for name in ("SMP-1", "SMP-2"):
+        path = tmp_path / f"{name}.vcf"
+        path.write_text(
+            "##fileformat=VCFv4.2\n"
+            f"##tumor_sample={name}\n"
+            '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+            "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tTUMOR\tNORMAL\n"
+            "7\t55191822\t.\tT\tG\t.\tPASS\t.\tGT\t0/1\t0/0\n")
+        ids.append(set(vcf_variants(path).table.column("sample_id").to_pylist()))
+    assert ids == [{"SMP-1"}, {"SMP-2"}]
