@@ -44,8 +44,13 @@ def _view(lake: Lake, name: str, columns: dict[str, str], kind: str) -> pd.DataF
     table = f"view_{name}"
     if not lake.has(table):
         return _empty(kind)
-    frame = lake.read(table, list(columns)).to_pandas().rename(columns=columns)
-    return frame.dropna(subset=["patient_key"]).reset_index(drop=True)[_EMPTY[kind]]
+    available = set(lake.dataset(table).schema.names)
+    frame = lake.read(table, [c for c in columns if c in available]).to_pandas().rename(columns=columns)
+    for missing in set(columns.values()) - set(frame.columns):  # a view written by an older definition
+        frame[missing] = None
+    frame = frame.dropna(subset=["patient_key"]).reset_index(drop=True)
+    extra = [c for c in frame.columns if c not in _EMPTY[kind]]
+    return frame[_EMPTY[kind] + extra]
 
 
 def _resolved(lake: Lake, table: str, columns: list[str], kind: str) -> pd.DataFrame:
@@ -75,11 +80,13 @@ def read_observations(lake: Lake) -> pd.DataFrame:
     values), effective."""
     frame = _view(lake, "observation", {
         "patient_key": "patient_key", "code_system": "system", "code_code": "code", "code_display": "display",
-        "value_quantity": "value", "unit": "unit", "value_code_system": "value_system",
-        "value_code_code": "value_code", "value_code_display": "value_display",
+        "value_quantity": "value", "value_integer": "value_integer", "unit": "unit",
+        "value_code_system": "value_system", "value_code_code": "value_code", "value_code_display": "value_display",
         "effective_datetime": "effective"}, "observations")
+    if "value_integer" in frame:  # valueInteger (e.g. ECOG) where there is no valueQuantity
+        frame["value"] = frame["value"].where(frame["value"].notna(), frame["value_integer"])
     frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype(float)
-    return frame
+    return frame[_EMPTY["observations"]]
 
 
 def read_medications(lake: Lake) -> pd.DataFrame:

@@ -1,0 +1,59 @@
+"""``tumorboard train``: train a fusion model on a lake and write a run directory."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from apps.cli.common import console, err_console, fail
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+
+
+def train(
+    lake: Annotated[Path, typer.Option("--lake", help="The lake directory.")],
+    config: Annotated[Path, typer.Option("--config", help="YAML run config (see configs/).")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory to create (must not exist).")],
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override a config value, e.g. --set train.lr=1e-3 (repeatable).")] = None,
+    cv: Annotated[int | None, typer.Option("--cv", help="K-fold cross-validation: OUT/fold_<k>/ + summary.",
+                                           min=2)] = None,
+) -> None:
+    """Train a multimodal model (seeded, early stopping on validation loss, CPU or GPU)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fusion.cohort import CohortError
+    from fusion.config import ConfigError, load_config
+    from fusion.run import RunError
+    from fusion.train import train as run_training
+
+    if not lake.is_dir():
+        raise fail(f"lake {lake} does not exist; create one with `tumorboard ingest ...`")
+    try:
+        cfg = load_config(config, overrides or [])
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err_console) as bar:
+        task = bar.add_task("training", total=cfg.train.epochs, status="")
+
+        def progress(record: dict) -> None:
+            fold = f"fold {record['fold'] + 1}/{record['folds']} " if "fold" in record else ""
+            status = f"train {record['train_loss']:.4f}  val {record['val_loss']:.4f}"
+            for key, label in (("val_c_index", "C"), ("val_accuracy", "acc")):
+                if math.isfinite(record.get(key, math.nan)):
+                    status += f"  {label} {record[key]:.3f}"
+            bar.update(task, description=f"{fold}epoch {record['epoch']}", completed=record["epoch"],
+                       total=record["epochs"], status=status)
+
+        try:
+            run_dir = run_training(cfg, lake, out, progress=progress, cv=cv)
+        except (CohortError, RunError, ConfigError, FloatingPointError, ValueError) as exc:
+            raise fail(str(exc)) from None
+    console.print(f"run written to [bold]{run_dir}[/]")

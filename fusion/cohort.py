@@ -1,0 +1,668 @@
+"""Cohort assembly: from lake frames to time-aware feature matrices, targets and splits.
+
+Time zero is each patient's *index date*: the onset of the first cancer Condition (``data.index``), or the
+labels table's ``index_date`` where given. Every EHR feature uses only records dated on or before
+``index + grace_days`` (the *cutoff*), so nothing that happens after diagnosis leaks into the inputs:
+
+- labs (``data.ehr.lab_system``, numeric values): per code among the top-K by patient coverage (or the listed
+  ``lab_codes``): ``last`` value, and per window ``w`` in ``windows_days`` the ``mean`` and the least-squares
+  ``slope`` (units per year) of the values dated in ``(cutoff - w, cutoff]``, plus a ``missing`` indicator;
+- comorbidity indicators (top-K condition codes, the cancer codes themselves excluded) and prior-medication
+  indicators (top-K medication codes);
+- age at index (years), sex (1 = male), ECOG, stage (ordinal 1-4 parsed from the stage code or display, e.g.
+  ``3A`` or ``Stage IIIA`` -> 3) and smoking (ordinal from ``smoking_map``; display fallback never=0,
+  former=1, current=2), each the last value before the cutoff.
+
+Genomics: the configured genes' mutation status (0/1 for sequenced patients, NaN otherwise), ``log_tmb``
+(``log1p`` of the largest TMB in mut/Mb) and ``has_sequencing``. Images: a reference to the latest study dated
+on or before the cutoff (loaded lazily by :mod:`fusion.data`). Extra modalities (``read_features``): numeric
+features pivoted, categoricals one-hot. These tables carry no dates and are used as they are.
+
+Targets (see :func:`compute_targets`) come from after the index date; curated labels override them.
+Which codes became columns is a :class:`FeatureSelection`; passing a saved one to :func:`assemble_cohort`
+rebuilds the same columns for new patients.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fusion.config import BUILTIN_MODALITIES, EhrConfig, IndexConfig, RunConfig, TargetsConfig
+from fusion.splits import assign_splits, strata_for
+
+DAY = pd.Timedelta(days=1)
+DAYS_PER_YEAR = 365.25
+
+FRAME_COLUMNS: dict[str, list[str]] = {
+    "patients": ["patient_key", "mrn", "birth_date", "sex", "death_date"],
+    "conditions": ["patient_key", "system", "code", "display", "onset"],
+    "observations": ["patient_key", "system", "code", "display", "value", "unit", "value_system", "value_code",
+                     "value_display", "effective"],
+    "medications": ["patient_key", "system", "code", "display", "start"],
+    "encounters": ["patient_key", "start", "end"],
+    "gene_status": ["patient_key", "gene", "mutated"],
+    "tmb": ["patient_key", "tmb_per_mb"],
+    "images": ["patient_key", "image_id", "modality", "study_date", "tensor_file", "tensor_row", "tensor_shape"],
+    "features": ["patient_key", "modality", "feature", "value", "value_str"],
+    "labels": ["patient_key", "split", "diagnosis", "time", "event", "treatment", "response", "index_date"],
+}
+DATE_COLUMNS = {"patients": ["birth_date", "death_date"], "conditions": ["onset"], "observations": ["effective"],
+                "medications": ["start"], "encounters": ["start", "end"], "images": ["study_date"],
+                "labels": ["index_date"]}
+
+ImageLoader = Callable[[str, int], np.ndarray]
+
+
+class CohortError(ValueError):
+    """The lake frames and the config do not give a usable cohort."""
+
+
+@dataclass
+class LakeFrames:
+    """The reader's frames (``ingest.reader``), one attribute per ``read_<name>`` function.
+
+    Missing frames are empty with the reader's columns; date columns are coerced to tz-aware UTC.
+    ``image_loader(tensor_file, tensor_row)`` returns an image array (``ingest.reader.load_image``).
+    """
+
+    patients: pd.DataFrame | None = None
+    conditions: pd.DataFrame | None = None
+    observations: pd.DataFrame | None = None
+    medications: pd.DataFrame | None = None
+    encounters: pd.DataFrame | None = None
+    gene_status: pd.DataFrame | None = None
+    tmb: pd.DataFrame | None = None
+    images: pd.DataFrame | None = None
+    features: pd.DataFrame | None = None
+    labels: pd.DataFrame | None = None
+    image_loader: ImageLoader | None = None
+
+    def __post_init__(self) -> None:
+        for name, columns in FRAME_COLUMNS.items():
+            frame = getattr(self, name)
+            frame = pd.DataFrame(columns=columns) if frame is None else frame.copy()
+            missing = [c for c in columns if c not in frame.columns]
+            if missing:
+                raise CohortError(f"frame {name!r} lacks columns {missing}; expected {columns}")
+            frame["patient_key"] = frame["patient_key"].astype(str)
+            for col in DATE_COLUMNS.get(name, []):
+                frame[col] = pd.to_datetime(frame[col], utc=True)
+            setattr(self, name, frame)
+
+
+def load_frames(lake: str | Path) -> LakeFrames:
+    """Read every frame of ``lake`` through ``ingest.reader`` (fusion's only door to the lake)."""
+    from functools import partial
+
+    from ingest import reader
+    from ingest.lake import Lake
+
+    handle = Lake(lake)
+    frames = {name: getattr(reader, f"read_{name}")(handle) for name in FRAME_COLUMNS}
+    return LakeFrames(**frames, image_loader=partial(reader.load_image, handle))
+
+
+@dataclass
+class TabularBlock:
+    """One tabular modality: ``values (N, F)`` float32 with NaN = missing, ``present (N,)`` bool."""
+
+    names: list[str]
+    values: np.ndarray
+    present: np.ndarray
+    descriptions: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ImageRefs:
+    """Per patient: the chosen image's ``tensor_file`` ('' when absent), ``tensor_row`` and ``present``."""
+
+    tensor_file: np.ndarray
+    tensor_row: np.ndarray
+    present: np.ndarray
+
+
+@dataclass
+class Targets:
+    """Per-patient targets, arrays of length N.
+
+    ``diagnosis``: class index (-1 = unknown) into ``diagnosis_classes``; ``os_*`` / ``pfs_*``: overall and
+    progression-free survival in days from the index date (NaN = unknown) with event flags; ``time``/``event``:
+    the training endpoint (``data.targets.survival_endpoint``, overridden by labels ``time``/``event``);
+    ``treatment``: index into ``treatment_names`` (-1 = none); ``response``: 1.0 (CR/PR), 0.0 (SD/PD), NaN.
+    """
+
+    diagnosis: np.ndarray
+    diagnosis_classes: list[str]
+    os_time: np.ndarray
+    os_event: np.ndarray
+    pfs_time: np.ndarray
+    pfs_event: np.ndarray
+    time: np.ndarray
+    event: np.ndarray
+    treatment: np.ndarray
+    treatment_names: list[str]
+    response: np.ndarray
+
+
+@dataclass
+class FeatureSelection:
+    """Which codes became columns (saved in a run so new patients get the same columns)."""
+
+    labs: list[str]
+    conditions: list[str]
+    medications: list[str]
+    genes: list[str]
+    extra: dict[str, list[str]]
+
+    def to_dict(self) -> dict:
+        return {"labs": self.labs, "conditions": self.conditions, "medications": self.medications,
+                "genes": self.genes, "extra": self.extra}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> FeatureSelection:
+        return cls(**{k: state[k] for k in ("labs", "conditions", "medications", "genes", "extra")})
+
+
+@dataclass
+class Cohort:
+    """Patients (N rows, sorted by key) with their feature blocks, image references, targets and split."""
+
+    patient_keys: np.ndarray
+    index_date: pd.DatetimeIndex
+    blocks: dict[str, TabularBlock]
+    images: ImageRefs | None
+    targets: Targets
+    split: np.ndarray
+    selection: FeatureSelection
+    image_loader: ImageLoader | None = None
+    summary: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.patient_keys)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Names of the columns of :attr:`X` (tabular blocks in order)."""
+        return [n for block in self.blocks.values() for n in block.names]
+
+    @property
+    def X(self) -> np.ndarray:  # noqa: N802 (the conventional name of a feature matrix)
+        """All tabular features ``(N, F)`` float32, NaN = missing (for baselines)."""
+        if not self.blocks:
+            return np.zeros((len(self), 0), np.float32)
+        return np.concatenate([b.values for b in self.blocks.values()], axis=1)
+
+    def present(self) -> dict[str, np.ndarray]:
+        """Per enabled modality, ``(N,)`` bool: the patient has data for it."""
+        out = {name: b.present for name, b in self.blocks.items()}
+        if self.images is not None:
+            out["image"] = self.images.present
+        return out
+
+    def indices(self, split: str) -> np.ndarray:
+        """Row indices of the patients in ``split`` (train | val | test)."""
+        return np.flatnonzero(self.split == split)
+
+    def with_split(self, split: np.ndarray) -> Cohort:
+        """The same cohort with another split assignment (e.g. one cross-validation fold)."""
+        return replace(self, split=np.asarray(split, dtype=object))
+
+
+def assemble_cohort(frames: LakeFrames, config: RunConfig, *, selection: FeatureSelection | None = None,
+                    assign: bool = True) -> Cohort:
+    """Build the cohort of ``config`` from ``frames`` (a pure function of its inputs).
+
+    Args:
+        frames: the reader's frames.
+        config: the run configuration.
+        selection: reuse these columns (from a saved run) instead of selecting top-K codes.
+        assign: assign train/val/test splits (else every patient is ``"test"``).
+    """
+    data = config.data
+    index, index_code = index_dates(frames.conditions, frames.labels, data.index)
+    keys = np.array(sorted(index.index))
+    if keys.size == 0:
+        raise CohortError("no patient has an index date: no Condition matches data.index.cancer_codes or "
+                          "cancer_display_regex, and the labels table has no index_date")
+    universe = set(frames.patients["patient_key"]) | set(frames.labels["patient_key"])
+    summary = {"patients": len(universe | set(keys)), "without_index_date": len(universe - set(keys))}
+    index = index.reindex(keys)
+    cutoff = index + data.index.grace_days * DAY
+    enabled = config.enabled_modalities()
+    extra_names = [m for m in enabled if m not in BUILTIN_MODALITIES]
+
+    blocks: dict[str, TabularBlock] = {}
+    chosen = {"labs": [], "conditions": [], "medications": [], "genes": [], "extra": {}}
+    if "ehr" in enabled:
+        blocks["ehr"], picked = ehr_block(frames, keys, index, cutoff, data.ehr, data.index, selection)
+        chosen.update(picked)
+    if "genomics" in enabled:
+        genes = selection.genes if selection else None
+        blocks["genomics"], chosen["genes"] = genomics_block(frames, keys, data.genomics.genes,
+                                                             data.genomics.top_k_genes, genes)
+    for name in extra_names:
+        columns = selection.extra.get(name) if selection else None
+        blocks[name] = extra_block(frames.features, keys, name, columns)
+        chosen["extra"][name] = blocks[name].names
+    images = image_refs(frames.images, keys, cutoff, data.images.modality) if "image" in enabled else None
+
+    targets = compute_targets(frames, keys, index, index_code, data.targets)
+    cohort = Cohort(keys, pd.DatetimeIndex(index.to_numpy()), blocks, images, targets,
+                    np.full(keys.size, "test", dtype=object), FeatureSelection(**chosen),
+                    frames.image_loader, summary)
+    cohort = _drop_empty(cohort)
+    if assign:
+        split_cfg = config.split
+        fixed = frames.labels.drop_duplicates("patient_key").set_index("patient_key")["split"]
+        cohort.split = assign_splits(
+            cohort.patient_keys, strata_for(cohort.targets, split_cfg.stratify),
+            val_fraction=split_cfg.val_fraction, test_fraction=split_cfg.test_fraction,
+            seed=config.train.seed if split_cfg.seed is None else split_cfg.seed,
+            fixed=fixed.reindex(cohort.patient_keys).to_numpy())
+    for name in ("train", "val", "test"):
+        cohort.summary[name] = int((cohort.split == name).sum())
+    return cohort
+
+
+def build_cohort(config: RunConfig, lake: str | Path | None = None) -> Cohort:
+    """Read ``lake`` (default ``config.data.lake``) and assemble the cohort of ``config``."""
+    lake = lake or config.data.lake
+    if lake is None:
+        raise CohortError("no lake given: pass --lake or set data.lake in the config")
+    if not Path(lake).is_dir():
+        raise CohortError(f"lake {lake} does not exist; create it with `tumorboard ingest ...`")
+    return assemble_cohort(load_frames(lake), config)
+
+
+# -- index date ----------------------------------------------------------------------------------------------
+def is_cancer_condition(conditions: pd.DataFrame, cfg: IndexConfig) -> pd.Series:
+    """Bool per condition row: code in ``cancer_codes`` or display matching ``cancer_display_regex``."""
+    hit = conditions["code"].astype("string").isin(cfg.cancer_codes).fillna(False).astype(bool)
+    if cfg.cancer_display_regex:
+        text = conditions["display"].astype("string")
+        hit |= text.str.contains(cfg.cancer_display_regex, flags=re.IGNORECASE, regex=True).fillna(False)
+    return hit
+
+
+def index_dates(conditions: pd.DataFrame, labels: pd.DataFrame, cfg: IndexConfig) -> tuple[pd.Series, pd.Series]:
+    """Per patient key: the index date (UTC Timestamp) and the index condition's code (None from labels).
+
+    The earliest-onset cancer condition (listed codes before regex-only matches on a tie); a non-null
+    labels ``index_date`` overrides it.
+    """
+    cond = conditions[conditions["onset"].notna() & is_cancer_condition(conditions, cfg)].copy()
+    cond["regex_only"] = ~cond["code"].isin(cfg.cancer_codes)
+    first = cond.sort_values(["patient_key", "onset", "regex_only"], kind="mergesort").groupby("patient_key").first()
+    index, code = first["onset"], first["code"].astype(object)
+    given = labels[labels["index_date"].notna()].drop_duplicates("patient_key", keep="last")
+    given = given.set_index("patient_key")["index_date"]
+    index = given.combine_first(index) if len(index) else given
+    code = code.reindex(index.index)
+    return index.rename("index_date"), code.rename("index_code")
+
+
+# -- EHR features --------------------------------------------------------------------------------------------
+def _before(frame: pd.DataFrame, time_col: str, keys: np.ndarray, index: pd.Series,
+            cutoff: pd.Series) -> pd.DataFrame:
+    """Rows of patients in ``keys`` dated on or before their cutoff, with ``t`` = days from the index date."""
+    out = frame[frame["patient_key"].isin(keys) & frame[time_col].notna()].copy()
+    out["cutoff"] = out["patient_key"].map(cutoff)
+    out = out[out[time_col] <= out["cutoff"]]
+    out["t"] = (out[time_col] - out["patient_key"].map(index)) / DAY
+    out["tc"] = (out[time_col] - out["cutoff"]) / DAY
+    return out.sort_values(["patient_key", time_col], kind="mergesort")
+
+
+def _top_codes(frame: pd.DataFrame, k: int) -> list[str]:
+    """The ``k`` codes seen in the most patients (ties broken by code, for determinism)."""
+    if frame.empty or k == 0:
+        return []
+    coverage = frame.groupby("code")["patient_key"].nunique().reset_index()
+    coverage = coverage.sort_values(["patient_key", "code"], ascending=[False, True])
+    return coverage["code"].astype(str).head(k).tolist()
+
+
+def _last(frame: pd.DataFrame, keys: np.ndarray, column: str) -> np.ndarray:
+    """Last non-null ``column`` per patient (frame sorted by time) aligned to ``keys``; NaN when none."""
+    sub = frame[frame[column].notna()]
+    return sub.groupby("patient_key")[column].last().reindex(keys).to_numpy(dtype=np.float64)
+
+
+def lab_features(labs: pd.DataFrame, keys: np.ndarray, codes: list[str],
+                 windows: list[float]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Per lab code: ``last``, per window ``mean_<w>d`` and ``slope_<w>d`` (per year), and ``missing``."""
+    columns: dict[str, np.ndarray] = {}
+    names: dict[str, str] = {}
+    for code in codes:
+        sub = labs[labs["code"] == code]
+        label = str(sub["display"].dropna().iloc[0]) if sub["display"].notna().any() else code
+        columns[f"lab:{code}:last"] = _last(sub, keys, "value")
+        names[f"lab:{code}:last"] = f"{label}: last value"
+        for w in windows:
+            win = sub[sub["tc"] > -w]
+            tag = f"{w:g}d"
+            columns[f"lab:{code}:mean_{tag}"] = win.groupby("patient_key")["value"].mean().reindex(keys).to_numpy()
+            columns[f"lab:{code}:slope_{tag}"] = _slopes(win, keys)
+            names[f"lab:{code}:mean_{tag}"] = f"{label}: mean over {tag}"
+            names[f"lab:{code}:slope_{tag}"] = f"{label}: slope per year over {tag}"
+        columns[f"lab:{code}:missing"] = np.isnan(columns[f"lab:{code}:last"]).astype(np.float64)
+        names[f"lab:{code}:missing"] = f"{label}: no value"
+    return columns, names
+
+
+def _slopes(frame: pd.DataFrame, keys: np.ndarray) -> np.ndarray:
+    """Least-squares slope of value on time (years) per patient; NaN with fewer than two distinct times."""
+    if frame.empty:
+        return np.full(keys.size, np.nan)
+    t = frame["t"].to_numpy(np.float64) / DAYS_PER_YEAR
+    v = frame["value"].to_numpy(np.float64)
+    work = pd.DataFrame({"p": frame["patient_key"].to_numpy(), "t": t, "v": v, "tt": t * t, "tv": t * v})
+    g = work.groupby("p").agg(n=("t", "size"), st=("t", "sum"), sv=("v", "sum"), stt=("tt", "sum"),
+                              stv=("tv", "sum"), tmin=("t", "min"), tmax=("t", "max"))
+    denom = g["n"] * g["stt"] - g["st"] ** 2
+    slope = (g["n"] * g["stv"] - g["st"] * g["sv"]) / denom.where(g["tmax"] > g["tmin"])
+    return slope.reindex(keys).to_numpy(np.float64)
+
+
+_ROMAN = {"I": 1.0, "II": 2.0, "III": 3.0, "IV": 4.0, "0": 0.0, "1": 1.0, "2": 2.0, "3": 3.0, "4": 4.0}
+_STAGE_RE = re.compile(r"(?:^|[^A-Za-z0-9])(IV|III|II|I|[0-4])(?:[A-Ca-c]\d?)?(?:$|[^A-Za-z0-9])")
+
+
+def parse_stage(text: object) -> float:
+    """Ordinal stage (0-4) from a stage code or display: ``3A`` -> 3, ``Stage IVB`` -> 4; NaN otherwise."""
+    if not isinstance(text, str):
+        return np.nan
+    match = _STAGE_RE.search(text.strip())
+    return _ROMAN[match.group(1).upper()] if match else np.nan
+
+
+_SMOKING_TEXT = ((re.compile(r"never|non-?smoker", re.I), 0.0), (re.compile(r"former|ex-", re.I), 1.0),
+                 (re.compile(r"current|every day|some day|smoker", re.I), 2.0))
+
+
+def _first_finite(*values: float) -> float:
+    return next((v for v in values if not np.isnan(v)), np.nan)
+
+
+def parse_smoking(code: object, display: object, mapping: dict[str, float]) -> float:
+    """Smoking ordinal: ``mapping[code]``, else display never=0, former=1, current=2; NaN otherwise."""
+    if isinstance(code, str) and code in mapping:
+        return float(mapping[code])
+    if isinstance(display, str):
+        for pattern, value in _SMOKING_TEXT:
+            if pattern.search(display):
+                return value
+    return np.nan
+
+
+def _coded_value(frame: pd.DataFrame) -> pd.Series:
+    """Numeric value of an observation: ``value``, else an integer in ``value_code``/``value_display``."""
+    value = pd.to_numeric(frame["value"], errors="coerce")
+    for col in ("value_code", "value_display"):
+        parsed = pd.to_numeric(frame[col].astype("string").str.extract(r"(\d+(?:\.\d+)?)")[0], errors="coerce")
+        value = value.fillna(parsed)
+    return value
+
+
+def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd.Series, cfg: EhrConfig,
+              index_cfg: IndexConfig, selection: FeatureSelection | None) -> tuple[TabularBlock, dict]:
+    """The EHR block (see the module docstring) and the codes chosen for it."""
+    obs = _before(frames.observations, "effective", keys, index, cutoff)
+    special = {cfg.ecog_code, cfg.stage_code, cfg.smoking_code}
+    labs = obs[(obs["system"] == cfg.lab_system) & obs["value"].notna() & ~obs["code"].isin(special)].copy()
+    labs["value"] = labs["value"].astype(np.float64)
+    conds = _before(frames.conditions, "onset", keys, index, cutoff)
+    conds = conds[~is_cancer_condition(conds, index_cfg)]
+    meds = _before(frames.medications, "start", keys, index, cutoff)
+    if selection is not None:
+        lab_codes, cond_codes, med_codes = selection.labs, selection.conditions, selection.medications
+    else:
+        lab_codes = cfg.lab_codes if cfg.lab_codes is not None else _top_codes(labs, cfg.top_k_labs)
+        cond_codes = (cfg.condition_codes if cfg.condition_codes is not None
+                      else _top_codes(conds, cfg.top_k_conditions))
+        med_codes = (cfg.medication_codes if cfg.medication_codes is not None
+                     else _top_codes(meds, cfg.top_k_medications))
+
+    patients = frames.patients.drop_duplicates("patient_key").set_index("patient_key").reindex(keys)
+    columns: dict[str, np.ndarray] = {
+        "age": ((index - patients["birth_date"]) / DAY / DAYS_PER_YEAR).to_numpy(np.float64),
+        "sex_male": patients["sex"].astype("string").str.lower().map({"male": 1.0, "female": 0.0})
+        .astype("float64").to_numpy(),
+    }
+    names = {"age": "Age at index (years)", "sex_male": "Sex (1 = male)"}
+    ecog = obs[obs["code"] == cfg.ecog_code].copy()
+    ecog["num"] = _coded_value(ecog)
+    columns["ecog"], names["ecog"] = _last(ecog, keys, "num"), "ECOG performance status"
+    stage = obs[obs["code"] == cfg.stage_code].copy()
+    stage["num"] = [_first_finite(parse_stage(c), parse_stage(d))
+                    for c, d in zip(stage["value_code"], stage["value_display"], strict=True)]
+    columns["stage"], names["stage"] = _last(stage, keys, "num"), "Stage (ordinal 0-4)"
+    smoke = obs[obs["code"] == cfg.smoking_code].copy()
+    smoke["num"] = [parse_smoking(c, d, cfg.smoking_map)
+                    for c, d in zip(smoke["value_code"], smoke["value_display"], strict=True)]
+    columns["smoking"], names["smoking"] = _last(smoke, keys, "num"), "Smoking (0 never, 1 former, 2 current)"
+
+    lab_cols, lab_names = lab_features(labs, keys, lab_codes, cfg.windows_days)
+    columns.update(lab_cols)
+    names.update(lab_names)
+    for prefix, frame, codes in (("cond", conds, cond_codes), ("med", meds, med_codes)):
+        for code in codes:
+            has = set(frame.loc[frame["code"] == code, "patient_key"])
+            name = f"{prefix}:{code}"
+            columns[name] = np.isin(keys, list(has)).astype(np.float64)
+            shown = frame.loc[frame["code"] == code, "display"].dropna()
+            names[name] = ("Prior " if prefix == "med" else "History of ") + (str(shown.iloc[0]) if len(shown)
+                                                                               else code)
+    block = _block(columns, np.isin(keys, frames.patients["patient_key"].to_numpy()), names)
+    return block, {"labs": list(lab_codes), "conditions": list(cond_codes), "medications": list(med_codes)}
+
+
+def _block(columns: dict[str, np.ndarray], present: np.ndarray, descriptions: dict[str, str]) -> TabularBlock:
+    names = list(columns)
+    n = present.size
+    values = (np.stack([np.asarray(columns[c], np.float64) for c in names], axis=1) if names
+              else np.zeros((n, 0)))
+    return TabularBlock(names, values.astype(np.float32), present, descriptions)
+
+
+# -- genomics, extra modalities, images ----------------------------------------------------------------------
+def genomics_block(frames: LakeFrames, keys: np.ndarray, genes: list[str] | None, top_k: int,
+                   selected: list[str] | None = None) -> tuple[TabularBlock, list[str]]:
+    """Gene status columns ``gene:<G>``, ``log_tmb`` and ``has_sequencing``; present = has sequencing."""
+    gs, tmb = frames.gene_status, frames.tmb
+    gs = gs[gs["patient_key"].isin(keys)]
+    tmb = tmb[tmb["patient_key"].isin(keys)]
+    sequenced = np.isin(keys, list(set(gs["patient_key"]) | set(tmb["patient_key"])))
+    if selected is None:
+        if genes is not None:
+            selected = list(genes)
+        else:
+            counts = gs[gs["mutated"].astype(bool)].groupby("gene")["patient_key"].nunique().reset_index()
+            selected = counts.sort_values(["patient_key", "gene"], ascending=[False, True])["gene"].head(top_k)
+            selected = selected.astype(str).tolist()
+    mutated = gs[gs["mutated"].astype(bool)]
+    columns: dict[str, np.ndarray] = {}
+    names: dict[str, str] = {}
+    for gene in selected:
+        hit = np.isin(keys, list(set(mutated.loc[mutated["gene"] == gene, "patient_key"])))
+        columns[f"gene:{gene}"] = np.where(sequenced, hit.astype(np.float64), np.nan)
+        names[f"gene:{gene}"] = f"{gene} mutated"
+    top = tmb.groupby("patient_key")["tmb_per_mb"].max().reindex(keys).to_numpy(np.float64)
+    columns["log_tmb"], names["log_tmb"] = np.log1p(top), "log(1 + TMB per Mb)"
+    columns["has_sequencing"], names["has_sequencing"] = sequenced.astype(np.float64), "Sequenced"
+    return _block(columns, sequenced, names), list(selected)
+
+
+def extra_block(features: pd.DataFrame, keys: np.ndarray, modality: str,
+                columns: list[str] | None = None) -> TabularBlock:
+    """A named modality of the features table: numeric features as they are, categoricals one-hot.
+
+    Column names are ``<modality>:<feature>`` and ``<modality>:<feature>=<level>``; ``columns`` (from a saved
+    selection) fixes the columns (unseen levels give all-zero one-hots).
+    """
+    rows = features[(features["modality"] == modality) & features["patient_key"].isin(keys)]
+    if rows.empty and columns is None:
+        raise CohortError(f"modality {modality!r} is enabled but the features table has no rows for it; "
+                          "ingest it with `tumorboard ingest table` or disable modalities."
+                          f"{modality}.enabled")
+    present = np.isin(keys, list(set(rows["patient_key"])))
+    numeric = rows[rows["value"].notna()]
+    wide = numeric.pivot_table(index="patient_key", columns="feature", values="value", aggfunc="mean")
+    wide.columns = [f"{modality}:{c}" for c in wide.columns]
+    cat = rows[rows["value"].isna() & rows["value_str"].notna()]
+    if not cat.empty:
+        onehot = pd.crosstab(cat["patient_key"], cat["feature"].astype(str) + "=" + cat["value_str"].astype(str))
+        onehot = (onehot > 0).astype(np.float64)
+        onehot.columns = [f"{modality}:{c}" for c in onehot.columns]
+        wide = wide.join(onehot, how="outer")
+    wide = wide.reindex(keys)
+    if columns is not None:
+        wide = wide.reindex(columns=columns)
+    wide = wide[sorted(wide.columns)] if columns is None else wide
+    onehots = [c for c in wide.columns if "=" in c]
+    wide.loc[present, onehots] = wide.loc[present, onehots].fillna(0.0)
+    data = {c: wide[c].to_numpy(np.float64) for c in wide.columns}
+    return _block(data, present, {c: c.split(":", 1)[1] for c in wide.columns})
+
+
+def image_refs(images: pd.DataFrame, keys: np.ndarray, cutoff: pd.Series, modality: str | None) -> ImageRefs:
+    """The latest image per patient dated on or before the cutoff (undated images count as eligible)."""
+    imgs = images[images["patient_key"].isin(keys)].copy()
+    if modality is not None:
+        imgs = imgs[imgs["modality"].astype("string").str.upper() == modality.upper()]
+    limit = imgs["patient_key"].map(cutoff)
+    imgs = imgs[imgs["study_date"].isna() | (imgs["study_date"] <= limit)]
+    imgs = imgs.sort_values(["patient_key", "study_date", "image_id"], na_position="first", kind="mergesort")
+    chosen = imgs.groupby("patient_key").last().reindex(keys)
+    present = chosen["tensor_file"].notna().to_numpy()
+    files = chosen["tensor_file"].fillna("").astype(str).to_numpy(dtype=object)
+    rows = chosen["tensor_row"].fillna(-1).astype(np.int64).to_numpy()
+    return ImageRefs(files, rows, present)
+
+
+# -- targets -------------------------------------------------------------------------------------------------
+def last_contact(frames: LakeFrames, keys: np.ndarray) -> pd.Series:
+    """Latest date of any record per patient (conditions, observations, medications, encounters, images,
+    death)."""
+    parts = [frames.conditions[["patient_key", "onset"]].set_axis(["patient_key", "t"], axis=1),
+             frames.observations[["patient_key", "effective"]].set_axis(["patient_key", "t"], axis=1),
+             frames.medications[["patient_key", "start"]].set_axis(["patient_key", "t"], axis=1),
+             frames.encounters[["patient_key", "start"]].set_axis(["patient_key", "t"], axis=1),
+             frames.encounters[["patient_key", "end"]].set_axis(["patient_key", "t"], axis=1),
+             frames.images[["patient_key", "study_date"]].set_axis(["patient_key", "t"], axis=1),
+             frames.patients[["patient_key", "death_date"]].set_axis(["patient_key", "t"], axis=1)]
+    parts = [p for p in parts if not p.empty]
+    if not parts:
+        return pd.Series(pd.NaT, index=keys, dtype="datetime64[us, UTC]")
+    allt = pd.concat(parts, ignore_index=True)
+    allt["t"] = pd.to_datetime(allt["t"], utc=True)
+    return allt.dropna().groupby("patient_key")["t"].max().reindex(keys)
+
+
+def compute_targets(frames: LakeFrames, keys: np.ndarray, index: pd.Series, index_code: pd.Series,
+                    cfg: TargetsConfig, endpoint: str | None = None) -> Targets:
+    """Diagnosis, OS, PFS, treatment and response per patient (see :class:`Targets`); labels override.
+
+    OS: death - index (event) else last contact - index (censored). PFS: the first disease-status observation
+    with a progressing code after the index date, or death, whichever comes first; else censored at last
+    contact. Treatment: the first medication in ``treatment_map`` started on or after the index date.
+    Response: 1 if a best-response observation on or after that start is in ``response_positive``, else 0 if
+    one is in ``response_negative``, else unknown. Negative times (records before index) become unknown.
+    """
+    endpoint = endpoint or cfg.survival_endpoint
+    labels = frames.labels.drop_duplicates("patient_key", keep="last").set_index("patient_key").reindex(keys)
+    patients = frames.patients.drop_duplicates("patient_key").set_index("patient_key").reindex(keys)
+    death = patients["death_date"]
+    contact = last_contact(frames, keys)
+    os_event = np.array(death.notna(), dtype=bool)
+    os_end = death.where(death.notna(), contact)
+    os_time = np.array((os_end - index) / DAY, dtype=np.float64)
+
+    obs = frames.observations[frames.observations["patient_key"].isin(keys)]
+    obs = obs.assign(index=obs["patient_key"].map(index))
+    prog = obs[(obs["code"] == cfg.progression_code) & obs["value_code"].isin(cfg.progressing_codes)
+               & (obs["effective"] > obs["index"])]
+    first_prog = prog.groupby("patient_key")["effective"].min().reindex(keys)
+    pfs_end = pd.concat([first_prog, death], axis=1).min(axis=1)
+    pfs_event = np.array(pfs_end.notna(), dtype=bool)
+    pfs_time = np.array((pfs_end.where(pfs_end.notna(), contact) - index) / DAY, dtype=np.float64)
+
+    treatments, response = _treatment_response(frames, obs, keys, index, cfg)
+    diagnosis = index_code.reindex(keys).map(cfg.diagnosis_map)
+    diagnosis = labels["diagnosis"].where(labels["diagnosis"].notna(), diagnosis)
+    classes = cfg.diagnosis_classes or sorted(diagnosis.dropna().unique().tolist())
+    treatments = labels["treatment"].where(labels["treatment"].notna(), treatments)
+    names = cfg.treatments or sorted(set(cfg.treatment_map.values()) | set(treatments.dropna()))
+    label_response = labels["response"].map({True: 1.0, False: 0.0}).astype(np.float64)
+    response = np.array(label_response.where(label_response.notna(), response), dtype=np.float64)
+
+    treatment_idx = _indices(treatments, names, "treatment", "data.targets.treatments")
+    response[treatment_idx < 0] = np.nan  # a response is only meaningful for a known treatment
+    time, event = (os_time, os_event) if endpoint == "os" else (pfs_time, pfs_event)
+    time, event = time.copy(), event.copy()
+    has_label = labels["time"].notna().to_numpy() & labels["event"].notna().to_numpy()
+    time[has_label] = labels["time"].to_numpy(np.float64)[has_label]
+    event[has_label] = labels["event"].to_numpy()[has_label].astype(bool)
+    for t in (os_time, pfs_time, time):
+        t[t < 0] = np.nan
+    return Targets(
+        diagnosis=_indices(diagnosis, classes, "diagnosis", "data.targets.diagnosis_classes"),
+        diagnosis_classes=list(classes), os_time=os_time, os_event=os_event, pfs_time=pfs_time,
+        pfs_event=pfs_event, time=time, event=event,
+        treatment=treatment_idx, treatment_names=list(names), response=response)
+
+
+def _treatment_response(frames: LakeFrames, obs: pd.DataFrame, keys: np.ndarray, index: pd.Series,
+                        cfg: TargetsConfig) -> tuple[pd.Series, pd.Series]:
+    meds = frames.medications[frames.medications["patient_key"].isin(keys)
+                              & frames.medications["code"].isin(list(cfg.treatment_map))]
+    meds = meds[meds["start"] >= meds["patient_key"].map(index)]
+    meds = meds.sort_values(["patient_key", "start", "code"], kind="mergesort").groupby("patient_key").first()
+    treatment = meds["code"].map(cfg.treatment_map).reindex(keys)
+    start = meds["start"].reindex(keys)
+    best = obs[obs["code"] == cfg.response_code]
+    best = best[best["effective"] >= best["patient_key"].map(start)]
+    positive = set(best.loc[best["value_code"].isin(cfg.response_positive), "patient_key"])
+    negative = set(best.loc[best["value_code"].isin(cfg.response_negative), "patient_key"])
+    response = pd.Series(np.nan, index=keys)
+    response[response.index.isin(negative)] = 0.0
+    response[response.index.isin(positive)] = 1.0
+    return treatment, response
+
+
+def _indices(values: pd.Series, names: list[str], what: str, key: str) -> np.ndarray:
+    unknown = sorted(set(values.dropna()) - set(names))
+    if unknown:
+        raise CohortError(f"{what} value(s) {unknown} are not in {key} {names}; add them to the config")
+    lookup = {n: i for i, n in enumerate(names)}
+    return np.array([lookup.get(v, -1) if isinstance(v, str) else -1 for v in values], dtype=np.int64)
+
+
+def _drop_empty(cohort: Cohort) -> Cohort:
+    """Leave out patients with no enabled modality present (the model cannot use them)."""
+    present = cohort.present()
+    keep = np.logical_or.reduce(list(present.values())) if present else np.zeros(len(cohort), bool)
+    cohort.summary["without_any_modality"] = int((~keep).sum())
+    if keep.all():
+        return cohort
+    if not keep.any():
+        raise CohortError("no patient has data for any enabled modality; check `modalities` in the config")
+    return subset(cohort, np.flatnonzero(keep))
+
+
+def subset(cohort: Cohort, rows: np.ndarray) -> Cohort:
+    """The cohort restricted to ``rows`` (indices)."""
+    t = cohort.targets
+    targets = replace(t, **{f: getattr(t, f)[rows] for f in (
+        "diagnosis", "os_time", "os_event", "pfs_time", "pfs_event", "time", "event", "treatment", "response")})
+    blocks = {n: replace(b, values=b.values[rows], present=b.present[rows]) for n, b in cohort.blocks.items()}
+    images = None if cohort.images is None else ImageRefs(
+        cohort.images.tensor_file[rows], cohort.images.tensor_row[rows], cohort.images.present[rows])
+    return replace(cohort, patient_keys=cohort.patient_keys[rows], index_date=cohort.index_date[rows],
+                   blocks=blocks, images=images, targets=targets, split=cohort.split[rows])

@@ -1,0 +1,304 @@
+"""The typed configuration of a fusion run: one pydantic tree, loaded from YAML, overridable with ``--set``.
+
+Every section forbids unknown keys, so a typo fails loudly. Defaults follow the synthetic lung-nodule cohort
+(``ingest.synth.codes``); real data overrides the code sets in YAML.
+
+Cancer code sets: SNOMED CT descendants cannot be computed offline, so the index condition is matched by an
+explicit list of codes (``data.index.cancer_codes``) and, failing that, by a case-insensitive regex on the
+condition's display text (``data.index.cancer_display_regex``, default
+``carcinoma|cancer|neoplasm|tumou?r|nodule``). List every code you mean, or rely on the regex knowingly.
+
+Overrides: ``apply_overrides(config, ["train.lr=1e-3", "modalities.image.enabled=false"])``; values are parsed
+as YAML scalars/lists (``1e-3``, ``true``, ``[365, 730]``) and re-validated, so types are coerced and checked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ingest.synth import codes
+
+BUILTIN_MODALITIES = ("ehr", "genomics", "image")
+DEFAULT_GENES = ("EGFR", "KRAS", "TP53", "STK11", "KEAP1", "ALK", "BRAF", "PIK3CA")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _treatment_map() -> dict[str, str]:
+    return {code: treatment for (treatment, _), drugs in codes.REGIMENS.items() for code in drugs}
+
+
+class IndexConfig(_Strict):
+    """How the index date (time zero) of each patient is found.
+
+    The onset of the first Condition whose code is in ``cancer_codes`` or whose display matches
+    ``cancer_display_regex``; a labels ``index_date`` overrides it. Patients without either are left out.
+    """
+
+    cancer_codes: list[str] = Field(default_factory=lambda: [c for c, _ in codes.DIAGNOSIS_SNOMED.values()])
+    cancer_display_regex: str | None = r"carcinoma|cancer|neoplasm|tumou?r|nodule"
+    grace_days: float = Field(0.0, ge=0.0, description="EHR records up to index + grace_days are features")
+
+
+class EhrConfig(_Strict):
+    """Time-aware EHR features (see ``fusion.cohort``)."""
+
+    lab_system: str = codes.LOINC
+    lab_codes: list[str] | None = Field(None, description="explicit lab codes; None = top_k_labs by coverage")
+    top_k_labs: int = Field(20, ge=0)
+    windows_days: list[float] = Field(default_factory=lambda: [365.0])
+    condition_codes: list[str] | None = Field(None, description="comorbidity codes; None = top-K by coverage")
+    top_k_conditions: int = Field(20, ge=0)
+    medication_codes: list[str] | None = Field(None, description="prior-medication codes; None = top-K")
+    top_k_medications: int = Field(20, ge=0)
+    ecog_code: str = codes.ECOG_LOINC[0]
+    stage_code: str = codes.STAGE_LOINC[0]
+    smoking_code: str = codes.SMOKING_LOINC[0]
+    smoking_map: dict[str, float] = Field(
+        default_factory=lambda: {
+            codes.SMOKING_SNOMED[k][0]: float(i) for i, k in enumerate(("never", "former", "current"))
+        },
+        description="smoking status value code -> ordinal (display regex never/former|ex-/current as fallback)",
+    )
+
+    @model_validator(mode="after")
+    def _windows_positive(self) -> EhrConfig:
+        if any(w <= 0 for w in self.windows_days):
+            raise ValueError(f"windows_days must be positive, got {self.windows_days}")
+        return self
+
+
+class GenomicsConfig(_Strict):
+    genes: list[str] | None = Field(
+        default_factory=lambda: list(DEFAULT_GENES),
+        description="gene status columns; None = top_k_genes by mutation count",
+    )
+    top_k_genes: int = Field(20, ge=1)
+
+
+class ImagesConfig(_Strict):
+    modality: str | None = Field(None, description="only images of this modality (e.g. CT); None = any")
+    image_size: int | None = Field(None, ge=8, description="resize every slice to this square size (pixels)")
+    max_slices: int | None = Field(32, ge=1, description="evenly subsample longer series to this many slices")
+
+
+class TargetsConfig(_Strict):
+    diagnosis_map: dict[str, str] = Field(
+        default_factory=lambda: {code: name for name, (code, _) in codes.DIAGNOSIS_SNOMED.items()},
+        description="index condition code -> diagnosis class",
+    )
+    diagnosis_classes: list[str] | None = Field(
+        default_factory=lambda: list(codes.DIAGNOSES),
+        description="class order; None = sorted observed classes",
+    )
+    survival_endpoint: Literal["os", "pfs"] = "os"
+    progression_code: str = codes.DISEASE_STATUS_LOINC[0]
+    progressing_codes: list[str] = Field(default_factory=lambda: [codes.DISEASE_STATUS["progressing"][0]])
+    response_code: str = codes.RECIST_LOINC[0]
+    response_positive: list[str] = Field(default_factory=lambda: [codes.RECIST[k][0] for k in ("CR", "PR")])
+    response_negative: list[str] = Field(default_factory=lambda: [codes.RECIST[k][0] for k in ("SD", "PD")])
+    treatment_map: dict[str, str] = Field(
+        default_factory=_treatment_map, description="medication code (RxNorm) -> treatment name"
+    )
+    treatments: list[str] | None = Field(
+        default_factory=lambda: list(codes.TREATMENTS),
+        description="treatment order; None = sorted observed treatments",
+    )
+
+
+class DataConfig(_Strict):
+    lake: str | None = Field(None, description="lake directory (the CLI's --lake overrides it)")
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    ehr: EhrConfig = Field(default_factory=EhrConfig)
+    genomics: GenomicsConfig = Field(default_factory=GenomicsConfig)
+    images: ImagesConfig = Field(default_factory=ImagesConfig)
+    targets: TargetsConfig = Field(default_factory=TargetsConfig)
+
+
+class SplitConfig(_Strict):
+    val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    stratify: Literal["diagnosis", "event", "none"] = "diagnosis"
+    seed: int | None = Field(None, description="None = train.seed")
+
+    @model_validator(mode="after")
+    def _fractions(self) -> SplitConfig:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("val_fraction + test_fraction must be < 1")
+        return self
+
+
+class ModalityConfig(_Strict):
+    """One input modality: ``ehr``, ``genomics``, ``image`` or a named extra modality of the features table."""
+
+    enabled: bool = True
+    encoder: str = "mlp"
+    encoder_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+def _default_modalities() -> dict[str, ModalityConfig]:
+    return {
+        "ehr": ModalityConfig(encoder="mlp"),
+        "genomics": ModalityConfig(encoder="mlp"),
+        "image": ModalityConfig(
+            enabled=False,
+            encoder="timm",
+            encoder_kwargs={"model_name": "resnet18", "in_chans": 1, "out_dim": 64},
+        ),
+    }
+
+
+class FusionConfig(_Strict):
+    name: str = "gated_attention"
+    out_dim: int = Field(64, ge=1)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskConfig(_Strict):
+    enabled: bool = True
+    weight: float = Field(1.0, ge=0.0)
+
+
+class TasksConfig(_Strict):
+    diagnosis: TaskConfig = Field(default_factory=TaskConfig)
+    survival: TaskConfig = Field(default_factory=TaskConfig)
+    response: TaskConfig = Field(default_factory=TaskConfig)
+    head_hidden_dim: int | None = None
+    head_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    cox_queue_size: int = Field(0, ge=0, description="memory bank for the Cox loss on small batches")
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(50, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    max_grad_norm: float | None = Field(5.0, gt=0.0, description="gradient clipping; None = off")
+    patience: int = Field(10, ge=1, description="epochs without validation-loss improvement before stopping")
+    seed: int = 0
+    modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    num_workers: int = Field(0, ge=0)
+    deterministic: bool = True
+
+
+class EvalConfig(_Strict):
+    horizons_days: list[float] = Field(default_factory=lambda: [365.0, 730.0, 1095.0])
+    n_boot: int = Field(1000, ge=0)
+
+
+class RunConfig(_Strict):
+    """The whole run: data -> cohort, modalities -> encoders, fusion, tasks -> heads and losses, training."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    modalities: dict[str, ModalityConfig] = Field(default_factory=_default_modalities)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+    tasks: TasksConfig = Field(default_factory=TasksConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _some_modality(self) -> RunConfig:
+        if not self.enabled_modalities():
+            raise ValueError("no modality is enabled; enable at least one under `modalities`")
+        if not any(t.enabled for t in (self.tasks.diagnosis, self.tasks.survival, self.tasks.response)):
+            raise ValueError("no task is enabled; enable at least one under `tasks`")
+        return self
+
+    def enabled_modalities(self) -> list[str]:
+        """Names of the enabled modalities, in config order."""
+        return [name for name, m in self.modalities.items() if m.enabled]
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (None = all defaults) and apply ``--set`` style overrides."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path}: the top level must be a mapping of sections")
+    config = _validate(raw, source=str(path) if path else "defaults")
+    return apply_overrides(config, overrides) if overrides else config
+
+
+def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
+    """A new config with ``key.path=value`` overrides applied (values parsed as YAML, then validated)."""
+    raw = config.model_dump(mode="json")
+    for item in overrides:
+        _set_path(raw, item)
+    return _validate(raw, source="overrides")
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved config as YAML (every default written out)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def _validate(raw: dict, *, source: str) -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+        ]
+        raise ConfigError(f"invalid config ({source}):\n" + "\n".join(lines)) from None
+
+
+def _set_path(raw: dict, item: str) -> None:
+    """Set ``a.b.c=value`` in the nested dict ``raw``; unknown keys of fixed sections raise ConfigError."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.lr=1e-3)")
+    parts = key.strip().split(".")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    model: type[BaseModel] | None = RunConfig
+    node = raw
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if model is not None:
+            if part not in model.model_fields:
+                where = ".".join(parts[:depth]) or "the top level"
+                valid = ", ".join(model.model_fields)
+                raise ConfigError(f"override {key!r}: unknown key {part!r} in {where}; valid keys: {valid}")
+            model = _submodel(model, part)
+        elif _is_modality_map(parts, depth):
+            model = ModalityConfig
+        if last:
+            node[part] = value
+        else:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+
+
+def _is_modality_map(parts: list[str], depth: int) -> bool:
+    return depth == 1 and parts[0] == "modalities"
+
+
+def _submodel(model: type[BaseModel], field: str) -> type[BaseModel] | None:
+    annotation = model.model_fields[field].annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None

@@ -1,0 +1,158 @@
+"""Run directories: build the model of a run, save it, and load it back.
+
+A run directory holds::
+
+    model.safetensors   the weights (safetensors)
+    config.yaml         the resolved configuration
+    run.json            metadata: versions, lake manifest hash, model spec, feature names and selection,
+                        normalisation statistics, classes, treatments, split per patient key, Breslow baseline
+    history.csv         per-epoch losses
+    curves.png          training curves
+
+Runs are written into a hidden temporary sibling folder and renamed at the end (:func:`staged_dir`), so a
+failed run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+
+import fusion.models  # noqa: F401  (fills the encoder and fusion registries)
+from fusion.config import RunConfig, dump_config, load_config
+from fusion.models import BreslowEstimator, FusionModel, HeadsConfig, create_encoder, create_fusion
+from fusion.models.registry import encoder_kind
+
+RUN_FORMAT_VERSION = "1"
+MODEL_FILE, CONFIG_FILE, META_FILE = "model.safetensors", "config.yaml", "run.json"
+_PACKAGES = ("tumorboard", "torch", "timm", "numpy", "pandas", "pyarrow", "scikit-survival", "torchsurv",
+             "safetensors", "pydantic")
+
+
+class RunError(RuntimeError):
+    """A run directory is missing, incomplete or inconsistent."""
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages a run depends on ("not installed" when absent)."""
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def build_model(config: RunConfig, spec: dict) -> FusionModel:
+    """The :class:`FusionModel` of ``config`` for a cohort described by ``spec``.
+
+    ``spec``: ``{"modalities": {name: {"kind": "tabular", "n_features": F} | {"kind": "image",
+    "in_chans": C, "image_size": H}}, "n_classes": int | None, "survival": bool, "n_treatments": int | None}``.
+    """
+    encoders = {}
+    for name, info in spec["modalities"].items():
+        mcfg = config.modalities[name]
+        kind = encoder_kind(mcfg.encoder)
+        if kind != info["kind"]:
+            raise RunError(f"modalities.{name}.encoder={mcfg.encoder!r} is a {kind} encoder but {name!r} is "
+                           f"{info['kind']} data; choose one of the {info['kind']} encoders")
+        kwargs = dict(mcfg.encoder_kwargs)
+        if kind == "tabular":
+            kwargs["in_features"] = info["n_features"]
+        else:
+            kwargs.setdefault("in_chans", info["in_chans"])
+            kwargs.setdefault("image_size", info["image_size"])
+        encoders[name] = create_encoder(mcfg.encoder, **kwargs)
+    fusion = create_fusion(config.fusion.name, in_dims={n: e.out_dim for n, e in encoders.items()},
+                           out_dim=config.fusion.out_dim, **config.fusion.kwargs)
+    heads = HeadsConfig(n_classes=spec["n_classes"], survival=spec["survival"],
+                        n_treatments=spec["n_treatments"], hidden_dim=config.tasks.head_hidden_dim,
+                        dropout=config.tasks.head_dropout)
+    return FusionModel(encoders, fusion, heads, modality_dropout=config.train.modality_dropout)
+
+
+@contextmanager
+def staged_dir(out_dir: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder next to ``out_dir``; on success rename it to ``out_dir``, else delete it.
+
+    Raises RunError when ``out_dir`` exists and is not empty (runs are never overwritten in place).
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise RunError(f"run directory {out_dir} already exists; choose a new --out or remove it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out_dir.exists():
+            out_dir.rmdir()
+        tmp.rename(out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_run(run_dir: Path, model: FusionModel, config: RunConfig, meta: dict) -> None:
+    """Write weights, resolved config and ``run.json`` (``meta`` plus format version and package versions)."""
+    save_model(model, str(run_dir / MODEL_FILE))
+    (run_dir / CONFIG_FILE).write_text(dump_config(config))
+    meta = {"run_format_version": RUN_FORMAT_VERSION, "versions": package_versions(), **meta}
+    (run_dir / META_FILE).write_text(json.dumps(json_safe(meta), indent=1, default=str, allow_nan=False))
+
+
+def json_safe(value: object) -> object:
+    """``value`` with non-finite floats replaced by None (strict JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@dataclass
+class LoadedRun:
+    """A trained run: ``model`` (eval mode, CPU), ``config``, ``meta`` (run.json) and its ``breslow``."""
+
+    run_dir: Path
+    model: FusionModel
+    config: RunConfig
+    meta: dict
+    breslow: BreslowEstimator | None
+
+
+def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> LoadedRun:
+    """Load a run written by :func:`fusion.train.train` (weights through safetensors)."""
+    run_dir = Path(run_dir)
+    missing = [f for f in (MODEL_FILE, CONFIG_FILE, META_FILE) if not (run_dir / f).is_file()]
+    if missing:
+        hint = " (a cross-validation run: load one of its fold_<k> folders)" if (run_dir / "fold_0").is_dir() \
+            else ""
+        raise RunError(f"run directory {run_dir} lacks {', '.join(missing)}{hint}")
+    config = load_config(run_dir / CONFIG_FILE)
+    meta = json.loads((run_dir / META_FILE).read_text())
+    if meta.get("run_format_version") != RUN_FORMAT_VERSION:
+        raise RunError(f"{run_dir / META_FILE}: run format {meta.get('run_format_version')!r}, this version "
+                       f"reads {RUN_FORMAT_VERSION!r}; retrain the model")
+    model = build_model(config, meta["spec"])
+    missing_keys, unexpected = load_model(model, str(run_dir / MODEL_FILE), strict=False)
+    if missing_keys or unexpected:
+        raise RunError(f"{run_dir / MODEL_FILE} does not fit the model of its config.yaml: missing "
+                       f"{sorted(missing_keys)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    model.to(device).eval()
+    breslow = BreslowEstimator.from_dict(meta["breslow"]) if meta.get("breslow") else None
+    return LoadedRun(run_dir, model, config, meta, breslow)

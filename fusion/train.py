@@ -1,0 +1,350 @@
+"""Training: cohort -> normalised batches -> FusionModel, early stopping on validation loss, run directory.
+
+``train(config, lake, out)`` is seeded and reproducible on a given machine: ``torch.manual_seed``, a seeded
+shuffling generator and deterministic algorithms where torch has them (same seed -> identical weights on CPU).
+Tabular features are normalised with training-split statistics only; the statistics go into ``run.json``.
+After training, the best epoch's weights are kept and a Breslow baseline hazard is fitted on the training
+split, so ``S(t | x) = S0(t) ** exp(log_risk)`` can be computed from a loaded run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from fusion.cohort import Cohort, CohortError, LakeFrames, assemble_cohort, build_cohort
+from fusion.config import RunConfig
+from fusion.data import CohortDataset, Normalizer, collate, move_batch
+from fusion.losses import CoxLoss, multitask_loss
+from fusion.metrics import accuracy, harrell_c_index
+from fusion.models import BreslowEstimator, FusionModel
+from fusion.run import build_model, json_safe, save_run, staged_dir
+from fusion.splits import kfold_assignments, strata_for
+from ingest.lake import Lake
+from ingest.schema import SCHEMA_VERSION
+
+Progress = Callable[[dict], None]
+TASKS = ("diagnosis", "survival", "response")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(name)``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} but CUDA is not available; use auto or cpu")
+    return device
+
+
+@contextmanager
+def seeded(seed: int, *, deterministic: bool = True) -> Iterator[None]:
+    """Seed Python, numpy and torch and, inside the block, ask torch for deterministic algorithms (a warning
+    where an operation has none); torch's previous determinism settings are restored on exit."""
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.backends.cudnn.benchmark)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.benchmark = previous[2]
+
+
+def model_spec(config: RunConfig, cohort: Cohort) -> dict:
+    """What :func:`fusion.run.build_model` needs to know about the cohort (see there)."""
+    modalities: dict[str, dict] = {}
+    for name in config.enabled_modalities():
+        if name == "image":
+            kwargs = config.modalities["image"].encoder_kwargs
+            size = config.data.images.image_size or _first_image_size(cohort)
+            modalities[name] = {"kind": "image", "in_chans": int(kwargs.get("in_chans", 1)), "image_size": size}
+        else:
+            modalities[name] = {"kind": "tabular", "n_features": len(cohort.blocks[name].names)}
+    tasks = config.tasks
+    n_classes = len(cohort.targets.diagnosis_classes) if tasks.diagnosis.enabled else None
+    if n_classes is not None and n_classes < 2:
+        raise CohortError(f"the diagnosis task needs >= 2 classes, got {cohort.targets.diagnosis_classes}; "
+                          "set data.targets.diagnosis_classes or disable tasks.diagnosis")
+    n_treatments = len(cohort.targets.treatment_names) if tasks.response.enabled else None
+    if n_treatments == 0:
+        raise CohortError("the response task needs treatments; set data.targets.treatments/treatment_map "
+                          "or disable tasks.response")
+    return {"modalities": modalities, "n_classes": n_classes, "survival": tasks.survival.enabled,
+            "n_treatments": n_treatments}
+
+
+def _first_image_size(cohort: Cohort) -> int:
+    refs = cohort.images
+    rows = np.flatnonzero(refs.present)
+    if rows.size == 0 or cohort.image_loader is None:
+        raise CohortError("the image modality is enabled but no patient has an image before the index date; "
+                          "disable modalities.image or check data.images.modality")
+    array = cohort.image_loader(str(refs.tensor_file[rows[0]]), int(refs.tensor_row[rows[0]]))
+    return int(np.asarray(array).shape[-1])
+
+
+def _check_labels(config: RunConfig, cohort: Cohort, rows: np.ndarray) -> None:
+    t, tasks = cohort.targets, config.tasks
+    checks = [(tasks.diagnosis.enabled, (t.diagnosis[rows] >= 0).any(), "diagnosis", "a known diagnosis"),
+              (tasks.survival.enabled, t.event[rows][~np.isnan(t.time[rows])].any(), "survival", "an event"),
+              (tasks.response.enabled, (~np.isnan(t.response[rows])).any(), "response", "a known response")]
+    for enabled, ok, task, what in checks:
+        if enabled and not ok:
+            raise CohortError(f"tasks.{task} is enabled but no training patient has {what}; "
+                              f"disable tasks.{task} or add labels")
+
+
+def _loader(dataset: CohortDataset, config: RunConfig, *, shuffle: bool, seed: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=config.train.batch_size, shuffle=shuffle, collate_fn=collate,
+                      num_workers=config.train.num_workers, generator=generator)
+
+
+@torch.no_grad()
+def predict_outputs(model: FusionModel, loader: DataLoader, device: torch.device) -> tuple[dict, dict]:
+    """Model outputs and targets over a loader, concatenated on the CPU (``rows`` = cohort rows)."""
+    model.eval()
+    outs: dict[str, list] = {}
+    targets: dict[str, list] = {}
+    for batch in loader:
+        out = model(move_batch(batch, device))
+        for key in ("diagnosis_logits", "log_risk", "response_logits"):
+            if key in out:
+                outs.setdefault(key, []).append(out[key].float().cpu())
+        for key, value in {**batch["targets"], "rows": batch["rows"]}.items():
+            targets.setdefault(key, []).append(value)
+    return ({k: torch.cat(v) for k, v in outs.items()}, {k: torch.cat(v) for k, v in targets.items()})
+
+
+def evaluate_outputs(outputs: dict, targets: dict, weights: dict[str, float]) -> dict[str, float]:
+    """Loss (full-set Cox), Harrell's C-index and diagnosis accuracy (NaN where not computable)."""
+    loss, parts = multitask_loss(outputs, targets, weights)
+    result = {"loss": float(loss), **{f"loss_{k}": v for k, v in parts.items()},
+              "c_index": math.nan, "accuracy": math.nan}
+    if "log_risk" in outputs:
+        time_, event = targets["time"].numpy(), targets["event"].numpy()
+        keep = ~np.isnan(time_)
+        if event[keep].any():
+            result["c_index"] = harrell_c_index(time_[keep], event[keep], outputs["log_risk"].numpy()[keep])
+    if "diagnosis_logits" in outputs:
+        labels = targets["diagnosis"].numpy()
+        keep = labels >= 0
+        if keep.any():
+            pred = outputs["diagnosis_logits"].argmax(1).numpy()
+            result["accuracy"] = accuracy(labels[keep], pred[keep])
+    return result
+
+
+def fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | Path | None = None,
+        lake_hash: str = "none", progress: Progress | None = None, tag: dict | None = None) -> dict:
+    """Train one model on ``cohort``'s train split, early-stopping on val, and write ``run_dir``.
+
+    Returns:
+        Summary: ``best_epoch``, ``epochs_run`` and the val and test (when there is one) metrics.
+    """
+    with seeded(config.train.seed, deterministic=config.train.deterministic):
+        return _fit(config, cohort, run_dir, lake_path=lake_path, lake_hash=lake_hash, progress=progress, tag=tag)
+
+
+def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | Path | None, lake_hash: str,
+         progress: Progress | None, tag: dict | None) -> dict:
+    tcfg = config.train
+    device = resolve_device(tcfg.device)
+    train_rows, val_rows, test_rows = (cohort.indices(s) for s in ("train", "val", "test"))
+    if train_rows.size < 2 or val_rows.size == 0:
+        raise CohortError(f"need >= 2 training and >= 1 validation patients, got {train_rows.size} and "
+                          f"{val_rows.size}; check split.val_fraction and the labels' split column")
+    _check_labels(config, cohort, train_rows)
+    spec = model_spec(config, cohort)
+    normalizer = Normalizer.fit(cohort, train_rows)
+    image_kw = {"in_chans": spec["modalities"].get("image", {}).get("in_chans", 1),
+                "max_slices": config.data.images.max_slices, "image_size": config.data.images.image_size}
+    datasets = {name: CohortDataset(cohort, rows, normalizer, **image_kw)
+                for name, rows in (("train", train_rows), ("val", val_rows), ("test", test_rows))}
+    train_loader = _loader(datasets["train"], config, shuffle=True, seed=tcfg.seed)
+    eval_loaders = {name: _loader(datasets[name], config, shuffle=False, seed=tcfg.seed)
+                    for name in ("train", "val", "test") if len(datasets[name])}
+    model = build_model(config, spec).to(device)
+    weights = {task: (getattr(config.tasks, task).weight if getattr(config.tasks, task).enabled else 0.0)
+               for task in TASKS}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    cox = CoxLoss(config.tasks.cox_queue_size)
+
+    history: list[dict] = []
+    best_loss, best_epoch, best_state, stale = math.inf, 0, None, 0
+    for epoch in range(1, tcfg.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        cox.reset()
+        total, n_seen, sums = 0.0, 0, dict.fromkeys(TASKS, 0.0)
+        for batch in train_loader:
+            batch = move_batch(batch, device)
+            loss, parts = multitask_loss(model(batch), batch["targets"], weights, cox=cox)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if tcfg.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
+            optimizer.step()
+            b = batch["rows"].shape[0]
+            total, n_seen = total + loss.item() * b, n_seen + b
+            for k, v in parts.items():
+                sums[k] += v * b
+        val = evaluate_outputs(*predict_outputs(model, eval_loaders["val"], device), weights)
+        record = {"epoch": epoch, "train_loss": total / n_seen,
+                  **{f"train_loss_{k}": sums[k] / n_seen for k in TASKS if weights[k]},
+                  **{f"val_{k}": v for k, v in val.items()}, "seconds": time.perf_counter() - started}
+        history.append(record)
+        if progress is not None:
+            progress({**(tag or {}), **record, "epochs": tcfg.epochs})
+        if not math.isfinite(record["train_loss"]):
+            raise FloatingPointError(f"training loss became {record['train_loss']} at epoch {epoch}; "
+                                     "lower train.lr or check the input features")
+        if val["loss"] < best_loss - 1e-6:
+            best_loss, best_epoch, stale = val["loss"], epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= tcfg.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+
+    breslow = None
+    if spec["survival"]:
+        out, tgt = predict_outputs(model, eval_loaders["train"], device)
+        time_, event = tgt["time"].numpy(), tgt["event"].numpy()
+        keep = ~np.isnan(time_)
+        breslow = BreslowEstimator().fit(out["log_risk"].numpy()[keep], time_[keep], event[keep]).to_dict()
+    metrics = {"val": evaluate_outputs(*predict_outputs(model, eval_loaders["val"], device), weights)}
+    if "test" in eval_loaders:
+        metrics["test"] = evaluate_outputs(*predict_outputs(model, eval_loaders["test"], device), weights)
+    summary = {"best_epoch": best_epoch, "epochs_run": len(history), "best_val_loss": best_loss, **metrics}
+
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "created_at": datetime.now(UTC).isoformat(),
+        "lake": None if lake_path is None else str(lake_path),
+        "lake_manifest_hash": lake_hash,
+        "device": str(device),
+        "spec": spec,
+        "modalities": config.enabled_modalities(),
+        "feature_names": {n: b.names for n, b in cohort.blocks.items()},
+        "feature_descriptions": {n: b.descriptions for n, b in cohort.blocks.items()},
+        "feature_selection": cohort.selection.to_dict(),
+        "normalization": normalizer.to_dict(),
+        "diagnosis_classes": cohort.targets.diagnosis_classes,
+        "treatment_names": cohort.targets.treatment_names,
+        "survival_endpoint": config.data.targets.survival_endpoint,
+        "splits": dict(zip(cohort.patient_keys.tolist(), cohort.split.tolist(), strict=True)),
+        "cohort_summary": cohort.summary,
+        "breslow": breslow,
+        "summary": summary,
+    }
+    save_run(run_dir, model.cpu(), config, meta)
+    _write_history(run_dir / "history.csv", history)
+    _plot_curves(run_dir / "curves.png", history)
+    return summary
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    fields = list(dict.fromkeys(k for row in history for k in row))
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _plot_curves(path: Path, history: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    axes[0].plot(epochs, [h["train_loss"] for h in history], label="train")
+    axes[0].plot(epochs, [h["val_loss"] for h in history], label="validation")
+    axes[0].set(xlabel="epoch", ylabel="loss", title="Total loss")
+    axes[0].legend()
+    for key, label in (("val_c_index", "val C-index"), ("val_accuracy", "val accuracy")):
+        values = [h.get(key, math.nan) for h in history]
+        if any(math.isfinite(v) for v in values):
+            axes[1].plot(epochs, values, label=label)
+    axes[1].set(xlabel="epoch", title="Validation metrics")
+    if axes[1].lines:
+        axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _lake_hash(lake_path: str | Path | None) -> str:
+    return Lake(lake_path).manifest_hash() if lake_path is not None and Path(lake_path).is_dir() else "none"
+
+
+def train(config: RunConfig, lake_path: str | Path | None, out_dir: str | Path, *,
+          progress: Progress | None = None, frames: LakeFrames | None = None, cv: int | None = None) -> Path:
+    """Train the model of ``config`` on the lake and write the run directory ``out_dir``.
+
+    Args:
+        config: the run configuration.
+        lake_path: the lake (default ``config.data.lake``).
+        out_dir: the run directory to create (must not exist or be empty).
+        progress: called after every epoch with a dict (epoch, epochs, losses, metrics, fold).
+        frames: use these frames instead of reading the lake (tests, in-memory cohorts).
+        cv: K-fold cross-validation: ``out_dir/fold_<k>/`` per fold plus ``summary.json`` and ``summary.csv``.
+
+    Returns:
+        ``out_dir``.
+    """
+    lake_path = lake_path or config.data.lake
+    cohort = assemble_cohort(frames, config) if frames is not None else build_cohort(config, lake_path)
+    lake_hash = _lake_hash(lake_path)
+    out_dir = Path(out_dir)
+    with staged_dir(out_dir) as tmp:
+        if cv is None:
+            fit(config, cohort, tmp, lake_path=lake_path, lake_hash=lake_hash, progress=progress)
+        else:
+            _cross_validate(config, cohort, tmp, cv, lake_path=lake_path, lake_hash=lake_hash, progress=progress)
+    return out_dir
+
+
+def _cross_validate(config: RunConfig, cohort: Cohort, out: Path, k: int, *, lake_path: str | Path | None,
+                    lake_hash: str, progress: Progress | None) -> None:
+    seed = config.train.seed if config.split.seed is None else config.split.seed
+    folds = kfold_assignments(cohort.patient_keys, strata_for(cohort.targets, config.split.stratify), k,
+                              val_fraction=config.split.val_fraction, seed=seed)
+    rows = []
+    for i, split in enumerate(folds):
+        fold_dir = out / f"fold_{i}"
+        fold_dir.mkdir()
+        summary = fit(config, cohort.with_split(split), fold_dir, lake_path=lake_path, lake_hash=lake_hash,
+                      progress=progress, tag={"fold": i, "folds": k})
+        rows.append({"fold": i, "best_epoch": summary["best_epoch"], "best_val_loss": summary["best_val_loss"],
+                     **{f"test_{m}": v for m, v in summary["test"].items()}})
+    _write_history(out / "summary.csv", rows)
+    metrics = [key for key in rows[0] if key.startswith("test_")]
+    aggregate = {m: {"mean": float(np.nanmean([r[m] for r in rows])), "sd": float(np.nanstd([r[m] for r in rows],
+                                                                                           ddof=1))}
+                 for m in metrics if any(math.isfinite(r[m]) for r in rows)}
+    (out / "summary.json").write_text(json.dumps(json_safe({"k": k, "folds": rows, "aggregate": aggregate}), indent=1,
+                                                  allow_nan=False))

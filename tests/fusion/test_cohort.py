@@ -1,0 +1,272 @@
+"""Cohort assembly on small hand-made frames: index dates, leakage, features, targets, splits and config."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fusion.cohort import CohortError, LakeFrames, assemble_cohort, index_dates, parse_smoking, parse_stage
+from fusion.config import ConfigError, IndexConfig, apply_overrides, load_config
+from fusion.splits import assign_splits, kfold_assignments
+from ingest.synth import codes as c
+
+LDH, CEA = c.LABS["ldh"][0], c.LABS["cea"][0]
+ADENO, SQUAM = c.DIAGNOSIS_SNOMED["adenocarcinoma"][0], c.DIAGNOSIS_SNOMED["squamous"][0]
+HTN = c.COMORBIDITIES["hypertension"][0]
+
+
+def ts(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text, tz="UTC")
+
+
+def obs(key, code, when, value=None, vcode=None, vdisplay=None, system=c.LOINC) -> dict:
+    return {"patient_key": key, "system": system, "code": code, "display": f"obs {code}", "value": value,
+            "unit": None, "value_system": None, "value_code": vcode, "value_display": vdisplay,
+            "effective": ts(when)}
+
+
+def cond(key, code, display, when) -> dict:
+    return {"patient_key": key, "system": c.SNOMED, "code": code, "display": display, "onset": ts(when)}
+
+
+def med(key, code, when) -> dict:
+    return {"patient_key": key, "system": c.RXNORM, "code": code, "display": c.DRUGS.get(code, code),
+            "start": ts(when)}
+
+
+def base_rows() -> dict[str, list[dict]]:
+    """Patients a (adenocarcinoma 2020-01-01), b (regex-only cancer 2021-03-01, dies), c (no cancer),
+    d (cancer 2020-05-01 but labels say index 2020-02-01 and give every target)."""
+    return {
+        "patients": [
+            {"patient_key": "a", "mrn": "1", "birth_date": ts("1960-01-01"), "sex": "male", "death_date": pd.NaT},
+            {"patient_key": "b", "mrn": "2", "birth_date": ts("1950-07-01"), "sex": "female",
+             "death_date": ts("2022-03-01")},
+            {"patient_key": "c", "mrn": "3", "birth_date": ts("1970-01-01"), "sex": "female", "death_date": pd.NaT},
+            {"patient_key": "d", "mrn": "4", "birth_date": ts("1955-01-01"), "sex": "male", "death_date": pd.NaT},
+        ],
+        "conditions": [
+            cond("a", ADENO, "Adenocarcinoma of lung (disorder)", "2020-01-01"),
+            cond("a", "999", "Lung cancer NOS", "2020-06-01"),
+            cond("b", "12345", "Malignant neoplasm of lung", "2021-03-01"),
+            cond("b", HTN, "Essential hypertension (disorder)", "2015-01-01"),
+            cond("c", HTN, "Essential hypertension (disorder)", "2015-01-01"),
+            cond("d", SQUAM, "Squamous cell carcinoma of lung (disorder)", "2020-05-01"),
+        ],
+        "observations": [
+            obs("a", LDH, "2018-06-01", 100.0),  # outside the 365-day window
+            obs("a", LDH, "2019-01-06", 200.0),
+            obs("a", LDH, "2019-07-05", 220.0),
+            obs("a", LDH, "2019-12-31", 240.0),
+            obs("b", CEA, "2021-01-01", 5.0),
+            obs("b", LDH, "2021-02-01", 300.0),
+            obs("d", LDH, "2020-01-15", 250.0),
+            obs("a", c.ECOG_LOINC[0], "2020-01-01", 1.0),
+            obs("a", c.STAGE_LOINC[0], "2020-01-01", None, "3A", "Stage IIIA", system=c.AJCC),
+            obs("a", c.SMOKING_LOINC[0], "2020-01-01", None, c.SMOKING_SNOMED["current"][0], "Smoker"),
+            obs("b", c.SMOKING_LOINC[0], "2021-03-01", None, "x", "Never smoked tobacco"),
+            obs("a", c.DISEASE_STATUS_LOINC[0], "2019-06-01", None, c.DISEASE_STATUS["progressing"][0]),
+            obs("a", c.DISEASE_STATUS_LOINC[0], "2020-04-01", None, c.DISEASE_STATUS["stable"][0]),
+            obs("a", c.DISEASE_STATUS_LOINC[0], "2020-06-01", None, c.DISEASE_STATUS["progressing"][0]),
+            obs("a", c.DISEASE_STATUS_LOINC[0], "2020-09-01", None, c.DISEASE_STATUS["progressing"][0]),
+            obs("a", c.RECIST_LOINC[0], "2020-01-10", None, c.RECIST["SD"][0]),  # before the treatment
+            obs("a", c.RECIST_LOINC[0], "2020-03-25", None, c.RECIST["PR"][0]),
+        ],
+        "medications": [med("a", "1547545", "2019-12-01"), med("a", "1721560", "2020-01-20")],
+        "encounters": [{"patient_key": "a", "start": ts("2020-12-31"), "end": ts("2021-01-01")}],
+        "gene_status": [{"patient_key": "a", "gene": "EGFR", "mutated": True},
+                        {"patient_key": "a", "gene": "KRAS", "mutated": False},
+                        {"patient_key": "b", "gene": "KRAS", "mutated": True}],
+        "tmb": [{"patient_key": "a", "tmb_per_mb": 3.0}, {"patient_key": "a", "tmb_per_mb": 9.0}],
+        "labels": [{"patient_key": "d", "split": "test", "diagnosis": "squamous", "time": 100.0, "event": True,
+                    "treatment": "chemo", "response": False, "index_date": ts("2020-02-01")}],
+        "features": [
+            {"patient_key": "a", "modality": "pathology", "feature": "grade", "value": 2.0, "value_str": None},
+            {"patient_key": "a", "modality": "pathology", "feature": "subtype", "value": None, "value_str": "acinar"},
+            {"patient_key": "b", "modality": "pathology", "feature": "subtype", "value": None, "value_str": "solid"},
+        ],
+    }
+
+
+def frames_of(rows: dict[str, list[dict]]) -> LakeFrames:
+    return LakeFrames(**{k: pd.DataFrame(v) for k, v in rows.items()})
+
+
+CONFIG = load_config(None, ["data.ehr.top_k_labs=5", "split.val_fraction=0.0", "split.test_fraction=0.0"])
+
+
+def column(cohort, name: str) -> np.ndarray:
+    return cohort.X[:, cohort.feature_names.index(name)]
+
+
+def test_index_date_rule():
+    frames = frames_of(base_rows())
+    index, code = index_dates(frames.conditions, frames.labels, CONFIG.data.index)
+    assert index.to_dict() == {"a": ts("2020-01-01"), "b": ts("2021-03-01"), "d": ts("2020-02-01")}
+    assert code["a"] == ADENO and code["b"] == "12345"  # b found by the display regex
+    no_regex = IndexConfig(cancer_display_regex=None)
+    index, _ = index_dates(frames.conditions, frames.labels.iloc[:0], no_regex)
+    assert sorted(index.index) == ["a", "d"] and index["d"] == ts("2020-05-01")
+    cohort = assemble_cohort(frames, CONFIG)
+    assert cohort.patient_keys.tolist() == ["a", "b", "d"] and cohort.summary["without_index_date"] == 1
+
+
+def test_lab_features_hand_computed():
+    cohort = assemble_cohort(frames_of(base_rows()), CONFIG)
+    a = 0
+    assert column(cohort, f"lab:{LDH}:last")[a] == 240.0
+    assert column(cohort, f"lab:{LDH}:mean_365d")[a] == pytest.approx(220.0)
+    t = np.array([-360.0, -180.0, -1.0]) / 365.25
+    expected = np.polyfit(t, [200.0, 220.0, 240.0], 1)[0]
+    assert column(cohort, f"lab:{LDH}:slope_365d")[a] == pytest.approx(expected, rel=1e-5)
+    assert np.isnan(column(cohort, f"lab:{CEA}:last")[a]) and column(cohort, f"lab:{CEA}:missing")[a] == 1.0
+    assert column(cohort, f"lab:{CEA}:last")[1] == 5.0 and np.isnan(column(cohort, f"lab:{LDH}:slope_365d")[1])
+    assert column(cohort, "age")[a] == pytest.approx(60.0, abs=0.01)
+    assert column(cohort, "sex_male").tolist() == [1.0, 0.0, 1.0]
+    assert column(cohort, "ecog")[a] == 1.0 and column(cohort, "stage")[a] == 3.0
+    assert column(cohort, "smoking")[:2].tolist() == [2.0, 0.0]  # code map, then display fallback
+    assert column(cohort, f"cond:{HTN}").tolist() == [0.0, 1.0, 0.0]
+    assert not any(n.startswith("cond:") and n[5:] in (ADENO, "999", "12345") for n in cohort.feature_names)
+    assert column(cohort, "med:1547545").tolist() == [1.0, 0.0, 0.0]  # prior medication only
+    assert "med:1721560" not in cohort.feature_names  # started after the index date
+
+
+def test_lab_after_index_changes_no_feature():
+    config = load_config(None, ["data.ehr.top_k_labs=1", "data.ehr.top_k_conditions=1",
+                                "data.ehr.top_k_medications=1", "split.val_fraction=0.0", "split.test_fraction=0.0"])
+    before = assemble_cohort(frames_of(base_rows()), config)
+    rows = base_rows()
+    rows["observations"] += [obs("a", LDH, "2020-03-01", 999.0), obs("b", LDH, "2021-03-02", 1.0),
+                             obs("a", c.ECOG_LOINC[0], "2020-02-01", 4.0)]
+    rows["observations"] += [obs(k, "9999-9", "2022-01-01", 1.0) for k in "abcd"]  # would top coverage
+    rows["conditions"] += [cond(k, "55822004", "Hyperlipidemia", "2022-01-01") for k in "abd"]
+    rows["medications"] += [med(k, "12574", "2022-01-01") for k in "abd"]
+    after = assemble_cohort(frames_of(rows), config)
+    assert after.feature_names == before.feature_names
+    np.testing.assert_array_equal(after.X, before.X)
+
+
+def test_grace_window_admits_records_shortly_after_index():
+    rows = base_rows()
+    rows["observations"].append(obs("a", LDH, "2020-01-03", 500.0))
+    assert column(assemble_cohort(frames_of(rows), CONFIG), f"lab:{LDH}:last")[0] == 240.0
+    graced = apply_overrides(CONFIG, ["data.index.grace_days=3"])
+    assert column(assemble_cohort(frames_of(rows), graced), f"lab:{LDH}:last")[0] == 500.0
+
+
+def test_targets_hand_computed_and_labels_override():
+    t = assemble_cohort(frames_of(base_rows()), CONFIG).targets  # rows a, b, d
+    assert t.diagnosis_classes == list(c.DIAGNOSES) and t.diagnosis.tolist() == [1, -1, 2]
+    # a: censored at the last contact (encounter end 2021-01-01); first progression after index 2020-06-01
+    assert t.os_time[0] == 366.0 and not t.os_event[0]
+    assert t.pfs_time[0] == 152.0 and t.pfs_event[0]
+    # b: dies 2022-03-01, no progression -> PFS event at death
+    assert t.os_time[1] == 365.0 and t.os_event[1] and t.pfs_time[1] == 365.0 and t.pfs_event[1]
+    # d: labels override; index 2020-02-01, no death -> last contact = diagnosis onset 2020-05-01
+    assert t.os_time[2] == 90.0 and t.time[2] == 100.0 and t.event[2]
+    assert t.time[:2].tolist() == [366.0, 365.0]  # endpoint os, no label
+    names = t.treatment_names
+    assert [names[i] if i >= 0 else None for i in t.treatment] == ["egfr_tki", None, "chemo"]
+    assert t.response[0] == 1.0 and np.isnan(t.response[1]) and t.response[2] == 0.0
+    pfs = assemble_cohort(frames_of(base_rows()), apply_overrides(CONFIG, ["data.targets.survival_endpoint=pfs"]))
+    assert pfs.targets.time[:2].tolist() == [152.0, 365.0]
+
+
+def test_unknown_label_class_is_a_clear_error():
+    rows = base_rows()
+    rows["labels"][0]["diagnosis"] = "mesothelioma"
+    with pytest.raises(CohortError, match="mesothelioma.*diagnosis_classes"):
+        assemble_cohort(frames_of(rows), CONFIG)
+
+
+def test_genomics_and_extra_modality_blocks():
+    config = apply_overrides(CONFIG, ["modalities.pathology={encoder: mlp}", "data.genomics.genes=[EGFR, KRAS]"])
+    cohort = assemble_cohort(frames_of(base_rows()), config)
+    gen = cohort.blocks["genomics"]
+    assert gen.names == ["gene:EGFR", "gene:KRAS", "log_tmb", "has_sequencing"]
+    np.testing.assert_array_equal(gen.values[0], np.float32([1.0, 0.0, np.log1p(9.0), 1.0]))
+    assert gen.values[1, 0] == 0.0 and gen.values[1, 1] == 1.0 and np.isnan(gen.values[1, 2])
+    assert np.isnan(gen.values[2, :3]).all() and gen.present.tolist() == [True, True, False]
+    path = cohort.blocks["pathology"]
+    assert path.names == ["pathology:grade", "pathology:subtype=acinar", "pathology:subtype=solid"]
+    np.testing.assert_array_equal(path.values[:2], np.float32([[2.0, 1.0, 0.0], [np.nan, 0.0, 1.0]]))
+    assert np.isnan(path.values[2]).all() and path.present.tolist() == [True, True, False]
+    again = assemble_cohort(frames_of(base_rows()), config, selection=cohort.selection)
+    assert again.feature_names == cohort.feature_names
+
+
+@pytest.mark.parametrize(("text", "expected"), [("3A", 3.0), ("Stage IIIB", 3.0), ("IVA", 4.0), ("Stage 2", 2.0),
+                                                ("1B", 1.0), ("II", 2.0), ("T1N0M0", np.nan), (None, np.nan)])
+def test_parse_stage(text, expected):
+    assert parse_stage(text) == expected or (np.isnan(expected) and np.isnan(parse_stage(text)))
+
+
+def test_parse_smoking():
+    mapping = {"266919005": 0.0}
+    assert parse_smoking("266919005", None, mapping) == 0.0
+    assert parse_smoking(None, "Ex-smoker (finding)", mapping) == 1.0
+    assert parse_smoking(None, "Current every day smoker", mapping) == 2.0
+    assert np.isnan(parse_smoking(None, "unknown", mapping))
+
+
+def test_splits_stratified_seeded_order_free_and_fixed():
+    keys = np.array([f"k{i:03d}" for i in range(200)])
+    strata = np.array(["x"] * 100 + ["y"] * 60 + ["z"] * 40)
+    split = assign_splits(keys, strata, val_fraction=0.2, test_fraction=0.2, seed=3)
+    assert [int((split == s).sum()) for s in ("train", "val", "test")] == [120, 40, 40]
+    for stratum, n in (("x", 100), ("y", 60), ("z", 40)):
+        share = (split[strata == stratum] == "test").sum() / n
+        assert abs(share - 0.2) <= 1.5 / n
+    perm = np.random.default_rng(0).permutation(200)
+    shuffled = assign_splits(keys[perm], strata[perm], val_fraction=0.2, test_fraction=0.2, seed=3)
+    np.testing.assert_array_equal(shuffled, split[perm])
+    assert not np.array_equal(assign_splits(keys, strata, val_fraction=0.2, test_fraction=0.2, seed=4), split)
+    fixed = np.array([None] * 200, dtype=object)
+    fixed[:10], fixed[10:15] = "test", "Validation"
+    honoured = assign_splits(keys, strata, val_fraction=0.2, test_fraction=0.2, seed=3, fixed=fixed)
+    assert (honoured[:10] == "test").all() and (honoured[10:15] == "val").all()
+    fixed[20] = "holdout"
+    with pytest.raises(ValueError, match="holdout"):
+        assign_splits(keys, strata, val_fraction=0.2, test_fraction=0.2, seed=3, fixed=fixed)
+
+
+def test_labels_split_column_is_honoured_in_the_cohort():
+    cohort = assemble_cohort(frames_of(base_rows()), load_config(None, ["split.test_fraction=0.0"]))
+    assert cohort.split[cohort.patient_keys.tolist().index("d")] == "test"
+
+
+def test_kfold_each_patient_tested_once():
+    keys = np.array([f"k{i}" for i in range(50)])
+    strata = np.array(["e", "c"] * 25)
+    folds = kfold_assignments(keys, strata, 5, val_fraction=0.2, seed=0)
+    tested = np.stack([f == "test" for f in folds])
+    assert (tested.sum(0) == 1).all() and (tested.sum(1) == 10).all()
+    assert all((tested[k] & (strata == "e")).sum() == 5 for k in range(5))
+    assert all((f == "val").sum() == 8 for f in folds)
+
+
+def test_config_overrides_coerce_types_and_reject_unknown_keys(tmp_path):
+    config = load_config(None, ["train.lr=1e-2", "train.epochs=7", "modalities.image.enabled=true",
+                                "data.ehr.windows_days=[30, 365]", "modalities.image.encoder_kwargs.out_dim=32"])
+    assert config.train.lr == 0.01 and config.train.epochs == 7 and config.data.ehr.windows_days == [30.0, 365.0]
+    assert config.modalities["image"].enabled and config.modalities["image"].encoder_kwargs["out_dim"] == 32
+    assert config.modalities["ehr"].enabled  # other modalities keep their defaults
+    with pytest.raises(ConfigError, match="unknown key 'lrr' in train; valid keys: epochs"):
+        load_config(None, ["train.lrr=1"])
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_config(None, ["train.epochs=many"])
+    with pytest.raises(ConfigError, match="unknown key 'colour'"):
+        load_config(None, ["modalities.image.colour=red"])
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epocs: 3\n")
+    with pytest.raises(ConfigError, match="train.epocs"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("name", ["image_diagnosis", "genomics_clinical_survival", "full_fusion"])
+def test_presets_load(name):
+    from pathlib import Path
+
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml")
+    assert config.enabled_modalities()

@@ -1,0 +1,182 @@
+"""End-to-end training on a few dozen synthetic patients given as reader-like frames (no lake needed)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fusion.cohort import LakeFrames, assemble_cohort
+from fusion.config import load_config
+from fusion.data import CohortDataset, Normalizer, collate
+from fusion.run import RunError, load_run
+from fusion.train import train
+from ingest.synth import codes as c
+
+T0 = pd.Timestamp("2020-01-01", tz="UTC")
+DAY = pd.Timedelta(days=1)
+LAB_CODES = [c.LABS[k][0] for k in ("ldh", "cea", "albumin", "hemoglobin")]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest (and least disturbed by other processes) on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_frames(n: int = 36, seed: int = 0, *, images: bool = False) -> LakeFrames:
+    """A small seeded cohort shaped like the reader's frames; risk rises with LDH and stage."""
+    rng = np.random.default_rng(seed)
+    rows = {k: [] for k in ("patients", "conditions", "observations", "medications", "encounters",
+                            "gene_status", "tmb", "images")}
+    classes = list(c.DIAGNOSIS_SNOMED)
+    for i in range(n):
+        key = f"p{i:03d}"
+        index = T0 + int(rng.integers(0, 700)) * DAY
+        dx = classes[i % 3]
+        stage = int(rng.integers(1, 5))
+        ldh = float(rng.normal(180 + 40 * stage, 20))
+        death_day = float(rng.exponential(2000 / stage))
+        dead = death_day < 1500
+        rows["patients"].append({"patient_key": key, "mrn": f"m{i}", "birth_date": index - int(rng.integers(50, 85))
+                                 * 365 * DAY, "sex": ["male", "female"][i % 2],
+                                 "death_date": index + round(death_day) * DAY if dead else pd.NaT})
+        code, display = c.DIAGNOSIS_SNOMED[dx]
+        rows["conditions"].append({"patient_key": key, "system": c.SNOMED, "code": code, "display": display,
+                                   "onset": index})
+        if i % 4 == 0:
+            rows["conditions"].append({"patient_key": key, "system": c.SNOMED, "code": c.COMORBIDITIES["copd"][0],
+                                       "display": c.COMORBIDITIES["copd"][1], "onset": index - 400 * DAY})
+        for day in (-300, -120, -10, 60):
+            for code_, base in zip(LAB_CODES, (ldh, 3.0, 4.0, 13.0), strict=True):
+                rows["observations"].append(_obs(key, code_, base + rng.normal(0, 2), index + day * DAY))
+        for code_, value, vcode, vdisplay in ((c.ECOG_LOINC[0], float(stage > 2), None, None),
+                                              (c.STAGE_LOINC[0], None, f"{stage}A", f"Stage {stage}A"),
+                                              (c.SMOKING_LOINC[0], None, c.SMOKING_SNOMED["former"][0], "Ex")):
+            rows["observations"].append(_obs(key, code_, value, index, vcode, vdisplay))
+        last = min(round(death_day), 1500) if dead else 1500
+        rows["encounters"].append({"patient_key": key, "start": index + last * DAY, "end": index + last * DAY})
+        if dx != "benign":
+            drug = ["40048", "1721560", "1547545"][i % 3]
+            rows["medications"].append({"patient_key": key, "system": c.RXNORM, "code": drug,
+                                        "display": c.DRUGS[drug], "start": index + 20 * DAY})
+            resp = "PR" if rng.random() < 0.5 else "PD"
+            rows["observations"].append(_obs(key, c.RECIST_LOINC[0], None, index + 80 * DAY, c.RECIST[resp][0],
+                                             c.RECIST[resp][1]))
+            if rng.random() < 0.6:
+                rows["observations"].append(_obs(key, c.DISEASE_STATUS_LOINC[0], None, index + 200 * DAY,
+                                                 c.DISEASE_STATUS["progressing"][0], "worse"))
+        if i % 5:
+            for gene in ("EGFR", "KRAS", "TP53"):
+                rows["gene_status"].append({"patient_key": key, "gene": gene, "mutated": bool(rng.random() < 0.3)})
+            rows["tmb"].append({"patient_key": key, "tmb_per_mb": float(rng.gamma(2.0, 3.0))})
+        if images and i % 6:
+            rows["images"].append({"patient_key": key, "image_id": f"img{i}", "modality": "CT",
+                                   "study_date": index - 5 * DAY, "tensor_file": "t.npy", "tensor_row": i,
+                                   "tensor_shape": [3, 16, 16]})
+    frames = {k: pd.DataFrame(v) if v else None for k, v in rows.items()}
+    loader = _fake_loader(seed) if images else None
+    return LakeFrames(**frames, image_loader=loader)
+
+
+def _obs(key, code, value, when, vcode=None, vdisplay=None) -> dict:
+    return {"patient_key": key, "system": c.LOINC, "code": code, "display": f"lab {code}", "value": value,
+            "unit": None, "value_system": None, "value_code": vcode, "value_display": vdisplay, "effective": when}
+
+
+def _fake_loader(seed: int):
+    def load(tensor_file: str, tensor_row: int) -> np.ndarray:
+        rng = np.random.default_rng(seed + tensor_row)
+        return rng.normal(size=(2 + tensor_row % 3, 16, 16)).astype(np.float32)
+
+    return load
+
+
+FAST = ["train.epochs=4", "train.batch_size=16", "train.patience=2", "modalities.image.enabled=false",
+        "fusion.out_dim=16", "modalities.ehr.encoder_kwargs={hidden_dim: 16, out_dim: 8}",
+        "modalities.genomics.encoder_kwargs={hidden_dim: 16, out_dim: 8}", "split.val_fraction=0.25",
+        "split.test_fraction=0.2"]
+
+
+def test_train_writes_run_and_is_reproducible(tmp_path):
+    frames = make_frames()
+    config = load_config(None, FAST)
+    runs = [train(config, None, tmp_path / f"run{k}", frames=frames) for k in range(2)]
+    for name in ("model.safetensors", "config.yaml", "run.json", "history.csv", "curves.png"):
+        assert (runs[0] / name).is_file(), name
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
+    a, b = (load_file(str(r / "model.safetensors")) for r in runs)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    meta = json.loads((runs[0] / "run.json").read_text())
+    assert meta["diagnosis_classes"] == list(c.DIAGNOSES)
+    assert meta["treatment_names"] == list(c.TREATMENTS)
+    assert set(meta["splits"].values()) == {"train", "val", "test"} and len(meta["splits"]) == 36
+    assert "lab:2532-0:last" in meta["feature_names"]["ehr"]
+    n_ehr = len(meta["feature_names"]["ehr"])
+    assert len(meta["normalization"]["ehr"]["mean"]) == n_ehr
+    times = np.asarray(meta["breslow"]["event_times"])
+    assert times.size > 0 and np.all(np.diff(meta["breslow"]["cum_baseline_hazard"]) >= 0)
+    history = pd.read_csv(runs[0] / "history.csv")
+    assert 1 <= len(history) <= 4 and {"train_loss", "val_loss", "val_c_index"} <= set(history.columns)
+
+    loaded = load_run(runs[0])
+    assert not loaded.model.training and loaded.breslow is not None
+    cohort = assemble_cohort(frames, loaded.config)
+    rows = cohort.indices("test")
+    norm = Normalizer.from_dict(meta["normalization"])
+    batch = collate([CohortDataset(cohort, rows, norm)[i] for i in range(rows.size)])
+    with torch.no_grad():
+        out = loaded.model(batch)
+    assert out["diagnosis_logits"].shape == (rows.size, 3) and torch.isfinite(out["log_risk"]).all()
+    surv = loaded.breslow.predict_survival(out["log_risk"].numpy(), np.array([365.0, 730.0]))
+    assert surv.shape == (rows.size, 2) and np.all(surv[:, 1] <= surv[:, 0])
+
+
+def test_existing_run_dir_is_refused_and_failed_run_leaves_nothing(tmp_path):
+    frames = make_frames(12)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("keep")
+    with pytest.raises(RunError, match="already exists"):
+        train(load_config(None, FAST), None, tmp_path / "taken", frames=frames)
+    bad = load_config(None, [*FAST, "modalities.ehr.encoder=timm"])  # an image encoder on tabular data
+    with pytest.raises(RunError, match="image encoder"):
+        train(bad, None, tmp_path / "bad", frames=frames)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_cross_validation_writes_folds_and_summary(tmp_path):
+    config = load_config(None, [*FAST, "train.epochs=1"])
+    out = train(config, None, tmp_path / "cv", frames=make_frames(30), cv=2)
+    assert (out / "fold_0" / "model.safetensors").is_file() and (out / "fold_1" / "run.json").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["k"] == 2 and len(summary["folds"]) == 2
+    tests = [set(k for k, v in json.loads((out / f"fold_{i}" / "run.json").read_text())["splits"].items()
+                 if v == "test") for i in range(2)]
+    assert not tests[0] & tests[1] and len(tests[0] | tests[1]) == 30
+    with pytest.raises(RunError, match="fold_"):
+        load_run(out)
+
+
+def test_image_batches_pad_series_and_train(tmp_path):
+    frames = make_frames(24, images=True)
+    config = load_config(None, [*FAST, "train.epochs=1", "modalities.image.enabled=true",
+                                "modalities.genomics.enabled=false", "tasks.response.enabled=false",
+                                "modalities.image.encoder_kwargs={model_name: resnet10t, in_chans: 1, out_dim: 8}"])
+    cohort = assemble_cohort(frames, config)
+    rows = np.arange(6)
+    norm = Normalizer.fit(cohort, rows)
+    batch = collate([CohortDataset(cohort, rows, norm)[i] for i in rows])
+    image, mask = batch["modalities"]["image"], batch["masks"]["image"]
+    assert image.shape == (6, 4, 1, 16, 16)  # longest series has 2 + 5 % 3 = 4 slices
+    assert mask.sum(1).tolist() == [0, 3, 4, 2, 3, 4]  # patient 0 has no image, others 2 + i % 3 slices
+    assert batch["present"]["image"].tolist() == [False, True, True, True, True, True]
+    run = train(config, None, tmp_path / "img", frames=frames)
+    assert json.loads((run / "run.json").read_text())["spec"]["modalities"]["image"]["image_size"] == 16
