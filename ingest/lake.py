@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -101,6 +101,21 @@ class Lake:
     def dataset(self, name: str):
         """A lazily scanned ``pyarrow.dataset.Dataset`` over table ``name`` (for large tables)."""
         return self._delta(name).to_pyarrow_dataset()
+
+    def batches(self, name: str, columns: list[str], *, equals: tuple[str, str] | None = None
+                ) -> Iterator[pa.RecordBatch]:
+        """Stream table ``name`` in record batches, optionally keeping rows where ``column == value``.
+
+        The filter is applied after reading: files written by a Delta merge may store strings as
+        ``string_view``, which pyarrow's dataset filter cannot compare with a ``string`` literal.
+        """
+        read = list(columns) if equals is None or equals[0] in columns else [*columns, equals[0]]
+        for batch in self.dataset(name).to_batches(columns=read):
+            if equals is not None:
+                column = batch.column(equals[0]).cast(pa.string())
+                batch = batch.filter(pc.equal(column, pa.scalar(equals[1], pa.string())))
+            if batch.num_rows:
+                yield batch.select(columns)
 
     def write(self, name: str, table: pa.Table | pa.RecordBatchReader, *, mode: WriteMode = "append",
               keys: list[str] | None = None, newest_by: str | None = None) -> int:

@@ -15,7 +15,6 @@ from collections.abc import Iterable
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ingest.lake import Lake
 from ingest.schema import SCHEMAS
@@ -29,10 +28,8 @@ def build_crosswalk(lake: Lake) -> int:
     """Rebuild ``patient_xref`` from the Patient resources in ``fhir_resources``; returns its row count."""
     if not lake.has("fhir_resources"):
         return 0
-    dataset = lake.dataset("fhir_resources")
     rows: list[dict[str, str | None]] = []
-    scanner = dataset.scanner(columns=["id", "json"], filter=pc.field("resource_type") == "Patient")
-    for batch in scanner.to_batches():
+    for batch in lake.batches("fhir_resources", ["id", "json"], equals=("resource_type", "Patient")):
         for patient_id, text in zip(batch.column("id").to_pylist(), batch.column("json").to_pylist()):
             rows.append({"patient_key": patient_id, "id_kind": "fhir_id", "id_system": None,
                          "id_value": patient_id})
@@ -52,6 +49,8 @@ def id_map(lake: Lake) -> dict[str, str]:
     Raises:
         CrosswalkConflict: an identifier value is shared by several patients (the message gives counts only).
     """
+    if not lake.has("patient_xref") and lake.has("fhir_resources"):
+        build_crosswalk(lake)
     if not lake.has("patient_xref"):
         return {}
     xref = lake.read("patient_xref", ["patient_key", "id_value"])

@@ -51,9 +51,8 @@ def patient_modalities(lake: Lake, mapping: dict[str, str] | None = None) -> dic
     mapping = id_map(lake) if mapping is None else mapping
     present: dict[str, set[str]] = {}
     if lake.has("fhir_resources"):
-        patients = lake.dataset("fhir_resources").to_table(
-            columns=["id"], filter=pc.field("resource_type") == "Patient")
-        present["fhir"] = set(patients.column("id").to_pylist())
+        batches = lake.batches("fhir_resources", ["id"], equals=("resource_type", "Patient"))
+        present["fhir"] = {key for batch in batches for key in batch.column("id").to_pylist()}
     for modality, (table, column) in MODALITY_SOURCES.items():
         if lake.has(table):
             ids = pc.unique(lake.read(table, [column]).column(column)).to_pylist()

@@ -19,6 +19,7 @@ app.add_typer(lake_app, name="lake")
 
 # (module, which typer app its register() receives)
 _VERBS = [
+    ("apps.cli.ingest_fhir", ingest_app),
     ("apps.cli.train", app),
     ("apps.cli.synth", app),
     ("apps.cli.ingest_images", ingest_app),

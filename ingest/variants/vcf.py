@@ -13,7 +13,8 @@ sample named after the file. Otherwise (several samples, none marked) each sampl
 is written where its genotype carries the ALT (or, without GT, its alt depth is > 0). In tumour mode every
 record is written (as vcf2maf does), whatever the tumour genotype; FILTER is kept in ``filter``.
 A tumour column with the generic name ``TUMOR``/``TUMOUR`` takes the ``##tumor_sample=`` value (vcf2maf /
-Mutect style) as ``sample_id``, or the file name (without ``.vcf[.gz]``) when the header names none. Depth = FORMAT ``DP`` (else the sum of ``AD``); VAF = FORMAT ``AF`` (or Mutect's ``FA``) if
+Mutect style) as ``sample_id``, or the file name (without ``.vcf[.gz]``) when the header names none.
+Depth = FORMAT ``DP`` (else the sum of ``AD``); VAF = FORMAT ``AF`` (or Mutect's ``FA``) if
 present, else alt ``AD`` / depth; Strelka's ``AU/CU/GU/TU`` and ``TAR/TIR`` counts are used when ``AD`` is
 absent. Symbolic ALT alleles (``<DEL>``, ``*``, ``.``) are not variants: they are counted, not written.
 Positions and alleles are written in MAF convention (:func:`~ingest.variants.annotation.maf_alleles`), and

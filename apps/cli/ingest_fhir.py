@@ -1,0 +1,115 @@
+"""``tumorboard ingest fhir`` and ``tumorboard ingest views``: FHIR R4 into the lake, flattened by views."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from apps.cli.common import console, err_console, fail, print_counts
+from ingest.fhir.pipeline import DEFAULT_VIEWS, IngestReport, ingest_fhir, reflatten_views
+from ingest.fhir.reader import FhirInputError
+from ingest.fhir.viewdef import ViewDefinitionError
+from ingest.lake import Lake, LakeError
+from ingest.schema import SchemaError
+
+LakeOption = Annotated[Path, typer.Option("--lake", help="The lake directory (created if missing).")]
+ViewsOption = Annotated[Path, typer.Option("--views", help="Folder of SQL-on-FHIR ViewDefinition JSON files.")]
+WorkersOption = Annotated[int, typer.Option("--workers", min=1, help="Processes that parse and flatten.")]
+EXIT_HELP = ("Exit status: 0 everything ingested, 2 some records rejected (see `tumorboard lake status`;"
+             " the rest is in the lake), 1 fatal error (nothing committed by the failing step).")
+
+
+def register(ingest_app: typer.Typer) -> None:
+    ingest_app.command("fhir", help=f"{inspect.cleandoc(fhir.__doc__)}\n\n{EXIT_HELP}")(fhir)
+    ingest_app.command("views", help=f"{inspect.cleandoc(views.__doc__)}\n\n{EXIT_HELP}")(views)
+
+
+def fhir(
+    paths: Annotated[list[Path], typer.Argument(
+        help="Bulk Data NDJSON files (.ndjson, .ndjson.gz), Bulk export folders, or JSON resources/Bundles.")],
+    lake: LakeOption,
+    workers: WorkersOption = 1,
+    validate: Annotated[bool, typer.Option(
+        "--validate", help="Also validate every resource against the fhir.resources R4B models (slow).")] = False,
+    views_dir: ViewsOption = DEFAULT_VIEWS,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Resources per batch.")] = 5000,
+) -> None:
+    """Ingest FHIR R4 resources into `fhir_resources` and flatten them into one `view_<name>` table per view.
+
+    Re-ingesting the same or an updated export is idempotent (newest meta.lastUpdated wins). Records that
+    cannot be ingested (bad JSON, not FHIR R4, a reference to nothing, ...) go to the `rejects` table.
+    """
+    try:
+        with _progress() as update:
+            report = ingest_fhir(Lake(lake), paths, views_dir=views_dir, workers=workers, validate=validate,
+                                 batch_size=batch_size, progress=update)
+    except (FhirInputError, ViewDefinitionError, LakeError, SchemaError) as exc:
+        raise fail(str(exc)) from None
+    _print_report(report)
+    if report.rejected:
+        raise typer.Exit(2)
+
+
+def views(lake: LakeOption, views_dir: ViewsOption = DEFAULT_VIEWS, workers: WorkersOption = 1) -> None:
+    """Recompute every `view_<name>` table from `fhir_resources`, without reading the export again.
+
+    Use it after adding or editing a ViewDefinition.
+    """
+    if not Lake(lake).has("fhir_resources"):
+        raise fail(f"lake {lake} has no fhir_resources table; run `tumorboard ingest fhir ... --lake {lake}`")
+    try:
+        with _progress() as update:
+            counts = reflatten_views(Lake(lake), views_dir, workers=workers, progress=update)
+    except (ViewDefinitionError, LakeError, SchemaError) as exc:
+        raise fail(str(exc)) from None
+    rejected = counts.pop("rejected")
+    print_counts({f"view_{name}": rows for name, rows in counts.items()} | {"rejected": rejected},
+                 title="View tables (rows)")
+    if rejected:
+        raise typer.Exit(2)
+
+
+@contextmanager
+def _progress() -> Iterator:
+    """A progress display with one bar per phase: ``update(phase, done, total)``."""
+    labels = {"read": "reading FHIR (MB)", "views": "flattening views (resources)"}
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
+                  TextColumn("{task.completed:,.0f}/{task.total:,.0f}"), TimeElapsedColumn(),
+                  console=err_console) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(phase: str, done: int, total: int) -> None:
+            scale = 1e6 if phase == "read" else 1
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(labels.get(phase, phase), total=total / scale)
+            bar.update(tasks[phase], completed=done / scale, total=total / scale)
+
+        yield update
+
+
+def _print_report(report: IngestReport) -> None:
+    table = Table(title="FHIR resources")
+    for name in ("type", "read", "written", "rejected"):
+        table.add_column(name, justify="left" if name == "type" else "right")
+    for rtype, counts in sorted(report.counts.items()):
+        table.add_row(rtype, f"{counts.read:,}", f"{counts.written:,}",
+                      f"[red]{counts.rejected:,}[/]" if counts.rejected else "0")
+    table.add_section()
+    table.add_row("total", f"{report.read:,}", f"{report.written:,}", f"{report.read - report.written:,}")
+    console.print(table)
+    print_counts({f"view_{name}": rows for name, rows in sorted(report.views.items())},
+                 title="View tables (rows)")
+    for path, why in report.skipped:
+        console.print(f"skipped {path}: {why}")
+    if report.view_rejects:
+        console.print(f"[red]{report.view_rejects} resource(s) could not be flattened by a view[/]")
+    if report.rejected:
+        console.print(f"{report.rejected:,} record(s) rejected: `tumorboard lake status --lake ...` lists the"
+                      " reasons; they are in the lake's `rejects` table")

@@ -1,0 +1,169 @@
+"""Benchmark ``tumorboard ingest fhir``: throughput and peak memory.
+
+Usage::
+
+    python benchmarks/ingest_fhir.py [BULK_EXPORT_DIR] [--resources 200000] [--work /tmp/tb-bench]
+
+Without a folder, a Bulk export of about ``--resources`` resources is synthesised by cloning the Synthea
+resources of ``../shared/data/fhir/synthea-bulk-10`` with new ids (references rewritten consistently).
+Prints, in resources per second:
+
+(a) orjson parsing alone (one core, collector off);
+(b) the full ingest with all shipped views, ``workers=1`` and ``workers=2`` (fresh lake each);
+(c) ``fhir.resources`` R4B validation alone, on a sample of 20,000 resources;
+
+and the peak RSS (ingest process plus its workers) for the input and for one ten times smaller.
+Rates per core divide by CPU seconds (process plus workers), so they hold on a busy machine too.
+Target: (b) per core within 3x of (a); peak RSS flat and under 1 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+SYNTHEA = REPO / ".." / "shared" / "data" / "fhir" / "synthea-bulk-10"
+_UUID = re.compile(rb"[0-9a-f]{8}(-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+
+
+def synthesise(out: Path, n_resources: int) -> int:
+    """Write ``out/<Type>.000.ndjson`` cloned from synthea-bulk-10 until ``n_resources``; returns the count."""
+    if not SYNTHEA.is_dir():
+        sys.exit(f"{SYNTHEA} is missing; pass a Bulk export folder instead")
+    sources = {p.name: p.read_bytes().splitlines() for p in sorted(SYNTHEA.glob("*.ndjson"))
+               if p.name != "log.ndjson"}
+    per_copy = sum(len(lines) for lines in sources.values())
+    copies = -(-n_resources // per_copy)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, lines in sources.items():
+        with (out / name).open("wb") as fh:
+            for k in range(copies):
+                prefix = b"%08x" % k
+                for line in lines:
+                    fh.write(_UUID.sub(lambda m, p=prefix: p + m.group(1), line) + b"\n")
+    return copies * per_copy
+
+
+def subset(src: Path, out: Path, fraction: float) -> int:
+    """The first ``fraction`` of every file of ``src`` (a smaller export with the same shape)."""
+    out.mkdir(parents=True, exist_ok=True)
+    total = 0
+    for path in sorted(src.glob("*.ndjson")):
+        lines = path.read_bytes().splitlines(keepends=True)
+        keep = lines[: max(1, int(len(lines) * fraction))]
+        (out / path.name).write_bytes(b"".join(keep))
+        total += len(keep)
+    return total
+
+
+def parse_only(folder: Path) -> tuple[int, float, float]:
+    """(a): resources parsed, wall and CPU seconds; orjson on every line, collector off."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    n, started, cpu = 0, time.perf_counter(), time.process_time()
+    for path in sorted(folder.glob("*.ndjson")):
+        with path.open("rb") as fh:
+            for line in fh:
+                orjson.loads(line)
+                n += 1
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    gc.enable()
+    return n, elapsed, cpu
+
+
+def validate_only(folder: Path, sample: int) -> tuple[int, float]:
+    """(c): resources validated with fhir.resources R4B models and seconds (sample spread over types)."""
+    from fhir.resources.R4B import get_fhir_model_class
+
+    files = sorted(folder.glob("*.ndjson"))
+    per_file = max(1, sample // len(files))
+    resources = []
+    for path in files:
+        with path.open("rb") as fh:
+            for i, line in enumerate(fh):
+                if i >= per_file:
+                    break
+                resources.append(orjson.loads(line))
+    models = {r["resourceType"]: get_fhir_model_class(r["resourceType"]) for r in resources}
+    started = time.perf_counter()
+    for res in resources:
+        models[res["resourceType"]].model_validate(res)
+    return len(resources), time.perf_counter() - started
+
+
+def ingest_in_child(folder: Path, lake: Path, workers: int) -> dict:
+    """(b): run the ingest in a fresh process; its report, wall time and peak RSS (itself + its workers)."""
+    shutil.rmtree(lake, ignore_errors=True)
+    out = subprocess.run([sys.executable, __file__, "--child", str(folder), str(lake), str(workers)],
+                         check=True, capture_output=True, text=True, cwd=REPO)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _child(folder: Path, lake_path: Path, workers: int) -> None:
+    sys.path.insert(0, str(REPO))
+    from ingest.fhir.pipeline import ingest_fhir
+    from ingest.lake import Lake
+
+    started = time.perf_counter()
+    report = ingest_fhir(Lake(lake_path), [folder], workers=workers)
+    elapsed = time.perf_counter() - started
+    own, workers_usage = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_kb = max(own.ru_maxrss, workers_usage.ru_maxrss)
+    cpu = own.ru_utime + own.ru_stime + workers_usage.ru_utime + workers_usage.ru_stime
+    print(json.dumps({"read": report.read, "written": report.written, "rejected": report.rejected,
+                      "seconds": elapsed, "cpu_seconds": cpu, "peak_mb": peak_kb / 1024}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", nargs="?", type=Path, help="a Bulk export folder (default: synthesise one)")
+    parser.add_argument("--resources", type=int, default=200_000, help="size of the synthesised export")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/tumorboard-bench-fhir"))
+    parser.add_argument("--validate-sample", type=int, default=20_000)
+    args = parser.parse_args()
+    work = args.work
+    folder = args.folder
+    if folder is None:
+        folder = work / "export"
+        shutil.rmtree(folder, ignore_errors=True)
+        print(f"synthesising {synthesise(folder, args.resources):,} resources in {folder}")
+    small = work / "export-tenth"
+    shutil.rmtree(small, ignore_errors=True)
+    subset(folder, small, 0.1)
+
+    n, seconds, cpu = parse_only(folder)
+    parse_rate = n / cpu
+    print(f"(a) orjson parse only:        {n:>9,} resources  {seconds:7.2f} s  {n / seconds:>9,.0f} /s"
+          f"  (CPU {cpu:.2f} s: {parse_rate:,.0f} /s per core)")
+    runs = {}
+    for workers in (1, 2):
+        run = runs[workers] = ingest_in_child(folder, work / "lake", workers)
+        per_core = run["read"] / run["cpu_seconds"]
+        print(f"(b) full ingest, workers={workers}:  {run['read']:>9,} resources  {run['seconds']:7.2f} s"
+              f"  {run['read'] / run['seconds']:>9,.0f} /s  (CPU {run['cpu_seconds']:.1f} s: {per_core:,.0f} /s"
+              f" per core, {parse_rate / per_core:.1f}x the parse cost)  peak RSS {run['peak_mb']:,.0f} MB")
+    n, seconds = validate_only(folder, args.validate_sample)
+    print(f"(c) R4B validation only:      {n:>9,} resources  {seconds:7.2f} s  {n / seconds:>9,.0f} /s")
+    tenth = ingest_in_child(small, work / "lake", 1)
+    print(f"peak RSS, workers=1: {tenth['peak_mb']:,.0f} MB for {tenth['read']:,} resources,"
+          f" {runs[1]['peak_mb']:,.0f} MB for {runs[1]['read']:,}")
+    shutil.rmtree(work / "lake", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        _child(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
+    else:
+        main()

@@ -1,0 +1,589 @@
+"""The FHIR ingest run: files -> checked resources -> ``fhir_resources`` -> ``view_<name>`` tables.
+
+Two passes, each streamed in bounded batches and spread over ``workers`` processes (the parent does every
+lake write):
+
+1. **Resources.** Workers read the input files (:mod:`ingest.fhir.reader`) in batches of ``batch_size``
+   resources (optionally validating them with ``fhir.resources`` R4B models) and return Arrow batches of
+   ``fhir_resources`` rows plus rejects. The parent merges them into ``fhir_resources`` on
+   ``(resource_type, id)``, newest ``meta.lastUpdated`` winning (an equal or missing lastUpdated: the incoming
+   row wins), in commits of up to :data:`COMMIT_ROWS` rows, so re-ingesting the same or an updated export adds
+   no duplicates.
+2. **Views.** Every view table is recomputed from ``fhir_resources`` (:func:`reflatten_views`): workers parse
+   the stored JSON and flatten it with the compiled ViewDefinitions; the parent stages the rows as Parquet
+   under ``LAKE/_staging/<run_id>`` and replaces each ``view_<name>`` table in one overwrite commit. Recomputing
+   (rather than patching view rows per resource) keeps every view an exact function of ``fhir_resources``:
+   no stale rows of superseded resource versions, views without a key work, and views added later can be run
+   over an existing lake (``tumorboard ingest views``). A crash leaves each view at its previous version.
+
+Counts reconcile per resource type: ``read = written + rejected``; "written" counts accepted resources (a
+resource id seen twice is one row of ``fhir_resources``). Records without a usable resourceType (bad JSON,
+truncated gzip, a Bundle entry without a resource) are counted under :data:`ingest.fhir.reader.INVALID`.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing as mp
+import queue
+import shutil
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ingest.fhir.reader import RAW_LIMIT, Item, Reader, Task, discover
+from ingest.lake import Lake
+from ingest.link import build_crosswalk
+from ingest.schema import SCHEMAS, TIMESTAMP, register, utc_timestamps
+
+DEFAULT_VIEWS = Path(__file__).resolve().parents[2] / "configs" / "views"
+COMMIT_ROWS = 20_000  # fhir_resources rows per Delta commit (and Parquet row group: bounds reads)
+COMMIT_BYTES = 64 << 20  # ... or this much JSON, whichever comes first
+VALIDATION_MESSAGE_LIMIT = 500
+_PATIENT_ELEMENTS = ("subject", "patient", "beneficiary", "individual")
+_ITERATOR_KEYS = ("forEach", "forEachOrNull", "repeat", "unionAll")
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total): phase "read" counts bytes, "views" rows
+
+
+@dataclass
+class TypeCounts:
+    """Records of one resource type: ``read = written + rejected``."""
+
+    read: int = 0
+    written: int = 0
+    rejected: int = 0
+
+
+@dataclass
+class IngestReport:
+    """What an ingest run did; ``counts`` is per resource type, ``views`` rows per view table."""
+
+    run_id: str
+    counts: dict[str, TypeCounts] = field(default_factory=dict)
+    views: dict[str, int] = field(default_factory=dict)
+    view_rejects: int = 0
+    sources: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def read(self) -> int:
+        return sum(c.read for c in self.counts.values())
+
+    @property
+    def written(self) -> int:
+        return sum(c.written for c in self.counts.values())
+
+    @property
+    def rejected(self) -> int:
+        return sum(c.rejected for c in self.counts.values()) + self.view_rejects
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-able summary (what the manifest row records)."""
+        return {"read": self.read, "written": self.written, "rejected": self.rejected,
+                "by_type": {t: [c.read, c.written, c.rejected] for t, c in sorted(self.counts.items())},
+                "views": dict(sorted(self.views.items())), "view_rejects": self.view_rejects,
+                "skipped": [f"{p} ({why})" for p, why in self.skipped]}
+
+
+@dataclass
+class _Chunk:
+    """One batch of worker output."""
+
+    resources: pa.Table | None = None
+    views: dict[str, pa.Table] = field(default_factory=dict)
+    rejects: list[dict] = field(default_factory=list)
+    counts: dict[str, list[int]] = field(default_factory=dict)  # type -> [read, written, rejected]
+    done: int = 0  # progress units completed by this chunk
+
+
+# -- public API --------------------------------------------------------------------------------------------
+def ingest_fhir(lake: Lake, paths: list[Path], *, views_dir: Path | None = None, workers: int = 1,
+                validate: bool = False, batch_size: int = 5000, progress: Progress | None = None) -> IngestReport:
+    """Ingest FHIR files and folders into ``lake``, then recompute the view tables.
+
+    Args:
+        lake: the target lake.
+        paths: NDJSON / JSON files and folders (see :mod:`ingest.fhir.reader`).
+        views_dir: folder of ViewDefinition JSON files; default the shipped ``configs/views``.
+        workers: processes that parse and flatten (1: all in this process).
+        validate: also validate every resource against the ``fhir.resources`` R4B models (about 10x slower).
+        batch_size: resources per worker batch (bounds memory).
+        progress: optional ``progress(phase, done, total)`` callback.
+
+    Returns:
+        The :class:`IngestReport`; rejects are in the lake's ``rejects`` table (modality ``fhir``).
+
+    Raises:
+        ingest.fhir.reader.FhirInputError: a path does not exist.
+        ingest.fhir.viewdef.ViewDefinitionError: a view is invalid (checked before anything is read).
+    """
+    from ingest.fhir.viewdef import load_views
+
+    started = datetime.now(UTC)
+    views_dir = Path(views_dir) if views_dir is not None else DEFAULT_VIEWS
+    load_views(views_dir)  # fail before reading anything
+    found = discover(paths)
+    report = IngestReport(lake.run_id, sources=found.sources, skipped=found.skipped)
+    with _Pool(workers) as pool:
+        _read_pass(lake, pool, found.tasks, report, batch_size=batch_size, validate=validate, progress=progress)
+        views, report.view_rejects = _reflatten(lake, views_dir, pool, batch_size=batch_size,
+                                                progress=progress)
+    report.views = views
+    build_crosswalk(lake)  # Patient ids and identifiers -> patient_key, for the non-FHIR modalities
+    lake.record_run("ingest fhir", report.sources, report.as_dict(), started_at=started,
+                    status="partial" if report.rejected else "ok")
+    return report
+
+
+def reflatten_views(lake: Lake, views_dir: Path | None = None, *, workers: int = 1, batch_size: int = 5000,
+                    progress: Progress | None = None) -> dict[str, int]:
+    """Recompute every ``view_<name>`` table from ``fhir_resources`` (no input files are read).
+
+    Returns:
+        Rows written per view table; ``"rejected"`` counts resources a view could not flatten (those are in
+        ``rejects``, located by ``Type/id``).
+    """
+    started = datetime.now(UTC)
+    views_dir = Path(views_dir) if views_dir is not None else DEFAULT_VIEWS
+    with _Pool(workers) as pool:
+        views, rejected = _reflatten(lake, views_dir, pool, batch_size=batch_size, progress=progress)
+    counts = {**views, "rejected": rejected}
+    lake.record_run("ingest views", [views_dir], counts, started_at=started,
+                    status="partial" if rejected else "ok")
+    return counts
+
+
+def view_table_schema(view) -> pa.Schema:
+    """The lake schema of a view: its Arrow schema with date/dateTime/instant columns as UTC timestamps."""
+    temporal = set(view.temporal_columns)
+    return pa.schema([pa.field(f.name, TIMESTAMP) if f.name in temporal else f for f in view.arrow_schema],
+                     metadata=view.arrow_schema.metadata)
+
+
+# -- pass 1: resources -------------------------------------------------------------------------------------
+def _read_pass(lake: Lake, pool: _Pool, tasks: list[Task], report: IngestReport, *, batch_size: int,
+               validate: bool, progress: Progress | None) -> None:
+    """Read every task; commit ``fhir_resources`` every :data:`COMMIT_ROWS` rows; count into ``report``."""
+    total = sum(t.size for t in tasks)
+    done = 0
+    pending: list[pa.Table] = []
+    pending_bytes = 0
+    work = partial(_read_task, batch_size=batch_size, validate=validate)
+    for chunk in pool.map(work, tasks):
+        for rtype, (n_read, n_written, n_rejected) in chunk.counts.items():
+            counts = report.counts.setdefault(rtype, TypeCounts())
+            counts.read += n_read
+            counts.written += n_written
+            counts.rejected += n_rejected
+        if chunk.rejects:
+            lake.add_rejects(chunk.rejects, modality="fhir")
+        if chunk.resources is not None and chunk.resources.num_rows:
+            pending.append(chunk.resources)
+            pending_bytes += chunk.resources.nbytes
+            if sum(t.num_rows for t in pending) >= COMMIT_ROWS or pending_bytes >= COMMIT_BYTES:
+                _commit_resources(lake, pending)
+                pending, pending_bytes = [], 0
+        done += chunk.done
+        if progress:
+            progress("read", done, total)
+    _commit_resources(lake, pending)
+
+
+def _read_task(task: Task, *, batch_size: int, validate: bool) -> Iterator[_Chunk]:
+    """Worker: read one task in batches of ``batch_size`` resources."""
+    reader = Reader(task)
+    source = str(task.path)
+    accepted: list[dict] = []
+    chunk = _Chunk()
+    reported = 0
+    for item in reader:
+        counts = chunk.counts.setdefault(item.resource_type, [0, 0, 0])
+        counts[0] += 1
+        reason = item.reason
+        if reason is None and validate:
+            reason = _validation_error(item.resource)
+            if reason is not None:
+                item.raw = orjson.dumps(item.resource)[:RAW_LIMIT]
+        if reason is None:
+            accepted.append(item.resource)
+            counts[1] += 1
+        else:
+            counts[2] += 1
+            chunk.rejects.append(_reject_row(source, item, reason))
+        if len(accepted) >= batch_size:
+            chunk.resources = _resources_table(accepted, source)
+            chunk.done, reported = reader.done_bytes - reported, reader.done_bytes
+            yield chunk
+            accepted, chunk = [], _Chunk()
+    chunk.resources = _resources_table(accepted, source) if accepted else None
+    chunk.done = task.size - reported
+    yield chunk
+
+
+def _reject_row(source: str, item: Item, reason: str) -> dict:
+    raw = item.raw.decode("utf-8", "replace") if item.raw is not None else None
+    return {"source": source, "location": item.location or None, "reason": reason, "raw": raw}
+
+
+def _resources_table(resources: list[dict], source: str) -> pa.Table:
+    """``fhir_resources`` rows for checked resources (shape: one row per resource)."""
+    types, ids, keys, versions, updated, texts = [], [], [], [], [], []
+    for res in resources:
+        types.append(res["resourceType"])
+        ids.append(res["id"])
+        keys.append(patient_key(res))
+        meta = res.get("meta") or {}
+        versions.append(meta.get("versionId"))
+        updated.append(meta.get("lastUpdated"))
+        texts.append(orjson.dumps(res))
+    n = len(resources)
+    return pa.table({
+        "resource_type": pa.array(types, pa.string()),
+        "id": pa.array(ids, pa.string()),
+        "patient_key": pa.array(keys, pa.string()),
+        "version_id": pa.array(versions, pa.string()),
+        "last_updated": utc_timestamps(pa.array(updated, pa.string())),
+        "source": pa.array([source] * n, pa.string()),
+        "json": pa.array(texts, pa.binary()).view(pa.string()),  # orjson output is UTF-8
+    }, schema=SCHEMAS["fhir_resources"])
+
+
+def patient_key(resource: dict) -> str | None:
+    """The Patient id a resource belongs to: its own id for a Patient, else the id in its
+    subject/patient/beneficiary/individual reference when that points to a Patient."""
+    if resource.get("resourceType") == "Patient":
+        return resource.get("id")
+    for element in _PATIENT_ELEMENTS:
+        ref = resource.get(element)
+        if isinstance(ref, dict):
+            target = ref.get("reference")
+            if isinstance(target, str) and (target.startswith("Patient/") or "/Patient/" in target):
+                return target.rsplit("Patient/", 1)[1].split("/", 1)[0] or None
+            return None
+    return None
+
+
+_MODELS: dict[str, object] = {}
+
+
+def _validation_error(resource: dict) -> str | None:
+    """Pydantic's message (locations and messages, no input values) when the R4B model rejects ``resource``."""
+    from fhir.resources.R4B import get_fhir_model_class
+    from pydantic import ValidationError
+
+    rtype = resource["resourceType"]
+    model = _MODELS.get(rtype)
+    if model is None:
+        try:
+            model = _MODELS[rtype] = get_fhir_model_class(rtype)
+        except (KeyError, ValueError, ImportError, AttributeError):
+            return None  # R4-only types without an R4B model (e.g. MedicinalProduct) are not validated
+    try:
+        model.model_validate(resource)
+    except ValidationError as exc:
+        parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                 for e in exc.errors(include_url=False, include_input=False, include_context=False)]
+        message = f"not a valid FHIR R4 {rtype} ({len(parts)} error(s)): " + "; ".join(parts)
+        return message[:VALIDATION_MESSAGE_LIMIT]
+    except (ValueError, TypeError) as exc:
+        return f"not a valid FHIR R4 {rtype}: {type(exc).__name__}: {str(exc)[:200]}"
+    return None
+
+
+def _commit_resources(lake: Lake, tables: list[pa.Table]) -> None:
+    """Upsert rows into ``fhir_resources``, newest lastUpdated winning.
+
+    A Delta merge scans and joins the whole target table, so only rows whose key is already in the lake are
+    merged; rows with new keys (all of them on a first ingest) are appended, when they are unique.
+    """
+    if not tables:
+        return
+    table = pa.concat_tables(tables)
+    if not lake.has("fhir_resources"):
+        lake.write("fhir_resources", table, mode="merge", newest_by="last_updated")
+        return
+    keys = _keys(table)
+    known = pc.is_in(keys, value_set=_keys_in_lake(lake, keys))
+    new, old = table.filter(pc.invert(known)), table.filter(known)
+    if new.num_rows:
+        unique = pc.count_distinct(_keys(new)).as_py() == new.num_rows
+        lake.write("fhir_resources", new, mode="append" if unique else "merge", newest_by="last_updated")
+    if old.num_rows:
+        lake.write("fhir_resources", old, mode="merge", newest_by="last_updated")
+
+
+def _keys(table: pa.Table | pa.RecordBatch) -> pa.Array:
+    """``Type/id`` per row."""
+    keys = pc.binary_join_element_wise(table.column("resource_type").cast(pa.string()),
+                                       table.column("id").cast(pa.string()), "/")
+    return keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+
+
+def _keys_in_lake(lake: Lake, keys: pa.Array) -> pa.Array:
+    """Those of ``keys`` that ``fhir_resources`` holds (reads the two key columns, batch by batch)."""
+    found = [pa.array([], pa.string())]
+    for batch in lake.dataset("fhir_resources").to_batches(columns=["resource_type", "id"],
+                                                           batch_readahead=1, fragment_readahead=1):
+        stored = _keys(batch)
+        found.append(stored.filter(pc.is_in(stored, value_set=keys)))
+    return pa.concat_arrays(found)
+
+
+# -- pass 2: views -----------------------------------------------------------------------------------------
+def _reflatten(lake: Lake, views_dir: Path, pool: _Pool, *, batch_size: int,
+               progress: Progress | None) -> tuple[dict[str, int], int]:
+    from ingest.fhir.viewdef import load_views
+
+    views = load_views(views_dir)
+    schemas = {}
+    for view in views:
+        schemas[view.name] = register(f"view_{view.name}", view_table_schema(view), keys=_view_keys(view))
+    types = sorted({v.resource for v in views})
+    staging = lake.path / "_staging" / lake.run_id
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    writers = {name: pq.ParquetWriter(staging / f"{name}.parquet", schema) for name, schema in schemas.items()}
+    rows = dict.fromkeys(schemas, 0)
+    rejected = 0
+    try:
+        fragments: list = []
+        total = 0
+        schema = None
+        if lake.has("fhir_resources") and types:
+            dataset = lake.dataset("fhir_resources")
+            total = dataset.count_rows()
+            fragments, schema = list(dataset.get_fragments()), dataset.schema
+        done = 0
+        signature = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(views_dir.glob("*.json")))
+        work = partial(_flatten_fragment, schema=schema, batch_size=batch_size, views_dir=str(views_dir),
+                       signature=signature)
+        for chunk in pool.map(work, fragments):  # workers read the Parquet files themselves
+            for name, table in chunk.views.items():
+                if table.num_rows:
+                    writers[name].write_table(table.cast(schemas[name]))
+                    rows[name] += table.num_rows
+            if chunk.rejects:
+                lake.add_rejects(chunk.rejects, modality="fhir")
+                rejected += len(chunk.rejects)
+            done += chunk.done
+            if progress:
+                progress("views", done, total)
+        for writer in writers.values():
+            writer.close()
+        for name, schema in schemas.items():
+            staged = pq.ParquetFile(staging / f"{name}.parquet")
+            reader = pa.RecordBatchReader.from_batches(schema, staged.iter_batches(batch_size=65_536))
+            lake.write(f"view_{name}", reader, mode="overwrite")
+    finally:
+        for writer in writers.values():
+            writer.close()
+        shutil.rmtree(staging, ignore_errors=True)
+        if staging.parent.is_dir() and not any(staging.parent.iterdir()):
+            staging.parent.rmdir()
+    return rows, rejected
+
+
+def _view_keys(view) -> tuple[str, ...]:
+    """``("id",)`` when the view has an ``id`` column and gives at most one row per resource."""
+    names = [name for name, _ in view.columns]
+    return ("id",) if "id" in names and not _has_iterator(view.definition.get("select")) else ()
+
+
+def _has_iterator(node: object) -> bool:
+    if isinstance(node, dict):
+        return any(k in node for k in _ITERATOR_KEYS) or any(_has_iterator(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_iterator(v) for v in node)
+    return False
+
+
+_VIEWS: dict[tuple, dict[str, list]] = {}  # compiled views per (folder, its files' names/mtimes/sizes)
+
+
+def _flatten_fragment(fragment, *, schema: pa.Schema, batch_size: int, views_dir: str,
+                      signature: tuple) -> Iterator[_Chunk]:
+    """Worker: flatten one Parquet file of ``fhir_resources``, ``batch_size`` rows at a time."""
+    for batch in fragment.to_batches(schema=schema, columns=["resource_type", "id", "json"],
+                                     batch_size=batch_size, batch_readahead=0, fragment_readahead=0):
+        yield _flatten_batch(batch, views_dir=views_dir, signature=signature)
+
+
+def _flatten_batch(batch: pa.RecordBatch, *, views_dir: str, signature: tuple) -> _Chunk:
+    """Flatten one batch of ``fhir_resources`` rows with every view of its resource types.
+
+    Rows of types no view reads are dropped after reading (files written by a Delta merge carry string_view
+    statistics that pyarrow's filter pushdown cannot compare with string literals).
+    """
+    from ingest.fhir.viewdef import ViewEvaluationError, load_views
+
+    by_type = _VIEWS.get((views_dir, signature))
+    if by_type is None:
+        by_type = {}
+        for view in load_views(Path(views_dir)):
+            by_type.setdefault(view.resource, []).append(view)
+        _VIEWS[(views_dir, signature)] = by_type
+    out: dict[str, list[tuple]] = {}
+    chunk = _Chunk(done=batch.num_rows)
+    batch = batch.filter(pc.is_in(batch.column("resource_type").cast(pa.string()),
+                                  value_set=pa.array(sorted(by_type), pa.string())))
+    types = batch.column("resource_type").to_pylist()
+    ids = batch.column("id").to_pylist()
+    for rtype, rid, text in zip(types, ids, batch.column("json").to_pylist()):
+        views = by_type.get(rtype)
+        if not views:
+            continue
+        resource = orjson.loads(text)
+        for view in views:
+            try:
+                rows = view.rows(resource)
+            except ViewEvaluationError as exc:
+                chunk.rejects.append({"source": "fhir_resources", "location": f"{rtype}/{rid}",
+                                      "reason": f"cannot flatten: {exc}", "raw": text[:RAW_LIMIT]})
+                continue
+            if rows:
+                out.setdefault(view.name, []).extend(rows)
+    for views in by_type.values():
+        for view in views:
+            if view.name in out:
+                chunk.views[view.name] = view.with_timestamps(view.table_from_rows(out[view.name]))
+    return chunk
+
+
+# -- parallel map with bounded queues ----------------------------------------------------------------------
+Work = Callable[[object], Iterator[_Chunk]]
+
+
+class _Pool:
+    """``workers`` spawned processes that apply generator functions to tasks (``workers <= 1``: this process).
+
+    Queues are bounded, so memory does not grow with the input; the same processes serve both passes.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._procs: list = []
+
+    def __enter__(self) -> _Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def map(self, fn: Work, tasks: Iterable[object]) -> Iterator[_Chunk]:
+        """Yield the chunks of ``fn(task)`` for every task, as they come (in any order across tasks)."""
+        if self.workers <= 1:
+            yield from _inline(fn, tasks)
+            return
+        if not self._procs:
+            self._start()
+        stop, fed = threading.Event(), threading.Event()
+        submitted = [0]
+
+        def feed() -> None:
+            for task in tasks:
+                while not stop.is_set():
+                    try:
+                        self._task_q.put((fn, task), timeout=0.5)
+                        submitted[0] += 1
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            fed.set()
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        finished = 0
+        try:
+            while not (fed.is_set() and finished == submitted[0]):
+                try:
+                    kind, payload = self._result_q.get(timeout=0.2)
+                except queue.Empty:
+                    if any(p.exitcode is not None for p in self._procs):
+                        raise RuntimeError("a FHIR worker process died (out of memory?); rerun with fewer"
+                                           " --workers or a smaller --batch-size") from None
+                    continue
+                if kind == "error":
+                    raise RuntimeError(f"a FHIR worker failed:\n{payload}")
+                if kind == "task done":
+                    finished += 1
+                else:
+                    yield payload
+        except BaseException:
+            stop.set()
+            self.close()
+            raise
+        finally:
+            feeder.join(timeout=5)
+
+    def _start(self) -> None:
+        ctx = mp.get_context("spawn")  # not fork: the parent runs Delta Lake's threads
+        self._task_q = ctx.Queue(maxsize=2 * self.workers)
+        self._result_q = ctx.Queue(maxsize=4 * self.workers)
+        self._procs = [ctx.Process(target=_worker, args=(self._task_q, self._result_q), daemon=True)
+                       for _ in range(self.workers)]
+        for proc in self._procs:
+            proc.start()
+
+    def close(self) -> None:
+        """Stop the worker processes (idle ones exit cleanly, busy ones are terminated)."""
+        for proc in self._procs:
+            if proc.is_alive():
+                try:
+                    self._task_q.put(None, timeout=1)
+                except queue.Full:
+                    pass
+        for proc in self._procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=5)
+        self._procs = []
+
+
+def _inline(fn: Work, tasks: Iterable[object]) -> Iterator[_Chunk]:
+    for task in tasks:
+        chunks = fn(task)
+        while True:
+            with _gc_paused():  # only while parsing: the parent's lake writes run with the collector on
+                chunk = next(chunks, None)
+            if chunk is None:
+                break
+            yield chunk
+
+
+def _worker(task_q, result_q) -> None:
+    gc.freeze()  # the imported modules: never scanned again
+    gc.disable()  # a worker only parses and flattens, which makes no reference cycles
+    try:
+        for fn, task in iter(task_q.get, None):
+            for chunk in fn(task):
+                result_q.put(("chunk", chunk))
+            result_q.put(("task done", None))
+    except BaseException:  # report to the parent, which raises
+        result_q.put(("error", traceback.format_exc(limit=5)))
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic collector (parsed JSON makes no cycles; collecting while millions of parsed objects
+    are alive costs more than the parsing)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

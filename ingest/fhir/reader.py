@@ -1,0 +1,509 @@
+"""Find FHIR input files and stream them as checked FHIR R4 resources or rejects.
+
+Inputs (:func:`discover`):
+
+* Bulk Data NDJSON: ``*.ndjson``, ``*.ndjson.gz``, ``*.jsonl``; one resource (or Bundle) per line. A Bulk
+  export folder is read file by file; its ``log.ndjson`` (export events, not resources) is skipped, and so is a
+  Bulk manifest (``{"transactionTime", "request", "output"}``) found in a folder. A manifest named on the command
+  line is followed: its ``output`` files are read from the manifest's folder (one without ``output`` is skipped).
+* JSON: ``*.json`` / ``*.json.gz`` holding one resource or a Bundle (any type: transaction, batch, collection,
+  searchset, ...; nested Bundles are unpacked). The Bundle wrapper itself is not stored, its entries are.
+  A JSON file is parsed whole (Bundles are usually one patient or one page); stream big data as NDJSON.
+
+References: inside a Bundle, every ``reference`` equal to an entry's ``urn:uuid:``/``urn:oid:`` fullUrl is
+rewritten to ``Type/id``, anywhere in the resource, so a Bundle and a Bulk export of the same data give the same
+rows. A ``urn:`` reference that matches no entry of its Bundle rejects the resource ("a reference to nothing").
+An entry without ``id`` whose fullUrl is ``urn:uuid:X`` gets id ``X`` (the usual transaction-Bundle form). A
+resource read on its own (an NDJSON line, a single-resource file) has no Bundle to resolve against: its ``urn:``
+references are kept as they are.
+
+Checks (:func:`check_resource`), cheap enough for every resource; ``--validate`` adds full model validation:
+
+* ``resourceType`` present and one of the 146 FHIR R4 (4.0.1) resource types (:data:`R4_RESOURCE_TYPES`);
+* not recognisably another FHIR version (:data:`VERSION_MARKERS`, profile/fhirVersion strings, other-version
+  resource type names): tumorboard targets FHIR R4, such resources are rejected with the version they look like;
+* ``id`` present, a string, and FHIR id syntax (``[A-Za-z0-9-.]{1,64}``);
+* the JSON kind (object, array, string, bool) of ``meta`` and of the elements the shipped views read
+  (:data:`ELEMENT_KINDS`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import mmap
+import re
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+INVALID = "(invalid)"  # the resource type reported for records that are not (or not yet) a resource
+RAW_LIMIT = 10_000
+NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
+JSON_SUFFIXES = (".json", ".json.gz")
+BULK_LOG = "log.ndjson"
+
+R4_RESOURCE_TYPES = frozenset("""
+Account ActivityDefinition AdverseEvent AllergyIntolerance Appointment AppointmentResponse AuditEvent Basic
+Binary BiologicallyDerivedProduct BodyStructure Bundle CapabilityStatement CarePlan CareTeam CatalogEntry ChargeItem
+ChargeItemDefinition Claim ClaimResponse ClinicalImpression CodeSystem Communication CommunicationRequest
+CompartmentDefinition Composition ConceptMap Condition Consent Contract Coverage CoverageEligibilityRequest
+CoverageEligibilityResponse DetectedIssue Device DeviceDefinition DeviceMetric DeviceRequest DeviceUseStatement
+DiagnosticReport DocumentManifest DocumentReference EffectEvidenceSynthesis Encounter Endpoint EnrollmentRequest
+EnrollmentResponse EpisodeOfCare EventDefinition Evidence EvidenceVariable ExampleScenario ExplanationOfBenefit
+FamilyMemberHistory Flag Goal GraphDefinition Group GuidanceResponse HealthcareService ImagingStudy Immunization
+ImmunizationEvaluation ImmunizationRecommendation ImplementationGuide InsurancePlan Invoice Library Linkage List
+Location Measure MeasureReport Media Medication MedicationAdministration MedicationDispense MedicationKnowledge
+MedicationRequest MedicationStatement MedicinalProduct MedicinalProductAuthorization
+MedicinalProductContraindication MedicinalProductIndication MedicinalProductIngredient
+MedicinalProductInteraction MedicinalProductManufactured MedicinalProductPackaged MedicinalProductPharmaceutical
+MedicinalProductUndesirableEffect MessageDefinition MessageHeader MolecularSequence NamingSystem NutritionOrder
+Observation ObservationDefinition OperationDefinition OperationOutcome Organization OrganizationAffiliation
+Parameters Patient PaymentNotice PaymentReconciliation Person PlanDefinition Practitioner PractitionerRole
+Procedure Provenance Questionnaire QuestionnaireResponse RelatedPerson RequestGroup ResearchDefinition
+ResearchElementDefinition ResearchStudy ResearchSubject RiskAssessment RiskEvidenceSynthesis Schedule
+SearchParameter ServiceRequest Slot Specimen SpecimenDefinition StructureDefinition StructureMap Subscription
+Substance SubstanceNucleicAcid SubstancePolymer SubstanceProtein SubstanceReferenceInformation
+SubstanceSourceMaterial SubstanceSpecification SupplyDelivery SupplyRequest Task TerminologyCapabilities
+TestReport TestScript ValueSet VerificationResult VisionPrescription
+""".split())
+
+# Resource type names that exist only in other FHIR versions: the version they point to.
+OTHER_VERSION_TYPES: dict[str, str] = {
+    **dict.fromkeys("""ActorDefinition ArtifactAssessment BiologicallyDerivedProductDispense ConditionDefinition
+        DeviceDispense DeviceUsage EncounterHistory FormularyItem GenomicStudy ImagingSelection InventoryItem
+        InventoryReport NutritionIntake Permission Requirements TestPlan Transport""".split(), "R5"),
+    **dict.fromkeys("""AdministrableProductDefinition Citation ClinicalUseDefinition EvidenceReport Ingredient
+        ManufacturedItemDefinition MedicinalProductDefinition NutritionProduct PackagedProductDefinition
+        RegulatedAuthorization SubscriptionStatus SubscriptionTopic""".split(), "R4B/R5"),
+    **dict.fromkeys("""BodySite DataElement EligibilityRequest EligibilityResponse ExpansionProfile ImagingManifest
+        ProcedureRequest ProcessRequest ProcessResponse ReferralRequest Sequence ServiceDefinition""".split(),
+                    "STU3"),
+    **dict.fromkeys("MedicationOrder DiagnosticOrder DeviceUseRequest Order OrderResponse".split(), "DSTU2"),
+}
+
+
+def _has(element: str) -> Callable[[dict], bool]:
+    return lambda r: element in r
+
+
+def _is(element: str, kind: type) -> Callable[[dict], bool]:
+    return lambda r: isinstance(r.get(element), kind)
+
+
+# (resource type, test, FHIR version the data looks like, what the data shows): elements whose presence or JSON
+# kind differs between R4 and the versions before or after it. Small on purpose: it catches the common cases.
+VERSION_MARKERS: list[tuple[str, Callable[[dict], bool], str, str]] = [
+    ("Encounter", _is("class", list), "R5", "Encounter.class is a list"),
+    ("Encounter", _has("actualPeriod"), "R5", "Encounter.actualPeriod is present"),
+    ("MedicationRequest", _has("medication"), "R5", "MedicationRequest.medication (CodeableReference)"),
+    ("MedicationAdministration", _has("medication"), "R5",
+     "MedicationAdministration.medication (CodeableReference)"),
+    ("MedicationStatement", _has("medication"), "R5", "MedicationStatement.medication (CodeableReference)"),
+    ("MedicationDispense", _has("medication"), "R5", "MedicationDispense.medication (CodeableReference)"),
+    ("Observation", _has("triggeredBy"), "R5", "Observation.triggeredBy is present"),
+    ("Condition", _has("participant"), "R5", "Condition.participant is present"),
+    ("Condition", _has("patient"), "DSTU2", "Condition.patient (R4 has Condition.subject)"),
+    ("Condition", _is("clinicalStatus", str), "STU3", "Condition.clinicalStatus is a code, not a CodeableConcept"),
+    ("Condition", _is("verificationStatus", str), "STU3",
+     "Condition.verificationStatus is a code, not a CodeableConcept"),
+    ("Condition", _has("assertedDate"), "STU3", "Condition.assertedDate is present"),
+    ("AllergyIntolerance", _is("clinicalStatus", str), "STU3",
+     "AllergyIntolerance.clinicalStatus is a code, not a CodeableConcept"),
+    ("Observation", _has("context"), "STU3", "Observation.context (R4 has Observation.encounter)"),
+    ("Condition", _has("context"), "STU3", "Condition.context (R4 has Condition.encounter)"),
+    ("Procedure", _has("context"), "STU3", "Procedure.context (R4 has Procedure.encounter)"),
+    ("MedicationRequest", _has("context"), "STU3", "MedicationRequest.context (R4 has .encounter)"),
+    ("DiagnosticReport", _has("context"), "STU3", "DiagnosticReport.context (R4 has .encounter)"),
+    ("MedicationStatement", _has("taken"), "STU3", "MedicationStatement.taken is present"),
+    ("Procedure", _has("notPerformed"), "STU3", "Procedure.notPerformed is present"),
+]
+_MARKERS_BY_TYPE: dict[str, list[tuple[Callable[[dict], bool], str, str]]] = {}
+for _type, _test, _version, _what in VERSION_MARKERS:
+    _MARKERS_BY_TYPE.setdefault(_type, []).append((_test, _version, _what))
+
+# FHIR versions named in meta.profile: a version path (``hl7.org/fhir/R5/...``) or a versioned core profile
+# (``http://hl7.org/fhir/StructureDefinition/Patient|5.0.0``; an IG profile's ``|x.y`` is the IG's own version).
+_PROFILE_VERSION = re.compile(
+    r"^http://hl7\.org/fhir/StructureDefinition/[A-Za-z]+\|(\d+)\.|hl7\.org/fhir/(R5|R6|STU3|DSTU2|5\.0|3\.0|1\.0)/")
+_MAJOR_VERSION = {"0": "DSTU1", "1": "DSTU2", "3": "STU3", "5": "R5", "6": "R6"}
+_NAMED_VERSION = {"R5": "R5", "R6": "R6", "STU3": "STU3", "DSTU2": "DSTU2", "5.0": "R5", "3.0": "STU3",
+                  "1.0": "DSTU2"}
+
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_KIND_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "true/false"}
+
+# JSON kind of the elements the shipped views read, checked when present (full checking is --validate).
+ELEMENT_KINDS: dict[str, dict[str, type]] = {
+    "Patient": {"birthDate": str, "gender": str, "deceasedDateTime": str, "deceasedBoolean": bool,
+                "identifier": list, "name": list, "address": list},
+    "Condition": {"subject": dict, "encounter": dict, "code": dict, "category": list, "clinicalStatus": dict,
+                  "verificationStatus": dict, "onsetDateTime": str, "abatementDateTime": str,
+                  "recordedDate": str, "bodySite": list, "stage": list, "extension": list},
+    "Observation": {"subject": dict, "encounter": dict, "code": dict, "category": list, "status": str,
+                    "valueQuantity": dict, "valueCodeableConcept": dict, "valueString": str,
+                    "effectiveDateTime": str, "effectivePeriod": dict, "issued": str, "focus": list,
+                    "component": list, "method": dict},
+    "MedicationRequest": {"subject": dict, "encounter": dict, "medicationCodeableConcept": dict,
+                          "medicationReference": dict, "authoredOn": str, "status": str, "intent": str,
+                          "category": list, "dosageInstruction": list},
+    "MedicationAdministration": {"subject": dict, "context": dict, "medicationCodeableConcept": dict,
+                                 "medicationReference": dict, "effectiveDateTime": str,
+                                 "effectivePeriod": dict, "status": str},
+    "Procedure": {"subject": dict, "encounter": dict, "code": dict, "status": str, "performedDateTime": str,
+                  "performedPeriod": dict, "bodySite": list},
+    "Encounter": {"subject": dict, "class": dict, "type": list, "period": dict, "status": str},
+}
+_META_KINDS = {"versionId": str, "lastUpdated": str, "profile": list}
+
+
+class FhirInputError(ValueError):
+    """An input path cannot be read as FHIR (missing, or a manifest naming files that are not there)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One unit of reading: a file, or a byte range of a large plain NDJSON file.
+
+    ``first_line`` is the 1-based line number at ``start``; ``end`` is None for "to the end of the file".
+    """
+
+    path: Path
+    kind: str  # "ndjson" | "json"
+    start: int = 0
+    end: int | None = None
+    first_line: int = 1
+
+    @property
+    def size(self) -> int:
+        """Bytes this task covers (compressed size for gzip), for progress."""
+        end = self.end if self.end is not None else self.path.stat().st_size
+        return end - self.start
+
+
+@dataclass(slots=True)
+class Item:
+    """One record read: a checked resource, or a reject (``resource`` None, ``reason`` set)."""
+
+    location: str  # "line 12", "entry 3", "entry 2 > entry 1", "" for the whole file
+    resource_type: str  # INVALID when the record has no usable resourceType
+    resource: dict | None = None
+    reason: str | None = None
+    raw: bytes | None = None
+
+
+@dataclass
+class Discovery:
+    """The files to read and the files skipped (with why)."""
+
+    tasks: list[Task] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def sources(self) -> list[Path]:
+        return sorted({t.path for t in self.tasks})
+
+
+# -- discovery ---------------------------------------------------------------------------------------------
+def discover(paths: Iterable[str | Path], *, chunk_bytes: int = 64 << 20) -> Discovery:
+    """Expand files and folders into reading tasks.
+
+    Plain NDJSON files larger than ``chunk_bytes`` are split into line-aligned byte ranges so that workers
+    can share one big file; gzip files and JSON files are read whole.
+
+    Raises:
+        FhirInputError: a path does not exist, or a manifest names an output file that is not next to it.
+    """
+    found = Discovery()
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and _suffix_kind(p) is not None)
+            for file in files:
+                _add_file(found, file, explicit=False, chunk_bytes=chunk_bytes)
+        elif path.is_file():
+            _add_file(found, path, explicit=True, chunk_bytes=chunk_bytes)
+        else:
+            raise FhirInputError(f"{path}: no such file or folder; pass NDJSON/JSON files or Bulk export folders")
+    return found
+
+
+def _suffix_kind(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith(NDJSON_SUFFIXES):
+        return "ndjson"
+    if name.endswith(JSON_SUFFIXES):
+        return "json"
+    return None
+
+
+def _add_file(found: Discovery, path: Path, *, explicit: bool, chunk_bytes: int) -> None:
+    kind = _suffix_kind(path) or "json"
+    if path.name.lower() == BULK_LOG:
+        found.skipped.append((path, "Bulk Data export log"))
+        return
+    if kind == "json":
+        manifest = _bulk_manifest(path)
+        if manifest is not None:
+            outputs = manifest.get("output") or []
+            if not outputs:
+                found.skipped.append((path, "Bulk Data manifest without output"))
+            elif not explicit:
+                found.skipped.append((path, "Bulk Data manifest (its folder is read instead)"))
+            else:
+                for out in outputs:
+                    name = str(out.get("url", "")).rsplit("/", 1)[-1] if isinstance(out, dict) else ""
+                    target = path.parent / name
+                    if not name or not target.is_file():
+                        raise FhirInputError(
+                            f"{path}: manifest output {name or '(no url)'!r} is not in {path.parent}; download"
+                            " the export's files next to the manifest or pass the folder")
+                    _add_file(found, target, explicit=False, chunk_bytes=chunk_bytes)
+            return
+    if kind == "ndjson" and not path.name.lower().endswith(".gz") and path.stat().st_size > chunk_bytes:
+        found.tasks.extend(_split_ndjson(path, chunk_bytes))
+    else:
+        found.tasks.append(Task(path, kind))
+
+
+def _bulk_manifest(path: Path) -> dict | None:
+    """The parsed Bulk manifest if ``path`` is one (a small JSON object with transactionTime, no resourceType)."""
+    if path.name.lower().endswith(".gz") or path.stat().st_size > (1 << 20):
+        return None
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    if b'"transactionTime"' not in head or b'"resourceType"' in head:
+        return None
+    try:
+        data = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) and "resourceType" not in data else None
+
+
+def _split_ndjson(path: Path, chunk_bytes: int) -> list[Task]:
+    """Line-aligned byte ranges of about ``chunk_bytes``, each with its first line number."""
+    tasks = []
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        size, start, line = len(mm), 0, 1
+        while start < size:
+            cut = mm.find(b"\n", min(start + chunk_bytes, size - 1))
+            end = size if cut < 0 else cut + 1
+            tasks.append(Task(path, "ndjson", start, end, line))
+            line += mm[start:end].count(b"\n")
+            start = end
+    return tasks
+
+
+# -- reading -----------------------------------------------------------------------------------------------
+class Reader:
+    """Iterate the :class:`Item` s of one task; ``done_bytes`` tells how far into the task it has read."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.done_bytes = 0
+
+    def __iter__(self) -> Iterator[Item]:
+        if self.task.kind == "ndjson":
+            yield from self._ndjson()
+        else:
+            yield from self._json()
+
+    def _ndjson(self) -> Iterator[Item]:
+        task = self.task
+        gz = task.path.name.lower().endswith(".gz")
+        with task.path.open("rb") as raw:
+            raw.seek(task.start)
+            stream = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
+            line_no = task.first_line - 1
+            pos = task.start
+            try:
+                for line in stream:
+                    line_no += 1
+                    pos += len(line)
+                    self.done_bytes = (raw.tell() if gz else pos) - task.start
+                    if line.strip():
+                        yield from _from_line(line, f"line {line_no}")
+                    if task.end is not None and pos >= task.end:
+                        break
+            except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+                yield Item("", INVALID, reason=f"truncated or corrupt gzip file: stopped after line {line_no}"
+                                               f" ({type(exc).__name__}); the lines before it were read")
+
+    def _json(self) -> Iterator[Item]:
+        path = self.task.path
+        try:
+            data = gzip.decompress(path.read_bytes()) if path.name.lower().endswith(".gz") else path.read_bytes()
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            yield Item("", INVALID, reason=f"truncated or corrupt gzip file ({type(exc).__name__})")
+            return
+        self.done_bytes = self.task.size
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            yield Item("", INVALID, reason=f"not valid JSON: {exc}", raw=data[:RAW_LIMIT])
+            return
+        yield from _from_object(obj, "", lambda: data)
+
+
+def _from_line(line: bytes, location: str) -> Iterator[Item]:
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        yield Item(location, INVALID, reason=f"not valid JSON: {exc}", raw=line[:RAW_LIMIT])
+        return
+    yield from _from_object(obj, location, lambda: line)
+
+
+def _from_object(obj: object, location: str, raw: Callable[[], bytes]) -> Iterator[Item]:
+    if isinstance(obj, dict) and obj.get("resourceType") == "Bundle":
+        yield from _expand_bundle(obj, location, {})
+        return
+    yield _checked(obj, location, raw)
+
+
+def _checked(obj: object, location: str, raw: Callable[[], bytes]) -> Item:
+    """An accepted Item, or a reject whose reason comes from :func:`check_resource`."""
+    problem = check_resource(obj)
+    if problem is not None:
+        rtype = obj.get("resourceType") if isinstance(obj, dict) else None
+        label = rtype if isinstance(rtype, str) and rtype in R4_RESOURCE_TYPES else INVALID
+        return Item(location, label, reason=problem, raw=raw()[:RAW_LIMIT])
+    return Item(location, obj["resourceType"], resource=obj)
+
+
+def _expand_bundle(bundle: dict, location: str, outer: dict[str, str]) -> Iterator[Item]:
+    """Yield the entries of a Bundle (recursively), with ``urn:`` references resolved to ``Type/id``."""
+    entries = bundle.get("entry") or []
+    prefix = f"{location} > " if location else ""
+    if not isinstance(entries, list):
+        yield Item(location, INVALID, reason="Bundle.entry is not an array", raw=orjson.dumps(bundle)[:RAW_LIMIT])
+        return
+    urls = dict(outer)
+    for entry in entries:
+        res = entry.get("resource") if isinstance(entry, dict) else None
+        full_url = entry.get("fullUrl") if isinstance(entry, dict) else None
+        if not isinstance(res, dict) or not isinstance(full_url, str) or not full_url.startswith("urn:"):
+            continue
+        if "id" not in res and full_url.startswith("urn:uuid:"):
+            res["id"] = full_url[len("urn:uuid:"):]
+        if isinstance(res.get("resourceType"), str) and isinstance(res.get("id"), str):
+            urls[full_url] = f"{res['resourceType']}/{res['id']}"
+    for n, entry in enumerate(entries, start=1):
+        where = f"{prefix}entry {n}"
+        res = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(res, dict):
+            reason = "Bundle entry has no resource" if res is None else "Bundle entry resource is not an object"
+            yield Item(where, INVALID, reason=reason, raw=orjson.dumps(entry)[:RAW_LIMIT])
+            continue
+        if res.get("resourceType") == "Bundle":
+            yield from _expand_bundle(res, where, urls)
+            continue
+        broken = _resolve(res, urls)
+        if broken:
+            rtype = res.get("resourceType")
+            label = rtype if isinstance(rtype, str) and rtype in R4_RESOURCE_TYPES else INVALID
+            yield Item(where, label, reason=f"a reference to nothing: {broken} urn: reference(s) match no entry"
+                                            " fullUrl in the Bundle", raw=orjson.dumps(res)[:RAW_LIMIT])
+            continue
+        yield _checked(res, where, lambda r=res: orjson.dumps(r))
+
+
+def _resolve(node: object, urls: dict[str, str]) -> int:
+    """Rewrite ``reference`` values found in ``urls`` in place; return how many ``urn:`` ones did not match."""
+    broken = 0
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str):
+                if value in urls:
+                    node[key] = urls[value]
+                elif value.startswith("urn:"):
+                    broken += 1
+            elif isinstance(value, (dict, list)):
+                broken += _resolve(value, urls)
+    elif isinstance(node, list):
+        for value in node:
+            if isinstance(value, (dict, list)):
+                broken += _resolve(value, urls)
+    return broken
+
+
+# -- checks ------------------------------------------------------------------------------------------------
+def check_resource(obj: object) -> str | None:
+    """Why ``obj`` is not an acceptable FHIR R4 resource, or None when it is. Messages carry no data values."""
+    if not isinstance(obj, dict):
+        return f"not a FHIR resource: the JSON is {_kind(obj)}, not an object with resourceType"
+    rtype = obj.get("resourceType")
+    if rtype is None:
+        return "not a FHIR resource: no resourceType"
+    if not isinstance(rtype, str):
+        return f"resourceType must be a string, found {_kind(rtype)}"
+    if rtype not in R4_RESOURCE_TYPES:
+        other = OTHER_VERSION_TYPES.get(rtype)
+        if other:
+            return f"{rtype} is a FHIR {other} resource type, not FHIR R4; tumorboard targets FHIR R4 (4.0.1)"
+        return f"unknown resourceType {rtype[:64]!r}: not one of the 146 FHIR R4 resource types"
+    version = detect_version(obj)
+    if version is not None:
+        found, what = version
+        return f"looks like FHIR {found}, not R4 ({what}); tumorboard targets FHIR R4 (4.0.1)"
+    rid = obj.get("id")
+    if rid is None:
+        return f"{rtype} has no id"
+    if not isinstance(rid, str):
+        return f"{rtype}.id must be a string, found {_kind(rid)}"
+    if not _ID.fullmatch(rid):
+        return f"{rtype}.id is not a FHIR id (1-64 of A-Z a-z 0-9 - .)"
+    meta = obj.get("meta")
+    if meta is not None:
+        if not isinstance(meta, dict):
+            return f"{rtype}.meta must be an object, found {_kind(meta)}"
+        for element, kind in _META_KINDS.items():
+            value = meta.get(element)
+            if value is not None and not isinstance(value, kind):
+                return f"{rtype}.meta.{element} must be {_KIND_NAMES[kind]}, found {_kind(value)}"
+    for element, kind in ELEMENT_KINDS.get(rtype, {}).items():
+        value = obj.get(element)
+        if value is not None and not isinstance(value, kind):
+            return f"{rtype}.{element} must be {_KIND_NAMES[kind]}, found {_kind(value)}"
+    return None
+
+
+def detect_version(resource: dict) -> tuple[str, str] | None:
+    """``(version, evidence)`` when the resource says it is not FHIR R4 (see :data:`VERSION_MARKERS`)."""
+    meta = resource.get("meta")
+    profiles = meta.get("profile") if isinstance(meta, dict) else None
+    for profile in profiles if isinstance(profiles, list) else ():
+        if isinstance(profile, str):
+            found = _profile_version(profile)
+            if found:
+                return found, "meta.profile names that version"
+    fhir_version = resource.get("fhirVersion")
+    for value in fhir_version if isinstance(fhir_version, list) else [fhir_version]:
+        if isinstance(value, str) and value[:1] in _MAJOR_VERSION:
+            return _MAJOR_VERSION[value[:1]], f"fhirVersion {value[:16]}"
+    for test, version, what in _MARKERS_BY_TYPE.get(resource.get("resourceType"), ()):
+        if test(resource):
+            return version, what
+    return None
+
+
+def _profile_version(profile: str) -> str | None:
+    match = _PROFILE_VERSION.search(profile)
+    if match is None:
+        return None
+    if match.group(2):
+        return _NAMED_VERSION[match.group(2)]
+    return _MAJOR_VERSION.get(match.group(1))
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return _KIND_NAMES.get(type(value), type(value).__name__)

@@ -1,0 +1,327 @@
+"""FHIR ingest: real exports and Bundles into the lake, rejects, idempotence, views, CLI exit codes."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from apps.cli import app
+from ingest.fhir.pipeline import ingest_fhir, patient_key, reflatten_views
+from ingest.fhir.reader import INVALID, Reader, check_resource, discover
+from ingest.lake import Lake
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "fhir"
+BULK = DATA / "synthea-bulk-10"
+BUNDLES = DATA / "synthea-transaction-bundles"
+PATHLING = DATA / "pathling-ndjson"
+MCODE = DATA / "mcode-fixtures"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+SNOMED = "http://snomed.info/sct"
+
+
+def _need(path: Path) -> Path:
+    if not path.is_dir():
+        pytest.skip(f"real FHIR test data missing: {path} (see ../shared/data/SOURCES.md)")
+    return path
+
+
+def _rows(lake: Lake, table: str) -> list[dict]:
+    return lake.read(table).to_pylist()
+
+
+def _sorted(table: pa.Table) -> list[str]:
+    """Rows as sorted reprs: compares tables whatever their row order."""
+    return sorted(repr(sorted(row.items())) for row in table.to_pylist())
+
+
+def _rejects(lake: Lake) -> list[dict]:
+    return _rows(lake, "rejects") if lake.has("rejects") else []
+
+
+@pytest.fixture(scope="module")
+def bulk_lake(tmp_path_factory) -> tuple[Lake, object]:
+    lake = Lake(tmp_path_factory.mktemp("bulk") / "lake")
+    return lake, ingest_fhir(lake, [_need(BULK)])
+
+
+def test_bulk_counts_equal_line_counts(bulk_lake):
+    lake, report = bulk_lake
+    expected = {}
+    for path in BULK.glob("*.ndjson"):
+        if path.name != "log.ndjson":
+            expected[path.name.split(".")[0]] = len(path.read_bytes().splitlines())
+    assert {t: c.read for t, c in report.counts.items()} == expected
+    assert {t: c.written for t, c in report.counts.items()} == expected
+    assert report.rejected == 0
+    assert [p.name for p, _ in report.skipped] == ["log.ndjson"]
+    stored = lake.sql("select resource_type, count(*) n from fhir_resources group by 1").to_pylist()
+    assert {r["resource_type"]: r["n"] for r in stored} == expected
+    manifest = _rows(lake, "manifest")[-1]
+    assert manifest["command"] == "ingest fhir" and manifest["status"] == "ok"
+
+
+def test_bulk_views_have_cancer_and_chemotherapy(bulk_lake):
+    lake, _ = bulk_lake
+    conditions = {(r["code_system"], r["code_code"]) for r in _rows(lake, "view_condition")}
+    assert (SNOMED, "254637007") in conditions  # non-small cell lung cancer
+    assert (SNOMED, "254837009") in conditions  # malignant neoplasm of breast
+    meds = [r for r in _rows(lake, "view_medication_request") if r["medication_system"] == RXNORM]
+    names = " ".join(r["medication_display"].lower() for r in meds)
+    assert "paclitaxel" in names and "cisplatin" in names
+    patients = {r["id"] for r in _rows(lake, "view_patient")}
+    assert {r["patient_key"] for r in meds} <= patients
+    assert lake.read("view_medication_request").schema.field("authored_on").type == pa.timestamp("us", tz="UTC")
+
+
+def test_reingest_is_idempotent_and_newest_wins(bulk_lake, tmp_path):
+    lake, first = bulk_lake
+    before = lake.sql("select count(*) n from fhir_resources").to_pylist()[0]["n"]
+    views_before = {name: lake.read(f"view_{name}").num_rows for name in first.views}
+    again = ingest_fhir(lake, [BULK])
+    assert again.written == first.written
+    assert lake.sql("select count(*) n from fhir_resources").to_pylist()[0]["n"] == before
+    assert {name: lake.read(f"view_{name}").num_rows for name in first.views} == views_before
+
+    patient = orjson.loads((BULK / "Patient.000.ndjson").read_bytes().splitlines()[0])
+    newer = dict(patient, gender="other", meta={"versionId": "2", "lastUpdated": "2030-01-01T00:00:00Z"})
+    older = dict(patient, gender="unknown", meta={"versionId": "1", "lastUpdated": "2029-01-01T00:00:00Z"})
+    (tmp_path / "new.ndjson").write_bytes(orjson.dumps(newer) + b"\n")
+    (tmp_path / "old.ndjson").write_bytes(orjson.dumps(older) + b"\n")
+    ingest_fhir(lake, [tmp_path / "new.ndjson"])
+    ingest_fhir(lake, [tmp_path / "old.ndjson"])  # older than what the lake holds: ignored
+    row = [r for r in _rows(lake, "view_patient") if r["id"] == patient["id"]]
+    assert [r["gender"] for r in row] == ["other"]
+    assert lake.sql("select count(*) n from fhir_resources").to_pylist()[0]["n"] == before
+
+
+def test_transaction_bundles_resolve_urn_uuid_references(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    report = ingest_fhir(lake, [_need(BUNDLES)])
+    assert report.rejected == 0 and report.counts["Patient"].written == 4
+    patients = {r["id"] for r in _rows(lake, "view_patient")}
+    conditions = _rows(lake, "view_condition")
+    assert conditions and {r["patient_key"] for r in conditions} <= patients
+    assert "urn:uuid:" not in lake.sql("select string_agg(json, '') j from fhir_resources").to_pylist()[0]["j"]
+    keys = lake.sql("select patient_key from fhir_resources where resource_type = 'Observation'").to_pylist()
+    assert {r["patient_key"] for r in keys} <= patients
+
+
+def test_pathling_labs_flatten_with_value_and_unit(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    report = ingest_fhir(lake, [_need(PATHLING)])
+    assert report.counts["Observation"].written == 1502
+    labs = [r for r in _rows(lake, "view_observation") if r["category_code"] == "laboratory"]
+    assert len(labs) > 500
+    with_values = [r for r in labs if r["value_quantity"] is not None and r["unit"]]
+    assert len(with_values) > 0.8 * len(labs)
+
+
+def test_mcode_fixtures_give_staging_and_disease_status(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    report = ingest_fhir(lake, [_need(MCODE)])
+    assert lake.read("view_tnm_stage").num_rows >= 1
+    assert lake.read("view_disease_status").num_rows >= 1
+    reasons = " | ".join(r["reason"] for r in _rejects(lake))
+    assert "not a FHIR resource" in reasons  # JSON arrays and configs in the fixture folder
+    assert "DSTU2" in reasons and "R4" in reasons  # Condition.patient
+    assert "a reference to nothing" in reasons  # urn:uuid:mrn-1 is in no entry of its Bundle
+    assert "unknown resourceType" in reasons
+    assert report.read == report.written + report.rejected
+
+
+def _bundle_of(resources: list[dict]) -> dict:
+    """A transaction Bundle whose references use urn:uuid fullUrls instead of Type/id."""
+    urls = {f"{r['resourceType']}/{r['id']}": f"urn:uuid:{r['id']}" for r in resources}
+    entries = []
+    for res in resources:
+        text = orjson.dumps(res).decode()
+        for ref, url in urls.items():
+            text = text.replace(f'"reference":"{ref}"', f'"reference":"{url}"')
+        body = orjson.loads(text)
+        del body["id"]  # the id comes from the fullUrl, as in POST entries
+        entries.append({"fullUrl": urls[f"{res['resourceType']}/{res['id']}"], "resource": body,
+                        "request": {"method": "POST", "url": res["resourceType"]}})
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def test_bulk_and_bundle_give_identical_views(tmp_path):
+    _need(BULK)
+    patient = orjson.loads((BULK / "Patient.000.ndjson").read_bytes().splitlines()[0])
+    ref = f"Patient/{patient['id']}"
+    resources = [patient]
+    for name in ("Condition", "MedicationRequest", "Encounter", "Procedure"):
+        for line in (BULK / f"{name}.000.ndjson").read_bytes().splitlines():
+            res = orjson.loads(line)
+            if res.get("subject", {}).get("reference") == ref:
+                resources.append(res)
+    ndjson = tmp_path / "export"
+    ndjson.mkdir()
+    (ndjson / "all.ndjson").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in resources))
+    (tmp_path / "bundle.json").write_bytes(orjson.dumps({"resourceType": "Bundle", "type": "collection",
+                                                         "entry": [{"resource": _bundle_of(resources)}]}))
+    bulk, bundle = Lake(tmp_path / "a"), Lake(tmp_path / "b")
+    ingest_fhir(bulk, [ndjson])
+    report = ingest_fhir(bundle, [tmp_path / "bundle.json"])  # a transaction nested in a collection
+    assert report.rejected == 0 and report.written == len(resources)
+    for name in ("patient", "condition", "medication_request", "encounter", "procedure"):
+        a, b = bulk.read(f"view_{name}"), bundle.read(f"view_{name}")
+        assert a.num_rows > 0
+        assert a.schema == b.schema and _sorted(a) == _sorted(b), name
+
+
+def _write_broken_inputs(folder: Path) -> dict[str, int]:
+    """A truncated gzip, an NDJSON with a bad line, a Bundle with an entry without resource."""
+    folder.mkdir()
+    lines = (PATHLING / "Patient.ndjson").read_bytes().splitlines()
+    blob = gzip.compress(b"".join(line + b"\n" for line in lines))
+    (folder / "Patient.ndjson.gz").write_bytes(blob[: len(blob) * 2 // 3])
+    conditions = (PATHLING / "Condition.ndjson").read_bytes().splitlines()[:10]
+    (folder / "Condition.ndjson").write_bytes(b"\n".join(conditions[:5] + [b'{"resourceType": "Cond'] + conditions[5:]))
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"fullUrl": "urn:uuid:p1", "resource": {"resourceType": "Patient", "id": "p1"}},
+        {"request": {"method": "DELETE", "url": "Patient/p0"}},
+        {"resource": {"resourceType": "Condition", "id": "c1", "subject": {"reference": "urn:uuid:p1"}}},
+        {"resource": {"resourceType": "Condition", "id": "c2", "subject": {"reference": "urn:uuid:nowhere"}}},
+    ]}
+    (folder / "bundle.json").write_bytes(orjson.dumps(bundle))
+    return {"conditions": len(conditions)}
+
+
+def test_broken_inputs_land_good_records_and_reject_bad_ones(tmp_path):
+    _need(PATHLING)
+    expected = _write_broken_inputs(tmp_path / "in")
+    lake = Lake(tmp_path / "lake")
+    report = ingest_fhir(lake, [tmp_path / "in"])
+    rejects = _rejects(lake)
+    reasons = {r["reason"].split(":")[0] for r in rejects}
+    assert any("truncated or corrupt gzip" in r for r in reasons)
+    bad_line = [r for r in rejects if r["reason"].startswith("not valid JSON")]
+    assert [r["location"] for r in bad_line] == ["line 6"]
+    assert any(r["reason"] == "Bundle entry has no resource" and r["location"] == "entry 2" for r in rejects)
+    assert any(r["reason"].startswith("a reference to nothing") and r["location"] == "entry 4" for r in rejects)
+    assert report.counts["Condition"].written == expected["conditions"] + 1
+    assert report.counts["Patient"].written >= 2  # the lines before the break, plus p1
+    c1 = [r for r in _rows(lake, "view_condition") if r["id"] == "c1"]
+    assert c1 and c1[0]["patient_key"] == "p1"
+    for counts in report.counts.values():
+        assert counts.read == counts.written + counts.rejected
+    assert report.counts[INVALID].rejected == 3
+    assert _rows(lake, "manifest")[-1]["status"] == "partial"
+
+
+def test_cli_exit_status_and_views_command(tmp_path):
+    _need(PATHLING)
+    _write_broken_inputs(tmp_path / "in")
+    runner = CliRunner()
+    lake = tmp_path / "lake"
+    result = runner.invoke(app, ["ingest", "fhir", str(tmp_path / "in"), "--lake", str(lake)])
+    assert result.exit_code == 2, result.output
+    assert "rejected" in result.output and "Condition" in result.output
+    clean = runner.invoke(app, ["ingest", "fhir", str(PATHLING / "Patient.ndjson"), "--lake", str(lake)])
+    assert clean.exit_code == 0, clean.output
+
+    views = tmp_path / "views"
+    views.mkdir()
+    (views / "gender.json").write_text(orjson.dumps({
+        "resource": "Patient", "name": "gender_only",
+        "select": [{"column": [{"name": "id", "path": "getResourceKey()"}, {"name": "gender", "path": "gender"}]}],
+    }).decode())
+    result = runner.invoke(app, ["ingest", "views", "--lake", str(lake), "--views", str(views)])
+    assert result.exit_code == 0, result.output
+    assert Lake(lake).read("view_gender_only").num_rows == Lake(lake).read("view_patient").num_rows
+    missing = runner.invoke(app, ["ingest", "fhir", str(tmp_path / "nope"), "--lake", str(lake)])
+    assert missing.exit_code == 1
+
+
+def test_validate_rejects_an_invalid_resource(tmp_path):
+    good = {"resourceType": "Patient", "id": "ok", "gender": "female", "birthDate": "1970-01-01"}
+    bad = {"resourceType": "Patient", "id": "bad", "gender": "female", "birthDate": "01/01/1970"}
+    (tmp_path / "p.ndjson").write_bytes(orjson.dumps(good) + b"\n" + orjson.dumps(bad) + b"\n")
+    lake = Lake(tmp_path / "lake")
+    report = ingest_fhir(lake, [tmp_path / "p.ndjson"], validate=True)
+    assert (report.counts["Patient"].written, report.counts["Patient"].rejected) == (1, 1)
+    reject = _rejects(lake)[0]
+    assert reject["location"] == "line 2" and "birthDate" in reject["reason"]
+    assert "01/01/1970" not in reject["reason"]  # pydantic's message without the input value
+    assert ingest_fhir(Lake(tmp_path / "lake2"), [tmp_path / "p.ndjson"]).rejected == 0  # without --validate
+
+
+@pytest.mark.parametrize(("resource", "expected"), [
+    ({"resourceType": "Encounter", "id": "e", "class": [{"code": "AMB"}]}, "FHIR R5"),
+    ({"resourceType": "MedicationRequest", "id": "m", "medication": {"concept": {}}}, "FHIR R5"),
+    ({"resourceType": "Observation", "id": "o", "triggeredBy": []}, "FHIR R5"),
+    ({"resourceType": "Patient", "id": "p", "meta": {"profile": ["http://hl7.org/fhir/StructureDefinition/Patient|5.0.0"]}},
+     "FHIR R5"),
+    ({"resourceType": "Condition", "id": "c", "clinicalStatus": "active"}, "FHIR STU3"),
+    ({"resourceType": "MedicationOrder", "id": "m"}, "FHIR DSTU2"),
+    ({"resourceType": "Banana", "id": "b"}, "unknown resourceType"),
+    ({"id": "x"}, "no resourceType"),
+    ({"resourceType": "Patient"}, "has no id"),
+    ({"resourceType": "Patient", "id": 7}, "Patient.id must be a string"),
+    ({"resourceType": "Condition", "id": "c", "subject": "Patient/1"}, "Condition.subject must be an object"),
+    ([1, 2], "not a FHIR resource"),
+])
+def test_check_resource_reasons(resource, expected):
+    reason = check_resource(resource)
+    assert reason is not None and expected in reason
+    if "FHIR R5" in expected or "STU3" in expected or "DSTU2" in expected:
+        assert "tumorboard targets FHIR R4" in reason
+
+
+def test_check_accepts_r4_and_ig_profile_versions():
+    us_core = {"resourceType": "Patient", "id": "p", "meta": {
+        "profile": ["http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient|3.1.1"]}}
+    assert check_resource(us_core) is None
+    assert check_resource({"resourceType": "Encounter", "id": "e", "class": {"code": "AMB"}}) is None
+
+
+def test_patient_key_from_references():
+    assert patient_key({"resourceType": "Patient", "id": "p1"}) == "p1"
+    assert patient_key({"resourceType": "Condition", "subject": {"reference": "Patient/p2"}}) == "p2"
+    assert patient_key({"resourceType": "Coverage", "beneficiary": {"reference": "http://x/fhir/Patient/p3"}}) == "p3"
+    assert patient_key({"resourceType": "Observation", "subject": {"reference": "Group/g"}}) is None
+    assert patient_key({"resourceType": "Organization", "id": "o"}) is None
+
+
+def test_large_ndjson_split_keeps_line_numbers(tmp_path):
+    lines = [orjson.dumps({"resourceType": "Patient", "id": f"p{i}"}) for i in range(200)]
+    lines[150] = b"{broken"
+    path = tmp_path / "Patient.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    tasks = discover([path], chunk_bytes=500).tasks
+    assert len(tasks) > 5
+    items = [item for task in tasks for item in Reader(task)]
+    assert len(items) == 200
+    assert [i.location for i in items if i.reason] == ["line 151"]
+
+
+def test_workers_give_the_same_tables(tmp_path):
+    _need(PATHLING)
+    one, two = Lake(tmp_path / "one"), Lake(tmp_path / "two")
+    ingest_fhir(one, [PATHLING], batch_size=400)
+    report = ingest_fhir(two, [PATHLING], workers=2, batch_size=400)
+    assert report.read == sum(len(p.read_bytes().splitlines()) for p in PATHLING.glob("*.ndjson"))
+    for name in ("fhir_resources", "view_observation", "view_patient"):
+        assert _sorted(one.read(name)) == _sorted(two.read(name)), name
+    assert reflatten_views(two, workers=2)["observation"] == two.read("view_observation").num_rows
+
+
+def test_bulk_manifests(tmp_path):
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "Patient.000.ndjson").write_bytes(orjson.dumps({"resourceType": "Patient", "id": "p1"}) + b"\n")
+    manifest = {"transactionTime": "2024-01-01T00:00:00Z", "request": "http://x/$export", "requiresAccessToken": False,
+                "output": [{"type": "Patient", "url": "http://x/files/Patient.000.ndjson"}], "error": []}
+    (export / "manifest.json").write_bytes(orjson.dumps(manifest))
+    from_folder = discover([export])
+    assert [t.path.name for t in from_folder.tasks] == ["Patient.000.ndjson"]
+    assert [p.name for p, _ in from_folder.skipped] == ["manifest.json"]
+    assert [t.path.name for t in discover([export / "manifest.json"]).tasks] == ["Patient.000.ndjson"]
+    (export / "manifest.json").write_bytes(orjson.dumps(dict(manifest, output=[])))
+    empty = discover([export / "manifest.json"])
+    assert empty.tasks == [] and "without output" in empty.skipped[0][1]
