@@ -2,19 +2,20 @@
 
 Usage::
 
-    python benchmarks/ingest_fhir.py [BULK_EXPORT_DIR] [--resources 200000] [--work /tmp/tb-bench]
+    python benchmarks/ingest_fhir.py [BULK_EXPORT_DIR] [--resources 200000] [--work /tmp/tumorboard-bench-fhir]
 
-Without a folder, a Bulk export of about ``--resources`` resources is synthesised by cloning the Synthea
-resources of ``../shared/data/fhir/synthea-bulk-10`` with new ids (references rewritten consistently).
+Without a folder, the FHIR Bulk export of a synthetic cohort (``ingest.synth``, about 120 resources per
+patient) of about ``--resources`` resources is generated once and cached under ``--work``.
 Prints, in resources per second:
 
 (a) orjson parsing alone (one core, collector off);
-(b) the full ingest with all shipped views, ``workers=1`` and ``workers=2`` (fresh lake each);
+(b) the full ingest with all shipped views (``configs/views``), ``workers=1`` and ``workers=2`` (fresh lake
+    each);
 (c) ``fhir.resources`` R4B validation alone, on a sample of 20,000 resources;
 
 and the peak RSS (ingest process plus its workers) for the input and for one ten times smaller.
-Rates per core divide by CPU seconds (process plus workers), so they hold on a busy machine too.
-Target: (b) per core within 3x of (a); peak RSS flat and under 1 GB.
+Rates per core divide by CPU seconds (process plus workers, start-up and imports included), so they hold on
+a busy machine too. Target: (b) per core within 3x of (a); peak RSS flat and under 1 GB.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import re
 import resource
 import shutil
 import subprocess
@@ -33,26 +33,20 @@ from pathlib import Path
 import orjson
 
 REPO = Path(__file__).resolve().parents[1]
-SYNTHEA = REPO / ".." / "shared" / "data" / "fhir" / "synthea-bulk-10"
-_UUID = re.compile(rb"[0-9a-f]{8}(-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+RESOURCES_PER_PATIENT = 120  # a little under what ingest.synth writes per patient (seed 0): at least --resources
 
 
-def synthesise(out: Path, n_resources: int) -> int:
-    """Write ``out/<Type>.000.ndjson`` cloned from synthea-bulk-10 until ``n_resources``; returns the count."""
-    if not SYNTHEA.is_dir():
-        sys.exit(f"{SYNTHEA} is missing; pass a Bulk export folder instead")
-    sources = {p.name: p.read_bytes().splitlines() for p in sorted(SYNTHEA.glob("*.ndjson"))
-               if p.name != "log.ndjson"}
-    per_copy = sum(len(lines) for lines in sources.values())
-    copies = -(-n_resources // per_copy)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, lines in sources.items():
-        with (out / name).open("wb") as fh:
-            for k in range(copies):
-                prefix = b"%08x" % k
-                for line in lines:
-                    fh.write(_UUID.sub(lambda m, p=prefix: p + m.group(1), line) + b"\n")
-    return copies * per_copy
+def synthesise(work: Path, n_resources: int) -> Path:
+    """The ``fhir/`` Bulk export of a synthetic cohort of about ``n_resources`` resources (cached in ``work``)."""
+    sys.path.insert(0, str(REPO))
+    from ingest.synth import SynthConfig, generate_cohort
+
+    patients = max(1, -(-n_resources // RESOURCES_PER_PATIENT))
+    cohort = work / f"cohort-{patients}"
+    if not (cohort / "fhir").is_dir():
+        generate_cohort(cohort, SynthConfig(n_patients=patients, seed=0, png=False, image_missing_rate=1.0),
+                        overwrite=True)
+    return cohort / "fhir"
 
 
 def subset(src: Path, out: Path, fraction: float) -> int:
@@ -136,9 +130,8 @@ def main() -> None:
     work = args.work
     folder = args.folder
     if folder is None:
-        folder = work / "export"
-        shutil.rmtree(folder, ignore_errors=True)
-        print(f"synthesising {synthesise(folder, args.resources):,} resources in {folder}")
+        folder = synthesise(work, args.resources)
+        print(f"synthetic cohort export: {folder}")
     small = work / "export-tenth"
     shutil.rmtree(small, ignore_errors=True)
     subset(folder, small, 0.1)

@@ -7,7 +7,7 @@ backbone, and slices are pooled by gated attention (Ilse et al., 2018); the atte
 :meth:`TimmImageEncoder.forward_with_attention` for explanations.
 
 Small images: timm's ImageNet stems downsample by 4 before the first block (a 28x28 image becomes 7x7). With
-``small_input=True`` (or ``"auto"`` and ``image_size <= 64``) the stem is adapted, MedMNIST-style:
+``small_input=True`` (or ``"auto"`` and ``image_size <= 32``) the stem is adapted, MedMNIST-style:
 
 - ResNet family (``timm.models.resnet.ResNet``: resnet*, resnext*, seresnet*, resnet*d, ...): a plain
   ``conv1`` becomes a 3x3 stride-1 conv (new weights) and ``maxpool`` becomes Identity; a deep stem
@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from fusion.models.fusion import GatedAttentionPool
 from fusion.models.registry import register_encoder
 
-SMALL_IMAGE_MAX_PX = 64
+SMALL_IMAGE_MAX_PX = 32
 
 
 class TimmImageEncoder(nn.Module):
@@ -109,6 +109,7 @@ def timm_encoder(
     out_dim: int | None = None,
     attention_dim: int = 128,
     dropout: float = 0.0,
+    model_kwargs: dict | None = None,
 ) -> TimmImageEncoder:
     """Build a :class:`TimmImageEncoder` around ``timm.create_model(model_name, num_classes=0)``.
 
@@ -119,11 +120,13 @@ def timm_encoder(
         weights_path: local ``.safetensors`` or ``torch.save`` state dict of the timm model (a classifier head
             in it is dropped; 3-channel stems are adapted to ``in_chans`` as timm does).
         small_input: adapt the stem for small images (see module docstring); ``"auto"`` decides from
-            ``image_size`` (small when ``<= 64`` px).
+            ``image_size`` (small when ``<= 32`` px).
         image_size: shorter image side in pixels; needed by ``small_input="auto"``.
         out_dim: embedding size; None keeps the backbone's ``num_features``.
         attention_dim: hidden size of the slice attention.
         dropout: dropout on slice features.
+        model_kwargs: extra arguments for ``timm.create_model``, e.g. ``{"channels": [16, 32, 64, 128]}`` for a
+            narrow ResNet that trains on a CPU.
     """
     small = _resolve_small_input(small_input, image_size)
     if pretrained and weights_path is None:
@@ -137,14 +140,21 @@ def timm_encoder(
             "pass pretrained=True to load it"
         )
     try:
-        backbone = timm.create_model(model_name, pretrained=False, num_classes=0, in_chans=in_chans)
-    except RuntimeError as err:
-        raise ValueError(f"timm encoder: unknown timm model {model_name!r} ({err}); see timm.list_models()") from err
+        backbone = timm.create_model(model_name, pretrained=False, num_classes=0, in_chans=in_chans,
+                                     **_tuples(model_kwargs or {}))
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"timm encoder: cannot build timm model {model_name!r} ({err}); see timm.list_models()"
+                         " and the model's constructor arguments") from err
     if pretrained:
         load_backbone_weights(backbone, Path(weights_path), in_chans=in_chans)
     if small:
         adapt_stem_for_small_images(backbone, model_name)
     return TimmImageEncoder(backbone, out_dim=out_dim, attention_dim=attention_dim, dropout=dropout)
+
+
+def _tuples(kwargs: dict) -> dict:
+    """YAML gives lists; timm expects tuples for sizes such as ``channels``."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
 
 
 def _resolve_small_input(small_input: bool | str, image_size: int | None) -> bool:

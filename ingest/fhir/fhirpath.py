@@ -596,6 +596,20 @@ class _Compiler:
             strict = op in ("=", "!=")
             if rnode[0] == "lit" and type(rnode[1]) is str:
                 lit = rnode[1]
+                if strict and lnode[0] == "member" and lnode[1] is None:
+                    name = lnode[2]
+
+                    def eq_member_lit(coll: list, ri: int) -> list:  # ``element = 'text'`` on one object
+                        if len(coll) == 1 and type(coll[0]) is dict:
+                            v = coll[0].get(name)
+                            if type(v) is str:
+                                return [(v == lit) != negate]
+                        a = left(coll, ri)
+                        if not a:
+                            return []
+                        res = len(a) == 1 and (a[0] == lit if type(a[0]) is str else eq(a[0], lit))
+                        return [res != negate]
+                    return eq_member_lit
 
                 def eq_lit(coll: list, ri: int) -> list:
                     a = left(coll, ri)
@@ -619,6 +633,18 @@ class _Compiler:
             consts = _literal_values(rnode if op == "in" else lnode)
             if consts is not None and all(type(v) is str for v in consts):
                 members = frozenset(consts)
+                item_node = lnode if op == "in" else rnode
+                if item_node[0] == "member" and item_node[1] is None:
+                    name = item_node[2]
+
+                    def in_strings_member(coll: list, ri: int) -> list:  # ``element in ('a' | 'b')``
+                        if len(coll) == 1 and type(coll[0]) is dict:
+                            v = coll[0].get(name)
+                            if type(v) is str:
+                                return [v in members]
+                        v = _singleton(item_fn(coll, ri), op)
+                        return [] if v is None else [type(v) is str and v in members]
+                    return in_strings_member
 
                 def in_strings(coll: list, ri: int) -> list:
                     v = _singleton(item_fn(coll, ri), op)
@@ -669,20 +695,24 @@ def _logic(op: str, left: Evaluator, right: Evaluator, text: str) -> Evaluator:
     what = f"'{op}' in {text!r}"
     if op == "and":
         def and_(coll: list, ri: int) -> list:
-            a = _as_bool(left(coll, ri), what)
+            a = left(coll, ri)
+            a = a[0] if len(a) == 1 and type(a[0]) is bool else _as_bool(a, what)
             if a is False:
                 return [False]
-            b = _as_bool(right(coll, ri), what)
+            b = right(coll, ri)
+            b = b[0] if len(b) == 1 and type(b[0]) is bool else _as_bool(b, what)
             if b is False:
                 return [False]
             return [True] if a and b else []
         return and_
     if op == "or":
         def or_(coll: list, ri: int) -> list:
-            a = _as_bool(left(coll, ri), what)
+            a = left(coll, ri)
+            a = a[0] if len(a) == 1 and type(a[0]) is bool else _as_bool(a, what)
             if a is True:
                 return [True]
-            b = _as_bool(right(coll, ri), what)
+            b = right(coll, ri)
+            b = b[0] if len(b) == 1 and type(b[0]) is bool else _as_bool(b, what)
             if b is True:
                 return [True]
             return [False] if a is False and b is False else []
@@ -802,8 +832,20 @@ def _f_repeat(c: _Compiler, source: Evaluator, args: list, target: tuple | None)
 
 def _f_exists(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
     _nargs(args, 0, 1, "exists")
+    if not args and target is not None and target[0] == "func" and target[2] == "where" and len(target[3]) == 1:
+        args = target[3]  # X.where(P).exists() is X.exists(P)
+        source = _identity if target[1] is None else c.compile(target[1])
     if args:
-        source = _f_where(c, source, args, target)
+        crit = c.compile(args[0])
+        what = f"exists() in {c.text!r}"
+
+        def exists_where(coll: list, ri: int) -> list:  # stops at the first match
+            for it in source(coll, ri):
+                r = crit([it], ri)
+                if (r[0] is not False) if len(r) == 1 else _as_bool(r, what):
+                    return [True]
+            return [False]
+        return exists_where
     return lambda coll, ri: [bool(source(coll, ri))]
 
 
@@ -1103,6 +1145,128 @@ def _split(c: _Compiler, source: Evaluator, args: list, target: tuple | None) ->
 
 
 _FUNCTIONS["split"] = _split
+
+
+# --------------------------------------------------------------------------------------------------------
+# Scalar fast path: the common simple paths of view columns, compiled to straight-line Python
+# --------------------------------------------------------------------------------------------------------
+
+SLOW = object()  # returned by a scalar function when only the full evaluator can answer
+
+
+def _chain(node: tuple | None) -> list[tuple] | None:
+    """The steps of ``a.b.ofType(T).first().getReferenceKey(T)``-like paths from the focus, or None."""
+    if node is None:
+        return []
+    kind = node[0]
+    if kind == "member":
+        steps = _chain(node[1])
+        if steps is None or node[2][0].isupper() or (steps and steps[-1][0] in ("ref", "rkey")):
+            return None  # a type name (``Patient.x``) or a member of a key: the full evaluator
+        return [*steps, ("m", node[2])]
+    if kind != "func":
+        return None
+    _, target, name, args = node
+    if name == "ofType" and len(args) == 1 and target is not None and target[0] == "member":
+        steps = _chain(target[1])
+        type_name = _type_arg(args[0], "ofType")
+        t = _SYSTEM_TYPES.get(type_name, type_name)
+        if steps is None or target[2][0].isupper() or (steps and steps[-1][0] in ("ref", "rkey")):
+            return None
+        return [*steps, ("t", target[2], target[2] + t[0].upper() + t[1:])]
+    steps = _chain(target)
+    if steps is None:
+        return None
+    if name == "first" and not args:
+        return [*steps, ("first",)]
+    if steps and steps[-1][0] in ("ref", "rkey"):
+        return None
+    if name == "getReferenceKey" and len(args) <= 1:
+        return [*steps, ("ref", _type_arg(args[0], "getReferenceKey") if args else None)]
+    if name == "getResourceKey" and not args:
+        return [*steps, ("rkey",)]
+    return None
+
+
+def _chain_source(steps: list[tuple], fn_name: str, names: dict[str, Any]) -> str:
+    """Python source of ``fn_name(x)``: the chain's single value, None when empty, or ``SLOW``."""
+    lines = [f"def {fn_name}(x):"]
+    for i, step in enumerate(steps):
+        kind = step[0]
+        next_first = i + 1 < len(steps) and steps[i + 1][0] == "first"
+        if kind == "first":
+            continue  # the member step before it already took the first item
+        if kind == "ref":
+            lines.append(f"    return reference_key(x, {step[1]!r})")
+            break
+        if kind == "rkey":
+            lines.append("    if type(x) is not dict or 'resourceType' not in x:")
+            lines.append("        return None")
+            lines.append("    return x.get('id')")
+            break
+        lines.append("    if type(x) is not dict:")
+        lines.append("        return SLOW")
+        if kind == "m":
+            name = step[1]
+            lines.append(f"    x = x.get({name!r})")
+            lines.append("    if x is None:")
+            lines.append(f"        return {'SLOW' if name in CHOICE_NAMES else 'None'}")
+        else:
+            _, name, key = step
+            lines.append(f"    v = x.get({key!r})")
+            lines.append("    if v is None:")
+            lines.append(f"        return None if x.get({name!r}) is None else SLOW")
+            lines.append("    x = v")
+        lines.append("    if type(x) is list:")
+        lines.append("        if not x:")
+        lines.append("            return None")
+        if not next_first:
+            lines.append("        if len(x) > 1:")
+            lines.append("            return SLOW")
+        lines.append("        x = x[0]")
+    else:
+        lines.append("    return SLOW if type(x) is list else x")
+    names.update(reference_key=reference_key, SLOW=SLOW)
+    return "\n".join(lines)
+
+
+def compile_scalar(text: str) -> Callable[[Any], Any] | None:
+    """A fast function ``fn(item) -> value`` for the simple paths most view columns use, or None.
+
+    Covered: member chains with ``first()``, ``ofType(T)``, a final ``getReferenceKey([T])`` or
+    ``getResourceKey()``, and ``(chain | chain | ...).first()``. ``fn(item)`` is the single value the
+    path gives on the one-item collection ``[item]`` (None when empty), or :data:`SLOW` when the data
+    need the full evaluator (several values, choice elements to search, non-object steps).
+    """
+    tree = parse(text)
+    alternatives = [tree]
+    if tree[0] == "func" and tree[2] == "first" and not tree[3] and tree[1] is not None \
+            and tree[1][0] == "binop" and tree[1][1] == "|":
+        alternatives = _union_parts(tree[1])
+        alternatives = [("func", a, "first", []) for a in alternatives]
+    chains = [_chain(a) for a in alternatives]
+    if any(c is None or not c for c in chains):
+        return None
+    names: dict[str, Any] = {}
+    source = "\n".join(_chain_source(c, f"f{i}", names) for i, c in enumerate(chains))
+    exec(compile(source, f"<fhirpath {text[:60]}>", "exec"), names)  # noqa: S102 - generated from the parse tree
+    fns = [names[f"f{i}"] for i in range(len(chains))]
+    if len(fns) == 1:
+        return fns[0]
+
+    def first_of(x: Any) -> Any:
+        for fn in fns:
+            v = fn(x)
+            if v is not None:
+                return v
+        return None
+    return first_of
+
+
+def _union_parts(node: tuple) -> list[tuple]:
+    if node[0] == "binop" and node[1] == "|":
+        return _union_parts(node[2]) + _union_parts(node[3])
+    return [node]
 
 
 def compile_path(text: str, *, constants: Mapping[str, Any] | None = None) -> Evaluator:

@@ -1,20 +1,20 @@
 """The FHIR ingest run: files -> checked resources -> ``fhir_resources`` -> ``view_<name>`` tables.
 
-Two passes, each streamed in bounded batches and spread over ``workers`` processes (the parent does every
-lake write):
+One pass, streamed in bounded batches and spread over ``workers`` processes (the parent does every lake
+write): workers read the input files (:mod:`ingest.fhir.reader`) in batches of ``batch_size`` resources
+(optionally validating them with ``fhir.resources`` R4B models), flatten each batch with the compiled
+ViewDefinitions while its resources are parsed, and return Arrow batches of ``fhir_resources`` rows, view
+rows and rejects. The parent merges the resources into ``fhir_resources`` on ``(resource_type, id)``, newest
+``meta.lastUpdated`` winning (an equal lastUpdated: the incoming row wins), in commits of up to
+:data:`COMMIT_ROWS` rows, so re-ingesting the same or an updated export adds no duplicates; it stages the
+view rows as Parquet under ``LAKE/_staging/<run_id>``.
 
-1. **Resources.** Workers read the input files (:mod:`ingest.fhir.reader`) in batches of ``batch_size``
-   resources (optionally validating them with ``fhir.resources`` R4B models) and return Arrow batches of
-   ``fhir_resources`` rows plus rejects. The parent merges them into ``fhir_resources`` on
-   ``(resource_type, id)``, newest ``meta.lastUpdated`` winning (an equal or missing lastUpdated: the incoming
-   row wins), in commits of up to :data:`COMMIT_ROWS` rows, so re-ingesting the same or an updated export adds
-   no duplicates.
-2. **Views.** Every view table is recomputed from ``fhir_resources`` (:func:`reflatten_views`): workers parse
-   the stored JSON and flatten it with the compiled ViewDefinitions; the parent stages the rows as Parquet
-   under ``LAKE/_staging/<run_id>`` and replaces each ``view_<name>`` table in one overwrite commit. Recomputing
-   (rather than patching view rows per resource) keeps every view an exact function of ``fhir_resources``:
-   no stale rows of superseded resource versions, views without a key work, and views added later can be run
-   over an existing lake (``tumorboard ingest views``). A crash leaves each view at its previous version.
+Every view stays an exact function of ``fhir_resources`` (no rows of superseded versions, views without a
+key work). When the staged rows are exactly that function (a first ingest into an empty lake in which no
+resource id came twice) they replace each ``view_<name>`` table in one overwrite commit; otherwise (a lake
+that already held resources, or repeated ids) every view is recomputed from ``fhir_resources``
+(:func:`reflatten_views`, also what ``tumorboard ingest views`` runs for views added later). A crash leaves
+each view at its previous version.
 
 Counts reconcile per resource type: ``read = written + rejected``; "written" counts accepted resources (a
 resource id seen twice is one row of ``fhir_resources``). Records without a usable resourceType (bad JSON,
@@ -103,6 +103,7 @@ class _Chunk:
     resources: pa.Table | None = None
     views: dict[str, pa.Table] = field(default_factory=dict)
     rejects: list[dict] = field(default_factory=list)
+    view_rejects: list[dict] = field(default_factory=list)  # resources a view could not flatten
     counts: dict[str, list[int]] = field(default_factory=dict)  # type -> [read, written, rejected]
     done: int = 0  # progress units completed by this chunk
 
@@ -132,14 +133,18 @@ def ingest_fhir(lake: Lake, paths: list[Path], *, views_dir: Path | None = None,
 
     started = datetime.now(UTC)
     views_dir = Path(views_dir) if views_dir is not None else DEFAULT_VIEWS
-    load_views(views_dir)  # fail before reading anything
+    views = load_views(views_dir)  # fail before reading anything
     found = discover(paths)
     report = IngestReport(lake.run_id, sources=found.sources, skipped=found.skipped)
-    with _Pool(workers) as pool:
-        _read_pass(lake, pool, found.tasks, report, batch_size=batch_size, validate=validate, progress=progress)
-        views, report.view_rejects = _reflatten(lake, views_dir, pool, batch_size=batch_size,
-                                                progress=progress)
-    report.views = views
+    with _Pool(workers) as pool, _ViewStage(lake, views) as stage:
+        fresh = not lake.has("fhir_resources")  # staged rows are exact only when nothing was there before
+        accepted = _read_pass(lake, pool, found.tasks, report, batch_size=batch_size, validate=validate,
+                              progress=progress, stage=stage if fresh else None, views_dir=views_dir)
+        if fresh and (accepted == 0 or lake.dataset("fhir_resources").count_rows() == accepted):
+            report.views, report.view_rejects = stage.commit()
+        else:  # resources were replaced or came twice: recompute every view from fhir_resources
+            report.views, report.view_rejects = _reflatten(lake, views_dir, pool, batch_size=batch_size,
+                                                           progress=progress)
     build_crosswalk(lake)  # Patient ids and identifiers -> patient_key, for the non-FHIR modalities
     lake.record_run("ingest fhir", report.sources, report.as_dict(), started_at=started,
                     status="partial" if report.rejected else "ok")
@@ -173,14 +178,18 @@ def view_table_schema(view) -> pa.Schema:
 
 # -- pass 1: resources -------------------------------------------------------------------------------------
 def _read_pass(lake: Lake, pool: _Pool, tasks: list[Task], report: IngestReport, *, batch_size: int,
-               validate: bool, progress: Progress | None) -> None:
-    """Read every task; commit ``fhir_resources`` every :data:`COMMIT_ROWS` rows; count into ``report``."""
+               validate: bool, progress: Progress | None, stage: _ViewStage | None, views_dir: Path) -> int:
+    """Read every task; commit ``fhir_resources`` every :data:`COMMIT_ROWS` rows; count into ``report``;
+    stage the view rows in ``stage`` (None: do not flatten). Returns the resources accepted."""
     total = sum(t.size for t in tasks)
-    done = 0
+    done = accepted = 0
     pending: list[pa.Table] = []
     pending_bytes = 0
-    work = partial(_read_task, batch_size=batch_size, validate=validate)
+    work = partial(_read_task, batch_size=batch_size, validate=validate,
+                   views=_views_key(views_dir) if stage is not None else None)
     for chunk in pool.map(work, tasks):
+        if stage is not None:
+            stage.add(chunk)
         for rtype, (n_read, n_written, n_rejected) in chunk.counts.items():
             counts = report.counts.setdefault(rtype, TypeCounts())
             counts.read += n_read
@@ -189,6 +198,7 @@ def _read_pass(lake: Lake, pool: _Pool, tasks: list[Task], report: IngestReport,
         if chunk.rejects:
             lake.add_rejects(chunk.rejects, modality="fhir")
         if chunk.resources is not None and chunk.resources.num_rows:
+            accepted += chunk.resources.num_rows
             pending.append(chunk.resources)
             pending_bytes += chunk.resources.nbytes
             if sum(t.num_rows for t in pending) >= COMMIT_ROWS or pending_bytes >= COMMIT_BYTES:
@@ -198,10 +208,12 @@ def _read_pass(lake: Lake, pool: _Pool, tasks: list[Task], report: IngestReport,
         if progress:
             progress("read", done, total)
     _commit_resources(lake, pending)
+    return accepted
 
 
-def _read_task(task: Task, *, batch_size: int, validate: bool) -> Iterator[_Chunk]:
-    """Worker: read one task in batches of ``batch_size`` resources."""
+def _read_task(task: Task, *, batch_size: int, validate: bool, views: tuple | None) -> Iterator[_Chunk]:
+    """Worker: read one task in batches of ``batch_size`` resources; flatten them when ``views`` (a
+    :func:`_views_key`) is given."""
     reader = Reader(task)
     source = str(task.path)
     accepted: list[dict] = []
@@ -222,13 +234,21 @@ def _read_task(task: Task, *, batch_size: int, validate: bool) -> Iterator[_Chun
             counts[2] += 1
             chunk.rejects.append(_reject_row(source, item, reason))
         if len(accepted) >= batch_size:
-            chunk.resources = _resources_table(accepted, source)
+            _fill(chunk, accepted, source, views)
             chunk.done, reported = reader.done_bytes - reported, reader.done_bytes
             yield chunk
             accepted, chunk = [], _Chunk()
-    chunk.resources = _resources_table(accepted, source) if accepted else None
+    if accepted:
+        _fill(chunk, accepted, source, views)
     chunk.done = task.size - reported
     yield chunk
+
+
+def _fill(chunk: _Chunk, resources: list[dict], source: str, views: tuple | None) -> None:
+    """Put the ``fhir_resources`` rows (and, with ``views``, the view rows) of ``resources`` in ``chunk``."""
+    chunk.resources = _resources_table(resources, source)
+    if views is not None:
+        _flatten(chunk, ((r["resourceType"], r["id"], r, None) for r in resources), _views_by_type(*views))
 
 
 def _reject_row(source: str, item: Item, reason: str) -> dict:
@@ -346,17 +366,8 @@ def _reflatten(lake: Lake, views_dir: Path, pool: _Pool, *, batch_size: int,
     from ingest.fhir.viewdef import load_views
 
     views = load_views(views_dir)
-    schemas = {}
-    for view in views:
-        schemas[view.name] = register(f"view_{view.name}", view_table_schema(view), keys=_view_keys(view))
-    types = sorted({v.resource for v in views})
-    staging = lake.path / "_staging" / lake.run_id
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    writers = {name: pq.ParquetWriter(staging / f"{name}.parquet", schema) for name, schema in schemas.items()}
-    rows = dict.fromkeys(schemas, 0)
-    rejected = 0
-    try:
+    types = {v.resource for v in views}
+    with _ViewStage(lake, views) as stage:
         fragments: list = []
         total = 0
         schema = None
@@ -365,33 +376,81 @@ def _reflatten(lake: Lake, views_dir: Path, pool: _Pool, *, batch_size: int,
             total = dataset.count_rows()
             fragments, schema = list(dataset.get_fragments()), dataset.schema
         done = 0
-        signature = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(views_dir.glob("*.json")))
-        work = partial(_flatten_fragment, schema=schema, batch_size=batch_size, views_dir=str(views_dir),
-                       signature=signature)
+        work = partial(_flatten_fragment, schema=schema, batch_size=batch_size, views=_views_key(views_dir))
         for chunk in pool.map(work, fragments):  # workers read the Parquet files themselves
-            for name, table in chunk.views.items():
-                if table.num_rows:
-                    writers[name].write_table(table.cast(schemas[name]))
-                    rows[name] += table.num_rows
-            if chunk.rejects:
-                lake.add_rejects(chunk.rejects, modality="fhir")
-                rejected += len(chunk.rejects)
+            stage.add(chunk)
             done += chunk.done
             if progress:
                 progress("views", done, total)
-        for writer in writers.values():
+        return stage.commit()
+
+
+class _ViewStage:
+    """View rows staged as one Parquet file per view under ``LAKE/_staging/<run_id>``, and the rejects of
+    flattening as another; :meth:`commit` replaces every ``view_<name>`` table with its staged rows."""
+
+    def __init__(self, lake: Lake, views: list) -> None:
+        self.lake = lake
+        self.schemas = {v.name: register(f"view_{v.name}", view_table_schema(v), keys=_view_keys(v))
+                        for v in views}
+        self.dir = lake.path / "_staging" / lake.run_id
+        self.rows = dict.fromkeys(self.schemas, 0)
+        self.rejected = 0
+        self._writers: dict[str, pq.ParquetWriter] = {}
+
+    def __enter__(self) -> _ViewStage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        parent = self.dir.parent
+        if parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+
+    def _writer(self, name: str, schema: pa.Schema) -> pq.ParquetWriter:
+        writer = self._writers.get(name)
+        if writer is None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            writer = self._writers[name] = pq.ParquetWriter(self.dir / f"{name}.parquet", schema)
+        return writer
+
+    def add(self, chunk: _Chunk) -> None:
+        """Stage the view rows and flattening rejects of one worker chunk."""
+        for name, table in chunk.views.items():
+            if table.num_rows:
+                self._writer(name, self.schemas[name]).write_table(table.cast(self.schemas[name]))
+                self.rows[name] += table.num_rows
+        if chunk.view_rejects:
+            table = pa.Table.from_pylist(chunk.view_rejects, schema=_REJECT_SCHEMA)
+            self._writer("_rejects", _REJECT_SCHEMA).write_table(table)
+            self.rejected += table.num_rows
+
+    def commit(self) -> tuple[dict[str, int], int]:
+        """Write every view table (overwrite) and the staged rejects; returns rows per view and rejects."""
+        self._close()
+        for name, schema in self.schemas.items():
+            path = self.dir / f"{name}.parquet"
+            if path.is_file():
+                staged = pq.ParquetFile(path)
+                reader = pa.RecordBatchReader.from_batches(schema, staged.iter_batches(batch_size=65_536))
+                self.lake.write(f"view_{name}", reader, mode="overwrite")
+            else:
+                self.lake.write(f"view_{name}", schema.empty_table(), mode="overwrite")
+        path = self.dir / "_rejects.parquet"
+        if path.is_file():
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
+                self.lake.add_rejects(batch.to_pylist(), modality="fhir")
+        return dict(self.rows), self.rejected
+
+    def _close(self) -> None:
+        for writer in self._writers.values():
             writer.close()
-        for name, schema in schemas.items():
-            staged = pq.ParquetFile(staging / f"{name}.parquet")
-            reader = pa.RecordBatchReader.from_batches(schema, staged.iter_batches(batch_size=65_536))
-            lake.write(f"view_{name}", reader, mode="overwrite")
-    finally:
-        for writer in writers.values():
-            writer.close()
-        shutil.rmtree(staging, ignore_errors=True)
-        if staging.parent.is_dir() and not any(staging.parent.iterdir()):
-            staging.parent.rmdir()
-    return rows, rejected
+        self._writers = {}
+
+
+_REJECT_SCHEMA = pa.schema([("source", pa.string()), ("location", pa.string()), ("reason", pa.string()),
+                            ("raw", pa.string())])
 
 
 def _view_keys(view) -> tuple[str, ...]:
@@ -411,21 +470,15 @@ def _has_iterator(node: object) -> bool:
 _VIEWS: dict[tuple, dict[str, list]] = {}  # compiled views per (folder, its files' names/mtimes/sizes)
 
 
-def _flatten_fragment(fragment, *, schema: pa.Schema, batch_size: int, views_dir: str,
-                      signature: tuple) -> Iterator[_Chunk]:
-    """Worker: flatten one Parquet file of ``fhir_resources``, ``batch_size`` rows at a time."""
-    for batch in fragment.to_batches(schema=schema, columns=["resource_type", "id", "json"],
-                                     batch_size=batch_size, batch_readahead=0, fragment_readahead=0):
-        yield _flatten_batch(batch, views_dir=views_dir, signature=signature)
+def _views_key(views_dir: Path) -> tuple:
+    """``(folder, signature)``: what a worker needs to compile (and cache) the views of ``views_dir``."""
+    signature = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(views_dir.glob("*.json")))
+    return str(views_dir), signature
 
 
-def _flatten_batch(batch: pa.RecordBatch, *, views_dir: str, signature: tuple) -> _Chunk:
-    """Flatten one batch of ``fhir_resources`` rows with every view of its resource types.
-
-    Rows of types no view reads are dropped after reading (files written by a Delta merge carry string_view
-    statistics that pyarrow's filter pushdown cannot compare with string literals).
-    """
-    from ingest.fhir.viewdef import ViewEvaluationError, load_views
+def _views_by_type(views_dir: str, signature: tuple) -> dict[str, list]:
+    """The compiled views of ``views_dir`` by resource type (compiled once per process and signature)."""
+    from ingest.fhir.viewdef import load_views
 
     by_type = _VIEWS.get((views_dir, signature))
     if by_type is None:
@@ -433,23 +486,44 @@ def _flatten_batch(batch: pa.RecordBatch, *, views_dir: str, signature: tuple) -
         for view in load_views(Path(views_dir)):
             by_type.setdefault(view.resource, []).append(view)
         _VIEWS[(views_dir, signature)] = by_type
+    return by_type
+
+
+def _flatten_fragment(fragment, *, schema: pa.Schema, batch_size: int, views: tuple) -> Iterator[_Chunk]:
+    """Worker: flatten one Parquet file of ``fhir_resources``, ``batch_size`` rows at a time.
+
+    Rows of types no view reads are dropped after reading (files written by a Delta merge carry string_view
+    statistics that pyarrow's filter pushdown cannot compare with string literals).
+    """
+    by_type = _views_by_type(*views)
+    wanted = pa.array(sorted(by_type), pa.string())
+    for batch in fragment.to_batches(schema=schema, columns=["resource_type", "id", "json"],
+                                     batch_size=batch_size, batch_readahead=0, fragment_readahead=0):
+        chunk = _Chunk(done=batch.num_rows)
+        batch = batch.filter(pc.is_in(batch.column("resource_type").cast(pa.string()), value_set=wanted))
+        rows = zip(batch.column("resource_type").to_pylist(), batch.column("id").to_pylist(),
+                   batch.column("json").to_pylist(), strict=True)
+        _flatten(chunk, ((rtype, rid, orjson.loads(text), text) for rtype, rid, text in rows), by_type)
+        yield chunk
+
+
+def _flatten(chunk: _Chunk, resources: Iterable[tuple[str, str, dict, str | None]],
+             by_type: dict[str, list]) -> None:
+    """Flatten ``(type, id, resource, json text or None)`` with every view of their types into ``chunk``."""
+    from ingest.fhir.viewdef import ViewEvaluationError
+
     out: dict[str, list[tuple]] = {}
-    chunk = _Chunk(done=batch.num_rows)
-    batch = batch.filter(pc.is_in(batch.column("resource_type").cast(pa.string()),
-                                  value_set=pa.array(sorted(by_type), pa.string())))
-    types = batch.column("resource_type").to_pylist()
-    ids = batch.column("id").to_pylist()
-    for rtype, rid, text in zip(types, ids, batch.column("json").to_pylist()):
+    for rtype, rid, resource, text in resources:
         views = by_type.get(rtype)
         if not views:
             continue
-        resource = orjson.loads(text)
         for view in views:
             try:
                 rows = view.rows(resource)
             except ViewEvaluationError as exc:
-                chunk.rejects.append({"source": "fhir_resources", "location": f"{rtype}/{rid}",
-                                      "reason": f"cannot flatten: {exc}", "raw": text[:RAW_LIMIT]})
+                raw = text if text is not None else orjson.dumps(resource).decode()
+                chunk.view_rejects.append({"source": "fhir_resources", "location": f"{rtype}/{rid}",
+                                           "reason": f"cannot flatten: {exc}", "raw": raw[:RAW_LIMIT]})
                 continue
             if rows:
                 out.setdefault(view.name, []).extend(rows)
@@ -457,7 +531,6 @@ def _flatten_batch(batch: pa.RecordBatch, *, views_dir: str, signature: tuple) -
         for view in views:
             if view.name in out:
                 chunk.views[view.name] = view.with_timestamps(view.table_from_rows(out[view.name]))
-    return chunk
 
 
 # -- parallel map with bounded queues ----------------------------------------------------------------------

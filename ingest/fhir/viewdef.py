@@ -23,13 +23,15 @@ from typing import Any
 
 import pyarrow as pa
 
-from ingest.fhir.fhirpath import Evaluator, FhirPathError, compile_path
+from ingest.fhir.fhirpath import SLOW, Evaluator, FhirPathError, compile_path, compile_scalar
 from ingest.schema import TIMESTAMP, utc_timestamps
 
 __all__ = ["CompiledView", "ViewDefinitionError", "ViewEvaluationError", "compile_view", "load_views",
            "arrow_type", "TEMPORAL_TYPES"]
 
 RowFn = Callable[[Any, int], list[tuple]]
+ValueFn = Callable[[list, int], Any]  # a column's value on a focus collection (``[item]`` or ``[]``)
+ScalarFn = Callable[[Any], Any]  # a column's value on a focus item, or SLOW (see fhirpath.compile_scalar)
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _ITERATORS = ("forEach", "forEachOrNull", "repeat")
@@ -91,10 +93,11 @@ class _Builder:
         except FhirPathError as exc:
             raise self.fail(f"{where}: {exc}") from None
 
-    def column_value(self, column: _Column) -> Callable[[list, int], Any]:
+    def column_value(self, column: _Column) -> tuple[ScalarFn | None, ValueFn]:
+        """The column's fast scalar function (None when its path has none) and its full evaluator."""
         fn = self.path(column.path, f"column {column.name!r}")
         if column.collection:
-            return lambda focus, ri: list(fn(focus, ri))  # a copy: never hand out the resource's own list
+            return None, lambda focus, ri: list(fn(focus, ri))  # a copy: never hand out the resource's list
         view_name, name, path = self.view_name, column.name, column.path
 
         def value(focus: list, ri: int) -> Any:
@@ -106,7 +109,7 @@ class _Builder:
             raise ViewEvaluationError(
                 f"view {view_name!r}: column {name!r} (path {path!r}) returned {len(out)} values; set"
                 " \"collection\": true or narrow the path, e.g. with .first()")
-        return value
+        return compile_scalar(path), value
 
     def select(self, spec: Any, where: str) -> _Node:
         if not isinstance(spec, dict):
@@ -190,17 +193,40 @@ class _Builder:
         return _Column(name, col["path"], type_, collection)
 
 
-def _body(values: list[Callable[[list, int], Any]], parts: list[RowFn]) -> RowFn:
+def _row(values: list[tuple[ScalarFn | None, ValueFn]]) -> Callable[[Any, int], tuple]:
+    """The column values for one focus element (None: the empty focus of forEachOrNull); each column tries
+    its scalar fast path first and falls back to the full evaluator when that says SLOW."""
+    fasts = [fast for fast, _ in values]
+    all_fast = all(fast is not None for fast in fasts)
+
+    def row(focus: Any, ri: int) -> tuple:
+        if all_fast and focus is not None:
+            out = [fast(focus) for fast in fasts]
+            if SLOW not in out:  # JSON values never equal SLOW, so this is an identity test
+                return tuple(out)
+        out = []
+        f = None
+        for fast, full in values:
+            if fast is not None and focus is not None:
+                v = fast(focus)
+                if v is not SLOW:
+                    out.append(v)
+                    continue
+            if f is None:
+                f = [] if focus is None else [focus]
+            out.append(full(f, ri))
+        return tuple(out)
+    return row
+
+
+def _body(values: list[tuple[ScalarFn | None, ValueFn]], parts: list[RowFn]) -> RowFn:
     """Rows for one focus element: its column values times the rows of each nested select / unionAll."""
+    row = _row(values)
     if not parts:
-        def columns_only(focus: Any, ri: int) -> list[tuple]:
-            f = [] if focus is None else [focus]
-            return [tuple([v(f, ri) for v in values])]
-        return columns_only
+        return lambda focus, ri: [row(focus, ri)]
 
     def body(focus: Any, ri: int) -> list[tuple]:
-        f = [] if focus is None else [focus]
-        acc = [tuple([v(f, ri) for v in values])]
+        acc = [row(focus, ri)]
         for part in parts:
             rows = part(focus, ri)
             if not rows:

@@ -96,7 +96,7 @@ def test_small_input_stem_keeps_resolution():
     assert isinstance(small.backbone.maxpool, torch.nn.Identity)
 
 
-@pytest.mark.parametrize(("image_size", "small"), [(28, True), (64, True), (224, False)])
+@pytest.mark.parametrize(("image_size", "small"), [(28, True), (32, True), (64, False), (224, False)])
 def test_small_input_auto(image_size, small):
     enc = create_encoder("timm", model_name="resnet18", image_size=image_size)
     assert isinstance(enc.backbone.maxpool, torch.nn.Identity) == small
