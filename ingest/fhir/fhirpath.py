@@ -1238,14 +1238,8 @@ def compile_scalar(text: str) -> Callable[[Any], Any] | None:
     path gives on the one-item collection ``[item]`` (None when empty), or :data:`SLOW` when the data
     need the full evaluator (several values, choice elements to search, non-object steps).
     """
-    tree = parse(text)
-    alternatives = [tree]
-    if tree[0] == "func" and tree[2] == "first" and not tree[3] and tree[1] is not None \
-            and tree[1][0] == "binop" and tree[1][1] == "|":
-        alternatives = _union_parts(tree[1])
-        alternatives = [("func", a, "first", []) for a in alternatives]
-    chains = [_chain(a) for a in alternatives]
-    if any(c is None or not c for c in chains):
+    chains = scalar_chains(text)
+    if chains is None:
         return None
     names: dict[str, Any] = {}
     source = "\n".join(_chain_source(c, f"f{i}", names) for i, c in enumerate(chains))
@@ -1261,6 +1255,66 @@ def compile_scalar(text: str) -> Callable[[Any], Any] | None:
                 return v
         return None
     return first_of
+
+
+def scalar_chains(text: str) -> list[list[tuple]] | None:
+    """The step chains of a path :func:`compile_scalar` covers (several for ``(a | b).first()``), or None.
+
+    Steps: ``("m", name)`` member, ``("t", name, key)`` ``name.ofType(T)`` read as ``key``, ``("first",)``,
+    ``("ref", type or None)`` getReferenceKey, ``("rkey",)`` getResourceKey.
+    """
+    tree = parse(text)
+    alternatives = [tree]
+    if tree[0] == "func" and tree[2] == "first" and not tree[3] and tree[1] is not None \
+            and tree[1][0] == "binop" and tree[1][1] == "|":
+        alternatives = [("func", a, "first", []) for a in _union_parts(tree[1])]
+    chains = [_chain(a) for a in alternatives]
+    if any(c is None or not c for c in chains):
+        return None
+    return chains
+
+
+def chain_ops(steps: list[tuple]) -> list[tuple]:
+    """A chain as generation ops: ``first()`` folded into the member step before it, giving
+    ``("m", name, first)``, ``("t", name, key, first)``, ``("ref", type)``, ``("rkey",)``."""
+    ops: list[tuple] = []
+    for i, step in enumerate(steps):
+        if step[0] == "first":
+            continue
+        first = i + 1 < len(steps) and steps[i + 1][0] == "first"
+        ops.append((*step, first) if step[0] in ("m", "t") else step)
+    return ops
+
+
+def op_lines(op: tuple, src: str, dst: str, last: bool) -> list[str]:
+    """Python statements setting ``dst`` to one chain op applied to ``src`` (a value, None for empty, or
+    ``SLOW``), with the semantics of :func:`compile_scalar`; ``last``: the chain's final op. The generated
+    code needs ``SLOW`` and ``reference_key`` in its globals."""
+    if op[0] == "ref":
+        return [f"{dst} = {src} if {src} is None or {src} is SLOW else reference_key({src}, {op[1]!r})"]
+    if op[0] == "rkey":
+        return [f"if {src} is None or {src} is SLOW:", f"    {dst} = {src}",
+                f"elif type({src}) is not dict or 'resourceType' not in {src}:", f"    {dst} = None",
+                "else:", f"    {dst} = {src}.get('id')"]
+    lines = [f"if {src} is None or {src} is SLOW:", f"    {dst} = {src}",
+             f"elif type({src}) is not dict:", f"    {dst} = SLOW", "else:"]
+    if op[0] == "m":
+        name, first = op[1], op[2]
+        lines.append(f"    {dst} = {src}.get({name!r})")
+        if name in CHOICE_NAMES:
+            lines += [f"    if {dst} is None:", f"        {dst} = SLOW"]
+    else:
+        _, name, key, first = op
+        lines += [f"    {dst} = {src}.get({key!r})", f"    if {dst} is None and {src}.get({name!r}) is not None:",
+                  f"        {dst} = SLOW"]
+    lines.append(f"    if type({dst}) is list:")
+    if first:
+        lines.append(f"        {dst} = {dst}[0] if {dst} else None")
+    else:
+        lines.append(f"        {dst} = {dst}[0] if len({dst}) == 1 else None if not {dst} else SLOW")
+    if last:  # a list in a list: only the full evaluator flattens it
+        lines += [f"        if type({dst}) is list:", f"            {dst} = SLOW"]
+    return lines
 
 
 def _union_parts(node: tuple) -> list[tuple]:
@@ -1286,3 +1340,123 @@ def compile_path(text: str, *, constants: Mapping[str, Any] | None = None) -> Ev
 def evaluate(text: str, resource: Any, *, constants: Mapping[str, Any] | None = None) -> list:
     """Compile and evaluate ``text`` on one resource (convenience for tests; compile once for speed)."""
     return compile_path(text, constants=constants)([resource], 0)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Filter fast path: ``where`` paths made of exists() tests over simple criteria, as generated Python
+# --------------------------------------------------------------------------------------------------------
+
+class _Slow(Exception):
+    """Raised inside generated filters when the data need the full evaluator."""
+
+
+def compile_filter(text: str, *, constants: Mapping[str, Any] | None = None) -> Callable[[Any], Any] | None:
+    """A fast ``fn(resource) -> bool`` for ``where`` paths such as
+    ``meta.profile.where($this = 'x').exists() or code.coding.where(system = 's' and code in ('a' | 'b'))
+    .exists()``, or None when ``text`` is not of that form.
+
+    Covered: ``and``/``or`` of ``P.exists()``, ``P.exists(C)`` and ``P.where(C).exists()``, where ``C`` is an
+    ``and``/``or`` of ``$this`` or a plain member compared with string literals (``=``, ``in``,
+    ``startsWith``). ``fn`` returns the single boolean the full evaluator gives on ``[resource]``, or
+    :data:`SLOW` when the data need it (a member that is not a string, an item that is not an object).
+    """
+    tree = parse(text)
+    compiler = _Compiler(text, dict(constants or {}))
+    names: dict[str, Any] = {"SLOW": SLOW, "_Slow": _Slow}
+    lines: list[str] = []
+    expr = _filter_expr(tree, compiler, names, lines)
+    if expr is None:
+        return None
+    lines += ["def where_filter(x):", "    try:", f"        return {expr}", "    except _Slow:",
+              "        return SLOW"]
+    exec(compile("\n".join(lines), f"<where {text[:60]}>", "exec"), names)  # noqa: S102 - from the parse tree
+    return names["where_filter"]
+
+
+def _filter_expr(node: tuple, c: _Compiler, names: dict[str, Any], lines: list[str]) -> str | None:
+    """Python expression (on ``x``, the resource) of a filter tree node that always gives one boolean."""
+    if node[0] == "binop" and node[1] in ("and", "or"):
+        left = _filter_expr(node[2], c, names, lines)
+        right = _filter_expr(node[3], c, names, lines)
+        return None if left is None or right is None else f"({left} {node[1]} {right})"
+    if node[0] != "func" or node[2] != "exists" or len(node[3]) > 1:
+        return None
+    target, args = node[1], node[3]
+    if not args and target is not None and target[0] == "func" and target[2] == "where" and len(target[3]) == 1:
+        target, args = target[1], target[3]
+    k = len([n for n in names if n.startswith("src")])
+    names[f"src{k}"] = _identity if target is None else c.compile(target)
+    if not args:
+        return f"bool(src{k}([x], 0))"
+    members: dict[str, str] = {}
+    crit = _criterion(args[0], names, members)
+    if crit is None:
+        return None
+    lines += [f"def exists{k}(x):", *_items_lines(target, f"src{k}"), "    for y in items:"]
+    if "$this" in members:
+        lines += ["        if type(y) is not str:", "            raise _Slow"]
+    if set(members) - {"$this"}:
+        lines += ["        if type(y) is not dict:", "            raise _Slow"]
+    for member, var in members.items():
+        if member != "$this":
+            lines += [f"        {var} = y.get({member!r})", f"        if {var} is not None and type({var}) is not str:",
+                      "            raise _Slow"]
+    lines += [f"        if {crit}:", "            return True", "    return False"]
+    return f"exists{k}(x)"
+
+
+def _items_lines(target: tuple | None, src: str) -> list[str]:
+    """Statements setting ``items`` to the collection of ``target`` on ``[x]``: inlined for one or two
+    plain members (objects all the way), else the compiled evaluator ``src``."""
+    path: list[str] = []
+    node = target
+    while node is not None and node[0] == "member" and node[2][:1].islower() and node[2] not in CHOICE_NAMES:
+        path.insert(0, node[2])
+        node = node[1]
+    if node is not None or not 1 <= len(path) <= 2:
+        return [f"    items = {src}([x], 0)"]
+    wrap = ["        items = ()", "    elif type(items) is not list:", "        items = (items,)"]
+    if len(path) == 1:
+        return [f"    items = x.get({path[0]!r})", "    if items is None:", *wrap]
+    return [f"    items = x.get({path[0]!r})", "    if type(items) is dict:", f"        items = items.get({path[1]!r})",
+            "        if items is None:", "            items = ()", "        elif type(items) is not list:",
+            "            items = (items,)", "    elif items is None:", "        items = ()", "    else:",
+            f"        items = {src}([x], 0)"]
+
+
+def _criterion(node: tuple, names: dict[str, Any], members: dict[str, str]) -> str | None:
+    """Python expression on one item ``y`` of a monotone criterion: and/or of string tests on ``$this``
+    (``y``) or plain members (read into variables listed in ``members``). An empty operand reads as false,
+    which gives the same "is it true" answer as FHIRPath's three-valued logic because and/or are monotone."""
+    if node[0] == "binop" and node[1] in ("and", "or"):
+        left, right = _criterion(node[2], names, members), _criterion(node[3], names, members)
+        return None if left is None or right is None else f"({left} {node[1]} {right})"
+    if node[0] == "binop" and node[1] in ("=", "in"):
+        item, lits = node[2], _literal_values(node[3])
+        if lits is None or not lits or not all(type(v) is str for v in lits) or (node[1] == "=" and len(lits) > 1):
+            return None
+        value = _criterion_item(item, members)
+        if value is None:
+            return None
+        if node[1] == "=":
+            return f"{value} == {lits[0]!r}"
+        j = len([n for n in names if n.startswith("set")])
+        names[f"set{j}"] = frozenset(lits)
+        return f"{value} in set{j}"
+    if node[0] == "func" and node[2] == "startsWith" and len(node[3]) == 1 and node[3][0][0] == "lit" \
+            and type(node[3][0][1]) is str and node[1] is not None:
+        value = _criterion_item(node[1], members)
+        if value is None:
+            return None
+        return f"({value} is not None and {value}.startswith({node[3][0][1]!r}))"
+    return None
+
+
+def _criterion_item(node: tuple, members: dict[str, str]) -> str | None:
+    """``$this`` (``y``) or a plain lower-case member that is no choice element (a variable), else None."""
+    if node == ("this",):
+        members["$this"] = "y"
+        return "y"
+    if node[0] == "member" and node[1] is None and node[2][:1].islower() and node[2] not in CHOICE_NAMES:
+        return members.setdefault(node[2], f"a{len(members)}")
+    return None

@@ -144,3 +144,41 @@ def test_reference_key(ref, type_name, key):
 ])
 def test_boundaries(expr, resource, expected):
     assert evaluate(expr, resource) == expected
+
+
+_FILTERS = [
+    "code.coding.where(system = 'http://loinc.org' and (code in ('1-8' | '2-6'))).exists()",
+    "meta.profile.where($this = 'p1' or $this = 'p2').exists() or code.coding.where(system = 's').exists()",
+    "code.coding.where((system = 'a' or system = 'b') and code.startsWith('C')).exists()",
+    "code.coding.exists(code in 'x') and identifier.exists()",
+]
+_FILTER_RESOURCES = [
+    {"resourceType": "Observation", "code": {"coding": [{"system": "http://loinc.org", "code": "2-6"}]}},
+    {"resourceType": "Observation", "code": {"coding": [{"system": "a", "code": "C34"}, {"code": "x"}]},
+     "identifier": [{}]},
+    {"resourceType": "Observation", "meta": {"profile": ["p2"]}},
+    {"resourceType": "Observation", "meta": {"profile": [1, "p1"]}, "code": {"coding": ["text"]}},
+    {"resourceType": "Observation", "code": {"coding": [{"system": 3, "code": ["1-8", "x"]}]}},
+    {"resourceType": "Observation", "code": [{"coding": [{"system": "s"}]}, {"coding": []}]},
+    {"resourceType": "Observation"},
+]
+
+
+@pytest.mark.parametrize("text", _FILTERS)
+def test_generated_filter_agrees_with_the_evaluator(text):
+    fast = fhirpath.compile_filter(text)
+    assert fast is not None, text  # every filter above is one the generated path covers
+    answers = set()
+    for resource in _FILTER_RESOURCES:
+        answer = fast(resource)
+        if answer is fhirpath.SLOW:
+            continue  # the data need the evaluator (and get it, see CompiledView.rows)
+        assert [answer] == evaluate(text, resource), (text, resource)
+        answers.add(answer)
+    assert answers == {True, False}
+
+
+def test_generated_filter_declines_other_paths():
+    assert fhirpath.compile_filter("code.coding.where(system = %loinc).exists()", constants={"loinc": "s"}) is None
+    assert fhirpath.compile_filter("code.coding.where(system != 's').exists()") is None
+    assert fhirpath.compile_filter("status = 'final'") is None
