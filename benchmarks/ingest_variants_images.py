@@ -162,6 +162,10 @@ def bench_variants(n_records: int = 100_000, repeat: int = 3) -> dict[str, float
         except ImportError:
             _line("ours: VCF -> Arrow (parse+annotate)", n_records, *ours)
             print("  cyvcf2 is not installed: no baseline")
+        *general, parsed = _timed(lambda: vcf_variants(vcf, columnar=False).table)
+        assert parsed.num_rows == n_records
+        _line("ours: VCF, per-record path", n_records, *general)
+        results.update(vcf_per_record_cpu_s=general[1])
         *lake, counts = _timed(lambda: ingest_variants(Lake(tmp / "lake_vcf"), [vcf]))
         assert counts["variants_written"] == n_records
         _line("ours: VCF -> lake (full ingest)", n_records, *lake)

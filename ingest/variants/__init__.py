@@ -1,6 +1,9 @@
 """Genomic variant ingest: VCF and MAF files -> the ``variants``, ``gene_status`` and ``tmb`` lake tables.
 
 * :mod:`ingest.variants.vcf`: streaming VCF reader (multi-allelic split), tumour-sample rule, VCF -> rows;
+* :mod:`ingest.variants.vcf_columnar`, :mod:`ingest.variants.effects_columnar`,
+  :mod:`ingest.variants.sample_fields`, :mod:`ingest.variants.lines`: the same rules column-wise over chunks of
+  lines (the fast path for single-sample VCFs with ANN/CSQ);
 * :mod:`ingest.variants.maf`: MAF reader -> rows;
 * :mod:`ingest.variants.annotation`: SnpEff ANN / EFF and VEP CSQ, vcf2maf's one-effect rule and
   Variant_Classification mapping;

@@ -175,11 +175,11 @@ def maf_alleles(pos: int, ref: str, alt: str) -> tuple[int, str, str, str, bool]
     return pos, ref, alt, "DEL", inframe
 
 
-_AA3TO1 = {"Ala": "A", "Arg": "R", "Asn": "N", "Asp": "D", "Asx": "B", "Cys": "C", "Glu": "E", "Gln": "Q",
+AA3TO1 = {"Ala": "A", "Arg": "R", "Asn": "N", "Asp": "D", "Asx": "B", "Cys": "C", "Glu": "E", "Gln": "Q",
            "Glx": "Z", "Gly": "G", "His": "H", "Ile": "I", "Leu": "L", "Lys": "K", "Met": "M", "Phe": "F",
            "Pro": "P", "Ser": "S", "Thr": "T", "Trp": "W", "Tyr": "Y", "Val": "V", "Xxx": "X", "Ter": "*",
            "Sec": "U", "Pyl": "O"}
-_AA3_RE = re.compile("|".join(_AA3TO1))
+_AA3_RE = re.compile("|".join(AA3TO1))
 _SHORT_CACHE: dict[str, str] = {}
 
 
@@ -196,7 +196,7 @@ def hgvsp_short(hgvsp: str) -> str:
         text = unquote(text)
     if text.startswith("c.") and "(p." in text:  # "c.123A>G(p.Leu41Pro)"
         text = text[text.index("(p.") + 1:].rstrip(")")
-    short = _AA3_RE.sub(lambda m: _AA3TO1[m.group(0)], text)
+    short = _AA3_RE.sub(lambda m: AA3TO1[m.group(0)], text)
     if short and not short.startswith("p."):
         short = "p." + short
     if len(_SHORT_CACHE) < 200_000:
@@ -301,6 +301,10 @@ class Annotator:
                  "length", "hgvsc", "protein_position", "amino_acids")
         self._get = itemgetter(*(self._idx.get(k, -1) if self._idx.get(k, -1) >= 0 else len(names)
                                  for k in order))
+
+    def field_index(self, key: str) -> int:
+        """Position of a field (``gene``, ``consequence``, ``allele``, ...) in an entry; -1 if absent."""
+        return self._idx.get(key, -1)
 
     def effects(self, annotation: str, *, alt: str, alt_index: int, vep_allele: str) -> list[Effect]:
         """All effects of one INFO annotation value on ALT allele ``alt`` (1-based ``alt_index``).

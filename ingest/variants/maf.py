@@ -103,7 +103,10 @@ def _chunk_table(chunk: pd.DataFrame, idx: dict[str, int], source: str) -> tuple
         """Column ``name`` as trimmed strings, null where empty / NA / ``.``."""
         values = pa.array(chunk[idx[name]], from_pandas=True)
         values = pc.utf8_trim_whitespace(values.cast(pa.string()))
-        return pc.if_else(pc.is_in(values, NO_VALUE_ARRAY), pa.scalar(None, pa.string()), values)
+        missing = pc.is_in(values, NO_VALUE_ARRAY)
+        if not pc.any(missing).as_py():
+            return values
+        return pc.if_else(missing, pa.scalar(None, pa.string()), values)
 
     def number(name: str) -> np.ndarray:
         if name not in idx:
@@ -151,7 +154,7 @@ def _chunk_table(chunk: pd.DataFrame, idx: dict[str, int], source: str) -> tuple
         "vaf": pa.array(vaf, pa.float64(), from_pandas=True),
         "depth": pa.array(np.nan_to_num(depth).astype("int64"), pa.int64(), mask=np.isnan(depth)),
         "filter": text("FILTER") if "FILTER" in idx else pa.nulls(len(chunk), pa.string()),
-        "source_file": pa.array(np.full(len(chunk), source, dtype=object), pa.string()),
+        "source_file": pa.repeat(pa.scalar(source, pa.string()), len(chunk)),
     }).filter(keep)
     return add_variant_key(table), rejected, reasons
 

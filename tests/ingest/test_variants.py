@@ -403,3 +403,112 @@ def test_generic_tumor_column_takes_the_header_sample_name(tmp_path):
             "7\t55191822\t.\tT\tG\t.\tPASS\t.\tGT\t0/1\t0/0\n")
         ids.append(set(vcf_variants(path).table.column("sample_id").to_pylist()))
     assert ids == [{"SMP-1"}, {"SMP-2"}]
+
+
+# -- VCF: the column-wise path gives the per-record path's rows ---------------------------------------------
+ANN_HEADER = ('##INFO=<ID=ANN,Number=.,Type=String,Description="Functional annotations: \'Allele | Annotation |'
+              " Annotation_Impact | Gene_Name | Gene_ID | Feature_Type | Feature_ID | Transcript_BioType | Rank |"
+              " HGVS.c | HGVS.p | cDNA.pos / cDNA.length | CDS.pos / CDS.length | AA.pos / AA.length | Distance |"
+              ' ERRORS / WARNINGS / INFO\' ">')
+CSQ_FIELDS = "Allele|Consequence|SYMBOL|Feature|BIOTYPE|HGVSp|HGVSc|cDNA_position|CANONICAL|ALLELE_NUM|" \
+             "Protein_position|Amino_acids"
+CSQ_HEADER = f'##INFO=<ID=CSQ,Number=.,Type=String,Description="Consequence annotations from Ensembl VEP. ' \
+             f'Format: {CSQ_FIELDS}">'
+TERMS = ["missense_variant", "synonymous_variant", "stop_gained", "frameshift_variant", "intron_variant",
+         "splice_donor_variant", "splice_region_variant&intron_variant", "downstream_gene_variant",
+         "inframe_deletion", "protein_altering_variant", "5_prime_UTR_variant", "made_up_term", ""]
+BIOTYPES = ["protein_coding", "lncRNA", "nonsense_mediated_decay", "processed_pseudogene", "", "odd_type"]
+HGVSP = ["p.Leu858Arg", "p.Ser60=", "p.%3D", "p.Trp54Ter", "", "ENSP0001.1:p.Lys224AsnfsTer19", "V536L",
+         "c.123A>G(p.Leu41Pro)", "p.="]
+
+
+def _random_vcf(path: Path, rng, kind: str, n: int) -> Path:
+    """A tumour/normal VCF with random alleles, ANN or CSQ effects, FORMAT layouts and some bad lines."""
+    lines = []
+    for _ in range(n):
+        ref = "".join(rng.choice(list("ACGT"), size=int(rng.integers(1, 4))))
+        alt = rng.choice([rng.choice(list("ACGT")), ref[0] + "TTG", ref[0] + "G", ref[0], ref + "A", "<DEL>", "*",
+                          "C,G", "A,ACGT", "N[1:100["])
+        if alt == ref:
+            alt = "T" if ref != "T" else "G"
+        entries = []
+        for _ in range(int(rng.integers(0, 5))):
+            allele = rng.choice([alt.split(",")[0], alt.split(",")[-1], alt[1:] or "-", "X", ""])
+            gene = rng.choice(["EGFR", "KRAS", "TP53", ""])
+            term, bio, hgvsp = rng.choice(TERMS), rng.choice(BIOTYPES), rng.choice(HGVSP)
+            length = rng.choice(["1480/5971", "100/2000", "", "7/x"])
+            hgvsc = rng.choice(["c.123+1G>A", "c.-5G>A", "ENST1:c.10A>G", ""])
+            if kind == "ANN":
+                fields = [allele, term, "HIGH", gene, "G1", "transcript", f"T{rng.integers(9)}", bio, "1/2",
+                          hgvsc, hgvsp, length, "", rng.choice(["60/400", ""]), "", ""]
+            else:
+                fields = [allele, term, gene, f"T{rng.integers(9)}", bio, hgvsp, hgvsc, length,
+                          rng.choice(["YES", ""]), rng.choice(["", "1", "2"]), rng.choice(["60", "60-61", ""]),
+                          rng.choice(["S", "L/R", ""])]
+            entries.append("|".join(fields[: int(rng.integers(len(fields) - 4, len(fields) + 1))]))
+        info = ";".join(p for p in [f"DP={rng.integers(99)}", f"{kind}=" + ",".join(entries) if entries else "",
+                                    rng.choice(["SOMATIC", ""])] if p) or "."
+        fmt, tumour, normal = [
+            ("GT:AD:DP", "0/1:30,10:40", "0/0:40,0:40"), ("GT:AD:AF:DP", "0/1:30,10:0.3:40", "0/0:40,0:0:40"),
+            ("GT:AD:AF:DP", "0/1:30,10", "0/0:1,0:.:1"), ("GT:AD", "0/1:.", "0/0:40,0"),
+            ("GT:FA:DP", "0/1:0.2:50", "0/0:0:50"), ("GT:AD:DP", "0/1:7,:0", "./."),
+            ("GT:AD:DP", "1/2:5,3,2:10", "0/0:9,0,0:9")][int(rng.integers(7))]
+        cols = [rng.choice(["1", "chr7", "chrX", "MT"]), str(rng.integers(1, 10**6)), ".", ref, alt, ".",
+                rng.choice(["PASS", ".", "LowQual"]), info, fmt, tumour, normal]
+        bad = rng.random()
+        if bad < 0.03:
+            cols = cols[:-1]
+        elif bad < 0.05:
+            cols[1] = rng.choice(["1x0", "+12", ""])
+        elif bad < 0.06:
+            cols[3] = ""
+        lines.append("\t".join(cols))
+        if rng.random() < 0.02:
+            lines.append("")
+    header = "\n".join(["##fileformat=VCFv4.2", ANN_HEADER if kind == "ANN" else CSQ_HEADER,
+                        '##FORMAT=<ID=AD,Number=R,Type=Integer,Description="Allelic depths">',
+                        '##FORMAT=<ID=AF,Number=A,Type=Float,Description="Allele fraction">',
+                        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tTUMOR\tNORMAL"])
+    path.write_text(header + "\n" + "\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["ANN", "CSQ"])
+def test_columnar_vcf_path_matches_per_record_path(tmp_path, monkeypatch, kind):
+    import functools
+
+    import numpy as np
+
+    import ingest.variants.vcf as vcf_module
+    from ingest.variants.lines import line_chunks
+
+    path = _random_vcf(tmp_path / f"random_{kind}.vcf", np.random.default_rng(7), kind, 600)
+    monkeypatch.setattr(vcf_module, "line_chunks", functools.partial(line_chunks, chunk_bytes=4096))  # many chunks
+    fast, slow = vcf_variants(path), vcf_variants(path, columnar=False)
+    assert fast.table.num_rows > 300 and fast.table.column("consequence").null_count < fast.table.num_rows
+    for name in fast.table.column_names:
+        assert fast.table.column(name).to_pylist() == slow.table.column(name).to_pylist(), name
+    assert (fast.records_read, fast.skipped) == (slow.records_read, slow.skipped)
+    assert fast.rejects == slow.rejects and len(fast.rejects) > 10
+
+    data = gzip.compress(path.read_bytes())
+    cut = tmp_path / "cut.vcf.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    broken = vcf_variants(cut)
+    assert 0 < broken.table.num_rows < fast.table.num_rows and broken.records_read < fast.records_read
+    assert [r["location"] for r in broken.rejects if "truncated or corrupt" in r["reason"]] == [None]
+
+
+def test_line_chunks_match_text_mode_lines():
+    import io
+
+    from ingest.variants.lines import line_chunks
+
+    for data in (b"a\nbb\r\n\nccc", b"a\r\rb\n", b"x\xffy\n\nz\n", b"", b"\n\n", b"abc" * 10 + b"\nq\r\n"):
+        text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace")
+        expected = [(n, line.rstrip("\r\n")) for n, line in enumerate(text, start=5) if line.rstrip("\r\n")]
+        for chunk_bytes in (1, 2, 3, 7, 100):
+            got = []
+            for numbers, lines in line_chunks(io.BufferedReader(io.BytesIO(data)), 5, chunk_bytes=chunk_bytes):
+                got += list(zip(numbers.tolist(), lines.to_pylist(), strict=True))
+            assert got == expected, (data, chunk_bytes)
