@@ -194,7 +194,7 @@ class TrainConfig(_Strict):
 
 class EvalConfig(_Strict):
     horizons_days: list[float] = Field(default_factory=lambda: [365.0, 730.0, 1095.0])
-    n_boot: int = Field(1000, ge=0)
+    n_boot: int = Field(200, ge=0)
 
 
 class RunConfig(_Strict):

@@ -19,13 +19,15 @@ app.add_typer(lake_app, name="lake")
 
 # (module, which typer app its register() receives)
 _VERBS = [
-    ("apps.cli.ingest_fhir", ingest_app),
-    ("apps.cli.train", app),
     ("apps.cli.synth", app),
-    ("apps.cli.ingest_images", ingest_app),
+    ("apps.cli.ingest_fhir", ingest_app),
     ("apps.cli.ingest_variants", ingest_app),
-    ("apps.cli.lake", lake_app),
+    ("apps.cli.ingest_images", ingest_app),
     ("apps.cli.ingest_tables", ingest_app),
+    ("apps.cli.lake", lake_app),
+    ("apps.cli.train", app),
+    ("apps.cli.evaluate", app),
+    ("apps.cli.app", app),
 ]
 for _module, _target in _VERBS:
     importlib.import_module(_module).register(_target)

@@ -1,0 +1,106 @@
+"""``tumorboard evaluate`` (test-split metrics, baselines, ablations, figures) and ``tumorboard predict``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from apps.cli.common import console, err_console, fail
+
+RunArgument = Annotated[Path, typer.Argument(help="A run directory written by `tumorboard train`.")]
+LakeOption = Annotated[Path | None, typer.Option(
+    "--lake", help="The lake (default: the lake the run was trained on).")]
+HEADLINE = {"diagnosis": "auroc", "survival": "c_index_harrell", "pfs": "c_index_harrell",
+            "response": "auroc"}
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate)
+    app.command("predict")(predict)
+
+
+def _errors() -> tuple[type[Exception], ...]:
+    from fusion.cohort import CohortError
+    from fusion.config import ConfigError
+    from fusion.run import RunError
+    from ingest.lake import LakeError
+
+    return RunError, CohortError, ConfigError, LakeError
+
+
+def evaluate(
+    run: RunArgument,
+    lake: LakeOption = None,
+    retrain: Annotated[bool, typer.Option("--retrain/--no-retrain", help="Train one model per single "
+                                          "modality for the only_<m> ablations (slow; reused when present).")]
+    = True,
+    n_boot: Annotated[int | None, typer.Option("--n-boot", min=0, help="Bootstrap resamples (default: the "
+                                               "run's eval.n_boot).")] = None,
+) -> None:
+    """Score a run on its test split: writes RUN/metrics.json and calibration, Kaplan-Meier and ROC plots."""
+    from fusion.evaluate import METRICS_FILE, evaluate_run
+
+    def progress(event: dict) -> None:
+        if "epoch" in event:
+            err_console.print(f"  {event.get('ablation', '')} epoch {event['epoch']}/{event['epochs']} "
+                              f"val loss {event.get('val_loss', float('nan')):.4f}")
+        elif event.get("stage") != "done":
+            err_console.print(f"[dim]{event['stage']}[/] {event.get('what', '')}")
+
+    try:
+        result = evaluate_run(run, lake, retrain_ablations=retrain, progress=progress, n_boot=n_boot)
+    except _errors() as exc:
+        raise fail(str(exc)) from None
+    _print_summary(result)
+    console.print(f"wrote {run / METRICS_FILE} and {', '.join(result['plots'])}")
+
+
+def _print_summary(result: dict) -> None:
+    for task, scores in result["tasks"].items():
+        if "skipped" in scores:
+            console.print(f"{task}: skipped ({scores['skipped']})")
+            continue
+        metric = HEADLINE.get(task, next(iter(scores["model"])))
+        table = Table(title=f"{task}: {metric} (95% CI), n={scores['n']}")
+        table.add_column("model")
+        table.add_column(metric, justify="right")
+        rows = [("model", scores["model"])] + [(f"baseline {k}", v) for k, v in scores["baselines"].items()] \
+            + [(k, v) for k, v in scores["ablations"].items()]
+        for name, values in rows:
+            table.add_row(name, _fmt(values.get(metric)))
+        console.print(table)
+
+
+def _fmt(item: dict | None) -> str:
+    if not item or item["value"] is None:
+        return "n/a"
+    if item["ci_low"] is None:
+        return f"{item['value']:.3f}"
+    return f"{item['value']:.3f} ({item['ci_low']:.3f}-{item['ci_high']:.3f})"
+
+
+def predict(
+    run: RunArgument,
+    patient: Annotated[str, typer.Option("--patient", help="Patient key or any identifier (e.g. MRN).")],
+    lake: LakeOption = None,
+    explain: Annotated[bool, typer.Option("--explain/--no-explain", help="Add modality contributions, "
+                                          "image attribution and top features.")] = True,
+) -> None:
+    """Print one patient's predictions and explanations as JSON (see fusion.predict.predict_patient)."""
+    from fusion.predict import PredictError, UnknownPatientError, predict_patient
+    from fusion.run import load_run
+    from ingest.lake import Lake
+
+    try:
+        loaded = load_run(run)
+        lake_path = lake or loaded.meta.get("lake") or loaded.config.data.lake
+        if lake_path is None or not Path(lake_path).is_dir():
+            raise fail(f"lake {lake_path} does not exist; pass --lake")
+        result = predict_patient(loaded, Lake(lake_path), patient, explain=explain)
+    except (UnknownPatientError, PredictError, *_errors()) as exc:
+        raise fail(str(exc).strip("'\"")) from None
+    typer.echo(json.dumps(result, indent=1))

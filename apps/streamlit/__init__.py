@@ -1,0 +1,1 @@
+"""tumorboard's Streamlit app: ``app.py`` routes to ``pages/``; ``services`` reads, ``charts`` draws."""

@@ -1,0 +1,197 @@
+"""Plotly figure builders for the pages: plain data in, a ``go.Figure`` out (no reading, no caching)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+DAYS_PER_YEAR = 365.25
+PREDICTED, COHORT, ACCENT = "#1f77b4", "#7f7f7f", "#d62728"
+# CT display windows (level, width) in Hounsfield units.
+WINDOWS = {"lung": (-600.0, 1500.0), "mediastinum": (40.0, 400.0), "bone": (400.0, 1800.0)}
+_CATEGORIES = ["Condition", "Medication", "Procedure", "Observation", "Encounter"]
+_CATEGORY_COLOURS = dict(zip(_CATEGORIES, ["#d62728", "#2ca02c", "#9467bd", "#1f77b4", "#7f7f7f"]))
+
+
+def _layout(fig: go.Figure, *, height: int = 360, **kwargs) -> go.Figure:
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, template="plotly_white",
+                      legend={"orientation": "h", "y": -0.2}, **kwargs)
+    return fig
+
+
+def _band(x: np.ndarray, low: list, high: list, colour: str, name: str,
+          shape: str = "linear") -> list[go.Scatter]:
+    """A filled interval between two lines (hidden from hover)."""
+    return [go.Scatter(x=x, y=high, mode="lines", line={"width": 0, "shape": shape}, showlegend=False,
+                       hoverinfo="skip", legendgroup=name),
+            go.Scatter(x=x, y=low, mode="lines", line={"width": 0, "shape": shape}, fill="tonexty",
+                       fillcolor=_rgba(colour, 0.18), name=name, hoverinfo="skip", legendgroup=name)]
+
+
+def _rgba(hex_colour: str, alpha: float) -> str:
+    r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def survival_figure(predicted: dict | None, cohort: pd.DataFrame | None, *,
+                    endpoint: str = "os") -> go.Figure:
+    """Predicted survival S(t) with its 95% interval next to the cohort's Kaplan-Meier curve.
+
+    Args:
+        predicted: ``times`` (days), ``survival``, optional ``lower``/``upper``; None to skip.
+        cohort: Kaplan-Meier frame with ``time`` (days), ``survival``, ``lower``, ``upper``; None to skip.
+    """
+    fig = go.Figure()
+    if cohort is not None and len(cohort):
+        years = cohort["time"].to_numpy() / DAYS_PER_YEAR
+        fig.add_traces(_band(years, cohort["lower"].tolist(), cohort["upper"].tolist(), COHORT,
+                             "cohort 95% CI", "hv"))
+        fig.add_trace(go.Scatter(x=years, y=cohort["survival"], mode="lines", name="cohort (Kaplan-Meier)",
+                                 line={"color": COHORT, "shape": "hv", "dash": "dash"},
+                                 hovertemplate="%{x:.1f} y: %{y:.0%}<extra>cohort</extra>"))
+    if predicted:
+        years = np.asarray(predicted["times"], float) / DAYS_PER_YEAR
+        if predicted.get("lower") and predicted.get("upper"):
+            fig.add_traces(_band(years, predicted["lower"], predicted["upper"], PREDICTED,
+                                 "patient 95% interval", "hv"))
+        fig.add_trace(go.Scatter(x=years, y=predicted["survival"], mode="lines", name="this patient (model)",
+                                 line={"color": PREDICTED, "width": 3, "shape": "hv"},
+                                 hovertemplate="%{x:.1f} y: %{y:.0%}<extra>patient</extra>"))
+    label = {"os": "overall survival", "pfs": "progression-free survival"}.get(endpoint, endpoint)
+    fig.update_yaxes(range=[0, 1.02], tickformat=".0%", title=f"probability of {label}")
+    fig.update_xaxes(title="years from diagnosis", rangemode="tozero")
+    return _layout(fig, title="Survival: this patient vs the cohort")
+
+
+def probability_bars(values: dict[str, float], *, title: str, highlight_max: bool = True) -> go.Figure:
+    """Horizontal bars of probabilities (0-1), largest on top."""
+    items = sorted(((k, v) for k, v in values.items() if v is not None), key=lambda kv: kv[1])
+    names, probs = [k for k, _ in items], [v for _, v in items]
+    top = max(probs) if probs else None
+    colours = [ACCENT if highlight_max and p == top else PREDICTED for p in probs]
+    fig = go.Figure(go.Bar(x=probs, y=names, orientation="h", marker_color=colours,
+                           text=[f"{p:.0%}" for p in probs], textposition="outside",
+                           hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
+    fig.update_xaxes(range=[0, 1.1], tickformat=".0%")
+    return _layout(fig, height=80 + 40 * len(names), title=title, showlegend=False)
+
+
+def contributions_figure(contributions: dict[str, dict]) -> go.Figure:
+    """Per modality: change in log-risk when the modality is removed (and its gate weight in the hover)."""
+    rows = [(name, item.get("delta_log_risk"), item.get("weight"), item.get("present"))
+            for name, item in contributions.items()]
+    names = [r[0] + ("" if r[3] else " (missing)") for r in rows]
+    deltas = [r[1] or 0.0 for r in rows]
+    weights = ["n/a" if r[2] is None else f"{r[2]:.2f}" for r in rows]
+    colours = [ACCENT if d > 0 else PREDICTED for d in deltas]
+    fig = go.Figure(go.Bar(x=deltas, y=names, orientation="h", marker_color=colours, customdata=weights,
+                           hovertemplate="%{y}: %{x:+.3f} log-risk<br>gate weight %{customdata}"
+                                         "<extra></extra>"))
+    fig.update_xaxes(title="raises (+) or lowers (-) the predicted risk (log-hazard)", zeroline=True)
+    return _layout(fig, height=120 + 40 * len(names), title="What each modality adds to the risk",
+                   showlegend=False)
+
+
+def attributions_figure(features: list[dict]) -> go.Figure:
+    """Top tabular features by integrated-gradients attribution (signed)."""
+    rows = list(reversed(features))
+    labels = [f"{r.get('description') or r['name']} = {_fmt(r.get('value'))}" for r in rows]
+    values = [r.get("attribution") or 0.0 for r in rows]
+    fig = go.Figure(go.Bar(x=values, y=labels, orientation="h",
+                           marker_color=[ACCENT if v > 0 else PREDICTED for v in values],
+                           hovertemplate="%{y}<br>attribution %{x:+.3f}<extra></extra>"))
+    fig.update_xaxes(title="attribution (towards the explained output)", zeroline=True)
+    return _layout(fig, height=120 + 28 * len(rows), title="Top features", showlegend=False)
+
+
+def _fmt(value: object) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "missing"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def ct_figure(slice_2d: np.ndarray, *, stored_window: tuple[float, float] | None, display: str,
+              heat: np.ndarray | None = None, heat_opacity: float = 0.45) -> go.Figure:
+    """One CT slice in a display window, with an optional attribution heat-map (0-1) stretched over it.
+
+    ``stored_window``: the (level, width) HU window the stored values in [0, 1] were normalised with; the
+    display window is applied in HU (values outside the stored window were clipped at ingest). Without it
+    the slice is shown min-max scaled and ``display`` is ignored.
+    """
+    img = np.asarray(slice_2d, np.float32)
+    if stored_window is not None:
+        level, width = stored_window
+        hu = img * width + (level - width / 2)
+        d_level, d_width = WINDOWS[display]
+        shown = np.clip((hu - (d_level - d_width / 2)) / d_width, 0, 1)
+    else:
+        lo, hi = float(img.min()), float(img.max())
+        shown = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+    h, w = shown.shape
+    fig = go.Figure(go.Heatmap(z=shown, colorscale="gray", zmin=0, zmax=1, showscale=False, hoverinfo="skip"))
+    if heat is not None:
+        heat = np.asarray(heat, np.float32)
+        hy, hx = heat.shape
+        fig.add_trace(go.Heatmap(z=np.where(heat > 0.05, heat, np.nan), x0=(w / hx - 1) / 2, dx=w / hx,
+                                 y0=(h / hy - 1) / 2, dy=h / hy, colorscale="Hot", zmin=0, zmax=1,
+                                 opacity=heat_opacity, showscale=True, colorbar={"title": "attribution"},
+                                 hovertemplate="attribution %{z:.2f}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", visible=False)
+    fig.update_xaxes(visible=False, range=[-0.5, w - 0.5])
+    return _layout(fig, height=460, showlegend=False)
+
+
+def timeline_figure(events: pd.DataFrame, *, index_date: pd.Timestamp | None = None,
+                    death_date: pd.Timestamp | None = None) -> go.Figure:
+    """Conditions, medications, procedures, key observations and encounters on one time axis.
+
+    ``events``: ``when``, ``end`` (encounters), ``category``, ``label``.
+    """
+    fig = go.Figure()
+    for category in _CATEGORIES:
+        part = events[events["category"] == category]
+        if part.empty:
+            continue
+        fig.add_trace(go.Scatter(x=part["when"], y=[category] * len(part), mode="markers", name=category,
+                                 marker={"size": 7 if category == "Encounter" else 11,
+                                         "symbol": "line-ns-open" if category == "Encounter" else "circle",
+                                         "color": _CATEGORY_COLOURS[category], "line": {"width": 2}},
+                                 text=part["label"], hovertemplate="%{x|%Y-%m-%d}<br>%{text}<extra></extra>"))
+    for when, text, colour in ((index_date, "diagnosis (index)", ACCENT), (death_date, "death", "black")):
+        if when is not None and pd.notna(when):
+            fig.add_vline(x=when, line={"color": colour, "dash": "dot"})
+            fig.add_annotation(x=when, y=1.02, yref="paper", text=text, showarrow=False,
+                               font={"color": colour})
+    fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(_CATEGORIES)))
+    return _layout(fig, height=360, title="Timeline", showlegend=False)
+
+
+def labs_figure(labs: pd.DataFrame, names: list[str], *, index_date: pd.Timestamp | None = None) -> go.Figure:
+    """Small multiples of lab values over time (``effective``, ``lab``, ``value``), index date marked."""
+    names = names or []
+    fig = make_subplots(rows=max(len(names), 1), cols=1, shared_xaxes=True, subplot_titles=names,
+                        vertical_spacing=0.08 if len(names) > 1 else 0.02)
+    for row, name in enumerate(names, start=1):
+        part = labs[labs["lab"] == name]
+        fig.add_trace(go.Scatter(x=part["effective"], y=part["value"], mode="lines+markers", name=name,
+                                 line={"color": PREDICTED},
+                                 hovertemplate="%{x|%Y-%m-%d}: %{y:.3g}<extra></extra>"), row=row, col=1)
+    if index_date is not None and pd.notna(index_date):
+        fig.add_vline(x=index_date, line={"color": ACCENT, "dash": "dot"})
+    return _layout(fig, height=80 + 150 * max(len(names), 1), showlegend=False, title="Lab trends "
+                   "(red line: diagnosis)")
+
+
+def metric_intervals_figure(rows: pd.DataFrame, *, title: str) -> go.Figure:
+    """Point estimates with 95% intervals (``label``, ``value``, ``ci_low``, ``ci_high``), one row each."""
+    rows = rows.iloc[::-1]
+    value = rows["value"].astype(float)
+    above = (rows["ci_high"].astype(float) - value).fillna(0)
+    below = (value - rows["ci_low"].astype(float)).fillna(0)
+    fig = go.Figure(go.Scatter(
+        x=value, y=rows["label"], mode="markers", marker={"size": 10, "color": PREDICTED},
+        error_x={"type": "data", "symmetric": False, "array": above, "arrayminus": below},
+        hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
+    return _layout(fig, height=100 + 32 * len(rows), title=title, showlegend=False)

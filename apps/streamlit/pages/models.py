@@ -1,0 +1,115 @@
+"""Models: trained runs side by side (metrics with intervals, baselines, ablations, calibration, risk groups,
+subgroups), and the choice of the run the Patient page uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from apps.streamlit import charts, widgets
+from apps.streamlit import services as sv
+
+st.title("Models")
+settings = sv.settings()
+runs = sv.available_runs(settings.runs)
+if runs.empty:
+    where = f"`{settings.runs}`" if settings.runs else "the runs folder (start the app with --runs)"
+    st.info(f"No trained run in {where} yet. Train one with {widgets.train_hint(settings)}.")
+    st.stop()
+
+names = dict(zip(runs["path"], runs["name"]))
+paths = list(names)
+current = sv.active_run(settings.runs)
+st.session_state[sv.RUN_KEY] = st.selectbox("Run used on the Patient page", paths, index=paths.index(current),
+                                            format_func=names.get, key="run_picker")
+
+st.subheader("Runs")
+overview = runs.drop(columns="path").assign(created_at=runs["created_at"].astype(str).str[:19])
+st.dataframe(overview, hide_index=True, width="stretch")
+
+compared = st.multiselect("Compare runs", paths, default=paths[:3], format_func=names.get, key="compare_runs")
+tables = []
+for path in compared:
+    try:
+        metrics = sv.details(path, settings.runs)["metrics"]
+    except sv.ServiceError as exc:
+        st.warning(f"{names[path]}: {exc}")
+        continue
+    if metrics is None:
+        st.caption(f"`{names[path]}` is not evaluated yet: run `tumorboard evaluate {path}`.")
+        continue
+    rows = sv.metric_rows(metrics)
+    rows = rows[rows["model"] == "model"]
+    tables.append(rows.assign(run=names[path], shown=sv.with_interval(rows)))
+if tables:
+    side = pd.concat(tables).pivot_table(index=["task", "metric"], columns="run", values="shown",
+                                         aggfunc="first")
+    st.markdown("**Test metrics, value [95% bootstrap interval]**")
+    st.dataframe(side.reset_index(), hide_index=True, width="stretch")
+
+st.subheader("Run details")
+chosen = st.selectbox("Run", paths, index=paths.index(current), format_func=names.get, key="detail_run")
+try:
+    details = sv.details(chosen, settings.runs)
+except sv.ServiceError as exc:
+    st.warning(str(exc))
+    st.stop()
+metrics = details["metrics"]
+metrics_tab, plots_tab, subgroups_tab, training_tab, card_tab = st.tabs(
+    ["Metrics", "Plots", "Subgroups", "Training", "Model card"])
+
+with metrics_tab:
+    if metrics is None:
+        st.info(f"Not evaluated yet: run `tumorboard evaluate {chosen}` for metrics with intervals, "
+                "baselines and ablations.")
+    else:
+        rows = sv.metric_rows(metrics)
+        for task in rows["task"].unique():
+            part = rows[rows["task"] == task]
+            block = (metrics.get("tasks") or {}).get(task, {})
+            counts = ", ".join(f"{k.replace('_', ' ')} {block[k]}" for k in ("n", "n_events", "n_positive")
+                               if k in block)
+            st.markdown(f"**{task}** ({counts})")
+            table = part.assign(shown=sv.with_interval(part)).pivot_table(
+                index="model", columns="metric", values="shown", aggfunc="first")
+            order = sorted(table.index, key=lambda m: (m != "model", m))
+            st.dataframe(table.loc[order].reset_index(), hide_index=True, width="stretch")
+            metric = st.selectbox("Metric to plot", part["metric"].unique(), key=f"metric_{task}")
+            shown = part[part["metric"] == metric].rename(columns={"model": "label"})
+            st.plotly_chart(charts.metric_intervals_figure(shown, title=f"{task}: {metric}"),
+                            key=f"intervals_{task}")
+
+with plots_tab:
+    plots = details["plots"]
+    if not plots:
+        st.caption("No figures in this run folder (`tumorboard evaluate` writes calibration, ROC and "
+                   "Kaplan-Meier-by-risk-group plots).")
+    for left, right in zip(plots[::2], [*plots[1::2], None]):
+        cols = st.columns(2)
+        cols[0].image(left, caption=Path(left).stem.replace("_", " "))
+        if right:
+            cols[1].image(right, caption=Path(right).stem.replace("_", " "))
+
+with subgroups_tab:
+    groups = sv.subgroup_rows(metrics) if metrics else None
+    if groups is None or groups.empty:
+        st.caption("No subgroup results (they need `tumorboard evaluate` and enough patients per subgroup).")
+    else:
+        groups = groups.assign(shown=sv.with_interval(groups))
+        st.dataframe(groups.pivot_table(index=["task", "subgroup", "n"], columns="metric", values="shown",
+                                        aggfunc="first").reset_index(), hide_index=True, width="stretch")
+
+with training_tab:
+    history = details["history"]
+    if history is None:
+        st.caption("No history.csv in this run.")
+    else:
+        st.line_chart(history.set_index("epoch")[[c for c in history.columns if c.endswith("loss")]])
+    summary = details["meta"].get("cohort_summary")
+    if summary:
+        st.markdown("**Cohort**: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items()))
+
+with card_tab:
+    widgets.model_card(chosen, settings.runs)

@@ -1,0 +1,245 @@
+"""Patient: one patient's risk, treatment-response estimates, the evidence behind them, and their record."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from apps.streamlit import charts, widgets
+from apps.streamlit import services as sv
+
+CAUTION = ("These are model estimates learned from observational data, in which treatments were chosen by "
+           "clinicians rather than randomised. They are not a treatment recommendation and do not account "
+           "for contraindications, patient preference or guideline criteria; discuss them at the tumour "
+           "board.")
+HORIZONS_YEARS = (1, 2, 5)
+
+st.title("Patient")
+settings = sv.settings()
+lake = widgets.require_lake(settings)
+try:
+    people = sv.patients(lake)
+except sv.ServiceError as exc:
+    st.error(str(exc))
+    st.stop()
+if people.empty:
+    st.warning(f"The lake has no patients yet: `tumorboard ingest fhir --lake {lake} FOLDER` loads them.")
+    st.stop()
+
+labels = dict(zip(people["patient_key"], people["label"]))
+key = st.selectbox("Patient (type an MRN to search)", list(labels), format_func=labels.get,
+                   key="patient_picker")
+run_dir = sv.active_run(settings.runs)
+with st.sidebar:
+    if run_dir:
+        st.caption(f"Model: **{run_dir.rsplit('/', 1)[-1]}** (change it on the *Models* page)")
+    else:
+        st.caption("No trained model yet.")
+
+try:
+    record = sv.patient_record(lake, key)
+    header = sv.patient_header(lake, key, run_dir)
+except sv.ServiceError as exc:
+    st.error(str(exc))
+    st.stop()
+
+cols = st.columns([0.8, 0.9, 3, 1.3, 0.7])
+cols[0].metric("Age" + (" at diagnosis" if header["index_date"] is not None else ""),
+               "n/a" if header["age"] is None else f"{header['age']:.0f}")
+cols[1].metric("Sex", header["sex"] or "n/a")
+diagnosis = (header["diagnosis"] or "none recorded").removesuffix(" (disorder)")
+cols[2].metric("Diagnosis", diagnosis, help=header["diagnosis"])
+cols[3].metric("Stage", header["stage"] or "n/a")
+ecog = header["ecog"]
+cols[4].metric("ECOG", "n/a" if ecog is None or pd.isna(ecog) else f"{ecog:.0f}")
+present = ", ".join(header["modalities"]) or "none"
+dates = []
+if header["index_date"] is not None:
+    dates.append(f"diagnosed {header['index_date']:%Y-%m-%d}")
+if header["death_date"] is not None:
+    dates.append(f"died {header['death_date']:%Y-%m-%d}")
+st.caption(f"Modalities present: **{present}**" + (f" · {' · '.join(dates)}" if dates else ""))
+
+prediction = None
+if run_dir is None:
+    st.info(f"No trained model in `{settings.runs or 'RUNS'}` yet, so there are no predictions; the record "
+            f"is shown below. Train one with {widgets.train_hint(settings)}.")
+else:
+    try:
+        prediction = sv.prediction(run_dir, lake, key)
+    except sv.ServiceError as exc:
+        st.warning(str(exc))
+if prediction and prediction.get("missing_modalities"):
+    st.caption(f"Missing for this patient: **{', '.join(prediction['missing_modalities'])}**; the prediction "
+               "rests on the modalities present.")
+
+risk_tab, treatment_tab, why_tab, timeline_tab, card_tab = st.tabs(
+    ["Risk", "Treatment", "Why", "Timeline", "Model card"])
+
+with risk_tab:
+    survival = (prediction or {}).get("survival")
+    try:
+        km = sv.cohort_km(lake, run_dir)
+    except sv.ServiceError as exc:
+        km = None
+        st.caption(f"Cohort curve not shown: {exc}")
+    left, right = st.columns([3, 1])
+    with left:
+        if survival or km is not None:
+            endpoint = (survival or {}).get("endpoint", "os")
+            st.plotly_chart(charts.survival_figure(survival, km, endpoint=endpoint), key="survival_chart")
+        if km is not None:
+            st.caption(f"Grey: Kaplan-Meier estimate of the lake's cohort ({int(km['n'].iloc[0])} patients) "
+                       "with its 95% interval.")
+    with right:
+        if survival:
+            for years in HORIZONS_YEARS:
+                value = sv.survival_at(survival, years * sv.DAYS_PER_YEAR)
+                st.metric(f"Survival at {years} year{'s' if years > 1 else ''}",
+                          "n/a" if value is None else f"{value:.0%}",
+                          help="n/a: beyond the longest follow-up of the model's training patients"
+                          if value is None else None)
+            if prediction.get("risk_percentile") is not None:
+                st.metric("Risk percentile", f"{prediction['risk_percentile']:.0f}",
+                          help="Share of the model's training patients with a lower predicted risk.")
+        elif prediction is not None:
+            st.caption("This run has no survival head.")
+    if prediction and prediction.get("diagnosis"):
+        st.plotly_chart(charts.probability_bars(prediction["diagnosis"], title="Diagnosis probabilities"),
+                        key="diagnosis_chart")
+
+with treatment_tab:
+    st.warning(CAUTION, icon=":material/warning:")
+    response = (prediction or {}).get("response")
+    if response:
+        received = sv.received_treatments(record, run_dir)
+        view = st.radio("Show", ["Chart", "Table"], key="treatment_view", horizontal=True)
+        if view == "Chart":
+            figure = charts.probability_bars(response, title="Predicted probability of objective response",
+                                             highlight_max=False)
+            st.plotly_chart(figure, key="response_chart")
+        else:
+            table = pd.DataFrame({"treatment": list(response),
+                                  "probability of response": list(response.values())})
+            table["received"] = table["treatment"].isin(received)
+            st.dataframe(table.sort_values("probability of response", ascending=False), hide_index=True,
+                         column_config={"probability of response": st.column_config.ProgressColumn(
+                             format="percent", min_value=0.0, max_value=1.0)})
+        if received:
+            st.caption(f"Treatment on record: {', '.join(sorted(received))}.")
+    elif prediction is not None:
+        st.info("This run has no treatment-response head.")
+    else:
+        st.info("No treatment-response estimates without a model.")
+
+with why_tab:
+    contributions = (prediction or {}).get("modality_contributions")
+    if contributions:
+        st.plotly_chart(charts.contributions_figure(contributions), key="contributions_chart")
+        st.caption("Change in the predicted log-hazard when the modality is left out (none when it is the "
+                   "patient's only modality or absent).")
+
+    st.subheader("CT")
+    images = record["images"]
+    if images.empty:
+        st.caption("No image for this patient.")
+    else:
+        images = images.sort_values("study_date", ascending=False, ignore_index=True)
+        which = 0
+        if len(images) > 1:
+            which = st.selectbox("Series", range(len(images)), key="image_picker", format_func=lambda i: (
+                f"{images['modality'][i] or 'image'} {images['study_date'][i]:%Y-%m-%d}"
+                if pd.notna(images["study_date"][i]) else images["image_id"][i]))
+        image = images.iloc[which]
+        n_slices, first, last = sv.image_content(lake, image["tensor_file"], int(image["tensor_row"]))
+        attribution = (prediction or {}).get("image_attribution")
+        if attribution and attribution.get("image_id") not in (None, image["image_id"]):
+            attribution = None
+        if attribution and attribution.get("image_id") is None and len(images) > 1:
+            attribution = None  # the attribution does not say which series it belongs to
+        heat_slice = None
+        if attribution:
+            heat_slice = attribution.get("slice")
+            if heat_slice is None:
+                heat_slice = sv.model_slice(run_dir, n_slices, int(attribution["slice_index"]))
+        stored_window = sv.image_window(lake, image["image_id"])
+        controls, view = st.columns([1, 3])
+        with controls:
+            preset = st.radio("Window", list(charts.WINDOWS), key="window_preset",
+                              disabled=stored_window is None)
+            index = 0
+            if n_slices > 1:
+                default = heat_slice if heat_slice is not None else (first + last) // 2
+                index = st.slider("Slice", 0, n_slices - 1, int(default), key="slice_slider")
+            overlay = attribution is not None and st.checkbox("Attribution overlay", value=True,
+                                                                key="show_attribution")
+            if attribution and not any(max(row) > 0 for row in attribution["map"]):
+                st.caption("Grad-CAM map is empty: no image region pushes the explained output up.")
+            elif attribution:
+                st.caption(f"Grad-CAM, strongest on slice {heat_slice}.")
+            if stored_window is not None:
+                level, width = stored_window
+                st.caption(f"Stored at ingest in a {level:g}/{width:g} HU window; values outside it are "
+                           "clipped.")
+            if n_slices > 1:
+                st.caption(f"Image content on slices {first}-{last} of {n_slices}.")
+        with view:
+            pixels = sv.image_slice(lake, image["tensor_file"], int(image["tensor_row"]), index)
+            heat = attribution["map"] if overlay and (n_slices == 1 or index == heat_slice) else None
+            st.plotly_chart(charts.ct_figure(pixels, stored_window=stored_window, display=preset, heat=heat),
+                            key="ct_chart")
+
+    st.subheader("Variants")
+    variants = sv.variant_table(record)
+    tmb = record["tmb"]
+    if not tmb.empty:
+        st.caption(f"Tumour mutational burden: **{tmb['tmb_per_mb'].iloc[0]:.1f} mutations/Mb**")
+    if variants.empty:
+        st.caption("No sequencing data for this patient." if record["gene_status"].empty
+                   else "Sequenced: no variant passed the filters.")
+    else:
+        def _highlight(row: pd.Series) -> list[str]:
+            colour = "background-color: #fde2e1" if row["actionable"] else (
+                "background-color: #fff4d6" if row["driver"] else "")
+            return [colour] * len(row)
+
+        st.dataframe(variants.style.apply(_highlight, axis=1).format({"vaf": "{:.2f}"}, na_rep=""),
+                     hide_index=True, width="stretch")
+        st.caption("Red: actionable alteration (e.g. EGFR L858R / exon 19 deletion, KRAS G12C, BRAF V600E, "
+                   "ALK); yellow: driver gene of the panel.")
+
+    st.subheader("Lab trends")
+    labs = sv.lab_series(record)
+    if labs.empty:
+        st.caption("No laboratory values for this patient.")
+    else:
+        common = labs["lab"].value_counts().index.tolist()
+        picked = st.multiselect("Labs", common, default=common[:4], key="lab_picker")
+        if picked:
+            st.plotly_chart(charts.labs_figure(labs, picked, index_date=header["index_date"]),
+                            key="labs_chart")
+
+    st.subheader("Top tabular features")
+    features = (prediction or {}).get("top_features")
+    if features:
+        st.plotly_chart(charts.attributions_figure(features), key="features_chart")
+        st.caption("Integrated gradients: positive values push the explained output (risk, or the predicted "
+                   "class) up.")
+    else:
+        st.caption("No feature attributions (no model, or no tabular data for this patient).")
+
+with timeline_tab:
+    events = sv.patient_events(record)
+    if events.empty:
+        st.caption("No dated events for this patient.")
+    else:
+        st.plotly_chart(charts.timeline_figure(events, index_date=header["index_date"],
+                                               death_date=header["death_date"]), key="timeline_chart")
+        with st.expander(f"All {len(events)} events"):
+            st.dataframe(events, hide_index=True, width="stretch")
+
+with card_tab:
+    if run_dir is None:
+        st.info(f"No model card without a trained run: {widgets.train_hint(settings)}.")
+    else:
+        widgets.model_card(run_dir, settings.runs)

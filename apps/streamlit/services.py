@@ -1,0 +1,544 @@
+"""Cached data access for the Streamlit pages: every value comes from tumorboard's public library API.
+
+Caching: lake tables are read once per lake state (``ingest.lake.Lake.manifest_hash``, re-checked every few
+seconds) into a ``st.cache_resource`` store that nothing mutates; what a page receives (a patient's rows, the
+lake status, a prediction) comes from ``st.cache_data``. Loaded runs (models) are ``st.cache_resource``.
+
+Pages never see library exceptions: expected failures become :class:`ServiceError` with a message meant for
+the user (what is missing and which command creates it); unexpected ones are logged with their type and
+place only (no patient identifiers) and surface as a generic :class:`ServiceError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from ingest import reader
+from ingest.lake import Lake
+
+log = logging.getLogger("tumorboard.app")
+ENV_LAKE, ENV_RUNS = "TUMORBOARD_LAKE", "TUMORBOARD_RUNS"
+RUN_FILES = ("model.safetensors", "run.json")
+RUN_COLUMNS = ["path", "name", "created_at", "modalities", "n_patients", "evaluated"]
+RUN_KEY = "run_dir"  # session_state key of the run the Patient page uses (set on the Models page)
+DAYS_PER_YEAR = 365.25
+T = TypeVar("T")
+
+# Variants a clinician looks for first: gene -> protein changes (HGVS p. short form; None = any variant of
+# the gene counts, as for fusion drivers that a panel reports as variants of the gene).
+ACTIONABLE = {
+    "EGFR": ("p.L858R", "p.T790M", "p.E746_A750del", "p.L747_P753delinsS", "exon19del"),
+    "KRAS": ("p.G12C",),
+    "BRAF": ("p.V600E",),
+    "ALK": None, "ROS1": None, "RET": None, "NTRK1": None, "NTRK2": None, "NTRK3": None,
+    "MET": ("exon14skip", "splice"),
+    "ERBB2": ("p.Y772_A775dup", "ins"),
+    "PIK3CA": ("p.E545K", "p.H1047R"),
+}
+
+
+class ServiceError(RuntimeError):
+    """Something the page cannot show; the message is for the user and names what to do."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the app reads from: ``lake`` (a lake directory) and ``runs`` (a folder of run directories)."""
+
+    lake: Path | None
+    runs: Path | None
+
+
+def settings(argv: list[str] | None = None) -> Settings:
+    """``--lake`` / ``--runs`` from the script arguments (after ``--`` in ``streamlit run``), else the
+    ``TUMORBOARD_LAKE`` / ``TUMORBOARD_RUNS`` environment variables."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--lake")
+    parser.add_argument("--runs")
+    args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    lake = args.lake or os.environ.get(ENV_LAKE)
+    runs = args.runs or os.environ.get(ENV_RUNS)
+    return Settings(Path(lake) if lake else None, Path(runs) if runs else None)
+
+
+def guarded(what: str, fn: Callable[[], T]) -> T:
+    """Run ``fn``; turn an unexpected exception into a :class:`ServiceError` about ``what``."""
+    try:
+        return fn()
+    except ServiceError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (the page must not show a traceback)
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        log.error("%s failed: %s at %s:%s", what, type(exc).__name__, where.filename, where.lineno)
+        raise ServiceError(f"{what} failed ({type(exc).__name__}); the server log has the details.") from None
+
+
+# -- the lake ---------------------------------------------------------------------------------------------
+def lake_exists(lake: Path | None) -> bool:
+    """Whether ``lake`` is a directory holding at least one table."""
+    return lake is not None and lake.is_dir() and bool(Lake(lake).tables())
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def lake_token(lake: str) -> str:
+    """The lake's state (manifest hash): cache key of everything read from it; re-checked every 10 s."""
+    return Lake(lake).manifest_hash() if Path(lake).is_dir() else "absent"
+
+
+@dataclass(frozen=True)
+class LakeTables:
+    """The reader's frames of one lake state (read-only) and which patients have which modality."""
+
+    frames: dict[str, pd.DataFrame]
+    modalities: dict[str, set[str]]
+
+
+SHARED_KINDS = ("patients", "conditions", "observations", "medications", "encounters", "gene_status", "tmb",
+                "images", "labels")  # read once for the app and the model (fusion.predict.lake_frames)
+
+
+@st.cache_resource(show_spinner="Reading the lake…", max_entries=2)
+def _tables(lake: str, token: str) -> LakeTables:
+    from fusion.predict import lake_frames
+    from ingest.status import patient_modalities
+
+    handle = Lake(lake)
+    shared = lake_frames(handle)
+    frames = {kind: getattr(shared, kind) for kind in SHARED_KINDS}
+    frames["procedures"], frames["variants"] = reader.read_procedures(handle), reader.read_variants(handle)
+    return LakeTables(frames, guarded("Reading modality coverage", lambda: patient_modalities(handle)))
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _patient_list(lake: str, token: str) -> pd.DataFrame:
+    data = _tables(lake, token)
+    people = data.frames["patients"][["patient_key", "mrn"]]
+    others = sorted(set().union(*data.modalities.values()) - set(people["patient_key"])) \
+        if data.modalities else []
+    people = pd.concat([people, pd.DataFrame({"patient_key": others, "mrn": None})], ignore_index=True)
+    people["label"] = people["mrn"].fillna(people["patient_key"]).astype(str)
+    return people.sort_values("label", ignore_index=True)[["patient_key", "label"]]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _patient_record(lake: str, token: str, key: str) -> dict[str, pd.DataFrame]:
+    frames = _tables(lake, token).frames
+    return {kind: frame[frame["patient_key"] == key].reset_index(drop=True) for kind, frame in frames.items()}
+
+
+def _run_config(run_dir: str | None):
+    """The run's config, else (no run, or one that does not load) the default one."""
+    from fusion.config import load_config
+
+    if run_dir:
+        try:
+            return loaded_run(run_dir).config
+        except ServiceError:
+            pass  # the prediction section reports the broken run
+    return load_config(None)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _patient_header(lake: str, token: str, key: str, run_dir: str | None) -> dict:
+    from fusion.cohort import index_dates
+
+    record = _patient_record(lake, token, key)
+    config = _run_config(run_dir).data
+    index, code = index_dates(record["conditions"], record["labels"], config.index)
+    index_date = index.get(key) if len(index) else None
+    diagnosis = None
+    if index_date is not None:
+        cond = record["conditions"]
+        hit = cond[(cond["code"] == code.get(key)) & (cond["onset"] == index_date)]
+        diagnosis = hit["display"].iloc[0] if len(hit) else None
+    labels = record["labels"]
+    if diagnosis is None and len(labels) and labels["diagnosis"].notna().any():
+        diagnosis = labels["diagnosis"].dropna().iloc[-1]
+    person = record["patients"].iloc[0] if len(record["patients"]) else None
+    birth = person["birth_date"] if person is not None else None
+    death = person["death_date"] if person is not None else None
+    at = index_date if index_date is not None else (death if pd.notna(death) else pd.Timestamp.now(tz="UTC"))
+    age = float((at - birth).days / DAYS_PER_YEAR) if birth is not None and pd.notna(birth) else None
+    obs = record["observations"].sort_values("effective")
+
+    def latest(code_: str, numeric: bool) -> object:
+        rows = obs[obs["code"] == code_]
+        if index_date is not None:
+            rows = rows[rows["effective"] <= index_date + pd.Timedelta(days=30)]
+        if rows.empty:
+            return None
+        row = rows.iloc[-1]
+        if numeric:
+            return row["value"]
+        return next((row[c] for c in ("value_display", "value_code") if pd.notna(row[c])), None)
+
+    modalities = sorted(m for m, keys in _tables(lake, token).modalities.items() if key in keys)
+    return {"age": age, "sex": person["sex"] if person is not None else None, "diagnosis": diagnosis,
+            "stage": latest(config.ehr.stage_code, False), "ecog": latest(config.ehr.ecog_code, True),
+            "index_date": index_date, "death_date": death if pd.notna(death) else None,
+            "modalities": modalities}
+
+
+def patients(lake: Path) -> pd.DataFrame:
+    """``patient_key``, ``label`` (MRN, else the key), sorted by label: every patient in the lake."""
+    return guarded("Reading the lake", lambda: _patient_list(str(lake), lake_token(str(lake))))
+
+
+def patient_record(lake: Path, key: str) -> dict[str, pd.DataFrame]:
+    """The patient's rows of every reader frame (``patients``, ``conditions``, ``observations``, ...)."""
+    return guarded("Reading the patient's record",
+                   lambda: _patient_record(str(lake), lake_token(str(lake)), key))
+
+
+def patient_header(lake: Path, key: str, run_dir: str | None) -> dict:
+    """``age`` (years at the index date, else now or at death), ``sex``, ``diagnosis``, ``stage``, ``ecog``,
+    ``index_date`` (Timestamp or None), ``death_date``, ``modalities`` (list of names present)."""
+    return guarded("Reading the patient's record",
+                   lambda: _patient_header(str(lake), lake_token(str(lake)), key, run_dir))
+
+
+def patient_events(record: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per dated event of the patient: ``when``, ``end`` (encounters), ``category``, ``label``.
+
+    Key observations are the coded ones (stage, ECOG, response, disease status, smoking), labs are not.
+    """
+    parts = []
+    sources = (("conditions", "onset", "Condition"), ("medications", "start", "Medication"),
+               ("procedures", "performed", "Procedure"))
+    for kind, column, category in sources:
+        frame = record[kind]
+        parts.append(pd.DataFrame({"when": frame[column], "end": pd.NaT, "category": category,
+                                   "label": frame["display"].fillna(frame["code"])}))
+    enc = record["encounters"]
+    parts.append(pd.DataFrame({"when": enc["start"], "end": enc["end"], "category": "Encounter",
+                               "label": "Encounter"}))
+    obs = record["observations"]
+    coded = obs[obs["value_display"].notna() | obs["value_code"].notna() | obs["value"].notna()
+                & obs["unit"].isna()]
+    value = coded["value_display"].fillna(coded["value_code"]).fillna(coded["value"].astype(str))
+    parts.append(pd.DataFrame({"when": coded["effective"], "end": pd.NaT, "category": "Observation",
+                               "label": coded["display"].fillna(coded["code"]) + ": " + value.astype(str)}))
+    events = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) \
+        else pd.DataFrame(columns=["when", "end", "category", "label"])
+    return events.dropna(subset=["when"]).sort_values("when", ignore_index=True)
+
+
+def lab_series(record: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Numeric observations with a unit (labs): ``effective``, ``lab`` ("display (unit)"), ``value``."""
+    obs = record["observations"]
+    labs = obs[obs["value"].notna() & obs["unit"].notna() & obs["effective"].notna()]
+    names = labs["display"].fillna(labs["code"]) + " (" + labs["unit"] + ")"
+    return pd.DataFrame({"effective": labs["effective"], "lab": names, "value": labs["value"]}) \
+        .sort_values("effective", ignore_index=True)
+
+
+@st.cache_data(show_spinner=False)
+def driver_genes() -> list[str]:
+    """The genes of the default gene panel (``configs/gene_panel.yaml``)."""
+    from ingest.variants.features import load_gene_panel
+
+    return list(load_gene_panel().genes)
+
+
+def variant_table(record: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The patient's variants with ``driver`` (panel gene) and ``actionable`` (see ``ACTIONABLE``) flags."""
+    var = record["variants"][["gene", "hgvsp", "consequence", "vaf", "depth", "chrom", "pos", "ref", "alt",
+                              "sample_id"]].copy()
+    drivers = set(driver_genes())
+    var.insert(2, "driver", var["gene"].isin(drivers))
+    var.insert(3, "actionable", [_is_actionable(g, p, c) for g, p, c in
+                                 zip(var["gene"], var["hgvsp"], var["consequence"])])
+    return var.sort_values(["actionable", "driver", "gene"], ascending=[False, False, True],
+                           ignore_index=True)
+
+
+def _is_actionable(gene: object, hgvsp: object, consequence: object) -> bool:
+    if gene not in ACTIONABLE:
+        return False
+    changes = ACTIONABLE[gene]
+    if changes is None:
+        return True
+    text = f"{hgvsp or ''} {consequence or ''}"
+    if gene == "EGFR" and "p.E7" in text and "del" in text:  # exon 19 deletions (p.E746-A750 region)
+        return True
+    return any(change in text for change in changes)
+
+
+# -- images -----------------------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=4)
+def _image_windows(lake: str, token: str) -> dict[str, tuple[float, float] | None]:
+    """image_id -> the (level, width) HU window the tensor was normalised with (None: not a CT window)."""
+    handle = Lake(lake)
+    if not handle.has("images"):
+        return {}
+    rows = handle.read("images", ["image_id", "preprocessing"]).to_pylist()
+    out = {}
+    for row in rows:
+        steps = json.loads(row["preprocessing"] or "{}").get("steps", [])
+        window = next((s for s in steps if s.get("name") == "Window"), None)
+        out[row["image_id"]] = (float(window["level"]), float(window["width"])) if window else None
+    return out
+
+
+def image_window(lake: Path, image_id: str) -> tuple[float, float] | None:
+    """The ingest window of ``image_id`` ((level, width) in HU), or None when stored otherwise."""
+    return _image_windows(str(lake), lake_token(str(lake))).get(image_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _image_content(lake: str, token: str, tensor_file: str, tensor_row: int) -> tuple[int, int, int]:
+    volume = reader.load_image(Lake(lake), tensor_file, tensor_row)
+    if volume.ndim == 2:
+        return 1, 0, 0
+    filled = np.flatnonzero(volume.reshape(volume.shape[0], -1).max(axis=1) > volume.min())
+    first, last = (int(filled[0]), int(filled[-1])) if filled.size else (0, volume.shape[0] - 1)
+    return int(volume.shape[0]), first, last
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _image_slice(lake: str, token: str, tensor_file: str, tensor_row: int, index: int) -> np.ndarray:
+    volume = reader.load_image(Lake(lake), tensor_file, tensor_row)
+    if volume.ndim == 2:
+        return volume
+    return np.ascontiguousarray(volume[min(max(index, 0), volume.shape[0] - 1)])
+
+
+def image_content(lake: Path, tensor_file: str, tensor_row: int) -> tuple[int, int, int]:
+    """``(n_slices, first, last)``: slices of a series and the range holding image content (not padding)."""
+    return guarded("Reading the image", lambda: _image_content(str(lake), lake_token(str(lake)), tensor_file,
+                                                               tensor_row))
+
+
+def image_slice(lake: Path, tensor_file: str, tensor_row: int, index: int) -> np.ndarray:
+    """One (H, W) float32 slice of a stored image (the first channel of a 2D colour image)."""
+    return guarded("Reading the image", lambda: _image_slice(str(lake), lake_token(str(lake)), tensor_file,
+                                                             tensor_row, index))
+
+
+def model_slice(run_dir: str, n_slices: int, model_index: int) -> int:
+    """Stored slice index of the model's input slice ``model_index`` (series longer than the run's
+    ``data.images.max_slices`` are evenly subsampled, as :func:`fusion.data.image_to_series` does)."""
+    limit = loaded_run(run_dir).config.data.images.max_slices
+    if limit is None or n_slices <= limit:
+        return model_index
+    return int(np.linspace(0, n_slices - 1, limit).round().astype(int)[model_index])
+
+
+# -- status -----------------------------------------------------------------------------------------------
+@st.cache_data(show_spinner="Summarising the lake…", max_entries=2)
+def _status(lake: str, token: str):
+    from ingest.status import lake_status
+
+    return lake_status(Lake(lake))
+
+
+def status(lake: Path):
+    """:class:`ingest.status.LakeStatus` of ``lake`` (cached per lake state)."""
+    return guarded("Summarising the lake", lambda: _status(str(lake), lake_token(str(lake))))
+
+
+# -- runs -------------------------------------------------------------------------------------------------
+def is_run(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in RUN_FILES)
+
+
+def runs_token(runs: Path) -> str:
+    """Changes when a run is added, removed or re-evaluated (names and metrics.json times)."""
+    if not runs.is_dir():
+        return "absent"
+    parts = []
+    for folder in sorted([runs, *runs.glob("*"), *runs.glob("*/fold_*")]):
+        if folder.is_dir() and is_run(folder):
+            metrics = folder / "metrics.json"
+            parts.append(f"{folder}:{metrics.stat().st_mtime_ns if metrics.is_file() else 0}")
+    return "|".join(parts)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def list_runs(runs: str, token: str) -> pd.DataFrame:
+    """One row per run under ``runs`` (or ``runs`` itself when it is a run), newest first: ``path``,
+    ``name``, ``created_at``, ``modalities``, ``n_patients``, ``evaluated``."""
+    root = Path(runs)
+    rows = []
+    for folder in (root, *sorted(root.glob("*")), *sorted(root.glob("*/fold_*"))):
+        if not (folder.is_dir() and is_run(folder)) or folder.name.startswith("."):
+            continue
+        try:
+            meta = json.loads((folder / "run.json").read_text())
+        except (OSError, ValueError):
+            log.warning("skipping a run folder with an unreadable run.json")
+            continue
+        name = str(folder.relative_to(root)) if folder != root else folder.name
+        rows.append({"path": str(folder), "name": name, "created_at": meta.get("created_at"),
+                     "modalities": ", ".join(meta.get("modalities", [])),
+                     "n_patients": len(meta.get("splits", {})),
+                     "evaluated": (folder / "metrics.json").is_file()})
+    frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    return frame.sort_values("created_at", ascending=False, ignore_index=True, na_position="last")
+
+
+def available_runs(runs: Path | None) -> pd.DataFrame:
+    """:func:`list_runs` for the configured runs folder (empty frame when there is none)."""
+    if runs is None or not runs.is_dir():
+        return pd.DataFrame(columns=RUN_COLUMNS)
+    return list_runs(str(runs), runs_token(runs))
+
+
+def active_run(runs: Path | None) -> str | None:
+    """The run the Patient page uses: the one picked on the Models page, else the newest."""
+    table = available_runs(runs)
+    chosen = st.session_state.get(RUN_KEY)
+    if chosen in set(table["path"]):
+        return chosen
+    return table["path"].iloc[0] if len(table) else None
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+def loaded_run(run_dir: str):
+    """:class:`fusion.run.LoadedRun` of ``run_dir`` (eval mode, CPU); shared, never mutated."""
+    import fusion.explain  # noqa: F401  (pays the explanation imports with the model load, once per server)
+    from fusion.run import RunError, load_run
+
+    try:
+        return load_run(run_dir)
+    except RunError as exc:
+        raise ServiceError(str(exc)) from None
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def run_details(run_dir: str, token: str) -> dict:
+    """``meta`` (run.json without the per-patient splits), ``metrics`` (metrics.json or None), ``plots``
+    (PNG paths), ``history`` (per-epoch losses or None), ``card`` (model_card.md text or None)."""
+    folder = Path(run_dir)
+    meta = json.loads((folder / "run.json").read_text())
+    splits = meta.pop("splits", {})
+    meta["split_counts"] = pd.Series(list(splits.values()), dtype=object).value_counts().to_dict()
+    for big in ("normalization", "breslow", "feature_selection", "feature_descriptions"):
+        meta.pop(big, None)
+    metrics_file = folder / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+    history = pd.read_csv(folder / "history.csv") if (folder / "history.csv").is_file() else None
+    card = (folder / "model_card.md").read_text() if (folder / "model_card.md").is_file() else None
+    return {"meta": meta, "metrics": metrics, "plots": [str(p) for p in sorted(folder.glob("*.png"))],
+            "history": history, "card": card}
+
+
+def details(run_dir: str, runs: Path | None) -> dict:
+    """:func:`run_details` with errors turned into :class:`ServiceError`."""
+    token = runs_token(runs) if runs is not None else "none"
+    return guarded("Reading the run", lambda: run_details(run_dir, token))
+
+
+def metric_rows(metrics: dict) -> pd.DataFrame:
+    """metrics.json ``tasks`` flattened: ``task``, ``model`` ("model", "baseline: x", "ablation: y"),
+    ``metric``, ``value``, ``ci_low``, ``ci_high``."""
+    rows = []
+    for task, block in (metrics.get("tasks") or {}).items():
+        groups = [("model", block.get("model") or {})]
+        groups += [(f"baseline: {n}", m) for n, m in (block.get("baselines") or {}).items()]
+        groups += [(f"ablation: {n}", m) for n, m in (block.get("ablations") or {}).items()]
+        for name, values in groups:
+            for metric, v in (values or {}).items():
+                if isinstance(v, dict) and "value" in v:
+                    rows.append({"task": task, "model": name, "metric": metric, "value": v.get("value"),
+                                 "ci_low": v.get("ci_low"), "ci_high": v.get("ci_high")})
+    return pd.DataFrame(rows, columns=["task", "model", "metric", "value", "ci_low", "ci_high"])
+
+
+def subgroup_rows(metrics: dict) -> pd.DataFrame:
+    """metrics.json ``subgroups`` flattened: ``task``, ``subgroup``, ``n``, ``metric``, value and interval."""
+    rows = []
+    for task, groups in (metrics.get("subgroups") or {}).items():
+        for group, block in (groups or {}).items():
+            for metric, v in ((block or {}).get("model") or {}).items():
+                if isinstance(v, dict) and "value" in v:
+                    rows.append({"task": task, "subgroup": group, "n": block.get("n"), "metric": metric,
+                                 "value": v.get("value"), "ci_low": v.get("ci_low"),
+                                 "ci_high": v.get("ci_high")})
+    return pd.DataFrame(rows, columns=["task", "subgroup", "n", "metric", "value", "ci_low", "ci_high"])
+
+
+def with_interval(frame: pd.DataFrame) -> pd.Series:
+    """``"0.712 [0.650, 0.771]"`` per row of a frame with ``value``, ``ci_low``, ``ci_high``."""
+    def fmt(row: pd.Series) -> str:
+        if row["value"] is None or pd.isna(row["value"]):
+            return "n/a"
+        if row["ci_low"] is None or pd.isna(row["ci_low"]):
+            return f"{row['value']:.3f}"
+        return f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+
+    return frame.apply(fmt, axis=1) if len(frame) else pd.Series(dtype=object)
+
+
+# -- predictions ------------------------------------------------------------------------------------------
+@st.cache_data(show_spinner="Scoring the patient…", max_entries=128)
+def _prediction(run_dir: str, lake: str, token: str, key: str) -> dict:
+    try:
+        from fusion.predict import PredictError, UnknownPatientError, predict_patient
+    except ImportError:
+        raise ServiceError("Predictions are not available in this installation (fusion.predict is "
+                           "missing).") from None
+    run = loaded_run(run_dir)
+    try:
+        return predict_patient(run, Lake(lake), key, explain=True)
+    except UnknownPatientError:
+        raise ServiceError("This patient is not in the lake any more; reload the page.") from None
+    except PredictError as exc:
+        raise ServiceError(f"The model cannot score this patient: {exc}.") from None
+
+
+def prediction(run_dir: str, lake: Path, key: str) -> dict:
+    """:func:`fusion.predict.predict_patient` (with explanations) for one patient, cached."""
+    return guarded("Scoring the patient", lambda: _prediction(run_dir, str(lake), lake_token(str(lake)), key))
+
+
+@st.cache_data(show_spinner="Computing the cohort survival curve…", max_entries=4)
+def _cohort_km(lake: str, token: str, run_dir: str | None) -> pd.DataFrame:
+    from sksurv.nonparametric import kaplan_meier_estimator
+
+    from fusion.cohort import assemble_cohort
+    from fusion.predict import lake_frames
+
+    cohort = assemble_cohort(lake_frames(Lake(lake)), _run_config(run_dir))
+    time, event = np.asarray(cohort.targets.time, float), np.asarray(cohort.targets.event, bool)
+    keep = np.isfinite(time) & (time >= 0)
+    if keep.sum() < 2 or not event[keep].any():
+        raise ServiceError("Too few patients with follow-up in the lake for a Kaplan-Meier curve.")
+    times, surv, (low, high) = kaplan_meier_estimator(event[keep], time[keep], conf_type="log-log")
+    return pd.DataFrame({"time": np.r_[0.0, times], "survival": np.r_[1.0, surv], "lower": np.r_[1.0, low],
+                         "upper": np.r_[1.0, high], "n": int(keep.sum())})
+
+
+def cohort_km(lake: Path, run_dir: str | None) -> pd.DataFrame:
+    """Kaplan-Meier estimate (``time`` days, ``survival``, 95% log-log ``lower``/``upper``, ``n``) of the
+    lake's cohort on the run's survival endpoint (``sksurv.nonparametric.kaplan_meier_estimator``)."""
+    return guarded("The cohort survival curve", lambda: _cohort_km(str(lake), lake_token(str(lake)), run_dir))
+
+
+def survival_at(curve: dict, days: float) -> float | None:
+    """S(days) of a predicted curve {times, survival} (step function; None beyond its last time)."""
+    times = np.asarray(curve.get("times") or [], float)
+    if times.size == 0 or days > times[-1]:
+        return None
+    i = int(np.searchsorted(times, days, side="right")) - 1
+    value = curve["survival"][max(i, 0)]
+    return None if value is None else float(value)
+
+
+def received_treatments(record: dict[str, pd.DataFrame], run_dir: str | None) -> set[str]:
+    """Treatment names (the run's ``data.targets.treatment_map``) of the patient's medication orders."""
+    mapping = _run_config(run_dir).data.targets.treatment_map
+    return {mapping[c] for c in record["medications"]["code"].dropna() if c in mapping}

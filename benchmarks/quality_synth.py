@@ -1,0 +1,177 @@
+"""Quality of full fusion on the synthetic cohort, next to single modalities, CoxPH and the oracle.
+
+    python benchmarks/quality_synth.py [--patients 1000] [--seed 0] [--out DIR] [--epochs 30]
+        [--image-size 32] [--n-boot 200] [--no-image]
+
+Generates the cohort (fixed seed), ingests FHIR, the MAF and the per-patient CT slice PNGs (resized to
+``--image-size`` px for CPU budgets), trains ``configs/full_fusion.yaml`` and runs ``evaluate_run`` (test
+split, single-modality models retrained on the same split, penalised Cox and RSF baselines). The oracle scores
+the same test patients with the generator's truth (``truth.parquet``: ``log_hazard``; response: the true
+probability of response under the given treatment). Intervals are paired 95% bootstrap intervals.
+
+Targets: test C-index of fusion within 0.04 of the oracle and >= 0.03 above the best single modality;
+response AUROC within 0.05 of the oracle's. Re-running with the same ``--out`` reuses the lake and the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fusion import metrics  # noqa: E402
+from fusion.cohort import load_frames  # noqa: E402
+from fusion.config import load_config  # noqa: E402
+from fusion.evaluate import bootstrap, evaluate_run  # noqa: E402
+from fusion.predict import run_cohort  # noqa: E402
+from fusion.run import load_run  # noqa: E402
+from fusion.train import train  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGES_YAML = """dtype: float32
+windows: {{}}
+presets:
+  - {{name: slice, ndim: 2, size: [{size}, {size}], fit: resize, normalize: minmax}}
+  - {{name: volume, ndim: 3, size: [12, {size}, {size}], fit: resize, normalize: minmax}}
+"""
+
+
+def build_lake(out: Path, n: int, seed: int, image_size: int) -> Path:
+    """Generate and ingest the cohort once (reused when ``out/lake`` exists)."""
+    from ingest.fhir.pipeline import ingest_fhir
+    from ingest.images.pipeline import ingest_images
+    from ingest.lake import Lake
+    from ingest.link import build_crosswalk
+    from ingest.synth import SynthConfig, generate_cohort
+    from ingest.variants.pipeline import ingest_variants
+
+    lake = Lake(out / "lake")
+    if (out / "lake" / "images").is_dir():
+        return lake.path
+    started = time.perf_counter()
+    cohort = out / "cohort"
+    if not (cohort / "truth.parquet").is_file():
+        generate_cohort(cohort, SynthConfig(n_patients=n, seed=seed), overwrite=True)
+    ingest_fhir(lake, [cohort / "fhir"], workers=2)
+    build_crosswalk(lake)
+    genomics = cohort / "genomics"
+    ingest_variants(lake, [genomics / "cohort.maf"], sample_map=genomics / "sample_map.csv")
+    (out / "images.yaml").write_text(IMAGES_YAML.format(size=image_size))
+    ingest_images(lake, [], manifest=cohort / "png" / "manifest.csv", config_path=out / "images.yaml")
+    print(f"cohort + lake: {time.perf_counter() - started:.0f} s", flush=True)
+    return lake.path
+
+
+def safe(metric, *arrays: np.ndarray) -> float:
+    """The metric, or NaN where a resample makes it undefined."""
+    try:
+        return float(metric(*arrays))
+    except ValueError:
+        return float("nan")
+
+
+def oracle_scores(run_dir: Path, lake: Path, truth: pd.DataFrame, n_boot: int, seed: int) -> dict:
+    """Oracle metrics on the run's test patients, with the same bootstrap as ``evaluate_run``."""
+    run = load_run(run_dir)
+    cohort = run_cohort(run, load_frames(lake))
+    t = cohort.targets
+    test = cohort.indices("test")
+    truth = truth.set_index("patient_id")
+    out = {}
+    rows = test[np.isfinite(t.time[test])]
+    log_hazard = truth["log_hazard"].reindex(cohort.patient_keys[rows]).to_numpy()
+    out["c_index_harrell"] = bootstrap(
+        lambda time, event, risk: {"c": safe(metrics.harrell_c_index, time, event, risk)},
+        (t.time[rows], t.event[rows].astype(bool), log_hazard), n_boot=n_boot, seed=seed)["c"]
+    rows = test[(t.treatment[test] >= 0) & np.isfinite(t.response[test])]
+    names = np.array(t.treatment_names)[t.treatment[rows]]
+    prob = np.array([truth.loc[k, f"response_prob_{name}"]
+                     for k, name in zip(cohort.patient_keys[rows], names, strict=True)])
+    out["response_auroc"] = bootstrap(lambda y, p: {"a": safe(metrics.auroc, y, p)},
+                                      (t.response[rows].astype(int), prob), n_boot=n_boot, seed=seed)["a"]
+    return out
+
+
+def fmt(item: dict | None) -> str:
+    if not item or item.get("value") is None:
+        return "n/a"
+    ci = "" if item.get("ci_low") is None else f" ({item['ci_low']:.3f}-{item['ci_high']:.3f})"
+    return f"{item['value']:.3f}{ci}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/tumorboard_quality_synth"))
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--n-boot", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-image", action="store_true", help="EHR + genomics only (CPU budgets)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    lake = build_lake(args.out, args.patients, args.seed, args.image_size)
+    run_dir = args.out / ("run_ehr_genomics" if args.no_image else "run_full_fusion")
+    if not (run_dir / "model.safetensors").is_file():
+        started = time.perf_counter()
+        config = load_config(REPO / "configs" / "full_fusion.yaml", [
+            f"train.epochs={args.epochs}", "train.device=cpu", "data.images.modality=null",
+            *(["modalities.image.enabled=false"] if args.no_image else [])])
+        train(config, lake, run_dir, progress=lambda r: print(
+            f"  epoch {r['epoch']} train {r['train_loss']:.3f} val {r['val_loss']:.3f} "
+            f"C {r.get('val_c_index', float('nan')):.3f} ({r['seconds']:.0f} s)", flush=True))
+        print(f"fusion trained in {time.perf_counter() - started:.0f} s", flush=True)
+    started = time.perf_counter()
+    result = evaluate_run(run_dir, lake, n_boot=args.n_boot, progress=lambda e: print(
+        f"  {e.get('stage')} {e.get('what', '')} {e.get('epoch', '')}", flush=True))
+    print(f"evaluation (incl. single-modality retraining) in {time.perf_counter() - started:.0f} s")
+    truth = pd.read_parquet(args.out / "cohort" / "truth.parquet")
+    oracle = oracle_scores(run_dir, lake, truth, args.n_boot, result["split_seed"])
+
+    survival, response, diagnosis = (result["tasks"][k] for k in ("survival", "response", "diagnosis"))
+    print(f"\ntest patients: {result['n_test']} (survival n={survival['n']}, events {survival['n_events']}; "
+          f"response n={response['n']})")
+    print(f"{'model':<22}{'C-index (Harrell)':>26}{'response AUROC':>26}{'diagnosis AUROC':>26}")
+    def item(scores: dict | None, metric: str) -> dict | None:
+        return None if scores is None else scores.get(metric)
+
+    rows = [("full fusion", item(survival["model"], "c_index_harrell"), item(response["model"], "auroc"),
+             item(diagnosis["model"], "auroc"))]
+    for name in sorted(survival["ablations"]):
+        rows.append((name, item(survival["ablations"][name], "c_index_harrell"),
+                     item(response["ablations"].get(name), "auroc"),
+                     item(diagnosis["ablations"].get(name), "auroc")))
+    for name in ("coxnet", "rsf"):
+        rows.append((f"{name} (tabular)", item(survival["baselines"].get(name), "c_index_harrell"),
+                     None, None))
+    rows.append(("logistic (tabular)", None, item(response["baselines"].get("logistic"), "auroc"),
+                 item(diagnosis["baselines"].get("logistic"), "auroc")))
+    rows.append(("oracle (truth)", oracle["c_index_harrell"], oracle["response_auroc"], None))
+    for name, c, r, d in rows:
+        print(f"{name:<22}{fmt(c):>26}{fmt(r):>26}{fmt(d):>26}")
+    fusion_c = survival["model"]["c_index_harrell"]["value"]
+    singles = {k: v["c_index_harrell"]["value"] for k, v in survival["ablations"].items()
+               if k.startswith("only_")}
+    best = max(singles, key=singles.get)
+    gap_oracle = oracle["c_index_harrell"]["value"] - fusion_c
+    verdict = "met" if gap_oracle <= 0.04 else "MISSED"
+    print(f"\nfusion vs oracle C-index: {-gap_oracle:+.3f} (target within 0.04: {verdict})")
+    gain = fusion_c - singles[best]
+    verdict = "met" if gain >= 0.03 else "MISSED"
+    print(f"fusion vs best single modality ({best}): {gain:+.3f} (target >= +0.03: {verdict})")
+    gap_resp = oracle["response_auroc"]["value"] - response["model"]["auroc"]["value"]
+    verdict = "met" if gap_resp <= 0.05 else "MISSED"
+    print(f"response AUROC vs oracle: {-gap_resp:+.3f} (target within 0.05: {verdict})")
+
+
+if __name__ == "__main__":
+    main()

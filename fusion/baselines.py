@@ -1,0 +1,135 @@
+"""Tabular baselines fitted on the same training split as the model (scikit-learn / scikit-survival).
+
+Inputs are the cohort's tabular matrix ``X (N, F)`` (NaN = missing): median imputation with missing-value
+indicators and standardisation, all fitted on the training rows only.
+
+- survival: ``coxnet`` (elastic-net Cox, ``l1_ratio=0.5``; the penalty is chosen on the validation split by
+  Harrell's C, then refitted with a baseline hazard) and ``rsf`` (random survival forest);
+- diagnosis: ``logistic`` (multinomial logistic regression, L2);
+- response: ``logistic`` on ``[x, one-hot(treatment), x * one-hot(treatment)]`` (treatment interactions).
+
+Each ``fit_*`` returns predictions for the requested rows: risk scores (higher = higher hazard) and a
+function giving ``S(t | x)`` at times in days, or class probabilities.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sksurv.ensemble import RandomSurvivalForest
+from sksurv.linear_model import CoxnetSurvivalAnalysis
+from sksurv.metrics import concordance_index_censored
+from sksurv.util import Surv
+
+SurvivalFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class SurvivalPrediction:
+    """Risk ``(n,)`` (higher = higher hazard) and ``survival(times (T,)) -> (n, T)`` for predicted rows."""
+
+    risk: np.ndarray
+    survival: SurvivalFn
+
+
+def preprocessor():
+    """Median imputation + missing indicators + standardisation (fit on training rows)."""
+    return make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler())
+
+
+def observed_columns(X: np.ndarray, train: np.ndarray) -> np.ndarray:  # noqa: N803
+    """``X`` without the columns that have no observed value in the training rows."""
+    return X[:, ~np.isnan(X[train]).all(axis=0)]
+
+
+def _step_functions(functions, times: np.ndarray) -> np.ndarray:
+    """Evaluate scikit-survival step functions at ``times``, holding the value outside their domain."""
+    out = np.empty((len(functions), len(times)))
+    for i, fn in enumerate(functions):
+        clipped = np.clip(times, fn.domain[0], fn.domain[1])
+        out[i] = fn(clipped)
+    return np.clip(out, 0.0, 1.0)
+
+
+def fit_coxnet(X: np.ndarray, time: np.ndarray, event: np.ndarray, train: np.ndarray, val: np.ndarray,  # noqa: N803
+               predict: np.ndarray, *, l1_ratio: float = 0.5) -> SurvivalPrediction:
+    """Elastic-net Cox path on ``train`` rows, the penalty chosen on ``val`` rows (Harrell's C; the middle of
+    the path without validation events), predictions for ``predict`` rows. Rows index ``X``, ``time`` (days)
+    and ``event``."""
+    X = observed_columns(X, train)  # noqa: N806
+    prep = preprocessor().fit(X[train])
+    xt, xv, xp = (prep.transform(X[r]) for r in (train, val, predict))
+    y = Surv.from_arrays(event[train].astype(bool), time[train])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (ConvergenceWarning, UserWarning, RuntimeWarning))
+        path = CoxnetSurvivalAnalysis(l1_ratio=l1_ratio, alpha_min_ratio=0.01, n_alphas=30, max_iter=10_000,
+                                      fit_baseline_model=True)
+        path.fit(xt, y)
+        alpha = path.alphas_[len(path.alphas_) // 2]
+        if val.size and event[val].any():
+            scores = []
+            for a in path.alphas_:
+                risk = path.predict(xv, alpha=a)
+                c = concordance_index_censored(event[val].astype(bool), time[val], risk)[0] \
+                    if np.ptp(risk) > 0 else 0.5
+                scores.append(c)
+            alpha = path.alphas_[int(np.argmax(scores))]
+        risk = path.predict(xp, alpha=alpha)
+        functions = path.predict_survival_function(xp, alpha=alpha)
+    return SurvivalPrediction(risk, lambda times: _step_functions(functions, times))
+
+
+def fit_rsf(X: np.ndarray, time: np.ndarray, event: np.ndarray, train: np.ndarray, predict: np.ndarray,  # noqa: N803
+            *, seed: int = 0, n_estimators: int = 200) -> SurvivalPrediction:
+    """Random survival forest on ``train`` rows (imputed, no scaling needed), predictions for ``predict``."""
+    X = observed_columns(X, train)  # noqa: N806
+    imputer = SimpleImputer(strategy="median", add_indicator=True).fit(X[train])
+    model = RandomSurvivalForest(n_estimators=n_estimators, min_samples_leaf=6, max_features="sqrt",
+                                 random_state=seed, n_jobs=1)
+    model.fit(imputer.transform(X[train]), Surv.from_arrays(event[train].astype(bool), time[train]))
+    xp = imputer.transform(X[predict])
+    return SurvivalPrediction(model.predict(xp),
+                              lambda times: _step_functions(model.predict_survival_function(xp), times))
+
+
+def fit_diagnosis(X: np.ndarray, labels: np.ndarray, train: np.ndarray, predict: np.ndarray,  # noqa: N803
+                  n_classes: int) -> np.ndarray:
+    """Multinomial logistic regression; returns ``(len(predict), n_classes)`` probabilities (classes absent
+    from the training rows get probability 0)."""
+    X = observed_columns(X, train)  # noqa: N806
+    model = make_pipeline(preprocessor(), LogisticRegression(C=1.0, max_iter=5000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X[train], labels[train])
+    prob = np.zeros((predict.size, n_classes))
+    prob[:, model.classes_] = model.predict_proba(X[predict])
+    return prob
+
+
+def _response_design(x: np.ndarray, treatment: np.ndarray, n_treatments: int) -> np.ndarray:
+    onehot = np.eye(n_treatments)[treatment]
+    interactions = (x[:, :, None] * onehot[:, None, :]).reshape(len(x), -1)
+    return np.concatenate([x, onehot, interactions], axis=1)
+
+
+def fit_response(X: np.ndarray, treatment: np.ndarray, response: np.ndarray, train: np.ndarray,  # noqa: N803
+                 predict: np.ndarray, n_treatments: int) -> np.ndarray:
+    """Logistic regression on features, treatment one-hot and their interactions; ``(len(predict),)``
+    probability of response under each predicted row's own treatment."""
+    X = observed_columns(X, train)  # noqa: N806
+    prep = preprocessor().fit(X[train])
+    design = _response_design(prep.transform(X[train]), treatment[train], n_treatments)
+    model = LogisticRegression(C=0.5, max_iter=5000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(design, response[train].astype(int))
+    design = _response_design(prep.transform(X[predict]), treatment[predict], n_treatments)
+    return model.predict_proba(design)[:, 1]

@@ -1,0 +1,495 @@
+"""Honest evaluation of a trained run on its test split: metrics with bootstrap intervals, baselines,
+modality ablations, subgroups and figures (``tumorboard evaluate``).
+
+Everything is computed on the run's own test split (``run.json`` ``splits``), rebuilt from the lake with the
+run's saved feature selection and normalisation. Every metric is ``{"value", "ci_low", "ci_high"}``: the
+value on all test patients and a 95% percentile bootstrap interval over patients (``eval.n_boot`` resamples;
+the same resamples for every model of a task, so intervals are paired; ``null`` where undefined).
+
+``metrics.json``::
+
+    {"run", "lake", "lake_manifest_hash", "lake_changed", "split_seed", "n_boot", "n_test", "created_at",
+     "tasks": {"diagnosis" | "survival" (or "pfs") | "response": {
+         "n", ("n_events" | "n_positive"), "model": {metric: {...}},
+         "baselines": {"coxnet" | "rsf" | "logistic": {metric: {...}}},
+         "ablations": {"without_<m>" | "only_<m>": {metric: {...}}}}},
+     "subgroups": {task: {"sex_female" | "sex_male" | "age_lt60" | "age_60_69" | "age_ge70":
+                          {"n", "model": {metric: {...}}}}},
+     "plots": [file names], "notes": [...]}
+
+Metrics: survival ``c_index_harrell``, ``c_index_uno``, ``td_auc_<h>d``, ``integrated_brier``,
+``calibration_<h>d`` (mean |predicted - Kaplan-Meier observed| event probability by ``h`` days over risk
+deciles, lower is better) at the configured horizons that lie inside the test follow-up; classification
+``auroc``, ``auprc`` (macro one-vs-rest over the classes present for diagnosis), ``accuracy``,
+``balanced_accuracy``, ``ece``. Response is scored on patients with a known treatment and response, with the
+probability under their own treatment.
+
+Ablations: ``without_<m>`` is the same model with modality ``m`` removed at test time; ``only_<m>`` is the
+run's config restricted to ``m``, retrained on the same split (saved under ``RUN/ablations/only_<m>`` and
+reused on the next evaluation). A patient left with no modality gets the model's average training
+prediction (what it predicts knowing nothing), so every ablation is scored on the same patients.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fusion import baselines, metrics, plots
+from fusion.cohort import Cohort, FeatureSelection, assemble_cohort, load_frames
+from fusion.config import apply_overrides
+from fusion.predict import (
+    Outputs,
+    model_outputs,
+    prior_outputs,
+    run_cohort,
+    save_reference,
+)
+from fusion.run import LoadedRun, RunError, load_run, staged_dir
+from ingest.lake import Lake
+
+Progress = Callable[[dict], None]
+METRICS_FILE = "metrics.json"
+MIN_SUBGROUP = 10
+AGE_BANDS = (("age_lt60", -np.inf, 60.0), ("age_60_69", 60.0, 70.0), ("age_ge70", 70.0, np.inf))
+
+
+# -- bootstrap ----------------------------------------------------------------------------------------------
+def bootstrap(metric_fn: Callable[..., dict[str, float]], arrays: tuple[np.ndarray, ...], *, n_boot: int,
+              seed: int) -> dict[str, dict[str, float | None]]:
+    """Percentile bootstrap over rows (patients) of a dict-valued metric function.
+
+    ``metric_fn(*arrays) -> {name: value}``; every resample draws the same row indices for a given ``seed``
+    and row count, so two models scored on the same rows get paired intervals. A metric's interval is null
+    when fewer than half of the resamples give a finite value for it.
+    """
+    full = metric_fn(*arrays)
+    n = len(arrays[0])
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {name: [] for name in full}
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        for name, value in metric_fn(*(a[idx] for a in arrays)).items():
+            if name in draws and np.isfinite(value):
+                draws[name].append(value)
+    out = {}
+    for name, value in full.items():
+        values = draws[name]
+        ok = n_boot > 0 and len(values) >= max(1, n_boot // 2)
+        low, high = np.quantile(values, [0.025, 0.975]) if ok else (np.nan, np.nan)
+        out[name] = {"value": _num(value), "ci_low": _num(low), "ci_high": _num(high)}
+    return out
+
+
+def _num(x: float) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _safe(fn: Callable[[], float]) -> float:
+    """The metric, or NaN where it is undefined on these rows (one class, no event, ...)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return float(fn())
+    except (ValueError, ZeroDivisionError, IndexError):
+        return math.nan
+
+
+# -- task metrics -------------------------------------------------------------------------------------------
+def _tag(h: float) -> str:
+    return f"{h:g}d"
+
+
+def survival_metric_fn(*, train_time: np.ndarray, train_event: np.ndarray, horizons: np.ndarray,
+                       grid: np.ndarray) -> Callable[..., dict[str, float]]:
+    """Metric function of ``(time, event, risk, surv_grid (N, G), surv_h (N, H))`` for :func:`bootstrap`."""
+    def fn(time, event, risk, surv_grid, surv_h) -> dict[str, float]:
+        kw = {"train_time": train_time, "train_event": train_event}
+        out = {"c_index_harrell": _safe(lambda: metrics.harrell_c_index(time, event, risk)),
+               "c_index_uno": _safe(lambda: metrics.uno_c_index(time, event, risk, **kw))}
+        for h in horizons:
+            out[f"td_auc_{_tag(h)}"] = _safe(
+                lambda h=h: metrics.time_dependent_auc(time, event, risk, horizons=np.array([h]),
+                                                       **kw)[float(h)])
+        out["integrated_brier"] = _safe(
+            lambda: metrics.integrated_brier_score(time, event, surv_grid, times=grid, **kw))
+        for j, h in enumerate(horizons):
+            out[f"calibration_{_tag(h)}"] = _safe(lambda j=j, h=h: metrics.calibration_at_horizon(
+                time, event, surv_h[:, j], horizon=float(h))["calibration_error"])
+        return out
+    return fn
+
+
+def _macro(y: np.ndarray, prob: np.ndarray, fn: Callable[[np.ndarray, np.ndarray], float]) -> float:
+    """Mean of ``fn(y == c, prob[:, c])`` over the classes with positives and negatives among ``y``."""
+    values = [fn(y == c, prob[:, c]) for c in range(prob.shape[1]) if 0 < (y == c).sum() < len(y)]
+    return float(np.mean(values)) if values else math.nan
+
+
+def diagnosis_metric_fn(y: np.ndarray, prob: np.ndarray) -> dict[str, float]:
+    """Macro one-vs-rest AUROC/AUPRC over present classes, accuracy, balanced accuracy, top-label ECE."""
+    pred = prob.argmax(axis=1)
+    return {"auroc": _safe(lambda: _macro(y, prob, metrics.auroc)),
+            "auprc": _safe(lambda: _macro(y, prob, metrics.auprc)),
+            "accuracy": _safe(lambda: metrics.accuracy(y, pred)),
+            "balanced_accuracy": _safe(lambda: metrics.balanced_accuracy(y, pred)),
+            "ece": _safe(lambda: metrics.expected_calibration_error(y, prob))}
+
+
+def binary_metric_fn(y: np.ndarray, prob: np.ndarray) -> dict[str, float]:
+    """AUROC, AUPRC, accuracy and balanced accuracy at 0.5, ECE for binary ``y`` and ``P(y = 1)``."""
+    pred = (prob >= 0.5).astype(int)
+    y = y.astype(int)
+    return {"auroc": _safe(lambda: metrics.auroc(y, prob)), "auprc": _safe(lambda: metrics.auprc(y, prob)),
+            "accuracy": _safe(lambda: metrics.accuracy(y, pred)),
+            "balanced_accuracy": _safe(lambda: metrics.balanced_accuracy(y, pred)),
+            "ece": _safe(lambda: metrics.expected_calibration_error(y, prob))}
+
+
+# -- the evaluation -----------------------------------------------------------------------------------------
+class _Eval:
+    """State of one evaluation: the run, its cohort, row sets and the predictions of every candidate."""
+
+    def __init__(self, run: LoadedRun, cohort: Cohort, patients, lake_path: str, lake_hash: str, n_boot: int,
+                 seed: int, progress: Progress) -> None:
+        self.run, self.cohort, self.patients = run, cohort, patients
+        self.lake_path, self.lake_hash = lake_path, lake_hash
+        self.ablation_breslow: dict = {}
+        self.n_boot, self.seed, self.say = n_boot, seed, progress
+        self.train, self.val, self.test = (cohort.indices(s) for s in ("train", "val", "test"))
+        self.notes: list[str] = []
+        self.outputs: dict[str, dict[str, Outputs]] = {"model": {}, "ablations": {}}
+        t = cohort.targets
+        self.rows = {"diagnosis": self.test[t.diagnosis[self.test] >= 0],
+                     "survival": self.test[np.isfinite(t.time[self.test])],
+                     "response": self.test[(t.treatment[self.test] >= 0)
+                                           & np.isfinite(t.response[self.test])]}
+
+    # predictions ---------------------------------------------------------------------------------------
+    def predict_model(self) -> None:
+        self.say({"stage": "predict", "what": "model"})
+        train_out = model_outputs(self.run, self.cohort, self.train)
+        self.train_out = train_out
+        self.prior = prior_outputs(train_out)
+        if train_out.log_risk is not None:
+            save_reference(self.run, train_out.log_risk, self.lake_hash)
+        self.outputs["model"]["model"] = model_outputs(self.run, self.cohort, self.test, prior=self.prior)
+        modalities = self.run.config.enabled_modalities()
+        if len(modalities) > 1:
+            for m in modalities:
+                self.say({"stage": "predict", "what": f"without_{m}"})
+                self.outputs["ablations"][f"without_{m}"] = model_outputs(
+                    self.run, self.cohort, self.test, drop=[m], prior=self.prior)
+
+    def retrain_single_modalities(self, frames) -> None:
+        modalities = self.run.config.enabled_modalities()
+        if len(modalities) < 2:
+            return
+        for m in modalities:
+            self.say({"stage": "ablation", "what": f"only_{m}"})
+            sub = single_modality_run(self.run, frames, m, lake_path=self.lake_path, progress=self.say)
+            self.ablation_breslow[f"only_{m}"] = sub.breslow
+            cohort = run_cohort(sub, frames)
+            train_out = model_outputs(sub, cohort, cohort.indices("train"))
+            position = {k: i for i, k in enumerate(cohort.patient_keys)}
+            here = np.array([k in position for k in self.cohort.patient_keys[self.test]])
+            rows = np.array([position[k] for k in self.cohort.patient_keys[self.test][here]], dtype=np.int64)
+            if here.any() and not (cohort.split[rows] == "test").all():
+                raise RunError(f"ablation only_{m} in {sub.run_dir} was trained on another split; delete it")
+            part = model_outputs(sub, cohort, rows)
+            self.outputs["ablations"][f"only_{m}"] = _merge(part, here, prior_outputs(train_out),
+                                                           self.cohort.patient_keys[self.test],
+                                                           self.cohort.targets.treatment[self.test])
+
+    # scoring -------------------------------------------------------------------------------------------
+    def _take(self, out: Outputs, task: str) -> Outputs:
+        """``out`` (aligned with the test rows) restricted to the rows of ``task``."""
+        pick = np.isin(self.test, self.rows[task])
+        return Outputs(out.keys[pick], *(None if a is None else a[pick] for a in (
+            out.diagnosis_prob, out.log_risk, out.response_all, out.response_prob)))
+
+    def score(self) -> tuple[dict, dict]:
+        tasks, subgroups = {}, {}
+        config_tasks = self.run.config.tasks
+        if config_tasks.diagnosis.enabled:
+            tasks["diagnosis"], subgroups["diagnosis"] = self._score_diagnosis()
+        if config_tasks.survival.enabled:
+            name = "pfs" if self.run.meta.get("survival_endpoint") == "pfs" else "survival"
+            tasks[name], subgroups[name] = self._score_survival()
+        if config_tasks.response.enabled:
+            tasks["response"], subgroups["response"] = self._score_response()
+        return tasks, subgroups
+
+    def _candidates(self, task: str, field: str) -> dict[str, dict[str, np.ndarray]]:
+        return {group: {name: getattr(self._take(o, task), field) for name, o in outs.items()}
+                for group, outs in self.outputs.items()}
+
+    def _report(self, rows: np.ndarray, fn, arrays_for: Callable[[str, str], tuple], baseline: dict) -> dict:
+        result = {"model": bootstrap(fn, arrays_for("model", "model"), n_boot=self.n_boot, seed=self.seed),
+                  "baselines": {}, "ablations": {}}
+        for name in baseline:
+            self.say({"stage": "score", "what": name})
+            result["baselines"][name] = bootstrap(fn, arrays_for("baselines", name), n_boot=self.n_boot,
+                                                  seed=self.seed)
+        for name in self.outputs["ablations"]:
+            self.say({"stage": "score", "what": name})
+            result["ablations"][name] = bootstrap(fn, arrays_for("ablations", name), n_boot=self.n_boot,
+                                                  seed=self.seed)
+        return result
+
+    def _subgroups(self, task: str, fn, arrays: tuple) -> dict:
+        out = {}
+        for group, member in self.groups(self.rows[task]).items():
+            n = int(member.sum())
+            if n < MIN_SUBGROUP:
+                out[group] = {"n": n, "model": None, "skipped": f"fewer than {MIN_SUBGROUP} patients"}
+                continue
+            out[group] = {"n": n, "model": bootstrap(fn, tuple(a[member] for a in arrays), n_boot=self.n_boot,
+                                                     seed=self.seed)}
+        return out
+
+    def _score_diagnosis(self) -> tuple[dict, dict]:
+        rows = self.rows["diagnosis"]
+        if rows.size < 2:
+            return {"n": int(rows.size), "skipped": "fewer than two test patients with a diagnosis"}, {}
+        t = self.cohort.targets
+        y = t.diagnosis[rows]
+        n_classes = len(t.diagnosis_classes)
+        preds = self._candidates("diagnosis", "diagnosis_prob")
+        preds["baselines"] = {}
+        X = self.cohort.X  # noqa: N806
+        train = self.train[t.diagnosis[self.train] >= 0]
+        if X.shape[1] and np.unique(t.diagnosis[train]).size >= 2:
+            self.say({"stage": "baseline", "what": "diagnosis logistic"})
+            preds["baselines"]["logistic"] = baselines.fit_diagnosis(X, t.diagnosis, train, rows, n_classes)
+        self.diagnosis_plot = (y, preds["model"]["model"], t.diagnosis_classes)
+        result = {"n": int(rows.size), **self._report(
+            rows, diagnosis_metric_fn, lambda g, n: (y, preds[g][n]), preds["baselines"])}
+        return result, self._subgroups("diagnosis", diagnosis_metric_fn, (y, preds["model"]["model"]))
+
+    def _score_response(self) -> tuple[dict, dict]:
+        rows = self.rows["response"]
+        t = self.cohort.targets
+        y = t.response[rows].astype(int)
+        if rows.size < 2 or np.unique(y).size < 2:
+            return {"n": int(rows.size), "skipped": "the test split needs responders and non-responders"}, {}
+        preds = self._candidates("response", "response_prob")
+        preds["baselines"] = {}
+        X = self.cohort.X  # noqa: N806
+        train = self.train[(t.treatment[self.train] >= 0) & np.isfinite(t.response[self.train])]
+        if X.shape[1] and np.unique(t.response[train]).size == 2:
+            self.say({"stage": "baseline", "what": "response logistic"})
+            preds["baselines"]["logistic"] = baselines.fit_response(
+                X, t.treatment, t.response, train, rows, len(t.treatment_names))
+        self.response_plot = (y, preds["model"]["model"])
+        result = {"n": int(rows.size), "n_positive": int(y.sum()), **self._report(
+            rows, binary_metric_fn, lambda g, n: (y, preds[g][n]), preds["baselines"])}
+        return result, self._subgroups("response", binary_metric_fn, (y, preds["model"]["model"]))
+
+    def _score_survival(self) -> tuple[dict, dict]:
+        rows = self.rows["survival"]
+        t = self.cohort.targets
+        time, event = t.time[rows], t.event[rows].astype(bool)
+        train = self.train[np.isfinite(t.time[self.train])]
+        train_time, train_event = t.time[train], t.event[train].astype(bool)
+        if rows.size < 2 or not event.any() or not train_event.any():
+            return {"n": int(rows.size), "skipped": "no event among the test or training patients"}, {}
+        limit = min(time.max(), train_time.max())
+        requested = np.asarray(self.run.config.eval.horizons_days, np.float64)
+        horizons = requested[(requested >= time.min()) & (requested < limit)]
+        for h in requested[~np.isin(requested, horizons)]:
+            self.notes.append(f"survival horizon {h:g} days lies outside the test follow-up; not scored")
+        grid = metrics.survival_time_grid(time, train_time=train_time)
+        fn = survival_metric_fn(train_time=train_time, train_event=train_event, horizons=horizons, grid=grid)
+
+        candidates: dict[str, dict[str, tuple[np.ndarray, Callable]]] = {"model": {}, "ablations": {},
+                                                                          "baselines": {}}
+        breslows = {"model": self.run.breslow, **self.ablation_breslow}
+        for group in ("model", "ablations"):
+            for name, out in self.outputs[group].items():
+                risk = self._take(out, "survival").log_risk
+                breslow = breslows.get(name, self.run.breslow)
+                candidates[group][name] = (risk,
+                                           lambda times, r=risk, b=breslow: b.predict_survival(r, times))
+        X = self.cohort.X  # noqa: N806
+        if X.shape[1]:
+            val = self.val[np.isfinite(t.time[self.val])]
+            self.say({"stage": "baseline", "what": "coxnet"})
+            cox = baselines.fit_coxnet(X, t.time, t.event, train, val, rows)
+            self.say({"stage": "baseline", "what": "rsf"})
+            rsf = baselines.fit_rsf(X, t.time, t.event, train, rows, seed=self.seed)
+            candidates["baselines"] = {"coxnet": (cox.risk, cox.survival), "rsf": (rsf.risk, rsf.survival)}
+
+        def arrays_for(group: str, name: str) -> tuple:
+            risk, surv = candidates[group][name]
+            at_horizons = surv(horizons) if horizons.size else np.zeros((rows.size, 0))
+            return time, event, risk, surv(grid), at_horizons
+
+        result = {"n": int(rows.size), "n_events": int(event.sum()), "horizons_days": horizons.tolist(),
+                  **self._report(rows, fn, arrays_for, candidates["baselines"])}
+        model_arrays = arrays_for("model", "model")
+        self.survival_plot = (time, event, model_arrays[2], model_arrays[4], horizons)
+        return result, self._subgroups("survival", fn, model_arrays)
+
+    # subgroups and figures -----------------------------------------------------------------------------
+    def groups(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Boolean masks over ``rows`` for sex and age band at the index date (from the patients frame)."""
+        patients = self.patients
+        keys = self.cohort.patient_keys[rows]
+        sex = patients["sex"].reindex(keys).astype("string").str.lower().fillna("").to_numpy(dtype=object)
+        birth = pd.to_datetime(patients["birth_date"].reindex(keys), utc=True).to_numpy()
+        age = np.asarray((self.cohort.index_date[rows].to_numpy() - birth) / np.timedelta64(1, "D") / 365.25,
+                         dtype=np.float64)
+        out = {"sex_female": sex == "female", "sex_male": sex == "male"}
+        for name, lo, hi in AGE_BANDS:
+            out[name] = (age >= lo) & (age < hi)
+        return {k: np.asarray(v, dtype=bool) for k, v in out.items() if np.asarray(v, dtype=bool).any()}
+
+    def figures(self, run_dir: Path) -> list[str]:
+        written = []
+        panels = []
+        if hasattr(self, "survival_plot"):
+            time, event, risk, surv_h, horizons = self.survival_plot
+            for j, h in enumerate(horizons):
+                cal = _safe_dict(lambda j=j, h=h: metrics.calibration_at_horizon(time, event, surv_h[:, j],
+                                                                                 horizon=float(h)))
+                if cal:
+                    panels.append({"title": f"Survival: event by {h:g} days", **cal})
+            cuts = np.quantile(self.train_out.log_risk, [1 / 3, 2 / 3])
+            plots.plot_km_groups(run_dir / "km_risk_groups.png", time, event, np.searchsorted(cuts, risk),
+                                 ["low risk", "medium risk", "high risk"],
+                                 title="Test patients by predicted risk (training tertiles)")
+            written.append("km_risk_groups.png")
+        curves = []
+        if hasattr(self, "diagnosis_plot"):
+            y, prob, classes = self.diagnosis_plot
+            for c, name in enumerate(classes):
+                if 0 < (y == c).sum() < len(y):
+                    curves.append({"group": "diagnosis (one-vs-rest)", "label": name, "y": y == c,
+                                   "score": prob[:, c], "auc": metrics.auroc(y == c, prob[:, c])})
+            panels.append({"title": "Diagnosis: top-label reliability", **_reliability(
+                prob.max(axis=1), (prob.argmax(axis=1) == y).astype(float))})
+        if hasattr(self, "response_plot"):
+            y, prob = self.response_plot
+            curves.append({"group": "response", "label": "model", "y": y, "score": prob,
+                           "auc": metrics.auroc(y, prob)})
+            panels.append({"title": "Response: reliability", **_reliability(prob, y.astype(float))})
+        if curves:
+            plots.plot_roc(run_dir / "roc.png", curves)
+            written.append("roc.png")
+        if panels:
+            plots.plot_calibration(run_dir / "calibration.png", panels)
+            written.append("calibration.png")
+        return sorted(written)
+
+
+def _safe_dict(fn: Callable[[], dict]) -> dict | None:
+    try:
+        return fn()
+    except ValueError:
+        return None
+
+
+def _reliability(prob: np.ndarray, hit: np.ndarray, n_bins: int = 10) -> dict:
+    bins = np.minimum((prob * n_bins).astype(int), n_bins - 1)
+    used = np.unique(bins)
+    return {"predicted": [float(prob[bins == b].mean()) for b in used],
+            "observed": [float(hit[bins == b].mean()) for b in used],
+            "n": [int((bins == b).sum()) for b in used]}
+
+
+def _merge(part: Outputs, here: np.ndarray, prior: Outputs, keys: np.ndarray,
+           treatment: np.ndarray) -> Outputs:
+    """Outputs for all ``keys``: ``part`` where ``here``, the ``prior`` row elsewhere."""
+    def fill(values: np.ndarray | None, fallback: np.ndarray | None) -> np.ndarray | None:
+        if values is None and fallback is None:
+            return None
+        shape = (len(keys), *(fallback.shape[1:]))
+        full = np.empty(shape)
+        full[here] = values
+        full[~here] = fallback[0]
+        return full
+
+    response_all = fill(part.response_all, prior.response_all)
+    response_prob = None
+    if response_all is not None:
+        picked = response_all[np.arange(len(keys)), np.clip(treatment, 0, None)]
+        response_prob = np.where(treatment >= 0, picked, np.nan)
+    return Outputs(keys, fill(part.diagnosis_prob, prior.diagnosis_prob), fill(part.log_risk, prior.log_risk),
+                   response_all, response_prob)
+
+
+def single_modality_run(run: LoadedRun, frames, modality: str, *, lake_path: str,
+                        progress: Progress | None = None) -> LoadedRun:
+    """The run's config restricted to ``modality``, trained on the run's split (``RUN/ablations/only_<m>``);
+    an existing one is loaded instead of retrained."""
+    from fusion.train import fit
+
+    out = run.run_dir / "ablations" / f"only_{modality}"
+    if (out / "model.safetensors").is_file():
+        return load_run(out)
+    others = [m for m in run.config.enabled_modalities() if m != modality]
+    config = apply_overrides(run.config, [f"modalities.{m}.enabled=false" for m in others])
+    selection = FeatureSelection.from_dict(run.meta["feature_selection"])
+    cohort = assemble_cohort(frames, config, selection=selection, assign=False)
+    splits = run.meta["splits"]
+    split = np.array([splits.get(k, "unseen") for k in cohort.patient_keys], dtype=object)
+    with staged_dir(out) as tmp:
+        fit(config, cohort.with_split(split), tmp, lake_path=lake_path,
+            lake_hash=run.meta.get("lake_manifest_hash", "none"), progress=progress,
+            tag={"ablation": f"only_{modality}"})
+    return load_run(out)
+
+
+def evaluate_run(run_dir: str | Path, lake: str | Path | None = None, *, retrain_ablations: bool = True,
+                 progress: Progress | None = None, n_boot: int | None = None) -> dict:
+    """Evaluate a run on its test split and write ``RUN/metrics.json`` and figures (see the module docstring).
+
+    Args:
+        run_dir: a run directory written by :func:`fusion.train.train`.
+        lake: the lake (default: the lake recorded in the run, then ``data.lake`` of its config).
+        retrain_ablations: also train one model per single modality (``only_<m>``); slow.
+        progress: called with a dict (``stage``, ``what`` and training progress of ablations).
+        n_boot: bootstrap resamples (default ``eval.n_boot`` of the run's config).
+
+    Returns:
+        The metrics dict that was written.
+    """
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)
+    lake_path = lake or run.meta.get("lake") or run.config.data.lake
+    if lake_path is None or not Path(lake_path).is_dir():
+        raise RunError(f"no lake to evaluate {run_dir} on: pass --lake (the run records "
+                       f"{run.meta.get('lake')})")
+    say = progress or (lambda _: None)
+    say({"stage": "cohort"})
+    frames = load_frames(lake_path)
+    cohort = run_cohort(run, frames)
+    split_seed = run.config.split.seed if run.config.split.seed is not None else run.config.train.seed
+    n_boot = run.config.eval.n_boot if n_boot is None else int(n_boot)
+    lake_hash = Lake(lake_path).manifest_hash()
+    patients = frames.patients.drop_duplicates("patient_key").set_index("patient_key")
+    ev = _Eval(run, cohort, patients, str(lake_path), lake_hash, n_boot, split_seed, say)
+    if ev.test.size == 0:
+        raise RunError(f"none of the test patients of {run_dir} is in lake {lake_path}; pass the run's lake")
+    ev.predict_model()
+    if retrain_ablations:
+        ev.retrain_single_modalities(frames)
+    tasks, subgroups = ev.score()
+    result = {
+        "run": str(run_dir), "lake": str(lake_path), "created_at": datetime.now(UTC).isoformat(),
+        "lake_manifest_hash": lake_hash, "lake_changed": lake_hash != run.meta.get("lake_manifest_hash"),
+        "split_seed": split_seed, "n_boot": n_boot, "ci": 0.95, "n_test": int(ev.test.size),
+        "tasks": tasks, "subgroups": subgroups, "plots": ev.figures(run_dir), "notes": ev.notes,
+    }
+    (run_dir / METRICS_FILE).write_text(json.dumps(result, indent=1))
+    say({"stage": "done"})
+    return result

@@ -1,0 +1,321 @@
+"""Explanations for one patient's prediction (a batch of one row from :func:`fusion.data.collate`).
+
+The model is taken apart into its public pieces: per-modality ``encoders``, the ``fusion`` module and the
+heads (``diagnosis``, ``survival``, ``response``), so that each explanation re-runs only what it needs:
+
+- :func:`modality_contributions`: the fusion's gate weights and the leave-one-modality-out change in log-risk
+  and in the probability of the predicted diagnosis (the modality marked absent at the fusion, as the model
+  sees a patient without it);
+- :func:`top_features`: integrated gradients (captum) of the target with respect to the normalised tabular
+  inputs, from the all-zero baseline = the training mean of every feature; a missing value has attribution 0
+  (its missing-indicator effect is not attributed);
+- :func:`image_attribution`: Grad-CAM (captum ``LayerGradCam``) on the last feature stage of the timm
+  backbone, for the slice the encoder's attention pooling weighs most;
+- :func:`survival_interval`: a pointwise 95% interval for ``S(t | x)``.
+
+The target of the attributions is the log-risk when the run has a survival head (a positive attribution
+raises the hazard), else the logit of the predicted diagnosis.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from captum.attr import IntegratedGradients, LayerGradCam
+from torch import Tensor, nn
+from torch.nn import functional as nnf
+
+from fusion.models import BreslowEstimator, FusionModel
+
+Z_95 = 1.959964
+MAP_MAX_SIDE = 16
+
+
+def _encode(model: FusionModel, batch: dict) -> tuple[dict[str, Tensor], dict[str, Tensor],
+                                                     dict[str, Tensor]]:
+    """Per-modality embeddings ``{name: (B, D)}`` (zeros where absent), presence ``{name: (B,)}`` and slice
+    attention ``{name: (B, S)}`` for a batch whose rows share the same present modalities."""
+    modalities, masks = batch["modalities"], batch.get("masks") or {}
+    b = next(iter(modalities.values())).shape[0]
+    emb, present, attention = {}, {}, {}
+    for name, enc in model.encoders.items():
+        p = batch["present"].get(name) if name in modalities else None
+        p = torch.zeros(b, dtype=torch.bool) if p is None else p.bool()
+        present[name] = p
+        if p.all():
+            if hasattr(enc, "forward_with_attention"):
+                emb[name], attention[name] = enc.forward_with_attention(modalities[name], masks.get(name))
+            else:
+                emb[name] = enc(modalities[name], masks.get(name))
+        else:
+            emb[name] = torch.zeros(b, enc.out_dim)
+    return emb, present, attention
+
+
+def _fused(model: FusionModel, emb: dict[str, Tensor],
+           present: dict[str, Tensor]) -> tuple[Tensor, dict | None]:
+    """Fused embedding ``(B, D)`` and the fusion's per-modality weights (None when it has none)."""
+    return model.fusion(emb, present)
+
+
+def _target(model: FusionModel, z: Tensor, diagnosis_class: int | None) -> Tensor:
+    """``(B,)`` explanation target: log-risk, else the logit of ``diagnosis_class``."""
+    if model.survival is not None:
+        return model.survival(z)
+    return model.diagnosis(z)[:, diagnosis_class]
+
+
+def target_name(model: FusionModel, diagnosis_class: int | None = None,
+                classes: list[str] | None = None) -> str:
+    """What the attributions explain: ``"log_risk"`` or ``"diagnosis_logit:<class>"``."""
+    if model.survival is not None:
+        return "log_risk"
+    return f"diagnosis_logit:{classes[diagnosis_class] if classes else diagnosis_class}"
+
+
+@dataclass
+class Encoded:
+    """One row's encoder outputs, computed once and shared by the explanations.
+
+    ``emb {name: (1, D)}``, ``present {name: (1,)}``, ``attention {name: (1, S)}`` (slice attention of image
+    encoders) and ``cls``: the predicted diagnosis class (None without a diagnosis head).
+    """
+
+    emb: dict[str, Tensor]
+    present: dict[str, Tensor]
+    attention: dict[str, Tensor]
+    cls: int | None
+
+
+@torch.no_grad()
+def encode(model: FusionModel, batch: dict) -> Encoded:
+    """Run the encoders once on a one-row ``batch`` (eval mode)."""
+    emb, present, attention = _encode(model, batch)
+    cls = None
+    if model.diagnosis is not None:
+        cls = int(model.diagnosis(_fused(model, emb, present)[0]).argmax(1)[0])
+    return Encoded(emb, present, attention, cls)
+
+
+def _expand(tensors: dict[str, Tensor], b: int) -> dict[str, Tensor]:
+    return {k: v.expand(b, *v.shape[1:]) for k, v in tensors.items()}
+
+
+@torch.no_grad()
+def modality_contributions(model: FusionModel, batch: dict,
+                           encoded: Encoded | None = None) -> dict[str, dict]:
+    """Per modality: ``present``, gate ``weight`` (None when the fusion has none), ``delta_log_risk`` = full
+    minus without the modality, ``delta_diagnosis`` = change in the probability of the predicted class
+    (None for absent modalities or when the modality is the patient's only one)."""
+    encoded = encoded or encode(model, batch)
+    emb, present, cls = encoded.emb, encoded.present, encoded.cls
+    z, weights = _fused(model, emb, present)
+    base_risk = model.survival(z)[0] if model.survival is not None else None
+    base_prob = torch.softmax(model.diagnosis(z), 1)[0, cls] if model.diagnosis is not None else None
+    n_present = sum(int(p[0]) for p in present.values())
+    out = {}
+    for name in model.encoders:
+        item = {"present": bool(present[name][0]),
+                "weight": float(weights[name][0]) if weights is not None else None,
+                "delta_log_risk": None, "delta_diagnosis": None}
+        if item["present"] and n_present > 1:
+            without = {**present, name: torch.zeros_like(present[name])}
+            z_wo, _ = _fused(model, emb, without)
+            if base_risk is not None:
+                item["delta_log_risk"] = float(base_risk - model.survival(z_wo)[0])
+            if base_prob is not None:
+                item["delta_diagnosis"] = float(base_prob - torch.softmax(model.diagnosis(z_wo), 1)[0, cls])
+        out[name] = item
+    return out
+
+
+def top_features(model: FusionModel, batch: dict, names: dict[str, list[str]], raw: dict[str, np.ndarray],
+                 descriptions: dict[str, dict[str, str]], *, k: int = 10, n_steps: int = 32,
+                 encoded: Encoded | None = None) -> list[dict]:
+    """The ``k`` tabular features with the largest |integrated gradients| for the first row.
+
+    Args:
+        names: feature names per tabular modality (run.json ``feature_names``).
+        raw: the row's unnormalised values per modality ``(F,)`` (NaN = missing), shown as ``value``.
+        descriptions: readable feature descriptions per modality.
+
+    Returns:
+        ``[{"name", "modality", "description", "value", "attribution"}]`` sorted by |attribution|.
+    """
+    encoded = encoded or encode(model, batch)
+    emb, present, cls = encoded.emb, encoded.present, encoded.cls
+    tabular = [m for m in names if m in batch["modalities"] and bool(present[m][0])]
+    if not tabular:
+        return []
+    fixed = {m: e.detach() for m, e in emb.items() if m not in tabular}
+    masks = {m: batch["masks"][m] for m in tabular}
+
+    def forward(*xs: Tensor) -> Tensor:
+        b = xs[0].shape[0]
+        embs = {**_expand(fixed, b), **{m: model.encoders[m](x, masks[m].expand(b, -1))
+                                      for m, x in zip(tabular, xs, strict=True)}}
+        z, _ = _fused(model, embs, _expand(present, b))
+        return _target(model, z, cls)
+
+    inputs = tuple(batch["modalities"][m].clone().requires_grad_(True) for m in tabular)
+    attributions = IntegratedGradients(forward).attribute(
+        inputs, baselines=tuple(torch.zeros_like(x) for x in inputs), n_steps=n_steps)
+    rows = []
+    for m, attr in zip(tabular, attributions, strict=True):
+        for j, name in enumerate(names[m]):
+            value = float(raw[m][j])
+            rows.append({"name": name, "modality": m, "description": descriptions.get(m, {}).get(name, name),
+                         "value": value if np.isfinite(value) else None,
+                         "attribution": float(attr[0, j].detach())})
+    rows.sort(key=lambda r: -abs(r["attribution"]))
+    return rows[:k]
+
+
+def _cam_layer(backbone: nn.Module) -> tuple[str, nn.Module]:
+    """The last feature stage of a timm backbone (``feature_info``), else its last Conv2d."""
+    info = getattr(backbone, "feature_info", None)
+    if info:
+        name = info[-1]["module"] if isinstance(info, list) else info.module_name()[-1]
+        return name, backbone.get_submodule(name)
+    convs = [(n, m) for n, m in backbone.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError("image attribution: the image backbone has no Conv2d layer for Grad-CAM")
+    return convs[-1]
+
+
+def image_attribution(model: FusionModel, batch: dict, encoded: Encoded | None = None) -> dict | None:
+    """Grad-CAM of the explanation target over the row's image, at the most attended slice.
+
+    Returns:
+        ``{"method": "grad_cam", "layer", "slice_index" (into the model's input series), "slice_attention"
+        (S,), "map" (h x w nested lists in [0, 1], at most 16 x 16), "input_shape" [H, W]}``, or None when the
+        row has no image or the image encoder is not a timm backbone.
+    """
+    if "image" not in batch["modalities"] or "image" not in model.encoders:
+        return None
+    enc = model.encoders["image"]
+    if not hasattr(enc, "backbone"):
+        return None
+    x = batch["modalities"]["image"]
+    mask = batch["masks"].get("image")
+    x = x if x.ndim == 5 else x.unsqueeze(1)
+    mask = torch.ones(x.shape[:2], dtype=torch.bool) if mask is None else mask
+    encoded = encoded or encode(model, batch)
+    emb, present, attention, cls = encoded.emb, encoded.present, encoded.attention, encoded.cls
+    if not bool(present["image"][0]):
+        return None
+    fixed = {m: e for m, e in emb.items() if m != "image"}
+    layer_name, layer = _cam_layer(enc.backbone)
+
+    def forward(images: Tensor) -> Tensor:
+        b = images.shape[0]
+        image_emb, _ = enc.forward_with_attention(images, mask.expand(b, -1))
+        z, _ = _fused(model, {**_expand(fixed, b), "image": image_emb}, _expand(present, b))
+        return _target(model, z, cls)
+
+    # (valid slices, 1, h, w)
+    cam = LayerGradCam(forward, layer).attribute(x, relu_attributions=True).detach()
+    weights = attention["image"][0]
+    valid = mask[0].nonzero().squeeze(1)
+    best = int(valid[weights[valid].argmax()])
+    heat = cam[int((valid == best).nonzero()[0, 0])]
+    side = (min(heat.shape[-2], MAP_MAX_SIDE), min(heat.shape[-1], MAP_MAX_SIDE))
+    heat = nnf.adaptive_avg_pool2d(heat.unsqueeze(0), side)[0, 0]
+    peak = float(heat.max())
+    heat = heat / peak if peak > 0 else heat
+    return {"method": "grad_cam", "layer": layer_name, "slice_index": best,
+            "slice_attention": [float(w) for w in weights], "map": heat.round(decimals=4).tolist(),
+            "input_shape": list(x.shape[-2:])}
+
+
+def _has_dropout(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in module.modules())
+
+
+def _is_timm_encoder(enc: nn.Module) -> bool:
+    return all(hasattr(enc, a) for a in ("backbone", "proj", "dropout", "pool"))
+
+
+def _timm_mc(enc: nn.Module, batch: dict, name: str, n_samples: int) -> Tensor:
+    """``(n_samples, D)`` MC-dropout embeddings of a timm image encoder whose backbone has no dropout: the
+    backbone runs once on the row's valid slices; projection, dropout and attention pooling run per sample."""
+    x = batch["modalities"][name]
+    x = x if x.ndim == 5 else x.unsqueeze(1)
+    mask = batch["masks"].get(name)
+    valid = torch.ones(x.shape[1], dtype=torch.bool) if mask is None else mask[0].bool()
+    feats = enc.proj(enc.backbone(x[0][valid]))  # (s, D)
+    slices = enc.dropout(feats.unsqueeze(0).expand(n_samples, -1, -1).contiguous())
+    return enc.pool(slices, torch.ones(slices.shape[:2], dtype=torch.bool))[0]
+
+
+@torch.no_grad()
+def mc_log_risk(model: FusionModel, batch: dict, *, n_samples: int = 30, seed: int = 0) -> np.ndarray:
+    """``(n_samples,)`` log-risks of the first row with dropout active (MC dropout); constant when the model
+    has no dropout. Runs on a copy of the model, so the caller's model stays in eval mode."""
+    mc = copy.deepcopy(model).eval()
+    for m in mc.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            m.train()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        one = {**batch, "modalities": {k: v[:1] for k, v in batch["modalities"].items()},
+               "masks": {k: v[:1] for k, v in batch["masks"].items()},
+               "present": {k: v[:1] for k, v in batch["present"].items()}}
+        emb, present, _ = _encode(mc, one)
+        samples = {}
+        for name, enc in mc.encoders.items():
+            if bool(present[name][0]) and _is_timm_encoder(enc) and not _has_dropout(enc.backbone):
+                samples[name] = _timm_mc(enc, one, name, n_samples)
+            elif bool(present[name][0]) and _has_dropout(enc):
+                rep = {**one, "modalities": {name: one["modalities"][name].expand(
+                    n_samples, *one["modalities"][name].shape[1:])},
+                    "masks": {name: one["masks"][name].expand(n_samples, *one["masks"][name].shape[1:])}
+                    if name in one["masks"] else {},
+                    "present": {name: torch.ones(n_samples, dtype=torch.bool)}}
+                samples[name] = _encode(mc, rep)[0][name]
+            else:
+                samples[name] = emb[name].expand(n_samples, -1)
+        z, _ = _fused(mc, samples, _expand(present, n_samples))
+        return mc.survival(z).numpy().astype(np.float64)
+
+
+def survival_interval(model: FusionModel, batch: dict, breslow: BreslowEstimator, times: np.ndarray, *,
+                      n_samples: int = 30, seed: int = 0, encoded: Encoded | None = None) -> dict:
+    """``S(t | x)`` at ``times`` (days) with a pointwise 95% interval for the first row of ``batch``.
+
+    The interval is built on the log cumulative hazard, ``log H(t|x) = log H0(t) + r(x)``, whose variance is
+    the sum of (a) the MC-dropout variance of the log-risk ``r(x)`` (``n_samples`` stochastic passes) and
+    (b) the relative variance of the Breslow baseline, ``Var H0(t) / H0(t)^2`` with the Aalen-type
+    ``Var H0(t) = sum_{t_i <= t} dH0(t_i)^2`` (one event per distinct event time, conservative under ties).
+    ``S = exp(-exp(log H))``; bounds are made non-increasing in t. Uncertainty of the weights beyond what
+    dropout captures is not included.
+
+    Returns:
+        ``{"survival", "lower", "upper"}`` arrays ``(T,)``, ``lower <= survival <= upper``, and ``method``.
+    """
+    times = np.asarray(times, np.float64)
+    encoded = encoded or encode(model, batch)
+    with torch.no_grad():
+        log_risk = float(model.survival(_fused(model, encoded.emb, encoded.present)[0])[0])
+    samples = mc_log_risk(model, batch, n_samples=n_samples, seed=seed)
+    var_r = float(samples.var(ddof=1)) if samples.size > 1 else 0.0
+    h0 = breslow.baseline_cumulative_hazard(times)
+    steps = np.diff(np.concatenate([[0.0], breslow.cum_baseline_hazard]))
+    var_steps = np.cumsum(steps**2)
+    idx = np.searchsorted(breslow.event_times, times, side="right") - 1
+    var_h0 = np.where(idx >= 0, var_steps[np.clip(idx, 0, None)], 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_h = np.log(h0) + log_risk
+        sd = np.sqrt(np.where(h0 > 0, var_h0 / h0**2, 0.0) + var_r)
+        surv = np.where(h0 > 0, np.exp(-np.exp(log_h)), 1.0)
+        lower = np.where(h0 > 0, np.exp(-np.exp(log_h + Z_95 * sd)), 1.0)
+        upper = np.where(h0 > 0, np.exp(-np.exp(log_h - Z_95 * sd)), 1.0)
+    lower = np.minimum.accumulate(np.minimum(lower, surv))
+    upper = np.maximum(np.minimum.accumulate(upper), surv)
+    no_dropout = "" if var_r > 0 else "; the model has no active dropout, so 0"
+    method = (f"log-log 95% interval: MC-dropout log-risk variance ({n_samples} passes{no_dropout})"
+              " + Breslow baseline variance")
+    return {"survival": surv, "lower": lower, "upper": upper, "method": method}

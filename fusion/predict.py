@@ -1,0 +1,324 @@
+"""Inference with a trained run: its cohort rebuilt from a lake, batched model outputs, one patient's report.
+
+:func:`run_cohort` rebuilds the run's columns (its saved feature selection) for the patients of a lake and
+restores the run's split per patient key (patients the run never saw get split ``"unseen"``).
+:func:`model_outputs` runs the model over cohort rows, optionally with modalities removed at test time.
+:func:`predict_patient` is the report behind ``tumorboard predict`` and the app (see its docstring for the
+JSON layout).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fusion.cohort import FRAME_COLUMNS, Cohort, CohortError, FeatureSelection, LakeFrames, assemble_cohort
+from fusion.data import CohortDataset, Normalizer, collate
+from fusion.run import LoadedRun, RunError
+from ingest.lake import Lake
+
+REFERENCE_FILE = "reference_risk.json"
+N_TIMES = 41
+
+
+class UnknownPatientError(LookupError):
+    """The requested identifier matches no patient of the lake (the message never repeats identifiers)."""
+
+
+class PredictError(ValueError):
+    """The patient exists but the run cannot predict for them (no index date, no usable modality)."""
+
+
+@dataclass
+class Outputs:
+    """Model outputs for cohort rows, aligned with ``keys`` (N,).
+
+    ``diagnosis_prob (N, C)``, ``log_risk (N,)`` (higher = higher hazard), ``response_all (N, T)``
+    (probability of response under each candidate treatment) and ``response_prob (N,)`` (under the
+    patient's own treatment, NaN without one); each None when the run has no such head.
+    """
+
+    keys: np.ndarray
+    diagnosis_prob: np.ndarray | None
+    log_risk: np.ndarray | None
+    response_all: np.ndarray | None
+    response_prob: np.ndarray | None
+
+
+# -- the run's cohort ---------------------------------------------------------------------------------------
+@lru_cache(maxsize=2)
+def _cached_frames(lake_path: str, manifest_hash: str) -> LakeFrames:
+    from fusion.cohort import load_frames
+
+    return load_frames(lake_path)
+
+
+def lake_frames(lake: Lake) -> LakeFrames:
+    """The reader's frames of ``lake``, cached per lake state (manifest hash); treat them as read-only."""
+    return _cached_frames(str(Path(lake.path).resolve()), lake.manifest_hash())
+
+
+def run_cohort(run: LoadedRun, frames: LakeFrames) -> Cohort:
+    """The cohort of ``frames`` with the run's columns, and the run's split per patient key."""
+    selection = FeatureSelection.from_dict(run.meta["feature_selection"])
+    cohort = assemble_cohort(frames, run.config, selection=selection, assign=False)
+    for name, block in cohort.blocks.items():
+        expected = run.meta["feature_names"].get(name)
+        if expected != block.names:
+            raise RunError(f"{run.run_dir / 'run.json'}: modality {name!r} was trained on "
+                           f"{len(expected or [])} features but the lake gives {len(block.names)} with the "
+                           "run's feature selection; evaluate with the lake the run was trained on")
+    splits = run.meta.get("splits", {})
+    cohort.split = np.array([splits.get(k, "unseen") for k in cohort.patient_keys], dtype=object)
+    return cohort
+
+
+def dataset_for(run: LoadedRun, cohort: Cohort, rows: np.ndarray) -> CohortDataset:
+    """A :class:`CohortDataset` over ``rows`` with the run's normalisation and image settings."""
+    spec_image = run.meta["spec"]["modalities"].get("image", {})
+    return CohortDataset(cohort, rows, Normalizer.from_dict(run.meta["normalization"]),
+                         in_chans=int(spec_image.get("in_chans", 1)),
+                         max_slices=run.config.data.images.max_slices,
+                         image_size=run.config.data.images.image_size)
+
+
+def drop_modalities(batch: dict, drop: Iterable[str]) -> dict:
+    """The batch with the modalities in ``drop`` marked absent in every row (their tensors removed)."""
+    drop = set(drop)
+    out = dict(batch)
+    out["modalities"] = {k: v for k, v in batch["modalities"].items() if k not in drop}
+    out["masks"] = {k: v for k, v in batch["masks"].items() if k not in drop}
+    out["present"] = {k: v for k, v in batch["present"].items() if k not in drop}
+    return out
+
+
+def present_after_drop(cohort: Cohort, rows: np.ndarray, drop: Iterable[str]) -> np.ndarray:
+    """``(len(rows),)`` bool: the row keeps at least one modality when ``drop`` is removed."""
+    kept = [p[rows] for name, p in cohort.present().items() if name not in set(drop)]
+    return np.logical_or.reduce(kept) if kept else np.zeros(len(rows), bool)
+
+
+@torch.no_grad()
+def model_outputs(run: LoadedRun, cohort: Cohort, rows: np.ndarray, *, drop: Iterable[str] = (),
+                  prior: Outputs | None = None, batch_size: int = 64) -> Outputs:
+    """Outputs of the run's model for cohort ``rows``, with the modalities in ``drop`` removed at test time.
+
+    Rows left with no modality get ``prior`` (one row: the model's average prediction over the training
+    split, i.e. what it predicts knowing nothing); without ``prior`` such rows raise :class:`PredictError`.
+    """
+    drop = tuple(drop)
+    rows = np.asarray(rows, dtype=np.int64)
+    usable = present_after_drop(cohort, rows, drop)
+    if not usable.all() and prior is None:
+        raise PredictError(f"{int((~usable).sum())} row(s) have no modality left after removing {list(drop)}")
+    model = run.model
+    model.eval()
+    parts: dict[str, list[np.ndarray]] = {"diagnosis_prob": [], "log_risk": [], "response_all": []}
+    dataset = dataset_for(run, cohort, rows[usable])
+    for start in range(0, len(dataset), batch_size):
+        batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        out = model.embed(drop_modalities(batch, drop))
+        z = out["embedding"]
+        if model.diagnosis is not None:
+            parts["diagnosis_prob"].append(torch.softmax(model.diagnosis(z), dim=1).numpy())
+        if model.survival is not None:
+            parts["log_risk"].append(model.survival(z).numpy())
+        if model.response is not None:
+            parts["response_all"].append(torch.sigmoid(model.response.all_treatments(z)).numpy())
+    result = {}
+    for name, chunks in parts.items():
+        head_missing = {"diagnosis_prob": model.diagnosis, "log_risk": model.survival,
+                        "response_all": model.response}[name] is None
+        if head_missing:
+            result[name] = None
+            continue
+        values = np.concatenate(chunks) if chunks else None
+        fallback = getattr(prior, name) if prior is not None else None
+        full = np.empty((rows.size, *(fallback.shape[1:] if fallback is not None else values.shape[1:])))
+        if values is not None:
+            full[usable] = values
+        if (~usable).any():
+            full[~usable] = fallback[0]
+        result[name] = full.astype(np.float64)
+    response_prob = None
+    if result["response_all"] is not None:
+        treatment = cohort.targets.treatment[rows]
+        picked = result["response_all"][np.arange(rows.size), np.clip(treatment, 0, None)]
+        response_prob = np.where(treatment >= 0, picked, np.nan)
+    return Outputs(cohort.patient_keys[rows], result["diagnosis_prob"], result["log_risk"],
+                   result["response_all"], response_prob)
+
+
+def prior_outputs(train: Outputs) -> Outputs:
+    """One row: the average training prediction (mean probabilities, median log-risk)."""
+    def mean(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else a.mean(axis=0, keepdims=True)
+
+    log_risk = None if train.log_risk is None else np.median(train.log_risk, keepdims=True)
+    return Outputs(np.array(["prior"]), mean(train.diagnosis_prob), log_risk, mean(train.response_all), None)
+
+
+# -- one patient --------------------------------------------------------------------------------------------
+def resolve_patient(lake: Lake, frames: LakeFrames, patient: str) -> str:
+    """The ``patient_key`` of ``patient`` (a key or any identifier known to the crosswalk).
+
+    Raises:
+        UnknownPatientError: no patient of the lake has this identifier.
+    """
+    from ingest.link import id_map
+
+    key = id_map(lake).get(patient, patient)
+    known = any((getattr(frames, name)["patient_key"] == key).any() for name in FRAME_COLUMNS)
+    if not known:
+        raise UnknownPatientError(f"no patient with the given identifier in lake {lake.path}; pass a patient "
+                                  "key or an identifier (e.g. MRN) listed by `tumorboard lake status`")
+    return key
+
+
+def _only(frames: LakeFrames, key: str) -> LakeFrames:
+    parts = {name: getattr(frames, name) for name in FRAME_COLUMNS}
+    return LakeFrames(**{n: f[f["patient_key"] == key] for n, f in parts.items()},
+                      image_loader=frames.image_loader)
+
+
+def reference_log_risk(run: LoadedRun, frames: LakeFrames, lake_hash: str) -> np.ndarray:
+    """Sorted log-risks of the run's training patients (cached per lake state in ``RUN/reference_risk.json``).
+    """
+    path = run.run_dir / REFERENCE_FILE
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("lake_manifest_hash") == lake_hash:
+            return np.asarray(cached["log_risk"], np.float64)
+    cohort = run_cohort(run, frames)
+    rows = cohort.indices("train")
+    rows = rows[present_after_drop(cohort, rows, ())]
+    if rows.size == 0:
+        raise PredictError("none of the run's training patients is in this lake; the risk percentile needs "
+                           "them")
+    values = np.sort(model_outputs(run, cohort, rows).log_risk)
+    save_reference(run, values, lake_hash)
+    return values
+
+
+def save_reference(run: LoadedRun, log_risk: np.ndarray, lake_hash: str) -> None:
+    """Write the training log-risks next to the run (best effort: a read-only run folder is left alone)."""
+    try:
+        (run.run_dir / REFERENCE_FILE).write_text(json.dumps(
+            {"lake_manifest_hash": lake_hash, "log_risk": np.sort(log_risk).tolist()}))
+    except OSError:
+        pass
+
+
+def survival_times(run: LoadedRun) -> np.ndarray:
+    """Day grid for survival curves: 0 to the last training event time (``N_TIMES`` points, whole days)."""
+    t_max = float(np.max(run.breslow.event_times)) if run.breslow is not None else 0.0
+    return np.unique(np.round(np.linspace(0.0, t_max, N_TIMES)))
+
+
+def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool = True) -> dict:
+    """Predictions and explanations for one patient, as a JSON-serialisable dict.
+
+    Args:
+        run: a loaded run (:func:`fusion.run.load_run`).
+        lake: the lake holding the patient's data.
+        patient: the patient key or any identifier of the patient (MRN, ...).
+        explain: add ``modality_contributions``, ``image_attribution`` and ``top_features`` (slower).
+
+    Returns:
+        ``patient_key``, ``index_date``; ``diagnosis`` {class: probability}; ``survival`` {``endpoint``,
+        ``times`` (days), ``survival`` S(t), ``lower``/``upper`` (95% pointwise interval, see
+        :func:`fusion.explain.survival_interval`), ``at_horizons`` {days: S}}; ``risk_percentile`` (0-100,
+        among the run's training patients); ``response`` {treatment: probability of objective response};
+        ``missing_modalities``; with ``explain``: ``modality_contributions`` {modality: {``weight``,
+        ``delta_log_risk``, ``delta_diagnosis``}}, ``image_attribution`` (Grad-CAM, or None without an image),
+        ``top_features`` (10 tabular features by |integrated gradients|) and ``explanation_target`` (what
+        the attributions explain, e.g. ``log_risk``). Heads the run lacks give None. The first call on a lake
+        computes the training log-risks for the percentile (cached in ``RUN/reference_risk.json``).
+
+    Raises:
+        UnknownPatientError: the identifier matches no patient of the lake.
+        PredictError: the patient has no index date or no data for any of the run's modalities.
+    """
+    from fusion import explain as ex
+
+    frames = lake_frames(lake)
+    key = resolve_patient(lake, frames, patient)
+    try:
+        cohort = run_cohort(run, _only(frames, key))
+    except CohortError as exc:
+        raise PredictError(f"cannot build the patient's inputs: {_reason(exc)}") from None
+    if len(cohort) != 1:
+        raise PredictError("the patient has no data for any of the run's modalities")
+    batch = collate([dataset_for(run, cohort, np.array([0]))[0]])
+    model = run.model.eval()
+    present = {name: bool(p[0]) for name, p in cohort.present().items()}
+    with torch.no_grad():
+        out = model(batch)
+    encoded = ex.encode(model, batch)
+    result: dict = {
+        "patient_key": key,
+        "index_date": pd.Timestamp(cohort.index_date[0]).isoformat(),
+        "missing_modalities": [m for m in run.config.enabled_modalities() if not present.get(m, False)],
+        "diagnosis": None, "survival": None, "risk_percentile": None, "response": None,
+    }
+    if "diagnosis_logits" in out:
+        prob = torch.softmax(out["diagnosis_logits"], dim=1)[0].tolist()
+        result["diagnosis"] = dict(zip(run.meta["diagnosis_classes"], prob, strict=True))
+    if "log_risk" in out and run.breslow is not None:
+        log_risk = float(out["log_risk"][0])
+        times = survival_times(run)
+        interval = ex.survival_interval(model, batch, run.breslow, times, encoded=encoded)
+        horizons = np.asarray(run.config.eval.horizons_days, np.float64)
+        at = run.breslow.predict_survival(np.array([log_risk]), horizons)[0]
+        result["survival"] = {"endpoint": run.meta.get("survival_endpoint", "os"), "log_risk": log_risk,
+                              "times": times.tolist(), **{k: v.tolist() for k, v in interval.items()
+                                                          if isinstance(v, np.ndarray)},
+                              "interval_method": interval["method"],
+                              "at_horizons": {f"{h:g}": float(s) for h, s in zip(horizons, at, strict=True)}}
+        reference = reference_log_risk(run, frames, lake.manifest_hash())
+        below = np.searchsorted(reference, log_risk, "left")
+        ties = np.searchsorted(reference, log_risk, "right")
+        result["risk_percentile"] = float(100.0 * (below + 0.5 * (ties - below)) / reference.size)
+    if model.response is not None:
+        with torch.no_grad():
+            probs = torch.sigmoid(model.response.all_treatments(out["embedding"]))[0].tolist()
+        result["response"] = dict(zip(run.meta["treatment_names"], probs, strict=True))
+    if explain:
+        names = run.meta["feature_names"]
+        raw = {n: b.values[0] for n, b in cohort.blocks.items()}
+        descriptions = run.meta.get("feature_descriptions", {})
+        result["modality_contributions"] = ex.modality_contributions(model, batch, encoded)
+        result["image_attribution"] = (ex.image_attribution(model, batch, encoded) if present.get("image")
+                                       else None)
+        result["top_features"] = ex.top_features(model, batch, names, raw, descriptions, k=10,
+                                                 encoded=encoded)
+        result["explanation_target"] = ex.target_name(model, encoded.cls, run.meta["diagnosis_classes"])
+    return _finite(result)
+
+
+def _reason(exc: CohortError) -> str:
+    text = str(exc)
+    if "index date" in text:
+        return "no index date (no cancer Condition matches data.index and no labels index_date)"
+    if "any enabled modality" in text:
+        return "no data for any of the run's modalities"
+    return text
+
+
+def _finite(value: object) -> object:
+    """Replace NaN / inf floats by None recursively (strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

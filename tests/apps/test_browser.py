@@ -1,0 +1,116 @@
+"""The app in a real headless Chromium (Playwright): every page renders, screenshots go to test-artifacts/.
+
+Needs Debian's chromium (``apt-get install chromium``); the test fails, not skips, without it.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from apps.cli.app import streamlit_command
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+pytestmark = pytest.mark.browser
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(app_data):
+    port = free_port()
+    process = subprocess.Popen(streamlit_command(app_data.lake, app_data.runs, port=port), cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            output = process.stdout.read().decode(errors="replace")[-2000:]
+            pytest.fail(f"the app did not start on {url}:\n{output}")
+        time.sleep(0.5)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install -y chromium`) to "
+                    "run the browser tests (CI installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                              headless=True)
+        yield chromium
+        chromium.close()
+
+
+def render(browser, url: str, title: str):
+    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    page.goto(url)
+    page.get_by_role("heading", name=title, exact=True).wait_for(timeout=90_000)
+    page.wait_for_load_state("networkidle")
+    page.locator("[data-testid='stSpinner']").first.wait_for(state="detached", timeout=90_000)
+    return page
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.wait_for_timeout(800)  # let plotly finish drawing
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_patient_page_in_a_browser(server, browser):
+    page = render(browser, server, "Patient")
+    page.get_by_text("Survival at 1 year").wait_for(timeout=90_000)
+    assert page.get_by_text("Risk percentile").is_visible()
+    page.locator(".js-plotly-plot").nth(1).wait_for(timeout=30_000)  # survival and diagnosis charts drawn
+    shot(page, "patient_risk")
+    page.get_by_role("tab", name="Treatment").click()
+    assert page.get_by_text("not a treatment recommendation").is_visible()
+    shot(page, "patient_treatment")
+    page.get_by_role("tab", name="Why").click()
+    page.get_by_text("Lab trends", exact=True).wait_for()
+    shot(page, "patient_why")
+    page.get_by_role("tab", name="Timeline").click()
+    shot(page, "patient_timeline")
+    page.get_by_role("tab", name="Model card").click()
+    page.get_by_text("Intended use.", exact=True).wait_for()
+    shot(page, "patient_model_card")
+    assert "Traceback" not in page.content()
+    page.close()
+
+
+@pytest.mark.parametrize(("path", "title", "expected"), [
+    ("models", "Models", "Run used on the Patient page"),
+    ("data", "Data", "Ingest runs"),
+])
+def test_other_pages_in_a_browser(server, browser, path, title, expected):
+    page = render(browser, f"{server}/{path}", title)
+    page.get_by_text(expected).first.wait_for()
+    shot(page, path)
+    assert "Traceback" not in page.content()
+    page.close()

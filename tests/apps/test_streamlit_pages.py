@@ -1,0 +1,200 @@
+"""Every page of the Streamlit app through ``streamlit.testing.v1.AppTest`` on a small lake and run.
+
+Each test asserts the page's title first (a wrong page path silently renders the default page), drives the
+widgets by key and checks ``not at.exception``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from apps.cli.app import streamlit_command
+from apps.streamlit import services as sv
+
+APP = str(Path(__file__).resolve().parents[2] / "apps" / "streamlit" / "app.py")
+
+
+def open_page(monkeypatch, lake: Path, runs: Path | None, page: str | None = None) -> AppTest:
+    monkeypatch.setenv(sv.ENV_LAKE, str(lake))
+    if runs is None:
+        monkeypatch.delenv(sv.ENV_RUNS, raising=False)
+    else:
+        monkeypatch.setenv(sv.ENV_RUNS, str(runs))
+    at = AppTest.from_file(APP, default_timeout=120)
+    if page:
+        at.switch_page(page)
+    return at.run()
+
+
+def texts(at: AppTest) -> str:
+    kinds = ("markdown", "caption", "info", "warning", "error", "success")
+    parts = [e.value for kind in kinds for e in at.get(kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def patient_keys(lake: Path) -> tuple[set[str], set[str]]:
+    """(patients with an image, patients without genomics)."""
+    from ingest import reader
+    from ingest.lake import Lake
+
+    handle = Lake(lake)
+    everyone = set(reader.read_patients(handle)["patient_key"])
+    imaged = set(reader.read_images(handle)["patient_key"])
+    return imaged, everyone - set(reader.read_gene_status(handle)["patient_key"])
+
+
+def test_patient_page(monkeypatch, app_data):
+    at = open_page(monkeypatch, app_data.lake, app_data.runs)
+    assert at.title[0].value == "Patient"
+    assert not at.exception
+    imaged, _ = patient_keys(app_data.lake)
+    picker = at.selectbox(key="patient_picker")
+    assert len(picker.options) == 30
+    at = picker.set_value(sorted(imaged)[0]).run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    expected = {"Age at diagnosis", "Sex", "Diagnosis", "Stage", "Survival at 1 year", "Risk percentile"}
+    assert expected <= set(metrics)
+    assert 0 <= float(metrics["Risk percentile"]) <= 100
+    assert "observational data" in texts(at) and "not a treatment recommendation" in texts(at)
+    charts = {c.proto.id for c in at.get("plotly_chart")}
+    assert len(charts) >= 6  # survival, diagnosis, response, contributions, CT, labs, features, timeline
+
+    at = at.radio(key="treatment_view").set_value("Table").run()
+    assert not at.exception
+    table = next(d.value for d in at.dataframe if "probability of response" in d.value.columns)
+    assert len(table) >= 2 and table["probability of response"].between(0, 1).all()
+
+    slider = at.slider(key="slice_slider")
+    assert slider.max == 11  # the fixture stores 12-slice series
+    at = slider.set_value(0).run()
+    at = at.radio(key="window_preset").set_value("bone").run()
+    assert not at.exception
+    assert "Grad-CAM" in texts(at)
+
+
+def test_patient_without_modalities(monkeypatch, app_data):
+    at = open_page(monkeypatch, app_data.lake, app_data.runs)
+    imaged, unsequenced = patient_keys(app_data.lake)
+    candidates = sorted(unsequenced - imaged) or sorted(unsequenced)
+    at = at.selectbox(key="patient_picker").set_value(candidates[0]).run()
+    assert at.title[0].value == "Patient"
+    assert not at.exception
+    shown = texts(at)
+    assert "No sequencing data for this patient." in shown
+    if candidates[0] not in imaged:
+        assert "No image for this patient." in shown
+
+
+def test_patient_page_without_a_run(monkeypatch, app_data):
+    at = open_page(monkeypatch, app_data.lake, app_data.no_runs)
+    assert at.title[0].value == "Patient"
+    assert not at.exception
+    assert "No trained model" in texts(at) and "tumorboard train" in texts(at)
+    assert {"Age at diagnosis", "Sex", "Diagnosis"} <= {m.label for m in at.metric}
+
+
+def test_models_page(monkeypatch, app_data):
+    at = open_page(monkeypatch, app_data.lake, app_data.runs, "pages/models.py")
+    assert at.title[0].value == "Models"
+    assert not at.exception
+    assert at.selectbox(key="run_picker").value == str(app_data.runs / "tiny")
+    frames = [d.value for d in at.dataframe]
+    assert any("tiny" in f.columns for f in frames)  # runs side by side, one column per run
+    assert any(f.astype(str).apply(lambda c: c.str.contains(r"\[\d", regex=True)).any().any() for f in frames)
+    assert "c_index_harrell" in {m for f in frames if "metric" in f.columns for m in f["metric"]}
+    at = at.selectbox(key="run_picker").set_value(str(app_data.runs / "tiny")).run()
+    assert at.session_state[sv.RUN_KEY] == str(app_data.runs / "tiny")
+    assert not at.exception
+
+
+def test_models_page_without_runs(monkeypatch, app_data):
+    at = open_page(monkeypatch, app_data.lake, app_data.no_runs, "pages/models.py")
+    assert at.title[0].value == "Models"
+    assert not at.exception
+    assert "No trained run" in texts(at)
+
+
+def test_data_page(monkeypatch, app_data):
+    at = open_page(monkeypatch, app_data.lake, app_data.runs, "pages/data.py")
+    assert at.title[0].value == "Data"
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Patients"] == "30" and int(metrics["Ingest runs"]) >= 3
+    tables = next(d.value for d in at.dataframe if "table" in d.value.columns)
+    assert {"view_patient", "variants", "images"} <= set(tables["table"])
+    at = at.multiselect(key="coverage_missing").set_value(["images"]).run()
+    assert not at.exception
+
+
+@pytest.mark.parametrize("page", ["pages/patient.py", "pages/models.py", "pages/data.py"])
+def test_pages_with_a_missing_lake(monkeypatch, tmp_path, page):
+    at = open_page(monkeypatch, tmp_path / "nowhere", tmp_path / "no-runs", page)
+    assert at.title[0].value == page.split("/")[1].removesuffix(".py").title()
+    assert not at.exception
+    if page != "pages/models.py":
+        assert "does not exist" in texts(at) and "tumorboard ingest fhir" in texts(at)
+
+
+def test_settings_from_arguments_then_environment(monkeypatch):
+    monkeypatch.setenv(sv.ENV_LAKE, "/env/lake")
+    monkeypatch.setenv(sv.ENV_RUNS, "/env/runs")
+    assert sv.settings(["--lake", "/arg/lake"]) == sv.Settings(Path("/arg/lake"), Path("/env/runs"))
+    monkeypatch.delenv(sv.ENV_RUNS)
+    assert sv.settings([]).runs is None
+
+
+def test_app_command_binds_localhost_and_hides_errors(tmp_path):
+    command = streamlit_command(tmp_path / "lake", None)
+    assert command[command.index("--server.address") + 1] == "127.0.0.1"
+    assert command[command.index("--client.showErrorDetails") + 1] == "none"
+    assert command[-2:] == ["--lake", str(tmp_path / "lake")]
+
+
+def test_metric_rows_and_intervals():
+    metrics = {"tasks": {"survival": {
+        "model": {"c_index_harrell": {"value": 0.7, "ci_low": 0.6, "ci_high": 0.8}},
+        "baselines": {"coxnet": {"c_index_harrell": {"value": 0.65, "ci_low": None, "ci_high": None}}},
+        "ablations": {"without_image": {"c_index_harrell": {"value": None}}}}}}
+    rows = sv.metric_rows(metrics)
+    assert rows["model"].tolist() == ["model", "baseline: coxnet", "ablation: without_image"]
+    assert sv.with_interval(rows).tolist() == ["0.700 [0.600, 0.800]", "0.650", "n/a"]
+
+
+def test_actionable_variants():
+    import pandas as pd
+
+    var = pd.DataFrame({"gene": ["EGFR", "EGFR", "KRAS", "KRAS", "TP53", "ALK"],
+                        "hgvsp": ["p.L858R", "p.E746_A750del", "p.G12C", "p.G12D", "p.R273H", "p.F1174L"],
+                        "consequence": ["Missense_Mutation", "In_Frame_Del", "Missense_Mutation",
+                                        "Missense_Mutation", "Missense_Mutation", "Missense_Mutation"]})
+    for col in ("vaf", "depth", "chrom", "pos", "ref", "alt", "sample_id"):
+        var[col] = None
+    table = sv.variant_table({"variants": var})
+    flagged = dict(zip(table["hgvsp"], table["actionable"]))
+    assert flagged == {"p.L858R": True, "p.E746_A750del": True, "p.G12C": True, "p.G12D": False,
+                       "p.R273H": False, "p.F1174L": True}
+    assert table["driver"].all()  # all six genes are in the default panel
+
+
+def test_ct_figure_windows_in_hounsfield_units_and_overlays_the_map():
+    import numpy as np
+
+    from apps.streamlit.charts import ct_figure
+
+    hu = np.array([[-1350.0, -600.0], [40.0, 150.0]])
+    stored = (hu + 1350.0) / 1500.0  # lung window -600/1500 -> [0, 1], as ingest stores CT
+    shown = ct_figure(stored, stored_window=(-600.0, 1500.0), display="mediastinum").data[0].z
+    np.testing.assert_allclose(shown, [[0.0, 0.0], [0.5, 0.775]], atol=1e-6)  # -160..240 HU
+    with_map = ct_figure(stored, stored_window=None, display="lung", heat=np.ones((1, 1)))
+    assert len(with_map.data) == 2 and with_map.data[1].dx == 2.0
+
+
+def test_survival_at_reads_the_step_function():
+    curve = {"times": [0.0, 100.0, 400.0], "survival": [1.0, 0.8, 0.5]}
+    assert sv.survival_at(curve, 365.25) == 0.8
+    assert sv.survival_at(curve, 400.0) == 0.5
+    assert sv.survival_at(curve, 401.0) is None

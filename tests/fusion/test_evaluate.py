@@ -1,0 +1,133 @@
+"""End-to-end: synthetic cohort -> lake -> a few epochs of training -> ``evaluate_run``, ``metrics.json``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fusion.config import load_config
+from fusion.evaluate import bootstrap, evaluate_run
+from fusion.train import train
+
+TASK_METRICS = {"diagnosis": {"auroc", "auprc", "accuracy", "balanced_accuracy", "ece"},
+                "response": {"auroc", "auprc", "accuracy", "balanced_accuracy", "ece"}}
+SMALL_IMAGES = """dtype: float32
+windows: {}
+presets:
+  - {name: small, ndim: 2, size: [16, 16], fit: resize, normalize: minmax}
+  - {name: volume, ndim: 3, size: [4, 16, 16], fit: resize, normalize: minmax}
+"""
+FAST = ["train.epochs=12", "train.batch_size=16", "train.patience=12", "train.lr=3e-3",
+        "split.val_fraction=0.2", "split.test_fraction=0.35", "fusion.out_dim=16",
+        "fusion.name=gated_attention",
+        "fusion.kwargs={attention_dim: 16}",
+        "modalities.ehr.encoder_kwargs={hidden_dim: 32, out_dim: 16, dropout: 0.1}",
+        "modalities.genomics.encoder_kwargs={hidden_dim: 16, out_dim: 16, dropout: 0.1}",
+        "eval.horizons_days=[365, 730]"]
+
+
+def make_synth_lake(root: Path, *, n: int, seed: int, images: bool = False) -> Path:
+    """Generate a synthetic cohort under ``root``; ingest FHIR, the MAF and (optionally) the PNGs at 16 px."""
+    from ingest.fhir.pipeline import ingest_fhir
+    from ingest.images.pipeline import ingest_images
+    from ingest.lake import Lake
+    from ingest.link import build_crosswalk
+    from ingest.synth import SynthConfig, generate_cohort
+    from ingest.variants.pipeline import ingest_variants
+
+    cohort = root / "cohort"
+    generate_cohort(cohort, SynthConfig(n_patients=n, seed=seed, image_size=32, n_slices=4, vcf_fraction=0.0))
+    lake = Lake(root / "lake")
+    ingest_fhir(lake, [cohort / "fhir"])
+    build_crosswalk(lake)
+    genomics = cohort / "genomics"
+    ingest_variants(lake, [genomics / "cohort.maf"], sample_map=genomics / "sample_map.csv")
+    if images:
+        (root / "images.yaml").write_text(SMALL_IMAGES)
+        ingest_images(lake, [], manifest=cohort / "png" / "manifest.csv", config_path=root / "images.yaml")
+    return lake.path
+
+
+def _check_metric(item: dict) -> None:
+    assert set(item) == {"value", "ci_low", "ci_high"}
+    if item["ci_low"] is not None:
+        assert item["ci_low"] <= item["ci_high"]
+
+
+def _check_structure(run: Path, result: dict, stages: list[dict]) -> None:
+    on_disk = json.loads((run / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(result))
+    assert set(result["tasks"]) == {"diagnosis", "survival", "response"}
+    assert result["n_test"] > 0 and result["split_seed"] == 0 and result["n_boot"] == 25
+    survival = result["tasks"]["survival"]
+    assert survival["n_events"] > 0
+    horizons = [f"{h:g}d" for h in survival["horizons_days"]]
+    assert horizons, "no horizon inside the test follow-up"
+    expected = {"c_index_harrell", "c_index_uno", "integrated_brier", *(f"td_auc_{h}" for h in horizons),
+                *(f"calibration_{h}" for h in horizons)}
+    assert set(survival["baselines"]) == {"coxnet", "rsf"}
+    assert set(result["tasks"]["diagnosis"]["baselines"]) == {"logistic"}
+    assert set(result["tasks"]["response"]["baselines"]) == {"logistic"}
+    for task, scores in result["tasks"].items():
+        assert set(scores["ablations"]) == {"without_ehr", "without_genomics", "only_ehr", "only_genomics"}
+        for table in (scores["model"], *scores["baselines"].values(), *scores["ablations"].values()):
+            assert set(table) == TASK_METRICS.get(task, expected), task
+            for item in table.values():
+                _check_metric(item)
+    assert (run / "ablations" / "only_ehr" / "model.safetensors").is_file()
+    assert {"stage": "ablation", "what": "only_genomics"} in stages
+
+
+def _check_subgroups_and_plots(run: Path, result: dict) -> None:
+    groups = result["subgroups"]["survival"]
+    n = result["tasks"]["survival"]["n"]
+    assert {"sex_female", "sex_male"} <= set(groups)
+    assert sum(groups[g]["n"] for g in ("sex_female", "sex_male")) == n
+    bands = [g for g in groups if g.startswith("age_")]
+    assert bands and sum(groups[g]["n"] for g in bands) == n
+    scored = [g for g in groups.values() if g["model"] is not None]
+    assert scored and all("c_index_harrell" in g["model"] for g in scored)
+    for name in ("calibration.png", "km_risk_groups.png", "roc.png"):
+        assert name in result["plots"] and (run / name).stat().st_size > 1000
+
+
+def test_evaluate_end_to_end(tmp_path):
+    """One trained EHR + genomics run on 60 synthetic patients (kept in one test so that parallel workers
+    never train it twice)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        lake = make_synth_lake(tmp_path, n=60, seed=1)
+        run = train(load_config(None, FAST), lake, tmp_path / "run")
+        stages: list[dict] = []
+        result = evaluate_run(run, lake, n_boot=25, progress=stages.append)
+        _check_structure(run, result, stages)
+        _check_subgroups_and_plots(run, result)
+        # Stage, ECOG and age drive the synthetic hazard and are EHR features: a few epochs beat chance (0.5).
+        assert result["tasks"]["survival"]["model"]["c_index_harrell"]["value"] > 0.55
+
+        stamp = (run / "ablations" / "only_ehr" / "model.safetensors").stat().st_mtime_ns
+        again = evaluate_run(run, None, n_boot=0, retrain_ablations=False)
+        assert (run / "ablations" / "only_ehr" / "model.safetensors").stat().st_mtime_ns == stamp
+        assert set(again["tasks"]["survival"]["ablations"]) == {"without_ehr", "without_genomics"}
+        item = again["tasks"]["survival"]["model"]["c_index_harrell"]
+        assert item["ci_low"] is None and item["value"] == result["tasks"]["survival"]["model"][
+            "c_index_harrell"]["value"]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_bootstrap_is_paired_and_covers_value():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 80)
+    score = y + rng.normal(0, 1.0, 80)
+
+    def fn(y, s):
+        return {"mean_gap": float(s[y == 1].mean() - s[y == 0].mean())}
+
+    a = bootstrap(fn, (y, score), n_boot=200, seed=3)["mean_gap"]
+    b = bootstrap(fn, (y, score), n_boot=200, seed=3)["mean_gap"]
+    assert a == b and a["ci_low"] < a["value"] < a["ci_high"]

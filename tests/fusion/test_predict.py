@@ -1,0 +1,124 @@
+"""``predict_patient`` and ``tumorboard predict`` on a small EHR + genomics + image synthetic run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from fusion import explain
+from fusion.config import load_config
+from fusion.data import collate
+from fusion.predict import UnknownPatientError, dataset_for, predict_patient, run_cohort
+from fusion.run import load_run
+from fusion.train import train
+from ingest.lake import Lake
+from tests.fusion.test_evaluate import FAST, make_synth_lake
+
+IMAGE = ["modalities.image.enabled=true", "modalities.image.encoder=timm",
+         "modalities.image.encoder_kwargs={model_name: resnet18, in_chans: 1, out_dim: 16,"
+         " small_input: true}",
+         "data.images.modality=null", "train.epochs=3"]
+
+
+def _check_prediction(result: dict, run) -> None:
+    json.dumps(result, allow_nan=False)
+    probs = np.array(list(result["diagnosis"].values()))
+    assert list(result["diagnosis"]) == run.meta["diagnosis_classes"]
+    assert np.all((probs >= 0) & (probs <= 1)) and probs.sum() == pytest.approx(1.0, abs=1e-5)
+
+    surv = result["survival"]
+    times, s = np.array(surv["times"]), np.array(surv["survival"])
+    lower, upper = np.array(surv["lower"]), np.array(surv["upper"])
+    assert times[0] == 0 and np.all(np.diff(times) > 0) and len(s) == len(times) == len(lower) == len(upper)
+    assert np.all((s >= 0) & (s <= 1)) and np.all(np.diff(s) <= 1e-12)
+    assert np.all(lower <= s + 1e-12) and np.all(s <= upper + 1e-12) and np.any(upper - lower > 1e-3)
+    assert np.all(np.diff(lower) <= 1e-12) and np.all(np.diff(upper) <= 1e-12)
+    assert 0.0 <= result["risk_percentile"] <= 100.0
+
+    assert list(result["response"]) == run.meta["treatment_names"]
+    assert all(0.0 <= p <= 1.0 for p in result["response"].values())
+
+    contributions = result["modality_contributions"]
+    assert set(contributions) == {"ehr", "genomics", "image"}
+    present = [c for c in contributions.values() if c["present"]]
+    assert sum(c["weight"] for c in present) == pytest.approx(1.0, abs=1e-5)
+    assert all(c["delta_log_risk"] is not None for c in present) or len(present) == 1
+
+    top = result["top_features"]
+    names = {n for block in run.meta["feature_names"].values() for n in block}
+    assert len(top) == 10 and all(f["name"] in names for f in top)
+    assert [abs(f["attribution"]) for f in top] == sorted((abs(f["attribution"]) for f in top), reverse=True)
+
+
+def test_predict_patient_end_to_end(tmp_path):
+    """A few epochs on 40 synthetic patients with 16 px images; one test so parallel workers train it once."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        lake_path = make_synth_lake(tmp_path, n=40, seed=2, images=True)
+        run_dir = train(load_config(None, [*FAST, *IMAGE]), lake_path, tmp_path / "run")
+        run, lake = load_run(run_dir), Lake(lake_path)
+        truth = pd.read_parquet(tmp_path / "cohort" / "truth.parquet")
+        imaged = truth[truth["has_image"]].iloc[0]
+
+        by_mrn = predict_patient(run, lake, str(imaged["mrn"]))
+        _check_prediction(by_mrn, run)
+        assert by_mrn["patient_key"] == imaged["patient_id"] and by_mrn["missing_modalities"] == []
+        attribution = by_mrn["image_attribution"]
+        heat = np.array(attribution["map"])
+        assert attribution["method"] == "grad_cam" and heat.ndim == 2 and heat.shape[0] <= 16
+        assert np.all((heat >= 0) & (heat <= 1)) and 0 <= attribution["slice_index"] < len(
+            attribution["slice_attention"])
+        by_key = predict_patient(run, lake, str(imaged["patient_id"]), explain=False)
+        assert by_key["diagnosis"] == by_mrn["diagnosis"] and "top_features" not in by_key
+
+        no_image = truth[~truth["has_image"]]
+        if len(no_image):
+            other = predict_patient(run, lake, str(no_image.iloc[0]["patient_id"]))
+            assert other["image_attribution"] is None and "image" in other["missing_modalities"]
+
+        _check_integrated_gradients(run, lake, str(imaged["patient_id"]))
+        _check_unknown_patient(run, lake, truth, run_dir, lake_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_integrated_gradients(run, lake, key: str) -> None:
+    """Completeness: the attributions sum to log-risk(x) - log-risk(tabular inputs at the training mean)."""
+    from fusion.predict import _only, lake_frames
+
+    cohort = run_cohort(run, _only(lake_frames(lake), key))
+    batch = collate([dataset_for(run, cohort, np.array([0]))[0]])
+    names = run.meta["feature_names"]
+    raw = {n: b.values[0] for n, b in cohort.blocks.items()}
+    every = explain.top_features(run.model, batch, names, raw, {}, k=10_000, n_steps=64)
+    with torch.no_grad():
+        full = float(run.model(batch)["log_risk"][0])
+        zeroed = {**batch, "modalities": {k: (torch.zeros_like(v) if k in names else v)
+                                          for k, v in batch["modalities"].items()}}
+        base = float(run.model(zeroed)["log_risk"][0])
+    tolerance = 0.02 + 0.02 * abs(full - base)
+    assert sum(f["attribution"] for f in every) == pytest.approx(full - base, abs=tolerance)
+
+
+def _check_unknown_patient(run, lake, truth, run_dir, lake_path) -> None:
+    with pytest.raises(UnknownPatientError) as info:
+        predict_patient(run, lake, "no-such-patient")
+    ids = set(truth["patient_id"].astype(str)) | set(truth["mrn"].astype(str))
+    assert not any(i in str(info.value) for i in ids)
+
+    from apps.cli.main import app
+
+    cli = CliRunner()
+    common = ["predict", str(run_dir), "--lake", str(lake_path), "--patient"]
+    failed = cli.invoke(app, [*common, "no-such-patient"])
+    assert failed.exit_code == 1 and not any(i in failed.output for i in ids)
+    mrn = str(truth.iloc[1]["mrn"])
+    ok = cli.invoke(app, [*common, mrn, "--no-explain"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["patient_key"] == truth.iloc[1]["patient_id"]
