@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from fusion.cohort import FRAME_COLUMNS, Cohort, CohortError, FeatureSelection, LakeFrames, assemble_cohort
-from fusion.data import CohortDataset, Normalizer, collate
+from fusion.data import CohortDataset, Normalizer, collate, image_to_series
 from fusion.run import LoadedRun, RunError
 from ingest.lake import Lake
 
@@ -238,9 +238,10 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
         :func:`fusion.explain.survival_interval`), ``at_horizons`` {days: S}}; ``risk_percentile`` (0-100,
         among the run's training patients); ``response`` {treatment: probability of objective response};
         ``missing_modalities``; with ``explain``: ``modality_contributions`` {modality: {``weight``,
-        ``delta_log_risk``, ``delta_diagnosis``}}, ``image_attribution`` (Grad-CAM, or None without an image),
-        ``top_features`` (10 tabular features by |integrated gradients|) and ``explanation_target`` (what
-        the attributions explain, e.g. ``log_risk``). Heads the run lacks give None. The first call on a lake
+        ``delta_log_risk``, ``delta_diagnosis``}}, ``image_attribution`` (Grad-CAM, or None without an image;
+        with ``image_id`` and ``slice``, the stored slice index of its ``slice_index``), ``top_features``
+        (10 tabular features by |integrated gradients|) and ``explanation_target`` (what the attributions
+        explain, e.g. ``log_risk``). Heads the run lacks give None. The first call on a lake
         computes the training log-risks for the percentile (cached in ``RUN/reference_risk.json``).
 
     Raises:
@@ -296,12 +297,43 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
         raw = {n: b.values[0] for n, b in cohort.blocks.items()}
         descriptions = run.meta.get("feature_descriptions", {})
         result["modality_contributions"] = ex.modality_contributions(model, batch, encoded)
-        result["image_attribution"] = (ex.image_attribution(model, batch, encoded) if present.get("image")
-                                       else None)
+        attribution = ex.image_attribution(model, batch, encoded) if present.get("image") else None
+        result["image_attribution"] = _locate(attribution, run, cohort, frames)
         result["top_features"] = ex.top_features(model, batch, names, raw, descriptions, k=10,
                                                  encoded=encoded)
         result["explanation_target"] = ex.target_name(model, encoded.cls, run.meta["diagnosis_classes"])
     return _finite(result)
+
+
+def _locate(attribution: dict | None, run: LoadedRun, cohort: Cohort, frames: LakeFrames) -> dict | None:
+    """``attribution`` with ``image_id`` (the lake image the model read) and ``slice`` (the stored slice index
+    of the model's input slice ``slice_index``; None for a 2D image) added."""
+    if attribution is None:
+        return None
+    images = frames.images
+    hit = images[(images["tensor_file"] == cohort.images.tensor_file[0])
+                 & (images["tensor_row"] == cohort.images.tensor_row[0])]
+    if hit.empty:
+        return {**attribution, "image_id": None, "slice": None}
+    shape = [int(n) for n in hit["tensor_shape"].iloc[0]]
+    return {**attribution, "image_id": str(hit["image_id"].iloc[0]),
+            "slice": stored_slice(run, shape, int(attribution["slice_index"]))}
+
+
+def stored_slice(run: LoadedRun, shape: list[int], model_index: int) -> int | None:
+    """Index into a stored image of ``shape`` of the model's input slice ``model_index``, or None when the
+    image is one slice. Runs :func:`fusion.data.image_to_series` on a volume of slice numbers, so the mapping
+    follows its subsampling exactly."""
+    if len(shape) < 3:
+        return None
+    spec_image = run.meta["spec"]["modalities"].get("image", {})
+    probe = np.arange(shape[0], dtype=np.float32).reshape(shape[0], *([1] * (len(shape) - 1)))
+    series = image_to_series(np.broadcast_to(probe, (*shape[:-2], 1, 1)).copy(),
+                             in_chans=int(spec_image.get("in_chans", 1)),
+                             max_slices=run.config.data.images.max_slices)
+    if series.shape[0] == 1:
+        return None
+    return int(round(float(series[model_index].flatten()[0])))
 
 
 def _reason(exc: CohortError) -> str:

@@ -9,10 +9,13 @@ from pathlib import Path
 
 import streamlit as st
 
+from apps.streamlit.services import warm_imports
+
 PAGES = Path(__file__).resolve().parent / "pages"
 
 st.set_option("client.showErrorDetails", "none")  # never show a traceback (patient data) in the browser
 st.set_page_config(page_title="tumorboard", page_icon=":material/biotech:", layout="wide")
+warm_imports()  # heavy libraries load in the background while the first page reads the lake
 st.navigation([
     st.Page(PAGES / "patient.py", title="Patient", icon=":material/person:", default=True),
     st.Page(PAGES / "models.py", title="Models", icon=":material/monitoring:"),

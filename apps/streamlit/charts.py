@@ -162,8 +162,8 @@ def timeline_figure(events: pd.DataFrame, *, index_date: pd.Timestamp | None = N
     for when, text, colour in ((index_date, "diagnosis (index)", ACCENT), (death_date, "death", "black")):
         if when is not None and pd.notna(when):
             fig.add_vline(x=when, line={"color": colour, "dash": "dot"})
-            fig.add_annotation(x=when, y=1.02, yref="paper", text=text, showarrow=False,
-                               font={"color": colour})
+            fig.add_annotation(x=when, y=1.0, yref="paper", yanchor="bottom", yshift=12, text=text,
+                               showarrow=False, font={"color": colour})  # above the top row's markers
     fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(_CATEGORIES)))
     return _layout(fig, height=360, title="Timeline", showlegend=False)
 

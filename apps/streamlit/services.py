@@ -15,7 +15,9 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,17 +39,9 @@ RUN_KEY = "run_dir"  # session_state key of the run the Patient page uses (set o
 DAYS_PER_YEAR = 365.25
 T = TypeVar("T")
 
-# Variants a clinician looks for first: gene -> protein changes (HGVS p. short form; None = any variant of
-# the gene counts, as for fusion drivers that a panel reports as variants of the gene).
-ACTIONABLE = {
-    "EGFR": ("p.L858R", "p.T790M", "p.E746_A750del", "p.L747_P753delinsS", "exon19del"),
-    "KRAS": ("p.G12C",),
-    "BRAF": ("p.V600E",),
-    "ALK": None, "ROS1": None, "RET": None, "NTRK1": None, "NTRK2": None, "NTRK3": None,
-    "MET": ("exon14skip", "splice"),
-    "ERBB2": ("p.Y772_A775dup", "ins"),
-    "PIK3CA": ("p.E545K", "p.H1047R"),
-}
+# Imported once per server, in the background, so the first page render does not pay for them: scipy and
+# scikit-learn (the cohort Kaplan-Meier curve, about 1 s), torch, timm and captum (predictions, explanations).
+HEAVY_MODULES = ("sksurv.nonparametric", "fusion.predict", "fusion.explain")
 
 
 class ServiceError(RuntimeError):
@@ -84,6 +78,23 @@ def guarded(what: str, fn: Callable[[], T]) -> T:
         where = traceback.extract_tb(exc.__traceback__)[-1]
         log.error("%s failed: %s at %s:%s", what, type(exc).__name__, where.filename, where.lineno)
         raise ServiceError(f"{what} failed ({type(exc).__name__}); the server log has the details.") from None
+
+
+@st.cache_resource(show_spinner=False)
+def warm_imports() -> threading.Thread:
+    """Start importing :data:`HEAVY_MODULES` in a daemon thread, once per server process (join it to wait)."""
+    import importlib
+
+    def run() -> None:
+        for name in HEAVY_MODULES:
+            try:
+                importlib.import_module(name)
+            except ImportError as exc:  # the page that needs it reports the missing module
+                log.warning("warm-up import of %s failed: %s", name, type(exc).__name__)
+
+    thread = threading.Thread(target=run, name="tumorboard-warm-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 # -- the lake ---------------------------------------------------------------------------------------------
@@ -253,28 +264,34 @@ def driver_genes() -> list[str]:
     return list(load_gene_panel().genes)
 
 
+@st.cache_resource(show_spinner=False)
+def actionable_patterns() -> dict[str, re.Pattern | None]:
+    """Gene -> compiled ``actionable`` expression of the default gene panel (None: any variant counts)."""
+    from ingest.variants.features import load_gene_panel
+
+    return {gene: None if changes is None else re.compile("|".join(f"(?:{c})" for c in changes), re.I)
+            for gene, changes in load_gene_panel().actionable.items()}
+
+
 def variant_table(record: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """The patient's variants with ``driver`` (panel gene) and ``actionable`` (see ``ACTIONABLE``) flags."""
+    """The patient's variants with ``driver`` (panel gene) and ``actionable`` (the panel's ``actionable``
+    list) flags, actionable ones first."""
     var = record["variants"][["gene", "hgvsp", "consequence", "vaf", "depth", "chrom", "pos", "ref", "alt",
                               "sample_id"]].copy()
-    drivers = set(driver_genes())
+    drivers, patterns = set(driver_genes()), actionable_patterns()
     var.insert(2, "driver", var["gene"].isin(drivers))
-    var.insert(3, "actionable", [_is_actionable(g, p, c) for g, p, c in
+    var.insert(3, "actionable", [_is_actionable(patterns, g, p, c) for g, p, c in
                                  zip(var["gene"], var["hgvsp"], var["consequence"])])
     return var.sort_values(["actionable", "driver", "gene"], ascending=[False, False, True],
                            ignore_index=True)
 
 
-def _is_actionable(gene: object, hgvsp: object, consequence: object) -> bool:
-    if gene not in ACTIONABLE:
+def _is_actionable(patterns: dict[str, re.Pattern | None], gene: object, hgvsp: object,
+                   consequence: object) -> bool:
+    if gene not in patterns:
         return False
-    changes = ACTIONABLE[gene]
-    if changes is None:
-        return True
-    text = f"{hgvsp or ''} {consequence or ''}"
-    if gene == "EGFR" and "p.E7" in text and "del" in text:  # exon 19 deletions (p.E746-A750 region)
-        return True
-    return any(change in text for change in changes)
+    pattern = patterns[gene]
+    return pattern is None or pattern.search(f"{hgvsp or ''} {consequence or ''}") is not None
 
 
 # -- images -----------------------------------------------------------------------------------------------
@@ -326,15 +343,6 @@ def image_slice(lake: Path, tensor_file: str, tensor_row: int, index: int) -> np
     """One (H, W) float32 slice of a stored image (the first channel of a 2D colour image)."""
     return guarded("Reading the image", lambda: _image_slice(str(lake), lake_token(str(lake)), tensor_file,
                                                              tensor_row, index))
-
-
-def model_slice(run_dir: str, n_slices: int, model_index: int) -> int:
-    """Stored slice index of the model's input slice ``model_index`` (series longer than the run's
-    ``data.images.max_slices`` are evenly subsampled, as :func:`fusion.data.image_to_series` does)."""
-    limit = loaded_run(run_dir).config.data.images.max_slices
-    if limit is None or n_slices <= limit:
-        return model_index
-    return int(np.linspace(0, n_slices - 1, limit).round().astype(int)[model_index])
 
 
 # -- status -----------------------------------------------------------------------------------------------
@@ -485,7 +493,7 @@ def with_interval(frame: pd.DataFrame) -> pd.Series:
 
 # -- predictions ------------------------------------------------------------------------------------------
 @st.cache_data(show_spinner="Scoring the patient…", max_entries=128)
-def _prediction(run_dir: str, lake: str, token: str, key: str) -> dict:
+def _prediction(run_dir: str, lake: str, token: str, key: str, explain: bool) -> dict:
     try:
         from fusion.predict import PredictError, UnknownPatientError, predict_patient
     except ImportError:
@@ -493,7 +501,7 @@ def _prediction(run_dir: str, lake: str, token: str, key: str) -> dict:
                            "missing).") from None
     run = loaded_run(run_dir)
     try:
-        return predict_patient(run, Lake(lake), key, explain=True)
+        return predict_patient(run, Lake(lake), key, explain=explain)
     except UnknownPatientError:
         raise ServiceError("This patient is not in the lake any more; reload the page.") from None
     except PredictError as exc:
@@ -501,19 +509,30 @@ def _prediction(run_dir: str, lake: str, token: str, key: str) -> dict:
 
 
 def prediction(run_dir: str, lake: Path, key: str) -> dict:
-    """:func:`fusion.predict.predict_patient` (with explanations) for one patient, cached."""
-    return guarded("Scoring the patient", lambda: _prediction(run_dir, str(lake), lake_token(str(lake)), key))
+    """:func:`fusion.predict.predict_patient` without explanations for one patient, cached."""
+    return guarded("Scoring the patient",
+                   lambda: _prediction(run_dir, str(lake), lake_token(str(lake)), key, False))
+
+
+def explanation(run_dir: str, lake: Path, key: str) -> dict:
+    """:func:`fusion.predict.predict_patient` with explanations (``modality_contributions``,
+    ``image_attribution``, ``top_features``) for one patient, cached; the Why tab only asks for them."""
+    return guarded("Explaining the prediction",
+                   lambda: _prediction(run_dir, str(lake), lake_token(str(lake)), key, True))
 
 
 @st.cache_data(show_spinner="Computing the cohort survival curve…", max_entries=4)
 def _cohort_km(lake: str, token: str, run_dir: str | None) -> pd.DataFrame:
     from sksurv.nonparametric import kaplan_meier_estimator
 
-    from fusion.cohort import assemble_cohort
+    from fusion.cohort import compute_targets, index_dates
     from fusion.predict import lake_frames
 
-    cohort = assemble_cohort(lake_frames(Lake(lake)), _run_config(run_dir))
-    time, event = np.asarray(cohort.targets.time, float), np.asarray(cohort.targets.event, bool)
+    frames, data = lake_frames(Lake(lake)), _run_config(run_dir).data
+    index, index_code = index_dates(frames.conditions, frames.labels, data.index)
+    keys = np.array(sorted(index.index))
+    targets = compute_targets(frames, keys, index.reindex(keys), index_code, data.targets)  # no features
+    time, event = np.asarray(targets.time, float), np.asarray(targets.event, bool)
     keep = np.isfinite(time) & (time >= 0)
     if keep.sum() < 2 or not event[keep].any():
         raise ServiceError("Too few patients with follow-up in the lake for a Kaplan-Meier curve.")

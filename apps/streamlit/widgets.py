@@ -23,6 +23,7 @@ LIMITS = (
     "beyond the longest training follow-up are not estimated. Missing modalities lower the information "
     "available to the model; the prediction then rests on the modalities present."
 )
+FULL_ROWS = 30  # tables up to this many rows are shown without an inner scroll bar
 
 
 def require_lake(settings: sv.Settings) -> Path:
@@ -83,7 +84,8 @@ def model_card(run_dir: str, runs: Path | None) -> None:
             rows = rows.assign(**{"value [95% CI]": sv.with_interval(rows)})
             st.markdown(f"**Test metrics** ({metrics.get('n_test', '?')} test patients, "
                         f"{metrics.get('n_boot', '?')} bootstrap resamples)")
-            st.dataframe(rows[["task", "metric", "value [95% CI]"]], hide_index=True, width="stretch")
+            st.dataframe(rows[["task", "metric", "value [95% CI]"]], hide_index=True, width="stretch",
+                         height=fit_height(rows))
         for note in metrics.get("notes") or []:
             st.caption(note)
     calibration = [p for p in details["plots"] if Path(p).stem.startswith("calibration")]
@@ -96,9 +98,14 @@ def model_card(run_dir: str, runs: Path | None) -> None:
     st.markdown(LIMITS)
 
 
+def fit_height(frame: pd.DataFrame) -> str:
+    """``st.dataframe`` height: every row of a short table (up to ``FULL_ROWS``), else a scrolling box."""
+    return "content" if len(frame) <= FULL_ROWS else "auto"
+
+
 def frame_or_note(frame: pd.DataFrame, note: str, **kwargs) -> None:
-    """``st.dataframe(frame)`` or an info line when it is empty."""
+    """``st.dataframe(frame)`` (short tables in full) or an info line when it is empty."""
     if frame is None or frame.empty:
         st.caption(note)
     else:
-        st.dataframe(frame, hide_index=True, width="stretch", **kwargs)
+        st.dataframe(frame, hide_index=True, width="stretch", **{"height": fit_height(frame), **kwargs})

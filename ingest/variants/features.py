@@ -37,6 +37,9 @@ class GenePanel(BaseModel):
     name: str = "custom"
     genes: list[str] = Field(min_length=1)
     panel_size_mb: float = Field(gt=0, description="sequenced territory, megabases")
+    actionable: dict[str, list[str] | None] = Field(
+        default_factory=dict, description="gene -> regular expressions matched (case-insensitive) against "
+        "'<hgvsp> <consequence>' of a variant; null: any variant of the gene is actionable")
 
     @field_validator("genes")
     @classmethod
@@ -45,7 +48,8 @@ class GenePanel(BaseModel):
 
 
 def load_gene_panel(path: str | Path | None = None) -> GenePanel:
-    """Read a gene panel YAML (``name``, ``genes``, ``panel_size_mb``); default: configs/gene_panel.yaml."""
+    """Read a gene panel YAML (``name``, ``genes``, ``panel_size_mb``, optional ``actionable``); default:
+    configs/gene_panel.yaml."""
     path = Path(path) if path is not None else DEFAULT_PANEL
     try:
         data = yaml.safe_load(path.read_text())

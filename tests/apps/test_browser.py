@@ -86,16 +86,18 @@ def shot(page, name: str) -> None:
 def test_patient_page_in_a_browser(server, browser):
     page = render(browser, server, "Patient")
     page.get_by_text("Survival at 1 year").wait_for(timeout=90_000)
-    assert page.get_by_text("Risk percentile").is_visible()
+    page.get_by_text("Risk percentile").wait_for(timeout=30_000)  # metrics arrive one by one
     page.locator(".js-plotly-plot").nth(1).wait_for(timeout=30_000)  # survival and diagnosis charts drawn
     shot(page, "patient_risk")
-    page.get_by_role("tab", name="Treatment").click()
-    assert page.get_by_text("not a treatment recommendation").is_visible()
+    page.get_by_role("tab", name="Treatment").click()  # tabs render lazily: each click reruns the page
+    page.get_by_text("not a treatment recommendation").wait_for(timeout=30_000)
     shot(page, "patient_treatment")
     page.get_by_role("tab", name="Why").click()
-    page.get_by_text("Lab trends", exact=True).wait_for()
+    page.get_by_text("Lab trends", exact=True).wait_for(timeout=90_000)
+    page.get_by_text("Grad-CAM").first.wait_for(timeout=30_000)
     shot(page, "patient_why")
     page.get_by_role("tab", name="Timeline").click()
+    page.get_by_text("All ", exact=False).filter(has_text="events").first.wait_for(timeout=30_000)
     shot(page, "patient_timeline")
     page.get_by_role("tab", name="Model card").click()
     page.get_by_text("Intended use.", exact=True).wait_for()

@@ -29,6 +29,14 @@ def open_page(monkeypatch, lake: Path, runs: Path | None, page: str | None = Non
     return at.run()
 
 
+def open_tab(at: AppTest, label: str) -> AppTest:
+    """Select the Patient page's tab ``label`` (its tabs render lazily) and rerun."""
+    at.session_state["patient_tab"] = label
+    at = at.run()
+    assert not at.exception
+    return at
+
+
 def texts(at: AppTest) -> str:
     kinds = ("markdown", "caption", "info", "warning", "error", "success")
     parts = [e.value for kind in kinds for e in at.get(kind)]
@@ -53,27 +61,46 @@ def test_patient_page(monkeypatch, app_data):
     imaged, _ = patient_keys(app_data.lake)
     picker = at.selectbox(key="patient_picker")
     assert len(picker.options) == 30
-    at = picker.set_value(sorted(imaged)[0]).run()
+    picked = sorted(imaged)[0]
+    at = picker.set_value(picked).run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     expected = {"Age at diagnosis", "Sex", "Diagnosis", "Stage", "Survival at 1 year", "Risk percentile"}
     assert expected <= set(metrics)
     assert 0 <= float(metrics["Risk percentile"]) <= 100
-    assert "observational data" in texts(at) and "not a treatment recommendation" in texts(at)
+    assert {"Risk", "Treatment", "Why", "Timeline", "Model card"} == {t.label for t in at.tabs}
     charts = {c.proto.id for c in at.get("plotly_chart")}
-    assert len(charts) >= 6  # survival, diagnosis, response, contributions, CT, labs, features, timeline
+    assert len(charts) == 2  # survival and diagnosis: only the open tab (Risk) renders
+    assert "Grad-CAM" not in texts(at)
 
+    at = open_tab(at, "Treatment")
+    assert "observational data" in texts(at) and "not a treatment recommendation" in texts(at)
+    assert len(at.get("plotly_chart")) == 1  # response
     at = at.radio(key="treatment_view").set_value("Table").run()
     assert not at.exception
     table = next(d.value for d in at.dataframe if "probability of response" in d.value.columns)
     assert len(table) >= 2 and table["probability of response"].between(0, 1).all()
 
-    slider = at.slider(key="slice_slider")
+    at = open_tab(at, "Why")
+    assert len(at.get("plotly_chart")) >= 3  # contributions, CT, labs, features
+    (slider,) = at.slider
     assert slider.max == 11  # the fixture stores 12-slice series
+    attribution = sv.explanation(str(app_data.runs / "tiny"), app_data.lake, picked)["image_attribution"]
+    assert slider.key == f"slice_{attribution['image_id']}"  # the series the model read
+    images = sv.patient_record(app_data.lake, picked)["images"].set_index("image_id")
+    image = images.loc[attribution["image_id"]]
+    _, first, last = sv.image_content(app_data.lake, image["tensor_file"], int(image["tensor_row"]))
+    informative = any(max(row) > 0 for row in attribution["map"])
+    assert slider.value == (attribution["slice"] if informative else (first + last) // 2)
     at = slider.set_value(0).run()
     at = at.radio(key="window_preset").set_value("bone").run()
     assert not at.exception
     assert "Grad-CAM" in texts(at)
+
+    at = open_tab(at, "Timeline")
+    assert len(at.get("plotly_chart")) == 1 and not at.exception
+    at = open_tab(at, "Model card")
+    assert "Intended use." in texts(at) and not at.exception
 
 
 def test_patient_without_modalities(monkeypatch, app_data):
@@ -83,7 +110,7 @@ def test_patient_without_modalities(monkeypatch, app_data):
     at = at.selectbox(key="patient_picker").set_value(candidates[0]).run()
     assert at.title[0].value == "Patient"
     assert not at.exception
-    shown = texts(at)
+    shown = texts(open_tab(at, "Why"))
     assert "No sequencing data for this patient." in shown
     if candidates[0] not in imaged:
         assert "No image for this patient." in shown
@@ -167,17 +194,20 @@ def test_metric_rows_and_intervals():
 def test_actionable_variants():
     import pandas as pd
 
-    var = pd.DataFrame({"gene": ["EGFR", "EGFR", "KRAS", "KRAS", "TP53", "ALK"],
-                        "hgvsp": ["p.L858R", "p.E746_A750del", "p.G12C", "p.G12D", "p.R273H", "p.F1174L"],
-                        "consequence": ["Missense_Mutation", "In_Frame_Del", "Missense_Mutation",
-                                        "Missense_Mutation", "Missense_Mutation", "Missense_Mutation"]})
+    var = pd.DataFrame({"gene": ["EGFR", "EGFR", "EGFR", "KRAS", "KRAS", "TP53", "ALK"],
+                        "hgvsp": ["p.L858R", "p.E746_A750del", "p.L747_P753delinsS", "p.G12C", "p.G12D",
+                                  "p.R273H", "p.F1174L"],
+                        "consequence": ["Missense_Mutation", "In_Frame_Del", "In_Frame_Del",
+                                        "Missense_Mutation", "Missense_Mutation", "Missense_Mutation",
+                                        "Missense_Mutation"]})
     for col in ("vaf", "depth", "chrom", "pos", "ref", "alt", "sample_id"):
         var[col] = None
     table = sv.variant_table({"variants": var})
     flagged = dict(zip(table["hgvsp"], table["actionable"]))
-    assert flagged == {"p.L858R": True, "p.E746_A750del": True, "p.G12C": True, "p.G12D": False,
-                       "p.R273H": False, "p.F1174L": True}
-    assert table["driver"].all()  # all six genes are in the default panel
+    assert flagged == {"p.L858R": True, "p.E746_A750del": True, "p.L747_P753delinsS": True, "p.G12C": True,
+                       "p.G12D": False, "p.R273H": False, "p.F1174L": True}
+    assert table["driver"].all()  # all these genes are in the default panel
+    assert table["actionable"].tolist() == [True] * 5 + [False] * 2  # actionable ones first
 
 
 def test_ct_figure_windows_in_hounsfield_units_and_overlays_the_map():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from apps.streamlit import charts, widgets
+from apps.streamlit import figures, widgets
 from apps.streamlit import services as sv
 
 st.title("Models")
@@ -47,7 +47,7 @@ if tables:
     side = pd.concat(tables).pivot_table(index=["task", "metric"], columns="run", values="shown",
                                          aggfunc="first")
     st.markdown("**Test metrics, value [95% bootstrap interval]**")
-    st.dataframe(side.reset_index(), hide_index=True, width="stretch")
+    st.dataframe(side.reset_index(), hide_index=True, width="stretch", height=widgets.fit_height(side))
 
 st.subheader("Run details")
 chosen = st.selectbox("Run", paths, index=paths.index(current), format_func=names.get, key="detail_run")
@@ -78,7 +78,7 @@ with metrics_tab:
             st.dataframe(table.loc[order].reset_index(), hide_index=True, width="stretch")
             metric = st.selectbox("Metric to plot", part["metric"].unique(), key=f"metric_{task}")
             shown = part[part["metric"] == metric].rename(columns={"model": "label"})
-            st.plotly_chart(charts.metric_intervals_figure(shown, title=f"{task}: {metric}"),
+            st.plotly_chart(figures.metric_intervals_figure(shown, title=f"{task}: {metric}"),
                             key=f"intervals_{task}")
 
 with plots_tab:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
-from apps.streamlit import charts, widgets
+from apps.streamlit import charts, figures, widgets
 from apps.streamlit import services as sv
 
 CAUTION = ("These are model estimates learned from observational data, in which treatments were chosen by "
@@ -13,6 +15,191 @@ CAUTION = ("These are model estimates learned from observational data, in which 
            "for contraindications, patient preference or guideline criteria; discuss them at the tumour "
            "board.")
 HORIZONS_YEARS = (1, 2, 5)
+
+
+def risk_tab(prediction: dict | None, lake: Path, run_dir: str | None) -> None:
+    """Predicted survival against the cohort's Kaplan-Meier curve, and diagnosis probabilities."""
+    survival = (prediction or {}).get("survival")
+    try:
+        km = sv.cohort_km(lake, run_dir)
+    except sv.ServiceError as exc:
+        km = None
+        st.caption(f"Cohort curve not shown: {exc}")
+    left, right = st.columns([3, 1])
+    with left:
+        if survival or km is not None:
+            endpoint = (survival or {}).get("endpoint", "os")
+            st.plotly_chart(figures.survival_figure(survival, km, endpoint=endpoint), key="survival_chart")
+        if km is not None:
+            st.caption(f"Grey: Kaplan-Meier estimate of the lake's cohort ({int(km['n'].iloc[0])} patients) "
+                       "with its 95% interval.")
+    with right:
+        if survival:
+            for years in HORIZONS_YEARS:
+                value = sv.survival_at(survival, years * sv.DAYS_PER_YEAR)
+                st.metric(f"Survival at {years} year{'s' if years > 1 else ''}",
+                          "n/a" if value is None else f"{value:.0%}",
+                          help="n/a: beyond the longest follow-up of the model's training patients"
+                          if value is None else None)
+            if prediction.get("risk_percentile") is not None:
+                st.metric("Risk percentile", f"{prediction['risk_percentile']:.0f}",
+                          help="Share of the model's training patients with a lower predicted risk.")
+        elif prediction is not None:
+            st.caption("This run has no survival head.")
+    if prediction and prediction.get("diagnosis"):
+        st.plotly_chart(figures.probability_bars(prediction["diagnosis"], title="Diagnosis probabilities"),
+                        key="diagnosis_chart")
+
+
+def treatment_tab(prediction: dict | None, record: dict[str, pd.DataFrame], run_dir: str | None) -> None:
+    """Predicted probability of response per candidate treatment, with the caution."""
+    st.warning(CAUTION, icon=":material/warning:")
+    response = (prediction or {}).get("response")
+    if response:
+        received = sv.received_treatments(record, run_dir)
+        view = st.radio("Show", ["Chart", "Table"], key="treatment_view", horizontal=True)
+        if view == "Chart":
+            figure = figures.probability_bars(response, title="Predicted probability of objective response",
+                                             highlight_max=False)
+            st.plotly_chart(figure, key="response_chart")
+        else:
+            table = pd.DataFrame({"treatment": list(response),
+                                  "probability of response": list(response.values())})
+            table["received"] = table["treatment"].isin(received)
+            st.dataframe(table.sort_values("probability of response", ascending=False), hide_index=True,
+                         column_config={"probability of response": st.column_config.ProgressColumn(
+                             format="percent", min_value=0.0, max_value=1.0)})
+        if received:
+            st.caption(f"Treatment on record: {', '.join(sorted(received))}.")
+    elif prediction is not None:
+        st.info("This run has no treatment-response head.")
+    else:
+        st.info("No treatment-response estimates without a model.")
+
+
+def why_tab(explanation: dict | None, record: dict[str, pd.DataFrame], header: dict, lake: Path) -> None:
+    """Modality contributions, the CT with its Grad-CAM, variants, lab trends and top features."""
+    contributions = (explanation or {}).get("modality_contributions")
+    if contributions:
+        st.plotly_chart(figures.contributions_figure(contributions), key="contributions_chart")
+        st.caption("Change in the predicted log-hazard when the modality is left out (none when it is the "
+                   "patient's only modality or absent).")
+
+    st.subheader("CT")
+    images = record["images"]
+    if images.empty:
+        st.caption("No image for this patient.")
+    else:
+        images = images.sort_values("study_date", ascending=False, ignore_index=True)
+        which = 0
+        if len(images) > 1:
+            which = st.selectbox("Series", range(len(images)), key="image_picker", format_func=lambda i: (
+                f"{images['modality'][i] or 'image'} {images['study_date'][i]:%Y-%m-%d}"
+                if pd.notna(images["study_date"][i]) else images["image_id"][i]))
+        image = images.iloc[which]
+        n_slices, first, last = sv.image_content(lake, image["tensor_file"], int(image["tensor_row"]))
+        attribution = (explanation or {}).get("image_attribution")
+        if attribution and attribution.get("image_id") != image["image_id"]:
+            attribution = None  # the model read another series of the patient
+        heat_slice = attribution.get("slice") if attribution else None
+        informative = attribution is not None and any(max(row) > 0 for row in attribution["map"])
+        stored_window = sv.image_window(lake, image["image_id"])
+        controls, view = st.columns([1, 3])
+        with controls:
+            preset = st.radio("Window", list(charts.WINDOWS), key="window_preset",
+                              disabled=stored_window is None)
+            index = 0
+            if n_slices > 1:
+                default = heat_slice if informative and heat_slice is not None else (first + last) // 2
+                index = st.slider("Slice", 0, n_slices - 1, int(default), key=f"slice_{image['image_id']}")
+            overlay = attribution is not None and st.checkbox("Attribution overlay", value=True,
+                                                                key="show_attribution")
+            if attribution and not informative:
+                st.caption("Grad-CAM map is empty: no image region pushes the explained output up.")
+            elif attribution:
+                st.caption(f"Grad-CAM on slice {heat_slice}, the slice the model attends to most.")
+            if stored_window is not None:
+                level, width = stored_window
+                st.caption(f"Stored at ingest in a {level:g}/{width:g} HU window; values outside it are "
+                           "clipped.")
+            if n_slices > 1:
+                st.caption(f"Image content on slices {first}-{last} of {n_slices}.")
+        with view:
+            pixels = sv.image_slice(lake, image["tensor_file"], int(image["tensor_row"]), index)
+            heat = attribution["map"] if overlay and (n_slices == 1 or index == heat_slice) else None
+            st.plotly_chart(figures.ct_figure(pixels, stored_window=stored_window, display=preset, heat=heat),
+                            key="ct_chart")
+
+    st.subheader("Variants")
+    variants = sv.variant_table(record)
+    tmb = record["tmb"]
+    if not tmb.empty:
+        st.caption(f"Tumour mutational burden: **{tmb['tmb_per_mb'].iloc[0]:.1f} mutations/Mb**")
+    if variants.empty:
+        st.caption("No sequencing data for this patient." if record["gene_status"].empty
+                   else "Sequenced: no variant passed the filters.")
+    else:
+        def _highlight(row: pd.Series) -> list[str]:
+            colour = "background-color: #fde2e1" if row["actionable"] else (
+                "background-color: #fff4d6" if row["driver"] else "")
+            return [colour] * len(row)
+
+        st.dataframe(variants.style.apply(_highlight, axis=1).format({"vaf": "{:.2f}"}, na_rep=""),
+                     hide_index=True, width="stretch")
+        st.caption("Red: actionable alteration (e.g. EGFR L858R / exon 19 deletion, KRAS G12C, BRAF V600E, "
+                   "ALK); yellow: driver gene of the panel.")
+
+    st.subheader("Lab trends")
+    labs = sv.lab_series(record)
+    if labs.empty:
+        st.caption("No laboratory values for this patient.")
+    else:
+        common = labs["lab"].value_counts().index.tolist()
+        picked = st.multiselect("Labs", common, default=common[:4], key="lab_picker")
+        if picked:
+            st.plotly_chart(figures.labs_figure(labs, picked, index_date=header["index_date"]),
+                            key="labs_chart")
+
+    st.subheader("Top tabular features")
+    features = (explanation or {}).get("top_features")
+    if features:
+        st.plotly_chart(figures.attributions_figure(features), key="features_chart")
+        st.caption("Integrated gradients: positive values push the explained output (risk, or the predicted "
+                   "class) up.")
+    else:
+        st.caption("No feature attributions (no model, or no tabular data for this patient).")
+
+
+def timeline_tab(record: dict[str, pd.DataFrame], header: dict) -> None:
+    """Every dated event of the record on one axis."""
+    events = sv.patient_events(record)
+    if events.empty:
+        st.caption("No dated events for this patient.")
+    else:
+        st.plotly_chart(figures.timeline_figure(events, index_date=header["index_date"],
+                                               death_date=header["death_date"]), key="timeline_chart")
+        with st.expander(f"All {len(events)} events"):
+            st.dataframe(events, hide_index=True, width="stretch")
+
+
+def card_tab(run_dir: str | None, settings: sv.Settings) -> None:
+    """The model card of the run in use."""
+    if run_dir is None:
+        st.info(f"No model card without a trained run: {widgets.train_hint(settings)}.")
+    else:
+        widgets.model_card(run_dir, settings.runs)
+
+
+def explained(run_dir: str | None, lake: Path, key: str) -> dict | None:
+    """The prediction with its explanations (None without a model; a warning when it fails)."""
+    if run_dir is None:
+        return None
+    try:
+        return sv.explanation(run_dir, lake, key)
+    except sv.ServiceError as exc:
+        st.warning(str(exc))
+        return None
+
 
 st.title("Patient")
 settings = sv.settings()
@@ -73,173 +260,13 @@ if prediction and prediction.get("missing_modalities"):
     st.caption(f"Missing for this patient: **{', '.join(prediction['missing_modalities'])}**; the prediction "
                "rests on the modalities present.")
 
-risk_tab, treatment_tab, why_tab, timeline_tab, card_tab = st.tabs(
-    ["Risk", "Treatment", "Why", "Timeline", "Model card"])
-
-with risk_tab:
-    survival = (prediction or {}).get("survival")
-    try:
-        km = sv.cohort_km(lake, run_dir)
-    except sv.ServiceError as exc:
-        km = None
-        st.caption(f"Cohort curve not shown: {exc}")
-    left, right = st.columns([3, 1])
-    with left:
-        if survival or km is not None:
-            endpoint = (survival or {}).get("endpoint", "os")
-            st.plotly_chart(charts.survival_figure(survival, km, endpoint=endpoint), key="survival_chart")
-        if km is not None:
-            st.caption(f"Grey: Kaplan-Meier estimate of the lake's cohort ({int(km['n'].iloc[0])} patients) "
-                       "with its 95% interval.")
-    with right:
-        if survival:
-            for years in HORIZONS_YEARS:
-                value = sv.survival_at(survival, years * sv.DAYS_PER_YEAR)
-                st.metric(f"Survival at {years} year{'s' if years > 1 else ''}",
-                          "n/a" if value is None else f"{value:.0%}",
-                          help="n/a: beyond the longest follow-up of the model's training patients"
-                          if value is None else None)
-            if prediction.get("risk_percentile") is not None:
-                st.metric("Risk percentile", f"{prediction['risk_percentile']:.0f}",
-                          help="Share of the model's training patients with a lower predicted risk.")
-        elif prediction is not None:
-            st.caption("This run has no survival head.")
-    if prediction and prediction.get("diagnosis"):
-        st.plotly_chart(charts.probability_bars(prediction["diagnosis"], title="Diagnosis probabilities"),
-                        key="diagnosis_chart")
-
-with treatment_tab:
-    st.warning(CAUTION, icon=":material/warning:")
-    response = (prediction or {}).get("response")
-    if response:
-        received = sv.received_treatments(record, run_dir)
-        view = st.radio("Show", ["Chart", "Table"], key="treatment_view", horizontal=True)
-        if view == "Chart":
-            figure = charts.probability_bars(response, title="Predicted probability of objective response",
-                                             highlight_max=False)
-            st.plotly_chart(figure, key="response_chart")
-        else:
-            table = pd.DataFrame({"treatment": list(response),
-                                  "probability of response": list(response.values())})
-            table["received"] = table["treatment"].isin(received)
-            st.dataframe(table.sort_values("probability of response", ascending=False), hide_index=True,
-                         column_config={"probability of response": st.column_config.ProgressColumn(
-                             format="percent", min_value=0.0, max_value=1.0)})
-        if received:
-            st.caption(f"Treatment on record: {', '.join(sorted(received))}.")
-    elif prediction is not None:
-        st.info("This run has no treatment-response head.")
-    else:
-        st.info("No treatment-response estimates without a model.")
-
-with why_tab:
-    contributions = (prediction or {}).get("modality_contributions")
-    if contributions:
-        st.plotly_chart(charts.contributions_figure(contributions), key="contributions_chart")
-        st.caption("Change in the predicted log-hazard when the modality is left out (none when it is the "
-                   "patient's only modality or absent).")
-
-    st.subheader("CT")
-    images = record["images"]
-    if images.empty:
-        st.caption("No image for this patient.")
-    else:
-        images = images.sort_values("study_date", ascending=False, ignore_index=True)
-        which = 0
-        if len(images) > 1:
-            which = st.selectbox("Series", range(len(images)), key="image_picker", format_func=lambda i: (
-                f"{images['modality'][i] or 'image'} {images['study_date'][i]:%Y-%m-%d}"
-                if pd.notna(images["study_date"][i]) else images["image_id"][i]))
-        image = images.iloc[which]
-        n_slices, first, last = sv.image_content(lake, image["tensor_file"], int(image["tensor_row"]))
-        attribution = (prediction or {}).get("image_attribution")
-        if attribution and attribution.get("image_id") not in (None, image["image_id"]):
-            attribution = None
-        if attribution and attribution.get("image_id") is None and len(images) > 1:
-            attribution = None  # the attribution does not say which series it belongs to
-        heat_slice = None
-        if attribution:
-            heat_slice = attribution.get("slice")
-            if heat_slice is None:
-                heat_slice = sv.model_slice(run_dir, n_slices, int(attribution["slice_index"]))
-        stored_window = sv.image_window(lake, image["image_id"])
-        controls, view = st.columns([1, 3])
-        with controls:
-            preset = st.radio("Window", list(charts.WINDOWS), key="window_preset",
-                              disabled=stored_window is None)
-            index = 0
-            if n_slices > 1:
-                default = heat_slice if heat_slice is not None else (first + last) // 2
-                index = st.slider("Slice", 0, n_slices - 1, int(default), key="slice_slider")
-            overlay = attribution is not None and st.checkbox("Attribution overlay", value=True,
-                                                                key="show_attribution")
-            if attribution and not any(max(row) > 0 for row in attribution["map"]):
-                st.caption("Grad-CAM map is empty: no image region pushes the explained output up.")
-            elif attribution:
-                st.caption(f"Grad-CAM, strongest on slice {heat_slice}.")
-            if stored_window is not None:
-                level, width = stored_window
-                st.caption(f"Stored at ingest in a {level:g}/{width:g} HU window; values outside it are "
-                           "clipped.")
-            if n_slices > 1:
-                st.caption(f"Image content on slices {first}-{last} of {n_slices}.")
-        with view:
-            pixels = sv.image_slice(lake, image["tensor_file"], int(image["tensor_row"]), index)
-            heat = attribution["map"] if overlay and (n_slices == 1 or index == heat_slice) else None
-            st.plotly_chart(charts.ct_figure(pixels, stored_window=stored_window, display=preset, heat=heat),
-                            key="ct_chart")
-
-    st.subheader("Variants")
-    variants = sv.variant_table(record)
-    tmb = record["tmb"]
-    if not tmb.empty:
-        st.caption(f"Tumour mutational burden: **{tmb['tmb_per_mb'].iloc[0]:.1f} mutations/Mb**")
-    if variants.empty:
-        st.caption("No sequencing data for this patient." if record["gene_status"].empty
-                   else "Sequenced: no variant passed the filters.")
-    else:
-        def _highlight(row: pd.Series) -> list[str]:
-            colour = "background-color: #fde2e1" if row["actionable"] else (
-                "background-color: #fff4d6" if row["driver"] else "")
-            return [colour] * len(row)
-
-        st.dataframe(variants.style.apply(_highlight, axis=1).format({"vaf": "{:.2f}"}, na_rep=""),
-                     hide_index=True, width="stretch")
-        st.caption("Red: actionable alteration (e.g. EGFR L858R / exon 19 deletion, KRAS G12C, BRAF V600E, "
-                   "ALK); yellow: driver gene of the panel.")
-
-    st.subheader("Lab trends")
-    labs = sv.lab_series(record)
-    if labs.empty:
-        st.caption("No laboratory values for this patient.")
-    else:
-        common = labs["lab"].value_counts().index.tolist()
-        picked = st.multiselect("Labs", common, default=common[:4], key="lab_picker")
-        if picked:
-            st.plotly_chart(charts.labs_figure(labs, picked, index_date=header["index_date"]),
-                            key="labs_chart")
-
-    st.subheader("Top tabular features")
-    features = (prediction or {}).get("top_features")
-    if features:
-        st.plotly_chart(charts.attributions_figure(features), key="features_chart")
-        st.caption("Integrated gradients: positive values push the explained output (risk, or the predicted "
-                   "class) up.")
-    else:
-        st.caption("No feature attributions (no model, or no tabular data for this patient).")
-
-with timeline_tab:
-    events = sv.patient_events(record)
-    if events.empty:
-        st.caption("No dated events for this patient.")
-    else:
-        st.plotly_chart(charts.timeline_figure(events, index_date=header["index_date"],
-                                               death_date=header["death_date"]), key="timeline_chart")
-        with st.expander(f"All {len(events)} events"):
-            st.dataframe(events, hide_index=True, width="stretch")
-
-with card_tab:
-    if run_dir is None:
-        st.info(f"No model card without a trained run: {widgets.train_hint(settings)}.")
-    else:
-        widgets.model_card(run_dir, settings.runs)
+TABS = {"Risk": lambda: risk_tab(prediction, lake, run_dir),
+        "Treatment": lambda: treatment_tab(prediction, record, run_dir),
+        "Why": lambda: why_tab(explained(run_dir, lake, key) if prediction else None, record, header, lake),
+        "Timeline": lambda: timeline_tab(record, header),
+        "Model card": lambda: card_tab(run_dir, settings)}
+# Only the open tab renders (st.tabs with on_change="rerun"): a first visit pays for the Risk tab only.
+for draw, tab in zip(TABS.values(), st.tabs(list(TABS), key="patient_tab", on_change="rerun"), strict=True):
+    if tab.open:
+        with tab:
+            draw()
