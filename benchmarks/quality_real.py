@@ -34,7 +34,7 @@ CONFIG = [
     "modalities.expression.enabled=true", "modalities.expression.encoder=mlp",
     "modalities.expression.encoder_kwargs={hidden_dim: 32, depth: 1, out_dim: 16, dropout: 0.3}",
     "fusion.name=concat", "fusion.out_dim=16", "fusion.kwargs={dropout: 0.3}",
-    "tasks.diagnosis.enabled=false", "tasks.response.enabled=false", "tasks.cox_queue_size=256",
+    "tasks.diagnosis.enabled=false", "tasks.response.enabled=false", "tasks.cox_queue_size=0",
     "split.stratify=event", "split.val_fraction=0.2", "train.batch_size=32", "train.lr=1e-3",
     "train.weight_decay=1e-2", "train.patience=15", "train.device=cpu", "eval.horizons_days=[1825, 3650]",
 ]

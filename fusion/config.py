@@ -184,7 +184,9 @@ class TrainConfig(_Strict):
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     max_grad_norm: float | None = Field(5.0, gt=0.0, description="gradient clipping; None = off")
-    patience: int = Field(10, ge=1, description="epochs without validation-loss improvement before stopping")
+    patience: int = Field(
+        10, ge=1, description="epochs without improvement of the validation score (C-index / AUROC) before stopping"
+    )
     seed: int = 0
     modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")

@@ -11,6 +11,11 @@ contributes nothing) or :class:`CoxLoss` with ``queue_size > 0``: a memory bank 
 times and events from recent batches joins every risk set (queued rows act as censored at their time, so
 only the current batch's events are scored). Queued risks are stale by a few steps; torchsurv's
 ``torchsurv.loss.momentum.Momentum`` (an EMA target network) is the heavier alternative.
+
+Queued risks are stored relative to their batch's mean and re-anchored on the current batch's mean. Without
+that, raising every current risk by a constant lowers the loss against the frozen queue (the partial
+likelihood itself ignores such shifts), so the risk offset drifts upwards step after step and the training
+loss climbs while the ranking stops improving.
 """
 
 from __future__ import annotations
@@ -65,7 +70,9 @@ class CoxLoss(nn.Module):
         queue_size: number of past rows (detached) kept and added to the risk sets; 0 disables the bank.
 
     Call ``loss(log_risk, time, event)`` in training; the bank is updated after each call in training mode
-    and neither used nor updated in eval mode. ``reset()`` empties it (e.g. at the start of each epoch).
+    and neither used nor updated in eval mode. Banked risks are kept centred on their batch's mean and
+    shifted to the current batch's mean when used, so the loss is invariant to a common shift of all risks.
+    ``reset()`` empties it (e.g. at the start of each epoch).
     """
 
     def __init__(self, queue_size: int = 0) -> None:
@@ -84,14 +91,18 @@ class CoxLoss(nn.Module):
         log_risk, time, event = log_risk.reshape(-1), time.reshape(-1), event.reshape(-1).bool()
         if not (self.training and self.queue_size):
             return cox_nll(log_risk, time, event)
-        q_risk, q_time = self._risk.to(log_risk), self._time.to(time)
+        keep = ~torch.isnan(time)
+        if not keep.any():
+            return cox_nll(log_risk, time, event)
+        anchor = log_risk[keep].mean()
+        q_risk, q_time = self._risk.to(log_risk) + anchor, self._time.to(time)
         loss = cox_nll(
             torch.cat([log_risk, q_risk]),
             torch.cat([time, q_time]),
             torch.cat([event, torch.zeros(q_risk.numel(), dtype=torch.bool, device=event.device)]),
         )
-        keep = ~torch.isnan(time)
-        self._risk = torch.cat([log_risk.detach()[keep], q_risk])[: self.queue_size]
+        centred = (log_risk - anchor).detach()[keep]
+        self._risk = torch.cat([centred, self._risk.to(log_risk)])[: self.queue_size]
         self._time = torch.cat([time[keep], q_time])[: self.queue_size]
         return loss
 

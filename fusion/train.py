@@ -1,10 +1,13 @@
-"""Training: cohort -> normalised batches -> FusionModel, early stopping on validation loss, run directory.
+"""Training: cohort -> normalised batches -> FusionModel, early stopping on a validation metric, run directory.
 
 ``train(config, lake, out)`` is seeded and reproducible on a given machine: ``torch.manual_seed``, a seeded
 shuffling generator and deterministic algorithms where torch has them (same seed -> identical weights on CPU).
 Tabular features are normalised with training-split statistics only; the statistics go into ``run.json``.
-After training, the best epoch's weights are kept and a Breslow baseline hazard is fitted on the training
-split, so ``S(t | x) = S0(t) ** exp(log_risk)`` can be computed from a loaded run.
+Early stopping and the kept epoch follow :func:`selection_score` on the validation split (the mean of the
+enabled tasks' C-index / AUROC), not the validation loss: the loss and the ranking need not peak together,
+and a loss minimum can sit on a weak epoch. After training, the best epoch's weights are kept and a Breslow
+baseline hazard is fitted on the training split, so ``S(t | x) = S0(t) ** exp(log_risk)`` can be computed
+from a loaded run.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from fusion.cohort import Cohort, CohortError, LakeFrames, assemble_cohort, buil
 from fusion.config import RunConfig
 from fusion.data import CohortDataset, Normalizer, collate, move_batch
 from fusion.losses import CoxLoss, multitask_loss
-from fusion.metrics import accuracy, harrell_c_index
+from fusion.metrics import accuracy, auroc, harrell_c_index, multiclass_auroc
 from fusion.models import BreslowEstimator, FusionModel
 from fusion.run import build_model, json_safe, save_run, staged_dir
 from fusion.splits import kfold_assignments, strata_for
@@ -136,10 +139,11 @@ def predict_outputs(model: FusionModel, loader: DataLoader, device: torch.device
 
 
 def evaluate_outputs(outputs: dict, targets: dict, weights: dict[str, float]) -> dict[str, float]:
-    """Loss (full-set Cox), Harrell's C-index and diagnosis accuracy (NaN where not computable)."""
+    """Loss (full-set Cox), Harrell's C-index, diagnosis accuracy and macro AUROC, and response AUROC (NaN
+    where not computable, e.g. a single class)."""
     loss, parts = multitask_loss(outputs, targets, weights)
     result = {"loss": float(loss), **{f"loss_{k}": v for k, v in parts.items()},
-              "c_index": math.nan, "accuracy": math.nan}
+              "c_index": math.nan, "accuracy": math.nan, "auroc": math.nan, "response_auroc": math.nan}
     if "log_risk" in outputs:
         time_, event = targets["time"].numpy(), targets["event"].numpy()
         keep = ~np.isnan(time_)
@@ -151,7 +155,35 @@ def evaluate_outputs(outputs: dict, targets: dict, weights: dict[str, float]) ->
         if keep.any():
             pred = outputs["diagnosis_logits"].argmax(1).numpy()
             result["accuracy"] = accuracy(labels[keep], pred[keep])
+            prob = torch.softmax(outputs["diagnosis_logits"], 1).numpy()
+            result["auroc"] = _or_nan(lambda: multiclass_auroc(labels[keep], prob[keep]))
+    if "response_logits" in outputs:
+        labels = targets["response"].numpy()
+        keep = ~np.isnan(labels) & (labels >= 0)
+        scores = outputs["response_logits"].numpy()
+        result["response_auroc"] = _or_nan(lambda: auroc(labels[keep].astype(int), scores[keep]))
     return result
+
+
+def _or_nan(fn: Callable[[], float]) -> float:
+    try:
+        return float(fn())
+    except ValueError:
+        return math.nan
+
+
+SELECTION_METRICS = {"survival": "c_index", "diagnosis": "auroc", "response": "response_auroc"}
+
+
+def selection_score(metrics: dict[str, float], weights: dict[str, float]) -> float:
+    """What early stopping maximises: the task-weighted mean of the enabled tasks' validation metrics
+    (survival: Harrell's C; diagnosis: macro AUROC; response: AUROC), over those that are computable;
+    minus the validation loss when none is."""
+    pairs = [(weights[task], metrics[key]) for task, key in SELECTION_METRICS.items()
+             if weights.get(task) and math.isfinite(metrics.get(key, math.nan))]
+    if not pairs:
+        return -metrics["loss"]
+    return sum(w * v for w, v in pairs) / sum(w for w, _ in pairs)
 
 
 def fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | Path | None = None,
@@ -190,7 +222,7 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
     cox = CoxLoss(config.tasks.cox_queue_size)
 
     history: list[dict] = []
-    best_loss, best_epoch, best_state, stale = math.inf, 0, None, 0
+    best_score, best_loss, best_epoch, best_state, stale = -math.inf, math.inf, 0, None, 0
     for epoch in range(1, tcfg.epochs + 1):
         started = time.perf_counter()
         model.train()
@@ -209,17 +241,19 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
             for k, v in parts.items():
                 sums[k] += v * b
         val = evaluate_outputs(*predict_outputs(model, eval_loaders["val"], device), weights)
+        score = selection_score(val, weights)
         record = {"epoch": epoch, "train_loss": total / n_seen,
                   **{f"train_loss_{k}": sums[k] / n_seen for k in TASKS if weights[k]},
-                  **{f"val_{k}": v for k, v in val.items()}, "seconds": time.perf_counter() - started}
+                  **{f"val_{k}": v for k, v in val.items()}, "val_score": score,
+                  "seconds": time.perf_counter() - started}
         history.append(record)
         if progress is not None:
             progress({**(tag or {}), **record, "epochs": tcfg.epochs})
         if not math.isfinite(record["train_loss"]):
             raise FloatingPointError(f"training loss became {record['train_loss']} at epoch {epoch}; "
                                      "lower train.lr or check the input features")
-        if val["loss"] < best_loss - 1e-6:
-            best_loss, best_epoch, stale = val["loss"], epoch, 0
+        if score > best_score + 1e-6:
+            best_score, best_loss, best_epoch, stale = score, val["loss"], epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             stale += 1
@@ -237,7 +271,8 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
     metrics = {"val": evaluate_outputs(*predict_outputs(model, eval_loaders["val"], device), weights)}
     if "test" in eval_loaders:
         metrics["test"] = evaluate_outputs(*predict_outputs(model, eval_loaders["test"], device), weights)
-    summary = {"best_epoch": best_epoch, "epochs_run": len(history), "best_val_loss": best_loss, **metrics}
+    summary = {"best_epoch": best_epoch, "epochs_run": len(history), "best_val_loss": best_loss,
+               "best_val_score": best_score, **metrics}
 
     meta = {
         "schema_version": SCHEMA_VERSION,
@@ -285,7 +320,8 @@ def _plot_curves(path: Path, history: list[dict]) -> None:
     axes[0].plot(epochs, [h["val_loss"] for h in history], label="validation")
     axes[0].set(xlabel="epoch", ylabel="loss", title="Total loss")
     axes[0].legend()
-    for key, label in (("val_c_index", "val C-index"), ("val_accuracy", "val accuracy")):
+    for key, label in (("val_c_index", "val C-index"), ("val_auroc", "val diagnosis AUROC"),
+                       ("val_response_auroc", "val response AUROC"), ("val_score", "val score")):
         values = [h.get(key, math.nan) for h in history]
         if any(math.isfinite(v) for v in values):
             axes[1].plot(epochs, values, label=label)

@@ -11,6 +11,10 @@ never reach the output: they are zeroed and flagged (``concat``), get zero gate 
 renormalised (``gated_attention``), contribute the identity factor through the appended 1
 (``kronecker``), or are masked out of attention (``cross_attention``). A row with a single present modality
 works in all of them; a row with none gives a finite embedding and zero weights (the model refuses such rows).
+
+Every module also takes ``linear_skip`` (default True): a linear map of ``[h_1 * p_1, ..., h_M * p_M]`` (absent
+modalities zeroed) is added to the fused embedding, so a linear model of the inputs passes through fusion
+unchanged (see :mod:`fusion.models.tabular`).
 """
 
 from __future__ import annotations
@@ -60,13 +64,18 @@ class GatedAttentionPool(nn.Module):
 class _FusionBase(nn.Module):
     """Shared input checks; subclasses implement ``fuse(h (B, M, ...) list, present (B, M))``."""
 
-    def __init__(self, in_dims: dict[str, int], out_dim: int) -> None:
+    def __init__(self, in_dims: dict[str, int], out_dim: int, linear_skip: bool = True) -> None:
         super().__init__()
         if not in_dims:
             raise ValueError(f"{type(self).__name__}: in_dims must name at least one modality")
         self.in_dims = {str(k): int(v) for k, v in in_dims.items()}
         self.names = list(self.in_dims)
         self.out_dim = int(out_dim)
+        self.skip = nn.Linear(sum(self.in_dims.values()), self.out_dim, bias=False) if linear_skip else None
+
+    def _with_skip(self, fused: Tensor, hs: list[Tensor]) -> Tensor:
+        """``fused (B, out_dim)`` plus the linear skip of the zero-filled embeddings (when enabled)."""
+        return fused if self.skip is None else fused + self.skip(torch.cat(hs, dim=1))
 
     def _inputs(self, embeddings: dict[str, Tensor], present: dict[str, Tensor]) -> tuple[list[Tensor], Tensor]:
         """Embeddings in modality order with absent rows zeroed, and the presence matrix ``(B, M)``."""
@@ -95,15 +104,16 @@ class ConcatFusion(_FusionBase):
     Presence flags let the layer tell "absent" from "embedding of zeros". No per-modality weights.
     """
 
-    def __init__(self, in_dims: dict[str, int], out_dim: int = 128, dropout: float = 0.1) -> None:
-        super().__init__(in_dims, out_dim)
+    def __init__(self, in_dims: dict[str, int], out_dim: int = 128, dropout: float = 0.1,
+                 linear_skip: bool = True) -> None:
+        super().__init__(in_dims, out_dim, linear_skip)
         total = sum(self.in_dims.values()) + len(self.names)
         self.net = nn.Sequential(nn.Linear(total, self.out_dim), nn.GELU(), nn.Dropout(dropout))
 
     def forward(self, embeddings: dict[str, Tensor], present: dict[str, Tensor]) -> FusionOutput:
         """Fuse ``{name: (B, D_m)}`` -> :class:`FusionOutput` with ``weights=None``."""
         hs, p = self._inputs(embeddings, present)
-        return FusionOutput(self.net(torch.cat([*hs, p.to(hs[0].dtype)], dim=1)), None)
+        return FusionOutput(self._with_skip(self.net(torch.cat([*hs, p.to(hs[0].dtype)], dim=1)), hs), None)
 
 
 class GatedAttentionFusion(_FusionBase):
@@ -113,9 +123,10 @@ class GatedAttentionFusion(_FusionBase):
     """
 
     def __init__(
-        self, in_dims: dict[str, int], out_dim: int = 128, attention_dim: int = 64, dropout: float = 0.1
+        self, in_dims: dict[str, int], out_dim: int = 128, attention_dim: int = 64, dropout: float = 0.1,
+        linear_skip: bool = True,
     ) -> None:
-        super().__init__(in_dims, out_dim)
+        super().__init__(in_dims, out_dim, linear_skip)
         self.proj = nn.ModuleDict(
             {
                 n: nn.Sequential(nn.Linear(d, self.out_dim), nn.LayerNorm(self.out_dim), nn.GELU(), nn.Dropout(dropout))
@@ -129,7 +140,7 @@ class GatedAttentionFusion(_FusionBase):
         hs, p = self._inputs(embeddings, present)
         z = torch.stack([self.proj[n](h) for n, h in zip(self.names, hs, strict=True)], dim=1)
         fused, w = self.pool(z, p)
-        return FusionOutput(fused, {n: w[:, i] for i, n in enumerate(self.names)})
+        return FusionOutput(self._with_skip(fused, hs), {n: w[:, i] for i, n in enumerate(self.names)})
 
 
 class KroneckerFusion(_FusionBase):
@@ -140,8 +151,9 @@ class KroneckerFusion(_FusionBase):
     computed without it. No per-modality weights.
     """
 
-    def __init__(self, in_dims: dict[str, int], out_dim: int = 128, rank_dim: int = 8, dropout: float = 0.1) -> None:
-        super().__init__(in_dims, out_dim)
+    def __init__(self, in_dims: dict[str, int], out_dim: int = 128, rank_dim: int = 8, dropout: float = 0.1,
+                 linear_skip: bool = True) -> None:
+        super().__init__(in_dims, out_dim, linear_skip)
         size = (rank_dim + 1) ** len(self.names)
         if size > 1_000_000:
             raise ValueError(f"kronecker fusion: (rank_dim + 1) ** n_modalities = {size} is too large; lower rank_dim")
@@ -159,7 +171,7 @@ class KroneckerFusion(_FusionBase):
             z = self.proj[name](h) * p[:, i : i + 1].to(h.dtype)
             factor = torch.cat([torch.ones_like(z[:, :1]), z], dim=1)
             product = torch.einsum("bi,bj->bij", product, factor).reshape(b, -1)
-        return FusionOutput(self.net(product), None)
+        return FusionOutput(self._with_skip(self.net(product), hs), None)
 
 
 class _AttentionBlock(nn.Module):
@@ -194,8 +206,9 @@ class CrossAttentionFusion(_FusionBase):
         n_layers: int = 2,
         n_heads: int = 4,
         dropout: float = 0.1,
+        linear_skip: bool = True,
     ) -> None:
-        super().__init__(in_dims, out_dim)
+        super().__init__(in_dims, out_dim, linear_skip)
         if self.out_dim % n_heads:
             raise ValueError(f"cross_attention fusion: n_heads={n_heads} must divide out_dim={self.out_dim}")
         self.proj = nn.ModuleDict({n: nn.Linear(d, self.out_dim) for n, d in self.in_dims.items()})
@@ -215,7 +228,8 @@ class CrossAttentionFusion(_FusionBase):
             x, attn = block(x, ~keep)
         cls_attn = attn[:, 0, 1:] * p.to(x.dtype)
         cls_attn = cls_attn / cls_attn.sum(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
-        return FusionOutput(self.norm(x[:, 0]), {n: cls_attn[:, i] for i, n in enumerate(self.names)})
+        fused = self._with_skip(self.norm(x[:, 0]), hs)
+        return FusionOutput(fused, {n: cls_attn[:, i] for i, n in enumerate(self.names)})
 
 
 def modality_dropout(

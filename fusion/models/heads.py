@@ -7,10 +7,26 @@ import torch
 from torch import Tensor, nn
 
 
+class _Head(nn.Module):
+    """``(B, in_dim) -> (B, out_dim)``: a linear map plus, with ``hidden_dim``, a one-hidden-layer MLP residual.
+
+    The linear part keeps a linear model of the fused embedding reachable (see :mod:`fusion.models.tabular`);
+    the MLP adds non-linear terms on top.
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int | None, out_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.linear = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, out_dim))
+        self.mlp = (nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout),
+                                  nn.Linear(hidden_dim, out_dim)) if hidden_dim else None)
+
+    def forward(self, z: Tensor) -> Tensor:
+        out = self.linear(z)
+        return out if self.mlp is None else out + self.mlp(z)
+
+
 def _mlp(in_dim: int, hidden_dim: int | None, out_dim: int, dropout: float) -> nn.Module:
-    if not hidden_dim:
-        return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, out_dim))
-    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_dim, out_dim))
+    return _Head(in_dim, hidden_dim, out_dim, dropout)
 
 
 class DiagnosisHead(nn.Module):
@@ -41,10 +57,14 @@ class SurvivalHead(nn.Module):
 
 
 class ResponseHead(nn.Module):
-    """Treatment-conditioned response logit: ``f([z, embed(treatment)]) -> (B,)``.
+    """Treatment-conditioned response logit: one output per treatment, ``f(z)[:, treatment] -> (B,)``.
+
+    Each treatment has its own (linear + optional MLP) readout of the fused embedding, so predictive
+    biomarkers can act differently under each treatment (an EGFR mutation helps under a TKI and hurts under
+    immunotherapy); a shared embedding of the treatment added to ``z`` could only shift the logit.
 
     ``treatment`` is either indices ``(B,)`` long in ``[0, n_treatments)`` or a float one-hot / multi-hot
-    ``(B, n_treatments)`` (combination therapies sum their embeddings). Index ``-1`` (unknown treatment) gives
+    ``(B, n_treatments)`` (combination therapies sum their logits). Index ``-1`` (unknown treatment) gives
     a NaN logit for that row; such rows must carry no response label.
     """
 
@@ -53,16 +73,14 @@ class ResponseHead(nn.Module):
         in_dim: int,
         n_treatments: int,
         *,
-        treatment_dim: int = 16,
-        hidden_dim: int = 64,
+        hidden_dim: int | None = 64,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if n_treatments < 1:
             raise ValueError(f"ResponseHead: n_treatments must be >= 1, got {n_treatments}")
         self.n_treatments = int(n_treatments)
-        self.treatment_embedding = nn.Linear(self.n_treatments, treatment_dim, bias=False)
-        self.net = _mlp(in_dim + treatment_dim, hidden_dim, 1, dropout)
+        self.net = _mlp(in_dim, hidden_dim, self.n_treatments, dropout)
 
     def forward(self, z: Tensor, treatment: Tensor) -> Tensor:
         """``z (B, D)``, treatment ``(B,)`` long or ``(B, T)`` float -> response logit ``(B,)``."""
@@ -78,16 +96,14 @@ class ResponseHead(nn.Module):
                 f"ResponseHead: treatment must be (B,) indices or (B, {self.n_treatments}) one-hot, "
                 f"got shape {tuple(treatment.shape)}"
             )
-        logit = self.net(torch.cat([z, self.treatment_embedding(onehot)], dim=1)).squeeze(-1)
+        logit = (self.net(z) * onehot).sum(dim=1)
         if unknown is not None:
             logit = torch.where(unknown, torch.full_like(logit, float("nan")), logit)
         return logit
 
     def all_treatments(self, z: Tensor) -> Tensor:
         """Logits for every candidate treatment: ``z (B, D)`` -> ``(B, n_treatments)``."""
-        b, t = z.shape[0], self.n_treatments
-        idx = torch.arange(t, device=z.device).repeat(b)
-        return self.forward(z.repeat_interleave(t, dim=0), idx).view(b, t)
+        return self.net(z)
 
 
 class BreslowEstimator:

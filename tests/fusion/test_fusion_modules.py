@@ -189,3 +189,39 @@ def test_fusion_model_refuses_rows_without_modalities_and_bad_dims():
     enc = {"tabular": create_encoder("mlp", in_features=5, out_dim=6)}
     with pytest.raises(ValueError, match="in_dims"):
         FusionModel(enc, create_fusion("concat", in_dims={"tabular": 7}), {"survival": True})
+
+
+def test_response_head_has_a_readout_per_treatment():
+    from fusion.models import ResponseHead
+
+    torch.manual_seed(0)
+    head = ResponseHead(6, 3, hidden_dim=None).eval()
+    z = torch.randn(5, 6)
+    every = head.all_treatments(z)
+    assert every.shape == (5, 3)
+    for t in range(3):
+        torch.testing.assert_close(head(z, torch.full((5,), t)), every[:, t])
+    multi = torch.tensor([[1.0, 1.0, 0.0]]).expand(5, -1)
+    torch.testing.assert_close(head(z, multi), every[:, 0] + every[:, 1])
+    assert torch.isnan(head(z, torch.tensor([-1, 0, 1, 2, 0])))[0]
+    # a feature can push the logit up under one treatment and down under another
+    with torch.no_grad():
+        head.net.linear[1].weight.zero_()
+        head.net.linear[1].weight[0, 0], head.net.linear[1].weight[1, 0] = 2.0, -2.0
+    diff = head.all_treatments(z + torch.eye(6)[0]) - head.all_treatments(z)
+    torch.testing.assert_close(diff[:, :2], torch.tensor([[2.0, -2.0]]).expand(5, -1))
+
+
+@pytest.mark.parametrize("name", ["concat", "gated_attention", "kronecker", "cross_attention"])
+def test_fusion_linear_skip_passes_a_linear_model_through(name):
+    torch.manual_seed(0)
+    fusion = create_fusion(name, in_dims={"a": 3, "b": 2}, out_dim=8).eval()
+    plain = create_fusion(name, in_dims={"a": 3, "b": 2}, out_dim=8, linear_skip=False).eval()
+    assert fusion.skip is not None and plain.skip is None
+    emb = {"a": torch.randn(4, 3), "b": torch.randn(4, 2)}
+    present = {"a": torch.ones(4, dtype=torch.bool), "b": torch.tensor([True, False, True, True])}
+    plain.load_state_dict({k: v for k, v in fusion.state_dict().items() if not k.startswith("skip.")})
+    with torch.no_grad():
+        extra = fusion(emb, present).embedding - plain(emb, present).embedding
+    zeroed = torch.cat([emb["a"], emb["b"] * present["b"][:, None]], dim=1)
+    torch.testing.assert_close(extra, zeroed @ fusion.skip.weight.T)  # absent modality contributes nothing

@@ -72,9 +72,28 @@ def test_cox_loss_memory_bank_joins_risk_sets():
     loss = CoxLoss(queue_size=8).train()
     loss(lr1, t1, e1)
     got = loss(lr2, t2, e2)
-    expected = cox_nll(torch.cat([lr2, lr1]), torch.cat([t2, t1]), torch.cat([e2, torch.zeros(8, dtype=torch.bool)]))
+    queued = lr1 - lr1.mean() + lr2.mean()  # banked risks are re-anchored on the current batch's mean
+    expected = cox_nll(torch.cat([lr2, queued]), torch.cat([t2, t1]),
+                       torch.cat([e2, torch.zeros(8, dtype=torch.bool)]))
     assert float(got) == pytest.approx(float(expected))
     assert float(loss.eval()(lr2, t2, e2)) == pytest.approx(float(cox_nll(lr2, t2, e2)))
+
+
+def test_cox_loss_memory_bank_ignores_a_common_shift():
+    """Shifting every current risk by a constant must not lower the loss against the (frozen) bank; otherwise
+    the risk offset drifts upwards during training."""
+    lr1, t1, e1 = (torch.tensor(a) for a in _survival_data(16, 4))
+    lr2, t2, e2 = (torch.tensor(a) for a in _survival_data(16, 5))
+    losses = []
+    for shift in (0.0, 5.0):
+        loss = CoxLoss(queue_size=16).train()
+        loss(lr1, t1, e1)
+        current = (lr2 + shift).clone().requires_grad_(True)
+        value = loss(current, t2, e2)
+        value.backward()
+        losses.append(float(value))
+        assert abs(float(current.grad.sum())) < 1e-5  # no gradient along the common shift
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
 
 
 def test_masked_classification_losses():
@@ -283,3 +302,15 @@ def test_bootstrap_ci_skips_degenerate_resamples_and_resamples_patients():
         metric_kwargs={"train_time": time[:250], "train_event": event[:250]},
     )
     assert res["ci_low"] < res["value"] < res["ci_high"]
+
+
+def test_selection_score_averages_enabled_task_metrics():
+    from fusion.train import selection_score
+
+    val = {"loss": 3.0, "c_index": 0.7, "auroc": 0.9, "response_auroc": float("nan")}
+    weights = {"diagnosis": 1.0, "survival": 1.0, "response": 0.5}
+    assert selection_score(val, weights) == pytest.approx(0.8)  # response not computable: left out
+    assert selection_score({**val, "response_auroc": 0.6}, weights) == pytest.approx((0.7 + 0.9 + 0.3) / 2.5)
+    assert selection_score(val, {"diagnosis": 0.0, "survival": 1.0, "response": 0.0}) == pytest.approx(0.7)
+    no_metric = {**val, "c_index": float("nan"), "auroc": float("nan")}
+    assert selection_score(no_metric, weights) == -3.0  # falls back to the validation loss
