@@ -1,6 +1,6 @@
 """Image-only diagnosis on real X-rays (PneumoniaMNIST subset) through the whole product, vs a bare timm loop.
 
-    python benchmarks/quality_images.py [--epochs 8] [--out DIR]
+    python benchmarks/quality_images.py [--epochs 8] [--out DIR] [--set KEY=VALUE ...]
 
 ``../shared/data/images/pneumoniamnist_subset.npz`` (28x28 chest X-rays, label 1 = pneumonia, with its own
 train/val/test split) is written as PNG files + a manifest (``ingest images``) and a labels CSV carrying the
@@ -112,6 +112,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra config overrides, e.g. modalities.image.encoder_kwargs.model_kwargs={}"
+                             " for the full-width ResNet-18")
     args = parser.parse_args()
     if not DATA.is_file():
         sys.exit(f"{DATA} is missing (see ../shared/data/SOURCES.md)")
@@ -125,7 +128,7 @@ def main() -> None:
             "data.images.modality=null", "data.targets.diagnosis_classes=[normal, pneumonia]",
             f"train.epochs={args.epochs}", f"train.patience={args.epochs}",
             f"train.batch_size={args.batch_size}",
-            f"train.lr={args.lr}", "train.device=cpu"])
+            f"train.lr={args.lr}", "train.device=cpu", *args.overrides])
         train(config, lake, run_dir, progress=lambda r: print(
             f"  epoch {r['epoch']} train {r['train_loss']:.3f} val {r['val_loss']:.3f} "
             f"acc {r.get('val_accuracy', float('nan')):.3f} ({r['seconds']:.0f} s)", flush=True))

@@ -70,7 +70,8 @@ def image_to_series(array: np.ndarray, *, in_chans: int, max_slices: int | None 
     is kept. Longer series are evenly subsampled to ``max_slices``; slices are resized (bilinear) to
     ``image_size`` when given.
     """
-    x = torch.as_tensor(np.asarray(array, dtype=np.float32))
+    # The lake's tensors are read-only memory maps: copy into a writable float32 array once.
+    x = torch.from_numpy(np.array(array, dtype=np.float32, copy=True))
     if x.ndim == 2:
         x = x[None, None]
     elif x.ndim == 3:
