@@ -134,7 +134,8 @@ class Lake:
             The number of rows written.
         """
         if isinstance(table, pa.RecordBatchReader):
-            table = _validated_stream(name, table)
+            counter = [0]
+            table = _validated_stream(name, table, counter)
             n_rows = None
         else:
             table = conform(name, table)
@@ -171,9 +172,7 @@ class Lake:
         if mode not in ("append", "overwrite"):
             raise LakeError(f"unknown write mode {mode!r}; use append, overwrite or merge")
         write_deltalake(target, table, mode=mode, schema_mode="overwrite" if mode == "overwrite" else None)
-        if n_rows is None:
-            return self._delta(name).count() if mode == "overwrite" else -1
-        return n_rows
+        return counter[0] if n_rows is None else n_rows
 
     def delete(self, name: str, predicate: str) -> None:
         """Delete the rows of ``name`` that match a SQL ``predicate`` (one atomic commit)."""
@@ -247,11 +246,13 @@ def _quote(column: str) -> str:
     return f"`{column}`"
 
 
-def _validated_stream(name: str, reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+def _validated_stream(name: str, reader: pa.RecordBatchReader, counter: list[int]) -> pa.RecordBatchReader:
+    """``reader`` with every batch conformed to the schema of ``name``; ``counter[0]`` counts the rows."""
     schema = SCHEMAS[name] if name in SCHEMAS else reader.schema
 
     def batches():
         for batch in reader:
+            counter[0] += batch.num_rows
             yield from conform(name, pa.Table.from_batches([batch])).to_batches()
 
     return pa.RecordBatchReader.from_batches(conform(name, schema.empty_table()).schema, batches())

@@ -109,3 +109,10 @@ def test_utc_timestamps_accepts_fhir_date_forms():
     assert [p.isoformat() if p else None for p in parsed] == [
         "2020-01-01T00:00:00+00:00", "2020-02-01T00:00:00+00:00", "2020-02-03T00:00:00+00:00",
         "2020-02-03T02:05:06+00:00", None, None]
+
+
+def test_streamed_write_returns_its_row_count(lake):
+    table = conform("fhir_resources", _resources(["a", "b", "c"], ["{}", "{}", "{}"]))
+    reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=2))
+    assert lake.write("fhir_resources", reader) == 3
+    assert lake.read("fhir_resources").num_rows == 3
