@@ -93,6 +93,8 @@ class LakeFrames:
             frame["patient_key"] = frame["patient_key"].astype(str)
             for col in DATE_COLUMNS.get(name, []):
                 frame[col] = pd.to_datetime(frame[col], utc=True)
+            if name == "labels":  # one curated row per patient (rows under an MRN and a FHIR id: the last wins)
+                frame = frame.drop_duplicates("patient_key", keep="last")
             setattr(self, name, frame)
 
 
@@ -223,7 +225,28 @@ def assemble_cohort(frames: LakeFrames, config: RunConfig, *, selection: Feature
         config: the run configuration.
         selection: reuse these columns (from a saved run) instead of selecting top-K codes.
         assign: assign train/val/test splits (else every patient is ``"test"``).
+
+    When splits are assigned and no selection is given, the top-K lab, condition, medication and gene columns
+    are chosen on the *training* patients only (val and test patients never shape the columns). The split does
+    not depend on the columns, so it is the same in both passes. Under ``--cv`` the columns come from the
+    training part of this first split, not from each fold.
     """
+    if selection is None and assign:
+        provisional = _assemble(frames, config, None, assign=True)
+        train_keys = set(provisional.patient_keys[provisional.split == "train"])
+        selection = _assemble(restrict_frames(frames, train_keys), config, None, assign=False).selection
+    return _assemble(frames, config, selection, assign=assign)
+
+
+def restrict_frames(frames: LakeFrames, keys: set[str]) -> LakeFrames:
+    """The frames of the patients in ``keys`` only."""
+    parts = {name: getattr(frames, name) for name in FRAME_COLUMNS}
+    return LakeFrames(**{n: f[f["patient_key"].isin(keys)] for n, f in parts.items()},
+                      image_loader=frames.image_loader)
+
+
+def _assemble(frames: LakeFrames, config: RunConfig, selection: FeatureSelection | None, *,
+              assign: bool) -> Cohort:
     data = config.data
     index, index_code = index_dates(frames.conditions, frames.labels, data.index)
     keys = np.array(sorted(index.index))

@@ -20,7 +20,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fusion.cohort import FRAME_COLUMNS, Cohort, CohortError, FeatureSelection, LakeFrames, assemble_cohort
+from fusion.cohort import (
+    FRAME_COLUMNS,
+    Cohort,
+    CohortError,
+    FeatureSelection,
+    LakeFrames,
+    assemble_cohort,
+    restrict_frames,
+)
 from fusion.data import CohortDataset, Normalizer, collate, image_to_series
 from fusion.run import LoadedRun, RunError
 from ingest.lake import Lake
@@ -183,12 +191,6 @@ def resolve_patient(lake: Lake, frames: LakeFrames, patient: str) -> str:
     return key
 
 
-def _only(frames: LakeFrames, key: str) -> LakeFrames:
-    parts = {name: getattr(frames, name) for name in FRAME_COLUMNS}
-    return LakeFrames(**{n: f[f["patient_key"] == key] for n, f in parts.items()},
-                      image_loader=frames.image_loader)
-
-
 def reference_log_risk(run: LoadedRun, frames: LakeFrames, lake_hash: str) -> np.ndarray:
     """Sorted log-risks of the run's training patients (cached per lake state in ``RUN/reference_risk.json``).
     """
@@ -253,7 +255,7 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
     frames = lake_frames(lake)
     key = resolve_patient(lake, frames, patient)
     try:
-        cohort = run_cohort(run, _only(frames, key))
+        cohort = run_cohort(run, restrict_frames(frames, {key}))
     except CohortError as exc:
         raise PredictError(f"cannot build the patient's inputs: {_reason(exc)}") from None
     if len(cohort) != 1:

@@ -118,7 +118,8 @@ class Lake:
                 yield batch.select(columns)
 
     def write(self, name: str, table: pa.Table | pa.RecordBatchReader, *, mode: WriteMode = "append",
-              keys: list[str] | None = None, newest_by: str | None = None) -> int:
+              keys: list[str] | None = None, newest_by: str | None = None,
+              replace_where: str | None = None) -> int:
         """Validate ``table`` against the schema of ``name`` and commit it atomically.
 
         Args:
@@ -129,6 +130,8 @@ class Lake:
             keys: merge keys; default the keys declared in the schema.
             newest_by: for ``merge``, a column (e.g. ``last_updated``): of several rows with the same key the
                 largest value wins, and an existing row is replaced only by a row at least as new.
+            replace_where: for ``overwrite``, a SQL predicate: only the rows matching it are replaced, in the
+                same commit as the new rows are added (e.g. one feature modality).
 
         Returns:
             The number of rows written.
@@ -171,13 +174,11 @@ class Lake:
             mode = "append"
         if mode not in ("append", "overwrite"):
             raise LakeError(f"unknown write mode {mode!r}; use append, overwrite or merge")
-        write_deltalake(target, table, mode=mode, schema_mode="overwrite" if mode == "overwrite" else None)
+        if replace_where is not None and mode == "overwrite" and self.has(name):
+            write_deltalake(target, table, mode="overwrite", predicate=replace_where)
+        else:
+            write_deltalake(target, table, mode=mode, schema_mode="overwrite" if mode == "overwrite" else None)
         return counter[0] if n_rows is None else n_rows
-
-    def delete(self, name: str, predicate: str) -> None:
-        """Delete the rows of ``name`` that match a SQL ``predicate`` (one atomic commit)."""
-        if self.has(name):
-            self._delta(name).delete(predicate)
 
     # -- bookkeeping -------------------------------------------------------------------------------------
     def add_rejects(self, rows: Iterable[Mapping[str, object]], *, modality: str | None = None) -> int:

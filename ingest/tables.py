@@ -79,9 +79,9 @@ def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "
                                for v in records["value_str"]], pa.string()),
         "source": pa.array([str(path)] * len(records["patient_id"]), pa.string()),
     })
-    if lake.has("features"):
-        lake.delete("features", f"modality = '{modality.replace(chr(39), chr(39) * 2)}'")
-    lake.write("features", table, mode="append")
+    quoted = modality.replace("'", "''")
+    # One commit replaces this modality's rows: an interrupted re-ingest leaves the previous ones intact.
+    lake.write("features", table, mode="overwrite", replace_where=f"modality = '{quoted}'")
     lake.add_rejects(rejects, modality="features")
     counts = {"patients": int(ids.nunique()), "features": int(frame.shape[1]), "values": table.num_rows,
               "rejected": len(rejects)}

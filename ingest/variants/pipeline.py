@@ -117,15 +117,12 @@ def _deduplicate(table: pa.Table) -> pa.Table:
 
 
 def _replace_samples(lake, name: str, table: pa.Table, samples: list[str]) -> int:
-    """Delete the rows of ``samples`` from table ``name``, then write ``table`` (merge on its keys)."""
-    if lake.has(name):
-        for start in range(0, len(samples), 500):
-            chunk = samples[start:start + 500]
-            quoted = ", ".join("'" + s.replace("'", "''") + "'" for s in chunk)
-            lake.delete(name, f"sample_id IN ({quoted})")
-    if table.num_rows == 0:
+    """Replace the rows of ``samples`` in table ``name`` by ``table``, in one atomic commit."""
+    if not samples:
         return 0
-    return lake.write(name, table, mode="merge")
+    quoted = ", ".join("'" + s.replace("'", "''") + "'" for s in samples)
+    lake.write(name, table, mode="overwrite", replace_where=f"sample_id IN ({quoted})")
+    return table.num_rows
 
 
 def ingest_variants(lake, paths: list[Path], *, sample_map: Path | None = None,

@@ -270,3 +270,15 @@ def test_presets_load(name):
 
     config = load_config(Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml")
     assert config.enabled_modalities()
+
+
+def test_top_k_columns_are_chosen_on_training_patients_only():
+    """A lab code seen only in a test patient must not become a column (the test split shapes nothing)."""
+    rows = base_rows()
+    rows["observations"].append(obs("d", "9999-9", "2020-01-20", 7.0))
+    cohort = assemble_cohort(frames_of(rows), CONFIG)
+    assert cohort.split[cohort.patient_keys.tolist().index("d")] == "test"
+    assert f"lab:{LDH}:last" in cohort.feature_names
+    assert not any("9999-9" in name for name in cohort.feature_names)
+    everyone = assemble_cohort(frames_of(rows), CONFIG, assign=False)  # no split: every patient counts
+    assert any("9999-9" in name for name in everyone.feature_names)

@@ -90,9 +90,10 @@ def test_predict_patient_end_to_end(tmp_path):
 
 def _check_integrated_gradients(run, lake, key: str) -> None:
     """Completeness: the attributions sum to log-risk(x) - log-risk(tabular inputs at the training mean)."""
-    from fusion.predict import _only, lake_frames
+    from fusion.cohort import restrict_frames
+    from fusion.predict import lake_frames
 
-    cohort = run_cohort(run, _only(lake_frames(lake), key))
+    cohort = run_cohort(run, restrict_frames(lake_frames(lake), {key}))
     batch = collate([dataset_for(run, cohort, np.array([0]))[0]])
     names = run.meta["feature_names"]
     raw = {n: b.values[0] for n, b in cohort.blocks.items()}
