@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 import streamlit as st
@@ -23,6 +25,7 @@ LIMITS = (
     "beyond the longest training follow-up are not estimated. Missing modalities lower the information "
     "available to the model; the prediction then rests on the modalities present."
 )
+T = TypeVar("T")
 FULL_ROWS = 30  # tables up to this many rows are shown without an inner scroll bar
 
 
@@ -38,6 +41,15 @@ def require_lake(settings: sv.Settings) -> Path:
                    f"cohort/fhir` (then `ingest variants` and `ingest images`).")
         st.stop()
     return lake
+
+
+def or_stop(load: Callable[..., T], *args: object) -> T:
+    """``load(*args)``; on a :class:`services.ServiceError` show its message and stop the page."""
+    try:
+        return load(*args)
+    except sv.ServiceError as exc:
+        st.error(str(exc))
+        st.stop()
 
 
 def train_hint(settings: sv.Settings) -> str:

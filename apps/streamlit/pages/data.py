@@ -14,11 +14,7 @@ from apps.streamlit import widgets
 st.title("Data")
 settings = sv.settings()
 lake = widgets.require_lake(settings)
-try:
-    report = sv.status(lake)
-except sv.ServiceError as exc:
-    st.error(str(exc))
-    st.stop()
+report = widgets.or_stop(sv.status, lake)
 
 n_rejects = int(report.rejects["count"].sum()) if len(report.rejects) else 0
 cols = st.columns(4)

@@ -204,11 +204,7 @@ def explained(run_dir: str | None, lake: Path, key: str) -> dict | None:
 st.title("Patient")
 settings = sv.settings()
 lake = widgets.require_lake(settings)
-try:
-    people = sv.patients(lake)
-except sv.ServiceError as exc:
-    st.error(str(exc))
-    st.stop()
+people = widgets.or_stop(sv.patients, lake)
 if people.empty:
     st.warning(f"The lake has no patients yet: `tumorboard ingest fhir --lake {lake} FOLDER` loads them.")
     st.stop()
@@ -223,12 +219,8 @@ with st.sidebar:
     else:
         st.caption("No trained model yet.")
 
-try:
-    record = sv.patient_record(lake, key)
-    header = sv.patient_header(lake, key, run_dir)
-except sv.ServiceError as exc:
-    st.error(str(exc))
-    st.stop()
+record = widgets.or_stop(sv.patient_record, lake, key)
+header = widgets.or_stop(sv.patient_header, lake, key, run_dir)
 
 cols = st.columns([0.8, 0.9, 3, 1.3, 0.7])
 cols[0].metric("Age" + (" at diagnosis" if header["index_date"] is not None else ""),
