@@ -106,16 +106,21 @@ class Lake:
                 ) -> Iterator[pa.RecordBatch]:
         """Stream table ``name`` in record batches, optionally keeping rows where ``column == value``.
 
-        The filter is applied after reading: files written by a Delta merge may store strings as
-        ``string_view``, which pyarrow's dataset filter cannot compare with a ``string`` literal.
+        Memory is bounded by one data file: files are read one at a time without read-ahead and, with
+        ``equals``, a file is read past its filter column only when that column matches. The filter is
+        applied after reading because files written by a Delta merge may store strings as ``string_view``,
+        which pyarrow cannot filter.
         """
-        read = list(columns) if equals is None or equals[0] in columns else [*columns, equals[0]]
-        for batch in self.dataset(name).to_batches(columns=read):
-            if equals is not None:
-                column = batch.column(equals[0]).cast(pa.string())
-                batch = batch.filter(pc.equal(column, pa.scalar(equals[1], pa.string())))
-            if batch.num_rows:
-                yield batch.select(columns)
+        for fragment in self.dataset(name).get_fragments():
+            if equals is None:
+                yield from fragment.to_batches(columns=list(columns), batch_readahead=1)
+                continue
+            column, value = equals
+            found = pc.equal(fragment.to_table(columns=[column]).column(column).cast(pa.string()),
+                             pa.scalar(value, pa.string()))
+            if pc.any(found).as_py():
+                table = _without_string_views(fragment.to_table(columns=list(columns)))
+                yield from table.filter(found).to_batches()
 
     def write(self, name: str, table: pa.Table | pa.RecordBatchReader, *, mode: WriteMode = "append",
               keys: list[str] | None = None, newest_by: str | None = None,
@@ -281,3 +286,10 @@ def _deduplicate(table: pa.Table, keys: list[str], newest_by: str | None) -> pa.
             keep.append(i)
             prev = current
     return work.take(pa.array(keep)).drop_columns(["__order"])
+
+
+def _without_string_views(table: pa.Table) -> pa.Table:
+    """``table`` with ``string_view`` columns cast to ``string`` (pyarrow cannot filter string views)."""
+    schema = pa.schema([pa.field(f.name, pa.string(), f.nullable, f.metadata) if f.type == pa.string_view() else f
+                        for f in table.schema], metadata=table.schema.metadata)
+    return table if schema.equals(table.schema) else table.cast(schema)

@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -185,6 +186,7 @@ def _read_pass(lake: Lake, pool: _Pool, tasks: list[Task], report: IngestReport,
     done = accepted = 0
     pending: list[pa.Table] = []
     pending_bytes = 0
+    index = _KeyIndex(lake)
     work = partial(_read_task, batch_size=batch_size, validate=validate,
                    views=_views_key(views_dir) if stage is not None else None)
     for chunk in pool.map(work, tasks):
@@ -202,12 +204,12 @@ def _read_pass(lake: Lake, pool: _Pool, tasks: list[Task], report: IngestReport,
             pending.append(chunk.resources)
             pending_bytes += chunk.resources.nbytes
             if sum(t.num_rows for t in pending) >= COMMIT_ROWS or pending_bytes >= COMMIT_BYTES:
-                _commit_resources(lake, pending)
+                _commit_resources(lake, pending, index)
                 pending, pending_bytes = [], 0
         done += chunk.done
         if progress:
             progress("read", done, total)
-    _commit_resources(lake, pending)
+    _commit_resources(lake, pending, index)
     return accepted
 
 
@@ -217,6 +219,7 @@ def _read_task(task: Task, *, batch_size: int, validate: bool, views: tuple | No
     reader = Reader(task)
     source = str(task.path)
     accepted: list[dict] = []
+    texts: list[bytes | None] = []  # source text of each accepted resource, when it is one NDJSON line
     chunk = _Chunk()
     reported = 0
     for item in reader:
@@ -229,24 +232,26 @@ def _read_task(task: Task, *, batch_size: int, validate: bool, views: tuple | No
                 item.raw = orjson.dumps(item.resource)[:RAW_LIMIT]
         if reason is None:
             accepted.append(item.resource)
+            texts.append(item.raw)
             counts[1] += 1
         else:
             counts[2] += 1
             chunk.rejects.append(_reject_row(source, item, reason))
         if len(accepted) >= batch_size:
-            _fill(chunk, accepted, source, views)
+            _fill(chunk, accepted, texts, source, views)
             chunk.done, reported = reader.done_bytes - reported, reader.done_bytes
             yield chunk
-            accepted, chunk = [], _Chunk()
+            accepted, texts, chunk = [], [], _Chunk()
     if accepted:
-        _fill(chunk, accepted, source, views)
+        _fill(chunk, accepted, texts, source, views)
     chunk.done = task.size - reported
     yield chunk
 
 
-def _fill(chunk: _Chunk, resources: list[dict], source: str, views: tuple | None) -> None:
+def _fill(chunk: _Chunk, resources: list[dict], texts: list[bytes | None], source: str,
+          views: tuple | None) -> None:
     """Put the ``fhir_resources`` rows (and, with ``views``, the view rows) of ``resources`` in ``chunk``."""
-    chunk.resources = _resources_table(resources, source)
+    chunk.resources = _resources_table(resources, texts, source)
     if views is not None:
         _flatten(chunk, ((r["resourceType"], r["id"], r, None) for r in resources), _views_by_type(*views))
 
@@ -256,9 +261,10 @@ def _reject_row(source: str, item: Item, reason: str) -> dict:
     return {"source": source, "location": item.location or None, "reason": reason, "raw": raw}
 
 
-def _resources_table(resources: list[dict], source: str) -> pa.Table:
-    """``fhir_resources`` rows for checked resources (shape: one row per resource)."""
-    types, ids, keys, versions, updated, texts = [], [], [], [], [], []
+def _resources_table(resources: list[dict], texts: list[bytes | None], source: str) -> pa.Table:
+    """``fhir_resources`` rows for checked resources (shape: one row per resource); ``texts[i]`` is the stored
+    JSON of ``resources[i]`` when given (its NDJSON line), else it is serialised compactly."""
+    types, ids, keys, versions, updated = [], [], [], [], []
     for res in resources:
         types.append(res["resourceType"])
         ids.append(res["id"])
@@ -266,7 +272,7 @@ def _resources_table(resources: list[dict], source: str) -> pa.Table:
         meta = res.get("meta") or {}
         versions.append(meta.get("versionId"))
         updated.append(meta.get("lastUpdated"))
-        texts.append(orjson.dumps(res))
+    texts = [orjson.dumps(res) if text is None else text for res, text in zip(resources, texts, strict=True)]
     n = len(resources)
     return pa.table({
         "resource_type": pa.array(types, pa.string()),
@@ -275,7 +281,7 @@ def _resources_table(resources: list[dict], source: str) -> pa.Table:
         "version_id": pa.array(versions, pa.string()),
         "last_updated": utc_timestamps(pa.array(updated, pa.string())),
         "source": pa.array([source] * n, pa.string()),
-        "json": pa.array(texts, pa.binary()).view(pa.string()),  # orjson output is UTF-8
+        "json": pa.array(texts, pa.binary()).view(pa.string()),  # UTF-8: orjson checked or wrote it
     }, schema=SCHEMAS["fhir_resources"])
 
 
@@ -321,26 +327,55 @@ def _validation_error(resource: dict) -> str | None:
     return None
 
 
-def _commit_resources(lake: Lake, tables: list[pa.Table]) -> None:
+class _KeyIndex:
+    """Which ``Type/id`` keys ``fhir_resources`` already holds, without rescanning the table per commit.
+
+    Keys of the rows this run commits are kept as a sorted array of 64-bit hashes (8 bytes per resource);
+    the table as it was before the run is scanned only when it existed. A hash collision only sends a new
+    row through a merge instead of an append, which gives the same rows.
+    """
+
+    def __init__(self, lake: Lake) -> None:
+        self.lake = lake
+        self.before = lake.dataset("fhir_resources") if lake.has("fhir_resources") else None
+        self.hashes = np.empty(0, np.int64)
+
+    def known(self, keys: pa.Array) -> np.ndarray:
+        """Per key: is it in the table (boolean array like ``keys``)."""
+        hashed = _hash_keys(keys)
+        positions = np.minimum(np.searchsorted(self.hashes, hashed), max(self.hashes.size - 1, 0))
+        known = self.hashes[positions] == hashed if self.hashes.size else np.zeros(hashed.size, bool)
+        if self.before is not None:
+            known |= pc.is_in(keys, value_set=_keys_in(self.before, keys)).to_numpy(zero_copy_only=False)
+        return known
+
+    def add(self, keys: pa.Array) -> None:
+        self.hashes = np.sort(np.concatenate([self.hashes, _hash_keys(keys)]), kind="stable")
+
+
+def _hash_keys(keys: pa.Array) -> np.ndarray:
+    return np.fromiter((hash(key) for key in keys.to_pylist()), np.int64, len(keys))
+
+
+def _commit_resources(lake: Lake, tables: list[pa.Table], index: _KeyIndex) -> None:
     """Upsert rows into ``fhir_resources``, newest lastUpdated winning.
 
-    A Delta merge scans and joins the whole target table, so only rows whose key is already in the lake are
-    merged; rows with new keys (all of them on a first ingest) are appended, when they are unique.
+    A Delta merge scans and joins the whole target table, so only rows whose key may already be in the lake
+    (``index``) are merged; rows with new keys (all of them on a first ingest) are appended, when they are
+    unique.
     """
     if not tables:
         return
     table = pa.concat_tables(tables)
-    if not lake.has("fhir_resources"):
-        lake.write("fhir_resources", table, mode="merge", newest_by="last_updated")
-        return
     keys = _keys(table)
-    known = pc.is_in(keys, value_set=_keys_in_lake(lake, keys))
+    known = pa.array(index.known(keys))
     new, old = table.filter(pc.invert(known)), table.filter(known)
     if new.num_rows:
         unique = pc.count_distinct(_keys(new)).as_py() == new.num_rows
         lake.write("fhir_resources", new, mode="append" if unique else "merge", newest_by="last_updated")
     if old.num_rows:
         lake.write("fhir_resources", old, mode="merge", newest_by="last_updated")
+    index.add(keys)
 
 
 def _keys(table: pa.Table | pa.RecordBatch) -> pa.Array:
@@ -350,11 +385,11 @@ def _keys(table: pa.Table | pa.RecordBatch) -> pa.Array:
     return keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
 
 
-def _keys_in_lake(lake: Lake, keys: pa.Array) -> pa.Array:
-    """Those of ``keys`` that ``fhir_resources`` holds (reads the two key columns, batch by batch)."""
+def _keys_in(dataset, keys: pa.Array) -> pa.Array:
+    """Those of ``keys`` that ``dataset`` (``fhir_resources``) holds (reads the two key columns, a batch at
+    a time)."""
     found = [pa.array([], pa.string())]
-    for batch in lake.dataset("fhir_resources").to_batches(columns=["resource_type", "id"],
-                                                           batch_readahead=1, fragment_readahead=1):
+    for batch in dataset.to_batches(columns=["resource_type", "id"], batch_readahead=1, fragment_readahead=1):
         stored = _keys(batch)
         found.append(stored.filter(pc.is_in(stored, value_set=keys)))
     return pa.concat_arrays(found)

@@ -30,7 +30,6 @@ Checks (:func:`check_resource`), cheap enough for every resource; ``--validate``
 from __future__ import annotations
 
 import gzip
-import mmap
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -191,7 +190,8 @@ class Item:
     resource_type: str  # INVALID when the record has no usable resourceType
     resource: dict | None = None
     reason: str | None = None
-    raw: bytes | None = None
+    raw: bytes | None = None  # a reject's text (cut at RAW_LIMIT); for an NDJSON resource its whole line
+    # (kept as the resource's stored JSON: the source text, decimals exactly as written)
 
 
 @dataclass
@@ -283,17 +283,27 @@ def _bulk_manifest(path: Path) -> dict | None:
     return data if isinstance(data, dict) and "resourceType" not in data else None
 
 
-def _split_ndjson(path: Path, chunk_bytes: int) -> list[Task]:
-    """Line-aligned byte ranges of about ``chunk_bytes``, each with its first line number."""
+def _split_ndjson(path: Path, chunk_bytes: int, block_bytes: int = 4 << 20) -> list[Task]:
+    """Line-aligned byte ranges of about ``chunk_bytes``, each with its first line number.
+
+    The file is scanned in blocks of ``block_bytes`` (memory stays at one block whatever the file size).
+    """
     tasks = []
-    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        size, start, line = len(mm), 0, 1
-        while start < size:
-            cut = mm.find(b"\n", min(start + chunk_bytes, size - 1))
-            end = size if cut < 0 else cut + 1
-            tasks.append(Task(path, "ndjson", start, end, line))
-            line += mm[start:end].count(b"\n")
-            start = end
+    start, line, lines_since_start, pos = 0, 1, 0, 0  # pos: file offset of the current block
+    with path.open("rb") as fh:
+        while block := fh.read(block_bytes):
+            offset = 0
+            while True:
+                cut = block.find(b"\n", max(start + chunk_bytes - pos, offset))
+                if cut < 0:
+                    lines_since_start += block.count(b"\n", offset)
+                    break
+                lines_since_start += block.count(b"\n", offset, cut + 1)
+                tasks.append(Task(path, "ndjson", start, pos + cut + 1, line))
+                start, line, lines_since_start, offset = pos + cut + 1, line + lines_since_start, 0, cut + 1
+            pos += len(block)
+    if start < pos:
+        tasks.append(Task(path, "ndjson", start, pos, line))
     return tasks
 
 
@@ -354,24 +364,27 @@ def _from_line(line: bytes, location: str) -> Iterator[Item]:
     except orjson.JSONDecodeError as exc:
         yield Item(location, INVALID, reason=f"not valid JSON: {exc}", raw=line[:RAW_LIMIT])
         return
-    yield from _from_object(obj, location, lambda: line)
+    yield from _from_object(obj, location, lambda: line, source_text=line)
 
 
-def _from_object(obj: object, location: str, raw: Callable[[], bytes]) -> Iterator[Item]:
+def _from_object(obj: object, location: str, raw: Callable[[], bytes],
+                 source_text: bytes | None = None) -> Iterator[Item]:
     if isinstance(obj, dict) and obj.get("resourceType") == "Bundle":
         yield from _expand_bundle(obj, location, {})
         return
-    yield _checked(obj, location, raw)
+    yield _checked(obj, location, raw, source_text)
 
 
-def _checked(obj: object, location: str, raw: Callable[[], bytes]) -> Item:
-    """An accepted Item, or a reject whose reason comes from :func:`check_resource`."""
+def _checked(obj: object, location: str, raw: Callable[[], bytes], source_text: bytes | None = None) -> Item:
+    """An accepted Item (with ``raw`` = ``source_text`` stripped, when given), or a reject whose reason comes
+    from :func:`check_resource`."""
     problem = check_resource(obj)
     if problem is not None:
         rtype = obj.get("resourceType") if isinstance(obj, dict) else None
         label = rtype if isinstance(rtype, str) and rtype in R4_RESOURCE_TYPES else INVALID
         return Item(location, label, reason=problem, raw=raw()[:RAW_LIMIT])
-    return Item(location, obj["resourceType"], resource=obj)
+    return Item(location, obj["resourceType"], resource=obj,
+                raw=source_text.strip() if source_text is not None else None)
 
 
 def _expand_bundle(bundle: dict, location: str, outer: dict[str, str]) -> Iterator[Item]:

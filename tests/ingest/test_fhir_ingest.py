@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from apps.cli import app
 from ingest.fhir.pipeline import ingest_fhir, patient_key, reflatten_views
-from ingest.fhir.reader import INVALID, Reader, check_resource, discover
+from ingest.fhir.reader import INVALID, Reader, _split_ndjson, check_resource, discover
 from ingest.lake import Lake
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "fhir"
@@ -300,6 +300,35 @@ def test_large_ndjson_split_keeps_line_numbers(tmp_path):
     assert [i.location for i in items if i.reason] == ["line 151"]
 
 
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 100, 5000])
+@pytest.mark.parametrize("block_bytes", [1, 3, 64, 1 << 20])
+def test_ndjson_split_is_line_aligned_whatever_the_block_size(tmp_path, chunk_bytes, block_bytes):
+    data = b"".join(b"x" * (i * 7 % 23) + b"\n" for i in range(300)) + b"last line without newline"
+    path = tmp_path / "a.ndjson"
+    path.write_bytes(data)
+    tasks = _split_ndjson(path, chunk_bytes, block_bytes)
+    assert tasks[0].start == 0 and tasks[-1].end == len(data)
+    assert all(a.end == b.start for a, b in zip(tasks, tasks[1:], strict=False))
+    for task in tasks:
+        assert task.first_line == data[:task.start].count(b"\n") + 1
+        assert task.end == len(data) or data[task.end - 1:task.end] == b"\n"
+        assert task.end - task.start >= min(chunk_bytes, len(data) - task.start)
+
+
+def test_stored_json_is_the_source_line(tmp_path):
+    """NDJSON resources are stored as written (decimal precision kept); Bundle entries compactly."""
+    line = b'{"resourceType": "Observation", "id": "o1", "status": "final", "valueQuantity": {"value": 1.50}}'
+    (tmp_path / "Observation.ndjson").write_bytes(line + b"\r\n")
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"resource": {"resourceType": "Patient", "id": "p1", "gender": "female"}}]}
+    (tmp_path / "bundle.json").write_bytes(orjson.dumps(bundle, option=orjson.OPT_INDENT_2))
+    lake = Lake(tmp_path / "lake")
+    ingest_fhir(lake, [tmp_path / "Observation.ndjson", tmp_path / "bundle.json"])
+    stored = dict(zip(*lake.read("fhir_resources", ["id", "json"]).to_pydict().values(), strict=True))
+    assert stored["o1"] == line.decode()
+    assert stored["p1"] == orjson.dumps(bundle["entry"][0]["resource"]).decode()
+
+
 def test_workers_give_the_same_tables(tmp_path):
     _need(PATHLING)
     one, two = Lake(tmp_path / "one"), Lake(tmp_path / "two")
@@ -327,9 +356,12 @@ def test_bulk_manifests(tmp_path):
     assert empty.tasks == [] and "without output" in empty.skipped[0][1]
 
 
-def test_repeated_ids_in_one_run_keep_the_newest_view_rows(tmp_path):
+@pytest.mark.parametrize("commit_rows", [20_000, 1])
+def test_repeated_ids_in_one_run_keep_the_newest_view_rows(tmp_path, monkeypatch, commit_rows):
     """A first ingest flattens while reading; an id that comes twice in the run must still give the view
-    rows of its newest version only (and the older version's rows must not survive)."""
+    rows of its newest version only (and the older version's rows must not survive), whether both versions
+    are in one commit or in two (then the run's own key index routes the second one to a merge)."""
+    monkeypatch.setattr("ingest.fhir.pipeline.COMMIT_ROWS", commit_rows)
     def condition(codes: list[str], updated: str) -> dict:
         return {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"},
                 "meta": {"lastUpdated": updated},
