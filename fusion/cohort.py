@@ -14,9 +14,11 @@ labels table's ``index_date`` where given. Every EHR feature uses only records d
   former=1, current=2), each the last value before the cutoff.
 
 Genomics: the configured genes' mutation status (0/1 for sequenced patients, NaN otherwise), ``log_tmb``
-(``log1p`` of the largest TMB in mut/Mb) and ``has_sequencing``. Images: a reference to the latest study dated
-on or before the cutoff (loaded lazily by :mod:`fusion.data`). Extra modalities (``read_features``): numeric
-features pivoted, categoricals one-hot. These tables carry no dates and are used as they are.
+(``log1p`` of the largest TMB in mut/Mb) and ``has_sequencing``, over the samples collected on or before the
+cutoff (a sample whose collection date is after it is ignored; an undated sample is used and counted in the
+summary as ``genomics_samples_undated``). Images: a reference to the latest study dated on or before the cutoff
+(loaded lazily by :mod:`fusion.data`). Extra modalities (``read_features``): numeric features pivoted,
+categoricals one-hot. That table carries no dates and is used as it is.
 
 Targets (see :func:`compute_targets`) come from after the index date; curated labels override them.
 Which codes became columns is a :class:`FeatureSelection`; passing a saved one to :func:`assemble_cohort`
@@ -52,9 +54,11 @@ FRAME_COLUMNS: dict[str, list[str]] = {
     "features": ["patient_key", "modality", "feature", "value", "value_str"],
     "labels": ["patient_key", "split", "diagnosis", "time", "event", "treatment", "response", "index_date"],
 }
+OPTIONAL_COLUMNS: dict[str, list[str]] = {  # added as nulls when a frame lacks them
+    "gene_status": ["sample_id", "collected"], "tmb": ["sample_id", "collected"]}
 DATE_COLUMNS = {"patients": ["birth_date", "death_date"], "conditions": ["onset"], "observations": ["effective"],
                 "medications": ["start"], "encounters": ["start", "end"], "images": ["study_date"],
-                "labels": ["index_date"]}
+                "labels": ["index_date"], "gene_status": ["collected"], "tmb": ["collected"]}
 
 ImageLoader = Callable[[str, int], np.ndarray]
 
@@ -90,6 +94,9 @@ class LakeFrames:
             missing = [c for c in columns if c not in frame.columns]
             if missing:
                 raise CohortError(f"frame {name!r} lacks columns {missing}; expected {columns}")
+            for col in OPTIONAL_COLUMNS.get(name, []):
+                if col not in frame.columns:
+                    frame[col] = None
             frame["patient_key"] = frame["patient_key"].astype(str)
             for col in DATE_COLUMNS.get(name, []):
                 frame[col] = pd.to_datetime(frame[col], utc=True)
@@ -267,8 +274,9 @@ def _assemble(frames: LakeFrames, config: RunConfig, selection: FeatureSelection
         chosen.update(picked)
     if "genomics" in enabled:
         genes = selection.genes if selection else None
-        blocks["genomics"], chosen["genes"] = genomics_block(frames, keys, data.genomics.genes,
-                                                             data.genomics.top_k_genes, genes)
+        blocks["genomics"], chosen["genes"], dated = genomics_block(frames, keys, cutoff, data.genomics.genes,
+                                                                    data.genomics.top_k_genes, genes)
+        summary.update(dated)
     for name in extra_names:
         columns = selection.extra.get(name) if selection else None
         blocks[name] = extra_block(frames.features, keys, name, columns)
@@ -495,12 +503,21 @@ def _block(columns: dict[str, np.ndarray], present: np.ndarray, descriptions: di
 
 
 # -- genomics, extra modalities, images ----------------------------------------------------------------------
-def genomics_block(frames: LakeFrames, keys: np.ndarray, genes: list[str] | None, top_k: int,
-                   selected: list[str] | None = None) -> tuple[TabularBlock, list[str]]:
-    """Gene status columns ``gene:<G>``, ``log_tmb`` and ``has_sequencing``; present = has sequencing."""
-    gs, tmb = frames.gene_status, frames.tmb
-    gs = gs[gs["patient_key"].isin(keys)]
-    tmb = tmb[tmb["patient_key"].isin(keys)]
+def genomics_block(frames: LakeFrames, keys: np.ndarray, cutoff: pd.Series, genes: list[str] | None,
+                   top_k: int, selected: list[str] | None = None
+                   ) -> tuple[TabularBlock, list[str], dict[str, int]]:
+    """Gene status columns ``gene:<G>``, ``log_tmb`` and ``has_sequencing``; present = has sequencing.
+
+    Only samples collected on or before the patient's ``cutoff`` (indexed by patient key) count; undated ones
+    count too. Returns the block, the genes chosen and the sample counts ``genomics_samples_after_cutoff``
+    (left out) and ``genomics_samples_undated`` (used without a date).
+    """
+    gs, tmb = _samples_by_cutoff(frames.gene_status, keys, cutoff), _samples_by_cutoff(frames.tmb, keys, cutoff)
+    samples = pd.concat([frames.gene_status, frames.tmb])
+    samples = samples[samples["patient_key"].isin(keys)].drop_duplicates(["patient_key", "sample_id"])
+    used = pd.concat([gs, tmb]).drop_duplicates(["patient_key", "sample_id"])
+    dated = {"genomics_samples_after_cutoff": len(samples) - len(used),
+             "genomics_samples_undated": int(used["collected"].isna().sum())}
     sequenced = np.isin(keys, list(set(gs["patient_key"]) | set(tmb["patient_key"])))
     if selected is None:
         if genes is not None:
@@ -519,7 +536,14 @@ def genomics_block(frames: LakeFrames, keys: np.ndarray, genes: list[str] | None
     top = tmb.groupby("patient_key")["tmb_per_mb"].max().reindex(keys).to_numpy(np.float64)
     columns["log_tmb"], names["log_tmb"] = np.log1p(top), "log(1 + TMB per Mb)"
     columns["has_sequencing"], names["has_sequencing"] = sequenced.astype(np.float64), "Sequenced"
-    return _block(columns, sequenced, names), list(selected)
+    return _block(columns, sequenced, names), list(selected), dated
+
+
+def _samples_by_cutoff(frame: pd.DataFrame, keys: np.ndarray, cutoff: pd.Series) -> pd.DataFrame:
+    """Rows of patients in ``keys`` whose sample was collected on or before their cutoff, or is undated."""
+    frame = frame[frame["patient_key"].isin(keys)]
+    limit = frame["patient_key"].map(cutoff)
+    return frame[frame["collected"].isna() | (frame["collected"] <= limit)]
 
 
 def extra_block(features: pd.DataFrame, keys: np.ndarray, modality: str,

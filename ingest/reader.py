@@ -24,8 +24,8 @@ _EMPTY = {
     "medications": ["patient_key", "system", "code", "display", "start"],
     "procedures": ["patient_key", "system", "code", "display", "performed"],
     "encounters": ["patient_key", "start", "end"],
-    "gene_status": ["patient_key", "gene", "mutated"],
-    "tmb": ["patient_key", "tmb_per_mb"],
+    "gene_status": ["patient_key", "sample_id", "gene", "mutated", "collected"],
+    "tmb": ["patient_key", "sample_id", "tmb_per_mb", "collected"],
     "variants": ["patient_key", "sample_id", "chrom", "pos", "ref", "alt", "gene", "consequence", "hgvsp", "vaf",
                  "depth"],
     "images": ["patient_key", "image_id", "modality", "study_date", "tensor_file", "tensor_row", "tensor_shape",
@@ -54,10 +54,15 @@ def _view(lake: Lake, name: str, columns: dict[str, str], kind: str) -> pd.DataF
 
 
 def _resolved(lake: Lake, table: str, columns: list[str], kind: str) -> pd.DataFrame:
-    """Read a non-FHIR table and resolve its ``patient_id`` to ``patient_key``."""
+    """Read a non-FHIR table and resolve its ``patient_id`` to ``patient_key``. Optional columns that a table
+    written by an older version lacks (e.g. ``collected``) come back as nulls."""
     if not lake.has(table):
         return _empty(kind)
-    frame = lake.read(table, ["patient_id", *columns]).to_pandas()
+    stored = set(lake.dataset(table).schema.names)
+    frame = lake.read(table, ["patient_id", *[c for c in columns if c in stored]]).to_pandas()
+    for column in columns:
+        if column not in stored:
+            frame[column] = None
     frame.insert(0, "patient_key", resolve_ids(frame.pop("patient_id"), id_map(lake)))
     return frame[_EMPTY[kind]]
 
@@ -110,15 +115,23 @@ def read_encounters(lake: Lake) -> pd.DataFrame:
 
 
 def read_gene_status(lake: Lake) -> pd.DataFrame:
-    """patient_key, gene, mutated (bool): one row per sequenced patient and panel gene."""
-    frame = _resolved(lake, "gene_status", ["gene", "mutated"], "gene_status")
-    return frame.groupby(["patient_key", "gene"], as_index=False)["mutated"].max() if len(frame) else frame
+    """patient_key, sample_id, gene, mutated (bool), collected (UTC, NaT when not given): one row per sample
+    and panel gene, ordered by patient, collection date (undated first) and sample."""
+    return _by_sample(_resolved(lake, "gene_status", ["sample_id", "gene", "mutated", "collected"], "gene_status"))
 
 
 def read_tmb(lake: Lake) -> pd.DataFrame:
-    """patient_key, tmb_per_mb (mutations per megabase; the highest over a patient's samples)."""
-    frame = _resolved(lake, "tmb", ["tmb_per_mb"], "tmb")
-    return frame.groupby("patient_key", as_index=False)["tmb_per_mb"].max() if len(frame) else frame
+    """patient_key, sample_id, tmb_per_mb (mutations per megabase), collected (UTC, NaT when not given): one row
+    per sample, ordered like :func:`read_gene_status` (a patient's latest dated sample comes last)."""
+    return _by_sample(_resolved(lake, "tmb", ["sample_id", "tmb_per_mb", "collected"], "tmb"))
+
+
+def _by_sample(frame: pd.DataFrame) -> pd.DataFrame:
+    if not len(frame):
+        return frame
+    frame["collected"] = pd.to_datetime(frame["collected"], utc=True)
+    return frame.sort_values(["patient_key", "collected", "sample_id"], na_position="first",
+                             kind="mergesort", ignore_index=True)
 
 
 def read_variants(lake: Lake) -> pd.DataFrame:

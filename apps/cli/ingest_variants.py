@@ -21,8 +21,9 @@ def variants(
     paths: Annotated[list[Path], typer.Argument(help="VCF (.vcf[.gz]) or MAF files, or folders of them.")],
     lake: Annotated[Path, typer.Option("--lake", help="The lake directory (created if missing).")],
     sample_map: Annotated[Path | None, typer.Option(
-        "--sample-map", help="CSV with columns sample_id, patient_id. Default: a TCGA barcode's first 12"
-                             " characters, otherwise the sample id.")] = None,
+        "--sample-map", help="CSV with columns sample_id, patient_id and optionally collected_date (specimen"
+                             " collection date: cohorts ignore samples taken after the prediction time)."
+                             " Default: a TCGA barcode's first 12 characters, otherwise the sample id.")] = None,
     tumor_sample: Annotated[str | None, typer.Option(
         "--tumor-sample", help="Tumour sample column of the VCFs. Default: ##tumor_sample=, a sample named"
                                " TUMOR, the non-normal one, or the only one.")] = None,

@@ -118,9 +118,11 @@ def write_maf(path: Path, variants: pd.DataFrame) -> None:
 
 
 def write_sample_map(path: Path, truth: pd.DataFrame) -> None:
-    """``sample_id,patient_id`` (patient_id = the MRN) for every sequenced patient."""
+    """``sample_id,patient_id,collected_date`` (patient_id = the MRN; the diagnostic biopsy is taken on the
+    index date) for every sequenced patient."""
     seq = truth[truth["has_genomics"]]
-    pd.DataFrame({"sample_id": seq["sample_id"], "patient_id": seq["mrn"]}).to_csv(
+    collected = pd.to_datetime(seq["index_date"]).dt.strftime("%Y-%m-%d")
+    pd.DataFrame({"sample_id": seq["sample_id"], "patient_id": seq["mrn"], "collected_date": collected}).to_csv(
         path, index=False, lineterminator="\n"
     )
 

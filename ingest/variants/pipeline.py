@@ -1,9 +1,11 @@
 """VCF / MAF files -> the lake tables ``variants``, ``gene_status`` and ``tmb``.
 
-Samples map to patients through ``--sample-map`` (a CSV with columns ``sample_id``, ``patient_id``); samples
-not in the map, or all samples without one, follow the rule of :func:`patient_for` (TCGA barcodes -> their
-first 12 characters, the patient barcode; otherwise the sample id is the patient id). The link to FHIR
-patients happens later (``ingest.link``).
+Samples map to patients through ``--sample-map`` (a CSV with columns ``sample_id``, ``patient_id`` and
+optionally ``collected_date``, the specimen collection date); samples not in the map, or all samples without
+one, follow the rule of :func:`patient_for` (TCGA barcodes -> their first 12 characters, the patient barcode;
+otherwise the sample id is the patient id). The link to FHIR patients happens later (``ingest.link``).
+``collected_date`` lands in the ``collected`` column of ``gene_status`` and ``tmb``, so that cohorts can drop
+samples taken after the prediction time; a sample without one has ``collected`` null.
 
 Re-ingest is idempotent, per sample: the rows of every sample seen in this run replace that sample's rows in
 ``variants``, ``gene_status`` and ``tmb`` (rows of other samples are untouched). A sample split over several
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from ingest.schema import utc_timestamps
 from ingest.variants.features import GenePanel, gene_status, load_gene_panel, tmb
 from ingest.variants.maf import MafFormatError, maf_variants
 from ingest.variants.vcf import ParseResult, VariantColumns, VcfFormatError, open_text, vcf_variants
@@ -82,6 +85,36 @@ def load_sample_map(path: str | Path) -> dict[str, str]:
     return mapping
 
 
+def load_sample_dates(path: str | Path) -> dict[str, str]:
+    """``sample_id -> collected_date`` (ISO 8601 date or dateTime) from a sample map's optional
+    ``collected_date`` column; empty when the column is absent. Empty cells are left out (date unknown).
+
+    Raises:
+        ValueError: a date that is not ISO 8601 (the message names the file, the line and the fix).
+    """
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        if "collected_date" not in [c.strip() for c in reader.fieldnames or []]:
+            return {}
+        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    dates = {row["sample_id"]: row["collected_date"] for row in rows if row.get("sample_id")
+             and row.get("collected_date")}
+    parsed = utc_timestamps(pa.array(list(dates.values()), pa.string()))
+    for (sample, text), value in zip(dates.items(), parsed.to_pylist(), strict=True):
+        if value is None:
+            line = next(i for i, row in enumerate(rows, start=2) if row.get("sample_id") == sample)
+            raise ValueError(f"{path}, line {line}: collected_date {text[:40]!r} is not an ISO 8601 date."
+                             " Fix: write it as YYYY-MM-DD (or a full dateTime), or leave the cell empty")
+    return dates
+
+
+def _with_collected(table: pa.Table, dates: dict[str, str]) -> pa.Table:
+    """``table`` with a ``collected`` column: each row's sample date from ``dates`` (null when unknown)."""
+    texts = pa.array([dates.get(s) for s in table.column("sample_id").to_pylist()], pa.string())
+    return table.append_column("collected", utc_timestamps(texts))
+
+
 def patient_for(sample_id: str, sample_map: dict[str, str] | None = None) -> str:
     """Patient id of a sample: the sample map, else a TCGA barcode's first 12 characters, else the sample."""
     if sample_map and sample_id in sample_map:
@@ -133,7 +166,7 @@ def ingest_variants(lake, paths: list[Path], *, sample_map: Path | None = None,
     Args:
         lake: an :class:`ingest.lake.Lake`.
         paths: files and/or folders.
-        sample_map: CSV with ``sample_id``, ``patient_id``.
+        sample_map: CSV with ``sample_id``, ``patient_id`` and optionally ``collected_date``.
         gene_panel: a :class:`GenePanel`, a YAML path, or ``None`` for ``configs/gene_panel.yaml``.
         tumor_sample: the tumour sample column of the VCFs (see :mod:`ingest.variants.vcf`).
         progress: called after each file with its path and parse result.
@@ -142,7 +175,8 @@ def ingest_variants(lake, paths: list[Path], *, sample_map: Path | None = None,
         Counts: ``files``, ``records_read``, ``variants_written``, ``rejected`` (reject rows: bad records plus
         unreadable/truncated files), ``duplicates``, ``skipped`` (symbolic ALTs and cohort samples not
         carrying an ALT), ``samples``, ``patients``, ``unannotated_samples`` (no gene_status/tmb rows),
-        ``unmapped_samples`` (not in the sample map), ``gene_status_rows``, ``tmb_rows``.
+        ``unmapped_samples`` (not in the sample map), ``undated_samples`` (no ``collected_date``),
+        ``gene_status_rows``, ``tmb_rows``.
 
     Raises:
         FileNotFoundError: a path does not exist or no variant file was found.
@@ -154,6 +188,7 @@ def ingest_variants(lake, paths: list[Path], *, sample_map: Path | None = None,
         raise FileNotFoundError("no VCF or MAF files found in the given paths (looked for *.vcf, *.vcf.gz,"
                                 " *.maf, *.maf.gz, data_mutations*)")
     mapping = load_sample_map(sample_map) if sample_map is not None else None
+    dates = load_sample_dates(sample_map) if sample_map is not None else {}
     panel = gene_panel if isinstance(gene_panel, GenePanel) else load_gene_panel(gene_panel)
 
     tables, rejects = [], []
@@ -170,7 +205,7 @@ def ingest_variants(lake, paths: list[Path], *, sample_map: Path | None = None,
 
     counts = {"files": len(files), "records_read": records, "variants_written": 0, "rejected": len(rejects),
               "duplicates": 0, "skipped": skipped, "samples": 0, "patients": 0, "unannotated_samples": 0,
-              "unmapped_samples": 0, "gene_status_rows": 0, "tmb_rows": 0}
+              "unmapped_samples": 0, "undated_samples": 0, "gene_status_rows": 0, "tmb_rows": 0}
     if tables:
         table = pa.concat_tables(tables)
         samples = sorted(set(table.column("sample_id").to_pylist()))
@@ -180,14 +215,15 @@ def ingest_variants(lake, paths: list[Path], *, sample_map: Path | None = None,
         deduplicated = _deduplicate(table)
         counts["duplicates"] = table.num_rows - deduplicated.num_rows
         counts["variants_written"] = _replace_samples(lake, "variants", deduplicated, samples)
-        status = gene_status(deduplicated, panel.genes)
-        burden = tmb(deduplicated, panel.panel_size_mb)
+        status = _with_collected(gene_status(deduplicated, panel.genes), dates)
+        burden = _with_collected(tmb(deduplicated, panel.panel_size_mb), dates)
         counts["gene_status_rows"] = _replace_samples(lake, "gene_status", status, samples)
         counts["tmb_rows"] = _replace_samples(lake, "tmb", burden, samples)
         counts["samples"] = len(samples)
         counts["patients"] = len(set(patients.values()))
         counts["unannotated_samples"] = len(samples) - burden.num_rows
         counts["unmapped_samples"] = sum(1 for s in samples if mapping is not None and s not in mapping)
+        counts["undated_samples"] = sum(1 for s in samples if s not in dates)
     if rejects:
         lake.add_rejects(rejects, modality=MODALITY)
     lake.record_run("ingest variants", [str(p) for p in paths], counts, started_at=started,

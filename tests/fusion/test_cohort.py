@@ -196,6 +196,26 @@ def test_genomics_and_extra_modality_blocks():
     assert again.feature_names == cohort.feature_names
 
 
+def test_a_sample_collected_after_the_cutoff_changes_no_feature():
+    """Patient a (index 2020-01-01) gets a second sample taken at progression, with a new KRAS mutation and a
+    higher TMB: no genomics feature may change. Undated samples are used and counted."""
+    config = apply_overrides(CONFIG, ["data.genomics.genes=[EGFR, KRAS]"])
+    rows = base_rows()
+    for row in rows["gene_status"] + rows["tmb"]:
+        row.update(sample_id=f"{row['patient_key']}-dx", collected=ts("2019-12-20"))
+    before = assemble_cohort(frames_of(rows), config)
+    rows["gene_status"] += [{"patient_key": "a", "sample_id": "a-prog", "gene": "KRAS", "mutated": True,
+                             "collected": ts("2020-09-01")}]
+    rows["tmb"] += [{"patient_key": "a", "sample_id": "a-prog", "tmb_per_mb": 40.0, "collected": ts("2020-09-01")}]
+    after = assemble_cohort(frames_of(rows), config)
+    np.testing.assert_array_equal(after.blocks["genomics"].values, before.blocks["genomics"].values)
+    assert after.summary["genomics_samples_after_cutoff"] == 1 and after.summary["genomics_samples_undated"] == 0
+    rows["tmb"][-1]["collected"] = None  # undated: used
+    undated = assemble_cohort(frames_of(rows), config)
+    assert undated.blocks["genomics"].values[0, 2] == np.float32(np.log1p(40.0))
+    assert undated.summary["genomics_samples_undated"] == 1
+
+
 @pytest.mark.parametrize(("text", "expected"), [("3A", 3.0), ("Stage IIIB", 3.0), ("IVA", 4.0), ("Stage 2", 2.0),
                                                 ("1B", 1.0), ("II", 2.0), ("T1N0M0", np.nan), (None, np.nan)])
 def test_parse_stage(text, expected):

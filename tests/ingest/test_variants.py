@@ -366,6 +366,29 @@ def test_pipeline_sample_map_and_file_rejects(tmp_path):
     assert not lake.has("tmb") or lake.read("tmb").num_rows == 0  # unannotated: TMB unknown, not zero
 
 
+def test_sample_map_collection_dates(tmp_path):
+    from ingest.lake import Lake
+    from ingest.variants.pipeline import load_sample_dates
+
+    maf = tmp_path / "c.maf"
+    header = "Hugo_Symbol\tChromosome\tStart_Position\tReference_Allele\tTumor_Seq_Allele2\t" \
+             "Variant_Classification\tTumor_Sample_Barcode\n"
+    maf.write_text(header + "EGFR\t7\t55191822\tT\tG\tMissense_Mutation\tS1\n"
+                   "TP53\t17\t7675088\tC\tT\tMissense_Mutation\tS2\n")
+    sample_map = tmp_path / "map.csv"
+    sample_map.write_text("sample_id,patient_id,collected_date\nS1,P1,2020-03-04\nS2,P1,\n")
+    lake = Lake(tmp_path / "lake")
+    counts = ingest_variants(lake, [maf], sample_map=sample_map,
+                             gene_panel=GenePanel(genes=["EGFR", "TP53"], panel_size_mb=1.0))
+    assert counts["undated_samples"] == 1
+    for table in ("tmb", "gene_status"):
+        rows = lake.read(table).to_pandas().drop_duplicates("sample_id").set_index("sample_id")["collected"]
+        assert rows["S1"] == pd.Timestamp("2020-03-04", tz="UTC") and pd.isna(rows["S2"]), table
+    sample_map.write_text("sample_id,patient_id,collected_date\nS1,P1,2020-03-04\nS2,P1,04/03/2020\n")
+    with pytest.raises(ValueError, match=r"map.csv, line 3: collected_date '04/03/2020' is not an ISO 8601"):
+        load_sample_dates(sample_map)
+
+
 def test_maf_bad_rows_become_rejects_with_line_numbers(tmp_path):
     header = "\t".join(["Hugo_Symbol", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
                         "Variant_Classification", "Tumor_Sample_Barcode", "t_depth", "t_alt_count"])

@@ -134,7 +134,8 @@ def why_tab(explanation: dict | None, record: dict[str, pd.DataFrame], header: d
     variants = sv.variant_table(record)
     tmb = record["tmb"]
     if not tmb.empty:
-        st.caption(f"Tumour mutational burden: **{tmb['tmb_per_mb'].iloc[0]:.1f} mutations/Mb**")
+        st.caption(f"Tumour mutational burden: **{tmb['tmb_per_mb'].iloc[-1]:.1f} mutations/Mb**"
+                   + (" (latest of several samples)" if len(tmb) > 1 else ""))
     if variants.empty:
         st.caption("No sequencing data for this patient." if record["gene_status"].empty
                    else "Sequenced: no variant passed the filters.")
