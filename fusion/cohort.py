@@ -235,14 +235,31 @@ def assemble_cohort(frames: LakeFrames, config: RunConfig, *, selection: Feature
 
     When splits are assigned and no selection is given, the top-K lab, condition, medication and gene columns
     are chosen on the *training* patients only (val and test patients never shape the columns). The split does
-    not depend on the columns, so it is the same in both passes. Under ``--cv`` the columns come from the
-    training part of this first split, not from each fold.
+    not depend on the columns, so it is the same in both passes. Cross-validation folds choose their own
+    columns (:func:`fold_cohort`).
     """
     if selection is None and assign:
         provisional = _assemble(frames, config, None, assign=True)
-        train_keys = set(provisional.patient_keys[provisional.split == "train"])
-        selection = _assemble(restrict_frames(frames, train_keys), config, None, assign=False).selection
+        selection = select_columns(frames, config, set(provisional.patient_keys[provisional.split == "train"]))
     return _assemble(frames, config, selection, assign=assign)
+
+
+def select_columns(frames: LakeFrames, config: RunConfig, train_keys: set[str]) -> FeatureSelection:
+    """The top-K columns chosen on the patients in ``train_keys`` only."""
+    return _assemble(restrict_frames(frames, train_keys), config, None, assign=False).selection
+
+
+def fold_cohort(frames: LakeFrames, config: RunConfig, keys: np.ndarray, split: np.ndarray) -> Cohort:
+    """The cohort of one cross-validation fold: patients ``keys`` with their ``split`` (train/val/test), and
+    columns chosen on this fold's training patients. A patient left with no modality under these columns is
+    left out of the fold."""
+    split_of = dict(zip(keys, split, strict=True))
+    cohort = _assemble(frames, config, select_columns(frames, config, set(keys[split == "train"])), assign=False)
+    cohort = subset(cohort, np.flatnonzero([key in split_of for key in cohort.patient_keys]))
+    cohort = cohort.with_split(np.array([split_of[key] for key in cohort.patient_keys], dtype=object))
+    for name in ("train", "val", "test"):
+        cohort.summary[name] = int((cohort.split == name).sum())
+    return cohort
 
 
 def restrict_frames(frames: LakeFrames, keys: set[str]) -> LakeFrames:
@@ -303,12 +320,16 @@ def _assemble(frames: LakeFrames, config: RunConfig, selection: FeatureSelection
 
 def build_cohort(config: RunConfig, lake: str | Path | None = None) -> Cohort:
     """Read ``lake`` (default ``config.data.lake``) and assemble the cohort of ``config``."""
-    lake = lake or config.data.lake
+    return assemble_cohort(read_frames(lake or config.data.lake), config)
+
+
+def read_frames(lake: str | Path | None) -> LakeFrames:
+    """:func:`load_frames` of an existing lake (a clear error when it is not given or does not exist)."""
     if lake is None:
         raise CohortError("no lake given: pass --lake or set data.lake in the config")
     if not Path(lake).is_dir():
         raise CohortError(f"lake {lake} does not exist; create it with `tumorboard ingest ...`")
-    return assemble_cohort(load_frames(lake), config)
+    return load_frames(lake)
 
 
 # -- index date ----------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from fusion.cohort import Cohort, CohortError, LakeFrames, assemble_cohort, build_cohort
+from fusion.cohort import Cohort, CohortError, LakeFrames, assemble_cohort, fold_cohort, read_frames
 from fusion.config import RunConfig
 from fusion.data import CohortDataset, Normalizer, collate, move_batch
 from fusion.losses import CoxLoss, multitask_loss
@@ -353,19 +353,23 @@ def train(config: RunConfig, lake_path: str | Path | None, out_dir: str | Path, 
         ``out_dir``.
     """
     lake_path = lake_path or config.data.lake
-    cohort = assemble_cohort(frames, config) if frames is not None else build_cohort(config, lake_path)
+    if frames is None:
+        frames = read_frames(lake_path)
+    cohort = assemble_cohort(frames, config)
     lake_hash = _lake_hash(lake_path)
     out_dir = Path(out_dir)
     with staged_dir(out_dir) as tmp:
         if cv is None:
             fit(config, cohort, tmp, lake_path=lake_path, lake_hash=lake_hash, progress=progress)
         else:
-            _cross_validate(config, cohort, tmp, cv, lake_path=lake_path, lake_hash=lake_hash, progress=progress)
+            _cross_validate(config, frames, cohort, tmp, cv, lake_path=lake_path, lake_hash=lake_hash,
+                            progress=progress)
     return out_dir
 
 
-def _cross_validate(config: RunConfig, cohort: Cohort, out: Path, k: int, *, lake_path: str | Path | None,
-                    lake_hash: str, progress: Progress | None) -> None:
+def _cross_validate(config: RunConfig, frames: LakeFrames, cohort: Cohort, out: Path, k: int, *,
+                    lake_path: str | Path | None, lake_hash: str, progress: Progress | None) -> None:
+    """K folds of ``cohort``'s patients; each fold chooses its columns on its own training patients."""
     seed = config.train.seed if config.split.seed is None else config.split.seed
     folds = kfold_assignments(cohort.patient_keys, strata_for(cohort.targets, config.split.stratify), k,
                               val_fraction=config.split.val_fraction, seed=seed)
@@ -373,8 +377,8 @@ def _cross_validate(config: RunConfig, cohort: Cohort, out: Path, k: int, *, lak
     for i, split in enumerate(folds):
         fold_dir = out / f"fold_{i}"
         fold_dir.mkdir()
-        summary = fit(config, cohort.with_split(split), fold_dir, lake_path=lake_path, lake_hash=lake_hash,
-                      progress=progress, tag={"fold": i, "folds": k})
+        summary = fit(config, fold_cohort(frames, config, cohort.patient_keys, split), fold_dir,
+                      lake_path=lake_path, lake_hash=lake_hash, progress=progress, tag={"fold": i, "folds": k})
         rows.append({"fold": i, "best_epoch": summary["best_epoch"], "best_val_loss": summary["best_val_loss"],
                      **{f"test_{m}": v for m, v in summary["test"].items()}})
     _write_history(out / "summary.csv", rows)

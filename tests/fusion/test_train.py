@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fusion.cohort import LakeFrames, assemble_cohort
+from fusion.cohort import LakeFrames, assemble_cohort, fold_cohort
 from fusion.config import load_config
 from fusion.data import CohortDataset, Normalizer, collate
 from fusion.run import RunError, load_run
@@ -165,6 +166,24 @@ def test_cross_validation_writes_folds_and_summary(tmp_path):
     assert not tests[0] & tests[1] and len(tests[0] | tests[1]) == 30
     with pytest.raises(RunError, match="fold_"):
         load_run(out)
+
+
+def test_cross_validation_folds_choose_columns_on_their_own_training_patients():
+    """A lab measured only in one fold's test patients must not become a column of that fold."""
+    frames = make_frames(30)
+    config = load_config(None, [*FAST, "data.ehr.top_k_labs=50"])
+    cohort = assemble_cohort(frames, config)
+    keys = cohort.patient_keys
+    split = np.where(np.arange(keys.size) < 10, "test", np.where(np.arange(keys.size) < 14, "val", "train"))
+    rare = frames.observations[frames.observations["patient_key"].isin(keys[:10])].head(10).copy()
+    rare["code"] = "99999-9"
+    frames = replace(frames, observations=pd.concat([frames.observations, rare], ignore_index=True))
+    fold = fold_cohort(frames, config, keys, split)
+    assert not any("99999-9" in name for name in fold.feature_names)
+    assert fold.split.tolist() == split.tolist() and fold.summary["test"] == 10
+    swapped = fold_cohort(frames, config, keys, np.where(split == "test", "train", np.where(split == "train",
+                                                                                              "test", split)))
+    assert any("99999-9" in name for name in swapped.feature_names)
 
 
 def test_image_batches_pad_series_and_train(tmp_path):
