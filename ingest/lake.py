@@ -23,7 +23,7 @@ from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from ingest import __version__
@@ -31,6 +31,13 @@ from ingest.schema import SCHEMA_VERSION, SCHEMAS, conform, keys_for
 
 WriteMode = Literal["append", "overwrite", "merge"]
 RAW_LIMIT = 10_000
+# The Delta (Rust) writer holds an unfinished row group uncompressed in memory; its default of 1M rows made a
+# 1.6M-row view commit take ~400 MB, and it buffers a whole data file before writing it. 64k-row groups and
+# 32 MiB files bound what one streamed write holds.
+WRITER_PROPERTIES_ROWS = 65_536
+WRITER_PROPERTIES = WriterProperties(max_row_group_size=WRITER_PROPERTIES_ROWS)
+TARGET_FILE_BYTES = 32 << 20
+STREAM_FILE_ROWS = 1_000_000  # rows per Parquet file of a streamed write (see _write_streamed)
 
 
 class LakeError(RuntimeError):
@@ -179,10 +186,14 @@ class Lake:
             mode = "append"
         if mode not in ("append", "overwrite"):
             raise LakeError(f"unknown write mode {mode!r}; use append, overwrite or merge")
-        if replace_where is not None and mode == "overwrite" and self.has(name):
-            write_deltalake(target, table, mode="overwrite", predicate=replace_where)
+        if isinstance(table, pa.RecordBatchReader) and replace_where is None:
+            _write_streamed(target, table, mode)
+        elif replace_where is not None and mode == "overwrite" and self.has(name):
+            write_deltalake(target, table, mode="overwrite", predicate=replace_where,
+                            writer_properties=WRITER_PROPERTIES, target_file_size=TARGET_FILE_BYTES)
         else:
-            write_deltalake(target, table, mode=mode, schema_mode="overwrite" if mode == "overwrite" else None)
+            write_deltalake(target, table, mode=mode, schema_mode="overwrite" if mode == "overwrite" else None,
+                            writer_properties=WRITER_PROPERTIES, target_file_size=TARGET_FILE_BYTES)
         return counter[0] if n_rows is None else n_rows
 
     # -- bookkeeping -------------------------------------------------------------------------------------
@@ -293,3 +304,49 @@ def _without_string_views(table: pa.Table) -> pa.Table:
     schema = pa.schema([pa.field(f.name, pa.string(), f.nullable, f.metadata) if f.type == pa.string_view() else f
                         for f in table.schema], metadata=table.schema.metadata)
     return table if schema.equals(table.schema) else table.cast(schema)
+
+
+def _write_streamed(target: str, reader: pa.RecordBatchReader, mode: WriteMode) -> None:
+    """Append or overwrite a Delta table with a stream, in bounded memory: pyarrow writes Parquet files of up
+    to :data:`STREAM_FILE_ROWS` rows, then one Delta transaction adds them (an overwrite also removes the old
+    files, in the same commit). The Delta writer itself held the whole stream (~385 MB for 1.6M view rows).
+    On an error the files written so far are deleted and the table is left as it was."""
+    import pyarrow.parquet as pq
+    from deltalake.transaction import AddAction
+
+    root = Path(target)
+    root.mkdir(parents=True, exist_ok=True)
+    schema = reader.schema
+    if not (root / "_delta_log").is_dir():
+        write_deltalake(target, schema.empty_table(), mode="overwrite")
+    written: list[Path] = []
+    actions: list[AddAction] = []
+    writer, rows = None, 0
+    try:
+        for batch in reader:
+            if writer is None:
+                written.append(root / f"part-{uuid.uuid4().hex}.parquet")
+                writer, rows = pq.ParquetWriter(written[-1], schema, compression="snappy"), 0
+            writer.write_batch(batch, row_group_size=WRITER_PROPERTIES_ROWS)
+            rows += batch.num_rows
+            if rows >= STREAM_FILE_ROWS:
+                writer.close()
+                actions.append(_add_action(written[-1], rows))
+                writer = None
+        if writer is not None:
+            writer.close()
+            actions.append(_add_action(written[-1], rows))
+        DeltaTable(target).create_write_transaction(actions, mode=mode, schema=schema)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _add_action(path: Path, rows: int):
+    from deltalake.transaction import AddAction
+
+    return AddAction(path.name, path.stat().st_size, {}, int(path.stat().st_mtime * 1000), True,
+                     json.dumps({"numRecords": rows}))

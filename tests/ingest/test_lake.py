@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -60,6 +61,8 @@ def test_interrupted_write_leaves_previous_version_intact(lake):
     reread = Lake(lake.path)
     assert sorted(reread.read("fhir_resources").column("id").to_pylist()) == ["a", "b"]
     assert reread.version("fhir_resources") == 0
+    on_disk = {p.name for p in lake.table_path("fhir_resources").glob("*.parquet")}
+    assert on_disk == {Path(uri).name for uri in reread._delta("fhir_resources").file_uris()}  # no orphans
 
 
 def test_merge_is_idempotent_and_newest_wins(lake):
