@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/ingest_fhir.py [BULK_EXPORT_DIR] [--resources 200000] [--work /tmp/tumorboard-bench-fhir]
+        [--memory-at 2000000 ...]
 
 Without a folder, the FHIR Bulk export of a synthetic cohort (``ingest.synth``, about 120 resources per
 patient) of about ``--resources`` resources is generated once and cached under ``--work``.
@@ -13,7 +14,8 @@ Prints, in resources per second:
     each);
 (c) ``fhir.resources`` R4B validation alone, on a sample of 20,000 resources;
 
-and the peak RSS (ingest process plus its workers) for the input and for one ten times smaller.
+and the peak RSS (ingest process plus its workers) for the input and for one ten times smaller; with
+``--memory-at N``, also the peak RSS and rate of ``workers=1`` on synthetic exports of about N resources.
 Rates per core divide by CPU seconds (process plus workers, start-up and imports included), so they hold on
 a busy machine too. Target: (b) per core within 3x of (a); peak RSS flat and under 1 GB.
 """
@@ -126,6 +128,8 @@ def main() -> None:
     parser.add_argument("--resources", type=int, default=200_000, help="size of the synthesised export")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tumorboard-bench-fhir"))
     parser.add_argument("--validate-sample", type=int, default=20_000)
+    parser.add_argument("--memory-at", type=int, action="append", default=[], metavar="N",
+                        help="also measure peak RSS on a synthetic export of about N resources (repeatable)")
     args = parser.parse_args()
     work = args.work
     folder = args.folder
@@ -152,6 +156,10 @@ def main() -> None:
     tenth = ingest_in_child(small, work / "lake", 1)
     print(f"peak RSS, workers=1: {tenth['peak_mb']:,.0f} MB for {tenth['read']:,} resources,"
           f" {runs[1]['peak_mb']:,.0f} MB for {runs[1]['read']:,}")
+    for size in args.memory_at:
+        run = ingest_in_child(synthesise(work, size), work / "lake", 1)
+        print(f"peak RSS, workers=1: {run['peak_mb']:,.0f} MB for {run['read']:,} resources"
+              f" ({run['read'] / run['cpu_seconds']:,.0f} /s per core)")
     shutil.rmtree(work / "lake", ignore_errors=True)
 
 
