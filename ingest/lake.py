@@ -25,18 +25,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import TableNotFoundError
+from deltalake.transaction import AddAction
 
 from ingest import __version__
 from ingest.schema import SCHEMA_VERSION, SCHEMAS, conform, keys_for
 
 WriteMode = Literal["append", "overwrite", "merge"]
 RAW_LIMIT = 10_000
-# The Delta (Rust) writer holds an unfinished row group uncompressed in memory; its default of 1M rows made a
-# 1.6M-row view commit take ~400 MB, and it buffers a whole data file before writing it. 64k-row groups and
-# 32 MiB files bound what one streamed write holds.
-WRITER_PROPERTIES_ROWS = 65_536
-WRITER_PROPERTIES = WriterProperties(max_row_group_size=WRITER_PROPERTIES_ROWS)
-TARGET_FILE_BYTES = 32 << 20
+ROW_GROUP_ROWS = 65_536  # Parquet row groups of every write: readers get bounded batches
+WRITER_PROPERTIES = WriterProperties(max_row_group_size=ROW_GROUP_ROWS)
+TARGET_FILE_BYTES = 32 << 20  # data file size of the Delta writer (in-memory tables)
 STREAM_FILE_ROWS = 1_000_000  # rows per Parquet file of a streamed write (see _write_streamed)
 
 
@@ -310,15 +308,12 @@ def _write_streamed(target: str, reader: pa.RecordBatchReader, mode: WriteMode) 
     """Append or overwrite a Delta table with a stream, in bounded memory: pyarrow writes Parquet files of up
     to :data:`STREAM_FILE_ROWS` rows, then one Delta transaction adds them (an overwrite also removes the old
     files, in the same commit). The Delta writer itself held the whole stream (~385 MB for 1.6M view rows).
-    On an error the files written so far are deleted and the table is left as it was."""
+    On an error the files written so far are deleted and the table is left as it was (or not created)."""
     import pyarrow.parquet as pq
-    from deltalake.transaction import AddAction
 
     root = Path(target)
     root.mkdir(parents=True, exist_ok=True)
     schema = reader.schema
-    if not (root / "_delta_log").is_dir():
-        write_deltalake(target, schema.empty_table(), mode="overwrite")
     written: list[Path] = []
     actions: list[AddAction] = []
     writer, rows = None, 0
@@ -327,7 +322,7 @@ def _write_streamed(target: str, reader: pa.RecordBatchReader, mode: WriteMode) 
             if writer is None:
                 written.append(root / f"part-{uuid.uuid4().hex}.parquet")
                 writer, rows = pq.ParquetWriter(written[-1], schema, compression="snappy"), 0
-            writer.write_batch(batch, row_group_size=WRITER_PROPERTIES_ROWS)
+            writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
             rows += batch.num_rows
             if rows >= STREAM_FILE_ROWS:
                 writer.close()
@@ -336,6 +331,8 @@ def _write_streamed(target: str, reader: pa.RecordBatchReader, mode: WriteMode) 
         if writer is not None:
             writer.close()
             actions.append(_add_action(written[-1], rows))
+        if not (root / "_delta_log").is_dir():
+            write_deltalake(target, schema.empty_table(), mode="overwrite")
         DeltaTable(target).create_write_transaction(actions, mode=mode, schema=schema)
     except BaseException:
         if writer is not None:
@@ -345,8 +342,7 @@ def _write_streamed(target: str, reader: pa.RecordBatchReader, mode: WriteMode) 
         raise
 
 
-def _add_action(path: Path, rows: int):
-    from deltalake.transaction import AddAction
-
+def _add_action(path: Path, rows: int) -> AddAction:
+    """The Delta log entry of a new data file of ``rows`` rows (stats: the row count only)."""
     return AddAction(path.name, path.stat().st_size, {}, int(path.stat().st_mtime * 1000), True,
                      json.dumps({"numRecords": rows}))

@@ -90,7 +90,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         _field("version_id", pa.string()),
         _field("last_updated", TIMESTAMP),
         _field("source", pa.string(), required=True),
-        _field("json", pa.string(), required=True, doc="compact JSON of the resource, references resolved"),
+        _field("json", pa.string(), required=True,
+               doc="the resource's JSON: its NDJSON line as written, else compact JSON (Bundle urn: references"
+                   " resolved)"),
         keys=("resource_type", "id"),
     ),
     # Genomics ----------------------------------------------------------------------------------------

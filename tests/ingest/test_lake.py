@@ -63,6 +63,10 @@ def test_interrupted_write_leaves_previous_version_intact(lake):
     assert reread.version("fhir_resources") == 0
     on_disk = {p.name for p in lake.table_path("fhir_resources").glob("*.parquet")}
     assert on_disk == {Path(uri).name for uri in reread._delta("fhir_resources").file_uris()}  # no orphans
+    fresh = Lake(lake.path / "fresh")
+    with pytest.raises(BaseException, match="power cut"):
+        fresh.write("fhir_resources", pa.RecordBatchReader.from_batches(schema, batches()))
+    assert not fresh.has("fhir_resources")  # a failed first write creates no table
 
 
 def test_merge_is_idempotent_and_newest_wins(lake):
