@@ -189,6 +189,8 @@ class TrainConfig(_Strict):
     )
     seed: int = 0
     modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    image_augment: Literal["none", "flip", "flip_rot90"] = Field(
+        "none", description="random flips (and 90-degree rotations) of training images; see fusion.augment")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     num_workers: int = Field(0, ge=0)
     deterministic: bool = True

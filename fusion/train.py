@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from fusion.augment import augment_images
 from fusion.cohort import Cohort, CohortError, LakeFrames, assemble_cohort, fold_cohort, read_frames
 from fusion.config import RunConfig
 from fusion.data import CohortDataset, Normalizer, collate, move_batch
@@ -220,6 +221,7 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
                for task in TASKS}
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     cox = CoxLoss(config.tasks.cox_queue_size)
+    augment_rng = torch.Generator().manual_seed(tcfg.seed + 1)  # its own stream: "none" changes no other draw
 
     history: list[dict] = []
     best_score, best_loss, best_epoch, best_state, stale = -math.inf, math.inf, 0, None, 0
@@ -229,6 +231,9 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
         cox.reset()
         total, n_seen, sums = 0.0, 0, dict.fromkeys(TASKS, 0.0)
         for batch in train_loader:
+            if "image" in batch["modalities"]:
+                batch["modalities"]["image"] = augment_images(batch["modalities"]["image"], tcfg.image_augment,
+                                                              augment_rng)
             batch = move_batch(batch, device)
             loss, parts = multitask_loss(model(batch), batch["targets"], weights, cox=cox)
             optimizer.zero_grad(set_to_none=True)
