@@ -468,7 +468,8 @@ class _ViewStage:
             path = self.dir / f"{name}.parquet"
             if path.is_file():
                 staged = pq.ParquetFile(path)
-                reader = pa.RecordBatchReader.from_batches(schema, staged.iter_batches(batch_size=65_536))
+                reader = pa.RecordBatchReader.from_batches(schema, staged.iter_batches(batch_size=65_536,
+                                                                                       use_threads=False))
                 self.lake.write(f"view_{name}", reader, mode="overwrite")
             else:
                 self.lake.write(f"view_{name}", schema.empty_table(), mode="overwrite")
