@@ -1,7 +1,7 @@
 """Quality of full fusion on the synthetic cohort, next to single modalities, CoxPH and the oracle.
 
-    python benchmarks/quality_synth.py [--patients 1000] [--seed 0] [--out DIR] [--epochs 30]
-        [--image-size 32] [--n-boot 200] [--no-image]
+    python benchmarks/quality_synth.py [--patients 1000] [--seed 0] [--out DIR] [--epochs 100]
+        [--image-size 64] [--n-boot 200] [--no-image]
 
 Generates the cohort (fixed seed), ingests FHIR, the MAF and the per-patient CT slice PNGs (resized to
 ``--image-size`` px for CPU budgets), trains ``configs/full_fusion.yaml`` and runs ``evaluate_run`` (test
@@ -157,8 +157,8 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("/tmp/tumorboard_quality_synth"))
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--n-boot", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-image", action="store_true", help="EHR + genomics only (CPU budgets)")
