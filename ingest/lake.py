@@ -82,7 +82,7 @@ class Lake:
                       if p.is_dir() and not p.name.startswith(("_", ".")) and self.has(p.name))
 
     def version(self, name: str) -> int:
-        """The Delta version of table ``name`` (0 after the first commit)."""
+        """The Delta version of table ``name`` (it grows by one per commit)."""
         return self._delta(name).version()
 
     def _delta(self, name: str) -> DeltaTable:
@@ -95,13 +95,7 @@ class Lake:
 
     def read(self, name: str, columns: list[str] | None = None) -> pa.Table:
         """Read table ``name`` (all rows), with the registered schema's metadata re-attached."""
-        table = self._delta(name).to_pyarrow_table(columns=columns)
-        schema = SCHEMAS.get(name)
-        if schema is not None:
-            fields = [schema.field(c) if schema.get_field_index(c) >= 0 else table.schema.field(c)
-                      for c in table.column_names]
-            table = table.cast(pa.schema(fields, metadata=schema.metadata))
-        return table
+        return _lake_types(name, self._delta(name).to_pyarrow_table(columns=columns))
 
     def dataset(self, name: str):
         """A lazily scanned ``pyarrow.dataset.Dataset`` over table ``name`` (for large tables)."""
@@ -124,7 +118,7 @@ class Lake:
             found = pc.equal(fragment.to_table(columns=[column]).column(column).cast(pa.string()),
                              pa.scalar(value, pa.string()))
             if pc.any(found).as_py():
-                table = _without_string_views(fragment.to_table(columns=list(columns)))
+                table = _lake_types(name, fragment.to_table(columns=list(columns)))
                 yield from table.filter(found).to_batches()
 
     def write(self, name: str, table: pa.Table | pa.RecordBatchReader, *, mode: WriteMode = "append",
@@ -296,11 +290,20 @@ def _deduplicate(table: pa.Table, keys: list[str], newest_by: str | None) -> pa.
     return work.take(pa.array(keep)).drop_columns(["__order"])
 
 
-def _without_string_views(table: pa.Table) -> pa.Table:
-    """``table`` with ``string_view`` columns cast to ``string`` (pyarrow cannot filter string views)."""
-    schema = pa.schema([pa.field(f.name, pa.string(), f.nullable, f.metadata) if f.type == pa.string_view() else f
-                        for f in table.schema], metadata=table.schema.metadata)
-    return table if schema.equals(table.schema) else table.cast(schema)
+def _lake_types(name: str, table: pa.Table) -> pa.Table:
+    """``table`` as read from the files, cast to the registered schema of ``name`` (field types and the
+    schema's metadata); unregistered columns keep their type, except ``string_view`` (written by Delta merges,
+    and which pyarrow cannot filter) which becomes ``string``."""
+    registered = SCHEMAS.get(name)
+
+    def field(f: pa.Field) -> pa.Field:
+        if registered is not None and registered.get_field_index(f.name) >= 0:
+            return registered.field(f.name)
+        return pa.field(f.name, pa.string(), f.nullable, f.metadata) if f.type == pa.string_view() else f
+
+    schema = pa.schema([field(f) for f in table.schema],
+                       metadata=registered.metadata if registered is not None else table.schema.metadata)
+    return table if schema.equals(table.schema, check_metadata=True) else table.cast(schema)
 
 
 def _write_streamed(target: str, reader: pa.RecordBatchReader, mode: WriteMode) -> None:
