@@ -14,7 +14,14 @@ Two reference rows say how much of the oracle the data can give at all (they are
 the image part and the treatment-benefit part; not sequenced: the genomics part and the treatment-benefit
 part) replaced by their mean over cancer patients; ``logistic, true biomarkers`` is a logistic regression on
 the generator's own biomarkers (EGFR, STK11, KEAP1, KRAS G12C, TP53, log TMB, sequenced) crossed with the
-treatment, fitted on the training patients: the correctly specified model at this sample size.
+treatment, fitted on the training patients: the correctly specified model at this sample size;
+``oracle, no aggressiveness`` is the true log-hazard without the 0.9 x aggressiveness term, the latent that
+shows only as nodule margins and texture in the CT: what a model that reads everything but that can reach.
+
+``where the fusion risk comes from`` regresses the model's test log-risk (cancer patients with a CT) on the
+generator's parts (EHR, genomics, treatment benefit, log nodule size, aggressiveness): the weights it learned
+relative to the truth's (1, 1, 1, 0.6, 0.9, up to a common scale) and the share of its variance (R^2) the
+true parts explain; the rest is estimation noise.
 
 Targets: test C-index of fusion within 0.04 of the oracle and >= 0.03 above the best single modality;
 response AUROC within 0.05 of the oracle's. Re-running with the same ``--out`` reuses the lake and the runs.
@@ -126,9 +133,13 @@ def data_limited_scores(run_dir: Path, lake: Path, truth: pd.DataFrame, n_boot: 
                   + at_mean("log_hazard_treatment", imaged & sequenced))
     test = cohort.indices("test")
     rows = test[np.isfinite(t.time[test])]
-    out = {"c_index_harrell": bootstrap(
-        lambda time, event, risk: {"c": safe(metrics.harrell_c_index, time, event, risk)},
-        (t.time[rows], t.event[rows].astype(bool), log_hazard[rows]), n_boot=n_boot, seed=seed)["c"]}
+    no_aggressiveness = truth["log_hazard"].to_numpy(float) - 0.9 * cancer * truth["aggressiveness"].to_numpy(float)
+
+    def c_index(risk: np.ndarray) -> dict:
+        return bootstrap(lambda time, event, r: {"c": safe(metrics.harrell_c_index, time, event, r)},
+                         (t.time[rows], t.event[rows].astype(bool), risk[rows]), n_boot=n_boot, seed=seed)["c"]
+
+    out = {"c_index_harrell": c_index(log_hazard), "c_index_no_aggressiveness": c_index(no_aggressiveness)}
 
     markers = np.column_stack([truth[c].to_numpy(float) for c in ("egfr", "stk11", "keap1", "kras_g12c", "tp53")]
                               + [np.log(truth["tmb"].to_numpy(float))])
@@ -143,6 +154,26 @@ def data_limited_scores(run_dir: Path, lake: Path, truth: pd.DataFrame, n_boot: 
     out["response_auroc"] = bootstrap(lambda y, p: {"a": safe(metrics.auroc, y, p)},
                                       (t.response[test_rows].astype(int), prob), n_boot=n_boot, seed=seed)["a"]
     return out
+
+
+def risk_decomposition(run_dir: Path, lake: Path, truth: pd.DataFrame) -> dict:
+    """Least-squares weights of the model's test log-risk on the generator's parts (cancer patients with a
+    CT), and the R^2 of that fit."""
+    from fusion.predict import model_outputs
+
+    run = load_run(run_dir)
+    cohort = run_cohort(run, load_frames(lake))
+    test = cohort.indices("test")
+    truth = truth.set_index("patient_id").reindex(cohort.patient_keys[test])
+    keep = ((truth["diagnosis"] != "benign") & truth["has_image"]).to_numpy(bool)
+    risk = model_outputs(run, cohort, test).log_risk[keep]
+    parts = {"ehr": truth["log_hazard_ehr"], "genomics": truth["log_hazard_genomics"],
+             "treatment": truth["log_hazard_treatment"], "log_size": np.log(truth["nodule_size_mm"] / 30.0),
+             "aggressiveness": truth["aggressiveness"]}
+    design = np.column_stack([np.asarray(v, float)[keep] for v in parts.values()] + [np.ones(keep.sum())])
+    weights, *_ = np.linalg.lstsq(design, risk, rcond=None)
+    r2 = 1.0 - np.var(risk - design @ weights) / np.var(risk)
+    return {"n": int(keep.sum()), "weights": dict(zip(parts, weights[:-1].tolist(), strict=True)), "r2": r2}
 
 
 def fmt(item: dict | None) -> str:
@@ -183,6 +214,7 @@ def main() -> None:
     truth = pd.read_parquet(args.out / "cohort" / "truth.parquet")
     oracle = oracle_scores(run_dir, lake, truth, args.n_boot, result["split_seed"])
     limited = data_limited_scores(run_dir, lake, truth, args.n_boot, result["split_seed"])
+    decomposition = risk_decomposition(run_dir, lake, truth)
 
     survival, response, diagnosis = (result["tasks"][k] for k in ("survival", "response", "diagnosis"))
     print(f"\ntest patients: {result['n_test']} (survival n={survival['n']}, events {survival['n_events']}; "
@@ -204,9 +236,15 @@ def main() -> None:
                  item(diagnosis["baselines"].get("logistic"), "auroc")))
     rows.append(("oracle (truth)", oracle["c_index_harrell"], oracle["response_auroc"], None))
     rows.append(("oracle, missing at mean", limited["c_index_harrell"], None, None))
+    rows.append(("oracle, no aggressiveness", limited["c_index_no_aggressiveness"], None, None))
     rows.append(("logistic, true biomarkers", None, limited["response_auroc"], None))
     for name, c, r, d in rows:
         print(f"{name:<26}{fmt(c):>22}{fmt(r):>26}{fmt(d):>26}")
+    scale = decomposition["weights"]["ehr"]
+    print(f"\nwhere the fusion risk comes from ({decomposition['n']} cancer patients with a CT): weights "
+          "relative to the EHR part's (truth: ehr 1, genomics 1, treatment 1, log_size 0.6, aggressiveness 0.9)")
+    print("  " + ", ".join(f"{k} {v / scale:.2f}" for k, v in decomposition["weights"].items())
+          + f"; R^2 of the true parts {decomposition['r2']:.2f}")
     fusion_c = survival["model"]["c_index_harrell"]["value"]
     singles = {k: v["c_index_harrell"]["value"] for k, v in survival["ablations"].items()
                if k.startswith("only_")}
