@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -122,7 +122,7 @@ class Lake:
                 yield from table.filter(found).to_batches()
 
     def write(self, name: str, table: pa.Table | pa.RecordBatchReader, *, mode: WriteMode = "append",
-              keys: list[str] | None = None, newest_by: str | None = None,
+              keys: list[str] | None = None, newest_by: str | Sequence[str] | None = None,
               replace_where: str | None = None) -> int:
         """Validate ``table`` against the schema of ``name`` and commit it atomically.
 
@@ -132,8 +132,11 @@ class Lake:
                 commit and leaves the previous version intact).
             mode: ``append``, ``overwrite`` (replace all rows) or ``merge`` (upsert on ``keys``).
             keys: merge keys; default the keys declared in the schema.
-            newest_by: for ``merge``, a column (e.g. ``last_updated``): of several rows with the same key the
-                largest value wins, and an existing row is replaced only by a row at least as new.
+            newest_by: for ``merge``, the columns that say which of two rows with the same key is newer
+                (e.g. ``["last_updated", "version_id"]``), among the rows written and against the stored row:
+                the first column where both rows have a value and the values differ decides (string columns
+                decide only when both values are integers, as FHIR versionIds usually are); when none
+                decides, the row written later wins.
             replace_where: for ``overwrite``, a SQL predicate: only the rows matching it are replaced, in the
                 same commit as the new rows are added (e.g. one feature modality).
 
@@ -155,25 +158,24 @@ class Lake:
             keys = keys or keys_for(name)
             if not keys:
                 raise LakeError(f"table {name!r} declares no merge keys; pass keys=[...]")
-            table = _deduplicate(table, keys, newest_by)
+            order = _columns(newest_by)
+            table = _deduplicate(table, keys, order)
             n_rows = table.num_rows
-            if n_rows == 0:
-                return 0
+            if order:
+                table = self._newer_than_stored(name, table, keys, order)
+            if table.num_rows == 0:
+                return n_rows
             predicate = " AND ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
-            update_if = None
-            if newest_by:
-                col = _quote(newest_by)
-                update_if = f"s.{col} >= t.{col} OR t.{col} IS NULL"
             (self._delta(name)
              .merge(table, predicate=predicate, source_alias="s", target_alias="t")
-             .when_matched_update_all(predicate=update_if)
+             .when_matched_update_all()
              .when_not_matched_insert_all()
              .execute())
             return n_rows
         if mode == "merge":
             if isinstance(table, pa.RecordBatchReader):
                 table = table.read_all()
-            table = _deduplicate(table, keys or keys_for(name), newest_by)
+            table = _deduplicate(table, keys or keys_for(name), _columns(newest_by))
             n_rows = table.num_rows
             mode = "append"
         if mode not in ("append", "overwrite"):
@@ -186,6 +188,25 @@ class Lake:
                 table = pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
             _write_streamed(target, table, mode)
         return counter[0] if n_rows is None else n_rows
+
+    def _newer_than_stored(self, name: str, table: pa.Table, keys: list[str], order: list[str]) -> pa.Table:
+        """The rows of ``table`` (unique keys) that are new or newer than the stored row with their key; reads
+        only the key and ordering columns, one batch at a time."""
+        wanted = _joined_key(table, keys)
+        stored: dict[str, tuple] = {}
+        for batch in self.dataset(name).to_batches(columns=[*keys, *order], batch_readahead=1,
+                                                   fragment_readahead=1):
+            found = batch.filter(pc.is_in(_joined_key(batch, keys), value_set=wanted))
+            if found.num_rows:
+                found_keys = _joined_key(found, keys).to_pylist()
+                values = zip(*(found.column(c).to_pylist() for c in order), strict=True)
+                stored.update(zip(found_keys, values, strict=True))
+        if not stored:
+            return table
+        incoming = zip(*(table.column(c).to_pylist() for c in order), strict=True)
+        keep = [key not in stored or _is_newer(values, stored[key])
+                for key, values in zip(wanted.to_pylist(), incoming, strict=True)]
+        return table.filter(pa.array(keep, pa.bool_()))
 
     # -- bookkeeping -------------------------------------------------------------------------------------
     def add_rejects(self, rows: Iterable[Mapping[str, object]], *, modality: str | None = None) -> int:
@@ -266,28 +287,45 @@ def _validated_stream(name: str, reader: pa.RecordBatchReader, counter: list[int
     return pa.RecordBatchReader.from_batches(conform(name, schema.empty_table()).schema, batches())
 
 
-def _deduplicate(table: pa.Table, keys: list[str], newest_by: str | None) -> pa.Table:
-    """Keep one row per key: the newest by ``newest_by`` (nulls oldest), else the last one written."""
+def _columns(names: str | Sequence[str] | None) -> list[str]:
+    return [names] if isinstance(names, str) else list(names or [])
+
+
+def _is_newer(incoming: Sequence[object], stored: Sequence[object]) -> bool:
+    """Whether a row with ordering values ``incoming`` replaces one with ``stored`` (rule: :meth:`Lake.write`)."""
+    for new, old in zip(incoming, stored, strict=True):
+        if isinstance(new, str) or isinstance(old, str):
+            new, old = _integer(new), _integer(old)
+        if new is not None and old is not None and new != old:
+            return new > old
+    return True
+
+
+def _integer(value: object) -> int | None:
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else None
+
+
+def _deduplicate(table: pa.Table, keys: list[str], order: list[str]) -> pa.Table:
+    """One row per key, in first-seen order: the newest by ``order`` (see :func:`_is_newer`)."""
     if table.num_rows < 2:
         return table
-    order = pa.array(range(table.num_rows), pa.int64())
-    work = table.append_column("__order", order)
-    sort_keys = [(k, "ascending") for k in keys]
-    if newest_by:
-        sort_keys.append((newest_by, "descending"))
-    sort_keys.append(("__order", "descending"))
-    idx = pc.sort_indices(work, sort_keys=sort_keys)
-    work = work.take(idx)
-    key_cols = [work.column(k).combine_chunks() for k in keys]
-    keep = [0]
-    prev = tuple(c[0].as_py() for c in key_cols)
-    rows = zip(*(c.to_pylist() for c in key_cols))
-    next(rows)
-    for i, current in enumerate(rows, start=1):
-        if current != prev:
-            keep.append(i)
-            prev = current
-    return work.take(pa.array(keep)).drop_columns(["__order"])
+    key_rows = list(zip(*(table.column(k).to_pylist() for k in keys), strict=True))
+    order_rows = list(zip(*(table.column(c).to_pylist() for c in order), strict=True)) if order else None
+    winner: dict[tuple, int] = {}
+    for i, key in enumerate(key_rows):
+        j = winner.get(key)
+        if j is None or order_rows is None or _is_newer(order_rows[i], order_rows[j]):
+            winner[key] = i
+    if len(winner) == table.num_rows:
+        return table
+    return table.take(pa.array(sorted(winner.values()), pa.int64()))
+
+
+def _joined_key(table: pa.Table | pa.RecordBatch, keys: list[str]) -> pa.Array:
+    """One string per row from the key columns (unit separator between them)."""
+    parts = [table.column(k).cast(pa.string()) for k in keys]
+    joined = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, "\x1f")
+    return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
 
 
 def _lake_types(name: str, table: pa.Table) -> pa.Table:

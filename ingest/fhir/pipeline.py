@@ -51,6 +51,9 @@ DEFAULT_VIEWS = Path(__file__).resolve().parents[2] / "configs" / "views"
 COMMIT_ROWS = 20_000  # fhir_resources rows per Delta commit (and Parquet row group: bounds reads)
 COMMIT_BYTES = 64 << 20  # ... or this much JSON, whichever comes first
 VALIDATION_MESSAGE_LIMIT = 500
+# Which of two versions of a resource is newer: meta.lastUpdated, else an integer meta.versionId, else the one
+# ingested later (see Lake.write).
+NEWEST_BY = ("last_updated", "version_id")
 _PATIENT_ELEMENTS = ("subject", "patient", "beneficiary", "individual")
 _ITERATOR_KEYS = ("forEach", "forEachOrNull", "repeat", "unionAll")
 
@@ -358,7 +361,7 @@ def _hash_keys(keys: pa.Array) -> np.ndarray:
 
 
 def _commit_resources(lake: Lake, tables: list[pa.Table], index: _KeyIndex) -> None:
-    """Upsert rows into ``fhir_resources``, newest lastUpdated winning.
+    """Upsert rows into ``fhir_resources``, the newest version winning (:data:`NEWEST_BY`).
 
     A Delta merge scans and joins the whole target table, so only rows whose key may already be in the lake
     (``index``) are merged; rows with new keys (all of them on a first ingest) are appended, when they are
@@ -372,9 +375,9 @@ def _commit_resources(lake: Lake, tables: list[pa.Table], index: _KeyIndex) -> N
     new, old = table.filter(pc.invert(known)), table.filter(known)
     if new.num_rows:
         unique = pc.count_distinct(_keys(new)).as_py() == new.num_rows
-        lake.write("fhir_resources", new, mode="append" if unique else "merge", newest_by="last_updated")
+        lake.write("fhir_resources", new, mode="append" if unique else "merge", newest_by=NEWEST_BY)
     if old.num_rows:
-        lake.write("fhir_resources", old, mode="merge", newest_by="last_updated")
+        lake.write("fhir_resources", old, mode="merge", newest_by=NEWEST_BY)
     index.add(keys)
 
 

@@ -98,6 +98,14 @@ def test_reingest_is_idempotent_and_newest_wins(bulk_lake, tmp_path):
     assert [r["gender"] for r in row] == ["other"]
     assert lake.sql("select count(*) n from fhir_resources").to_pylist()[0]["n"] == before
 
+    # without meta.lastUpdated an integer meta.versionId decides, also within one file
+    v5 = dict(patient, gender="female", meta={"versionId": "5"})
+    v4 = dict(patient, gender="male", meta={"versionId": "4"})
+    (tmp_path / "versions.ndjson").write_bytes(orjson.dumps(v5) + b"\n" + orjson.dumps(v4) + b"\n")
+    ingest_fhir(lake, [tmp_path / "versions.ndjson"])
+    row = [r for r in _rows(lake, "view_patient") if r["id"] == patient["id"]]
+    assert [r["gender"] for r in row] == ["female"]
+
 
 def test_transaction_bundles_resolve_urn_uuid_references(tmp_path):
     lake = Lake(tmp_path / "lake")
