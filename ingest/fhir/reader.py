@@ -29,6 +29,7 @@ Checks (:func:`check_resource`), cheap enough for every resource; ``--validate``
 
 from __future__ import annotations
 
+import functools
 import gzip
 import re
 import zlib
@@ -131,6 +132,9 @@ _MAJOR_VERSION = {"0": "DSTU1", "1": "DSTU2", "3": "STU3", "5": "R5", "6": "R6"}
 _NAMED_VERSION = {"R5": "R5", "R6": "R6", "STU3": "STU3", "DSTU2": "DSTU2", "5.0": "R5", "3.0": "STU3",
                   "1.0": "DSTU2"}
 
+BOM = b"\xef\xbb\xbf"  # UTF-8 byte order mark
+_INSTANT = re.compile(r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)"
+                      r"(\.\d{1,9})?(Z|[+-]((0\d|1[0-3]):[0-5]\d|14:00))")
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _KIND_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "true/false"}
 
@@ -214,7 +218,8 @@ def discover(paths: Iterable[str | Path], *, chunk_bytes: int = 64 << 20) -> Dis
     can share one big file; gzip files and JSON files are read whole.
 
     Raises:
-        FhirInputError: a path does not exist, or a manifest names an output file that is not next to it.
+        FhirInputError: a path does not exist, no FHIR file is found, or a manifest names an output file that
+            is not next to it.
     """
     found = Discovery()
     for raw in paths:
@@ -227,6 +232,10 @@ def discover(paths: Iterable[str | Path], *, chunk_bytes: int = 64 << 20) -> Dis
             _add_file(found, path, explicit=True, chunk_bytes=chunk_bytes)
         else:
             raise FhirInputError(f"{path}: no such file or folder; pass NDJSON/JSON files or Bulk export folders")
+    if not found.tasks and not found.skipped:  # (an empty Bulk export still has its manifest)
+        names = ", ".join(str(p) for p in paths)
+        raise FhirInputError(f"{names}: no FHIR files found (expected .ndjson, .ndjson.gz, .json or .json.gz "
+                             "files, or a Bulk export folder with them)")
     return found
 
 
@@ -333,14 +342,18 @@ class Reader:
                 for line in stream:
                     line_no += 1
                     pos += len(line)
+                    if line_no == 1 and line.startswith(BOM):
+                        line = line[len(BOM):]  # written by some Windows tools; not part of the JSON
                     self.done_bytes = (raw.tell() if gz else pos) - task.start
                     if line.strip():
                         yield from _from_line(line, f"line {line_no}")
                     if task.end is not None and pos >= task.end:
                         break
             except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
-                yield Item("", INVALID, reason=f"truncated or corrupt gzip file: stopped after line {line_no}"
-                                               f" ({type(exc).__name__}); the lines before it were read")
+                yield Item(f"line {line_no + 1}", INVALID,
+                           reason=f"truncated or corrupt gzip file ({type(exc).__name__}): line {line_no + 1} "
+                                  f"onwards could not be read, the {line_no} lines before it were; "
+                                  "re-download or re-compress the file")
 
     def _json(self) -> Iterator[Item]:
         path = self.task.path
@@ -350,6 +363,7 @@ class Reader:
             yield Item("", INVALID, reason=f"truncated or corrupt gzip file ({type(exc).__name__})")
             return
         self.done_bytes = self.task.size
+        data = data[len(BOM):] if data.startswith(BOM) else data
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
@@ -446,6 +460,9 @@ def _resolve(node: object, urls: dict[str, str]) -> int:
 # -- checks ------------------------------------------------------------------------------------------------
 def check_resource(obj: object) -> str | None:
     """Why ``obj`` is not an acceptable FHIR R4 resource, or None when it is. Messages carry no data values."""
+    if isinstance(obj, list):
+        return ("not a FHIR resource: the JSON is an array; FHIR files hold one resource or a Bundle, so write "
+                "the array as NDJSON (one resource per line) or wrap it in a collection Bundle")
     if not isinstance(obj, dict):
         return f"not a FHIR resource: the JSON is {_kind(obj)}, not an object with resourceType"
     rtype = obj.get("resourceType")
@@ -477,6 +494,10 @@ def check_resource(obj: object) -> str | None:
             value = meta.get(element)
             if value is not None and not isinstance(value, kind):
                 return f"{rtype}.meta.{element} must be {_KIND_NAMES[kind]}, found {_kind(value)}"
+        updated = meta.get("lastUpdated")
+        if updated is not None and not _INSTANT.fullmatch(updated):
+            return (f"{rtype}.meta.lastUpdated is not a FHIR instant (YYYY-MM-DDThh:mm:ss[.sss] with Z or +hh:mm); "
+                    "it decides which version of the resource is newest")
     for element, kind in ELEMENT_KINDS.get(rtype, {}).items():
         value = obj.get(element)
         if value is not None and not isinstance(value, kind):
@@ -497,10 +518,33 @@ def detect_version(resource: dict) -> tuple[str, str] | None:
     for value in fhir_version if isinstance(fhir_version, list) else [fhir_version]:
         if isinstance(value, str) and value[:1] in _MAJOR_VERSION:
             return _MAJOR_VERSION[value[:1]], f"fhirVersion {value[:16]}"
-    for test, version, what in _MARKERS_BY_TYPE.get(resource.get("resourceType"), ()):
+    rtype = resource.get("resourceType")
+    for test, version, what in _MARKERS_BY_TYPE.get(rtype, ()):
         if test(resource):
             return version, what
+    r5_only = _r5_only_elements(rtype) if isinstance(rtype, str) else frozenset()
+    for element in resource:
+        if element in r5_only:
+            return "R5", f"{rtype}.{element.lstrip('_')} is an R5 element, not R4"
     return None
+
+
+@functools.cache
+def _r5_only_elements(rtype: str) -> frozenset[str]:
+    """Top-level elements (and their ``_element`` extension twins) of ``rtype`` in the ``fhir.resources`` R5
+    model but not in its R4B one (R4B keeps R4's clinical resources); empty where either model is missing."""
+    from fhir.resources import get_fhir_model_class as r5_model
+    from fhir.resources.R4B import get_fhir_model_class as r4b_model
+
+    try:
+        r4b, r5 = r4b_model(rtype), r5_model(rtype)
+    except (KeyError, ValueError, ImportError, AttributeError):
+        return frozenset()
+
+    def elements(model) -> set[str]:
+        return {f.alias or name for name, f in model.model_fields.items()}
+
+    return frozenset(elements(r5) - elements(r4b))
 
 
 def _profile_version(profile: str) -> str | None:

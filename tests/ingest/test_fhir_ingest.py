@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from apps.cli import app
 from ingest.fhir.pipeline import ingest_fhir, patient_key, reflatten_views
-from ingest.fhir.reader import INVALID, Reader, _split_ndjson, check_resource, discover
+from ingest.fhir.reader import INVALID, FhirInputError, Reader, _split_ndjson, check_resource, discover
 from ingest.lake import Lake
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "fhir"
@@ -75,6 +75,13 @@ def test_bulk_views_have_cancer_and_chemotherapy(bulk_lake):
     assert "paclitaxel" in names and "cisplatin" in names
     patients = {r["id"] for r in _rows(lake, "view_patient")}
     assert {r["patient_key"] for r in meds} <= patients
+    mrns = [r for r in _rows(lake, "view_patient_identifier") if r["type_code"] == "MR"]
+    assert len(mrns) == len(patients) and all(r["identifier_system"] and r["identifier_value"] for r in mrns)
+    people = _rows(lake, "view_patient")
+    assert all(r["race_system"] == "urn:oid:2.16.840.1.113883.6.238" and r["race_display"] for r in people)
+    assert all(r["mrn_system"] for r in people)
+    conditions = _rows(lake, "view_condition")
+    assert all(r["clinical_status_system"].endswith("condition-clinical") for r in conditions if r["clinical_status"])
     assert lake.read("view_medication_request").schema.field("authored_on").type == pa.timestamp("us", tz="UTC")
 
 
@@ -127,6 +134,10 @@ def test_pathling_labs_flatten_with_value_and_unit(tmp_path):
     assert len(labs) > 500
     with_values = [r for r in labs if r["value_quantity"] is not None and r["unit"]]
     assert len(with_values) > 0.8 * len(labs)
+    # blood pressure keeps its values in components: systolic and diastolic rows with UCUM units
+    bp = [r for r in _rows(lake, "view_observation_component") if r["code_code"] == "55284-4"]
+    assert {r["component_code"] for r in bp} == {"8480-6", "8462-4"}
+    assert all(r["value_quantity"] > 0 and r["unit_system"] == "http://unitsofmeasure.org" for r in bp)
 
 
 def test_mcode_fixtures_give_staging_and_disease_status(tmp_path):
@@ -208,6 +219,8 @@ def test_broken_inputs_land_good_records_and_reject_bad_ones(tmp_path):
     rejects = _rejects(lake)
     reasons = {r["reason"].split(":")[0] for r in rejects}
     assert any("truncated or corrupt gzip" in r for r in reasons)
+    gz = [r for r in rejects if r["reason"].startswith("truncated")][0]
+    assert gz["location"] == f"line {report.counts['Patient'].written}"  # the first line that is not there
     bad_line = [r for r in rejects if r["reason"].startswith("not valid JSON")]
     assert [r["location"] for r in bad_line] == ["line 6"]
     assert any(r["reason"] == "Bundle entry has no resource" and r["location"] == "entry 2" for r in rejects)
@@ -220,6 +233,25 @@ def test_broken_inputs_land_good_records_and_reject_bad_ones(tmp_path):
         assert counts.read == counts.written + counts.rejected
     assert report.counts[INVALID].rejected == 3
     assert _rows(lake, "manifest")[-1]["status"] == "partial"
+
+
+def test_byte_order_marks_json_arrays_and_empty_folders(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    bom = b"\xef\xbb\xbf"
+    (folder / "Patient.ndjson").write_bytes(bom + b'{"resourceType": "Patient", "id": "p1"}\n'
+                                            b'{"resourceType": "Patient", "id": "p2"}\n')
+    (folder / "single.json").write_bytes(bom + b'{"resourceType": "Patient", "id": "p3"}')
+    (folder / "array.json").write_bytes(b'[{"resourceType": "Patient", "id": "p4"}]')
+    lake = Lake(tmp_path / "lake")
+    report = ingest_fhir(lake, [folder])
+    assert report.counts["Patient"].written == 3
+    [reject] = _rejects(lake)
+    assert reject["source"].endswith("array.json") and "write the array as NDJSON" in reject["reason"]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("nothing here")
+    with pytest.raises(FhirInputError, match="no FHIR files found"):
+        ingest_fhir(lake, [tmp_path / "empty"])
 
 
 def test_cli_exit_status_and_views_command(tmp_path):
@@ -263,6 +295,9 @@ def test_validate_rejects_an_invalid_resource(tmp_path):
     ({"resourceType": "Encounter", "id": "e", "class": [{"code": "AMB"}]}, "FHIR R5"),
     ({"resourceType": "MedicationRequest", "id": "m", "medication": {"concept": {}}}, "FHIR R5"),
     ({"resourceType": "Observation", "id": "o", "triggeredBy": []}, "FHIR R5"),
+    ({"resourceType": "Procedure", "id": "p", "occurrenceDateTime": "2020"}, "Procedure.occurrenceDateTime is an R5"),
+    ({"resourceType": "Observation", "id": "o", "bodyStructure": {}}, "Observation.bodyStructure is an R5"),
+    ({"resourceType": "Patient", "id": "p", "meta": {"lastUpdated": "yesterday"}}, "not a FHIR instant"),
     ({"resourceType": "Patient", "id": "p", "meta": {"profile": ["http://hl7.org/fhir/StructureDefinition/Patient|5.0.0"]}},
      "FHIR R5"),
     ({"resourceType": "Condition", "id": "c", "clinicalStatus": "active"}, "FHIR STU3"),
