@@ -23,7 +23,8 @@ LakeOption = Annotated[Path, typer.Option("--lake", help="The lake directory (cr
 ViewsOption = Annotated[Path, typer.Option("--views", help="Folder of SQL-on-FHIR ViewDefinition JSON files.")]
 WorkersOption = Annotated[int, typer.Option("--workers", min=1, help="Processes that parse and flatten.")]
 EXIT_HELP = ("Exit status: 0 everything ingested, 2 some records rejected (see `tumorboard lake status`;"
-             " the rest is in the lake), 1 fatal error (nothing committed by the failing step).")
+             " the rest is in the lake), 1 fatal error (the failing write committed nothing; an interrupted run is"
+             " recorded as failed in the manifest and completed by running it again).")
 
 
 def register(ingest_app: typer.Typer) -> None:

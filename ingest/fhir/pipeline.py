@@ -30,7 +30,7 @@ import shutil
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ingest.fhir.reader import RAW_LIMIT, Item, Reader, Task, discover
+from ingest.fhir.reader import RAW_LIMIT, Discovery, Item, Reader, Task, discover
 from ingest.lake import Lake
 from ingest.link import build_crosswalk
 from ingest.schema import SCHEMAS, TIMESTAMP, register, utc_timestamps
@@ -140,6 +140,22 @@ def ingest_fhir(lake: Lake, paths: list[Path], *, views_dir: Path | None = None,
     views = load_views(views_dir)  # fail before reading anything
     found = discover(paths)
     report = IngestReport(lake.run_id, sources=found.sources, skipped=found.skipped)
+    try:
+        _ingest(lake, found, report, views, views_dir, workers=workers, validate=validate, batch_size=batch_size,
+                progress=progress)
+    except BaseException as exc:  # an interrupted run keeps what it committed: say so in the manifest
+        with suppress(Exception):
+            lake.record_run("ingest fhir", report.sources, {**report.as_dict(), "error": type(exc).__name__},
+                            started_at=started, status="failed")
+        raise
+    lake.record_run("ingest fhir", report.sources, report.as_dict(), started_at=started,
+                    status="partial" if report.rejected else "ok")
+    return report
+
+
+def _ingest(lake: Lake, found: Discovery, report: IngestReport, views: list, views_dir: Path, *, workers: int,
+            validate: bool, batch_size: int, progress: Progress | None) -> None:
+    """Read, commit and flatten (the body of :func:`ingest_fhir`)."""
     with _Pool(workers) as pool, _ViewStage(lake, views) as stage:
         fresh = not lake.has("fhir_resources")  # staged rows are exact only when nothing was there before
         accepted = _read_pass(lake, pool, found.tasks, report, batch_size=batch_size, validate=validate,
@@ -150,9 +166,6 @@ def ingest_fhir(lake: Lake, paths: list[Path], *, views_dir: Path | None = None,
             report.views, report.view_rejects = _reflatten(lake, views_dir, pool, batch_size=batch_size,
                                                            progress=progress)
     build_crosswalk(lake)  # Patient ids and identifiers -> patient_key, for the non-FHIR modalities
-    lake.record_run("ingest fhir", report.sources, report.as_dict(), started_at=started,
-                    status="partial" if report.rejected else "ok")
-    return report
 
 
 def reflatten_views(lake: Lake, views_dir: Path | None = None, *, workers: int = 1, batch_size: int = 5000,

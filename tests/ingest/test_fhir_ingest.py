@@ -235,6 +235,31 @@ def test_broken_inputs_land_good_records_and_reject_bad_ones(tmp_path):
     assert _rows(lake, "manifest")[-1]["status"] == "partial"
 
 
+def test_interrupted_run_is_recorded_and_a_rerun_completes_it(tmp_path, monkeypatch):
+    _need(PATHLING)
+    clean = Lake(tmp_path / "clean")
+    ingest_fhir(clean, [PATHLING])
+    monkeypatch.setattr("ingest.fhir.pipeline.COMMIT_ROWS", 50)
+    calls = []
+
+    def interrupt(phase, done, total):
+        calls.append(phase)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    lake = Lake(tmp_path / "lake")
+    with pytest.raises(KeyboardInterrupt):
+        ingest_fhir(lake, [PATHLING], progress=interrupt)
+    run = _rows(lake, "manifest")[-1]
+    assert run["status"] == "failed" and "KeyboardInterrupt" in run["counts"]
+    assert 0 < lake.read("fhir_resources").num_rows < clean.read("fhir_resources").num_rows
+    ingest_fhir(lake, [PATHLING])
+    assert sorted(r["status"] for r in _rows(lake, "manifest")) == ["failed", "ok"]
+    for name in ("fhir_resources", "view_observation", "view_patient"):
+        key = "json" if name == "fhir_resources" else "id"
+        assert sorted(lake.read(name).column(key).to_pylist()) == sorted(clean.read(name).column(key).to_pylist())
+
+
 def test_byte_order_marks_json_arrays_and_empty_folders(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
