@@ -101,8 +101,8 @@ def _print_headline(metrics: dict) -> None:
         model = block.get("model", {}).get(metric) or {}
         baselines = {name: (values.get(metric) or {}).get("value")
                      for name, values in block.get("baselines", {}).items()}
-        rows[f"{task} {metric}"] = _fmt(model) + "  | baselines: " + ", ".join(
-            f"{name} {value:.3f}" for name, value in baselines.items() if value is not None)
+        shown = ", ".join(f"{name} {value:.3f}" for name, value in baselines.items() if value is not None)
+        rows[f"{task} {metric}"] = _fmt(model) + "  | baselines: " + (shown or "none (no tabular input)")
     print_counts(rows, title="test-set results (95% bootstrap CI)")
 
 

@@ -1,12 +1,13 @@
 """Cohort assembly: from lake frames to time-aware feature matrices, targets and splits.
 
 Time zero is each patient's *index date*: the onset of the first cancer Condition (``data.index``), or the
-labels table's ``index_date`` where given. Every EHR feature uses only records dated on or before
-``index + grace_days`` (the *cutoff*), so nothing that happens after diagnosis leaks into the inputs:
+labels table's ``index_date`` where given. Every feature uses only records dated strictly before
+``index + grace_days`` (the *cutoff*), so nothing that happens after diagnosis leaks into the inputs (with
+``grace_days: 0`` not even what is recorded at the index time itself, such as the staging of the diagnosis):
 
 - labs (``data.ehr.lab_system``, numeric values): per code among the top-K by patient coverage (or the listed
   ``lab_codes``): ``last`` value, and per window ``w`` in ``windows_days`` the ``mean`` and the least-squares
-  ``slope`` (units per year) of the values dated in ``(cutoff - w, cutoff]``, plus a ``missing`` indicator;
+  ``slope`` (units per year) of the values dated in ``(cutoff - w, cutoff)``, plus a ``missing`` indicator;
 - comorbidity indicators (top-K condition codes, the cancer codes themselves excluded) and prior-medication
   indicators (top-K medication codes);
 - age at index (years), sex (1 = male), ECOG, stage (ordinal 1-4 parsed from the stage code or display, e.g.
@@ -14,9 +15,9 @@ labels table's ``index_date`` where given. Every EHR feature uses only records d
   former=1, current=2), each the last value before the cutoff.
 
 Genomics: the configured genes' mutation status (0/1 for sequenced patients, NaN otherwise), ``log_tmb``
-(``log1p`` of the largest TMB in mut/Mb) and ``has_sequencing``, over the samples collected on or before the
+(``log1p`` of the largest TMB in mut/Mb) and ``has_sequencing``, over the samples collected before the
 cutoff (a sample whose collection date is after it is ignored; an undated sample is used and counted in the
-summary as ``genomics_samples_undated``). Images: a reference to the latest study dated on or before the cutoff
+summary as ``genomics_samples_undated``). Images: a reference to the latest study dated before the cutoff
 (loaded lazily by :mod:`fusion.data`). Extra modalities (``read_features``): numeric features pivoted,
 categoricals one-hot. That table carries no dates and is used as it is.
 
@@ -203,9 +204,14 @@ class Cohort:
     @property
     def X(self) -> np.ndarray:  # noqa: N802 (the conventional name of a feature matrix)
         """All tabular features ``(N, F)`` float32, NaN = missing (for baselines)."""
-        if not self.blocks:
+        return self.tabular()
+
+    def tabular(self, modalities: list[str] | None = None) -> np.ndarray:
+        """The tabular features of ``modalities`` (None: every block) ``(N, F)`` float32, NaN = missing."""
+        blocks = [b for name, b in self.blocks.items() if modalities is None or name in modalities]
+        if not blocks:
             return np.zeros((len(self), 0), np.float32)
-        return np.concatenate([b.values for b in self.blocks.values()], axis=1)
+        return np.concatenate([b.values for b in blocks], axis=1)
 
     def present(self) -> dict[str, np.ndarray]:
         """Per enabled modality, ``(N,)`` bool: the patient has data for it."""
@@ -362,10 +368,10 @@ def index_dates(conditions: pd.DataFrame, labels: pd.DataFrame, cfg: IndexConfig
 # -- EHR features --------------------------------------------------------------------------------------------
 def _before(frame: pd.DataFrame, time_col: str, keys: np.ndarray, index: pd.Series,
             cutoff: pd.Series) -> pd.DataFrame:
-    """Rows of patients in ``keys`` dated on or before their cutoff, with ``t`` = days from the index date."""
+    """Rows of patients in ``keys`` dated before their cutoff, with ``t`` = days from the index date."""
     out = frame[frame["patient_key"].isin(keys) & frame[time_col].notna()].copy()
     out["cutoff"] = out["patient_key"].map(cutoff)
-    out = out[out[time_col] <= out["cutoff"]]
+    out = out[out[time_col] < out["cutoff"]]
     out["t"] = (out[time_col] - out["patient_key"].map(index)) / DAY
     out["tc"] = (out[time_col] - out["cutoff"]) / DAY
     return out.sort_values(["patient_key", time_col], kind="mergesort")
@@ -529,7 +535,7 @@ def genomics_block(frames: LakeFrames, keys: np.ndarray, cutoff: pd.Series, gene
                    ) -> tuple[TabularBlock, list[str], dict[str, int]]:
     """Gene status columns ``gene:<G>``, ``log_tmb`` and ``has_sequencing``; present = has sequencing.
 
-    Only samples collected on or before the patient's ``cutoff`` (indexed by patient key) count; undated ones
+    Only samples collected before the patient's ``cutoff`` (indexed by patient key) count; undated ones
     count too. Returns the block, the genes chosen and the sample counts ``genomics_samples_after_cutoff``
     (left out) and ``genomics_samples_undated`` (used without a date).
     """
@@ -561,10 +567,10 @@ def genomics_block(frames: LakeFrames, keys: np.ndarray, cutoff: pd.Series, gene
 
 
 def _samples_by_cutoff(frame: pd.DataFrame, keys: np.ndarray, cutoff: pd.Series) -> pd.DataFrame:
-    """Rows of patients in ``keys`` whose sample was collected on or before their cutoff, or is undated."""
+    """Rows of patients in ``keys`` whose sample was collected before their cutoff, or is undated."""
     frame = frame[frame["patient_key"].isin(keys)]
     limit = frame["patient_key"].map(cutoff)
-    return frame[frame["collected"].isna() | (frame["collected"] <= limit)]
+    return frame[frame["collected"].isna() | (frame["collected"] < limit)]
 
 
 def extra_block(features: pd.DataFrame, keys: np.ndarray, modality: str,
@@ -600,12 +606,12 @@ def extra_block(features: pd.DataFrame, keys: np.ndarray, modality: str,
 
 
 def image_refs(images: pd.DataFrame, keys: np.ndarray, cutoff: pd.Series, modality: str | None) -> ImageRefs:
-    """The latest image per patient dated on or before the cutoff (undated images count as eligible)."""
+    """The latest image per patient dated before the cutoff (undated images count as eligible)."""
     imgs = images[images["patient_key"].isin(keys)].copy()
     if modality is not None:
         imgs = imgs[imgs["modality"].astype("string").str.upper() == modality.upper()]
     limit = imgs["patient_key"].map(cutoff)
-    imgs = imgs[imgs["study_date"].isna() | (imgs["study_date"] <= limit)]
+    imgs = imgs[imgs["study_date"].isna() | (imgs["study_date"] < limit)]
     imgs = imgs.sort_values(["patient_key", "study_date", "image_id"], na_position="first", kind="mergesort")
     chosen = imgs.groupby("patient_key").last().reindex(keys)
     present = chosen["tensor_file"].notna().to_numpy()

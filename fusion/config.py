@@ -47,7 +47,8 @@ class IndexConfig(_Strict):
 
     cancer_codes: list[str] = Field(default_factory=lambda: [c for c, _ in codes.DIAGNOSIS_SNOMED.values()])
     cancer_display_regex: str | None = r"carcinoma|cancer|neoplasm|tumou?r|nodule"
-    grace_days: float = Field(0.0, ge=0.0, description="EHR records up to index + grace_days are features")
+    grace_days: float = Field(0.0, ge=0.0, description="records dated before index + grace_days are features "
+                                                        "(0: strictly before the index date)")
 
 
 class EhrConfig(_Strict):
@@ -169,8 +170,14 @@ class TaskConfig(_Strict):
     weight: float = Field(1.0, ge=0.0)
 
 
+class DiagnosisTaskConfig(TaskConfig):
+    modalities: list[str] | None = Field(
+        None, description="modalities the diagnosis head reads (None: all); leave out what is recorded at or "
+                          "after the diagnosis (staging in the EHR block, the biopsy's genomics)")
+
+
 class TasksConfig(_Strict):
-    diagnosis: TaskConfig = Field(default_factory=TaskConfig)
+    diagnosis: DiagnosisTaskConfig = Field(default_factory=DiagnosisTaskConfig)
     survival: TaskConfig = Field(default_factory=TaskConfig)
     response: TaskConfig = Field(default_factory=TaskConfig)
     head_hidden_dim: int | None = None
@@ -218,6 +225,15 @@ class RunConfig(_Strict):
             raise ValueError("no modality is enabled; enable at least one under `modalities`")
         if not any(t.enabled for t in (self.tasks.diagnosis, self.tasks.survival, self.tasks.response)):
             raise ValueError("no task is enabled; enable at least one under `tasks`")
+        diagnosis = self.tasks.diagnosis
+        if diagnosis.enabled and diagnosis.modalities is not None:
+            unknown = sorted(set(diagnosis.modalities) - set(self.modalities))
+            if unknown:
+                raise ValueError(f"tasks.diagnosis.modalities names unknown modalities {unknown}; "
+                                 f"known: {sorted(self.modalities)}")
+            if not set(diagnosis.modalities) & set(self.enabled_modalities()):
+                raise ValueError(f"tasks.diagnosis.modalities {diagnosis.modalities}: none of them is enabled; "
+                                 "enable one or disable tasks.diagnosis")
         return self
 
     def enabled_modalities(self) -> list[str]:

@@ -22,12 +22,16 @@ Metrics: survival ``c_index_harrell``, ``c_index_uno``, ``td_auc_<h>d``, ``integ
 deciles, lower is better) at the configured horizons that lie inside the test follow-up; classification
 ``auroc``, ``auprc`` (macro one-vs-rest over the classes present for diagnosis), ``accuracy``,
 ``balanced_accuracy``, ``ece``. Response is scored on patients with a known treatment and response, with the
-probability under their own treatment.
+probability under their own treatment. Baselines see the tabular features the model's head sees: the diagnosis
+logistic regression only those of ``tasks.diagnosis.modalities`` (none when that is the image alone: no
+baseline).
 
 Ablations: ``without_<m>`` is the same model with modality ``m`` removed at test time; ``only_<m>`` is the
 run's config restricted to ``m``, retrained on the same split (saved under ``RUN/ablations/only_<m>`` and
-reused on the next evaluation). A patient left with no modality gets the model's average training
-prediction (what it predicts knowing nothing), so every ablation is scored on the same patients.
+reused on the next evaluation; a task whose head that model lacks, e.g. diagnosis for a modality the
+diagnosis head does not read, has no ``only_<m>`` entry). A patient left with no modality gets the model's
+average training prediction (what it predicts knowing nothing), so every ablation is scored on the same
+patients.
 """
 
 from __future__ import annotations
@@ -240,9 +244,11 @@ class _Eval:
             result["baselines"][name] = bootstrap(fn, arrays_for("baselines", name), n_boot=self.n_boot,
                                                   seed=self.seed)
         for name in self.outputs["ablations"]:
+            arrays = arrays_for("ablations", name)
+            if any(a is None for a in arrays):
+                continue  # that model has no head for the task (e.g. a modality the diagnosis head does not read)
             self.say({"stage": "score", "what": name})
-            result["ablations"][name] = bootstrap(fn, arrays_for("ablations", name), n_boot=self.n_boot,
-                                                  seed=self.seed)
+            result["ablations"][name] = bootstrap(fn, arrays, n_boot=self.n_boot, seed=self.seed)
         return result
 
     def _subgroups(self, task: str, fn, arrays: tuple) -> dict:
@@ -265,7 +271,8 @@ class _Eval:
         n_classes = len(t.diagnosis_classes)
         preds = self._candidates("diagnosis", "diagnosis_prob")
         preds["baselines"] = {}
-        X = self.cohort.X  # noqa: N806
+        read = self.run.config.tasks.diagnosis.modalities  # the baseline sees what the diagnosis head sees
+        X = self.cohort.tabular(read)  # noqa: N806
         train = self.train[t.diagnosis[self.train] >= 0]
         if X.shape[1] and np.unique(t.diagnosis[train]).size >= 2:
             self.say({"stage": "baseline", "what": "diagnosis logistic"})
@@ -437,7 +444,11 @@ def single_modality_run(run: LoadedRun, frames, modality: str, *, lake_path: str
     if (out / "model.safetensors").is_file():
         return load_run(out)
     others = [m for m in run.config.enabled_modalities() if m != modality]
-    config = apply_overrides(run.config, [f"modalities.{m}.enabled=false" for m in others])
+    overrides = [f"modalities.{m}.enabled=false" for m in others]
+    read = run.config.tasks.diagnosis.modalities
+    if read is not None and modality not in read:
+        overrides.append("tasks.diagnosis.enabled=false")  # the diagnosis head does not read this modality
+    config = apply_overrides(run.config, overrides)
     selection = FeatureSelection.from_dict(run.meta["feature_selection"])
     cohort = assemble_cohort(frames, config, selection=selection, assign=False)
     splits = run.meta["splits"]

@@ -32,6 +32,7 @@ from fusion.models import BreslowEstimator, FusionModel
 
 Z_95 = 1.959964
 MAP_MAX_SIDE = 16
+CAM_MIN_SIDE = 7  # Grad-CAM maps coarser than this cannot localise
 
 
 def _encode(model: FusionModel, batch: dict) -> tuple[dict[str, Tensor], dict[str, Tensor],
@@ -61,11 +62,13 @@ def _fused(model: FusionModel, emb: dict[str, Tensor],
     return model.fusion(emb, present)
 
 
-def _target(model: FusionModel, z: Tensor, diagnosis_class: int | None) -> Tensor:
-    """``(B,)`` explanation target: log-risk, else the logit of ``diagnosis_class``."""
+def _target(model: FusionModel, emb: dict[str, Tensor], present: dict[str, Tensor],
+            diagnosis_class: int | None) -> Tensor:
+    """``(B,)`` explanation target: log-risk, else the logit of ``diagnosis_class`` (from the modalities the
+    diagnosis head reads)."""
     if model.survival is not None:
-        return model.survival(z)
-    return model.diagnosis(z)[:, diagnosis_class]
+        return model.survival(_fused(model, emb, present)[0])
+    return model.diagnosis(model.diagnosis_fused(emb, present))[:, diagnosis_class]
 
 
 def target_name(model: FusionModel, diagnosis_class: int | None = None,
@@ -96,7 +99,7 @@ def encode(model: FusionModel, batch: dict) -> Encoded:
     emb, present, attention = _encode(model, batch)
     cls = None
     if model.diagnosis is not None:
-        cls = int(model.diagnosis(_fused(model, emb, present)[0]).argmax(1)[0])
+        cls = int(model.diagnosis(model.diagnosis_fused(emb, present)).argmax(1)[0])
     return Encoded(emb, present, attention, cls)
 
 
@@ -114,7 +117,9 @@ def modality_contributions(model: FusionModel, batch: dict,
     emb, present, cls = encoded.emb, encoded.present, encoded.cls
     z, weights = _fused(model, emb, present)
     base_risk = model.survival(z)[0] if model.survival is not None else None
-    base_prob = torch.softmax(model.diagnosis(z), 1)[0, cls] if model.diagnosis is not None else None
+    base_prob = None
+    if model.diagnosis is not None:
+        base_prob = torch.softmax(model.diagnosis(model.diagnosis_fused(emb, present)), 1)[0, cls]
     n_present = sum(int(p[0]) for p in present.values())
     out = {}
     for name in model.encoders:
@@ -127,7 +132,8 @@ def modality_contributions(model: FusionModel, batch: dict,
             if base_risk is not None:
                 item["delta_log_risk"] = float(base_risk - model.survival(z_wo)[0])
             if base_prob is not None:
-                item["delta_diagnosis"] = float(base_prob - torch.softmax(model.diagnosis(z_wo), 1)[0, cls])
+                z_dx = model.diagnosis_fused(emb, without)
+                item["delta_diagnosis"] = float(base_prob - torch.softmax(model.diagnosis(z_dx), 1)[0, cls])
         out[name] = item
     return out
 
@@ -157,8 +163,7 @@ def top_features(model: FusionModel, batch: dict, names: dict[str, list[str]], r
         b = xs[0].shape[0]
         embs = {**_expand(fixed, b), **{m: model.encoders[m](x, masks[m].expand(b, -1))
                                       for m, x in zip(tabular, xs, strict=True)}}
-        z, _ = _fused(model, embs, _expand(present, b))
-        return _target(model, z, cls)
+        return _target(model, embs, _expand(present, b), cls)
 
     inputs = tuple(batch["modalities"][m].clone().requires_grad_(True) for m in tabular)
     attributions = IntegratedGradients(forward).attribute(
@@ -174,11 +179,24 @@ def top_features(model: FusionModel, batch: dict, names: dict[str, list[str]], r
     return rows[:k]
 
 
-def _cam_layer(backbone: nn.Module) -> tuple[str, nn.Module]:
-    """The last feature stage of a timm backbone (``feature_info``), else its last Conv2d."""
+def _cam_layer(backbone: nn.Module, sample: Tensor) -> tuple[str, nn.Module]:
+    """The Grad-CAM layer of a timm backbone: the deepest feature stage (``feature_info``) whose output on
+    ``sample (1, C, H, W)`` is still at least :data:`CAM_MIN_SIDE` pixels wide (a 64 px CT slice through a
+    ResNet ends at 2 x 2, too coarse to point at a nodule), else the shallowest; without ``feature_info``, the
+    last Conv2d."""
     info = getattr(backbone, "feature_info", None)
     if info:
-        name = info[-1]["module"] if isinstance(info, list) else info.module_name()[-1]
+        names = [i["module"] for i in info] if isinstance(info, list) else list(info.module_name())
+        sides: dict[str, int] = {}
+        hooks = [backbone.get_submodule(n).register_forward_hook(
+            lambda _m, _i, out, n=n: sides.__setitem__(n, min(out.shape[-2:]))) for n in names]
+        try:
+            with torch.no_grad():
+                backbone(sample)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        name = next((n for n in reversed(names) if sides.get(n, 0) >= CAM_MIN_SIDE), names[0])
         return name, backbone.get_submodule(name)
     convs = [(n, m) for n, m in backbone.named_modules() if isinstance(m, nn.Conv2d)]
     if not convs:
@@ -208,13 +226,15 @@ def image_attribution(model: FusionModel, batch: dict, encoded: Encoded | None =
     if not bool(present["image"][0]):
         return None
     fixed = {m: e for m, e in emb.items() if m != "image"}
-    layer_name, layer = _cam_layer(enc.backbone)
+    was_training = enc.backbone.training
+    enc.backbone.eval()
+    layer_name, layer = _cam_layer(enc.backbone, x[0, :1])
+    enc.backbone.train(was_training)
 
     def forward(images: Tensor) -> Tensor:
         b = images.shape[0]
         image_emb, _ = enc.forward_with_attention(images, mask.expand(b, -1))
-        z, _ = _fused(model, {**_expand(fixed, b), "image": image_emb}, _expand(present, b))
-        return _target(model, z, cls)
+        return _target(model, {**_expand(fixed, b), "image": image_emb}, _expand(present, b), cls)
 
     # (valid slices, 1, h, w)
     cam = LayerGradCam(forward, layer).attribute(x, relu_attributions=True).detach()

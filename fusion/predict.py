@@ -136,7 +136,8 @@ def model_outputs(run: LoadedRun, cohort: Cohort, rows: np.ndarray, *, drop: Ite
         out = model.embed(drop_modalities(batch, drop))
         z = out["embedding"]
         if model.diagnosis is not None:
-            parts["diagnosis_prob"].append(torch.softmax(model.diagnosis(z), dim=1).numpy())
+            parts["diagnosis_prob"].append(torch.softmax(model.diagnosis(model.diagnosis_embedding(out)),
+                                                         dim=1).numpy())
         if model.survival is not None:
             parts["log_risk"].append(model.survival(z).numpy())
         if model.response is not None:

@@ -32,7 +32,7 @@ from safetensors.torch import load_model, save_model
 import fusion.models  # noqa: F401  (fills the encoder and fusion registries)
 from fusion.config import RunConfig, dump_config, load_config
 from fusion.models import BreslowEstimator, FusionModel, HeadsConfig, create_encoder, create_fusion
-from fusion.models.registry import encoder_kind
+from fusion.models.registry import check_arguments, encoder_entry, encoder_kind, fusion_entry
 
 RUN_FORMAT_VERSION = "1"
 MODEL_FILE, CONFIG_FILE, META_FILE = "model.safetensors", "config.yaml", "run.json"
@@ -53,6 +53,24 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def check_model_arguments(config: RunConfig) -> None:
+    """Raise :class:`RunError` when an ``encoder_kwargs`` or ``fusion.kwargs`` key is not an argument of its
+    encoder or fusion module (checked before any data is read)."""
+    try:
+        for name in config.enabled_modalities():
+            mcfg = config.modalities[name]
+            kind, data = encoder_kind(mcfg.encoder), "image" if name == "image" else "tabular"
+            if kind != data:
+                raise RunError(f"modalities.{name}.encoder={mcfg.encoder!r} is a {kind} encoder but {name!r} is "
+                               f"{data} data; choose one of the {data} encoders")
+            check_arguments(encoder_entry(mcfg.encoder), dict(mcfg.encoder_kwargs),
+                            f"modalities.{name}.encoder_kwargs: encoder {mcfg.encoder!r}")
+        check_arguments(fusion_entry(config.fusion.name), dict(config.fusion.kwargs),
+                        f"fusion.kwargs: fusion module {config.fusion.name!r}")
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
 
 
 def build_model(config: RunConfig, spec: dict) -> FusionModel:
@@ -77,9 +95,11 @@ def build_model(config: RunConfig, spec: dict) -> FusionModel:
         encoders[name] = create_encoder(mcfg.encoder, **kwargs)
     fusion = create_fusion(config.fusion.name, in_dims={n: e.out_dim for n, e in encoders.items()},
                            out_dim=config.fusion.out_dim, **config.fusion.kwargs)
+    read = config.tasks.diagnosis.modalities if spec["n_classes"] is not None else None
     heads = HeadsConfig(n_classes=spec["n_classes"], survival=spec["survival"],
-                        n_treatments=spec["n_treatments"], hidden_dim=config.tasks.head_hidden_dim,
-                        dropout=config.tasks.head_dropout)
+                        n_treatments=spec["n_treatments"],
+                        diagnosis_modalities=None if read is None else tuple(m for m in encoders if m in read),
+                        hidden_dim=config.tasks.head_hidden_dim, dropout=config.tasks.head_dropout)
     return FusionModel(encoders, fusion, heads, modality_dropout=config.train.modality_dropout)
 
 

@@ -78,6 +78,11 @@ def assign_splits(keys: np.ndarray, strata: np.ndarray, *, val_fraction: float, 
     return out
 
 
+def curated_test(fixed: np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: the curated split (see :func:`assign_splits`) says ``test``."""
+    return np.array([isinstance(v, str) and _ALIASES.get(v.strip().lower()) == "test" for v in fixed], dtype=bool)
+
+
 def kfold_assignments(keys: np.ndarray, strata: np.ndarray, k: int, *, val_fraction: float,
                       seed: int) -> list[np.ndarray]:
     """K stratified folds: in fold ``i`` its patients are ``"test"``, and of the others a stratified

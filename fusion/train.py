@@ -34,8 +34,8 @@ from fusion.data import CohortDataset, Normalizer, collate, move_batch
 from fusion.losses import CoxLoss, multitask_loss
 from fusion.metrics import accuracy, auroc, harrell_c_index, multiclass_auroc
 from fusion.models import BreslowEstimator, FusionModel
-from fusion.run import build_model, json_safe, save_run, staged_dir
-from fusion.splits import kfold_assignments, strata_for
+from fusion.run import build_model, check_model_arguments, json_safe, save_run, staged_dir
+from fusion.splits import curated_test, kfold_assignments, strata_for
 from ingest.lake import Lake
 from ingest.schema import SCHEMA_VERSION
 
@@ -357,6 +357,7 @@ def train(config: RunConfig, lake_path: str | Path | None, out_dir: str | Path, 
     Returns:
         ``out_dir``.
     """
+    check_model_arguments(config)  # before reading the lake
     lake_path = lake_path or config.data.lake
     if frames is None:
         frames = read_frames(lake_path)
@@ -374,15 +375,19 @@ def train(config: RunConfig, lake_path: str | Path | None, out_dir: str | Path, 
 
 def _cross_validate(config: RunConfig, frames: LakeFrames, cohort: Cohort, out: Path, k: int, *,
                     lake_path: str | Path | None, lake_hash: str, progress: Progress | None) -> None:
-    """K folds of ``cohort``'s patients; each fold chooses its columns on its own training patients."""
+    """K folds of ``cohort``'s patients; each fold chooses its columns on its own training patients. Patients
+    whose curated split (labels) is ``test`` stay out of every fold: they are the held-out set."""
     seed = config.train.seed if config.split.seed is None else config.split.seed
-    folds = kfold_assignments(cohort.patient_keys, strata_for(cohort.targets, config.split.stratify), k,
+    fixed = frames.labels.drop_duplicates("patient_key").set_index("patient_key")["split"]
+    held_out = curated_test(fixed.reindex(cohort.patient_keys).to_numpy())
+    keys = cohort.patient_keys[~held_out]
+    folds = kfold_assignments(keys, strata_for(cohort.targets, config.split.stratify)[~held_out], k,
                               val_fraction=config.split.val_fraction, seed=seed)
     rows = []
     for i, split in enumerate(folds):
         fold_dir = out / f"fold_{i}"
         fold_dir.mkdir()
-        summary = fit(config, fold_cohort(frames, config, cohort.patient_keys, split), fold_dir,
+        summary = fit(config, fold_cohort(frames, config, keys, split), fold_dir,
                       lake_path=lake_path, lake_hash=lake_hash, progress=progress, tag={"fold": i, "folds": k})
         rows.append({"fold": i, "best_epoch": summary["best_epoch"], "best_val_loss": summary["best_val_loss"],
                      **{f"test_{m}": v for m, v in summary["test"].items()}})
@@ -391,5 +396,6 @@ def _cross_validate(config: RunConfig, frames: LakeFrames, cohort: Cohort, out: 
     aggregate = {m: {"mean": float(np.nanmean([r[m] for r in rows])), "sd": float(np.nanstd([r[m] for r in rows],
                                                                                            ddof=1))}
                  for m in metrics if any(math.isfinite(r[m]) for r in rows)}
-    (out / "summary.json").write_text(json.dumps(json_safe({"k": k, "folds": rows, "aggregate": aggregate}), indent=1,
+    (out / "summary.json").write_text(json.dumps(json_safe({"k": k, "folds": rows, "aggregate": aggregate,
+                                                            "held_out_test_patients": int(held_out.sum())}), indent=1,
                                                   allow_nan=False))

@@ -24,7 +24,7 @@ def train(
     cv: Annotated[int | None, typer.Option("--cv", help="K-fold cross-validation: OUT/fold_<k>/ + summary.",
                                            min=2)] = None,
 ) -> None:
-    """Train a multimodal model (seeded, early stopping on validation loss, CPU or GPU)."""
+    """Train a multimodal model (seeded; early stopping on the validation C-index / AUROC; CPU or GPU)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from fusion.cohort import CohortError

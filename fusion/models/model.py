@@ -30,6 +30,9 @@ class HeadsConfig:
         n_classes: diagnosis classes (>= 2); None builds no diagnosis head.
         survival: build the Cox log-risk head.
         n_treatments: candidate treatments; None builds no response head.
+        diagnosis_modalities: the modalities the diagnosis head reads (None: all). The others count as
+            absent for it, so data recorded at diagnosis (staging, the biopsy's genomics) cannot give the
+            diagnosis away while the survival and response heads still use it.
         hidden_dim: hidden width of each head (None = linear heads).
         dropout: dropout inside the heads.
     """
@@ -37,6 +40,7 @@ class HeadsConfig:
     n_classes: int | None = None
     survival: bool = True
     n_treatments: int | None = None
+    diagnosis_modalities: tuple[str, ...] | None = None
     hidden_dim: int | None = None
     dropout: float = 0.0
 
@@ -72,6 +76,13 @@ class FusionModel(nn.Module):
             raise ValueError(f"FusionModel: modality_dropout must be in [0, 1), got {modality_dropout}")
         self.encoders = nn.ModuleDict(encoders)
         self.fusion = fusion
+        if heads.diagnosis_modalities is not None:
+            unknown = set(heads.diagnosis_modalities) - set(encoders)
+            if unknown or not heads.diagnosis_modalities:
+                raise ValueError(
+                    f"FusionModel: diagnosis_modalities {list(heads.diagnosis_modalities)} must be a non-empty "
+                    f"subset of the encoders {sorted(encoders)}"
+                )
         self.heads_config = heads
         self.modality_dropout = modality_dropout
         d, kw = fusion.out_dim, {"hidden_dim": heads.hidden_dim, "dropout": heads.dropout}
@@ -136,7 +147,36 @@ class FusionModel(nn.Module):
             "modality_weights": weights,
             "slice_attention": slice_attention,
             "present": present,
+            "modality_embeddings": embeddings,
         }
+
+    def diagnosis_present(self, present: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``present`` with the modalities the diagnosis head does not read marked absent."""
+        keep = self.heads_config.diagnosis_modalities
+        if keep is None:
+            return present
+        return {name: p if name in keep else torch.zeros_like(p) for name, p in present.items()}
+
+    def diagnosis_fused(self, embeddings: dict[str, Tensor], present: dict[str, Tensor]) -> Tensor:
+        """The fused embedding ``(B, D)`` the diagnosis head reads: the fusion of ``diagnosis_modalities``
+        only (zeros for rows with none of them), or of all modalities."""
+        if self.heads_config.diagnosis_modalities is None:
+            return self.fusion(embeddings, present)[0]
+        present = self.diagnosis_present(present)
+        rows = torch.stack(list(present.values()), dim=1).any(dim=1).nonzero().squeeze(1)
+        first = next(iter(embeddings.values()))
+        z = torch.zeros(first.shape[0], self.fusion.out_dim, dtype=first.dtype, device=first.device)
+        if rows.numel() > 0:
+            sub = {name: e.index_select(0, rows) for name, e in embeddings.items()}
+            fused, _ = self.fusion(sub, {name: p.index_select(0, rows) for name, p in present.items()})
+            z = z.index_copy(0, rows, fused.to(z.dtype))
+        return z
+
+    def diagnosis_embedding(self, out: dict) -> Tensor:
+        """:meth:`diagnosis_fused` from :meth:`embed`'s output (no second fusion when unrestricted)."""
+        if self.heads_config.diagnosis_modalities is None:
+            return out["embedding"]
+        return self.diagnosis_fused(out["modality_embeddings"], out["present"])
 
     def forward(self, batch: dict) -> dict:
         """Run the model. Returns the :meth:`embed` outputs plus, per configured head,
@@ -145,7 +185,7 @@ class FusionModel(nn.Module):
         out = self.embed(batch)
         z = out["embedding"]
         if self.diagnosis is not None:
-            out["diagnosis_logits"] = self.diagnosis(z)
+            out["diagnosis_logits"] = self.diagnosis(self.diagnosis_embedding(out))
         if self.survival is not None:
             out["log_risk"] = self.survival(z)
         if self.response is not None and batch.get("treatment") is not None:

@@ -8,6 +8,8 @@ fusion module ``in_dims`` (dict modality -> int) and ``out_dim``.
 
 from __future__ import annotations
 
+import inspect
+import typing
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -50,6 +52,7 @@ def encoder_kind(name: str) -> str:
 def create_encoder(name: str, **kwargs: object) -> nn.Module:
     """Build the encoder registered as ``name`` with keyword arguments ``kwargs``; it has an ``out_dim``."""
     _check_name(name, _ENCODERS, "encoder", list_encoders())
+    check_arguments(_ENCODERS[name][1], kwargs, f"encoder {name!r}")
     module = _ENCODERS[name][1](**kwargs)
     if not isinstance(getattr(module, "out_dim", None), int):
         raise TypeError(f"encoder {name!r} does not expose an integer `out_dim`; fix its entry function")
@@ -76,7 +79,49 @@ def list_fusions() -> list[str]:
 def create_fusion(name: str, **kwargs: object) -> nn.Module:
     """Build the fusion module registered as ``name``; kwargs such as ``in_dims={"image": 64}, out_dim``."""
     _check_name(name, _FUSIONS, "fusion module", list_fusions())
+    check_arguments(_FUSIONS[name], kwargs, f"fusion module {name!r}")
     return _FUSIONS[name](**kwargs)
+
+
+def encoder_entry(name: str) -> Callable[..., nn.Module]:
+    """The entry function of a registered encoder (for checking arguments before building)."""
+    _check_name(name, _ENCODERS, "encoder", list_encoders())
+    return _ENCODERS[name][1]
+
+
+def fusion_entry(name: str) -> Callable[..., nn.Module]:
+    """The entry function of a registered fusion module."""
+    _check_name(name, _FUSIONS, "fusion module", list_fusions())
+    return _FUSIONS[name]
+
+
+def check_arguments(fn: Callable[..., object], kwargs: dict, what: str) -> None:
+    """Raise ValueError naming the valid arguments when ``kwargs`` has one that ``fn`` does not take (an entry
+    function that forwards ``**kwargs`` to the class it returns is checked against that class)."""
+    params = _parameters(fn)
+    if params is None:
+        return
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise ValueError(f"{what} has no argument(s) {', '.join(unknown)}; valid: {', '.join(params)}")
+
+
+def _parameters(fn: Callable[..., object]) -> list[str] | None:
+    """Named parameters of ``fn`` (plus those of the class it returns, when it forwards ``**kwargs``); None
+    when any ``**kwargs`` stays open."""
+    named = [n for n, p in inspect.signature(fn).parameters.items() if p.kind not in _VARIADIC]
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(fn).parameters.values()):
+        return named
+    target = typing.get_type_hints(fn).get("return")
+    if not inspect.isclass(target):
+        return None
+    inner = inspect.signature(target.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inner.values()):
+        return None
+    return named + [n for n, p in inner.items() if n != "self" and p.kind not in _VARIADIC and n not in named]
+
+
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 
 def _check_name(name: str, table: dict, what: str, valid: list[str]) -> None:

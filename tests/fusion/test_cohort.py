@@ -113,7 +113,8 @@ def test_index_date_rule():
 
 
 def test_lab_features_hand_computed():
-    cohort = assemble_cohort(frames_of(base_rows()), CONFIG)
+    # ECOG, stage and smoking are recorded at a's index time: one day of grace admits them
+    cohort = assemble_cohort(frames_of(base_rows()), apply_overrides(CONFIG, ["data.index.grace_days=1"]))
     a = 0
     assert column(cohort, f"lab:{LDH}:last")[a] == 240.0
     assert column(cohort, f"lab:{LDH}:mean_365d")[a] == pytest.approx(220.0)
@@ -145,6 +146,34 @@ def test_lab_after_index_changes_no_feature():
     after = assemble_cohort(frames_of(rows), config)
     assert after.feature_names == before.feature_names
     np.testing.assert_array_equal(after.X, before.X)
+
+
+def test_record_at_the_index_time_changes_no_feature_without_grace():
+    before = assemble_cohort(frames_of(base_rows()), CONFIG)
+    assert np.isnan(column(before, "stage")[0])  # a's staging is recorded at the index time itself
+    rows = base_rows()
+    rows["observations"] += [obs("a", LDH, "2020-01-01", 999.0), obs("b", LDH, "2021-03-01", 1.0)]
+    rows["gene_status"] += [{"patient_key": "a", "gene": "KRAS", "mutated": True}]
+    for row in rows["gene_status"] + rows["tmb"]:
+        row["collected"] = ts("2020-01-01") if row["patient_key"] == "a" else ts("2021-01-01")
+    after = assemble_cohort(frames_of(rows), CONFIG)
+    assert column(after, f"lab:{LDH}:last")[0] == column(before, f"lab:{LDH}:last")[0] == 240.0
+    assert column(after, f"lab:{LDH}:last")[1] == column(before, f"lab:{LDH}:last")[1]
+    assert np.isnan(column(after, "gene:KRAS")[0])  # a's biopsy is from the index date: not a feature
+
+
+def test_image_taken_after_the_cutoff_is_never_chosen():
+    from fusion.cohort import image_refs
+
+    images = pd.DataFrame({
+        "patient_key": ["a", "a", "a", "b", "c"], "image_id": ["a1", "a2", "a3", "b1", "c1"],
+        "modality": ["CT"] * 5, "tensor_file": ["a1.npy", "a2.npy", "a3.npy", "b1.npy", "c1.npy"],
+        "tensor_row": [0, 0, 0, 0, 0],
+        "study_date": [ts("2019-12-20"), ts("2020-01-01"), ts("2020-03-01"), ts("2021-01-01"), pd.NaT]})
+    cutoff = pd.Series({"a": ts("2020-01-01"), "b": ts("2020-06-01"), "c": ts("2020-01-01")})
+    refs = image_refs(images, np.array(["a", "b", "c"]), cutoff, "CT")
+    # a: the study at the cutoff itself and the later one are out; b: only a later study; c: undated, eligible
+    assert refs.tensor_file.tolist() == ["a1.npy", "", "c1.npy"] and refs.present.tolist() == [True, False, True]
 
 
 def test_grace_window_admits_records_shortly_after_index():
@@ -278,6 +307,10 @@ def test_config_overrides_coerce_types_and_reject_unknown_keys(tmp_path):
         load_config(None, ["train.epochs=many"])
     with pytest.raises(ConfigError, match="unknown key 'colour'"):
         load_config(None, ["modalities.image.colour=red"])
+    with pytest.raises(ConfigError, match="unknown modalities \\['histology'\\]"):
+        load_config(None, ["tasks.diagnosis.modalities=[image, histology]"])
+    with pytest.raises(ConfigError, match="none of them is enabled"):
+        load_config(None, ["tasks.diagnosis.modalities=[image]", "modalities.image.enabled=false"])
     path = tmp_path / "bad.yaml"
     path.write_text("train:\n  epocs: 3\n")
     with pytest.raises(ConfigError, match="train.epocs"):

@@ -81,6 +81,19 @@ def test_unknown_encoder_lists_valid_names():
         create_encoder("resnet")
 
 
+def test_misspelt_arguments_are_named_before_any_data_is_read():
+    from fusion.config import load_config
+    from fusion.run import RunError, check_model_arguments
+
+    with pytest.raises(ValueError, match=r"encoder .mlp. has no argument\(s\) hiden_dim; valid: in_features, hidden"):
+        create_encoder("mlp", in_features=3, hiden_dim=8)
+    with pytest.raises(RunError, match="fusion.kwargs: fusion module 'gated_attention' has no argument\\(s\\) foo"):
+        check_model_arguments(load_config(None, ["fusion.name=gated_attention", "fusion.kwargs.foo=1"]))
+    with pytest.raises(RunError, match="modalities.image.encoder_kwargs: encoder 'timm' has no argument\\(s\\) colour"):
+        check_model_arguments(load_config(None, ["modalities.image.enabled=true",
+                                                 "modalities.image.encoder_kwargs.colour=1"]))
+
+
 def test_list_encoders_by_kind():
     assert list_encoders("image") == ["timm"]
     assert list_encoders("tabular") == ["ft_transformer", "mlp"]

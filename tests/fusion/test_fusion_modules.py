@@ -151,6 +151,26 @@ def test_fusion_model_outputs_and_masks():
         torch.testing.assert_close(out_g[key], out[key])
 
 
+@pytest.mark.parametrize("name", list_fusions())
+def test_diagnosis_head_reads_only_its_modalities(name):
+    model = _model(name)
+    model.heads_config = type(model.heads_config)(**{**model.heads_config.__dict__,
+                                                     "diagnosis_modalities": ("image",)})
+    model.eval()
+    batch, changed = _batch(), _batch()
+    changed["modalities"]["tabular"] = changed["modalities"]["tabular"] * 3.0 + 1.0
+    with torch.no_grad():
+        out, out_changed = model(batch), model(changed)
+    torch.testing.assert_close(out_changed["diagnosis_logits"], out["diagnosis_logits"])
+    rows = batch["present"]["tabular"]
+    assert not torch.allclose(out_changed["log_risk"][rows], out["log_risk"][rows])
+    # row 2 has no image: the diagnosis head gets the embedding of nothing, the same as any other such row
+    assert torch.isfinite(out["diagnosis_logits"]).all()
+    torch.testing.assert_close(out["diagnosis_logits"][2], model.diagnosis(torch.zeros(1, 12))[0])
+    with pytest.raises(ValueError, match="subset of the encoders"):
+        FusionModel(dict(model.encoders), model.fusion, {"n_classes": 3, "diagnosis_modalities": ("genomics",)})
+
+
 def test_fusion_model_response_all_matches_forward():
     model = _model("cross_attention").eval()
     batch = _batch()

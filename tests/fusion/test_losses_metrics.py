@@ -53,6 +53,31 @@ def test_cox_nll_matches_efron_reference(seed, ties):
     assert float(cox_nll(lr, t, e)) == pytest.approx(ref / event.sum(), rel=1e-6)
 
 
+def test_cox_nll_fits_the_same_coefficients_as_scikit_survival_efron():
+    """Minimising cox_nll over a linear predictor gives scikit-survival's Efron CoxPH coefficients."""
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+    from sksurv.util import Surv
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(150, 3))
+    time = np.ceil(rng.exponential(np.exp(-x @ np.array([0.8, -0.5, 0.0])) * 10.0))  # whole days: ties
+    event = rng.random(150) < 0.7
+    assert len(np.unique(time[event])) < event.sum()
+    reference = CoxPHSurvivalAnalysis(ties="efron").fit(x, Surv.from_arrays(event, time)).coef_
+    beta = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    xt, tt, et = torch.tensor(x), torch.tensor(time), torch.tensor(event)
+    optimiser = torch.optim.LBFGS([beta], max_iter=200, tolerance_grad=1e-10, tolerance_change=1e-12)
+
+    def closure():
+        optimiser.zero_grad()
+        loss = cox_nll(xt @ beta, tt, et, reduction="sum")
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    np.testing.assert_allclose(beta.detach().numpy(), reference, atol=2e-3)
+
+
 def test_cox_nll_ignores_nan_times_and_handles_no_events():
     log_risk, time, event = _survival_data(30, 3)
     time_nan = time.copy()

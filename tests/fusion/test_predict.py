@@ -123,3 +123,18 @@ def _check_unknown_patient(run, lake, truth, run_dir, lake_path) -> None:
     ok = cli.invoke(app, [*common, mrn, "--no-explain"])
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout)["patient_key"] == truth.iloc[1]["patient_id"]
+
+
+def test_grad_cam_layer_keeps_enough_resolution_to_localise():
+    import timm
+
+    from fusion.explain import CAM_MIN_SIDE, _cam_layer
+
+    backbone = timm.create_model("resnet18", pretrained=False, in_chans=1, num_classes=0).eval()
+    name, layer = _cam_layer(backbone, torch.zeros(1, 1, 64, 64))  # layer4 would be 2 x 2
+    sides = []
+    hook = layer.register_forward_hook(lambda _m, _i, out: sides.append(min(out.shape[-2:])))
+    backbone(torch.zeros(1, 1, 64, 64))
+    hook.remove()
+    assert name == "layer2" and sides == [8] and sides[0] >= CAM_MIN_SIDE
+    assert _cam_layer(backbone, torch.zeros(1, 1, 256, 256))[0] == "layer4"  # 8 x 8 at the last stage

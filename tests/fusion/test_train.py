@@ -157,13 +157,18 @@ def test_existing_run_dir_is_refused_and_failed_run_leaves_nothing(tmp_path):
 
 def test_cross_validation_writes_folds_and_summary(tmp_path):
     config = load_config(None, [*FAST, "train.epochs=1"])
-    out = train(config, None, tmp_path / "cv", frames=make_frames(30), cv=2)
+    frames = make_frames(30)
+    held_out = sorted(frames.patients["patient_key"])[:4]  # curated as the held-out test set
+    labels = pd.DataFrame({"patient_key": held_out, "split": ["test", "Testing", "test", "test"]})
+    frames = replace(frames, labels=pd.concat([frames.labels, labels], ignore_index=True))
+    out = train(config, None, tmp_path / "cv", frames=frames, cv=2)
     assert (out / "fold_0" / "model.safetensors").is_file() and (out / "fold_1" / "run.json").is_file()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["k"] == 2 and len(summary["folds"]) == 2
-    tests = [set(k for k, v in json.loads((out / f"fold_{i}" / "run.json").read_text())["splits"].items()
-                 if v == "test") for i in range(2)]
-    assert not tests[0] & tests[1] and len(tests[0] | tests[1]) == 30
+    assert summary["k"] == 2 and len(summary["folds"]) == 2 and summary["held_out_test_patients"] == 4
+    splits = [json.loads((out / f"fold_{i}" / "run.json").read_text())["splits"] for i in range(2)]
+    tests = [set(k for k, v in s.items() if v == "test") for s in splits]
+    assert not tests[0] & tests[1] and len(tests[0] | tests[1]) == 26
+    assert not set(held_out) & (set(splits[0]) | set(splits[1]))  # in no fold, not even for training
     with pytest.raises(RunError, match="fold_"):
         load_run(out)
 
