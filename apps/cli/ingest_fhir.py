@@ -21,6 +21,8 @@ from ingest.schema import SchemaError
 
 LakeOption = Annotated[Path, typer.Option("--lake", help="The lake directory (created if missing).")]
 ViewsOption = Annotated[Path, typer.Option("--views", help="Folder of SQL-on-FHIR ViewDefinition JSON files.")]
+ExtraViewsOption = Annotated[list[Path] | None, typer.Option(
+    "--extra-views", help="Folder of your own ViewDefinitions, flattened next to --views (repeatable).")]
 WorkersOption = Annotated[int, typer.Option("--workers", min=1, help="Processes that parse and flatten.")]
 EXIT_HELP = ("Exit status: 0 everything ingested, 2 some records rejected (see `tumorboard lake status`;"
              " the rest is in the lake), 1 fatal error (the failing write committed nothing; an interrupted run is"
@@ -40,25 +42,29 @@ def fhir(
     validate: Annotated[bool, typer.Option(
         "--validate", help="Also validate every resource against the fhir.resources R4B models (slow).")] = False,
     views_dir: ViewsOption = DEFAULT_VIEWS,
+    extra_views: ExtraViewsOption = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Resources per batch.")] = 5000,
 ) -> None:
     """Ingest FHIR R4 resources into `fhir_resources` and flatten them into one `view_<name>` table per view.
 
-    Re-ingesting the same or an updated export is idempotent (newest meta.lastUpdated wins). Records that
-    cannot be ingested (bad JSON, not FHIR R4, a reference to nothing, ...) go to the `rejects` table.
+    Re-ingesting the same or an updated export is idempotent (the newest version wins: meta.lastUpdated, else
+    an integer meta.versionId). Records that cannot be ingested (bad JSON, not FHIR R4, a reference to
+    nothing, ...) go to the `rejects` table.
     """
     try:
         with _progress() as update:
-            report = ingest_fhir(Lake(lake), paths, views_dir=views_dir, workers=workers, validate=validate,
-                                 batch_size=batch_size, progress=update)
+            report = ingest_fhir(Lake(lake), paths, views_dir=[views_dir, *(extra_views or [])], workers=workers,
+                                 validate=validate, batch_size=batch_size, progress=update)
     except (FhirInputError, ViewDefinitionError, LakeError, SchemaError) as exc:
         raise fail(str(exc)) from None
     _print_report(report)
     if report.rejected:
+        _print_reasons(Lake(lake), report.run_id)
         raise typer.Exit(2)
 
 
-def views(lake: LakeOption, views_dir: ViewsOption = DEFAULT_VIEWS, workers: WorkersOption = 1) -> None:
+def views(lake: LakeOption, views_dir: ViewsOption = DEFAULT_VIEWS, extra_views: ExtraViewsOption = None,
+          workers: WorkersOption = 1) -> None:
     """Recompute every `view_<name>` table from `fhir_resources`, without reading the export again.
 
     Use it after adding or editing a ViewDefinition.
@@ -67,7 +73,8 @@ def views(lake: LakeOption, views_dir: ViewsOption = DEFAULT_VIEWS, workers: Wor
         raise fail(f"lake {lake} has no fhir_resources table; run `tumorboard ingest fhir ... --lake {lake}`")
     try:
         with _progress() as update:
-            counts = reflatten_views(Lake(lake), views_dir, workers=workers, progress=update)
+            counts = reflatten_views(Lake(lake), [views_dir, *(extra_views or [])], workers=workers,
+                                     progress=update)
     except (ViewDefinitionError, LakeError, SchemaError) as exc:
         raise fail(str(exc)) from None
     rejected = counts.pop("rejected")
@@ -93,6 +100,23 @@ def _progress() -> Iterator:
             bar.update(tasks[phase], completed=done / scale, total=total / scale)
 
         yield update
+
+
+def _print_reasons(lake: Lake, run_id: str, top: int = 5) -> None:
+    """The most common reject reasons of this run, each with one file:location (never the raw text)."""
+    rows = lake.sql(f"select reason, source, location from rejects where run_id = '{run_id}'").to_pylist()
+    by_reason: dict[str, list[dict]] = {}
+    for row in rows:
+        by_reason.setdefault(row["reason"].split(":")[0][:120], []).append(row)
+    table = Table(title="Rejected (first example of each reason)")
+    table.add_column("reason", overflow="fold")
+    table.add_column("count", justify="right")
+    table.add_column("first at (file:location)", overflow="fold", no_wrap=False)
+    for reason, items in sorted(by_reason.items(), key=lambda kv: -len(kv[1]))[:top]:
+        first = items[0]
+        where = Path(first["source"]).name + (f":{first['location']}" if first["location"] else "")
+        table.add_row(reason, f"{len(items):,}", where)
+    console.print(table)
 
 
 def _print_report(report: IngestReport) -> None:

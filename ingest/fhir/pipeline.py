@@ -29,7 +29,7 @@ import queue
 import shutil
 import threading
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -113,14 +113,14 @@ class _Chunk:
 
 
 # -- public API --------------------------------------------------------------------------------------------
-def ingest_fhir(lake: Lake, paths: list[Path], *, views_dir: Path | None = None, workers: int = 1,
+def ingest_fhir(lake: Lake, paths: list[Path], *, views_dir: Path | Sequence[Path] | None = None, workers: int = 1,
                 validate: bool = False, batch_size: int = 5000, progress: Progress | None = None) -> IngestReport:
     """Ingest FHIR files and folders into ``lake``, then recompute the view tables.
 
     Args:
         lake: the target lake.
         paths: NDJSON / JSON files and folders (see :mod:`ingest.fhir.reader`).
-        views_dir: folder of ViewDefinition JSON files; default the shipped ``configs/views``.
+        views_dir: folder(s) of ViewDefinition JSON files; default the shipped ``configs/views``.
         workers: processes that parse and flatten (1: all in this process).
         validate: also validate every resource against the ``fhir.resources`` R4B models (about 10x slower).
         batch_size: resources per worker batch (bounds memory).
@@ -136,7 +136,7 @@ def ingest_fhir(lake: Lake, paths: list[Path], *, views_dir: Path | None = None,
     from ingest.fhir.viewdef import load_views
 
     started = datetime.now(UTC)
-    views_dir = Path(views_dir) if views_dir is not None else DEFAULT_VIEWS
+    views_dir = _folders(views_dir)
     views = load_views(views_dir)  # fail before reading anything
     found = discover(paths)
     report = IngestReport(lake.run_id, sources=found.sources, skipped=found.skipped)
@@ -153,7 +153,8 @@ def ingest_fhir(lake: Lake, paths: list[Path], *, views_dir: Path | None = None,
     return report
 
 
-def _ingest(lake: Lake, found: Discovery, report: IngestReport, views: list, views_dir: Path, *, workers: int,
+def _ingest(lake: Lake, found: Discovery, report: IngestReport, views: list, views_dir: tuple[Path, ...], *,
+            workers: int,
             validate: bool, batch_size: int, progress: Progress | None) -> None:
     """Read, commit and flatten (the body of :func:`ingest_fhir`)."""
     with _Pool(workers) as pool, _ViewStage(lake, views) as stage:
@@ -168,7 +169,8 @@ def _ingest(lake: Lake, found: Discovery, report: IngestReport, views: list, vie
     build_crosswalk(lake)  # Patient ids and identifiers -> patient_key, for the non-FHIR modalities
 
 
-def reflatten_views(lake: Lake, views_dir: Path | None = None, *, workers: int = 1, batch_size: int = 5000,
+def reflatten_views(lake: Lake, views_dir: Path | Sequence[Path] | None = None, *, workers: int = 1,
+                    batch_size: int = 5000,
                     progress: Progress | None = None) -> dict[str, int]:
     """Recompute every ``view_<name>`` table from ``fhir_resources`` (no input files are read).
 
@@ -177,11 +179,11 @@ def reflatten_views(lake: Lake, views_dir: Path | None = None, *, workers: int =
         ``rejects``, located by ``Type/id``).
     """
     started = datetime.now(UTC)
-    views_dir = Path(views_dir) if views_dir is not None else DEFAULT_VIEWS
+    views_dir = _folders(views_dir)
     with _Pool(workers) as pool:
         views, rejected = _reflatten(lake, views_dir, pool, batch_size=batch_size, progress=progress)
     counts = {**views, "rejected": rejected}
-    lake.record_run("ingest views", [views_dir], counts, started_at=started,
+    lake.record_run("ingest views", list(views_dir), counts, started_at=started,
                     status="partial" if rejected else "ok")
     return counts
 
@@ -195,7 +197,8 @@ def view_table_schema(view) -> pa.Schema:
 
 # -- pass 1: resources -------------------------------------------------------------------------------------
 def _read_pass(lake: Lake, pool: _Pool, tasks: list[Task], report: IngestReport, *, batch_size: int,
-               validate: bool, progress: Progress | None, stage: _ViewStage | None, views_dir: Path) -> int:
+               validate: bool, progress: Progress | None, stage: _ViewStage | None,
+               views_dir: tuple[Path, ...]) -> int:
     """Read every task; commit ``fhir_resources`` every :data:`COMMIT_ROWS` rows; count into ``report``;
     stage the view rows in ``stage`` (None: do not flatten). Returns the resources accepted."""
     total = sum(t.size for t in tasks)
@@ -412,7 +415,7 @@ def _keys_in(dataset, keys: pa.Array) -> pa.Array:
 
 
 # -- pass 2: views -----------------------------------------------------------------------------------------
-def _reflatten(lake: Lake, views_dir: Path, pool: _Pool, *, batch_size: int,
+def _reflatten(lake: Lake, views_dir: tuple[Path, ...], pool: _Pool, *, batch_size: int,
                progress: Progress | None) -> tuple[dict[str, int], int]:
     from ingest.fhir.viewdef import load_views
 
@@ -522,20 +525,28 @@ def _has_iterator(node: object) -> bool:
 _VIEWS: dict[tuple, dict[str, list]] = {}  # compiled views per (folder, its files' names/mtimes/sizes)
 
 
-def _views_key(views_dir: Path) -> tuple:
-    """``(folder, signature)``: what a worker needs to compile (and cache) the views of ``views_dir``."""
-    signature = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(views_dir.glob("*.json")))
-    return str(views_dir), signature
+def _folders(views_dir: Path | Sequence[Path] | None) -> tuple[Path, ...]:
+    """The view folders: the given one(s), else the shipped ``configs/views``."""
+    if views_dir is None:
+        return (DEFAULT_VIEWS,)
+    return (Path(views_dir),) if isinstance(views_dir, (str, Path)) else tuple(map(Path, views_dir))
 
 
-def _views_by_type(views_dir: str, signature: tuple) -> dict[str, list]:
+def _views_key(views_dir: tuple[Path, ...]) -> tuple:
+    """``(folders, signature)``: what a worker needs to compile (and cache) the views of ``views_dir``."""
+    signature = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size)
+                      for folder in views_dir for p in sorted(folder.glob("*.json")))
+    return tuple(str(folder) for folder in views_dir), signature
+
+
+def _views_by_type(views_dir: tuple[str, ...], signature: tuple) -> dict[str, list]:
     """The compiled views of ``views_dir`` by resource type (compiled once per process and signature)."""
     from ingest.fhir.viewdef import load_views
 
     by_type = _VIEWS.get((views_dir, signature))
     if by_type is None:
         by_type = {}
-        for view in load_views(Path(views_dir)):
+        for view in load_views(views_dir):
             by_type.setdefault(view.resource, []).append(view)
         _VIEWS[(views_dir, signature)] = by_type
     return by_type

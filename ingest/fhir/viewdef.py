@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -596,29 +596,31 @@ def compile_view(view_json: dict, *, name: str | None = None, generate: bool = T
     return CompiledView(view_name, resource, root, where, view_json, generated)
 
 
-def load_views(directory: Path | str) -> list[CompiledView]:
-    """Compile every ``*.json`` ViewDefinition in ``directory`` (sorted by file name).
+def load_views(directory: Path | str | Sequence[Path | str]) -> list[CompiledView]:
+    """Compile every ``*.json`` ViewDefinition in ``directory`` (a folder or several; sorted by file name
+    within each).
 
     A view without ``name`` is named after its file stem. Raises :class:`ViewDefinitionError` naming the file
     when one is unreadable or invalid, or when two files define the same view name.
     """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise ViewDefinitionError(f"{directory}: not a folder of ViewDefinition JSON files")
+    folders = [directory] if isinstance(directory, (str, Path)) else list(directory)
     views: list[CompiledView] = []
     names: dict[str, Path] = {}
-    for path in sorted(directory.glob("*.json")):
-        try:
-            spec = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ViewDefinitionError(f"{path}: cannot read ViewDefinition JSON: {exc}") from None
-        try:
-            view = compile_view(spec, name=path.stem)
-        except ViewDefinitionError as exc:
-            raise ViewDefinitionError(f"{path}: {exc}") from None
-        if view.name in names:
-            raise ViewDefinitionError(f"{path}: view name {view.name!r} is already defined in"
-                                      f" {names[view.name]}")
-        names[view.name] = path
-        views.append(view)
+    for folder in map(Path, folders):
+        if not folder.is_dir():
+            raise ViewDefinitionError(f"{folder}: not a folder of ViewDefinition JSON files")
+        for path in sorted(folder.glob("*.json")):
+            try:
+                spec = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ViewDefinitionError(f"{path}: cannot read ViewDefinition JSON: {exc}") from None
+            try:
+                view = compile_view(spec, name=path.stem)
+            except ViewDefinitionError as exc:
+                raise ViewDefinitionError(f"{path}: {exc}") from None
+            if view.name in names:
+                raise ViewDefinitionError(f"{path}: view name {view.name!r} is already defined in"
+                                          f" {names[view.name]}")
+            names[view.name] = path
+            views.append(view)
     return views

@@ -287,6 +287,7 @@ def test_cli_exit_status_and_views_command(tmp_path):
     result = runner.invoke(app, ["ingest", "fhir", str(tmp_path / "in"), "--lake", str(lake)])
     assert result.exit_code == 2, result.output
     assert "rejected" in result.output and "Condition" in result.output
+    assert "first example of each reason" in result.output and "Condition.ndjson:line 6" in result.output
     clean = runner.invoke(app, ["ingest", "fhir", str(PATHLING / "Patient.ndjson"), "--lake", str(lake)])
     assert clean.exit_code == 0, clean.output
 
@@ -299,6 +300,14 @@ def test_cli_exit_status_and_views_command(tmp_path):
     result = runner.invoke(app, ["ingest", "views", "--lake", str(lake), "--views", str(views)])
     assert result.exit_code == 0, result.output
     assert Lake(lake).read("view_gender_only").num_rows == Lake(lake).read("view_patient").num_rows
+    # a user's views next to the shipped ones stay in step with them on the next ingest
+    (tmp_path / "p9.ndjson").write_bytes(orjson.dumps({"resourceType": "Patient", "id": "p9", "gender": "male"}))
+    result = runner.invoke(app, ["ingest", "fhir", str(tmp_path / "p9.ndjson"), "--lake", str(lake),
+                                 "--extra-views", str(views)])
+    assert result.exit_code == 0, result.output
+    shipped = dict(zip(*Lake(lake).read("view_patient", ["id", "gender"]).to_pydict().values(), strict=True))
+    own = dict(zip(*Lake(lake).read("view_gender_only", ["id", "gender"]).to_pydict().values(), strict=True))
+    assert own == shipped and own["p9"] == "male"
     missing = runner.invoke(app, ["ingest", "fhir", str(tmp_path / "nope"), "--lake", str(lake)])
     assert missing.exit_code == 1
 
