@@ -236,7 +236,8 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
         explain: add ``modality_contributions``, ``image_attribution`` and ``top_features`` (slower).
 
     Returns:
-        ``patient_key``, ``index_date``; ``diagnosis`` {class: probability}; ``survival`` {``endpoint``,
+        ``patient_key``, ``index_date``; ``diagnosis`` {class: probability} (None when the patient has none
+        of the modalities the diagnosis head reads, ``tasks.diagnosis.modalities``); ``survival`` {``endpoint``,
         ``times`` (days), ``survival`` S(t), ``lower``/``upper`` (95% pointwise interval, see
         :func:`fusion.explain.survival_interval`), ``at_horizons`` {days: S}}; ``risk_percentile`` (0-100,
         among the run's training patients); ``response`` {treatment: probability of objective response};
@@ -273,7 +274,8 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
         "missing_modalities": [m for m in run.config.enabled_modalities() if not present.get(m, False)],
         "diagnosis": None, "survival": None, "risk_percentile": None, "response": None,
     }
-    if "diagnosis_logits" in out:
+    reads = model.heads_config.diagnosis_modalities
+    if "diagnosis_logits" in out and (reads is None or any(present.get(m, False) for m in reads)):
         prob = torch.softmax(out["diagnosis_logits"], dim=1)[0].tolist()
         result["diagnosis"] = dict(zip(run.meta["diagnosis_classes"], prob, strict=True))
     if "log_risk" in out and run.breslow is not None:

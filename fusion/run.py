@@ -34,7 +34,9 @@ from fusion.config import RunConfig, dump_config, load_config
 from fusion.models import BreslowEstimator, FusionModel, HeadsConfig, create_encoder, create_fusion
 from fusion.models.registry import check_arguments, encoder_entry, encoder_kind, fusion_entry
 
-RUN_FORMAT_VERSION = "1"
+# 2: features are dated strictly before index + grace_days, and tasks.diagnosis.modalities exists; a format-1
+# run would be fed features built by other rules.
+RUN_FORMAT_VERSION = "2"
 MODEL_FILE, CONFIG_FILE, META_FILE = "model.safetensors", "config.yaml", "run.json"
 _PACKAGES = ("tumorboard", "torch", "timm", "numpy", "pandas", "pyarrow", "scikit-survival", "torchsurv",
              "safetensors", "pydantic")
@@ -167,7 +169,8 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Load
     meta = json.loads((run_dir / META_FILE).read_text())
     if meta.get("run_format_version") != RUN_FORMAT_VERSION:
         raise RunError(f"{run_dir / META_FILE}: run format {meta.get('run_format_version')!r}, this version "
-                       f"reads {RUN_FORMAT_VERSION!r}; retrain the model")
+                       f"reads {RUN_FORMAT_VERSION!r} (its cohort rules differ); retrain the model with "
+                       "`tumorboard train`")
     model = build_model(config, meta["spec"])
     missing_keys, unexpected = load_model(model, str(run_dir / MODEL_FILE), strict=False)
     if missing_keys or unexpected:

@@ -61,7 +61,8 @@ def test_predict_patient_end_to_end(tmp_path):
     torch.set_num_threads(1)
     try:
         lake_path = make_synth_lake(tmp_path, n=40, seed=2, images=True)
-        run_dir = train(load_config(None, [*FAST, *IMAGE]), lake_path, tmp_path / "run")
+        run_dir = train(load_config(None, [*FAST, *IMAGE, "tasks.diagnosis.modalities=[image]"]), lake_path,
+                        tmp_path / "run")
         run, lake = load_run(run_dir), Lake(lake_path)
         truth = pd.read_parquet(tmp_path / "cohort" / "truth.parquet")
         imaged = truth[truth["has_image"]].iloc[0]
@@ -81,6 +82,7 @@ def test_predict_patient_end_to_end(tmp_path):
         if len(no_image):
             other = predict_patient(run, lake, str(no_image.iloc[0]["patient_id"]))
             assert other["image_attribution"] is None and "image" in other["missing_modalities"]
+            assert other["diagnosis"] is None  # the diagnosis head reads the CT only
 
         _check_integrated_gradients(run, lake, str(imaged["patient_id"]))
         _check_unknown_patient(run, lake, truth, run_dir, lake_path)

@@ -142,6 +142,10 @@ def test_train_writes_run_and_is_reproducible(tmp_path):
     surv = loaded.breslow.predict_survival(out["log_risk"].numpy(), np.array([365.0, 730.0]))
     assert surv.shape == (rows.size, 2) and np.all(surv[:, 1] <= surv[:, 0])
 
+    (runs[0] / "run.json").write_text(json.dumps({**meta, "run_format_version": "1"}))  # an older tumorboard's
+    with pytest.raises(RunError, match="run format '1'.*retrain"):
+        load_run(runs[0])
+
 
 def test_existing_run_dir_is_refused_and_failed_run_leaves_nothing(tmp_path):
     frames = make_frames(12)
