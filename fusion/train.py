@@ -362,6 +362,11 @@ def train(config: RunConfig, lake_path: str | Path | None, out_dir: str | Path, 
     if frames is None:
         frames = read_frames(lake_path)
     cohort = assemble_cohort(frames, config)
+    empty = [name for name, present in cohort.present().items() if not present.any()]
+    if empty:
+        raise CohortError(f"no patient has {' or '.join(empty)} data dated before the index date + "
+                          f"data.index.grace_days ({config.data.index.grace_days:g} days); check the dates (images "
+                          "and samples taken on the day of diagnosis need grace_days: 1) or disable the modality")
     lake_hash = _lake_hash(lake_path)
     out_dir = Path(out_dir)
     with staged_dir(out_dir) as tmp:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fusion.cohort import LakeFrames, assemble_cohort, fold_cohort
+from fusion.cohort import CohortError, LakeFrames, assemble_cohort, fold_cohort
 from fusion.config import load_config
 from fusion.data import CohortDataset, Normalizer, collate
 from fusion.run import RunError, load_run
@@ -153,6 +153,9 @@ def test_existing_run_dir_is_refused_and_failed_run_leaves_nothing(tmp_path):
     (tmp_path / "taken" / "x").write_text("keep")
     with pytest.raises(RunError, match="already exists"):
         train(load_config(None, FAST), None, tmp_path / "taken", frames=frames)
+    late = replace(frames, gene_status=frames.gene_status.iloc[:0], tmb=frames.tmb.iloc[:0])
+    with pytest.raises(CohortError, match="no patient has genomics data dated before the index date"):
+        train(load_config(None, FAST), None, tmp_path / "late", frames=late)
     bad = load_config(None, [*FAST, "modalities.ehr.encoder=timm"])  # an image encoder on tabular data
     with pytest.raises(RunError, match="image encoder"):
         train(bad, None, tmp_path / "bad", frames=frames)
