@@ -9,8 +9,8 @@ the same resamples for every model of a task, so intervals are paired; ``null`` 
 ``metrics.json``::
 
     {"run", "lake", "lake_manifest_hash", "lake_changed", "split_seed", "n_boot", "n_test", "created_at",
-     "tasks": {"diagnosis" | "survival" (or "pfs") | "response": {
-         "n", ("n_events" | "n_positive"), "model": {metric: {...}},
+     "tasks": {"diagnosis" | "survival" | "response": {
+         "n", ("n_events" | "n_positive"), ("endpoint": "os" | "pfs", survival only), "model": {metric: {...}},
          "baselines": {"coxnet" | "rsf" | "logistic": {metric: {...}}},
          "ablations": {"without_<m>" | "only_<m>": {metric: {...}}}}},
      "subgroups": {task: {"sex_female" | "sex_male" | "age_lt60" | "age_60_69" | "age_ge70":
@@ -226,8 +226,8 @@ class _Eval:
         if config_tasks.diagnosis.enabled:
             tasks["diagnosis"], subgroups["diagnosis"] = self._score_diagnosis()
         if config_tasks.survival.enabled:
-            name = "pfs" if self.run.meta.get("survival_endpoint") == "pfs" else "survival"
-            tasks[name], subgroups[name] = self._score_survival()
+            tasks["survival"], subgroups["survival"] = self._score_survival()
+            tasks["survival"]["endpoint"] = self.run.meta.get("survival_endpoint", "os")
         if config_tasks.response.enabled:
             tasks["response"], subgroups["response"] = self._score_response()
         return tasks, subgroups

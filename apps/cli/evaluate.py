@@ -14,7 +14,7 @@ from apps.cli.common import console, err_console, fail
 RunArgument = Annotated[Path, typer.Argument(help="A run directory written by `tumorboard train`.")]
 LakeOption = Annotated[Path | None, typer.Option(
     "--lake", help="The lake (default: the lake the run was trained on).")]
-HEADLINE = {"diagnosis": "auroc", "survival": "c_index_harrell", "pfs": "c_index_harrell",
+HEADLINE = {"diagnosis": "auroc", "survival": "c_index_harrell",
             "response": "auroc"}
 
 
