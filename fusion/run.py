@@ -58,12 +58,13 @@ def package_versions() -> dict[str, str]:
 
 
 def check_model_arguments(config: RunConfig) -> None:
-    """Raise :class:`RunError` when an ``encoder_kwargs`` or ``fusion.kwargs`` key is not an argument of its
-    encoder or fusion module (checked before any data is read)."""
+    """Raise :class:`RunError` when a modality's encoder is of the wrong kind (image / tabular) or an
+    ``encoder_kwargs`` or ``fusion.kwargs`` key is not an argument of its encoder or fusion module (checked
+    before any data is read)."""
     try:
         for name in config.enabled_modalities():
             mcfg = config.modalities[name]
-            kind, data = encoder_kind(mcfg.encoder), "image" if name == "image" else "tabular"
+            kind, data = encoder_kind(mcfg.encoder), "image" if name == "image" else "tabular"  # as model_spec
             if kind != data:
                 raise RunError(f"modalities.{name}.encoder={mcfg.encoder!r} is a {kind} encoder but {name!r} is "
                                f"{data} data; choose one of the {data} encoders")
@@ -81,15 +82,12 @@ def build_model(config: RunConfig, spec: dict) -> FusionModel:
     ``spec``: ``{"modalities": {name: {"kind": "tabular", "n_features": F} | {"kind": "image",
     "in_chans": C, "image_size": H}}, "n_classes": int | None, "survival": bool, "n_treatments": int | None}``.
     """
+    check_model_arguments(config)
     encoders = {}
     for name, info in spec["modalities"].items():
         mcfg = config.modalities[name]
-        kind = encoder_kind(mcfg.encoder)
-        if kind != info["kind"]:
-            raise RunError(f"modalities.{name}.encoder={mcfg.encoder!r} is a {kind} encoder but {name!r} is "
-                           f"{info['kind']} data; choose one of the {info['kind']} encoders")
         kwargs = dict(mcfg.encoder_kwargs)
-        if kind == "tabular":
+        if info["kind"] == "tabular":
             kwargs["in_features"] = info["n_features"]
         else:
             kwargs.setdefault("in_chans", info["in_chans"])
