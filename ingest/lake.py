@@ -9,8 +9,8 @@ Layout of a lake directory::
 
 Every write is one atomic Delta commit: a reader sees the previous version or the new one, never half of a
 write, and an interrupted write leaves the previous version intact (a run of several writes keeps the ones it
-committed). Other tools (DuckDB, Polars, Spark) read the
-tables without tumorboard. ``manifest`` records each ingest run; ``rejects`` keeps what could not be ingested.
+committed). Other tools (DuckDB, Polars, Spark) read the tables without tumorboard. ``manifest`` records each
+ingest run; ``rejects`` keeps what could not be ingested.
 """
 
 from __future__ import annotations
