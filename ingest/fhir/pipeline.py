@@ -593,7 +593,29 @@ def _flatten(chunk: _Chunk, resources: Iterable[tuple[str, str, dict, str | None
     for views in by_type.values():
         for view in views:
             if view.name in out:
-                chunk.views[view.name] = view.with_timestamps(view.table_from_rows(out[view.name]))
+                table = view.table_from_rows(out[view.name])
+                parsed = view.with_timestamps(table)
+                chunk.view_rejects += _unparsed_dates(view, table, parsed)
+                chunk.views[view.name] = parsed
+
+
+def _unparsed_dates(view, raw: pa.Table, parsed: pa.Table) -> list[dict]:
+    """A reject row per view row whose date/dateTime value could not be parsed (the row keeps a null there).
+    The view's ``id`` column (``getResourceKey()``, by the shipped views' convention) says which resource."""
+    rejects = []
+    for name in view.temporal_columns:
+        if name not in raw.column_names:
+            continue
+        lost = pc.and_(pc.is_valid(raw.column(name)), pc.is_null(parsed.column(name)))
+        if not pc.any(lost).as_py():
+            continue
+        keys = raw.column("id").filter(lost) if "id" in raw.column_names else pa.nulls(pc.sum(lost).as_py())
+        values = raw.column(name).filter(lost)
+        for key, value in zip(keys.to_pylist(), values.to_pylist(), strict=True):
+            rejects.append({"source": "fhir_resources", "location": f"{view.resource}/{key}",
+                            "reason": f"view {view.name}: {name} is not a FHIR date/dateTime (kept as null)",
+                            "raw": str(value)[:RAW_LIMIT]})
+    return rejects
 
 
 # -- parallel map with bounded queues ----------------------------------------------------------------------

@@ -322,7 +322,13 @@ def test_validate_rejects_an_invalid_resource(tmp_path):
     reject = _rejects(lake)[0]
     assert reject["location"] == "line 2" and "birthDate" in reject["reason"]
     assert "01/01/1970" not in reject["reason"]  # pydantic's message without the input value
-    assert ingest_fhir(Lake(tmp_path / "lake2"), [tmp_path / "p.ndjson"]).rejected == 0  # without --validate
+    # without --validate both are written; the unparseable birthDate is reported, not silently nulled
+    plain = Lake(tmp_path / "lake2")
+    report = ingest_fhir(plain, [tmp_path / "p.ndjson"])
+    assert report.counts["Patient"].written == 2 and report.view_rejects == 1
+    [reject] = _rejects(plain)
+    assert reject["location"] == "Patient/bad" and reject["reason"].startswith("view patient: birth_date is not")
+    assert [r["birth_date"] for r in _rows(plain, "view_patient") if r["id"] == "bad"] == [None]
 
 
 @pytest.mark.parametrize(("resource", "expected"), [
