@@ -25,7 +25,8 @@ class LakeStatus:
     Attributes:
         tables: table name -> row count.
         runs: the manifest, newest first (run_id, command, finished_at, status, counts).
-        rejects: modality, reason, count and one example location, most frequent first.
+        rejects: modality, reason, count (distinct records: one rejected by several runs counts once) and
+            one example location, most frequent first.
         coverage: one row per patient key, one bool column per modality.
         unmatched: modality -> number of ids that match no FHIR patient (kept under their own id).
     """
@@ -77,6 +78,7 @@ def lake_status(lake: Lake) -> LakeStatus:
     rejects = pd.DataFrame(columns=["modality", "reason", "count", "example"])
     if lake.has("rejects"):
         raw = lake.read("rejects", ["modality", "reason", "source", "location"]).to_pandas()
+        raw = raw.drop_duplicates()  # a record rejected again by a re-run counts once
         raw["example"] = raw["source"] + " " + raw["location"].fillna("")
         rejects = (raw.groupby(["modality", "reason"], as_index=False)
                    .agg(count=("source", "size"), example=("example", "first"))

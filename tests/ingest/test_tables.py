@@ -64,6 +64,9 @@ def test_bad_label_rows_are_rejected_with_row_and_reason(lake, tmp_path):
     assert "go together" in rejects["row 5"]
     assert "0/1" in rejects["row 6"]
     assert "ISO date" in rejects["row 7"]
+    ingest_labels(lake, csv)  # the same bad rows again: kept per run, counted once in the status
+    assert lake.read("rejects").num_rows == 10
+    assert lake_status(lake).rejects["count"].sum() == 5
 
 
 def test_cli_exit_status_and_missing_id_column(tmp_path):
