@@ -726,7 +726,9 @@ def _drop_empty(cohort: Cohort) -> Cohort:
     if keep.all():
         return cohort
     if not keep.any():
-        raise CohortError("no patient has data for any enabled modality; check `modalities` in the config")
+        raise CohortError("no patient has data for any enabled modality dated before the index date + "
+                          "data.index.grace_days; check `modalities` and the grace (data taken on the day of "
+                          "diagnosis needs grace_days: 1)")
     return subset(cohort, np.flatnonzero(keep))
 
 
