@@ -96,9 +96,10 @@ def build_model(config: RunConfig, spec: dict) -> FusionModel:
     fusion = create_fusion(config.fusion.name, in_dims={n: e.out_dim for n, e in encoders.items()},
                            out_dim=config.fusion.out_dim, **config.fusion.kwargs)
     read = config.tasks.diagnosis.modalities if spec["n_classes"] is not None else None
+    reads = None if read is None else tuple(m for m in encoders if m in read)
     heads = HeadsConfig(n_classes=spec["n_classes"], survival=spec["survival"],
                         n_treatments=spec["n_treatments"],
-                        diagnosis_modalities=None if read is None else tuple(m for m in encoders if m in read),
+                        diagnosis_modalities=None if reads is None or len(reads) == len(encoders) else reads,
                         hidden_dim=config.tasks.head_hidden_dim, dropout=config.tasks.head_dropout)
     return FusionModel(encoders, fusion, heads, modality_dropout=config.train.modality_dropout)
 
