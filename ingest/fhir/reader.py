@@ -8,7 +8,8 @@ Inputs (:func:`discover`):
   line is followed: its ``output`` files are read from the manifest's folder (one without ``output`` is skipped).
 * JSON: ``*.json`` / ``*.json.gz`` holding one resource or a Bundle (any type: transaction, batch, collection,
   searchset, ...; nested Bundles are unpacked). The Bundle wrapper itself is not stored, its entries are.
-  A JSON file is parsed whole (Bundles are usually one patient or one page); stream big data as NDJSON.
+  A JSON file is parsed whole (Bundles are usually one patient or one page), up to ``JSON_MAX_BYTES`` (512 MiB
+  on disk; a larger one is rejected so memory stays bounded); stream big data as NDJSON.
 
 References: inside a Bundle, every ``reference`` equal to an entry's ``urn:uuid:``/``urn:oid:`` fullUrl is
 rewritten to ``Type/id``, anywhere in the resource, so a Bundle and a Bulk export of the same data give the same
@@ -41,6 +42,7 @@ import orjson
 
 INVALID = "(invalid)"  # the resource type reported for records that are not (or not yet) a resource
 RAW_LIMIT = 10_000
+JSON_MAX_BYTES = 512 << 20  # a JSON resource or Bundle (on disk) is parsed whole; NDJSON streams
 NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
 JSON_SUFFIXES = (".json", ".json.gz")
 BULK_LOG = "log.ndjson"
@@ -357,6 +359,12 @@ class Reader:
 
     def _json(self) -> Iterator[Item]:
         path = self.task.path
+        if self.task.size > JSON_MAX_BYTES:
+            self.done_bytes = self.task.size
+            yield Item("", INVALID, reason=f"a JSON file of {self.task.size / 2**20:,.0f} MiB is more than the "
+                                           f"{JSON_MAX_BYTES >> 20} MiB read whole (memory stays bounded); export "
+                                           "it as Bulk NDJSON, one resource per line, which streams")
+            return
         try:
             data = gzip.decompress(path.read_bytes()) if path.name.lower().endswith(".gz") else path.read_bytes()
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:

@@ -260,7 +260,7 @@ def test_interrupted_run_is_recorded_and_a_rerun_completes_it(tmp_path, monkeypa
         assert sorted(lake.read(name).column(key).to_pylist()) == sorted(clean.read(name).column(key).to_pylist())
 
 
-def test_byte_order_marks_json_arrays_and_empty_folders(tmp_path):
+def test_byte_order_marks_json_arrays_and_empty_folders(tmp_path, monkeypatch):
     folder = tmp_path / "in"
     folder.mkdir()
     bom = b"\xef\xbb\xbf"
@@ -273,6 +273,10 @@ def test_byte_order_marks_json_arrays_and_empty_folders(tmp_path):
     assert report.counts["Patient"].written == 3
     [reject] = _rejects(lake)
     assert reject["source"].endswith("array.json") and "write the array as NDJSON" in reject["reason"]
+    monkeypatch.setattr("ingest.fhir.reader.JSON_MAX_BYTES", 16)
+    big = Lake(tmp_path / "big")
+    assert ingest_fhir(big, [folder / "single.json"]).rejected == 1
+    assert "export it as Bulk NDJSON" in _rejects(big)[0]["reason"]
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("nothing here")
     with pytest.raises(FhirInputError, match="no FHIR files found"):
