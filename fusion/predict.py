@@ -237,7 +237,8 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
 
     Returns:
         ``patient_key``, ``index_date``; ``diagnosis`` {class: probability} (None when the patient has none
-        of the modalities the diagnosis head reads, ``tasks.diagnosis.modalities``); ``survival`` {``endpoint``,
+        of the modalities the diagnosis head reads: ``diagnosis_reads``, given when the head reads only some);
+        ``survival`` {``endpoint``,
         ``times`` (days), ``survival`` S(t), ``lower``/``upper`` (95% pointwise interval, see
         :func:`fusion.explain.survival_interval`), ``at_horizons`` {days: S}}; ``risk_percentile`` (0-100,
         among the run's training patients); ``response`` {treatment: probability of objective response};
@@ -275,6 +276,8 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
         "diagnosis": None, "survival": None, "risk_percentile": None, "response": None,
     }
     reads = model.heads_config.diagnosis_modalities
+    if reads is not None:
+        result["diagnosis_reads"] = list(reads)
     if "diagnosis_logits" in out and (reads is None or any(present.get(m, False) for m in reads)):
         prob = torch.softmax(out["diagnosis_logits"], dim=1)[0].tolist()
         result["diagnosis"] = dict(zip(run.meta["diagnosis_classes"], prob, strict=True))

@@ -82,7 +82,7 @@ def test_predict_patient_end_to_end(tmp_path):
         if len(no_image):
             other = predict_patient(run, lake, str(no_image.iloc[0]["patient_id"]))
             assert other["image_attribution"] is None and "image" in other["missing_modalities"]
-            assert other["diagnosis"] is None  # the diagnosis head reads the CT only
+            assert other["diagnosis"] is None and other["diagnosis_reads"] == ["image"]  # the CT only
 
         _check_integrated_gradients(run, lake, str(imaged["patient_id"]))
         _check_unknown_patient(run, lake, truth, run_dir, lake_path)

@@ -49,6 +49,9 @@ def risk_tab(prediction: dict | None, lake: Path, run_dir: str | None) -> None:
     if prediction and prediction.get("diagnosis"):
         st.plotly_chart(figures.probability_bars(prediction["diagnosis"], title="Diagnosis probabilities"),
                         key="diagnosis_chart")
+    elif prediction is not None and prediction.get("diagnosis_reads"):
+        st.caption(f"No diagnosis: the model's diagnosis head reads {', '.join(prediction['diagnosis_reads'])}, "
+                   "which this patient lacks.")
 
 
 def treatment_tab(prediction: dict | None, record: dict[str, pd.DataFrame], run_dir: str | None) -> None:
