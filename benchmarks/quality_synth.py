@@ -251,13 +251,13 @@ def main() -> None:
     best = max(singles, key=singles.get)
     gap_oracle = oracle["c_index_harrell"]["value"] - fusion_c
     verdict = "met" if gap_oracle <= 0.04 else "MISSED"
-    print(f"\nfusion vs oracle C-index: {-gap_oracle:+.3f} (target within 0.04: {verdict})")
+    print(f"\nfusion vs oracle C-index: {-gap_oracle:+.4f} (target within 0.04: {verdict})")
     gain = fusion_c - singles[best]
     verdict = "met" if gain >= 0.03 else "MISSED"
-    print(f"fusion vs best single modality ({best}): {gain:+.3f} (target >= +0.03: {verdict})")
+    print(f"fusion vs best single modality ({best}): {gain:+.4f} (target >= +0.03: {verdict})")
     gap_resp = oracle["response_auroc"]["value"] - response["model"]["auroc"]["value"]
     verdict = "met" if gap_resp <= 0.05 else "MISSED"
-    print(f"response AUROC vs oracle: {-gap_resp:+.3f} (target within 0.05: {verdict})")
+    print(f"response AUROC vs oracle: {-gap_resp:+.4f} (target within 0.05: {verdict})")
 
 
 if __name__ == "__main__":
