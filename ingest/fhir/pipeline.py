@@ -154,8 +154,7 @@ def ingest_fhir(lake: Lake, paths: list[Path], *, views_dir: Path | Sequence[Pat
 
 
 def _ingest(lake: Lake, found: Discovery, report: IngestReport, views: list, views_dir: tuple[Path, ...], *,
-            workers: int,
-            validate: bool, batch_size: int, progress: Progress | None) -> None:
+            workers: int, validate: bool, batch_size: int, progress: Progress | None) -> None:
     """Read, commit and flatten (the body of :func:`ingest_fhir`)."""
     with _Pool(workers) as pool, _ViewStage(lake, views) as stage:
         fresh = not lake.has("fhir_resources")  # staged rows are exact only when nothing was there before
@@ -170,8 +169,7 @@ def _ingest(lake: Lake, found: Discovery, report: IngestReport, views: list, vie
 
 
 def reflatten_views(lake: Lake, views_dir: Path | Sequence[Path] | None = None, *, workers: int = 1,
-                    batch_size: int = 5000,
-                    progress: Progress | None = None) -> dict[str, int]:
+                    batch_size: int = 5000, progress: Progress | None = None) -> dict[str, int]:
     """Recompute every ``view_<name>`` table from ``fhir_resources`` (no input files are read).
 
     Returns:
