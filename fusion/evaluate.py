@@ -504,3 +504,46 @@ def evaluate_run(run_dir: str | Path, lake: str | Path | None = None, *, retrain
     (run_dir / METRICS_FILE).write_text(json.dumps(result, indent=1))
     say({"stage": "done"})
     return result
+
+
+def evaluate_folds(cv_dir: str | Path, lake: str | Path | None = None, *, retrain_ablations: bool = True,
+                   progress: Progress | None = None, n_boot: int | None = None) -> dict:
+    """Evaluate every fold of a ``--cv`` run (each ``fold_<k>/metrics.json`` as :func:`evaluate_run` writes it)
+    and write ``CV/metrics.json``: ``{"run", "k", "folds", "created_at", "tasks": {task: {"n" (all folds),
+    "model" | "baselines" | "ablations": {metric: {"value" (mean over folds), "sd", "folds" (per fold)}}}}}``.
+    Each fold is tested on its own patients, so the per-fold values are what to compare."""
+    cv_dir = Path(cv_dir)
+    folds = sorted((p for p in cv_dir.glob("fold_*") if p.is_dir()), key=lambda p: int(p.name.split("_")[-1]))
+    if not folds:
+        raise RunError(f"{cv_dir} has no fold_<k> folders: evaluate a --cv run, or a single run directory")
+    say = progress or (lambda _: None)
+    results = []
+    for fold in folds:
+        say({"stage": "fold", "what": fold.name})
+        results.append(evaluate_run(fold, lake, retrain_ablations=retrain_ablations, progress=progress,
+                                    n_boot=n_boot))
+    tasks = {}
+    for task in results[0]["tasks"]:
+        blocks = [r["tasks"].get(task) or {} for r in results]
+        out: dict = {"n": sum(int(b.get("n", 0)) for b in blocks),
+                     "model": _across_folds([b.get("model") for b in blocks])}
+        for group in ("baselines", "ablations"):
+            names = sorted({name for b in blocks for name in (b.get(group) or {})})
+            out[group] = {name: _across_folds([(b.get(group) or {}).get(name) for b in blocks]) for name in names}
+        tasks[task] = out
+    result = {"run": str(cv_dir), "k": len(folds), "folds": [f.name for f in folds],
+              "created_at": datetime.now(UTC).isoformat(), "tasks": tasks}
+    (cv_dir / METRICS_FILE).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _across_folds(scores: list[dict | None]) -> dict:
+    """``{metric: {"value": mean, "sd", "folds": [value per fold or None]}}`` of per-fold metric dicts."""
+    metrics = sorted({m for s in scores for m, v in (s or {}).items() if isinstance(v, dict) and "value" in v})
+    out = {}
+    for metric in metrics:
+        per_fold = [((s or {}).get(metric) or {}).get("value") for s in scores]
+        known = [v for v in per_fold if v is not None]
+        out[metric] = {"value": float(np.mean(known)) if known else None,
+                       "sd": float(np.std(known, ddof=1)) if len(known) > 1 else None, "folds": per_fold}
+    return out

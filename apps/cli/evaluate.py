@@ -41,8 +41,10 @@ def evaluate(
     n_boot: Annotated[int | None, typer.Option("--n-boot", min=0, help="Bootstrap resamples (default: the "
                                                "run's eval.n_boot).")] = None,
 ) -> None:
-    """Score a run on its test split: writes RUN/metrics.json and calibration, Kaplan-Meier and ROC plots."""
-    from fusion.evaluate import METRICS_FILE, evaluate_run
+    """Score a run on its test split: writes RUN/metrics.json and calibration, Kaplan-Meier and ROC plots.
+
+    For a --cv run, every fold is scored and RUN/metrics.json holds the mean, SD and per-fold values."""
+    from fusion.evaluate import METRICS_FILE, evaluate_folds, evaluate_run
 
     def progress(event: dict) -> None:
         if "epoch" in event:
@@ -51,10 +53,16 @@ def evaluate(
         elif event.get("stage") != "done":
             err_console.print(f"[dim]{event['stage']}[/] {event.get('what', '')}")
 
+    folds = (run / "fold_0").is_dir() and not (run / "model.safetensors").is_file()
+    score = evaluate_folds if folds else evaluate_run
     try:
-        result = evaluate_run(run, lake, retrain_ablations=retrain, progress=progress, n_boot=n_boot)
+        result = score(run, lake, retrain_ablations=retrain, progress=progress, n_boot=n_boot)
     except _errors() as exc:
         raise fail(str(exc)) from None
+    if folds:
+        _print_folds(result)
+        console.print(f"wrote {run / METRICS_FILE} and each fold's metrics.json and plots")
+        return
     _print_summary(result)
     console.print(f"wrote {run / METRICS_FILE} and {', '.join(result['plots'])}")
 
@@ -72,6 +80,22 @@ def _print_summary(result: dict) -> None:
             + [(k, v) for k, v in scores["ablations"].items()]
         for name, values in rows:
             table.add_row(name, _fmt(values.get(metric)))
+        console.print(table)
+
+
+def _print_folds(result: dict) -> None:
+    for task, scores in result["tasks"].items():
+        metric = HEADLINE.get(task, next(iter(scores["model"]), None))
+        table = Table(title=f"{task}: {metric}, mean +- SD over {result['k']} folds (n={scores['n']})")
+        table.add_column("model")
+        table.add_column(metric or "", justify="right")
+        rows = [("model", scores["model"])] + [(f"baseline {k}", v) for k, v in scores["baselines"].items()] \
+            + [(k, v) for k, v in scores["ablations"].items()]
+        for name, values in rows:
+            item = values.get(metric) or {}
+            shown = "n/a" if item.get("value") is None else f"{item['value']:.3f}" + (
+                "" if item.get("sd") is None else f" +- {item['sd']:.3f}")
+            table.add_row(name, shown)
         console.print(table)
 
 

@@ -116,8 +116,30 @@ def test_evaluate_end_to_end(tmp_path):
         item = again["tasks"]["survival"]["model"]["c_index_harrell"]
         assert item["ci_low"] is None and item["value"] == result["tasks"]["survival"]["model"][
             "c_index_harrell"]["value"]
+        _check_cross_validation(tmp_path, lake)
     finally:
         torch.set_num_threads(threads)
+
+
+def _check_cross_validation(tmp_path: Path, lake: Path) -> None:
+    """``tumorboard evaluate`` on a --cv run scores every fold and writes their mean, SD and values."""
+    from typer.testing import CliRunner
+
+    from apps.cli import app
+
+    cv = train(load_config(None, [*FAST, "train.epochs=3", "tasks.response.enabled=false"]), lake, tmp_path / "cv",
+               cv=2)
+    result = CliRunner().invoke(app, ["evaluate", str(cv), "--no-retrain", "--n-boot", "0"])
+    assert result.exit_code == 0, result.output
+    assert "SD over 2 folds" in " ".join(result.output.split())
+    pooled = json.loads((cv / "metrics.json").read_text())
+    folds = [json.loads((cv / f"fold_{k}" / "metrics.json").read_text()) for k in range(2)]
+    per_fold = [f["tasks"]["survival"]["model"]["c_index_harrell"]["value"] for f in folds]
+    item = pooled["tasks"]["survival"]["model"]["c_index_harrell"]
+    assert pooled["k"] == 2 and item["folds"] == per_fold
+    assert item["value"] == np.mean(per_fold) and item["sd"] == np.std(per_fold, ddof=1)
+    assert set(pooled["tasks"]["survival"]["baselines"]) == {"coxnet", "rsf"}
+    assert pooled["tasks"]["survival"]["n"] == sum(f["tasks"]["survival"]["n"] for f in folds)
 
 
 def test_bootstrap_is_paired_and_covers_value():
