@@ -41,11 +41,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fusion import metrics  # noqa: E402
-from fusion.cohort import load_frames  # noqa: E402
+from fusion.cohort import Cohort, load_frames  # noqa: E402
 from fusion.config import load_config  # noqa: E402
 from fusion.evaluate import bootstrap, evaluate_run  # noqa: E402
 from fusion.predict import run_cohort  # noqa: E402
-from fusion.run import load_run  # noqa: E402
+from fusion.run import LoadedRun, load_run  # noqa: E402
 from fusion.train import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,10 +91,8 @@ def safe(metric, *arrays: np.ndarray) -> float:
         return float("nan")
 
 
-def oracle_scores(run_dir: Path, lake: Path, truth: pd.DataFrame, n_boot: int, seed: int) -> dict:
+def oracle_scores(cohort: Cohort, truth: pd.DataFrame, n_boot: int, seed: int) -> dict:
     """Oracle metrics on the run's test patients, with the same bootstrap as ``evaluate_run``."""
-    run = load_run(run_dir)
-    cohort = run_cohort(run, load_frames(lake))
     t = cohort.targets
     test = cohort.indices("test")
     truth = truth.set_index("patient_id")
@@ -113,12 +111,10 @@ def oracle_scores(run_dir: Path, lake: Path, truth: pd.DataFrame, n_boot: int, s
     return out
 
 
-def data_limited_scores(run_dir: Path, lake: Path, truth: pd.DataFrame, n_boot: int, seed: int) -> dict:
-    """The two reference rows of the module docstring, on the run's test patients."""
+def data_limited_scores(cohort: Cohort, truth: pd.DataFrame, n_boot: int, seed: int) -> dict:
+    """The reference rows of the module docstring, on the run's test patients."""
     from sklearn.linear_model import LogisticRegression
 
-    run = load_run(run_dir)
-    cohort = run_cohort(run, load_frames(lake))
     t = cohort.targets
     truth = truth.set_index("patient_id").reindex(cohort.patient_keys)
     cancer = (truth["diagnosis"] != "benign").to_numpy()
@@ -156,13 +152,11 @@ def data_limited_scores(run_dir: Path, lake: Path, truth: pd.DataFrame, n_boot: 
     return out
 
 
-def risk_decomposition(run_dir: Path, lake: Path, truth: pd.DataFrame) -> dict:
+def risk_decomposition(run: LoadedRun, cohort: Cohort, truth: pd.DataFrame) -> dict:
     """Least-squares weights of the model's test log-risk on the generator's parts (cancer patients with a
     CT), and the R^2 of that fit."""
     from fusion.predict import model_outputs
 
-    run = load_run(run_dir)
-    cohort = run_cohort(run, load_frames(lake))
     test = cohort.indices("test")
     truth = truth.set_index("patient_id").reindex(cohort.patient_keys[test])
     keep = ((truth["diagnosis"] != "benign") & truth["has_image"]).to_numpy(bool)
@@ -212,9 +206,11 @@ def main() -> None:
         f"  {e.get('stage')} {e.get('what', '')} {e.get('epoch', '')}", flush=True))
     print(f"evaluation (incl. single-modality retraining) in {time.perf_counter() - started:.0f} s")
     truth = pd.read_parquet(args.out / "cohort" / "truth.parquet")
-    oracle = oracle_scores(run_dir, lake, truth, args.n_boot, result["split_seed"])
-    limited = data_limited_scores(run_dir, lake, truth, args.n_boot, result["split_seed"])
-    decomposition = risk_decomposition(run_dir, lake, truth)
+    run = load_run(run_dir)
+    cohort = run_cohort(run, load_frames(lake))  # the run's features and split, read once
+    oracle = oracle_scores(cohort, truth, args.n_boot, result["split_seed"])
+    limited = data_limited_scores(cohort, truth, args.n_boot, result["split_seed"])
+    decomposition = risk_decomposition(run, cohort, truth)
 
     survival, response, diagnosis = (result["tasks"][k] for k in ("survival", "response", "diagnosis"))
     print(f"\ntest patients: {result['n_test']} (survival n={survival['n']}, events {survival['n_events']}; "
