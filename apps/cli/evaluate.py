@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -72,31 +73,31 @@ def _print_summary(result: dict) -> None:
         if "skipped" in scores:
             console.print(f"{task}: skipped ({scores['skipped']})")
             continue
-        metric = HEADLINE.get(task, next(iter(scores["model"])))
-        table = Table(title=f"{task}: {metric} (95% CI), n={scores['n']}")
-        table.add_column("model")
-        table.add_column(metric, justify="right")
-        rows = [("model", scores["model"])] + [(f"baseline {k}", v) for k, v in scores["baselines"].items()] \
-            + [(k, v) for k, v in scores["ablations"].items()]
-        for name, values in rows:
-            table.add_row(name, _fmt(values.get(metric)))
-        console.print(table)
+        _print_task(task, scores, f"(95% CI), n={scores['n']}", _fmt)
 
 
 def _print_folds(result: dict) -> None:
     for task, scores in result["tasks"].items():
-        metric = HEADLINE.get(task, next(iter(scores["model"]), None))
-        table = Table(title=f"{task}: {metric}, mean +- SD over {result['k']} folds (n={scores['n']})")
-        table.add_column("model")
-        table.add_column(metric or "", justify="right")
-        rows = [("model", scores["model"])] + [(f"baseline {k}", v) for k, v in scores["baselines"].items()] \
-            + [(k, v) for k, v in scores["ablations"].items()]
-        for name, values in rows:
-            item = values.get(metric) or {}
-            shown = "n/a" if item.get("value") is None else f"{item['value']:.3f}" + (
-                "" if item.get("sd") is None else f" +- {item['sd']:.3f}")
-            table.add_row(name, shown)
-        console.print(table)
+        _print_task(task, scores, f"mean +- SD over {result['k']} folds (n={scores['n']})", _fmt_folds)
+
+
+def _print_task(task: str, scores: dict, what: str, fmt: Callable[[dict | None], str]) -> None:
+    """One table: the model, its baselines and ablations on the task's headline metric."""
+    metric = HEADLINE.get(task, next(iter(scores["model"]), ""))
+    table = Table(title=f"{task}: {metric} {what}")
+    table.add_column("model")
+    table.add_column(metric, justify="right")
+    rows = [("model", scores["model"])] + [(f"baseline {k}", v) for k, v in scores["baselines"].items()] \
+        + [(k, v) for k, v in scores["ablations"].items()]
+    for name, values in rows:
+        table.add_row(name, fmt(values.get(metric)))
+    console.print(table)
+
+
+def _fmt_folds(item: dict | None) -> str:
+    if not item or item["value"] is None:
+        return "n/a"
+    return f"{item['value']:.3f}" + ("" if item["sd"] is None else f" +- {item['sd']:.3f}")
 
 
 def _fmt(item: dict | None) -> str:

@@ -109,8 +109,9 @@ def check_arguments(fn: Callable[..., object], kwargs: dict, what: str) -> None:
 def _parameters(fn: Callable[..., object]) -> list[str] | None:
     """Named parameters of ``fn`` (plus those of the class it returns, when it forwards ``**kwargs``); None
     when any ``**kwargs`` stays open."""
-    named = [n for n, p in inspect.signature(fn).parameters.items() if p.kind not in _VARIADIC]
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(fn).parameters.values()):
+    params = inspect.signature(fn).parameters
+    named = [n for n, p in params.items() if p.kind not in _VARIADIC]
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return named
     target = typing.get_type_hints(fn).get("return")
     if not inspect.isclass(target):
