@@ -2,11 +2,15 @@
 
 Usage::
 
-    python benchmarks/ingest_fhir.py [BULK_EXPORT_DIR] [--resources 200000] [--work /tmp/tumorboard-bench-fhir]
-        [--memory-at 2000000 ...]
+    python benchmarks/ingest_fhir.py [BULK_EXPORT_DIR [--copies K]] [--resources 200000]
+        [--work /tmp/tumorboard-bench-fhir] [--memory-at 2000000 ...]
 
 Without a folder, the FHIR Bulk export of a synthetic cohort (``ingest.synth``, about 120 resources per
-patient) of about ``--resources`` resources is generated once and cached under ``--work``.
+patient) of about ``--resources`` resources is generated once and cached under ``--work``. With a folder and
+``--copies K``, a small real export (e.g. ``../shared/data/fhir/synthea-bulk-10``, 7,160 resources) is
+written K times under ``--work``, every UUID's first 8 hex digits replaced by the copy number, so ids stay
+unique and references keep pointing inside their copy. The export's ``log.ndjson`` is not a resource file
+and is left out of every figure, as the ingest skips it.
 Prints, in resources per second:
 
 (a) orjson parsing alone (one core, collector off);
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import re
 import resource
 import shutil
 import subprocess
@@ -35,12 +40,16 @@ from pathlib import Path
 import orjson
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ingest.fhir.reader import BULK_LOG  # noqa: E402
+
+UUID_HEAD = re.compile(rb"\b[0-9a-f]{8}(?=-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b)")
 RESOURCES_PER_PATIENT = 120  # a little under what ingest.synth writes per patient (seed 0): at least --resources
 
 
 def synthesise(work: Path, n_resources: int) -> Path:
     """The ``fhir/`` Bulk export of a synthetic cohort of about ``n_resources`` resources (cached in ``work``)."""
-    sys.path.insert(0, str(REPO))
     from ingest.synth import SynthConfig, generate_cohort
 
     patients = max(1, -(-n_resources // RESOURCES_PER_PATIENT))
@@ -51,11 +60,30 @@ def synthesise(work: Path, n_resources: int) -> Path:
     return cohort / "fhir"
 
 
+def resource_files(folder: Path) -> list[Path]:
+    """The export's NDJSON resource files (its Bulk ``log.ndjson`` left out)."""
+    return [p for p in sorted(folder.glob("*.ndjson")) if p.name != BULK_LOG]
+
+
+def replicate(src: Path, out: Path, copies: int) -> Path:
+    """``copies`` copies of the export ``src`` in ``out`` (one file per type), UUIDs made unique per copy."""
+    out.mkdir(parents=True, exist_ok=True)
+    for path in resource_files(src):
+        data = path.read_bytes()
+        with (out / path.name).open("wb") as fh:
+            for copy in range(copies):
+                head = b"%08x" % copy
+                fh.write(UUID_HEAD.sub(head, data))
+                if data and not data.endswith(b"\n"):
+                    fh.write(b"\n")
+    return out
+
+
 def subset(src: Path, out: Path, fraction: float) -> int:
     """The first ``fraction`` of every file of ``src`` (a smaller export with the same shape)."""
     out.mkdir(parents=True, exist_ok=True)
     total = 0
-    for path in sorted(src.glob("*.ndjson")):
+    for path in resource_files(src):
         lines = path.read_bytes().splitlines(keepends=True)
         keep = lines[: max(1, int(len(lines) * fraction))]
         (out / path.name).write_bytes(b"".join(keep))
@@ -69,7 +97,7 @@ def parse_only(folder: Path) -> tuple[int, float, float]:
     gc.freeze()
     gc.disable()
     n, started, cpu = 0, time.perf_counter(), time.process_time()
-    for path in sorted(folder.glob("*.ndjson")):
+    for path in resource_files(folder):
         with path.open("rb") as fh:
             for line in fh:
                 orjson.loads(line)
@@ -83,7 +111,7 @@ def validate_only(folder: Path, sample: int) -> tuple[int, float]:
     """(c): resources validated with fhir.resources R4B models and seconds (sample spread over types)."""
     from fhir.resources.R4B import get_fhir_model_class
 
-    files = sorted(folder.glob("*.ndjson"))
+    files = resource_files(folder)
     per_file = max(1, sample // len(files))
     resources = []
     for path in files:
@@ -108,7 +136,6 @@ def ingest_in_child(folder: Path, lake: Path, workers: int) -> dict:
 
 
 def _child(folder: Path, lake_path: Path, workers: int) -> None:
-    sys.path.insert(0, str(REPO))
     from ingest.fhir.pipeline import ingest_fhir
     from ingest.lake import Lake
 
@@ -125,6 +152,7 @@ def _child(folder: Path, lake_path: Path, workers: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", nargs="?", type=Path, help="a Bulk export folder (default: synthesise one)")
+    parser.add_argument("--copies", type=int, default=1, help="write a real export this many times (see above)")
     parser.add_argument("--resources", type=int, default=200_000, help="size of the synthesised export")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tumorboard-bench-fhir"))
     parser.add_argument("--validate-sample", type=int, default=20_000)
@@ -136,6 +164,9 @@ def main() -> None:
     if folder is None:
         folder = synthesise(work, args.resources)
         print(f"synthetic cohort export: {folder}")
+    elif args.copies > 1:
+        folder = replicate(folder, work / f"copies-{args.copies}", args.copies)
+        print(f"{args.copies} copies of {args.folder}: {folder}")
     small = work / "export-tenth"
     shutil.rmtree(small, ignore_errors=True)
     subset(folder, small, 0.1)
@@ -150,7 +181,8 @@ def main() -> None:
         per_core = run["read"] / run["cpu_seconds"]
         print(f"(b) full ingest, workers={workers}:  {run['read']:>9,} resources  {run['seconds']:7.2f} s"
               f"  {run['read'] / run['seconds']:>9,.0f} /s  (CPU {run['cpu_seconds']:.1f} s: {per_core:,.0f} /s"
-              f" per core, {parse_rate / per_core:.1f}x the parse cost)  peak RSS {run['peak_mb']:,.0f} MB")
+              f" per core, {parse_rate / per_core:.1f}x the parse cost)  peak RSS {run['peak_mb']:,.0f} MB"
+              f"  [{run['written']:,} written, {run['rejected']:,} rejected]")
     n, seconds = validate_only(folder, args.validate_sample)
     print(f"(c) R4B validation only:      {n:>9,} resources  {seconds:7.2f} s  {n / seconds:>9,.0f} /s")
     tenth = ingest_in_child(small, work / "lake", 1)

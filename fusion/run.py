@@ -6,7 +6,8 @@ A run directory holds::
     config.yaml         the resolved configuration
     run.json            metadata: versions, lake manifest hash, model spec, feature names and selection,
                         normalisation statistics, classes, treatments, split per patient key, Breslow baseline
-    history.csv         per-epoch losses
+    history.csv         per epoch: losses, validation metrics, training samples and seconds (train_seconds:
+                        the training pass with data loading; seconds: the whole epoch with validation)
     curves.png          training curves
 
 Runs are written into a hidden temporary sibling folder and renamed at the end (:func:`staged_dir`), so a

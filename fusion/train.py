@@ -230,7 +230,7 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
         model.train()
         cox.reset()
         total, n_seen, sums = 0.0, 0, dict.fromkeys(TASKS, 0.0)
-        for batch in train_loader:
+        for batch in train_loader:  # loading, collating and augmenting count in train_seconds
             if "image" in batch["modalities"]:
                 batch["modalities"]["image"] = augment_images(batch["modalities"]["image"], tcfg.image_augment,
                                                               augment_rng)
@@ -245,9 +245,11 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
             total, n_seen = total + loss.item() * b, n_seen + b
             for k, v in parts.items():
                 sums[k] += v * b
+        train_seconds = time.perf_counter() - started
         val = evaluate_outputs(*predict_outputs(model, eval_loaders["val"], device), weights)
         score = selection_score(val, weights)
-        record = {"epoch": epoch, "train_loss": total / n_seen,
+        record = {"epoch": epoch, "train_loss": total / n_seen, "train_samples": n_seen,
+                  "train_seconds": train_seconds,
                   **{f"train_loss_{k}": sums[k] / n_seen for k in TASKS if weights[k]},
                   **{f"val_{k}": v for k, v in val.items()}, "val_score": score,
                   "seconds": time.perf_counter() - started}

@@ -128,7 +128,7 @@ def timm_encoder(
         model_kwargs: extra arguments for ``timm.create_model``, e.g. ``{"channels": [16, 32, 64, 128]}`` for a
             narrow ResNet that trains on a CPU.
     """
-    small = _resolve_small_input(small_input, image_size)
+    small = resolve_small_input(small_input, image_size)
     if pretrained and weights_path is None:
         raise ValueError(
             "timm encoder: pretrained=True needs weights_path=<local .safetensors/.pth file>; "
@@ -157,7 +157,8 @@ def _tuples(kwargs: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
 
 
-def _resolve_small_input(small_input: bool | str, image_size: int | None) -> bool:
+def resolve_small_input(small_input: bool | str, image_size: int | None) -> bool:
+    """Whether the stem is adapted for ``small_input`` (True, False or "auto") and ``image_size`` px."""
     if isinstance(small_input, bool):
         return small_input
     if small_input != "auto":

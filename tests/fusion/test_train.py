@@ -127,6 +127,8 @@ def test_train_writes_run_and_is_reproducible(tmp_path):
     assert times.size > 0 and np.all(np.diff(meta["breslow"]["cum_baseline_hazard"]) >= 0)
     history = pd.read_csv(runs[0] / "history.csv")
     assert 1 <= len(history) <= 4 and {"train_loss", "val_loss", "val_c_index", "val_score"} <= set(history.columns)
+    assert (history["train_samples"] == sum(s == "train" for s in meta["splits"].values())).all()
+    assert ((history["train_seconds"] > 0) & (history["train_seconds"] < history["seconds"])).all()
     # the kept epoch is the first one with the best validation score (C-index / AUROC mean), not the lowest loss
     assert meta["summary"]["best_epoch"] == int(history["epoch"][history["val_score"].idxmax()])
 
