@@ -531,10 +531,10 @@ def detect_version(resource: dict) -> tuple[str, str] | None:
         if test(resource):
             return version, what
     r5_only = _r5_only_elements(rtype) if isinstance(rtype, str) else frozenset()
-    for element in resource:
-        if element in r5_only:
-            return "R5", f"{rtype}.{element.lstrip('_')} is an R5 element, not R4"
-    return None
+    if r5_only.isdisjoint(resource):
+        return None
+    element = next(e for e in resource if e in r5_only)
+    return "R5", f"{rtype}.{element.lstrip('_')} is an R5 element, not R4"
 
 
 @functools.cache
@@ -555,6 +555,7 @@ def _r5_only_elements(rtype: str) -> frozenset[str]:
     return frozenset(elements(r5) - elements(r4b))
 
 
+@functools.lru_cache(maxsize=4096)  # an export repeats a handful of profile URLs
 def _profile_version(profile: str) -> str | None:
     match = _PROFILE_VERSION.search(profile)
     if match is None:
