@@ -143,6 +143,9 @@ def main() -> None:
           f"({model['ci_low']:.4f}-{model['ci_high']:.4f}), accuracy {accuracy:.3f}, "
           f"training {seconds:.0f} s")
     print(f"bare timm resnet18 loop: test AUROC {bare:.4f}, training {bare_seconds:.0f} s")
+    pixels = scores["baselines"].get("image_logistic")
+    if pixels is not None:
+        print(f"logistic regression on 16 x 16 thumbnails: AUROC {pixels['auroc']['value']:.4f}")
     verdict = "met" if model["value"] >= 0.95 and model["value"] > bare else "MISSED"
     print(f"target AUROC >= 0.95 and above the bare loop: {verdict}")
 

@@ -230,6 +230,7 @@ def main() -> None:
                      None, None))
     rows.append(("logistic (tabular)", None, item(response["baselines"].get("logistic"), "auroc"),
                  item(diagnosis["baselines"].get("logistic"), "auroc")))
+    rows.append(("logistic (CT thumbnails)", None, None, item(diagnosis["baselines"].get("image_logistic"), "auroc")))
     rows.append(("oracle (truth)", oracle["c_index_harrell"], oracle["response_auroc"], None))
     rows.append(("oracle, missing at mean", limited["c_index_harrell"], None, None))
     rows.append(("oracle, no aggressiveness", limited["c_index_no_aggressiveness"], None, None))

@@ -5,7 +5,9 @@ indicators and standardisation, all fitted on the training rows only.
 
 - survival: ``coxnet`` (elastic-net Cox, ``l1_ratio=0.5``; the penalty is chosen on the validation split by
   Harrell's C, then refitted with a baseline hazard) and ``rsf`` (random survival forest);
-- diagnosis: ``logistic`` (multinomial logistic regression, L2);
+- diagnosis: ``logistic`` (multinomial logistic regression, L2) on the tabular features the diagnosis head
+  reads; ``image_logistic``, the same on image thumbnails (:func:`image_thumbnails`) when it reads the image:
+  the simplest reference a CNN has to beat;
 - response: ``logistic`` on ``[x, one-hot(treatment), x * one-hot(treatment)]`` (treatment interactions).
 
 Each ``fit_*`` returns predictions for the requested rows: risk scores (higher = higher hazard) and a
@@ -15,10 +17,12 @@ function giving ``S(t | x)`` at times in days, or class probabilities.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+import torch.nn.functional as nnf
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
@@ -30,6 +34,7 @@ from sksurv.metrics import concordance_index_censored
 from sksurv.util import Surv
 
 SurvivalFn = Callable[[np.ndarray], np.ndarray]
+THUMBNAIL_SIDE = 16  # pixels: 256 features per channel, enough for coarse shape and intensity
 
 
 @dataclass
@@ -112,6 +117,22 @@ def fit_diagnosis(X: np.ndarray, labels: np.ndarray, train: np.ndarray, predict:
     prob = np.zeros((predict.size, n_classes))
     prob[:, model.classes_] = model.predict_proba(X[predict])
     return prob
+
+
+def image_thumbnails(images: Iterable[torch.Tensor | None], side: int = THUMBNAIL_SIDE) -> np.ndarray:
+    """Flattened thumbnails ``(n, C * side * side)``: each series ``(S, C, H, W)`` averaged over its slices and
+    area-averaged to ``side x side`` pixels; a NaN row where the image is None."""
+    rows, width = [], None
+    for image in images:
+        if image is None:
+            rows.append(None)
+            continue
+        thumb = nnf.adaptive_avg_pool2d(image.float().mean(0), side).reshape(-1).numpy()
+        width = thumb.size
+        rows.append(thumb)
+    if width is None:
+        raise ValueError("image_thumbnails: no image among the rows")
+    return np.stack([np.full(width, np.nan) if r is None else r for r in rows])
 
 
 def _response_design(x: np.ndarray, treatment: np.ndarray, n_treatments: int) -> np.ndarray:

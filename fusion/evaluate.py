@@ -11,7 +11,7 @@ the same resamples for every model of a task, so intervals are paired; ``null`` 
     {"run", "lake", "lake_manifest_hash", "lake_changed", "split_seed", "n_boot", "n_test", "created_at",
      "tasks": {"diagnosis" | "survival" | "response": {
          "n", ("n_events" | "n_positive"), ("endpoint": "os" | "pfs", survival only), "model": {metric: {...}},
-         "baselines": {"coxnet" | "rsf" | "logistic": {metric: {...}}},
+         "baselines": {"coxnet" | "rsf" | "logistic" | "image_logistic": {metric: {...}}},
          "ablations": {"without_<m>" | "only_<m>": {metric: {...}}}}},
      "subgroups": {task: {"sex_female" | "sex_male" | "age_lt60" | "age_60_69" | "age_ge70":
                           {"n", "model": {metric: {...}}}}},
@@ -22,9 +22,10 @@ Metrics: survival ``c_index_harrell``, ``c_index_uno``, ``td_auc_<h>d``, ``integ
 deciles, lower is better) at the configured horizons that lie inside the test follow-up; classification
 ``auroc``, ``auprc`` (macro one-vs-rest over the classes present for diagnosis), ``accuracy``,
 ``balanced_accuracy``, ``ece``. Response is scored on patients with a known treatment and response, with the
-probability under their own treatment. Baselines see the tabular features the model's head sees: the diagnosis
-logistic regression only those of ``tasks.diagnosis.modalities`` (none when that is the image alone: no
-baseline).
+probability under their own treatment. Baselines see the inputs the model's head sees: the diagnosis
+logistic regression only the tabular features of ``tasks.diagnosis.modalities`` (none when that is the image
+alone), and ``image_logistic`` (diagnosis, when the head reads the image) a logistic regression on 16 x 16
+thumbnails of the same images the model sees.
 
 Ablations: ``without_<m>`` is the same model with modality ``m`` removed at test time; ``only_<m>`` is the
 run's config restricted to ``m``, retrained on the same split (saved under ``RUN/ablations/only_<m>`` and
@@ -51,6 +52,7 @@ from fusion.cohort import Cohort, FeatureSelection, assemble_cohort, load_frames
 from fusion.config import apply_overrides
 from fusion.predict import (
     Outputs,
+    dataset_for,
     model_outputs,
     prior_outputs,
     run_cohort,
@@ -277,10 +279,24 @@ class _Eval:
         if X.shape[1] and np.unique(t.diagnosis[train]).size >= 2:
             self.say({"stage": "baseline", "what": "diagnosis logistic"})
             preds["baselines"]["logistic"] = baselines.fit_diagnosis(X, t.diagnosis, train, rows, n_classes)
+        images = self.cohort.images
+        if (images is not None and (read is None or "image" in read) and images.present[train].any()
+                and np.unique(t.diagnosis[train[images.present[train]]]).size >= 2):
+            self.say({"stage": "baseline", "what": "diagnosis image logistic"})
+            preds["baselines"]["image_logistic"] = baselines.fit_diagnosis(
+                self._thumbnails(np.union1d(train, rows)), t.diagnosis, train, rows, n_classes)
         self.diagnosis_plot = (y, preds["model"]["model"], t.diagnosis_classes)
         result = {"n": int(rows.size), **self._report(
             rows, diagnosis_metric_fn, lambda g, n: (y, preds[g][n]), preds["baselines"])}
         return result, self._subgroups("diagnosis", diagnosis_metric_fn, (y, preds["model"]["model"]))
+
+    def _thumbnails(self, rows: np.ndarray) -> np.ndarray:
+        """:func:`baselines.image_thumbnails` of the images the model sees, ``(n_cohort, F)``; NaN elsewhere."""
+        dataset = dataset_for(self.run, self.cohort, rows)
+        thumbs = baselines.image_thumbnails(dataset[i]["image"] for i in range(len(dataset)))
+        out = np.full((self.cohort.patient_keys.size, thumbs.shape[1]), np.nan)
+        out[rows] = thumbs
+        return out
 
     def _score_response(self) -> tuple[dict, dict]:
         rows = self.rows["response"]

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
+from fusion.baselines import image_thumbnails
 from fusion.config import load_config
 from fusion.evaluate import bootstrap, evaluate_run
 from fusion.train import train
@@ -153,3 +155,15 @@ def test_bootstrap_is_paired_and_covers_value():
     a = bootstrap(fn, (y, score), n_boot=200, seed=3)["mean_gap"]
     b = bootstrap(fn, (y, score), n_boot=200, seed=3)["mean_gap"]
     assert a == b and a["ci_low"] < a["value"] < a["ci_high"]
+
+
+def test_image_thumbnails_average_slices_and_pool_areas():
+    series = torch.zeros(2, 1, 4, 4)
+    series[0, 0, :2, :2] = 1.0  # top-left quarter of the first slice
+    series[1, 0] = 0.5
+    thumbs = image_thumbnails([series, None, torch.ones(1, 1, 4, 4)], side=2)
+    assert thumbs.shape == (3, 4)
+    np.testing.assert_allclose(thumbs[0], [0.75, 0.25, 0.25, 0.25])  # mean over slices, then 2 x 2 areas
+    assert np.isnan(thumbs[1]).all() and (thumbs[2] == 1.0).all()
+    with pytest.raises(ValueError, match="no image"):
+        image_thumbnails([None, None])

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from fusion import explain
 from fusion.config import load_config
 from fusion.data import collate
+from fusion.evaluate import evaluate_run
 from fusion.predict import UnknownPatientError, dataset_for, predict_patient, run_cohort
 from fusion.run import load_run
 from fusion.train import train
@@ -86,6 +87,10 @@ def test_predict_patient_end_to_end(tmp_path):
 
         _check_integrated_gradients(run, lake, str(imaged["patient_id"]))
         _check_unknown_patient(run, lake, truth, run_dir, lake_path)
+        # the diagnosis head reads the CT only: no tabular baseline, a logistic regression on thumbnails instead
+        scores = evaluate_run(run_dir, lake_path, n_boot=0, retrain_ablations=False)["tasks"]["diagnosis"]
+        assert set(scores["baselines"]) == {"image_logistic"}
+        assert 0.0 <= scores["baselines"]["image_logistic"]["auroc"]["value"] <= 1.0
     finally:
         torch.set_num_threads(threads)
 
