@@ -44,7 +44,8 @@ sys.path.insert(0, str(REPO))
 
 from ingest.fhir.reader import BULK_LOG  # noqa: E402
 
-UUID_HEAD = re.compile(rb"\b[0-9a-f]{8}(?=-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b)")
+UUID_HEAD = re.compile(rb"\b[0-9a-f]{8}(?=-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b)", re.IGNORECASE)
+UUID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}", re.IGNORECASE)
 RESOURCES_PER_PATIENT = 120  # a little under what ingest.synth writes per patient (seed 0): at least --resources
 
 
@@ -62,14 +63,20 @@ def synthesise(work: Path, n_resources: int) -> Path:
 
 def resource_files(folder: Path) -> list[Path]:
     """The export's NDJSON resource files (its Bulk ``log.ndjson`` left out)."""
-    return [p for p in sorted(folder.glob("*.ndjson")) if p.name != BULK_LOG]
+    return [p for p in sorted(folder.glob("*.ndjson")) if p.name.lower() != BULK_LOG]
 
 
 def replicate(src: Path, out: Path, copies: int) -> Path:
-    """``copies`` copies of the export ``src`` in ``out`` (one file per type), UUIDs made unique per copy."""
-    out.mkdir(parents=True, exist_ok=True)
+    """``copies`` copies of the export ``src`` in ``out`` (one file per type), UUIDs made unique per copy.
+    Exits when a resource id is not a UUID: copies of it would merge in the lake instead of adding rows."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
     for path in resource_files(src):
         data = path.read_bytes()
+        for number, line in enumerate(data.splitlines(), 1):
+            rid = orjson.loads(line).get("id") if line.strip() else None
+            if not (isinstance(rid, str) and UUID.fullmatch(rid)):
+                sys.exit(f"{path}:{number}: resource id {str(rid)[:40]!r} is not a UUID; --copies needs UUID ids")
         with (out / path.name).open("wb") as fh:
             for copy in range(copies):
                 head = b"%08x" % copy
@@ -162,9 +169,13 @@ def main() -> None:
     work = args.work
     folder = args.folder
     if folder is None:
+        if args.copies != 1:
+            parser.error("--copies needs a Bulk export folder")
         folder = synthesise(work, args.resources)
         print(f"synthetic cohort export: {folder}")
     elif args.copies > 1:
+        if args.memory_at:
+            parser.error("--memory-at builds synthetic exports; measure copies of a real export with --copies")
         folder = replicate(folder, work / f"copies-{args.copies}", args.copies)
         print(f"{args.copies} copies of {args.folder}: {folder}")
     small = work / "export-tenth"

@@ -120,19 +120,15 @@ def fit_diagnosis(X: np.ndarray, labels: np.ndarray, train: np.ndarray, predict:
 
 
 def image_thumbnails(images: Iterable[torch.Tensor | None], side: int = THUMBNAIL_SIDE) -> np.ndarray:
-    """Flattened thumbnails ``(n, C * side * side)``: each series ``(S, C, H, W)`` averaged over its slices and
-    area-averaged to ``side x side`` pixels; a NaN row where the image is None."""
-    rows, width = [], None
-    for image in images:
-        if image is None:
-            rows.append(None)
-            continue
-        thumb = nnf.adaptive_avg_pool2d(image.float().mean(0), side).reshape(-1).numpy()
-        width = thumb.size
-        rows.append(thumb)
+    """Image features ``(n, 1 + C * side * side)``: a has-image column (1 or 0), then the thumbnail: each series
+    ``(S, C, H, W)`` averaged over its slices and area-averaged to ``side x side`` pixels (zeros where the image
+    is None: the has-image column carries the difference, so a linear model needs no imputation)."""
+    thumbs = [None if image is None else nnf.adaptive_avg_pool2d(image.float().mean(0), side).reshape(-1).numpy()
+              for image in images]
+    width = next((t.size for t in thumbs if t is not None), None)
     if width is None:
         raise ValueError("image_thumbnails: no image among the rows")
-    return np.stack([np.full(width, np.nan) if r is None else r for r in rows])
+    return np.stack([np.zeros(1 + width) if t is None else np.concatenate([[1.0], t]) for t in thumbs])
 
 
 def _response_design(x: np.ndarray, treatment: np.ndarray, n_treatments: int) -> np.ndarray:

@@ -291,7 +291,8 @@ class _Eval:
         return result, self._subgroups("diagnosis", diagnosis_metric_fn, (y, preds["model"]["model"]))
 
     def _thumbnails(self, rows: np.ndarray) -> np.ndarray:
-        """:func:`baselines.image_thumbnails` of the images the model sees, ``(n_cohort, F)``; NaN elsewhere."""
+        """:func:`baselines.image_thumbnails` of the images the model sees at ``rows``, ``(n_cohort, F)``;
+        NaN in the other rows (never read)."""
         dataset = dataset_for(self.run, self.cohort, rows)
         thumbs = baselines.image_thumbnails(dataset[i]["image"] for i in range(len(dataset)))
         out = np.full((self.cohort.patient_keys.size, thumbs.shape[1]), np.nan)

@@ -162,8 +162,8 @@ def test_image_thumbnails_average_slices_and_pool_areas():
     series[0, 0, :2, :2] = 1.0  # top-left quarter of the first slice
     series[1, 0] = 0.5
     thumbs = image_thumbnails([series, None, torch.ones(1, 1, 4, 4)], side=2)
-    assert thumbs.shape == (3, 4)
-    np.testing.assert_allclose(thumbs[0], [0.75, 0.25, 0.25, 0.25])  # mean over slices, then 2 x 2 areas
-    assert np.isnan(thumbs[1]).all() and (thumbs[2] == 1.0).all()
+    assert thumbs.shape == (3, 5)  # has-image column + 2 x 2 pixels
+    np.testing.assert_allclose(thumbs[0], [1.0, 0.75, 0.25, 0.25, 0.25])  # mean over slices, then 2 x 2 areas
+    assert (thumbs[1] == 0.0).all() and (thumbs[2] == 1.0).all()
     with pytest.raises(ValueError, match="no image"):
         image_thumbnails([None, None])
