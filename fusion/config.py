@@ -176,10 +176,16 @@ class DiagnosisTaskConfig(TaskConfig):
                           "after the diagnosis (staging in the EHR block, the biopsy's genomics)")
 
 
+class ResponseTaskConfig(TaskConfig):
+    hidden_dim: int | None = Field(
+        64, ge=1, description="hidden width of each treatment's readout of the fused embedding; null: a linear "
+                              "readout (a logistic model per treatment), steadier with a few hundred labels")
+
+
 class TasksConfig(_Strict):
     diagnosis: DiagnosisTaskConfig = Field(default_factory=DiagnosisTaskConfig)
     survival: TaskConfig = Field(default_factory=TaskConfig)
-    response: TaskConfig = Field(default_factory=TaskConfig)
+    response: ResponseTaskConfig = Field(default_factory=ResponseTaskConfig)
     head_hidden_dim: int | None = None
     head_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     cox_queue_size: int = Field(0, ge=0, description="memory bank for the Cox loss on small batches")

@@ -99,7 +99,7 @@ def build_model(config: RunConfig, spec: dict) -> FusionModel:
     read = config.tasks.diagnosis.modalities if spec["n_classes"] is not None else None
     reads = None if read is None else tuple(m for m in encoders if m in read)
     heads = HeadsConfig(n_classes=spec["n_classes"], survival=spec["survival"],
-                        n_treatments=spec["n_treatments"],
+                        n_treatments=spec["n_treatments"], response_hidden_dim=config.tasks.response.hidden_dim,
                         diagnosis_modalities=None if reads is None or len(reads) == len(encoders) else reads,
                         hidden_dim=config.tasks.head_hidden_dim, dropout=config.tasks.head_dropout)
     return FusionModel(encoders, fusion, heads, modality_dropout=config.train.modality_dropout)

@@ -33,7 +33,8 @@ class HeadsConfig:
         diagnosis_modalities: the modalities the diagnosis head reads (None: all). The others count as
             absent for it, so data recorded at diagnosis (staging, the biopsy's genomics) cannot give the
             diagnosis away while the survival and response heads still use it.
-        hidden_dim: hidden width of each head (None = linear heads).
+        hidden_dim: hidden width of the diagnosis and survival heads (None = linear heads).
+        response_hidden_dim: hidden width of the response head's per-treatment readouts (None = linear).
         dropout: dropout inside the heads.
     """
 
@@ -42,6 +43,7 @@ class HeadsConfig:
     n_treatments: int | None = None
     diagnosis_modalities: tuple[str, ...] | None = None
     hidden_dim: int | None = None
+    response_hidden_dim: int | None = 64
     dropout: float = 0.0
 
 
@@ -89,7 +91,8 @@ class FusionModel(nn.Module):
         self.diagnosis = DiagnosisHead(d, heads.n_classes, **kw) if heads.n_classes is not None else None
         self.survival = SurvivalHead(d, **kw) if heads.survival else None
         self.response = (
-            ResponseHead(d, heads.n_treatments, dropout=heads.dropout) if heads.n_treatments is not None else None
+            ResponseHead(d, heads.n_treatments, hidden_dim=heads.response_hidden_dim, dropout=heads.dropout)
+            if heads.n_treatments is not None else None
         )
 
     def embed(self, batch: dict) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,7 @@ from safetensors.torch import load_file
 from fusion.cohort import CohortError, LakeFrames, assemble_cohort, fold_cohort
 from fusion.config import load_config
 from fusion.data import CohortDataset, Normalizer, collate
-from fusion.run import RunError, load_run
+from fusion.run import RunError, build_model, load_run
 from fusion.train import train
 from ingest.synth import codes as c
 
@@ -162,6 +163,18 @@ def test_existing_run_dir_is_refused_and_failed_run_leaves_nothing(tmp_path):
     with pytest.raises(RunError, match="image encoder"):
         train(bad, None, tmp_path / "bad", frames=frames)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_response_readout_width_follows_the_config():
+    spec = {"modalities": {"ehr": {"kind": "tabular", "n_features": 5}}, "n_classes": None, "survival": True,
+            "n_treatments": 3}
+    wide = build_model(load_config(None, ["modalities.image.enabled=false", "modalities.genomics.enabled=false"]),
+                       spec)
+    linear = build_model(load_config(None, ["modalities.image.enabled=false", "modalities.genomics.enabled=false",
+                                            "tasks.response.hidden_dim=null"]), spec)
+    assert wide.response.net.mlp[0].out_features == 64  # the default keeps older runs' architecture
+    assert linear.response.net.mlp is None
+    assert load_config(Path(__file__).parents[2] / "configs" / "full_fusion.yaml").tasks.response.hidden_dim is None
 
 
 def test_cross_validation_writes_folds_and_summary(tmp_path):
