@@ -118,7 +118,7 @@ def throughput(run_dir: Path, lake_path: Path, image_size: int) -> None:
     print(f"(1) end to end, {n_train} training patients ({n_images} with a CT), batch {batch_size}, "
           f"{image_size} px, {torch.get_num_threads()} thread(s): train() {statistics.median(fused):.2f} s per "
           f"epoch ({min(fused):.2f}-{max(fused):.2f}), bare timm loop over the {n_images} CTs "
-          f"{statistics.median(plain):.2f} s ({min(plain):.2f}-{max(plain):.2f}): overhead {overhead:+.0%} "
+          f"{statistics.median(plain):.2f} s ({min(plain):.2f}-{max(plain):.2f}): overhead {overhead:+.1%} "
           f"(target < 20%: {'met' if overhead < 0.2 else 'MISSED'}); first epoch (cold caches) "
           f"{history['train_seconds'].iloc[0]:.2f} s")
 
