@@ -280,8 +280,8 @@ class _Eval:
             self.say({"stage": "baseline", "what": "diagnosis logistic"})
             preds["baselines"]["logistic"] = baselines.fit_diagnosis(X, t.diagnosis, train, rows, n_classes)
         images = self.cohort.images
-        if (images is not None and (read is None or "image" in read) and images.present[train].any()
-                and np.unique(t.diagnosis[train[images.present[train]]]).size >= 2):
+        if (images is not None and (read is None or "image" in read)
+                and np.unique(t.diagnosis[train[images.present[train]]]).size >= 2):  # imaged patients, 2 classes
             self.say({"stage": "baseline", "what": "diagnosis image logistic"})
             preds["baselines"]["image_logistic"] = baselines.fit_diagnosis(
                 self._thumbnails(np.union1d(train, rows)), t.diagnosis, train, rows, n_classes)
