@@ -72,24 +72,53 @@ def fit_coxnet(X: np.ndarray, time: np.ndarray, event: np.ndarray, train: np.nda
     X = observed_columns(X, train)  # noqa: N806
     prep = preprocessor().fit(X[train])
     xt, xv, xp = (prep.transform(X[r]) for r in (train, val, predict))
-    y = Surv.from_arrays(event[train].astype(bool), time[train])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", (ConvergenceWarning, UserWarning, RuntimeWarning))
-        path = CoxnetSurvivalAnalysis(l1_ratio=l1_ratio, alpha_min_ratio=0.01, n_alphas=30, max_iter=10_000,
-                                      fit_baseline_model=True)
-        path.fit(xt, y)
-        alpha = path.alphas_[len(path.alphas_) // 2]
-        if val.size and event[val].any():
-            scores = []
-            for a in path.alphas_:
-                risk = path.predict(xv, alpha=a)
-                c = concordance_index_censored(event[val].astype(bool), time[val], risk)[0] \
-                    if np.ptp(risk) > 0 else 0.5
-                scores.append(c)
-            alpha = path.alphas_[int(np.argmax(scores))]
+        path, alpha = _coxnet_path(xt, time[train], event[train], xv, time[val], event[val], l1_ratio,
+                                   baseline=True)
         risk = path.predict(xp, alpha=alpha)
         functions = path.predict_survival_function(xp, alpha=alpha)
     return SurvivalPrediction(risk, lambda times: _step_functions(functions, times))
+
+
+def coxnet_coefficients(X: np.ndarray, time: np.ndarray, event: np.ndarray, train: np.ndarray,  # noqa: N803
+                        val: np.ndarray, *, l1_ratio: float = 0.5) -> tuple[np.ndarray, float]:
+    """The elastic-net Cox model of :func:`fit_coxnet` as coefficients on ``X``'s own scale.
+
+    ``X (N, F)`` must have no NaN (e.g. features with 0 where missing plus observed flags). Columns are
+    standardised for the fit (constant columns get 0); the returned ``(F,)`` coefficients undo that, so the
+    log-risk is ``X @ coef`` up to a constant. Also returns the chosen penalty ``alpha``.
+    """
+    if np.isnan(X).any():
+        raise ValueError("coxnet_coefficients: X has NaN; encode missing values first")
+    mean, scale = X[train].mean(axis=0), X[train].std(axis=0)
+    varying = scale > 1e-12
+    xs = (X[:, varying] - mean[varying]) / scale[varying]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (ConvergenceWarning, UserWarning, RuntimeWarning))
+        path, alpha = _coxnet_path(xs[train], time[train], event[train], xs[val], time[val], event[val],
+                                   l1_ratio, baseline=False)
+    coef = np.zeros(X.shape[1])
+    coef[varying] = path.coef_[:, int(np.argmin(np.abs(path.alphas_ - alpha)))] / scale[varying]
+    return coef, float(alpha)
+
+
+def _coxnet_path(xt: np.ndarray, time_t: np.ndarray, event_t: np.ndarray, xv: np.ndarray, time_v: np.ndarray,
+                 event_v: np.ndarray, l1_ratio: float, *, baseline: bool) -> tuple[CoxnetSurvivalAnalysis, float]:
+    """The elastic-net Cox path fitted on the training rows and the penalty with the best Harrell's C on the
+    validation rows (the middle of the path when they have no event)."""
+    path = CoxnetSurvivalAnalysis(l1_ratio=l1_ratio, alpha_min_ratio=0.01, n_alphas=30, max_iter=10_000,
+                                  fit_baseline_model=baseline)
+    path.fit(xt, Surv.from_arrays(event_t.astype(bool), time_t))
+    alpha = path.alphas_[len(path.alphas_) // 2]
+    if event_v.size and event_v.any():
+        scores = []
+        for a in path.alphas_:
+            risk = path.predict(xv, alpha=a)
+            scores.append(concordance_index_censored(event_v.astype(bool), time_v, risk)[0]
+                          if np.ptp(risk) > 0 else 0.5)
+        alpha = path.alphas_[int(np.argmax(scores))]
+    return path, float(alpha)
 
 
 def fit_rsf(X: np.ndarray, time: np.ndarray, event: np.ndarray, train: np.ndarray, predict: np.ndarray,  # noqa: N803

@@ -176,6 +176,13 @@ class DiagnosisTaskConfig(TaskConfig):
                           "after the diagnosis (staging in the EHR block, the biopsy's genomics)")
 
 
+class SurvivalTaskConfig(TaskConfig):
+    coxnet_offset: bool = Field(
+        False, description="add an elastic-net Cox model of the tabular inputs, fitted on the training split "
+                           "before the network, to the log-risk as a fixed offset: the network learns what the "
+                           "images and non-linear terms add to it (no effect without a tabular modality)")
+
+
 class ResponseTaskConfig(TaskConfig):
     hidden_dim: int | None = Field(
         64, ge=1, description="hidden width of each treatment's readout of the fused embedding; null: a linear "
@@ -184,7 +191,7 @@ class ResponseTaskConfig(TaskConfig):
 
 class TasksConfig(_Strict):
     diagnosis: DiagnosisTaskConfig = Field(default_factory=DiagnosisTaskConfig)
-    survival: TaskConfig = Field(default_factory=TaskConfig)
+    survival: SurvivalTaskConfig = Field(default_factory=SurvivalTaskConfig)
     response: ResponseTaskConfig = Field(default_factory=ResponseTaskConfig)
     head_hidden_dim: int | None = None
     head_dropout: float = Field(0.0, ge=0.0, lt=1.0)

@@ -14,7 +14,9 @@ heads (``diagnosis``, ``survival``, ``response``), so that each explanation re-r
 - :func:`survival_interval`: a pointwise 95% interval for ``S(t | x)``.
 
 The target of the attributions is the log-risk when the run has a survival head (a positive attribution
-raises the hazard), else the logit of the predicted diagnosis.
+raises the hazard), else the logit of the predicted diagnosis. The log-risk includes the risk offset
+(``tasks.survival.coxnet_offset``, :mod:`fusion.models.offset`): its terms go with their modality, so leaving a
+modality out removes its term and the integrated gradients of a tabular input include its offset weight.
 """
 
 from __future__ import annotations
@@ -63,11 +65,11 @@ def _fused(model: FusionModel, emb: dict[str, Tensor],
 
 
 def _target(model: FusionModel, emb: dict[str, Tensor], present: dict[str, Tensor],
-            diagnosis_class: int | None) -> Tensor:
-    """``(B,)`` explanation target: log-risk, else the logit of ``diagnosis_class`` (from the modalities the
-    diagnosis head reads)."""
+            diagnosis_class: int | None, offset_terms: dict[str, Tensor]) -> Tensor:
+    """``(B,)`` explanation target: log-risk (with the risk offset's ``offset_terms``), else the logit of
+    ``diagnosis_class`` (from the modalities the diagnosis head reads)."""
     if model.survival is not None:
-        return model.survival(_fused(model, emb, present)[0])
+        return model.log_risk(_fused(model, emb, present)[0], offset_terms, present)
     return model.diagnosis(model.diagnosis_fused(emb, present))[:, diagnosis_class]
 
 
@@ -84,13 +86,15 @@ class Encoded:
     """One row's encoder outputs, computed once and shared by the explanations.
 
     ``emb {name: (1, D)}``, ``present {name: (1,)}``, ``attention {name: (1, S)}`` (slice attention of image
-    encoders) and ``cls``: the predicted diagnosis class (None without a diagnosis head).
+    encoders), ``cls``: the predicted diagnosis class (None without a diagnosis head) and ``offset_terms
+    {name: (1,)}``: the risk offset's contributions (:meth:`FusionModel.offset_terms`).
     """
 
     emb: dict[str, Tensor]
     present: dict[str, Tensor]
     attention: dict[str, Tensor]
     cls: int | None
+    offset_terms: dict[str, Tensor]
 
 
 @torch.no_grad()
@@ -100,7 +104,7 @@ def encode(model: FusionModel, batch: dict) -> Encoded:
     cls = None
     if model.diagnosis is not None:
         cls = int(model.diagnosis(model.diagnosis_fused(emb, present)).argmax(1)[0])
-    return Encoded(emb, present, attention, cls)
+    return Encoded(emb, present, attention, cls, model.offset_terms(batch["modalities"], batch.get("masks") or {}))
 
 
 def _expand(tensors: dict[str, Tensor], b: int) -> dict[str, Tensor]:
@@ -116,7 +120,8 @@ def modality_contributions(model: FusionModel, batch: dict,
     encoded = encoded or encode(model, batch)
     emb, present, cls = encoded.emb, encoded.present, encoded.cls
     z, weights = _fused(model, emb, present)
-    base_risk = model.survival(z)[0] if model.survival is not None else None
+    terms = encoded.offset_terms
+    base_risk = model.log_risk(z, terms, present)[0] if model.survival is not None else None
     base_prob = None
     if model.diagnosis is not None:
         base_prob = torch.softmax(model.diagnosis(model.diagnosis_fused(emb, present)), 1)[0, cls]
@@ -130,7 +135,7 @@ def modality_contributions(model: FusionModel, batch: dict,
             without = {**present, name: torch.zeros_like(present[name])}
             z_wo, _ = _fused(model, emb, without)
             if base_risk is not None:
-                item["delta_log_risk"] = float(base_risk - model.survival(z_wo)[0])
+                item["delta_log_risk"] = float(base_risk - model.log_risk(z_wo, terms, without)[0])
             if base_prob is not None:
                 z_dx = model.diagnosis_fused(emb, without)
                 item["delta_diagnosis"] = float(base_prob - torch.softmax(model.diagnosis(z_dx), 1)[0, cls])
@@ -158,12 +163,15 @@ def top_features(model: FusionModel, batch: dict, names: dict[str, list[str]], r
         return []
     fixed = {m: e.detach() for m, e in emb.items() if m not in tabular}
     masks = {m: batch["masks"][m] for m in tabular}
+    fixed_terms = {m: t for m, t in encoded.offset_terms.items() if m not in tabular}
 
     def forward(*xs: Tensor) -> Tensor:
         b = xs[0].shape[0]
         embs = {**_expand(fixed, b), **{m: model.encoders[m](x, masks[m].expand(b, -1))
                                       for m, x in zip(tabular, xs, strict=True)}}
-        return _target(model, embs, _expand(present, b), cls)
+        terms = {**_expand(fixed_terms, b), **model.offset_terms(dict(zip(tabular, xs, strict=True)),
+                                                                  {m: masks[m].expand(b, -1) for m in tabular})}
+        return _target(model, embs, _expand(present, b), cls, terms)
 
     inputs = tuple(batch["modalities"][m].clone().requires_grad_(True) for m in tabular)
     attributions = IntegratedGradients(forward).attribute(
@@ -234,7 +242,8 @@ def image_attribution(model: FusionModel, batch: dict, encoded: Encoded | None =
     def forward(images: Tensor) -> Tensor:
         b = images.shape[0]
         image_emb, _ = enc.forward_with_attention(images, mask.expand(b, -1))
-        return _target(model, {**_expand(fixed, b), "image": image_emb}, _expand(present, b), cls)
+        return _target(model, {**_expand(fixed, b), "image": image_emb}, _expand(present, b), cls,
+                       _expand(encoded.offset_terms, b))
 
     # (valid slices, 1, h, w)
     cam = LayerGradCam(forward, layer).attribute(x, relu_attributions=True).detach()
@@ -299,7 +308,8 @@ def mc_log_risk(model: FusionModel, batch: dict, *, n_samples: int = 30, seed: i
             else:
                 samples[name] = emb[name].expand(n_samples, -1)
         z, _ = _fused(mc, samples, _expand(present, n_samples))
-        return mc.survival(z).numpy().astype(np.float64)
+        terms = mc.offset_terms(one["modalities"], one["masks"])
+        return mc.log_risk(z, _expand(terms, n_samples), _expand(present, n_samples)).numpy().astype(np.float64)
 
 
 def survival_interval(model: FusionModel, batch: dict, breslow: BreslowEstimator, times: np.ndarray, *,
@@ -319,7 +329,8 @@ def survival_interval(model: FusionModel, batch: dict, breslow: BreslowEstimator
     times = np.asarray(times, np.float64)
     encoded = encoded or encode(model, batch)
     with torch.no_grad():
-        log_risk = float(model.survival(_fused(model, encoded.emb, encoded.present)[0])[0])
+        log_risk = float(model.log_risk(_fused(model, encoded.emb, encoded.present)[0], encoded.offset_terms,
+                                        encoded.present)[0])
     samples = mc_log_risk(model, batch, n_samples=n_samples, seed=seed)
     var_r = float(samples.var(ddof=1)) if samples.size > 1 else 0.0
     h0 = breslow.baseline_cumulative_hazard(times)

@@ -139,7 +139,7 @@ def model_outputs(run: LoadedRun, cohort: Cohort, rows: np.ndarray, *, drop: Ite
             parts["diagnosis_prob"].append(torch.softmax(model.diagnosis(model.diagnosis_embedding(out)),
                                                          dim=1).numpy())
         if model.survival is not None:
-            parts["log_risk"].append(model.survival(z).numpy())
+            parts["log_risk"].append(model.log_risk(z, out["offset_terms"], out["present"]).numpy())
         if model.response is not None:
             parts["response_all"].append(torch.sigmoid(model.response.all_treatments(z)).numpy())
     result = {}

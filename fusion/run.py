@@ -32,7 +32,7 @@ from safetensors.torch import load_model, save_model
 
 import fusion.models  # noqa: F401  (fills the encoder and fusion registries)
 from fusion.config import RunConfig, dump_config, load_config
-from fusion.models import BreslowEstimator, FusionModel, HeadsConfig, create_encoder, create_fusion
+from fusion.models import BreslowEstimator, FusionModel, HeadsConfig, RiskOffset, create_encoder, create_fusion
 from fusion.models.registry import check_arguments, encoder_entry, encoder_kind, fusion_entry
 
 # 2: features are dated strictly before index + grace_days, and tasks.diagnosis.modalities exists; a format-1
@@ -102,7 +102,10 @@ def build_model(config: RunConfig, spec: dict) -> FusionModel:
                         n_treatments=spec["n_treatments"], response_hidden_dim=config.tasks.response.hidden_dim,
                         diagnosis_modalities=None if reads is None or len(reads) == len(encoders) else reads,
                         hidden_dim=config.tasks.head_hidden_dim, dropout=config.tasks.head_dropout)
-    return FusionModel(encoders, fusion, heads, modality_dropout=config.train.modality_dropout)
+    tabular = {name: info["n_features"] for name, info in spec["modalities"].items() if info["kind"] == "tabular"}
+    offset = (RiskOffset(tabular) if spec["survival"] and config.tasks.survival.coxnet_offset and tabular
+              else None)
+    return FusionModel(encoders, fusion, heads, modality_dropout=config.train.modality_dropout, offset=offset)
 
 
 @contextmanager

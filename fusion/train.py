@@ -28,12 +28,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from fusion.augment import augment_images
+from fusion.baselines import coxnet_coefficients
 from fusion.cohort import Cohort, CohortError, LakeFrames, assemble_cohort, fold_cohort, read_frames
 from fusion.config import RunConfig
 from fusion.data import CohortDataset, Normalizer, collate, move_batch
 from fusion.losses import CoxLoss, multitask_loss
 from fusion.metrics import accuracy, auroc, harrell_c_index, multiclass_auroc
-from fusion.models import BreslowEstimator, FusionModel
+from fusion.models import BreslowEstimator, FusionModel, RiskOffset
 from fusion.run import build_model, check_model_arguments, json_safe, save_run, staged_dir
 from fusion.splits import curated_test, kfold_assignments, strata_for
 from ingest.lake import Lake
@@ -216,7 +217,9 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
     train_loader = _loader(datasets["train"], config, shuffle=True, seed=tcfg.seed)
     eval_loaders = {name: _loader(datasets[name], config, shuffle=False, seed=tcfg.seed)
                     for name in ("train", "val", "test") if len(datasets[name])}
-    model = build_model(config, spec).to(device)
+    model = build_model(config, spec)
+    offset_info = None if model.offset is None else fit_offset(model.offset, cohort, normalizer, train_rows, val_rows)
+    model = model.to(device)
     weights = {task: (getattr(config.tasks, task).weight if getattr(config.tasks, task).enabled else 0.0)
                for task in TASKS}
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
@@ -280,6 +283,8 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
         metrics["test"] = evaluate_outputs(*predict_outputs(model, eval_loaders["test"], device), weights)
     summary = {"best_epoch": best_epoch, "epochs_run": len(history), "best_val_loss": best_loss,
                "best_val_score": best_score, **metrics}
+    if offset_info is not None:
+        summary["coxnet_offset"] = offset_info
 
     meta = {
         "schema_version": SCHEMA_VERSION,
@@ -305,6 +310,29 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
     _write_history(run_dir / "history.csv", history)
     _plot_curves(run_dir / "curves.png", history)
     return summary
+
+
+def fit_offset(offset: RiskOffset, cohort: Cohort, normalizer: Normalizer, train_rows: np.ndarray,
+               val_rows: np.ndarray) -> dict:
+    """Set ``offset``'s weights to an elastic-net Cox model (:func:`fusion.baselines.coxnet_coefficients`) of
+    the inputs exactly as the model sees them: per modality, the normalised features (0 where missing) and
+    their observed flags, all 0 for a patient without the modality. Returns ``{"alpha", "nonzero",
+    "features"}``."""
+    blocks = []
+    for name in offset.n_features:
+        block = cohort.blocks[name]
+        x = normalizer.apply(name, block.values).astype(np.float64)
+        observed = ~np.isnan(x)
+        design = np.hstack([np.where(observed, x, 0.0), observed]) * block.present[:, None]
+        blocks.append((name, design))
+    design = np.hstack([d for _, d in blocks])
+    t = cohort.targets
+    train_rows, val_rows = (r[np.isfinite(t.time[r])] for r in (train_rows, val_rows))
+    coef, alpha = coxnet_coefficients(design, t.time, t.event, train_rows, val_rows)
+    splits = np.cumsum([d.shape[1] for _, d in blocks])[:-1]
+    offset.set_weights({name: torch.from_numpy(w) for (name, _), w in zip(blocks, np.split(coef, splits),
+                                                                          strict=True)})
+    return {"alpha": alpha, "nonzero": int(np.count_nonzero(coef)), "features": int(coef.size)}
 
 
 def _write_history(path: Path, history: list[dict]) -> None:

@@ -4,6 +4,7 @@ from fusion.models import image, tabular  # noqa: F401  (registers encoders)
 from fusion.models.fusion import FusionOutput, masked_softmax, modality_dropout
 from fusion.models.heads import BreslowEstimator, DiagnosisHead, ResponseHead, SurvivalHead
 from fusion.models.model import FusionModel, HeadsConfig
+from fusion.models.offset import RiskOffset
 from fusion.models.registry import (
     create_encoder,
     create_fusion,
@@ -21,6 +22,7 @@ __all__ = [
     "FusionOutput",
     "HeadsConfig",
     "ResponseHead",
+    "RiskOffset",
     "SurvivalHead",
     "create_encoder",
     "create_fusion",

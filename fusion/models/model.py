@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from fusion.models.fusion import modality_dropout
 from fusion.models.heads import DiagnosisHead, ResponseHead, SurvivalHead
+from fusion.models.offset import RiskOffset
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class FusionModel(nn.Module):
         heads: :class:`HeadsConfig` or a dict of its fields.
         modality_dropout: in training mode, drop each present modality of a row with this probability
             (never the row's last one).
+        offset: a fixed linear log-risk term over the tabular inputs (:mod:`fusion.models.offset`), added to
+            the survival head's output for the modalities present in a row; None = none.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class FusionModel(nn.Module):
         heads: HeadsConfig | dict,
         *,
         modality_dropout: float = 0.0,
+        offset: RiskOffset | None = None,
     ) -> None:
         super().__init__()
         heads = heads if isinstance(heads, HeadsConfig) else HeadsConfig(**heads)
@@ -94,9 +98,14 @@ class FusionModel(nn.Module):
             ResponseHead(d, heads.n_treatments, hidden_dim=heads.response_hidden_dim, dropout=heads.dropout)
             if heads.n_treatments is not None else None
         )
+        if offset is not None and (self.survival is None or not set(offset.n_features) <= set(encoders)):
+            raise ValueError(f"FusionModel: a risk offset needs the survival head and its modalities "
+                             f"{sorted(offset.n_features)} among the encoders {sorted(encoders)}")
+        self.offset = offset
 
     def embed(self, batch: dict) -> dict:
-        """Encode and fuse: ``{"embedding" (B, D), "modality_weights", "slice_attention", "present"}``."""
+        """Encode and fuse: ``{"embedding" (B, D), "modality_weights", "slice_attention", "present",
+        "modality_embeddings", "offset_terms"}`` (``offset_terms``: see :meth:`offset_terms`)."""
         modalities, masks = batch["modalities"], batch.get("masks") or {}
         unknown = set(modalities) - set(self.encoders)
         if unknown:
@@ -151,7 +160,20 @@ class FusionModel(nn.Module):
             "slice_attention": slice_attention,
             "present": present,
             "modality_embeddings": embeddings,
+            "offset_terms": self.offset_terms(modalities, masks),
         }
+
+    def offset_terms(self, modalities: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The risk offset's per-modality contributions ``{name: (B,)}`` (empty without an offset)."""
+        return {} if self.offset is None else self.offset.terms(modalities, masks)
+
+    def log_risk(self, z: Tensor, offset_terms: dict[str, Tensor], present: dict[str, Tensor]) -> Tensor:
+        """Log-risk ``(B,)`` from the fused embedding ``z (B, D)`` plus the offset terms of the modalities
+        ``present`` in each row."""
+        risk = self.survival(z)
+        for name, term in offset_terms.items():
+            risk = risk + term.to(risk.dtype) * present[name].to(risk.dtype)
+        return risk
 
     def diagnosis_present(self, present: dict[str, Tensor]) -> dict[str, Tensor]:
         """``present`` with the modalities the diagnosis head does not read marked absent."""
@@ -190,7 +212,7 @@ class FusionModel(nn.Module):
         if self.diagnosis is not None:
             out["diagnosis_logits"] = self.diagnosis(self.diagnosis_embedding(out))
         if self.survival is not None:
-            out["log_risk"] = self.survival(z)
+            out["log_risk"] = self.log_risk(z, out["offset_terms"], out["present"])
         if self.response is not None and batch.get("treatment") is not None:
             out["response_logits"] = self.response(z, batch["treatment"].to(z.device))
         return out

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from fusion.models.registry import register_encoder
 
 
-def _observed(x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+def observed_inputs(x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
     """Check shapes; return ``x`` with missing entries set to 0 and the bool mask ``(B, F)``."""
     if x.ndim != 2:
         raise ValueError(f"tabular encoder: expected (B, F) features, got shape {tuple(x.shape)}")
@@ -77,7 +77,7 @@ class MLPEncoder(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Embed ``x (B, F)`` given ``mask (B, F)`` (True = observed) -> ``(B, out_dim)``."""
-        x, mask = _observed(x, mask)
+        x, mask = observed_inputs(x, mask)
         if x.shape[1] != self.in_features:
             raise ValueError(f"mlp encoder: built for {self.in_features} features, got {x.shape[1]}")
         inputs = torch.cat([x, mask.to(x.dtype)], dim=1)
@@ -133,7 +133,7 @@ class FTTransformerEncoder(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Embed ``x (B, F)`` given ``mask (B, F)`` (True = observed) -> ``(B, out_dim)``."""
-        x, mask = _observed(x, mask)
+        x, mask = observed_inputs(x, mask)
         if x.shape[1] != self.in_features:
             raise ValueError(f"ft_transformer encoder: built for {self.in_features} features, got {x.shape[1]}")
         tokens = x.unsqueeze(-1) * self.weight + self.bias

@@ -62,9 +62,13 @@ def test_predict_patient_end_to_end(tmp_path):
     torch.set_num_threads(1)
     try:
         lake_path = make_synth_lake(tmp_path, n=40, seed=2, images=True)
-        run_dir = train(load_config(None, [*FAST, *IMAGE, "tasks.diagnosis.modalities=[image]"]), lake_path,
-                        tmp_path / "run")
+        run_dir = train(load_config(None, [*FAST, *IMAGE, "tasks.diagnosis.modalities=[image]",
+                                           "tasks.survival.coxnet_offset=true"]), lake_path, tmp_path / "run")
         run, lake = load_run(run_dir), Lake(lake_path)
+        # explanations must account for the risk offset: make it matter whatever the tiny fit chose
+        generator = torch.Generator().manual_seed(0)
+        run.model.offset.set_weights({n: torch.randn(2 * f, generator=generator)
+                                      for n, f in run.model.offset.n_features.items()})
         truth = pd.read_parquet(tmp_path / "cohort" / "truth.parquet")
         imaged = truth[truth["has_image"]].iloc[0]
 
@@ -86,6 +90,7 @@ def test_predict_patient_end_to_end(tmp_path):
             assert other["diagnosis"] is None and other["diagnosis_reads"] == ["image"]  # the CT only
 
         _check_integrated_gradients(run, lake, str(imaged["patient_id"]))
+        _check_contributions_include_the_offset(run, lake, str(imaged["patient_id"]))
         _check_unknown_patient(run, lake, truth, run_dir, lake_path)
         # the diagnosis head reads the CT only: no tabular baseline, a logistic regression on thumbnails instead
         scores = evaluate_run(run_dir, lake_path, n_boot=0, retrain_ablations=False)["tasks"]["diagnosis"]
@@ -112,6 +117,24 @@ def _check_integrated_gradients(run, lake, key: str) -> None:
         base = float(run.model(zeroed)["log_risk"][0])
     tolerance = 0.02 + 0.02 * abs(full - base)
     assert sum(f["attribution"] for f in every) == pytest.approx(full - base, abs=tolerance)
+
+
+def _check_contributions_include_the_offset(run, lake, key: str) -> None:
+    """Leaving a modality out removes its offset term too, as :func:`fusion.predict.drop_modalities` does."""
+    from fusion.cohort import restrict_frames
+    from fusion.predict import drop_modalities, lake_frames
+
+    cohort = run_cohort(run, restrict_frames(lake_frames(lake), {key}))
+    batch = collate([dataset_for(run, cohort, np.array([0]))[0]])
+    contributions = explain.modality_contributions(run.model, batch)
+    with torch.no_grad():
+        full = float(run.model(batch)["log_risk"][0])
+        for name in ("ehr", "genomics"):
+            without = float(run.model(drop_modalities(batch, [name]))["log_risk"][0])
+            assert contributions[name]["delta_log_risk"] == pytest.approx(full - without, abs=1e-4)
+    interval = explain.survival_interval(run.model, batch, run.breslow, np.array([365.0]))
+    assert interval["survival"][0] == pytest.approx(float(run.breslow.predict_survival(np.array([full]),
+                                                                                      np.array([365.0]))[0, 0]))
 
 
 def _check_unknown_patient(run, lake, truth, run_dir, lake_path) -> None:

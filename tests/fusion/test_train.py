@@ -228,3 +228,39 @@ def test_image_batches_pad_series_and_train(tmp_path):
     assert batch["present"]["image"].tolist() == [False, True, True, True, True, True]
     run = train(config, None, tmp_path / "img", frames=frames)
     assert json.loads((run / "run.json").read_text())["spec"]["modalities"]["image"]["image_size"] == 16
+
+
+def test_coxnet_offset_is_fitted_saved_and_added_to_the_log_risk(tmp_path):
+    frames = make_frames(60)
+    config = load_config(None, [*FAST, "tasks.survival.coxnet_offset=true"])
+    run = load_run(train(config, None, tmp_path / "run", frames=frames))
+    offset = run.model.offset
+    n_features = {name: len(names) for name, names in run.meta["feature_names"].items()}
+    assert offset is not None and offset.n_features == n_features
+    info = run.meta["summary"]["coxnet_offset"]
+    assert info["features"] == 2 * sum(n_features.values()) and 0 < info["nonzero"] <= info["features"]
+    assert info["nonzero"] == sum(int(torch.count_nonzero(offset.weight(n))) for n in n_features)
+
+    # the log-risk is the head's output plus [x, observed] @ w of every present tabular modality
+    cohort = assemble_cohort(frames, run.config)
+    rows = cohort.indices("test")
+    norm = Normalizer.from_dict(run.meta["normalization"])
+    batch = collate([CohortDataset(cohort, rows, norm)[i] for i in range(rows.size)])
+    expected = np.zeros(rows.size)
+    for name in n_features:
+        x = norm.apply(name, cohort.blocks[name].values[rows])
+        design = np.hstack([np.nan_to_num(x), ~np.isnan(x)]) * cohort.blocks[name].present[rows, None]
+        expected += design @ offset.weight(name).numpy()
+    with torch.no_grad():
+        with_offset = run.model(batch)["log_risk"].numpy()
+        offset.set_weights({n: torch.zeros(2 * f) for n, f in n_features.items()})
+        without = run.model(batch)["log_risk"].numpy()
+    assert np.abs(expected).max() > 0
+    np.testing.assert_allclose(with_offset - without, expected, atol=1e-4)
+
+    image_only = load_config(None, ["modalities.image.enabled=true", "modalities.ehr.enabled=false",
+                                    "modalities.genomics.enabled=false",
+                                    "tasks.survival.coxnet_offset=true"])
+    spec = {"modalities": {"image": {"kind": "image", "in_chans": 1, "image_size": 16}}, "n_classes": None,
+            "survival": True, "n_treatments": None}
+    assert build_model(image_only, spec).offset is None  # nothing tabular to offset: no effect

@@ -1,0 +1,26 @@
+"""The elastic-net Cox coefficients behind the risk offset are the ``coxnet`` baseline's model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fusion.baselines import coxnet_coefficients, fit_coxnet
+from fusion.metrics import harrell_c_index
+
+
+def test_coxnet_coefficients_rank_as_the_coxnet_baseline_and_undo_the_scaling():
+    rng = np.random.default_rng(0)
+    n = 300
+    x = np.column_stack([rng.normal(0, 1, n), rng.normal(5, 20, n), rng.normal(0, 1, (n, 4)), np.ones(n)])
+    log_hazard = 0.8 * x[:, 0] + 0.05 * x[:, 1]  # the second feature matters on its own (wide) scale
+    time = rng.exponential(np.exp(-log_hazard)) * 100
+    event = rng.random(n) < 0.8
+    train, val, test = np.arange(0, 200), np.arange(200, 250), np.arange(250, 300)
+
+    coef, alpha = coxnet_coefficients(x, time, event, train, val)
+    baseline = fit_coxnet(x, time, event, train, val, test)
+    risk = x[test] @ coef
+    np.testing.assert_allclose(risk - risk.mean(), baseline.risk - baseline.risk.mean(), atol=1e-6)
+    assert alpha > 0 and coef[-1] == 0.0  # a constant column gets no weight
+    assert coef[0] > 0 and coef[1] > 0 and abs(coef[1]) < abs(coef[0])  # per unit of the feature's own scale
+    assert harrell_c_index(time[test], event[test], risk) > 0.7
