@@ -93,6 +93,8 @@ def coxnet_coefficients(X: np.ndarray, time: np.ndarray, event: np.ndarray, trai
         raise ValueError("coxnet_coefficients: X has NaN; encode missing values first")
     mean, scale = X[train].mean(axis=0), X[train].std(axis=0)
     varying = scale > 1e-12
+    if not varying.any():
+        return np.zeros(X.shape[1]), float("nan")  # nothing to rank by: no offset
     xs = (X[:, varying] - mean[varying]) / scale[varying]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", (ConvergenceWarning, UserWarning, RuntimeWarning))

@@ -24,3 +24,9 @@ def test_coxnet_coefficients_rank_as_the_coxnet_baseline_and_undo_the_scaling():
     assert alpha > 0 and coef[-1] == 0.0  # a constant column gets no weight
     assert coef[0] > 0 and coef[1] > 0 and abs(coef[1]) < abs(coef[0])  # per unit of the feature's own scale
     assert harrell_c_index(time[test], event[test], risk) > 0.7
+
+
+def test_coxnet_coefficients_without_varying_columns_are_zero():
+    x = np.ones((20, 3))
+    coef, alpha = coxnet_coefficients(x, np.arange(1.0, 21.0), np.ones(20, bool), np.arange(15), np.arange(15, 20))
+    assert np.all(coef == 0) and np.isnan(alpha)
