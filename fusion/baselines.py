@@ -83,7 +83,8 @@ def fit_coxnet(X: np.ndarray, time: np.ndarray, event: np.ndarray, train: np.nda
 
 def coxnet_coefficients(X: np.ndarray, time: np.ndarray, event: np.ndarray, train: np.ndarray,  # noqa: N803
                         val: np.ndarray, *, l1_ratio: float = 0.5) -> tuple[np.ndarray, float]:
-    """The elastic-net Cox model of :func:`fit_coxnet` as coefficients on ``X``'s own scale.
+    """An elastic-net Cox model on ``X`` as coefficients on ``X``'s own scale: the penalty path and choice of
+    :func:`fit_coxnet`, without its imputation (the risk offset's inputs, :mod:`fusion.models.offset`).
 
     ``X (N, F)`` must have no NaN (e.g. features with 0 where missing plus observed flags). Columns are
     standardised for the fit (constant columns get 0); the returned ``(F,)`` coefficients undo that, so the

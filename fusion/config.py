@@ -179,8 +179,9 @@ class DiagnosisTaskConfig(TaskConfig):
 class SurvivalTaskConfig(TaskConfig):
     coxnet_offset: bool = Field(
         False, description="add an elastic-net Cox model of the tabular inputs, fitted on the training split "
-                           "before the network, to the log-risk as a fixed offset: the network learns what the "
-                           "images and non-linear terms add to it (no effect without a tabular modality)")
+                           "(penalty chosen on the validation split) before the network, to the log-risk as a "
+                           "fixed offset: the network learns what the images and non-linear terms add to it "
+                           "(no effect without a tabular modality)")
 
 
 class ResponseTaskConfig(TaskConfig):

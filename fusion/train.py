@@ -190,10 +190,12 @@ def selection_score(metrics: dict[str, float], weights: dict[str, float]) -> flo
 
 def fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | Path | None = None,
         lake_hash: str = "none", progress: Progress | None = None, tag: dict | None = None) -> dict:
-    """Train one model on ``cohort``'s train split, early-stopping on val, and write ``run_dir``.
+    """Train one model on ``cohort``'s train split, early-stopping on val, and write ``run_dir``. With
+    ``tasks.survival.coxnet_offset`` the offset is fitted first (:func:`fit_offset`).
 
     Returns:
-        Summary: ``best_epoch``, ``epochs_run`` and the val and test (when there is one) metrics.
+        Summary: ``best_epoch``, ``epochs_run``, the val and test (when there is one) metrics and, with the
+        offset, ``coxnet_offset`` (see :func:`fit_offset`).
     """
     with seeded(config.train.seed, deterministic=config.train.deterministic):
         return _fit(config, cohort, run_dir, lake_path=lake_path, lake_hash=lake_hash, progress=progress, tag=tag)

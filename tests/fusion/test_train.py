@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from fusion.cohort import CohortError, LakeFrames, assemble_cohort, fold_cohort
 from fusion.config import load_config
 from fusion.data import CohortDataset, Normalizer, collate
+from fusion.models import RiskOffset
 from fusion.run import RunError, build_model, load_run
 from fusion.train import train
 from ingest.synth import codes as c
@@ -264,3 +265,14 @@ def test_coxnet_offset_is_fitted_saved_and_added_to_the_log_risk(tmp_path):
     spec = {"modalities": {"image": {"kind": "image", "in_chans": 1, "image_size": 16}}, "n_classes": None,
             "survival": True, "n_treatments": None}
     assert build_model(image_only, spec).offset is None  # nothing tabular to offset: no effect
+
+
+def test_risk_offset_terms_per_modality_with_any_modality_name():
+    offset = RiskOffset({"lab-panel": 2, "ehr": 1})
+    offset.set_weights({"lab-panel": torch.tensor([1.0, 2.0, 0.5, 0.0]), "ehr": torch.tensor([3.0, -1.0])})
+    x = {"lab-panel": torch.tensor([[1.0, 1.0], [2.0, 0.0]]), "ehr": torch.tensor([[2.0], [0.0]])}
+    masks = {"lab-panel": torch.tensor([[True, True], [True, False]]), "ehr": torch.tensor([[True], [False]])}
+    terms = offset.terms(x, masks)
+    torch.testing.assert_close(terms["lab-panel"], torch.tensor([1 + 2 + 0.5, 2 + 0.5]))
+    torch.testing.assert_close(terms["ehr"], torch.tensor([6.0 - 1.0, 0.0]))
+    assert set(offset.state_dict()) == {"weights"}
