@@ -220,7 +220,8 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
     eval_loaders = {name: _loader(datasets[name], config, shuffle=False, seed=tcfg.seed)
                     for name in ("train", "val", "test") if len(datasets[name])}
     model = build_model(config, spec)
-    offset_info = None if model.offset is None else fit_offset(model.offset, cohort, normalizer, train_rows, val_rows)
+    offset_info = (None if model.offset is None
+                   else fit_offset(model.offset, cohort, datasets["train"].tabular, train_rows, val_rows))
     model = model.to(device)
     weights = {task: (getattr(config.tasks, task).weight if getattr(config.tasks, task).enabled else 0.0)
                for task in TASKS}
@@ -314,18 +315,17 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
     return summary
 
 
-def fit_offset(offset: RiskOffset, cohort: Cohort, normalizer: Normalizer, train_rows: np.ndarray,
+def fit_offset(offset: RiskOffset, cohort: Cohort, tabular: dict[str, np.ndarray], train_rows: np.ndarray,
                val_rows: np.ndarray) -> dict:
     """Set ``offset``'s weights to an elastic-net Cox model (:func:`fusion.baselines.coxnet_coefficients`) of
-    the inputs exactly as the model sees them: per modality, the normalised features (0 where missing) and
-    their observed flags, all 0 for a patient without the modality. Returns ``{"alpha", "nonzero",
-    "features"}``."""
+    the inputs exactly as the model sees them: per modality, the normalised features (``tabular``, as
+    :class:`CohortDataset` holds them: ``(N, F)``, NaN = missing) with 0 where missing, and their observed
+    flags, all 0 for a patient without the modality. Returns ``{"alpha", "nonzero", "features"}``."""
     blocks = []
     for name in offset.n_features:
-        block = cohort.blocks[name]
-        x = normalizer.apply(name, block.values).astype(np.float64)
+        x = tabular[name].astype(np.float64)
         observed = ~np.isnan(x)
-        design = np.hstack([np.where(observed, x, 0.0), observed]) * block.present[:, None]
+        design = np.hstack([np.where(observed, x, 0.0), observed]) * cohort.blocks[name].present[:, None]
         blocks.append((name, design))
     design = np.hstack([d for _, d in blocks])
     t = cohort.targets
