@@ -667,9 +667,9 @@ class _Pool:
                 try:
                     kind, payload = self._result_q.get(timeout=0.2)
                 except queue.Empty:
-                    if any(p.exitcode is not None for p in self._procs):
-                        raise RuntimeError("a FHIR worker process died (out of memory?); rerun with fewer"
-                                           " --workers or a smaller --batch-size") from None
+                    dead = next((p.exitcode for p in self._procs if p.exitcode is not None), None)
+                    if dead is not None:
+                        raise RuntimeError(_worker_death(dead)) from None
                     continue
                 if kind == "error":
                     raise RuntimeError(f"a FHIR worker failed:\n{payload}")
@@ -688,10 +688,10 @@ class _Pool:
         ctx = mp.get_context("spawn")  # not fork: the parent runs Delta Lake's threads
         self._task_q = ctx.Queue(maxsize=2 * self.workers)
         self._result_q = ctx.Queue(maxsize=4 * self.workers)
-        self._procs = [ctx.Process(target=_worker, args=(self._task_q, self._result_q), daemon=True)
-                       for _ in range(self.workers)]
-        for proc in self._procs:
+        for _ in range(self.workers):
+            proc = ctx.Process(target=_worker, args=(self._task_q, self._result_q), daemon=True)
             proc.start()
+            self._procs.append(proc)  # only started ones: close() joins them
 
     def close(self) -> None:
         """Stop the worker processes (idle ones exit cleanly, busy ones are terminated)."""
@@ -707,6 +707,16 @@ class _Pool:
                 proc.terminate()
                 proc.join(timeout=5)
         self._procs = []
+
+
+def _worker_death(exitcode: int) -> str:
+    """Why a worker process ended before its task did, from its exit code (negative: killed by a signal)."""
+    if exitcode < 0:
+        return (f"a FHIR worker process was killed (signal {-exitcode}; out of memory?); rerun with fewer "
+                "--workers or a smaller --batch-size")
+    return (f"a FHIR worker process exited with code {exitcode} before finishing its task (its error is printed "
+            "above). Worker processes are spawned and re-import the main script: a script that calls ingest_fhir "
+            "or reflatten_views with workers > 1 must do so under `if __name__ == \"__main__\":`")
 
 
 def _inline(fn: Work, tasks: Iterable[object]) -> Iterator[_Chunk]:

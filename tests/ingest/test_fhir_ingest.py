@@ -427,6 +427,26 @@ def test_workers_give_the_same_tables(tmp_path):
     assert reflatten_views(two, workers=2)["observation"] == two.read("view_observation").num_rows
 
 
+def test_script_without_main_guard_is_told_why_its_workers_died(tmp_path):
+    """Spawned workers re-import the calling script; without a main guard they fail at start-up, and the
+    parent says so instead of blaming memory."""
+    import subprocess
+    import sys
+
+    (tmp_path / "p.ndjson").write_bytes(orjson.dumps({"resourceType": "Patient", "id": "p1"}) + b"\n")
+    script = tmp_path / "no_guard.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})\n"
+                      "from pathlib import Path\nfrom ingest.fhir.pipeline import ingest_fhir\n"
+                      "from ingest.lake import Lake\n"
+                      f"ingest_fhir(Lake(Path({str(tmp_path / 'lake')!r})), [Path({str(tmp_path / 'p.ndjson')!r})], "
+                      "workers=2)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("RuntimeError: a FHIR worker process exited with code 1"), last
+    assert 'if __name__ == "__main__":' in last
+    assert "AssertionError" not in done.stderr
+
 def test_bulk_manifests(tmp_path):
     export = tmp_path / "export"
     export.mkdir()
