@@ -177,6 +177,9 @@ class DiagnosisTaskConfig(TaskConfig):
 
 
 class SurvivalTaskConfig(TaskConfig):
+    modalities: list[str] | None = Field(
+        None, description="modalities the survival head reads (None: all); with coxnet_offset, the tabular "
+                          "inputs still enter the log-risk through the offset's linear terms")
     coxnet_offset: bool = Field(
         False, description="add an elastic-net Cox model of the tabular inputs, fitted on the training split "
                            "(penalty chosen on the validation split) before the network, to the log-risk as a "
@@ -239,15 +242,17 @@ class RunConfig(_Strict):
             raise ValueError("no modality is enabled; enable at least one under `modalities`")
         if not any(t.enabled for t in (self.tasks.diagnosis, self.tasks.survival, self.tasks.response)):
             raise ValueError("no task is enabled; enable at least one under `tasks`")
-        diagnosis = self.tasks.diagnosis
-        if diagnosis.enabled and diagnosis.modalities is not None:
-            unknown = sorted(set(diagnosis.modalities) - set(self.modalities))
+        for name in ("diagnosis", "survival"):
+            task = getattr(self.tasks, name)
+            if not task.enabled or task.modalities is None:
+                continue
+            unknown = sorted(set(task.modalities) - set(self.modalities))
             if unknown:
-                raise ValueError(f"tasks.diagnosis.modalities names unknown modalities {unknown}; "
+                raise ValueError(f"tasks.{name}.modalities names unknown modalities {unknown}; "
                                  f"known: {sorted(self.modalities)}")
-            if not set(diagnosis.modalities) & set(self.enabled_modalities()):
-                raise ValueError(f"tasks.diagnosis.modalities {diagnosis.modalities}: none of them is enabled; "
-                                 "enable one or disable tasks.diagnosis")
+            if not set(task.modalities) & set(self.enabled_modalities()):
+                raise ValueError(f"tasks.{name}.modalities {task.modalities}: none of them is enabled; "
+                                 f"enable one or disable tasks.{name}")
         return self
 
     def enabled_modalities(self) -> list[str]:

@@ -465,6 +465,9 @@ def single_modality_run(run: LoadedRun, frames, modality: str, *, lake_path: str
     read = run.config.tasks.diagnosis.modalities
     if read is not None and modality not in read:
         overrides.append("tasks.diagnosis.enabled=false")  # the diagnosis head does not read this modality
+    survival_read = run.config.tasks.survival.modalities
+    if survival_read is not None and modality not in survival_read:
+        overrides.append("tasks.survival.modalities=null")  # a survival model of this modality alone
     config = apply_overrides(run.config, overrides)
     selection = FeatureSelection.from_dict(run.meta["feature_selection"])
     cohort = assemble_cohort(frames, config, selection=selection, assign=False)

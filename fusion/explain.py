@@ -58,18 +58,13 @@ def _encode(model: FusionModel, batch: dict) -> tuple[dict[str, Tensor], dict[st
     return emb, present, attention
 
 
-def _fused(model: FusionModel, emb: dict[str, Tensor],
-           present: dict[str, Tensor]) -> tuple[Tensor, dict | None]:
-    """Fused embedding ``(B, D)`` and the fusion's per-modality weights (None when it has none)."""
-    return model.fusion(emb, present)
-
-
 def _target(model: FusionModel, emb: dict[str, Tensor], present: dict[str, Tensor],
             diagnosis_class: int | None, offset_terms: dict[str, Tensor]) -> Tensor:
-    """``(B,)`` explanation target: log-risk (with the risk offset's ``offset_terms``), else the logit of
-    ``diagnosis_class`` (from the modalities the diagnosis head reads)."""
+    """``(B,)`` explanation target: log-risk (from the modalities the survival head reads, with the risk
+    offset's ``offset_terms``), else the logit of ``diagnosis_class`` (from the modalities the diagnosis head
+    reads)."""
     if model.survival is not None:
-        return model.log_risk(_fused(model, emb, present)[0], offset_terms, present)
+        return model.log_risk(model.survival_fused(emb, present), offset_terms, present)
     return model.diagnosis(model.diagnosis_fused(emb, present))[:, diagnosis_class]
 
 
@@ -119,9 +114,10 @@ def modality_contributions(model: FusionModel, batch: dict,
     (None for absent modalities or when the modality is the patient's only one)."""
     encoded = encoded or encode(model, batch)
     emb, present, cls = encoded.emb, encoded.present, encoded.cls
-    z, weights = _fused(model, emb, present)
+    weights = model.fusion(emb, present)[1]
     terms = encoded.offset_terms
-    base_risk = model.log_risk(z, terms, present)[0] if model.survival is not None else None
+    base_risk = (model.log_risk(model.survival_fused(emb, present), terms, present)[0]
+                 if model.survival is not None else None)
     base_prob = None
     if model.diagnosis is not None:
         base_prob = torch.softmax(model.diagnosis(model.diagnosis_fused(emb, present)), 1)[0, cls]
@@ -133,8 +129,8 @@ def modality_contributions(model: FusionModel, batch: dict,
                 "delta_log_risk": None, "delta_diagnosis": None}
         if item["present"] and n_present > 1:
             without = {**present, name: torch.zeros_like(present[name])}
-            z_wo, _ = _fused(model, emb, without)
             if base_risk is not None:
+                z_wo = model.survival_fused(emb, without)
                 item["delta_log_risk"] = float(base_risk - model.log_risk(z_wo, terms, without)[0])
             if base_prob is not None:
                 z_dx = model.diagnosis_fused(emb, without)
@@ -307,7 +303,7 @@ def mc_log_risk(model: FusionModel, batch: dict, *, n_samples: int = 30, seed: i
                 samples[name] = _encode(mc, rep)[0][name]
             else:
                 samples[name] = emb[name].expand(n_samples, -1)
-        z, _ = _fused(mc, samples, _expand(present, n_samples))
+        z = mc.survival_fused(samples, _expand(present, n_samples))
         terms = mc.offset_terms(one["modalities"], one["masks"])
         return mc.log_risk(z, _expand(terms, n_samples), _expand(present, n_samples)).numpy().astype(np.float64)
 
@@ -329,7 +325,7 @@ def survival_interval(model: FusionModel, batch: dict, breslow: BreslowEstimator
     times = np.asarray(times, np.float64)
     encoded = encoded or encode(model, batch)
     with torch.no_grad():
-        log_risk = float(model.log_risk(_fused(model, encoded.emb, encoded.present)[0], encoded.offset_terms,
+        log_risk = float(model.log_risk(model.survival_fused(encoded.emb, encoded.present), encoded.offset_terms,
                                         encoded.present)[0])
     samples = mc_log_risk(model, batch, n_samples=n_samples, seed=seed)
     var_r = float(samples.var(ddof=1)) if samples.size > 1 else 0.0

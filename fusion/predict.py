@@ -139,7 +139,8 @@ def model_outputs(run: LoadedRun, cohort: Cohort, rows: np.ndarray, *, drop: Ite
             parts["diagnosis_prob"].append(torch.softmax(model.diagnosis(model.diagnosis_embedding(out)),
                                                          dim=1).numpy())
         if model.survival is not None:
-            parts["log_risk"].append(model.log_risk(z, out["offset_terms"], out["present"]).numpy())
+            parts["log_risk"].append(model.log_risk(model.survival_embedding(out), out["offset_terms"],
+                                                    out["present"]).numpy())
         if model.response is not None:
             parts["response_all"].append(torch.sigmoid(model.response.all_treatments(z)).numpy())
     result = {}
@@ -238,11 +239,13 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
     Returns:
         ``patient_key``, ``index_date``; ``diagnosis`` {class: probability} (None when the patient has none
         of the modalities the diagnosis head reads: ``diagnosis_reads``, given when the head reads only some);
-        ``survival`` {``endpoint``,
+        ``survival`` {``endpoint``, ``log_risk``,
         ``times`` (days), ``survival`` S(t), ``lower``/``upper`` (95% pointwise interval, see
         :func:`fusion.explain.survival_interval`), ``at_horizons`` {days: S}}; ``risk_percentile`` (0-100,
         among the run's training patients); ``response`` {treatment: probability of objective response};
-        ``missing_modalities``; with ``explain``: ``modality_contributions`` {modality: {``weight``,
+        ``missing_modalities``; ``survival_reads``: the modalities the survival head's network reads, given
+        when it reads only some (the risk offset's tabular terms are in the log-risk either way); with
+        ``explain``: ``modality_contributions`` {modality: {``weight``,
         ``delta_log_risk``, ``delta_diagnosis``}}, ``image_attribution`` (Grad-CAM, or None without an image;
         with ``image_id`` and ``slice``, the stored slice index of its ``slice_index``), ``top_features``
         (10 tabular features by |integrated gradients|) and ``explanation_target`` (what the attributions
@@ -275,6 +278,8 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
         "missing_modalities": [m for m in run.config.enabled_modalities() if not present.get(m, False)],
         "diagnosis": None, "survival": None, "risk_percentile": None, "response": None,
     }
+    if model.heads_config.survival_modalities is not None:
+        result["survival_reads"] = list(model.heads_config.survival_modalities)
     reads = model.heads_config.diagnosis_modalities
     if reads is not None:
         result["diagnosis_reads"] = list(reads)

@@ -96,11 +96,15 @@ def build_model(config: RunConfig, spec: dict) -> FusionModel:
         encoders[name] = create_encoder(mcfg.encoder, **kwargs)
     fusion = create_fusion(config.fusion.name, in_dims={n: e.out_dim for n, e in encoders.items()},
                            out_dim=config.fusion.out_dim, **config.fusion.kwargs)
-    read = config.tasks.diagnosis.modalities if spec["n_classes"] is not None else None
-    reads = None if read is None else tuple(m for m in encoders if m in read)
+    def reads(built: bool, read: list[str] | None) -> tuple[str, ...] | None:
+        """The encoders a head reads, or None for all of them (or when the head is not built)."""
+        kept = None if read is None or not built else tuple(m for m in encoders if m in read)
+        return None if kept is None or len(kept) == len(encoders) else kept
+
     heads = HeadsConfig(n_classes=spec["n_classes"], survival=spec["survival"],
                         n_treatments=spec["n_treatments"], response_hidden_dim=config.tasks.response.hidden_dim,
-                        diagnosis_modalities=None if reads is None or len(reads) == len(encoders) else reads,
+                        diagnosis_modalities=reads(spec["n_classes"] is not None, config.tasks.diagnosis.modalities),
+                        survival_modalities=reads(spec["survival"], config.tasks.survival.modalities),
                         hidden_dim=config.tasks.head_hidden_dim, dropout=config.tasks.head_dropout)
     tabular = {name: info["n_features"] for name, info in spec["modalities"].items() if info["kind"] == "tabular"}
     offset = (RiskOffset(tabular) if spec["survival"] and config.tasks.survival.coxnet_offset and tabular

@@ -34,6 +34,8 @@ class HeadsConfig:
         diagnosis_modalities: the modalities the diagnosis head reads (None: all). The others count as
             absent for it, so data recorded at diagnosis (staging, the biopsy's genomics) cannot give the
             diagnosis away while the survival and response heads still use it.
+        survival_modalities: the modalities the survival head reads (None: all), the same way. The risk
+            offset's terms are added for every modality it covers, read by the head or not.
         hidden_dim: hidden width of the diagnosis and survival heads (None = linear heads).
         response_hidden_dim: hidden width of the response head's per-treatment readouts (None = linear).
         dropout: dropout inside the heads.
@@ -43,6 +45,7 @@ class HeadsConfig:
     survival: bool = True
     n_treatments: int | None = None
     diagnosis_modalities: tuple[str, ...] | None = None
+    survival_modalities: tuple[str, ...] | None = None
     hidden_dim: int | None = None
     response_hidden_dim: int | None = 64
     dropout: float = 0.0
@@ -82,12 +85,11 @@ class FusionModel(nn.Module):
             raise ValueError(f"FusionModel: modality_dropout must be in [0, 1), got {modality_dropout}")
         self.encoders = nn.ModuleDict(encoders)
         self.fusion = fusion
-        if heads.diagnosis_modalities is not None:
-            unknown = set(heads.diagnosis_modalities) - set(encoders)
-            if unknown or not heads.diagnosis_modalities:
+        for field in ("diagnosis_modalities", "survival_modalities"):
+            reads = getattr(heads, field)
+            if reads is not None and (not reads or set(reads) - set(encoders)):
                 raise ValueError(
-                    f"FusionModel: diagnosis_modalities {list(heads.diagnosis_modalities)} must be a non-empty "
-                    f"subset of the encoders {sorted(encoders)}"
+                    f"FusionModel: {field} {list(reads)} must be a non-empty subset of the encoders {sorted(encoders)}"
                 )
         self.heads_config = heads
         self.modality_dropout = modality_dropout
@@ -175,19 +177,20 @@ class FusionModel(nn.Module):
             risk = risk + term.to(risk.dtype) * present[name].to(risk.dtype)
         return risk
 
-    def diagnosis_present(self, present: dict[str, Tensor]) -> dict[str, Tensor]:
-        """``present`` with the modalities the diagnosis head does not read marked absent."""
-        keep = self.heads_config.diagnosis_modalities
-        if keep is None:
-            return present
-        return {name: p if name in keep else torch.zeros_like(p) for name, p in present.items()}
-
     def diagnosis_fused(self, embeddings: dict[str, Tensor], present: dict[str, Tensor]) -> Tensor:
-        """The fused embedding ``(B, D)`` the diagnosis head reads: the fusion of ``diagnosis_modalities``
-        only (zeros for rows with none of them), or of all modalities."""
-        if self.heads_config.diagnosis_modalities is None:
+        """The fused embedding ``(B, D)`` the diagnosis head reads (see :meth:`fused_of`)."""
+        return self.fused_of(embeddings, present, self.heads_config.diagnosis_modalities)
+
+    def survival_fused(self, embeddings: dict[str, Tensor], present: dict[str, Tensor]) -> Tensor:
+        """The fused embedding ``(B, D)`` the survival head reads (see :meth:`fused_of`)."""
+        return self.fused_of(embeddings, present, self.heads_config.survival_modalities)
+
+    def fused_of(self, embeddings: dict[str, Tensor], present: dict[str, Tensor],
+                 reads: tuple[str, ...] | None) -> Tensor:
+        """The fusion of the modalities in ``reads`` only (zeros for rows with none of them), or of all."""
+        if reads is None:
             return self.fusion(embeddings, present)[0]
-        present = self.diagnosis_present(present)
+        present = _restrict(present, reads)
         rows = torch.stack(list(present.values()), dim=1).any(dim=1).nonzero().squeeze(1)
         first = next(iter(embeddings.values()))
         z = torch.zeros(first.shape[0], self.fusion.out_dim, dtype=first.dtype, device=first.device)
@@ -203,6 +206,12 @@ class FusionModel(nn.Module):
             return out["embedding"]
         return self.diagnosis_fused(out["modality_embeddings"], out["present"])
 
+    def survival_embedding(self, out: dict) -> Tensor:
+        """:meth:`survival_fused` from :meth:`embed`'s output (no second fusion when unrestricted)."""
+        if self.heads_config.survival_modalities is None:
+            return out["embedding"]
+        return self.survival_fused(out["modality_embeddings"], out["present"])
+
     def forward(self, batch: dict) -> dict:
         """Run the model. Returns the :meth:`embed` outputs plus, per configured head,
         ``"diagnosis_logits"`` (B, C), ``"log_risk"`` (B,) (higher = higher hazard) and ``"response_logits"``
@@ -212,7 +221,7 @@ class FusionModel(nn.Module):
         if self.diagnosis is not None:
             out["diagnosis_logits"] = self.diagnosis(self.diagnosis_embedding(out))
         if self.survival is not None:
-            out["log_risk"] = self.log_risk(z, out["offset_terms"], out["present"])
+            out["log_risk"] = self.log_risk(self.survival_embedding(out), out["offset_terms"], out["present"])
         if self.response is not None and batch.get("treatment") is not None:
             out["response_logits"] = self.response(z, batch["treatment"].to(z.device))
         return out
@@ -227,3 +236,10 @@ class FusionModel(nn.Module):
                 f"{self.response.n_treatments}"
             )
         return self.response.all_treatments(self.embed(batch)["embedding"])
+
+
+def _restrict(present: dict[str, Tensor], reads: tuple[str, ...] | None) -> dict[str, Tensor]:
+    """``present`` with the modalities outside ``reads`` marked absent (``reads`` None: unchanged)."""
+    if reads is None:
+        return present
+    return {name: p if name in reads else torch.zeros_like(p) for name, p in present.items()}

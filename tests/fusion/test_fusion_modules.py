@@ -171,6 +171,24 @@ def test_diagnosis_head_reads_only_its_modalities(name):
         FusionModel(dict(model.encoders), model.fusion, {"n_classes": 3, "diagnosis_modalities": ("genomics",)})
 
 
+@pytest.mark.parametrize("name", list_fusions())
+def test_survival_head_reads_only_its_modalities(name):
+    model = _model(name)
+    model.heads_config = type(model.heads_config)(**{**model.heads_config.__dict__,
+                                                     "survival_modalities": ("image",)})
+    model.eval()
+    batch, changed = _batch(), _batch()
+    changed["modalities"]["tabular"] = changed["modalities"]["tabular"] * 3.0 + 1.0
+    with torch.no_grad():
+        out, out_changed = model(batch), model(changed)
+    torch.testing.assert_close(out_changed["log_risk"], out["log_risk"])
+    assert not torch.allclose(out_changed["response_logits"][:3], out["response_logits"][:3])
+    # row 2 has no image: the survival head gets the embedding of nothing
+    torch.testing.assert_close(out["log_risk"][2], model.survival(torch.zeros(1, 12))[0])
+    with pytest.raises(ValueError, match="survival_modalities"):
+        FusionModel(dict(model.encoders), model.fusion, {"survival_modalities": ()})
+
+
 def test_fusion_model_response_all_matches_forward():
     model = _model("cross_attention").eval()
     batch = _batch()

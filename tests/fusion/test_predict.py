@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -14,7 +15,7 @@ from fusion import explain
 from fusion.config import load_config
 from fusion.data import collate
 from fusion.evaluate import evaluate_run
-from fusion.predict import UnknownPatientError, dataset_for, predict_patient, run_cohort
+from fusion.predict import UnknownPatientError, dataset_for, model_outputs, predict_patient, run_cohort
 from fusion.run import load_run
 from fusion.train import train
 from ingest.lake import Lake
@@ -96,6 +97,17 @@ def test_predict_patient_end_to_end(tmp_path):
         scores = evaluate_run(run_dir, lake_path, n_boot=0, retrain_ablations=False)["tasks"]["diagnosis"]
         assert set(scores["baselines"]) == {"image_logistic"}
         assert 0.0 <= scores["baselines"]["image_logistic"]["auroc"]["value"] <= 1.0
+
+        # tasks.survival.modalities=[image]: the survival head reads the CT only, the tabular inputs enter the
+        # log-risk through the offset alone, and predictions and explanations follow the head
+        run.model.heads_config = dataclasses.replace(run.model.heads_config, survival_modalities=("image",))
+        key = str(imaged["patient_id"])
+        _check_prediction(restricted := predict_patient(run, lake, key), run)
+        assert restricted["survival_reads"] == ["image"] and "survival_reads" not in by_mrn
+        assert restricted["survival"]["log_risk"] != pytest.approx(by_mrn["survival"]["log_risk"])
+        _check_integrated_gradients(run, lake, key)
+        _check_contributions_include_the_offset(run, lake, key)
+        _check_outputs_match_forward(run, lake)
     finally:
         torch.set_num_threads(threads)
 
@@ -135,6 +147,18 @@ def _check_contributions_include_the_offset(run, lake, key: str) -> None:
     interval = explain.survival_interval(run.model, batch, run.breslow, np.array([365.0]))
     assert interval["survival"][0] == pytest.approx(float(run.breslow.predict_survival(np.array([full]),
                                                                                       np.array([365.0]))[0, 0]))
+
+
+def _check_outputs_match_forward(run, lake) -> None:
+    """The batch predictions that evaluation uses give the model's own log-risk."""
+    from fusion.predict import lake_frames
+
+    cohort = run_cohort(run, lake_frames(lake))
+    rows = np.arange(len(cohort.patient_keys))
+    batch = collate([dataset_for(run, cohort, rows)[i] for i in range(rows.size)])
+    with torch.no_grad():
+        forward = run.model(batch)["log_risk"].numpy()
+    np.testing.assert_allclose(model_outputs(run, cohort, rows).log_risk, forward, atol=1e-5)
 
 
 def _check_unknown_patient(run, lake, truth, run_dir, lake_path) -> None:

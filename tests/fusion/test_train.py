@@ -276,3 +276,18 @@ def test_risk_offset_terms_per_modality_with_any_modality_name():
     torch.testing.assert_close(terms["lab-panel"], torch.tensor([1 + 2 + 0.5, 2 + 0.5]))
     torch.testing.assert_close(terms["ehr"], torch.tensor([6.0 - 1.0, 0.0]))
     assert set(offset.state_dict()) == {"weights"}
+
+
+def test_survival_modalities_restrict_the_head_and_single_modality_models_drop_it(tmp_path):
+    from fusion.evaluate import single_modality_run
+
+    frames = make_frames(48)
+    config = load_config(None, [*FAST, "tasks.survival.modalities=[ehr]", "tasks.survival.coxnet_offset=true"])
+    run = load_run(train(config, None, tmp_path / "run", frames=frames))
+    assert run.model.heads_config.survival_modalities == ("ehr",)
+    only_genomics = single_modality_run(run, frames, "genomics", lake_path="none")
+    assert only_genomics.config.tasks.survival.modalities is None  # a survival model of genomics alone
+    assert only_genomics.model.heads_config.survival_modalities is None
+    assert single_modality_run(run, frames, "ehr", lake_path="none").config.tasks.survival.modalities == ["ehr"]
+    with pytest.raises(ValueError, match="tasks.survival.modalities names unknown modalities"):
+        load_config(None, ["tasks.survival.modalities=[pathology]"])
