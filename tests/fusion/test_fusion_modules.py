@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -151,16 +153,21 @@ def test_fusion_model_outputs_and_masks():
         torch.testing.assert_close(out_g[key], out[key])
 
 
-@pytest.mark.parametrize("name", list_fusions())
-def test_diagnosis_head_reads_only_its_modalities(name):
+def _outputs_with_changed_tabular(name: str, field: str) -> tuple[FusionModel, dict, dict, dict]:
+    """A model whose head ``field`` (e.g. ``"survival_modalities"``) reads the image only, in eval mode; a batch
+    and the model's outputs on it and on the same batch with the tabular inputs changed."""
     model = _model(name)
-    model.heads_config = type(model.heads_config)(**{**model.heads_config.__dict__,
-                                                     "diagnosis_modalities": ("image",)})
+    model.heads_config = dataclasses.replace(model.heads_config, **{field: ("image",)})
     model.eval()
     batch, changed = _batch(), _batch()
     changed["modalities"]["tabular"] = changed["modalities"]["tabular"] * 3.0 + 1.0
     with torch.no_grad():
-        out, out_changed = model(batch), model(changed)
+        return model, batch, model(batch), model(changed)
+
+
+@pytest.mark.parametrize("name", list_fusions())
+def test_diagnosis_head_reads_only_its_modalities(name):
+    model, batch, out, out_changed = _outputs_with_changed_tabular(name, "diagnosis_modalities")
     torch.testing.assert_close(out_changed["diagnosis_logits"], out["diagnosis_logits"])
     rows = batch["present"]["tabular"]
     assert not torch.allclose(out_changed["log_risk"][rows], out["log_risk"][rows])
@@ -173,14 +180,7 @@ def test_diagnosis_head_reads_only_its_modalities(name):
 
 @pytest.mark.parametrize("name", list_fusions())
 def test_survival_head_reads_only_its_modalities(name):
-    model = _model(name)
-    model.heads_config = type(model.heads_config)(**{**model.heads_config.__dict__,
-                                                     "survival_modalities": ("image",)})
-    model.eval()
-    batch, changed = _batch(), _batch()
-    changed["modalities"]["tabular"] = changed["modalities"]["tabular"] * 3.0 + 1.0
-    with torch.no_grad():
-        out, out_changed = model(batch), model(changed)
+    model, _, out, out_changed = _outputs_with_changed_tabular(name, "survival_modalities")
     torch.testing.assert_close(out_changed["log_risk"], out["log_risk"])
     assert not torch.allclose(out_changed["response_logits"][:3], out["response_logits"][:3])
     # row 2 has no image: the survival head gets the embedding of nothing
