@@ -55,7 +55,8 @@ def run_demo(out: Path, *, patients: int, seed: int, epochs: int, retrain_ablati
     fhir = _step("2. ingest FHIR (Bulk NDJSON, SQL-on-FHIR views)", lambda: ingest_fhir(lake, [cohort_dir / "fhir"]))
     console.print(f"resources read {fhir.read}, written {fhir.written}, rejected {fhir.rejected}")
     variants = _step("3. ingest variants (MAF + VCF)", lambda: ingest_variants(
-        lake, [cohort_dir / "genomics"], sample_map=cohort_dir / "genomics" / "sample_map.csv"))
+        lake, [cohort_dir / "genomics"], sample_map=cohort_dir / "genomics" / "sample_map.csv",
+        gene_panel=cohort_dir / "genomics" / "gene_panel.yaml"))
     console.print(f"variants written {variants['variants_written']}, samples {variants['samples']}")
     images = _step("4. ingest CT series (DICOM)", lambda: ingest_images(lake, [cohort_dir / "dicom"]))
     console.print(f"series {images['images']}, slices {images['slices']}, rejected {images['rejected']}")

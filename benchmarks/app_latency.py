@@ -62,7 +62,8 @@ def build(workdir: Path, n_patients: int) -> tuple[Path, Path]:
     ingest_fhir(lake, [synth / "fhir"], workers=2)
     build_crosswalk(lake)
     genomics = synth / "genomics"
-    ingest_variants(lake, [genomics / "cohort.maf"], sample_map=genomics / "sample_map.csv")
+    ingest_variants(lake, [genomics / "cohort.maf"], sample_map=genomics / "sample_map.csv",
+                    gene_panel=genomics / "gene_panel.yaml")
     (workdir / "images.yaml").write_text(IMAGES_YAML)
     ingest_images(lake, [synth / "dicom"], config_path=workdir / "images.yaml", workers=2)
     print(f"built the lake in {time.perf_counter() - started:.0f} s")

@@ -18,6 +18,14 @@ treatment, fitted on the training patients: the correctly specified model at thi
 ``oracle, no aggressiveness`` is the true log-hazard without the 0.9 x aggressiveness term, the latent that
 shows only as nodule margins and texture in the CT: what a model that reads everything but that can reach.
 
+``ceiling, observable data`` is what the best possible model of the inputs would score if it also read the
+aggressiveness latent perfectly from the CT: the truth's response model refitted (a logistic model per
+treatment, in the generator's own terms) on a 60,000-patient reference cohort from the same generator, where
+the true TMB is replaced by what the assay measures (non-silent variants over the 1.1 Mb panel: a Poisson
+count of about five), and missing modalities at their mean; its C-index row is the true log-hazard with the
+treatment part from that model's response probability and missing parts at their mean. The oracle's true
+TMB is not in the data, so no model can close the gap between the two rows.
+
 ``where the fusion risk comes from`` regresses the model's test log-risk (cancer patients with a CT) on the
 generator's parts (EHR, genomics, treatment benefit, log nodule size, aggressiveness): the weights it learned
 relative to the truth's (1, 1, 1, 0.6, 0.9, up to a common scale) and the share of its variance (R^2) the
@@ -76,7 +84,8 @@ def build_lake(out: Path, n: int, seed: int, image_size: int) -> Path:
     ingest_fhir(lake, [cohort / "fhir"], workers=2)
     build_crosswalk(lake)
     genomics = cohort / "genomics"
-    ingest_variants(lake, [genomics / "cohort.maf"], sample_map=genomics / "sample_map.csv")
+    ingest_variants(lake, [genomics / "cohort.maf"], sample_map=genomics / "sample_map.csv",
+                    gene_panel=genomics / "gene_panel.yaml")
     (out / "images.yaml").write_text(IMAGES_YAML.format(size=image_size))
     ingest_images(lake, [], manifest=cohort / "png" / "manifest.csv", config_path=out / "images.yaml")
     print(f"cohort + lake: {time.perf_counter() - started:.0f} s", flush=True)
@@ -152,6 +161,73 @@ def data_limited_scores(cohort: Cohort, truth: pd.DataFrame, n_boot: int, seed: 
     return out
 
 
+def _ceiling_design(egfr: np.ndarray, stk11: np.ndarray, keap1: np.ndarray, log_tmb: np.ndarray,
+                    sequenced: np.ndarray, aggressiveness: np.ndarray, imaged: np.ndarray,
+                    treatment: np.ndarray, n_treatments: int) -> np.ndarray:
+    """The generator's response terms per treatment (``ingest.synth.cohort._response_logits``), measured TMB
+    with a square for its log1p curve, unknown genomics / CT as 0 with their indicator: ``(n, T * 9)``."""
+    features = np.column_stack([egfr * sequenced, stk11 * sequenced, keap1 * sequenced, log_tmb * sequenced,
+                                (log_tmb * sequenced) ** 2, sequenced, aggressiveness * imaged, imaged,
+                                np.ones_like(imaged)])
+    onehot = np.eye(n_treatments)[treatment]
+    return np.column_stack([onehot[:, [k]] * features for k in range(n_treatments)])
+
+
+def observable_ceiling(cohort: Cohort, truth: pd.DataFrame, n_boot: int, seed: int) -> dict:
+    """The ``ceiling, observable data`` rows (module docstring) on the run's test patients."""
+    from sklearn.linear_model import LogisticRegression
+
+    from ingest.synth import SynthConfig
+    from ingest.synth.cohort import simulate_cohort
+    from ingest.synth.variants import TERRITORY_MB, simulate_variants
+    from ingest.variants.annotation import NONSILENT_CLASSES
+
+    names = list(cohort.targets.treatment_names)
+    rng = np.random.default_rng(10_000 + seed)
+    ref = simulate_cohort(SynthConfig(n_patients=60_000, seed=10_000 + seed), rng)
+    variants = simulate_variants(ref, rng)
+    counts = variants[variants["Variant_Classification"].isin(NONSILENT_CLASSES)].groupby(
+        "Tumor_Sample_Barcode").size().reindex(ref["sample_id"]).fillna(0.0).to_numpy()
+    ref_sequenced = ref["has_genomics"].to_numpy(float)
+    labelled = (ref["response"].notna() & ref["treatment"].isin(names)).to_numpy()
+    r = ref[labelled]
+    design = _ceiling_design(*(r[g].to_numpy(float) for g in ("egfr", "stk11", "keap1")),
+                             np.log1p(counts[labelled] / TERRITORY_MB), ref_sequenced[labelled],
+                             r["aggressiveness"].to_numpy(float), r["has_image"].to_numpy(float),
+                             r["treatment"].map(names.index).to_numpy(), len(names))
+    model = LogisticRegression(C=10.0, fit_intercept=False, max_iter=10_000).fit(
+        design, r["response"].astype(int).to_numpy())
+
+    t = cohort.targets
+    truth = truth.set_index("patient_id").reindex(cohort.patient_keys)
+    X, column = cohort.X, cohort.feature_names.index
+    sequenced, imaged = truth["has_genomics"].to_numpy(float), truth["has_image"].to_numpy(float)
+    treated = t.treatment >= 0
+    design = _ceiling_design(*(np.nan_to_num(X[:, column(f"gene:{g}")]) for g in ("EGFR", "STK11", "KEAP1")),
+                             np.nan_to_num(X[:, column("log_tmb")]), sequenced,
+                             truth["aggressiveness"].to_numpy(float), imaged, np.maximum(t.treatment, 0), len(names))
+    prob = model.predict_proba(design)[:, 1]
+    test = cohort.indices("test")
+    rows = test[treated[test] & np.isfinite(t.response[test])]
+    out = {"response_auroc": bootstrap(lambda y, p: {"a": safe(metrics.auroc, y, p)},
+                                       (t.response[rows].astype(int), prob[rows]), n_boot=n_boot, seed=seed)["a"]}
+
+    cancer = (truth["diagnosis"] != "benign").to_numpy()
+
+    def at_mean(part: str, known: np.ndarray) -> np.ndarray:
+        values = truth[part].to_numpy(float)
+        return np.where(known > 0, values, values[cancer].mean() * cancer)
+
+    treatment_part = np.where(treated & cancer, -2.2 * prob + 0.7, truth["log_hazard_treatment"].to_numpy(float))
+    log_hazard = (truth["log_hazard_ehr"].to_numpy(float) + at_mean("log_hazard_image", imaged)
+                  + at_mean("log_hazard_genomics", sequenced) + treatment_part)
+    rows = test[np.isfinite(t.time[test])]
+    out["c_index_harrell"] = bootstrap(
+        lambda time, event, risk: {"c": safe(metrics.harrell_c_index, time, event, risk)},
+        (t.time[rows], t.event[rows].astype(bool), log_hazard[rows]), n_boot=n_boot, seed=seed)["c"]
+    return out
+
+
 def risk_decomposition(run: LoadedRun, cohort: Cohort, truth: pd.DataFrame) -> dict:
     """Least-squares weights of the model's test log-risk on the generator's parts (cancer patients with a
     CT), and the R^2 of that fit."""
@@ -210,6 +286,7 @@ def main() -> None:
     cohort = run_cohort(run, load_frames(lake))  # the run's features and split, read once
     oracle = oracle_scores(cohort, truth, args.n_boot, result["split_seed"])
     limited = data_limited_scores(cohort, truth, args.n_boot, result["split_seed"])
+    ceiling = observable_ceiling(cohort, truth, args.n_boot, result["split_seed"])
     decomposition = risk_decomposition(run, cohort, truth)
 
     survival, response, diagnosis = (result["tasks"][k] for k in ("survival", "response", "diagnosis"))
@@ -235,6 +312,7 @@ def main() -> None:
     rows.append(("oracle, missing at mean", limited["c_index_harrell"], None, None))
     rows.append(("oracle, no aggressiveness", limited["c_index_no_aggressiveness"], None, None))
     rows.append(("logistic, true biomarkers", None, limited["response_auroc"], None))
+    rows.append(("ceiling, observable data", ceiling["c_index_harrell"], ceiling["response_auroc"], None))
     for name, c, r, d in rows:
         print(f"{name:<26}{fmt(c):>22}{fmt(r):>26}{fmt(d):>26}")
     scale = decomposition["weights"]["ehr"]

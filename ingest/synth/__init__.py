@@ -33,6 +33,10 @@ Output layout of OUT
     passengers; every sequenced sample has >= 1 variant. Panel territory 1.1 Mb (``variants.py``).
 ``genomics/sample_map.csv``
     ``sample_id,patient_id`` with patient_id = the MRN.
+``genomics/gene_panel.yaml``
+    The assay: the default panel's genes over the 1.1 Mb territory; ingest with ``--gene-panel`` so
+    ``tmb_per_mb`` is the non-silent count over that territory (about 0.8 x the truth's ``tmb``, which
+    counts silent changes too).
 ``genomics/vcf/<sample_id>.vcf``
     For ~``vcf_fraction`` of the sequenced: VCF 4.2, contigs, SnpEff ``ANN``, ``SOMATIC`` flag,
     FORMAT ``GT:AD:DP:AF`` for samples ``TUMOR`` and ``NORMAL``.

@@ -6,6 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
+
+from ingest.synth.variants import TERRITORY_MB
+from ingest.variants.features import load_gene_panel
+
+GENE_PANEL_FILE = "gene_panel.yaml"
 
 CONTIGS = {
     "chr1": 248956422,
@@ -186,8 +192,19 @@ def write_vcf(path: Path, sample_id: str, variants: pd.DataFrame) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def write_gene_panel(path: Path) -> None:
+    """The assay's gene panel: the default panel's genes (``configs/gene_panel.yaml``) over the simulated
+    territory of ``TERRITORY_MB`` megabases, so ``tumorboard ingest variants --gene-panel`` divides the
+    non-silent count by the territory the variants were drawn over (the default's 38 Mb would report TMB
+    about 35 times too low)."""
+    panel = load_gene_panel().model_copy(update={"name": "tumorboard-synth", "panel_size_mb": TERRITORY_MB})
+    header = "# The synthetic cohort's sequencing assay: pass it to `tumorboard ingest variants --gene-panel`.\n"
+    path.write_text(header + yaml.safe_dump(panel.model_dump(), sort_keys=False))
+
+
 def write_genomics(out: Path, truth: pd.DataFrame, variants: pd.DataFrame) -> dict[str, int]:
-    """Write ``cohort.maf``, ``sample_map.csv`` and ``vcf/<sample>.vcf`` for patients with ``has_vcf``.
+    """Write ``cohort.maf``, ``sample_map.csv``, ``gene_panel.yaml`` and ``vcf/<sample>.vcf`` for patients
+    with ``has_vcf``.
 
     Returns:
         Counts: ``variants``, ``samples``, ``vcfs``.
@@ -195,6 +212,7 @@ def write_genomics(out: Path, truth: pd.DataFrame, variants: pd.DataFrame) -> di
     out.mkdir(parents=True, exist_ok=True)
     write_maf(out / "cohort.maf", variants)
     write_sample_map(out / "sample_map.csv", truth)
+    write_gene_panel(out / GENE_PANEL_FILE)
     vcf_samples = truth.loc[truth["has_vcf"], "sample_id"].to_numpy()
     if vcf_samples.size:
         (out / "vcf").mkdir(exist_ok=True)

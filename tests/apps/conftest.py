@@ -59,7 +59,8 @@ def app_data(tmp_path_factory) -> AppData:
     ingest_fhir(lake, [synth / "fhir"])
     build_crosswalk(lake)
     genomics = synth / "genomics"
-    ingest_variants(lake, [genomics / "cohort.maf"], sample_map=genomics / "sample_map.csv")
+    ingest_variants(lake, [genomics / "cohort.maf"], sample_map=genomics / "sample_map.csv",
+                    gene_panel=genomics / "gene_panel.yaml")
     (root / "images.yaml").write_text(IMAGES_YAML)
     ingest_images(lake, [synth / "dicom"], config_path=root / "images.yaml")
     runs = root / "runs"

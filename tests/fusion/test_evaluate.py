@@ -46,7 +46,8 @@ def make_synth_lake(root: Path, *, n: int, seed: int, images: bool = False) -> P
     ingest_fhir(lake, [cohort / "fhir"])
     build_crosswalk(lake)
     genomics = cohort / "genomics"
-    ingest_variants(lake, [genomics / "cohort.maf"], sample_map=genomics / "sample_map.csv")
+    ingest_variants(lake, [genomics / "cohort.maf"], sample_map=genomics / "sample_map.csv",
+                    gene_panel=genomics / "gene_panel.yaml")
     if images:
         (root / "images.yaml").write_text(SMALL_IMAGES)
         ingest_images(lake, [], manifest=cohort / "png" / "manifest.csv", config_path=root / "images.yaml")

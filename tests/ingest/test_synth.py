@@ -286,6 +286,23 @@ def test_maf_and_vcf_parse_and_match_truth(cohort, truth):
             assert rec.format("DP")[0, 0] == ad[0].sum()
 
 
+def test_ingested_tmb_is_on_the_truths_scale_with_the_cohorts_panel(cohort, truth, tmp_path):
+    from ingest.lake import Lake
+    from ingest.variants.pipeline import ingest_variants
+
+    genomics = cohort / "genomics"
+    lake = Lake(tmp_path / "lake")
+    ingest_variants(lake, [genomics / "cohort.maf"], sample_map=genomics / "sample_map.csv",
+                    gene_panel=genomics / "gene_panel.yaml")
+    burden = lake.read("tmb").to_pandas().set_index("sample_id")
+    cancer = truth[truth["has_genomics"] & (truth["diagnosis"] != "benign")].set_index("sample_id")
+    assert len(cancer) >= 10
+    ratio = burden.loc[cancer.index, "tmb_per_mb"] / cancer["tmb"]
+    # the count is Poisson over 1.1 Mb and leaves out silent changes (22% of passengers): about 0.8 x
+    assert 0.5 < ratio.median() < 1.2
+    assert set(burden["panel_size_mb"]) == {1.1}
+
+
 def test_missingness_censoring_and_oracle_concordance():
     from sksurv.metrics import concordance_index_censored
 
