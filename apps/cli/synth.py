@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from apps.cli.common import fail, print_counts, progress_bar
+from apps.cli.common import console, fail, print_counts, progress_bar
 from ingest.synth import SynthConfig, generate_cohort
 
 
@@ -62,3 +62,9 @@ def synth(
         except FileExistsError as exc:
             raise fail(str(exc)) from None
     print_counts(_flatten(summary), title=f"synthetic cohort in {out}")
+    genomics = out / "genomics"
+    console.print("next, into a lake LAKE:\n"
+                  f"  tumorboard ingest fhir {out / 'fhir'} --lake LAKE\n"
+                  f"  tumorboard ingest variants {genomics} --lake LAKE --sample-map {genomics / 'sample_map.csv'}"
+                  f" --gene-panel {genomics / 'gene_panel.yaml'}\n"
+                  f"  tumorboard ingest images {out / 'dicom'} --lake LAKE", highlight=False, soft_wrap=True)

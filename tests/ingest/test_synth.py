@@ -383,6 +383,7 @@ def test_cli_synth_prints_summary_and_refuses_non_empty(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "resources: Observation" in result.output and "deaths" in result.output
+    assert f"--gene-panel {out / 'genomics' / 'gene_panel.yaml'}" in result.output  # the assay's TMB territory
     assert (out / "fhir" / "Patient.ndjson").exists() and not (out / "png").exists()
     again = runner.invoke(app, ["synth", str(out), "--patients", "4"])
     assert again.exit_code == 1
