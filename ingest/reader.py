@@ -25,7 +25,7 @@ _EMPTY = {
     "procedures": ["patient_key", "system", "code", "display", "performed"],
     "encounters": ["patient_key", "start", "end"],
     "gene_status": ["patient_key", "sample_id", "gene", "mutated", "collected"],
-    "tmb": ["patient_key", "sample_id", "tmb_per_mb", "collected"],
+    "tmb": ["patient_key", "sample_id", "tmb_per_mb", "n_nonsilent", "panel_size_mb", "collected"],
     "variants": ["patient_key", "sample_id", "chrom", "pos", "ref", "alt", "gene", "consequence", "hgvsp", "vaf",
                  "depth"],
     "images": ["patient_key", "image_id", "modality", "study_date", "tensor_file", "tensor_row", "tensor_shape",
@@ -121,9 +121,11 @@ def read_gene_status(lake: Lake) -> pd.DataFrame:
 
 
 def read_tmb(lake: Lake) -> pd.DataFrame:
-    """patient_key, sample_id, tmb_per_mb (mutations per megabase), collected (UTC, NaT when not given): one row
-    per sample, ordered like :func:`read_gene_status` (a patient's latest dated sample comes last)."""
-    return _by_sample(_resolved(lake, "tmb", ["sample_id", "tmb_per_mb", "collected"], "tmb"))
+    """patient_key, sample_id, tmb_per_mb (mutations per megabase), n_nonsilent and panel_size_mb (Mb) it
+    divides, collected (UTC, NaT when not given): one row per sample, ordered like :func:`read_gene_status`
+    (a patient's latest dated sample comes last)."""
+    return _by_sample(_resolved(lake, "tmb", ["sample_id", "tmb_per_mb", "n_nonsilent", "panel_size_mb",
+                                              "collected"], "tmb"))
 
 
 def _by_sample(frame: pd.DataFrame) -> pd.DataFrame:

@@ -13,6 +13,8 @@ from streamlit.testing.v1 import AppTest
 
 from apps.cli.app import streamlit_command
 from apps.streamlit import services as sv
+from ingest.lake import Lake
+from ingest.reader import read_tmb
 
 APP = str(Path(__file__).resolve().parents[2] / "apps" / "streamlit" / "app.py")
 
@@ -96,6 +98,12 @@ def test_patient_page(monkeypatch, app_data):
     at = at.radio(key="window_preset").set_value("bone").run()
     assert not at.exception
     assert "Grad-CAM" in texts(at)
+    sequenced = sorted(read_tmb(Lake(app_data.lake))["patient_key"])[0]
+    at = at.selectbox(key="patient_picker").set_value(sequenced).run()
+    at = open_tab(at, "Why")
+    latest = sv.patient_record(app_data.lake, sequenced)["tmb"].iloc[-1]
+    assert f"{latest['tmb_per_mb']:.1f} mutations/Mb" in texts(at)  # the synthetic assay's 1.1 Mb
+    assert f"{int(latest['n_nonsilent'])} non-silent variants over a 1.1 Mb panel" in texts(at)
 
     at = open_tab(at, "Timeline")
     assert len(at.get("plotly_chart")) == 1 and not at.exception

@@ -137,7 +137,11 @@ def why_tab(explanation: dict | None, record: dict[str, pd.DataFrame], header: d
     variants = sv.variant_table(record)
     tmb = record["tmb"]
     if not tmb.empty:
-        st.caption(f"Tumour mutational burden: **{tmb['tmb_per_mb'].iloc[-1]:.1f} mutations/Mb**"
+        latest = tmb.iloc[-1]
+        high = " (TMB-high: at least 10/Mb)" if latest["tmb_per_mb"] >= 10 else ""
+        counted = (f": {int(latest['n_nonsilent'])} non-silent variants over a {latest['panel_size_mb']:g} Mb panel"
+                   if pd.notna(latest["n_nonsilent"]) and pd.notna(latest["panel_size_mb"]) else "")
+        st.caption(f"Tumour mutational burden: **{latest['tmb_per_mb']:.1f} mutations/Mb**{high}{counted}"
                    + (" (latest of several samples)" if len(tmb) > 1 else ""))
     if variants.empty:
         st.caption("No sequencing data for this patient." if record["gene_status"].empty
