@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from apps.cli.common import console, err_console, fail, print_counts
-from ingest.fhir.pipeline import DEFAULT_VIEWS, IngestReport, ingest_fhir, reflatten_views
+from ingest.fhir.pipeline import BATCH_SIZE, DEFAULT_VIEWS, IngestReport, ingest_fhir, reflatten_views
 from ingest.fhir.reader import FhirInputError
 from ingest.fhir.viewdef import ViewDefinitionError
 from ingest.lake import Lake, LakeError
@@ -43,7 +43,7 @@ def fhir(
         "--validate", help="Also validate every resource against the fhir.resources R4B models (slow).")] = False,
     views_dir: ViewsOption = DEFAULT_VIEWS,
     extra_views: ExtraViewsOption = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Resources per batch.")] = 5000,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Resources per worker batch.")] = BATCH_SIZE,
 ) -> None:
     """Ingest FHIR R4 resources into `fhir_resources` and flatten them into one `view_<name>` table per view.
 
