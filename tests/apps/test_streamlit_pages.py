@@ -104,6 +104,7 @@ def test_patient_page(monkeypatch, app_data):
     latest = sv.patient_record(app_data.lake, sequenced)["tmb"].iloc[-1]
     assert f"{latest['tmb_per_mb']:.1f} mutations/Mb" in texts(at)  # the synthetic assay's 1.1 Mb
     assert f"{int(latest['n_nonsilent'])} non-silent variants over a 1.1 Mb panel" in texts(at)
+    assert ("TMB-high" in texts(at)) == (latest["tmb_per_mb"] >= 10)
 
     at = open_tab(at, "Timeline")
     assert len(at.get("plotly_chart")) == 1 and not at.exception
