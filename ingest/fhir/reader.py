@@ -40,6 +40,8 @@ from pathlib import Path
 
 import orjson
 
+from ingest.fhir.r5_only_data import R5_ONLY_ELEMENTS
+
 INVALID = "(invalid)"  # the resource type reported for records that are not (or not yet) a resource
 RAW_LIMIT = 10_000
 JSON_MAX_BYTES = 512 << 20  # a JSON resource or Bundle (on disk) is parsed whole; NDJSON streams
@@ -125,6 +127,9 @@ VERSION_MARKERS: list[tuple[str, Callable[[dict], bool], str, str]] = [
 _MARKERS_BY_TYPE: dict[str, list[tuple[Callable[[dict], bool], str, str]]] = {}
 for _type, _test, _version, _what in VERSION_MARKERS:
     _MARKERS_BY_TYPE.setdefault(_type, []).append((_test, _version, _what))
+# Top-level elements of each type that only R5 has (ingest.fhir.r5_only).
+_R5_ONLY = {rtype: frozenset(elements) for rtype, elements in R5_ONLY_ELEMENTS.items()}
+_NOTHING: frozenset[str] = frozenset()
 
 # FHIR versions named in meta.profile: a version path (``hl7.org/fhir/R5/...``) or a versioned core profile
 # (``http://hl7.org/fhir/StructureDefinition/Patient|5.0.0``; an IG profile's ``|x.y`` is the IG's own version).
@@ -532,29 +537,11 @@ def detect_version(resource: dict) -> tuple[str, str] | None:
     for test, version, what in _MARKERS_BY_TYPE.get(rtype, ()):
         if test(resource):
             return version, what
-    r5_only = _r5_only_elements(rtype) if isinstance(rtype, str) else frozenset()
+    r5_only = _R5_ONLY.get(rtype, _NOTHING) if isinstance(rtype, str) else _NOTHING
     if r5_only.isdisjoint(resource):
         return None
     element = next(e for e in resource if e in r5_only)
     return "R5", f"{rtype}.{element.lstrip('_')} is an R5 element, not R4"
-
-
-@functools.cache
-def _r5_only_elements(rtype: str) -> frozenset[str]:
-    """Top-level elements (and their ``_element`` extension twins) of ``rtype`` in the ``fhir.resources`` R5
-    model but not in its R4B one (R4B keeps R4's clinical resources); empty where either model is missing."""
-    from fhir.resources import get_fhir_model_class as r5_model
-    from fhir.resources.R4B import get_fhir_model_class as r4b_model
-
-    try:
-        r4b, r5 = r4b_model(rtype), r5_model(rtype)
-    except (KeyError, ValueError, ImportError, AttributeError):
-        return frozenset()
-
-    def elements(model) -> set[str]:
-        return {f.alias or name for name, f in model.model_fields.items()}
-
-    return frozenset(elements(r5) - elements(r4b))
 
 
 @functools.lru_cache(maxsize=4096)  # an export repeats a handful of profile URLs

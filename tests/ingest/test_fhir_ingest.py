@@ -360,6 +360,16 @@ def test_check_resource_reasons(resource, expected):
         assert "tumorboard targets FHIR R4" in reason
 
 
+def test_stored_r5_only_elements_match_fhir_resources():
+    from ingest.fhir import r5_only
+    from ingest.fhir.r5_only_data import R5_ONLY_ELEMENTS
+    from ingest.fhir.reader import R4_RESOURCE_TYPES
+
+    assert R5_ONLY_ELEMENTS == r5_only.compute(sorted(R4_RESOURCE_TYPES)), \
+        "fhir.resources changed: regenerate with python -m ingest.fhir.r5_only"
+    assert "occurrenceDateTime" in R5_ONLY_ELEMENTS["Procedure"] and "Patient" not in R5_ONLY_ELEMENTS
+
+
 def test_check_accepts_r4_and_ig_profile_versions():
     us_core = {"resourceType": "Patient", "id": "p", "meta": {
         "profile": ["http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient|3.1.1"]}}
