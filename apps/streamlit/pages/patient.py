@@ -138,8 +138,8 @@ def why_tab(explanation: dict | None, record: dict[str, pd.DataFrame], header: d
     tmb = record["tmb"]
     if not tmb.empty:
         latest = tmb.iloc[-1]
-        high = " (TMB-high: at least 10/Mb)" if latest["tmb_per_mb"] >= 10 else ""
-        counted = (f": {int(latest['n_nonsilent'])} non-silent variants over a {latest['panel_size_mb']:g} Mb panel"
+        high = ", TMB-high (at least 10/Mb)" if latest["tmb_per_mb"] >= 10 else ""
+        counted = (f" ({int(latest['n_nonsilent'])} non-silent variants over a {latest['panel_size_mb']:g} Mb panel)"
                    if pd.notna(latest["n_nonsilent"]) and pd.notna(latest["panel_size_mb"]) else "")
         st.caption(f"Tumour mutational burden: **{latest['tmb_per_mb']:.1f} mutations/Mb**{high}{counted}"
                    + (" (latest of several samples)" if len(tmb) > 1 else ""))
