@@ -40,7 +40,7 @@ from pathlib import Path
 
 import orjson
 
-from ingest.fhir.r5_only_data import R5_ONLY_ELEMENTS
+from ingest.fhir.r5_only_data import R5_ONLY_ELEMENTS  # top-level elements only R5 has (ingest.fhir.r5_only)
 
 INVALID = "(invalid)"  # the resource type reported for records that are not (or not yet) a resource
 RAW_LIMIT = 10_000
@@ -127,8 +127,6 @@ VERSION_MARKERS: list[tuple[str, Callable[[dict], bool], str, str]] = [
 _MARKERS_BY_TYPE: dict[str, list[tuple[Callable[[dict], bool], str, str]]] = {}
 for _type, _test, _version, _what in VERSION_MARKERS:
     _MARKERS_BY_TYPE.setdefault(_type, []).append((_test, _version, _what))
-# Top-level elements of each type that only R5 has (ingest.fhir.r5_only).
-_R5_ONLY = {rtype: frozenset(elements) for rtype, elements in R5_ONLY_ELEMENTS.items()}
 _NOTHING: frozenset[str] = frozenset()
 
 # FHIR versions named in meta.profile: a version path (``hl7.org/fhir/R5/...``) or a versioned core profile
@@ -537,7 +535,7 @@ def detect_version(resource: dict) -> tuple[str, str] | None:
     for test, version, what in _MARKERS_BY_TYPE.get(rtype, ()):
         if test(resource):
             return version, what
-    r5_only = _R5_ONLY.get(rtype, _NOTHING) if isinstance(rtype, str) else _NOTHING
+    r5_only = R5_ONLY_ELEMENTS.get(rtype, _NOTHING) if isinstance(rtype, str) else _NOTHING
     if r5_only.isdisjoint(resource):
         return None
     element = next(e for e in resource if e in r5_only)
