@@ -100,6 +100,24 @@ def safe(metric, *arrays: np.ndarray) -> float:
         return float("nan")
 
 
+def boot_c_index(t, rows: np.ndarray, risk: np.ndarray, n_boot: int, seed: int) -> dict:
+    """Harrell's C of ``risk`` (aligned to ``rows``) with its bootstrap interval, as ``evaluate_run`` gives it."""
+    return bootstrap(lambda time, event, r: {"c": safe(metrics.harrell_c_index, time, event, r)},
+                     (t.time[rows], t.event[rows].astype(bool), risk), n_boot=n_boot, seed=seed)["c"]
+
+
+def boot_auroc(labels: np.ndarray, prob: np.ndarray, n_boot: int, seed: int) -> dict:
+    """AUROC with its bootstrap interval, as ``evaluate_run`` gives it."""
+    return bootstrap(lambda y, p: {"a": safe(metrics.auroc, y, p)}, (labels.astype(int), prob),
+                     n_boot=n_boot, seed=seed)["a"]
+
+
+def at_mean(truth: pd.DataFrame, part: str, known: np.ndarray, cancer: np.ndarray) -> np.ndarray:
+    """The truth's ``part`` where ``known``, else its mean over cancer patients (0 for benign)."""
+    values = truth[part].to_numpy(float)
+    return np.where(known, values, values[cancer].mean() * cancer)
+
+
 def oracle_scores(cohort: Cohort, truth: pd.DataFrame, n_boot: int, seed: int) -> dict:
     """Oracle metrics on the run's test patients, with the same bootstrap as ``evaluate_run``."""
     t = cohort.targets
@@ -108,15 +126,12 @@ def oracle_scores(cohort: Cohort, truth: pd.DataFrame, n_boot: int, seed: int) -
     out = {}
     rows = test[np.isfinite(t.time[test])]
     log_hazard = truth["log_hazard"].reindex(cohort.patient_keys[rows]).to_numpy()
-    out["c_index_harrell"] = bootstrap(
-        lambda time, event, risk: {"c": safe(metrics.harrell_c_index, time, event, risk)},
-        (t.time[rows], t.event[rows].astype(bool), log_hazard), n_boot=n_boot, seed=seed)["c"]
+    out["c_index_harrell"] = boot_c_index(t, rows, log_hazard, n_boot, seed)
     rows = test[(t.treatment[test] >= 0) & np.isfinite(t.response[test])]
     names = np.array(t.treatment_names)[t.treatment[rows]]
     prob = np.array([truth.loc[k, f"response_prob_{name}"]
                      for k, name in zip(cohort.patient_keys[rows], names, strict=True)])
-    out["response_auroc"] = bootstrap(lambda y, p: {"a": safe(metrics.auroc, y, p)},
-                                      (t.response[rows].astype(int), prob), n_boot=n_boot, seed=seed)["a"]
+    out["response_auroc"] = boot_auroc(t.response[rows], prob, n_boot, seed)
     return out
 
 
@@ -128,23 +143,14 @@ def data_limited_scores(cohort: Cohort, truth: pd.DataFrame, n_boot: int, seed: 
     truth = truth.set_index("patient_id").reindex(cohort.patient_keys)
     cancer = (truth["diagnosis"] != "benign").to_numpy()
     imaged, sequenced = truth["has_image"].to_numpy(bool), truth["has_genomics"].to_numpy(bool)
-
-    def at_mean(part: str, known: np.ndarray) -> np.ndarray:
-        values = truth[part].to_numpy(float)
-        return np.where(known, values, values[cancer].mean() * cancer)
-
-    log_hazard = (truth["log_hazard_ehr"].to_numpy(float) + at_mean("log_hazard_image", imaged)
-                  + at_mean("log_hazard_genomics", sequenced)
-                  + at_mean("log_hazard_treatment", imaged & sequenced))
+    log_hazard = (truth["log_hazard_ehr"].to_numpy(float) + at_mean(truth, "log_hazard_image", imaged, cancer)
+                  + at_mean(truth, "log_hazard_genomics", sequenced, cancer)
+                  + at_mean(truth, "log_hazard_treatment", imaged & sequenced, cancer))
     test = cohort.indices("test")
     rows = test[np.isfinite(t.time[test])]
     no_aggressiveness = truth["log_hazard"].to_numpy(float) - 0.9 * cancer * truth["aggressiveness"].to_numpy(float)
-
-    def c_index(risk: np.ndarray) -> dict:
-        return bootstrap(lambda time, event, r: {"c": safe(metrics.harrell_c_index, time, event, r)},
-                         (t.time[rows], t.event[rows].astype(bool), risk[rows]), n_boot=n_boot, seed=seed)["c"]
-
-    out = {"c_index_harrell": c_index(log_hazard), "c_index_no_aggressiveness": c_index(no_aggressiveness)}
+    out = {"c_index_harrell": boot_c_index(t, rows, log_hazard[rows], n_boot, seed),
+           "c_index_no_aggressiveness": boot_c_index(t, rows, no_aggressiveness[rows], n_boot, seed)}
 
     markers = np.column_stack([truth[c].to_numpy(float) for c in ("egfr", "stk11", "keap1", "kras_g12c", "tp53")]
                               + [np.log(truth["tmb"].to_numpy(float))])
@@ -156,8 +162,7 @@ def data_limited_scores(cohort: Cohort, truth: pd.DataFrame, n_boot: int, seed: 
     test_rows = test[labelled[test]]
     model = LogisticRegression(C=1.0, max_iter=5000).fit(design[train_rows], t.response[train_rows].astype(int))
     prob = model.predict_proba(design[test_rows])[:, 1]
-    out["response_auroc"] = bootstrap(lambda y, p: {"a": safe(metrics.auroc, y, p)},
-                                      (t.response[test_rows].astype(int), prob), n_boot=n_boot, seed=seed)["a"]
+    out["response_auroc"] = boot_auroc(t.response[test_rows], prob, n_boot, seed)
     return out
 
 
@@ -209,22 +214,14 @@ def observable_ceiling(cohort: Cohort, truth: pd.DataFrame, n_boot: int, seed: i
     prob = model.predict_proba(design)[:, 1]
     test = cohort.indices("test")
     rows = test[treated[test] & np.isfinite(t.response[test])]
-    out = {"response_auroc": bootstrap(lambda y, p: {"a": safe(metrics.auroc, y, p)},
-                                       (t.response[rows].astype(int), prob[rows]), n_boot=n_boot, seed=seed)["a"]}
+    out = {"response_auroc": boot_auroc(t.response[rows], prob[rows], n_boot, seed)}
 
     cancer = (truth["diagnosis"] != "benign").to_numpy()
-
-    def at_mean(part: str, known: np.ndarray) -> np.ndarray:
-        values = truth[part].to_numpy(float)
-        return np.where(known > 0, values, values[cancer].mean() * cancer)
-
     treatment_part = np.where(treated & cancer, -2.2 * prob + 0.7, truth["log_hazard_treatment"].to_numpy(float))
-    log_hazard = (truth["log_hazard_ehr"].to_numpy(float) + at_mean("log_hazard_image", imaged)
-                  + at_mean("log_hazard_genomics", sequenced) + treatment_part)
+    log_hazard = (truth["log_hazard_ehr"].to_numpy(float) + at_mean(truth, "log_hazard_image", imaged > 0, cancer)
+                  + at_mean(truth, "log_hazard_genomics", sequenced > 0, cancer) + treatment_part)
     rows = test[np.isfinite(t.time[test])]
-    out["c_index_harrell"] = bootstrap(
-        lambda time, event, risk: {"c": safe(metrics.harrell_c_index, time, event, risk)},
-        (t.time[rows], t.event[rows].astype(bool), log_hazard[rows]), n_boot=n_boot, seed=seed)["c"]
+    out["c_index_harrell"] = boot_c_index(t, rows, log_hazard[rows], n_boot, seed)
     return out
 
 
