@@ -163,8 +163,14 @@ def image_thumbnails(images: Iterable[torch.Tensor | None], side: int = THUMBNAI
     return np.stack([np.zeros(1 + width) if t is None else np.concatenate([[1.0], t]) for t in thumbs])
 
 
+def treatment_onehot(treatment: np.ndarray, n_treatments: int) -> np.ndarray:
+    """``(N, n_treatments)`` 0/1 indicators of treatment indices ``(N,)``; -1 (none) gives a row of zeros."""
+    treatment = np.asarray(treatment)
+    return (treatment[:, None] == np.arange(n_treatments)[None, :]).astype(np.float64)
+
+
 def _response_design(x: np.ndarray, treatment: np.ndarray, n_treatments: int) -> np.ndarray:
-    onehot = np.eye(n_treatments)[treatment]
+    onehot = treatment_onehot(treatment, n_treatments)
     interactions = (x[:, :, None] * onehot[:, None, :]).reshape(len(x), -1)
     return np.concatenate([x, onehot, interactions], axis=1)
 

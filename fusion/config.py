@@ -185,6 +185,10 @@ class SurvivalTaskConfig(TaskConfig):
                            "(penalty chosen on the validation split) before the network, to the log-risk as a "
                            "fixed offset: the network learns what the images and non-linear terms add to it "
                            "(no effect without a tabular modality)")
+    response_link: bool = Field(
+        False, description="add w * p(response | the row's treatment) from the response head to the log-risk "
+                           "(w learned, rows without a treatment get no term): survival is then predicted "
+                           "under a treatment, and every patient's survival trains the response head")
 
 
 class ResponseTaskConfig(TaskConfig):

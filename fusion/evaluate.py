@@ -344,6 +344,10 @@ class _Eval:
                 candidates[group][name] = (risk,
                                            lambda times, r=risk, b=breslow: b.predict_survival(r, times))
         X = self.cohort.X  # noqa: N806
+        if self.run.config.tasks.survival.response_link:  # the model's log-risk reads the treatment: so do these
+            X = np.column_stack([X, baselines.treatment_onehot(t.treatment, len(t.treatment_names))])  # noqa: N806
+            self.notes.append("the survival baselines read the treatment (one-hot) too, as the model's "
+                              "response_link does")
         if X.shape[1]:
             val = self.val[np.isfinite(t.time[self.val])]
             self.say({"stage": "baseline", "what": "coxnet"})

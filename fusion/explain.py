@@ -16,7 +16,9 @@ heads (``diagnosis``, ``survival``, ``response``), so that each explanation re-r
 The target of the attributions is the log-risk when the run has a survival head (a positive attribution
 raises the hazard), else the logit of the predicted diagnosis. The log-risk includes the risk offset
 (``tasks.survival.coxnet_offset``, :mod:`fusion.models.offset`): its terms go with their modality, so leaving a
-modality out removes its term and the integrated gradients of a tabular input include its offset weight.
+modality out removes its term and the integrated gradients of a tabular input include its offset weight. With
+``tasks.survival.response_link`` it also includes the response term for the row's treatment, recomputed from
+the same embeddings.
 """
 
 from __future__ import annotations
@@ -59,12 +61,11 @@ def _encode(model: FusionModel, batch: dict) -> tuple[dict[str, Tensor], dict[st
 
 
 def _target(model: FusionModel, emb: dict[str, Tensor], present: dict[str, Tensor],
-            diagnosis_class: int | None, offset_terms: dict[str, Tensor]) -> Tensor:
-    """``(B,)`` explanation target: log-risk (from the modalities the survival head reads, with the risk
-    offset's ``offset_terms``), else the logit of ``diagnosis_class`` (from the modalities the diagnosis head
-    reads)."""
+            diagnosis_class: int | None, offset_terms: dict[str, Tensor], treatment: Tensor | None) -> Tensor:
+    """``(B,)`` explanation target: log-risk (:meth:`FusionModel.survival_log_risk`), else the logit of
+    ``diagnosis_class`` (from the modalities the diagnosis head reads)."""
     if model.survival is not None:
-        return model.log_risk(model.survival_fused(emb, present), offset_terms, present)
+        return model.survival_log_risk(emb, present, offset_terms, treatment)
     return model.diagnosis(model.diagnosis_fused(emb, present))[:, diagnosis_class]
 
 
@@ -81,8 +82,9 @@ class Encoded:
     """One row's encoder outputs, computed once and shared by the explanations.
 
     ``emb {name: (1, D)}``, ``present {name: (1,)}``, ``attention {name: (1, S)}`` (slice attention of image
-    encoders), ``cls``: the predicted diagnosis class (None without a diagnosis head) and ``offset_terms
-    {name: (1,)}``: the risk offset's contributions (:meth:`FusionModel.offset_terms`).
+    encoders), ``cls``: the predicted diagnosis class (None without a diagnosis head), ``offset_terms
+    {name: (1,)}``: the risk offset's contributions (:meth:`FusionModel.offset_terms`) and ``treatment`` ``(1,)``:
+    the row's treatment index (None when the batch has none).
     """
 
     emb: dict[str, Tensor]
@@ -90,6 +92,11 @@ class Encoded:
     attention: dict[str, Tensor]
     cls: int | None
     offset_terms: dict[str, Tensor]
+    treatment: Tensor | None = None
+
+    def log_risk(self, model: FusionModel) -> Tensor:
+        """The row's log-risk ``(1,)``."""
+        return model.survival_log_risk(self.emb, self.present, self.offset_terms, self.treatment)
 
 
 @torch.no_grad()
@@ -99,11 +106,17 @@ def encode(model: FusionModel, batch: dict) -> Encoded:
     cls = None
     if model.diagnosis is not None:
         cls = int(model.diagnosis(model.diagnosis_fused(emb, present)).argmax(1)[0])
-    return Encoded(emb, present, attention, cls, model.offset_terms(batch["modalities"], batch.get("masks") or {}))
+    treatment = batch.get("treatment")
+    return Encoded(emb, present, attention, cls, model.offset_terms(batch["modalities"], batch.get("masks") or {}),
+                   None if treatment is None else treatment[:1])
 
 
 def _expand(tensors: dict[str, Tensor], b: int) -> dict[str, Tensor]:
     return {k: v.expand(b, *v.shape[1:]) for k, v in tensors.items()}
+
+
+def _expand_treatment(treatment: Tensor | None, b: int) -> Tensor | None:
+    return None if treatment is None else treatment[:1].expand(b)
 
 
 @torch.no_grad()
@@ -116,8 +129,7 @@ def modality_contributions(model: FusionModel, batch: dict,
     emb, present, cls = encoded.emb, encoded.present, encoded.cls
     weights = model.fusion(emb, present)[1]
     terms = encoded.offset_terms
-    base_risk = (model.log_risk(model.survival_fused(emb, present), terms, present)[0]
-                 if model.survival is not None else None)
+    base_risk = encoded.log_risk(model)[0] if model.survival is not None else None
     base_prob = None
     if model.diagnosis is not None:
         base_prob = torch.softmax(model.diagnosis(model.diagnosis_fused(emb, present)), 1)[0, cls]
@@ -130,8 +142,8 @@ def modality_contributions(model: FusionModel, batch: dict,
         if item["present"] and n_present > 1:
             without = {**present, name: torch.zeros_like(present[name])}
             if base_risk is not None:
-                z_wo = model.survival_fused(emb, without)
-                item["delta_log_risk"] = float(base_risk - model.log_risk(z_wo, terms, without)[0])
+                risk_wo = model.survival_log_risk(emb, without, terms, encoded.treatment)[0]
+                item["delta_log_risk"] = float(base_risk - risk_wo)
             if base_prob is not None:
                 z_dx = model.diagnosis_fused(emb, without)
                 item["delta_diagnosis"] = float(base_prob - torch.softmax(model.diagnosis(z_dx), 1)[0, cls])
@@ -167,7 +179,7 @@ def top_features(model: FusionModel, batch: dict, names: dict[str, list[str]], r
                                       for m, x in zip(tabular, xs, strict=True)}}
         terms = {**_expand(fixed_terms, b), **model.offset_terms(dict(zip(tabular, xs, strict=True)),
                                                                   {m: masks[m].expand(b, -1) for m in tabular})}
-        return _target(model, embs, _expand(present, b), cls, terms)
+        return _target(model, embs, _expand(present, b), cls, terms, _expand_treatment(encoded.treatment, b))
 
     inputs = tuple(batch["modalities"][m].clone().requires_grad_(True) for m in tabular)
     attributions = IntegratedGradients(forward).attribute(
@@ -239,7 +251,7 @@ def image_attribution(model: FusionModel, batch: dict, encoded: Encoded | None =
         b = images.shape[0]
         image_emb, _ = enc.forward_with_attention(images, mask.expand(b, -1))
         return _target(model, {**_expand(fixed, b), "image": image_emb}, _expand(present, b), cls,
-                       _expand(encoded.offset_terms, b))
+                       _expand(encoded.offset_terms, b), _expand_treatment(encoded.treatment, b))
 
     # (valid slices, 1, h, w)
     cam = LayerGradCam(forward, layer).attribute(x, relu_attributions=True).detach()
@@ -303,9 +315,10 @@ def mc_log_risk(model: FusionModel, batch: dict, *, n_samples: int = 30, seed: i
                 samples[name] = _encode(mc, rep)[0][name]
             else:
                 samples[name] = emb[name].expand(n_samples, -1)
-        z = mc.survival_fused(samples, _expand(present, n_samples))
         terms = mc.offset_terms(one["modalities"], one["masks"])
-        return mc.log_risk(z, _expand(terms, n_samples), _expand(present, n_samples)).numpy().astype(np.float64)
+        risk = mc.survival_log_risk(samples, _expand(present, n_samples), _expand(terms, n_samples),
+                                    _expand_treatment(batch.get("treatment"), n_samples))
+        return risk.numpy().astype(np.float64)
 
 
 def survival_interval(model: FusionModel, batch: dict, breslow: BreslowEstimator, times: np.ndarray, *,
@@ -325,8 +338,7 @@ def survival_interval(model: FusionModel, batch: dict, breslow: BreslowEstimator
     times = np.asarray(times, np.float64)
     encoded = encoded or encode(model, batch)
     with torch.no_grad():
-        log_risk = float(model.log_risk(model.survival_fused(encoded.emb, encoded.present), encoded.offset_terms,
-                                        encoded.present)[0])
+        log_risk = float(encoded.log_risk(model)[0])
     samples = mc_log_risk(model, batch, n_samples=n_samples, seed=seed)
     var_r = float(samples.var(ddof=1)) if samples.size > 1 else 0.0
     h0 = breslow.baseline_cumulative_hazard(times)

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,9 @@ from fusion.cohort import (
 from fusion.data import CohortDataset, Normalizer, collate, image_to_series
 from fusion.run import LoadedRun, RunError
 from ingest.lake import Lake
+
+if TYPE_CHECKING:
+    from fusion.explain import Encoded
 
 REFERENCE_FILE = "reference_risk.json"
 N_TIMES = 41
@@ -140,7 +144,8 @@ def model_outputs(run: LoadedRun, cohort: Cohort, rows: np.ndarray, *, drop: Ite
                                                          dim=1).numpy())
         if model.survival is not None:
             parts["log_risk"].append(model.log_risk(model.survival_embedding(out), out["offset_terms"],
-                                                    out["present"]).numpy())
+                                                    out["present"],
+                                                    model.treated_response_prob(z, batch["treatment"])).numpy())
         if model.response is not None:
             parts["response_all"].append(torch.sigmoid(model.response.all_treatments(z)).numpy())
     result = {}
@@ -245,6 +250,9 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
         among the run's training patients); ``response`` {treatment: probability of objective response};
         ``missing_modalities``; ``survival_reads``: the modalities the survival head's network reads, given
         when it reads only some (the risk offset's tabular terms are in the log-risk either way); with
+        ``tasks.survival.response_link``: ``survival_treatment`` (the recorded treatment the survival is
+        predicted under; None: no treatment on record, so no response term) and ``survival_by_treatment``
+        {treatment: {``log_risk``, ``at_horizons``}} (the survival under each candidate treatment); with
         ``explain``: ``modality_contributions`` {modality: {``weight``,
         ``delta_log_risk``, ``delta_diagnosis``}}, ``image_attribution`` (Grad-CAM, or None without an image;
         with ``image_id`` and ``slice``, the stored slice index of its ``slice_index``), ``top_features``
@@ -301,6 +309,11 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
         below = np.searchsorted(reference, log_risk, "left")
         ties = np.searchsorted(reference, log_risk, "right")
         result["risk_percentile"] = float(100.0 * (below + 0.5 * (ties - below)) / reference.size)
+        if model.response_weight is not None:
+            treatment = int(batch["treatment"][0])
+            names = run.meta["treatment_names"]
+            result["survival_treatment"] = names[treatment] if treatment >= 0 else None
+            result["survival_by_treatment"] = _survival_by_treatment(run, encoded, names, horizons)
     if model.response is not None:
         with torch.no_grad():
             probs = torch.sigmoid(model.response.all_treatments(out["embedding"]))[0].tolist()
@@ -316,6 +329,20 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
                                                  encoded=encoded)
         result["explanation_target"] = ex.target_name(model, encoded.cls, run.meta["diagnosis_classes"])
     return _finite(result)
+
+
+@torch.no_grad()
+def _survival_by_treatment(run: LoadedRun, encoded: Encoded, names: list[str], horizons: np.ndarray) -> dict:
+    """``{treatment: {"log_risk", "at_horizons" {days: S}}}`` of one encoded row under each candidate treatment
+    (a model with ``response_link``)."""
+    out = {}
+    for index, name in enumerate(names):
+        log_risk = float(run.model.survival_log_risk(encoded.emb, encoded.present, encoded.offset_terms,
+                                                     torch.tensor([index]))[0])
+        at = run.breslow.predict_survival(np.array([log_risk]), horizons)[0]
+        out[name] = {"log_risk": log_risk, "at_horizons": {f"{h:g}": float(s) for h, s in zip(horizons, at,
+                                                                                               strict=True)}}
+    return out
 
 
 def _locate(attribution: dict | None, run: LoadedRun, cohort: Cohort, frames: LakeFrames) -> dict | None:

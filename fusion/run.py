@@ -105,6 +105,7 @@ def build_model(config: RunConfig, spec: dict) -> FusionModel:
                         n_treatments=spec["n_treatments"], response_hidden_dim=config.tasks.response.hidden_dim,
                         diagnosis_modalities=reads(spec["n_classes"] is not None, config.tasks.diagnosis.modalities),
                         survival_modalities=reads(spec["survival"], config.tasks.survival.modalities),
+                        response_link=config.tasks.survival.response_link,
                         hidden_dim=config.tasks.head_hidden_dim, dropout=config.tasks.head_dropout)
     tabular = {name: info["n_features"] for name, info in spec["modalities"].items() if info["kind"] == "tabular"}
     offset = (RiskOffset(tabular) if spec["survival"] and config.tasks.survival.coxnet_offset and tabular

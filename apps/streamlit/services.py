@@ -557,6 +557,17 @@ def survival_at(curve: dict, days: float) -> float | None:
     return None if value is None else float(value)
 
 
+def survival_by_treatment_columns(prediction: dict, treatments: list[str]) -> dict[str, list[float | None]]:
+    """``{"survival at N days": [S per treatment]}`` from a prediction's ``survival_by_treatment`` (runs with
+    ``tasks.survival.response_link``), in the order of ``treatments``; empty without it."""
+    by_treatment = prediction.get("survival_by_treatment") or {}
+    if not by_treatment:
+        return {}
+    horizons = list(next(iter(by_treatment.values()))["at_horizons"])
+    return {f"survival at {h} days": [by_treatment.get(t, {}).get("at_horizons", {}).get(h) for t in treatments]
+            for h in horizons}
+
+
 def received_treatments(record: dict[str, pd.DataFrame], run_dir: str | None) -> set[str]:
     """Treatment names (the run's ``data.targets.treatment_map``) of the patient's medication orders."""
     mapping = _run_config(run_dir).data.targets.treatment_map

@@ -36,6 +36,9 @@ class HeadsConfig:
             diagnosis away while the survival and response heads still use it.
         survival_modalities: the modalities the survival head reads (None: all), the same way. The risk
             offset's terms are added for every modality it covers, read by the head or not.
+        response_link: add ``w * p(response | treatment)`` (the response head's probability for the row's
+            treatment, ``w`` learned, starting at 0) to the log-risk of rows with a treatment; needs the
+            survival and response heads.
         hidden_dim: hidden width of the diagnosis and survival heads (None = linear heads).
         response_hidden_dim: hidden width of the response head's per-treatment readouts (None = linear).
         dropout: dropout inside the heads.
@@ -46,6 +49,7 @@ class HeadsConfig:
     n_treatments: int | None = None
     diagnosis_modalities: tuple[str, ...] | None = None
     survival_modalities: tuple[str, ...] | None = None
+    response_link: bool = False
     hidden_dim: int | None = None
     response_hidden_dim: int | None = 64
     dropout: float = 0.0
@@ -100,6 +104,9 @@ class FusionModel(nn.Module):
             ResponseHead(d, heads.n_treatments, hidden_dim=heads.response_hidden_dim, dropout=heads.dropout)
             if heads.n_treatments is not None else None
         )
+        if heads.response_link and (self.survival is None or self.response is None):
+            raise ValueError("FusionModel: response_link needs the survival and the response head")
+        self.response_weight = nn.Parameter(torch.zeros(())) if heads.response_link else None
         if offset is not None and (self.survival is None or not set(offset.n_features) <= set(encoders)):
             raise ValueError(f"FusionModel: a risk offset needs the survival head and its modalities "
                              f"{sorted(offset.n_features)} among the encoders {sorted(encoders)}")
@@ -169,13 +176,40 @@ class FusionModel(nn.Module):
         """The risk offset's per-modality contributions ``{name: (B,)}`` (empty without an offset)."""
         return {} if self.offset is None else self.offset.terms(modalities, masks)
 
-    def log_risk(self, z: Tensor, offset_terms: dict[str, Tensor], present: dict[str, Tensor]) -> Tensor:
+    def log_risk(self, z: Tensor, offset_terms: dict[str, Tensor], present: dict[str, Tensor],
+                 response_prob: Tensor | None = None) -> Tensor:
         """Log-risk ``(B,)`` from the fused embedding ``z (B, D)`` plus the offset terms of the modalities
-        ``present`` in each row."""
+        ``present`` in each row and, with ``response_link``, ``w * response_prob`` (``(B,)``: see
+        :meth:`treated_response_prob`; NaN rows get no term)."""
         risk = self.survival(z)
         for name, term in offset_terms.items():
             risk = risk + term.to(risk.dtype) * present[name].to(risk.dtype)
+        if self.response_weight is not None:
+            if response_prob is None:
+                raise ValueError("FusionModel.log_risk: the model links response to survival; pass response_prob")
+            prob = response_prob.to(risk.dtype)
+            risk = risk + self.response_weight * torch.where(torch.isnan(prob), torch.zeros_like(prob), prob)
         return risk
+
+    def treated_response_prob(self, z: Tensor, treatment: Tensor | None) -> Tensor | None:
+        """``p(response | treatment)`` ``(B,)`` from the response head for each row's treatment index
+        (NaN where it is -1), or None when the model has no response link."""
+        if self.response_weight is None:
+            return None
+        if treatment is None:
+            raise ValueError("FusionModel: the model links response to survival; the batch needs 'treatment'")
+        treatment = treatment.to(z.device)
+        logits = self.response.all_treatments(z).gather(1, treatment.long().clamp_min(0)[:, None]).squeeze(1)
+        return torch.where(treatment >= 0, torch.sigmoid(logits), torch.full_like(logits, float("nan")))
+
+    def survival_log_risk(self, embeddings: dict[str, Tensor], present: dict[str, Tensor],
+                          offset_terms: dict[str, Tensor], treatment: Tensor | None = None) -> Tensor:
+        """Log-risk ``(B,)`` from per-modality embeddings ``{name: (B, D)}`` (what :meth:`forward` computes
+        from a batch); ``treatment (B,)`` is needed with ``response_link``."""
+        prob = None
+        if self.response_weight is not None:
+            prob = self.treated_response_prob(self.fusion(embeddings, present)[0], treatment)
+        return self.log_risk(self.survival_fused(embeddings, present), offset_terms, present, prob)
 
     def diagnosis_fused(self, embeddings: dict[str, Tensor], present: dict[str, Tensor]) -> Tensor:
         """The fused embedding ``(B, D)`` the diagnosis head reads (see :meth:`fused_of`)."""
@@ -221,7 +255,8 @@ class FusionModel(nn.Module):
         if self.diagnosis is not None:
             out["diagnosis_logits"] = self.diagnosis(self.diagnosis_embedding(out))
         if self.survival is not None:
-            out["log_risk"] = self.log_risk(self.survival_embedding(out), out["offset_terms"], out["present"])
+            out["log_risk"] = self.log_risk(self.survival_embedding(out), out["offset_terms"], out["present"],
+                                            self.treated_response_prob(z, batch.get("treatment")))
         if self.response is not None and batch.get("treatment") is not None:
             out["response_logits"] = self.response(z, batch["treatment"].to(z.device))
         return out

@@ -28,7 +28,8 @@ TINY_RUN = ["train.epochs=2", "train.batch_size=16", "train.patience=2", "train.
             "modalities.genomics.encoder_kwargs={hidden_dim: 16, out_dim: 8}",
             "modalities.image.enabled=true", "data.images.max_slices=4", "data.images.image_size=32",
             "modalities.image.encoder_kwargs={model_name: test_resnet, in_chans: 1, out_dim: 8}",
-            "split.val_fraction=0.25", "split.test_fraction=0.25", "tasks.diagnosis.modalities=[image]"]
+            "split.val_fraction=0.25", "split.test_fraction=0.25", "tasks.diagnosis.modalities=[image]",
+            "tasks.survival.response_link=true"]
 
 
 @dataclass(frozen=True)

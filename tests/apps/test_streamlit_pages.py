@@ -82,6 +82,11 @@ def test_patient_page(monkeypatch, app_data):
     assert not at.exception
     table = next(d.value for d in at.dataframe if "probability of response" in d.value.columns)
     assert len(table) >= 2 and table["probability of response"].between(0, 1).all()
+    survival = [c for c in table.columns if c.startswith("survival at ")]  # the run links response to survival
+    assert survival and table[survival].stack().between(0, 1).all()
+    recorded = sv.explanation(str(app_data.runs / "tiny"), app_data.lake, picked)["survival_treatment"]
+    at = open_tab(at, "Risk")
+    assert (f"Predicted under the treatment on record: {recorded}" if recorded else "No treatment on record") in texts(at)
 
     at = open_tab(at, "Why")
     assert len(at.get("plotly_chart")) >= 3  # contributions, CT, labs, features

@@ -102,14 +102,14 @@ def test_modality_dropout_keeps_one_modality():
     assert all(torch.equal(modality_dropout(present, 0.0)[n], present[n]) for n in IN_DIMS)
 
 
-def _model(fusion_name: str = "gated_attention", **model_kwargs) -> FusionModel:
+def _model(fusion_name: str = "gated_attention", heads: dict | None = None, **model_kwargs) -> FusionModel:
     torch.manual_seed(0)
     encoders = {
         "image": create_encoder("timm", model_name="resnet10t", image_size=16, out_dim=8),
         "tabular": create_encoder("mlp", in_features=5, out_dim=6, hidden_dim=16),
     }
     fusion = create_fusion(fusion_name, in_dims={"image": 8, "tabular": 6}, out_dim=12)
-    heads = {"n_classes": 3, "survival": True, "n_treatments": 4}
+    heads = {"n_classes": 3, "survival": True, "n_treatments": 4, **(heads or {})}
     return FusionModel(encoders, fusion, heads, **model_kwargs)
 
 
@@ -187,6 +187,30 @@ def test_survival_head_reads_only_its_modalities(name):
     torch.testing.assert_close(out["log_risk"][2], model.survival(torch.zeros(1, 12))[0])
     with pytest.raises(ValueError, match="survival_modalities"):
         FusionModel(dict(model.encoders), model.fusion, {"survival_modalities": ()})
+
+
+def test_response_link_adds_the_treated_response_probability_to_the_log_risk():
+    plain = _model().eval()
+    linked = _model(heads={"response_link": True}).eval()
+    linked.load_state_dict(plain.state_dict(), strict=False)  # same weights; response_weight starts at 0
+    batch = _batch()
+    with torch.no_grad():
+        linked.response_weight.fill_(-2.0)
+        out, base = linked(batch), plain(batch)
+        prob = torch.sigmoid(out["response_logits"][:3])
+    torch.testing.assert_close(out["log_risk"][:3], base["log_risk"][:3] - 2.0 * prob)
+    torch.testing.assert_close(out["log_risk"][3], base["log_risk"][3])  # treatment -1: no term
+    emb = linked.embed(batch)
+    torch.testing.assert_close(linked.survival_log_risk(emb["modality_embeddings"], emb["present"], {},
+                                                        batch["treatment"]), out["log_risk"])
+    # the survival loss trains the response head through the link
+    linked.train()
+    linked(batch)["log_risk"].sum().backward()
+    assert linked.response.net.linear[1].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="needs 'treatment'"):
+        linked.eval()(dict(batch, treatment=None))
+    with pytest.raises(ValueError, match="response_link needs"):
+        FusionModel(dict(plain.encoders), plain.fusion, {"survival": True, "response_link": True})
 
 
 def test_fusion_model_response_all_matches_forward():

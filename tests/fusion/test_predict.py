@@ -112,6 +112,42 @@ def test_predict_patient_end_to_end(tmp_path):
         torch.set_num_threads(threads)
 
 
+def test_response_link_puts_the_treatment_into_survival_end_to_end(tmp_path):
+    """tasks.survival.response_link: predict, its explanations and the batch outputs use the log-risk under the
+    recorded treatment; predict gives the survival under each candidate; the survival baselines read the
+    treatment too."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        lake_path = make_synth_lake(tmp_path, n=40, seed=2)
+        run_dir = train(load_config(None, [*FAST, "tasks.survival.coxnet_offset=true",
+                                           "tasks.survival.response_link=true"]), lake_path, tmp_path / "run")
+        run, lake = load_run(run_dir), Lake(lake_path)
+        assert run.model.response_weight.item() != 0.0  # trained (it starts at 0) and saved
+        with torch.no_grad():
+            run.model.response_weight.fill_(-3.0)  # make the term matter whatever the tiny fit chose
+        truth = pd.read_parquet(tmp_path / "cohort" / "truth.parquet")
+        treated = truth[(truth["treatment"] != "none") & truth["has_genomics"]].iloc[0]
+        result = predict_patient(run, lake, str(treated["patient_id"]))
+        names = run.meta["treatment_names"]
+        by_treatment = result["survival_by_treatment"]
+        assert result["survival_treatment"] in names and list(by_treatment) == names
+        assert by_treatment[result["survival_treatment"]]["log_risk"] == pytest.approx(result["survival"]["log_risk"])
+        assert by_treatment[result["survival_treatment"]]["at_horizons"] == pytest.approx(
+            result["survival"]["at_horizons"])
+        assert len({round(v["log_risk"], 6) for v in by_treatment.values()}) == len(names)
+        benign = truth[truth["treatment"] == "none"].iloc[0]
+        assert predict_patient(run, lake, str(benign["patient_id"]), explain=False)["survival_treatment"] is None
+        _check_integrated_gradients(run, lake, str(treated["patient_id"]))
+        _check_contributions_include_the_offset(run, lake, str(treated["patient_id"]))
+        _check_outputs_match_forward(run, lake)
+        metrics = evaluate_run(run_dir, lake_path, n_boot=0, retrain_ablations=False)
+        assert any("read the treatment" in note for note in metrics["notes"])
+        assert set(metrics["tasks"]["survival"]["baselines"]) == {"coxnet", "rsf"}
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _check_integrated_gradients(run, lake, key: str) -> None:
     """Completeness: the attributions sum to log-risk(x) - log-risk(tabular inputs at the training mean)."""
     from fusion.cohort import restrict_frames

@@ -41,6 +41,11 @@ def risk_tab(prediction: dict | None, lake: Path, run_dir: str | None) -> None:
                           "n/a" if value is None else f"{value:.0%}",
                           help="n/a: beyond the longest follow-up of the model's training patients"
                           if value is None else None)
+            if "survival_treatment" in prediction:
+                st.caption(f"Predicted under the treatment on record: {prediction['survival_treatment']}"
+                           if prediction["survival_treatment"] else
+                           "No treatment on record: predicted without a treatment's response term "
+                           "(see Treatment for each candidate).")
             if prediction.get("risk_percentile") is not None:
                 st.metric("Risk percentile", f"{prediction['risk_percentile']:.0f}",
                           help="Share of the model's training patients with a lower predicted risk.")
@@ -69,9 +74,16 @@ def treatment_tab(prediction: dict | None, record: dict[str, pd.DataFrame], run_
             table = pd.DataFrame({"treatment": list(response),
                                   "probability of response": list(response.values())})
             table["received"] = table["treatment"].isin(received)
+            survival_columns = sv.survival_by_treatment_columns(prediction, list(response))
+            for column, values in survival_columns.items():
+                table[column] = values
             st.dataframe(table.sort_values("probability of response", ascending=False), hide_index=True,
                          column_config={"probability of response": st.column_config.ProgressColumn(
-                             format="percent", min_value=0.0, max_value=1.0)})
+                             format="percent", min_value=0.0, max_value=1.0),
+                             **{c: st.column_config.NumberColumn(format="percent") for c in survival_columns}})
+            if survival_columns:
+                st.caption("Survival columns: the model's survival under each treatment (its log-risk includes "
+                           "the predicted response to the treatment).")
         if received:
             st.caption(f"Treatment on record: {', '.join(sorted(received))}.")
     elif prediction is not None:
