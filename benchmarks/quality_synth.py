@@ -18,13 +18,16 @@ treatment, fitted on the training patients: the correctly specified model at thi
 ``oracle, no aggressiveness`` is the true log-hazard without the 0.9 x aggressiveness term, the latent that
 shows only as nodule margins and texture in the CT: what a model that reads everything but that can reach.
 
-``ceiling, observable data`` is what the best possible model of the inputs would score if it also read the
-aggressiveness latent perfectly from the CT: the truth's response model refitted (a logistic model per
-treatment, in the generator's own terms) on a 60,000-patient reference cohort from the same generator, where
-the true TMB is replaced by what the assay measures (non-silent variants over the 1.1 Mb panel: a Poisson
-count of about five), and missing modalities at their mean; its C-index row is the true log-hazard with the
-treatment part from that model's response probability and missing parts at their mean. The oracle's true
-TMB is not in the data, so no model can close the gap between the two rows.
+``ceiling, observable data`` estimates what a model of the inputs that also read the aggressiveness latent
+perfectly from the CT would score: the truth's response model refitted (a logistic model per treatment, in
+the generator's own terms) on a 60,000-patient reference cohort from the same generator, where the true TMB
+is replaced by what the data shows of it (non-silent variants over the 1.1 Mb panel, a Poisson count of
+about five, and the smoking status that the generator's TMB depends on), and missing modalities at their
+mean; its C-index row is the true log-hazard with the treatment part from that model's response probability
+and missing parts at their mean. The oracle's true TMB is not in the data, so no model can be expected to
+close the gap between the two rows; on ~100 test patients a model can still land above this estimate by
+chance (its bootstrap interval is about +-0.1), and other weak proxies of the TMB in the data (COPD) are
+left out of it.
 
 ``where the fusion risk comes from`` regresses the model's test log-risk (cancer patients with a CT) on the
 generator's parts (EHR, genomics, treatment benefit, log nodule size, aggressiveness): the weights it learned
@@ -167,12 +170,16 @@ def data_limited_scores(cohort: Cohort, truth: pd.DataFrame, n_boot: int, seed: 
 
 
 def _ceiling_design(egfr: np.ndarray, stk11: np.ndarray, keap1: np.ndarray, log_tmb: np.ndarray,
-                    sequenced: np.ndarray, aggressiveness: np.ndarray, imaged: np.ndarray,
+                    sequenced: np.ndarray, smoking: np.ndarray, aggressiveness: np.ndarray, imaged: np.ndarray,
                     treatment: np.ndarray, n_treatments: int) -> np.ndarray:
     """The generator's response terms per treatment (``ingest.synth.cohort._response_logits``), measured TMB
-    with a square for its log1p curve, unknown genomics / CT as 0 with their indicator: ``(n, T * 9)``."""
+    with a square for its log1p curve, smoking status (0 never, 1 former, 2 current; NaN unknown), which the
+    generator's TMB depends on, apart for sequenced and unsequenced patients, unknown genomics / CT as 0 with
+    their indicator: ``(n, T * 13)``."""
+    never, current = (smoking == 0).astype(float), (smoking == 2).astype(float)
     features = np.column_stack([egfr * sequenced, stk11 * sequenced, keap1 * sequenced, log_tmb * sequenced,
-                                (log_tmb * sequenced) ** 2, sequenced, aggressiveness * imaged, imaged,
+                                (log_tmb * sequenced) ** 2, sequenced, never * sequenced, never * (1 - sequenced),
+                                current * sequenced, current * (1 - sequenced), aggressiveness * imaged, imaged,
                                 np.ones_like(imaged)])
     onehot = np.eye(n_treatments)[treatment]
     return np.column_stack([onehot[:, [k]] * features for k in range(n_treatments)])
@@ -198,6 +205,7 @@ def observable_ceiling(cohort: Cohort, truth: pd.DataFrame, n_boot: int, seed: i
     r = ref[labelled]
     design = _ceiling_design(*(r[g].to_numpy(float) for g in ("egfr", "stk11", "keap1")),
                              np.log1p(counts[labelled] / TERRITORY_MB), ref_sequenced[labelled],
+                             r["smoking"].map({"never": 0.0, "former": 1.0, "current": 2.0}).to_numpy(float),
                              r["aggressiveness"].to_numpy(float), r["has_image"].to_numpy(float),
                              r["treatment"].map(names.index).to_numpy(), len(names))
     model = LogisticRegression(C=10.0, fit_intercept=False, max_iter=10_000).fit(
@@ -209,7 +217,7 @@ def observable_ceiling(cohort: Cohort, truth: pd.DataFrame, n_boot: int, seed: i
     sequenced, imaged = truth["has_genomics"].to_numpy(float), truth["has_image"].to_numpy(float)
     treated = t.treatment >= 0
     design = _ceiling_design(*(np.nan_to_num(X[:, column(f"gene:{g}")]) for g in ("EGFR", "STK11", "KEAP1")),
-                             np.nan_to_num(X[:, column("log_tmb")]), sequenced,
+                             np.nan_to_num(X[:, column("log_tmb")]), sequenced, X[:, column("smoking")],
                              truth["aggressiveness"].to_numpy(float), imaged, np.maximum(t.treatment, 0), len(names))
     prob = model.predict_proba(design)[:, 1]
     test = cohort.indices("test")
