@@ -257,6 +257,10 @@ class RunConfig(_Strict):
             if not set(task.modalities) & set(self.enabled_modalities()):
                 raise ValueError(f"tasks.{name}.modalities {task.modalities}: none of them is enabled; "
                                  f"enable one or disable tasks.{name}")
+        survival = self.tasks.survival
+        if survival.enabled and survival.response_link and not self.tasks.response.enabled:
+            raise ValueError("tasks.survival.response_link needs the response task; enable tasks.response or "
+                             "set tasks.survival.response_link=false")
         return self
 
     def enabled_modalities(self) -> list[str]:

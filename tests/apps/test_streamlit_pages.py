@@ -86,7 +86,8 @@ def test_patient_page(monkeypatch, app_data):
     assert survival and table[survival].stack().between(0, 1).all()
     recorded = sv.explanation(str(app_data.runs / "tiny"), app_data.lake, picked)["survival_treatment"]
     at = open_tab(at, "Risk")
-    assert (f"Predicted under the treatment on record: {recorded}" if recorded else "No treatment on record") in texts(at)
+    caption = f"Predicted under the treatment on record: {recorded}" if recorded else "No treatment on record"
+    assert caption in texts(at)
 
     at = open_tab(at, "Why")
     assert len(at.get("plotly_chart")) >= 3  # contributions, CT, labs, features

@@ -291,3 +291,5 @@ def test_survival_modalities_restrict_the_head_and_single_modality_models_drop_i
     assert single_modality_run(run, frames, "ehr", lake_path="none").config.tasks.survival.modalities == ["ehr"]
     with pytest.raises(ValueError, match="tasks.survival.modalities names unknown modalities"):
         load_config(None, ["tasks.survival.modalities=[pathology]"])
+    with pytest.raises(ValueError, match="response_link needs the response task"):
+        load_config(None, ["tasks.survival.response_link=true", "tasks.response.enabled=false"])
