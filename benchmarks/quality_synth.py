@@ -342,7 +342,7 @@ def main() -> None:
             ("C-index", oracle["c_index_harrell"]["value"] - 0.04, ceiling["c_index_harrell"]["value"]),
             ("response AUROC", oracle["response_auroc"]["value"] - 0.05, ceiling["response_auroc"]["value"])):
         print(f"{what}: the target needs {needed:.3f}; the observable-data ceiling is {reachable:.3f}"
-              + (" (the target asks for more than the data holds)" if needed > reachable else ""))
+              + (" (the target lies above this estimate)" if needed > reachable else ""))
 
 
 if __name__ == "__main__":
