@@ -22,6 +22,11 @@ from fusion.models.fusion import modality_dropout
 from fusion.models.heads import DiagnosisHead, ResponseHead, SurvivalHead
 from fusion.models.offset import RiskOffset
 
+# The response link's weight is RESPONSE_LINK_SCALE * response_weight. Adam moves a parameter by about the
+# learning rate per step, so an unscaled weight could not leave 0 by more than ~0.2 in a few hundred steps
+# (quality_synth: it ended at -0.02 and +0.03, where the generator's effect is -2.2 per unit of probability).
+RESPONSE_LINK_SCALE = 10.0
+
 
 @dataclass(frozen=True)
 class HeadsConfig:
@@ -37,8 +42,8 @@ class HeadsConfig:
         survival_modalities: the modalities the survival head reads (None: all), the same way. The risk
             offset's terms are added for every modality it covers, read by the head or not.
         response_link: add ``w * p(response | treatment)`` (the response head's probability for the row's
-            treatment, ``w`` learned, starting at 0) to the log-risk of rows with a treatment; needs the
-            survival and response heads.
+            treatment; ``w = RESPONSE_LINK_SCALE * response_weight``, learned, starting at 0) to the log-risk
+            of rows with a treatment; needs the survival and response heads.
         hidden_dim: hidden width of the diagnosis and survival heads (None = linear heads).
         response_hidden_dim: hidden width of the response head's per-treatment readouts (None = linear).
         dropout: dropout inside the heads.
@@ -188,7 +193,8 @@ class FusionModel(nn.Module):
             if response_prob is None:
                 raise ValueError("FusionModel.log_risk: the model links response to survival; pass response_prob")
             prob = response_prob.to(risk.dtype)
-            risk = risk + self.response_weight * torch.where(torch.isnan(prob), torch.zeros_like(prob), prob)
+            prob = torch.where(torch.isnan(prob), torch.zeros_like(prob), prob)
+            risk = risk + RESPONSE_LINK_SCALE * self.response_weight * prob
         return risk
 
     def treated_response_prob(self, z: Tensor, treatment: Tensor | None) -> Tensor | None:

@@ -9,6 +9,7 @@ import torch
 
 from fusion.losses import multitask_loss
 from fusion.models import FusionModel, create_encoder, create_fusion, list_fusions, modality_dropout
+from fusion.models.model import RESPONSE_LINK_SCALE
 
 IN_DIMS = {"image": 16, "tabular": 8, "genomics": 4}
 # Rows: all present / image only / tabular only / genomics only / image+genomics.
@@ -198,7 +199,7 @@ def test_response_link_adds_the_treated_response_probability_to_the_log_risk():
         linked.response_weight.fill_(-2.0)
         out, base = linked(batch), plain(batch)
         prob = torch.sigmoid(out["response_logits"][:3])
-    torch.testing.assert_close(out["log_risk"][:3], base["log_risk"][:3] - 2.0 * prob)
+    torch.testing.assert_close(out["log_risk"][:3], base["log_risk"][:3] - 2.0 * RESPONSE_LINK_SCALE * prob)
     torch.testing.assert_close(out["log_risk"][3], base["log_risk"][3])  # treatment -1: no term
     emb = linked.embed(batch)
     torch.testing.assert_close(linked.survival_log_risk(emb["modality_embeddings"], emb["present"], {},

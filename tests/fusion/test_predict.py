@@ -125,7 +125,7 @@ def test_response_link_puts_the_treatment_into_survival_end_to_end(tmp_path):
         run, lake = load_run(run_dir), Lake(lake_path)
         assert run.model.response_weight.item() != 0.0  # trained (it starts at 0) and saved
         with torch.no_grad():
-            run.model.response_weight.fill_(-3.0)  # make the term matter whatever the tiny fit chose
+            run.model.response_weight.fill_(-0.3)  # w = -3: make the term matter whatever the tiny fit chose
         truth = pd.read_parquet(tmp_path / "cohort" / "truth.parquet")
         treated = truth[(truth["treatment"] != "none") & truth["has_genomics"]].iloc[0]
         result = predict_patient(run, lake, str(treated["patient_id"]))
