@@ -200,13 +200,17 @@ class FusionModel(nn.Module):
     def treated_response_prob(self, z: Tensor, treatment: Tensor | None) -> Tensor | None:
         """``p(response | treatment)`` ``(B,)`` from the response head for each row's treatment index
         (NaN where it is -1), or None when the model has no response link."""
+        logits = self._linked_response_logits(z, treatment)
+        return None if logits is None else torch.sigmoid(logits)
+
+    def _linked_response_logits(self, z: Tensor, treatment: Tensor | None) -> Tensor | None:
+        """The response head's logits ``(B,)`` for each row's treatment when the model has the response link
+        (NaN where the treatment is -1), else None."""
         if self.response_weight is None:
             return None
         if treatment is None:
             raise ValueError("FusionModel: the model links response to survival; the batch needs 'treatment'")
-        treatment = treatment.to(z.device)
-        logits = self.response.all_treatments(z).gather(1, treatment.long().clamp_min(0)[:, None]).squeeze(1)
-        return torch.where(treatment >= 0, torch.sigmoid(logits), torch.full_like(logits, float("nan")))
+        return self.response(z, treatment.to(z.device))
 
     def survival_log_risk(self, embeddings: dict[str, Tensor], present: dict[str, Tensor],
                           offset_terms: dict[str, Tensor], treatment: Tensor | None = None) -> Tensor:
@@ -260,11 +264,12 @@ class FusionModel(nn.Module):
         z = out["embedding"]
         if self.diagnosis is not None:
             out["diagnosis_logits"] = self.diagnosis(self.diagnosis_embedding(out))
+        linked = self._linked_response_logits(z, batch.get("treatment"))  # None without the response link
         if self.survival is not None:
             out["log_risk"] = self.log_risk(self.survival_embedding(out), out["offset_terms"], out["present"],
-                                            self.treated_response_prob(z, batch.get("treatment")))
-        if self.response is not None and batch.get("treatment") is not None:
-            out["response_logits"] = self.response(z, batch["treatment"].to(z.device))
+                                            None if linked is None else torch.sigmoid(linked))
+        if self.response is not None and batch.get("treatment") is not None:  # with the link: the same pass
+            out["response_logits"] = linked if linked is not None else self.response(z, batch["treatment"].to(z.device))
         return out
 
     def response_all(self, batch: dict, n_treatments: int | None = None) -> Tensor:
