@@ -24,16 +24,7 @@ import time
 from pathlib import Path
 
 APP = str(Path(__file__).resolve().parents[1] / "apps" / "streamlit" / "app.py")
-IMAGES_YAML = """\
-dtype: float16
-windows:
-  lung: {level: -600, width: 1500}
-presets:
-  - {name: ct-small, modalities: [CT], ndim: 3, size: [12, 64, 64], fit: crop_pad, normalize: window,
-     window: lung}
-  - {name: volume-default, ndim: 3, normalize: minmax}
-  - {name: image-default, ndim: 2, normalize: minmax}
-"""
+SMALL_CT_IMAGES = Path(__file__).resolve().parents[1] / "configs" / "images_ct_small.yaml"
 RUN = ["train.epochs=3", "train.batch_size=64", "train.device=cpu", "modalities.image.enabled=true",
        "data.images.max_slices=6", "data.images.image_size=32",
        "modalities.image.encoder_kwargs={model_name: test_resnet, in_chans: 1, out_dim: 16}"]
@@ -47,25 +38,15 @@ def build(workdir: Path, n_patients: int) -> tuple[Path, Path]:
     from fusion.config import load_config
     from fusion.evaluate import evaluate_run
     from fusion.train import train
-    from ingest.fhir.pipeline import ingest_fhir
-    from ingest.images.pipeline import ingest_images
     from ingest.lake import Lake
-    from ingest.link import build_crosswalk
     from ingest.synth import SynthConfig, generate_cohort
-    from ingest.variants.pipeline import ingest_variants
+    from ingest.synth.load import ingest_cohort
 
     started = time.perf_counter()
     synth = workdir / "synth"
     if not synth.is_dir():
         generate_cohort(synth, SynthConfig(n_patients=n_patients, seed=0, png=False))
-    lake = Lake(lake_dir)
-    ingest_fhir(lake, [synth / "fhir"], workers=2)
-    build_crosswalk(lake)
-    genomics = synth / "genomics"
-    ingest_variants(lake, [genomics / "cohort.maf"], sample_map=genomics / "sample_map.csv",
-                    gene_panel=genomics / "gene_panel.yaml")
-    (workdir / "images.yaml").write_text(IMAGES_YAML)
-    ingest_images(lake, [synth / "dicom"], config_path=workdir / "images.yaml", workers=2)
+    ingest_cohort(synth, Lake(lake_dir), images="dicom", images_config=SMALL_CT_IMAGES, workers=2)
     print(f"built the lake in {time.perf_counter() - started:.0f} s")
     started = time.perf_counter()
     train(load_config(None, RUN), lake_dir, runs / "bench")

@@ -70,12 +70,9 @@ presets:
 
 def build_lake(out: Path, n: int, seed: int, image_size: int) -> Path:
     """Generate and ingest the cohort once (reused when ``out/lake`` exists)."""
-    from ingest.fhir.pipeline import ingest_fhir
-    from ingest.images.pipeline import ingest_images
     from ingest.lake import Lake
-    from ingest.link import build_crosswalk
     from ingest.synth import SynthConfig, generate_cohort
-    from ingest.variants.pipeline import ingest_variants
+    from ingest.synth.load import ingest_cohort
 
     lake = Lake(out / "lake")
     if (out / "lake" / "images").is_dir():
@@ -84,13 +81,8 @@ def build_lake(out: Path, n: int, seed: int, image_size: int) -> Path:
     cohort = out / "cohort"
     if not (cohort / "truth.parquet").is_file():
         generate_cohort(cohort, SynthConfig(n_patients=n, seed=seed), overwrite=True)
-    ingest_fhir(lake, [cohort / "fhir"], workers=2)
-    build_crosswalk(lake)
-    genomics = cohort / "genomics"
-    ingest_variants(lake, [genomics / "cohort.maf"], sample_map=genomics / "sample_map.csv",
-                    gene_panel=genomics / "gene_panel.yaml")
     (out / "images.yaml").write_text(IMAGES_YAML.format(size=image_size))
-    ingest_images(lake, [], manifest=cohort / "png" / "manifest.csv", config_path=out / "images.yaml")
+    ingest_cohort(cohort, lake, images="png", images_config=out / "images.yaml", workers=2)
     print(f"cohort + lake: {time.perf_counter() - started:.0f} s", flush=True)
     return lake.path
 

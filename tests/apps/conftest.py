@@ -1,8 +1,8 @@
 """A small lake and trained run for the app tests, built once per session (about 20-30 s on 2 cores).
 
-30 synthetic patients (``ingest.synth``) ingested like ``tumorboard ingest`` does (FHIR, MAF, DICOM with a
-small image preset), then a tiny run (EHR + genomics + a ``test_resnet`` image encoder) trained and evaluated
-with few bootstrap resamples, so every page has predictions, attributions and metrics to show.
+30 synthetic patients (``ingest.synth``) ingested like ``tumorboard ingest`` does (FHIR, MAF, DICOM with
+``configs/images_ct_small.yaml``), then a tiny run (EHR + genomics + a ``test_resnet`` image encoder) trained
+and evaluated with few bootstrap resamples, so every page has predictions, attributions and metrics to show.
 """
 
 from __future__ import annotations
@@ -12,16 +12,7 @@ from pathlib import Path
 
 import pytest
 
-IMAGES_YAML = """\
-dtype: float16
-windows:
-  lung: {level: -600, width: 1500}
-presets:
-  - {name: ct-small, modalities: [CT], ndim: 3, size: [12, 64, 64], fit: crop_pad, normalize: window,
-     window: lung}
-  - {name: volume-default, ndim: 3, normalize: minmax}
-  - {name: image-default, ndim: 2, normalize: minmax}
-"""
+SMALL_CT_IMAGES = Path(__file__).resolve().parents[2] / "configs" / "images_ct_small.yaml"
 TINY_RUN = ["train.epochs=2", "train.batch_size=16", "train.patience=2", "train.device=cpu",
             "fusion.out_dim=16",
             "modalities.ehr.encoder_kwargs={hidden_dim: 16, out_dim: 8}",
@@ -46,24 +37,15 @@ def app_data(tmp_path_factory) -> AppData:
     from fusion.config import load_config
     from fusion.evaluate import evaluate_run
     from fusion.train import train
-    from ingest.fhir.pipeline import ingest_fhir
-    from ingest.images.pipeline import ingest_images
     from ingest.lake import Lake
-    from ingest.link import build_crosswalk
     from ingest.synth import SynthConfig, generate_cohort
-    from ingest.variants.pipeline import ingest_variants
+    from ingest.synth.load import ingest_cohort
 
     root = tmp_path_factory.mktemp("app")
     synth = root / "synth"
     generate_cohort(synth, SynthConfig(n_patients=30, seed=3, png=False))
     lake = Lake(root / "lake")
-    ingest_fhir(lake, [synth / "fhir"])
-    build_crosswalk(lake)
-    genomics = synth / "genomics"
-    ingest_variants(lake, [genomics / "cohort.maf"], sample_map=genomics / "sample_map.csv",
-                    gene_panel=genomics / "gene_panel.yaml")
-    (root / "images.yaml").write_text(IMAGES_YAML)
-    ingest_images(lake, [synth / "dicom"], config_path=root / "images.yaml")
+    ingest_cohort(synth, lake, images="dicom", images_config=SMALL_CT_IMAGES)
     runs = root / "runs"
     train(load_config(None, TINY_RUN), lake.path, runs / "tiny")
     evaluate_run(runs / "tiny", retrain_ablations=False, n_boot=10)

@@ -33,24 +33,15 @@ FAST = ["train.epochs=12", "train.batch_size=16", "train.patience=12", "train.lr
 
 def make_synth_lake(root: Path, *, n: int, seed: int, images: bool = False) -> Path:
     """Generate a synthetic cohort under ``root``; ingest FHIR, the MAF and (optionally) the PNGs at 16 px."""
-    from ingest.fhir.pipeline import ingest_fhir
-    from ingest.images.pipeline import ingest_images
     from ingest.lake import Lake
-    from ingest.link import build_crosswalk
     from ingest.synth import SynthConfig, generate_cohort
-    from ingest.variants.pipeline import ingest_variants
+    from ingest.synth.load import ingest_cohort
 
     cohort = root / "cohort"
     generate_cohort(cohort, SynthConfig(n_patients=n, seed=seed, image_size=32, n_slices=4, vcf_fraction=0.0))
     lake = Lake(root / "lake")
-    ingest_fhir(lake, [cohort / "fhir"])
-    build_crosswalk(lake)
-    genomics = cohort / "genomics"
-    ingest_variants(lake, [genomics / "cohort.maf"], sample_map=genomics / "sample_map.csv",
-                    gene_panel=genomics / "gene_panel.yaml")
-    if images:
-        (root / "images.yaml").write_text(SMALL_IMAGES)
-        ingest_images(lake, [], manifest=cohort / "png" / "manifest.csv", config_path=root / "images.yaml")
+    (root / "images.yaml").write_text(SMALL_IMAGES)
+    ingest_cohort(cohort, lake, images="png" if images else None, images_config=root / "images.yaml")
     return lake.path
 
 

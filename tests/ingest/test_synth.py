@@ -387,3 +387,18 @@ def test_cli_synth_prints_summary_and_refuses_non_empty(tmp_path):
     assert (out / "fhir" / "Patient.ndjson").exists() and not (out / "png").exists()
     again = runner.invoke(app, ["synth", str(out), "--patients", "4"])
     assert again.exit_code == 1
+
+
+def test_ingest_cohort_loads_every_modality_and_rejects_an_unknown_image_kind(cohort, truth, tmp_path):
+    from ingest.lake import Lake
+    from ingest.reader import read_patients
+    from ingest.synth.load import ingest_cohort
+
+    lake = Lake(tmp_path / "lake")
+    with pytest.raises(ValueError, match="images='nifti'"):
+        ingest_cohort(cohort, lake, images="nifti")
+    summary = ingest_cohort(cohort, lake, images="dicom")
+    assert summary["fhir"].rejected == 0
+    assert len(read_patients(lake)) == len(truth)
+    assert summary["variants"]["samples"] == int(truth["has_genomics"].sum())
+    assert summary["images"]["images"] == int(truth["has_image"].sum())
