@@ -189,6 +189,10 @@ class SurvivalTaskConfig(TaskConfig):
         False, description="add w * p(response | the row's treatment) from the response head to the log-risk "
                            "(w learned, rows without a treatment get no term): survival is then predicted "
                            "under a treatment, and every patient's survival trains the response head")
+    auxiliary_endpoint: Literal["os", "pfs"] | None = Field(
+        None, description="a second survival endpoint that also trains the log-risk (Cox loss, weighted by "
+                          "auxiliary_weight; training only): e.g. pfs next to os, whose progressions add events")
+    auxiliary_weight: float = Field(0.5, gt=0.0, description="weight of the auxiliary endpoint's Cox loss")
 
 
 class ResponseTaskConfig(TaskConfig):
@@ -261,6 +265,10 @@ class RunConfig(_Strict):
         if survival.enabled and survival.response_link and not self.tasks.response.enabled:
             raise ValueError("tasks.survival.response_link needs the response task; enable tasks.response or "
                              "set tasks.survival.response_link=false")
+        if survival.auxiliary_endpoint == self.data.targets.survival_endpoint:
+            raise ValueError(f"tasks.survival.auxiliary_endpoint is {survival.auxiliary_endpoint!r}, the endpoint "
+                             "the model already trains on (data.targets.survival_endpoint); name the other one "
+                             "or set it to null")
         return self
 
     def enabled_modalities(self) -> list[str]:

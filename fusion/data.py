@@ -7,7 +7,8 @@ A batch (see :mod:`fusion.models.model`)::
      "present":    {name: (B,) bool},
      "treatment":  (B,) long (-1 = none),
      "targets":    {"diagnosis": (B,) long (-1 = unknown), "time": (B,) float32 days (NaN = unknown),
-                    "event": (B,) bool, "response": (B,) float32 (NaN = unknown)},
+                    "event": (B,) bool, "response": (B,) float32 (NaN = unknown),
+                    "aux_time", "aux_event": the auxiliary survival endpoint, only with ``aux_endpoint``},
      "rows":       (B,) long, the cohort row of each sample}
 
 Absent modalities have zero tensors and all-False masks; an image modality absent from every row of a batch is
@@ -100,11 +101,17 @@ class CohortDataset(Dataset):
         normalizer: statistics of the training rows.
         in_chans: channels expected by the image encoder.
         max_slices, image_size: see :func:`image_to_series`.
+        aux_endpoint: ``"os"`` or ``"pfs"``: also give that endpoint's time and event (``aux_time``,
+            ``aux_event``), the target of ``tasks.survival.auxiliary_endpoint``; None: not.
     """
 
     def __init__(self, cohort: Cohort, rows: np.ndarray, normalizer: Normalizer, *, in_chans: int = 1,
-                 max_slices: int | None = None, image_size: int | None = None) -> None:
+                 max_slices: int | None = None, image_size: int | None = None,
+                 aux_endpoint: str | None = None) -> None:
         self.cohort = cohort
+        targets = cohort.targets
+        self.aux = (None if aux_endpoint is None
+                    else (getattr(targets, f"{aux_endpoint}_time"), getattr(targets, f"{aux_endpoint}_event")))
         self.rows = np.asarray(rows, dtype=np.int64)
         self.tabular = {n: normalizer.apply(n, b.values) for n, b in cohort.blocks.items()}
         self.in_chans, self.max_slices, self.image_size = in_chans, max_slices, image_size
@@ -121,6 +128,8 @@ class CohortDataset(Dataset):
                 "present": {n: bool(b.present[row]) for n, b in c.blocks.items()},
                 "treatment": int(t.treatment[row]), "diagnosis": int(t.diagnosis[row]),
                 "time": float(t.time[row]), "event": bool(t.event[row]), "response": float(t.response[row])}
+        if self.aux is not None:
+            item["aux_time"], item["aux_event"] = float(self.aux[0][row]), bool(self.aux[1][row])
         if c.images is not None:
             present = bool(c.images.present[row])
             item["present"]["image"] = present
@@ -146,13 +155,17 @@ def collate(items: list[dict]) -> dict:
             modalities["image"], masks["image"] = _pad_series(images, shown)
         else:
             del present["image"]
+    targets = {"diagnosis": torch.tensor([it["diagnosis"] for it in items], dtype=torch.long),
+               "time": torch.tensor([it["time"] for it in items], dtype=torch.float32),
+               "event": torch.tensor([it["event"] for it in items], dtype=torch.bool),
+               "response": torch.tensor([it["response"] for it in items], dtype=torch.float32)}
+    if "aux_time" in items[0]:
+        targets["aux_time"] = torch.tensor([it["aux_time"] for it in items], dtype=torch.float32)
+        targets["aux_event"] = torch.tensor([it["aux_event"] for it in items], dtype=torch.bool)
     return {
         "modalities": modalities, "masks": masks, "present": present,
         "treatment": torch.tensor([it["treatment"] for it in items], dtype=torch.long),
-        "targets": {"diagnosis": torch.tensor([it["diagnosis"] for it in items], dtype=torch.long),
-                    "time": torch.tensor([it["time"] for it in items], dtype=torch.float32),
-                    "event": torch.tensor([it["event"] for it in items], dtype=torch.bool),
-                    "response": torch.tensor([it["response"] for it in items], dtype=torch.float32)},
+        "targets": targets,
         "rows": torch.tensor([it["row"] for it in items], dtype=torch.long),
     }
 

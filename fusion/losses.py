@@ -137,7 +137,7 @@ def masked_bce_with_logits(logits: Tensor, labels: Tensor) -> Tensor:
     return nn.functional.binary_cross_entropy_with_logits(logits[valid], labels[valid])
 
 
-DEFAULT_WEIGHTS = {"diagnosis": 1.0, "survival": 1.0, "response": 1.0}
+DEFAULT_WEIGHTS = {"diagnosis": 1.0, "survival": 1.0, "response": 1.0, "survival_aux": 0.0}
 
 
 def multitask_loss(
@@ -149,8 +149,10 @@ def multitask_loss(
         outputs: model outputs with any of ``"diagnosis_logits"`` (B, C), ``"log_risk"`` (B,),
             ``"response_logits"`` (B,).
         targets: any of ``"diagnosis"`` (B,) class index (-1 missing), ``"time"`` (B,) days (NaN missing) with
-            ``"event"`` (B,) bool, ``"response"`` (B,) 0/1 (NaN missing).
-        weights: ``{"diagnosis", "survival", "response"} -> float``; missing keys weigh 1, 0 skips a task.
+            ``"event"`` (B,) bool, ``"response"`` (B,) 0/1 (NaN missing), and ``"aux_time"`` / ``"aux_event"``:
+            an auxiliary survival endpoint, scored on the same ``log_risk`` by :func:`cox_nll`.
+        weights: ``{"diagnosis", "survival", "response", "survival_aux"} -> float``; missing keys weigh 1
+            (``survival_aux``: 0), 0 skips a task.
         cox: the survival loss (e.g. ``CoxLoss(queue_size=...)``); default :func:`cox_nll`.
 
     Returns:
@@ -166,6 +168,8 @@ def multitask_loss(
     if weights["survival"] and "log_risk" in outputs and "time" in targets and "event" in targets:
         fn = cox if cox is not None else cox_nll
         parts["survival"] = fn(outputs["log_risk"], targets["time"], targets["event"])
+    if weights["survival_aux"] and "log_risk" in outputs and "aux_time" in targets and "aux_event" in targets:
+        parts["survival_aux"] = cox_nll(outputs["log_risk"], targets["aux_time"], targets["aux_event"])
     if weights["response"] and "response_logits" in outputs and "response" in targets:
         parts["response"] = masked_bce_with_logits(outputs["response_logits"], targets["response"])
     if not parts:

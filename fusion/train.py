@@ -112,6 +112,11 @@ def _check_labels(config: RunConfig, cohort: Cohort, rows: np.ndarray) -> None:
     checks = [(tasks.diagnosis.enabled, (t.diagnosis[rows] >= 0).any(), "diagnosis", "a known diagnosis"),
               (tasks.survival.enabled, t.event[rows][~np.isnan(t.time[rows])].any(), "survival", "an event"),
               (tasks.response.enabled, (~np.isnan(t.response[rows])).any(), "response", "a known response")]
+    aux = tasks.survival.auxiliary_endpoint
+    if tasks.survival.enabled and aux is not None:
+        aux_time, aux_event = getattr(t, f"{aux}_time")[rows], getattr(t, f"{aux}_event")[rows]
+        checks.append((True, aux_event[~np.isnan(aux_time)].any(), "survival.auxiliary_endpoint",
+                       f"a {aux} event"))
     for enabled, ok, task, what in checks:
         if enabled and not ok:
             raise CohortError(f"tasks.{task} is enabled but no training patient has {what}; "
@@ -214,7 +219,9 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
     normalizer = Normalizer.fit(cohort, train_rows)
     image_kw = {"in_chans": spec["modalities"].get("image", {}).get("in_chans", 1),
                 "max_slices": config.data.images.max_slices, "image_size": config.data.images.image_size}
-    datasets = {name: CohortDataset(cohort, rows, normalizer, **image_kw)
+    aux = config.tasks.survival.auxiliary_endpoint if config.tasks.survival.enabled else None
+    datasets = {name: CohortDataset(cohort, rows, normalizer, aux_endpoint=aux if name == "train" else None,
+                                    **image_kw)
                 for name, rows in (("train", train_rows), ("val", val_rows), ("test", test_rows))}
     train_loader = _loader(datasets["train"], config, shuffle=True, seed=tcfg.seed)
     eval_loaders = {name: _loader(datasets[name], config, shuffle=False, seed=tcfg.seed)
@@ -225,6 +232,8 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
     model = model.to(device)
     weights = {task: (getattr(config.tasks, task).weight if getattr(config.tasks, task).enabled else 0.0)
                for task in TASKS}
+    if aux is not None:  # the training batches carry the auxiliary endpoint; validation scores the main one
+        weights["survival_aux"] = config.tasks.survival.auxiliary_weight
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     cox = CoxLoss(config.tasks.cox_queue_size)
     augment_rng = torch.Generator().manual_seed(tcfg.seed + 1)  # its own stream: "none" changes no other draw
@@ -235,7 +244,7 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
         started = time.perf_counter()
         model.train()
         cox.reset()
-        total, n_seen, sums = 0.0, 0, dict.fromkeys(TASKS, 0.0)
+        total, n_seen, sums = 0.0, 0, dict.fromkeys(weights, 0.0)
         for batch in train_loader:  # loading, collating and augmenting count in train_seconds
             if "image" in batch["modalities"]:
                 batch["modalities"]["image"] = augment_images(batch["modalities"]["image"], tcfg.image_augment,
@@ -248,7 +257,9 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
             optimizer.step()
             b = batch["rows"].shape[0]
-            total, n_seen = total + loss.item() * b, n_seen + b
+            # train_loss is the validation loss's sum (the auxiliary endpoint is logged on its own)
+            aux_part = weights.get("survival_aux", 0.0) * parts.get("survival_aux", 0.0)
+            total, n_seen = total + (loss.item() - aux_part) * b, n_seen + b
             for k, v in parts.items():
                 sums[k] += v * b
         train_seconds = time.perf_counter() - started
@@ -256,7 +267,7 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
         score = selection_score(val, weights)
         record = {"epoch": epoch, "train_loss": total / n_seen, "train_samples": n_seen,
                   "train_seconds": train_seconds,
-                  **{f"train_loss_{k}": sums[k] / n_seen for k in TASKS if weights[k]},
+                  **{f"train_loss_{k}": sums[k] / n_seen for k in weights if weights[k]},
                   **{f"val_{k}": v for k, v in val.items()}, "val_score": score,
                   "seconds": time.perf_counter() - started}
         history.append(record)

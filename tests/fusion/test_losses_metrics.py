@@ -158,6 +158,22 @@ def test_multitask_loss_weights_and_errors():
         multitask_loss(out, {})
 
 
+def test_multitask_loss_adds_the_auxiliary_endpoint_only_when_weighted():
+    torch.manual_seed(0)
+    out = {"log_risk": torch.randn(6)}
+    tgt = {"time": torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+           "event": torch.tensor([True, False, True, True, False, True]),
+           "aux_time": torch.tensor([0.5, 2.0, 1.0, float("nan"), 3.0, 2.5]),
+           "aux_event": torch.tensor([True, True, False, True, True, False])}
+    total, parts = multitask_loss(out, tgt)
+    assert set(parts) == {"survival"}  # off unless weighted
+    total, parts = multitask_loss(out, tgt, {"survival_aux": 0.5})
+    expected = cox_nll(out["log_risk"], tgt["aux_time"], tgt["aux_event"])
+    assert parts["survival_aux"] == pytest.approx(float(expected), rel=1e-6)
+    assert parts["survival_aux"] != pytest.approx(parts["survival"])
+    assert float(total) == pytest.approx(parts["survival"] + 0.5 * parts["survival_aux"], rel=1e-6)
+
+
 def test_breslow_matches_sksurv_and_round_trips():
     log_risk, time, event = _survival_data(60, 6)
     ours = BreslowEstimator().fit(log_risk, time, event)

@@ -293,3 +293,28 @@ def test_survival_modalities_restrict_the_head_and_single_modality_models_drop_i
         load_config(None, ["tasks.survival.modalities=[pathology]"])
     with pytest.raises(ValueError, match="response_link needs the response task"):
         load_config(None, ["tasks.survival.response_link=true", "tasks.response.enabled=false"])
+
+
+def test_auxiliary_endpoint_trains_the_log_risk_on_the_other_endpoint(tmp_path):
+    frames = make_frames(48)
+    base = load_config(None, FAST)
+    with_pfs = load_config(None, [*FAST, "tasks.survival.auxiliary_endpoint=pfs",
+                                  "tasks.survival.auxiliary_weight=0.5"])
+    cohort = assemble_cohort(frames, with_pfs)
+    rows = cohort.indices("train")
+    norm = Normalizer.fit(cohort, rows)
+    batch = collate([CohortDataset(cohort, rows, norm, aux_endpoint="pfs")[i] for i in range(rows.size)])
+    np.testing.assert_array_equal(batch["targets"]["aux_time"].numpy(),
+                                  cohort.targets.pfs_time[rows].astype(np.float32))
+    np.testing.assert_array_equal(batch["targets"]["aux_event"].numpy(), cohort.targets.pfs_event[rows])
+    assert "aux_time" not in collate([CohortDataset(cohort, rows, norm)[0]])["targets"]
+
+    plain, aux = (train(cfg, None, tmp_path / name, frames=frames)
+                  for cfg, name in ((base, "plain"), (with_pfs, "aux")))
+    history = pd.read_csv(aux / "history.csv")
+    assert (history["train_loss_survival_aux"] > 0).all()
+    assert "train_loss_survival_aux" not in pd.read_csv(plain / "history.csv").columns
+    a, b = (load_file(str(r / "model.safetensors")) for r in (plain, aux))
+    assert not all(torch.equal(a[k], b[k]) for k in a)  # the auxiliary loss changed what was learned
+    with pytest.raises(ValueError, match="auxiliary_endpoint is 'os', the endpoint the model already trains on"):
+        load_config(None, ["tasks.survival.auxiliary_endpoint=os"])
