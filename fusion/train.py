@@ -257,7 +257,7 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
             optimizer.step()
             b = batch["rows"].shape[0]
-            # train_loss is the validation loss's sum (the auxiliary endpoint is logged on its own)
+            # train_loss sums the same task losses as val_loss; the auxiliary endpoint's is logged on its own
             aux_part = weights.get("survival_aux", 0.0) * parts.get("survival_aux", 0.0)
             total, n_seen = total + (loss.item() - aux_part) * b, n_seen + b
             for k, v in parts.items():
