@@ -40,8 +40,10 @@ def make_synth_lake(root: Path, *, n: int, seed: int, images: bool = False) -> P
     cohort = root / "cohort"
     generate_cohort(cohort, SynthConfig(n_patients=n, seed=seed, image_size=32, n_slices=4, vcf_fraction=0.0))
     lake = Lake(root / "lake")
-    (root / "images.yaml").write_text(SMALL_IMAGES)
-    ingest_cohort(cohort, lake, images="png" if images else None, images_config=root / "images.yaml")
+    config = root / "images.yaml"
+    if images:
+        config.write_text(SMALL_IMAGES)
+    ingest_cohort(cohort, lake, images="png" if images else None, images_config=config if images else None)
     return lake.path
 
 
