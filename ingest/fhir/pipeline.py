@@ -262,8 +262,11 @@ def _read_task(task: Task, *, batch_size: int, validate: bool, views: tuple | No
         if len(accepted) >= batch_size:
             _fill(chunk, accepted, texts, source, views)
             chunk.done, reported = reader.done_bytes - reported, reader.done_bytes
+            # Free the parsed batch before the chunk goes out: the caller may switch the cyclic collector back
+            # on, and its next pass would otherwise traverse every dict and list of these resources.
+            accepted, texts = [], []
             yield chunk
-            accepted, texts, chunk = [], [], _Chunk()
+            chunk = _Chunk()
     if accepted:
         _fill(chunk, accepted, texts, source, views)
     chunk.done = task.size - reported
@@ -390,8 +393,12 @@ def _commit_resources(lake: Lake, tables: list[pa.Table], index: _KeyIndex) -> N
         return
     table = pa.concat_tables(tables)
     keys = _keys(table)
-    known = pa.array(index.known(keys))
-    new, old = table.filter(pc.invert(known)), table.filter(known)
+    known = index.known(keys)
+    if known.any():  # filtering copies every JSON text: only when some key is already in the table
+        mask = pa.array(known)
+        new, old = table.filter(pc.invert(mask)), table.filter(mask)
+    else:
+        new, old = table, table.schema.empty_table()
     if new.num_rows:
         unique = pc.count_distinct(_keys(new)).as_py() == new.num_rows
         lake.write("fhir_resources", new, mode="append" if unique else "merge", newest_by=NEWEST_BY)
