@@ -11,10 +11,14 @@ FHIR. A row with an invalid value is rejected with its row number and reason; th
 
 from __future__ import annotations
 
+import csv
 import math
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -23,134 +27,264 @@ from ingest.schema import SCHEMAS, utc_timestamps
 
 LABEL_COLUMNS = ("split", "diagnosis", "time", "event", "treatment", "response", "index_date")
 SPLITS = {"train", "val", "test"}
+MISSING = {"", "NA", "NaN", "nan"}  # cells read as missing
+# A feature column is numeric when at least this share of its non-missing cells are finite numbers; its other
+# cells are rejected (stored as missing) instead of turning the whole column, numbers included, into categories.
+NUMERIC_SHARE = 0.8
 _TRUE = {"1", "true", "yes", "1.0"}
 _FALSE = {"0", "false", "no", "0.0"}
+_ISO_DATE = r"^\d{4}-\d{2}-\d{2}"
 
 
 class TableFileError(ValueError):
-    """A curated CSV cannot be ingested as a whole (unreadable, no id column)."""
+    """A curated CSV cannot be ingested as a whole (unreadable, no id column, nothing to load)."""
 
 
-def _read_csv(path: Path, id_column: str) -> pd.DataFrame:
+@dataclass
+class CsvRows:
+    """A CSV read as text: ``frame`` holds stripped strings (None where missing), indexed by row number (the
+    file's line number, the header being line 1); ``raw`` the text of each row; ``rejects`` the rows whose field
+    count differs from the header's."""
+
+    frame: pd.DataFrame
+    raw: pd.Series
+    rejects: list[dict]
+
+
+def read_csv_rows(path: Path, id_column: str) -> CsvRows:
+    """Read a curated CSV (UTF-8, comma-separated, header first).
+
+    Blank lines are skipped; empty trailing fields (a trailing comma, as spreadsheets write) are dropped; a row
+    with another number of fields than the header is rejected rather than shifted into the wrong columns.
+
+    Raises:
+        TableFileError: the file is unreadable, empty, has an unnamed or repeated column, or no ``id_column``.
+    """
+    rows, numbers, raws, rejects = [], [], [], []
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=["", "NA", "NaN", "nan"])
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = [name.strip() for name in next(reader, [])]
+            while header and not header[-1]:
+                header.pop()
+            _check_header(path, header, id_column)
+            for fields in reader:
+                values = [field.strip() for field in fields]
+                if not any(values):
+                    continue
+                while len(values) > len(header) and not values[-1]:
+                    values.pop()
+                raw = ",".join(fields)
+                if len(values) != len(header):
+                    rejects.append({"source": str(path), "location": f"row {reader.line_num}", "raw": raw,
+                                    "reason": f"{len(values)} fields where the header has {len(header)}; quote values "
+                                              "that contain commas"})
+                    continue
+                rows.append([None if v in MISSING else v for v in values])
+                numbers.append(reader.line_num)
+                raws.append(raw)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise TableFileError(f"{path}: cannot read as CSV ({exc}); save it as comma-separated UTF-8") from exc
-    if id_column not in frame.columns:
+    index = pd.Index(numbers, name="row")
+    return CsvRows(pd.DataFrame(rows, columns=header, index=index, dtype=object), pd.Series(raws, index=index,
+                                                                                         dtype=object), rejects)
+
+
+def _check_header(path: Path, header: list[str], id_column: str) -> None:
+    if not header:
+        raise TableFileError(f"{path}: the file is empty; expected a header line starting with {id_column}")
+    if "" in header:
+        raise TableFileError(f"{path}: column {header.index('') + 1} of the header has no name; name it or delete it")
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise TableFileError(f"{path}: column(s) {', '.join(repeated)} appear more than once in the header; "
+                             "rename them")
+    if id_column not in header:
         raise TableFileError(
-            f"{path}: no patient id column {id_column!r} (columns: {list(frame.columns)[:20]});"
-            " rename it or pass --id-column")
-    return frame
+            f"{path}: no patient id column {id_column!r} (columns: {header[:20]}); rename it or pass --id-column"
+            " (a file separated by semicolons or tabs must be saved as comma-separated)")
+
+
+def _reject(path: Path, row: int, reason: str, raw: str | None) -> dict:
+    return {"source": str(path), "location": f"row {row}", "reason": reason, "raw": raw}
+
+
+def _id_rejects(path: Path, table: CsvRows, ids: pd.Series) -> tuple[pd.Series, list[dict]]:
+    """Which rows have a usable patient id (a boolean Series) and a reject for each other row: an empty id, or an
+    id on several rows (every one of them: which one is right is the curator's call)."""
+    rejects = [_reject(path, row, "empty patient id", table.raw[row]) for row in ids.index[ids.isna()]]
+    repeated = ids.duplicated(keep=False) & ids.notna()
+    for row in ids.index[repeated]:
+        others = ", ".join(str(r) for r in ids.index[repeated & (ids == ids[row])] if r != row)
+        rejects.append(_reject(path, row, f"the patient id is also on row(s) {others}; keep one row per patient",
+                               table.raw[row]))
+    return ids.notna() & ~repeated, rejects
+
+
+def _no_rows(path: Path, rejects: list[dict], what: str) -> TableFileError:
+    """The error for a file without one loadable row (the lake is left as it was)."""
+    if not rejects:
+        return TableFileError(f"{path}: a header but no data rows; nothing was loaded and the lake's {what} were kept")
+    first = "; ".join(f"{r['location']}: {r['reason']}" for r in rejects[:3])
+    return TableFileError(f"{path}: every row was rejected ({len(rejects)}; {first}); nothing was loaded and the "
+                          f"lake's {what} were kept")
 
 
 def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "patient_id") -> dict[str, int]:
     """Load a wide per-patient CSV as feature modality ``modality`` (replacing that modality's rows).
 
+    A column is numeric when at least :data:`NUMERIC_SHARE` of its non-missing cells are finite numbers; its
+    other cells are rejected and stored as missing. Other columns are categorical.
+
     Returns:
-        counts: ``patients``, ``features``, ``values`` written and ``rejected`` rows.
+        counts: ``patients``, ``features``, ``values`` written and ``rejected`` (rows and numeric cells).
+
+    Raises:
+        TableFileError: the file cannot be read, or has no row to load (the modality's rows are then kept).
     """
     started = datetime.now(UTC)
-    frame = _read_csv(path, id_column)
+    if not modality.strip():
+        raise TableFileError("--modality must name the modality (e.g. expression)")
+    table = read_csv_rows(path, id_column)
+    frame = table.frame
     ids = frame.pop(id_column)
-    rejects = [{"source": str(path), "location": f"row {i + 2}", "reason": "empty patient id", "raw": None}
-               for i in ids.index[ids.isna()]]
-    duplicated = ids.duplicated(keep=False) & ids.notna()
-    rejects += [{"source": str(path), "location": f"row {i + 2}",
-                 "reason": "patient id appears on several rows; keep one row per patient", "raw": None}
-                for i in ids.index[duplicated]]
-    keep = ids.notna() & ~duplicated
+    keep, id_rejects = _id_rejects(path, table, ids)
+    rejects = table.rejects + id_rejects
     frame, ids = frame[keep], ids[keep]
+    if frame.empty:
+        raise _no_rows(path, rejects, f"{modality!r} features")
     records: dict[str, list] = {k: [] for k in ("patient_id", "feature", "value", "value_str")}
     for column in frame.columns:
         values = frame[column]
-        numeric = pd.to_numeric(values, errors="coerce")
-        is_numeric = numeric.notna().sum() == values.notna().sum()
+        numbers = pd.to_numeric(values, errors="coerce").astype(float)
+        finite, present = np.isfinite(numbers.to_numpy()), values.notna().to_numpy()
+        is_numeric = finite.any() and finite.sum() >= NUMERIC_SHARE * present.sum()
+        if is_numeric:
+            for row in values.index[present & ~finite]:
+                rejects.append({**_reject(path, row, f"{column}: {values[row][:40]!r} is not a finite number, in a "
+                                                     f"numeric column ({finite.sum()} of {present.sum()} values are); "
+                                                     "stored as missing", table.raw[row]),
+                                "location": f"row {row}, column {column}"})
         records["patient_id"].extend(ids)
         records["feature"].extend([column] * len(values))
-        records["value"].extend(numeric if is_numeric else [None] * len(values))
+        records["value"].extend(np.where(finite, numbers, np.nan) if is_numeric else [None] * len(values))
         records["value_str"].extend([None] * len(values) if is_numeric else values)
-    table = pa.table({
+    rows = pa.table({
         "patient_id": pa.array(records["patient_id"], pa.string()),
         "modality": pa.array([modality] * len(records["patient_id"]), pa.string()),
         "feature": pa.array(records["feature"], pa.string()),
-        "value": pa.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
-                           for v in records["value"]], pa.float64()),
-        "value_str": pa.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
-                               for v in records["value_str"]], pa.string()),
+        "value": pa.array([None if v is None or math.isnan(v) else float(v) for v in records["value"]], pa.float64()),
+        "value_str": pa.array(records["value_str"], pa.string()),
         "source": pa.array([str(path)] * len(records["patient_id"]), pa.string()),
     })
     quoted = modality.replace("'", "''")
     # One commit replaces this modality's rows: an interrupted re-ingest leaves the previous ones intact.
-    lake.write("features", table, mode="overwrite", replace_where=f"modality = '{quoted}'")
+    lake.write("features", rows, mode="overwrite", replace_where=f"modality = '{quoted}'")
     lake.add_rejects(rejects, modality="features")
-    counts = {"patients": int(ids.nunique()), "features": int(frame.shape[1]), "values": table.num_rows,
+    counts = {"patients": int(ids.nunique()), "features": int(frame.shape[1]), "values": rows.num_rows,
               "rejected": len(rejects)}
     lake.record_run(f"ingest features --modality {modality}", [path], counts, started_at=started,
                     status="partial" if rejects else "ok")
     return counts
 
 
-def _parse_bool(value: object) -> bool | None:
-    text = str(value).strip().lower()
+def _parse_bool(name: str, value: str) -> bool:
+    text = value.lower()
     if text in _TRUE:
         return True
     if text in _FALSE:
         return False
-    raise ValueError(f"{value!r} is not 0/1")
+    raise ValueError(f"{name} {value!r} is not 0/1")
 
 
-def ingest_labels(lake: Lake, path: Path, *, id_column: str = "patient_id") -> dict[str, int]:
-    """Load curated outcome labels; rows are upserted by patient. Returns ``patients`` and ``rejected``."""
+def ingest_labels(lake: Lake, path: Path, *, id_column: str = "patient_id") -> dict[str, object]:
+    """Load curated outcome labels, upserted by patient.
+
+    Label columns are matched case-insensitively. A patient already in the lake keeps the labels of the columns
+    this file does not have (a file with only ``split`` adds splits to stored outcomes); an empty cell in a
+    column the file has clears that label. Rows with an invalid value, no label value, or a patient id that is
+    on several rows are rejected.
+
+    Returns:
+        ``patients`` written, ``rejected`` rows, ``ignored_columns`` (how many columns are not label columns)
+        and ``ignored`` (their names).
+
+    Raises:
+        TableFileError: the file cannot be read, has no label column, or no row to load (the lake is unchanged).
+    """
     started = datetime.now(UTC)
-    frame = _read_csv(path, id_column)
-    unknown = [c for c in frame.columns if c not in (id_column, *LABEL_COLUMNS)]
-    rows, rejects = [], []
-    for i, record in enumerate(frame.to_dict("records")):
-        location = f"row {i + 2}"
+    table = read_csv_rows(path, id_column)
+    frame = table.frame.rename(columns={c: c.lower() for c in table.frame.columns
+                                        if c != id_column and c.lower() in LABEL_COLUMNS})
+    ignored = [c for c in frame.columns if c not in (id_column, *LABEL_COLUMNS)]
+    columns = [c for c in LABEL_COLUMNS if c in frame.columns]
+    repeated = sorted({c for c in columns if list(frame.columns).count(c) > 1})
+    if repeated:
+        raise TableFileError(f"{path}: label column(s) {', '.join(repeated)} appear more than once (letter case "
+                             "is ignored); keep one")
+    if not columns:
+        raise TableFileError(f"{path}: no label column (found {[*frame.columns][:20]}); label columns are "
+                             f"{', '.join(LABEL_COLUMNS)}")
+    keep, rejects = _id_rejects(path, table, frame[id_column])
+    rejects = table.rejects + rejects
+    rows = []
+    for number, record in frame[keep].to_dict("index").items():
         try:
-            rows.append(_label_row(record, id_column, path))
+            rows.append(_label_row(record, id_column, columns, path))
         except ValueError as exc:
-            rejects.append({"source": str(path), "location": location, "reason": str(exc),
-                            "raw": ",".join("" if pd.isna(v) else str(v) for v in record.values())})
-    table = pa.Table.from_pylist(rows, schema=SCHEMAS["labels"])
-    if table.num_rows:
-        lake.write("labels", table, mode="merge")
+            rejects.append(_reject(path, number, str(exc), table.raw[number]))
+    if not rows:
+        raise _no_rows(path, rejects, "labels")
+    rows = _keep_other_columns(lake, rows, columns)
+    written = pa.Table.from_pylist(rows, schema=SCHEMAS["labels"])
+    lake.write("labels", written, mode="merge")
     lake.add_rejects(rejects, modality="labels")
-    counts = {"patients": table.num_rows, "rejected": len(rejects), "ignored_columns": len(unknown)}
+    counts = {"patients": written.num_rows, "rejected": len(rejects), "ignored_columns": len(ignored),
+              "ignored": ignored}
     lake.record_run("ingest labels", [path], counts, started_at=started, status="partial" if rejects else "ok")
     return counts
 
 
-def _label_row(record: dict, id_column: str, path: Path) -> dict:
-    def present(name: str) -> bool:
-        return name in record and not pd.isna(record[name])
+def _keep_other_columns(lake: Lake, rows: list[dict], columns: list[str]) -> list[dict]:
+    """``rows`` with the labels of the columns outside ``columns`` taken from the stored row of their patient."""
+    others = [c for c in LABEL_COLUMNS if c not in columns]
+    if not others or not lake.has("labels"):
+        return rows
+    stored = {r["patient_id"]: r for r in lake.read("labels", columns=["patient_id", *others]).to_pylist()}
+    return [{**{c: stored.get(row["patient_id"], {}).get(c) for c in others}, **row} for row in rows]
 
-    if not present(id_column):
-        raise ValueError("empty patient id")
-    row: dict[str, object] = {"patient_id": str(record[id_column]), "source": str(path)}
-    if present("split"):
-        split = str(record["split"]).strip().lower()
+
+def _label_row(record: dict[str, str | None], id_column: str, columns: list[str], path: Path) -> dict:
+    """One ``labels`` row from a CSV row (cells are stripped strings or None); raises ValueError with the reason."""
+    values = {c: record[c] for c in columns if record[c] is not None}
+    if not values:
+        raise ValueError(f"no label value (label columns: {', '.join(columns)})")
+    row: dict[str, object] = {"patient_id": record[id_column], "source": str(path), **dict.fromkeys(columns)}
+    if "split" in values:
+        split = values["split"].lower()
         if split not in SPLITS:
-            raise ValueError(f"split {record['split']!r} is not one of train/val/test")
+            raise ValueError(f"split {values['split']!r} is not one of train/val/test")
         row["split"] = split
     for name in ("diagnosis", "treatment"):
-        if present(name):
-            row[name] = str(record[name])
-    if present("time"):
+        if name in values:
+            row[name] = values[name]
+    if "time" in values:
         try:
-            time = float(record["time"])
+            time = float(values["time"])
         except ValueError:
-            raise ValueError(f"time {record['time']!r} is not a number of days") from None
+            raise ValueError(f"time {values['time']!r} is not a number of days") from None
         if not math.isfinite(time) or time < 0:
-            raise ValueError(f"time {record['time']!r} must be a non-negative number of days")
+            raise ValueError(f"time {values['time']!r} must be a non-negative number of days")
         row["time"] = time
     for name in ("event", "response"):
-        if present(name):
-            row[name] = _parse_bool(record[name])
-    if present("time") != present("event"):
+        if name in values:
+            row[name] = _parse_bool(name, values[name])
+    if ("time" in values) != ("event" in values):
         raise ValueError("time and event go together: give both or neither")
-    if present("index_date"):
-        row["index_date"] = utc_timestamps(pa.array([str(record["index_date"])]))[0].as_py()
-        if row["index_date"] is None:
-            raise ValueError(f"index_date {record['index_date']!r} is not an ISO date (YYYY-MM-DD)")
+    if "index_date" in values:
+        text = values["index_date"]
+        parsed = utc_timestamps(pa.array([text]))[0].as_py() if re.match(_ISO_DATE, text) else None
+        if parsed is None:
+            raise ValueError(f"index_date {text!r} is not an ISO date (YYYY-MM-DD, or a date-time)")
+        row["index_date"] = parsed
     return row

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from apps.cli.common import console, err_console, fail, print_counts
 from ingest.images import ingest_images
-from ingest.lake import Lake
+from ingest.lake import Lake, LakeError
 
 
 def register(ingest_app: typer.Typer) -> None:
@@ -42,7 +42,7 @@ def images(
         try:
             counts = ingest_images(Lake(lake), paths, manifest=manifest, config_path=config, workers=workers,
                                    progress=progress)
-        except (FileNotFoundError, ValueError) as exc:
+        except (FileNotFoundError, ValueError, LakeError) as exc:
             raise fail(str(exc)) from None
     kinds = counts.pop("warning_kinds")
     print_counts(counts, title="images")

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from apps.cli.common import fail, print_counts
-from ingest.lake import Lake
-from ingest.tables import TableFileError, ingest_features, ingest_labels
+from apps.cli.common import err_console, fail, print_counts
+from ingest.lake import Lake, LakeError
+from ingest.tables import LABEL_COLUMNS, TableFileError, ingest_features, ingest_labels
 
 LakeOption = Annotated[Path, typer.Option("--lake", help="The lake directory (created if missing).")]
 IdOption = Annotated[str, typer.Option("--id-column", help="Column holding the patient id.")]
@@ -28,11 +28,12 @@ def features(
 ) -> None:
     """Load a per-patient feature table (numeric or categorical) as a model modality.
 
-    Exit status: 0 all rows loaded, 2 some rows rejected (see `tumorboard lake status`), 1 nothing loaded.
+    Exit status: 0 all rows loaded, 2 some rows (or cells) rejected (see `tumorboard lake status`), 1 nothing
+    loaded (the lake is unchanged).
     """
     try:
         counts = ingest_features(Lake(lake), csv, modality=modality, id_column=id_column)
-    except TableFileError as exc:
+    except (TableFileError, LakeError) as exc:
         raise fail(str(exc)) from None
     print_counts(counts, title=f"features: {modality}")
     if counts["rejected"]:
@@ -47,12 +48,17 @@ def labels(
 ) -> None:
     """Load curated outcome labels (they override labels derived from FHIR).
 
-    Exit status: 0 all rows loaded, 2 some rows rejected (see `tumorboard lake status`), 1 nothing loaded.
+    Exit status: 0 all rows loaded, 2 some rows (or cells) rejected (see `tumorboard lake status`), 1 nothing
+    loaded (the lake is unchanged).
     """
     try:
         counts = ingest_labels(Lake(lake), csv, id_column=id_column)
-    except TableFileError as exc:
+    except (TableFileError, LakeError) as exc:
         raise fail(str(exc)) from None
+    ignored = counts.pop("ignored")
     print_counts(counts, title="labels")
+    if ignored:
+        err_console.print(f"[yellow]warning:[/] column(s) {', '.join(ignored)} are not label columns and were ignored"
+                          f" (label columns: {', '.join(LABEL_COLUMNS)})")
     if counts["rejected"]:
         raise typer.Exit(2)

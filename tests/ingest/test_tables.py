@@ -57,7 +57,7 @@ def test_bad_label_rows_are_rejected_with_row_and_reason(lake, tmp_path):
                    "p5,val,10,maybe,\n"
                    "p6,val,10,1,yesterday\n")
     counts = ingest_labels(lake, csv)
-    assert counts == {"patients": 1, "rejected": 5, "ignored_columns": 0}
+    assert counts == {"patients": 1, "rejected": 5, "ignored_columns": 0, "ignored": []}
     rejects = lake.read("rejects").to_pandas().set_index("location").reason
     assert "train/val/test" in rejects["row 3"]
     assert "non-negative" in rejects["row 4"]
@@ -83,3 +83,78 @@ def test_cli_exit_status_and_missing_id_column(tmp_path):
     assert result.exit_code == 1
     result = CliRunner().invoke(app, ["lake", "status", "--lake", str(tmp_path / "lake")])
     assert result.exit_code == 0 and "labels" in result.output
+
+
+def test_trailing_commas_and_ragged_rows_never_shift_columns(lake, tmp_path):
+    csv = tmp_path / "features.csv"
+    csv.write_text("patient_id,age,stage,\np1,61,II,\np2,70,III\n\np3,55,I,extra\np4,80\n")
+    counts = ingest_features(lake, csv, modality="clinical")
+    assert counts == {"patients": 2, "features": 2, "values": 4, "rejected": 2}
+    table = lake.read("features").to_pandas().set_index(["patient_id", "feature"])
+    assert table.value[("p1", "age")] == 61 and table.value_str[("p2", "stage")] == "III"
+    rejects = lake.read("rejects").to_pandas().set_index("location")
+    assert "4 fields where the header has 3" in rejects.reason["row 5"]  # the blank line 4 keeps line numbers
+    assert rejects.raw["row 5"] == "p3,55,I,extra" and "2 fields" in rejects.reason["row 6"]
+
+
+def test_a_numeric_column_keeps_its_numbers_and_rejects_the_odd_cell(lake, tmp_path):
+    csv = tmp_path / "features.csv"
+    csv.write_text("patient_id,age,tmb,stage\n" + "".join(f"p{i},{60 + i},{i}.5,II\n" for i in range(8))
+                   + "p8,unknown,inf,III\np9,71,n/a,I\n")
+    counts = ingest_features(lake, csv, modality="clinical")
+    assert counts["rejected"] == 3  # age 'unknown', tmb 'inf' and 'n/a': 9 and 8 of 10 values are numbers
+    table = lake.read("features").to_pandas().set_index(["patient_id", "feature"])
+    assert table.value[("p9", "age")] == 71 and table.value_str.isna()[("p9", "age")]
+    assert pd.isna(table.value[("p8", "age")]) and pd.isna(table.value[("p8", "tmb")])
+    assert table.value_str[("p8", "stage")] == "III"  # no number in it: categorical
+    locations = set(lake.read("rejects").to_pandas().location)
+    assert locations == {"row 10, column age", "row 10, column tmb", "row 11, column tmb"}
+
+
+def test_features_that_load_nothing_keep_the_modality(lake, tmp_path):
+    good, empty, header, repeated = (tmp_path / f"{n}.csv" for n in ("good", "empty", "header", "repeated"))
+    good.write_text("patient_id,x\np1,1\np2,2\n")
+    empty.write_text("")
+    header.write_text("patient_id,x\n")
+    repeated.write_text("patient_id,x\np1,1\np1,2\n")
+    ingest_features(lake, good, modality="m")
+    with pytest.raises(TableFileError, match="empty"):
+        ingest_features(lake, empty, modality="m")
+    with pytest.raises(TableFileError, match="no data rows"):
+        ingest_features(lake, header, modality="m")
+    with pytest.raises(TableFileError, match="row 3.*also on row"):
+        ingest_features(lake, repeated, modality="m")
+    assert lake.read("features").num_rows == 2
+    result = CliRunner().invoke(app, ["ingest", "features", str(empty), "--modality", "m", "--lake", str(lake.path)])
+    assert result.exit_code == 1 and "the file is empty" in result.output and "Traceback" not in result.output
+
+
+def test_labels_update_only_their_columns_and_reject_repeated_patients(lake, tmp_path):
+    outcomes, splits = tmp_path / "outcomes.csv", tmp_path / "splits.csv"
+    outcomes.write_text("patient_id,Time,EVENT,diagnosis,site\np1,100,1,nsclc,a\np2,50,0,sclc,b\n")
+    splits.write_text("patient_id,split,index_date\np1,test,2020-03-01\np2,train,2020\np3,val,\np3,test,\n"
+                      "p4,,\n")
+    counts = ingest_labels(lake, outcomes)
+    assert counts == {"patients": 2, "rejected": 0, "ignored_columns": 1, "ignored": ["site"]}
+    counts = ingest_labels(lake, splits)
+    assert counts["patients"] == 1 and counts["rejected"] == 4
+    labels = lake.read("labels").to_pandas().set_index("patient_id")
+    assert labels.loc["p1", "split"] == "test" and labels.loc["p1", "time"] == 100 and labels.loc["p1", "event"]
+    assert pd.isna(labels.loc["p2", "split"]) and labels.loc["p2", "diagnosis"] == "sclc"  # its row was rejected
+    reasons = lake.read("rejects").to_pandas().set_index("location").reason
+    assert "not an ISO date" in reasons["row 3"] and "also on row(s) 5" in reasons["row 4"]
+    assert "no label value" in reasons["row 6"]
+    nothing = tmp_path / "nothing.csv"
+    nothing.write_text("patient_id,Outcome\np1,1\n")
+    with pytest.raises(TableFileError, match="no label column"):
+        ingest_labels(lake, nothing)
+
+
+def test_table_cli_errors_name_the_problem_without_a_traceback(tmp_path):
+    not_a_lake = tmp_path / "lake"
+    not_a_lake.write_text("")
+    csv = tmp_path / "labels.csv"
+    csv.write_text("patient_id,split\np1,train\n")
+    for args in (["labels", str(csv)], ["features", str(csv), "--modality", "m"]):
+        result = CliRunner().invoke(app, ["ingest", *args, "--lake", str(not_a_lake)])
+        assert result.exit_code == 1 and "not a lake directory" in result.output, result.output
