@@ -7,11 +7,19 @@ barcode); :func:`resolve_ids` maps them to ``patient_key``.
 
 An id that matches no patient is *kept*: it resolves to itself, and :func:`unmatched_ids` reports it, so a lake
 without any FHIR data (for example a features + labels study) still has one key per patient.
+
+Identifier values are not unique across systems: two hospitals can both have an MRN ``1001`` (and copies of a
+Synthea export share SSNs). A bare value that belongs to several patients is *ambiguous*: it links nothing
+(an id with it stays unmatched) and :attr:`Crosswalk.ambiguous` counts it; such a source can name the system as
+in a FHIR token, ``system|value`` (e.g. ``urn:oid:1.2.36.146.595.217.0.1|1001``), which always maps when that
+pair is unique. A FHIR Patient id always maps to its own patient.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import orjson
 import pyarrow as pa
@@ -20,14 +28,26 @@ from ingest.lake import Lake
 from ingest.schema import SCHEMAS
 
 
-class CrosswalkConflict(ValueError):
-    """One identifier value belongs to several patients."""
+@dataclass
+class Crosswalk:
+    """``mapping``: id value (FHIR id, identifier value, or ``system|value``) -> ``patient_key``; ``ambiguous``:
+    how many identifier values belong to several patients and are left out of ``mapping``."""
+
+    mapping: dict[str, str]
+    ambiguous: int
 
 
 def build_crosswalk(lake: Lake) -> int:
     """Rebuild ``patient_xref`` from the Patient resources in ``fhir_resources``; returns its row count."""
     if not lake.has("fhir_resources"):
         return 0
+    table = _crosswalk_rows(lake)
+    lake.write("patient_xref", table, mode="overwrite")
+    return table.num_rows
+
+
+def _crosswalk_rows(lake: Lake) -> pa.Table:
+    """The ``patient_xref`` rows of the Patients in ``fhir_resources``."""
     rows: list[dict[str, str | None]] = []
     for batch in lake.batches("fhir_resources", ["id", "json"], equals=("resource_type", "Patient")):
         for patient_id, text in zip(batch.column("id").to_pylist(), batch.column("json").to_pylist()):
@@ -36,34 +56,41 @@ def build_crosswalk(lake: Lake) -> int:
             for identifier in orjson.loads(text).get("identifier") or []:
                 value = identifier.get("value") if isinstance(identifier, dict) else None
                 if isinstance(value, str) and value:
+                    system = identifier.get("system")
                     rows.append({"patient_key": patient_id, "id_kind": "identifier",
-                                 "id_system": identifier.get("system"), "id_value": value})
-    table = pa.Table.from_pylist(rows, schema=SCHEMAS["patient_xref"])
-    lake.write("patient_xref", table, mode="overwrite")
-    return table.num_rows
+                                 "id_system": system if isinstance(system, str) else None, "id_value": value})
+    return pa.Table.from_pylist(rows, schema=SCHEMAS["patient_xref"])
+
+
+def crosswalk(lake: Lake) -> Crosswalk:
+    """The id mapping of ``lake`` (from ``patient_xref``, or computed from ``fhir_resources`` without writing
+    when that table is missing)."""
+    if lake.has("patient_xref"):
+        xref = lake.read("patient_xref", ["patient_key", "id_kind", "id_system", "id_value"])
+    elif lake.has("fhir_resources"):
+        xref = _crosswalk_rows(lake)
+    else:
+        return Crosswalk({}, 0)
+    fhir_ids: dict[str, str] = {}
+    bare: dict[str, set[str]] = defaultdict(set)
+    qualified: dict[str, set[str]] = defaultdict(set)
+    for key, kind, system, value in zip(*(xref.column(c).to_pylist()
+                                         for c in ("patient_key", "id_kind", "id_system", "id_value"))):
+        if kind == "fhir_id":
+            fhir_ids[value] = key
+            continue
+        bare[value].add(key)
+        if system:
+            qualified[f"{system}|{value}"].add(key)
+    mapping = {value: next(iter(keys)) for found in (bare, qualified) for value, keys in found.items()
+               if len(keys) == 1}
+    mapping.update(fhir_ids)
+    return Crosswalk(mapping, ambiguous=sum(len(keys) > 1 for keys in bare.values()))
 
 
 def id_map(lake: Lake) -> dict[str, str]:
-    """Map every known id value (FHIR id or identifier value) to its ``patient_key``.
-
-    Raises:
-        CrosswalkConflict: an identifier value is shared by several patients (the message gives counts only).
-    """
-    if not lake.has("patient_xref") and lake.has("fhir_resources"):
-        build_crosswalk(lake)
-    if not lake.has("patient_xref"):
-        return {}
-    xref = lake.read("patient_xref", ["patient_key", "id_value"])
-    mapping: dict[str, str] = {}
-    conflicts = 0
-    for key, value in zip(xref.column("patient_key").to_pylist(), xref.column("id_value").to_pylist()):
-        if mapping.setdefault(value, key) != key:
-            conflicts += 1
-    if conflicts:
-        raise CrosswalkConflict(
-            f"{conflicts} identifier value(s) in {lake.path / 'patient_xref'} belong to more than one Patient;"
-            " give each patient a unique identifier system/value, or drop the duplicates from the export")
-    return mapping
+    """Map every unambiguous id value (FHIR id, identifier value, ``system|value``) to its ``patient_key``."""
+    return crosswalk(lake).mapping
 
 
 def resolve_ids(ids: Iterable[str], mapping: dict[str, str]) -> list[str]:

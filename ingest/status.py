@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from ingest.lake import Lake
-from ingest.link import build_crosswalk, id_map, resolve_ids, unmatched_ids
+from ingest.link import crosswalk, id_map, resolve_ids, unmatched_ids
 
 # modality name -> (table, id column); FHIR rows carry the key itself.
 MODALITY_SOURCES = {
@@ -29,6 +29,8 @@ class LakeStatus:
             one example location, most frequent first.
         coverage: one row per patient key, one bool column per modality.
         unmatched: modality -> number of ids that match no FHIR patient (kept under their own id).
+        ambiguous: identifier values shared by several FHIR patients (they link nothing; see
+            :mod:`ingest.link`).
     """
 
     tables: dict[str, int]
@@ -36,6 +38,7 @@ class LakeStatus:
     rejects: pd.DataFrame
     coverage: pd.DataFrame
     unmatched: dict[str, int] = field(default_factory=dict)
+    ambiguous: int = 0
 
     def coverage_summary(self) -> pd.DataFrame:
         """Per modality: patients with it and their share of all patients."""
@@ -67,9 +70,9 @@ def patient_modalities(lake: Lake, mapping: dict[str, str] | None = None) -> dic
 
 
 def lake_status(lake: Lake) -> LakeStatus:
-    """Summarise ``lake`` (rebuilding the crosswalk from the FHIR patients first)."""
-    build_crosswalk(lake)
-    mapping = id_map(lake)
+    """Summarise ``lake`` (reads only)."""
+    links = crosswalk(lake)
+    mapping = links.mapping
     tables = {name: lake.dataset(name).count_rows() for name in lake.tables()}
     runs = pd.DataFrame(columns=["run_id", "command", "finished_at", "status", "counts"])
     if lake.has("manifest"):
@@ -96,4 +99,5 @@ def lake_status(lake: Lake) -> LakeStatus:
     if lake.has("features"):
         ids = pc.unique(lake.read("features", ["patient_id"]).column("patient_id")).to_pylist()
         unmatched["features"] = len(unmatched_ids(ids, mapping))
-    return LakeStatus(tables=tables, runs=runs, rejects=rejects, coverage=coverage, unmatched=unmatched)
+    return LakeStatus(tables=tables, runs=runs, rejects=rejects, coverage=coverage, unmatched=unmatched,
+                      ambiguous=links.ambiguous)

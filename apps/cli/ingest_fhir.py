@@ -57,10 +57,19 @@ def fhir(
                                  validate=validate, batch_size=batch_size, progress=update)
     except (FhirInputError, ViewDefinitionError, LakeError, SchemaError) as exc:
         raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted: the resources committed so far stay in the lake (the run is recorded as failed "
+                   "in its manifest, with their count); run the same command again to finish", code=130) from None
     _print_report(report)
+    if report.ambiguous_identifiers:
+        err_console.print(f"[yellow]warning:[/] {report.ambiguous_identifiers} Patient identifier value(s) belong to "
+                          "several patients: records from other sources (images, variants, tables) that use them "
+                          "link to no patient unless they name the system (system|value)")
     if report.rejected:
         _print_reasons(Lake(lake), report.run_id)
         raise typer.Exit(2)
+    if report.read == 0:
+        raise fail("no FHIR resource found in the given paths (empty files, or no .ndjson/.json file)")
 
 
 def views(lake: LakeOption, views_dir: ViewsOption = DEFAULT_VIEWS, extra_views: ExtraViewsOption = None,
@@ -107,7 +116,7 @@ def _print_reasons(lake: Lake, run_id: str, top: int = 5) -> None:
     rows = lake.sql(f"select reason, source, location from rejects where run_id = '{run_id}'").to_pylist()
     by_reason: dict[str, list[dict]] = {}
     for row in rows:
-        by_reason.setdefault(row["reason"].split(":")[0][:120], []).append(row)
+        by_reason.setdefault(row["reason"].split(": ")[0][:120], []).append(row)  # "not valid JSON: <detail>"
     table = Table(title="Rejected (first example of each reason)")
     table.add_column("reason", overflow="fold")
     table.add_column("count", justify="right")

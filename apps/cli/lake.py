@@ -58,3 +58,6 @@ def status(lake: LakeOption) -> None:
     if any(report.unmatched.values()):
         print_counts({k: v for k, v in report.unmatched.items() if v},
                      title="Ids matching no FHIR patient (kept under their own id)")
+    if report.ambiguous:
+        console.print(f"{report.ambiguous} identifier value(s) belong to several FHIR patients and link no other "
+                      "record; name the system in those records' patient ids as system|value")

@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 
 from ingest.fhir.reader import RAW_LIMIT, Discovery, Item, Reader, Task, discover
 from ingest.lake import Lake
-from ingest.link import build_crosswalk
+from ingest.link import build_crosswalk, crosswalk
 from ingest.schema import SCHEMAS, TIMESTAMP, register, utc_timestamps
 
 DEFAULT_VIEWS = Path(__file__).resolve().parents[2] / "configs" / "views"
@@ -84,6 +84,8 @@ class IngestReport:
     view_rejects: int = 0
     sources: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    committed: int = 0  # fhir_resources rows committed so far (less than written when a run is interrupted)
+    ambiguous_identifiers: int = 0  # Patient identifier values shared by several patients (see ingest.link)
 
     @property
     def read(self) -> int:
@@ -101,6 +103,7 @@ class IngestReport:
         """JSON-able summary (what the manifest row records)."""
         return {"read": self.read, "written": self.written, "rejected": self.rejected,
                 "by_type": {t: [c.read, c.written, c.rejected] for t, c in sorted(self.counts.items())},
+                "committed": self.committed, "ambiguous_identifiers": self.ambiguous_identifiers,
                 "views": dict(sorted(self.views.items())), "view_rejects": self.view_rejects,
                 "skipped": [f"{p} ({why})" for p, why in self.skipped]}
 
@@ -171,6 +174,7 @@ def _ingest(lake: Lake, found: Discovery, report: IngestReport, views: list, vie
             report.views, report.view_rejects = _reflatten(lake, views_dir, pool, batch_size=batch_size,
                                                            progress=progress)
     build_crosswalk(lake)  # Patient ids and identifiers -> patient_key, for the non-FHIR modalities
+    report.ambiguous_identifiers = crosswalk(lake).ambiguous
 
 
 def reflatten_views(lake: Lake, views_dir: Path | Sequence[Path] | None = None, *, workers: int = 1,
@@ -227,11 +231,13 @@ def _read_pass(lake: Lake, pool: _Pool, tasks: list[Task], report: IngestReport,
             pending_bytes += chunk.resources.nbytes
             if sum(t.num_rows for t in pending) >= COMMIT_ROWS or pending_bytes >= COMMIT_BYTES:
                 _commit_resources(lake, pending, index)
+                report.committed += sum(t.num_rows for t in pending)
                 pending, pending_bytes = [], 0
         done += chunk.done
         if progress:
             progress("read", done, total)
     _commit_resources(lake, pending, index)
+    report.committed += sum(t.num_rows for t in pending)
     return accepted
 
 

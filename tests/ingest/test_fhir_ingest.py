@@ -252,6 +252,7 @@ def test_interrupted_run_is_recorded_and_a_rerun_completes_it(tmp_path, monkeypa
         ingest_fhir(lake, [PATHLING], progress=interrupt)
     run = _rows(lake, "manifest")[-1]
     assert run["status"] == "failed" and "KeyboardInterrupt" in run["counts"]
+    assert orjson.loads(run["counts"])["committed"] == lake.read("fhir_resources").num_rows  # not what was read
     assert 0 < lake.read("fhir_resources").num_rows < clean.read("fhir_resources").num_rows
     ingest_fhir(lake, [PATHLING])
     assert sorted(r["status"] for r in _rows(lake, "manifest")) == ["failed", "ok"]
@@ -607,3 +608,18 @@ def _shared(name: str) -> Path:
     if not folder.is_dir():
         pytest.skip(f"shared FHIR data {folder} is missing")
     return folder
+
+
+def test_cli_says_what_an_interrupt_or_an_empty_export_leaves(tmp_path, monkeypatch):
+    empty = tmp_path / "Patient.ndjson"
+    empty.write_text("")
+    lake = tmp_path / "lake"
+    result = CliRunner().invoke(app, ["ingest", "fhir", str(empty), "--lake", str(lake)])
+    assert result.exit_code == 1 and "no FHIR resource found" in result.output
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("apps.cli.ingest_fhir.ingest_fhir", interrupted)
+    result = CliRunner().invoke(app, ["ingest", "fhir", str(empty), "--lake", str(lake)])
+    assert result.exit_code == 130 and "run the same command again" in " ".join(result.output.split())

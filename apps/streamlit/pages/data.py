@@ -48,6 +48,9 @@ with rejects_tab:
     if unmatched:
         st.warning("Identifiers matching no FHIR patient (kept under their own id): "
                    + ", ".join(f"{k}: {v}" for k, v in unmatched.items()))
+    if report.ambiguous:
+        st.warning(f"{report.ambiguous} identifier value(s) belong to several FHIR patients and link no other record; "
+                   "name the system in those records' patient ids as `system|value`.")
 
 with coverage_tab:
     summary = report.coverage_summary()
