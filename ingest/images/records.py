@@ -51,6 +51,8 @@ class Reject:
     source: str
     reason: str
     location: str | None = None
+    raw: str | None = None  # the manifest row's text, for a manifest row
 
     def as_row(self) -> dict[str, str | None]:
-        return {"source": self.source, "location": self.location, "reason": self.reason, "modality": "images"}
+        return {"source": self.source, "location": self.location, "reason": self.reason, "raw": self.raw,
+                "modality": "images"}

@@ -62,26 +62,32 @@ def read_manifest(manifest: Path) -> tuple[list[ManifestEntry], list[Reject]]:
             raise ValueError(f"{manifest}: manifest lacks column(s) {sorted(missing)}; expected path,"
                              " patient_id and optionally study_date, modality")
         entries, rejects = [], []
+        listed: dict[Path, int] = {}  # file -> the row that lists it
         for number, row in enumerate(reader, start=2):
             location = f"row {number}"
             relative = (row.get("path") or "").strip()
             patient = (row.get("patient_id") or "").strip()
             file = (manifest.parent / relative).resolve()
+            raw = ",".join(str(v) for v in row.values() if v is not None)
+
+            def reject(reason: str, number: int = number, location: str = location, raw: str = raw) -> None:
+                rejects.append(Reject(str(manifest), f"{manifest.name} row {number}: {reason}", location, raw))
+
+            date_text = (row.get("study_date") or "").strip()
+            date = _parse_date(date_text)
             if not relative:
-                rejects.append(Reject(str(manifest), f"{manifest.name} row {number}: empty path", location))
+                reject("empty path")
             elif not file.is_file():
-                rejects.append(Reject(str(manifest), f"{manifest.name} row {number}: file {relative} not"
-                                      f" found (looked in {manifest.parent})", location))
+                reject(f"file {relative} not found (looked in {manifest.parent})")
             elif not patient:
-                rejects.append(Reject(str(manifest), f"{manifest.name} row {number}: empty patient_id",
-                                      location))
+                reject("empty patient_id")
+            elif file in listed:
+                reject(f"file {relative} is already listed on row {listed[file]}; list each file once (one image "
+                       "belongs to one patient)")
+            elif date_text and date is None:
+                reject(f"study_date {date_text!r} is not an ISO 8601 date (YYYY-MM-DD)")
             else:
-                date_text = (row.get("study_date") or "").strip()
-                date = _parse_date(date_text)
-                if date_text and date is None:
-                    rejects.append(Reject(str(manifest), f"{manifest.name} row {number}: study_date"
-                                          f" {date_text!r} is not an ISO 8601 date (YYYY-MM-DD)", location))
-                    continue
+                listed[file] = number
                 modality = (row.get("modality") or "").strip() or None
                 entries.append(ManifestEntry(file, patient, date, modality, number, manifest))
     return entries, rejects
@@ -113,6 +119,9 @@ def load_nifti(entry: ManifestEntry) -> tuple[Volume | None, list[Reject]]:
         RAS_TO_LPS, 2))
     if array.shape[0] == 1:
         array, spacing = array[0], spacing[1:]
+    array = _finite(array, warnings)
+    if isinstance(array, str):
+        return None, [_reject(entry, array)]
     return _volume(entry, array, spacing, orientation, warnings), []
 
 
@@ -135,7 +144,23 @@ def load_raster(entry: ManifestEntry) -> tuple[Volume | None, list[Reject]]:
     if len({p.shape for p in pages}) > 1:
         return None, [_reject(entry, "multi-page image whose pages differ in size")]
     array = pages[0] if len(pages) == 1 else np.stack(pages)
+    array = _finite(array, warnings)
+    if isinstance(array, str):
+        return None, [_reject(entry, array)]
     return _volume(entry, array, None, None, warnings), []
+
+
+def _finite(array: np.ndarray, warnings: list[str]) -> np.ndarray | str:
+    """``array`` with NaN/inf pixels set to its smallest finite value (and a warning), or the reject reason when
+    no pixel is finite. A NaN would otherwise spread through preprocessing into training."""
+    finite = np.isfinite(array)
+    if finite.all():
+        return array
+    if not finite.any():
+        return "no finite pixel value (all NaN or infinite)"
+    bad = int(array.size - finite.sum())
+    warnings.append(f"{bad} non-finite pixel value(s) ({bad / array.size:.1%}) set to the smallest finite value")
+    return np.where(finite, array, array[finite].min()).astype(array.dtype)
 
 
 def _volume(entry: ManifestEntry, array: np.ndarray, spacing: tuple[float, ...] | None,

@@ -279,6 +279,29 @@ def test_nifti_through_a_manifest_into_the_lake(lake, tmp_path):
     assert json.loads(rows["P2"]["preprocessing"])["preset"] == "mr-volume"
 
 
+def test_non_finite_voxels_are_replaced_with_a_warning_or_rejected(lake, tmp_path):
+    import nibabel as nib
+
+    data = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6) + 10
+    data[0, :2, :] = np.nan
+    data[1, 0, 0] = np.inf
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "holes.nii.gz")
+    nib.save(nib.Nifti1Image(np.full((4, 5, 6), np.nan, np.float32), np.eye(4)), tmp_path / "void.nii.gz")
+    volume, _ = load_nifti(ManifestEntry(tmp_path / "holes.nii.gz", "P1", None, "MR", 2, tmp_path / "m.csv"))
+    assert np.isfinite(volume.array).all() and volume.array.min() == 22 == data[0, 2, 0]  # the smallest finite
+    assert volume.warnings == ["13 non-finite pixel value(s) (10.8%) set to the smallest finite value"]
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,patient_id\nholes.nii.gz,P1\nvoid.nii.gz,P2\nholes.nii.gz,P3\n")
+    counts = ingest_images(lake, [], manifest=manifest)
+    assert counts["images"] == 1 and counts["rejected"] == 2
+    reasons = {r["location"]: r for r in lake.read("rejects").to_pylist()}
+    assert "no finite pixel value" in reasons["manifest.csv row 3"]["reason"]
+    assert "already listed on row 2" in reasons["row 4"]["reason"] and reasons["row 4"]["raw"] == "holes.nii.gz,P3"
+    [row] = lake.read("images").to_pylist()
+    assert row["patient_id"] == "P1"
+    assert np.isfinite(TensorStore(lake).read(row["tensor_file"], row["tensor_row"])).all()
+
+
 # -- PNG + manifest, end to end ----------------------------------------------------------------------------
 @pytest.fixture
 def xray_manifest(tmp_path):
