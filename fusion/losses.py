@@ -24,7 +24,10 @@ import warnings
 
 import torch
 from torch import Tensor, nn
-from torchsurv.loss.cox import neg_partial_log_likelihood
+
+with warnings.catch_warnings():  # torchsurv scripts a function with torch.jit at import; torch 2.14 deprecates it
+    warnings.filterwarnings("ignore", message=".*torch.jit.*", category=FutureWarning)
+    from torchsurv.loss.cox import neg_partial_log_likelihood
 
 
 def _zero(t: Tensor) -> Tensor:

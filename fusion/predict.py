@@ -194,7 +194,8 @@ def resolve_patient(lake: Lake, frames: LakeFrames, patient: str) -> str:
     known = any((getattr(frames, name)["patient_key"] == key).any() for name in FRAME_COLUMNS)
     if not known:
         raise UnknownPatientError(f"no patient with the given identifier in lake {lake.path}; pass a patient "
-                                  "key or an identifier (e.g. MRN) listed by `tumorboard lake status`")
+                                  "key or an identifier (e.g. MRN): `tumorboard lake sql --lake LAKE \"select "
+                                  "patient_key, id_system, id_value from patient_xref\"` lists them")
     return key
 
 

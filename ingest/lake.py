@@ -245,6 +245,8 @@ class Lake:
             "counts": json.dumps(dict(counts), default=str, sort_keys=True),
             "status": status,
         }
+        if not self.has("rejects"):  # a clean first run still leaves a (empty) rejects table to query
+            self.write("rejects", SCHEMAS["rejects"].empty_table())
         self.write("manifest", pa.Table.from_pylist([row], schema=SCHEMAS["manifest"]))
 
     def manifest_hash(self) -> str:

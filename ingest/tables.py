@@ -60,6 +60,8 @@ def read_csv_rows(path: Path, id_column: str) -> CsvRows:
     Raises:
         TableFileError: the file is unreadable, empty, has an unnamed or repeated column, or no ``id_column``.
     """
+    if not path.is_file():
+        raise TableFileError(f"{path} not found")
     rows, numbers, raws, rejects = [], [], [], []
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:

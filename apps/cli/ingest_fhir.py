@@ -20,6 +20,7 @@ from ingest.lake import Lake, LakeError
 from ingest.schema import SchemaError
 
 LakeOption = Annotated[Path, typer.Option("--lake", help="The lake directory (created if missing).")]
+ExistingLakeOption = Annotated[Path, typer.Option("--lake", help="The lake directory.")]
 ViewsOption = Annotated[Path, typer.Option("--views", help="Folder of SQL-on-FHIR ViewDefinition JSON files.")]
 ExtraViewsOption = Annotated[list[Path] | None, typer.Option(
     "--extra-views", help="Folder of your own ViewDefinitions, flattened next to --views (repeatable).")]
@@ -48,8 +49,8 @@ def fhir(
     """Ingest FHIR R4 resources into `fhir_resources` and flatten them into one `view_<name>` table per view.
 
     Re-ingesting the same or an updated export is idempotent (the newest version wins: meta.lastUpdated, else
-    an integer meta.versionId). Records that cannot be ingested (bad JSON, not FHIR R4, a reference to
-    nothing, ...) go to the `rejects` table.
+    an integer meta.versionId). Records that cannot be ingested (bad JSON, not FHIR R4, a Bundle's urn:
+    reference to no entry, ...) go to the `rejects` table. References between files are not checked.
     """
     try:
         with _progress() as update:
@@ -72,7 +73,7 @@ def fhir(
         raise fail("no FHIR resource found in the given paths (empty files, or no .ndjson/.json file)")
 
 
-def views(lake: LakeOption, views_dir: ViewsOption = DEFAULT_VIEWS, extra_views: ExtraViewsOption = None,
+def views(lake: ExistingLakeOption, views_dir: ViewsOption = DEFAULT_VIEWS, extra_views: ExtraViewsOption = None,
           workers: WorkersOption = 1) -> None:
     """Recompute every `view_<name>` table from `fhir_resources`, without reading the export again.
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import signal
+import sys
 
 import typer
+
+USAGE_ERROR = 2  # click's exit status for a mistyped command line
 
 app = typer.Typer(
     name="tumorboard",
@@ -34,5 +38,27 @@ for _module, _target in _VERBS:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    Exit statuses: a command's own (ingest: 0 loaded, 2 some records rejected, 1 error); a mistyped command,
+    option or argument exits 1 rather than click's 2, which would read as "some records rejected"; SIGTERM
+    (``kill``, ``timeout``, a scheduler) exits 143 through the same clean-up as Ctrl-C, so an interrupted
+    ingest is recorded as failed and leaves no staging files.
+    """
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        print("Aborted.", file=sys.stderr)
+        code = 130
+    except Exception as exc:
+        # click's errors (typer vendors click, so match by interface): UsageError and its kinds exit 2
+        if not (hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int)):
+            raise
+        exc.show()
+        code = 1 if exc.exit_code == USAGE_ERROR else exc.exit_code
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    sys.exit(128 + signum)

@@ -54,6 +54,9 @@ def read_manifest(manifest: Path) -> tuple[list[ManifestEntry], list[Reject]]:
     Row numbers count the header as row 1, as a spreadsheet shows them.
     """
     manifest = Path(manifest)
+    if not manifest.is_file():
+        raise ValueError(f"manifest {manifest} not found; pass --manifest PATH.csv with columns path (relative to the"
+                         " CSV), patient_id and optionally study_date, modality")
     with manifest.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         columns = set(reader.fieldnames or [])

@@ -68,21 +68,20 @@ def load_sample_map(path: str | Path) -> dict[str, str]:
     """``sample_id -> patient_id`` from a CSV with those two columns (other columns ignored).
 
     Raises:
-        ValueError: a column is missing (the message names the file and the columns found).
+        ValueError: the file is missing, a column is missing, or a sample is mapped to two patients (the
+            message names the file, the lines and the fix).
     """
     path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        columns = [c.strip() for c in reader.fieldnames or []]
-        if "sample_id" not in columns or "patient_id" not in columns:
-            raise ValueError(f"{path}: a sample map needs columns sample_id and patient_id; found {columns}."
-                             " Fix: rename the header line")
-        mapping = {}
-        for row in reader:
-            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
-            if row["sample_id"] and row["patient_id"]:
-                mapping[row["sample_id"]] = row["patient_id"]
-    return mapping
+    mapping: dict[str, tuple[str, int]] = {}
+    for line, row in _sample_map_rows(path):
+        sample, patient = row.get("sample_id", ""), row.get("patient_id", "")
+        if not (sample and patient):
+            continue
+        if sample in mapping and mapping[sample][0] != patient:
+            raise ValueError(f"{path}, lines {mapping[sample][1]} and {line}: sample {sample[:40]!r} is mapped to two "
+                             "patients. Fix: keep the right line")
+        mapping.setdefault(sample, (patient, line))
+    return {sample: patient for sample, (patient, _) in mapping.items()}
 
 
 def load_sample_dates(path: str | Path) -> dict[str, str]:
@@ -90,23 +89,37 @@ def load_sample_dates(path: str | Path) -> dict[str, str]:
     ``collected_date`` column; empty when the column is absent. Empty cells are left out (date unknown).
 
     Raises:
-        ValueError: a date that is not ISO 8601 (the message names the file, the line and the fix).
+        ValueError: a date that is not ISO 8601, or two dates for one sample (the message names the file, the
+            line and the fix).
     """
     path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        if "collected_date" not in [c.strip() for c in reader.fieldnames or []]:
-            return {}
-        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
-    dates = {row["sample_id"]: row["collected_date"] for row in rows if row.get("sample_id")
-             and row.get("collected_date")}
-    parsed = utc_timestamps(pa.array(list(dates.values()), pa.string()))
-    for (sample, text), value in zip(dates.items(), parsed.to_pylist(), strict=True):
+    rows = [(line, row) for line, row in _sample_map_rows(path) if row.get("sample_id") and row.get("collected_date")]
+    parsed = utc_timestamps(pa.array([row["collected_date"] for _, row in rows], pa.string())).to_pylist()
+    dates: dict[str, tuple[str, int]] = {}
+    for (line, row), value in zip(rows, parsed, strict=True):
+        sample, text = row["sample_id"], row["collected_date"]
         if value is None:
-            line = next(i for i, row in enumerate(rows, start=2) if row.get("sample_id") == sample)
             raise ValueError(f"{path}, line {line}: collected_date {text[:40]!r} is not an ISO 8601 date."
                              " Fix: write it as YYYY-MM-DD (or a full dateTime), or leave the cell empty")
-    return dates
+        if sample in dates and dates[sample][0] != text:
+            raise ValueError(f"{path}, lines {dates[sample][1]} and {line}: sample {sample[:40]!r} has two collected "
+                             "dates. Fix: keep the right line")
+        dates.setdefault(sample, (text, line))
+    return {sample: text for sample, (text, _) in dates.items()}
+
+
+def _sample_map_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """The rows of a sample map, stripped, each with its line number (the header is line 1)."""
+    if not path.is_file():
+        raise ValueError(f"sample map {path} not found; pass --sample-map PATH.csv with columns sample_id,"
+                         "patient_id[,collected_date]")
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        if "sample_id" not in columns or "patient_id" not in columns:
+            raise ValueError(f"{path}: a sample map needs columns sample_id and patient_id; found {columns}."
+                             " Fix: rename the header line")
+        return [(reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items() if k}) for row in reader]
 
 
 def _with_collected(table: pa.Table, dates: dict[str, str]) -> pa.Table:

@@ -368,7 +368,7 @@ def test_pipeline_sample_map_and_file_rejects(tmp_path):
 
 def test_sample_map_collection_dates(tmp_path):
     from ingest.lake import Lake
-    from ingest.variants.pipeline import load_sample_dates
+    from ingest.variants.pipeline import load_sample_dates, load_sample_map
 
     maf = tmp_path / "c.maf"
     header = "Hugo_Symbol\tChromosome\tStart_Position\tReference_Allele\tTumor_Seq_Allele2\t" \
@@ -387,6 +387,17 @@ def test_sample_map_collection_dates(tmp_path):
     sample_map.write_text("sample_id,patient_id,collected_date\nS1,P1,2020-03-04\nS2,P1,04/03/2020\n")
     with pytest.raises(ValueError, match=r"map.csv, line 3: collected_date '04/03/2020' is not an ISO 8601"):
         load_sample_dates(sample_map)
+    sample_map.write_text("sample_id,patient_id,collected_date\nS2,P1,\nS1,P1,2020-03-04\nS1,P1,04/03/2020\n")
+    with pytest.raises(ValueError, match=r"map.csv, line 4: collected_date '04/03/2020'"):  # its own line
+        load_sample_dates(sample_map)
+    sample_map.write_text("sample_id,patient_id,collected_date\nS1,P1,2020-03-04\nS1,P1,2020-03-05\n")
+    with pytest.raises(ValueError, match=r"lines 2 and 3: sample 'S1' has two collected dates"):
+        load_sample_dates(sample_map)
+    sample_map.write_text("sample_id,patient_id\nS1,P1\nS2,P1\nS1,P2\n")
+    with pytest.raises(ValueError, match=r"lines 2 and 4: sample 'S1' is mapped to two patients"):
+        load_sample_map(sample_map)
+    with pytest.raises(ValueError, match="sample map .*nope.csv not found; pass --sample-map"):
+        load_sample_map(tmp_path / "nope.csv")
 
 
 def test_maf_bad_rows_become_rejects_with_line_numbers(tmp_path):

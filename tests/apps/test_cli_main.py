@@ -1,0 +1,53 @@
+"""The console entry point: exit statuses a script can rely on."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from apps.cli import main
+
+
+def _exit_status(monkeypatch, *args: str) -> int:
+    monkeypatch.setattr(sys, "argv", ["tumorboard", *args])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    return stopped.value.code
+
+
+def test_mistyped_command_lines_exit_1_not_the_rejects_status(monkeypatch, tmp_path, capsys):
+    assert _exit_status(monkeypatch, "ingest", "fhir", str(tmp_path), "--wokers", "2") == 1
+    assert "No such option: --wokers" in capsys.readouterr().err
+    assert _exit_status(monkeypatch, "ingest", "fhir", str(tmp_path)) == 1  # no --lake
+    assert _exit_status(monkeypatch, "--help") == 0
+    labels = tmp_path / "labels.csv"
+    labels.write_text("patient_id,split\np1,holdout\np2,train\n")
+    assert _exit_status(monkeypatch, "ingest", "labels", str(labels), "--lake", str(tmp_path / "lake")) == 2
+
+
+def test_sigterm_runs_the_same_clean_up_as_ctrl_c(tmp_path):
+    started = tmp_path / "started"
+    script = ("import pathlib, sys, time\n"
+              "import apps.cli.synth\n"
+              "from apps.cli.main import main\n"
+              "def slow(*args, **kwargs):\n"
+              f"    pathlib.Path({str(started)!r}).touch()\n"
+              "    try:\n"
+              "        time.sleep(60)\n"
+              "    finally:\n"
+              "        print('cleaned up', file=sys.stderr)\n"
+              "apps.cli.synth.generate_cohort = slow\n"
+              "main()\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, "synth", str(tmp_path / "out"), "--patients", "3"],
+                            cwd=Path(__file__).resolve().parents[2], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM and "cleaned up" in err
