@@ -188,9 +188,9 @@ def resolve_patient(lake: Lake, frames: LakeFrames, patient: str) -> str:
     Raises:
         UnknownPatientError: no patient of the lake has this identifier.
     """
-    from ingest.link import id_map
+    from ingest.reader import patient_key_of
 
-    key = id_map(lake).get(patient, patient)
+    key = patient_key_of(lake, patient)
     known = any((getattr(frames, name)["patient_key"] == key).any() for name in FRAME_COLUMNS)
     if not known:
         raise UnknownPatientError(f"no patient with the given identifier in lake {lake.path}; pass a patient "

@@ -67,6 +67,12 @@ def _resolved(lake: Lake, table: str, columns: list[str], kind: str) -> pd.DataF
     return frame[_EMPTY[kind]]
 
 
+def patient_key_of(lake: Lake, patient: str) -> str:
+    """The ``patient_key`` of ``patient``: a key, or any id the crosswalk knows (MRN, ``system|value``); an id it
+    does not know is returned as it is."""
+    return id_map(lake).get(patient, patient)
+
+
 def read_patients(lake: Lake) -> pd.DataFrame:
     """patient_key, mrn, birth_date, sex (FHIR gender), death_date (NaT when alive)."""
     frame = _view(lake, "patient", {"patient_key": "patient_key", "mrn": "mrn", "birth_date": "birth_date",
