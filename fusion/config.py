@@ -310,10 +310,26 @@ def _validate(raw: dict, *, source: str) -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = [
-            f"  {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
-        ]
+        lines = []
+        for err in exc.errors():
+            line = f"  {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            valid = _valid_keys(err["loc"]) if err["type"] == "extra_forbidden" else None
+            lines.append(line + (f" (valid keys: {valid})" if valid else ""))
         raise ConfigError(f"invalid config ({source}):\n" + "\n".join(lines)) from None
+
+
+def _valid_keys(loc: tuple) -> str | None:
+    """The keys allowed next to the unknown key at ``loc`` (None where the section is free-form)."""
+    parts = [str(p) for p in loc[:-1]]
+    model: type[BaseModel] | None = RunConfig
+    for depth, part in enumerate(parts):
+        if model is not None and part in model.model_fields:
+            model = _submodel(model, part)
+        elif _is_modality_map(parts, depth):
+            model = ModalityConfig
+        else:
+            return None
+    return ", ".join(model.model_fields) if model is not None else None
 
 
 def _set_path(raw: dict, item: str) -> None:

@@ -97,17 +97,17 @@ def views(lake: ExistingLakeOption, views_dir: ViewsOption = DEFAULT_VIEWS, extr
 @contextmanager
 def _progress() -> Iterator:
     """A progress display with one bar per phase: ``update(phase, done, total)``."""
-    labels = {"read": "reading FHIR (MB)", "views": "flattening views (resources)"}
+    labels = {"read": "reading FHIR", "views": "flattening views"}
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
-                  TextColumn("{task.completed:,.0f}/{task.total:,.0f}"), TimeElapsedColumn(),
-                  console=err_console) as bar:
+                  TextColumn("{task.fields[amount]}"), TimeElapsedColumn(), console=err_console) as bar:
         tasks: dict[str, int] = {}
 
         def update(phase: str, done: int, total: int) -> None:
-            scale = 1e6 if phase == "read" else 1
+            amount = (f"{done / 1e6:,.1f}/{total / 1e6:,.1f} MB" if phase == "read"  # compressed MB for .gz
+                      else f"{done:,}/{total:,} resources")
             if phase not in tasks:
-                tasks[phase] = bar.add_task(labels.get(phase, phase), total=total / scale)
-            bar.update(tasks[phase], completed=done / scale, total=total / scale)
+                tasks[phase] = bar.add_task(labels.get(phase, phase), total=total, amount=amount)
+            bar.update(tasks[phase], completed=done, total=total, amount=amount)
 
         yield update
 

@@ -29,14 +29,15 @@ def train(
 
     from fusion.cohort import CohortError
     from fusion.config import ConfigError, load_config
-    from fusion.run import RunError
+    from fusion.run import RunError, check_model_arguments
     from fusion.train import train as run_training
 
     if not lake.is_dir():
         raise fail(f"lake {lake} does not exist; create one with `tumorboard ingest ...`")
     try:
         cfg = load_config(config, overrides or [])
-    except ConfigError as exc:
+        check_model_arguments(cfg)
+    except (ConfigError, RunError) as exc:
         raise fail(str(exc)) from None
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

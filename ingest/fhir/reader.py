@@ -378,7 +378,9 @@ class Reader:
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
-            yield Item("", INVALID, reason=f"not valid JSON: {exc}", raw=data[:RAW_LIMIT])
+            hint = ("; it looks like NDJSON (one resource per line): name the file .ndjson"
+                    if "after document" in str(exc) and data.lstrip()[:1] == b"{" else "")
+            yield Item("", INVALID, reason=f"not valid JSON: {exc}{hint}", raw=data[:RAW_LIMIT])
             return
         yield from _from_object(obj, "", lambda: data)
 

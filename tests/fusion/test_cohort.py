@@ -312,9 +312,10 @@ def test_config_overrides_coerce_types_and_reject_unknown_keys(tmp_path):
     with pytest.raises(ConfigError, match="none of them is enabled"):
         load_config(None, ["tasks.diagnosis.modalities=[image]", "modalities.image.enabled=false"])
     path = tmp_path / "bad.yaml"
-    path.write_text("train:\n  epocs: 3\n")
-    with pytest.raises(ConfigError, match="train.epocs"):
+    path.write_text("train:\n  epocs: 3\nmodalities:\n  ehr:\n    encodr: mlp\n")
+    with pytest.raises(ConfigError, match="train.epocs: .* \\(valid keys: epochs,") as raised:
         load_config(path)
+    assert "modalities.ehr.encodr: Extra inputs are not permitted (valid keys: enabled, encoder," in str(raised.value)
 
 
 @pytest.mark.parametrize("name", ["image_diagnosis", "genomics_clinical_survival", "full_fusion"])

@@ -87,6 +87,8 @@ def test_misspelt_arguments_are_named_before_any_data_is_read():
 
     with pytest.raises(ValueError, match=r"encoder .mlp. has no argument\(s\) hiden_dim; valid: in_features, hidden"):
         create_encoder("mlp", in_features=3, hiden_dim=8)
+    with pytest.raises(RunError, match="fusion.name: unknown fusion module 'gated_atention'; valid names: concat"):
+        check_model_arguments(load_config(None, ["fusion.name=gated_atention"]))
     with pytest.raises(RunError, match="fusion.kwargs: fusion module 'gated_attention' has no argument\\(s\\) foo"):
         check_model_arguments(load_config(None, ["fusion.name=gated_attention", "fusion.kwargs.foo=1"]))
     with pytest.raises(RunError, match="modalities.image.encoder_kwargs: encoder 'timm' has no argument\\(s\\) colour"):
