@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -248,6 +249,21 @@ class Lake:
         if not self.has("rejects"):  # a clean first run still leaves a (empty) rejects table to query
             self.write("rejects", SCHEMAS["rejects"].empty_table())
         self.write("manifest", pa.Table.from_pylist([row], schema=SCHEMAS["manifest"]))
+
+    @contextmanager
+    def failure_recorded(self, command: str, sources: Iterable[str | Path],
+                         counts: Callable[[], Mapping[str, object]], *, started_at: datetime) -> Iterator[None]:
+        """When the block raises (an error, Ctrl-C, SIGTERM), record the run as ``failed`` with ``counts()`` as
+        they stand and the error's type, then re-raise: the manifest says what the run committed before it
+        stopped (each table write is atomic; running the same command again completes the lake)."""
+        sources = list(sources)
+        try:
+            yield
+        except BaseException as exc:
+            with suppress(Exception):
+                self.record_run(command, sources, {**counts(), "error": type(exc).__name__}, started_at=started_at,
+                                status="failed")
+            raise
 
     def manifest_hash(self) -> str:
         """A short hash of the manifest (identifies the lake state a model was trained on)."""

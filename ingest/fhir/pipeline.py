@@ -30,7 +30,7 @@ import shutil
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -148,14 +148,9 @@ def ingest_fhir(lake: Lake, paths: list[Path], *, views_dir: Path | Sequence[Pat
     views = load_views(views_dir)  # fail before reading anything
     found = discover(paths)
     report = IngestReport(lake.run_id, sources=found.sources, skipped=found.skipped)
-    try:
+    with lake.failure_recorded("ingest fhir", report.sources, report.as_dict, started_at=started):
         _ingest(lake, found, report, views, views_dir, workers=workers, validate=validate, batch_size=batch_size,
                 progress=progress)
-    except BaseException as exc:  # an interrupted run keeps what it committed: say so in the manifest
-        with suppress(Exception):
-            lake.record_run("ingest fhir", report.sources, {**report.as_dict(), "error": type(exc).__name__},
-                            started_at=started, status="failed")
-        raise
     lake.record_run("ingest fhir", report.sources, report.as_dict(), started_at=started,
                     status="partial" if report.rejected else "ok")
     return report

@@ -118,28 +118,30 @@ def ingest_images(lake, paths: list[Path], *, manifest: Path | None = None, conf
     store = TensorStore(lake)
     buffer: list[_Result] = []
     total = sum(job.n_files for job in jobs)
-    done = 0
-    for result in _run_all(jobs, config, workers):
-        rejects += result.rejects
-        done += result.n_files
-        if result.row is not None:
-            buffer.append(result)
-            counts["images"] += 1
-            counts["slices"] += result.row["n_slices"]
-            if result.row["warnings"]:
-                counts["warnings"] += 1
-                warning_kinds.update({_warning_kind(w) for w in result.row["warnings"].split("; ")})
-        if buffer and (len(buffer) >= BATCH_IMAGES or sum(r.tensor.nbytes for r in buffer) >= BATCH_BYTES):
-            _flush(lake, store, buffer)
-            buffer = []
-        if progress is not None:
-            progress("decoding", done, total)
-    _flush(lake, store, buffer)
+    done = committed = 0
+    sources = [str(p) for p in paths] + ([str(manifest)] if manifest is not None else [])
+    with lake.failure_recorded("ingest images", sources, lambda: {**counts, "committed": committed},
+                               started_at=started):
+        for result in _run_all(jobs, config, workers):
+            rejects += result.rejects
+            done += result.n_files
+            if result.row is not None:
+                buffer.append(result)
+                counts["images"] += 1
+                counts["slices"] += result.row["n_slices"]
+                if result.row["warnings"]:
+                    counts["warnings"] += 1
+                    warning_kinds.update({_warning_kind(w) for w in result.row["warnings"].split("; ")})
+            if buffer and (len(buffer) >= BATCH_IMAGES or sum(r.tensor.nbytes for r in buffer) >= BATCH_BYTES):
+                _flush(lake, store, buffer)
+                committed, buffer = committed + len(buffer), []
+            if progress is not None:
+                progress("decoding", done, total)
+        _flush(lake, store, buffer)
     lake.add_rejects([r.as_row() for r in rejects], modality="images")
     n_files = len({f for f in files if f != manifest_file} | listed) + n_bad_rows
     summary = {"files": n_files, **counts, "rejected": len(rejects), "skipped": skipped,
                "warning_kinds": dict(warning_kinds.most_common())}
-    sources = [str(p) for p in paths] + ([str(manifest)] if manifest is not None else [])
     lake.record_run("ingest images", sources, summary, started_at=started,
                     status="partial" if rejects else "ok")
     return summary

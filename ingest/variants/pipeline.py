@@ -227,11 +227,14 @@ def ingest_variants(lake, paths: list[Path], *, sample_map: Path | None = None,
                                                            .to_pylist()], pa.string()))
         deduplicated = _deduplicate(table)
         counts["duplicates"] = table.num_rows - deduplicated.num_rows
-        counts["variants_written"] = _replace_samples(lake, "variants", deduplicated, samples)
         status = _with_collected(gene_status(deduplicated, panel.genes), dates)
         burden = _with_collected(tmb(deduplicated, panel.panel_size_mb), dates)
-        counts["gene_status_rows"] = _replace_samples(lake, "gene_status", status, samples)
-        counts["tmb_rows"] = _replace_samples(lake, "tmb", burden, samples)
+        # Three commits, each atomic: if the run stops between them, the manifest records it as failed with the
+        # rows each table got, and running the command again replaces these samples' rows in all three.
+        with lake.failure_recorded("ingest variants", paths, lambda: counts, started_at=started):
+            counts["variants_written"] = _replace_samples(lake, "variants", deduplicated, samples)
+            counts["gene_status_rows"] = _replace_samples(lake, "gene_status", status, samples)
+            counts["tmb_rows"] = _replace_samples(lake, "tmb", burden, samples)
         counts["samples"] = len(samples)
         counts["patients"] = len(set(patients.values()))
         counts["unannotated_samples"] = len(samples) - burden.num_rows

@@ -493,3 +493,25 @@ def test_tensor_store_round_trip_is_zero_copy(lake):
         store.read(file, 3)
     with pytest.raises(ValueError, match="float16 or all float32"):
         store.write([np.zeros(2, np.float16), np.zeros(2, np.float32)])
+
+
+def test_a_failed_image_run_is_recorded_with_what_it_committed(lake, xray_manifest, monkeypatch):
+    from ingest.images import pipeline
+
+    _, manifest, config = xray_manifest
+    flush, calls = pipeline._flush, []
+
+    def fail_second(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return flush(*args)
+
+    monkeypatch.setattr(pipeline, "BATCH_IMAGES", 10)
+    monkeypatch.setattr(pipeline, "_flush", fail_second)
+    with pytest.raises(OSError, match="disk full"):
+        ingest_images(lake, [], manifest=manifest, config_path=config)
+    [run] = lake.read("manifest").to_pylist()
+    counts = json.loads(run["counts"])
+    assert run["status"] == "failed" and counts["error"] == "OSError"
+    assert counts["committed"] == 10 == lake.read("images").num_rows

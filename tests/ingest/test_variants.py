@@ -546,3 +546,32 @@ def test_line_chunks_match_text_mode_lines():
             for numbers, lines in line_chunks(io.BufferedReader(io.BytesIO(data)), 5, chunk_bytes=chunk_bytes):
                 got += list(zip(numbers.tolist(), lines.to_pylist(), strict=True))
             assert got == expected, (data, chunk_bytes)
+
+
+def test_a_run_stopped_between_table_commits_is_recorded_as_failed(tmp_path, monkeypatch):
+    import json
+
+    from ingest.lake import Lake
+    from ingest.variants import pipeline
+
+    maf = tmp_path / "c.maf"
+    maf.write_text("Hugo_Symbol\tChromosome\tStart_Position\tReference_Allele\tTumor_Seq_Allele2\t"
+                   "Variant_Classification\tTumor_Sample_Barcode\nEGFR\t7\t55191822\tT\tG\tMissense_Mutation\tS1\n")
+    replace = pipeline._replace_samples
+
+    def stop_at_gene_status(lake, name, *args):
+        if name == "gene_status":
+            raise KeyboardInterrupt
+        return replace(lake, name, *args)
+
+    monkeypatch.setattr(pipeline, "_replace_samples", stop_at_gene_status)
+    lake = Lake(tmp_path / "lake")
+    with pytest.raises(KeyboardInterrupt):
+        ingest_variants(lake, [maf], gene_panel=GenePanel(genes=["EGFR"], panel_size_mb=1.0))
+    [run] = lake.read("manifest").to_pylist()
+    counts = json.loads(run["counts"])
+    assert run["status"] == "failed" and counts["error"] == "KeyboardInterrupt"
+    assert counts["variants_written"] == 1 and counts["gene_status_rows"] == 0 and counts["tmb_rows"] == 0
+    monkeypatch.setattr(pipeline, "_replace_samples", replace)
+    again = ingest_variants(lake, [maf], gene_panel=GenePanel(genes=["EGFR"], panel_size_mb=1.0))
+    assert again["gene_status_rows"] == 1 and lake.read("tmb").num_rows == 1 and lake.read("variants").num_rows == 1
