@@ -218,7 +218,7 @@ class Lake:
         for row in rows:
             raw = row.get("raw")
             if raw is not None and not isinstance(raw, str):
-                raw = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else json.dumps(raw)
+                raw = raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else json.dumps(raw)
             records.append({
                 "run_id": self.run_id,
                 "modality": row.get("modality") or modality,

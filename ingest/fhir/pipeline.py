@@ -283,7 +283,7 @@ def _fill(chunk: _Chunk, resources: list[dict], texts: list[bytes | None], sourc
 
 
 def _reject_row(source: str, item: Item, reason: str) -> dict:
-    raw = item.raw.decode("utf-8", "replace") if item.raw is not None else None
+    raw = item.raw.decode("utf-8", "backslashreplace") if item.raw is not None else None
     return {"source": source, "location": item.location or None, "reason": reason, "raw": raw}
 
 

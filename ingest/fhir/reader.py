@@ -389,9 +389,22 @@ def _from_line(line: bytes, location: str) -> Iterator[Item]:
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        yield Item(location, INVALID, reason=f"not valid JSON: {exc}", raw=line[:RAW_LIMIT])
+        yield Item(location, INVALID, reason=_encoding_problem(line) or f"not valid JSON: {exc}", raw=line[:RAW_LIMIT])
         return
     yield from _from_object(obj, location, lambda: line, source_text=line)
+
+
+def _encoding_problem(data: bytes) -> str | None:
+    """Why ``data`` is not UTF-8 text (the encoding FHIR JSON must use), with the fix; None when it is."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or data[:3].count(b"\x00"):
+        return ("the text is UTF-16, not UTF-8 as FHIR JSON must be: re-encode the file (e.g. iconv -f utf-16 "
+                "-t utf-8)")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return (f"not UTF-8 (byte 0x{data[exc.start]:02X} at byte {exc.start + 1}), as FHIR JSON must be: "
+                "re-encode the file from its encoding (e.g. iconv -f cp1252 -t utf-8)")
+    return None
 
 
 def _from_object(obj: object, location: str, raw: Callable[[], bytes],

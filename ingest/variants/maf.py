@@ -119,7 +119,7 @@ def _chunk_table(chunk: pd.DataFrame, idx: dict[str, int], source: str) -> tuple
         same = pc.fill_null(pc.equal(alt, ref), False)
         alt = pc.coalesce(pc.if_else(same, pa.scalar(None, pa.string()), alt), text("Tumor_Seq_Allele1"))
     start = number("Start_Position")
-    bad_start = ~np.isfinite(start) | (start != np.round(start))
+    bad_start = ~np.isfinite(start) | (start != np.round(start)) | (start < 1)
     empties = {name: pc.is_null(values).to_numpy(zero_copy_only=False) for name, values in
                (("Tumor_Sample_Barcode", sample), ("Chromosome", chrom), ("Start_Position", text("Start_Position")),
                 ("Reference_Allele", ref), ("Tumor_Seq_Allele2", alt))}
@@ -127,8 +127,13 @@ def _chunk_table(chunk: pd.DataFrame, idx: dict[str, int], source: str) -> tuple
     reasons = []
     for i in np.flatnonzero(rejected):
         empty = [name for name, mask in empties.items() if mask[i]]
-        reasons.append(f"empty required value(s): {', '.join(empty)}" if empty else
-                       f"Start_Position {str(chunk[idx['Start_Position']].iat[i])[:40]!r} is not an integer")
+        first = str(chunk[0].iat[i])
+        if first.startswith("#"):
+            reasons.append("a comment line inside the data; comment lines (#) go before the header line")
+        else:
+            reasons.append(f"empty required value(s): {', '.join(empty)}" if empty else
+                           f"Start_Position {str(chunk[idx['Start_Position']].iat[i])[:40]!r} is not a positive "
+                           "integer (MAF positions are 1-based)")
     keep = pa.array(~rejected)
     gene = text("Hugo_Symbol")
     gene = pc.if_else(pc.fill_null(pc.equal(gene, "Unknown"), False), pa.scalar(None, pa.string()), gene)

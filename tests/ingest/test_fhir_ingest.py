@@ -623,3 +623,18 @@ def test_cli_says_what_an_interrupt_or_an_empty_export_leaves(tmp_path, monkeypa
     monkeypatch.setattr("apps.cli.ingest_fhir.ingest_fhir", interrupted)
     result = CliRunner().invoke(app, ["ingest", "fhir", str(empty), "--lake", str(lake)])
     assert result.exit_code == 130 and "run the same command again" in " ".join(result.output.split())
+
+
+def test_text_that_is_not_utf8_is_rejected_with_the_fix_and_its_bytes(tmp_path):
+    cp1252 = tmp_path / "cp1252.ndjson"
+    cp1252.write_bytes(b'{"resourceType":"Patient","id":"a","name":[{"family":"M\xe9ller"}]}\n'
+                       b'{"resourceType":"Patient","id":"b"}\n')
+    utf16 = tmp_path / "utf16.ndjson"
+    utf16.write_bytes('{"resourceType":"Patient","id":"c"}\n'.encode("utf-16"))
+    lake = Lake(tmp_path / "lake")
+    report = ingest_fhir(lake, [cp1252, utf16])
+    assert report.counts["Patient"].written == 1
+    rejects = {Path(r["source"]).name: r for r in _rejects(lake) if r["location"] == "line 1"}
+    assert "not UTF-8 (byte 0xE9 at byte 56)" in rejects["cp1252.ndjson"]["reason"]
+    assert "iconv" in rejects["cp1252.ndjson"]["reason"] and "M\\xe9ller" in rejects["cp1252.ndjson"]["raw"]
+    assert "UTF-16" in rejects["utf16.ndjson"]["reason"]

@@ -408,15 +408,19 @@ def test_maf_bad_rows_become_rejects_with_line_numbers(tmp_path):
             "",  # line 5: blank, ignored
             "TP53\t17\tabc\tG\tA\tMissense_Mutation\tS1\t50\t5",  # line 6: Start_Position not an integer
             "TP53\t17\t7675088\tG\t\tMissense_Mutation\tS1",  # line 7: no ALT
-            "STK11\t19\t1207000\tC\tT\tNonsense_Mutation\tS2"]  # line 8: short row, optional fields empty
+            "STK11\t19\t1207000\tC\tT\tNonsense_Mutation\tS2",  # line 8: short row, optional fields empty
+            "BRAF\t7\t0\tA\tT\tMissense_Mutation\tS2",  # line 9: positions are 1-based
+            "# a note"]  # line 10: a comment inside the data
     maf = tmp_path / "cohort.maf"
     maf.write_text("#version 2.4\n" + header + "\n" + "\n".join(rows) + "\n")
     result = maf_variants(maf)
-    assert result.records_read == 5
-    assert [r["location"] for r in result.rejects] == ["line 4", "line 6", "line 7"]
+    assert result.records_read == 7
+    assert [r["location"] for r in result.rejects] == ["line 4", "line 6", "line 7", "line 9", "line 10"]
     assert "wrong number of columns" in result.rejects[0]["reason"] and result.rejects[0]["raw"].startswith("KRAS")
-    assert "not an integer" in result.rejects[1]["reason"]
+    assert "'abc' is not a positive integer" in result.rejects[1]["reason"]
     assert "Tumor_Seq_Allele2" in result.rejects[2]["reason"]
+    assert "'0' is not a positive integer" in result.rejects[3]["reason"]
+    assert "comment lines (#) go before the header" in result.rejects[4]["reason"]
     kept = result.table.to_pylist()
     assert [(r["chrom"], r["gene"], r["vaf"], r["depth"]) for r in kept] == [("7", "EGFR", 0.25, 100),
                                                                               ("19", "STK11", None, None)]
