@@ -225,6 +225,8 @@ class TrainConfig(_Strict):
         "none", description="random flips (and 90-degree rotations) of training images; see fusion.augment")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     num_workers: int = Field(0, ge=0)
+    threads: int | None = Field(None, ge=1, description="CPU threads torch may use (None: torch's default, all "
+                                                           "cores); e.g. 1 on a machine shared with other jobs")
     deterministic: bool = True
 
 

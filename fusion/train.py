@@ -74,6 +74,18 @@ def seeded(seed: int, *, deterministic: bool = True) -> Iterator[None]:
         torch.backends.cudnn.benchmark = previous[2]
 
 
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Let torch use ``threads`` CPU threads inside the block (None: leave its setting); restored on exit."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def model_spec(config: RunConfig, cohort: Cohort) -> dict:
     """What :func:`fusion.run.build_model` needs to know about the cohort (see there)."""
     modalities: dict[str, dict] = {}
@@ -202,7 +214,7 @@ def fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | Pa
         Summary: ``best_epoch``, ``epochs_run``, the val and test (when there is one) metrics and, with the
         offset, ``coxnet_offset`` (see :func:`fit_offset`).
     """
-    with seeded(config.train.seed, deterministic=config.train.deterministic):
+    with seeded(config.train.seed, deterministic=config.train.deterministic), torch_threads(config.train.threads):
         return _fit(config, cohort, run_dir, lake_path=lake_path, lake_hash=lake_hash, progress=progress, tag=tag)
 
 

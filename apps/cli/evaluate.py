@@ -66,6 +66,9 @@ def evaluate(
         return
     _print_summary(result)
     console.print(f"wrote {run / METRICS_FILE} and {', '.join(result['plots'])}")
+    if result.get("lake_changed"):
+        err_console.print("[yellow]warning:[/] the lake changed since this model was trained (its manifest hash "
+                          "differs): inputs and outcomes may differ from training's; metrics.json says lake_changed")
 
 
 def _print_summary(result: dict) -> None:

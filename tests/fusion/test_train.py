@@ -318,3 +318,15 @@ def test_auxiliary_endpoint_trains_the_log_risk_on_the_other_endpoint(tmp_path):
     assert not all(torch.equal(a[k], b[k]) for k in a)  # the auxiliary loss changed what was learned
     with pytest.raises(ValueError, match="auxiliary_endpoint is 'os', the endpoint the model already trains on"):
         load_config(None, ["tasks.survival.auxiliary_endpoint=os"])
+
+
+def test_train_threads_apply_inside_training_only():
+    from fusion.train import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+    assert load_config(None, ["train.threads=2"]).train.threads == 2
