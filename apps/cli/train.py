@@ -25,6 +25,10 @@ def train(
                                            min=2)] = None,
 ) -> None:
     """Train a multimodal model (seeded; early stopping on the validation C-index / AUROC; CPU or GPU)."""
+    if not lake.is_dir():  # the cheap checks come before importing torch (seconds)
+        raise fail(f"lake {lake} does not exist; create one with `tumorboard ingest ...`")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise fail(f"run directory {out} already exists; choose a new --out or remove it")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from fusion.cohort import CohortError
@@ -32,8 +36,6 @@ def train(
     from fusion.run import RunError, check_model_arguments
     from fusion.train import train as run_training
 
-    if not lake.is_dir():
-        raise fail(f"lake {lake} does not exist; create one with `tumorboard ingest ...`")
     try:
         cfg = load_config(config, overrides or [])
         check_model_arguments(cfg)

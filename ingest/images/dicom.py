@@ -114,12 +114,16 @@ def read_header(path: Path) -> Header | Reject | None:
                                              " DICOM header); pass DICOM, NIfTI or PNG/JPEG/TIFF files")
             deflated = str(getattr(ds.get("file_meta"), "TransferSyntaxUID", "")) == DEFLATED
             offset = None if deflated else handle.tell()  # dcmread stopped at the pixel data element
+            at_end = not handle.read(1)
     except Exception as exc:  # noqa: BLE001 (pydicom raises many types on damaged files)
         return Reject(str(path), f"{path.name}: unreadable DICOM header ({type(exc).__name__}: {exc})")
     sop_class = str(ds.get("SOPClassUID", "") or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", ""))
     if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
         return None
     if "Rows" not in ds or "Columns" not in ds:
+        if at_end and "Image Storage" in _sop_name(sop_class):
+            return Reject(str(path), f"{path.name}: the file ends inside its header ({_sop_name(sop_class)} "
+                                     "without Rows/Columns): truncated? copy or export it again")
         return Reject(str(path), f"{path.name}: non-image DICOM ({_sop_name(sop_class)}, modality"
                                  f" {ds.get('Modality', '?')}): no Rows/Columns/PixelData")
     problem = _header_problem(ds)
@@ -130,8 +134,12 @@ def read_header(path: Path) -> Header | Reject | None:
 
 def _header_problem(ds: Dataset) -> str | None:
     """Why the values used to group and sort are unusable, or ``None`` when they are fine."""
+    for keyword in ("Rows", "Columns", "NumberOfFrames", "InstanceNumber"):
+        try:
+            int(ds.get(keyword) or 0)
+        except (ValueError, TypeError):
+            return f"{keyword} {str(ds.get(keyword))[:20]!r} is not an integer"
     try:
-        int(ds.Rows), int(ds.Columns), int(ds.get("NumberOfFrames", 1) or 1), int(ds.get("InstanceNumber") or 0)
         for keyword, size in (("ImagePositionPatient", 3), ("ImageOrientationPatient", 6), ("PixelSpacing", 2)):
             if keyword in ds:
                 values = [float(v) for v in ds[keyword].value]

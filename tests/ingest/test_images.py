@@ -166,7 +166,11 @@ def test_corrupt_and_non_image_files_are_rejected(tmp_path):
     assert isinstance(report, Reject) and "non-image DICOM" in report.reason and "SR" in report.reason
     with pytest.warns(UserWarning, match="Invalid value for VR IS"):
         bad_value = dicom.read_header(dicom_test_file("badVR.dcm"))  # NumberOfFrames '1A'
-    assert isinstance(bad_value, Reject) and "invalid header value" in bad_value.reason
+    assert isinstance(bad_value, Reject) and "NumberOfFrames '1A' is not an integer" in bad_value.reason
+    cut_header = tmp_path / "cut_header.dcm"
+    cut_header.write_bytes(dicom_test_file("CT_small.dcm").read_bytes()[:300])
+    read = dicom.read_header(cut_header)
+    assert isinstance(read, Reject) and "ends inside its header" in read.reason and "CT Image Storage" in read.reason
     read = dicom.read_header(garbage)
     assert isinstance(read, Reject) and "garbage.dcm" in read.reason
     header = dicom.read_header(truncated)
