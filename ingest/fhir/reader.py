@@ -458,28 +458,31 @@ def _expand_bundle(bundle: dict, location: str, outer: dict[str, str]) -> Iterat
         if broken:
             rtype = res.get("resourceType")
             label = rtype if isinstance(rtype, str) and rtype in R4_RESOURCE_TYPES else INVALID
-            yield Item(where, label, reason=f"a reference to nothing: {broken} urn: reference(s) match no entry"
-                                            " fullUrl in the Bundle", raw=orjson.dumps(res)[:RAW_LIMIT])
+            elements = ", ".join(f"{label}.{e}" for e in sorted(set(broken))[:5])
+            yield Item(where, label, reason=f"a reference to nothing: {elements} (a urn: reference matching no entry "
+                                            "fullUrl in the Bundle); add the entry it points to, or write it as "
+                                            "Type/id", raw=orjson.dumps(res)[:RAW_LIMIT])
             continue
         yield _checked(res, where, lambda r=res: orjson.dumps(r))
 
 
-def _resolve(node: object, urls: dict[str, str]) -> int:
-    """Rewrite ``reference`` values found in ``urls`` in place; return how many ``urn:`` ones did not match."""
-    broken = 0
+def _resolve(node: object, urls: dict[str, str], path: str = "") -> list[str]:
+    """Rewrite ``reference`` values found in ``urls`` in place; return the elements (e.g. ``subject``) of the
+    ``urn:`` ones that did not match."""
+    broken: list[str] = []
     if isinstance(node, dict):
         for key, value in node.items():
             if key == "reference" and isinstance(value, str):
                 if value in urls:
                     node[key] = urls[value]
                 elif value.startswith("urn:"):
-                    broken += 1
+                    broken.append(path or "reference")
             elif isinstance(value, (dict, list)):
-                broken += _resolve(value, urls)
+                broken += _resolve(value, urls, f"{path}.{key}" if path else key)
     elif isinstance(node, list):
         for value in node:
             if isinstance(value, (dict, list)):
-                broken += _resolve(value, urls)
+                broken += _resolve(value, urls, path)
     return broken
 
 
