@@ -355,6 +355,10 @@ class Reader:
                     if task.end is not None and pos >= task.end:
                         break
             except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+                if line_no == task.first_line - 1 and not _has_gzip_magic(task.path):
+                    yield Item("line 1", INVALID, reason="not a gzip file (it does not start with the gzip bytes 1F "
+                                                         "8B): rename it without .gz, or compress it")
+                    return
                 yield Item(f"line {line_no + 1}", INVALID,
                            reason=f"truncated or corrupt gzip file ({type(exc).__name__}): line {line_no + 1} "
                                   f"onwards could not be read, the {line_no} lines before it were; "
@@ -383,6 +387,11 @@ class Reader:
             yield Item("", INVALID, reason=f"not valid JSON: {exc}{hint}", raw=data[:RAW_LIMIT])
             return
         yield from _from_object(obj, "", lambda: data)
+
+
+def _has_gzip_magic(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
 
 
 def _from_line(line: bytes, location: str) -> Iterator[Item]:

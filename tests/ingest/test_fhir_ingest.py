@@ -639,3 +639,12 @@ def test_text_that_is_not_utf8_is_rejected_with_the_fix_and_its_bytes(tmp_path):
     assert "not UTF-8 (byte 0xE9 at byte 56)" in rejects["cp1252.ndjson"]["reason"]
     assert "iconv" in rejects["cp1252.ndjson"]["reason"] and "M\\xe9ller" in rejects["cp1252.ndjson"]["raw"]
     assert "UTF-16" in rejects["utf16.ndjson"]["reason"]
+
+
+def test_plain_text_named_gz_is_told_apart_from_a_truncated_gzip(tmp_path):
+    plain = tmp_path / "Patient.ndjson.gz"
+    plain.write_bytes(b'{"resourceType":"Patient","id":"a"}\n')
+    lake = Lake(tmp_path / "lake")
+    assert ingest_fhir(lake, [plain]).rejected == 1
+    [reject] = _rejects(lake)
+    assert reject["location"] == "line 1" and reject["reason"].startswith("not a gzip file")
