@@ -279,7 +279,7 @@ def _fill(chunk: _Chunk, resources: list[dict], texts: list[bytes | None], sourc
     """Put the ``fhir_resources`` rows (and, with ``views``, the view rows) of ``resources`` in ``chunk``."""
     chunk.resources = _resources_table(resources, texts, source)
     if views is not None:
-        _flatten(chunk, ((r["resourceType"], r["id"], r, None) for r in resources), _views_by_type(*views))
+        _flatten(chunk, ((r["resourceType"], r["id"], r, None, source) for r in resources), _views_by_type(*views))
 
 
 def _reject_row(source: str, item: Item, reason: str) -> dict:
@@ -571,32 +571,35 @@ def _flatten_fragment(fragment, *, schema: pa.Schema, batch_size: int, views: tu
     """
     by_type = _views_by_type(*views)
     wanted = pa.array(sorted(by_type), pa.string())
-    for batch in fragment.to_batches(schema=schema, columns=["resource_type", "id", "json"],
+    for batch in fragment.to_batches(schema=schema, columns=["resource_type", "id", "json", "source"],
                                      batch_size=batch_size, batch_readahead=0, fragment_readahead=0):
         chunk = _Chunk(done=batch.num_rows)
         batch = batch.filter(pc.is_in(batch.column("resource_type").cast(pa.string()), value_set=wanted))
-        rows = zip(batch.column("resource_type").to_pylist(), batch.column("id").to_pylist(),
-                   batch.column("json").to_pylist(), strict=True)
-        _flatten(chunk, ((rtype, rid, orjson.loads(text), text) for rtype, rid, text in rows), by_type)
+        rows = zip(*(batch.column(c).to_pylist() for c in ("resource_type", "id", "json", "source")), strict=True)
+        _flatten(chunk, ((rtype, rid, orjson.loads(text), text, source) for rtype, rid, text, source in rows),
+                 by_type)
         yield chunk
 
 
-def _flatten(chunk: _Chunk, resources: Iterable[tuple[str, str, dict, str | None]],
+def _flatten(chunk: _Chunk, resources: Iterable[tuple[str, str, dict, str | None, str]],
              by_type: dict[str, list]) -> None:
-    """Flatten ``(type, id, resource, json text or None)`` with every view of their types into ``chunk``."""
+    """Flatten ``(type, id, resource, json text or None, source file)`` with every view of their types into
+    ``chunk``; a reject names the resource's source file and ``Type/id``."""
     from ingest.fhir.viewdef import ViewEvaluationError
 
     out: dict[str, list[tuple]] = {}
-    for rtype, rid, resource, text in resources:
+    sources: dict[str, str] = {}  # Type/id -> source file, for the rejects
+    for rtype, rid, resource, text, source in resources:
         views = by_type.get(rtype)
         if not views:
             continue
+        sources[f"{rtype}/{rid}"] = source
         for view in views:
             try:
                 rows = view.rows(resource)
             except ViewEvaluationError as exc:
                 raw = text if text is not None else orjson.dumps(resource).decode()
-                chunk.view_rejects.append({"source": "fhir_resources", "location": f"{rtype}/{rid}",
+                chunk.view_rejects.append({"source": source, "location": f"{rtype}/{rid}",
                                            "reason": f"cannot flatten: {exc}", "raw": raw[:RAW_LIMIT]})
                 continue
             if rows:
@@ -606,13 +609,14 @@ def _flatten(chunk: _Chunk, resources: Iterable[tuple[str, str, dict, str | None
             if view.name in out:
                 table = view.table_from_rows(out[view.name])
                 parsed = view.with_timestamps(table)
-                chunk.view_rejects += _unparsed_dates(view, table, parsed)
+                chunk.view_rejects += _unparsed_dates(view, table, parsed, sources)
                 chunk.views[view.name] = parsed
 
 
-def _unparsed_dates(view, raw: pa.Table, parsed: pa.Table) -> list[dict]:
+def _unparsed_dates(view, raw: pa.Table, parsed: pa.Table, sources: dict[str, str]) -> list[dict]:
     """A reject row per view row whose date/dateTime value could not be parsed (the row keeps a null there).
-    The view's ``id`` column (``getResourceKey()``, by the shipped views' convention) says which resource."""
+    The view's ``id`` column (``getResourceKey()``, by the shipped views' convention) says which resource;
+    ``sources`` maps ``Type/id`` to its source file."""
     rejects = []
     for name in view.temporal_columns:
         if name not in raw.column_names:
@@ -623,7 +627,8 @@ def _unparsed_dates(view, raw: pa.Table, parsed: pa.Table) -> list[dict]:
         keys = raw.column("id").filter(lost) if "id" in raw.column_names else pa.nulls(pc.sum(lost).as_py())
         values = raw.column(name).filter(lost)
         for key, value in zip(keys.to_pylist(), values.to_pylist(), strict=True):
-            rejects.append({"source": "fhir_resources", "location": f"{view.resource}/{key}",
+            location = f"{view.resource}/{key}"
+            rejects.append({"source": sources.get(location, "fhir_resources"), "location": location,
                             "reason": f"view {view.name}: {name} is not a FHIR date/dateTime (kept as null)",
                             "raw": str(value)[:RAW_LIMIT]})
     return rejects

@@ -334,7 +334,10 @@ def test_validate_rejects_an_invalid_resource(tmp_path):
     assert report.counts["Patient"].written == 2 and report.view_rejects == 1
     [reject] = _rejects(plain)
     assert reject["location"] == "Patient/bad" and reject["reason"].startswith("view patient: birth_date is not")
+    assert reject["source"] == str(tmp_path / "p.ndjson")  # the file it came from
     assert [r["birth_date"] for r in _rows(plain, "view_patient") if r["id"] == "bad"] == [None]
+    reflatten_views(plain)  # from the lake: the same file
+    assert {r["source"] for r in _rejects(plain)} == {str(tmp_path / "p.ndjson")}
 
 
 @pytest.mark.parametrize(("resource", "expected"), [
