@@ -239,7 +239,8 @@ def patient_events(record: dict[str, pd.DataFrame]) -> pd.DataFrame:
     obs = record["observations"]
     coded = obs[obs["value_display"].notna() | obs["value_code"].notna() | obs["value"].notna()
                 & obs["unit"].isna()]
-    value = coded["value_display"].fillna(coded["value_code"]).fillna(coded["value"].astype(str))
+    value = coded["value_display"].fillna(coded["value_code"]).fillna(
+        coded["value"].map(lambda v: f"{v:g}", na_action="ignore"))  # ECOG 1, not 1.0
     parts.append(pd.DataFrame({"when": coded["effective"], "end": pd.NaT, "category": "Observation",
                                "label": coded["display"].fillna(coded["code"]) + ": " + value.astype(str)}))
     events = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) \
@@ -450,6 +451,24 @@ def details(run_dir: str, runs: Path | None) -> dict:
     return guarded("Reading the run", lambda: run_details(run_dir, token))
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def _run_splits(run_dir: str, token: str) -> dict[str, str]:
+    return json.loads((Path(run_dir) / "run.json").read_text()).get("splits", {})
+
+
+def patient_split(run_dir: str, runs: Path | None, key: str) -> str | None:
+    """``"train"``, ``"val"`` or ``"test"``: the patient's split in the run (None: not in its cohort)."""
+    token = runs_token(runs) if runs is not None else "none"
+    return guarded("Reading the run", lambda: _run_splits(run_dir, token)).get(key)
+
+
+def test_metric(run_dir: str, runs: Path | None, task: str, metric: str) -> dict | None:
+    """The run's test ``{"value", "ci_low", "ci_high"}`` of ``metric`` for ``task`` (None before evaluate)."""
+    metrics = details(run_dir, runs)["metrics"] or {}
+    value = ((metrics.get("tasks") or {}).get(task, {}).get("model") or {}).get(metric)
+    return value if isinstance(value, dict) and value.get("value") is not None else None
+
+
 def metric_rows(metrics: dict) -> pd.DataFrame:
     """metrics.json ``tasks`` flattened: ``task``, ``model`` ("model", "baseline: x", "ablation: y"),
     ``metric``, ``value``, ``ci_low``, ``ci_high``."""
@@ -547,14 +566,23 @@ def cohort_km(lake: Path, run_dir: str | None) -> pd.DataFrame:
     return guarded("The cohort survival curve", lambda: _cohort_km(str(lake), lake_token(str(lake)), run_dir))
 
 
-def survival_at(curve: dict, days: float) -> float | None:
-    """S(days) of a predicted curve {times, survival} (step function; None beyond its last time)."""
+def survival_at(curve: dict, days: float, column: str = "survival") -> float | None:
+    """S(days) of a predicted curve {times, survival, lower, upper} (step function; None beyond its last time);
+    ``column`` "lower" / "upper": the interval's bounds."""
     times = np.asarray(curve.get("times") or [], float)
-    if times.size == 0 or days > times[-1]:
+    if times.size == 0 or days > times[-1] or not curve.get(column):
         return None
     i = int(np.searchsorted(times, days, side="right")) - 1
-    value = curve["survival"][max(i, 0)]
+    value = curve[column][max(i, 0)]
     return None if value is None else float(value)
+
+
+def chance_note(metric: dict | None, what: str) -> str | None:
+    """A warning when a head's test AUROC interval reaches 0.5 (no better than chance), else None."""
+    if metric is None or metric.get("ci_low") is None or metric["ci_low"] > 0.5:
+        return None
+    return (f"On its test patients the {what} is not clearly better than chance (AUROC {metric['value']:.2f}, "
+            f"95% interval {metric['ci_low']:.2f}-{metric['ci_high']:.2f}): do not read these numbers as a finding.")
 
 
 def survival_by_treatment_columns(prediction: dict, treatments: list[str]) -> dict[str, list[float | None]]:

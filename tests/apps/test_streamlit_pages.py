@@ -67,9 +67,13 @@ def test_patient_page(monkeypatch, app_data):
     at = picker.set_value(picked).run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
-    expected = {"Age at diagnosis", "Sex", "Diagnosis", "Stage", "Survival at 1 year", "Risk percentile"}
+    percentile = "Risk percentile (higher: worse)"
+    expected = {"Age at diagnosis", "Sex", "Diagnosis", "Stage", "Survival at 1 year", percentile}
     assert expected <= set(metrics)
-    assert 0 <= float(metrics["Risk percentile"]) <= 100
+    assert 0 <= float(metrics[percentile]) <= 100
+    assert "95% interval" in texts(at)  # of the patient's curve, under each survival figure
+    split = sv.patient_split(str(app_data.runs / "tiny"), app_data.runs, picked)
+    assert ("in-sample" in texts(at)) == (split == "train") and split in ("train", "val", "test")
     assert {"Risk", "Treatment", "Why", "Timeline", "Model card"} == {t.label for t in at.tabs}
     charts = {c.proto.id for c in at.get("plotly_chart")}
     assert len(charts) == 2  # survival and diagnosis: only the open tab (Risk) renders
@@ -81,9 +85,9 @@ def test_patient_page(monkeypatch, app_data):
     at = at.radio(key="treatment_view").set_value("Table").run()
     assert not at.exception
     table = next(d.value for d in at.dataframe if "probability of response" in d.value.columns)
-    assert len(table) >= 2 and table["probability of response"].between(0, 1).all()
+    assert len(table) >= 2 and table["probability of response"].between(0, 100).all()  # percent
     survival = [c for c in table.columns if c.startswith("survival at ")]  # the run links response to survival
-    assert survival and table[survival].stack().between(0, 1).all()
+    assert survival and table[survival].stack().between(0, 100).all()
     recorded = sv.explanation(str(app_data.runs / "tiny"), app_data.lake, picked)["survival_treatment"]
     at = open_tab(at, "Risk")
     caption = f"Predicted under the treatment on record: {recorded}" if recorded else "No treatment on record"

@@ -75,11 +75,15 @@ with metrics_tab:
             table = part.assign(shown=sv.with_interval(part)).pivot_table(
                 index="model", columns="metric", values="shown", aggfunc="first")
             order = sorted(table.index, key=lambda m: (m != "model", m))
-            st.dataframe(table.loc[order].reset_index(), hide_index=True, width="stretch")
+            columns = [m for m in part["metric"].unique() if m in table.columns]  # metrics.json's order: 365d < 730d
+            st.dataframe(table.loc[order, columns].reset_index(), hide_index=True, width="stretch")
             metric = st.selectbox("Metric to plot", part["metric"].unique(), key=f"metric_{task}")
             shown = part[part["metric"] == metric].rename(columns={"model": "label"})
             st.plotly_chart(figures.metric_intervals_figure(shown, title=f"{task}: {metric}"),
                             key=f"intervals_{task}")
+        st.caption("Intervals are percentile bootstraps over test patients; for a skewed metric (calibration "
+                   "error, ECE) the point estimate can fall outside its interval, a sign of a biased metric on "
+                   "few patients rather than an error.")
 
 with plots_tab:
     plots = details["plots"]

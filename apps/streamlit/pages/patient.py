@@ -17,7 +17,7 @@ CAUTION = ("These are model estimates learned from observational data, in which 
 HORIZONS_YEARS = (1, 2, 5)
 
 
-def risk_tab(prediction: dict | None, lake: Path, run_dir: str | None) -> None:
+def risk_tab(prediction: dict | None, lake: Path, run_dir: str | None, runs: Path | None) -> None:
     """Predicted survival against the cohort's Kaplan-Meier curve, and diagnosis probabilities."""
     survival = (prediction or {}).get("survival")
     try:
@@ -36,34 +36,52 @@ def risk_tab(prediction: dict | None, lake: Path, run_dir: str | None) -> None:
     with right:
         if survival:
             for years in HORIZONS_YEARS:
-                value = sv.survival_at(survival, years * sv.DAYS_PER_YEAR)
+                days = years * sv.DAYS_PER_YEAR
+                value = sv.survival_at(survival, days)
+                low, high = sv.survival_at(survival, days, "lower"), sv.survival_at(survival, days, "upper")
                 st.metric(f"Survival at {years} year{'s' if years > 1 else ''}",
                           "n/a" if value is None else f"{value:.0%}",
                           help="n/a: beyond the longest follow-up of the model's training patients"
                           if value is None else None)
+                if value is not None and low is not None and high is not None:
+                    st.caption(f"95% interval {low:.0%}-{high:.0%}")
             if "survival_treatment" in prediction:
                 st.caption(f"Predicted under the treatment on record: {prediction['survival_treatment']}"
                            if prediction["survival_treatment"] else
                            "No treatment on record: predicted without a treatment's response term "
                            "(see Treatment for each candidate).")
             if prediction.get("risk_percentile") is not None:
-                st.metric("Risk percentile", f"{prediction['risk_percentile']:.0f}",
+                st.metric("Risk percentile (higher: worse)", f"{prediction['risk_percentile']:.0f}",
                           help="Share of the model's training patients with a lower predicted risk.")
+            if survival.get("interval_method"):
+                st.caption(f"Interval: {survival['interval_method']}.")
         elif prediction is not None:
             st.caption("This run has no survival head.")
     if prediction and prediction.get("diagnosis"):
-        st.plotly_chart(figures.probability_bars(prediction["diagnosis"], title="Diagnosis probabilities"),
-                        key="diagnosis_chart")
+        chance = sv.chance_note(sv.test_metric(run_dir, runs, "diagnosis", "auroc"), "diagnosis head") \
+            if run_dir else None
+        if chance:
+            st.info(chance)
+        st.plotly_chart(figures.probability_bars(prediction["diagnosis"], title="Diagnosis probabilities",
+                                                 highlight_max=chance is None), key="diagnosis_chart")
+        if prediction.get("diagnosis_reads"):
+            st.caption(f"Predicted from {', '.join(prediction['diagnosis_reads'])} only; the diagnosis on record is "
+                       "in the header.")
     elif prediction is not None and prediction.get("diagnosis_reads"):
         st.caption(f"No diagnosis: the model's diagnosis head reads {', '.join(prediction['diagnosis_reads'])}, "
                    "which this patient lacks.")
 
 
-def treatment_tab(prediction: dict | None, record: dict[str, pd.DataFrame], run_dir: str | None) -> None:
+def treatment_tab(prediction: dict | None, record: dict[str, pd.DataFrame], run_dir: str | None,
+                  runs: Path | None) -> None:
     """Predicted probability of response per candidate treatment, with the caution."""
     st.warning(CAUTION, icon=":material/warning:")
     response = (prediction or {}).get("response")
     if response:
+        chance = sv.chance_note(sv.test_metric(run_dir, runs, "response", "auroc"), "response head") \
+            if run_dir else None
+        if chance:
+            st.info(chance)
         received = sv.received_treatments(record, run_dir)
         view = st.radio("Show", ["Chart", "Table"], key="treatment_view", horizontal=True)
         if view == "Chart":
@@ -72,15 +90,15 @@ def treatment_tab(prediction: dict | None, record: dict[str, pd.DataFrame], run_
             st.plotly_chart(figure, key="response_chart")
         else:
             table = pd.DataFrame({"treatment": list(response),
-                                  "probability of response": list(response.values())})
+                                  "probability of response": [100 * v for v in response.values()]})
             table["received"] = table["treatment"].isin(received)
             survival_columns = sv.survival_by_treatment_columns(prediction, list(response))
             for column, values in survival_columns.items():
-                table[column] = values
+                table[column] = [None if v is None else 100 * v for v in values]
             st.dataframe(table.sort_values("probability of response", ascending=False), hide_index=True,
                          column_config={"probability of response": st.column_config.ProgressColumn(
-                             format="percent", min_value=0.0, max_value=1.0),
-                             **{c: st.column_config.NumberColumn(format="percent") for c in survival_columns}})
+                             format="%.0f%%", min_value=0.0, max_value=100.0),
+                             **{c: st.column_config.NumberColumn(format="%.0f%%") for c in survival_columns}})
             if survival_columns:
                 st.caption("Survival columns: the model's survival under each treatment (its log-risk includes "
                            "the predicted response to the treatment).")
@@ -132,7 +150,11 @@ def why_tab(explanation: dict | None, record: dict[str, pd.DataFrame], header: d
             if attribution and not informative:
                 st.caption("Grad-CAM map is empty: no image region pushes the explained output up.")
             elif attribution:
-                st.caption(f"Grad-CAM on slice {heat_slice}, the slice the model attends to most.")
+                weights = attribution.get("slice_attention") or []
+                uniform = len(weights) > 1 and max(weights) - min(weights) < 0.05 * max(weights)
+                st.caption(f"Grad-CAM on slice {heat_slice}, " + (
+                    "the slice it weighs most, though it weighs all slices about equally." if uniform
+                    else "the slice the model attends to most."))
             if stored_window is not None:
                 level, width = stored_window
                 st.caption(f"Stored at ingest in a {level:g}/{width:g} HU window; values outside it are "
@@ -199,7 +221,9 @@ def timeline_tab(record: dict[str, pd.DataFrame], header: dict) -> None:
         st.plotly_chart(figures.timeline_figure(events, index_date=header["index_date"],
                                                death_date=header["death_date"]), key="timeline_chart")
         with st.expander(f"All {len(events)} events"):
-            st.dataframe(events, hide_index=True, width="stretch")
+            shown = events.assign(when=events["when"].dt.strftime("%Y-%m-%d"),
+                                  end=pd.to_datetime(events["end"], utc=True).dt.strftime("%Y-%m-%d").fillna(""))
+            st.dataframe(shown, hide_index=True, width="stretch")
 
 
 def card_tab(run_dir: str | None, settings: sv.Settings) -> None:
@@ -268,12 +292,19 @@ else:
         prediction = sv.prediction(run_dir, lake, key)
     except sv.ServiceError as exc:
         st.warning(str(exc))
+split = sv.patient_split(run_dir, settings.runs, key) if run_dir else None
+if split == "train":
+    st.warning("This patient is in the model's **training** set: its predictions are in-sample and look better "
+               "than they would for a new patient.", icon=":material/school:")
+elif split in ("val", "test"):
+    st.caption(f"Held-out patient: in the model's {'validation' if split == 'val' else 'test'} split, never "
+               "trained on.")
 if prediction and prediction.get("missing_modalities"):
     st.caption(f"Missing for this patient: **{', '.join(prediction['missing_modalities'])}**; the prediction "
                "rests on the modalities present.")
 
-TABS = {"Risk": lambda: risk_tab(prediction, lake, run_dir),
-        "Treatment": lambda: treatment_tab(prediction, record, run_dir),
+TABS = {"Risk": lambda: risk_tab(prediction, lake, run_dir, settings.runs),
+        "Treatment": lambda: treatment_tab(prediction, record, run_dir, settings.runs),
         "Why": lambda: why_tab(explained(run_dir, lake, key) if prediction else None, record, header, lake),
         "Timeline": lambda: timeline_tab(record, header),
         "Model card": lambda: card_tab(run_dir, settings)}
