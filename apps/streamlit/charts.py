@@ -94,7 +94,7 @@ def contributions_figure(contributions: dict[str, dict]) -> go.Figure:
                    showlegend=False)
 
 
-def attributions_figure(features: list[dict]) -> go.Figure:
+def attributions_figure(features: list[dict], title: str = "Top features") -> go.Figure:
     """Top tabular features by integrated-gradients attribution (signed)."""
     rows = list(reversed(features))
     labels = [f"{r.get('description') or r['name']} = {_fmt(r.get('value'))}" for r in rows]
@@ -103,7 +103,7 @@ def attributions_figure(features: list[dict]) -> go.Figure:
                            marker_color=[ACCENT if v > 0 else PREDICTED for v in values],
                            hovertemplate="%{y}<br>attribution %{x:+.3f}<extra></extra>"))
     fig.update_xaxes(title="attribution (towards the explained output)", zeroline=True)
-    return _layout(fig, height=120 + 28 * len(rows), title="Top features", showlegend=False)
+    return _layout(fig, height=120 + 28 * len(rows), title=title, showlegend=False)
 
 
 def _fmt(value: object) -> str:

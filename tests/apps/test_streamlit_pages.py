@@ -95,6 +95,7 @@ def test_patient_page(monkeypatch, app_data):
 
     at = open_tab(at, "Why")
     assert len(at.get("plotly_chart")) >= 3  # contributions, CT, labs, features
+    assert "positive values push the predicted risk (log-hazard) up" in texts(at)  # the run has a survival head
     (slider,) = at.slider
     assert slider.max == 11  # the fixture stores 12-slice series
     attribution = sv.explanation(str(app_data.runs / "tiny"), app_data.lake, picked)["image_attribution"]

@@ -113,10 +113,12 @@ def treatment_tab(prediction: dict | None, record: dict[str, pd.DataFrame], run_
 def why_tab(explanation: dict | None, record: dict[str, pd.DataFrame], header: dict, lake: Path) -> None:
     """Modality contributions, the CT with its Grad-CAM, variants, lab trends and top features."""
     contributions = (explanation or {}).get("modality_contributions")
-    if contributions:
+    if contributions and sum(bool(c.get("present")) for c in contributions.values()) > 1:
         st.plotly_chart(figures.contributions_figure(contributions), key="contributions_chart")
-        st.caption("Change in the predicted log-hazard when the modality is left out (none when it is the "
-                   "patient's only modality or absent).")
+        st.caption("What each modality adds to the predicted log-hazard: the prediction with it minus the "
+                   "prediction without it (none for a missing modality).")
+    elif contributions:
+        st.caption("One modality only: there is no other to compare what it adds with.")
 
     st.subheader("CT")
     images = record["images"]
@@ -205,9 +207,12 @@ def why_tab(explanation: dict | None, record: dict[str, pd.DataFrame], header: d
     st.subheader("Top tabular features")
     features = (explanation or {}).get("top_features")
     if features:
-        st.plotly_chart(figures.attributions_figure(features), key="features_chart")
-        st.caption("Integrated gradients: positive values push the explained output (risk, or the predicted "
-                   "class) up.")
+        target = explanation.get("explanation_target") or ""
+        what = ("the predicted risk (log-hazard)" if target == "log_risk" else
+                f"the predicted diagnosis ({target.partition(':')[2]})" if target.startswith("diagnosis") else
+                "the explained output")
+        st.plotly_chart(figures.attributions_figure(features, title=f"What drives {what}"), key="features_chart")
+        st.caption(f"Integrated gradients: positive values push {what} up, negative values down.")
     else:
         st.caption("No feature attributions (no model, or no tabular data for this patient).")
 
