@@ -38,6 +38,10 @@ RUN_COLUMNS = ["path", "name", "created_at", "modalities", "n_patients", "evalua
 RUN_KEY = "run_dir"  # session_state key of the run the Patient page uses (set on the Models page)
 DAYS_PER_YEAR = 365.25
 T = TypeVar("T")
+# What the pages call each source / model modality (the lake's "fhir" and the model's "ehr" are one thing to a
+# clinician); other names (features:<name>, extra modalities) are shown as they are.
+MODALITY_LABELS = {"fhir": "clinical record", "ehr": "clinical record", "images": "imaging", "image": "imaging",
+                   "genomics": "genomics", "labels": "curated labels"}
 
 # Imported once per server, in the background, so the first page render does not pay for them: scipy and
 # scikit-learn (the cohort Kaplan-Meier curve, about 1 s), torch, timm and captum (predictions, explanations).
@@ -564,6 +568,11 @@ def cohort_km(lake: Path, run_dir: str | None) -> pd.DataFrame:
     """Kaplan-Meier estimate (``time`` days, ``survival``, 95% log-log ``lower``/``upper``, ``n``) of the
     lake's cohort on the run's survival endpoint (``sksurv.nonparametric.kaplan_meier_estimator``)."""
     return guarded("The cohort survival curve", lambda: _cohort_km(str(lake), lake_token(str(lake)), run_dir))
+
+
+def modality_label(name: str) -> str:
+    """The clinical name of a modality (:data:`MODALITY_LABELS`), else the name itself."""
+    return MODALITY_LABELS.get(name, name)
 
 
 def survival_at(curve: dict, days: float, column: str = "survival") -> float | None:

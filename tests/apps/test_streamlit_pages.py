@@ -72,6 +72,7 @@ def test_patient_page(monkeypatch, app_data):
     assert expected <= set(metrics)
     assert 0 <= float(metrics[percentile]) <= 100
     assert "95% interval" in texts(at)  # of the patient's curve, under each survival figure
+    assert "Modalities present: **clinical record, " in texts(at) and "imaging" in texts(at)  # not fhir, images
     split = sv.patient_split(str(app_data.runs / "tiny"), app_data.runs, picked)
     assert ("in-sample" in texts(at)) == (split == "train") and split in ("train", "val", "test")
     assert {"Risk", "Treatment", "Why", "Timeline", "Model card"} == {t.label for t in at.tabs}

@@ -114,7 +114,8 @@ def why_tab(explanation: dict | None, record: dict[str, pd.DataFrame], header: d
     """Modality contributions, the CT with its Grad-CAM, variants, lab trends and top features."""
     contributions = (explanation or {}).get("modality_contributions")
     if contributions and sum(bool(c.get("present")) for c in contributions.values()) > 1:
-        st.plotly_chart(figures.contributions_figure(contributions), key="contributions_chart")
+        named = {sv.modality_label(name): item for name, item in contributions.items()}
+        st.plotly_chart(figures.contributions_figure(named), key="contributions_chart")
         st.caption("What each modality adds to the predicted log-hazard: the prediction with it minus the "
                    "prediction without it (none for a missing modality).")
     elif contributions:
@@ -280,7 +281,7 @@ cols[2].metric("Diagnosis", diagnosis, help=header["diagnosis"])
 cols[3].metric("Stage", header["stage"] or "n/a")
 ecog = header["ecog"]
 cols[4].metric("ECOG", "n/a" if ecog is None or pd.isna(ecog) else f"{ecog:.0f}")
-present = ", ".join(header["modalities"]) or "none"
+present = ", ".join(sv.modality_label(m) for m in header["modalities"]) or "none"
 dates = []
 if header["index_date"] is not None:
     dates.append(f"diagnosed {header['index_date']:%Y-%m-%d}")
@@ -305,7 +306,8 @@ elif split in ("val", "test"):
     st.caption(f"Held-out patient: in the model's {'validation' if split == 'val' else 'test'} split, never "
                "trained on.")
 if prediction and prediction.get("missing_modalities"):
-    st.caption(f"Missing for this patient: **{', '.join(prediction['missing_modalities'])}**; the prediction "
+    missing = ", ".join(sv.modality_label(m) for m in prediction["missing_modalities"])
+    st.caption(f"Missing for this patient: **{missing}**; the prediction "
                "rests on the modalities present.")
 
 TABS = {"Risk": lambda: risk_tab(prediction, lake, run_dir, settings.runs),
