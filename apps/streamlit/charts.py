@@ -154,7 +154,13 @@ def timeline_figure(events: pd.DataFrame, *, index_date: pd.Timestamp | None = N
         part = events[events["category"] == category]
         if part.empty:
             continue
-        fig.add_trace(go.Scatter(x=part["when"], y=[category] * len(part), mode="markers", name=category,
+        labelled = category == "Medication"  # the drug names, written next to their markers
+        short = part["label"].astype(str).str.split().str[0].str.slice(0, 18)  # "pembrolizumab 100 MG..." -> drug
+        first = short.where(~short.duplicated(), "").str.replace("%", "%%").tolist()  # each drug named once
+        fig.add_trace(go.Scatter(x=part["when"], y=[category] * len(part), name=category,
+                                 mode="markers+text" if labelled else "markers",
+                                 texttemplate=first if labelled else None, textposition="top center",
+                                 textfont={"size": 10},
                                  marker={"size": 7 if category == "Encounter" else 11,
                                          "symbol": "line-ns-open" if category == "Encounter" else "circle",
                                          "color": _CATEGORY_COLOURS[category], "line": {"width": 2}},
@@ -178,14 +184,28 @@ def labs_figure(labs: pd.DataFrame, names: list[str], *, index_date: pd.Timestam
         fig.add_trace(go.Scatter(x=part["effective"], y=part["value"], mode="lines+markers", name=name,
                                  line={"color": PREDICTED},
                                  hovertemplate="%{x|%Y-%m-%d}: %{y:.3g}<extra></extra>"), row=row, col=1)
+        fig.update_yaxes(range=_min_span(part["value"]), row=row, col=1)
     if index_date is not None and pd.notna(index_date):
         fig.add_vline(x=index_date, line={"color": ACCENT, "dash": "dot"})
     return _layout(fig, height=80 + 150 * max(len(names), 1), showlegend=False, title="Lab trends "
                    "(red line: diagnosis)")
 
 
-def metric_intervals_figure(rows: pd.DataFrame, *, title: str) -> go.Figure:
-    """Point estimates with 95% intervals (``label``, ``value``, ``ci_low``, ``ci_high``), one row each."""
+def _min_span(values: pd.Series, share: float = 0.2) -> list[float] | None:
+    """A y-range at least ``share`` of the values' magnitude wide, so that a change of 12.6 to 12.5 g/dL does not
+    fill the panel like a steep fall (None: let plotly choose)."""
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    if values.empty:
+        return None
+    low, high = float(values.min()), float(values.max())
+    half = max(high - low, share * max(abs(low), abs(high)), 1e-9) * 0.6
+    middle = (low + high) / 2
+    return [middle - half, middle + half]
+
+
+def metric_intervals_figure(rows: pd.DataFrame, *, title: str, chance: float | None = None) -> go.Figure:
+    """Point estimates with 95% intervals (``label``, ``value``, ``ci_low``, ``ci_high``), one row each;
+    ``chance``: a reference line at a chance-level value (0.5 for AUROC and C-index)."""
     rows = rows.iloc[::-1]
     value = rows["value"].astype(float)
     above = (rows["ci_high"].astype(float) - value).fillna(0)
@@ -194,4 +214,7 @@ def metric_intervals_figure(rows: pd.DataFrame, *, title: str) -> go.Figure:
         x=value, y=rows["label"], mode="markers", marker={"size": 10, "color": PREDICTED},
         error_x={"type": "data", "symmetric": False, "array": above, "arrayminus": below},
         hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
-    return _layout(fig, height=100 + 32 * len(rows), title=title, showlegend=False)
+    if chance is not None:
+        fig.add_vline(x=chance, line={"color": "grey", "dash": "dot"}, annotation_text="chance")
+    fig.update_xaxes(title="test value with its 95% bootstrap interval")
+    return _layout(fig, height=120 + 32 * len(rows), title=title, showlegend=False)

@@ -79,7 +79,8 @@ with metrics_tab:
             st.dataframe(table.loc[order, columns].reset_index(), hide_index=True, width="stretch")
             metric = st.selectbox("Metric to plot", part["metric"].unique(), key=f"metric_{task}")
             shown = part[part["metric"] == metric].rename(columns={"model": "label"})
-            st.plotly_chart(figures.metric_intervals_figure(shown, title=f"{task}: {metric}"),
+            chance = 0.5 if metric.startswith(("auroc", "c_index", "td_auc")) else None
+            st.plotly_chart(figures.metric_intervals_figure(shown, title=f"{task}: {metric}", chance=chance),
                             key=f"intervals_{task}")
         st.caption("Intervals are percentile bootstraps over test patients; for a skewed metric (calibration "
                    "error, ECE) the point estimate can fall outside its interval, a sign of a biased metric on "
