@@ -2,11 +2,17 @@
 
 ``ingest_features`` turns any per-patient table (gene expression, radiomics, curated clinical variables) into a
 modality: every column but the id becomes a row ``(patient_id, modality, feature, value | value_str)`` of the
-long ``features`` table. Numeric columns keep ``value``; other columns keep ``value_str`` (categorical).
+long ``features`` table. Numeric columns (at least :data:`NUMERIC_SHARE` of their cells are numbers) keep
+``value``; other columns keep ``value_str`` (categorical).
 
 ``ingest_labels`` loads curated outcomes with any of ``split`` (train/val/test), ``diagnosis``, ``time`` (days),
 ``event`` (0/1), ``treatment``, ``response`` (0/1), ``index_date``. Curated labels override those derived from
-FHIR. A row with an invalid value is rejected with its row number and reason; the other rows land.
+FHIR; a file updates only the label columns it has. A row with an invalid value is rejected with its row number
+(the file's line) and reason; the other rows land.
+
+Both read the CSV row by row (:func:`read_csv_rows`): a row whose field count differs from the header's is
+rejected, never shifted into other columns; a patient id on several rows rejects all of them; a file with no
+row to load fails and leaves the lake as it was.
 """
 
 from __future__ import annotations
