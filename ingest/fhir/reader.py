@@ -405,7 +405,8 @@ def _from_line(line: bytes, location: str) -> Iterator[Item]:
 
 def _encoding_problem(data: bytes) -> str | None:
     """Why ``data`` is not UTF-8 text (the encoding FHIR JSON must use), with the fix; None when it is."""
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or data[:3].count(b"\x00"):
+    half_nul = b"\x00" in data[:4] and data.strip(b"\x00\r\n") and 3 * data.count(b"\x00") >= len(data)
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or half_nul:  # a BOM, or every other byte NUL (not a NUL line)
         return ("the text is UTF-16, not UTF-8 as FHIR JSON must be: re-encode the file (e.g. iconv -f utf-16 "
                 "-t utf-8)")
     try:
