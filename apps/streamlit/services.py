@@ -466,7 +466,7 @@ def patient_split(run_dir: str, runs: Path | None, key: str) -> str | None:
     return guarded("Reading the run", lambda: _run_splits(run_dir, token)).get(key)
 
 
-def test_metric(run_dir: str, runs: Path | None, task: str, metric: str) -> dict | None:
+def metric_on_test(run_dir: str, runs: Path | None, task: str, metric: str) -> dict | None:
     """The run's test ``{"value", "ci_low", "ci_high"}`` of ``metric`` for ``task`` (None before evaluate)."""
     metrics = details(run_dir, runs)["metrics"] or {}
     value = ((metrics.get("tasks") or {}).get(task, {}).get("model") or {}).get(metric)

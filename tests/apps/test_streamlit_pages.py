@@ -251,3 +251,15 @@ def test_survival_at_reads_the_step_function():
     assert sv.survival_at(curve, 365.25) == 0.8
     assert sv.survival_at(curve, 400.0) == 0.5
     assert sv.survival_at(curve, 401.0) is None
+
+
+def test_chance_note_and_survival_interval_lookup():
+    assert sv.chance_note({"value": 0.6, "ci_low": 0.38, "ci_high": 0.82}, "response head").startswith(
+        "On its test patients the response head is not clearly better than chance (AUROC 0.60")
+    assert sv.chance_note({"value": 0.8, "ci_low": 0.71, "ci_high": 0.88}, "response head") is None
+    assert sv.chance_note(None, "response head") is None
+    curve = {"times": [0.0, 100.0, 400.0], "survival": [1.0, 0.8, 0.5], "lower": [1.0, 0.7, 0.3],
+             "upper": [1.0, 0.9, 0.7]}
+    assert sv.survival_at(curve, 365) == 0.8 and sv.survival_at(curve, 365, "lower") == 0.7
+    assert sv.survival_at(curve, 500, "upper") is None  # beyond the curve
+    assert sv.survival_at({"times": [0.0], "survival": [1.0]}, 0, "lower") is None  # no interval

@@ -58,7 +58,7 @@ def risk_tab(prediction: dict | None, lake: Path, run_dir: str | None, runs: Pat
         elif prediction is not None:
             st.caption("This run has no survival head.")
     if prediction and prediction.get("diagnosis"):
-        chance = sv.chance_note(sv.test_metric(run_dir, runs, "diagnosis", "auroc"), "diagnosis head") \
+        chance = sv.chance_note(sv.metric_on_test(run_dir, runs, "diagnosis", "auroc"), "diagnosis head") \
             if run_dir else None
         if chance:
             st.info(chance)
@@ -78,7 +78,7 @@ def treatment_tab(prediction: dict | None, record: dict[str, pd.DataFrame], run_
     st.warning(CAUTION, icon=":material/warning:")
     response = (prediction or {}).get("response")
     if response:
-        chance = sv.chance_note(sv.test_metric(run_dir, runs, "response", "auroc"), "response head") \
+        chance = sv.chance_note(sv.metric_on_test(run_dir, runs, "response", "auroc"), "response head") \
             if run_dir else None
         if chance:
             st.info(chance)
