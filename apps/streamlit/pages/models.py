@@ -44,8 +44,9 @@ for path in compared:
     rows = rows[rows["model"] == "model"]
     tables.append(rows.assign(run=names[path], shown=sv.with_interval(rows)))
 if tables:
-    side = pd.concat(tables).pivot_table(index=["task", "metric"], columns="run", values="shown",
-                                         aggfunc="first")
+    both = pd.concat(tables)
+    side = both.pivot_table(index=["task", "metric"], columns="run", values="shown", aggfunc="first")
+    side = side.loc[list(dict.fromkeys(zip(both["task"], both["metric"], strict=True)))]  # metrics.json's order
     st.markdown("**Test metrics, value [95% bootstrap interval]**")
     st.dataframe(side.reset_index(), hide_index=True, width="stretch", height=widgets.fit_height(side))
 
