@@ -62,23 +62,26 @@ def check_model_arguments(config: RunConfig) -> None:
     """Raise :class:`RunError` when a modality's encoder is of the wrong kind (image / tabular) or an
     ``encoder_kwargs`` or ``fusion.kwargs`` key is not an argument of its encoder or fusion module (checked
     before any data is read)."""
-    key = ""
+    def named(key: str, lookup, name: str):
+        try:
+            return lookup(name)
+        except ValueError as exc:
+            raise RunError(f"{key}: {exc}") from None
+
     try:
         for name in config.enabled_modalities():
             mcfg = config.modalities[name]
-            key = f"modalities.{name}.encoder: "
-            kind, data = encoder_kind(mcfg.encoder), "image" if name == "image" else "tabular"  # as model_spec
-            if kind != data:
-                raise RunError(f"modalities.{name}.encoder={mcfg.encoder!r} is a {kind} encoder but {name!r} is "
-                               f"{data} data; choose one of the {data} encoders")
+            key = f"modalities.{name}.encoder"
+            kind, data = named(key, encoder_kind, mcfg.encoder), "image" if name == "image" else "tabular"
+            if kind != data:  # (data kind as model_spec decides it)
+                raise RunError(f"{key}={mcfg.encoder!r} is a {kind} encoder but {name!r} is {data} data; choose "
+                               f"one of the {data} encoders")
             check_arguments(encoder_entry(mcfg.encoder), dict(mcfg.encoder_kwargs),
                             f"modalities.{name}.encoder_kwargs: encoder {mcfg.encoder!r}")
-        key = "fusion.name: "
-        check_arguments(fusion_entry(config.fusion.name), dict(config.fusion.kwargs),
+        check_arguments(named("fusion.name", fusion_entry, config.fusion.name), dict(config.fusion.kwargs),
                         f"fusion.kwargs: fusion module {config.fusion.name!r}")
     except ValueError as exc:
-        message = str(exc)
-        raise RunError(message if message.startswith(("modalities.", "fusion.")) else key + message) from None
+        raise RunError(str(exc)) from None
 
 
 def build_model(config: RunConfig, spec: dict) -> FusionModel:

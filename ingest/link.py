@@ -37,13 +37,13 @@ class Crosswalk:
     ambiguous: int
 
 
-def build_crosswalk(lake: Lake) -> int:
-    """Rebuild ``patient_xref`` from the Patient resources in ``fhir_resources``; returns its row count."""
+def build_crosswalk(lake: Lake) -> Crosswalk:
+    """Rebuild ``patient_xref`` from the Patient resources in ``fhir_resources``; returns its mapping."""
     if not lake.has("fhir_resources"):
-        return 0
+        return Crosswalk({}, 0)
     table = _crosswalk_rows(lake)
     lake.write("patient_xref", table, mode="overwrite")
-    return table.num_rows
+    return _links(table)
 
 
 def _crosswalk_rows(lake: Lake) -> pa.Table:
@@ -66,11 +66,14 @@ def crosswalk(lake: Lake) -> Crosswalk:
     """The id mapping of ``lake`` (from ``patient_xref``, or computed from ``fhir_resources`` without writing
     when that table is missing)."""
     if lake.has("patient_xref"):
-        xref = lake.read("patient_xref", ["patient_key", "id_kind", "id_system", "id_value"])
-    elif lake.has("fhir_resources"):
-        xref = _crosswalk_rows(lake)
-    else:
-        return Crosswalk({}, 0)
+        return _links(lake.read("patient_xref", ["patient_key", "id_kind", "id_system", "id_value"]))
+    if lake.has("fhir_resources"):
+        return _links(_crosswalk_rows(lake))
+    return Crosswalk({}, 0)
+
+
+def _links(xref: pa.Table) -> Crosswalk:
+    """The :class:`Crosswalk` of ``patient_xref`` rows."""
     fhir_ids: dict[str, str] = {}
     bare: dict[str, set[str]] = defaultdict(set)
     qualified: dict[str, set[str]] = defaultdict(set)

@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 
 from ingest.fhir.reader import RAW_LIMIT, Discovery, Item, Reader, Task, discover
 from ingest.lake import Lake
-from ingest.link import build_crosswalk, crosswalk
+from ingest.link import build_crosswalk
 from ingest.schema import SCHEMAS, TIMESTAMP, register, utc_timestamps
 
 DEFAULT_VIEWS = Path(__file__).resolve().parents[2] / "configs" / "views"
@@ -168,8 +168,8 @@ def _ingest(lake: Lake, found: Discovery, report: IngestReport, views: list, vie
         else:  # resources were replaced or came twice: recompute every view from fhir_resources
             report.views, report.view_rejects = _reflatten(lake, views_dir, pool, batch_size=batch_size,
                                                            progress=progress)
-    build_crosswalk(lake)  # Patient ids and identifiers -> patient_key, for the non-FHIR modalities
-    report.ambiguous_identifiers = crosswalk(lake).ambiguous
+    # Patient ids and identifiers -> patient_key, for the non-FHIR modalities
+    report.ambiguous_identifiers = build_crosswalk(lake).ambiguous
 
 
 def reflatten_views(lake: Lake, views_dir: Path | Sequence[Path] | None = None, *, workers: int = 1,
