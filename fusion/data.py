@@ -17,6 +17,7 @@ left out of ``modalities`` altogether.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -184,6 +185,16 @@ def _pad_series(images: list[torch.Tensor | None], shown: list[torch.Tensor]) ->
             out[i, : im.shape[0]] = im
             mask[i, : im.shape[0]] = True
     return out, mask
+
+
+def drop_modalities(batch: dict, drop: Iterable[str]) -> dict:
+    """The batch with the modalities in ``drop`` marked absent in every row (their tensors removed)."""
+    drop = set(drop)
+    out = dict(batch)
+    out["modalities"] = {k: v for k, v in batch["modalities"].items() if k not in drop}
+    out["masks"] = {k: v for k, v in batch["masks"].items() if k not in drop}
+    out["present"] = {k: v for k, v in batch["present"].items() if k not in drop}
+    return out
 
 
 def move_batch(batch: dict, device: torch.device) -> dict:

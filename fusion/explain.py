@@ -11,7 +11,8 @@ heads (``diagnosis``, ``survival``, ``response``), so that each explanation re-r
   (its missing-indicator effect is not attributed);
 - :func:`image_attribution`: Grad-CAM (captum ``LayerGradCam``) on the last feature stage of the timm
   backbone, for the slice the encoder's attention pooling weighs most;
-- :func:`survival_interval`: a pointwise 95% interval for ``S(t | x)``.
+- :func:`survival_interval`: a pointwise 95% interval for ``S(t | x)``; :func:`response_interval`: a 95%
+  interval for each treatment's response probability (both from :func:`mc_samples`).
 
 The target of the attributions is the log-risk when the run has a survival head (a positive attribution
 raises the hazard), else the logit of the predicted diagnosis. The log-risk includes the risk offset
@@ -289,9 +290,10 @@ def _timm_mc(enc: nn.Module, batch: dict, name: str, n_samples: int) -> Tensor:
 
 
 @torch.no_grad()
-def mc_log_risk(model: FusionModel, batch: dict, *, n_samples: int = 30, seed: int = 0) -> np.ndarray:
-    """``(n_samples,)`` log-risks of the first row with dropout active (MC dropout); constant when the model
-    has no dropout. Runs on a copy of the model, so the caller's model stays in eval mode."""
+def mc_samples(model: FusionModel, batch: dict, *, n_samples: int = 30, seed: int = 0) -> dict[str, np.ndarray]:
+    """MC-dropout outputs of the first row: ``log_risk (n_samples,)`` with a survival head and
+    ``response_logits (n_samples, n_treatments)`` with a response head; constant when the model has no
+    dropout. Runs on a copy of the model, so the caller's model stays in eval mode."""
     mc = copy.deepcopy(model).eval()
     for m in mc.modules():
         if isinstance(m, nn.modules.dropout._DropoutNd):
@@ -315,14 +317,46 @@ def mc_log_risk(model: FusionModel, batch: dict, *, n_samples: int = 30, seed: i
                 samples[name] = _encode(mc, rep)[0][name]
             else:
                 samples[name] = emb[name].expand(n_samples, -1)
-        terms = mc.offset_terms(one["modalities"], one["masks"])
-        risk = mc.survival_log_risk(samples, _expand(present, n_samples), _expand(terms, n_samples),
-                                    _expand_treatment(batch.get("treatment"), n_samples))
-        return risk.numpy().astype(np.float64)
+        out = {}
+        present = _expand(present, n_samples)
+        if mc.survival is not None:
+            terms = mc.offset_terms(one["modalities"], one["masks"])
+            risk = mc.survival_log_risk(samples, present, _expand(terms, n_samples),
+                                        _expand_treatment(batch.get("treatment"), n_samples))
+            out["log_risk"] = risk.numpy().astype(np.float64)
+        if mc.response is not None:
+            out["response_logits"] = mc.response.all_treatments(mc.fusion(samples, present)[0]).numpy().astype(
+                np.float64)
+        return out
+
+
+def response_interval(model: FusionModel, batch: dict, *, n_samples: int = 30, seed: int = 0,
+                      encoded: Encoded | None = None, mc: dict[str, np.ndarray] | None = None) -> dict:
+    """A 95% interval for the probability of response under each candidate treatment, first row of
+    ``batch``: ``sigmoid(logit +- 1.96 sd)`` around the model's logit, with ``sd`` the MC-dropout standard
+    deviation of the logit (``mc``: :func:`mc_samples`' output, computed when not given). Like
+    :func:`survival_interval`, it holds only the uncertainty that dropout captures.
+
+    Returns:
+        ``{"probability", "lower", "upper"}`` arrays ``(n_treatments,)``, ``lower <= probability <= upper``,
+        and ``method``.
+    """
+    mc = mc or mc_samples(model, batch, n_samples=n_samples, seed=seed)
+    encoded = encoded or encode(model, batch)
+    with torch.no_grad():
+        z = model.fusion(encoded.emb, encoded.present)[0]
+        logit = model.response.all_treatments(z)[0].numpy().astype(np.float64)
+    draws = mc["response_logits"]
+    sd = draws.std(axis=0, ddof=1) if draws.shape[0] > 1 else np.zeros_like(logit)
+    sigmoid = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
+    no_dropout = "" if sd.any() else "; the model has no active dropout, so 0"
+    return {"probability": sigmoid(logit), "lower": sigmoid(logit - Z_95 * sd), "upper": sigmoid(logit + Z_95 * sd),
+            "method": f"logit +- 1.96 MC-dropout SD ({draws.shape[0]} passes{no_dropout})"}
 
 
 def survival_interval(model: FusionModel, batch: dict, breslow: BreslowEstimator, times: np.ndarray, *,
-                      n_samples: int = 30, seed: int = 0, encoded: Encoded | None = None) -> dict:
+                      n_samples: int = 30, seed: int = 0, encoded: Encoded | None = None,
+                      mc: dict[str, np.ndarray] | None = None) -> dict:
     """``S(t | x)`` at ``times`` (days) with a pointwise 95% interval for the first row of ``batch``.
 
     The interval is built on the log cumulative hazard, ``log H(t|x) = log H0(t) + r(x)``, whose variance is
@@ -339,7 +373,7 @@ def survival_interval(model: FusionModel, batch: dict, breslow: BreslowEstimator
     encoded = encoded or encode(model, batch)
     with torch.no_grad():
         log_risk = float(encoded.log_risk(model)[0])
-    samples = mc_log_risk(model, batch, n_samples=n_samples, seed=seed)
+    samples = (mc or mc_samples(model, batch, n_samples=n_samples, seed=seed))["log_risk"]
     var_r = float(samples.var(ddof=1)) if samples.size > 1 else 0.0
     h0 = breslow.baseline_cumulative_hazard(times)
     steps = np.diff(np.concatenate([[0.0], breslow.cum_baseline_hazard]))
@@ -355,6 +389,6 @@ def survival_interval(model: FusionModel, batch: dict, breslow: BreslowEstimator
     lower = np.minimum.accumulate(np.minimum(lower, surv))
     upper = np.maximum(np.minimum.accumulate(upper), surv)
     no_dropout = "" if var_r > 0 else "; the model has no active dropout, so 0"
-    method = (f"log-log 95% interval: MC-dropout log-risk variance ({n_samples} passes{no_dropout})"
+    method = (f"log-log 95% interval: MC-dropout log-risk variance ({samples.size} passes{no_dropout})"
               " + Breslow baseline variance")
     return {"survival": surv, "lower": lower, "upper": upper, "method": method}

@@ -30,7 +30,7 @@ from fusion.cohort import (
     assemble_cohort,
     restrict_frames,
 )
-from fusion.data import CohortDataset, Normalizer, collate, image_to_series
+from fusion.data import CohortDataset, Normalizer, collate, drop_modalities, image_to_series
 from fusion.run import LoadedRun, RunError
 from ingest.lake import Lake
 
@@ -100,16 +100,6 @@ def dataset_for(run: LoadedRun, cohort: Cohort, rows: np.ndarray) -> CohortDatas
                          in_chans=int(spec_image.get("in_chans", 1)),
                          max_slices=run.config.data.images.max_slices,
                          image_size=run.config.data.images.image_size)
-
-
-def drop_modalities(batch: dict, drop: Iterable[str]) -> dict:
-    """The batch with the modalities in ``drop`` marked absent in every row (their tensors removed)."""
-    drop = set(drop)
-    out = dict(batch)
-    out["modalities"] = {k: v for k, v in batch["modalities"].items() if k not in drop}
-    out["masks"] = {k: v for k, v in batch["masks"].items() if k not in drop}
-    out["present"] = {k: v for k, v in batch["present"].items() if k not in drop}
-    return out
 
 
 def present_after_drop(cohort: Cohort, rows: np.ndarray, drop: Iterable[str]) -> np.ndarray:
@@ -248,7 +238,9 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
         ``survival`` {``endpoint``, ``log_risk``,
         ``times`` (days), ``survival`` S(t), ``lower``/``upper`` (95% pointwise interval, see
         :func:`fusion.explain.survival_interval`), ``at_horizons`` {days: S}}; ``risk_percentile`` (0-100,
-        among the run's training patients); ``response`` {treatment: probability of objective response};
+        among the run's training patients); ``response`` {treatment: probability of objective response},
+        ``response_interval`` {treatment: [lower, upper]} (95%, see :func:`fusion.explain.response_interval`)
+        and ``response_interval_method``;
         ``missing_modalities``; ``survival_reads``: the modalities the survival head's network reads, given
         when it reads only some (the risk offset's tabular terms are in the log-risk either way); with
         ``tasks.survival.response_link``: ``survival_treatment`` (the recorded treatment the survival is
@@ -281,6 +273,8 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
     with torch.no_grad():
         out = model(batch)
     encoded = ex.encode(model, batch)
+    # MC-dropout passes, shared by the survival and response intervals
+    mc = ex.mc_samples(model, batch) if model.survival is not None or model.response is not None else None
     result: dict = {
         "patient_key": key,
         "index_date": pd.Timestamp(cohort.index_date[0]).isoformat(),
@@ -298,7 +292,7 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
     if "log_risk" in out and run.breslow is not None:
         log_risk = float(out["log_risk"][0])
         times = survival_times(run)
-        interval = ex.survival_interval(model, batch, run.breslow, times, encoded=encoded)
+        interval = ex.survival_interval(model, batch, run.breslow, times, encoded=encoded, mc=mc)
         horizons = np.asarray(run.config.eval.horizons_days, np.float64)
         at = run.breslow.predict_survival(np.array([log_risk]), horizons)[0]
         result["survival"] = {"endpoint": run.meta.get("survival_endpoint", "os"), "log_risk": log_risk,
@@ -319,6 +313,10 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
         with torch.no_grad():
             probs = torch.sigmoid(model.response.all_treatments(out["embedding"]))[0].tolist()
         result["response"] = dict(zip(run.meta["treatment_names"], probs, strict=True))
+        interval = ex.response_interval(model, batch, encoded=encoded, mc=mc)
+        result["response_interval"] = {name: [float(lo), float(hi)] for name, lo, hi in zip(
+            run.meta["treatment_names"], interval["lower"], interval["upper"], strict=True)}
+        result["response_interval_method"] = interval["method"]
     if explain:
         names = run.meta["feature_names"]
         raw = {n: b.values[0] for n, b in cohort.blocks.items()}

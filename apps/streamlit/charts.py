@@ -65,15 +65,26 @@ def survival_figure(predicted: dict | None, cohort: pd.DataFrame | None, *,
     return _layout(fig, title="Survival: this patient vs the cohort")
 
 
-def probability_bars(values: dict[str, float], *, title: str, highlight_max: bool = True) -> go.Figure:
-    """Horizontal bars of probabilities (0-1), largest on top."""
+def probability_bars(values: dict[str, float], *, title: str, highlight_max: bool = True,
+                     intervals: dict[str, list[float]] | None = None) -> go.Figure:
+    """Horizontal bars of probabilities (0-1), largest on top; ``intervals`` {name: [lower, upper]} adds
+    error bars (95% intervals)."""
     items = sorted(((k, v) for k, v in values.items() if v is not None), key=lambda kv: kv[1])
     names, probs = [k for k, _ in items], [v for _, v in items]
     top = max(probs) if probs else None
     colours = [ACCENT if highlight_max and p == top else PREDICTED for p in probs]
-    fig = go.Figure(go.Bar(x=probs, y=names, orientation="h", marker_color=colours,
-                           text=[f"{p:.0%}" for p in probs], textposition="outside",
-                           hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
+    error_x, hover = None, "%{y}: %{x:.1%}<extra></extra>"
+    if intervals:
+        bounds = [intervals.get(k) or [p, p] for k, p in items]
+        error_x = {"type": "data", "symmetric": False, "color": "#444",
+                   "array": [hi - p for (_, hi), p in zip(bounds, probs, strict=True)],
+                   "arrayminus": [p - lo for (lo, _), p in zip(bounds, probs, strict=True)]}
+        hover = "%{y}: %{x:.1%} (95% interval %{customdata})<extra></extra>"
+    fig = go.Figure(go.Bar(x=probs, y=names, orientation="h", marker_color=colours, error_x=error_x,
+                           customdata=[percent_range(intervals.get(k)) for k in names] if intervals else None,
+                           text=[f"{p:.0%}" for p in probs], hovertemplate=hover,
+                           # outside the bar the label would sit under the error bar
+                           textposition="inside" if intervals else "outside", insidetextanchor="start"))
     fig.update_xaxes(range=[0, 1.1], tickformat=".0%")
     return _layout(fig, height=80 + 40 * len(names), title=title, showlegend=False)
 
@@ -104,6 +115,11 @@ def attributions_figure(features: list[dict], title: str = "Top features") -> go
                            hovertemplate="%{y}<br>attribution %{x:+.3f}<extra></extra>"))
     fig.update_xaxes(title="attribution (towards the explained output)", zeroline=True)
     return _layout(fig, height=120 + 28 * len(rows), title=title, showlegend=False)
+
+
+def percent_range(bounds: list[float] | None) -> str:
+    """``[0.31, 0.58]`` -> ``"31-58%"`` (empty without bounds)."""
+    return "" if not bounds else f"{100 * bounds[0]:.0f}-{100 * bounds[1]:.0f}%"
 
 
 def _fmt(value: object) -> str:

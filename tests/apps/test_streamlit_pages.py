@@ -87,6 +87,10 @@ def test_patient_page(monkeypatch, app_data):
     assert not at.exception
     table = next(d.value for d in at.dataframe if "probability of response" in d.value.columns)
     assert len(table) >= 2 and table["probability of response"].between(0, 100).all()  # percent
+    for probability, interval in zip(table["probability of response"], table["95% interval"], strict=True):
+        low, high = (float(v) for v in interval.rstrip("%").split("-"))
+        assert low - 0.5 <= probability <= high + 0.5  # whole percents
+    assert "95% intervals: logit +- 1.96 MC-dropout SD" in texts(at)
     survival = [c for c in table.columns if c.startswith("survival at ")]  # the run links response to survival
     assert survival and table[survival].stack().between(0, 100).all()
     recorded = sv.explanation(str(app_data.runs / "tiny"), app_data.lake, picked)["survival_treatment"]

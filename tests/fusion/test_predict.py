@@ -44,6 +44,13 @@ def _check_prediction(result: dict, run) -> None:
 
     assert list(result["response"]) == run.meta["treatment_names"]
     assert all(0.0 <= p <= 1.0 for p in result["response"].values())
+    # each treatment's 95% interval holds its probability; dropout makes it wider than a point
+    assert list(result["response_interval"]) == run.meta["treatment_names"]
+    widths = []
+    for name, (lo, hi) in result["response_interval"].items():
+        assert 0.0 <= lo <= result["response"][name] + 1e-6 and result["response"][name] <= hi + 1e-6 <= 1 + 1e-6
+        widths.append(hi - lo)
+    assert max(widths) > 1e-3 and "MC-dropout" in result["response_interval_method"]
 
     contributions = result["modality_contributions"]
     assert set(contributions) == {"ehr", "genomics", "image"}
@@ -168,9 +175,10 @@ def _check_integrated_gradients(run, lake, key: str) -> None:
 
 
 def _check_contributions_include_the_offset(run, lake, key: str) -> None:
-    """Leaving a modality out removes its offset term too, as :func:`fusion.predict.drop_modalities` does."""
+    """Leaving a modality out removes its offset term too, as :func:`fusion.data.drop_modalities` does."""
     from fusion.cohort import restrict_frames
-    from fusion.predict import drop_modalities, lake_frames
+    from fusion.data import drop_modalities
+    from fusion.predict import lake_frames
 
     cohort = run_cohort(run, restrict_frames(lake_frames(lake), {key}))
     batch = collate([dataset_for(run, cohort, np.array([0]))[0]])

@@ -86,11 +86,14 @@ def treatment_tab(prediction: dict | None, record: dict[str, pd.DataFrame], run_
         view = st.radio("Show", ["Chart", "Table"], key="treatment_view", horizontal=True)
         if view == "Chart":
             figure = figures.probability_bars(response, title="Predicted probability of objective response",
-                                             highlight_max=False)
+                                             highlight_max=False, intervals=prediction.get("response_interval"))
             st.plotly_chart(figure, key="response_chart")
         else:
             table = pd.DataFrame({"treatment": list(response),
                                   "probability of response": [100 * v for v in response.values()]})
+            intervals = prediction.get("response_interval") or {}
+            if intervals:
+                table["95% interval"] = [charts.percent_range(intervals.get(t)) for t in table["treatment"]]
             table["received"] = table["treatment"].isin(received)
             survival_columns = sv.survival_by_treatment_columns(prediction, list(response))
             for column, values in survival_columns.items():
@@ -102,6 +105,9 @@ def treatment_tab(prediction: dict | None, record: dict[str, pd.DataFrame], run_
             if survival_columns:
                 st.caption("Survival columns: the model's survival under each treatment (its log-risk includes "
                            "the predicted response to the treatment).")
+        if prediction.get("response_interval_method"):
+            st.caption(f"95% intervals: {prediction['response_interval_method']}; they show the model's own "
+                       "uncertainty, not how often such estimates are right.")
         if received:
             st.caption(f"Treatment on record: {', '.join(sorted(received))}.")
     elif prediction is not None:
