@@ -228,6 +228,11 @@ class TrainConfig(_Strict):
     threads: int | None = Field(None, ge=1, description="CPU threads torch may use (None: torch's default, all "
                                                            "cores); e.g. 1 on a machine shared with other jobs")
     deterministic: bool = True
+    pretrain_modalities: list[str] = Field(
+        default_factory=list, description="modalities the model sees alone in a first training phase (e.g. "
+                                          "[image]); the second phase starts from its best epoch with all")
+    pretrain_epochs: int = Field(0, ge=0, description="most epochs of that first phase (early-stopped like "
+                                                      "the second); 0 = off")
 
 
 class EvalConfig(_Strict):
@@ -271,6 +276,18 @@ class RunConfig(_Strict):
             raise ValueError(f"tasks.survival.auxiliary_endpoint is {survival.auxiliary_endpoint!r}, the endpoint "
                              "the model already trains on (data.targets.survival_endpoint); name the other one "
                              "or set it to null")
+        pretrain = self.train.pretrain_modalities
+        if self.train.pretrain_epochs and not pretrain:
+            raise ValueError("train.pretrain_epochs is set but train.pretrain_modalities is empty; name the "
+                             "modalities of the first phase (e.g. [image]) or set train.pretrain_epochs=0")
+        if pretrain and self.train.pretrain_epochs:
+            disabled = sorted(set(pretrain) - set(self.enabled_modalities()))
+            if disabled:
+                raise ValueError(f"train.pretrain_modalities names {disabled}, which are not enabled; enabled: "
+                                 f"{self.enabled_modalities()}")
+            if set(pretrain) == set(self.enabled_modalities()):
+                raise ValueError("train.pretrain_modalities names every enabled modality, so the first phase "
+                                 "would be ordinary training; leave at least one modality out of it")
         return self
 
     def enabled_modalities(self) -> list[str]:

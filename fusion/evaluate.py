@@ -465,7 +465,8 @@ def single_modality_run(run: LoadedRun, frames, modality: str, *, lake_path: str
     if (out / "model.safetensors").is_file():
         return load_run(out)
     others = [m for m in run.config.enabled_modalities() if m != modality]
-    overrides = [f"modalities.{m}.enabled=false" for m in others]
+    # one modality: no pretraining phase on a subset of modalities
+    overrides = [*(f"modalities.{m}.enabled=false" for m in others), "train.pretrain_epochs=0"]
     read = run.config.tasks.diagnosis.modalities
     if read is not None and modality not in read:
         overrides.append("tasks.diagnosis.enabled=false")  # the diagnosis head does not read this modality

@@ -8,6 +8,13 @@ enabled tasks' C-index / AUROC), not the validation loss: the loss and the ranki
 and a loss minimum can sit on a weak epoch. After training, the best epoch's weights are kept and a Breslow
 baseline hazard is fitted on the training split, so ``S(t | x) = S0(t) ** exp(log_risk)`` can be computed
 from a loaded run.
+
+With ``train.pretrain_modalities`` and ``train.pretrain_epochs``, training runs in two phases, as
+PathomicFusion-style codebases train unimodal networks before fusing them: first the model sees only those
+modalities (patients without them sit out; the others are marked absent at the fusion), early-stopped on
+validation patients who have them; then all modalities, from that phase's best weights with a fresh optimizer.
+``history.csv`` has a ``phase`` column (``pretrain`` / ``train``); ``best_epoch`` and ``epochs_run`` count the
+second phase.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from fusion.augment import augment_images
 from fusion.baselines import coxnet_coefficients
 from fusion.cohort import Cohort, CohortError, LakeFrames, assemble_cohort, fold_cohort, read_frames
 from fusion.config import RunConfig
-from fusion.data import CohortDataset, Normalizer, collate, move_batch
+from fusion.data import CohortDataset, Normalizer, collate, drop_modalities, move_batch
 from fusion.losses import CoxLoss, multitask_loss
 from fusion.metrics import accuracy, auroc, harrell_c_index, multiclass_auroc
 from fusion.models import BreslowEstimator, FusionModel, RiskOffset
@@ -142,13 +149,15 @@ def _loader(dataset: CohortDataset, config: RunConfig, *, shuffle: bool, seed: i
 
 
 @torch.no_grad()
-def predict_outputs(model: FusionModel, loader: DataLoader, device: torch.device) -> tuple[dict, dict]:
-    """Model outputs and targets over a loader, concatenated on the CPU (``rows`` = cohort rows)."""
+def predict_outputs(model: FusionModel, loader: DataLoader, device: torch.device,
+                    drop: list[str] | tuple = ()) -> tuple[dict, dict]:
+    """Model outputs and targets over a loader (the modalities in ``drop`` hidden), concatenated on the CPU
+    (``rows`` = cohort rows)."""
     model.eval()
     outs: dict[str, list] = {}
     targets: dict[str, list] = {}
     for batch in loader:
-        out = model(move_batch(batch, device))
+        out = model(move_batch(drop_modalities(batch, drop), device))
         for key in ("diagnosis_logits", "log_risk", "response_logits"):
             if key in out:
                 outs.setdefault(key, []).append(out[key].float().cpu())
@@ -246,57 +255,26 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
                for task in TASKS}
     if aux is not None:  # the training batches carry the auxiliary endpoint; validation scores the main one
         weights["survival_aux"] = config.tasks.survival.auxiliary_weight
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    cox = CoxLoss(config.tasks.cox_queue_size)
-    augment_rng = torch.Generator().manual_seed(tcfg.seed + 1)  # its own stream: "none" changes no other draw
-
     history: list[dict] = []
-    best_score, best_loss, best_epoch, best_state, stale = -math.inf, math.inf, 0, None, 0
-    for epoch in range(1, tcfg.epochs + 1):
-        started = time.perf_counter()
-        model.train()
-        cox.reset()
-        total, n_seen, sums = 0.0, 0, dict.fromkeys(weights, 0.0)
-        for batch in train_loader:  # loading, collating and augmenting count in train_seconds
-            if "image" in batch["modalities"]:
-                batch["modalities"]["image"] = augment_images(batch["modalities"]["image"], tcfg.image_augment,
-                                                              augment_rng)
-            batch = move_batch(batch, device)
-            loss, parts = multitask_loss(model(batch), batch["targets"], weights, cox=cox)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if tcfg.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
-            optimizer.step()
-            b = batch["rows"].shape[0]
-            # train_loss sums the same task losses as val_loss; the auxiliary endpoint's is logged on its own
-            aux_part = weights.get("survival_aux", 0.0) * parts.get("survival_aux", 0.0)
-            total, n_seen = total + (loss.item() - aux_part) * b, n_seen + b
-            for k, v in parts.items():
-                sums[k] += v * b
-        train_seconds = time.perf_counter() - started
-        val = evaluate_outputs(*predict_outputs(model, eval_loaders["val"], device), weights)
-        score = selection_score(val, weights)
-        record = {"epoch": epoch, "train_loss": total / n_seen, "train_samples": n_seen,
-                  "train_seconds": train_seconds,
-                  **{f"train_loss_{k}": sums[k] / n_seen for k in weights if weights[k]},
-                  **{f"val_{k}": v for k, v in val.items()}, "val_score": score,
-                  "seconds": time.perf_counter() - started}
-        history.append(record)
-        if progress is not None:
-            progress({**(tag or {}), **record, "epochs": tcfg.epochs})
-        if not math.isfinite(record["train_loss"]):
-            raise FloatingPointError(f"training loss became {record['train_loss']} at epoch {epoch}; "
-                                     "lower train.lr or check the input features")
-        if score > best_score + 1e-6:
-            best_score, best_loss, best_epoch, stale = score, val["loss"], epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= tcfg.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    pretrain = tcfg.pretrain_modalities
+    if pretrain and tcfg.pretrain_epochs:
+        # phase 1: the model sees only `pretrain` (rows without them sit out), then phase 2 starts from its best
+        # epoch with every modality and a fresh optimizer
+        drop = [m for m in spec["modalities"] if m not in pretrain]
+        shown = {name: rows[np.logical_or.reduce([cohort.present()[m][rows] for m in pretrain])]
+                 for name, rows in (("train", train_rows), ("val", val_rows))}
+        if shown["train"].size < 2 or shown["val"].size == 0:
+            raise CohortError(f"train.pretrain_modalities {pretrain}: {shown['train'].size} training and "
+                              f"{shown['val'].size} validation patients have them; pretraining needs >= 2 and "
+                              ">= 1 (set train.pretrain_epochs=0)")
+        phase_sets = {name: CohortDataset(cohort, rows, normalizer, aux_endpoint=aux if name == "train" else None,
+                                          **image_kw) for name, rows in shown.items()}
+        _train_phase(model, _loader(phase_sets["train"], config, shuffle=True, seed=tcfg.seed),
+                     _loader(phase_sets["val"], config, shuffle=False, seed=tcfg.seed), weights, config, device,
+                     history, epochs=tcfg.pretrain_epochs, drop=drop, phase="pretrain", progress=progress, tag=tag)
+    best_score, best_loss, best_epoch = _train_phase(
+        model, train_loader, eval_loaders["val"], weights, config, device, history, epochs=tcfg.epochs, drop=(),
+        phase="train", progress=progress, tag=tag)
 
     breslow = None
     if spec["survival"]:
@@ -307,8 +285,8 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
     metrics = {"val": evaluate_outputs(*predict_outputs(model, eval_loaders["val"], device), weights)}
     if "test" in eval_loaders:
         metrics["test"] = evaluate_outputs(*predict_outputs(model, eval_loaders["test"], device), weights)
-    summary = {"best_epoch": best_epoch, "epochs_run": len(history), "best_val_loss": best_loss,
-               "best_val_score": best_score, **metrics}
+    summary = {"best_epoch": best_epoch, "epochs_run": sum(r["phase"] == "train" for r in history),
+               "best_val_loss": best_loss, "best_val_score": best_score, **metrics}
     if offset_info is not None:
         summary["coxnet_offset"] = offset_info
 
@@ -336,6 +314,68 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
     _write_history(run_dir / "history.csv", history)
     _plot_curves(run_dir / "curves.png", history)
     return summary
+
+
+def _train_phase(model: FusionModel, train_loader: DataLoader, val_loader: DataLoader, weights: dict[str, float],
+                 config: RunConfig, device: torch.device, history: list[dict], *, epochs: int, drop: list[str] | tuple,
+                 phase: str, progress: Progress | None, tag: dict | None) -> tuple[float, float, int]:
+    """Train ``model`` for up to ``epochs`` epochs with the modalities in ``drop`` hidden, early-stopping on the
+    validation score; leave it at its best epoch. Appends one record per epoch to ``history``.
+
+    Returns:
+        ``(best validation score, its validation loss, its epoch)`` (epochs count within the phase).
+    """
+    tcfg = config.train
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    cox = CoxLoss(config.tasks.cox_queue_size)
+    augment_rng = torch.Generator().manual_seed(tcfg.seed + 1)  # its own stream: "none" changes no other draw
+    best_score, best_loss, best_epoch, best_state, stale = -math.inf, math.inf, 0, None, 0
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        cox.reset()
+        total, n_seen, sums = 0.0, 0, dict.fromkeys(weights, 0.0)
+        for batch in train_loader:  # loading, collating and augmenting count in train_seconds
+            if "image" in batch["modalities"]:
+                batch["modalities"]["image"] = augment_images(batch["modalities"]["image"], tcfg.image_augment,
+                                                              augment_rng)
+            batch = move_batch(drop_modalities(batch, drop), device)
+            loss, parts = multitask_loss(model(batch), batch["targets"], weights, cox=cox)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if tcfg.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
+            optimizer.step()
+            b = batch["rows"].shape[0]
+            # train_loss sums the same task losses as val_loss; the auxiliary endpoint's is logged on its own
+            aux_part = weights.get("survival_aux", 0.0) * parts.get("survival_aux", 0.0)
+            total, n_seen = total + (loss.item() - aux_part) * b, n_seen + b
+            for k, v in parts.items():
+                sums[k] += v * b
+        train_seconds = time.perf_counter() - started
+        val = evaluate_outputs(*predict_outputs(model, val_loader, device, drop=drop), weights)
+        score = selection_score(val, weights)
+        record = {"epoch": epoch, "phase": phase, "train_loss": total / n_seen, "train_samples": n_seen,
+                  "train_seconds": train_seconds,
+                  **{f"train_loss_{k}": sums[k] / n_seen for k in weights if weights[k]},
+                  **{f"val_{k}": v for k, v in val.items()}, "val_score": score,
+                  "seconds": time.perf_counter() - started}
+        history.append(record)
+        if progress is not None:
+            progress({**(tag or {}), **record, "epochs": epochs})
+        if not math.isfinite(record["train_loss"]):
+            raise FloatingPointError(f"training loss became {record['train_loss']} at epoch {epoch} ({phase}); "
+                                     "lower train.lr or check the input features")
+        if score > best_score + 1e-6:
+            best_score, best_loss, best_epoch, stale = score, val["loss"], epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= tcfg.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return best_score, best_loss, best_epoch
 
 
 def fit_offset(offset: RiskOffset, cohort: Cohort, tabular: dict[str, np.ndarray], train_rows: np.ndarray,
@@ -374,7 +414,7 @@ def _plot_curves(path: Path, history: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [h["epoch"] for h in history]
+    epochs = list(range(1, len(history) + 1))  # counted across phases
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     axes[0].plot(epochs, [h["train_loss"] for h in history], label="train")
     axes[0].plot(epochs, [h["val_loss"] for h in history], label="validation")
@@ -388,6 +428,11 @@ def _plot_curves(path: Path, history: list[dict]) -> None:
     axes[1].set(xlabel="epoch", title="Validation metrics")
     if axes[1].lines:
         axes[1].legend()
+    pretrained = sum(h.get("phase") == "pretrain" for h in history)
+    if pretrained:
+        for ax in axes:
+            ax.axvline(pretrained + 0.5, color="grey", linestyle="--", linewidth=1)
+        axes[0].set_title(f"Total loss (epochs 1-{pretrained}: pretraining phase)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -48,6 +48,7 @@ def train(
 
         def progress(record: dict) -> None:
             fold = f"fold {record['fold'] + 1}/{record['folds']} " if "fold" in record else ""
+            fold += "pretraining " if record.get("phase") == "pretrain" else ""
             status = f"train {record['train_loss']:.4f}  val {record['val_loss']:.4f}"
             for key, label in (("val_c_index", "C"), ("val_accuracy", "acc")):
                 if math.isfinite(record.get(key, math.nan)):

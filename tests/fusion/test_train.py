@@ -330,3 +330,45 @@ def test_train_threads_apply_inside_training_only():
     with torch_threads(None):
         assert torch.get_num_threads() == before
     assert load_config(None, ["train.threads=2"]).train.threads == 2
+
+
+def test_pretraining_phase_shows_only_its_modalities_then_all(tmp_path):
+    """``train.pretrain_modalities``: a first phase on the image alone (rows without one sit out), logged as
+    ``phase == "pretrain"``; the second phase starts from it, so the weights differ from a run without it."""
+    frames = make_frames(36, images=True)
+    base = [*FAST, "modalities.image.enabled=true", "tasks.response.enabled=false", "train.patience=5",
+            "modalities.image.encoder_kwargs={model_name: resnet10t, in_chans: 1, out_dim: 8}"]
+    plain = train(load_config(None, base), None, tmp_path / "plain", frames=frames)
+    staged = train(load_config(None, [*base, "train.pretrain_modalities=[image]", "train.pretrain_epochs=3"]),
+                   None, tmp_path / "staged", frames=frames)
+    history = pd.read_csv(staged / "history.csv")
+    meta = json.loads((staged / "run.json").read_text())
+    phases = history["phase"].tolist()
+    assert phases == ["pretrain"] * 3 + ["train"] * (len(phases) - 3)  # patience 5 > 3 epochs: no early stop
+    with_image = [k for k, s in meta["splits"].items() if s == "train" and int(k[1:]) % 6]
+    assert (history.loc[history["phase"] == "pretrain", "train_samples"] == len(with_image)).all()
+    train_patients = sum(s == "train" for s in meta["splits"].values())
+    assert len(with_image) < train_patients
+    assert (history.loc[history["phase"] == "train", "train_samples"] == train_patients).all()
+    assert meta["summary"]["epochs_run"] == len(phases) - 3
+    a, b = (load_file(str(r / "model.safetensors")) for r in (plain, staged))
+    assert not torch.equal(a["encoders.image.backbone.conv1.0.weight"], b["encoders.image.backbone.conv1.0.weight"])
+
+    # evaluate's single-modality models train without the phase (the config would name a disabled modality)
+    from fusion.evaluate import single_modality_run
+
+    only_ehr = single_modality_run(load_run(staged), frames, "ehr", lake_path="frames")
+    assert only_ehr.config.train.pretrain_epochs == 0
+    assert set(pd.read_csv(only_ehr.run_dir / "history.csv")["phase"]) == {"train"}
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["train.pretrain_epochs=3"], "pretrain_modalities is empty"),
+    (["train.pretrain_epochs=3", "train.pretrain_modalities=[image]"], "not enabled"),
+    (["train.pretrain_epochs=3", "train.pretrain_modalities=[ehr, genomics]"], "every enabled modality"),
+])
+def test_pretraining_config_errors_name_the_fix(sets, message):
+    from fusion.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [*FAST, *sets])
