@@ -109,7 +109,7 @@ def main() -> None:
         results.setdefault("patient: why tab, cached", []).append(timed(at))
         st.cache_data.clear()
         st.cache_resource.clear()
-        models = fresh("pages/models.py")
+        models = fresh("views/models.py")
         results.setdefault("models: first render", []).append(timed(models))
         results.setdefault("models: cached", []).append(timed(models))
     print(f"\n{args.patients} patients, {os.cpu_count()} CPUs, {args.repeats} repeats (median, min - max s)")

@@ -11,7 +11,8 @@ import streamlit as st
 
 from apps.streamlit.services import warm_imports
 
-PAGES = Path(__file__).resolve().parent / "pages"
+# not "pages/" (see apps/streamlit/__init__.py)
+PAGES = Path(__file__).resolve().parent / "views"
 
 st.set_option("client.showErrorDetails", "none")  # never show a traceback (patient data) in the browser
 st.set_page_config(page_title="tumorboard", page_icon=":material/biotech:", layout="wide")

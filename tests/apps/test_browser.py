@@ -114,5 +114,9 @@ def test_other_pages_in_a_browser(server, browser, path, title, expected):
     page = render(browser, f"{server}/{path}", title)
     page.get_by_text(expected).first.wait_for()
     shot(page, path)
+    # opened by its URL, the page still shows the router's navigation, not a list of the page files
+    words = page.locator("[data-testid='stSidebarNav']").inner_text().split()  # icon names, then titles
+    names = {"Patient", "Models", "Data", "app", "patient", "models", "data"}
+    assert [w for w in words if w in names] == ["Patient", "Models", "Data"], words
     assert "Traceback" not in page.content()
     page.close()

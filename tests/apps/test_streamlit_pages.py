@@ -152,7 +152,7 @@ def test_patient_page_without_a_run(monkeypatch, app_data):
 
 
 def test_models_page(monkeypatch, app_data):
-    at = open_page(monkeypatch, app_data.lake, app_data.runs, "pages/models.py")
+    at = open_page(monkeypatch, app_data.lake, app_data.runs, "views/models.py")
     assert at.title[0].value == "Models"
     assert not at.exception
     assert at.selectbox(key="run_picker").value == str(app_data.runs / "tiny")
@@ -166,14 +166,14 @@ def test_models_page(monkeypatch, app_data):
 
 
 def test_models_page_without_runs(monkeypatch, app_data):
-    at = open_page(monkeypatch, app_data.lake, app_data.no_runs, "pages/models.py")
+    at = open_page(monkeypatch, app_data.lake, app_data.no_runs, "views/models.py")
     assert at.title[0].value == "Models"
     assert not at.exception
     assert "No trained run" in texts(at)
 
 
 def test_data_page(monkeypatch, app_data):
-    at = open_page(monkeypatch, app_data.lake, app_data.runs, "pages/data.py")
+    at = open_page(monkeypatch, app_data.lake, app_data.runs, "views/data.py")
     assert at.title[0].value == "Data"
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
@@ -184,12 +184,12 @@ def test_data_page(monkeypatch, app_data):
     assert not at.exception
 
 
-@pytest.mark.parametrize("page", ["pages/patient.py", "pages/models.py", "pages/data.py"])
+@pytest.mark.parametrize("page", ["views/patient.py", "views/models.py", "views/data.py"])
 def test_pages_with_a_missing_lake(monkeypatch, tmp_path, page):
     at = open_page(monkeypatch, tmp_path / "nowhere", tmp_path / "no-runs", page)
     assert at.title[0].value == page.split("/")[1].removesuffix(".py").title()
     assert not at.exception
-    if page != "pages/models.py":
+    if page != "views/models.py":
         assert "does not exist" in texts(at) and "tumorboard ingest fhir" in texts(at)
 
 
