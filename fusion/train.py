@@ -256,22 +256,9 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
     if aux is not None:  # the training batches carry the auxiliary endpoint; validation scores the main one
         weights["survival_aux"] = config.tasks.survival.auxiliary_weight
     history: list[dict] = []
-    pretrain = tcfg.pretrain_modalities
-    if pretrain and tcfg.pretrain_epochs:
-        # phase 1: the model sees only `pretrain` (rows without them sit out), then phase 2 starts from its best
-        # epoch with every modality and a fresh optimizer
-        drop = [m for m in spec["modalities"] if m not in pretrain]
-        shown = {name: rows[np.logical_or.reduce([cohort.present()[m][rows] for m in pretrain])]
-                 for name, rows in (("train", train_rows), ("val", val_rows))}
-        if shown["train"].size < 2 or shown["val"].size == 0:
-            raise CohortError(f"train.pretrain_modalities {pretrain}: {shown['train'].size} training and "
-                              f"{shown['val'].size} validation patients have them; pretraining needs >= 2 and "
-                              ">= 1 (set train.pretrain_epochs=0)")
-        phase_sets = {name: CohortDataset(cohort, rows, normalizer, aux_endpoint=aux if name == "train" else None,
-                                          **image_kw) for name, rows in shown.items()}
-        _train_phase(model, _loader(phase_sets["train"], config, shuffle=True, seed=tcfg.seed),
-                     _loader(phase_sets["val"], config, shuffle=False, seed=tcfg.seed), weights, config, device,
-                     history, epochs=tcfg.pretrain_epochs, drop=drop, phase="pretrain", progress=progress, tag=tag)
+    if tcfg.pretrain_modalities and tcfg.pretrain_epochs:
+        _pretrain(model, config, cohort, normalizer, {"train": train_rows, "val": val_rows}, weights, device,
+                  history, aux=aux, image_kw=image_kw, progress=progress, tag=tag)
     best_score, best_loss, best_epoch = _train_phase(
         model, train_loader, eval_loaders["val"], weights, config, device, history, epochs=tcfg.epochs, drop=(),
         phase="train", progress=progress, tag=tag)
@@ -314,6 +301,28 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
     _write_history(run_dir / "history.csv", history)
     _plot_curves(run_dir / "curves.png", history)
     return summary
+
+
+def _pretrain(model: FusionModel, config: RunConfig, cohort: Cohort, normalizer: Normalizer,
+              rows: dict[str, np.ndarray], weights: dict[str, float], device: torch.device, history: list[dict], *,
+              aux: str | None, image_kw: dict, progress: Progress | None, tag: dict | None) -> None:
+    """The first phase of ``train.pretrain_modalities``: the model sees only those modalities (the others are
+    marked absent; ``rows["train"]`` / ``rows["val"]`` without any of them sit out), early-stopped on
+    validation; it is left at that phase's best epoch."""
+    pretrain = config.train.pretrain_modalities
+    present = cohort.present()
+    shown = {name: r[np.logical_or.reduce([present[m][r] for m in pretrain])] for name, r in rows.items()}
+    if shown["train"].size < 2 or shown["val"].size == 0:
+        raise CohortError(f"train.pretrain_modalities {pretrain}: {shown['train'].size} training and "
+                          f"{shown['val'].size} validation patients have them; pretraining needs >= 2 and >= 1 "
+                          "(set train.pretrain_epochs=0)")
+    datasets = {name: CohortDataset(cohort, r, normalizer, aux_endpoint=aux if name == "train" else None, **image_kw)
+                for name, r in shown.items()}
+    seed = config.train.seed
+    _train_phase(model, _loader(datasets["train"], config, shuffle=True, seed=seed),
+                 _loader(datasets["val"], config, shuffle=False, seed=seed), weights, config, device, history,
+                 epochs=config.train.pretrain_epochs, drop=[m for m in model.encoders if m not in pretrain],
+                 phase="pretrain", progress=progress, tag=tag)
 
 
 def _train_phase(model: FusionModel, train_loader: DataLoader, val_loader: DataLoader, weights: dict[str, float],
