@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from captum.attr import IntegratedGradients, LayerGradCam
+from scipy.special import expit
 from torch import Tensor, nn
 from torch.nn import functional as nnf
 
@@ -348,9 +349,8 @@ def response_interval(model: FusionModel, batch: dict, *, n_samples: int = 30, s
         logit = model.response.all_treatments(z)[0].numpy().astype(np.float64)
     draws = mc["response_logits"]
     sd = draws.std(axis=0, ddof=1) if draws.shape[0] > 1 else np.zeros_like(logit)
-    sigmoid = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
     no_dropout = "" if sd.any() else "; the model has no active dropout, so 0"
-    return {"probability": sigmoid(logit), "lower": sigmoid(logit - Z_95 * sd), "upper": sigmoid(logit + Z_95 * sd),
+    return {"probability": expit(logit), "lower": expit(logit - Z_95 * sd), "upper": expit(logit + Z_95 * sd),
             "method": f"logit +- 1.96 MC-dropout SD ({draws.shape[0]} passes{no_dropout})"}
 
 

@@ -189,6 +189,12 @@ def _check_contributions_include_the_offset(run, lake, key: str) -> None:
             without = float(run.model(drop_modalities(batch, [name]))["log_risk"][0])
             assert contributions[name]["delta_log_risk"] == pytest.approx(full - without, abs=1e-4)
     interval = explain.survival_interval(run.model, batch, run.breslow, np.array([365.0]))
+    # the response interval is centred on the model's own probability
+    with torch.no_grad():
+        expected = torch.sigmoid(run.model.response.all_treatments(run.model(batch)["embedding"]))[0].numpy()
+    response = explain.response_interval(run.model, batch)
+    np.testing.assert_allclose(response["probability"], expected, atol=1e-5)
+    assert np.all(response["lower"] < response["probability"]) and np.all(response["probability"] < response["upper"])
     assert interval["survival"][0] == pytest.approx(float(run.breslow.predict_survival(np.array([full]),
                                                                                       np.array([365.0]))[0, 0]))
 
