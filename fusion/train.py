@@ -441,7 +441,9 @@ def _plot_curves(path: Path, history: list[dict]) -> None:
     if pretrained:
         for ax in axes:
             ax.axvline(pretrained + 0.5, color="grey", linestyle="--", linewidth=1)
-        axes[0].set_title(f"Total loss (epochs 1-{pretrained}: pretraining phase)")
+        axes[0].set_title(f"Total loss\n(epochs 1-{pretrained}: pretraining phase)", fontsize=10)
+        axes[1].set_title("Validation metrics\n(left of the dashed line: on the pretraining modalities alone)",
+                          fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
