@@ -190,6 +190,8 @@ def _pad_series(images: list[torch.Tensor | None], shown: list[torch.Tensor]) ->
 def drop_modalities(batch: dict, drop: Iterable[str]) -> dict:
     """The batch with the modalities in ``drop`` marked absent in every row (their tensors removed)."""
     drop = set(drop)
+    if not drop:  # the training loop's usual case
+        return batch
     out = dict(batch)
     out["modalities"] = {k: v for k, v in batch["modalities"].items() if k not in drop}
     out["masks"] = {k: v for k, v in batch["masks"].items() if k not in drop}

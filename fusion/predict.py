@@ -310,12 +310,11 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
             result["survival_treatment"] = names[treatment] if treatment >= 0 else None
             result["survival_by_treatment"] = _survival_by_treatment(run, encoded, names, horizons)
     if model.response is not None:
-        with torch.no_grad():
-            probs = torch.sigmoid(model.response.all_treatments(out["embedding"]))[0].tolist()
-        result["response"] = dict(zip(run.meta["treatment_names"], probs, strict=True))
         interval = ex.response_interval(model, batch, encoded=encoded, mc=mc)
+        names = run.meta["treatment_names"]
+        result["response"] = dict(zip(names, interval["probability"].tolist(), strict=True))
         result["response_interval"] = {name: [float(lo), float(hi)] for name, lo, hi in zip(
-            run.meta["treatment_names"], interval["lower"], interval["upper"], strict=True)}
+            names, interval["lower"], interval["upper"], strict=True)}
         result["response_interval_method"] = interval["method"]
     if explain:
         names = run.meta["feature_names"]
