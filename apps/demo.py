@@ -87,7 +87,8 @@ def run_demo(out: Path, *, patients: int, seed: int, epochs: int, retrain_ablati
                   f"trained run:          {run_dir}\nmetrics:              {run_dir / 'metrics.json'}\n"
                   f"one prediction:       {out / 'prediction.json'}")
     console.print("\nOpen the app (binds to 127.0.0.1):\n"
-                  f"  .venv/bin/tumorboard app --lake {lake_dir} --runs {runs_dir}")
+                  f"  .venv/bin/tumorboard app --lake {lake_dir} --runs {runs_dir}\n"
+                  f"and choose a patient, or open the one predicted above: http://127.0.0.1:8501/?patient={patient}")
     return prediction
 
 

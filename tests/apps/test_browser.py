@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from apps.cli.app import streamlit_command
+from ingest.lake import Lake
+from ingest.reader import read_images
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
@@ -83,8 +85,14 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def test_patient_page_in_a_browser(server, browser):
+def test_patient_page_in_a_browser(server, browser, app_data):
     page = render(browser, server, "Patient")
+    page.get_by_text("Choose a patient to see").wait_for(timeout=30_000)  # no one's record until chosen
+    assert page.get_by_text("Survival at 1 year").count() == 0
+    shot(page, "patient_choose")
+    page.close()
+    imaged = sorted(read_images(Lake(app_data.lake))["patient_key"])[0]
+    page = render(browser, f"{server}/?patient={imaged}", "Patient")  # the address the demo prints
     page.get_by_text("Survival at 1 year").wait_for(timeout=90_000)
     page.get_by_text("Risk percentile").wait_for(timeout=30_000)  # metrics arrive one by one
     page.locator(".js-plotly-plot").nth(1).wait_for(timeout=30_000)  # survival and diagnosis charts drawn

@@ -147,8 +147,32 @@ def test_patient_page_without_a_run(monkeypatch, app_data):
     at = open_page(monkeypatch, app_data.lake, app_data.no_runs)
     assert at.title[0].value == "Patient"
     assert not at.exception
+    assert "No trained model" in texts(at)  # the sidebar says so before a patient is chosen
+    at = at.selectbox(key="patient_picker").set_value(sorted(patient_keys(app_data.lake)[0])[0]).run()
     assert "No trained model" in texts(at) and "tumorboard train" in texts(at)
     assert {"Age at diagnosis", "Sex", "Diagnosis"} <= {m.label for m in at.metric}
+
+
+def test_patient_page_opens_on_no_patient_or_the_linked_one(monkeypatch, app_data):
+    at = open_page(monkeypatch, app_data.lake, app_data.runs)
+    assert at.selectbox(key="patient_picker").value is None
+    assert "Choose a patient" in texts(at) and not at.metric and not at.tabs  # no one's record is shown
+    picked = sorted(patient_keys(app_data.lake)[0])[1]
+    at = at.selectbox(key="patient_picker").set_value(picked).run()
+    assert at.query_params["patient"] == picked and {"Sex", "Diagnosis"} <= {m.label for m in at.metric}
+    at.switch_page("views/models.py").run()
+    at = at.switch_page("views/patient.py").run()  # the picker's own state was dropped on the other page
+    assert at.selectbox(key="patient_picker").value == picked and not at.exception
+
+    linked = AppTest.from_file(APP, default_timeout=120)
+    linked.query_params["patient"] = picked  # a reload, or a link someone shared
+    linked = linked.run()
+    assert linked.selectbox(key="patient_picker").value == picked and linked.metric
+    stale = AppTest.from_file(APP, default_timeout=120)
+    stale.query_params["patient"] = "Patient/not-in-this-lake"
+    stale = stale.run()
+    assert stale.selectbox(key="patient_picker").value is None and "is not in the lake" in texts(stale)
+    assert "patient" not in stale.query_params and not stale.exception
 
 
 def test_models_page(monkeypatch, app_data):

@@ -265,15 +265,30 @@ if people.empty:
     st.warning(f"The lake has no patients yet: `tumorboard ingest fhir --lake {lake} FOLDER` loads them.")
     st.stop()
 
-labels = dict(zip(people["patient_key"], people["label"]))
-key = st.selectbox("Patient (type an MRN to search)", list(labels), format_func=labels.get,
-                   key="patient_picker")
 run_dir = sv.active_run(settings.runs)
 with st.sidebar:
     if run_dir:
         st.caption(f"Model: **{run_dir.rsplit('/', 1)[-1]}** (change it on the *Models* page)")
     else:
         st.caption("No trained model yet.")
+
+labels = dict(zip(people["patient_key"], people["label"]))
+# No patient is shown until one is chosen, so nobody reviews (or sees) a patient they did not ask for. The
+# choice lives in the URL (?patient=KEY: a reload or a shared link reopens the patient) and in the session's
+# "patient" (a widget's state is dropped while another page is open: coming back reopens the patient).
+linked = st.query_params.get("patient")
+if "patient_picker" not in st.session_state:
+    st.session_state["patient_picker"] = next(
+        (k for k in (linked, st.session_state.get("patient")) if k in labels), None)
+key = st.selectbox("Patient (type an MRN to search)", list(labels), format_func=labels.get, index=None,
+                   placeholder=f"Choose one of {len(labels)} patients", key="patient_picker")
+if key is None:
+    if linked is not None:
+        st.warning("The patient in this page's address (`?patient=`) is not in the lake: choose one above.")
+    st.info("Choose a patient to see their predicted risk, treatment response, the evidence and the record.")
+    st.query_params.pop("patient", None)
+    st.stop()
+st.query_params["patient"] = st.session_state["patient"] = key
 
 record = widgets.or_stop(sv.patient_record, lake, key)
 header = widgets.or_stop(sv.patient_header, lake, key, run_dir)
