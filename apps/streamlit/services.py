@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -210,6 +211,16 @@ def _patient_header(lake: str, token: str, key: str, run_dir: str | None) -> dic
 def patients(lake: Path) -> pd.DataFrame:
     """``patient_key``, ``label`` (MRN, else the key), sorted by label: every patient in the lake."""
     return guarded("Reading the lake", lambda: _patient_list(str(lake), lake_token(str(lake))))
+
+
+def with_patient_links(frame: pd.DataFrame, people: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (with ``patient_key``) led by ``patient`` (the picker's label: MRN, else the key) and
+    ``record`` (the relative address of the patient's page, ``./?patient=KEY``)."""
+    labels = people.set_index("patient_key")["label"]
+    links = pd.DataFrame({"patient": frame["patient_key"].map(labels).fillna(frame["patient_key"]),
+                          "record": "./?patient=" + frame["patient_key"].map(lambda k: quote(str(k), safe=""))},
+                         index=frame.index)
+    return pd.concat([links, frame], axis=1)
 
 
 def patient_record(lake: Path, key: str) -> dict[str, pd.DataFrame]:

@@ -122,6 +122,10 @@ def test_other_pages_in_a_browser(server, browser, path, title, expected):
     page = render(browser, f"{server}/{path}", title)
     page.get_by_text(expected).first.wait_for()
     shot(page, path)
+    if path == "data":
+        page.get_by_role("tab", name="Coverage").click()
+        page.get_by_text("of 30 patients").wait_for(timeout=30_000)
+        shot(page, "data_coverage")
     # opened by its URL, the page still shows the router's navigation, not a list of the page files
     words = page.locator("[data-testid='stSidebarNav']").inner_text().split()  # icon names, then titles
     names = {"Patient", "Models", "Data", "app", "patient", "models", "data"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -206,6 +207,11 @@ def test_data_page(monkeypatch, app_data):
     assert {"view_patient", "variants", "images"} <= set(tables["table"])
     at = at.multiselect(key="coverage_missing").set_value(["images"]).run()
     assert not at.exception
+    coverage = next(d.value for d in at.dataframe if "record" in d.value.columns)
+    people = sv.patients(app_data.lake).set_index("patient_key")["label"]
+    assert len(coverage) and not coverage["images"].any()
+    assert list(coverage["patient"]) == list(people[coverage["patient_key"]])  # MRNs, as the picker shows
+    assert list(coverage["record"]) == ["./?patient=" + k for k in coverage["patient_key"]]  # uuids: unquoted
 
 
 @pytest.mark.parametrize("page", ["views/patient.py", "views/models.py", "views/data.py"])
@@ -232,6 +238,15 @@ def test_app_command_binds_localhost_and_hides_errors(tmp_path):
     assert command[-2:] == ["--lake", str(tmp_path / "lake")]
 
 
+def test_patient_links_quote_the_key():
+    frame = pd.DataFrame({"patient_key": ["urn:mrn|7/1", "b"], "images": [True, False]})
+    people = pd.DataFrame({"patient_key": ["b"], "label": ["MRN-2"]})
+    linked = sv.with_patient_links(frame, people)
+    assert list(linked.columns) == ["patient", "record", "patient_key", "images"]
+    assert list(linked["patient"]) == ["urn:mrn|7/1", "MRN-2"]  # no label: the key
+    assert list(linked["record"]) == ["./?patient=urn%3Amrn%7C7%2F1", "./?patient=b"]
+
+
 def test_metric_rows_and_intervals():
     metrics = {"tasks": {"survival": {
         "model": {"c_index_harrell": {"value": 0.7, "ci_low": 0.6, "ci_high": 0.8}},
@@ -243,8 +258,6 @@ def test_metric_rows_and_intervals():
 
 
 def test_actionable_variants():
-    import pandas as pd
-
     var = pd.DataFrame({"gene": ["EGFR", "EGFR", "EGFR", "KRAS", "KRAS", "TP53", "ALK"],
                         "hgvsp": ["p.L858R", "p.E746_A750del", "p.L747_P753delinsS", "p.G12C", "p.G12D",
                                   "p.R273H", "p.F1174L"],

@@ -68,4 +68,6 @@ with coverage_tab:
         for name in missing:
             shown = shown[~shown[name]]
         st.caption(f"{len(shown)} of {len(report.coverage)} patients")
-        st.dataframe(shown, hide_index=True, width="stretch")
+        people = widgets.or_stop(sv.patients, lake)
+        st.dataframe(sv.with_patient_links(shown, people), hide_index=True, width="stretch", column_config={
+            "record": st.column_config.LinkColumn("record", display_text="open", help="The patient's page")})
