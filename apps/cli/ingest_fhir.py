@@ -131,14 +131,21 @@ def _print_reasons(lake: Lake, run_id: str, top: int = 5) -> None:
 
 def _print_report(report: IngestReport) -> None:
     table = Table(title="FHIR resources")
-    for name in ("type", "read", "written", "rejected"):
+    repeats = report.repeated > 0  # a re-ingest, an updated export, or an id twice in the input
+    for name in ("type", "read", "written", "rejected", *(["repeated id"] if repeats else [])):
         table.add_column(name, justify="left" if name == "type" else "right")
     for rtype, counts in sorted(report.counts.items()):
         table.add_row(rtype, f"{counts.read:,}", f"{counts.written:,}",
-                      f"[red]{counts.rejected:,}[/]" if counts.rejected else "0")
+                      f"[red]{counts.rejected:,}[/]" if counts.rejected else "0",
+                      *([f"{counts.repeated:,}"] if repeats else []))
     table.add_section()
-    table.add_row("total", f"{report.read:,}", f"{report.written:,}", f"{report.read - report.written:,}")
+    table.add_row("total", f"{report.read:,}", f"{report.written:,}", f"{report.read - report.written:,}",
+                  *([f"{report.repeated:,}"] if repeats else []))
     console.print(table)
+    if repeats:
+        console.print(f"{report.repeated:,} written resource(s) repeat a Type/id already in the lake or earlier "
+                      f"in this run; the lake keeps one row per id (the newest version), so this run added "
+                      f"{report.written - report.repeated:,} row(s) to fhir_resources")
     print_counts({f"view_{name}": rows for name, rows in sorted(report.views.items())},
                  title="View tables (rows)")
     for path, why in report.skipped:

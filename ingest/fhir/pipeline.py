@@ -16,8 +16,9 @@ that already held resources, or repeated ids) every view is recomputed from ``fh
 (:func:`reflatten_views`, also what ``tumorboard ingest views`` runs for views added later). A crash leaves
 each view at its previous version.
 
-Counts reconcile per resource type: ``read = written + rejected``; "written" counts accepted resources (a
-resource id seen twice is one row of ``fhir_resources``). Records without a usable resourceType (bad JSON,
+Counts reconcile per resource type: ``read = written + rejected``; "written" counts accepted resources, and
+"repeated" those of them whose id was already in the lake or came earlier in the run (one row of
+``fhir_resources`` per id), so a run adds ``written - repeated`` rows. Records without a usable resourceType (bad JSON,
 truncated gzip, a Bundle entry without a resource) are counted under :data:`ingest.fhir.reader.INVALID`.
 """
 
@@ -67,11 +68,14 @@ Progress = Callable[[str, int, int], None]  # (phase, done, total): phase "read"
 
 @dataclass
 class TypeCounts:
-    """Records of one resource type: ``read = written + rejected``."""
+    """Records of one resource type: ``read = written + rejected``; ``repeated`` of the written ones had a
+    ``Type/id`` already in the lake or earlier in the run (the lake keeps one row per id, the newest version),
+    so the run added ``written - repeated`` rows."""
 
     read: int = 0
     written: int = 0
     rejected: int = 0
+    repeated: int = 0
 
 
 @dataclass
@@ -99,10 +103,15 @@ class IngestReport:
     def rejected(self) -> int:
         return sum(c.rejected for c in self.counts.values()) + self.view_rejects
 
+    @property
+    def repeated(self) -> int:
+        return sum(c.repeated for c in self.counts.values())
+
     def as_dict(self) -> dict[str, object]:
         """JSON-able summary (what the manifest row records)."""
-        return {"read": self.read, "written": self.written, "rejected": self.rejected,
+        return {"read": self.read, "written": self.written, "rejected": self.rejected, "repeated": self.repeated,
                 "by_type": {t: [c.read, c.written, c.rejected] for t, c in sorted(self.counts.items())},
+                "repeated_by_type": {t: c.repeated for t, c in sorted(self.counts.items()) if c.repeated},
                 "committed": self.committed, "ambiguous_identifiers": self.ambiguous_identifiers,
                 "views": dict(sorted(self.views.items())), "view_rejects": self.view_rejects,
                 "skipped": [f"{p} ({why})" for p, why in self.skipped]}
@@ -225,15 +234,20 @@ def _read_pass(lake: Lake, pool: _Pool, tasks: list[Task], report: IngestReport,
             pending.append(chunk.resources)
             pending_bytes += chunk.resources.nbytes
             if sum(t.num_rows for t in pending) >= COMMIT_ROWS or pending_bytes >= COMMIT_BYTES:
-                _commit_resources(lake, pending, index)
+                _count_repeated(report, _commit_resources(lake, pending, index))
                 report.committed += sum(t.num_rows for t in pending)
                 pending, pending_bytes = [], 0
         done += chunk.done
         if progress:
             progress("read", done, total)
-    _commit_resources(lake, pending, index)
+    _count_repeated(report, _commit_resources(lake, pending, index))
     report.committed += sum(t.num_rows for t in pending)
     return accepted
+
+
+def _count_repeated(report: IngestReport, repeated: dict[str, int]) -> None:
+    for rtype, n in repeated.items():
+        report.counts.setdefault(rtype, TypeCounts()).repeated += n
 
 
 def _read_task(task: Task, *, batch_size: int, validate: bool, views: tuple | None) -> Iterator[_Chunk]:
@@ -383,15 +397,16 @@ def _hash_keys(keys: pa.Array) -> np.ndarray:
     return np.fromiter((hash(key) for key in keys.to_pylist()), np.int64, len(keys))
 
 
-def _commit_resources(lake: Lake, tables: list[pa.Table], index: _KeyIndex) -> None:
-    """Upsert rows into ``fhir_resources``, the newest version winning (:data:`NEWEST_BY`).
+def _commit_resources(lake: Lake, tables: list[pa.Table], index: _KeyIndex) -> dict[str, int]:
+    """Upsert rows into ``fhir_resources``, the newest version winning (:data:`NEWEST_BY`); returns, per
+    resource type, the rows whose key was already in the table or came earlier in ``tables``.
 
     A Delta merge scans and joins the whole target table, so only rows whose key may already be in the lake
     (``index``) are merged; rows with new keys (all of them on a first ingest) are appended, when they are
     unique.
     """
     if not tables:
-        return
+        return {}
     table = pa.concat_tables(tables)
     keys = _keys(table)
     known = index.known(keys)
@@ -400,12 +415,27 @@ def _commit_resources(lake: Lake, tables: list[pa.Table], index: _KeyIndex) -> N
         new, old = table.filter(pc.invert(mask)), table.filter(mask)
     else:
         new, old = table, table.schema.empty_table()
+    repeated = _per_type(old.column("resource_type")) if old.num_rows else {}
     if new.num_rows:
         unique = pc.count_distinct(_keys(new)).as_py() == new.num_rows
         lake.write("fhir_resources", new, mode="append" if unique else "merge", newest_by=NEWEST_BY)
+        if not unique:  # an id more than once among the new rows: all but its first are repeats
+            counts = pa.table({"type": new.column("resource_type").cast(pa.string()), "key": _keys(new)}) \
+                .group_by("type").aggregate([("key", "count"), ("key", "count_distinct")])
+            for rtype, n, distinct in zip(*(counts.column(c).to_pylist() for c in
+                                             ("type", "key_count", "key_count_distinct")), strict=True):
+                if n > distinct:
+                    repeated[rtype] = repeated.get(rtype, 0) + n - distinct
     if old.num_rows:
         lake.write("fhir_resources", old, mode="merge", newest_by=NEWEST_BY)
     index.add(keys)
+    return repeated
+
+
+def _per_type(types: pa.ChunkedArray) -> dict[str, int]:
+    """Rows per resource type."""
+    counts = pc.value_counts(types.cast(pa.string()))
+    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
 
 
 def _keys(table: pa.Table | pa.RecordBatch) -> pa.Array:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import orjson
@@ -90,7 +91,10 @@ def test_reingest_is_idempotent_and_newest_wins(bulk_lake, tmp_path):
     before = lake.sql("select count(*) n from fhir_resources").to_pylist()[0]["n"]
     views_before = {name: lake.read(f"view_{name}").num_rows for name in first.views}
     again = ingest_fhir(lake, [BULK])
-    assert again.written == first.written
+    assert again.written == first.written and first.repeated == 0
+    assert {t: c.repeated for t, c in again.counts.items()} == {t: c.written for t, c in first.counts.items()}
+    latest = max(_rows(lake, "manifest"), key=lambda row: row["finished_at"])
+    assert json.loads(latest["counts"])["repeated"] == again.written
     assert lake.sql("select count(*) n from fhir_resources").to_pylist()[0]["n"] == before
     assert {name: lake.read(f"view_{name}").num_rows for name in first.views} == views_before
 
@@ -99,7 +103,7 @@ def test_reingest_is_idempotent_and_newest_wins(bulk_lake, tmp_path):
     older = dict(patient, gender="unknown", meta={"versionId": "1", "lastUpdated": "2029-01-01T00:00:00Z"})
     (tmp_path / "new.ndjson").write_bytes(orjson.dumps(newer) + b"\n")
     (tmp_path / "old.ndjson").write_bytes(orjson.dumps(older) + b"\n")
-    ingest_fhir(lake, [tmp_path / "new.ndjson"])
+    assert ingest_fhir(lake, [tmp_path / "new.ndjson"]).counts["Patient"].repeated == 1
     ingest_fhir(lake, [tmp_path / "old.ndjson"])  # older than what the lake holds: ignored
     row = [r for r in _rows(lake, "view_patient") if r["id"] == patient["id"]]
     assert [r["gender"] for r in row] == ["other"]
@@ -109,9 +113,22 @@ def test_reingest_is_idempotent_and_newest_wins(bulk_lake, tmp_path):
     v5 = dict(patient, gender="female", meta={"versionId": "5"})
     v4 = dict(patient, gender="male", meta={"versionId": "4"})
     (tmp_path / "versions.ndjson").write_bytes(orjson.dumps(v5) + b"\n" + orjson.dumps(v4) + b"\n")
-    ingest_fhir(lake, [tmp_path / "versions.ndjson"])
+    assert ingest_fhir(lake, [tmp_path / "versions.ndjson"]).repeated == 2  # both: the id is in the lake
     row = [r for r in _rows(lake, "view_patient") if r["id"] == patient["id"]]
     assert [r["gender"] for r in row] == ["female"]
+
+
+def test_an_id_twice_in_one_run_counts_as_repeated(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    patient = {"resourceType": "Patient", "id": "p1", "gender": "female"}
+    lines = [patient, dict(patient, gender="male"), {"resourceType": "Patient", "id": "p2"},
+             {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"}}]
+    (tmp_path / "twice.ndjson").write_bytes(b"\n".join(orjson.dumps(r) for r in lines) + b"\n")
+    report = ingest_fhir(lake, [tmp_path / "twice.ndjson"])
+    assert (report.read, report.written, report.repeated) == (4, 4, 1)
+    assert {t: c.repeated for t, c in report.counts.items()} == {"Patient": 1, "Observation": 0}
+    stored = lake.sql("select count(*) n from fhir_resources").to_pylist()[0]["n"]
+    assert stored == report.written - report.repeated == 3
 
 
 def test_transaction_bundles_resolve_urn_uuid_references(tmp_path):
@@ -296,6 +313,12 @@ def test_cli_exit_status_and_views_command(tmp_path):
     assert "first example of each reason" in result.output and "Condition.ndjson:line 6" in result.output
     clean = runner.invoke(app, ["ingest", "fhir", str(PATHLING / "Patient.ndjson"), "--lake", str(lake)])
     assert clean.exit_code == 0, clean.output
+    assert "written resource(s) repeat" in clean.output  # of the broken inputs, some Patients landed
+    again = runner.invoke(app, ["ingest", "fhir", str(PATHLING / "Patient.ndjson"), "--lake", str(lake)])
+    n = len((PATHLING / "Patient.ndjson").read_bytes().splitlines())
+    assert again.exit_code == 0 and "repeated id" in again.output
+    said = " ".join(again.output.split())  # rich wraps the line at the console width
+    assert f"{n} written resource(s) repeat a Type/id" in said and "added 0 row(s)" in said
 
     views = tmp_path / "views"
     views.mkdir()
