@@ -122,6 +122,11 @@ def test_patient_page(monkeypatch, app_data):
     assert f"{latest['tmb_per_mb']:.1f} mutations/Mb" in texts(at)  # the synthetic assay's 1.1 Mb
     assert f"{int(latest['n_nonsilent'])} non-silent variants over a 1.1 Mb panel" in texts(at)
     assert ("TMB-high" in texts(at)) == (latest["tmb_per_mb"] >= 10)
+    variants = next(d for d in at.dataframe if "hgvsp" in d.value.columns)
+    assert "gene" in variants.proto.column_order and "sample_id" not in variants.proto.column_order
+    at = at.toggle(key="variant_coordinates").set_value(True).run()
+    variants = next(d for d in at.dataframe if "hgvsp" in d.value.columns)
+    assert not variants.proto.column_order  # every column, sample id and coordinates included
 
     at = open_tab(at, "Timeline")
     assert len(at.get("plotly_chart")) == 1 and not at.exception

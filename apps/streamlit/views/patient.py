@@ -195,8 +195,12 @@ def why_tab(explanation: dict | None, record: dict[str, pd.DataFrame], header: d
                 "background-color: #fff4d6" if row["driver"] else "")
             return [colour] * len(row)
 
+        located = st.toggle("Show the sample and genomic coordinates", key="variant_coordinates",
+                            help="The sequenced sample's id and each variant's chromosome, position and alleles")
+        located_columns = ["chrom", "pos", "ref", "alt", "sample_id"]
         st.dataframe(variants.style.apply(_highlight, axis=1).format({"vaf": "{:.2f}"}, na_rep=""),
-                     hide_index=True, width="stretch")
+                     hide_index=True, width="stretch",
+                     column_order=None if located else [c for c in variants if c not in located_columns])
         st.caption("Red: actionable alteration (e.g. EGFR L858R / exon 19 deletion, KRAS G12C, BRAF V600E, "
                    "ALK); yellow: driver gene of the panel.")
 
