@@ -9,6 +9,7 @@ from plotly.subplots import make_subplots
 
 DAYS_PER_YEAR = 365.25
 PREDICTED, COHORT, ACCENT = "#1f77b4", "#7f7f7f", "#d62728"
+OBSERVED = "#2f2f2f"  # the patient's own outcome, drawn over the curves
 # CT display windows (level, width) in Hounsfield units.
 WINDOWS = {"lung": (-600.0, 1500.0), "mediastinum": (40.0, 400.0), "bone": (400.0, 1800.0)}
 _CATEGORIES = ["Condition", "Medication", "Procedure", "Observation", "Encounter"]
@@ -35,13 +36,32 @@ def _rgba(hex_colour: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
+def endpoint_label(endpoint: str) -> str:
+    """``"overall survival"`` for ``os``, ``"progression-free survival"`` for ``pfs``, else the name."""
+    return {"os": "overall survival", "pfs": "progression-free survival"}.get(endpoint, endpoint)
+
+
+def event_word(endpoint: str) -> str:
+    """What reaching the endpoint is called: ``died`` (os), ``progressed`` (pfs), else ``had the event``."""
+    return {"os": "died", "pfs": "progressed"}.get(endpoint, "had the event")
+
+
+def censored_phrase(endpoint: str) -> str:
+    """What a censored outcome says: ``alive at last follow-up`` (os), ``no progression recorded by last
+    follow-up`` (pfs), else ``no event by last follow-up``."""
+    return {"os": "alive at last follow-up", "pfs": "no progression recorded by last follow-up"}.get(
+        endpoint, "no event by last follow-up")
+
+
 def survival_figure(predicted: dict | None, cohort: pd.DataFrame | None, *,
-                    endpoint: str = "os") -> go.Figure:
+                    endpoint: str = "os", observed: dict | None = None) -> go.Figure:
     """Predicted survival S(t) with its 95% interval next to the cohort's Kaplan-Meier curve.
 
     Args:
         predicted: ``times`` (days), ``survival``, optional ``lower``/``upper``; None to skip.
         cohort: Kaplan-Meier frame with ``time`` (days), ``survival``, ``lower``, ``upper``; None to skip.
+        observed: the patient's own outcome, ``time`` (days) and ``event`` (False: censored), drawn as a
+            dotted vertical line; None to skip.
     """
     fig = go.Figure()
     if cohort is not None and len(cohort):
@@ -59,7 +79,12 @@ def survival_figure(predicted: dict | None, cohort: pd.DataFrame | None, *,
         fig.add_trace(go.Scatter(x=years, y=predicted["survival"], mode="lines", name="this patient (model)",
                                  line={"color": PREDICTED, "width": 3, "shape": "hv"},
                                  hovertemplate="%{x:.1f} y: %{y:.0%}<extra>patient</extra>"))
-    label = {"os": "overall survival", "pfs": "progression-free survival"}.get(endpoint, endpoint)
+    label = endpoint_label(endpoint)
+    if observed:
+        what = event_word(endpoint) if observed["event"] else "last follow-up"
+        fig.add_vline(x=observed["time"] / DAYS_PER_YEAR, line={"color": OBSERVED, "dash": "dot", "width": 2},
+                      annotation={"text": f"observed: {what}", "font": {"color": OBSERVED}},
+                      annotation_position="top right")
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%", title=f"probability of {label}")
     fig.update_xaxes(title="years from diagnosis", rangemode="tozero")
     return _layout(fig, title="Survival: this patient vs the cohort")

@@ -555,10 +555,8 @@ def explanation(run_dir: str, lake: Path, key: str) -> dict:
                    lambda: _prediction(run_dir, str(lake), lake_token(str(lake)), key, True))
 
 
-@st.cache_data(show_spinner="Computing the cohort survival curve…", max_entries=4)
-def _cohort_km(lake: str, token: str, run_dir: str | None) -> pd.DataFrame:
-    from sksurv.nonparametric import kaplan_meier_estimator
-
+@st.cache_data(show_spinner="Reading the cohort's outcomes…", max_entries=4)
+def _outcomes(lake: str, token: str, run_dir: str | None) -> pd.DataFrame:
     from fusion.cohort import compute_targets, index_dates
     from fusion.predict import lake_frames
 
@@ -566,7 +564,25 @@ def _cohort_km(lake: str, token: str, run_dir: str | None) -> pd.DataFrame:
     index, index_code = index_dates(frames.conditions, frames.labels, data.index)
     keys = np.array(sorted(index.index))
     targets = compute_targets(frames, keys, index.reindex(keys), index_code, data.targets)  # no features
-    time, event = np.asarray(targets.time, float), np.asarray(targets.event, bool)
+    return pd.DataFrame({"time": np.asarray(targets.time, float), "event": np.asarray(targets.event, bool)},
+                        index=pd.Index(keys, name="patient_key"))
+
+
+def observed_outcome(lake: Path, run_dir: str | None, key: str) -> dict | None:
+    """The patient's observed ``time`` (days from the index date) and ``event`` (True: the endpoint happened;
+    False: censored at last contact) on the run's survival endpoint; None without follow-up."""
+    outcomes = guarded("Reading the patient's outcome", lambda: _outcomes(str(lake), lake_token(str(lake)), run_dir))
+    if key not in outcomes.index or not np.isfinite(outcomes.at[key, "time"]) or outcomes.at[key, "time"] < 0:
+        return None
+    return {"time": float(outcomes.at[key, "time"]), "event": bool(outcomes.at[key, "event"])}
+
+
+@st.cache_data(show_spinner="Computing the cohort survival curve…", max_entries=4)
+def _cohort_km(lake: str, token: str, run_dir: str | None) -> pd.DataFrame:
+    from sksurv.nonparametric import kaplan_meier_estimator
+
+    outcomes = _outcomes(lake, token, run_dir)
+    time, event = outcomes["time"].to_numpy(), outcomes["event"].to_numpy()
     keep = np.isfinite(time) & (time >= 0)
     if keep.sum() < 2 or not event[keep].any():
         raise ServiceError("Too few patients with follow-up in the lake for a Kaplan-Meier curve.")
@@ -584,6 +600,15 @@ def cohort_km(lake: Path, run_dir: str | None) -> pd.DataFrame:
 def modality_label(name: str) -> str:
     """The clinical name of a modality (:data:`MODALITY_LABELS`), else the name itself."""
     return MODALITY_LABELS.get(name, name)
+
+
+def duration_words(days: float) -> str:
+    """A follow-up time in words: days under 3 months, months under 2 years, else years (one decimal)."""
+    if days < 90:
+        return f"{days:.0f} day{'' if round(days) == 1 else 's'}"
+    if days < 2 * DAYS_PER_YEAR:
+        return f"{days / (DAYS_PER_YEAR / 12):.0f} months"
+    return f"{days / DAYS_PER_YEAR:.1f} years"
 
 
 def survival_at(curve: dict, days: float, column: str = "survival") -> float | None:

@@ -80,6 +80,12 @@ def test_patient_page(monkeypatch, app_data):
     charts = {c.proto.id for c in at.get("plotly_chart")}
     assert len(charts) == 2  # survival and diagnosis: only the open tab (Risk) renders
     assert "Grad-CAM" not in texts(at)
+    observed = sv.observed_outcome(app_data.lake, str(app_data.runs / "tiny"), picked)
+    assert observed is not None  # every synthetic cancer patient has follow-up
+    after = f"{sv.duration_words(observed['time'])} after diagnosis"
+    said = f"died {after}" if observed["event"] else f"alive at last follow-up, {after} (censored)"
+    assert f"this patient's observed outcome in the record: {said}." in texts(at)
+    assert ("The model was trained on this outcome." in texts(at)) == (split == "train")
 
     at = open_tab(at, "Treatment")
     assert "observational data" in texts(at) and "not a treatment recommendation" in texts(at)
@@ -290,6 +296,23 @@ def test_ct_figure_windows_in_hounsfield_units_and_overlays_the_map():
     np.testing.assert_allclose(shown, [[0.0, 0.0], [0.5, 0.775]], atol=1e-6)  # -160..240 HU
     with_map = ct_figure(stored, stored_window=None, display="lung", heat=np.ones((1, 1)))
     assert len(with_map.data) == 2 and with_map.data[1].dx == 2.0
+
+
+def test_survival_figure_marks_the_observed_outcome():
+    from apps.streamlit.charts import survival_figure
+
+    predicted = {"times": [0.0, 365.25, 730.5], "survival": [1.0, 0.7, 0.4]}
+    died = survival_figure(predicted, None, endpoint="os", observed={"time": 730.5, "event": True})
+    (line,) = [s for s in died.layout.shapes if s.type == "line"]
+    assert line.x0 == line.x1 == 2.0 and died.layout.annotations[0].text == "observed: died"
+    censored = survival_figure(predicted, None, endpoint="pfs", observed={"time": 365.25, "event": False})
+    assert censored.layout.annotations[0].text == "observed: last follow-up"
+    assert not survival_figure(predicted, None).layout.shapes
+
+
+def test_duration_words():
+    assert [sv.duration_words(d) for d in (1, 16.4, 120, 700, 1000)] == [
+        "1 day", "16 days", "4 months", "23 months", "2.7 years"]
 
 
 def test_survival_at_reads_the_step_function():

@@ -17,22 +17,32 @@ CAUTION = ("These are model estimates learned from observational data, in which 
 HORIZONS_YEARS = (1, 2, 5)
 
 
-def risk_tab(prediction: dict | None, lake: Path, run_dir: str | None, runs: Path | None) -> None:
-    """Predicted survival against the cohort's Kaplan-Meier curve, and diagnosis probabilities."""
+def risk_tab(prediction: dict | None, lake: Path, run_dir: str | None, runs: Path | None, key: str,
+             split: str | None) -> None:
+    """Predicted survival against the cohort's Kaplan-Meier curve and the patient's observed outcome, and
+    diagnosis probabilities."""
     survival = (prediction or {}).get("survival")
     try:
         km = sv.cohort_km(lake, run_dir)
+        observed = sv.observed_outcome(lake, run_dir, key)
     except sv.ServiceError as exc:
-        km = None
+        km = observed = None
         st.caption(f"Cohort curve not shown: {exc}")
+    endpoint = (survival or {}).get("endpoint", "os")
     left, right = st.columns([3, 1])
     with left:
         if survival or km is not None:
-            endpoint = (survival or {}).get("endpoint", "os")
-            st.plotly_chart(figures.survival_figure(survival, km, endpoint=endpoint), key="survival_chart")
+            st.plotly_chart(figures.survival_figure(survival, km, endpoint=endpoint, observed=observed),
+                            key="survival_chart")
         if km is not None:
             st.caption(f"Grey: Kaplan-Meier estimate of the lake's cohort ({int(km['n'].iloc[0])} patients) "
                        "with its 95% interval.")
+        if observed:
+            after = f"{sv.duration_words(observed['time'])} after diagnosis"
+            what = (f"{charts.event_word(endpoint)} {after}" if observed["event"] else
+                    f"{charts.censored_phrase(endpoint)}, {after} (censored)")
+            learned = " The model was trained on this outcome." if split == "train" else ""
+            st.caption(f"Dotted line: this patient's observed outcome in the record: {what}.{learned}")
     with right:
         if survival:
             for years in HORIZONS_YEARS:
@@ -335,7 +345,7 @@ if prediction and prediction.get("missing_modalities"):
     st.caption(f"Missing for this patient: **{missing}**; the prediction "
                "rests on the modalities present.")
 
-TABS = {"Risk": lambda: risk_tab(prediction, lake, run_dir, settings.runs),
+TABS = {"Risk": lambda: risk_tab(prediction, lake, run_dir, settings.runs, key, split),
         "Treatment": lambda: treatment_tab(prediction, record, run_dir, settings.runs),
         "Why": lambda: why_tab(explained(run_dir, lake, key) if prediction else None, record, header, lake),
         "Timeline": lambda: timeline_tab(record, header),
