@@ -24,10 +24,14 @@ def risk_tab(prediction: dict | None, lake: Path, run_dir: str | None, runs: Pat
     survival = (prediction or {}).get("survival")
     try:
         km = sv.cohort_km(lake, run_dir)
+    except sv.ServiceError as exc:
+        km = None
+        st.caption(f"Cohort curve not shown: {exc}")
+    try:
         observed = sv.observed_outcome(lake, run_dir, key)
     except sv.ServiceError as exc:
-        km = observed = None
-        st.caption(f"Cohort curve not shown: {exc}")
+        observed = None
+        st.caption(f"Observed outcome not shown: {exc}")
     endpoint = (survival or {}).get("endpoint", "os")
     left, right = st.columns([3, 1])
     with left:
@@ -301,6 +305,7 @@ if key is None:
         st.warning("The patient in this page's address (`?patient=`) is not in the lake: choose one above.")
     st.info("Choose a patient to see their predicted risk, treatment response, the evidence and the record.")
     st.query_params.pop("patient", None)
+    st.session_state.pop("patient", None)  # cleared by the user: not reopened on coming back either
     st.stop()
 st.query_params["patient"] = st.session_state["patient"] = key
 
