@@ -305,6 +305,8 @@ def main() -> None:
     rows.append(("logistic (tabular)", None, item(response["baselines"].get("logistic"), "auroc"),
                  item(diagnosis["baselines"].get("logistic"), "auroc")))
     rows.append(("logistic (CT thumbnails)", None, None, item(diagnosis["baselines"].get("image_logistic"), "auroc")))
+    rows.append(("late fusion (only_*)", *(item(task["baselines"].get("late_fusion"), metric) for task, metric in
+                                           ((survival, "c_index_harrell"), (response, "auroc"), (diagnosis, "auroc")))))
     rows.append(("oracle (truth)", oracle["c_index_harrell"], oracle["response_auroc"], None))
     rows.append(("oracle, missing at mean", limited["c_index_harrell"], None, None))
     rows.append(("oracle, no aggressiveness", limited["c_index_no_aggressiveness"], None, None))

@@ -11,7 +11,7 @@ the same resamples for every model of a task, so intervals are paired; ``null`` 
     {"run", "lake", "lake_manifest_hash", "lake_changed", "split_seed", "n_boot", "n_test", "created_at",
      "tasks": {"diagnosis" | "survival" | "response": {
          "n", ("n_events" | "n_positive"), ("endpoint": "os" | "pfs", survival only), "model": {metric: {...}},
-         "baselines": {"coxnet" | "rsf" | "logistic" | "image_logistic": {metric: {...}}},
+         "baselines": {"coxnet" | "rsf" | "logistic" | "image_logistic" | "late_fusion": {metric: {...}}},
          "ablations": {"without_<m>" | "only_<m>": {metric: {...}}}}},
      "subgroups": {task: {"sex_female" | "sex_male" | "age_lt60" | "age_60_69" | "age_ge70":
                           {"n", "model": {metric: {...}}}}},
@@ -25,7 +25,11 @@ deciles, lower is better) at the configured horizons that lie inside the test fo
 probability under their own treatment. Baselines see the inputs the model's head sees: the diagnosis
 logistic regression only the tabular features of ``tasks.diagnosis.modalities`` (none when that is the image
 alone), and ``image_logistic`` (diagnosis, when the head reads the image) a logistic regression on 16 x 16
-thumbnails of the same images the model sees.
+thumbnails of the same images the model sees. ``late_fusion`` (when the ``only_<m>`` models are retrained
+and at least two have the task's head) combines their predictions, the classical alternative to a joint
+model: an elastic-net Cox model of their log-risks (survival) or a logistic regression of their log
+probabilities (diagnosis) or logits (response), fitted on the validation patients, since the single-modality
+models' predictions on their own training patients are in-sample.
 
 Ablations: ``without_<m>`` is the same model with modality ``m`` removed at test time; ``only_<m>`` is the
 run's config restricted to ``m``, retrained on the same split (saved under ``RUN/ablations/only_<m>`` and
@@ -173,6 +177,7 @@ class _Eval:
         self.train, self.val, self.test = (cohort.indices(s) for s in ("train", "val", "test"))
         self.notes: list[str] = []
         self.outputs: dict[str, dict[str, Outputs]] = {"model": {}, "ablations": {}}
+        self.val_outputs: dict[str, Outputs] = {}  # only_<m> on the validation rows: what late fusion fits
         t = cohort.targets
         self.rows = {"diagnosis": self.test[t.diagnosis[self.test] >= 0],
                      "survival": self.test[np.isfinite(t.time[self.test])],
@@ -204,16 +209,35 @@ class _Eval:
             sub = single_modality_run(self.run, frames, m, lake_path=self.lake_path, progress=self.say)
             self.ablation_breslow[f"only_{m}"] = sub.breslow
             cohort = run_cohort(sub, frames)
-            train_out = model_outputs(sub, cohort, cohort.indices("train"))
-            position = {k: i for i, k in enumerate(cohort.patient_keys)}
-            here = np.array([k in position for k in self.cohort.patient_keys[self.test]])
-            rows = np.array([position[k] for k in self.cohort.patient_keys[self.test][here]], dtype=np.int64)
-            if here.any() and not (cohort.split[rows] == "test").all():
-                raise RunError(f"ablation only_{m} in {sub.run_dir} was trained on another split; delete it")
-            part = model_outputs(sub, cohort, rows)
-            self.outputs["ablations"][f"only_{m}"] = _merge(part, here, prior_outputs(train_out),
-                                                           self.cohort.patient_keys[self.test],
-                                                           self.cohort.targets.treatment[self.test])
+            prior = prior_outputs(model_outputs(sub, cohort, cohort.indices("train")))
+            self.outputs["ablations"][f"only_{m}"] = self._sub_outputs(sub, cohort, prior, self.test, "test")
+            self.val_outputs[f"only_{m}"] = self._sub_outputs(sub, cohort, prior, self.val, "val")
+
+    def _sub_outputs(self, sub: LoadedRun, cohort: Cohort, prior: Outputs, rows: np.ndarray,
+                     split: str) -> Outputs:
+        """A single-modality model's outputs for this cohort's ``rows`` (of ``split``); its ``prior`` for
+        patients it does not score."""
+        position = {k: i for i, k in enumerate(cohort.patient_keys)}
+        keys = self.cohort.patient_keys[rows]
+        here = np.array([k in position for k in keys], dtype=bool)
+        mine = np.array([position[k] for k in keys[here]], dtype=np.int64)
+        if here.any() and not (cohort.split[mine] == split).all():
+            raise RunError(f"ablation {sub.run_dir.name} in {sub.run_dir} was trained on another split; delete it")
+        return _merge(model_outputs(sub, cohort, mine), here, prior, keys, self.cohort.targets.treatment[rows])
+
+    def _late_fusion_inputs(self, field: str, transform: Callable[[np.ndarray], np.ndarray]) -> np.ndarray | None:
+        """``(N, F)`` over the cohort: ``transform`` of each single-modality model's ``field`` side by side,
+        filled at the validation and test rows (NaN elsewhere); None with fewer than two such models."""
+        names = [n for n, out in self.val_outputs.items() if getattr(out, field) is not None]
+        if len(names) < 2:
+            return None
+        columns = []
+        for name in names:
+            val, test = (transform(getattr(out[name], field)) for out in (self.val_outputs, self.outputs["ablations"]))
+            full = np.full((self.cohort.patient_keys.size, *val.shape[1:]), np.nan)
+            full[self.val], full[self.test] = val, test
+            columns.append(full.reshape(full.shape[0], -1))
+        return np.column_stack(columns)
 
     # scoring -------------------------------------------------------------------------------------------
     def _take(self, out: Outputs, task: str) -> Outputs:
@@ -285,6 +309,11 @@ class _Eval:
             self.say({"stage": "baseline", "what": "diagnosis image logistic"})
             preds["baselines"]["image_logistic"] = baselines.fit_diagnosis(
                 self._thumbnails(np.union1d(train, rows)), t.diagnosis, train, rows, n_classes)
+        late = self._late_fusion_inputs("diagnosis_prob", _log_prob)
+        fit = self.val[t.diagnosis[self.val] >= 0]
+        if late is not None and np.unique(t.diagnosis[fit]).size >= 2:
+            self.say({"stage": "baseline", "what": "diagnosis late fusion"})
+            preds["baselines"]["late_fusion"] = baselines.fit_diagnosis(late, t.diagnosis, fit, rows, n_classes)
         self.diagnosis_plot = (y, preds["model"]["model"], t.diagnosis_classes)
         result = {"n": int(rows.size), **self._report(
             rows, diagnosis_metric_fn, lambda g, n: (y, preds[g][n]), preds["baselines"])}
@@ -313,6 +342,12 @@ class _Eval:
             self.say({"stage": "baseline", "what": "response logistic"})
             preds["baselines"]["logistic"] = baselines.fit_response(
                 X, t.treatment, t.response, train, rows, len(t.treatment_names))
+        late = self._late_fusion_inputs("response_prob", _logit)
+        fit = self.val[(t.treatment[self.val] >= 0) & np.isfinite(t.response[self.val])]
+        if late is not None and np.unique(t.response[fit]).size == 2:
+            self.say({"stage": "baseline", "what": "response late fusion"})
+            labels = np.nan_to_num(t.response).astype(int)  # the fitted and scored rows are all labelled
+            preds["baselines"]["late_fusion"] = baselines.fit_diagnosis(late, labels, fit, rows, 2)[:, 1]
         self.response_plot = (y, preds["model"]["model"])
         result = {"n": int(rows.size), "n_positive": int(y.sum()), **self._report(
             rows, binary_metric_fn, lambda g, n: (y, preds[g][n]), preds["baselines"])}
@@ -355,6 +390,14 @@ class _Eval:
             self.say({"stage": "baseline", "what": "rsf"})
             rsf = baselines.fit_rsf(X, t.time, t.event, train, rows, seed=self.seed)
             candidates["baselines"] = {"coxnet": (cox.risk, cox.survival), "rsf": (rsf.risk, rsf.survival)}
+        late = self._late_fusion_inputs("log_risk", lambda r: r)
+        fit = self.val[np.isfinite(t.time[self.val])]
+        if late is not None and t.event[fit].any():
+            self.say({"stage": "baseline", "what": "survival late fusion"})
+            # fitted and its penalty chosen on the validation rows: the single-modality models' training
+            # predictions are in-sample
+            stack = baselines.fit_coxnet(late, t.time, t.event, fit, fit, rows)
+            candidates["baselines"]["late_fusion"] = (stack.risk, stack.survival)
 
         def arrays_for(group: str, name: str) -> tuple:
             risk, surv = candidates[group][name]
@@ -417,6 +460,15 @@ class _Eval:
             plots.plot_calibration(run_dir / "calibration.png", panels)
             written.append("calibration.png")
         return sorted(written)
+
+
+def _log_prob(prob: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(prob, 1e-6, 1.0))
+
+
+def _logit(prob: np.ndarray) -> np.ndarray:
+    clipped = np.clip(prob, 1e-6, 1.0 - 1e-6)
+    return np.log(clipped / (1.0 - clipped))
 
 
 def _safe_dict(fn: Callable[[], dict]) -> dict | None:

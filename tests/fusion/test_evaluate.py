@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ import torch
 
 from fusion.baselines import image_thumbnails
 from fusion.config import load_config
-from fusion.evaluate import bootstrap, evaluate_run
+from fusion.evaluate import _Eval, bootstrap, evaluate_run
+from fusion.predict import Outputs
 from fusion.train import train
 
 TASK_METRICS = {"diagnosis": {"auroc", "auprc", "accuracy", "balanced_accuracy", "ece"},
@@ -64,9 +66,10 @@ def _check_structure(run: Path, result: dict, stages: list[dict]) -> None:
     assert horizons, "no horizon inside the test follow-up"
     expected = {"c_index_harrell", "c_index_uno", "integrated_brier", *(f"td_auc_{h}" for h in horizons),
                 *(f"calibration_{h}" for h in horizons)}
-    assert set(survival["baselines"]) == {"coxnet", "rsf"}
-    assert set(result["tasks"]["diagnosis"]["baselines"]) == {"logistic"}
-    assert set(result["tasks"]["response"]["baselines"]) == {"logistic"}
+    # late_fusion: the only_<m> models combined on the validation patients (both modalities have every head)
+    assert set(survival["baselines"]) == {"coxnet", "rsf", "late_fusion"}
+    assert set(result["tasks"]["diagnosis"]["baselines"]) == {"logistic", "late_fusion"}
+    assert set(result["tasks"]["response"]["baselines"]) == {"logistic", "late_fusion"}
     for task, scores in result["tasks"].items():
         assert set(scores["ablations"]) == {"without_ehr", "without_genomics", "only_ehr", "only_genomics"}
         for table in (scores["model"], *scores["baselines"].values(), *scores["ablations"].values()):
@@ -109,6 +112,7 @@ def test_evaluate_end_to_end(tmp_path):
         again = evaluate_run(run, None, n_boot=0, retrain_ablations=False)
         assert (run / "ablations" / "only_ehr" / "model.safetensors").stat().st_mtime_ns == stamp
         assert set(again["tasks"]["survival"]["ablations"]) == {"without_ehr", "without_genomics"}
+        assert set(again["tasks"]["survival"]["baselines"]) == {"coxnet", "rsf"}  # no only_<m>: no late fusion
         item = again["tasks"]["survival"]["model"]["c_index_harrell"]
         assert item["ci_low"] is None and item["value"] == result["tasks"]["survival"]["model"][
             "c_index_harrell"]["value"]
@@ -161,3 +165,23 @@ def test_image_thumbnails_average_slices_and_pool_areas():
     assert (thumbs[1] == 0.0).all() and (thumbs[2] == 1.0).all()
     with pytest.raises(ValueError, match="no image"):
         image_thumbnails([None, None])
+
+
+def test_late_fusion_inputs_put_each_single_modality_model_side_by_side():
+    """Late fusion fits on the only_<m> models' validation predictions and scores their test predictions."""
+    ev = object.__new__(_Eval)  # only the prediction tables matter here
+    ev.cohort = SimpleNamespace(patient_keys=np.array(list("abcdef")))
+    ev.val, ev.test = np.array([0, 1]), np.array([3, 4])
+
+    def out(risk: list[float]) -> Outputs:
+        return Outputs(np.array(["?"] * len(risk)), None, np.array(risk, float), None, None)
+
+    ev.val_outputs = {"only_x": out([1, 2]), "only_y": out([3, 4])}
+    ev.outputs = {"model": {}, "ablations": {"without_x": out([0, 0]), "only_x": out([5, 6]),
+                                             "only_y": out([7, 8])}}
+    stacked = ev._late_fusion_inputs("log_risk", lambda r: 10 * r)
+    np.testing.assert_array_equal(stacked[[0, 1, 3, 4]], [[10, 30], [20, 40], [50, 70], [60, 80]])
+    assert np.isnan(stacked[[2, 5]]).all()  # training rows: never read
+    ev.val_outputs = {"only_x": out([1, 2])}
+    assert ev._late_fusion_inputs("log_risk", lambda r: r) is None  # one model: nothing to fuse
+    assert ev._late_fusion_inputs("diagnosis_prob", lambda r: r) is None  # no such head
