@@ -49,8 +49,9 @@ def fhir(
     """Ingest FHIR R4 resources into `fhir_resources` and flatten them into one `view_<name>` table per view.
 
     Re-ingesting the same or an updated export is idempotent (the newest version wins: meta.lastUpdated, else
-    an integer meta.versionId). Records that cannot be ingested (bad JSON, not FHIR R4, a Bundle's urn:
-    reference to no entry, ...) go to the `rejects` table. References between files are not checked.
+    an integer meta.versionId). Records that cannot be ingested (bad JSON, a repeated JSON key, not FHIR R4, a
+    Bundle's urn: reference to no entry, ...) go to the `rejects` table. References between files are not
+    checked.
     """
     try:
         with _progress() as update:

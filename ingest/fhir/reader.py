@@ -25,13 +25,18 @@ Checks (:func:`check_resource`), cheap enough for every resource; ``--validate``
   resource type names): tumorboard targets FHIR R4, such resources are rejected with the version they look like;
 * ``id`` present, a string, and FHIR id syntax (``[A-Za-z0-9-.]{1,64}``);
 * the JSON kind (object, array, string, bool) of ``meta`` and of the elements the shipped views read
-  (:data:`ELEMENT_KINDS`).
+  (:data:`ELEMENT_KINDS`);
+* no JSON object repeats a key (orjson, like most parsers, would keep the last value without a word). An NDJSON
+  line that orjson writes back byte for byte cannot repeat one (every line of the Synthea and Pathling exports;
+  about 1.2 us a resource); any other line, and every JSON file, is parsed once more with the standard library,
+  noting repeats (about as long as the orjson parse, for those only).
 """
 
 from __future__ import annotations
 
 import functools
 import gzip
+import json
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -386,7 +391,8 @@ class Reader:
                     if "after document" in str(exc) and data.lstrip()[:1] == b"{" else "")
             yield Item("", INVALID, reason=f"not valid JSON: {exc}{hint}", raw=data[:RAW_LIMIT])
             return
-        yield from _from_object(obj, "", lambda: data)
+        noted = _parse_noting_repeats(data)  # a JSON file is rarely in orjson's compact form: always check
+        yield from _from_object(noted if noted is not None else obj, "", lambda: data, repeats=noted is not None)
 
 
 def _has_gzip_magic(path: Path) -> bool:
@@ -400,7 +406,49 @@ def _from_line(line: bytes, location: str) -> Iterator[Item]:
     except orjson.JSONDecodeError as exc:
         yield Item(location, INVALID, reason=_encoding_problem(line) or f"not valid JSON: {exc}", raw=line[:RAW_LIMIT])
         return
-    yield from _from_object(obj, location, lambda: line, source_text=line)
+    noted = None
+    if orjson.dumps(obj) != line.strip():  # only a line not in orjson's compact form can hide a repeated key
+        noted = _parse_noting_repeats(line)
+    yield from _from_object(noted if noted is not None else obj, location, lambda: line, source_text=line,
+                            repeats=noted is not None)
+
+
+class _RepeatedKey(dict):
+    """A JSON object that repeats the key ``repeated`` (parsed by :func:`_parse_noting_repeats`)."""
+
+    repeated: str = ""
+
+
+def _note_repeats(pairs: list[tuple[str, object]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    seen: set[str] = set()
+    noted = _RepeatedKey(obj)
+    noted.repeated = next(k for k, _ in pairs if k in seen or seen.add(k))
+    return noted
+
+
+def _parse_noting_repeats(data: bytes) -> object | None:
+    """``data`` parsed again with every object that repeats a key marked (:class:`_RepeatedKey`); None when
+    no object does. orjson, like most parsers, keeps the last value of a repeated key without a word."""
+    obj = json.loads(data, object_pairs_hook=_note_repeats)
+    return obj if _repeated_key(obj) is not None else None
+
+
+def _repeated_key(node: object) -> str | None:
+    """The first repeated key marked in ``node`` or the objects and arrays inside it."""
+    if isinstance(node, _RepeatedKey):
+        return node.repeated
+    for child in node.values() if isinstance(node, dict) else node if isinstance(node, list) else ():
+        if isinstance(child, (dict, list)) and (key := _repeated_key(child)) is not None:
+            return key
+    return None
+
+
+def _repeat_reason(key: str) -> str:
+    return (f"a JSON object repeats the key {key[:64]!r}, so which value is meant is unknown (FHIR JSON must not "
+            "repeat a key; parsers keep the last one silently): remove the wrong one")
 
 
 def _encoding_problem(data: bytes) -> str | None:
@@ -417,18 +465,22 @@ def _encoding_problem(data: bytes) -> str | None:
     return None
 
 
-def _from_object(obj: object, location: str, raw: Callable[[], bytes],
-                 source_text: bytes | None = None) -> Iterator[Item]:
+def _from_object(obj: object, location: str, raw: Callable[[], bytes], source_text: bytes | None = None, *,
+                 repeats: bool = False) -> Iterator[Item]:
+    """``repeats``: ``obj`` came from :func:`_parse_noting_repeats` (some object in it repeats a key)."""
     if isinstance(obj, dict) and obj.get("resourceType") == "Bundle":
-        yield from _expand_bundle(obj, location, {})
+        yield from _expand_bundle(obj, location, {}, repeats=repeats)
         return
-    yield _checked(obj, location, raw, source_text)
+    yield _checked(obj, location, raw, source_text, repeats=repeats)
 
 
-def _checked(obj: object, location: str, raw: Callable[[], bytes], source_text: bytes | None = None) -> Item:
+def _checked(obj: object, location: str, raw: Callable[[], bytes], source_text: bytes | None = None, *,
+             repeats: bool = False) -> Item:
     """An accepted Item (with ``raw`` = ``source_text`` stripped, when given), or a reject whose reason comes
-    from :func:`check_resource`."""
+    from :func:`check_resource` or, when ``repeats``, names a repeated key."""
     problem = check_resource(obj)
+    if problem is None and repeats and (key := _repeated_key(obj)) is not None:
+        problem = _repeat_reason(key)
     if problem is not None:
         rtype = obj.get("resourceType") if isinstance(obj, dict) else None
         label = rtype if isinstance(rtype, str) and rtype in R4_RESOURCE_TYPES else INVALID
@@ -437,8 +489,9 @@ def _checked(obj: object, location: str, raw: Callable[[], bytes], source_text: 
                 raw=source_text.strip() if source_text is not None else None)
 
 
-def _expand_bundle(bundle: dict, location: str, outer: dict[str, str]) -> Iterator[Item]:
-    """Yield the entries of a Bundle (recursively), with ``urn:`` references resolved to ``Type/id``."""
+def _expand_bundle(bundle: dict, location: str, outer: dict[str, str], *, repeats: bool = False) -> Iterator[Item]:
+    """Yield the entries of a Bundle (recursively), with ``urn:`` references resolved to ``Type/id``;
+    ``repeats``: an object in it repeats a key (the entries holding one are rejected)."""
     entries = bundle.get("entry") or []
     prefix = f"{location} > " if location else ""
     if not isinstance(entries, list):
@@ -462,7 +515,12 @@ def _expand_bundle(bundle: dict, location: str, outer: dict[str, str]) -> Iterat
             yield Item(where, INVALID, reason=reason, raw=orjson.dumps(entry)[:RAW_LIMIT])
             continue
         if res.get("resourceType") == "Bundle":
-            yield from _expand_bundle(res, where, urls)
+            yield from _expand_bundle(res, where, urls, repeats=repeats)
+            continue
+        if repeats and (key := _repeated_key(entry)) is not None:
+            rtype = res.get("resourceType")
+            label = rtype if isinstance(rtype, str) and rtype in R4_RESOURCE_TYPES else INVALID
+            yield Item(where, label, reason=_repeat_reason(key), raw=orjson.dumps(entry)[:RAW_LIMIT])
             continue
         broken = _resolve(res, urls)
         if broken:

@@ -674,3 +674,29 @@ def test_plain_text_named_gz_is_told_apart_from_a_truncated_gzip(tmp_path):
     assert ingest_fhir(lake, [plain]).rejected == 1
     [reject] = _rejects(lake)
     assert reject["location"] == "line 1" and reject["reason"].startswith("not a gzip file")
+
+
+def test_a_repeated_key_is_rejected_not_resolved_silently(tmp_path):
+    lines = [b'{"resourceType":"Patient","id":"a","gender":"male","gender":"female"}',  # which one?
+             b'{"resourceType": "Patient", "id": "b", "gender": "male"}',  # not compact, nothing repeated
+             b'{"resourceType":"Patient","id":"c","name":[{"family":"X","family":"Y"}]}',  # nested
+             b'{"resourceType":"Patient","id":"d"}']
+    (tmp_path / "Patient.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+    entry = '{"fullUrl": "urn:uuid:%s", "resource": {"resourceType": "Observation", "id": "%s", "status": "final", %s}}'
+    bundle = ('{"resourceType": "Bundle", "type": "collection", "entry": [' + ", ".join([
+        entry % ("o1", "o1", '"code": {"text": "a"}'),
+        entry % ("o2", "o2", '"code": {"text": "a"}, "code": {"text": "b"}'),
+    ]) + "]}")
+    (tmp_path / "bundle.json").write_text(bundle)
+    lake = Lake(tmp_path / "lake")
+    report = ingest_fhir(lake, [tmp_path / "Patient.ndjson", tmp_path / "bundle.json"])
+    assert (report.counts["Patient"].read, report.counts["Patient"].written) == (4, 2)
+    assert (report.counts["Observation"].read, report.counts["Observation"].written) == (2, 1)
+    stored = {r["id"] for r in lake.sql("select id from fhir_resources").to_pylist()}
+    assert stored == {"b", "d", "o1"}
+    rejects = {(Path(r["source"]).name, r["location"]): r for r in _rejects(lake)}
+    assert set(rejects) == {("Patient.ndjson", "line 1"), ("Patient.ndjson", "line 3"), ("bundle.json", "entry 2")}
+    assert "repeats the key 'gender'" in rejects[("Patient.ndjson", "line 1")]["reason"]
+    assert "repeats the key 'family'" in rejects[("Patient.ndjson", "line 3")]["reason"]
+    assert "repeats the key 'code'" in rejects[("bundle.json", "entry 2")]["reason"]
+    assert '"gender":"male","gender":"female"' in rejects[("Patient.ndjson", "line 1")]["raw"]  # as written
