@@ -4,8 +4,9 @@ Run by hand: ``python benchmarks/app_latency.py [--patients 1000] [--workdir DIR
 ``DIR/lake`` and ``DIR/runs/bench`` exist) a synthetic lake with FHIR, variants and small CT series, a tiny
 trained and evaluated run, then times in this process, with the libraries already imported:
 
-- Patient page, first render: all Streamlit caches empty (reads the lake, loads the model, predicts with
-  explanations, computes the cohort Kaplan-Meier curve);
+- Patient page, first render: all Streamlit caches empty, opened on a patient by its address
+  (``?patient=KEY``; the page shows no one until a patient is chosen): reads the lake, loads the model,
+  predicts, computes the cohort Kaplan-Meier curve;
 - Patient page, cached: the same page again (what every widget interaction costs);
 - Patient page, another patient: tables and model cached, a new prediction;
 - Models page, first render and cached.
@@ -84,14 +85,17 @@ def main() -> None:
 
     warm_imports().join()  # what the server does in the background at start (scipy, torch, captum)
 
-    def fresh(page: str | None = None) -> AppTest:
-        at = AppTest.from_file(APP, default_timeout=600)
-        return at.switch_page(page) if page else at
-
     from ingest.lake import Lake
 
     keys = reader.read_patients(Lake(lake))["patient_key"]
     other = keys.iloc[len(keys) // 2]
+
+    def fresh(page: str | None = None) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=600)
+        if page:
+            return at.switch_page(page)
+        at.query_params["patient"] = keys.iloc[0]
+        return at
     results: dict[str, list[float]] = {}
     for _ in range(args.repeats):
         st.cache_data.clear()
