@@ -65,6 +65,8 @@ def evaluate(
         console.print(f"wrote {run / METRICS_FILE} and each fold's metrics.json and plots")
         return
     _print_summary(result)
+    for note in result.get("notes") or []:
+        console.print(f"note: {note}")
     console.print(f"wrote {run / METRICS_FILE} and {', '.join(result['plots'])}")
     if result.get("lake_changed"):
         err_console.print("[yellow]warning:[/] the lake changed since this model was trained (its manifest hash "

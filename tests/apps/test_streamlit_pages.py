@@ -6,6 +6,7 @@ widgets by key and checks ``not at.exception``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -196,6 +197,8 @@ def test_models_page(monkeypatch, app_data):
     assert any("tiny" in f.columns for f in frames)  # runs side by side, one column per run
     assert any(f.astype(str).apply(lambda c: c.str.contains(r"\[\d", regex=True)).any().any() for f in frames)
     assert "c_index_harrell" in {m for f in frames if "metric" in f.columns for m in f["metric"]}
+    notes = json.loads((app_data.runs / "tiny" / "metrics.json").read_text())["notes"]
+    assert notes and all(f"Note from the evaluation: {note}." in texts(at) for note in notes)
     at = at.selectbox(key="run_picker").set_value(str(app_data.runs / "tiny")).run()
     assert at.session_state[sv.RUN_KEY] == str(app_data.runs / "tiny")
     assert not at.exception

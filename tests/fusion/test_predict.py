@@ -148,8 +148,16 @@ def test_response_link_puts_the_treatment_into_survival_end_to_end(tmp_path):
         _check_integrated_gradients(run, lake, str(treated["patient_id"]))
         _check_contributions_include_the_offset(run, lake, str(treated["patient_id"]))
         _check_outputs_match_forward(run, lake)
-        metrics = evaluate_run(run_dir, lake_path, n_boot=0, retrain_ablations=False)
+        from typer.testing import CliRunner
+
+        from apps.cli import app
+
+        said = CliRunner().invoke(app, ["evaluate", str(run_dir), "--lake", str(lake_path), "--no-retrain",
+                                        "--n-boot", "0"])
+        assert said.exit_code == 0, said.output
+        metrics = json.loads((run_dir / "metrics.json").read_text())
         assert any("read the treatment" in note for note in metrics["notes"])
+        assert "note: the survival baselines read the treatment" in " ".join(said.output.split())  # printed too
         assert set(metrics["tasks"]["survival"]["baselines"]) == {"coxnet", "rsf"}
     finally:
         torch.set_num_threads(threads)

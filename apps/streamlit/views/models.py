@@ -86,6 +86,8 @@ with metrics_tab:
         st.caption("Intervals are percentile bootstraps over test patients; for a skewed metric (calibration "
                    "error, ECE) the point estimate can fall outside its interval, a sign of a biased metric on "
                    "few patients rather than an error.")
+        for note in metrics.get("notes") or []:
+            st.caption(f"Note from the evaluation: {note}.")
 
 with plots_tab:
     plots = details["plots"]
