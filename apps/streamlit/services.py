@@ -564,17 +564,34 @@ def _outcomes(lake: str, token: str, run_dir: str | None) -> pd.DataFrame:
     index, index_code = index_dates(frames.conditions, frames.labels, data.index)
     keys = np.array(sorted(index.index))
     targets = compute_targets(frames, keys, index.reindex(keys), index_code, data.targets)  # no features
-    return pd.DataFrame({"time": np.asarray(targets.time, float), "event": np.asarray(targets.event, bool)},
+    names = np.array([*targets.treatment_names, None], dtype=object)  # index -1: no treatment
+    return pd.DataFrame({"time": np.asarray(targets.time, float), "event": np.asarray(targets.event, bool),
+                         "treatment": names[np.asarray(targets.treatment)],
+                         "response": np.asarray(targets.response, float)},
                         index=pd.Index(keys, name="patient_key"))
+
+
+def _outcome_row(lake: Path, run_dir: str | None, key: str) -> pd.Series | None:
+    outcomes = guarded("Reading the patient's outcome", lambda: _outcomes(str(lake), lake_token(str(lake)), run_dir))
+    return outcomes.loc[key] if key in outcomes.index else None
 
 
 def observed_outcome(lake: Path, run_dir: str | None, key: str) -> dict | None:
     """The patient's observed ``time`` (days from the index date) and ``event`` (True: the endpoint happened;
     False: censored at last contact) on the run's survival endpoint; None without follow-up."""
-    outcomes = guarded("Reading the patient's outcome", lambda: _outcomes(str(lake), lake_token(str(lake)), run_dir))
-    if key not in outcomes.index or not np.isfinite(outcomes.at[key, "time"]) or outcomes.at[key, "time"] < 0:
+    row = _outcome_row(lake, run_dir, key)
+    if row is None or not np.isfinite(row["time"]) or row["time"] < 0:
         return None
-    return {"time": float(outcomes.at[key, "time"]), "event": bool(outcomes.at[key, "event"])}
+    return {"time": float(row["time"]), "event": bool(row["event"])}
+
+
+def observed_response(lake: Path, run_dir: str | None, key: str) -> dict | None:
+    """The response target of the patient: ``treatment`` (the first on record after the index date) and
+    ``responded`` (True: complete or partial response); None without both."""
+    row = _outcome_row(lake, run_dir, key)
+    if row is None or row["treatment"] is None or not np.isfinite(row["response"]):
+        return None
+    return {"treatment": str(row["treatment"]), "responded": bool(row["response"] == 1.0)}
 
 
 @st.cache_data(show_spinner="Computing the cohort survival curve…", max_entries=4)

@@ -90,6 +90,15 @@ def test_patient_page(monkeypatch, app_data):
 
     at = open_tab(at, "Treatment")
     assert "observational data" in texts(at) and "not a treatment recommendation" in texts(at)
+    run = str(app_data.runs / "tiny")
+    observed = sv.observed_response(app_data.lake, run, picked)
+    assert ("Observed in the record:" in texts(at)) == (observed is not None)
+    responders = {k: sv.observed_response(app_data.lake, run, k) for k in sorted(imaged)}
+    shown = next(k for k, v in responders.items() if v is not None)  # the fixture has treated, assessed patients
+    at = at.selectbox(key="patient_picker").set_value(shown).run()
+    outcome = "responded (complete or partial response)" if responders[shown]["responded"] else "did not respond"
+    assert f"Observed in the record: {outcome}" in texts(at) and responders[shown]["treatment"] in texts(at)
+    at = at.selectbox(key="patient_picker").set_value(picked).run()
     assert len(at.get("plotly_chart")) == 1  # response
     at = at.radio(key="treatment_view").set_value("Table").run()
     assert not at.exception

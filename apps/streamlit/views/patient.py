@@ -87,8 +87,9 @@ def risk_tab(prediction: dict | None, lake: Path, run_dir: str | None, runs: Pat
 
 
 def treatment_tab(prediction: dict | None, record: dict[str, pd.DataFrame], run_dir: str | None,
-                  runs: Path | None) -> None:
-    """Predicted probability of response per candidate treatment, with the caution."""
+                  runs: Path | None, lake: Path, key: str, split: str | None) -> None:
+    """Predicted probability of response per candidate treatment, with the caution, and the response the
+    record shows."""
     st.warning(CAUTION, icon=":material/warning:")
     response = (prediction or {}).get("response")
     if response:
@@ -124,6 +125,16 @@ def treatment_tab(prediction: dict | None, record: dict[str, pd.DataFrame], run_
                        "uncertainty, not how often such estimates are right.")
         if received:
             st.caption(f"Treatment on record: {', '.join(sorted(received))}.")
+        try:
+            observed = sv.observed_response(lake, run_dir, key)
+        except sv.ServiceError as exc:
+            observed = None
+            st.caption(f"Observed response not shown: {exc}")
+        if observed:
+            outcome = ("responded (complete or partial response)" if observed["responded"] else
+                       "did not respond (stable or progressive disease)")
+            learned = " The model was trained on this outcome." if split == "train" else ""
+            st.caption(f"Observed in the record: {outcome} to {observed['treatment']}.{learned}")
     elif prediction is not None:
         st.info("This run has no treatment-response head.")
     else:
@@ -351,7 +362,7 @@ if prediction and prediction.get("missing_modalities"):
                "rests on the modalities present.")
 
 TABS = {"Risk": lambda: risk_tab(prediction, lake, run_dir, settings.runs, key, split),
-        "Treatment": lambda: treatment_tab(prediction, record, run_dir, settings.runs),
+        "Treatment": lambda: treatment_tab(prediction, record, run_dir, settings.runs, lake, key, split),
         "Why": lambda: why_tab(explained(run_dir, lake, key) if prediction else None, record, header, lake),
         "Timeline": lambda: timeline_tab(record, header),
         "Model card": lambda: card_tab(run_dir, settings)}
