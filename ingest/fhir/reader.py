@@ -28,8 +28,9 @@ Checks (:func:`check_resource`), cheap enough for every resource; ``--validate``
   (:data:`ELEMENT_KINDS`);
 * no JSON object repeats a key (orjson, like most parsers, would keep the last value without a word). An NDJSON
   line that orjson writes back byte for byte cannot repeat one (every line of the Synthea and Pathling exports;
-  about 1.2 us a resource); any other line, and every JSON file, is parsed once more with the standard library,
-  noting repeats (about as long as the orjson parse, for those only).
+  about 1.2 us a resource); any other line is parsed once more with the standard library, noting repeats. A
+  JSON file is parsed by the standard library alone, noting repeats (as fast as orjson on pretty-printed
+  Bundles; orjson words the error when it is not JSON).
 """
 
 from __future__ import annotations
@@ -384,15 +385,17 @@ class Reader:
             return
         self.done_bytes = self.task.size
         data = data[len(BOM):] if data.startswith(BOM) else data
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            hint = ("; it looks like NDJSON (one resource per line): name the file .ndjson"
-                    if "after document" in str(exc) and data.lstrip()[:1] == b"{" else "")
-            yield Item("", INVALID, reason=f"not valid JSON: {exc}{hint}", raw=data[:RAW_LIMIT])
-            return
-        noted = _parse_noting_repeats(data)  # a JSON file is rarely in orjson's compact form: always check
-        yield from _from_object(noted if noted is not None else obj, "", lambda: data, repeats=noted is not None)
+        try:  # one parse that notes repeated keys (a JSON file is rarely in orjson's compact form)
+            obj, repeats = _parse_noting_repeats(data)
+        except (ValueError, RecursionError):  # not JSON: orjson words the error (or parses what is too deep)
+            try:
+                obj, repeats = orjson.loads(data), False
+            except orjson.JSONDecodeError as exc:
+                hint = ("; it looks like NDJSON (one resource per line): name the file .ndjson"
+                        if "after document" in str(exc) and data.lstrip()[:1] == b"{" else "")
+                yield Item("", INVALID, reason=f"not valid JSON: {exc}{hint}", raw=data[:RAW_LIMIT])
+                return
+        yield from _from_object(obj, "", lambda: data, repeats=repeats)
 
 
 def _has_gzip_magic(path: Path) -> bool:
@@ -406,11 +409,14 @@ def _from_line(line: bytes, location: str) -> Iterator[Item]:
     except orjson.JSONDecodeError as exc:
         yield Item(location, INVALID, reason=_encoding_problem(line) or f"not valid JSON: {exc}", raw=line[:RAW_LIMIT])
         return
-    noted = None
+    repeats = False
     if orjson.dumps(obj) != line.strip():  # only a line not in orjson's compact form can hide a repeated key
-        noted = _parse_noting_repeats(line)
-    yield from _from_object(noted if noted is not None else obj, location, lambda: line, source_text=line,
-                            repeats=noted is not None)
+        try:
+            noted, repeats = _parse_noting_repeats(line)
+        except (ValueError, RecursionError):  # nested deeper than the standard library parses: not checked
+            noted = None
+        obj = noted if repeats else obj
+    yield from _from_object(obj, location, lambda: line, source_text=line, repeats=repeats)
 
 
 class _RepeatedKey(dict):
@@ -419,21 +425,28 @@ class _RepeatedKey(dict):
     repeated: str = ""
 
 
-def _note_repeats(pairs: list[tuple[str, object]]) -> dict:
-    obj = dict(pairs)
-    if len(obj) == len(pairs):
-        return obj
-    seen: set[str] = set()
-    noted = _RepeatedKey(obj)
-    noted.repeated = next(k for k, _ in pairs if k in seen or seen.add(k))
-    return noted
+def _parse_noting_repeats(data: bytes) -> tuple[object, bool]:
+    """``data`` parsed by the standard library with every object that repeats a key marked
+    (:class:`_RepeatedKey`), and whether any does. orjson, like most parsers, keeps the last value of a
+    repeated key without a word. Raises ValueError on text that is not JSON (NaN and Infinity included)."""
+    found = False
+
+    def note(pairs: list[tuple[str, object]]) -> dict:
+        nonlocal found
+        obj = dict(pairs)
+        if len(obj) == len(pairs):
+            return obj
+        found = True
+        seen: set[str] = set()
+        noted = _RepeatedKey(obj)
+        noted.repeated = next(k for k, _ in pairs if k in seen or seen.add(k))
+        return noted
+
+    return json.loads(data, object_pairs_hook=note, parse_constant=_not_json), found
 
 
-def _parse_noting_repeats(data: bytes) -> object | None:
-    """``data`` parsed again with every object that repeats a key marked (:class:`_RepeatedKey`); None when
-    no object does. orjson, like most parsers, keeps the last value of a repeated key without a word."""
-    obj = json.loads(data, object_pairs_hook=_note_repeats)
-    return obj if _repeated_key(obj) is not None else None
+def _not_json(constant: str) -> float:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def _repeated_key(node: object) -> str | None:

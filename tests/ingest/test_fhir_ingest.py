@@ -700,3 +700,7 @@ def test_a_repeated_key_is_rejected_not_resolved_silently(tmp_path):
     assert "repeats the key 'family'" in rejects[("Patient.ndjson", "line 3")]["reason"]
     assert "repeats the key 'code'" in rejects[("bundle.json", "entry 2")]["reason"]
     assert '"gender":"male","gender":"female"' in rejects[("Patient.ndjson", "line 1")]["raw"]  # as written
+    # the standard library's parse (JSON files) must not accept what orjson refuses: NaN is not JSON
+    (tmp_path / "nan.json").write_text('{"resourceType": "Observation", "id": "n", "valueQuantity": {"value": NaN}}')
+    assert ingest_fhir(lake, [tmp_path / "nan.json"]).rejected == 1
+    assert [r["reason"] for r in _rejects(lake) if r["source"].endswith("nan.json")][0].startswith("not valid JSON")
