@@ -428,7 +428,8 @@ class _RepeatedKey(dict):
 def _parse_noting_repeats(data: bytes) -> tuple[object, bool]:
     """``data`` parsed by the standard library with every object that repeats a key marked
     (:class:`_RepeatedKey`), and whether any does. orjson, like most parsers, keeps the last value of a
-    repeated key without a word. Raises ValueError on text that is not JSON (NaN and Infinity included)."""
+    repeated key without a word. Raises ValueError on text that is not UTF-8 JSON (NaN and Infinity
+    included)."""
     found = False
 
     def note(pairs: list[tuple[str, object]]) -> dict:
@@ -442,7 +443,8 @@ def _parse_noting_repeats(data: bytes) -> tuple[object, bool]:
         noted.repeated = next(k for k, _ in pairs if k in seen or seen.add(k))
         return noted
 
-    return json.loads(data, object_pairs_hook=note, parse_constant=_not_json), found
+    # decoded as UTF-8 here: json.loads would take UTF-16 and UTF-32 bytes too, which FHIR JSON must not be
+    return json.loads(data.decode("utf-8"), object_pairs_hook=note, parse_constant=_not_json), found
 
 
 def _not_json(constant: str) -> float:

@@ -704,3 +704,5 @@ def test_a_repeated_key_is_rejected_not_resolved_silently(tmp_path):
     (tmp_path / "nan.json").write_text('{"resourceType": "Observation", "id": "n", "valueQuantity": {"value": NaN}}')
     assert ingest_fhir(lake, [tmp_path / "nan.json"]).rejected == 1
     assert [r["reason"] for r in _rejects(lake) if r["source"].endswith("nan.json")][0].startswith("not valid JSON")
+    (tmp_path / "utf16.json").write_bytes('{"resourceType": "Patient", "id": "u"}'.encode("utf-16"))
+    assert ingest_fhir(lake, [tmp_path / "utf16.json"]).rejected == 1  # FHIR JSON is UTF-8
