@@ -386,6 +386,8 @@ class Reader:
         self.done_bytes = self.task.size
         data = data[len(BOM):] if data.startswith(BOM) else data
         try:  # one parse that notes repeated keys (a JSON file is rarely in orjson's compact form)
+            if _SURROGATE_ESCAPE.search(data):  # the standard library takes a lone surrogate, orjson refuses it
+                orjson.loads(data)
             obj, repeats = _parse_noting_repeats(data)
         except (ValueError, RecursionError):  # not JSON: orjson words the error (or parses what is too deep)
             try:
@@ -417,6 +419,9 @@ def _from_line(line: bytes, location: str) -> Iterator[Item]:
             noted = None
         obj = noted if repeats else obj
     yield from _from_object(obj, location, lambda: line, source_text=line, repeats=repeats)
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # an escaped UTF-16 surrogate (emoji come in pairs)
 
 
 class _RepeatedKey(dict):

@@ -706,3 +706,10 @@ def test_a_repeated_key_is_rejected_not_resolved_silently(tmp_path):
     assert [r["reason"] for r in _rejects(lake) if r["source"].endswith("nan.json")][0].startswith("not valid JSON")
     (tmp_path / "utf16.json").write_bytes('{"resourceType": "Patient", "id": "u"}'.encode("utf-16"))
     assert ingest_fhir(lake, [tmp_path / "utf16.json"]).rejected == 1  # FHIR JSON is UTF-8
+    lone, pair = "\\ud800", "\\ud83d\\ude00"  # a lone surrogate is not text; an escaped emoji is
+    named = '{"resourceType": "Patient", "id": "ID", "name": [{"text": "TEXT"}]}'
+    (tmp_path / "lone.json").write_text(named.replace("ID", "s1").replace("TEXT", lone))
+    (tmp_path / "pair.json").write_text(named.replace("ID", "s2").replace("TEXT", pair))
+    report = ingest_fhir(lake, [tmp_path / "lone.json", tmp_path / "pair.json"])
+    assert (report.rejected, report.written) == (1, 1)
+    assert "\U0001F600" in lake.sql("select json from fhir_resources where id = 's2'").to_pylist()[0]["json"]
