@@ -38,6 +38,7 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+import math
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -448,12 +449,26 @@ def _parse_noting_repeats(data: bytes) -> tuple[object, bool]:
         noted.repeated = next(k for k, _ in pairs if k in seen or seen.add(k))
         return noted
 
-    # decoded as UTF-8 here: json.loads would take UTF-16 and UTF-32 bytes too, which FHIR JSON must not be
-    return json.loads(data.decode("utf-8"), object_pairs_hook=note, parse_constant=_not_json), found
+    # decoded as UTF-8 here: json.loads would take UTF-16 and UTF-32 bytes too, which FHIR JSON must not be;
+    # numbers as orjson reads them, so both parsers give the same values
+    return json.loads(data.decode("utf-8"), object_pairs_hook=note, parse_constant=_not_json,
+                      parse_float=_finite_float, parse_int=_int_as_orjson), found
 
 
 def _not_json(constant: str) -> float:
     raise ValueError(f"{constant} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:32]} is infinite as a double")  # orjson refuses it too
+    return value
+
+
+def _int_as_orjson(text: str) -> int | float:
+    value = int(text)
+    return value if -(2**63) <= value < 2**64 else float(text)  # orjson reads wider integers as doubles
 
 
 def _repeated_key(node: object) -> str | None:

@@ -712,4 +712,12 @@ def test_a_repeated_key_is_rejected_not_resolved_silently(tmp_path):
     (tmp_path / "pair.json").write_text(named.replace("ID", "s2").replace("TEXT", pair))
     report = ingest_fhir(lake, [tmp_path / "lone.json", tmp_path / "pair.json"])
     assert (report.rejected, report.written) == (1, 1)
+    # numbers come out as orjson reads them: an infinite double is refused, a 30-digit integer is a double
+    quantity = '{"resourceType": "Observation", "id": "ID", "status": "final", "valueQuantity": {"value": NUMBER}}'
+    (tmp_path / "inf.json").write_text(quantity.replace("ID", "q1").replace("NUMBER", "1e400"))
+    (tmp_path / "wide.json").write_text(quantity.replace("ID", "q2").replace("NUMBER", "1" + "0" * 29))
+    report = ingest_fhir(lake, [tmp_path / "inf.json", tmp_path / "wide.json"])
+    assert (report.rejected, report.written) == (1, 1)
+    stored = lake.sql("select json from fhir_resources where id = 'q2'").to_pylist()[0]["json"]
+    assert orjson.loads(stored)["valueQuantity"]["value"] == 1e29
     assert "\U0001F600" in lake.sql("select json from fhir_resources where id = 's2'").to_pylist()[0]["json"]
