@@ -190,6 +190,9 @@ def test_patient_page_opens_on_no_patient_or_the_linked_one(monkeypatch, app_dat
     linked.query_params["patient"] = picked  # a reload, or a link someone shared
     linked = linked.run()
     assert linked.selectbox(key="patient_picker").value == picked and linked.metric
+    cleared = linked.selectbox(key="patient_picker").set_value(None).run()
+    assert "Choose a patient" in texts(cleared) and "not in the lake" not in texts(cleared)
+    assert "patient" not in cleared.query_params
     stale = AppTest.from_file(APP, default_timeout=120)
     stale.query_params["patient"] = "Patient/not-in-this-lake"
     stale = stale.run()

@@ -312,7 +312,7 @@ if "patient_picker" not in st.session_state:
 key = st.selectbox("Patient (type an MRN to search)", list(labels), format_func=labels.get, index=None,
                    placeholder=f"Choose one of {len(labels)} patients", key="patient_picker")
 if key is None:
-    if linked is not None:
+    if linked is not None and linked not in labels:  # not when the user cleared the picker
         st.warning("The patient in this page's address (`?patient=`) is not in the lake: choose one above.")
     st.info("Choose a patient to see their predicted risk, treatment response, the evidence and the record.")
     st.query_params.pop("patient", None)
