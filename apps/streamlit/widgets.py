@@ -52,6 +52,16 @@ def or_stop(load: Callable[..., T], *args: object) -> T:
         st.stop()
 
 
+def or_note(what: str, load: Callable[..., T], *args: object) -> T | None:
+    """``load(*args)``; on a :class:`services.ServiceError` a caption "``what`` not shown: <message>" and None
+    (the rest of the page goes on)."""
+    try:
+        return load(*args)
+    except sv.ServiceError as exc:
+        st.caption(f"{what} not shown: {exc}")
+        return None
+
+
 def train_hint(settings: sv.Settings) -> str:
     """The commands that create a run, with this app's lake and runs folder filled in."""
     return TRAIN_HINT.format(lake=settings.lake or "LAKE", runs=settings.runs or "RUNS")

@@ -22,16 +22,8 @@ def risk_tab(prediction: dict | None, lake: Path, run_dir: str | None, runs: Pat
     """Predicted survival against the cohort's Kaplan-Meier curve and the patient's observed outcome, and
     diagnosis probabilities."""
     survival = (prediction or {}).get("survival")
-    try:
-        km = sv.cohort_km(lake, run_dir)
-    except sv.ServiceError as exc:
-        km = None
-        st.caption(f"Cohort curve not shown: {exc}")
-    try:
-        observed = sv.observed_outcome(lake, run_dir, key)
-    except sv.ServiceError as exc:
-        observed = None
-        st.caption(f"Observed outcome not shown: {exc}")
+    km = widgets.or_note("Cohort curve", sv.cohort_km, lake, run_dir)
+    observed = widgets.or_note("Observed outcome", sv.observed_outcome, lake, run_dir, key)
     endpoint = (survival or {}).get("endpoint", "os")
     left, right = st.columns([3, 1])
     with left:
@@ -125,11 +117,7 @@ def treatment_tab(prediction: dict | None, record: dict[str, pd.DataFrame], run_
                        "uncertainty, not how often such estimates are right.")
         if received:
             st.caption(f"Treatment on record: {', '.join(sorted(received))}.")
-        try:
-            observed = sv.observed_response(lake, run_dir, key)
-        except sv.ServiceError as exc:
-            observed = None
-            st.caption(f"Observed response not shown: {exc}")
+        observed = widgets.or_note("Observed response", sv.observed_response, lake, run_dir, key)
         if observed:
             outcome = ("responded (complete or partial response)" if observed["responded"] else
                        "did not respond (stable or progressive disease)")
