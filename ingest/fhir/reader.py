@@ -38,7 +38,6 @@ from __future__ import annotations
 import functools
 import gzip
 import json
-import math
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -386,18 +385,15 @@ class Reader:
             return
         self.done_bytes = self.task.size
         data = data[len(BOM):] if data.startswith(BOM) else data
-        try:  # one parse that notes repeated keys (a JSON file is rarely in orjson's compact form)
-            if _SURROGATE_ESCAPE.search(data):  # the standard library takes a lone surrogate, orjson refuses it
-                orjson.loads(data)
-            obj, repeats = _parse_noting_repeats(data)
-        except (ValueError, RecursionError):  # not JSON: orjson words the error (or parses what is too deep)
-            try:
-                obj, repeats = orjson.loads(data), False
-            except orjson.JSONDecodeError as exc:
-                hint = ("; it looks like NDJSON (one resource per line): name the file .ndjson"
-                        if "after document" in str(exc) and data.lstrip()[:1] == b"{" else "")
-                yield Item("", INVALID, reason=f"not valid JSON: {exc}{hint}", raw=data[:RAW_LIMIT])
-                return
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            hint = ("; it looks like NDJSON (one resource per line): name the file .ndjson"
+                    if "after document" in str(exc) and data.lstrip()[:1] == b"{" else "")
+            reason = _encoding_problem(data) or f"not valid JSON: {exc}{hint}"
+            yield Item("", INVALID, reason=reason, raw=data[:RAW_LIMIT])
+            return
+        obj, repeats = _noting_repeats(data, obj)
         yield from _from_object(obj, "", lambda: data, repeats=repeats)
 
 
@@ -412,17 +408,44 @@ def _from_line(line: bytes, location: str) -> Iterator[Item]:
     except orjson.JSONDecodeError as exc:
         yield Item(location, INVALID, reason=_encoding_problem(line) or f"not valid JSON: {exc}", raw=line[:RAW_LIMIT])
         return
-    repeats = False
-    if orjson.dumps(obj) != line.strip():  # only a line not in orjson's compact form can hide a repeated key
-        try:
-            noted, repeats = _parse_noting_repeats(line)
-        except (ValueError, RecursionError):  # nested deeper than the standard library parses: not checked
-            noted = None
-        obj = noted if repeats else obj
+    obj, repeats = _noting_repeats(line, obj)
     yield from _from_object(obj, location, lambda: line, source_text=line, repeats=repeats)
 
 
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # an escaped UTF-16 surrogate (emoji come in pairs)
+def _noting_repeats(text: bytes, parsed: object) -> tuple[object, bool]:
+    """``parsed`` (orjson's reading of ``text``) and False when ``text`` provably repeats no key; else ``text``
+    parsed again by :func:`_parse_noting_repeats`, and whether some object in it repeats a key."""
+    if not _may_repeat_keys(text, parsed):
+        return parsed, False
+    try:
+        noted, repeats = _parse_noting_repeats(text)
+    except (ValueError, RecursionError):  # nested deeper than the standard library parses: not checked
+        return parsed, False
+    return (noted, True) if repeats else (parsed, False)
+
+
+_SPACE_BEFORE_COLON = re.compile(rb'"\s+:')
+
+
+def _may_repeat_keys(text: bytes, parsed: object) -> bool:
+    """False when the JSON ``text`` cannot hold an object that repeats a key, given ``parsed``, orjson's
+    reading of it (which keeps one value per key).
+
+    Either orjson writes ``parsed`` back as ``text`` byte for byte, or ``text`` has as many keys as ``parsed``:
+    in JSON a key, and only a key, ends with an unescaped quote followed by a colon, so the keys are the
+    ``":`` minus the ``\\":`` (an escaped quote in a string). The count is exact unless there is whitespace
+    between a key and its colon, or an escaped backslash (``\\\\"`` ends a string): then True (check it)."""
+    compact = orjson.dumps(parsed)
+    if compact == text.strip():
+        return False
+    if b"\\\\" in text or b"\\\\" in compact or _SPACE_BEFORE_COLON.search(text):
+        return True
+    return _key_count(text) != _key_count(compact)
+
+
+def _key_count(text: bytes) -> int:
+    """The keys in JSON ``text`` that has no escaped backslash and no whitespace before a colon."""
+    return text.count(b'":') - text.count(b'\\":')
 
 
 class _RepeatedKey(dict):
@@ -434,8 +457,8 @@ class _RepeatedKey(dict):
 def _parse_noting_repeats(data: bytes) -> tuple[object, bool]:
     """``data`` parsed by the standard library with every object that repeats a key marked
     (:class:`_RepeatedKey`), and whether any does. orjson, like most parsers, keeps the last value of a
-    repeated key without a word. Raises ValueError on text that is not UTF-8 JSON (NaN and Infinity
-    included)."""
+    repeated key without a word. For text that orjson parsed: numbers come out as orjson reads them, so
+    both parsers give the same values. Raises RecursionError on objects nested deeper than it parses."""
     found = False
 
     def note(pairs: list[tuple[str, object]]) -> dict:
@@ -449,21 +472,7 @@ def _parse_noting_repeats(data: bytes) -> tuple[object, bool]:
         noted.repeated = next(k for k, _ in pairs if k in seen or seen.add(k))
         return noted
 
-    # decoded as UTF-8 here: json.loads would take UTF-16 and UTF-32 bytes too, which FHIR JSON must not be;
-    # numbers as orjson reads them, so both parsers give the same values
-    return json.loads(data.decode("utf-8"), object_pairs_hook=note, parse_constant=_not_json,
-                      parse_float=_finite_float, parse_int=_int_as_orjson), found
-
-
-def _not_json(constant: str) -> float:
-    raise ValueError(f"{constant} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"the number {text[:32]} is infinite as a double")  # orjson refuses it too
-    return value
+    return json.loads(data.decode("utf-8"), object_pairs_hook=note, parse_int=_int_as_orjson), found
 
 
 def _int_as_orjson(text: str) -> int | float:

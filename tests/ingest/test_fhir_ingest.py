@@ -680,7 +680,14 @@ def test_a_repeated_key_is_rejected_not_resolved_silently(tmp_path):
     lines = [b'{"resourceType":"Patient","id":"a","gender":"male","gender":"female"}',  # which one?
              b'{"resourceType": "Patient", "id": "b", "gender": "male"}',  # not compact, nothing repeated
              b'{"resourceType":"Patient","id":"c","name":[{"family":"X","family":"Y"}]}',  # nested
-             b'{"resourceType":"Patient","id":"d"}']
+             b'{"resourceType":"Patient","id":"d"}',
+             # not compact: the keys are counted ('":' minus escaped quotes), or checked when that is not exact
+             b'{"resourceType": "Patient", "id": "e", "gender": "male", "gender": "female"}',
+             b'{"resourceType": "Patient", "id": "f", "name": [{"text": "say \\": no"}], "name": []}',
+             b'{"resourceType": "Patient", "id": "g", "name": [{"text": "say \\": no"}]}',
+             b'{"resourceType": "Patient", "id": "h", "gender" : "male", "gender": "female"}',
+             b'{"resourceType": "Patient", "id": "i", "name": [{"text": "a\\\\"}], "gender": "male"}',
+             b'{"resourceType": "Patient", "id": "j", "name": [{"text": "a\\\\", "text": "b"}]}']
     (tmp_path / "Patient.ndjson").write_bytes(b"\n".join(lines) + b"\n")
     entry = '{"fullUrl": "urn:uuid:%s", "resource": {"resourceType": "Observation", "id": "%s", "status": "final", %s}}'
     bundle = ('{"resourceType": "Bundle", "type": "collection", "entry": [' + ", ".join([
@@ -690,12 +697,14 @@ def test_a_repeated_key_is_rejected_not_resolved_silently(tmp_path):
     (tmp_path / "bundle.json").write_text(bundle)
     lake = Lake(tmp_path / "lake")
     report = ingest_fhir(lake, [tmp_path / "Patient.ndjson", tmp_path / "bundle.json"])
-    assert (report.counts["Patient"].read, report.counts["Patient"].written) == (4, 2)
+    assert (report.counts["Patient"].read, report.counts["Patient"].written) == (10, 4)
     assert (report.counts["Observation"].read, report.counts["Observation"].written) == (2, 1)
     stored = {r["id"] for r in lake.sql("select id from fhir_resources").to_pylist()}
-    assert stored == {"b", "d", "o1"}
+    assert stored == {"b", "d", "g", "i", "o1"}
     rejects = {(Path(r["source"]).name, r["location"]): r for r in _rejects(lake)}
-    assert set(rejects) == {("Patient.ndjson", "line 1"), ("Patient.ndjson", "line 3"), ("bundle.json", "entry 2")}
+    assert set(rejects) == {("Patient.ndjson", f"line {n}") for n in (1, 3, 5, 6, 8, 10)} | {("bundle.json", "entry 2")}
+    for line, key in ((5, "gender"), (6, "name"), (8, "gender"), (10, "text")):
+        assert f"repeats the key '{key}'" in rejects[("Patient.ndjson", f"line {line}")]["reason"]
     assert "repeats the key 'gender'" in rejects[("Patient.ndjson", "line 1")]["reason"]
     assert "repeats the key 'family'" in rejects[("Patient.ndjson", "line 3")]["reason"]
     assert "repeats the key 'code'" in rejects[("bundle.json", "entry 2")]["reason"]
