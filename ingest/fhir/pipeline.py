@@ -150,11 +150,9 @@ def ingest_fhir(lake: Lake, paths: list[Path], *, views_dir: Path | Sequence[Pat
         ingest.fhir.reader.FhirInputError: a path does not exist.
         ingest.fhir.viewdef.ViewDefinitionError: a view is invalid (checked before anything is read).
     """
-    from ingest.fhir.viewdef import load_views
-
     started = datetime.now(UTC)
     views_dir = _folders(views_dir)
-    views = load_views(views_dir)  # fail before reading anything
+    views = _compiled_views(*_views_key(views_dir))  # fail before reading anything
     found = discover(paths)
     report = IngestReport(lake.run_id, sources=found.sources, skipped=found.skipped)
     with lake.failure_recorded("ingest fhir", report.sources, report.as_dict, started_at=started):
@@ -458,9 +456,7 @@ def _keys_in(dataset, keys: pa.Array) -> pa.Array:
 # -- pass 2: views -----------------------------------------------------------------------------------------
 def _reflatten(lake: Lake, views_dir: tuple[Path, ...], pool: _Pool, *, batch_size: int,
                progress: Progress | None) -> tuple[dict[str, int], int]:
-    from ingest.fhir.viewdef import load_views
-
-    views = load_views(views_dir)
+    views = _compiled_views(*_views_key(views_dir))
     types = {v.resource for v in views}
     with _ViewStage(lake, views) as stage:
         fragments: list = []
@@ -563,7 +559,7 @@ def _has_iterator(node: object) -> bool:
     return False
 
 
-_VIEWS: dict[tuple, dict[str, list]] = {}  # compiled views per (folder, its files' names/mtimes/sizes)
+_VIEWS: dict[tuple, list] = {}  # compiled views per (folders, their files' names/mtimes/sizes)
 
 
 def _folders(views_dir: Path | Sequence[Path] | None) -> tuple[Path, ...]:
@@ -580,16 +576,21 @@ def _views_key(views_dir: tuple[Path, ...]) -> tuple:
     return tuple(str(folder) for folder in views_dir), signature
 
 
-def _views_by_type(views_dir: tuple[str, ...], signature: tuple) -> dict[str, list]:
-    """The compiled views of ``views_dir`` by resource type (compiled once per process and signature)."""
+def _compiled_views(views_dir: tuple[str, ...], signature: tuple) -> list:
+    """The compiled views of ``views_dir`` (a :func:`_views_key`), compiled once per process and signature."""
     from ingest.fhir.viewdef import load_views
 
-    by_type = _VIEWS.get((views_dir, signature))
-    if by_type is None:
-        by_type = {}
-        for view in load_views(views_dir):
-            by_type.setdefault(view.resource, []).append(view)
-        _VIEWS[(views_dir, signature)] = by_type
+    views = _VIEWS.get((views_dir, signature))
+    if views is None:
+        views = _VIEWS[(views_dir, signature)] = load_views(views_dir)
+    return views
+
+
+def _views_by_type(views_dir: tuple[str, ...], signature: tuple) -> dict[str, list]:
+    """The compiled views of ``views_dir`` (a :func:`_views_key`) by resource type."""
+    by_type: dict[str, list] = {}
+    for view in _compiled_views(views_dir, signature):
+        by_type.setdefault(view.resource, []).append(view)
     return by_type
 
 
