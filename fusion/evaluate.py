@@ -17,6 +17,9 @@ the same resamples for every model of a task, so intervals are paired; ``null`` 
                           {"n", "model": {metric: {...}}}}},
      "plots": [file names], "notes": [...]}
 
+Figures: ``comparison.png`` (each task's headline metric, :data:`HEADLINE_METRICS`, for the model, its
+baselines and ablations with their intervals), ``calibration.png``, ``roc.png``, ``km_risk_groups.png``.
+
 Metrics: survival ``c_index_harrell``, ``c_index_uno``, ``td_auc_<h>d``, ``integrated_brier``,
 ``calibration_<h>d`` (mean |predicted - Kaplan-Meier observed| event probability by ``h`` days over risk
 deciles, lower is better) at the configured horizons that lie inside the test follow-up; classification
@@ -424,8 +427,12 @@ class _Eval:
             out[name] = (age >= lo) & (age < hi)
         return {k: np.asarray(v, dtype=bool) for k, v in out.items() if np.asarray(v, dtype=bool).any()}
 
-    def figures(self, run_dir: Path) -> list[str]:
+    def figures(self, run_dir: Path, tasks: dict) -> list[str]:
         written = []
+        comparison = comparison_panels(tasks)
+        if comparison:
+            plots.plot_comparison(run_dir / "comparison.png", comparison)
+            written.append("comparison.png")
         panels = []
         if hasattr(self, "survival_plot"):
             time, event, risk, surv_h, horizons = self.survival_plot
@@ -460,6 +467,35 @@ class _Eval:
             plots.plot_calibration(run_dir / "calibration.png", panels)
             written.append("calibration.png")
         return sorted(written)
+
+
+HEADLINE_METRICS = {"survival": ("c_index_harrell", "C-index (Harrell)"), "response": ("auroc", "AUROC"),
+                    "diagnosis": ("auroc", "AUROC (macro one-vs-rest)")}
+
+
+def comparison_panels(tasks: dict) -> list[dict]:
+    """Per task of ``metrics.json``'s ``tasks``, its headline metric (:data:`HEADLINE_METRICS`) for the model,
+    then the baselines, the single-modality models (``only_<m>``) and the model without each modality, in
+    :func:`fusion.plots.plot_comparison`'s form; models without the metric are left out."""
+    panels = []
+    for task, (metric, label) in HEADLINE_METRICS.items():
+        scores = tasks.get(task)
+        if not scores or (scores.get("model") or {}).get(metric, {}).get("value") is None:
+            continue
+        named = [("model", "model", scores["model"]),
+                 *((name, "baseline", s) for name, s in sorted(scores.get("baselines", {}).items())),
+                 *((name, name.split("_")[0], s) for name, s in sorted(scores.get("ablations", {}).items())
+                   if name.startswith("only_")),
+                 *((name, name.split("_")[0], s) for name, s in sorted(scores.get("ablations", {}).items())
+                   if name.startswith("without_"))]
+        rows = [{"label": name, "kind": kind, "value": s[metric]["value"], "low": s[metric].get("ci_low"),
+                 "high": s[metric].get("ci_high")}
+                for name, kind, s in named if s and (s.get(metric) or {}).get("value") is not None]
+        count = next((f"{k.replace('n_', '')} {scores[k]}" for k in ("n_events", "n_positive") if k in scores), None)
+        title = f"{task}: n={scores.get('n')}" + (f", {count}" if count else "")
+        panels.append({"title": title, "xlabel": f"{label} on the test patients, 95% bootstrap interval",
+                       "rows": rows})
+    return panels
 
 
 def _log_prob(prob: np.ndarray) -> np.ndarray:
@@ -576,7 +612,7 @@ def evaluate_run(run_dir: str | Path, lake: str | Path | None = None, *, retrain
         "run": str(run_dir), "lake": str(lake_path), "created_at": datetime.now(UTC).isoformat(),
         "lake_manifest_hash": lake_hash, "lake_changed": lake_hash != run.meta.get("lake_manifest_hash"),
         "split_seed": split_seed, "n_boot": n_boot, "ci": 0.95, "n_test": int(ev.test.size),
-        "tasks": tasks, "subgroups": subgroups, "plots": ev.figures(run_dir), "notes": ev.notes,
+        "tasks": tasks, "subgroups": subgroups, "plots": ev.figures(run_dir, tasks), "notes": ev.notes,
     }
     (run_dir / METRICS_FILE).write_text(json.dumps(result, indent=1))
     say({"stage": "done"})

@@ -1,4 +1,5 @@
-"""Evaluation figures (PNG, matplotlib Agg): calibration, Kaplan-Meier curves by risk group, ROC curves."""
+"""Evaluation figures (PNG, matplotlib Agg): calibration, Kaplan-Meier curves by risk group, ROC curves, and
+the model next to its baselines and ablations with intervals."""
 
 from __future__ import annotations
 
@@ -62,5 +63,39 @@ def plot_roc(path: Path, curves: list[dict]) -> None:
         ax.set(xlabel="false positive rate", ylabel="true positive rate", title=group)
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+COMPARISON_COLOURS = {"model": "C0", "baseline": "C7", "only": "C2", "without": "C1"}
+COMPARISON_KINDS = {"model": "the model", "baseline": "baseline", "only": "one modality (only_*)",
+                    "without": "modality removed at test (without_*)"}
+
+
+def plot_comparison(path: Path, panels: list[dict]) -> None:
+    """A forest plot per task ``{"title", "xlabel", "rows": [{"label", "kind", "value", "low", "high"}]}``:
+    each row's test score as a dot with its 95% interval (``low``/``high`` None: no bar), coloured by
+    ``kind`` (``model``, ``baseline``, ``only``, ``without``), top to bottom in the given order, with a grey
+    dashed line at chance (0.5) and a thin line at the first row's (the model's) score."""
+    heights = [max(2.0, 0.35 * len(panel["rows"]) + 1.0) for panel in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, sum(heights) + 0.5), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, panel in zip(axes[:, 0], panels, strict=True):
+        rows = panel["rows"]
+        y = np.arange(len(rows))[::-1]
+        for pos, row in zip(y, rows, strict=True):
+            colour = COMPARISON_COLOURS[row["kind"]]
+            if row["low"] is not None and row["high"] is not None:
+                ax.plot([row["low"], row["high"]], [pos, pos], color=colour, linewidth=2, alpha=0.6)
+            ax.plot(row["value"], pos, "o", color=colour, markersize=7 if row["kind"] == "model" else 5)
+        ax.axvline(0.5, color="grey", linestyle="--", linewidth=1)
+        ax.axvline(rows[0]["value"], color=COMPARISON_COLOURS["model"], linewidth=0.8, alpha=0.5)
+        ax.set_yticks(y, [row["label"] for row in rows])
+        ax.set(xlabel=panel["xlabel"], title=panel["title"], ylim=(-0.7, len(rows) - 0.3))
+        ax.grid(axis="x", alpha=0.3)
+    handles = [plt.Line2D([], [], color=COMPARISON_COLOURS[k], marker="o", label=label)
+               for k, label in COMPARISON_KINDS.items()]
+    fig.legend(handles=handles, loc="upper center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / sum(heights)))
     fig.savefig(path, dpi=100)
     plt.close(fig)

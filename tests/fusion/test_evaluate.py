@@ -89,7 +89,7 @@ def _check_subgroups_and_plots(run: Path, result: dict) -> None:
     assert bands and sum(groups[g]["n"] for g in bands) == n
     scored = [g for g in groups.values() if g["model"] is not None]
     assert scored and all("c_index_harrell" in g["model"] for g in scored)
-    for name in ("calibration.png", "km_risk_groups.png", "roc.png"):
+    for name in ("calibration.png", "comparison.png", "km_risk_groups.png", "roc.png"):
         assert name in result["plots"] and (run / name).stat().st_size > 1000
 
 
@@ -185,3 +185,22 @@ def test_late_fusion_inputs_put_each_single_modality_model_side_by_side():
     ev.val_outputs = {"only_x": out([1, 2])}
     assert ev._late_fusion_inputs("log_risk", lambda r: r) is None  # one model: nothing to fuse
     assert ev._late_fusion_inputs("diagnosis_prob", lambda r: r) is None  # no such head
+
+
+def test_comparison_panels_put_the_model_first_then_baselines_and_ablations():
+    from fusion.evaluate import comparison_panels
+
+    def score(value, low=None, high=None):
+        return {"c_index_harrell": {"value": value, "ci_low": low, "ci_high": high}}
+
+    tasks = {"survival": {"n": 40, "n_events": 12, "model": score(0.7, 0.6, 0.8),
+                          "baselines": {"rsf": score(0.65), "coxnet": score(None)},
+                          "ablations": {"without_ehr": score(0.6), "only_image": score(0.55),
+                                        "only_ehr": score(0.62)}},
+             "response": {"n": 10, "model": {"auroc": {"value": None}}, "baselines": {}, "ablations": {}}}
+    [panel] = comparison_panels(tasks)  # response: no model score, no panel
+    assert panel["title"] == "survival: n=40, events 12"
+    assert [(r["label"], r["kind"]) for r in panel["rows"]] == [
+        ("model", "model"), ("rsf", "baseline"), ("only_ehr", "only"), ("only_image", "only"),
+        ("without_ehr", "without")]  # coxnet had no value: left out
+    assert panel["rows"][0] == {"label": "model", "kind": "model", "value": 0.7, "low": 0.6, "high": 0.8}

@@ -92,8 +92,8 @@ with metrics_tab:
 with plots_tab:
     plots = details["plots"]
     if not plots:
-        st.caption("No figures in this run folder (`tumorboard evaluate` writes calibration, ROC and "
-                   "Kaplan-Meier-by-risk-group plots).")
+        st.caption("No figures in this run folder (`tumorboard evaluate` writes a comparison with the baselines "
+                   "and ablations, calibration, ROC and Kaplan-Meier-by-risk-group plots).")
     for left, right in zip(plots[::2], [*plots[1::2], None]):
         cols = st.columns(2)
         cols[0].image(left, caption=Path(left).stem.replace("_", " "))
