@@ -363,6 +363,11 @@ def _lake_types(name: str, table: pa.Table) -> pa.Table:
     return table if schema.equals(table.schema, check_metadata=True) else table.cast(schema)
 
 
+# Columns whose values (almost) never repeat: Parquet's dictionary encoding of them is work thrown away (the
+# writer gives up on it page by page); 200k Synthea resources of fhir_resources: 0.40 s vs 0.59 s to write.
+UNIQUE_TEXT_COLUMNS = frozenset({"id", "json", "raw"})
+
+
 def _write_streamed(target: str, reader: pa.RecordBatchReader, mode: WriteMode) -> None:
     """Append or overwrite a Delta table in bounded memory: pyarrow writes Parquet files of up to
     :data:`STREAM_FILE_ROWS` rows, then one Delta transaction adds them (an overwrite also removes the old
@@ -381,7 +386,8 @@ def _write_streamed(target: str, reader: pa.RecordBatchReader, mode: WriteMode) 
         for batch in reader:
             if writer is None:
                 written.append(root / f"part-{uuid.uuid4().hex}.parquet")
-                writer, rows = pq.ParquetWriter(written[-1], schema, compression="snappy"), 0
+                writer, rows = pq.ParquetWriter(written[-1], schema, compression="snappy", use_dictionary=[
+                    f.name for f in schema if f.name not in UNIQUE_TEXT_COLUMNS]), 0
             writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
             rows += batch.num_rows
             if rows >= STREAM_FILE_ROWS:

@@ -245,14 +245,22 @@ def utc_timestamps(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedA
     if pa.types.is_timestamp(values.type):
         return values.cast(TIMESTAMP)
     text = values.cast(pa.string())
+    if pc.all(pc.match_substring_regex(text, _INSTANT)).as_py() is not False:  # the common case: instants only
+        return _cast_timestamps(text)
     text = pc.replace_substring_regex(text, r"^(\d{4})$", r"\1-01-01")
     text = pc.replace_substring_regex(text, r"^(\d{4}-\d{2})$", r"\1-01")
     text = pc.replace_substring_regex(text, r"^(\d{4}-\d{2}-\d{2})$", r"\1T00:00:00Z")
     text = pc.replace_substring_regex(text, r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?)$", r"\1Z")
     text = pc.replace_substring_regex(text, r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2})([Z+-])", r"\1:00\2")
-    valid = pc.match_substring_regex(
-        text, r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
-    text = pc.if_else(valid, text, pa.scalar(None, pa.string()))
+    valid = pc.match_substring_regex(text, _INSTANT)
+    return _cast_timestamps(pc.if_else(valid, text, pa.scalar(None, pa.string())))
+
+
+_INSTANT = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"  # what the rewrites above produce
+
+
+def _cast_timestamps(text: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """:data:`_INSTANT` strings (or nulls) to ``TIMESTAMP``; an impossible date (month 13) becomes null."""
     try:
         return text.cast(TIMESTAMP)
     except pa.ArrowInvalid:  # a well-formed but impossible date (month 13): parse one by one

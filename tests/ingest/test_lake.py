@@ -134,6 +134,9 @@ def test_utc_timestamps_accepts_fhir_date_forms():
     assert [p.isoformat() if p else None for p in parsed] == [
         "2020-01-01T00:00:00+00:00", "2020-02-01T00:00:00+00:00", "2020-02-03T00:00:00+00:00",
         "2020-02-03T02:05:06+00:00", None, None]
+    # instants only take one cast (no rewriting); an impossible one still becomes null, not an error
+    parsed = utc_timestamps(pa.array(["2020-02-03T04:05:06.5Z", None, "2020-02-30T00:00:00+01:00"])).to_pylist()
+    assert [p.isoformat() if p else None for p in parsed] == ["2020-02-03T04:05:06.500000+00:00", None, None]
 
 
 def test_streamed_write_returns_its_row_count(lake):
