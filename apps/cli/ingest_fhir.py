@@ -113,21 +113,34 @@ def _progress() -> Iterator:
         yield update
 
 
-def _print_reasons(lake: Lake, run_id: str, top: int = 5) -> None:
-    """The most common reject reasons of this run, each with one file:location (never the raw text)."""
+def _print_reasons(lake: Lake, run_id: str, top: int = 8) -> None:
+    """The ``top`` most common reject reasons of this run, each with one file:location (never the raw text),
+    and how many records the other reasons hold."""
     rows = lake.sql(f"select reason, source, location from rejects where run_id = '{run_id}'").to_pylist()
     by_reason: dict[str, list[dict]] = {}
     for row in rows:
-        by_reason.setdefault(row["reason"].split(": ")[0][:120], []).append(row)  # "not valid JSON: <detail>"
+        by_reason.setdefault(_reason_group(row["reason"]), []).append(row)
     table = Table(title="Rejected (first example of each reason)")
     table.add_column("reason", overflow="fold")
     table.add_column("count", justify="right")
     table.add_column("first at (file:location)", overflow="fold", no_wrap=False)
-    for reason, items in sorted(by_reason.items(), key=lambda kv: -len(kv[1]))[:top]:
+    ranked = sorted(by_reason.items(), key=lambda kv: -len(kv[1]))
+    for reason, items in ranked[:top]:
         first = items[0]
         where = Path(first["source"]).name + (f":{first['location']}" if first["location"] else "")
         table.add_row(reason, f"{len(items):,}", where)
+    if len(ranked) > top:
+        table.add_row(f"[italic]{len(ranked) - top} more reason(s): tumorboard lake status lists them[/]",
+                      f"{sum(len(items) for _, items in ranked[top:]):,}", "")
     console.print(table)
+
+
+def _reason_group(reason: str) -> str:
+    """A reject reason without its detail: ``not valid JSON: <parser message>`` -> ``not valid JSON``; a view's
+    reason keeps what went wrong (``view observation: effective_datetime is not a FHIR date/dateTime``)."""
+    if reason.startswith("view "):
+        return reason.split(" (")[0][:120]
+    return reason.split(": ")[0][:120]
 
 
 def _print_report(report: IngestReport) -> None:

@@ -311,6 +311,7 @@ def test_cli_exit_status_and_views_command(tmp_path):
     assert result.exit_code == 2, result.output
     assert "rejected" in result.output and "Condition" in result.output
     assert "first example of each reason" in result.output and "Condition.ndjson:line 6" in result.output
+    assert "more reason(s)" not in result.output  # every reason of the broken inputs is listed
     clean = runner.invoke(app, ["ingest", "fhir", str(PATHLING / "Patient.ndjson"), "--lake", str(lake)])
     assert clean.exit_code == 0, clean.output
     assert "written resource(s) repeat" in clean.output  # of the broken inputs, some Patients landed
@@ -730,3 +731,19 @@ def test_a_repeated_key_is_rejected_not_resolved_silently(tmp_path):
     stored = lake.sql("select json from fhir_resources where id = 'q2'").to_pylist()[0]["json"]
     assert orjson.loads(stored)["valueQuantity"]["value"] == 1e29
     assert "\U0001F600" in lake.sql("select json from fhir_resources where id = 's2'").to_pylist()[0]["json"]
+
+
+def test_cli_reject_summary_groups_reasons_and_counts_the_rest(tmp_path, capsys):
+    from apps.cli.ingest_fhir import _print_reasons, _reason_group
+
+    assert _reason_group("not valid JSON: unexpected character: line 1 column 2") == "not valid JSON"
+    assert (_reason_group("view observation: effective_datetime is not a FHIR date/dateTime (kept as null)")
+            == "view observation: effective_datetime is not a FHIR date/dateTime")
+    lake = Lake(tmp_path / "lake")
+    lake.add_rejects([{"source": "a.ndjson", "location": f"line {i}", "reason": reason}
+                      for i, reason in enumerate(["not valid JSON: x", "not valid JSON: y", "Patient has no id",
+                                                  "Observation has no id"], 1)], modality="fhir")
+    _print_reasons(lake, lake.run_id, top=1)
+    said = " ".join(capsys.readouterr().out.split())
+    assert "not valid JSON │ 2 │ a.ndjson:line 1" in said
+    assert "2 more reason(s)" in said and "has no id" not in said
