@@ -532,11 +532,13 @@ class _ViewStage:
         if path.is_file():
             with pa.ipc.open_stream(path) as reader:
                 pending: list[pa.RecordBatch] = []
-                for batch in reader:  # one commit per 10,000 rejects, not one per worker chunk
+                rows = 0
+                for batch in reader:  # one commit per REJECTS_PER_COMMIT rejects, not one per worker chunk
                     pending.append(batch)
-                    if sum(b.num_rows for b in pending) >= 10_000:
+                    rows += batch.num_rows
+                    if rows >= REJECTS_PER_COMMIT:
                         self.lake.add_rejects(pa.Table.from_batches(pending).to_pylist(), modality="fhir")
-                        pending = []
+                        pending, rows = [], 0
                 if pending:
                     self.lake.add_rejects(pa.Table.from_batches(pending).to_pylist(), modality="fhir")
         return dict(self.rows), self.rejected
@@ -548,6 +550,7 @@ class _ViewStage:
 
 
 _STAGE_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+REJECTS_PER_COMMIT = 10_000  # staged flattening rejects written to the lake per commit
 _REJECT_SCHEMA = pa.schema([("source", pa.string()), ("location", pa.string()), ("reason", pa.string()),
                             ("raw", pa.string())])
 

@@ -364,6 +364,18 @@ def test_validate_rejects_an_invalid_resource(tmp_path):
     assert {r["source"] for r in _rejects(plain)} == {str(tmp_path / "p.ndjson")}
 
 
+def test_staged_view_rejects_all_land_whatever_the_commit_size(tmp_path, monkeypatch):
+    import ingest.fhir.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "REJECTS_PER_COMMIT", 2)
+    lines = [orjson.dumps({"resourceType": "Patient", "id": f"p{i}", "birthDate": "01/01/1970"}) for i in range(5)]
+    (tmp_path / "p.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+    lake = Lake(tmp_path / "lake")
+    report = ingest_fhir(lake, [tmp_path / "p.ndjson"], batch_size=1)  # one staged batch per resource
+    assert report.view_rejects == 5
+    assert sorted(r["location"] for r in _rejects(lake)) == [f"Patient/p{i}" for i in range(5)]
+
+
 @pytest.mark.parametrize(("resource", "expected"), [
     ({"resourceType": "Encounter", "id": "e", "class": [{"code": "AMB"}]}, "FHIR R5"),
     ({"resourceType": "MedicationRequest", "id": "m", "medication": {"concept": {}}}, "FHIR R5"),
