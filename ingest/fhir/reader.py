@@ -27,10 +27,10 @@ Checks (:func:`check_resource`), cheap enough for every resource; ``--validate``
 * the JSON kind (object, array, string, bool) of ``meta`` and of the elements the shipped views read
   (:data:`ELEMENT_KINDS`);
 * no JSON object repeats a key (orjson, like most parsers, would keep the last value without a word). An NDJSON
-  line that orjson writes back byte for byte cannot repeat one (every line of the Synthea and Pathling exports;
-  about 1.2 us a resource); any other line is parsed once more with the standard library, noting repeats. A
-  JSON file is parsed by the standard library alone, noting repeats (as fast as orjson on pretty-printed
-  Bundles; orjson words the error when it is not JSON).
+  line or JSON file that orjson writes back byte for byte cannot repeat one (every line of the Synthea and
+  Pathling exports; about 1.2 us a resource); nor can other text with as many keys as orjson kept
+  (:func:`_may_repeat_keys` counts them: pretty-printed Bundles, NDJSON with spaces). Text whose count differs,
+  or cannot be counted exactly, is parsed once more by the standard library, which names the repeated key.
 """
 
 from __future__ import annotations
