@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/ingest_fhir.py [BULK_EXPORT_DIR [--copies K]] [--resources 200000]
+    python benchmarks/ingest_fhir.py [BULK_EXPORT_DIR [--copies K]] [--resources 200000] [--spaced]
         [--work /tmp/tumorboard-bench-fhir] [--memory-at 2000000 ...]
 
 Without a folder, the FHIR Bulk export of a synthetic cohort (``ingest.synth``, about 120 resources per
@@ -10,7 +10,9 @@ patient) of about ``--resources`` resources is generated once and cached under `
 ``--copies K``, a small real export (e.g. ``../shared/data/fhir/synthea-bulk-10``, 7,160 resources) is
 written K times under ``--work``, every UUID's first 8 hex digits replaced by the copy number, so ids stay
 unique and references keep pointing inside their copy. The export's ``log.ndjson`` is not a resource file
-and is left out of every figure, as the ingest skips it.
+and is left out of every figure, as the ingest skips it. ``--spaced`` rewrites every line as Python's
+``json.dumps`` writes it (a space after each ``:`` and ``,``), as exports written by Python scripts often are:
+the lines orjson does not write back byte for byte, whose repeated-key check costs more.
 Prints, in resources per second:
 
 (a) orjson parsing alone (one core, collector off);
@@ -85,6 +87,18 @@ def replicate(src: Path, out: Path, copies: int) -> Path:
                 fh.write(UUID_HEAD.sub(head, data))
                 if data and not data.endswith(b"\n"):
                     fh.write(b"\n")
+    return out
+
+
+def respace(src: Path, out: Path) -> Path:
+    """The export ``src`` with every line re-written by ``json.dumps`` (``", "`` and ``": "`` separators)."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for path in resource_files(src):
+        with path.open("rb") as fh, (out / path.name).open("w", encoding="ascii") as dst:
+            for line in fh:
+                if line.strip():
+                    dst.write(json.dumps(orjson.loads(line)) + "\n")
     return out
 
 
@@ -174,6 +188,7 @@ def main() -> None:
     parser.add_argument("folder", nargs="?", type=Path, help="a Bulk export folder (default: synthesise one)")
     parser.add_argument("--copies", type=int, default=1, help="write a real export this many times (see above)")
     parser.add_argument("--resources", type=int, default=200_000, help="size of the synthesised export")
+    parser.add_argument("--spaced", action="store_true", help="re-write every line as json.dumps does (see above)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tumorboard-bench-fhir"))
     parser.add_argument("--validate-sample", type=int, default=20_000)
     parser.add_argument("--memory-at", type=int, action="append", default=[], metavar="N",
@@ -191,6 +206,9 @@ def main() -> None:
             parser.error("--memory-at builds synthetic exports; measure copies of a real export with --copies")
         folder = replicate(folder, work / f"copies-{args.copies}", args.copies)
         print(f"{args.copies} copies of {args.folder}: {folder}")
+    if args.spaced:
+        folder = respace(folder, work / f"spaced-{folder.name}")
+        print(f"re-written as json.dumps writes it: {folder}")
     small = work / "export-tenth"
     shutil.rmtree(small, ignore_errors=True)
     subset(folder, small, 0.1)
