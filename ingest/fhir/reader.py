@@ -438,14 +438,20 @@ def _may_repeat_keys(text: bytes, parsed: object) -> bool:
     compact = orjson.dumps(parsed)
     if compact == text.strip():
         return False
-    if b"\\\\" in text or b"\\\\" in compact or _SPACE_BEFORE_COLON.search(text):
+    if _SPACE_BEFORE_COLON.search(text):
         return True
-    return _key_count(text) != _key_count(compact)
+    keys, kept = _key_count(text), _key_count(compact)
+    return keys is None or kept is None or keys != kept
 
 
-def _key_count(text: bytes) -> int:
-    """The keys in JSON ``text`` that has no escaped backslash and no whitespace before a colon."""
-    return text.count(b'":') - text.count(b'\\":')
+def _key_count(text: bytes) -> int | None:
+    """The keys in JSON ``text`` without whitespace before a colon; None when it has an escaped backslash."""
+    keys = text.count(b'":')
+    if b"\\" not in text:  # no escape at all (most resources): one scan
+        return keys
+    if b"\\\\" in text:
+        return None
+    return keys - text.count(b'\\":')
 
 
 class _RepeatedKey(dict):
