@@ -85,6 +85,7 @@ def run_demo(out: Path, *, patients: int, seed: int, epochs: int, retrain_ablati
     console.rule("[bold]results")
     console.print(f"cohort (raw files):   {cohort_dir}\nlake:                 {lake_dir}\n"
                   f"trained run:          {run_dir}\nmetrics:              {run_dir / 'metrics.json'}\n"
+                  f"model vs baselines:   {run_dir / 'comparison.png'} (and calibration, ROC, Kaplan-Meier plots)\n"
                   f"one prediction:       {out / 'prediction.json'}")
     console.print("\nOpen the app (binds to 127.0.0.1):\n"
                   f"  .venv/bin/tumorboard app --lake {lake_dir} --runs {runs_dir}\n"
