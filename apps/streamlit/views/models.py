@@ -94,11 +94,20 @@ with plots_tab:
     if not plots:
         st.caption("No figures in this run folder (`tumorboard evaluate` writes a comparison with the baselines "
                    "and ablations, calibration, ROC and Kaplan-Meier-by-risk-group plots).")
-    for left, right in zip(plots[::2], [*plots[1::2], None]):
+    by_name = {Path(p).name: p for p in plots}
+    # the tall comparison next to the risk groups and ROC curves, the wide calibration strip under them
+    left, right = st.columns(2)
+    for column, name in ((left, "comparison.png"), (right, "km_risk_groups.png"), (right, "roc.png")):
+        if name in by_name:
+            column.image(by_name.pop(name), caption=name.removesuffix(".png").replace("_", " "))
+    if "calibration.png" in by_name:
+        st.image(by_name.pop("calibration.png"), caption="calibration")
+    others = list(by_name.values())  # figures of other tools or versions, two a row
+    for first, second in zip(others[::2], [*others[1::2], None]):
         cols = st.columns(2)
-        cols[0].image(left, caption=Path(left).stem.replace("_", " "))
-        if right:
-            cols[1].image(right, caption=Path(right).stem.replace("_", " "))
+        cols[0].image(first, caption=Path(first).stem.replace("_", " "))
+        if second:
+            cols[1].image(second, caption=Path(second).stem.replace("_", " "))
 
 with subgroups_tab:
     groups = sv.subgroup_rows(metrics) if metrics else None
