@@ -42,7 +42,8 @@ def evaluate(
     n_boot: Annotated[int | None, typer.Option("--n-boot", min=0, help="Bootstrap resamples (default: the "
                                                "run's eval.n_boot).")] = None,
 ) -> None:
-    """Score a run on its test split: writes RUN/metrics.json and calibration, Kaplan-Meier and ROC plots.
+    """Score a run on its test split: writes RUN/metrics.json and plots (the model next to its baselines and
+    ablations, calibration, Kaplan-Meier, ROC).
 
     For a --cv run, every fold is scored and RUN/metrics.json holds the mean, SD and per-fold values."""
     from fusion.evaluate import METRICS_FILE, evaluate_folds, evaluate_run
