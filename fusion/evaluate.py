@@ -482,12 +482,11 @@ def comparison_panels(tasks: dict) -> list[dict]:
         scores = tasks.get(task)
         if not scores or (scores.get("model") or {}).get(metric, {}).get("value") is None:
             continue
+        ablations = sorted(scores.get("ablations", {}).items())
         named = [("model", "model", scores["model"]),
                  *((name, "baseline", s) for name, s in sorted(scores.get("baselines", {}).items())),
-                 *((name, name.split("_")[0], s) for name, s in sorted(scores.get("ablations", {}).items())
-                   if name.startswith("only_")),
-                 *((name, name.split("_")[0], s) for name, s in sorted(scores.get("ablations", {}).items())
-                   if name.startswith("without_"))]
+                 *((name, kind, s) for kind in ("only", "without") for name, s in ablations
+                   if name.startswith(f"{kind}_"))]
         rows = [{"label": name, "kind": kind, "value": s[metric]["value"], "low": s[metric].get("ci_low"),
                  "high": s[metric].get("ci_high")}
                 for name, kind, s in named if s and (s.get(metric) or {}).get("value") is not None]

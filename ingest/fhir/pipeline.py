@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -569,9 +569,6 @@ def _has_iterator(node: object) -> bool:
     return False
 
 
-_VIEWS: dict[tuple, list] = {}  # compiled views per (folders, their files' names/mtimes/sizes)
-
-
 def _folders(views_dir: Path | Sequence[Path] | None) -> tuple[Path, ...]:
     """The view folders: the given one(s), else the shipped ``configs/views``."""
     if views_dir is None:
@@ -586,16 +583,15 @@ def _views_key(views_dir: tuple[Path, ...]) -> tuple:
     return tuple(str(folder) for folder in views_dir), signature
 
 
+@cache  # per process and (folders, their files' names/mtimes/sizes): an edited view is compiled afresh
 def _compiled_views(views_dir: tuple[str, ...], signature: tuple) -> list:
     """The compiled views of ``views_dir`` (a :func:`_views_key`), compiled once per process and signature."""
     from ingest.fhir.viewdef import load_views
 
-    views = _VIEWS.get((views_dir, signature))
-    if views is None:
-        views = _VIEWS[(views_dir, signature)] = load_views(views_dir)
-    return views
+    return load_views(views_dir)
 
 
+@cache
 def _views_by_type(views_dir: tuple[str, ...], signature: tuple) -> dict[str, list]:
     """The compiled views of ``views_dir`` (a :func:`_views_key`) by resource type."""
     by_type: dict[str, list] = {}

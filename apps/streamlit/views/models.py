@@ -11,6 +11,12 @@ import streamlit as st
 from apps.streamlit import figures, widgets
 from apps.streamlit import services as sv
 
+
+def _caption(path: str) -> str:
+    """A figure's caption: its file name without extension, words apart (``km_risk_groups.png``)."""
+    return Path(path).stem.replace("_", " ")
+
+
 st.title("Models")
 settings = sv.settings()
 runs = sv.available_runs(settings.runs)
@@ -99,15 +105,17 @@ with plots_tab:
     left, right = st.columns(2)
     for column, name in ((left, "comparison.png"), (right, "km_risk_groups.png"), (right, "roc.png")):
         if name in by_name:
-            column.image(by_name.pop(name), caption=name.removesuffix(".png").replace("_", " "))
+            path = by_name.pop(name)
+            column.image(path, caption=_caption(path))
     if "calibration.png" in by_name:
-        st.image(by_name.pop("calibration.png"), caption="calibration")
+        path = by_name.pop("calibration.png")
+        st.image(path, caption=_caption(path))
     others = list(by_name.values())  # figures of other tools or versions, two a row
     for first, second in zip(others[::2], [*others[1::2], None]):
         cols = st.columns(2)
-        cols[0].image(first, caption=Path(first).stem.replace("_", " "))
+        cols[0].image(first, caption=_caption(first))
         if second:
-            cols[1].image(second, caption=Path(second).stem.replace("_", " "))
+            cols[1].image(second, caption=_caption(second))
 
 with subgroups_tab:
     groups = sv.subgroup_rows(metrics) if metrics else None

@@ -17,6 +17,11 @@ CAUTION = ("These are model estimates learned from observational data, in which 
 HORIZONS_YEARS = (1, 2, 5)
 
 
+def _trained_on(split: str | None) -> str:
+    """The sentence saying the model learned from this patient's outcome (a training patient), else ""."""
+    return " The model was trained on this outcome." if split == "train" else ""
+
+
 def risk_tab(prediction: dict | None, lake: Path, run_dir: str | None, runs: Path | None, key: str,
              split: str | None) -> None:
     """Predicted survival against the cohort's Kaplan-Meier curve and the patient's observed outcome, and
@@ -37,8 +42,7 @@ def risk_tab(prediction: dict | None, lake: Path, run_dir: str | None, runs: Pat
             after = f"{sv.duration_words(observed['time'])} after diagnosis"
             what = (f"{charts.event_word(endpoint)} {after}" if observed["event"] else
                     f"{charts.censored_phrase(endpoint)}, {after} (censored)")
-            learned = " The model was trained on this outcome." if split == "train" else ""
-            st.caption(f"Dotted line: this patient's observed outcome in the record: {what}.{learned}")
+            st.caption(f"Dotted line: this patient's observed outcome in the record: {what}.{_trained_on(split)}")
     with right:
         if survival:
             for years in HORIZONS_YEARS:
@@ -121,8 +125,7 @@ def treatment_tab(prediction: dict | None, record: dict[str, pd.DataFrame], run_
         if observed:
             outcome = ("responded (complete or partial response)" if observed["responded"] else
                        "did not respond (stable or progressive disease)")
-            learned = " The model was trained on this outcome." if split == "train" else ""
-            st.caption(f"Observed in the record: {outcome} to {observed['treatment']}.{learned}")
+            st.caption(f"Observed in the record: {outcome} to {observed['treatment']}.{_trained_on(split)}")
     elif prediction is not None:
         st.info("This run has no treatment-response head.")
     else:
