@@ -239,13 +239,14 @@ def utc_timestamps(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedA
     """Parse FHIR/ISO-8601 strings to ``timestamp[us, tz=UTC]``.
 
     Accepts the FHIR ``date``, ``dateTime`` and ``instant`` forms: ``YYYY``, ``YYYY-MM`` and ``YYYY-MM-DD``
-    become midnight UTC of the first day; date-times without an offset are taken as UTC. Anything else becomes
+    become midnight UTC of the first day; date-times without an offset are taken as UTC; fractions beyond
+    microseconds are truncated and a leap second (``:60``) becomes ``:59.999999``. Anything else becomes
     null (callers that must not lose a value check the null count against the input).
     """
     if pa.types.is_timestamp(values.type):
         return values.cast(TIMESTAMP)
     text = values.cast(pa.string())
-    if pc.all(pc.match_substring_regex(text, _INSTANT)).as_py() is not False:  # the common case: instants only
+    if pc.all(pc.match_substring_regex(text, _MICRO_INSTANT)).as_py() is not False:  # the common case
         return _cast_timestamps(text)
     text = pc.replace_substring_regex(text, r"^(\d{4})$", r"\1-01-01")
     text = pc.replace_substring_regex(text, r"^(\d{4}-\d{2})$", r"\1-01")
@@ -253,10 +254,14 @@ def utc_timestamps(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedA
     text = pc.replace_substring_regex(text, r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?)$", r"\1Z")
     text = pc.replace_substring_regex(text, r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2})([Z+-])", r"\1:00\2")
     valid = pc.match_substring_regex(text, _INSTANT)
+    # FHIR allows a leap second and up to 9 fraction digits; the type holds microseconds and no second 60
+    text = pc.replace_substring_regex(text, r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}):60(\.\d+)?", r"\1:59.999999")
+    text = pc.replace_substring_regex(text, r"^([^.]*\.\d{6})\d+", r"\1")
     return _cast_timestamps(pc.if_else(valid, text, pa.scalar(None, pa.string())))
 
 
 _INSTANT = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"  # what the rewrites above produce
+_MICRO_INSTANT = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:[0-5]\d(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"  # cast as they are
 
 
 def _cast_timestamps(text: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:

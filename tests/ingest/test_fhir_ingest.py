@@ -99,8 +99,9 @@ def test_reingest_is_idempotent_and_newest_wins(bulk_lake, tmp_path):
     assert {name: lake.read(f"view_{name}").num_rows for name in first.views} == views_before
 
     patient = orjson.loads((BULK / "Patient.000.ndjson").read_bytes().splitlines()[0])
-    newer = dict(patient, gender="other", meta={"versionId": "2", "lastUpdated": "2030-01-01T00:00:00Z"})
-    older = dict(patient, gender="unknown", meta={"versionId": "1", "lastUpdated": "2029-01-01T00:00:00Z"})
+    # FHIR instants may carry up to 9 fraction digits (the lake keeps microseconds)
+    newer = dict(patient, gender="other", meta={"lastUpdated": "2030-01-01T00:00:00.1234567Z"})
+    older = dict(patient, gender="unknown", meta={"lastUpdated": "2029-01-01T00:00:00.123456789Z"})
     (tmp_path / "new.ndjson").write_bytes(orjson.dumps(newer) + b"\n")
     (tmp_path / "old.ndjson").write_bytes(orjson.dumps(older) + b"\n")
     assert ingest_fhir(lake, [tmp_path / "new.ndjson"]).counts["Patient"].repeated == 1

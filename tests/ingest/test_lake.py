@@ -137,6 +137,12 @@ def test_utc_timestamps_accepts_fhir_date_forms():
     # instants only take one cast (no rewriting); an impossible one still becomes null, not an error
     parsed = utc_timestamps(pa.array(["2020-02-03T04:05:06.5Z", None, "2020-02-30T00:00:00+01:00"])).to_pylist()
     assert [p.isoformat() if p else None for p in parsed] == ["2020-02-03T04:05:06.500000+00:00", None, None]
+    # up to 9 fraction digits (truncated to microseconds) and a leap second are FHIR instants too
+    parsed = utc_timestamps(pa.array(["2020-02-03T04:05:06.1234567Z", "2016-12-31T23:59:60Z",
+                                      "2016-12-31T23:59:60.25+01:00", "2020-02-03T04:05:06.123456789"])).to_pylist()
+    assert [p.isoformat() for p in parsed] == [
+        "2020-02-03T04:05:06.123456+00:00", "2016-12-31T23:59:59.999999+00:00", "2016-12-31T22:59:59.999999+00:00",
+        "2020-02-03T04:05:06.123456+00:00"]
 
 
 def test_streamed_write_returns_its_row_count(lake):
