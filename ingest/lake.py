@@ -282,7 +282,13 @@ class Lake:
         con = duckdb.connect()
         try:
             for name in self.tables():
-                con.register(name, self.dataset(name))
+                # DuckDB reads the table's current Parquet files itself: a pyarrow dataset would fail to filter
+                # the string_view columns that Delta merges write
+                files = self._delta(name).file_uris()
+                if files:
+                    con.read_parquet(files, union_by_name=True).create_view(name)
+                else:
+                    con.register(name, self.read(name))
             return con.sql(query).to_arrow_table()
         except duckdb.Error as exc:
             raise LakeError(f"SQL error: {exc}; tables: {', '.join(self.tables()) or '(none)'}") from exc

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
 
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import typer
 
@@ -35,11 +37,20 @@ def sql(
     except LakeError as exc:
         raise fail(str(exc)) from None
     if output == "csv":
-        pacsv.write_csv(result, sys.stdout.buffer)
+        pacsv.write_csv(_flat(result), sys.stdout.buffer)
     elif output == "table":
         print_arrow(result, max_rows=max_rows)
     else:
         raise fail(f"unknown --format {output!r}; use table or csv")
+
+
+def _flat(table: pa.Table) -> pa.Table:
+    """``table`` with its nested columns (lists, structs, maps) as JSON text: CSV has no nested values."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_nested(field.type):
+            text = [None if v is None else json.dumps(v, default=str) for v in table.column(i).to_pylist()]
+            table = table.set_column(i, pa.field(field.name, pa.string()), pa.array(text, pa.string()))
+    return table
 
 
 def status(lake: LakeOption) -> None:

@@ -30,6 +30,19 @@ def test_mistyped_command_lines_exit_1_not_the_rejects_status(monkeypatch, tmp_p
     assert _exit_status(monkeypatch, "ingest", "labels", str(labels), "--lake", str(tmp_path / "lake")) == 2
 
 
+def test_lake_sql_writes_nested_columns_to_csv_as_json(monkeypatch, tmp_path, capsys):
+    from datetime import UTC, datetime
+
+    from ingest.lake import Lake
+
+    Lake(tmp_path / "lake").record_run("ingest fhir", ["a.ndjson", "b,c.ndjson"], {"read": 1},
+                                       started_at=datetime.now(UTC))
+    assert _exit_status(monkeypatch, "lake", "sql", "--lake", str(tmp_path / "lake"), "--format", "csv",
+                        "select command, sources from manifest") == 0
+    assert capsys.readouterr().out.splitlines() == ['"command","sources"',
+                                                    '"ingest fhir","[""a.ndjson"", ""b,c.ndjson""]"']
+
+
 def test_sigterm_runs_the_same_clean_up_as_ctrl_c(tmp_path):
     started = tmp_path / "started"
     script = ("import pathlib, sys, time\n"

@@ -81,6 +81,10 @@ def test_merge_is_idempotent_and_newest_wins(lake):
     lake.write("fhir_resources", update, mode="merge", newest_by="last_updated")
     rows = dict(zip(*lake.read("fhir_resources", ["id", "json"]).to_pydict().values()))
     assert rows == {"a": "a2", "b": "b2"}
+    # SQL filters the merged table (a merge may store strings as string_view) and keeps its types
+    filtered = lake.sql("SELECT id, last_updated FROM fhir_resources WHERE id = 'a' AND resource_type = 'Patient'")
+    assert filtered.column("id").to_pylist() == ["a"]
+    assert filtered.column("last_updated")[0].as_py().isoformat() == "2022-01-01T00:00:00+00:00"
     older = _resources(["a"], ["stale"], ["2000-01-01"])
     lake.write("fhir_resources", older, mode="merge", newest_by="last_updated")
     assert dict(zip(*lake.read("fhir_resources", ["id", "json"]).to_pydict().values()))["a"] == "a2"
