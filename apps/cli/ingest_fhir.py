@@ -143,6 +143,9 @@ def _reason_group(reason: str) -> str:
     return reason.split(": ")[0][:120]
 
 
+SKIPPED_SHOWN = 10  # skipped files printed by name; the manifest keeps them all
+
+
 def _print_report(report: IngestReport) -> None:
     table = Table(title="FHIR resources")
     repeats = report.repeated > 0  # a re-ingest, an updated export, or an id twice in the input
@@ -162,8 +165,12 @@ def _print_report(report: IngestReport) -> None:
                       f"{report.written - report.repeated:,} row(s) to fhir_resources")
     print_counts({f"view_{name}": rows for name, rows in sorted(report.views.items())},
                  title="View tables (rows)")
-    for path, why in report.skipped:
+    for path, why in report.skipped[:SKIPPED_SHOWN]:
         console.print(f"skipped {path}: {why}")
+    if len(report.skipped) > SKIPPED_SHOWN:
+        console.print(f"... and {len(report.skipped) - SKIPPED_SHOWN:,} more skipped file(s): the run's manifest "
+                      "row lists them all under `skipped` in its counts (`tumorboard lake sql --lake ... "
+                      "\"select counts from manifest\"`)")
     if report.view_rejects:
         console.print(f"[red]{report.view_rejects} resource(s) could not be flattened by a view[/]")
     if report.rejected:

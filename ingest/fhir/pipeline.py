@@ -152,7 +152,7 @@ def ingest_fhir(lake: Lake, paths: list[Path], *, views_dir: Path | Sequence[Pat
     started = datetime.now(UTC)
     views_dir = _folders(views_dir)
     views = _compiled_views(*_views_key(views_dir))  # fail before reading anything
-    found = discover(paths)
+    found = discover(paths, exclude=lake.path)
     report = IngestReport(lake.run_id, sources=found.sources, skipped=found.skipped)
     with lake.failure_recorded("ingest fhir", report.sources, report.as_dict, started_at=started):
         _ingest(lake, found, report, views, views_dir, workers=workers, validate=validate, batch_size=batch_size,

@@ -222,32 +222,53 @@ class Discovery:
 
 
 # -- discovery ---------------------------------------------------------------------------------------------
-def discover(paths: Iterable[str | Path], *, chunk_bytes: int = 64 << 20) -> Discovery:
+def discover(paths: Iterable[str | Path], *, chunk_bytes: int = 64 << 20,
+             exclude: Path | None = None) -> Discovery:
     """Expand files and folders into reading tasks.
 
     Plain NDJSON files larger than ``chunk_bytes`` are split into line-aligned byte ranges so that workers
-    can share one big file; gzip files and JSON files are read whole.
+    can share one big file; gzip files and JSON files are read whole. In folders, the other files (and Delta
+    table logs) are listed in ``skipped`` with why, and the folder ``exclude`` (the lake being written, when it
+    lies inside an input folder) is passed over.
 
     Raises:
-        FhirInputError: a path does not exist, no FHIR file is found, or a manifest names an output file that
-            is not next to it.
+        FhirInputError: a path does not exist, there is nothing to read (no FHIR file, or only empty ones), or
+            a manifest names an output file that is not next to it.
     """
     found = Discovery()
-    for raw in paths:
-        path = Path(raw)
+    paths = [Path(raw) for raw in paths]
+    excluded = exclude.resolve() if exclude is not None else None
+    for path in paths:
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and _suffix_kind(p) is not None)
-            for file in files:
-                _add_file(found, file, explicit=False, chunk_bytes=chunk_bytes)
+            for file in sorted(p for p in path.rglob("*") if p.is_file()):
+                if excluded is not None and excluded in file.resolve().parents:
+                    continue
+                if "_delta_log" in file.parts[len(path.parts):]:
+                    found.skipped.append((file, "Delta table log, not FHIR"))
+                elif _suffix_kind(file) is None:
+                    found.skipped.append((file, "not an NDJSON or JSON file"))
+                else:
+                    _add_file(found, file, explicit=False, chunk_bytes=chunk_bytes)
         elif path.is_file():
             _add_file(found, path, explicit=True, chunk_bytes=chunk_bytes)
         else:
             raise FhirInputError(f"{path}: no such file or folder; pass NDJSON/JSON files or Bulk export folders")
-    if not found.tasks and not found.skipped:  # (an empty Bulk export still has its manifest)
+    if not any(_holds_text(task) for task in found.tasks):
         names = ", ".join(str(p) for p in paths)
-        raise FhirInputError(f"{names}: no FHIR files found (expected .ndjson, .ndjson.gz, .json or .json.gz "
-                             "files, or a Bulk export folder with them)")
+        what = "every FHIR file is empty" if found.tasks else "no FHIR files found"
+        passed = "; ".join(f"{p.name} ({why})" for p, why in found.skipped[:5])
+        raise FhirInputError(f"{names}: {what}, nothing to ingest (expected .ndjson, .ndjson.gz, .json or "
+                             ".json.gz files, or a Bulk export folder with them)"
+                             + (f"; skipped: {passed}" if passed else ""))
     return found
+
+
+def _holds_text(task: Task) -> bool:
+    """False for an empty or whitespace-only plain file (a gzip file or a byte range counts as text)."""
+    if task.path.name.lower().endswith(".gz") or task.start or task.end is not None:
+        return True
+    size = task.path.stat().st_size
+    return size > 4096 or (size > 0 and bool(task.path.read_bytes().strip()))
 
 
 def _suffix_kind(path: Path) -> str | None:

@@ -511,8 +511,24 @@ def test_bulk_manifests(tmp_path):
     assert [p.name for p, _ in from_folder.skipped] == ["manifest.json"]
     assert [t.path.name for t in discover([export / "manifest.json"]).tasks] == ["Patient.000.ndjson"]
     (export / "manifest.json").write_bytes(orjson.dumps(dict(manifest, output=[])))
-    empty = discover([export / "manifest.json"])
-    assert empty.tasks == [] and "without output" in empty.skipped[0][1]
+    with pytest.raises(FhirInputError, match=r"no FHIR files found.*manifest.json \(Bulk Data manifest without"):
+        discover([export / "manifest.json"])
+
+
+def test_a_lake_inside_the_input_folder_is_passed_over_and_other_files_are_listed(tmp_path):
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "Patient.ndjson").write_bytes(orjson.dumps({"resourceType": "Patient", "id": "p1"}) + b"\n")
+    (export / "README.md").write_text("how this export was made")
+    lake = Lake(export / "lake")
+    for _ in range(2):  # the second run finds the lake's own files (Parquet, Delta log JSON) in the folder
+        report = ingest_fhir(lake, [export])
+        assert report.read == 1 and report.rejected == 0
+        assert [(p.name, why) for p, why in report.skipped] == [("README.md", "not an NDJSON or JSON file")]
+    other = Lake(tmp_path / "other")  # another Delta table inside the folder: its log is named, not read
+    ingest_fhir(other, [export / "Patient.ndjson"])
+    report = ingest_fhir(other, [export, tmp_path / "other"])
+    assert report.rejected == 0 and any(why == "Delta table log, not FHIR" for _, why in report.skipped)
 
 
 @pytest.mark.parametrize("commit_rows", [20_000, 1])
@@ -656,7 +672,8 @@ def test_cli_says_what_an_interrupt_or_an_empty_export_leaves(tmp_path, monkeypa
     empty.write_text("")
     lake = tmp_path / "lake"
     result = CliRunner().invoke(app, ["ingest", "fhir", str(empty), "--lake", str(lake)])
-    assert result.exit_code == 1 and "no FHIR resource found" in result.output
+    assert result.exit_code == 1 and "every FHIR file is empty" in " ".join(result.output.split())
+    assert not lake.exists()  # refused before anything was written
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
