@@ -644,10 +644,27 @@ def _flatten(chunk: _Chunk, resources: Iterable[tuple[str, str, dict, str | None
     for views in by_type.values():
         for view in views:
             if view.name in out:
-                table = view.table_from_rows(out[view.name])
+                lost: list[tuple[str, int, object]] = []
+                table = view.table_from_rows(out[view.name], lost)
                 parsed = view.with_timestamps(table)
+                chunk.view_rejects += _wrong_types(view, table, lost, sources)
                 chunk.view_rejects += _unparsed_dates(view, table, parsed, sources)
                 chunk.views[view.name] = parsed
+
+
+def _wrong_types(view, table: pa.Table, lost: list[tuple[str, int, object]], sources: dict[str, str]) -> list[dict]:
+    """A reject row per value that did not fit its column's type (the row keeps a null there), located as in
+    :func:`_unparsed_dates`."""
+    types = dict(view.columns)
+    keys = table.column("id").to_pylist() if lost and "id" in table.column_names else None
+    rejects = []
+    for name, row, value in lost:
+        location = f"{view.resource}/{keys[row] if keys is not None else None}"
+        kind = {str: "text", bool: "a boolean", dict: "an object", list: "a list"}.get(type(value), "a number")
+        rejects.append({"source": sources.get(location, "fhir_resources"), "location": location,
+                        "reason": f"view {view.name}: {name} is {kind}, not a FHIR {types.get(name)} (kept as null)",
+                        "raw": orjson.dumps(value, default=str).decode()[:RAW_LIMIT]})
+    return rejects
 
 
 def _unparsed_dates(view, raw: pa.Table, parsed: pa.Table, sources: dict[str, str]) -> list[dict]:

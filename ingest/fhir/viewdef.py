@@ -519,10 +519,14 @@ class CompiledView:
         table = self.table_from_rows(rows)
         return self.with_timestamps(table) if timestamps else table
 
-    def table_from_rows(self, rows: list[tuple]) -> pa.Table:
-        """Build the Arrow table of :attr:`arrow_schema` from rows returned by :meth:`rows`."""
+    def table_from_rows(self, rows: list[tuple], lost: list[tuple[str, int, Any]] | None = None) -> pa.Table:
+        """Build the Arrow table of :attr:`arrow_schema` from rows returned by :meth:`rows`.
+
+        A value whose JSON type does not fit its column (a string in a ``decimal`` column, a number in a
+        ``boolean`` one) becomes null; ``lost``, when given, receives ``(column, row index, value)`` for each.
+        """
         columns = list(zip(*rows, strict=True)) if rows else [()] * len(self.columns)
-        arrays = [_array(list(values), field.type)
+        arrays = [_array(list(values), field, lost)
                   for values, field in zip(columns, self.arrow_schema, strict=True)]
         return pa.Table.from_arrays(arrays, schema=self.arrow_schema)
 
@@ -537,11 +541,24 @@ class CompiledView:
         return table
 
 
-def _array(values: list, type_: pa.DataType) -> pa.Array:
+def _array(values: list, field: pa.Field, lost: list[tuple[str, int, Any]] | None) -> pa.Array:
     try:
-        return pa.array(values, type_)
+        if pa.types.is_floating(field.type) and any(type(v) is bool for v in values):
+            raise TypeError("a boolean in a decimal column")  # Arrow would take it as 0.0 / 1.0
+        return pa.array(values, field.type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
-        return pa.array([_coerce(v, type_) for v in values], type_)
+        coerced = [_coerce(v, field.type) for v in values]
+        if lost is not None:
+            lost.extend((field.name, i, v) for i, (v, c) in enumerate(zip(values, coerced, strict=True))
+                        if _present(v) != _present(c))
+        return pa.array(coerced, field.type)
+
+
+def _present(value: Any) -> int:
+    """How many values ``value`` holds (a list: its non-null items)."""
+    if isinstance(value, list):
+        return sum(v is not None for v in value)
+    return value is not None
 
 
 def _coerce(value: Any, type_: pa.DataType) -> Any:

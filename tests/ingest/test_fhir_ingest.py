@@ -763,6 +763,26 @@ def test_a_repeated_key_is_rejected_not_resolved_silently(tmp_path):
     assert "\U0001F600" in lake.sql("select json from fhir_resources where id = 's2'").to_pylist()[0]["json"]
 
 
+def test_a_view_value_of_the_wrong_json_type_is_a_reject_not_a_silent_null(tmp_path):
+    lab = {"resourceType": "Observation", "status": "final", "subject": {"reference": "Patient/p"},
+           "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]}}
+    lines = [dict(lab, id="text", valueQuantity={"value": "12.5", "unit": "mg/dL"}),
+             dict(lab, id="flag", valueQuantity={"value": True, "unit": "mg/dL"}),
+             dict(lab, id="count", valueInteger="3"),
+             dict(lab, id="good", valueQuantity={"value": 12.5, "unit": "mg/dL"})]
+    (tmp_path / "Observation.ndjson").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in lines))
+    lake = Lake(tmp_path / "lake")
+    report = ingest_fhir(lake, [tmp_path / "Observation.ndjson"])
+    assert report.written == 4 and report.view_rejects == 3  # the resources are kept as written
+    reasons = {r["location"]: r["reason"] for r in _rejects(lake)}
+    assert reasons == {
+        "Observation/text": "view observation: value_quantity is text, not a FHIR decimal (kept as null)",
+        "Observation/flag": "view observation: value_quantity is a boolean, not a FHIR decimal (kept as null)",
+        "Observation/count": "view observation: value_integer is text, not a FHIR integer (kept as null)"}
+    values = {r["id"]: r["value_quantity"] for r in _rows(lake, "view_observation")}
+    assert values == {"text": None, "flag": None, "count": None, "good": 12.5}
+
+
 def test_cli_reject_summary_groups_reasons_and_counts_the_rest(tmp_path, capsys):
     from apps.cli.ingest_fhir import _print_reasons, _reason_group
 
