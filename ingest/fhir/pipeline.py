@@ -27,6 +27,7 @@ from __future__ import annotations
 import gc
 import multiprocessing as mp
 import queue
+import re
 import shutil
 import threading
 import traceback
@@ -59,6 +60,8 @@ VALIDATION_MESSAGE_LIMIT = 500
 # Which of two versions of a resource is newer: meta.lastUpdated, else an integer meta.versionId, else the one
 # ingested later (see Lake.write).
 NEWEST_BY = ("last_updated", "version_id")
+LAKE_VIEWS = "_views"  # the lake's copy of the ViewDefinitions its view tables are computed from
+TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _PATIENT_ELEMENTS = ("subject", "patient", "beneficiary", "individual")
 _ITERATOR_KEYS = ("forEach", "forEachOrNull", "repeat", "unionAll")
 
@@ -136,7 +139,8 @@ def ingest_fhir(lake: Lake, paths: list[Path], *, views_dir: Path | Sequence[Pat
     Args:
         lake: the target lake.
         paths: NDJSON / JSON files and folders (see :mod:`ingest.fhir.reader`).
-        views_dir: folder(s) of ViewDefinition JSON files; default the shipped ``configs/views``.
+        views_dir: folder(s) of ViewDefinition JSON files; default the shipped ``configs/views``. The views the
+            lake already has are flattened too (see :func:`_lake_views`).
         workers: processes that parse and flatten (1: all in this process).
         validate: also validate every resource against the ``fhir.resources`` R4B models (about 10x slower).
         batch_size: resources per worker batch (bounds memory).
@@ -150,9 +154,11 @@ def ingest_fhir(lake: Lake, paths: list[Path], *, views_dir: Path | Sequence[Pat
         ingest.fhir.viewdef.ViewDefinitionError: a view is invalid (checked before anything is read).
     """
     started = datetime.now(UTC)
-    views_dir = _folders(views_dir)
-    views = _compiled_views(*_views_key(views_dir))  # fail before reading anything
-    found = discover(paths, exclude=lake.path)
+    given = _folders(views_dir)
+    _compiled_views(*_views_key(given))  # fail before reading anything
+    found = discover(paths)
+    views_dir = _lake_views(lake, given)
+    views = _compiled_views(*_views_key(views_dir))
     report = IngestReport(lake.run_id, sources=found.sources, skipped=found.skipped)
     with lake.failure_recorded("ingest fhir", report.sources, report.as_dict, started_at=started):
         _ingest(lake, found, report, views, views_dir, workers=workers, validate=validate, batch_size=batch_size,
@@ -180,18 +186,20 @@ def _ingest(lake: Lake, found: Discovery, report: IngestReport, views: list, vie
 
 def reflatten_views(lake: Lake, views_dir: Path | Sequence[Path] | None = None, *, workers: int = 1,
                     batch_size: int = BATCH_SIZE, progress: Progress | None = None) -> dict[str, int]:
-    """Recompute every ``view_<name>`` table from ``fhir_resources`` (no input files are read).
+    """Recompute every ``view_<name>`` table from ``fhir_resources`` (no input files are read): the views of
+    ``views_dir`` (default the shipped ones) and those the lake already has (see :func:`_lake_views`).
 
     Returns:
         Rows written per view table; ``"rejected"`` counts resources a view could not flatten (those are in
         ``rejects``, located by ``Type/id``).
     """
     started = datetime.now(UTC)
-    views_dir = _folders(views_dir)
+    given = _folders(views_dir)
+    views_dir = _lake_views(lake, given)
     with _Pool(workers) as pool:
         views, rejected = _reflatten(lake, views_dir, pool, batch_size=batch_size, progress=progress)
     counts = {**views, "rejected": rejected}
-    lake.record_run("ingest views", list(views_dir), counts, started_at=started,
+    lake.record_run("ingest views", list(given), counts, started_at=started,
                     status="partial" if rejected else "ok")
     return counts
 
@@ -567,6 +575,32 @@ def _has_iterator(node: object) -> bool:
     if isinstance(node, list):
         return any(_has_iterator(v) for v in node)
     return False
+
+
+def _lake_views(lake: Lake, given: tuple[Path, ...]) -> tuple[Path, ...]:
+    """The lake's own view folder (``LAKE/_views``, one ViewDefinition file per view table) after adding or
+    replacing, by name, the views of the folders ``given``.
+
+    The lake remembers every view it has materialised, so a later run without ``--extra-views`` recomputes
+    that view's table too instead of leaving it stale. Raises ViewDefinitionError, before writing anything,
+    when a given view is invalid or its name cannot name a table.
+    """
+    from ingest.fhir.viewdef import ViewDefinitionError
+
+    views = _compiled_views(*_views_key(given))
+    for view in views:
+        if not TABLE_NAME.fullmatch(view.name):
+            raise ViewDefinitionError(f"view {view.name!r}: its name names the table view_<name>, so it must match"
+                                      f" {TABLE_NAME.pattern}; set 'name' in the ViewDefinition")
+    store = lake.path / LAKE_VIEWS
+    store.mkdir(parents=True, exist_ok=True)
+    for view in views:
+        target, text = store / f"{view.name}.json", orjson.dumps(view.definition, option=orjson.OPT_INDENT_2)
+        if not target.is_file() or target.read_bytes() != text:
+            staged = target.with_suffix(".json.partial")
+            staged.write_bytes(text)
+            staged.replace(target)
+    return (store,)
 
 
 def _folders(views_dir: Path | Sequence[Path] | None) -> tuple[Path, ...]:

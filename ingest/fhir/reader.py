@@ -38,6 +38,7 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+import os
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -222,14 +223,13 @@ class Discovery:
 
 
 # -- discovery ---------------------------------------------------------------------------------------------
-def discover(paths: Iterable[str | Path], *, chunk_bytes: int = 64 << 20,
-             exclude: Path | None = None) -> Discovery:
+def discover(paths: Iterable[str | Path], *, chunk_bytes: int = 64 << 20) -> Discovery:
     """Expand files and folders into reading tasks.
 
     Plain NDJSON files larger than ``chunk_bytes`` are split into line-aligned byte ranges so that workers
-    can share one big file; gzip files and JSON files are read whole. In folders, the other files (and Delta
-    table logs) are listed in ``skipped`` with why, and the folder ``exclude`` (the lake being written, when it
-    lies inside an input folder) is passed over.
+    can share one big file; gzip files and JSON files are read whole. In folders, the other files are listed
+    in ``skipped`` with why, and so is a lake or Delta table (say the lake being written, inside an input
+    folder), which is not read.
 
     Raises:
         FhirInputError: a path does not exist, there is nothing to read (no FHIR file, or only empty ones), or
@@ -237,15 +237,10 @@ def discover(paths: Iterable[str | Path], *, chunk_bytes: int = 64 << 20,
     """
     found = Discovery()
     paths = [Path(raw) for raw in paths]
-    excluded = exclude.resolve() if exclude is not None else None
     for path in paths:
         if path.is_dir():
-            for file in sorted(p for p in path.rglob("*") if p.is_file()):
-                if excluded is not None and excluded in file.resolve().parents:
-                    continue
-                if "_delta_log" in file.parts[len(path.parts):]:
-                    found.skipped.append((file, "Delta table log, not FHIR"))
-                elif _suffix_kind(file) is None:
+            for file in _folder_files(path, found):
+                if _suffix_kind(file) is None:
                     found.skipped.append((file, "not an NDJSON or JSON file"))
                 else:
                     _add_file(found, file, explicit=False, chunk_bytes=chunk_bytes)
@@ -261,6 +256,19 @@ def discover(paths: Iterable[str | Path], *, chunk_bytes: int = 64 << 20,
                              ".json.gz files, or a Bulk export folder with them)"
                              + (f"; skipped: {passed}" if passed else ""))
     return found
+
+
+def _folder_files(folder: Path, found: Discovery) -> list[Path]:
+    """The files under ``folder``, sorted, passing over lakes and Delta tables (noted in ``found.skipped``)."""
+    files = []
+    for root, dirs, names in os.walk(folder):
+        here = Path(root)
+        if (here / "_delta_log").is_dir() or (here / "manifest" / "_delta_log").is_dir():  # a table; a lake
+            found.skipped.append((here, "a lake or Delta table, not FHIR"))
+            dirs.clear()
+            continue
+        files.extend(here / name for name in names)
+    return sorted(files)
 
 
 def _holds_text(task: Task) -> bool:

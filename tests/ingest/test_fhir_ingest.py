@@ -521,14 +521,20 @@ def test_a_lake_inside_the_input_folder_is_passed_over_and_other_files_are_liste
     (export / "Patient.ndjson").write_bytes(orjson.dumps({"resourceType": "Patient", "id": "p1"}) + b"\n")
     (export / "README.md").write_text("how this export was made")
     lake = Lake(export / "lake")
-    for _ in range(2):  # the second run finds the lake's own files (Parquet, Delta log JSON) in the folder
-        report = ingest_fhir(lake, [export])
-        assert report.read == 1 and report.rejected == 0
-        assert [(p.name, why) for p, why in report.skipped] == [("README.md", "not an NDJSON or JSON file")]
-    other = Lake(tmp_path / "other")  # another Delta table inside the folder: its log is named, not read
-    ingest_fhir(other, [export / "Patient.ndjson"])
-    report = ingest_fhir(other, [export, tmp_path / "other"])
-    assert report.rejected == 0 and any(why == "Delta table log, not FHIR" for _, why in report.skipped)
+    report = ingest_fhir(lake, [export])
+    assert report.read == 1 and report.rejected == 0
+    assert [(p.name, why) for p, why in report.skipped] == [("README.md", "not an NDJSON or JSON file")]
+    # the second run finds the lake's own files (Parquet, Delta logs, its views) in the folder: not read
+    report = ingest_fhir(lake, [export])
+    assert report.read == 1 and report.rejected == 0
+    assert sorted((p.name, why) for p, why in report.skipped) == [("README.md", "not an NDJSON or JSON file"),
+                                                                  ("lake", "a lake or Delta table, not FHIR")]
+    from deltalake import write_deltalake
+
+    write_deltalake(str(export / "table"), pa.table({"a": [1]}))  # a lone Delta table is passed over too
+    report = ingest_fhir(Lake(tmp_path / "other"), [export])
+    assert report.rejected == 0 and ("table", "a lake or Delta table, not FHIR") in [
+        (p.name, why) for p, why in report.skipped]
 
 
 @pytest.mark.parametrize("commit_rows", [20_000, 1])
@@ -761,6 +767,30 @@ def test_a_repeated_key_is_rejected_not_resolved_silently(tmp_path):
     stored = lake.sql("select json from fhir_resources where id = 'q2'").to_pylist()[0]["json"]
     assert orjson.loads(stored)["valueQuantity"]["value"] == 1e29
     assert "\U0001F600" in lake.sql("select json from fhir_resources where id = 's2'").to_pylist()[0]["json"]
+
+
+def test_the_lake_keeps_its_extra_views_up_to_date_on_later_runs(tmp_path):
+    from ingest.fhir.pipeline import DEFAULT_VIEWS
+
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    view = {"resourceType": "ViewDefinition", "name": "patient_gender", "resource": "Patient", "status": "active",
+            "select": [{"column": [{"name": "id", "path": "getResourceKey()"}, {"name": "gender", "path": "gender"}]}]}
+    (extra / "gender.json").write_text(json.dumps(view))
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.ndjson").write_bytes(orjson.dumps({"resourceType": "Patient", "id": name,
+                                                                "gender": "female"}) + b"\n")
+    lake = Lake(tmp_path / "lake")
+    ingest_fhir(lake, [tmp_path / "a.ndjson"], views_dir=[DEFAULT_VIEWS, extra])
+    report = ingest_fhir(lake, [tmp_path / "b.ndjson"])  # no extra views named: the lake still has that one
+    assert report.views["patient_gender"] == 2
+    assert sorted(r["id"] for r in _rows(lake, "view_patient_gender")) == ["a", "b"]
+    # an edited view replaces the lake's copy; re-running only it recomputes the others too
+    view["select"][0]["column"].append({"name": "active", "path": "active", "type": "boolean"})
+    (extra / "gender.json").write_text(json.dumps(view))
+    counts = reflatten_views(lake, [extra])
+    assert counts["patient_gender"] == 2 and counts["patient"] == 2
+    assert "active" in lake.read("view_patient_gender").column_names
 
 
 def test_a_view_value_of_the_wrong_json_type_is_a_reject_not_a_silent_null(tmp_path):
