@@ -63,4 +63,4 @@ def test_sigterm_runs_the_same_clean_up_as_ctrl_c(tmp_path):
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 128 + signal.SIGTERM and "cleaned up" in err
+    assert proc.returncode == 128 + signal.SIGTERM and "cleaned up" in err and "terminated (SIGTERM)" in err
