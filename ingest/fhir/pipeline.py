@@ -43,6 +43,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingest.fhir.fhirpath import reference_key
 from ingest.fhir.reader import RAW_LIMIT, Discovery, Item, Reader, Task, discover
 from ingest.lake import Lake
 from ingest.link import build_crosswalk
@@ -332,16 +333,14 @@ def _resources_table(resources: list[dict], texts: list[bytes | None], source: s
 
 def patient_key(resource: dict) -> str | None:
     """The Patient id a resource belongs to: its own id for a Patient, else the id in its
-    subject/patient/beneficiary/individual reference when that points to a Patient."""
+    subject/patient/beneficiary/individual reference when that points to a Patient, as the views'
+    ``getReferenceKey(Patient)`` reads it (:func:`ingest.fhir.fhirpath.reference_key`)."""
     if resource.get("resourceType") == "Patient":
         return resource.get("id")
     for element in _PATIENT_ELEMENTS:
         ref = resource.get(element)
         if isinstance(ref, dict):
-            target = ref.get("reference")
-            if isinstance(target, str) and (target.startswith("Patient/") or "/Patient/" in target):
-                return target.rsplit("Patient/", 1)[1].split("/", 1)[0] or None
-            return None
+            return reference_key(ref, "Patient")
     return None
 
 

@@ -424,6 +424,10 @@ def test_patient_key_from_references():
     assert patient_key({"resourceType": "Condition", "subject": {"reference": "Patient/p2"}}) == "p2"
     assert patient_key({"resourceType": "Coverage", "beneficiary": {"reference": "http://x/fhir/Patient/p3"}}) == "p3"
     assert patient_key({"resourceType": "Observation", "subject": {"reference": "Group/g"}}) is None
+    # read as the views' getReferenceKey(Patient) reads it, so fhir_resources and the views agree
+    assert patient_key({"resourceType": "Condition", "subject": {"reference": "urn:uuid:u1"}}) == "u1"
+    assert patient_key({"resourceType": "Condition", "subject": {"reference": "urn:uuid:u1", "type": "Group"}}) is None
+    assert patient_key({"resourceType": "Condition", "subject": {"reference": "Patient/p4/_history/2"}}) == "p4"
     assert patient_key({"resourceType": "Organization", "id": "o"}) is None
 
 
