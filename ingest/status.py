@@ -25,8 +25,9 @@ class LakeStatus:
     Attributes:
         tables: table name -> row count.
         runs: the manifest, newest first (run_id, command, finished_at, status, counts).
-        rejects: modality, reason, count (distinct records: one rejected by several runs counts once) and
-            one example location, most frequent first.
+        rejects: modality, reason, count (distinct records: one rejected by several runs counts once), one
+            example location and when a run last rejected a record for it (``last_seen``, text; the table is a log
+            of every run, so a reason fixed since stays listed with its old date), most frequent first.
         coverage: one row per patient key, one bool column per modality.
         unmatched: modality -> number of ids that match no FHIR patient (kept under their own id).
         ambiguous: identifier values shared by several FHIR patients (they link nothing; see
@@ -78,14 +79,17 @@ def lake_status(lake: Lake) -> LakeStatus:
     if lake.has("manifest"):
         runs = lake.read("manifest", list(runs.columns)).to_pandas() \
             .sort_values("finished_at", ascending=False, ignore_index=True)
-    rejects = pd.DataFrame(columns=["modality", "reason", "count", "example"])
+    rejects = pd.DataFrame(columns=["modality", "reason", "count", "example", "last_seen"])
     if lake.has("rejects"):
-        raw = lake.read("rejects", ["modality", "reason", "source", "location"]).to_pandas()
-        raw = raw.drop_duplicates()  # a record rejected again by a re-run counts once
+        raw = lake.read("rejects", ["modality", "reason", "source", "location", "rejected_at"]).to_pandas()
+        raw = (raw.sort_values("rejected_at")  # a record rejected again by a re-run counts once
+               .drop_duplicates(["modality", "reason", "source", "location"], keep="last"))
         raw["example"] = raw["source"] + " " + raw["location"].fillna("")
         rejects = (raw.groupby(["modality", "reason"], as_index=False)
-                   .agg(count=("source", "size"), example=("example", "first"))
+                   .agg(count=("source", "size"), example=("example", "first"),
+                        last_seen=("rejected_at", "max"))
                    .sort_values("count", ascending=False, ignore_index=True))
+        rejects["last_seen"] = rejects["last_seen"].dt.strftime("%Y-%m-%d %H:%M UTC")
     present = patient_modalities(lake, mapping)
     keys = sorted(set().union(*present.values())) if present else []
     coverage = pd.DataFrame({"patient_key": keys})

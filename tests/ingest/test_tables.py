@@ -66,7 +66,10 @@ def test_bad_label_rows_are_rejected_with_row_and_reason(lake, tmp_path):
     assert "ISO date" in rejects["row 7"]
     ingest_labels(lake, csv)  # the same bad rows again: kept per run, counted once in the status
     assert lake.read("rejects").num_rows == 10
-    assert lake_status(lake).rejects["count"].sum() == 5
+    status = lake_status(lake).rejects
+    assert status["count"].sum() == 5
+    latest = lake.read("rejects").column("rejected_at").to_pandas().max()
+    assert (status["last_seen"] == latest.strftime("%Y-%m-%d %H:%M UTC")).all()  # the reason's latest run
 
 
 def test_cli_exit_status_and_missing_id_column(tmp_path):
