@@ -4,7 +4,10 @@ modality ablations, subgroups and figures (``tumorboard evaluate``).
 Everything is computed on the run's own test split (``run.json`` ``splits``), rebuilt from the lake with the
 run's saved feature selection and normalisation. Every metric is ``{"value", "ci_low", "ci_high"}``: the
 value on all test patients and a 95% percentile bootstrap interval over patients (``eval.n_boot`` resamples;
-the same resamples for every model of a task, so intervals are paired; ``null`` where undefined).
+the same resamples for every model of a task, so intervals are paired; ``null`` where undefined). The binned
+calibration errors (``calibration_<h>d``, ``ece``) grow on resamples, whose repeated patients make the bins
+noisier, so their percentile interval could lie wholly above the value: theirs is taken after subtracting that
+bias (the mean of the resamples minus the value) from every resample, and starts at 0 at the lowest.
 
 ``metrics.json``::
 
@@ -70,6 +73,7 @@ from ingest.lake import Lake
 
 Progress = Callable[[dict], None]
 METRICS_FILE = "metrics.json"
+RESAMPLING_BIASED = ("calibration_", "ece")  # binned errors: their intervals are bias-corrected (module doc)
 MIN_SUBGROUP = 10
 AGE_BANDS = (("age_lt60", -np.inf, 60.0), ("age_60_69", 60.0, 70.0), ("age_ge70", 70.0, np.inf))
 
@@ -94,9 +98,13 @@ def bootstrap(metric_fn: Callable[..., dict[str, float]], arrays: tuple[np.ndarr
                 draws[name].append(value)
     out = {}
     for name, value in full.items():
-        values = draws[name]
+        values = np.asarray(draws[name], float)
         ok = n_boot > 0 and len(values) >= max(1, n_boot // 2)
+        if ok and name.startswith(RESAMPLING_BIASED) and np.isfinite(value):
+            values = values - (values.mean() - value)
         low, high = np.quantile(values, [0.025, 0.975]) if ok else (np.nan, np.nan)
+        if name.startswith(RESAMPLING_BIASED):
+            low = max(low, 0.0)
         out[name] = {"value": _num(value), "ci_low": _num(low), "ci_high": _num(high)}
     return out
 
