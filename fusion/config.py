@@ -15,7 +15,7 @@ as YAML scalars/lists (``1e-3``, ``true``, ``[365, 730]``) and re-validated, so 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # no inf or nan in any number
 
 
 def _treatment_map() -> dict[str, str]:
@@ -236,7 +236,9 @@ class TrainConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    horizons_days: list[float] = Field(default_factory=lambda: [365.0, 730.0, 1095.0])
+    horizons_days: list[Annotated[float, Field(gt=0.0)]] = Field(
+        default_factory=lambda: [365.0, 730.0, 1095.0], min_length=1,
+        description="days after the index date at which survival is scored (calibration, time-dependent AUC)")
     n_boot: int = Field(200, ge=0)
 
 

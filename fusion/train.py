@@ -49,6 +49,7 @@ from ingest.schema import SCHEMA_VERSION
 
 Progress = Callable[[dict], None]
 TASKS = ("diagnosis", "survival", "response")
+MAX_LOG_RISK = 80.0  # |log-risk| beyond this overflows exp() in float32: the training diverged
 
 
 def resolve_device(name: str) -> torch.device:
@@ -268,7 +269,15 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
         out, tgt = predict_outputs(model, eval_loaders["train"], device)
         time_, event = tgt["time"].numpy(), tgt["event"].numpy()
         keep = ~np.isnan(time_)
-        breslow = BreslowEstimator().fit(out["log_risk"].numpy()[keep], time_[keep], event[keep]).to_dict()
+        log_risk = out["log_risk"].numpy()[keep]
+        with np.errstate(all="ignore"):  # a diverged model is reported just below
+            fitted = BreslowEstimator().fit(log_risk, time_[keep], event[keep])
+        if not (np.isfinite(fitted.cum_baseline_hazard).all() and np.abs(log_risk).max() <= MAX_LOG_RISK):
+            raise FloatingPointError(
+                f"training diverged: the best epoch's log-risks reach {np.abs(log_risk).max():.3g} (a hazard ratio"
+                f" of e^{MAX_LOG_RISK:.0f} and beyond does not fit in float32), so no survival curve can be"
+                f" estimated; lower train.lr (now {tcfg.lr:g}) or check the input features")
+        breslow = fitted.to_dict()
     metrics = {"val": evaluate_outputs(*predict_outputs(model, eval_loaders["val"], device), weights)}
     if "test" in eval_loaders:
         metrics["test"] = evaluate_outputs(*predict_outputs(model, eval_loaders["test"], device), weights)

@@ -163,6 +163,9 @@ def test_existing_run_dir_is_refused_and_failed_run_leaves_nothing(tmp_path):
     bad = load_config(None, [*FAST, "modalities.ehr.encoder=timm"])  # an image encoder on tabular data
     with pytest.raises(RunError, match="image encoder"):
         train(bad, None, tmp_path / "bad", frames=frames)
+    wild = load_config(None, [*FAST, "train.lr=10", "train.max_grad_norm=null"])  # finite but exploding loss
+    with pytest.raises(FloatingPointError, match="training diverged: the best epoch's log-risks reach"):
+        train(wild, None, tmp_path / "wild", frames=make_frames())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 
 
@@ -366,8 +369,11 @@ def test_pretraining_phase_shows_only_its_modalities_then_all(tmp_path):
     (["train.pretrain_epochs=3"], "pretrain_modalities is empty"),
     (["train.pretrain_epochs=3", "train.pretrain_modalities=[image]"], "not enabled"),
     (["train.pretrain_epochs=3", "train.pretrain_modalities=[ehr, genomics]"], "every enabled modality"),
+    (["train.lr=inf"], "train.lr: Input should be a finite number"),
+    (["eval.horizons_days=[-5]"], "horizons_days.0: Input should be greater than 0"),
+    (["eval.horizons_days=[]"], "horizons_days: List should have at least 1 item"),
 ])
-def test_pretraining_config_errors_name_the_fix(sets, message):
+def test_config_errors_name_the_fix(sets, message):
     from fusion.config import ConfigError
 
     with pytest.raises(ConfigError, match=message):
