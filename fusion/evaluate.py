@@ -616,7 +616,7 @@ def evaluate_run(run_dir: str | Path, lake: str | Path | None = None, *, retrain
         ev.retrain_single_modalities(frames)
     tasks, subgroups = ev.score()
     result = {
-        "run": str(run_dir), "lake": str(lake_path), "created_at": datetime.now(UTC).isoformat(),
+        "run": str(run_dir), "lake": str(Path(lake_path).resolve()), "created_at": datetime.now(UTC).isoformat(),
         "lake_manifest_hash": lake_hash, "lake_changed": lake_hash != run.meta.get("lake_manifest_hash"),
         "split_seed": split_seed, "n_boot": n_boot, "ci": 0.95, "n_test": int(ev.test.size),
         "tasks": tasks, "subgroups": subgroups, "plots": ev.figures(run_dir, tasks), "notes": ev.notes,

@@ -49,6 +49,9 @@ from ingest.schema import SCHEMA_VERSION
 
 Progress = Callable[[dict], None]
 TASKS = ("diagnosis", "survival", "response")
+# modality -> (the frame it comes from, the command that puts it in a lake)
+MODALITY_INGEST = {"genomics": ("gene_status", "ingest variants"), "image": ("images", "ingest images"),
+                   "ehr": ("patients", "ingest fhir")}
 MAX_LOG_RISK = 80.0  # |log-risk| beyond this overflows exp() in float32: the training diverged
 
 
@@ -289,7 +292,7 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
     meta = {
         "schema_version": SCHEMA_VERSION,
         "created_at": datetime.now(UTC).isoformat(),
-        "lake": None if lake_path is None else str(lake_path),
+        "lake": None if lake_path is None else str(Path(lake_path).resolve()),  # valid from any directory
         "lake_manifest_hash": lake_hash,
         "device": str(device),
         "spec": spec,
@@ -483,6 +486,12 @@ def train(config: RunConfig, lake_path: str | Path | None, out_dir: str | Path, 
         frames = read_frames(lake_path)
     cohort = assemble_cohort(frames, config)
     empty = [name for name, present in cohort.present().items() if not present.any()]
+    absent = [name for name in empty if name in MODALITY_INGEST and getattr(frames, MODALITY_INGEST[name][0]).empty]
+    if absent:
+        raise CohortError("the lake has no " + " and no ".join(absent) + " data; ingest it ("
+                          + ", ".join(f"`tumorboard {MODALITY_INGEST[name][1]}`" for name in absent)
+                          + ") or leave the modality out (" + ", ".join(f"--set modalities.{name}.enabled=false"
+                                                                      for name in absent) + ")")
     if empty:
         raise CohortError(f"no patient has {' or '.join(empty)} data dated before the index date + "
                           f"data.index.grace_days ({config.data.index.grace_days:g} days); check the dates (images "

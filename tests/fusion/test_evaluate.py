@@ -93,14 +93,18 @@ def _check_subgroups_and_plots(run: Path, result: dict) -> None:
         assert name in result["plots"] and (run / name).stat().st_size > 1000
 
 
-def test_evaluate_end_to_end(tmp_path):
+def test_evaluate_end_to_end(tmp_path, monkeypatch):
     """One trained EHR + genomics run on 60 synthetic patients (kept in one test so that parallel workers
     never train it twice)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         lake = make_synth_lake(tmp_path, n=60, seed=1)
-        run = train(load_config(None, FAST), lake, tmp_path / "run")
+        monkeypatch.chdir(lake.parent)
+        run = train(load_config(None, FAST), Path(lake.name), tmp_path / "run")  # a lake path relative to here
+        assert json.loads((run / "run.json").read_text())["lake"] == str(lake.resolve())
+        (tmp_path / "elsewhere").mkdir()
+        monkeypatch.chdir(tmp_path / "elsewhere")  # the run finds its lake from any directory
         stages: list[dict] = []
         result = evaluate_run(run, lake, n_boot=25, progress=stages.append)
         _check_structure(run, result, stages)

@@ -157,9 +157,14 @@ def test_existing_run_dir_is_refused_and_failed_run_leaves_nothing(tmp_path):
     (tmp_path / "taken" / "x").write_text("keep")
     with pytest.raises(RunError, match="already exists"):
         train(load_config(None, FAST), None, tmp_path / "taken", frames=frames)
-    late = replace(frames, gene_status=frames.gene_status.iloc[:0], tmb=frames.tmb.iloc[:0])
-    with pytest.raises(CohortError, match="no patient has genomics data dated before the index date"):
-        train(load_config(None, FAST), None, tmp_path / "late", frames=late)
+    never = replace(frames, gene_status=frames.gene_status.iloc[:0], tmb=frames.tmb.iloc[:0])
+    with pytest.raises(CohortError, match=r"the lake has no genomics data; ingest it \(`tumorboard ingest variants`\)"
+                                          r" or leave the modality out \(--set modalities.genomics.enabled=false\)"):
+        train(load_config(None, FAST), None, tmp_path / "never", frames=never)
+    imaged = make_frames(12, images=True)
+    late = replace(imaged, images=imaged.images.assign(study_date=pd.Timestamp("2100-01-01", tz="UTC")))
+    with pytest.raises(CohortError, match="no patient has image data dated before the index date"):
+        train(load_config(None, [*FAST, "modalities.image.enabled=true"]), None, tmp_path / "late", frames=late)
     bad = load_config(None, [*FAST, "modalities.ehr.encoder=timm"])  # an image encoder on tabular data
     with pytest.raises(RunError, match="image encoder"):
         train(bad, None, tmp_path / "bad", frames=frames)
