@@ -28,6 +28,7 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 import fusion.models  # noqa: F401  (fills the encoder and fusion registries)
@@ -38,6 +39,9 @@ from fusion.models.registry import check_arguments, encoder_entry, encoder_kind,
 # 2: features are dated strictly before index + grace_days, and tasks.diagnosis.modalities exists; a format-1
 # run would be fed features built by other rules.
 RUN_FORMAT_VERSION = "2"
+# what inference reads from run.json (a file without them was cut short or edited by hand)
+RUN_META_KEYS = ("spec", "feature_names", "feature_selection", "normalization", "splits", "diagnosis_classes",
+                 "treatment_names")
 MODEL_FILE, CONFIG_FILE, META_FILE = "model.safetensors", "config.yaml", "run.json"
 _PACKAGES = ("tumorboard", "torch", "timm", "numpy", "pandas", "pyarrow", "scikit-survival", "torchsurv",
              "safetensors", "pydantic")
@@ -181,13 +185,23 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Load
             else ""
         raise RunError(f"run directory {run_dir} lacks {', '.join(missing)}{hint}")
     config = load_config(run_dir / CONFIG_FILE)
-    meta = json.loads((run_dir / META_FILE).read_text())
+    damaged = "; copy the run again or retrain it with `tumorboard train`"
+    try:
+        meta = json.loads((run_dir / META_FILE).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"{run_dir / META_FILE} is not readable JSON ({exc}){damaged}") from None
     if meta.get("run_format_version") != RUN_FORMAT_VERSION:
         raise RunError(f"{run_dir / META_FILE}: run format {meta.get('run_format_version')!r}, this version "
                        f"reads {RUN_FORMAT_VERSION!r} (its cohort rules differ); retrain the model with "
                        "`tumorboard train`")
+    lacking = [key for key in RUN_META_KEYS if key not in meta]
+    if lacking:
+        raise RunError(f"{run_dir / META_FILE} lacks {', '.join(lacking)}{damaged}")
     model = build_model(config, meta["spec"])
-    missing_keys, unexpected = load_model(model, str(run_dir / MODEL_FILE), strict=False)
+    try:
+        missing_keys, unexpected = load_model(model, str(run_dir / MODEL_FILE), strict=False)
+    except SafetensorError as exc:
+        raise RunError(f"{run_dir / MODEL_FILE} is damaged ({exc}){damaged}") from None
     if missing_keys or unexpected:
         raise RunError(f"{run_dir / MODEL_FILE} does not fit the model of its config.yaml: missing "
                        f"{sorted(missing_keys)[:5]}, unexpected {sorted(unexpected)[:5]}")

@@ -149,6 +149,17 @@ def test_train_writes_run_and_is_reproducible(tmp_path):
     (runs[0] / "run.json").write_text(json.dumps({**meta, "run_format_version": "1"}))  # an older tumorboard's
     with pytest.raises(RunError, match="run format '1'.*retrain"):
         load_run(runs[0])
+    # a run cut short in copying or edited by hand: one line naming the file and the fix, no traceback
+    (runs[0] / "run.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "normalization"}))
+    with pytest.raises(RunError, match=r"run.json lacks normalization; copy the run again or retrain"):
+        load_run(runs[0])
+    (runs[0] / "run.json").write_text(json.dumps(meta)[:100])
+    with pytest.raises(RunError, match=r"run.json is not readable JSON"):
+        load_run(runs[0])
+    weights = runs[1] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(RunError, match=r"model.safetensors is damaged .*copy the run again or retrain"):
+        load_run(runs[1])
 
 
 def test_existing_run_dir_is_refused_and_failed_run_leaves_nothing(tmp_path):
