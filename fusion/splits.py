@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ingest.tables import SPLIT_ALIASES
+
 SPLITS = ("train", "val", "test")
-_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-            "test": "test", "testing": "test"}
 
 
 def strata_for(targets, how: str) -> np.ndarray:
@@ -65,7 +65,7 @@ def assign_splits(keys: np.ndarray, strata: np.ndarray, *, val_fraction: float, 
     if fixed is not None:
         for i, value in enumerate(fixed):
             if isinstance(value, str) and value.strip():
-                name = _ALIASES.get(value.strip().lower())
+                name = SPLIT_ALIASES.get(value.strip().lower())
                 if name is None:
                     raise ValueError(f"labels: split value {value!r} is not one of {SPLITS}")
                 out[i] = name
@@ -80,7 +80,7 @@ def assign_splits(keys: np.ndarray, strata: np.ndarray, *, val_fraction: float, 
 
 def curated_test(fixed: np.ndarray) -> np.ndarray:
     """``(N,)`` bool: the curated split (see :func:`assign_splits`) says ``test``."""
-    return np.array([isinstance(v, str) and _ALIASES.get(v.strip().lower()) == "test" for v in fixed], dtype=bool)
+    return np.array([isinstance(v, str) and SPLIT_ALIASES.get(v.strip().lower()) == "test" for v in fixed], dtype=bool)
 
 
 def kfold_assignments(keys: np.ndarray, strata: np.ndarray, k: int, *, val_fraction: float,

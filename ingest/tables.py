@@ -5,8 +5,9 @@ modality: every column but the id becomes a row ``(patient_id, modality, feature
 long ``features`` table. Numeric columns (at least :data:`NUMERIC_SHARE` of their cells are numbers) keep
 ``value``; other columns keep ``value_str`` (categorical).
 
-``ingest_labels`` loads curated outcomes with any of ``split`` (train/val/test), ``diagnosis``, ``time`` (days),
-``event`` (0/1), ``treatment``, ``response`` (0/1), ``index_date``. Curated labels override those derived from
+``ingest_labels`` loads curated outcomes with any of ``split`` (train/val/test, or a name of
+:data:`SPLIT_ALIASES`), ``diagnosis``, ``time`` (days), ``event`` (0/1), ``treatment``, ``response`` (0/1),
+``index_date``. Curated labels override those derived from
 FHIR; a file updates only the label columns it has. A row with an invalid value is rejected with its row number
 (the file's line) and reason; the other rows land.
 
@@ -32,7 +33,9 @@ from ingest.lake import Lake
 from ingest.schema import SCHEMAS, utc_timestamps
 
 LABEL_COLUMNS = ("split", "diagnosis", "time", "event", "treatment", "response", "index_date")
-SPLITS = {"train", "val", "test"}
+# curated split names -> the lake's train | val | test (fusion.splits reads the same names)
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
 MISSING = {"", "NA", "NaN", "nan"}  # cells read as missing
 # A feature column is numeric when at least this share of its non-missing cells are finite numbers; its other
 # cells are rejected (stored as missing) instead of turning the whole column, numbers included, into categories.
@@ -269,9 +272,10 @@ def _label_row(record: dict[str, str | None], id_column: str, columns: list[str]
         raise ValueError(f"no label value (label columns: {', '.join(columns)})")
     row: dict[str, object] = {"patient_id": record[id_column], "source": str(path), **dict.fromkeys(columns)}
     if "split" in values:
-        split = values["split"].lower()
-        if split not in SPLITS:
-            raise ValueError(f"split {values['split']!r} is not one of train/val/test")
+        split = SPLIT_ALIASES.get(values["split"].strip().lower())
+        if split is None:
+            raise ValueError(f"split {values['split']!r} is not one of train/val/test (or training, validation, "
+                             "valid, testing)")
         row["split"] = split
     for name in ("diagnosis", "treatment"):
         if name in values:

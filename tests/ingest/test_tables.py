@@ -55,9 +55,11 @@ def test_bad_label_rows_are_rejected_with_row_and_reason(lake, tmp_path):
                    "p3,test,-5,0,\n"
                    "p4,val,10,,\n"
                    "p5,val,10,maybe,\n"
-                   "p6,val,10,1,yesterday\n")
+                   "p6,val,10,1,yesterday\n"
+                   "p7, Validation ,10,1,\n")
     counts = ingest_labels(lake, csv)
-    assert counts == {"patients": 1, "rejected": 5, "ignored_columns": 0, "ignored": []}
+    assert counts == {"patients": 2, "rejected": 5, "ignored_columns": 0, "ignored": []}
+    assert lake.read("labels").to_pandas().set_index("patient_id").split["p7"] == "val"  # a common alias
     rejects = lake.read("rejects").to_pandas().set_index("location").reason
     assert "train/val/test" in rejects["row 3"]
     assert "non-negative" in rejects["row 4"]
