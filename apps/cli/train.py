@@ -60,4 +60,7 @@ def train(
             run_dir = run_training(cfg, lake, out, progress=progress, cv=cv)
         except (CohortError, RunError, ConfigError, FloatingPointError, ValueError) as exc:
             raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            raise fail(f"interrupted: nothing was written ({out} is only created when training finishes)",
+                       code=130) from None
     console.print(f"run written to [bold]{run_dir}[/]")

@@ -43,6 +43,18 @@ def test_lake_sql_writes_nested_columns_to_csv_as_json(monkeypatch, tmp_path, ca
                                                     '"ingest fhir","[""a.ndjson"", ""b,c.ndjson""]"']
 
 
+def test_interrupted_training_says_nothing_was_written(monkeypatch, tmp_path, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("fusion.train.train", interrupted)
+    config = Path(__file__).resolve().parents[2] / "configs" / "full_fusion.yaml"
+    (tmp_path / "lake").mkdir()
+    assert _exit_status(monkeypatch, "train", "--lake", str(tmp_path / "lake"), "--config", str(config),
+                        "--out", str(tmp_path / "run")) == 130
+    assert "interrupted: nothing was written" in " ".join(capsys.readouterr().err.split())
+
+
 def test_sigterm_runs_the_same_clean_up_as_ctrl_c(tmp_path):
     started = tmp_path / "started"
     script = ("import pathlib, sys, time\n"
