@@ -603,10 +603,14 @@ def _lake_views(lake: Lake, given: tuple[Path, ...]) -> tuple[Path, ...]:
 
 
 def _folders(views_dir: Path | Sequence[Path] | None) -> tuple[Path, ...]:
-    """The view folders: the given one(s), else the shipped ``configs/views``."""
+    """The view folders: the given one(s) (a folder named twice counts once), else the shipped ``configs/views``."""
     if views_dir is None:
         return (DEFAULT_VIEWS,)
-    return (Path(views_dir),) if isinstance(views_dir, (str, Path)) else tuple(map(Path, views_dir))
+    folders = [Path(views_dir)] if isinstance(views_dir, (str, Path)) else [Path(p) for p in views_dir]
+    unique: dict[Path, Path] = {}
+    for folder in folders:
+        unique.setdefault(folder.resolve(), folder)
+    return tuple(unique.values())
 
 
 def _views_key(views_dir: tuple[Path, ...]) -> tuple:

@@ -792,7 +792,7 @@ def test_the_lake_keeps_its_extra_views_up_to_date_on_later_runs(tmp_path):
     # an edited view replaces the lake's copy; re-running only it recomputes the others too
     view["select"][0]["column"].append({"name": "active", "path": "active", "type": "boolean"})
     (extra / "gender.json").write_text(json.dumps(view))
-    counts = reflatten_views(lake, [extra])
+    counts = reflatten_views(lake, [extra, tmp_path / "extra" / ".." / "extra"])  # one folder named twice
     assert counts["patient_gender"] == 2 and counts["patient"] == 2
     assert "active" in lake.read("view_patient_gender").column_names
 
