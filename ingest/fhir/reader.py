@@ -6,6 +6,7 @@ Inputs (:func:`discover`):
   export folder is read file by file; its ``log.ndjson`` (export events, not resources) is skipped, and so is a
   Bulk manifest (``{"transactionTime", "request", "output"}``) found in a folder. A manifest named on the command
   line is followed: its ``output`` files are read from the manifest's folder (one without ``output`` is skipped).
+  A ``.ndjson`` file whose first line is a lone ``{`` or ``[`` is pretty-printed JSON and is read as JSON.
 * JSON: ``*.json`` / ``*.json.gz`` holding one resource or a Bundle (any type: transaction, batch, collection,
   searchset, ...; nested Bundles are unpacked). The Bundle wrapper itself is not stored, its entries are.
   A JSON file is parsed whole (Bundles are usually one patient or one page), up to ``JSON_MAX_BYTES`` (512 MiB
@@ -311,10 +312,22 @@ def _add_file(found: Discovery, path: Path, *, explicit: bool, chunk_bytes: int)
                             " the export's files next to the manifest or pass the folder")
                     _add_file(found, target, explicit=False, chunk_bytes=chunk_bytes)
             return
+    if kind == "ndjson" and _pretty_printed(path):
+        kind = "json"  # a pretty-printed resource or Bundle saved as .ndjson: one JSON document, not lines
     if kind == "ndjson" and not path.name.lower().endswith(".gz") and path.stat().st_size > chunk_bytes:
         found.tasks.extend(_split_ndjson(path, chunk_bytes))
     else:
         found.tasks.append(Task(path, kind))
+
+
+def _pretty_printed(path: Path) -> bool:
+    """True when the file's first line is a lone ``{`` or ``[`` (no NDJSON line can be)."""
+    try:
+        with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")) as fh:
+            head = fh.read(4096)
+    except (OSError, EOFError, zlib.error):
+        return False  # the NDJSON reader reports what is wrong with the file
+    return head.removeprefix(b"\xef\xbb\xbf").split(b"\n", 1)[0].strip() in (b"{", b"[")
 
 
 def _bulk_manifest(path: Path) -> dict | None:

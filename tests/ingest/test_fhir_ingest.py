@@ -280,7 +280,7 @@ def test_interrupted_run_is_recorded_and_a_rerun_completes_it(tmp_path, monkeypa
         assert sorted(lake.read(name).column(key).to_pylist()) == sorted(clean.read(name).column(key).to_pylist())
 
 
-def test_byte_order_marks_json_arrays_and_empty_folders(tmp_path, monkeypatch):
+def test_byte_order_marks_json_arrays_pretty_ndjson_and_empty_folders(tmp_path, monkeypatch):
     folder = tmp_path / "in"
     folder.mkdir()
     bom = b"\xef\xbb\xbf"
@@ -293,6 +293,14 @@ def test_byte_order_marks_json_arrays_and_empty_folders(tmp_path, monkeypatch):
     assert report.counts["Patient"].written == 3
     [reject] = _rejects(lake)
     assert reject["source"].endswith("array.json") and "write the array as NDJSON" in reject["reason"]
+    # pretty-printed JSON saved as .ndjson (its first line a lone brace) is read as one JSON document
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "Patient", "id": "p5"}}, {"resource": {"resourceType": "Patient", "id": "p6"}}]}
+    (tmp_path / "pretty.ndjson").write_text(json.dumps(bundle, indent=2))
+    gz = tmp_path / "pretty.ndjson.gz"
+    gz.write_bytes(gzip.compress(json.dumps({"resourceType": "Patient", "id": "p7"}, indent=1).encode()))
+    report = ingest_fhir(lake, [tmp_path / "pretty.ndjson", gz])
+    assert (report.written, report.rejected) == (3, 0)
     monkeypatch.setattr("ingest.fhir.reader.JSON_MAX_BYTES", 16)
     big = Lake(tmp_path / "big")
     assert ingest_fhir(big, [folder / "single.json"]).rejected == 1
