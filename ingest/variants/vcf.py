@@ -418,7 +418,8 @@ class RecordRows:
                 depth = vaf = None
             else:
                 data = rec.sample(column)
-                if not self.choice.tumor_mode and not _carries(data):
+                # a cohort keeps the carriers; a tumour also drops the ALTs of a multi-allelic site it lacks
+                if (not self.choice.tumor_mode or len(rec.alts) > 1) and not _carries(data):
                     self.skipped += 1
                     continue
                 depth, vaf = depth_and_vaf(data, rec.ref, alt)

@@ -202,7 +202,16 @@ def test_multiallelic_homozygous_alt_gt_and_symbolic_allele():
     records = list(VcfReader(path))
     assert [(r.alt, r.sample(0)["GT"]) for r in records] == [("A", "0/0"), ("<*:DEL>", "1/1")]
     result = vcf_variants(path)
-    assert result.table.num_rows == 1 and result.skipped == 1  # the symbolic allele is counted, not written
+    # GT 2/2: the sample lacks A, and the symbolic allele is counted, not written
+    assert result.table.num_rows == 0 and result.skipped == 2
+
+
+def test_tumour_keeps_only_the_alts_it_carries_at_a_multiallelic_site(tmp_path):
+    vcf = write_vcf(tmp_path / "tn.vcf", "12|25245351|.|C|A,T|.|PASS|.|GT:AD|0/1:70,30,0|0/0:80,0,0\n"
+                                         "12|25245400|.|G|T|.|PASS|.|GT:AD|0/1:50,20|0/0:60,0\n")
+    rows = vcf_variants(vcf, tumor_sample="TUMOR")
+    assert [(r["pos"], r["alt"]) for r in rows.table.to_pylist()] == [(25245351, "A"), (25245400, "T")]
+    assert rows.skipped == 1
 
 
 def test_multisample_cohort_keeps_carriers_only():
