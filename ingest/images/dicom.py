@@ -156,14 +156,24 @@ def _header_problem(ds: Dataset) -> str | None:
 def group_series(headers: list[Header]) -> tuple[list[Series], list[Reject]]:
     """Group headers by SeriesInstanceUID; each multi-frame file is an image of its own.
 
-    Within a single-frame series, files whose Rows x Columns differ from the most common size are rejected.
+    Within a single-frame series, files whose Rows x Columns differ from the most common size are rejected, and
+    so is a second file of one instance (the same SOPInstanceUID: an export copied twice, or one image in
+    several transfer syntaxes), which would otherwise be stacked as extra slices or overwrite an image.
     """
     by_uid: dict[str, list[Header]] = defaultdict(list)
+    first_of: dict[str, Path] = {}
+    rejects: list[Reject] = []
     for header in headers:
+        sop = str(header.ds.get("SOPInstanceUID", "") or "")
+        if sop in first_of:
+            rejects.append(Reject(str(header.path), f"{header.path.name}: the same instance (SOPInstanceUID) as"
+                                  f" {first_of[sop]}, which is kept; remove the copy"))
+            continue
+        if sop:
+            first_of[sop] = header.path
         uid = str(header.ds.get("SeriesInstanceUID", "") or "")
         by_uid[uid or f"file:{header.path}"].append(header)
     series: list[Series] = []
-    rejects: list[Reject] = []
     for uid, members in by_uid.items():
         base_id = uid if not uid.startswith("file:") else "file-" + _path_hash(members[0].path)
         multi = [h for h in members if h.n_frames > 1]

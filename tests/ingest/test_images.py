@@ -384,6 +384,19 @@ def test_dicom_folders_into_the_lake(lake, tmp_path):
     assert ingest_images(lake, sources[:1])["images"] == 2 and lake.read("images").num_rows == 4
 
 
+def test_a_copied_instance_is_kept_once_and_its_copy_rejected(lake, tmp_path):
+    import shutil
+
+    series = dicomdir_series("98892001", "CT5N")
+    for export in ("export1", "export2"):  # the same export twice: 5 instances, not a 10-slice volume
+        shutil.copytree(series, tmp_path / "in" / export)
+    counts = ingest_images(lake, [tmp_path / "in"])
+    assert (counts["images"], counts["slices"], counts["rejected"]) == (1, 5, 5)
+    assert lake.read("images").column("n_slices").to_pylist() == [5]
+    reasons = lake.read("rejects").column("reason").to_pylist()
+    assert all("the same instance (SOPInstanceUID) as" in r and "export1" in r for r in reasons)
+
+
 def test_workers_give_the_same_rows(lake, tmp_path):
     from ingest.lake import Lake
 
