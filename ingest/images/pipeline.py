@@ -138,6 +138,8 @@ def ingest_images(lake, paths: list[Path], *, manifest: Path | None = None, conf
             if progress is not None:
                 progress("decoding", done, total)
         _flush(lake, store, buffer)
+    if lake.has("images"):  # a re-ingest replaced these files' images: their tensors would only fill the disk
+        store.prune(set(lake.read("images", ["tensor_file"]).column("tensor_file").to_pylist()))
     lake.add_rejects([r.as_row() for r in rejects], modality="images")
     n_files = len({f for f in files if f != manifest_file} | listed) + n_bad_rows
     summary = {"files": n_files, **counts, "rejected": len(rejects), "skipped": skipped,

@@ -90,6 +90,18 @@ class TensorStore:
         start, stop = int(mapped.offsets[row]), int(mapped.offsets[row + 1])
         return mapped.values[start:stop].reshape(mapped.shapes[row])
 
+    def prune(self, referenced: set[str]) -> int:
+        """Delete the tensor files no row references any more (a re-ingest replaced all their images); returns
+        how many. A reader's open memory map stays valid: the file goes when the map is closed."""
+        removed = 0
+        for path in sorted(self._lake.tensor_dir.glob(f"{PREFIX}*.arrow")):
+            name = path.relative_to(self.root).as_posix()
+            if name not in referenced:
+                self._open.pop(name, None)
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     def close(self) -> None:
         """Drop the cached memory maps (a map stays valid while an array read from it is alive)."""
         self._open.clear()

@@ -382,6 +382,12 @@ def test_dicom_folders_into_the_lake(lake, tmp_path):
     reasons = sorted(lake.read("rejects").column("reason").to_pylist())
     assert reasons[0].startswith("JPEG-lossy.dcm") and reasons[1].startswith("garbage.dcm")
     assert ingest_images(lake, sources[:1])["images"] == 2 and lake.read("images").num_rows == 4
+    ingest_images(lake, sources[:1])  # this replaces every image of the previous run's tensor file
+    referenced = set(lake.read("images").column("tensor_file").to_pylist())
+    assert len(referenced) == 2  # the first run's file (2 images still in use) and this run's
+    assert {p.relative_to(lake.path).as_posix() for p in lake.tensor_dir.glob("*.arrow")} == referenced
+    for _, row in lake.read("images").to_pandas().iterrows():
+        TensorStore(lake).read(row.tensor_file, row.tensor_row)
 
 
 def test_a_copied_instance_is_kept_once_and_its_copy_rejected(lake, tmp_path):
