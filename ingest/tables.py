@@ -36,7 +36,8 @@ LABEL_COLUMNS = ("split", "diagnosis", "time", "event", "treatment", "response",
 # curated split names -> the lake's train | val | test (fusion.splits reads the same names)
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}
-MISSING = {"", "NA", "NaN", "nan"}  # cells read as missing
+# cells read as missing: the usual spellings (pandas' defaults, less None/none, which can be a category)
+MISSING = {"", "NA", "N/A", "n/a", "#N/A", "<NA>", "NaN", "nan", "NULL", "null"}
 # A feature column is numeric when at least this share of its non-missing cells are finite numbers; its other
 # cells are rejected (stored as missing) instead of turning the whole column, numbers included, into categories.
 NUMERIC_SHARE = 0.8
