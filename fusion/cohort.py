@@ -583,8 +583,8 @@ def extra_block(features: pd.DataFrame, keys: np.ndarray, modality: str,
     rows = features[(features["modality"] == modality) & features["patient_key"].isin(keys)]
     if rows.empty and columns is None:
         raise CohortError(f"modality {modality!r} is enabled but the features table has no rows for it; "
-                          "ingest it with `tumorboard ingest table` or disable modalities."
-                          f"{modality}.enabled")
+                          f"ingest it with `tumorboard ingest features CSV --modality {modality} --lake LAKE` or "
+                          f"disable it (--set modalities.{modality}.enabled=false)")
     present = np.isin(keys, list(set(rows["patient_key"])))
     numeric = rows[rows["value"].notna()]
     wide = numeric.pivot_table(index="patient_key", columns="feature", values="value", aggfunc="mean")

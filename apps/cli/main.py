@@ -61,6 +61,6 @@ def main() -> None:
 
 
 def _terminate(signum: int, frame: object) -> None:
-    print("terminated (SIGTERM): the command stops here; an ingest keeps what it committed and is recorded as "
-          "failed in the lake's manifest: run the same command again to finish", file=sys.stderr)
+    print("terminated (SIGTERM): the command stops here (an ingest keeps what it committed and is recorded as "
+          "failed in the lake's manifest: run the same command again to finish it)", file=sys.stderr)
     sys.exit(128 + signum)
