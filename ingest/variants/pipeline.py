@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ingest.schema import utc_timestamps
 from ingest.variants.features import GenePanel, gene_status, load_gene_panel, tmb
@@ -171,6 +172,20 @@ def _replace_samples(lake, name: str, table: pa.Table, samples: list[str]) -> in
     return table.num_rows
 
 
+def _without_impossible_vaf(table: pa.Table, path: Path) -> tuple[pa.Table, list[dict]]:
+    """``table`` without the rows whose VAF is not a fraction in [0, 1], and a reject per such row (its AD, AF
+    and DP disagree: a cut or hand-edited line)."""
+    vaf = table.column("vaf")
+    bad = pc.fill_null(pc.or_(pc.less(vaf, 0.0), pc.greater(vaf, 1.0)), False)
+    if not pc.any(bad).as_py():
+        return table, []
+    rows = table.filter(bad).select(["chrom", "pos", "ref", "alt", "vaf"]).to_pylist()
+    rejects = [{"source": str(path), "location": f"variant {r['chrom']}:{r['pos']} {r['ref']}>{r['alt']}",
+                "reason": f"VAF {r['vaf']:g} is not a fraction in [0, 1]: the record's AD, AF and DP disagree (a cut"
+                          " or hand-edited line?); fix the record", "raw": None} for r in rows]
+    return table.filter(pc.invert(bad)), rejects
+
+
 def ingest_variants(lake, paths: list[Path], *, sample_map: Path | None = None,
                     gene_panel: GenePanel | str | Path | None = None, tumor_sample: str | None = None,
                     progress: Callable[[Path, ParseResult], None] | None = None) -> dict:
@@ -210,9 +225,10 @@ def ingest_variants(lake, paths: list[Path], *, sample_map: Path | None = None,
         result = parse_file(path, tumor_sample=tumor_sample)
         records += result.records_read
         skipped += result.skipped
-        rejects.extend(result.rejects)
-        if result.table.num_rows:
-            tables.append(result.table)
+        table, impossible = _without_impossible_vaf(result.table, path)
+        rejects.extend(result.rejects + impossible)
+        if table.num_rows:
+            tables.append(table)
         if progress is not None:
             progress(path, result)
 

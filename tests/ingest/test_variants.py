@@ -356,7 +356,8 @@ def test_pipeline_sample_map_and_file_rejects(tmp_path):
     from ingest.lake import Lake
 
     (tmp_path / "in").mkdir()
-    vcf = write_vcf(tmp_path / "in" / "S1.vcf", "7|55191822|.|T|G|.|PASS|.|GT:AD|0/1:30,10|0/0:40,0\n",
+    vcf = write_vcf(tmp_path / "in" / "S1.vcf", "7|55191822|.|T|G|.|PASS|.|GT:AD|0/1:30,10|0/0:40,0\n"
+                    "7|55191900|.|C|A|.|PASS|.|GT:AD:AF:DP|0/1:232,4:29:2|0/0:40,0:0:40\n",  # a cut-up record
                     samples=("S1", "NORMAL"))
     bad_maf = tmp_path / "in" / "broken.maf"
     bad_maf.write_text("Hugo_Symbol\tChromosome\n")
@@ -372,6 +373,8 @@ def test_pipeline_sample_map_and_file_rejects(tmp_path):
     reasons = lake.read("rejects").column("reason").to_pylist()
     assert any("broken.maf" in r and "Tumor_Sample_Barcode" in r for r in reasons)
     assert any("cut.vcf.gz" in r and "truncated" in r for r in reasons)
+    assert [v["pos"] for v in variants] == [55191822]  # the record with VAF 29 is a reject, not a variant
+    assert any(r.startswith("VAF 29 is not a fraction in [0, 1]") for r in reasons)
     assert not lake.has("tmb") or lake.read("tmb").num_rows == 0  # unannotated: TMB unknown, not zero
 
 
