@@ -172,6 +172,10 @@ def _replace_samples(lake, name: str, table: pa.Table, samples: list[str]) -> in
     return table.num_rows
 
 
+class VariantInputError(ValueError):
+    """None of the given variant files could be read (each one's reason is in the message)."""
+
+
 def _without_impossible_vaf(table: pa.Table, path: Path) -> tuple[pa.Table, list[dict]]:
     """``table`` without the rows whose VAF is not a fraction in [0, 1], and a reject per such row (its AD, AF
     and DP disagree: a cut or hand-edited line)."""
@@ -209,6 +213,7 @@ def ingest_variants(lake, paths: list[Path], *, sample_map: Path | None = None,
     Raises:
         FileNotFoundError: a path does not exist or no variant file was found.
         ValueError: an invalid sample map or gene panel.
+        VariantInputError: no file could be read at all (e.g. a mistyped ``tumor_sample``); nothing is written.
     """
     started = datetime.now(UTC)
     files = discover_files(paths)
@@ -235,6 +240,10 @@ def ingest_variants(lake, paths: list[Path], *, sample_map: Path | None = None,
     counts = {"files": len(files), "records_read": records, "variants_written": 0, "rejected": len(rejects),
               "duplicates": 0, "skipped": skipped, "samples": 0, "patients": 0, "unannotated_samples": 0,
               "unmapped_samples": 0, "undated_samples": 0, "gene_status_rows": 0, "tmb_rows": 0}
+    if not tables and records == 0 and rejects:  # no file could be read at all: say why, write nothing
+        shown = "; ".join(r["reason"] for r in rejects[:3])
+        raise VariantInputError(f"no variant could be read from the {len(files)} file(s), so nothing was written: "
+                                f"{shown}")
     if tables:
         table = pa.concat_tables(tables)
         samples = sorted(set(table.column("sample_id").to_pylist()))

@@ -378,6 +378,17 @@ def test_pipeline_sample_map_and_file_rejects(tmp_path):
     assert not lake.has("tmb") or lake.read("tmb").num_rows == 0  # unannotated: TMB unknown, not zero
 
 
+def test_a_run_that_reads_no_file_is_an_error_that_writes_nothing(tmp_path):
+    from ingest.lake import Lake
+    from ingest.variants.pipeline import VariantInputError
+
+    vcf = write_vcf(tmp_path / "S1.vcf", "7|55191822|.|T|G|.|PASS|.|GT:AD|0/1:30,10|0/0:40,0\n")
+    lake = Lake(tmp_path / "lake")
+    with pytest.raises(VariantInputError, match="no variant could be read from the 1 file.*--tumor-sample is not"):
+        ingest_variants(lake, [vcf], tumor_sample="TUMOUR_X")  # a mistyped sample name
+    assert not lake.has("rejects") and not lake.has("manifest")
+
+
 def test_sample_map_collection_dates(tmp_path):
     from ingest.lake import Lake
     from ingest.variants.pipeline import load_sample_dates, load_sample_map
