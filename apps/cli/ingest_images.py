@@ -18,8 +18,6 @@ def register(ingest_app: typer.Typer) -> None:
 
 
 def images(
-    paths: Annotated[list[Path], typer.Argument(help="DICOM files or folders (whole studies, searched"
-                                                     " recursively), NIfTI or PNG/JPEG/TIFF files.")],
     lake: Annotated[Path, typer.Option("--lake", help="The lake directory (created if missing).")],
     manifest: Annotated[Path | None, typer.Option(
         "--manifest", help="CSV with path (relative to the CSV), patient_id, optional study_date, modality:"
@@ -27,11 +25,16 @@ def images(
     config: Annotated[Path | None, typer.Option(
         "--config", help="Preprocessing config (default configs/images.yaml).")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Processes decoding images.")] = 1,
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="DICOM files or folders (whole studies, searched recursively), NIfTI or PNG/JPEG/TIFF files; may be"
+             " left out with --manifest, whose files are read anyway.")] = None,
 ) -> None:
     """Decode, sort and preprocess images into the tensor store and the `images` table.
 
     Exit status: 0 everything loaded, 2 some files rejected (see `tumorboard lake status`), 1 error.
     """
+    if not paths and manifest is None:
+        raise fail("pass DICOM/NIfTI/image files or folders, or --manifest CSV")
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err_console) as bar:
         task = bar.add_task("images", total=None)
@@ -40,7 +43,7 @@ def images(
             bar.update(task, description=phase, completed=done, total=total)
 
         try:
-            counts = ingest_images(Lake(lake), paths, manifest=manifest, config_path=config, workers=workers,
+            counts = ingest_images(Lake(lake), paths or [], manifest=manifest, config_path=config, workers=workers,
                                    progress=progress)
         except (FileNotFoundError, ValueError, LakeError) as exc:
             raise fail(str(exc)) from None

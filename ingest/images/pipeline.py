@@ -75,15 +75,16 @@ def ingest_images(lake, paths: list[Path], *, manifest: Path | None = None, conf
     files, skipped = dicom.discover(list(paths))
     rejects: list[Reject] = []
     entries: list[ManifestEntry] = []
+    named: set[Path] = set()  # files the manifest names, on kept or rejected rows
     if manifest is not None:
         manifest = Path(manifest)
-        entries, rejects = read_manifest(manifest)
+        entries, rejects, named = read_manifest(manifest)
     n_bad_rows = len(rejects)
     listed = {entry.path for entry in entries}
     manifest_file = manifest.resolve() if manifest is not None else None
     dicom_files = []
     for file in files:
-        if file == manifest_file or file in listed:
+        if file == manifest_file or file in named:
             continue
         if is_nifti(file) or is_raster(file):
             rejects.append(Reject(str(file), f"{file.name}: not listed in a manifest, so its patient is"

@@ -48,10 +48,14 @@ def is_raster(path: Path) -> bool:
     return path.suffix.lower() in RASTER_SUFFIXES
 
 
-def read_manifest(manifest: Path) -> tuple[list[ManifestEntry], list[Reject]]:
+def read_manifest(manifest: Path) -> tuple[list[ManifestEntry], list[Reject], set[Path]]:
     """Parse a manifest CSV; rows with a missing file or patient_id are rejected, the others returned.
 
     Row numbers count the header as row 1, as a spreadsheet shows them.
+
+    Returns:
+        ``(entries, rejects, named)``: ``named`` holds every existing file a row names, rejected rows' included
+        (their files already have a reject).
     """
     manifest = Path(manifest)
     if not manifest.is_file():
@@ -64,7 +68,7 @@ def read_manifest(manifest: Path) -> tuple[list[ManifestEntry], list[Reject]]:
         if missing:
             raise ValueError(f"{manifest}: manifest lacks column(s) {sorted(missing)}; expected path,"
                              " patient_id and optionally study_date, modality")
-        entries, rejects = [], []
+        entries, rejects, named = [], [], set()
         listed: dict[Path, int] = {}  # file -> the row that lists it
         for number, row in enumerate(reader, start=2):
             location = f"row {number}"
@@ -78,6 +82,8 @@ def read_manifest(manifest: Path) -> tuple[list[ManifestEntry], list[Reject]]:
 
             date_text = (row.get("study_date") or "").strip()
             date = _parse_date(date_text)
+            if relative and file.is_file():
+                named.add(file)
             if not relative:
                 reject("empty path")
             elif not file.is_file():
@@ -93,7 +99,7 @@ def read_manifest(manifest: Path) -> tuple[list[ManifestEntry], list[Reject]]:
                 listed[file] = number
                 modality = (row.get("modality") or "").strip() or None
                 entries.append(ManifestEntry(file, patient, date, modality, number, manifest))
-    return entries, rejects
+    return entries, rejects, named
 
 
 def load_nifti(entry: ManifestEntry) -> tuple[Volume | None, list[Reject]]:

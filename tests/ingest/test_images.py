@@ -346,6 +346,17 @@ def test_png_manifest_round_trips_and_missing_row_is_rejected(lake, xray_manifes
     assert again["images"] == 30 and lake.read("images").num_rows == 30  # merge on image_id
 
 
+def test_a_rejected_manifest_row_is_its_files_only_reject(lake, xray_manifest, tmp_path):
+    images, manifest, config = xray_manifest
+    lines = manifest.read_text().splitlines()
+    lines[2] = lines[2].replace("2021-03-02", "2021-13-02")  # xr01.png: an impossible date
+    manifest.write_text("\n".join(lines) + "\n")
+    counts = ingest_images(lake, [manifest.parent / "png"], manifest=manifest, config_path=config)
+    reasons = lake.read("rejects").column("reason").to_pylist()
+    assert counts["images"] == 29 and counts["rejected"] == 2 and len(reasons) == 2  # that row and missing.png
+    assert not any("not listed in a manifest" in r for r in reasons)
+
+
 def test_png_default_preset_resizes_and_scales(lake, xray_manifest):
     images, manifest, _ = xray_manifest
     ingest_images(lake, [], manifest=manifest)
