@@ -50,6 +50,10 @@ def variants(
     except (FileNotFoundError, ValueError, LakeError, SchemaError, OSError) as exc:
         raise fail(str(exc)) from None
     print_counts(counts, title="variants")
+    if counts["unannotated_samples"]:
+        err_console.print(f"[yellow]{counts['unannotated_samples']} sample(s) have no gene annotation[/] (no ANN, CSQ"
+                          " or EFF in their VCF): their gene status and TMB stay unknown; annotate the VCF with"
+                          " VEP or SnpEff and ingest it again")
     if counts["rejected"]:
         err_console.print(f"[yellow]{counts['rejected']} record(s) or file(s) rejected[/]: see the rejects"
                           " table (modality variants), e.g. `tumorboard lake status`")

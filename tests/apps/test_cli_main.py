@@ -43,6 +43,15 @@ def test_lake_sql_writes_nested_columns_to_csv_as_json(monkeypatch, tmp_path, ca
                                                     '"ingest fhir","[""a.ndjson"", ""b,c.ndjson""]"']
 
 
+def test_variants_without_annotation_say_how_to_get_tmb(monkeypatch, tmp_path, capsys):
+    vcf = tmp_path / "S1.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n##FORMAT=<ID=AD,Number=R,Type=Integer,Description=\"depths\">\n"
+                   "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS1\n"
+                   "7\t55191822\t.\tT\tG\t.\tPASS\t.\tAD\t30,10\n")
+    assert _exit_status(monkeypatch, "ingest", "variants", str(vcf), "--lake", str(tmp_path / "lake")) == 0
+    assert "annotate the VCF with VEP or SnpEff" in " ".join(capsys.readouterr().err.split())
+
+
 def test_interrupted_training_says_nothing_was_written(monkeypatch, tmp_path, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
