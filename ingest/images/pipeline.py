@@ -142,7 +142,7 @@ def ingest_images(lake, paths: list[Path], *, manifest: Path | None = None, conf
     if lake.has("images"):  # a re-ingest replaced these files' images: their tensors would only fill the disk
         store.prune(set(lake.read("images", ["tensor_file"]).column("tensor_file").to_pylist()))
     lake.add_rejects([r.as_row() for r in rejects], modality="images")
-    n_files = len({f for f in files if f != manifest_file} | listed) + n_bad_rows
+    n_files = len(({f for f in files if f != manifest_file} - named) | listed) + n_bad_rows
     summary = {"files": n_files, **counts, "rejected": len(rejects), "skipped": skipped,
                "warning_kinds": dict(warning_kinds.most_common())}
     lake.record_run("ingest images", sources, summary, started_at=started,

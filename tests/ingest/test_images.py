@@ -354,6 +354,7 @@ def test_a_rejected_manifest_row_is_its_files_only_reject(lake, xray_manifest, t
     counts = ingest_images(lake, [manifest.parent / "png"], manifest=manifest, config_path=config)
     reasons = lake.read("rejects").column("reason").to_pylist()
     assert counts["images"] == 29 and counts["rejected"] == 2 and len(reasons) == 2  # that row and missing.png
+    assert counts["files"] == 31  # the 30 PNGs, each counted once, and the missing one
     assert not any("not listed in a manifest" in r for r in reasons)
 
 
