@@ -23,7 +23,8 @@ LakeOption = Annotated[Path, typer.Option("--lake", help="The lake directory (cr
 ExistingLakeOption = Annotated[Path, typer.Option("--lake", help="The lake directory.")]
 ViewsOption = Annotated[Path, typer.Option("--views", help="Folder of SQL-on-FHIR ViewDefinition JSON files.")]
 ExtraViewsOption = Annotated[list[Path] | None, typer.Option(
-    "--extra-views", help="Folder of your own ViewDefinitions, flattened next to --views (repeatable).")]
+    "--extra-views", help="Folder (or JSON file) of your own ViewDefinitions, flattened next to --views"
+                          " (repeatable).")]
 WorkersOption = Annotated[int, typer.Option("--workers", min=1, help="Processes that parse and flatten.")]
 EXIT_HELP = ("Exit status: 0 everything ingested, 2 some records rejected (see `tumorboard lake status`;"
              " the rest is in the lake), 1 fatal error (the failing write committed nothing; an interrupted run is"

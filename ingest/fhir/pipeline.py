@@ -615,8 +615,10 @@ def _folders(views_dir: Path | Sequence[Path] | None) -> tuple[Path, ...]:
 
 def _views_key(views_dir: tuple[Path, ...]) -> tuple:
     """``(folders, signature)``: what a worker needs to compile (and cache) the views of ``views_dir``."""
+    from ingest.fhir.viewdef import view_files
+
     signature = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size)
-                      for folder in views_dir for p in sorted(folder.glob("*.json")))
+                      for folder in views_dir for p in view_files(folder))
     return tuple(str(folder) for folder in views_dir), signature
 
 

@@ -613,9 +613,20 @@ def compile_view(view_json: dict, *, name: str | None = None, generate: bool = T
     return CompiledView(view_name, resource, root, where, view_json, generated)
 
 
+def view_files(folder: Path | str) -> list[Path]:
+    """The ViewDefinition files of ``folder``: its ``*.json`` files sorted by name, or the file itself when
+    ``folder`` is one JSON file."""
+    folder = Path(folder)
+    if folder.is_file() and folder.suffix.lower() == ".json":
+        return [folder]
+    if not folder.is_dir():
+        raise ViewDefinitionError(f"{folder}: not a ViewDefinition JSON file or a folder of them")
+    return sorted(folder.glob("*.json"))
+
+
 def load_views(directory: Path | str | Sequence[Path | str]) -> list[CompiledView]:
-    """Compile every ``*.json`` ViewDefinition in ``directory`` (a folder or several; sorted by file name
-    within each).
+    """Compile every ``*.json`` ViewDefinition in ``directory`` (a folder, a JSON file, or several; sorted by
+    file name within each folder).
 
     A view without ``name`` is named after its file stem. Raises :class:`ViewDefinitionError` naming the file
     when one is unreadable or invalid, or when two files define the same view name.
@@ -623,10 +634,8 @@ def load_views(directory: Path | str | Sequence[Path | str]) -> list[CompiledVie
     folders = [directory] if isinstance(directory, (str, Path)) else list(directory)
     views: list[CompiledView] = []
     names: dict[str, Path] = {}
-    for folder in map(Path, folders):
-        if not folder.is_dir():
-            raise ViewDefinitionError(f"{folder}: not a folder of ViewDefinition JSON files")
-        for path in sorted(folder.glob("*.json")):
+    for folder in folders:
+        for path in view_files(folder):
             try:
                 spec = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

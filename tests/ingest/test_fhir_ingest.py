@@ -793,7 +793,7 @@ def test_the_lake_keeps_its_extra_views_up_to_date_on_later_runs(tmp_path):
         (tmp_path / f"{name}.ndjson").write_bytes(orjson.dumps({"resourceType": "Patient", "id": name,
                                                                 "gender": "female"}) + b"\n")
     lake = Lake(tmp_path / "lake")
-    ingest_fhir(lake, [tmp_path / "a.ndjson"], views_dir=[DEFAULT_VIEWS, extra])
+    ingest_fhir(lake, [tmp_path / "a.ndjson"], views_dir=[DEFAULT_VIEWS, extra / "gender.json"])  # one file
     report = ingest_fhir(lake, [tmp_path / "b.ndjson"])  # no extra views named: the lake still has that one
     assert report.views["patient_gender"] == 2
     assert sorted(r["id"] for r in _rows(lake, "view_patient_gender")) == ["a", "b"]
