@@ -176,6 +176,8 @@ def _ingest(lake: Lake, found: Discovery, report: IngestReport, views: list, vie
         fresh = not lake.has("fhir_resources")  # staged rows are exact only when nothing was there before
         accepted = _read_pass(lake, pool, found.tasks, report, batch_size=batch_size, validate=validate,
                               progress=progress, stage=stage if fresh else None, views_dir=views_dir)
+        if not lake.has("fhir_resources"):  # every record was rejected: the table exists all the same, empty
+            lake.write("fhir_resources", SCHEMAS["fhir_resources"].empty_table())
         if fresh and (accepted == 0 or lake.dataset("fhir_resources").count_rows() == accepted):
             report.views, report.view_rejects = stage.commit()
         else:  # resources were replaced or came twice: recompute every view from fhir_resources

@@ -805,6 +805,15 @@ def test_the_lake_keeps_its_extra_views_up_to_date_on_later_runs(tmp_path):
     assert "active" in lake.read("view_patient_gender").column_names
 
 
+def test_a_run_that_rejects_everything_still_leaves_a_queryable_lake(tmp_path):
+    (tmp_path / "bad.ndjson").write_text('{"resourceType": "Patient"}\n{not json\n')
+    lake = Lake(tmp_path / "lake")
+    report = ingest_fhir(lake, [tmp_path / "bad.ndjson"])
+    assert (report.read, report.written, report.rejected) == (2, 0, 2)
+    assert lake.sql("select count(*) n from fhir_resources").to_pylist() == [{"n": 0}]
+    assert lake.sql("select count(*) n from view_patient").to_pylist() == [{"n": 0}]
+
+
 def test_a_view_value_of_the_wrong_json_type_is_a_reject_not_a_silent_null(tmp_path):
     lab = {"resourceType": "Observation", "status": "final", "subject": {"reference": "Patient/p"},
            "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]}}
