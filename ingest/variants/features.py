@@ -80,15 +80,23 @@ def _patients(variants: pa.Table) -> dict[str, str]:
     return dict(zip(samples, patients, strict=True))
 
 
-def gene_status(variants: pa.Table, genes: list[str]) -> pa.Table:
+def _samples_and_patients(variants: pa.Table, without_variants: dict[str, str] | None
+                          ) -> tuple[list[str], dict[str, str]]:
+    """The annotated samples (those of ``variants`` and ``without_variants``, sorted) and their patients."""
+    extra = without_variants or {}
+    return sorted(set(annotated_samples(variants)) | set(extra)), {**extra, **_patients(variants)}
+
+
+def gene_status(variants: pa.Table, genes: list[str], without_variants: dict[str, str] | None = None) -> pa.Table:
     """``gene_status`` rows: (annotated samples x ``genes``) with ``mutated`` and ``n_variants``.
 
     Args:
         variants: rows of the ``variants`` table (needs patient_id, sample_id, gene, consequence, filter).
         genes: panel gene symbols.
+        without_variants: sample id -> patient id of samples sequenced and annotated but with no variant
+            (a cohort VCF's other samples): every gene wild-type.
     """
-    samples = annotated_samples(variants)
-    patients = _patients(variants)
+    samples, patients = _samples_and_patients(variants, without_variants)
     passing = _passing(variants)
     in_panel = pc.is_in(passing.column("gene"), pa.array(genes, pa.string()))
     passing = passing.filter(pc.fill_null(in_panel, False))
@@ -115,12 +123,12 @@ def gene_status(variants: pa.Table, genes: list[str]) -> pa.Table:
                                             ("n_variants", pa.int64())]))
 
 
-def tmb(variants: pa.Table, panel_size_mb: float) -> pa.Table:
-    """``tmb`` rows for the annotated samples: ``n_nonsilent`` and ``tmb_per_mb`` (mutations per Mb)."""
+def tmb(variants: pa.Table, panel_size_mb: float, without_variants: dict[str, str] | None = None) -> pa.Table:
+    """``tmb`` rows for the annotated samples: ``n_nonsilent`` and ``tmb_per_mb`` (mutations per Mb);
+    ``without_variants`` as for :func:`gene_status` (their TMB is 0)."""
     if panel_size_mb <= 0:
         raise ValueError(f"panel_size_mb must be > 0 (megabases sequenced), got {panel_size_mb}")
-    samples = annotated_samples(variants)
-    patients = _patients(variants)
+    samples, patients = _samples_and_patients(variants, without_variants)
     passing = _passing(variants)
     nonsilent = passing.filter(pc.fill_null(
         pc.is_in(passing.column("consequence"), pa.array(sorted(NONSILENT_CLASSES))), False))

@@ -27,7 +27,14 @@ import pyarrow.compute as pc
 from ingest.schema import utc_timestamps
 from ingest.variants.features import GenePanel, gene_status, load_gene_panel, tmb
 from ingest.variants.maf import MafFormatError, maf_variants
-from ingest.variants.vcf import ParseResult, VariantColumns, VcfFormatError, open_text, vcf_variants
+from ingest.variants.vcf import (
+    ParseResult,
+    VariantColumns,
+    VcfFormatError,
+    add_variant_key,
+    open_text,
+    vcf_variants,
+)
 
 VCF_SUFFIXES = (".vcf", ".vcf.gz", ".vcf.bgz")
 MAF_SUFFIXES = (".maf", ".maf.gz", ".maf.txt", ".maf.txt.gz")
@@ -226,6 +233,7 @@ def ingest_variants(lake, paths: list[Path], *, sample_map: Path | None = None,
 
     tables, rejects = [], []
     records = skipped = 0
+    sequenced: set[str] = set()  # the sample columns of annotated VCFs, with variants or not
     for path in files:
         result = parse_file(path, tumor_sample=tumor_sample)
         records += result.records_read
@@ -234,6 +242,8 @@ def ingest_variants(lake, paths: list[Path], *, sample_map: Path | None = None,
         rejects.extend(result.rejects + impossible)
         if table.num_rows:
             tables.append(table)
+        if result.annotated:
+            sequenced.update(result.samples)
         if progress is not None:
             progress(path, result)
 
@@ -244,16 +254,17 @@ def ingest_variants(lake, paths: list[Path], *, sample_map: Path | None = None,
         shown = "; ".join(r["reason"] for r in rejects[:3])
         raise VariantInputError(f"no variant could be read from the {len(files)} file(s), so nothing was written: "
                                 f"{shown}")
-    if tables:
-        table = pa.concat_tables(tables)
-        samples = sorted(set(table.column("sample_id").to_pylist()))
+    if tables or sequenced:
+        table = pa.concat_tables(tables) if tables else add_variant_key(VariantColumns().to_arrow())
+        samples = sorted(set(table.column("sample_id").to_pylist()) | sequenced)
         patients = {s: patient_for(s, mapping) for s in samples}
         table = table.add_column(0, "patient_id", pa.array([patients[s] for s in table.column("sample_id")
                                                            .to_pylist()], pa.string()))
         deduplicated = _deduplicate(table)
         counts["duplicates"] = table.num_rows - deduplicated.num_rows
-        status = _with_collected(gene_status(deduplicated, panel.genes), dates)
-        burden = _with_collected(tmb(deduplicated, panel.panel_size_mb), dates)
+        quiet = {s: patients[s] for s in sequenced}  # no variant in the file is still a result: wild-type, TMB 0
+        status = _with_collected(gene_status(deduplicated, panel.genes, quiet), dates)
+        burden = _with_collected(tmb(deduplicated, panel.panel_size_mb, quiet), dates)
         # Three commits, each atomic: if the run stops between them, the manifest records it as failed with the
         # rows each table got, and running the command again replaces these samples' rows in all three.
         with lake.failure_recorded("ingest variants", paths, lambda: counts, started_at=started):

@@ -367,6 +367,7 @@ class ParseResult:
     rejects: list[dict]
     skipped: int = 0  # ALT alleles that are not variants (symbolic) or not carried by a cohort sample
     annotated: bool = True  # whether the file carries gene/consequence annotations
+    samples: tuple[str, ...] = ()  # the sample ids of the file's sample columns, variants or not (VCF)
 
 
 class RecordRows:
@@ -496,7 +497,7 @@ def vcf_variants(path: str | Path, *, tumor_sample: str | None = None, columnar:
             reader.reject_break(exc)
     table = add_variant_key(pa.concat_tables(tables)) if tables else VariantColumns().to_arrow()
     return ParseResult(path, table, reader.lines_read, reader.rejects, skipped,
-                       annotated=parser.annotator is not None)
+                       annotated=parser.annotator is not None, samples=_sample_ids(choice))
 
 
 def _per_record(reader: VcfReader, path: Path, tumor_sample: str | None) -> ParseResult:
@@ -510,4 +511,9 @@ def _per_record(reader: VcfReader, path: Path, tumor_sample: str | None) -> Pars
         return ParseResult(path, VariantColumns().to_arrow(), reader.lines_read, reader.rejects, 0,
                            annotated=False)
     return ParseResult(path, rows.out.to_arrow(), reader.lines_read, reader.rejects, rows.skipped,
-                       annotated=rows.annotator.source is not None)
+                       annotated=rows.annotator.source is not None, samples=_sample_ids(rows.choice))
+
+
+def _sample_ids(choice: SampleChoice) -> tuple[str, ...]:
+    """The sample ids of a file's sample columns (none for a sites-only VCF, which has no sample column)."""
+    return tuple(sample_id for column, sample_id in choice.columns if column is not None)

@@ -466,6 +466,22 @@ def test_generic_tumor_column_takes_the_header_sample_name(tmp_path):
     assert ids == [{"SMP-1"}, {"SMP-2"}]
 
 
+def test_a_sequenced_sample_without_variants_is_wild_type_not_unknown(tmp_path):
+    from ingest.lake import Lake
+
+    ann = "ANN=G|missense_variant|MODERATE|EGFR|EGFR|transcript|T1|protein_coding|20/28|c.2573T>G|p.L858R|||||"
+    record = "\t".join(["7", "55191822", ".", "T", "G", ".", "PASS", ann, "GT:AD", "0/1:30,10", "0/0:40,0", "0/0:35,0"])
+    vcf = write_vcf(tmp_path / "cohort.vcf", "", samples=("S1", "S2", "S3"), extra_header=ANN_HEADER)
+    vcf.write_text(vcf.read_text() + record + "\n")
+    lake = Lake(tmp_path / "lake")
+    counts = ingest_variants(lake, [vcf], gene_panel=GenePanel(genes=["EGFR", "KRAS"], panel_size_mb=1.0))
+    assert counts["samples"] == 3 and counts["tmb_rows"] == 3 and counts["unannotated_samples"] == 0
+    burden = {r["sample_id"]: r["n_nonsilent"] for r in lake.read("tmb").to_pylist()}
+    assert burden == {"S1": 1, "S2": 0, "S3": 0}
+    status = {(r["sample_id"], r["gene"]): r["mutated"] for r in lake.read("gene_status").to_pylist()}
+    assert status[("S1", "EGFR")] and not status[("S2", "EGFR")] and len(status) == 6
+
+
 # -- VCF: the column-wise path gives the per-record path's rows ---------------------------------------------
 ANN_HEADER = ('##INFO=<ID=ANN,Number=.,Type=String,Description="Functional annotations: \'Allele | Annotation |'
               " Annotation_Impact | Gene_Name | Gene_ID | Feature_Type | Feature_ID | Transcript_BioType | Rank |"
