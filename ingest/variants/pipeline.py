@@ -233,7 +233,7 @@ def ingest_variants(lake, paths: list[Path], *, sample_map: Path | None = None,
 
     tables, rejects = [], []
     records = skipped = 0
-    sequenced: set[str] = set()  # the sample columns of annotated VCFs, with variants or not
+    sequenced: set[str] = set()  # the sample columns of annotated VCFs read without a reject, variants or not
     for path in files:
         result = parse_file(path, tumor_sample=tumor_sample)
         records += result.records_read
@@ -242,7 +242,7 @@ def ingest_variants(lake, paths: list[Path], *, sample_map: Path | None = None,
         rejects.extend(result.rejects + impossible)
         if table.num_rows:
             tables.append(table)
-        if result.annotated:
+        if result.annotated and not result.rejects:  # read whole: a sample without a variant has none
             sequenced.update(result.samples)
         if progress is not None:
             progress(path, result)
