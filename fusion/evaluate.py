@@ -100,10 +100,11 @@ def bootstrap(metric_fn: Callable[..., dict[str, float]], arrays: tuple[np.ndarr
     for name, value in full.items():
         values = np.asarray(draws[name], float)
         ok = n_boot > 0 and len(values) >= max(1, n_boot // 2)
-        if ok and name.startswith(RESAMPLING_BIASED) and np.isfinite(value):
+        biased = name.startswith(RESAMPLING_BIASED)
+        if ok and biased and np.isfinite(value):
             values = values - (values.mean() - value)
         low, high = np.quantile(values, [0.025, 0.975]) if ok else (np.nan, np.nan)
-        if name.startswith(RESAMPLING_BIASED):
+        if biased:
             low = max(low, 0.0)
         out[name] = {"value": _num(value), "ci_low": _num(low), "ci_high": _num(high)}
     return out

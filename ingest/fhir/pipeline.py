@@ -698,14 +698,10 @@ def _wrong_types(view, table: pa.Table, lost: list[tuple[str, int, object]], sou
     :func:`_unparsed_dates`."""
     types = dict(view.columns)
     keys = table.column("id").to_pylist() if lost and "id" in table.column_names else None
-    rejects = []
-    for name, row, value in lost:
-        location = f"{view.resource}/{keys[row] if keys is not None else None}"
-        kind = {str: "text", bool: "a boolean", dict: "an object", list: "a list"}.get(type(value), "a number")
-        rejects.append({"source": sources.get(location, "fhir_resources"), "location": location,
-                        "reason": f"view {view.name}: {name} is {kind}, not a FHIR {types.get(name)} (kept as null)",
-                        "raw": orjson.dumps(value, default=str).decode()[:RAW_LIMIT]})
-    return rejects
+    return [_view_reject(view, None if keys is None else keys[row], sources,
+                         f"{name} is {_JSON_KINDS.get(type(value), 'a number')}, not a FHIR {types.get(name)}",
+                         orjson.dumps(value, default=str).decode())
+            for name, row, value in lost]
 
 
 def _unparsed_dates(view, raw: pa.Table, parsed: pa.Table, sources: dict[str, str]) -> list[dict]:
@@ -721,12 +717,19 @@ def _unparsed_dates(view, raw: pa.Table, parsed: pa.Table, sources: dict[str, st
             continue
         keys = raw.column("id").filter(lost) if "id" in raw.column_names else pa.nulls(pc.sum(lost).as_py())
         values = raw.column(name).filter(lost)
-        for key, value in zip(keys.to_pylist(), values.to_pylist(), strict=True):
-            location = f"{view.resource}/{key}"
-            rejects.append({"source": sources.get(location, "fhir_resources"), "location": location,
-                            "reason": f"view {view.name}: {name} is not a FHIR date/dateTime (kept as null)",
-                            "raw": str(value)[:RAW_LIMIT]})
+        rejects += [_view_reject(view, key, sources, f"{name} is not a FHIR date/dateTime", str(value))
+                    for key, value in zip(keys.to_pylist(), values.to_pylist(), strict=True)]
     return rejects
+
+
+_JSON_KINDS = {str: "text", bool: "a boolean", dict: "an object", list: "a list"}  # other values are numbers
+
+
+def _view_reject(view, key: str | None, sources: dict[str, str], problem: str, raw: str) -> dict:
+    """The reject row of a view value kept as null: located by ``Type/id``, in the resource's source file."""
+    location = f"{view.resource}/{key}"
+    return {"source": sources.get(location, "fhir_resources"), "location": location,
+            "reason": f"view {view.name}: {problem} (kept as null)", "raw": raw[:RAW_LIMIT]}
 
 
 # -- parallel map with bounded queues ----------------------------------------------------------------------
