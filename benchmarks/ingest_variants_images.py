@@ -1,13 +1,18 @@
 """Ingest throughput benchmarks: variants (VCF, MAF) next to bare readers in the same run.
 
-Run by hand: ``python benchmarks/ingest_variants_images.py [--records 100000]``. Prints records/s for our
-readers and for the bare reference readers over the same synthetic files, and their ratio (aim: within 2x).
+Run by hand: ``python benchmarks/ingest_variants_images.py [--records 100000] [--memory-at N ...]``. Prints
+records/s for our readers and for the bare reference readers over the same synthetic files, and their ratio
+(aim: within 2x). With ``--memory-at N`` (repeatable), also the peak RSS of ``tumorboard ingest variants`` (a
+fresh process; a new lake, then the same file again into it) on a synthetic MAF of N records: the ingest
+streams, so the figure should not grow with N.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -243,14 +248,42 @@ def bench_images(n_slices: int = 300, size: int = 512, repeats: int = 3) -> dict
     return {"images_s": t_ours, "pydicom_s": t_bare}
 
 
+_PEAK_ON_EXIT = ("import atexit, sys; from pathlib import Path; atexit.register(lambda: print('peak_kb', Path("
+                 "'/proc/self/status').read_text().split('VmHWM:')[1].split()[0], file=sys.stderr)); "
+                 "sys.argv = ['tumorboard', *sys.argv[1:]]; from apps.cli import main; main()")
+
+
+def bench_memory(sizes: list[int]) -> None:
+    """Print the peak RSS (Linux ``VmHWM``) of ``tumorboard ingest variants``, each run in a fresh process, on
+    synthetic MAFs of each size in ``sizes``: into a new lake, then the same file again into that lake."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            maf = make_maf(Path(tmp) / f"memory-{n}.maf", n)
+            lake = Path(tmp) / f"lake-{n}"
+            for label in ("new lake", "again"):
+                started = time.perf_counter()
+                done = subprocess.run([sys.executable, "-c", _PEAK_ON_EXIT, "ingest", "variants", str(maf),
+                                       "--lake", str(lake)], check=True, capture_output=True, text=True,
+                                      cwd=Path(__file__).resolve().parents[1])
+                peak_kb = int(done.stderr.rsplit("peak_kb", 1)[1].split()[0])
+                print(f"  MAF of {n:>10,} records, {label:<8}: peak RSS {peak_kb / 1024:,.0f} MB"
+                      f"  ({time.perf_counter() - started:.1f} s)")
+            maf.unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=100_000, help="records per synthetic variant file")
     parser.add_argument("--repeat", type=int, default=3, help="runs per variant reader (best kept)")
+    parser.add_argument("--memory-at", type=int, action="append", default=[], metavar="N",
+                        help="also measure the ingest's peak RSS on a synthetic MAF of N records (repeatable)")
     args = parser.parse_args()
     for name, bench in [("variants", lambda: bench_variants(args.records, args.repeat)), ("images", bench_images)]:
         print(f"== {name}")
         bench()
+    if args.memory_at:
+        print("== variants ingest memory")
+        bench_memory(sorted(args.memory_at))
 
 
 if __name__ == "__main__":

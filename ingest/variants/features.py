@@ -62,86 +62,109 @@ def load_gene_panel(path: str | Path | None = None) -> GenePanel:
         raise ValueError(f"{path}: invalid gene panel: {exc}") from None
 
 
+_NONSILENT = pa.array(sorted(NONSILENT_CLASSES), pa.string())
+
+
 def _passing(variants: pa.Table) -> pa.Table:
     filt = variants.column("filter")
     keep = pc.or_kleene(pc.is_null(filt), pc.is_in(filt, pa.array(["PASS", "", "."])))
     return variants.filter(pc.fill_null(keep, True))
 
 
-def annotated_samples(variants: pa.Table) -> list[str]:
-    """Sample ids with at least one variant that carries a consequence, sorted."""
-    has = variants.filter(pc.is_valid(variants.column("consequence")))
-    return sorted(set(has.column("sample_id").to_pylist()))
+class VariantTally:
+    """The per-sample counts behind ``gene_status`` and ``tmb``, added up one batch of ``variants`` rows at a
+    time (rows deduplicated beforehand), so that the tables come from any number of rows in bounded memory.
 
+    Args:
+        genes: panel gene symbols (``gene_status`` rows).
+    """
 
-def _patients(variants: pa.Table) -> dict[str, str]:
-    pairs = variants.select(["sample_id", "patient_id"]).group_by(["sample_id", "patient_id"]).aggregate([])
-    samples, patients = pairs.column("sample_id").to_pylist(), pairs.column("patient_id").to_pylist()
-    return dict(zip(samples, patients, strict=True))
+    def __init__(self, genes: list[str]) -> None:
+        self.genes = list(genes)
+        self._panel = pa.array(self.genes, pa.string())
+        self.patients: dict[str, str] = {}  # sample id -> patient id, every sample seen
+        self.annotated: set[str] = set()  # samples with at least one variant that carries a consequence
+        self.gene_counts: dict[tuple[str, str], list] = {}  # (sample, panel gene) -> [passing variants, mutated]
+        self.nonsilent: dict[str, int] = {}  # sample -> passing non-silent variants (all genes)
 
+    def add(self, variants: pa.Table | pa.RecordBatch) -> None:
+        """Count one batch of rows (needs patient_id, sample_id, gene, consequence, filter)."""
+        variants = pa.Table.from_batches([variants]) if isinstance(variants, pa.RecordBatch) else variants
+        pairs = variants.select(["sample_id", "patient_id"]).group_by(["sample_id", "patient_id"]).aggregate([])
+        self.patients.update(zip(pairs.column("sample_id").to_pylist(), pairs.column("patient_id").to_pylist(),
+                                 strict=True))
+        has = variants.filter(pc.is_valid(variants.column("consequence")))
+        self.annotated.update(pc.unique(has.column("sample_id")).to_pylist())
+        passing = _passing(variants)
+        nonsilent = pc.fill_null(pc.is_in(passing.column("consequence"), _NONSILENT), False)
+        passing = passing.append_column("nonsilent", nonsilent)
+        in_panel = passing.filter(pc.fill_null(pc.is_in(passing.column("gene"), self._panel), False))
+        if in_panel.num_rows:
+            agg = in_panel.group_by(["sample_id", "gene"]).aggregate([("gene", "count"), ("nonsilent", "any")])
+            for s, g, n, m in zip(agg.column("sample_id").to_pylist(), agg.column("gene").to_pylist(),
+                                  agg.column("gene_count").to_pylist(), agg.column("nonsilent_any").to_pylist(),
+                                  strict=True):
+                counts = self.gene_counts.setdefault((s, g), [0, False])
+                counts[0] += n
+                counts[1] = counts[1] or bool(m)
+        hits = passing.filter(nonsilent)
+        if hits.num_rows:
+            agg = hits.group_by("sample_id").aggregate([("sample_id", "count")])
+            for s, n in zip(agg.column("sample_id").to_pylist(), agg.column("sample_id_count").to_pylist(),
+                            strict=True):
+                self.nonsilent[s] = self.nonsilent.get(s, 0) + n
 
-def _samples_and_patients(variants: pa.Table, without_variants: dict[str, str] | None
-                          ) -> tuple[list[str], dict[str, str]]:
-    """The annotated samples (those of ``variants`` and ``without_variants``, sorted) and their patients."""
-    extra = without_variants or {}
-    return sorted(set(annotated_samples(variants)) | set(extra)), {**extra, **_patients(variants)}
+    def _samples(self, without_variants: dict[str, str] | None) -> tuple[list[str], dict[str, str]]:
+        """The annotated samples (those counted and those of ``without_variants``, sorted) and their patients."""
+        extra = without_variants or {}
+        return sorted(self.annotated | set(extra)), {**extra, **self.patients}
+
+    def gene_status(self, without_variants: dict[str, str] | None = None) -> pa.Table:
+        """``gene_status`` rows: (annotated samples x genes) with ``mutated`` and ``n_variants``.
+
+        Args:
+            without_variants: sample id -> patient id of samples sequenced and annotated but with no variant
+                (a cohort VCF's other samples): every gene wild-type.
+        """
+        samples, patients = self._samples(without_variants)
+        rows = {"patient_id": [], "sample_id": [], "gene": [], "mutated": [], "n_variants": []}
+        for sample in samples:
+            for gene in self.genes:
+                n, mutated = self.gene_counts.get((sample, gene), (0, False))
+                rows["patient_id"].append(patients[sample])
+                rows["sample_id"].append(sample)
+                rows["gene"].append(gene)
+                rows["mutated"].append(mutated)
+                rows["n_variants"].append(n)
+        return pa.table(rows, schema=pa.schema([("patient_id", pa.string()), ("sample_id", pa.string()),
+                                                ("gene", pa.string()), ("mutated", pa.bool_()),
+                                                ("n_variants", pa.int64())]))
+
+    def tmb(self, panel_size_mb: float, without_variants: dict[str, str] | None = None) -> pa.Table:
+        """``tmb`` rows for the annotated samples: ``n_nonsilent`` and ``tmb_per_mb`` (mutations per Mb);
+        ``without_variants`` as for :meth:`gene_status` (their TMB is 0)."""
+        if panel_size_mb <= 0:
+            raise ValueError(f"panel_size_mb must be > 0 (megabases sequenced), got {panel_size_mb}")
+        samples, patients = self._samples(without_variants)
+        n = [self.nonsilent.get(s, 0) for s in samples]
+        return pa.table({
+            "patient_id": pa.array([patients[s] for s in samples], pa.string()),
+            "sample_id": pa.array(samples, pa.string()),
+            "n_nonsilent": pa.array(n, pa.int64()),
+            "panel_size_mb": pa.array([float(panel_size_mb)] * len(samples), pa.float64()),
+            "tmb_per_mb": pa.array([k / panel_size_mb for k in n], pa.float64()),
+        })
 
 
 def gene_status(variants: pa.Table, genes: list[str], without_variants: dict[str, str] | None = None) -> pa.Table:
-    """``gene_status`` rows: (annotated samples x ``genes``) with ``mutated`` and ``n_variants``.
-
-    Args:
-        variants: rows of the ``variants`` table (needs patient_id, sample_id, gene, consequence, filter).
-        genes: panel gene symbols.
-        without_variants: sample id -> patient id of samples sequenced and annotated but with no variant
-            (a cohort VCF's other samples): every gene wild-type.
-    """
-    samples, patients = _samples_and_patients(variants, without_variants)
-    passing = _passing(variants)
-    in_panel = pc.is_in(passing.column("gene"), pa.array(genes, pa.string()))
-    passing = passing.filter(pc.fill_null(in_panel, False))
-    nonsilent = pc.is_in(passing.column("consequence"), pa.array(sorted(NONSILENT_CLASSES)))
-    passing = passing.append_column("nonsilent", pc.fill_null(nonsilent, False))
-    counts: dict[tuple[str, str], list[int]] = {}
-    if passing.num_rows:
-        agg = passing.group_by(["sample_id", "gene"]).aggregate([("gene", "count"), ("nonsilent", "any")])
-        for s, g, n, m in zip(agg.column("sample_id").to_pylist(), agg.column("gene").to_pylist(),
-                              agg.column("gene_count").to_pylist(), agg.column("nonsilent_any").to_pylist(),
-                              strict=True):
-            counts[(s, g)] = [n, bool(m)]
-    rows = {"patient_id": [], "sample_id": [], "gene": [], "mutated": [], "n_variants": []}
-    for sample in samples:
-        for gene in genes:
-            n, mutated = counts.get((sample, gene), (0, False))
-            rows["patient_id"].append(patients[sample])
-            rows["sample_id"].append(sample)
-            rows["gene"].append(gene)
-            rows["mutated"].append(mutated)
-            rows["n_variants"].append(n)
-    return pa.table(rows, schema=pa.schema([("patient_id", pa.string()), ("sample_id", pa.string()),
-                                            ("gene", pa.string()), ("mutated", pa.bool_()),
-                                            ("n_variants", pa.int64())]))
+    """``gene_status`` rows of ``variants`` (rows of the ``variants`` table); see :meth:`VariantTally.gene_status`."""
+    tally = VariantTally(genes)
+    tally.add(variants)
+    return tally.gene_status(without_variants)
 
 
 def tmb(variants: pa.Table, panel_size_mb: float, without_variants: dict[str, str] | None = None) -> pa.Table:
-    """``tmb`` rows for the annotated samples: ``n_nonsilent`` and ``tmb_per_mb`` (mutations per Mb);
-    ``without_variants`` as for :func:`gene_status` (their TMB is 0)."""
-    if panel_size_mb <= 0:
-        raise ValueError(f"panel_size_mb must be > 0 (megabases sequenced), got {panel_size_mb}")
-    samples, patients = _samples_and_patients(variants, without_variants)
-    passing = _passing(variants)
-    nonsilent = passing.filter(pc.fill_null(
-        pc.is_in(passing.column("consequence"), pa.array(sorted(NONSILENT_CLASSES))), False))
-    counts: dict[str, int] = {}
-    if nonsilent.num_rows:
-        agg = nonsilent.group_by("sample_id").aggregate([("sample_id", "count")])
-        counts = dict(zip(agg.column("sample_id").to_pylist(), agg.column("sample_id_count").to_pylist(),
-                          strict=True))
-    n = [counts.get(s, 0) for s in samples]
-    return pa.table({
-        "patient_id": pa.array([patients[s] for s in samples], pa.string()),
-        "sample_id": pa.array(samples, pa.string()),
-        "n_nonsilent": pa.array(n, pa.int64()),
-        "panel_size_mb": pa.array([float(panel_size_mb)] * len(samples), pa.float64()),
-        "tmb_per_mb": pa.array([k / panel_size_mb for k in n], pa.float64()),
-    })
+    """``tmb`` rows of ``variants`` (rows of the ``variants`` table); see :meth:`VariantTally.tmb`."""
+    tally = VariantTally([])
+    tally.add(variants)
+    return tally.tmb(panel_size_mb, without_variants)

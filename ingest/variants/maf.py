@@ -25,6 +25,7 @@ import gzip
 import re
 import warnings
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ NO_VALUE_ARRAY = pa.array(NO_VALUE)
 # read as text even when they look numeric (sample "0012" keeps its zeros, chromosome 1 never becomes 1.0);
 # the other columns are typed by pandas' inference, as a bare read_csv would
 STRING_COLUMNS = ("Chromosome", "Tumor_Sample_Barcode")
-CHUNK_ROWS = 200_000
+CHUNK_ROWS = 50_000
 _SKIPPED_LINE = re.compile(r"Skipping line (\d+): (.*)")
 
 
@@ -178,9 +179,12 @@ def _row_lines(header_line: int, rows: list[int], bad_lines: set[int]) -> dict[i
 
 
 def _read_rows(path: Path, header_line: int, header: list[str], idx: dict[str, int], compression: str | None,
-               encoding_errors: str) -> tuple[list[pa.Table], list[tuple[int, str]], int, list, Exception | None]:
-    """Read the data rows in chunks: (tables, (data row, reason) rejects, rows read, warnings, read failure)."""
-    tables: list[pa.Table] = []
+               encoding_errors: str, emit: Callable[[pa.Table], None], done: list[int]
+               ) -> tuple[list[tuple[int, str]], int, list, Exception | None]:
+    """Read the data rows in chunks, each chunk's rows to ``emit`` except the first ``done[0]`` chunks (emitted
+    by an earlier read); ``done[0]`` counts the chunks emitted. Returns ((data row, reason) rejects, rows read,
+    warnings, read failure)."""
+    chunks = 0
     row_rejects: list[tuple[int, str]] = []
     rows_read = offset = 0  # offset: data rows (blank ones included) before the current chunk
     failure = None
@@ -199,15 +203,19 @@ def _read_rows(path: Path, header_line: int, header: list[str], idx: dict[str, i
                 chunk, positions = chunk[~blank], positions[~blank]
                 rows_read += len(chunk)
                 table, rejected, reasons = _chunk_table(chunk, idx, str(path))
-                tables.append(table)
+                chunks += 1
+                if chunks > done[0]:
+                    emit(table)
+                    done[0] = chunks
                 row_rejects.extend(zip(positions[rejected].tolist(), reasons, strict=True))
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             failure = exc
-    return tables, row_rejects, rows_read, list(caught), failure
+    return row_rejects, rows_read, list(caught), failure
 
 
-def maf_variants(path: str | Path) -> ParseResult:
-    """Parse one MAF into ``variants`` rows (module docstring for the column rules).
+def maf_variants(path: str | Path, *, sink: Callable[[pa.Table], None] | None = None) -> ParseResult:
+    """Parse one MAF into ``variants`` rows (module docstring for the column rules). With ``sink``, the rows go
+    to it a chunk of :data:`CHUNK_ROWS` rows at a time, in file order, and the result's ``table`` is empty.
 
     Raises:
         MafFormatError: required columns missing, or no header line.
@@ -218,11 +226,14 @@ def maf_variants(path: str | Path) -> ParseResult:
     idx = column_indexes(header, path)
     with open(path, "rb") as fh:
         compression = "gzip" if fh.read(2) == b"\x1f\x8b" else None
+    tables: list[pa.Table] = []
+    emit, done = sink or tables.append, [0]
     try:
-        parsed = _read_rows(path, header_line, header, idx, compression, "strict")
-    except UnicodeDecodeError:  # not UTF-8: read again, undecodable bytes replaced (slower)
-        parsed = _read_rows(path, header_line, header, idx, compression, "replace")
-    tables, row_rejects, rows_read, caught, failure = parsed
+        parsed = _read_rows(path, header_line, header, idx, compression, "strict", emit, done)
+    except UnicodeDecodeError:  # not UTF-8: read again (slower), undecodable bytes replaced; the chunks
+        # emitted before the error decoded cleanly, so they are the same and not emitted again
+        parsed = _read_rows(path, header_line, header, idx, compression, "replace", emit, done)
+    row_rejects, rows_read, caught, failure = parsed
     rejects = []
     if failure is not None:
         rejects.append({"source": source, "location": None, "raw": None, "reason":

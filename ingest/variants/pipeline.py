@@ -12,6 +12,13 @@ Re-ingest is idempotent, per sample: the rows of every sample seen in this run r
 files must be ingested in one run. Within a run, a (sample_id, variant_key) seen twice is kept once (the last
 one) and counted in ``duplicates``. What could not be read goes to the ``rejects`` table: one row per bad
 record (with its line number) and one per unreadable, truncated or corrupt file.
+
+Memory grows far slower than the input: the readers hand their rows over a chunk at a time, the chunks
+are staged on disk (:mod:`ingest.variants.staging`; finding duplicates may use up to its ``STAGE_MEMORY``), and
+the tables are written from the staged rows batch by batch, the per-sample counts of ``gene_status`` and
+``tmb`` added up on the way (:class:`ingest.variants.features.VariantTally`). Peak RSS
+(``benchmarks/ingest_variants_images.py --memory-at``): 474 MB for a 360k-record MAF, 677 MB for 3.6M records
+(807 MB ingesting it again into the same lake), where holding whole files in memory took 3.3 GB.
 """
 
 from __future__ import annotations
@@ -24,14 +31,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest.schema import utc_timestamps
-from ingest.variants.features import GenePanel, gene_status, load_gene_panel, tmb
+from ingest.schema import SCHEMAS, utc_timestamps
+from ingest.variants.features import GenePanel, VariantTally, load_gene_panel
 from ingest.variants.maf import MafFormatError, maf_variants
+from ingest.variants.staging import VariantStage
 from ingest.variants.vcf import (
     ParseResult,
     VariantColumns,
     VcfFormatError,
-    add_variant_key,
     open_text,
     vcf_variants,
 )
@@ -145,38 +152,28 @@ def patient_for(sample_id: str, sample_map: dict[str, str] | None = None) -> str
     return sample_id
 
 
-def parse_file(path: Path, *, tumor_sample: str | None = None) -> ParseResult:
-    """Parse one VCF or MAF; a file that cannot be read at all gives an empty result with one reject."""
+def parse_file(path: Path, *, tumor_sample: str | None = None,
+               sink: Callable[[pa.Table], None] | None = None) -> ParseResult:
+    """Parse one VCF or MAF (rows to ``sink`` a chunk at a time, when given); a file that cannot be read at all
+    gives an empty result with one reject and ``unreadable`` set (rows it gave ``sink`` before do not count)."""
     try:
         if variant_file_kind(path) == "vcf":
-            return vcf_variants(path, tumor_sample=tumor_sample)
-        return maf_variants(path)
+            return vcf_variants(path, tumor_sample=tumor_sample, sink=sink)
+        return maf_variants(path, sink=sink)
     except (VcfFormatError, MafFormatError, OSError, EOFError, UnicodeError) as exc:
         reason = str(exc) if isinstance(exc, (VcfFormatError, MafFormatError)) else (
             f"{path.name}: cannot read ({type(exc).__name__}: {exc}). Fix: check the file is a VCF or MAF,"
             " readable and complete")
         reject = {"source": str(path), "location": None, "reason": reason, "raw": None}
-        return ParseResult(path, VariantColumns().to_arrow(), 0, [reject])
+        return ParseResult(path, VariantColumns().to_arrow(), 0, [reject], unreadable=True)
 
 
-def _deduplicate(table: pa.Table) -> pa.Table:
-    """Keep the last row of each (sample_id, variant_key), in input order."""
-    if table.num_rows < 2:
-        return table
-    last = {key: i for i, key in enumerate(zip(table.column("sample_id").to_pylist(),
-                                               table.column("variant_key").to_pylist(), strict=True))}
-    if len(last) == table.num_rows:
-        return table
-    return table.take(pa.array(sorted(last.values()), pa.int64()))
-
-
-def _replace_samples(lake, name: str, table: pa.Table, samples: list[str]) -> int:
-    """Replace the rows of ``samples`` in table ``name`` by ``table``, in one atomic commit."""
+def _replace_samples(lake, name: str, table: pa.Table | pa.RecordBatchReader, samples: list[str]) -> int:
+    """Replace the rows of ``samples`` in table ``name`` by ``table``, in one atomic commit; rows written."""
     if not samples:
         return 0
     quoted = ", ".join("'" + s.replace("'", "''") + "'" for s in samples)
-    lake.write(name, table, mode="overwrite", replace_where=f"sample_id IN ({quoted})")
-    return table.num_rows
+    return lake.write(name, table, mode="overwrite", replace_where=f"sample_id IN ({quoted})")
 
 
 class VariantInputError(ValueError):
@@ -231,51 +228,55 @@ def ingest_variants(lake, paths: list[Path], *, sample_map: Path | None = None,
     dates = load_sample_dates(sample_map) if sample_map is not None else {}
     panel = gene_panel if isinstance(gene_panel, GenePanel) else load_gene_panel(gene_panel)
 
-    tables, rejects = [], []
-    records = skipped = 0
-    sequenced: set[str] = set()  # the sample columns of annotated VCFs read without a reject, variants or not
-    for path in files:
-        result = parse_file(path, tumor_sample=tumor_sample)
-        records += result.records_read
-        skipped += result.skipped
-        table, impossible = _without_impossible_vaf(result.table, path)
-        rejects.extend(result.rejects + impossible)
-        if table.num_rows:
-            tables.append(table)
-        if result.annotated and not result.rejects:  # read whole: a sample without a variant has none
-            sequenced.update(result.samples)
-        if progress is not None:
-            progress(path, result)
-
-    counts = {"files": len(files), "records_read": records, "variants_written": 0, "rejected": len(rejects),
-              "duplicates": 0, "skipped": skipped, "samples": 0, "patients": 0, "unannotated_samples": 0,
+    counts = {"files": len(files), "records_read": 0, "variants_written": 0, "rejected": 0,
+              "duplicates": 0, "skipped": 0, "samples": 0, "patients": 0, "unannotated_samples": 0,
               "unmapped_samples": 0, "undated_samples": 0, "gene_status_rows": 0, "tmb_rows": 0}
-    if not tables and records == 0 and rejects:  # no file could be read at all: say why, write nothing
-        shown = "; ".join(r["reason"] for r in rejects[:3])
-        raise VariantInputError(f"no variant could be read from the {len(files)} file(s), so nothing was written: "
-                                f"{shown}")
-    if tables or sequenced:
-        table = pa.concat_tables(tables) if tables else add_variant_key(VariantColumns().to_arrow())
-        samples = sorted(set(table.column("sample_id").to_pylist()) | sequenced)
-        patients = {s: patient_for(s, mapping) for s in samples}
-        table = table.add_column(0, "patient_id", pa.array([patients[s] for s in table.column("sample_id")
-                                                           .to_pylist()], pa.string()))
-        deduplicated = _deduplicate(table)
-        counts["duplicates"] = table.num_rows - deduplicated.num_rows
-        quiet = {s: patients[s] for s in sequenced}  # no variant in the file is still a result: wild-type, TMB 0
-        status = _with_collected(gene_status(deduplicated, panel.genes, quiet), dates)
-        burden = _with_collected(tmb(deduplicated, panel.panel_size_mb, quiet), dates)
-        # Three commits, each atomic: if the run stops between them, the manifest records it as failed with the
-        # rows each table got, and running the command again replaces these samples' rows in all three.
-        with lake.failure_recorded("ingest variants", paths, lambda: counts, started_at=started):
-            counts["variants_written"] = _replace_samples(lake, "variants", deduplicated, samples)
-            counts["gene_status_rows"] = _replace_samples(lake, "gene_status", status, samples)
-            counts["tmb_rows"] = _replace_samples(lake, "tmb", burden, samples)
-        counts["samples"] = len(samples)
-        counts["patients"] = len(set(patients.values()))
-        counts["unannotated_samples"] = len(samples) - burden.num_rows
-        counts["unmapped_samples"] = sum(1 for s in samples if mapping is not None and s not in mapping)
-        counts["undated_samples"] = sum(1 for s in samples if s not in dates)
+    rejects: list[dict] = []
+    sequenced: set[str] = set()  # the sample columns of annotated VCFs read without a reject, variants or not
+    with VariantStage(lake, lambda sample: patient_for(sample, mapping)) as stage:
+        for path in files:
+            impossible: list[dict] = []
+
+            def stage_rows(table: pa.Table, path: Path = path, impossible: list[dict] = impossible) -> None:
+                kept, bad = _without_impossible_vaf(table, path)
+                impossible.extend(bad)
+                stage.add(kept)
+
+            stage.begin_file()
+            result = parse_file(path, tumor_sample=tumor_sample, sink=stage_rows)
+            stage.end_file(keep=not result.unreadable)
+            counts["records_read"] += result.records_read
+            counts["skipped"] += result.skipped
+            rejects.extend(result.rejects + ([] if result.unreadable else impossible))
+            if result.annotated and not result.rejects:  # read whole: a sample without a variant has none
+                sequenced.update(result.samples)
+            if progress is not None:
+                progress(path, result)
+        counts["rejected"] = len(rejects)
+        if not stage.rows and counts["records_read"] == 0 and rejects:  # nothing readable: say why, write nothing
+            shown = "; ".join(r["reason"] for r in rejects[:3])
+            raise VariantInputError(f"no variant could be read from the {len(files)} file(s), so nothing was"
+                                    f" written: {shown}")
+        if stage.rows or sequenced:
+            samples = sorted(stage.samples | sequenced)
+            patients = {s: patient_for(s, mapping) for s in samples}
+            quiet = {s: patients[s] for s in sequenced}  # no variant in the file is still a result: wild-type
+            tally = VariantTally(panel.genes)
+            # Three commits, each atomic: if the run stops between them, the manifest records it as failed with
+            # the rows each table got, and running the command again replaces these samples' rows in all three.
+            with lake.failure_recorded("ingest variants", paths, lambda: counts, started_at=started):
+                rows = stage.deduplicated(SCHEMAS["variants"], tally.add)
+                counts["variants_written"] = _replace_samples(lake, "variants", rows, samples)
+                counts["duplicates"] = stage.rows - counts["variants_written"]
+                status = _with_collected(tally.gene_status(quiet), dates)
+                burden = _with_collected(tally.tmb(panel.panel_size_mb, quiet), dates)
+                counts["gene_status_rows"] = _replace_samples(lake, "gene_status", status, samples)
+                counts["tmb_rows"] = _replace_samples(lake, "tmb", burden, samples)
+            counts["samples"] = len(samples)
+            counts["patients"] = len(set(patients.values()))
+            counts["unannotated_samples"] = len(samples) - burden.num_rows
+            counts["unmapped_samples"] = sum(1 for s in samples if mapping is not None and s not in mapping)
+            counts["undated_samples"] = sum(1 for s in samples if s not in dates)
     if rejects:
         lake.add_rejects(rejects, modality=MODALITY)
     lake.record_run("ingest variants", [str(p) for p in paths], counts, started_at=started,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +44,8 @@ from ingest.variants.annotation import (
 from ingest.variants.lines import line_chunks, open_binary
 from ingest.variants.sample_fields import _float, _int, depth_and_vaf
 from ingest.variants.vcf_columnar import ColumnarVcf, parse_info
+
+SINK_ROWS = 100_000  # rows the record-by-record path hands a sink at a time (column-wise: a chunk of lines)
 
 _DEF_RE = re.compile(r'^##(INFO|FORMAT)=<ID=([^,>]+),Number=([^,>]+)(?:.*?Description="(.*?)")?')
 GENERIC_TUMOR_NAMES = frozenset({"TUMOR", "TUMOUR"})
@@ -368,6 +370,7 @@ class ParseResult:
     skipped: int = 0  # ALT alleles that are not variants (symbolic) or not carried by a cohort sample
     annotated: bool = True  # whether the file carries gene/consequence annotations
     samples: tuple[str, ...] = ()  # the sample ids of the file's sample columns, variants or not (VCF)
+    unreadable: bool = False  # the file could not be read at all (its one reject says why)
 
 
 class RecordRows:
@@ -385,6 +388,12 @@ class RecordRows:
         self.lines: list[int] = []  # line number of each row
         self.skipped = 0
         self._vep_cache: dict[tuple[str, str], list[str]] = {}
+
+    def flush(self) -> pa.Table:
+        """The rows buffered so far (:meth:`VariantColumns.to_arrow`), removed from the buffer."""
+        table = self.out.to_arrow()
+        self.out, self.lines = VariantColumns(), []
+        return table
 
     def add(self, rec: VcfRecord) -> None:
         """Append the rows of one record (one per written sample), or count it as skipped."""
@@ -449,13 +458,16 @@ def _merge(columns: dict[str, pa.Array], lines: np.ndarray, rows: RecordRows) ->
     return table, rows.skipped
 
 
-def vcf_variants(path: str | Path, *, tumor_sample: str | None = None, columnar: bool = True) -> ParseResult:
+def vcf_variants(path: str | Path, *, tumor_sample: str | None = None, columnar: bool = True,
+                 sink: Callable[[pa.Table], None] | None = None) -> ParseResult:
     """Parse one VCF into ``variants`` rows (module docstring: sample rule, depth, VAF, MAF alleles).
 
     Files with one written sample (tumour mode) or none (sites-only) and ANN/CSQ or no annotations are parsed
     column-wise in chunks (:mod:`ingest.variants.vcf_columnar`; multi-allelic lines per record); cohort VCFs
     and legacy EFF annotations record by record, as is every file with ``columnar=False`` (about 3x slower;
-    the same result).
+    the same result). With ``sink``, the rows go to it a chunk at a time as they are parsed (at most about
+    :data:`SINK_ROWS` rows each, in file order) and the result's ``table`` is empty: memory stays bounded
+    whatever the file's size.
 
     Raises:
         VcfFormatError: no ``#CHROM`` line, or ``tumor_sample`` not in the file.
@@ -472,8 +484,10 @@ def vcf_variants(path: str | Path, *, tumor_sample: str | None = None, columnar:
         choice = choose_samples(header, path, tumor_sample)
         parser = _columnar_parser(header, choice, source) if columnar else None
     if parser is None:
-        return _per_record(reader, path, tumor_sample)
-    tables, skipped = [], 0
+        return _per_record(reader, path, tumor_sample, sink)
+    tables: list[pa.Table] = []
+    emit = sink or tables.append
+    skipped = 0
     with open_binary(path) as fh:
         try:
             for numbers, lines in line_chunks(fh, 1):
@@ -491,25 +505,30 @@ def vcf_variants(path: str | Path, *, tumor_sample: str | None = None, columnar:
                 reader.rejects.extend({"source": source, "location": f"line {n}", "reason": reason, "raw": raw}
                                       for n, reason, raw in part.rejects)
                 table, more = _merge(part.columns, part.lines, rows)
-                tables.append(table)
+                emit(add_variant_key(table))
                 skipped += part.skipped + more
         except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
             reader.reject_break(exc)
-    table = add_variant_key(pa.concat_tables(tables)) if tables else VariantColumns().to_arrow()
+    table = pa.concat_tables(tables) if tables else VariantColumns().to_arrow()
     return ParseResult(path, table, reader.lines_read, reader.rejects, skipped,
                        annotated=parser.annotator is not None, samples=_sample_ids(choice))
 
 
-def _per_record(reader: VcfReader, path: Path, tumor_sample: str | None) -> ParseResult:
+def _per_record(reader: VcfReader, path: Path, tumor_sample: str | None,
+                sink: Callable[[pa.Table], None] | None) -> ParseResult:
     """:func:`vcf_variants` record by record (cohort VCFs, EFF annotations, files that break early)."""
     rows: RecordRows | None = None
     for rec in reader:
         if rows is None:
             rows = RecordRows(reader.header, choose_samples(reader.header, path, tumor_sample), str(path))
         rows.add(rec)
+        if sink is not None and len(rows.out) >= SINK_ROWS:
+            sink(rows.flush())
     if rows is None:
         return ParseResult(path, VariantColumns().to_arrow(), reader.lines_read, reader.rejects, 0,
                            annotated=False)
+    if sink is not None:
+        sink(rows.flush())
     return ParseResult(path, rows.out.to_arrow(), reader.lines_read, reader.rejects, rows.skipped,
                        annotated=rows.annotator.source is not None, samples=_sample_ids(rows.choice))
 

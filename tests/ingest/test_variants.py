@@ -618,3 +618,83 @@ def test_a_run_stopped_between_table_commits_is_recorded_as_failed(tmp_path, mon
     monkeypatch.setattr(pipeline, "_replace_samples", replace)
     again = ingest_variants(lake, [maf], gene_panel=GenePanel(genes=["EGFR"], panel_size_mb=1.0))
     assert again["gene_status_rows"] == 1 and lake.read("tmb").num_rows == 1 and lake.read("variants").num_rows == 1
+
+
+# -- bounded memory: rows streamed a chunk at a time ------------------------------------------------------
+def _maf_text(rows: list[tuple[str, str, int, str]]) -> str:
+    header = "\t".join(["Hugo_Symbol", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
+                        "Variant_Classification", "Tumor_Sample_Barcode", "t_depth", "t_alt_count"])
+    lines = [f"{gene}\t7\t{pos}\tT\tG\t{cls}\t{sample}\t100\t20" for gene, sample, pos, cls in rows]
+    return header + "\n" + "\n".join(lines) + "\n"
+
+
+def test_a_maf_streams_to_a_sink_in_chunks_with_the_same_rows(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    import ingest.variants.maf as maf
+
+    path = tmp_path / "cohort.maf"
+    path.write_text(_maf_text([("EGFR", f"S{i % 3}", 1000 + i, "Missense_Mutation") for i in range(50)]))
+    monkeypatch.setattr(maf, "CHUNK_ROWS", 7)
+    chunks = []
+    streamed = maf_variants(path, sink=chunks.append)
+    assert len(chunks) == 8 and streamed.table.num_rows == 0 and streamed.records_read == 50
+    assert pa.concat_tables(chunks).equals(maf_variants(path).table)
+
+
+def test_a_maf_not_utf8_after_the_first_chunks_gives_each_row_once(tmp_path, monkeypatch):
+    import ingest.variants.maf as maf
+
+    rows = [("EGFR", "S1", 1000 + i, "Missense_Mutation") for i in range(6000)]
+    text = _maf_text(rows).encode()
+    cut = text.rindex(b"EGFR")
+    path = tmp_path / "latin1.maf"
+    path.write_bytes(text[:cut] + b"\xe9" + text[cut + 1:])  # one Latin-1 byte in the last row's gene
+    monkeypatch.setattr(maf, "CHUNK_ROWS", 500)
+    chunks = []
+    result = maf_variants(path, sink=chunks.append)
+    assert len(chunks) > 1 and result.records_read == 6000
+    positions = [p for chunk in chunks for p in chunk.column("pos").to_pylist()]
+    assert positions == [1000 + i for i in range(6000)]  # the chunks read before the bad byte are not repeated
+
+
+def test_a_cohort_vcf_streams_to_a_sink_in_chunks_with_the_same_rows(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    import ingest.variants.vcf as vcf
+
+    body = "".join("\t".join(["7", str(1000 + i), ".", "T", "G", ".", "PASS", ".", "GT", "0/1", "0/1"]) + "\n"
+                   for i in range(23))
+    path = write_vcf(tmp_path / "cohort.vcf", body, samples=("S1", "S2"))
+    monkeypatch.setattr(vcf, "SINK_ROWS", 10)
+    chunks = []
+    streamed = vcf_variants(path, sink=chunks.append)
+    assert len(chunks) == 5 and streamed.table.num_rows == 0  # 46 rows: 4 chunks of 10 (+1 row) and the rest
+    assert pa.concat_tables(chunks).equals(vcf_variants(path).table)
+
+
+def test_the_pipeline_keeps_the_last_of_duplicate_rows_across_chunks_and_files(tmp_path, monkeypatch):
+    import ingest.variants.maf as maf
+    import ingest.variants.staging as staging
+    from ingest.lake import Lake
+
+    first = tmp_path / "a.maf"
+    first.write_text(_maf_text([("EGFR", "S1", 100, "Silent"), ("KRAS", "S1", 200, "Missense_Mutation"),
+                                ("EGFR", "S1", 100, "Missense_Mutation"), ("TP53", "S2", 300, "Silent")]))
+    second = tmp_path / "b.maf"
+    second.write_text(_maf_text([("TP53", "S2", 300, "Nonsense_Mutation"), ("KRAS", "S3", 200, "Silent")]))
+    monkeypatch.setattr(maf, "CHUNK_ROWS", 1)
+    monkeypatch.setattr(staging, "BATCH_ROWS", 2)
+    lake = Lake(tmp_path / "lake")
+    counts = ingest_variants(lake, [first, second], gene_panel=GenePanel(genes=["EGFR", "TP53"],
+                                                                          panel_size_mb=1.0))
+    rows = [(r["sample_id"], r["pos"], r["consequence"]) for r in lake.read("variants").to_pylist()]
+    assert rows == [("S1", 200, "Missense_Mutation"), ("S1", 100, "Missense_Mutation"),
+                    ("S2", 300, "Nonsense_Mutation"), ("S3", 200, "Silent")]  # input order, last copy kept
+    assert counts["duplicates"] == 2 and counts["variants_written"] == 4
+    burden = {r["sample_id"]: r["n_nonsilent"] for r in lake.read("tmb").to_pylist()}
+    assert burden == {"S1": 2, "S2": 1, "S3": 0}
+    status = {(r["sample_id"], r["gene"]): (r["mutated"], r["n_variants"])
+              for r in lake.read("gene_status").to_pylist()}
+    assert status[("S1", "EGFR")] == (True, 1) and status[("S2", "TP53")] == (True, 1)
+    assert not (lake.path / "_staging").exists()
