@@ -276,9 +276,24 @@ class Lake:
 
     # -- query -------------------------------------------------------------------------------------------
     def sql(self, query: str) -> pa.Table:
-        """Run a DuckDB SQL query in which every lake table is a view of the same name."""
+        """Run one read-only DuckDB query (``SELECT``, ``WITH``, ``FROM``, ``DESCRIBE``, ``SUMMARIZE`` or
+        ``EXPLAIN``) in which every lake table is a view of the same name.
+
+        Raises:
+            LakeError: the query is not valid SQL, not one statement, or would write (``COPY``, ``CREATE``,
+                ``ATTACH``, ``SET``...): the lake's files are written by ingest only, or its tables break.
+        """
         import duckdb
 
+        try:
+            statements = duckdb.extract_statements(query)
+        except duckdb.Error as exc:
+            raise LakeError(f"SQL error: {exc}") from exc
+        kinds = [str(statement.type).rsplit(".", 1)[-1] for statement in statements]
+        if kinds not in (["SELECT"], ["EXPLAIN"]):
+            raise LakeError(f"lake sql runs one read-only query (SELECT, WITH, FROM, DESCRIBE, EXPLAIN), not"
+                            f" {' + '.join(kinds) or 'an empty query'}: the lake's files change only through"
+                            " `tumorboard ingest`; to export a result, use --format csv > FILE")
         con = duckdb.connect()
         try:
             for name in self.tables():

@@ -65,7 +65,9 @@ def read_csv_rows(path: Path, id_column: str) -> CsvRows:
     """Read a curated CSV (UTF-8, comma-separated, header first).
 
     Blank lines are skipped; empty trailing fields (a trailing comma, as spreadsheets write) are dropped; a row
-    with another number of fields than the header is rejected rather than shifted into the wrong columns.
+    with another number of fields than the header is rejected rather than shifted into the wrong columns, and
+    so is a row whose quoted value runs over several lines (a quote opened and not closed swallows the lines
+    after it: they are in the reject's raw text, not lost).
 
     Raises:
         TableFileError: the file is unreadable, empty, has an unnamed or repeated column, or no ``id_column``.
@@ -73,20 +75,29 @@ def read_csv_rows(path: Path, id_column: str) -> CsvRows:
     if not path.is_file():
         raise TableFileError(f"{path} not found")
     rows, numbers, raws, rejects = [], [], [], []
+    start = 1  # the line the record being read starts on
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
+            reader = csv.reader(fh, strict=True)
             header = [name.strip() for name in next(reader, [])]
             while header and not header[-1]:
                 header.pop()
             _check_header(path, header, id_column)
+            start = reader.line_num + 1
             for fields in reader:
+                first, start = start, reader.line_num + 1
                 values = [field.strip() for field in fields]
                 if not any(values):
                     continue
                 while len(values) > len(header) and not values[-1]:
                     values.pop()
                 raw = ",".join(fields)
+                if reader.line_num > first:
+                    rejects.append({"source": str(path), "location": f"row {first}", "raw": raw,
+                                    "reason": f"a quoted value runs from line {first} to line {reader.line_num}:"
+                                              " a quote opened and not closed? Close it (or double a quote"
+                                              " inside a value) and ingest the file again"})
+                    continue
                 if len(values) != len(header):
                     rejects.append({"source": str(path), "location": f"row {reader.line_num}", "raw": raw,
                                     "reason": f"{len(values)} fields where the header has {len(header)}; quote values "
@@ -95,7 +106,11 @@ def read_csv_rows(path: Path, id_column: str) -> CsvRows:
                 rows.append([None if v in MISSING else v for v in values])
                 numbers.append(reader.line_num)
                 raws.append(raw)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except csv.Error as exc:
+        raise TableFileError(f"{path}: cannot read as CSV at the record starting on line {start} ({exc}): a quote"
+                             " opened and not closed, or text right after a closing quote? Fix the quoting and"
+                             " ingest the file again") from exc
+    except (OSError, UnicodeDecodeError) as exc:
         raise TableFileError(f"{path}: cannot read as CSV ({exc}); save it as comma-separated UTF-8") from exc
     index = pd.Index(numbers, name="row")
     return CsvRows(pd.DataFrame(rows, columns=header, index=index, dtype=object), pd.Series(raws, index=index,

@@ -9,16 +9,18 @@ import pandas as pd
 import pyarrow as pa
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
 err_console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print ``message`` as an error and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}")
+    """Print ``message`` (plain text: brackets in it are not markup) as an error and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(code)
 
 
@@ -36,15 +38,16 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
 
 
 def print_arrow(table: pa.Table, *, title: str | None = None, max_rows: int = 50) -> None:
-    """Print an Arrow table as a rich table (first ``max_rows`` rows)."""
-    out = Table(title=title, show_lines=False)
+    """Print an Arrow table as a rich table (first ``max_rows`` rows); names and values are shown as they are
+    (a cell ``[/unit]`` is text, not rich markup)."""
+    out = Table(title=None if title is None else Text(title), show_lines=False)
     for name in table.column_names:
-        out.add_column(name, overflow="fold")
-    for row in table.slice(0, max_rows).to_pylist():
-        out.add_row(*("" if v is None else str(v) for v in row.values()))
+        out.add_column(Text(name), overflow="fold")
+    for row in table.slice(0, max(max_rows, 0)).to_pylist():
+        out.add_row(*(Text("" if v is None else str(v)) for v in row.values()))
     console.print(out)
-    if table.num_rows > max_rows:
-        console.print(f"... {table.num_rows - max_rows} more rows")
+    if table.num_rows > max(max_rows, 0):
+        console.print(f"... {table.num_rows - max(max_rows, 0)} more rows")
 
 
 def print_frame(frame: pd.DataFrame, *, title: str | None = None, max_rows: int = 50) -> None:
@@ -54,9 +57,9 @@ def print_frame(frame: pd.DataFrame, *, title: str | None = None, max_rows: int 
 
 def print_counts(counts: Mapping[str, object], *, title: str) -> None:
     """Print a mapping as a two-column table."""
-    out = Table(title=title)
+    out = Table(title=Text(title))
     out.add_column("item")
     out.add_column("value", justify="right")
     for key, value in counts.items():
-        out.add_row(str(key), str(value))
+        out.add_row(Text(str(key)), Text(str(value)))
     console.print(out)

@@ -24,7 +24,8 @@ def register(lake_app: typer.Typer) -> None:
 
 
 def sql(
-    query: Annotated[str, typer.Argument(help="DuckDB SQL; every lake table is a view of the same name.")],
+    query: Annotated[str, typer.Argument(help="One read-only DuckDB query (SELECT ...); every lake table is a"
+                                               " view of the same name.")],
     lake: LakeOption,
     output: Annotated[str, typer.Option("--format", help="table | csv")] = "table",
     max_rows: Annotated[int, typer.Option(help="Rows to print in table format.")] = 50,

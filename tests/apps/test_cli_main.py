@@ -43,6 +43,19 @@ def test_lake_sql_writes_nested_columns_to_csv_as_json(monkeypatch, tmp_path, ca
                                                     '"ingest fhir","[""a.ndjson"", ""b,c.ndjson""]"']
 
 
+def test_brackets_in_data_are_printed_as_text_not_markup(monkeypatch, tmp_path, capsys):
+    from ingest.lake import Lake
+
+    lake = Lake(tmp_path / "lake")
+    lake.add_rejects([{"source": "[b]x.csv", "location": "row 2", "reason": "'[/unit]' is not a number",
+                       "raw": "p1,[/unit]"}], modality="features")
+    assert _exit_status(monkeypatch, "lake", "status", "--lake", str(lake.path)) == 0
+    assert _exit_status(monkeypatch, "lake", "sql", "--lake", str(lake.path),
+                        "select '[/x]' as a, raw from rejects") == 0
+    out = capsys.readouterr().out
+    assert "[/x]" in out and "p1,[/unit]" in out and out.count("[/unit]") >= 2  # in the status's rejects too
+
+
 def test_variants_without_annotation_say_how_to_get_tmb(monkeypatch, tmp_path, capsys):
     vcf = tmp_path / "S1.vcf"
     vcf.write_text("##fileformat=VCFv4.2\n##FORMAT=<ID=AD,Number=R,Type=Integer,Description=\"depths\">\n"

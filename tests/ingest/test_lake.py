@@ -118,6 +118,18 @@ def test_rejects_manifest_and_sql(lake):
         lake.sql("SELECT * FROM no_such_table")
 
 
+def test_sql_is_read_only(lake, tmp_path):
+    lake.add_rejects([{"source": "x.ndjson", "location": "line 3", "reason": "bad JSON", "raw": "{"}],
+                     modality="fhir")
+    part = next((lake.path / "rejects").glob("*.parquet"))
+    for query in (f"COPY (SELECT * FROM rejects LIMIT 0) TO '{part}' (FORMAT parquet)",
+                  "CREATE TABLE t AS SELECT 1", "SELECT 1; SELECT 2", f"ATTACH '{tmp_path / 'x.db'}'", ""):
+        with pytest.raises(LakeError, match="read-only query"):
+            lake.sql(query)
+    assert lake.sql("SELECT count(*) AS n FROM rejects").to_pylist() == [{"n": 1}]  # the part is intact
+    assert lake.sql("DESCRIBE rejects").num_rows > 0 and lake.sql("FROM rejects").num_rows == 1
+
+
 def test_read_missing_table_says_what_to_do(lake):
     with pytest.raises(LakeError, match="tumorboard ingest"):
         lake.read("variants")

@@ -102,6 +102,19 @@ def test_trailing_commas_and_ragged_rows_never_shift_columns(lake, tmp_path):
     assert rejects.raw["row 5"] == "p3,55,I,extra" and "2 fields" in rejects.reason["row 6"]
 
 
+def test_a_quote_left_open_never_swallows_the_rows_after_it(lake, tmp_path):
+    closed_later = tmp_path / "closed_later.csv"
+    closed_later.write_text('patient_id,histology\np1,adeno\np2,"large cell\np3,squamous"\np4,adeno\n')
+    counts = ingest_features(lake, closed_later, modality="pathology")
+    assert counts["patients"] == 2 and counts["rejected"] == 1  # p2's row ran into p3's: both in the reject
+    rejects = lake.read("rejects").to_pandas().set_index("location")
+    assert "runs from line 3 to line 4" in rejects.reason["row 3"] and "p3,squamous" in rejects.raw["row 3"]
+    never_closed = tmp_path / "never_closed.csv"
+    never_closed.write_text('patient_id,histology\np1,adeno\np2,"large cell\np3,squamous\np4,adeno\n')
+    with pytest.raises(TableFileError, match="record starting on line 3"):
+        ingest_features(lake, never_closed, modality="pathology")
+
+
 def test_a_numeric_column_keeps_its_numbers_and_rejects_the_odd_cell(lake, tmp_path):
     csv = tmp_path / "features.csv"
     csv.write_text("patient_id,age,tmb,stage\n" + "".join(f"p{i},{60 + i},{i}.5,II\n" for i in range(8))
