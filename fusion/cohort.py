@@ -56,7 +56,7 @@ FRAME_COLUMNS: dict[str, list[str]] = {
     "labels": ["patient_key", "split", "diagnosis", "time", "event", "treatment", "response", "index_date"],
 }
 OPTIONAL_COLUMNS: dict[str, list[str]] = {  # added as nulls when a frame lacks them
-    "gene_status": ["sample_id", "collected"], "tmb": ["sample_id", "collected"]}
+    "patients": ["deceased"], "gene_status": ["sample_id", "collected"], "tmb": ["sample_id", "collected"]}
 DATE_COLUMNS = {"patients": ["birth_date", "death_date"], "conditions": ["onset"], "observations": ["effective"],
                 "medications": ["start"], "encounters": ["start", "end"], "images": ["study_date"],
                 "labels": ["index_date"], "gene_status": ["collected"], "tmb": ["collected"]}
@@ -643,20 +643,25 @@ def compute_targets(frames: LakeFrames, keys: np.ndarray, index: pd.Series, inde
                     cfg: TargetsConfig, endpoint: str | None = None) -> Targets:
     """Diagnosis, OS, PFS, treatment and response per patient (see :class:`Targets`); labels override.
 
-    OS: death - index (event) else last contact - index (censored). PFS: the first disease-status observation
+    OS: death - index (event) else last contact - index (censored); a patient recorded as deceased without a
+    date (``deceasedBoolean``) has the event with an unknown time. PFS: the first disease-status observation
     with a progressing code after the index date, or death, whichever comes first; else censored at last
-    contact. Treatment: the first medication in ``treatment_map`` started on or after the index date.
-    Response: 1 if a best-response observation on or after that start is in ``response_positive``, else 0 if
-    one is in ``response_negative``, else unknown. Negative times (records before index) become unknown.
+    contact (unknown after a death without a date). Treatment: the first medication in ``treatment_map``
+    started on or after the index date. Response: 1 if a best-response observation on or after that start is in
+    ``response_positive``, else 0 if one is in ``response_negative``, else unknown. A time less than a day
+    before the index is 0 (a death dated by day on the day of a diagnosis timed within it); earlier ones
+    (records before the index) become unknown.
     """
     endpoint = endpoint or cfg.survival_endpoint
     labels = frames.labels.drop_duplicates("patient_key", keep="last").set_index("patient_key").reindex(keys)
     patients = frames.patients.drop_duplicates("patient_key").set_index("patient_key").reindex(keys)
     death = patients["death_date"]
+    undated_death = np.array(patients["deceased"].eq(True) & death.isna(), dtype=bool)
     contact = last_contact(frames, keys)
-    os_event = np.array(death.notna(), dtype=bool)
+    os_event = np.array(death.notna(), dtype=bool) | undated_death
     os_end = death.where(death.notna(), contact)
     os_time = np.array((os_end - index) / DAY, dtype=np.float64)
+    os_time[undated_death] = np.nan
 
     obs = frames.observations[frames.observations["patient_key"].isin(keys)]
     obs = obs.assign(index=obs["patient_key"].map(index))
@@ -666,6 +671,7 @@ def compute_targets(frames: LakeFrames, keys: np.ndarray, index: pd.Series, inde
     pfs_end = pd.concat([first_prog, death], axis=1).min(axis=1)
     pfs_event = np.array(pfs_end.notna(), dtype=bool)
     pfs_time = np.array((pfs_end.where(pfs_end.notna(), contact) - index) / DAY, dtype=np.float64)
+    pfs_time[undated_death & ~pfs_event] = np.nan
 
     treatments, response = _treatment_response(frames, obs, keys, index, cfg)
     diagnosis = index_code.reindex(keys).map(cfg.diagnosis_map)
@@ -684,6 +690,7 @@ def compute_targets(frames: LakeFrames, keys: np.ndarray, index: pd.Series, inde
     time[has_label] = labels["time"].to_numpy(np.float64)[has_label]
     event[has_label] = labels["event"].to_numpy()[has_label].astype(bool)
     for t in (os_time, pfs_time, time):
+        t[(t > -1) & (t < 0)] = 0.0
         t[t < 0] = np.nan
     return Targets(
         diagnosis=_indices(diagnosis, classes, "diagnosis", "data.targets.diagnosis_classes"),

@@ -4,6 +4,11 @@ Every function returns a pandas frame with the columns listed in its docstring, 
 ``patient_key`` resolved through the crosswalk (:mod:`ingest.link`); dates are tz-aware UTC pandas Timestamps.
 A table that is absent from the lake gives an empty frame with the same columns, so callers handle a
 modality that was never ingested the same way as a patient who lacks it.
+
+FHIR records that say they did not happen are left out (:data:`NOT_HAPPENED`): an observation, request,
+procedure or condition ``entered-in-error``, a cancelled observation or request, a draft request, a procedure
+``not-done``, a ``refuted`` condition, and a planned or cancelled encounter. A model would otherwise read an
+erroneous lab, a refuted diagnosis or a future appointment as facts.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from ingest.lake import Lake
 from ingest.link import id_map, resolve_ids
 
 _EMPTY = {
-    "patients": ["patient_key", "mrn", "birth_date", "sex", "death_date"],
+    "patients": ["patient_key", "mrn", "birth_date", "sex", "death_date", "deceased"],
     "conditions": ["patient_key", "system", "code", "display", "onset"],
     "observations": ["patient_key", "system", "code", "display", "value", "unit", "value_system", "value_code",
                      "value_display", "effective"],
@@ -35,17 +40,35 @@ _EMPTY = {
 }
 
 
+# view -> (status column, the values that mean the record did not happen)
+NOT_HAPPENED = {
+    "condition": ("verification_status", {"entered-in-error", "refuted"}),
+    "observation": ("status", {"entered-in-error", "cancelled"}),
+    "medication_request": ("status", {"entered-in-error", "cancelled", "draft"}),
+    "procedure": ("status", {"entered-in-error", "not-done"}),
+    "encounter": ("status", {"entered-in-error", "cancelled", "planned"}),
+}
+
+
 def _empty(kind: str) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=object) for c in _EMPTY[kind]})
 
 
 def _view(lake: Lake, name: str, columns: dict[str, str], kind: str) -> pd.DataFrame:
-    """Read FHIR view ``view_<name>``, renaming ``columns`` (view column -> reader column)."""
+    """Read FHIR view ``view_<name>``, renaming ``columns`` (view column -> reader column), without the records
+    that did not happen (:data:`NOT_HAPPENED`)."""
     table = f"view_{name}"
     if not lake.has(table):
         return _empty(kind)
     available = set(lake.dataset(table).schema.names)
-    frame = lake.read(table, [c for c in columns if c in available]).to_pandas().rename(columns=columns)
+    status, void = NOT_HAPPENED.get(name, (None, set()))
+    wanted = [c for c in columns if c in available] + ([status] if status in available else [])
+    frame = lake.read(table, list(dict.fromkeys(wanted))).to_pandas()
+    if status in frame.columns:
+        frame = frame[~frame[status].isin(void)]
+        if status not in columns:
+            frame = frame.drop(columns=status)
+    frame = frame.rename(columns=columns)
     for missing in set(columns.values()) - set(frame.columns):  # a view written by an older definition
         frame[missing] = None
     frame = frame.dropna(subset=["patient_key"]).reset_index(drop=True)
@@ -74,9 +97,12 @@ def patient_key_of(lake: Lake, patient: str) -> str:
 
 
 def read_patients(lake: Lake) -> pd.DataFrame:
-    """patient_key, mrn, birth_date, sex (FHIR gender), death_date (NaT when alive)."""
+    """patient_key, mrn, birth_date, sex (FHIR gender), death_date (NaT when alive or the date is not known),
+    deceased (bool: a death date, or ``deceasedBoolean`` true)."""
     frame = _view(lake, "patient", {"patient_key": "patient_key", "mrn": "mrn", "birth_date": "birth_date",
-                                    "gender": "sex", "deceased_datetime": "death_date"}, "patients")
+                                    "gender": "sex", "deceased_datetime": "death_date",
+                                    "deceased_boolean": "deceased"}, "patients")
+    frame["deceased"] = frame["death_date"].notna() | frame["deceased"].eq(True)
     return frame.drop_duplicates("patient_key", ignore_index=True)
 
 

@@ -202,6 +202,17 @@ def test_targets_hand_computed_and_labels_override():
     assert pfs.targets.time[:2].tolist() == [152.0, 365.0]
 
 
+def test_a_death_on_the_day_of_diagnosis_and_a_death_without_a_date_are_events():
+    rows = base_rows()
+    rows["conditions"][2] = cond("b", "12345", "Malignant neoplasm of lung", "2021-03-01T10:00:00Z")
+    rows["patients"][1]["death_date"] = ts("2021-03-01")  # a date: midnight, ten hours before the diagnosis
+    rows["patients"][0]["deceased"] = True  # deceasedBoolean: died, the date not recorded
+    t = assemble_cohort(frames_of(rows), CONFIG).targets  # rows a, b, d
+    assert t.os_event[1] and t.os_time[1] == 0.0 and t.pfs_event[1] and t.pfs_time[1] == 0.0
+    assert t.os_event[0] and np.isnan(t.os_time[0])  # not alive and censored at the last contact
+    assert t.pfs_event[0] and t.pfs_time[0] == 152.0  # the progression came first, on a known date
+
+
 def test_unknown_label_class_is_a_clear_error():
     rows = base_rows()
     rows["labels"][0]["diagnosis"] = "mesothelioma"

@@ -1,0 +1,53 @@
+"""The public reader API (``ingest.reader``) on a small FHIR export."""
+
+from __future__ import annotations
+
+import orjson
+
+from ingest.fhir.pipeline import ingest_fhir
+from ingest.lake import Lake
+
+
+def test_the_reader_leaves_out_records_that_did_not_happen(tmp_path):
+    from ingest.reader import (
+        read_conditions,
+        read_encounters,
+        read_medications,
+        read_observations,
+        read_patients,
+        read_procedures,
+    )
+
+    ref = {"reference": "Patient/p1"}
+    code = {"coding": [{"system": "http://loinc.org", "code": "718-7"}]}
+    resources = [
+        {"resourceType": "Patient", "id": "p1", "deceasedBoolean": True},
+        {"resourceType": "Patient", "id": "p2", "deceasedDateTime": "2021-01-01"},
+        {"resourceType": "Patient", "id": "p3"},
+        *({"resourceType": "Observation", "id": f"o-{status}", "status": status, "code": code, "subject": ref,
+           "effectiveDateTime": "2020-01-01", "valueQuantity": {"value": 1.0}}
+          for status in ("final", "amended", "entered-in-error", "cancelled")),
+        *({"resourceType": "Condition", "id": f"c-{status}", "subject": ref, "onsetDateTime": "2020-01-01",
+           "code": {"coding": [{"system": "http://snomed.info/sct", "code": "13645005"}]},
+           "verificationStatus": {"coding": [{"code": status}]}}
+          for status in ("confirmed", "refuted", "entered-in-error")),
+        *({"resourceType": "MedicationRequest", "id": f"m-{status}", "status": status, "intent": "order",
+           "subject": ref, "authoredOn": "2020-01-01",
+           "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                                     "code": "1"}]}}
+          for status in ("active", "completed", "cancelled", "draft", "entered-in-error")),
+        *({"resourceType": "Procedure", "id": f"x-{status}", "status": status, "subject": ref,
+           "performedDateTime": "2020-01-01", "code": code} for status in ("completed", "not-done")),
+        *({"resourceType": "Encounter", "id": f"e-{status}", "status": status, "subject": ref,
+           "class": {"code": "AMB"}, "period": {"start": "2026-01-01"}}
+          for status in ("finished", "planned", "cancelled")),
+    ]
+    export = tmp_path / "export.ndjson"
+    export.write_bytes(b"\n".join(orjson.dumps(r) for r in resources) + b"\n")
+    lake = Lake(tmp_path / "lake")
+    ingest_fhir(lake, [export], workers=1)
+    assert len(read_observations(lake)) == 2  # final and amended
+    assert len(read_conditions(lake)) == 1 and len(read_medications(lake)) == 2
+    assert len(read_procedures(lake)) == 1 and len(read_encounters(lake)) == 1
+    deceased = read_patients(lake).set_index("patient_key")["deceased"]
+    assert deceased.to_dict() == {"p1": True, "p2": True, "p3": False}
