@@ -340,23 +340,37 @@ def read_frames(lake: str | Path | None) -> LakeFrames:
 
 # -- index date ----------------------------------------------------------------------------------------------
 def is_cancer_condition(conditions: pd.DataFrame, cfg: IndexConfig) -> pd.Series:
-    """Bool per condition row: code in ``cancer_codes`` or display matching ``cancer_display_regex``."""
-    hit = conditions["code"].astype("string").isin(cfg.cancer_codes).fillna(False).astype(bool)
-    if cfg.cancer_display_regex:
-        text = conditions["display"].astype("string")
-        hit |= text.str.contains(cfg.cancer_display_regex, flags=re.IGNORECASE, regex=True).fillna(False)
-    return hit
+    """Bool per condition row: code in ``cancer_codes``, or display matching ``cancer_display_regex`` and not
+    ``cancer_display_exclude``."""
+    return _listed_code(conditions, cfg) | _display_match(conditions, cfg)
+
+
+def _listed_code(conditions: pd.DataFrame, cfg: IndexConfig) -> pd.Series:
+    return conditions["code"].astype("string").isin(cfg.cancer_codes).fillna(False).astype(bool)
+
+
+def _display_match(conditions: pd.DataFrame, cfg: IndexConfig) -> pd.Series:
+    """Bool per condition row: the display matches ``cancer_display_regex`` and not ``cancer_display_exclude``."""
+    if not cfg.cancer_display_regex:
+        return pd.Series(False, index=conditions.index)
+    text = conditions["display"].astype("string")
+    hit = text.str.contains(cfg.cancer_display_regex, flags=re.IGNORECASE, regex=True).fillna(False)
+    if cfg.cancer_display_exclude:
+        hit &= ~text.str.contains(cfg.cancer_display_exclude, flags=re.IGNORECASE, regex=True).fillna(False)
+    return hit.astype(bool)
 
 
 def index_dates(conditions: pd.DataFrame, labels: pd.DataFrame, cfg: IndexConfig) -> tuple[pd.Series, pd.Series]:
     """Per patient key: the index date (UTC Timestamp) and the index condition's code (None from labels).
 
-    The earliest-onset cancer condition (listed codes before regex-only matches on a tie); a non-null
-    labels ``index_date`` overrides it.
+    The earliest-onset condition with a listed code; for a patient without one, the earliest whose display
+    matches (:func:`is_cancer_condition`); a non-null labels ``index_date`` overrides it.
     """
-    cond = conditions[conditions["onset"].notna() & is_cancer_condition(conditions, cfg)].copy()
-    cond["regex_only"] = ~cond["code"].isin(cfg.cancer_codes)
-    first = cond.sort_values(["patient_key", "onset", "regex_only"], kind="mergesort").groupby("patient_key").first()
+    dated = conditions[conditions["onset"].notna()]
+    listed = dated[_listed_code(dated, cfg)]
+    by_display = dated[_display_match(dated, cfg) & ~dated["patient_key"].isin(set(listed["patient_key"]))]
+    cond = pd.concat([listed, by_display])
+    first = cond.sort_values(["patient_key", "onset"], kind="mergesort").groupby("patient_key").first()
     index, code = first["onset"], first["code"].astype(object)
     given = labels[labels["index_date"].notna()].drop_duplicates("patient_key", keep="last")
     given = given.set_index("patient_key")["index_date"]

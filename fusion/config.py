@@ -6,7 +6,8 @@ Every section forbids unknown keys, so a typo fails loudly. Defaults follow the 
 Cancer code sets: SNOMED CT descendants cannot be computed offline, so the index condition is matched by an
 explicit list of codes (``data.index.cancer_codes``) and, failing that, by a case-insensitive regex on the
 condition's display text (``data.index.cancer_display_regex``, default
-``carcinoma|cancer|neoplasm|tumou?r|nodule``). List every code you mean, or rely on the regex knowingly.
+``carcinoma|cancer|neoplasm|tumou?r|nodule``, minus ``data.index.cancer_display_exclude``: family history,
+history of, screening, ...). List every code you mean, or rely on the regex knowingly.
 
 Overrides: ``apply_overrides(config, ["train.lr=1e-3", "modalities.image.enabled=false"])``; values are parsed
 as YAML scalars/lists (``1e-3``, ``true``, ``[365, 730]``) and re-validated, so types are coerced and checked.
@@ -41,12 +42,16 @@ def _treatment_map() -> dict[str, str]:
 class IndexConfig(_Strict):
     """How the index date (time zero) of each patient is found.
 
-    The onset of the first Condition whose code is in ``cancer_codes`` or whose display matches
-    ``cancer_display_regex``; a labels ``index_date`` overrides it. Patients without either are left out.
+    The onset of the first Condition whose code is in ``cancer_codes``; for a patient with none, of the first
+    whose display matches ``cancer_display_regex`` and not ``cancer_display_exclude`` (a family history, a
+    history of, a screening is not a diagnosis); a labels ``index_date`` overrides both. Patients without any
+    are left out.
     """
 
     cancer_codes: list[str] = Field(default_factory=lambda: [c for c, _ in codes.DIAGNOSIS_SNOMED.values()])
     cancer_display_regex: str | None = r"carcinoma|cancer|neoplasm|tumou?r|nodule"
+    cancer_display_exclude: str | None = (r"family history|history of|screening|fear of|at risk|suspected|"
+                                          r"ruled out|benign neoplasm")
     grace_days: float = Field(0.0, ge=0.0, description="records dated before index + grace_days are features "
                                                         "(0: strictly before the index date)")
 

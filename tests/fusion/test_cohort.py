@@ -112,6 +112,17 @@ def test_index_date_rule():
     assert cohort.patient_keys.tolist() == ["a", "b", "d"] and cohort.summary["without_index_date"] == 1
 
 
+def test_a_history_is_not_a_diagnosis_and_listed_codes_come_before_the_display_rule():
+    rows = base_rows()
+    rows["conditions"] += [cond("a", "429740004", "Family history of cancer", "2010-01-01"),
+                           cond("c", "92546004", "Personal history of malignant neoplasm", "2012-01-01"),
+                           cond("d", "999", "Malignant tumour of lung", "2019-01-01")]
+    frames = frames_of(rows)
+    index, code = index_dates(frames.conditions, frames.labels.iloc[:0], CONFIG.data.index)
+    assert index.to_dict() == {"a": ts("2020-01-01"), "b": ts("2021-03-01"), "d": ts("2020-05-01")}
+    assert code["d"] == SQUAM  # the listed code, not the earlier display-only match
+
+
 def test_lab_features_hand_computed():
     # ECOG, stage and smoking are recorded at a's index time: one day of grace admits them
     cohort = assemble_cohort(frames_of(base_rows()), apply_overrides(CONFIG, ["data.index.grace_days=1"]))
