@@ -56,10 +56,12 @@ FRAME_COLUMNS: dict[str, list[str]] = {
     "labels": ["patient_key", "split", "diagnosis", "time", "event", "treatment", "response", "index_date"],
 }
 OPTIONAL_COLUMNS: dict[str, list[str]] = {  # added as nulls when a frame lacks them
-    "patients": ["deceased"], "gene_status": ["sample_id", "collected"], "tmb": ["sample_id", "collected"]}
-DATE_COLUMNS = {"patients": ["birth_date", "death_date"], "conditions": ["onset"], "observations": ["effective"],
-                "medications": ["start"], "encounters": ["start", "end"], "images": ["study_date"],
-                "labels": ["index_date"], "gene_status": ["collected"], "tmb": ["collected"]}
+    "patients": ["deceased"], "conditions": ["known"], "observations": ["known"], "medications": ["known"],
+    "gene_status": ["sample_id", "collected"], "tmb": ["sample_id", "collected"]}
+DATE_COLUMNS = {"patients": ["birth_date", "death_date"], "conditions": ["onset", "known"],
+                "observations": ["effective", "known"], "medications": ["start", "known"],
+                "encounters": ["start", "end"], "images": ["study_date"], "labels": ["index_date"],
+                "gene_status": ["collected"], "tmb": ["collected"]}
 
 ImageLoader = Callable[[str, int], np.ndarray]
 
@@ -382,10 +384,12 @@ def index_dates(conditions: pd.DataFrame, labels: pd.DataFrame, cfg: IndexConfig
 # -- EHR features --------------------------------------------------------------------------------------------
 def _before(frame: pd.DataFrame, time_col: str, keys: np.ndarray, index: pd.Series,
             cutoff: pd.Series) -> pd.DataFrame:
-    """Rows of patients in ``keys`` dated before their cutoff, with ``t`` = days from the index date."""
+    """Rows of patients in ``keys`` known before their cutoff (``known``, else ``time_col``: see
+    :mod:`ingest.reader`), with ``t`` = days from the index date (from ``time_col``)."""
     out = frame[frame["patient_key"].isin(keys) & frame[time_col].notna()].copy()
     out["cutoff"] = out["patient_key"].map(cutoff)
-    out = out[out[time_col] < out["cutoff"]]
+    known = out["known"].where(out["known"].notna(), out[time_col]) if "known" in out else out[time_col]
+    out = out[known < out["cutoff"]]
     out["t"] = (out[time_col] - out["patient_key"].map(index)) / DAY
     out["tc"] = (out[time_col] - out["cutoff"]) / DAY
     return out.sort_values(["patient_key", time_col], kind="mergesort")

@@ -5,6 +5,12 @@ Every function returns a pandas frame with the columns listed in its docstring, 
 A table that is absent from the lake gives an empty frame with the same columns, so callers handle a
 modality that was never ingested the same way as a patient who lacks it.
 
+``known`` (conditions, observations, medications) is the earliest time the record can be taken as known: the
+last instant its date may denote (a partial date ``2020-06`` is known from 2020-06-30T23:59:59.999999Z), or later
+if the record says so (an observation's ``effectivePeriod`` end or ``issued``, a condition's ``recordedDate``).
+Cohorts compare it, not the date, with the prediction time; lakes flattened before these columns existed give
+the date itself.
+
 FHIR records that say they did not happen are left out (:data:`NOT_HAPPENED`): an observation, request,
 procedure or condition ``entered-in-error``, a cancelled observation or request, a draft request, a procedure
 ``not-done``, a ``refuted`` condition, and a planned or cancelled encounter. A model would otherwise read an
@@ -23,10 +29,10 @@ from ingest.link import id_map, resolve_ids
 
 _EMPTY = {
     "patients": ["patient_key", "mrn", "birth_date", "sex", "death_date", "deceased"],
-    "conditions": ["patient_key", "system", "code", "display", "onset"],
+    "conditions": ["patient_key", "system", "code", "display", "onset", "known"],
     "observations": ["patient_key", "system", "code", "display", "value", "unit", "value_system", "value_code",
-                     "value_display", "effective"],
-    "medications": ["patient_key", "system", "code", "display", "start"],
+                     "value_display", "effective", "known"],
+    "medications": ["patient_key", "system", "code", "display", "start", "known"],
     "procedures": ["patient_key", "system", "code", "display", "performed"],
     "encounters": ["patient_key", "start", "end"],
     "gene_status": ["patient_key", "sample_id", "gene", "mutated", "collected"],
@@ -73,7 +79,7 @@ def _view(lake: Lake, name: str, columns: dict[str, str], kind: str) -> pd.DataF
         frame[missing] = None
     frame = frame.dropna(subset=["patient_key"]).reset_index(drop=True)
     extra = [c for c in frame.columns if c not in _EMPTY[kind]]
-    return frame[_EMPTY[kind] + extra]
+    return frame[[c for c in _EMPTY[kind] if c in frame.columns] + extra]
 
 
 def _resolved(lake: Lake, table: str, columns: list[str], kind: str) -> pd.DataFrame:
@@ -107,30 +113,45 @@ def read_patients(lake: Lake) -> pd.DataFrame:
 
 
 def read_conditions(lake: Lake) -> pd.DataFrame:
-    """patient_key, system, code, display, onset (one row per coding)."""
-    return _view(lake, "condition", {"patient_key": "patient_key", "code_system": "system", "code_code": "code",
-                                     "code_display": "display", "onset_datetime": "onset"}, "conditions")
+    """patient_key, system, code, display, onset, known (module docstring; one row per coding)."""
+    frame = _view(lake, "condition", {"patient_key": "patient_key", "code_system": "system", "code_code": "code",
+                                      "code_display": "display", "onset_datetime": "onset",
+                                      "onset_datetime_latest": "onset_latest",
+                                      "recorded_date_latest": "recorded_latest"}, "conditions")
+    return _with_known(frame, "onset", ["onset_latest", "recorded_latest"], "conditions")
+
+
+def _with_known(frame: pd.DataFrame, date: str, later: list[str], kind: str) -> pd.DataFrame:
+    """``frame`` with ``known``: the latest of the ``later`` columns, or ``date`` where they are all null (a
+    lake flattened before they existed); only the reader's columns of ``kind`` kept."""
+    times = [pd.to_datetime(frame[c], utc=True) for c in later if c in frame]
+    known = pd.concat(times, axis=1).max(axis=1) if times else pd.Series(pd.NaT, index=frame.index)
+    frame["known"] = known.where(known.notna(), pd.to_datetime(frame[date], utc=True))
+    return frame[_EMPTY[kind]]
 
 
 def read_observations(lake: Lake) -> pd.DataFrame:
     """patient_key, system, code, display, value (float), unit, value_system/value_code/value_display (coded
-    values), effective."""
+    values), effective, known (module docstring)."""
     frame = _view(lake, "observation", {
         "patient_key": "patient_key", "code_system": "system", "code_code": "code", "code_display": "display",
         "value_quantity": "value", "value_integer": "value_integer", "unit": "unit",
         "value_code_system": "value_system", "value_code_code": "value_code", "value_code_display": "value_display",
-        "effective_datetime": "effective"}, "observations")
+        "effective_datetime": "effective", "effective_datetime_latest": "effective_latest",
+        "effective_period_end_latest": "period_end_latest", "issued": "issued"}, "observations")
     if "value_integer" in frame:  # valueInteger (e.g. ECOG) where there is no valueQuantity
         frame["value"] = frame["value"].where(frame["value"].notna(), frame["value_integer"])
     frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype(float)
-    return frame[_EMPTY["observations"]]
+    return _with_known(frame, "effective", ["effective_latest", "period_end_latest", "issued"], "observations")
 
 
 def read_medications(lake: Lake) -> pd.DataFrame:
-    """patient_key, system, code, display, start (MedicationRequest.authoredOn)."""
-    return _view(lake, "medication_request", {
+    """patient_key, system, code, display, start (MedicationRequest.authoredOn), known (module docstring)."""
+    frame = _view(lake, "medication_request", {
         "patient_key": "patient_key", "medication_system": "system", "medication_code": "code",
-        "medication_display": "display", "authored_on": "start"}, "medications")
+        "medication_display": "display", "authored_on": "start", "authored_on_latest": "start_latest"},
+        "medications")
+    return _with_known(frame, "start", ["start_latest"], "medications")
 
 
 def read_procedures(lake: Lake) -> pd.DataFrame:

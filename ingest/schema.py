@@ -19,6 +19,8 @@ The schema version lives in every schema's metadata (``tumorboard.schema_version
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -258,6 +260,44 @@ def utc_timestamps(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedA
     text = pc.replace_substring_regex(text, r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}):60(\.\d+)?", r"\1:59.999999")
     text = pc.replace_substring_regex(text, r"^([^.]*\.\d{6})\d+", r"\1")
     return _cast_timestamps(pc.if_else(valid, text, pa.scalar(None, pa.string())))
+
+
+def utc_period_ends(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """The last instant (``timestamp[us, tz=UTC]``) of the period each FHIR date/dateTime string denotes.
+
+    A partial date denotes a year (``2020``), a month (``2020-06``) or a day (``2020-06-15``): its last
+    microsecond, UTC (``2020-06-30T23:59:59.999999Z`` for ``2020-06``). A date-time denotes itself, as
+    :func:`utc_timestamps` parses it. A record that may be as late as this instant is only known to precede a
+    cutoff when this does.
+    """
+    starts = utc_timestamps(values)
+    if pa.types.is_timestamp(values.type):
+        return starts
+    text = values.cast(pa.string())
+    day = pc.fill_null(pc.match_substring_regex(text, r"^\d{4}-\d{2}-\d{2}$"), False)
+    ends = pc.if_else(day, pc.add(starts, pa.scalar(_DAY_LESS_ONE, pa.duration("us"))), starts)
+    coarse = pc.fill_null(pc.match_substring_regex(text, r"^\d{4}(-\d{2})?$"), False)
+    if not pc.any(coarse).as_py():  # no year or month alone: the common case, column-wise
+        return ends
+    if isinstance(ends, pa.ChunkedArray):
+        ends, text, coarse = ends.combine_chunks(), text.combine_chunks(), coarse.combine_chunks()
+    return pa.array([_period_end(t, e) if c else e
+                     for t, e, c in zip(text.to_pylist(), ends.to_pylist(), coarse.to_pylist(), strict=True)],
+                    TIMESTAMP)
+
+
+_DAY_LESS_ONE = timedelta(days=1, microseconds=-1)
+
+
+def _period_end(text: str, start: datetime | None) -> datetime | None:
+    """The last microsecond of the year (``text`` ``YYYY``) or month (``YYYY-MM``) that starts at ``start``."""
+    if start is None:
+        return None
+    if len(text) == 4:
+        after = start.replace(year=start.year + 1)
+    else:
+        after = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+    return after - timedelta(microseconds=1)
 
 
 _INSTANT = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"  # what the rewrites above produce

@@ -208,10 +208,17 @@ def reflatten_views(lake: Lake, views_dir: Path | Sequence[Path] | None = None, 
 
 
 def view_table_schema(view) -> pa.Schema:
-    """The lake schema of a view: its Arrow schema with date/dateTime/instant columns as UTC timestamps."""
-    temporal = set(view.temporal_columns)
-    return pa.schema([pa.field(f.name, TIMESTAMP) if f.name in temporal else f for f in view.arrow_schema],
-                     metadata=view.arrow_schema.metadata)
+    """The lake schema of a view: its Arrow schema with date/dateTime/instant columns as UTC timestamps, each
+    date/dateTime column followed by its ``<name>_latest`` (see :meth:`CompiledView.with_timestamps`)."""
+    from ingest.fhir.viewdef import LATEST_SUFFIX
+
+    temporal, partial = set(view.temporal_columns), set(view.partial_columns)
+    fields = []
+    for f in view.arrow_schema:
+        fields.append(pa.field(f.name, TIMESTAMP) if f.name in temporal else f)
+        if f.name in partial:
+            fields.append(pa.field(f.name + LATEST_SUFFIX, TIMESTAMP))
+    return pa.schema(fields, metadata=view.arrow_schema.metadata)
 
 
 # -- pass 1: resources -------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from ingest.fhir.fhirpath import (
     reference_key,
     scalar_chains,
 )
-from ingest.schema import TIMESTAMP, utc_timestamps
+from ingest.schema import TIMESTAMP, utc_period_ends, utc_timestamps
 
 __all__ = ["CompiledView", "ViewDefinitionError", "ViewEvaluationError", "compile_view", "load_views",
            "arrow_type", "TEMPORAL_TYPES"]
@@ -49,6 +49,8 @@ _ITERATORS = ("forEach", "forEachOrNull", "repeat")
 _SELECT_KEYS = frozenset(("column", "select", "unionAll", "forEach", "forEachOrNull", "repeat"))
 _COLUMN_KEYS = frozenset(("name", "path", "type", "collection", "description", "tag"))
 TEMPORAL_TYPES = frozenset(("date", "dateTime", "instant"))
+PARTIAL_TYPES = frozenset(("date", "dateTime"))  # their values may be a year, a month or a day
+LATEST_SUFFIX = "_latest"  # the lake column added after each date/dateTime column (see with_timestamps)
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "boolean": pa.bool_(), "integer": pa.int64(), "positiveInt": pa.int64(), "unsignedInt": pa.int64(),
     "integer64": pa.int64(), "decimal": pa.float64(),
@@ -476,6 +478,12 @@ class CompiledView:
         """Names of the non-collection ``date``/``dateTime``/``instant`` columns."""
         return [c.name for c in self._columns if c.type in TEMPORAL_TYPES and not c.collection]
 
+    @property
+    def partial_columns(self) -> list[str]:
+        """Names of the non-collection ``date``/``dateTime`` columns, whose values may be partial (a year, a month
+        or a day): each gets a ``<name>_latest`` column in the lake (:meth:`with_timestamps`)."""
+        return [c.name for c in self._columns if c.type in PARTIAL_TYPES and not c.collection]
+
     def rows(self, resource: dict) -> list[tuple]:
         """Rows (tuples in :attr:`columns` order) for one resource; ``[]`` for another resource type or when
         the view's ``where`` filters it out. Raises :class:`ViewEvaluationError` on data the view cannot
@@ -532,12 +540,19 @@ class CompiledView:
 
     def with_timestamps(self, table: pa.Table) -> pa.Table:
         """Return ``table`` with the view's date/dateTime/instant string columns parsed to
-        ``timestamp[us, tz=UTC]`` (partial dates become the first instant of the period; see
-        :func:`ingest.schema.utc_timestamps`)."""
+        ``timestamp[us, tz=UTC]``: a partial date becomes the first instant of its period (see
+        :func:`ingest.schema.utc_timestamps`), and after each date/dateTime column ``<name>_latest`` holds the
+        last instant the value may denote (:func:`ingest.schema.utc_period_ends`: ``2020-06`` ends on
+        2020-06-30T23:59:59.999999Z; a date-time is itself), so that a cutoff can keep only what surely came
+        before it."""
+        partial = set(self.partial_columns)
         for name in self.temporal_columns:
             if name in table.column_names:
                 i = table.column_names.index(name)
-                table = table.set_column(i, pa.field(name, TIMESTAMP), utc_timestamps(table.column(name)))
+                text = table.column(name)
+                table = table.set_column(i, pa.field(name, TIMESTAMP), utc_timestamps(text))
+                if name in partial:
+                    table = table.add_column(i + 1, pa.field(name + LATEST_SUFFIX, TIMESTAMP), utc_period_ends(text))
         return table
 
 
@@ -609,6 +624,10 @@ def compile_view(view_json: dict, *, name: str | None = None, generate: bool = T
         if col.name in seen:
             raise builder.fail(f"column name {col.name!r} is used twice; column names must be unique")
         seen.add(col.name)
+    for col in root.columns:
+        if col.type in PARTIAL_TYPES and not col.collection and col.name + LATEST_SUFFIX in seen:
+            raise builder.fail(f"column name {col.name + LATEST_SUFFIX!r} is taken by the lake: it holds the last"
+                               f" instant the {col.type} column {col.name!r} may denote; rename the column")
     generated = _Generator(builder).build(selects) if generate else None
     return CompiledView(view_name, resource, root, where, view_json, generated)
 

@@ -159,6 +159,25 @@ def test_lab_after_index_changes_no_feature():
     np.testing.assert_array_equal(after.X, before.X)
 
 
+def test_a_record_known_only_after_the_index_changes_no_feature():
+    """A lab of b dated ``2021`` (known from 2021-12-31T23:59, after b's index 2021-03-01), a lab of a dated before
+    a's index 2020-01-01 but issued after it, and a condition of a with an old onset recorded after the index,
+    may not be features."""
+    config = load_config(None, ["data.ehr.top_k_labs=3", "data.ehr.top_k_conditions=3",
+                                "split.val_fraction=0.0", "split.test_fraction=0.0"])
+    before = assemble_cohort(frames_of(base_rows()), config)
+    rows = base_rows()
+    late = [obs("b", LDH, "2021-01-01", 999.0), obs("a", CEA, "2019-11-01", 7.0),
+            cond("a", HTN, "Essential hypertension (disorder)", "2015-01-01")]
+    for row, known in zip(late, ("2021-12-31T23:59:59.999999Z", "2020-02-01", "2021-02-01"), strict=True):
+        row["known"] = ts(known)
+    rows["observations"] += late[:2]
+    rows["conditions"] += late[2:]
+    after = assemble_cohort(frames_of(rows), config)
+    assert after.feature_names == before.feature_names
+    np.testing.assert_array_equal(after.X, before.X)
+
+
 def test_record_at_the_index_time_changes_no_feature_without_grace():
     before = assemble_cohort(frames_of(base_rows()), CONFIG)
     assert np.isnan(column(before, "stage")[0])  # a's staging is recorded at the index time itself

@@ -51,3 +51,42 @@ def test_the_reader_leaves_out_records_that_did_not_happen(tmp_path):
     assert len(read_procedures(lake)) == 1 and len(read_encounters(lake)) == 1
     deceased = read_patients(lake).set_index("patient_key")["deceased"]
     assert deceased.to_dict() == {"p1": True, "p2": True, "p3": False}
+
+
+def test_known_is_when_a_record_can_be_taken_as_known(tmp_path):
+    from ingest.reader import read_conditions, read_medications, read_observations
+
+    ref = {"reference": "Patient/p1"}
+    code = {"coding": [{"system": "http://loinc.org", "code": "718-7"}]}
+    lab = {"resourceType": "Observation", "status": "final", "code": code, "subject": ref,
+           "valueQuantity": {"value": 1.0}}
+    resources = [
+        {"resourceType": "Patient", "id": "p1"},
+        {**lab, "id": "month", "effectiveDateTime": "2020-06"},
+        {**lab, "id": "day", "effectiveDateTime": "2020-06-15"},
+        {**lab, "id": "instant", "effectiveDateTime": "2020-06-15T10:00:00+02:00"},
+        {**lab, "id": "period", "effectivePeriod": {"start": "2020-06-01", "end": "2020-07-30T12:00:00Z"}},
+        {**lab, "id": "issued", "effectiveDateTime": "2020-06-01T08:00:00Z", "issued": "2020-08-01T09:00:00Z"},
+        {"resourceType": "Condition", "id": "c1", "subject": ref, "onsetDateTime": "2019",
+         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "13645005"}]}},
+        {"resourceType": "Condition", "id": "c2", "subject": ref, "onsetDateTime": "2015-03-01",
+         "recordedDate": "2021-02-01", "code": {"coding": [{"system": "http://snomed.info/sct", "code": "1"}]}},
+        {"resourceType": "MedicationRequest", "id": "m1", "status": "active", "intent": "order", "subject": ref,
+         "authoredOn": "2020", "medicationCodeableConcept": {"coding": [{"code": "1"}]}},
+    ]
+    export = tmp_path / "export.ndjson"
+    export.write_bytes(b"\n".join(orjson.dumps(r) for r in resources) + b"\n")
+    lake = Lake(tmp_path / "lake")
+    ingest_fhir(lake, [export], workers=1)
+    labs = read_observations(lake)
+    assert sorted(str(t) for t in labs["known"]) == [
+        "2020-06-15 08:00:00+00:00",  # an instant is itself
+        "2020-06-15 23:59:59.999999+00:00",  # the day: its last instant
+        "2020-06-30 23:59:59.999999+00:00",  # the month
+        "2020-07-30 12:00:00+00:00",  # the period's end
+        "2020-08-01 09:00:00+00:00"]  # issued later
+    assert str(labs["effective"].min()) == "2020-06-01 00:00:00+00:00"  # the dates themselves are unchanged
+    conditions = read_conditions(lake).set_index("code")["known"]
+    assert str(conditions["13645005"]) == "2019-12-31 23:59:59.999999+00:00"
+    assert str(conditions["1"]) == "2021-02-01 23:59:59.999999+00:00"  # recorded after its onset
+    assert str(read_medications(lake)["known"].iloc[0]) == "2020-12-31 23:59:59.999999+00:00"
