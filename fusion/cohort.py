@@ -665,8 +665,10 @@ def compute_targets(frames: LakeFrames, keys: np.ndarray, index: pd.Series, inde
     date (``deceasedBoolean``) has the event with an unknown time. PFS: the first disease-status observation
     with a progressing code after the index date, or death, whichever comes first; else censored at last
     contact (unknown after a death without a date). Treatment: the first medication in ``treatment_map``
-    started on or after the index date. Response: 1 if a best-response observation on or after that start is in
-    ``response_positive``, else 0 if one is in ``response_negative``, else unknown. A time less than a day
+    started on or after the index date. Response: 1 if a best-response observation from that start until another
+    treatment starts is in ``response_positive``, else 0 if one is in ``response_negative``, else unknown.
+    Labels: a curated treatment other than FHIR's drops FHIR's response; a curated time/event sets the endpoint
+    it names, and a curated OS also ends PFS (at the latest at the curated death or follow-up). A time less than a day
     before the index is 0 (a death dated by day on the day of a diagnosis timed within it); earlier ones
     (records before the index) become unknown.
     """
@@ -691,22 +693,31 @@ def compute_targets(frames: LakeFrames, keys: np.ndarray, index: pd.Series, inde
     pfs_time = np.array((pfs_end.where(pfs_end.notna(), contact) - index) / DAY, dtype=np.float64)
     pfs_time[undated_death & ~pfs_event] = np.nan
 
-    treatments, response = _treatment_response(frames, obs, keys, index, cfg)
+    fhir_treatments, response = _treatment_response(frames, obs, keys, index, cfg)
     diagnosis = index_code.reindex(keys).map(cfg.diagnosis_map)
     diagnosis = labels["diagnosis"].where(labels["diagnosis"].notna(), diagnosis)
     classes = cfg.diagnosis_classes or sorted(diagnosis.dropna().unique().tolist())
-    treatments = labels["treatment"].where(labels["treatment"].notna(), treatments)
+    treatments = labels["treatment"].where(labels["treatment"].notna(), fhir_treatments)
     names = cfg.treatments or sorted(set(cfg.treatment_map.values()) | set(treatments.dropna()))
     label_response = labels["response"].map({True: 1.0, False: 0.0}).astype(np.float64)
+    other_treatment = labels["treatment"].notna() & labels["treatment"].ne(fhir_treatments)
+    response = response.where(~other_treatment, np.nan)  # FHIR's response was to another treatment
     response = np.array(label_response.where(label_response.notna(), response), dtype=np.float64)
 
     treatment_idx = _indices(treatments, names, "treatment", "data.targets.treatments")
     response[treatment_idx < 0] = np.nan  # a response is only meaningful for a known treatment
-    time, event = (os_time, os_event) if endpoint == "os" else (pfs_time, pfs_event)
-    time, event = time.copy(), event.copy()
     has_label = labels["time"].notna().to_numpy() & labels["event"].notna().to_numpy()
-    time[has_label] = labels["time"].to_numpy(np.float64)[has_label]
-    event[has_label] = labels["event"].to_numpy()[has_label].astype(bool)
+    label_time = labels["time"].to_numpy(np.float64)
+    label_event = labels["event"].fillna(False).to_numpy().astype(bool)
+    if endpoint == "os":
+        os_time[has_label], os_event[has_label] = label_time[has_label], label_event[has_label]
+        # progression-free survival ends at the latest with the curated death or follow-up
+        settle = has_label & ~(pfs_event & (pfs_time <= label_time))
+        pfs_time[settle], pfs_event[settle] = label_time[settle], label_event[settle]
+    else:
+        pfs_time[has_label], pfs_event[has_label] = label_time[has_label], label_event[has_label]
+    time, event = ((os_time, os_event) if endpoint == "os" else (pfs_time, pfs_event))
+    time, event = time.copy(), event.copy()
     for t in (os_time, pfs_time, time):
         t[(t > -1) & (t < 0)] = 0.0
         t[t < 0] = np.nan
@@ -719,14 +730,20 @@ def compute_targets(frames: LakeFrames, keys: np.ndarray, index: pd.Series, inde
 
 def _treatment_response(frames: LakeFrames, obs: pd.DataFrame, keys: np.ndarray, index: pd.Series,
                         cfg: TargetsConfig) -> tuple[pd.Series, pd.Series]:
-    meds = frames.medications[frames.medications["patient_key"].isin(keys)
-                              & frames.medications["code"].isin(list(cfg.treatment_map))]
-    meds = meds[meds["start"] >= meds["patient_key"].map(index)]
-    meds = meds.sort_values(["patient_key", "start", "code"], kind="mergesort").groupby("patient_key").first()
-    treatment = meds["code"].map(cfg.treatment_map).reindex(keys)
-    start = meds["start"].reindex(keys)
+    """The first treatment on or after the index date and the response to it: best-response observations from
+    its start until another treatment starts (a response after a switch is the next line's)."""
+    given = frames.medications[frames.medications["patient_key"].isin(keys)
+                               & frames.medications["code"].isin(list(cfg.treatment_map))]
+    given = given[given["start"] >= given["patient_key"].map(index)]
+    given = given.assign(treatment=given["code"].map(cfg.treatment_map))
+    first = given.sort_values(["patient_key", "start", "code"], kind="mergesort").groupby("patient_key").first()
+    treatment = first["treatment"].reindex(keys)
+    start = first["start"].reindex(keys)
+    switched = given[given["treatment"].ne(given["patient_key"].map(treatment))]
+    next_start = switched.groupby("patient_key")["start"].min().reindex(keys)
     best = obs[obs["code"] == cfg.response_code]
-    best = best[best["effective"] >= best["patient_key"].map(start)]
+    until = best["patient_key"].map(next_start)
+    best = best[(best["effective"] >= best["patient_key"].map(start)) & (until.isna() | (best["effective"] < until))]
     positive = set(best.loc[best["value_code"].isin(cfg.response_positive), "patient_key"])
     negative = set(best.loc[best["value_code"].isin(cfg.response_negative), "patient_key"])
     response = pd.Series(np.nan, index=keys)

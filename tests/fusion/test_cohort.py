@@ -222,8 +222,10 @@ def test_targets_hand_computed_and_labels_override():
     assert t.pfs_time[0] == 152.0 and t.pfs_event[0]
     # b: dies 2022-03-01, no progression -> PFS event at death
     assert t.os_time[1] == 365.0 and t.os_event[1] and t.pfs_time[1] == 365.0 and t.pfs_event[1]
-    # d: labels override; index 2020-02-01, no death -> last contact = diagnosis onset 2020-05-01
-    assert t.os_time[2] == 90.0 and t.time[2] == 100.0 and t.event[2]
+    # d: labels override (index 2020-02-01; FHIR alone: censored at the last contact 2020-05-01, day 90); the
+    # curated death at day 100 is OS, and ends PFS, censored at day 90 in FHIR
+    assert t.os_time[2] == 100.0 and t.os_event[2] and t.time[2] == 100.0 and t.event[2]
+    assert t.pfs_time[2] == 100.0 and t.pfs_event[2]
     assert t.time[:2].tolist() == [366.0, 365.0]  # endpoint os, no label
     names = t.treatment_names
     assert [names[i] if i >= 0 else None for i in t.treatment] == ["egfr_tki", None, "chemo"]
@@ -241,6 +243,18 @@ def test_a_death_on_the_day_of_diagnosis_and_a_death_without_a_date_are_events()
     assert t.os_event[1] and t.os_time[1] == 0.0 and t.pfs_event[1] and t.pfs_time[1] == 0.0
     assert t.os_event[0] and np.isnan(t.os_time[0])  # not alive and censored at the last contact
     assert t.pfs_event[0] and t.pfs_time[0] == 152.0  # the progression came first, on a known date
+
+
+def test_a_response_belongs_to_the_treatment_it_followed():
+    rows = base_rows()  # a: egfr_tki from 2020-01-20, PR on 2020-03-25
+    rows["medications"].append(med("a", "40048", "2020-03-01"))  # carboplatin (chemo): switched before the PR
+    t = assemble_cohort(frames_of(rows), CONFIG).targets
+    assert t.treatment_names[t.treatment[0]] == "egfr_tki" and np.isnan(t.response[0])
+    rows = base_rows()
+    rows["labels"].append({"patient_key": "a", "split": None, "diagnosis": None, "time": None, "event": None,
+                           "treatment": "chemo", "response": None, "index_date": pd.NaT})
+    t = assemble_cohort(frames_of(rows), CONFIG).targets
+    assert t.treatment_names[t.treatment[0]] == "chemo" and np.isnan(t.response[0])  # the PR was to egfr_tki
 
 
 def test_unknown_label_class_is_a_clear_error():
