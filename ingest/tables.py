@@ -30,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ingest.lake import Lake
+from ingest.link import id_map, resolve_ids
 from ingest.schema import SCHEMAS, utc_timestamps
 
 LABEL_COLUMNS = ("split", "diagnosis", "time", "event", "treatment", "response", "index_date")
@@ -136,14 +137,18 @@ def _reject(path: Path, row: int, reason: str, raw: str | None) -> dict:
     return {"source": str(path), "location": f"row {row}", "reason": reason, "raw": raw}
 
 
-def _id_rejects(path: Path, table: CsvRows, ids: pd.Series) -> tuple[pd.Series, list[dict]]:
-    """Which rows have a usable patient id (a boolean Series) and a reject for each other row: an empty id, or an
-    id on several rows (every one of them: which one is right is the curator's call)."""
+def _id_rejects(lake: Lake, path: Path, table: CsvRows, ids: pd.Series) -> tuple[pd.Series, list[dict]]:
+    """Which rows have a usable patient id (a boolean Series) and a reject for each other row: an empty id, or a
+    patient on several rows, under one id or under several that the lake's crosswalk links (a FHIR id and an
+    MRN): every one of them, since which one is right is the curator's call."""
     rejects = [_reject(path, row, "empty patient id", table.raw[row]) for row in ids.index[ids.isna()]]
-    repeated = ids.duplicated(keep=False) & ids.notna()
+    keys = pd.Series(resolve_ids(ids.fillna(""), id_map(lake)), index=ids.index).where(ids.notna())
+    repeated = keys.duplicated(keep=False) & keys.notna()
     for row in ids.index[repeated]:
-        others = ", ".join(str(r) for r in ids.index[repeated & (ids == ids[row])] if r != row)
-        rejects.append(_reject(path, row, f"the patient id is also on row(s) {others}; keep one row per patient",
+        others = ", ".join(str(r) for r in ids.index[repeated & (keys == keys[row])] if r != row)
+        same = "the patient id" if (ids[repeated & (keys == keys[row])] == ids[row]).all() else \
+            "the same patient (another of their ids)"
+        rejects.append(_reject(path, row, f"{same} is also on row(s) {others}; keep one row per patient",
                                table.raw[row]))
     return ids.notna() & ~repeated, rejects
 
@@ -175,7 +180,7 @@ def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "
     table = read_csv_rows(path, id_column)
     frame = table.frame
     ids = frame.pop(id_column)
-    keep, id_rejects = _id_rejects(path, table, ids)
+    keep, id_rejects = _id_rejects(lake, path, table, ids)
     rejects = table.rejects + id_rejects
     frame, ids = frame[keep], ids[keep]
     if frame.empty:
@@ -205,13 +210,15 @@ def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "
         "source": pa.array([str(path)] * len(records["patient_id"]), pa.string()),
     })
     quoted = modality.replace("'", "''")
-    # One commit replaces this modality's rows: an interrupted re-ingest leaves the previous ones intact.
-    lake.write("features", rows, mode="overwrite", replace_where=f"modality = '{quoted}'")
-    lake.add_rejects(rejects, modality="features")
     counts = {"patients": int(ids.nunique()), "features": int(frame.shape[1]), "values": rows.num_rows,
               "rejected": len(rejects)}
-    lake.record_run(f"ingest features --modality {modality}", [path], counts, started_at=started,
-                    status="partial" if rejects else "ok")
+    command = f"ingest features --modality {modality}"
+    # The rejects first: a run stopped after the data commit keeps them. One commit replaces this modality's
+    # rows: an interrupted re-ingest leaves the previous ones intact, and the manifest records the failure.
+    with lake.failure_recorded(command, [path], lambda: {**counts, "values": 0}, started_at=started):
+        lake.add_rejects(rejects, modality="features")
+        lake.write("features", rows, mode="overwrite", replace_where=f"modality = '{quoted}'")
+    lake.record_run(command, [path], counts, started_at=started, status="partial" if rejects else "ok")
     return counts
 
 
@@ -252,7 +259,7 @@ def ingest_labels(lake: Lake, path: Path, *, id_column: str = "patient_id") -> d
     if not columns:
         raise TableFileError(f"{path}: no label column (found {[*frame.columns][:20]}); label columns are "
                              f"{', '.join(LABEL_COLUMNS)}")
-    keep, rejects = _id_rejects(path, table, frame[id_column])
+    keep, rejects = _id_rejects(lake, path, table, frame[id_column])
     rejects = table.rejects + rejects
     rows = []
     for number, record in frame[keep].to_dict("index").items():
@@ -262,14 +269,29 @@ def ingest_labels(lake: Lake, path: Path, *, id_column: str = "patient_id") -> d
             rejects.append(_reject(path, number, str(exc), table.raw[number]))
     if not rows:
         raise _no_rows(path, rejects, "labels")
-    rows = _keep_other_columns(lake, rows, columns)
+    rows = _keep_other_columns(lake, _under_stored_ids(lake, rows), columns)
     written = pa.Table.from_pylist(rows, schema=SCHEMAS["labels"])
-    lake.write("labels", written, mode="merge")
-    lake.add_rejects(rejects, modality="labels")
     counts = {"patients": written.num_rows, "rejected": len(rejects), "ignored_columns": len(ignored),
               "ignored": ignored}
+    with lake.failure_recorded("ingest labels", [path], lambda: {**counts, "patients": 0}, started_at=started):
+        lake.add_rejects(rejects, modality="labels")  # first: a run stopped after the data commit keeps them
+        lake.write("labels", written, mode="merge")
     lake.record_run("ingest labels", [path], counts, started_at=started, status="partial" if rejects else "ok")
     return counts
+
+
+def _under_stored_ids(lake: Lake, rows: list[dict]) -> list[dict]:
+    """``rows`` with the patient id of a patient whose labels the lake holds under another of their ids (an MRN
+    correction of labels stored by FHIR id) replaced by the stored one, so that the row updates them instead of
+    adding a second row for the patient."""
+    if not lake.has("labels"):
+        return rows
+    mapping = id_map(lake)
+    stored: dict[str, str] = {}
+    for stored_id in lake.read("labels", columns=["patient_id"]).column("patient_id").to_pylist():
+        stored.setdefault(mapping.get(stored_id, stored_id), stored_id)
+    return [{**row, "patient_id": stored.get(mapping.get(row["patient_id"], row["patient_id"]), row["patient_id"])}
+            for row in rows]
 
 
 def _keep_other_columns(lake: Lake, rows: list[dict], columns: list[str]) -> list[dict]:

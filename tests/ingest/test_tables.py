@@ -177,3 +177,49 @@ def test_table_cli_errors_name_the_problem_without_a_traceback(tmp_path):
     for args in (["labels", str(csv)], ["features", str(csv), "--modality", "m"]):
         result = CliRunner().invoke(app, ["ingest", *args, "--lake", str(not_a_lake)])
         assert result.exit_code == 1 and "not a lake directory" in result.output, result.output
+
+
+def test_one_patient_under_two_ids_is_one_patient(tmp_path):
+    import orjson
+
+    from ingest.fhir.pipeline import ingest_fhir
+    from ingest.lake import Lake
+    from ingest.reader import read_labels
+
+    export = tmp_path / "Patient.ndjson"
+    export.write_bytes(orjson.dumps({"resourceType": "Patient", "id": "pa",
+                                     "identifier": [{"system": "urn:oid:1.2.3", "value": "1001"}]}) + b"\n")
+    lake = Lake(tmp_path / "lake")
+    ingest_fhir(lake, [export], workers=1)
+    features = tmp_path / "features.csv"
+    features.write_text("patient_id,ecog\npa,0\n1001,3\npb,1\n")  # the FHIR id and the MRN of one patient
+    assert ingest_features(lake, features, modality="clinical")["patients"] == 1
+    rejects = lake.read("rejects").to_pandas()
+    assert rejects.reason.str.contains("the same patient \\(another of their ids\\) is also on row").sum() == 2
+    first, correction = tmp_path / "labels.csv", tmp_path / "correction.csv"
+    first.write_text("patient_id,time,event,split\npa,100,1,train\n")
+    correction.write_text("patient_id,time,event\n1001,900,0\n")
+    ingest_labels(lake, first)
+    ingest_labels(lake, correction)
+    labels = read_labels(lake)
+    assert len(labels) == 1 and labels.time.iloc[0] == 900.0 and labels.split.iloc[0] == "train"
+
+
+def test_a_features_run_stopped_at_its_commit_keeps_its_rejects_and_says_it_failed(lake, tmp_path, monkeypatch):
+    from ingest.lake import Lake
+
+    csv = tmp_path / "features.csv"
+    csv.write_text("patient_id,ldh\np1,200\np2,n.d.\np3,180\np4,190\np5,210\n")
+    real_write = Lake.write
+
+    def stopped(self, name, *args, **kwargs):
+        if name == "features":
+            raise KeyboardInterrupt
+        return real_write(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(Lake, "write", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        ingest_features(lake, csv, modality="labs")
+    assert lake.read("rejects").column("location").to_pylist() == ["row 3, column ldh"]
+    runs = lake.read("manifest").to_pylist()
+    assert [(r["command"], r["status"]) for r in runs] == [("ingest features --modality labs", "failed")]
