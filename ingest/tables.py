@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +46,8 @@ NUMERIC_SHARE = 0.8
 _TRUE = {"1", "true", "yes", "1.0"}
 _FALSE = {"0", "false", "no", "0.0"}
 _ISO_DATE = r"^\d{4}-\d{2}-\d{2}"
+_SPACED_TIME = r"^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2})"  # "2015-12-18 00:00:00", as pandas and spreadsheets write
+_DECIMAL_COMMA = r"^[+-]?\d+,\d+$"  # "12,5": a European decimal (or a thousands separator: ambiguous)
 
 
 class TableFileError(ValueError):
@@ -111,11 +114,26 @@ def read_csv_rows(path: Path, id_column: str) -> CsvRows:
         raise TableFileError(f"{path}: cannot read as CSV at the record starting on line {start} ({exc}): a quote"
                              " opened and not closed, or text right after a closing quote? Fix the quoting and"
                              " ingest the file again") from exc
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise TableFileError(f"{path}: line {_first_undecodable_line(path)} is not UTF-8 text ({exc.reason}, byte"
+                             f" {exc.object[exc.start:exc.start + 1]!r}); save the file as UTF-8 (a spreadsheet's"
+                             " 'CSV UTF-8' format) and ingest it again") from exc
+    except OSError as exc:
         raise TableFileError(f"{path}: cannot read as CSV ({exc}); save it as comma-separated UTF-8") from exc
     index = pd.Index(numbers, name="row")
     return CsvRows(pd.DataFrame(rows, columns=header, index=index, dtype=object), pd.Series(raws, index=index,
                                                                                          dtype=object), rejects)
+
+
+def _first_undecodable_line(path: Path) -> int | None:
+    """The number of the first line of ``path`` that is not valid UTF-8 (None: every line is)."""
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return None
 
 
 def _check_header(path: Path, header: list[str], id_column: str) -> None:
@@ -186,21 +204,29 @@ def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "
     if frame.empty:
         raise _no_rows(path, rejects, f"{modality!r} features")
     records: dict[str, list] = {k: [] for k in ("patient_id", "feature", "value", "value_str")}
-    for column in frame.columns:
+    for column in list(frame.columns):
         values = frame[column]
         numbers = pd.to_numeric(values, errors="coerce").astype(float)
         finite, present = np.isfinite(numbers.to_numpy()), values.notna().to_numpy()
         is_numeric = finite.any() and finite.sum() >= NUMERIC_SHARE * present.sum()
+        unusable = _unusable_column(column, values, is_numeric)
+        if unusable:
+            rejects.append({"source": str(path), "location": f"column {column}", "reason": unusable, "raw": None})
+            continue
         if is_numeric:
             for row in values.index[present & ~finite]:
                 rejects.append({**_reject(path, row, f"{column}: {values[row][:40]!r} is not a finite number, in a "
                                                      f"numeric column ({finite.sum()} of {present.sum()} values are); "
-                                                     "stored as missing", table.raw[row]),
+                                                     "stored as missing", values[row]),
                                 "location": f"row {row}, column {column}"})
         records["patient_id"].extend(ids)
         records["feature"].extend([column] * len(values))
         records["value"].extend(np.where(finite, numbers, np.nan) if is_numeric else [None] * len(values))
         records["value_str"].extend([None] * len(values) if is_numeric else values)
+    if not records["feature"]:
+        reasons = "; ".join(r["reason"] for r in rejects if r["location"].startswith("column "))[:600]
+        raise TableFileError(f"{path}: no column could be loaded ({reasons}); nothing was loaded and the lake's"
+                             f" {modality!r} features were kept")
     rows = pa.table({
         "patient_id": pa.array(records["patient_id"], pa.string()),
         "modality": pa.array([modality] * len(records["patient_id"]), pa.string()),
@@ -210,7 +236,7 @@ def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "
         "source": pa.array([str(path)] * len(records["patient_id"]), pa.string()),
     })
     quoted = modality.replace("'", "''")
-    counts = {"patients": int(ids.nunique()), "features": int(frame.shape[1]), "values": rows.num_rows,
+    counts = {"patients": int(ids.nunique()), "features": len(set(records["feature"])), "values": rows.num_rows,
               "rejected": len(rejects)}
     command = f"ingest features --modality {modality}"
     # The rejects first: a run stopped after the data commit keeps them. One commit replaces this modality's
@@ -222,12 +248,28 @@ def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "
     return counts
 
 
+def _unusable_column(column: str, values: pd.Series, is_numeric: bool) -> str | None:
+    """Why feature column ``column`` cannot be loaded as it is (its reject reason), or None."""
+    if "=" in column:
+        return (f"column name {column!r} has '='; the model names a category feature '<column>=<value>', so this"
+                " name could clash: rename the column")
+    present = values.dropna()
+    if not is_numeric and len(present) and present.str.match(_DECIMAL_COMMA).mean() >= NUMERIC_SHARE:
+        return (f"column {column!r} holds numbers with a comma ({present.iloc[0]!r}): a decimal comma, or a"
+                " thousands separator? Write decimals with a point and no separators, and ingest the file again"
+                " (not loaded, rather than loaded as categories)")
+    return None
+
+
 def _parse_bool(name: str, value: str) -> bool:
     text = value.lower()
     if text in _TRUE:
         return True
     if text in _FALSE:
         return False
+    with suppress(ValueError):
+        if float(text) in (0.0, 1.0):  # 1.00, 0e0: how spreadsheets write numbers
+            return float(text) == 1.0
     raise ValueError(f"{name} {value!r} is not 0/1")
 
 
@@ -332,9 +374,9 @@ def _label_row(record: dict[str, str | None], id_column: str, columns: list[str]
     if ("time" in values) != ("event" in values):
         raise ValueError("time and event go together: give both or neither")
     if "index_date" in values:
-        text = values["index_date"]
+        text = re.sub(_SPACED_TIME, r"\1T\2", values["index_date"])
         parsed = utc_timestamps(pa.array([text]))[0].as_py() if re.match(_ISO_DATE, text) else None
         if parsed is None:
-            raise ValueError(f"index_date {text!r} is not an ISO date (YYYY-MM-DD, or a date-time)")
+            raise ValueError(f"index_date {values['index_date']!r} is not an ISO date (YYYY-MM-DD, or a date-time)")
         row["index_date"] = parsed
     return row

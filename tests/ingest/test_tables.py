@@ -223,3 +223,36 @@ def test_a_features_run_stopped_at_its_commit_keeps_its_rejects_and_says_it_fail
     assert lake.read("rejects").column("location").to_pylist() == ["row 3, column ldh"]
     runs = lake.read("manifest").to_pylist()
     assert [(r["command"], r["status"]) for r in runs] == [("ingest features --modality labs", "failed")]
+
+
+def test_columns_that_would_load_wrong_are_rejected_as_columns(lake, tmp_path):
+    csv = tmp_path / "features.csv"
+    csv.write_text('patient_id,hb_eu,smoking=current,ldh\np1,"12,5",1,200\np2,"13,5",0,n.d.\np3,"11,0",1,180\n'
+                   'p4,"12,0",0,190\np5,"14,5",0,210\n')
+    counts = ingest_features(lake, csv, modality="labs")
+    assert counts["features"] == 1 and counts["values"] == 5
+    rejects = lake.read("rejects").to_pandas().set_index("location")
+    assert "decimal comma" in rejects.reason["column hb_eu"] and "'='" in rejects.reason["column smoking=current"]
+    assert rejects.raw["row 3, column ldh"] == "n.d."  # the cell, not the whole row again
+    assert set(lake.read("features").column("feature").to_pylist()) == {"ldh"}
+    only_commas = tmp_path / "only_commas.csv"
+    only_commas.write_text('patient_id,hb_eu\np1,"12,5"\n')
+    with pytest.raises(TableFileError, match="no column could be loaded"):
+        ingest_features(lake, only_commas, modality="labs")
+    assert set(lake.read("features").column("feature").to_pylist()) == {"ldh"}  # the modality was kept
+
+
+def test_labels_take_spreadsheet_spellings_of_booleans_and_dates(lake, tmp_path):
+    csv = tmp_path / "labels.csv"
+    csv.write_text("patient_id,time,event,index_date\np1,10,1.00,2015-12-18 00:00:00\np2,20,0.0,2016-01-02\n")
+    assert ingest_labels(lake, csv)["rejected"] == 0
+    rows = lake.read("labels").to_pandas().set_index("patient_id")
+    assert rows.event.to_dict() == {"p1": True, "p2": False}
+    assert str(rows.index_date["p1"]) == "2015-12-18 00:00:00+00:00"
+
+
+def test_a_file_not_in_utf8_names_its_first_bad_line(lake, tmp_path):
+    csv = tmp_path / "latin1.csv"
+    csv.write_bytes(b"patient_id,site\n" + b"".join(b"p%d,lung\n" % i for i in range(3000)) + b"p9,poumon \xe9\n")
+    with pytest.raises(TableFileError, match="line 3002 is not UTF-8"):
+        ingest_features(lake, csv, modality="site")
