@@ -277,12 +277,20 @@ class Lake:
     # -- query -------------------------------------------------------------------------------------------
     def sql(self, query: str) -> pa.Table:
         """Run one read-only DuckDB query (``SELECT``, ``WITH``, ``FROM``, ``DESCRIBE``, ``SUMMARIZE`` or
-        ``EXPLAIN``) in which every lake table is a view of the same name.
+        ``EXPLAIN``) in which every lake table is a view of the same name; the whole result (see
+        :meth:`sql_batches` for a stream).
 
         Raises:
             LakeError: the query is not valid SQL, not one statement, or would write (``COPY``, ``CREATE``,
                 ``ATTACH``, ``SET``...): the lake's files are written by ingest only, or its tables break.
         """
+        with self.sql_batches(query) as batches:
+            return batches.read_all()
+
+    @contextmanager
+    def sql_batches(self, query: str, batch_rows: int = 10_000) -> Iterator[pa.RecordBatchReader]:
+        """:meth:`sql`'s result as a stream of batches of up to ``batch_rows`` rows, read while the block runs
+        (memory bounded whatever the result's size)."""
         import duckdb
 
         try:
@@ -304,11 +312,26 @@ class Lake:
                     con.read_parquet(files, union_by_name=True).create_view(name)
                 else:
                     con.register(name, self.read(name))
-            return con.sql(query).to_arrow_table()
-        except duckdb.Error as exc:
-            raise LakeError(f"SQL error: {exc}; tables: {', '.join(self.tables()) or '(none)'}") from exc
+            try:
+                reader = con.sql(query).to_arrow_reader(batch_rows)
+            except duckdb.Error as exc:
+                raise LakeError(f"SQL error: {exc}; tables: {', '.join(self.tables()) or '(none)'}") from exc
+            yield _sql_errors_named(reader)
         finally:
             con.close()
+
+
+def _sql_errors_named(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """``reader`` whose query errors while streaming (a cast failing on row 1e6) raise :class:`LakeError`."""
+    import duckdb
+
+    def batches():
+        try:
+            yield from reader
+        except (duckdb.Error, pa.ArrowException) as exc:
+            raise LakeError(f"SQL error: {exc}") from exc
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
 
 def _quote(column: str) -> str:

@@ -33,24 +33,60 @@ def sql(
     """Run a SQL query (DuckDB) over the lake's tables."""
     if not lake.is_dir():
         raise fail(f"lake {lake} does not exist; create one with `tumorboard ingest ...`")
+    if output not in ("table", "csv"):
+        raise fail(f"unknown --format {output!r}; use table or csv")
     try:
-        result = Lake(lake).sql(query)
+        with Lake(lake).sql_batches(query) as batches:
+            if output == "csv":
+                _write_csv(batches)
+            else:
+                shown, more = _head(batches, max(max_rows, 0))
+                print_arrow(shown, max_rows=shown.num_rows)
+                if more:
+                    console.print(f"... {more} more rows")
     except LakeError as exc:
         raise fail(str(exc)) from None
-    if output == "csv":
-        pacsv.write_csv(_flat(result), sys.stdout.buffer)
-    elif output == "table":
-        print_arrow(result, max_rows=max_rows)
+
+
+def _head(batches: pa.RecordBatchReader, rows: int) -> tuple[pa.Table, int]:
+    """The first ``rows`` rows of ``batches`` and how many more there are (counted, not kept)."""
+    kept: list[pa.RecordBatch] = []
+    held = more = 0
+    for batch in batches:
+        if held < rows:
+            kept.append(batch.slice(0, rows - held))
+            held += kept[-1].num_rows
+            batch = batch.slice(kept[-1].num_rows)
+        more += batch.num_rows
+    return pa.Table.from_batches(kept, schema=batches.schema), more
+
+
+def _write_csv(batches: pa.RecordBatchReader) -> None:
+    """Write ``batches`` to stdout as CSV, batch by batch (nested values as JSON: see :func:`_flat`)."""
+    writer = schema = None
+    for batch in batches:
+        table = _flat(pa.Table.from_batches([batch]))
+        if writer is None:
+            schema = table.schema
+            writer = pacsv.CSVWriter(sys.stdout.buffer, schema)
+        writer.write_table(table.cast(schema))
+    if writer is None:
+        pacsv.write_csv(_flat(batches.schema.empty_table()), sys.stdout.buffer)
     else:
-        raise fail(f"unknown --format {output!r}; use table or csv")
+        writer.close()
 
 
 def _flat(table: pa.Table) -> pa.Table:
-    """``table`` with its nested columns (lists, structs, maps) as JSON text: CSV has no nested values."""
+    """``table`` with its nested columns (lists, structs, maps) as JSON text, and the types CSV cannot hold
+    (intervals, durations) as text: CSV has no nested values."""
     for i, field in enumerate(table.schema):
         if pa.types.is_nested(field.type):
             text = [None if v is None else json.dumps(v, default=str) for v in table.column(i).to_pylist()]
-            table = table.set_column(i, pa.field(field.name, pa.string()), pa.array(text, pa.string()))
+        elif pa.types.is_interval(field.type) or pa.types.is_duration(field.type):
+            text = [None if v is None else str(v) for v in table.column(i).to_pylist()]
+        else:
+            continue
+        table = table.set_column(i, pa.field(field.name, pa.string()), pa.array(text, pa.string()))
     return table
 
 

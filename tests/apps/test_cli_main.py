@@ -43,6 +43,22 @@ def test_lake_sql_writes_nested_columns_to_csv_as_json(monkeypatch, tmp_path, ca
                                                     '"ingest fhir","[""a.ndjson"", ""b,c.ndjson""]"']
 
 
+def test_lake_sql_streams_its_result(monkeypatch, tmp_path, capsys):
+    from datetime import UTC, datetime
+
+    from ingest.lake import Lake
+
+    lake = Lake(tmp_path / "lake")
+    lake.record_run("ingest fhir", ["a.ndjson"], {"read": 1}, started_at=datetime.now(UTC))
+    assert _exit_status(monkeypatch, "lake", "sql", "--lake", str(lake.path), "--max-rows", "3",
+                        "select range as n from range(25000)") == 0  # three batches of at most 10,000
+    assert "... 24997 more rows" in capsys.readouterr().out
+    assert _exit_status(monkeypatch, "lake", "sql", "--lake", str(lake.path), "--format", "csv",
+                        "select range as n, interval (range) day as d from range(25000)") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 25001 and lines[0] == '"n","d"' and lines[-1].startswith("24999,")
+
+
 def test_brackets_in_data_are_printed_as_text_not_markup(monkeypatch, tmp_path, capsys):
     from ingest.lake import Lake
 
