@@ -56,9 +56,10 @@ FRAME_COLUMNS: dict[str, list[str]] = {
     "labels": ["patient_key", "split", "diagnosis", "time", "event", "treatment", "response", "index_date"],
 }
 OPTIONAL_COLUMNS: dict[str, list[str]] = {  # added as nulls when a frame lacks them
-    "patients": ["deceased"], "conditions": ["known"], "observations": ["known"], "medications": ["known"],
+    "patients": ["deceased"], "conditions": ["known", "recorded", "resource_id"], "observations": ["known"],
+    "medications": ["known"],
     "gene_status": ["sample_id", "collected"], "tmb": ["sample_id", "collected"]}
-DATE_COLUMNS = {"patients": ["birth_date", "death_date"], "conditions": ["onset", "known"],
+DATE_COLUMNS = {"patients": ["birth_date", "death_date"], "conditions": ["onset", "known", "recorded"],
                 "observations": ["effective", "known"], "medications": ["start", "known"],
                 "encounters": ["start", "end"], "images": ["study_date"], "labels": ["index_date"],
                 "gene_status": ["collected"], "tmb": ["collected"]}
@@ -366,8 +367,12 @@ def index_dates(conditions: pd.DataFrame, labels: pd.DataFrame, cfg: IndexConfig
     """Per patient key: the index date (UTC Timestamp) and the index condition's code (None from labels).
 
     The earliest-onset condition with a listed code; for a patient without one, the earliest whose display
-    matches (:func:`is_cancer_condition`); a non-null labels ``index_date`` overrides it.
+    matches (:func:`is_cancer_condition`); a condition without an onset counts from its ``recordedDate`` (a
+    diagnosis is recorded on or after its onset, so this index is never early); a non-null labels
+    ``index_date`` overrides it.
     """
+    conditions = conditions.assign(onset=conditions["onset"].where(conditions["onset"].notna(),
+                                                                   conditions["recorded"]))
     dated = conditions[conditions["onset"].notna()]
     listed = dated[_listed_code(dated, cfg)]
     by_display = dated[_display_match(dated, cfg) & ~dated["patient_key"].isin(set(listed["patient_key"]))]
@@ -494,7 +499,9 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
     labs = obs[(obs["system"] == cfg.lab_system) & obs["value"].notna() & ~obs["code"].isin(special)].copy()
     labs["value"] = labs["value"].astype(np.float64)
     conds = _before(frames.conditions, "onset", keys, index, cutoff)
-    conds = conds[~is_cancer_condition(conds, index_cfg)]
+    cancer = is_cancer_condition(conds, index_cfg)
+    cancer_ids = set(conds.loc[cancer, "resource_id"].dropna())  # every coding of a cancer Condition
+    conds = conds[~cancer & ~conds["resource_id"].isin(cancer_ids)]
     meds = _before(frames.medications, "start", keys, index, cutoff)
     if selection is not None:
         lab_codes, cond_codes, med_codes = selection.labs, selection.conditions, selection.medications

@@ -29,7 +29,7 @@ from ingest.link import id_map, resolve_ids
 
 _EMPTY = {
     "patients": ["patient_key", "mrn", "birth_date", "sex", "death_date", "deceased"],
-    "conditions": ["patient_key", "system", "code", "display", "onset", "known"],
+    "conditions": ["patient_key", "system", "code", "display", "onset", "known", "recorded", "resource_id"],
     "observations": ["patient_key", "system", "code", "display", "value", "unit", "value_system", "value_code",
                      "value_display", "effective", "known"],
     "medications": ["patient_key", "system", "code", "display", "start", "known"],
@@ -113,11 +113,13 @@ def read_patients(lake: Lake) -> pd.DataFrame:
 
 
 def read_conditions(lake: Lake) -> pd.DataFrame:
-    """patient_key, system, code, display, onset, known (module docstring; one row per coding)."""
+    """patient_key, system, code, display, onset, known (module docstring), recorded (recordedDate),
+    resource_id (the Condition's id: one row per coding, so a Condition coded twice has two rows)."""
     frame = _view(lake, "condition", {"patient_key": "patient_key", "code_system": "system", "code_code": "code",
                                       "code_display": "display", "onset_datetime": "onset",
-                                      "onset_datetime_latest": "onset_latest",
-                                      "recorded_date_latest": "recorded_latest"}, "conditions")
+                                      "onset_datetime_latest": "onset_latest", "recorded_date": "recorded",
+                                      "recorded_date_latest": "recorded_latest", "id": "resource_id"},
+                  "conditions")
     return _with_known(frame, "onset", ["onset_latest", "recorded_latest"], "conditions")
 
 

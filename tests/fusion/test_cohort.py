@@ -123,6 +123,19 @@ def test_a_history_is_not_a_diagnosis_and_listed_codes_come_before_the_display_r
     assert code["d"] == SQUAM  # the listed code, not the earlier display-only match
 
 
+def test_the_index_conditions_other_codings_are_no_features_and_recorded_date_stands_in_for_onset():
+    rows = base_rows()
+    rows["conditions"][0]["resource_id"] = "a-cancer"  # a's adenocarcinoma, also coded in ICD-10 below
+    rows["conditions"].append({**cond("a", "C34.90", None, "2020-01-01"), "system": "http://hl7.org/fhir/sid/icd-10",
+                               "resource_id": "a-cancer"})
+    rows["conditions"].append({**cond("c", ADENO, "Adenocarcinoma of lung (disorder)", "2019-05-01"),
+                               "onset": pd.NaT, "recorded": ts("2019-05-01")})
+    config = apply_overrides(CONFIG, ["data.index.grace_days=1"])
+    cohort = assemble_cohort(frames_of(rows), config)
+    assert cohort.patient_keys.tolist() == ["a", "b", "c", "d"]  # c: indexed on its recordedDate
+    assert "cond:C34.90" not in cohort.feature_names  # would give the diagnosis away
+
+
 def test_lab_features_hand_computed():
     # ECOG, stage and smoking are recorded at a's index time: one day of grace admits them
     cohort = assemble_cohort(frames_of(base_rows()), apply_overrides(CONFIG, ["data.index.grace_days=1"]))

@@ -89,4 +89,5 @@ def test_known_is_when_a_record_can_be_taken_as_known(tmp_path):
     conditions = read_conditions(lake).set_index("code")["known"]
     assert str(conditions["13645005"]) == "2019-12-31 23:59:59.999999+00:00"
     assert str(conditions["1"]) == "2021-02-01 23:59:59.999999+00:00"  # recorded after its onset
+    assert read_conditions(lake).set_index("resource_id")["recorded"].notna().to_dict() == {"c1": False, "c2": True}
     assert str(read_medications(lake)["known"].iloc[0]) == "2020-12-31 23:59:59.999999+00:00"
