@@ -296,8 +296,9 @@ def _assemble(frames: LakeFrames, config: RunConfig, selection: FeatureSelection
     blocks: dict[str, TabularBlock] = {}
     chosen = {"labs": [], "conditions": [], "medications": [], "genes": [], "extra": {}}
     if "ehr" in enabled:
-        blocks["ehr"], picked = ehr_block(frames, keys, index, cutoff, data.ehr, data.index, selection)
+        blocks["ehr"], picked, notes = ehr_block(frames, keys, index, cutoff, data.ehr, data.index, selection)
         chosen.update(picked)
+        summary.update(notes)
     if "genomics" in enabled:
         genes = selection.genes if selection else None
         blocks["genomics"], chosen["genes"], dated = genomics_block(frames, keys, cutoff, data.genomics.genes,
@@ -423,6 +424,8 @@ def lab_features(labs: pd.DataFrame, keys: np.ndarray, codes: list[str],
     for code in codes:
         sub = labs[labs["code"] == code]
         label = str(sub["display"].dropna().iloc[0]) if sub["display"].notna().any() else code
+        if sub["unit"].notna().any():
+            label = f"{label} ({sub['unit'].dropna().iloc[0]})"
         columns[f"lab:{code}:last"] = _last(sub, keys, "value")
         names[f"lab:{code}:last"] = f"{label}: last value"
         for w in windows:
@@ -492,12 +495,14 @@ def _coded_value(frame: pd.DataFrame) -> pd.Series:
 
 
 def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd.Series, cfg: EhrConfig,
-              index_cfg: IndexConfig, selection: FeatureSelection | None) -> tuple[TabularBlock, dict]:
-    """The EHR block (see the module docstring) and the codes chosen for it."""
+              index_cfg: IndexConfig, selection: FeatureSelection | None) -> tuple[TabularBlock, dict, dict]:
+    """The EHR block (see the module docstring), the codes chosen for it and summary counts
+    (``lab_values_other_unit``: values left out by :func:`in_main_unit`)."""
     obs = _before(frames.observations, "effective", keys, index, cutoff)
     special = {cfg.ecog_code, cfg.stage_code, cfg.smoking_code}
     labs = obs[(obs["system"] == cfg.lab_system) & obs["value"].notna() & ~obs["code"].isin(special)].copy()
     labs["value"] = labs["value"].astype(np.float64)
+    labs, other_unit = in_main_unit(labs)
     conds = _before(frames.conditions, "onset", keys, index, cutoff)
     cancer = is_cancer_condition(conds, index_cfg)
     cancer_ids = set(conds.loc[cancer, "resource_id"].dropna())  # every coding of a cancer Condition
@@ -543,7 +548,26 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
             names[name] = ("Prior " if prefix == "med" else "History of ") + (str(shown.iloc[0]) if len(shown)
                                                                                else code)
     block = _block(columns, np.isin(keys, frames.patients["patient_key"].to_numpy()), names)
-    return block, {"labs": list(lab_codes), "conditions": list(cond_codes), "medications": list(med_codes)}
+    picked = {"labs": list(lab_codes), "conditions": list(cond_codes), "medications": list(med_codes)}
+    return block, picked, {"lab_values_other_unit": other_unit}
+
+
+def in_main_unit(labs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """``labs`` without the values whose unit differs from their code's main unit, and how many those were.
+
+    A code's main unit is the one most of its values carry (letter case ignored; ties: alphabetical). A value
+    without a unit is kept: it cannot be told apart. Creatinine in mg/dL and in umol/L would otherwise be
+    averaged (1.0 and 88 give 44.5); converting needs UCUM factors the lake does not carry.
+    """
+    unit = labs["unit"].astype("string").str.strip().str.lower()
+    counted = pd.DataFrame({"code": labs["code"], "unit": unit}).dropna()
+    if counted.empty:
+        return labs, 0
+    counts = counted.groupby(["code", "unit"]).size().reset_index(name="n")
+    main = counts.sort_values(["code", "n", "unit"], ascending=[True, False, True]).drop_duplicates("code")
+    expected = labs["code"].map(main.set_index("code")["unit"])
+    other = (unit.notna() & unit.ne(expected)).fillna(False).to_numpy(bool)
+    return labs[~other], int(other.sum())
 
 
 def _block(columns: dict[str, np.ndarray], present: np.ndarray, descriptions: dict[str, str]) -> TabularBlock:

@@ -157,6 +157,19 @@ def test_lab_features_hand_computed():
     assert "med:1721560" not in cohort.feature_names  # started after the index date
 
 
+def test_a_lab_in_another_unit_is_left_out_and_counted():
+    rows = base_rows()
+    creatinine = "2160-0"
+    for key, when, value, unit in (("a", "2019-10-01", 1.0, "mg/dL"), ("a", "2019-11-01", 88.0, "umol/L"),
+                                   ("b", "2021-01-01", 1.2, "mg/dl"), ("d", "2020-01-10", 0.9, None)):
+        rows["observations"].append({**obs(key, creatinine, when, value), "unit": unit})
+    config = apply_overrides(CONFIG, [f"data.ehr.lab_codes=[{creatinine}]"])
+    cohort = assemble_cohort(frames_of(rows), config)
+    assert column(cohort, f"lab:{creatinine}:last").tolist() == pytest.approx([1.0, 1.2, 0.9])
+    assert column(cohort, f"lab:{creatinine}:mean_365d")[0] == 1.0  # not (1 + 88) / 2
+    assert cohort.summary["lab_values_other_unit"] == 1
+
+
 def test_lab_after_index_changes_no_feature():
     config = load_config(None, ["data.ehr.top_k_labs=1", "data.ehr.top_k_conditions=1",
                                 "data.ehr.top_k_medications=1", "split.val_fraction=0.0", "split.test_fraction=0.0"])
