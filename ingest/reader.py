@@ -12,9 +12,9 @@ Cohorts compare it, not the date, with the prediction time; lakes flattened befo
 the date itself.
 
 FHIR records that say they did not happen are left out (:data:`NOT_HAPPENED`): an observation, request,
-procedure or condition ``entered-in-error``, a cancelled observation or request, a draft request, a procedure
-``not-done``, a ``refuted`` condition, and a planned or cancelled encounter. A model would otherwise read an
-erroneous lab, a refuted diagnosis or a future appointment as facts.
+administration, procedure or condition ``entered-in-error``, a cancelled observation or request, a draft request,
+an administration or procedure ``not-done``, a ``refuted`` condition, and a planned or cancelled encounter. A
+model would otherwise read an erroneous lab, a refuted diagnosis or a future appointment as facts.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ NOT_HAPPENED = {
     "condition": ("verification_status", {"entered-in-error", "refuted"}),
     "observation": ("status", {"entered-in-error", "cancelled"}),
     "medication_request": ("status", {"entered-in-error", "cancelled", "draft"}),
+    "medication_administration": ("status", {"entered-in-error", "not-done"}),
     "procedure": ("status", {"entered-in-error", "not-done"}),
     "encounter": ("status", {"entered-in-error", "cancelled", "planned"}),
 }
@@ -148,12 +149,30 @@ def read_observations(lake: Lake) -> pd.DataFrame:
 
 
 def read_medications(lake: Lake) -> pd.DataFrame:
-    """patient_key, system, code, display, start (MedicationRequest.authoredOn), known (module docstring)."""
-    frame = _view(lake, "medication_request", {
-        "patient_key": "patient_key", "medication_system": "system", "medication_code": "code",
-        "medication_display": "display", "authored_on": "start", "authored_on_latest": "start_latest"},
-        "medications")
+    """patient_key, system, code, display, start, known (module docstring): medication requests (``start`` =
+    authoredOn) and administrations (``start`` = effective[x]); a drug given by ``medicationReference`` has the
+    codings of the referenced Medication resource (one row each; a Medication not in the lake gives none)."""
+    columns = {"patient_key": "patient_key", "medication_system": "system", "medication_code": "code",
+               "medication_display": "display", "medication_reference": "reference"}
+    requests = _view(lake, "medication_request", {**columns, "authored_on": "start",
+                                                  "authored_on_latest": "start_latest"}, "medications")
+    given = _view(lake, "medication_administration", {**columns, "effective_datetime": "start",
+                                                      "effective_datetime_latest": "start_latest"}, "medications")
+    frame = pd.concat([f for f in (requests, given) if len(f)] or [requests], ignore_index=True)
+    frame = _with_referenced_codes(lake, frame)
     return _with_known(frame, "start", ["start_latest"], "medications")
+
+
+def _with_referenced_codes(lake: Lake, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` whose rows without a code but with a ``reference`` to a Medication take its codings."""
+    referenced = frame["code"].isna() & frame["reference"].notna() if "reference" in frame else None
+    if referenced is None or not referenced.any() or not lake.has("view_medication"):
+        return frame
+    drugs = lake.read("view_medication", ["id", "code_system", "code_code", "code_display"]).to_pandas()
+    drugs = drugs.rename(columns={"id": "reference", "code_system": "system", "code_code": "code",
+                                  "code_display": "display"}).dropna(subset=["code"])
+    resolved = frame[referenced].drop(columns=["system", "code", "display"]).merge(drugs, on="reference")
+    return pd.concat([frame[~referenced], resolved[frame.columns]], ignore_index=True)
 
 
 def read_procedures(lake: Lake) -> pd.DataFrame:

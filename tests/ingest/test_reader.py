@@ -91,3 +91,30 @@ def test_known_is_when_a_record_can_be_taken_as_known(tmp_path):
     assert str(conditions["1"]) == "2021-02-01 23:59:59.999999+00:00"  # recorded after its onset
     assert read_conditions(lake).set_index("resource_id")["recorded"].notna().to_dict() == {"c1": False, "c2": True}
     assert str(read_medications(lake)["known"].iloc[0]) == "2020-12-31 23:59:59.999999+00:00"
+
+
+def test_medications_include_administrations_and_referenced_drugs(tmp_path):
+    from ingest.reader import read_medications
+
+    ref = {"reference": "Patient/p1"}
+    rxnorm = "http://www.nlm.nih.gov/research/umls/rxnorm"
+    resources = [
+        {"resourceType": "Patient", "id": "p1"},
+        {"resourceType": "Medication", "id": "m1", "code": {"coding": [{"system": rxnorm, "code": "40048",
+                                                                        "display": "carboplatin"}]}},
+        {"resourceType": "MedicationRequest", "id": "r1", "status": "active", "intent": "order", "subject": ref,
+         "authoredOn": "2020-02-01", "medicationReference": {"reference": "Medication/m1"}},
+        {"resourceType": "MedicationRequest", "id": "r2", "status": "active", "intent": "order", "subject": ref,
+         "authoredOn": "2020-02-02", "medicationReference": {"reference": "Medication/not-exported"}},
+        *({"resourceType": "MedicationAdministration", "id": f"a-{status}", "status": status, "subject": ref,
+           "effectiveDateTime": "2020-03-01T10:00:00Z",
+           "medicationCodeableConcept": {"coding": [{"system": rxnorm, "code": "68446"}]}}
+          for status in ("completed", "not-done")),
+    ]
+    export = tmp_path / "export.ndjson"
+    export.write_bytes(b"\n".join(orjson.dumps(r) for r in resources) + b"\n")
+    lake = Lake(tmp_path / "lake")
+    ingest_fhir(lake, [export], workers=1)
+    meds = read_medications(lake).sort_values("start")
+    assert meds["code"].tolist() == ["40048", "68446"]  # r2's drug is not in the lake; a-not-done did not happen
+    assert meds["display"].tolist()[0] == "carboplatin" and str(meds["start"].iloc[1]) == "2020-03-01 10:00:00+00:00"
