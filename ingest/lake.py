@@ -26,7 +26,7 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable, WriterProperties, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction
 
 from ingest import __version__
@@ -144,7 +144,19 @@ class Lake:
 
         Returns:
             The number of rows written.
+
+        Raises:
+            LakeError: another process committed to the table at the same time (one writer per lake).
         """
+        try:
+            return self._write(name, table, mode=mode, keys=keys, newest_by=newest_by, replace_where=replace_where)
+        except CommitFailedError as exc:
+            raise LakeError(f"table {name!r} of lake {self.path}: another run committed to it at the same time"
+                            f" ({exc}); run one ingest per lake at a time, then run this one again") from exc
+
+    def _write(self, name: str, table: pa.Table | pa.RecordBatchReader, *, mode: WriteMode,
+               keys: list[str] | None, newest_by: str | Sequence[str] | None, replace_where: str | None) -> int:
+        """:meth:`write` without the translation of commit conflicts."""
         if isinstance(table, pa.RecordBatchReader):
             counter = [0]
             table = _validated_stream(name, table, counter)

@@ -8,6 +8,9 @@ import sys
 
 import typer
 
+from apps.cli.common import fail
+from ingest.lake import LakeError
+
 USAGE_ERROR = 2  # click's exit status for a mistyped command line
 
 app = typer.Typer(
@@ -51,6 +54,9 @@ def main() -> None:
     except typer.Abort:
         print("Aborted.", file=sys.stderr)
         code = 130
+    except LakeError as exc:  # e.g. two runs writing one lake at once: one line, not a traceback
+        fail(str(exc))
+        code = 1
     except Exception as exc:
         # click's errors (typer vendors click, so match by interface): UsageError and its kinds exit 2
         if not (hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int)):

@@ -114,3 +114,17 @@ def test_sigterm_runs_the_same_clean_up_as_ctrl_c(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 128 + signal.SIGTERM and "cleaned up" in err and "terminated (SIGTERM)" in err
+
+
+def test_a_commit_conflict_is_one_line_naming_the_fix(monkeypatch, tmp_path, capsys):
+    from deltalake.exceptions import CommitFailedError
+
+    def conflicting(self, name, *args, **kwargs):
+        raise CommitFailedError("Transaction failed: version 3 already exists")
+
+    monkeypatch.setattr("ingest.lake.Lake._write", conflicting)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("patient_id,split\np1,train\n")
+    assert _exit_status(monkeypatch, "ingest", "labels", str(labels), "--lake", str(tmp_path / "lake")) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "another run committed to it at the same time" in err and "Traceback" not in err
