@@ -311,6 +311,8 @@ def _assemble(frames: LakeFrames, config: RunConfig, selection: FeatureSelection
     images = image_refs(frames.images, keys, cutoff, data.images.modality) if "image" in enabled else None
 
     targets = compute_targets(frames, keys, index, index_code, data.targets)
+    # e.g. a death dated before the index date, or recorded without a date: no survival time to learn from
+    summary["without_survival_time"] = int(np.isnan(targets.time).sum())
     cohort = Cohort(keys, pd.DatetimeIndex(index.to_numpy()), blocks, images, targets,
                     np.full(keys.size, "test", dtype=object), FeatureSelection(**chosen),
                     frames.image_loader, summary)

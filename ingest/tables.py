@@ -43,6 +43,7 @@ MISSING = {"", "NA", "N/A", "n/a", "#N/A", "<NA>", "NaN", "nan", "NULL", "null"}
 # A feature column is numeric when at least this share of its non-missing cells are finite numbers; its other
 # cells are rejected (stored as missing) instead of turning the whole column, numbers included, into categories.
 NUMERIC_SHARE = 0.8
+MAX_CELL_CHARS = 1 << 26  # a cell longer than this (64 Mi characters) fails the file
 _TRUE = {"1", "true", "yes", "1.0"}
 _FALSE = {"0", "false", "no", "0.0"}
 _ISO_DATE = r"^\d{4}-\d{2}-\d{2}"
@@ -80,6 +81,7 @@ def read_csv_rows(path: Path, id_column: str) -> CsvRows:
         raise TableFileError(f"{path} not found")
     rows, numbers, raws, rejects = [], [], [], []
     start = 1  # the line the record being read starts on
+    limit = csv.field_size_limit(MAX_CELL_CHARS)  # the default, 131,072 characters, failed whole files
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh, strict=True)
@@ -120,6 +122,8 @@ def read_csv_rows(path: Path, id_column: str) -> CsvRows:
                              " 'CSV UTF-8' format) and ingest it again") from exc
     except OSError as exc:
         raise TableFileError(f"{path}: cannot read as CSV ({exc}); save it as comma-separated UTF-8") from exc
+    finally:
+        csv.field_size_limit(limit)
     index = pd.Index(numbers, name="row")
     return CsvRows(pd.DataFrame(rows, columns=header, index=index, dtype=object), pd.Series(raws, index=index,
                                                                                          dtype=object), rejects)

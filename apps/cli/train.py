@@ -64,3 +64,28 @@ def train(
             raise fail(f"interrupted: nothing was written ({out} is only created when training finishes)",
                        code=130) from None
     console.print(f"run written to [bold]{run_dir}[/]")
+    _print_cohort(run_dir)
+
+
+# cohort summary counts worth a line after training (patients the model could not use, values it left out)
+LEFT_OUT = {"without_index_date": "patients without an index date (no cancer condition, no labels index_date)",
+            "without_any_modality": "patients without any enabled modality",
+            "without_survival_time": "patients without a survival time (death before the index, or undated)",
+            "lab_values_other_unit": "lab values in another unit than their code's main one"}
+
+
+def _print_cohort(run_dir: Path) -> None:
+    """One line with the cohort's splits, and one per count of what was left out (when not zero)."""
+    import json
+
+    from fusion.run import META_FILE
+
+    paths = sorted(Path(run_dir).glob(f"**/{META_FILE}"))  # one run, or one per fold
+    if not paths:
+        return
+    summary = json.loads(paths[0].read_text()).get("cohort_summary", {})
+    console.print("cohort: " + ", ".join(f"{summary[k]} {k}" for k in ("train", "val", "test") if k in summary)
+                  + (" (fold 1)" if len(paths) > 1 else ""))
+    for key, text in LEFT_OUT.items():
+        if summary.get(key):
+            console.print(f"  left out: {summary[key]} {text}")

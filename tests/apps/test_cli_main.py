@@ -128,3 +128,18 @@ def test_a_commit_conflict_is_one_line_naming_the_fix(monkeypatch, tmp_path, cap
     assert _exit_status(monkeypatch, "ingest", "labels", str(labels), "--lake", str(tmp_path / "lake")) == 1
     err = " ".join(capsys.readouterr().err.split())
     assert "another run committed to it at the same time" in err and "Traceback" not in err
+
+
+def test_train_names_what_the_cohort_left_out(tmp_path, capsys):
+    import json
+
+    from apps.cli.train import _print_cohort
+
+    (tmp_path / "run.json").write_text(json.dumps({"cohort_summary": {
+        "train": 30, "val": 10, "test": 10, "without_index_date": 4, "without_survival_time": 0,
+        "lab_values_other_unit": 7}}))
+    _print_cohort(tmp_path)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "cohort: 30 train, 10 val, 10 test" in out
+    assert "left out: 4 patients without an index date" in out and "7 lab values in another unit" in out
+    assert "without a survival time" not in out

@@ -268,6 +268,7 @@ def test_a_death_on_the_day_of_diagnosis_and_a_death_without_a_date_are_events()
     t = assemble_cohort(frames_of(rows), CONFIG).targets  # rows a, b, d
     assert t.os_event[1] and t.os_time[1] == 0.0 and t.pfs_event[1] and t.pfs_time[1] == 0.0
     assert t.os_event[0] and np.isnan(t.os_time[0])  # not alive and censored at the last contact
+    assert assemble_cohort(frames_of(rows), CONFIG).summary["without_survival_time"] == 1
     assert t.pfs_event[0] and t.pfs_time[0] == 152.0  # the progression came first, on a known date
 
 

@@ -256,3 +256,14 @@ def test_a_file_not_in_utf8_names_its_first_bad_line(lake, tmp_path):
     csv.write_bytes(b"patient_id,site\n" + b"".join(b"p%d,lung\n" % i for i in range(3000)) + b"p9,poumon \xe9\n")
     with pytest.raises(TableFileError, match="line 3002 is not UTF-8"):
         ingest_features(lake, csv, modality="site")
+
+
+def test_a_long_cell_is_read_and_the_csv_limit_restored(tmp_path):
+    import csv as csv_module
+
+    from ingest.tables import read_csv_rows
+
+    path = tmp_path / "notes.csv"
+    path.write_text('patient_id,note\np1,"' + "x" * 200_000 + '"\n')
+    assert len(read_csv_rows(path, "patient_id").frame.note.iloc[0]) == 200_000
+    assert csv_module.field_size_limit() == 131_072
