@@ -172,14 +172,17 @@ class FeatureSelection:
     medications: list[str]
     genes: list[str]
     extra: dict[str, list[str]]
+    lab_units: dict[str, str] = field(default_factory=dict)  # lab code -> the unit its values are kept in
 
     def to_dict(self) -> dict:
         return {"labs": self.labs, "conditions": self.conditions, "medications": self.medications,
-                "genes": self.genes, "extra": self.extra}
+                "genes": self.genes, "extra": self.extra, "lab_units": self.lab_units}
 
     @classmethod
     def from_dict(cls, state: dict) -> FeatureSelection:
-        return cls(**{k: state[k] for k in ("labs", "conditions", "medications", "genes", "extra")})
+        """The selection saved by :meth:`to_dict` (a run saved before ``lab_units`` existed: none)."""
+        return cls(**{k: state[k] for k in ("labs", "conditions", "medications", "genes", "extra")},
+                   lab_units=state.get("lab_units", {}))
 
 
 @dataclass
@@ -504,7 +507,7 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
     special = {cfg.ecog_code, cfg.stage_code, cfg.smoking_code}
     labs = obs[(obs["system"] == cfg.lab_system) & obs["value"].notna() & ~obs["code"].isin(special)].copy()
     labs["value"] = labs["value"].astype(np.float64)
-    labs, other_unit = in_main_unit(labs)
+    labs, other_unit, units = in_main_unit(labs, selection.lab_units if selection is not None else None)
     conds = _before(frames.conditions, "onset", keys, index, cutoff)
     cancer = is_cancer_condition(conds, index_cfg)
     cancer_ids = set(conds.loc[cancer, "resource_id"].dropna())  # every coding of a cancer Condition
@@ -550,26 +553,29 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
             names[name] = ("Prior " if prefix == "med" else "History of ") + (str(shown.iloc[0]) if len(shown)
                                                                                else code)
     block = _block(columns, np.isin(keys, frames.patients["patient_key"].to_numpy()), names)
-    picked = {"labs": list(lab_codes), "conditions": list(cond_codes), "medications": list(med_codes)}
+    picked = {"labs": list(lab_codes), "conditions": list(cond_codes), "medications": list(med_codes),
+              "lab_units": {code: units[code] for code in lab_codes if code in units}}
     return block, picked, {"lab_values_other_unit": other_unit}
 
 
-def in_main_unit(labs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """``labs`` without the values whose unit differs from their code's main unit, and how many those were.
+def in_main_unit(labs: pd.DataFrame, units: dict[str, str] | None = None
+                 ) -> tuple[pd.DataFrame, int, dict[str, str]]:
+    """``labs`` without the values whose unit differs from their code's unit, how many those were, and the unit
+    of each code (lower case).
 
-    A code's main unit is the one most of its values carry (letter case ignored; ties: alphabetical). A value
+    A code's unit is the one in ``units`` (a trained run's, so that new patients' values are read in the
+    training's unit), else the one most of its values carry (letter case ignored; ties: alphabetical). A value
     without a unit is kept: it cannot be told apart. Creatinine in mg/dL and in umol/L would otherwise be
     averaged (1.0 and 88 give 44.5); converting needs UCUM factors the lake does not carry.
     """
     unit = labs["unit"].astype("string").str.strip().str.lower()
     counted = pd.DataFrame({"code": labs["code"], "unit": unit}).dropna()
-    if counted.empty:
-        return labs, 0
     counts = counted.groupby(["code", "unit"]).size().reset_index(name="n")
     main = counts.sort_values(["code", "n", "unit"], ascending=[True, False, True]).drop_duplicates("code")
-    expected = labs["code"].map(main.set_index("code")["unit"])
+    chosen = {**dict(zip(main["code"].astype(str), main["unit"].astype(str), strict=True)), **(units or {})}
+    expected = labs["code"].astype(str).map(chosen)
     other = (unit.notna() & unit.ne(expected)).fillna(False).to_numpy(bool)
-    return labs[~other], int(other.sum())
+    return labs[~other], int(other.sum()), chosen
 
 
 def _block(columns: dict[str, np.ndarray], present: np.ndarray, descriptions: dict[str, str]) -> TabularBlock:
@@ -772,7 +778,8 @@ def _treatment_response(frames: LakeFrames, obs: pd.DataFrame, keys: np.ndarray,
     first = given.sort_values(["patient_key", "start", "code"], kind="mergesort").groupby("patient_key").first()
     treatment = first["treatment"].reindex(keys)
     start = first["start"].reindex(keys)
-    switched = given[given["treatment"].ne(given["patient_key"].map(treatment))]
+    switched = given[given["treatment"].ne(given["patient_key"].map(treatment))
+                     & (given["start"] > given["patient_key"].map(start))]  # a combination started together is one
     next_start = switched.groupby("patient_key")["start"].min().reindex(keys)
     best = obs[obs["code"] == cfg.response_code]
     until = best["patient_key"].map(next_start)

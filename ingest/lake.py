@@ -288,8 +288,8 @@ class Lake:
 
     # -- query -------------------------------------------------------------------------------------------
     def sql(self, query: str) -> pa.Table:
-        """Run one read-only DuckDB query (``SELECT``, ``WITH``, ``FROM``, ``DESCRIBE``, ``SUMMARIZE`` or
-        ``EXPLAIN``) in which every lake table is a view of the same name; the whole result (see
+        """Run one read-only DuckDB query (``SELECT``, ``WITH``, ``FROM``, ``DESCRIBE`` or ``SUMMARIZE``) in
+        which every lake table is a view of the same name; the whole result (see
         :meth:`sql_batches` for a stream).
 
         Raises:
@@ -310,8 +310,8 @@ class Lake:
         except duckdb.Error as exc:
             raise LakeError(f"SQL error: {exc}") from exc
         kinds = [str(statement.type).rsplit(".", 1)[-1] for statement in statements]
-        if kinds not in (["SELECT"], ["EXPLAIN"]):
-            raise LakeError(f"lake sql runs one read-only query (SELECT, WITH, FROM, DESCRIBE, EXPLAIN), not"
+        if kinds != ["SELECT"]:  # EXPLAIN ANALYZE would run the statement it explains
+            raise LakeError(f"lake sql runs one read-only query (SELECT, WITH, FROM, DESCRIBE, SUMMARIZE), not"
                             f" {' + '.join(kinds) or 'an empty query'}: the lake's files change only through"
                             " `tumorboard ingest`; to export a result, use --format csv > FILE")
         con = duckdb.connect()

@@ -164,14 +164,16 @@ def read_medications(lake: Lake) -> pd.DataFrame:
 
 
 def _with_referenced_codes(lake: Lake, frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` whose rows without a code but with a ``reference`` to a Medication take its codings."""
+    """``frame`` whose rows without a code but with a ``reference`` to a Medication take its codings (a row whose
+    Medication is not in the lake, or has no coding, stays without a code: it still dates a contact)."""
     referenced = frame["code"].isna() & frame["reference"].notna() if "reference" in frame else None
     if referenced is None or not referenced.any() or not lake.has("view_medication"):
         return frame
     drugs = lake.read("view_medication", ["id", "code_system", "code_code", "code_display"]).to_pandas()
     drugs = drugs.rename(columns={"id": "reference", "code_system": "system", "code_code": "code",
                                   "code_display": "display"}).dropna(subset=["code"])
-    resolved = frame[referenced].drop(columns=["system", "code", "display"]).merge(drugs, on="reference")
+    resolved = frame[referenced].drop(columns=["system", "code", "display"]).merge(drugs, on="reference",
+                                                                                   how="left")
     return pd.concat([frame[~referenced], resolved[frame.columns]], ignore_index=True)
 
 

@@ -281,9 +281,10 @@ def utc_period_ends(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.Chunked
         return ends
     if isinstance(ends, pa.ChunkedArray):
         ends, text, coarse = ends.combine_chunks(), text.combine_chunks(), coarse.combine_chunks()
-    return pa.array([_period_end(t, e) if c else e
-                     for t, e, c in zip(text.to_pylist(), ends.to_pylist(), coarse.to_pylist(), strict=True)],
-                    TIMESTAMP)
+    # years and months alone, one by one (rare)
+    coarse_ends = [_period_end(t, e) for t, e in zip(text.filter(coarse).to_pylist(),
+                                                     ends.filter(coarse).to_pylist(), strict=True)]
+    return pc.replace_with_mask(ends, coarse, pa.array(coarse_ends, TIMESTAMP))
 
 
 _DAY_LESS_ONE = timedelta(days=1, microseconds=-1)
@@ -293,6 +294,8 @@ def _period_end(text: str, start: datetime | None) -> datetime | None:
     """The last microsecond of the year (``text`` ``YYYY``) or month (``YYYY-MM``) that starts at ``start``."""
     if start is None:
         return None
+    if start.year == 9999 and (len(text) == 4 or start.month == 12):  # a sentinel such as 9999: the last instant
+        return start.replace(month=12, day=31, hour=23, minute=59, second=59, microsecond=999999)
     if len(text) == 4:
         after = start.replace(year=start.year + 1)
     else:

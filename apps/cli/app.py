@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from apps.cli.common import console, fail
 
@@ -44,7 +45,7 @@ def run_app(
     if runs is not None and runs.exists() and not runs.is_dir():
         raise fail(f"--runs {runs} is a file; pass the folder that holds the run directories")
     if not lake.is_dir():
-        console.print(f"[yellow]The lake {lake} does not exist yet; the app will say how to create it.[/]")
+        console.print(f"[yellow]The lake {escape(str(lake))} does not exist yet; the app will say how to create it.[/]")
     console.print(f"Starting tumorboard on http://{host}:{port} (Ctrl+C stops it)")
     try:
         code = subprocess.call(streamlit_command(lake, runs, host=host, port=port))

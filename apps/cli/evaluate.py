@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from apps.cli.common import console, err_console, fail
@@ -63,12 +64,12 @@ def evaluate(
         raise fail(str(exc)) from None
     if folds:
         _print_folds(result)
-        console.print(f"wrote {run / METRICS_FILE} and each fold's metrics.json and plots")
+        console.print(f"wrote {escape(str(run / METRICS_FILE))} and each fold's metrics.json and plots")
         return
     _print_summary(result)
     for note in result.get("notes") or []:
-        console.print(f"note: {note}")
-    console.print(f"wrote {run / METRICS_FILE} and {', '.join(result['plots'])}")
+        console.print(f"note: {escape(note)}")
+    console.print(f"wrote {escape(str(run / METRICS_FILE))} and {escape(', '.join(result['plots']))}")
     if result.get("lake_changed"):
         err_console.print("[yellow]warning:[/] the lake changed since this model was trained (its manifest hash "
                           "differs): inputs and outcomes may differ from training's; metrics.json says lake_changed")

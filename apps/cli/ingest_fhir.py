@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -167,7 +168,7 @@ def _print_report(report: IngestReport) -> None:
     print_counts({f"view_{name}": rows for name, rows in sorted(report.views.items())},
                  title="View tables (rows)")
     for path, why in report.skipped[:SKIPPED_SHOWN]:
-        console.print(f"skipped {path}: {why}")
+        console.print(f"skipped {escape(str(path))}: {escape(why)}")
     if len(report.skipped) > SKIPPED_SHOWN:
         console.print(f"... and {len(report.skipped) - SKIPPED_SHOWN:,} more skipped file(s): the run's manifest "
                       "row lists them all under `skipped` in its counts (`tumorboard lake sql --lake ... "

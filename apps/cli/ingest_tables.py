@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from apps.cli.common import err_console, fail, print_counts
 from ingest.lake import Lake, LakeError
@@ -58,7 +59,7 @@ def labels(
     ignored = counts.pop("ignored")
     print_counts(counts, title="labels")
     if ignored:
-        err_console.print(f"[yellow]warning:[/] column(s) {', '.join(ignored)} are not label columns and were ignored"
-                          f" (label columns: {', '.join(LABEL_COLUMNS)})")
+        err_console.print(f"[yellow]warning:[/] column(s) {escape(', '.join(ignored))} are not label columns and"
+                          f" were ignored (label columns: {', '.join(LABEL_COLUMNS)})")
     if counts["rejected"]:
         raise typer.Exit(2)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from apps.cli.common import console, err_console, fail
 
@@ -63,7 +64,7 @@ def train(
         except KeyboardInterrupt:
             raise fail(f"interrupted: nothing was written ({out} is only created when training finishes)",
                        code=130) from None
-    console.print(f"run written to [bold]{run_dir}[/]")
+    console.print(f"run written to [bold]{escape(str(run_dir))}[/]")
     _print_cohort(run_dir)
 
 

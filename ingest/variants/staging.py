@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -93,11 +94,13 @@ class VariantStage:
         (the ``variants`` columns); every batch also goes to ``each`` as it is read."""
 
         def batches():
-            dropped = self._superseded()
+            keep = np.ones(self.rows, dtype=bool)  # by row number: one byte per staged row
+            superseded = self._superseded().to_numpy()
+            keep[superseded] = False
             for part in self._parts:
                 for batch in pq.ParquetFile(part).iter_batches(BATCH_ROWS):
-                    if len(dropped):
-                        batch = batch.filter(pc.invert(pc.is_in(batch.column(_SEQ), dropped)))
+                    if len(superseded):
+                        batch = batch.filter(pa.array(keep[batch.column(_SEQ).to_numpy()]))
                     out = pa.Table.from_batches([batch]).select(schema.names).cast(schema)
                     for chunk in out.to_batches():
                         each(chunk)

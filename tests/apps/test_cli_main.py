@@ -143,3 +143,10 @@ def test_train_names_what_the_cohort_left_out(tmp_path, capsys):
     assert "cohort: 30 train, 10 val, 10 test" in out
     assert "left out: 4 patients without an index date" in out and "7 lab values in another unit" in out
     assert "without a survival time" not in out
+
+
+def test_a_column_name_in_brackets_is_printed_as_text(monkeypatch, tmp_path, capsys):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("patient_id,split,[/unit]\np1,train,1\n")
+    assert _exit_status(monkeypatch, "ingest", "labels", str(labels), "--lake", str(tmp_path / "lake")) == 0
+    assert "column(s) [/unit] are not label columns" in " ".join(capsys.readouterr().err.split())

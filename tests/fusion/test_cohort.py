@@ -168,6 +168,14 @@ def test_a_lab_in_another_unit_is_left_out_and_counted():
     assert column(cohort, f"lab:{creatinine}:last").tolist() == pytest.approx([1.0, 1.2, 0.9])
     assert column(cohort, f"lab:{creatinine}:mean_365d")[0] == 1.0  # not (1 + 88) / 2
     assert cohort.summary["lab_values_other_unit"] == 1
+    assert cohort.selection.lab_units == {creatinine: "mg/dl"}
+    external = base_rows()  # another site, mostly umol/L: read in the training's unit all the same
+    for key, value, unit in (("a", 90.0, "umol/L"), ("b", 100.0, "umol/L"), ("d", 1.1, "mg/dL")):
+        external["observations"].append({**obs(key, creatinine, "2019-12-15" if key != "b" else "2021-01-01",
+                                               value), "unit": unit})
+    again = assemble_cohort(frames_of(external), config, selection=cohort.selection)
+    last = column(again, f"lab:{creatinine}:last")
+    assert np.isnan(last[:2]).all() and last[2] == pytest.approx(1.1)
 
 
 def test_lab_after_index_changes_no_feature():
@@ -277,6 +285,10 @@ def test_a_response_belongs_to_the_treatment_it_followed():
     rows["medications"].append(med("a", "40048", "2020-03-01"))  # carboplatin (chemo): switched before the PR
     t = assemble_cohort(frames_of(rows), CONFIG).targets
     assert t.treatment_names[t.treatment[0]] == "egfr_tki" and np.isnan(t.response[0])
+    rows = base_rows()
+    rows["medications"].append(med("a", "40048", "2020-01-20"))  # a combination, started with the egfr_tki
+    t = assemble_cohort(frames_of(rows), CONFIG).targets
+    assert t.response[0] == 1.0
     rows = base_rows()
     rows["labels"].append({"patient_key": "a", "split": None, "diagnosis": None, "time": None, "event": None,
                            "treatment": "chemo", "response": None, "index_date": pd.NaT})

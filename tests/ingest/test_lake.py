@@ -123,7 +123,8 @@ def test_sql_is_read_only(lake, tmp_path):
                      modality="fhir")
     part = next((lake.path / "rejects").glob("*.parquet"))
     for query in (f"COPY (SELECT * FROM rejects LIMIT 0) TO '{part}' (FORMAT parquet)",
-                  "CREATE TABLE t AS SELECT 1", "SELECT 1; SELECT 2", f"ATTACH '{tmp_path / 'x.db'}'", ""):
+                  "CREATE TABLE t AS SELECT 1", "SELECT 1; SELECT 2", f"ATTACH '{tmp_path / 'x.db'}'", "",
+                  f"EXPLAIN ANALYZE COPY (SELECT 1) TO '{tmp_path / 'x.csv'}'"):
         with pytest.raises(LakeError, match="read-only query"):
             lake.sql(query)
     assert lake.sql("SELECT count(*) AS n FROM rejects").to_pylist() == [{"n": 1}]  # the part is intact
@@ -166,3 +167,14 @@ def test_streamed_write_returns_its_row_count(lake):
     reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=2))
     assert lake.write("fhir_resources", reader) == 3
     assert lake.read("fhir_resources").num_rows == 3
+
+
+def test_period_ends_of_partial_dates_and_sentinels():
+    from ingest.schema import utc_period_ends
+
+    values = pa.chunked_array([["2020", "2020-12", "2020-02-29", "2020-06-15T10:00:00+02:00"],
+                               [None, "9999", "9999-12", "9999-11", "not a date"]])
+    assert [None if v is None else v.isoformat() for v in utc_period_ends(values).to_pylist()] == [
+        "2020-12-31T23:59:59.999999+00:00", "2020-12-31T23:59:59.999999+00:00", "2020-02-29T23:59:59.999999+00:00",
+        "2020-06-15T08:00:00+00:00", None, "9999-12-31T23:59:59.999999+00:00", "9999-12-31T23:59:59.999999+00:00",
+        "9999-11-30T23:59:59.999999+00:00", None]

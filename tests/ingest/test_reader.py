@@ -116,5 +116,6 @@ def test_medications_include_administrations_and_referenced_drugs(tmp_path):
     lake = Lake(tmp_path / "lake")
     ingest_fhir(lake, [export], workers=1)
     meds = read_medications(lake).sort_values("start")
-    assert meds["code"].tolist() == ["40048", "68446"]  # r2's drug is not in the lake; a-not-done did not happen
-    assert meds["display"].tolist()[0] == "carboplatin" and str(meds["start"].iloc[1]) == "2020-03-01 10:00:00+00:00"
+    assert meds["code"].fillna("none").tolist() == ["40048", "none", "68446"]  # a-not-done did not happen
+    assert meds["display"].tolist()[0] == "carboplatin" and str(meds["start"].iloc[2]) == "2020-03-01 10:00:00+00:00"
+    assert str(meds["start"].iloc[1]) == "2020-02-02 00:00:00+00:00"  # its drug is not in the lake: still a contact
