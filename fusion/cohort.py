@@ -471,8 +471,9 @@ def parse_stage(text: object) -> float:
     return _ROMAN[match.group(1).upper()] if match else np.nan
 
 
-_SMOKING_TEXT = ((re.compile(r"never|non-?smoker", re.I), 0.0), (re.compile(r"former|ex-", re.I), 1.0),
-                 (re.compile(r"current|every day|some day|smoker", re.I), 2.0))
+_SMOKING_TEXT = ((re.compile(r"passive|second-?hand", re.I), np.nan),  # exposure, not the patient's smoking
+                 (re.compile(r"never|non-?smoker", re.I), 0.0), (re.compile(r"former|ex-|quit", re.I), 1.0),
+                 (re.compile(r"current|every day|some day|daily|smokes|smoker", re.I), 2.0))
 
 
 def _first_finite(*values: float) -> float:
@@ -512,7 +513,9 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
     cancer = is_cancer_condition(conds, index_cfg)
     cancer_ids = set(conds.loc[cancer, "resource_id"].dropna())  # every coding of a cancer Condition
     conds = conds[~cancer & ~conds["resource_id"].isin(cancer_ids)]
-    meds = _before(frames.medications, "start", keys, index, cutoff)
+    # prior medications end at the index date itself: the grace window is for the diagnosis's staging and
+    # biopsy, and a drug ordered in it is the first treatment, the response task's input and target
+    meds = _before(frames.medications, "start", keys, index, index)
     if selection is not None:
         lab_codes, cond_codes, med_codes = selection.labs, selection.conditions, selection.medications
     else:
@@ -552,7 +555,11 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
             shown = frame.loc[frame["code"] == code, "display"].dropna()
             names[name] = ("Prior " if prefix == "med" else "History of ") + (str(shown.iloc[0]) if len(shown)
                                                                                else code)
-    block = _block(columns, np.isin(keys, frames.patients["patient_key"].to_numpy()), names)
+    # a patient has EHR data with a Patient resource or any record before the cutoff (an export filtered by
+    # resource type may lack the Patient file)
+    recorded = set(frames.patients["patient_key"]) | set(obs["patient_key"]) | set(conds["patient_key"]) \
+        | set(meds["patient_key"])
+    block = _block(columns, np.isin(keys, list(recorded)), names)
     picked = {"labs": list(lab_codes), "conditions": list(cond_codes), "medications": list(med_codes),
               "lab_units": {code: units[code] for code in lab_codes if code in units}}
     return block, picked, {"lab_values_other_unit": other_unit}

@@ -32,7 +32,8 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # no inf or nan in any number
+    # no inf or nan in any number; a code written as a number (cancer_codes=[254637007]) is the code's text
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, coerce_numbers_to_str=True)
 
 
 def _treatment_map() -> dict[str, str]:

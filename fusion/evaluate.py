@@ -611,6 +611,9 @@ def evaluate_run(run_dir: str | Path, lake: str | Path | None = None, *, retrain
     patients = frames.patients.drop_duplicates("patient_key").set_index("patient_key")
     ev = _Eval(run, cohort, patients, str(lake_path), lake_hash, n_boot, split_seed, say)
     if ev.test.size == 0:
+        if "test" not in run.meta.get("splits", {}).values():
+            raise RunError(f"run {run_dir} has no test patients (trained with split.test_fraction=0 or labels"
+                           " without a test split): there is nothing to evaluate on; train with a test split")
         raise RunError(f"none of the test patients of {run_dir} is in lake {lake_path}; pass the run's lake")
     ev.predict_model()
     if retrain_ablations:

@@ -179,8 +179,9 @@ def evaluate_outputs(outputs: dict, targets: dict, weights: dict[str, float]) ->
     if "log_risk" in outputs:
         time_, event = targets["time"].numpy(), targets["event"].numpy()
         keep = ~np.isnan(time_)
-        if event[keep].any():
-            result["c_index"] = harrell_c_index(time_[keep], event[keep], outputs["log_risk"].numpy()[keep])
+        if event[keep].any():  # NaN when no pair is comparable (a few patients): not a reason to lose the run
+            result["c_index"] = _or_nan(lambda: harrell_c_index(time_[keep], event[keep],
+                                                                outputs["log_risk"].numpy()[keep]))
     if "diagnosis_logits" in outputs:
         labels = targets["diagnosis"].numpy()
         keep = labels >= 0
@@ -236,9 +237,10 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
     tcfg = config.train
     device = resolve_device(tcfg.device)
     train_rows, val_rows, test_rows = (cohort.indices(s) for s in ("train", "val", "test"))
-    if train_rows.size < 2 or val_rows.size == 0:
-        raise CohortError(f"need >= 2 training and >= 1 validation patients, got {train_rows.size} and "
-                          f"{val_rows.size}; check split.val_fraction and the labels' split column")
+    if train_rows.size < 2 or val_rows.size < 2:
+        raise CohortError(f"need >= 2 training and >= 2 validation patients, got {train_rows.size} and "
+                          f"{val_rows.size} of the cohort's {len(cohort)}; check split.val_fraction and the labels'"
+                          " split column, or widen the cohort (data.index.cancer_codes)")
     _check_labels(config, cohort, train_rows)
     spec = model_spec(config, cohort)
     normalizer = Normalizer.fit(cohort, train_rows)

@@ -246,6 +246,17 @@ def test_grace_window_admits_records_shortly_after_index():
     assert column(assemble_cohort(frames_of(rows), CONFIG), f"lab:{LDH}:last")[0] == 240.0
     graced = apply_overrides(CONFIG, ["data.index.grace_days=3"])
     assert column(assemble_cohort(frames_of(rows), graced), f"lab:{LDH}:last")[0] == 500.0
+    rows["medications"].append(med("a", "583214", "2020-01-01T02:00:00Z"))  # chemo ordered 2 h after the diagnosis
+    cohort = assemble_cohort(frames_of(rows), graced)
+    assert "med:583214" not in cohort.feature_names  # the first treatment is no "prior medication"
+
+
+def test_a_patient_without_a_patient_resource_still_has_ehr_data():
+    rows = base_rows()
+    rows["patients"] = [p for p in rows["patients"] if p["patient_key"] != "a"]  # an export filtered by type
+    cohort = assemble_cohort(frames_of(rows), CONFIG)
+    a = cohort.patient_keys.tolist().index("a")
+    assert cohort.blocks["ehr"].present[a] and column(cohort, f"lab:{LDH}:last")[a] == 240.0
 
 
 def test_targets_hand_computed_and_labels_override():
@@ -350,6 +361,8 @@ def test_parse_smoking():
     assert parse_smoking("266919005", None, mapping) == 0.0
     assert parse_smoking(None, "Ex-smoker (finding)", mapping) == 1.0
     assert parse_smoking(None, "Current every day smoker", mapping) == 2.0
+    assert parse_smoking(None, "Smokes tobacco daily (finding)", mapping) == 2.0  # newer Synthea
+    assert np.isnan(parse_smoking(None, "Passive smoker (finding)", mapping))
     assert np.isnan(parse_smoking(None, "unknown", mapping))
 
 
@@ -395,6 +408,8 @@ def test_config_overrides_coerce_types_and_reject_unknown_keys(tmp_path):
     assert config.train.lr == 0.01 and config.train.epochs == 7 and config.data.ehr.windows_days == [30.0, 365.0]
     assert config.modalities["image"].enabled and config.modalities["image"].encoder_kwargs["out_dim"] == 32
     assert config.modalities["ehr"].enabled  # other modalities keep their defaults
+    codes = load_config(None, ["data.index.cancer_codes=[254637007]", "data.targets.treatment_map={583214: chemo}"])
+    assert codes.data.index.cancer_codes == ["254637007"] and codes.data.targets.treatment_map == {"583214": "chemo"}
     with pytest.raises(ConfigError, match="unknown key 'lrr' in train; valid keys: epochs"):
         load_config(None, ["train.lrr=1"])
     with pytest.raises(ConfigError, match="train.epochs"):

@@ -394,3 +394,13 @@ def test_config_errors_name_the_fix(sets, message):
 
     with pytest.raises(ConfigError, match=message):
         load_config(None, [*FAST, *sets])
+
+
+def test_a_set_without_comparable_pairs_scores_nan_instead_of_failing():
+    from fusion.train import evaluate_outputs
+
+    # the only event is the longest time: no pair (event before another's time) can be compared
+    outputs = {"log_risk": torch.tensor([0.1, 0.2])}
+    targets = {"time": torch.tensor([10.0, 5.0]), "event": torch.tensor([True, False])}
+    result = evaluate_outputs(outputs, targets, {"survival": 1.0})
+    assert np.isnan(result["c_index"]) and np.isfinite(result["loss"])
