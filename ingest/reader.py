@@ -50,6 +50,7 @@ _EMPTY = {
 NOT_HAPPENED = {
     "condition": ("verification_status", {"entered-in-error", "refuted"}),
     "observation": ("status", {"entered-in-error", "cancelled"}),
+    "observation_component": ("status", {"entered-in-error", "cancelled"}),
     "medication_request": ("status", {"entered-in-error", "cancelled", "draft"}),
     "medication_administration": ("status", {"entered-in-error", "not-done"}),
     "procedure": ("status", {"entered-in-error", "not-done"}),
@@ -135,7 +136,8 @@ def _with_known(frame: pd.DataFrame, date: str, later: list[str], kind: str) -> 
 
 def read_observations(lake: Lake) -> pd.DataFrame:
     """patient_key, system, code, display, value (float), unit, value_system/value_code/value_display (coded
-    values), effective, known (module docstring)."""
+    values), effective, known (module docstring). An observation's components (a blood pressure's systolic and
+    diastolic values) are rows of their own, under the component's code."""
     frame = _view(lake, "observation", {
         "patient_key": "patient_key", "code_system": "system", "code_code": "code", "code_display": "display",
         "value_quantity": "value", "value_integer": "value_integer", "unit": "unit",
@@ -144,6 +146,14 @@ def read_observations(lake: Lake) -> pd.DataFrame:
         "effective_period_end_latest": "period_end_latest", "issued": "issued"}, "observations")
     if "value_integer" in frame:  # valueInteger (e.g. ECOG) where there is no valueQuantity
         frame["value"] = frame["value"].where(frame["value"].notna(), frame["value_integer"])
+    components = _view(lake, "observation_component", {
+        "patient_key": "patient_key", "component_system": "system", "component_code": "code",
+        "component_display": "display", "value_quantity": "value", "unit": "unit", "value_code_system": "value_system",
+        "value_code_code": "value_code", "value_code_display": "value_display", "effective_datetime": "effective",
+        "effective_datetime_latest": "effective_latest"}, "observations")
+    components = components[components["code"].notna()]
+    if len(components):
+        frame = pd.concat([frame, components], ignore_index=True)
     frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype(float)
     return _with_known(frame, "effective", ["effective_latest", "period_end_latest", "issued"], "observations")
 

@@ -119,3 +119,24 @@ def test_medications_include_administrations_and_referenced_drugs(tmp_path):
     assert meds["code"].fillna("none").tolist() == ["40048", "none", "68446"]  # a-not-done did not happen
     assert meds["display"].tolist()[0] == "carboplatin" and str(meds["start"].iloc[2]) == "2020-03-01 10:00:00+00:00"
     assert str(meds["start"].iloc[1]) == "2020-02-02 00:00:00+00:00"  # its drug is not in the lake: still a contact
+
+
+def test_observation_components_are_observations_of_their_own(tmp_path):
+    from ingest.reader import read_observations
+
+    loinc = "http://loinc.org"
+
+    def component(code, value):
+        return {"code": {"coding": [{"system": loinc, "code": code}]},
+                "valueQuantity": {"value": value, "unit": "mm[Hg]"}}
+
+    resources = [{"resourceType": "Patient", "id": "p1"},
+                 {"resourceType": "Observation", "id": "bp", "status": "final", "subject": {"reference": "Patient/p1"},
+                  "code": {"coding": [{"system": loinc, "code": "85354-9"}]}, "effectiveDateTime": "2020-01-01",
+                  "component": [component("8480-6", 128.0), component("8462-4", 82.0)]}]
+    export = tmp_path / "export.ndjson"
+    export.write_bytes(b"\n".join(orjson.dumps(r) for r in resources) + b"\n")
+    lake = Lake(tmp_path / "lake")
+    ingest_fhir(lake, [export], workers=1)
+    values = read_observations(lake).set_index("code")["value"]
+    assert values["8480-6"] == 128.0 and values["8462-4"] == 82.0 and values.index.tolist().count("85354-9") == 1
