@@ -355,7 +355,11 @@ def is_cancer_condition(conditions: pd.DataFrame, cfg: IndexConfig) -> pd.Series
 
 
 def _listed_code(conditions: pd.DataFrame, cfg: IndexConfig) -> pd.Series:
-    return conditions["code"].astype("string").isin(cfg.cancer_codes).fillna(False).astype(bool)
+    """Bool per condition row: its ``system|code`` or, for a bare entry, its code is in ``cancer_codes``."""
+    code = conditions["code"].astype("string")
+    qualified = conditions["system"].astype("string") + "|" + code
+    hit = code.isin([c for c in cfg.cancer_codes if "|" not in c]) | qualified.isin(cfg.cancer_codes)
+    return hit.fillna(False).astype(bool)
 
 
 def _display_match(conditions: pd.DataFrame, cfg: IndexConfig) -> pd.Series:

@@ -4,7 +4,8 @@ Every section forbids unknown keys, so a typo fails loudly. Defaults follow the 
 (``ingest.synth.codes``); real data overrides the code sets in YAML.
 
 Cancer code sets: SNOMED CT descendants cannot be computed offline, so the index condition is matched by an
-explicit list of codes (``data.index.cancer_codes``) and, failing that, by a case-insensitive regex on the
+explicit list of codes (``data.index.cancer_codes``: ``system|code``, or a bare code matched in any system)
+and, failing that, by a case-insensitive regex on the
 condition's display text (``data.index.cancer_display_regex``, default
 ``carcinoma|cancer|neoplasm|tumou?r|nodule``, minus ``data.index.cancer_display_exclude``: family history,
 history of, screening, ...). List every code you mean, or rely on the regex knowingly.
@@ -49,7 +50,9 @@ class IndexConfig(_Strict):
     are left out.
     """
 
-    cancer_codes: list[str] = Field(default_factory=lambda: [c for c, _ in codes.DIAGNOSIS_SNOMED.values()])
+    cancer_codes: list[str] = Field(
+        default_factory=lambda: [f"{codes.SNOMED}|{c}" for c, _ in codes.DIAGNOSIS_SNOMED.values()],
+        description="'system|code' (that code in that system) or a bare code (in any system)")
     cancer_display_regex: str | None = r"carcinoma|cancer|neoplasm|tumou?r|nodule"
     cancer_display_exclude: str | None = (r"family history|history of|screening|fear of|at risk|suspected|"
                                           r"ruled out|benign neoplasm")

@@ -116,11 +116,14 @@ def test_a_history_is_not_a_diagnosis_and_listed_codes_come_before_the_display_r
     rows = base_rows()
     rows["conditions"] += [cond("a", "429740004", "Family history of cancer", "2010-01-01"),
                            cond("c", "92546004", "Personal history of malignant neoplasm", "2012-01-01"),
+                           {**cond("c", ADENO, "Left ankle sprain", "2012-01-01"), "system": "urn:local-codes"},
                            cond("d", "999", "Malignant tumour of lung", "2019-01-01")]
     frames = frames_of(rows)
     index, code = index_dates(frames.conditions, frames.labels.iloc[:0], CONFIG.data.index)
     assert index.to_dict() == {"a": ts("2020-01-01"), "b": ts("2021-03-01"), "d": ts("2020-05-01")}
     assert code["d"] == SQUAM  # the listed code, not the earlier display-only match
+    bare = IndexConfig(cancer_codes=[ADENO, SQUAM])  # a bare code matches in any system, the local one too
+    assert "c" in index_dates(frames.conditions, frames.labels.iloc[:0], bare)[0]
 
 
 def test_the_index_conditions_other_codings_are_no_features_and_recorded_date_stands_in_for_onset():
