@@ -40,6 +40,10 @@ from fusion.config import BUILTIN_MODALITIES, EhrConfig, IndexConfig, RunConfig,
 from fusion.splits import assign_splits, strata_for
 
 DAY = pd.Timedelta(days=1)
+# Version of the rules that turn lake records into features, saved in each run: 2 counts records from when they
+# are known (partial dates, issued, recordedDate), ends medications at the index date, keeps one lab unit and leaves
+# out records that did not happen. A run trained under older rules gets its features rebuilt under these.
+COHORT_RULES = 2
 DAYS_PER_YEAR = 365.25
 
 FRAME_COLUMNS: dict[str, list[str]] = {
@@ -354,11 +358,21 @@ def is_cancer_condition(conditions: pd.DataFrame, cfg: IndexConfig) -> pd.Series
     return _listed_code(conditions, cfg) | _display_match(conditions, cfg)
 
 
+# other names of a code system (HL7's OIDs) -> its canonical URI
+SYSTEM_ALIASES = {"urn:oid:2.16.840.1.113883.6.96": "http://snomed.info/sct",
+                  "urn:oid:2.16.840.1.113883.6.1": "http://loinc.org",
+                  "urn:oid:2.16.840.1.113883.6.90": "http://hl7.org/fhir/sid/icd-10-cm"}
+
+
 def _listed_code(conditions: pd.DataFrame, cfg: IndexConfig) -> pd.Series:
-    """Bool per condition row: its ``system|code`` or, for a bare entry, its code is in ``cancer_codes``."""
+    """Bool per condition row: its ``system|code`` is in ``cancer_codes`` (a system's OID counts as its URI; a
+    row without a system matches on its code), or its code is a bare entry."""
     code = conditions["code"].astype("string")
-    qualified = conditions["system"].astype("string") + "|" + code
-    hit = code.isin([c for c in cfg.cancer_codes if "|" not in c]) | qualified.isin(cfg.cancer_codes)
+    system = conditions["system"].astype("string")
+    system = system.map(lambda s: SYSTEM_ALIASES.get(s, s), na_action="ignore")
+    qualified_codes = {c.rsplit("|", 1)[1] for c in cfg.cancer_codes if "|" in c}
+    hit = (code.isin([c for c in cfg.cancer_codes if "|" not in c]) | (system + "|" + code).isin(cfg.cancer_codes)
+           | (system.isna() & code.isin(qualified_codes)))
     return hit.fillna(False).astype(bool)
 
 

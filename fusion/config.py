@@ -33,8 +33,7 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    # no inf or nan in any number; a code written as a number (cancer_codes=[254637007]) is the code's text
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # no inf or nan in any number
 
 
 def _treatment_map() -> dict[str, str]:
@@ -344,6 +343,10 @@ def _validate(raw: dict, *, source: str) -> RunConfig:
         for err in exc.errors():
             line = f"  {'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
             valid = _valid_keys(err["loc"]) if err["type"] == "extra_forbidden" else None
+            if err["type"] == "string_type" and isinstance(err.get("input"), int | float):
+                # YAML reads 254637007 as a number, and 0123 as 83: a code must be quoted to stay itself
+                line += (f" (got the number {err['input']!r}: quote codes, e.g. --set "
+                         "'data.index.cancer_codes=[\"254637007\"]', or [\"...\"] in the YAML file)")
             lines.append(line + (f" (valid keys: {valid})" if valid else ""))
         raise ConfigError(f"invalid config ({source}):\n" + "\n".join(lines)) from None
 

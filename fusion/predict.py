@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,6 +23,7 @@ import pandas as pd
 import torch
 
 from fusion.cohort import (
+    COHORT_RULES,
     FRAME_COLUMNS,
     Cohort,
     CohortError,
@@ -79,7 +81,14 @@ def lake_frames(lake: Lake) -> LakeFrames:
 
 
 def run_cohort(run: LoadedRun, frames: LakeFrames) -> Cohort:
-    """The cohort of ``frames`` with the run's columns, and the run's split per patient key."""
+    """The cohort of ``frames`` with the run's columns, and the run's split per patient key. Warns when the run
+    was trained under older cohort rules (:data:`fusion.cohort.COHORT_RULES`)."""
+    trained_under = run.meta.get("cohort_rules", 1)
+    if trained_under < COHORT_RULES:
+        warnings.warn(f"run {run.run_dir} was trained under cohort rules {trained_under}; its patients' features are"
+                      f" now built under rules {COHORT_RULES} (records counted from when they are known, medications"
+                      " ending at the index date, one unit per lab), so predictions can differ from what it learned:"
+                      " retrain it", stacklevel=2)
     selection = FeatureSelection.from_dict(run.meta["feature_selection"])
     cohort = assemble_cohort(frames, run.config, selection=selection, assign=False)
     for name, block in cohort.blocks.items():

@@ -36,7 +36,15 @@ from torch.utils.data import DataLoader
 
 from fusion.augment import augment_images
 from fusion.baselines import coxnet_coefficients
-from fusion.cohort import Cohort, CohortError, LakeFrames, assemble_cohort, fold_cohort, read_frames
+from fusion.cohort import (
+    COHORT_RULES,
+    Cohort,
+    CohortError,
+    LakeFrames,
+    assemble_cohort,
+    fold_cohort,
+    read_frames,
+)
 from fusion.config import RunConfig
 from fusion.data import CohortDataset, Normalizer, collate, drop_modalities, move_batch
 from fusion.losses import CoxLoss, multitask_loss
@@ -308,6 +316,7 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
         "survival_endpoint": config.data.targets.survival_endpoint,
         "splits": dict(zip(cohort.patient_keys.tolist(), cohort.split.tolist(), strict=True)),
         "cohort_summary": cohort.summary,
+        "cohort_rules": COHORT_RULES,
         "breslow": breslow,
         "summary": summary,
     }

@@ -126,36 +126,44 @@ def read_conditions(lake: Lake) -> pd.DataFrame:
 
 
 def _with_known(frame: pd.DataFrame, date: str, later: list[str], kind: str) -> pd.DataFrame:
-    """``frame`` with ``known``: the latest of the ``later`` columns, or ``date`` where they are all null (a
-    lake flattened before they existed); only the reader's columns of ``kind`` kept."""
+    """``frame`` with ``known`` (:func:`_known`), only the reader's columns of ``kind`` kept."""
+    frame["known"] = _known(frame, date, later)
+    return frame[_EMPTY[kind]]
+
+
+def _known(frame: pd.DataFrame, date: str, later: list[str]) -> pd.Series:
+    """The latest of the ``later`` columns per row, or ``date`` where they are all null (a lake flattened before
+    they existed)."""
     times = [pd.to_datetime(frame[c], utc=True) for c in later if c in frame]
     known = pd.concat(times, axis=1).max(axis=1) if times else pd.Series(pd.NaT, index=frame.index)
-    frame["known"] = known.where(known.notna(), pd.to_datetime(frame[date], utc=True))
-    return frame[_EMPTY[kind]]
+    return known.where(known.notna(), pd.to_datetime(frame[date], utc=True))
 
 
 def read_observations(lake: Lake) -> pd.DataFrame:
     """patient_key, system, code, display, value (float), unit, value_system/value_code/value_display (coded
     values), effective, known (module docstring). An observation's components (a blood pressure's systolic and
     diastolic values) are rows of their own, under the component's code."""
+    values = {"value_quantity": "value", "value_integer": "value_integer", "unit": "unit",
+              "value_code_system": "value_system", "value_code_code": "value_code",
+              "value_code_display": "value_display", "effective_datetime": "effective",
+              "effective_datetime_latest": "effective_latest", "id": "resource_id"}
     frame = _view(lake, "observation", {
         "patient_key": "patient_key", "code_system": "system", "code_code": "code", "code_display": "display",
-        "value_quantity": "value", "value_integer": "value_integer", "unit": "unit",
-        "value_code_system": "value_system", "value_code_code": "value_code", "value_code_display": "value_display",
-        "effective_datetime": "effective", "effective_datetime_latest": "effective_latest",
-        "effective_period_end_latest": "period_end_latest", "issued": "issued"}, "observations")
-    if "value_integer" in frame:  # valueInteger (e.g. ECOG) where there is no valueQuantity
-        frame["value"] = frame["value"].where(frame["value"].notna(), frame["value_integer"])
+        **values, "effective_period_end_latest": "period_end_latest", "issued": "issued"}, "observations")
+    frame["known"] = _known(frame, "effective", ["effective_latest", "period_end_latest", "issued"])
     components = _view(lake, "observation_component", {
         "patient_key": "patient_key", "component_system": "system", "component_code": "code",
-        "component_display": "display", "value_quantity": "value", "unit": "unit", "value_code_system": "value_system",
-        "value_code_code": "value_code", "value_code_display": "value_display", "effective_datetime": "effective",
-        "effective_datetime_latest": "effective_latest"}, "observations")
+        "component_display": "display", **values}, "observations")
     components = components[components["code"].notna()]
-    if len(components):
+    if len(components):  # known when their Observation is (its issued time, its period's end)
+        parent = frame.groupby("resource_id")["known"].max()
+        components["known"] = pd.concat([_known(components, "effective", ["effective_latest"]),
+                                         components["resource_id"].map(parent)], axis=1).max(axis=1)
         frame = pd.concat([frame, components], ignore_index=True)
+    # valueInteger (e.g. ECOG) where there is no valueQuantity
+    frame["value"] = frame["value"].where(frame["value"].notna(), frame["value_integer"])
     frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype(float)
-    return _with_known(frame, "effective", ["effective_latest", "period_end_latest", "issued"], "observations")
+    return frame[_EMPTY["observations"]]
 
 
 def read_medications(lake: Lake) -> pd.DataFrame:

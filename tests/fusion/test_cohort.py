@@ -124,6 +124,12 @@ def test_a_history_is_not_a_diagnosis_and_listed_codes_come_before_the_display_r
     assert code["d"] == SQUAM  # the listed code, not the earlier display-only match
     bare = IndexConfig(cancer_codes=[ADENO, SQUAM])  # a bare code matches in any system, the local one too
     assert "c" in index_dates(frames.conditions, frames.labels.iloc[:0], bare)[0]
+    snomed_oid = "urn:oid:2.16.840.1.113883.6.96"
+    rows["conditions"] += [{**cond("c", ADENO, "Adeno, lung", "2013-01-01"), "system": snomed_oid},
+                           {**cond("e", ADENO, "NSCLC adeno", "2014-01-01"), "system": None}]
+    frames = frames_of(rows)
+    index, _ = index_dates(frames.conditions, frames.labels.iloc[:0], CONFIG.data.index)
+    assert index["c"] == ts("2013-01-01") and index["e"] == ts("2014-01-01")  # SNOMED's OID; no system given
 
 
 def test_the_index_conditions_other_codings_are_no_features_and_recorded_date_stands_in_for_onset():
@@ -411,8 +417,10 @@ def test_config_overrides_coerce_types_and_reject_unknown_keys(tmp_path):
     assert config.train.lr == 0.01 and config.train.epochs == 7 and config.data.ehr.windows_days == [30.0, 365.0]
     assert config.modalities["image"].enabled and config.modalities["image"].encoder_kwargs["out_dim"] == 32
     assert config.modalities["ehr"].enabled  # other modalities keep their defaults
-    codes = load_config(None, ["data.index.cancer_codes=[254637007]", "data.targets.treatment_map={583214: chemo}"])
-    assert codes.data.index.cancer_codes == ["254637007"] and codes.data.targets.treatment_map == {"583214": "chemo"}
+    codes = load_config(None, ['data.index.cancer_codes=["0123"]'])
+    assert codes.data.index.cancer_codes == ["0123"]
+    with pytest.raises(ConfigError, match="got the number 83: quote codes"):  # YAML 1.1 reads 0123 as octal
+        load_config(None, ["data.index.cancer_codes=[0123]"])
     with pytest.raises(ConfigError, match="unknown key 'lrr' in train; valid keys: epochs"):
         load_config(None, ["train.lrr=1"])
     with pytest.raises(ConfigError, match="train.epochs"):

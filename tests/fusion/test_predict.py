@@ -115,6 +115,7 @@ def test_predict_patient_end_to_end(tmp_path):
         _check_integrated_gradients(run, lake, key)
         _check_contributions_include_the_offset(run, lake, key)
         _check_outputs_match_forward(run, lake)
+        _check_runs_under_older_cohort_rules_warn(run, lake)
     finally:
         torch.set_num_threads(threads)
 
@@ -217,6 +218,21 @@ def _check_outputs_match_forward(run, lake) -> None:
     with torch.no_grad():
         forward = run.model(batch)["log_risk"].numpy()
     np.testing.assert_allclose(model_outputs(run, cohort, rows).log_risk, forward, atol=1e-5)
+
+
+def _check_runs_under_older_cohort_rules_warn(run, lake) -> None:
+    import warnings
+    from dataclasses import replace as replaced
+
+    from fusion.predict import lake_frames
+
+    frames = lake_frames(lake)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # today's run: no warning
+        run_cohort(run, frames)
+    older = replaced(run, meta={k: v for k, v in run.meta.items() if k != "cohort_rules"})
+    with pytest.warns(UserWarning, match="trained under cohort rules 1; .* retrain it"):
+        run_cohort(older, frames)
 
 
 def _check_unknown_patient(run, lake, truth, run_dir, lake_path) -> None:

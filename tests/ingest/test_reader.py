@@ -130,13 +130,18 @@ def test_observation_components_are_observations_of_their_own(tmp_path):
         return {"code": {"coding": [{"system": loinc, "code": code}]},
                 "valueQuantity": {"value": value, "unit": "mm[Hg]"}}
 
+    ecog_item = {"code": {"coding": [{"system": loinc, "code": "89247-1"}]}, "valueInteger": 1}
+
     resources = [{"resourceType": "Patient", "id": "p1"},
                  {"resourceType": "Observation", "id": "bp", "status": "final", "subject": {"reference": "Patient/p1"},
                   "code": {"coding": [{"system": loinc, "code": "85354-9"}]}, "effectiveDateTime": "2020-01-01",
-                  "component": [component("8480-6", 128.0), component("8462-4", 82.0)]}]
+                  "issued": "2020-02-01T09:00:00Z",
+                  "component": [component("8480-6", 128.0), component("8462-4", 82.0), ecog_item]}]
     export = tmp_path / "export.ndjson"
     export.write_bytes(b"\n".join(orjson.dumps(r) for r in resources) + b"\n")
     lake = Lake(tmp_path / "lake")
     ingest_fhir(lake, [export], workers=1)
-    values = read_observations(lake).set_index("code")["value"]
-    assert values["8480-6"] == 128.0 and values["8462-4"] == 82.0 and values.index.tolist().count("85354-9") == 1
+    rows = read_observations(lake).set_index("code")
+    assert rows.value["8480-6"] == 128.0 and rows.value["8462-4"] == 82.0 and rows.value["89247-1"] == 1.0
+    assert rows.index.tolist().count("85354-9") == 1
+    assert str(rows.known["8480-6"]) == "2020-02-01 09:00:00+00:00"  # known when its Observation was issued
