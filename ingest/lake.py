@@ -38,6 +38,7 @@ ROW_GROUP_ROWS = 65_536  # Parquet row groups of every write: readers get bounde
 WRITER_PROPERTIES = WriterProperties(max_row_group_size=ROW_GROUP_ROWS)
 TARGET_FILE_BYTES = 32 << 20  # data file size of the Delta writer (replace_where overwrites)
 STREAM_FILE_ROWS = 1_000_000  # rows per Parquet file of a streamed write (see _write_streamed)
+STALE_STAGING_HOURS = 24.0  # another run's staging folder untouched this long was left by a killed run
 
 
 class LakeError(RuntimeError):
@@ -66,6 +67,32 @@ class Lake:
         folder = self.path / "_tensors"
         folder.mkdir(parents=True, exist_ok=True)
         return folder
+
+    def staging_dir(self) -> Path:
+        """This run's scratch folder, ``LAKE/_staging/<run_id>`` (not created). Its owner removes it; what a
+        killed run left behind is removed by :meth:`remove_stale_staging`."""
+        return self.path / "_staging" / self.run_id
+
+    def remove_stale_staging(self, older_than_hours: float = STALE_STAGING_HOURS) -> int:
+        """Remove the staging folders of other runs untouched for ``older_than_hours`` (a run killed outright,
+        by SIGKILL or the out-of-memory killer, cannot clean up after itself); returns how many. A live run
+        writes to its folder continuously, so its folder is never that old."""
+        import shutil
+        import time
+
+        root = self.path / "_staging"
+        if not root.is_dir():
+            return 0
+        cutoff = time.time() - older_than_hours * 3600
+        removed = 0
+        for folder in root.iterdir():
+            if folder.name == self.run_id or not folder.is_dir():
+                continue
+            newest = max([p.stat().st_mtime for p in folder.rglob("*")] + [folder.stat().st_mtime])
+            if newest < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        return removed
 
     def table_path(self, name: str) -> Path:
         if not name or "/" in name or name.startswith(("_", ".")):

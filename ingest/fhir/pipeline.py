@@ -500,7 +500,8 @@ class _ViewStage:
         self.lake = lake
         self.schemas = {v.name: register(f"view_{v.name}", view_table_schema(v), keys=_view_keys(v))
                         for v in views}
-        self.dir = lake.path / "_staging" / lake.run_id
+        self.dir = lake.staging_dir()
+        lake.remove_stale_staging()
         self.rows = dict.fromkeys(self.schemas, 0)
         self.rejected = 0
         self._writers: dict[str, pa.ipc.RecordBatchStreamWriter] = {}

@@ -32,7 +32,8 @@ class VariantStage:
     """
 
     def __init__(self, lake, patient_of: Callable[[str], str]) -> None:
-        self.dir = Path(lake.path) / "_staging" / lake.run_id
+        self.dir = lake.staging_dir()
+        lake.remove_stale_staging()
         self.patient_of = patient_of
         self.rows = 0  # rows staged (kept files)
         self.samples: set[str] = set()  # sample ids of the rows staged (kept files)

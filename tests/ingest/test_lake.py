@@ -178,3 +178,18 @@ def test_period_ends_of_partial_dates_and_sentinels():
         "2020-12-31T23:59:59.999999+00:00", "2020-12-31T23:59:59.999999+00:00", "2020-02-29T23:59:59.999999+00:00",
         "2020-06-15T08:00:00+00:00", None, "9999-12-31T23:59:59.999999+00:00", "9999-12-31T23:59:59.999999+00:00",
         "9999-11-30T23:59:59.999999+00:00", None]
+
+
+def test_a_killed_runs_staging_folder_is_removed_by_a_later_run(lake):
+    import os
+    import time
+
+    killed, live = lake.path / "_staging" / "killed", lake.path / "_staging" / "live"
+    for folder in (killed, live):
+        folder.mkdir(parents=True)
+        (folder / "part.parquet").write_bytes(b"x")
+    old = time.time() - 2 * 24 * 3600
+    for path in (killed / "part.parquet", killed):
+        os.utime(path, (old, old))
+    assert lake.remove_stale_staging() == 1
+    assert not killed.exists() and live.exists()
