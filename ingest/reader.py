@@ -171,13 +171,14 @@ def read_medications(lake: Lake) -> pd.DataFrame:
     authoredOn) and administrations (``start`` = effective[x]); a drug given by ``medicationReference`` has the
     codings of the referenced Medication resource (one row each; a Medication not in the lake gives none)."""
     columns = {"patient_key": "patient_key", "medication_system": "system", "medication_code": "code",
-               "medication_display": "display", "medication_reference": "reference"}
+               "medication_display": "display", "medication_reference": "reference", "medication_text": "text"}
     requests = _view(lake, "medication_request", {**columns, "authored_on": "start",
                                                   "authored_on_latest": "start_latest"}, "medications")
     given = _view(lake, "medication_administration", {**columns, "effective_datetime": "start",
                                                       "effective_datetime_latest": "start_latest"}, "medications")
     frame = pd.concat([f for f in (requests, given) if len(f)] or [requests], ignore_index=True)
     frame = _with_referenced_codes(lake, frame)
+    frame["display"] = frame["display"].where(frame["display"].notna(), frame["text"])  # the drug as written
     return _with_known(frame, "start", ["start_latest"], "medications")
 
 
@@ -187,11 +188,13 @@ def _with_referenced_codes(lake: Lake, frame: pd.DataFrame) -> pd.DataFrame:
     referenced = frame["code"].isna() & frame["reference"].notna() if "reference" in frame else None
     if referenced is None or not referenced.any() or not lake.has("view_medication"):
         return frame
-    drugs = lake.read("view_medication", ["id", "code_system", "code_code", "code_display"]).to_pandas()
-    drugs = drugs.rename(columns={"id": "reference", "code_system": "system", "code_code": "code",
-                                  "code_display": "display"}).dropna(subset=["code"])
-    resolved = frame[referenced].drop(columns=["system", "code", "display"]).merge(drugs, on="reference",
-                                                                                   how="left")
+    available = set(lake.dataset("view_medication").schema.names)
+    wanted = {"id": "reference", "code_system": "system", "code_code": "code", "code_display": "display",
+              "code_text": "text"}
+    drugs = lake.read("view_medication", [c for c in wanted if c in available]).to_pandas().rename(columns=wanted)
+    drugs = drugs.reindex(columns=list(wanted.values())).dropna(subset=["code", "text"], how="all")
+    resolved = frame[referenced].drop(columns=["system", "code", "display", "text"]).merge(drugs, on="reference",
+                                                                                           how="left")
     return pd.concat([frame[~referenced], resolved[frame.columns]], ignore_index=True)
 
 

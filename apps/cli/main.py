@@ -67,6 +67,8 @@ def main() -> None:
 
 
 def _terminate(signum: int, frame: object) -> None:
-    print("terminated (SIGTERM): the command stops here (an ingest keeps what it committed and is recorded as "
-          "failed in the lake's manifest: run the same command again to finish it)", file=sys.stderr)
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    print("terminated (SIGTERM): the command stops here" + (
+        " (an ingest keeps what it committed and is recorded as failed in the lake's manifest: run the same command"
+        " again to finish it)" if command == "ingest" else ""), file=sys.stderr)
     sys.exit(128 + signum)

@@ -226,10 +226,11 @@ def labs_figure(labs: pd.DataFrame, names: list[str], *, index_date: pd.Timestam
                                  line={"color": PREDICTED},
                                  hovertemplate="%{x|%Y-%m-%d}: %{y:.3g}<extra></extra>"), row=row, col=1)
         fig.update_yaxes(range=_min_span(part["value"]), row=row, col=1)
+    title = "Lab trends"
     if index_date is not None and pd.notna(index_date):
         fig.add_vline(x=index_date, line={"color": ACCENT, "dash": "dot"})
-    return _layout(fig, height=80 + 150 * max(len(names), 1), showlegend=False, title="Lab trends "
-                   "(red line: diagnosis)")
+        title += " (red line: diagnosis)"
+    return _layout(fig, height=80 + 150 * max(len(names), 1), showlegend=False, title=title)
 
 
 def _min_span(values: pd.Series, share: float = 0.2) -> list[float] | None:

@@ -247,7 +247,8 @@ def patient_events(record: dict[str, pd.DataFrame]) -> pd.DataFrame:
     for kind, column, category in sources:
         frame = record[kind]
         parts.append(pd.DataFrame({"when": frame[column], "end": pd.NaT, "category": category,
-                                   "label": frame["display"].fillna(frame["code"])}))
+                                   "label": frame["display"].fillna(frame["code"])
+                                   .fillna(f"{category.lower()} without a code")}))
     enc = record["encounters"]
     parts.append(pd.DataFrame({"when": enc["start"], "end": enc["end"], "category": "Encounter",
                                "label": "Encounter"}))
@@ -563,6 +564,9 @@ def _outcomes(lake: str, token: str, run_dir: str | None) -> pd.DataFrame:
     frames, data = lake_frames(Lake(lake)), _run_config(run_dir).data
     index, index_code = index_dates(frames.conditions, frames.labels, data.index)
     keys = np.array(sorted(index.index))
+    if not keys.size:  # no patient has a cancer diagnosis (nor a labels index_date): no outcomes
+        return pd.DataFrame({"time": [], "event": [], "treatment": [], "response": []},
+                            index=pd.Index([], name="patient_key"))
     targets = compute_targets(frames, keys, index.reindex(keys), index_code, data.targets)  # no features
     names = np.array([*targets.treatment_names, None], dtype=object)  # index -1: no treatment
     return pd.DataFrame({"time": np.asarray(targets.time, float), "event": np.asarray(targets.event, bool),

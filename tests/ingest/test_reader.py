@@ -106,6 +106,11 @@ def test_medications_include_administrations_and_referenced_drugs(tmp_path):
          "authoredOn": "2020-02-01", "medicationReference": {"reference": "Medication/m1"}},
         {"resourceType": "MedicationRequest", "id": "r2", "status": "active", "intent": "order", "subject": ref,
          "authoredOn": "2020-02-02", "medicationReference": {"reference": "Medication/not-exported"}},
+        {"resourceType": "Medication", "id": "m2", "code": {"text": "pemetrexed"}},
+        {"resourceType": "MedicationRequest", "id": "r3", "status": "active", "intent": "order", "subject": ref,
+         "authoredOn": "2020-02-03", "medicationReference": {"reference": "Medication/m2"}},
+        {"resourceType": "MedicationRequest", "id": "r4", "status": "active", "intent": "order", "subject": ref,
+         "authoredOn": "2020-02-04", "medicationCodeableConcept": {"text": "carboplatin AUC5"}},
         *({"resourceType": "MedicationAdministration", "id": f"a-{status}", "status": status, "subject": ref,
            "effectiveDateTime": "2020-03-01T10:00:00Z",
            "medicationCodeableConcept": {"coding": [{"system": rxnorm, "code": "68446"}]}}
@@ -116,8 +121,9 @@ def test_medications_include_administrations_and_referenced_drugs(tmp_path):
     lake = Lake(tmp_path / "lake")
     ingest_fhir(lake, [export], workers=1)
     meds = read_medications(lake).sort_values("start")
-    assert meds["code"].fillna("none").tolist() == ["40048", "none", "68446"]  # a-not-done did not happen
-    assert meds["display"].tolist()[0] == "carboplatin" and str(meds["start"].iloc[2]) == "2020-03-01 10:00:00+00:00"
+    assert meds["code"].fillna("none").tolist() == ["40048", "none", "none", "none", "68446"]  # a-not-done: none
+    assert meds["display"].fillna("none").tolist()[:4] == ["carboplatin", "none", "pemetrexed", "carboplatin AUC5"]
+    assert str(meds["start"].iloc[4]) == "2020-03-01 10:00:00+00:00"
     assert str(meds["start"].iloc[1]) == "2020-02-02 00:00:00+00:00"  # its drug is not in the lake: still a contact
 
 

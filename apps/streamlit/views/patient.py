@@ -42,7 +42,8 @@ def risk_tab(prediction: dict | None, lake: Path, run_dir: str | None, runs: Pat
             after = f"{sv.duration_words(observed['time'])} after diagnosis"
             what = (f"{charts.event_word(endpoint)} {after}" if observed["event"] else
                     f"{charts.censored_phrase(endpoint)}, {after} (censored)")
-            st.caption(f"Dotted line: this patient's observed outcome in the record: {what}.{_trained_on(split)}")
+            drawn = "Dotted line: this" if survival or km is not None else "This"  # no chart, no line
+            st.caption(f"{drawn} patient's observed outcome in the record: {what}.{_trained_on(split)}")
     with right:
         if survival:
             for years in HORIZONS_YEARS:
