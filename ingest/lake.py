@@ -73,6 +73,15 @@ class Lake:
         killed run left behind is removed by :meth:`remove_stale_staging`."""
         return self.path / "_staging" / self.run_id
 
+    def remove_staging(self) -> None:
+        """Remove this run's staging folder, and ``LAKE/_staging`` when nothing else is left in it."""
+        import shutil
+
+        folder = self.staging_dir()
+        shutil.rmtree(folder, ignore_errors=True)
+        if folder.parent.is_dir() and not any(folder.parent.iterdir()):
+            folder.parent.rmdir()
+
     def remove_stale_staging(self, older_than_hours: float = STALE_STAGING_HOURS) -> int:
         """Remove the staging folders of other runs untouched for ``older_than_hours`` (a run killed outright,
         by SIGKILL or the out-of-memory killer, cannot clean up after itself); returns how many. A live run

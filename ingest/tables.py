@@ -159,12 +159,14 @@ def _reject(path: Path, row: int, reason: str, raw: str | None) -> dict:
     return {"source": str(path), "location": f"row {row}", "reason": reason, "raw": raw}
 
 
-def _id_rejects(lake: Lake, path: Path, table: CsvRows, ids: pd.Series) -> tuple[pd.Series, list[dict]]:
+def _id_rejects(mapping: dict[str, str], path: Path, table: CsvRows, ids: pd.Series
+                ) -> tuple[pd.Series, list[dict]]:
     """Which rows have a usable patient id (a boolean Series) and a reject for each other row: an empty id, or a
     patient on several rows, under one id or under several that the lake's crosswalk links (a FHIR id and an
-    MRN): every one of them, since which one is right is the curator's call."""
+    MRN; ``mapping``: :func:`ingest.link.id_map`): every one of them, since which one is right is the curator's
+    call."""
     rejects = [_reject(path, row, "empty patient id", table.raw[row]) for row in ids.index[ids.isna()]]
-    keys = pd.Series(resolve_ids(ids.fillna(""), id_map(lake)), index=ids.index).where(ids.notna())
+    keys = pd.Series(resolve_ids(ids.fillna(""), mapping), index=ids.index).where(ids.notna())
     repeated = keys.duplicated(keep=False) & keys.notna()
     for row in ids.index[repeated]:
         others = ", ".join(str(r) for r in ids.index[repeated & (keys == keys[row])] if r != row)
@@ -202,7 +204,7 @@ def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "
     table = read_csv_rows(path, id_column)
     frame = table.frame
     ids = frame.pop(id_column)
-    keep, id_rejects = _id_rejects(lake, path, table, ids)
+    keep, id_rejects = _id_rejects(id_map(lake), path, table, ids)
     rejects = table.rejects + id_rejects
     frame, ids = frame[keep], ids[keep]
     if frame.empty:
@@ -305,7 +307,8 @@ def ingest_labels(lake: Lake, path: Path, *, id_column: str = "patient_id") -> d
     if not columns:
         raise TableFileError(f"{path}: no label column (found {[*frame.columns][:20]}); label columns are "
                              f"{', '.join(LABEL_COLUMNS)}")
-    keep, rejects = _id_rejects(lake, path, table, frame[id_column])
+    mapping = id_map(lake)
+    keep, rejects = _id_rejects(mapping, path, table, frame[id_column])
     rejects = table.rejects + rejects
     rows = []
     for number, record in frame[keep].to_dict("index").items():
@@ -315,7 +318,7 @@ def ingest_labels(lake: Lake, path: Path, *, id_column: str = "patient_id") -> d
             rejects.append(_reject(path, number, str(exc), table.raw[number]))
     if not rows:
         raise _no_rows(path, rejects, "labels")
-    rows = _keep_other_columns(lake, _under_stored_ids(lake, rows), columns)
+    rows = _keep_other_columns(lake, _under_stored_ids(lake, mapping, rows), columns)
     written = pa.Table.from_pylist(rows, schema=SCHEMAS["labels"])
     counts = {"patients": written.num_rows, "rejected": len(rejects), "ignored_columns": len(ignored),
               "ignored": ignored}
@@ -326,13 +329,12 @@ def ingest_labels(lake: Lake, path: Path, *, id_column: str = "patient_id") -> d
     return counts
 
 
-def _under_stored_ids(lake: Lake, rows: list[dict]) -> list[dict]:
+def _under_stored_ids(lake: Lake, mapping: dict[str, str], rows: list[dict]) -> list[dict]:
     """``rows`` with the patient id of a patient whose labels the lake holds under another of their ids (an MRN
     correction of labels stored by FHIR id) replaced by the stored one, so that the row updates them instead of
     adding a second row for the patient."""
     if not lake.has("labels"):
         return rows
-    mapping = id_map(lake)
     stored: dict[str, str] = {}
     for stored_id in lake.read("labels", columns=["patient_id"]).column("patient_id").to_pylist():
         stored.setdefault(mapping.get(stored_id, stored_id), stored_id)

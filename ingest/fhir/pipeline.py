@@ -28,7 +28,6 @@ import gc
 import multiprocessing as mp
 import queue
 import re
-import shutil
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -511,10 +510,7 @@ class _ViewStage:
 
     def __exit__(self, *exc: object) -> None:
         self._close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        parent = self.dir.parent
-        if parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
+        self.lake.remove_staging()
 
     def _writer(self, name: str, schema: pa.Schema) -> pa.ipc.RecordBatchStreamWriter:
         writer = self._writers.get(name)

@@ -9,7 +9,6 @@ happened.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +31,7 @@ class VariantStage:
     """
 
     def __init__(self, lake, patient_of: Callable[[str], str]) -> None:
+        self.lake = lake
         self.dir = lake.staging_dir()
         lake.remove_stale_staging()
         self.patient_of = patient_of
@@ -49,10 +49,7 @@ class VariantStage:
     def __exit__(self, *exc: object) -> None:
         if self._writer is not None:
             self._writer.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        parent = self.dir.parent
-        if parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
+        self.lake.remove_staging()
 
     def begin_file(self) -> None:
         """Start staging the rows of the next file."""
