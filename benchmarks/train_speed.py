@@ -1,7 +1,7 @@
 """Training throughput of full fusion, from the lake, vs a bare timm loop; and predict latency.
 
     python benchmarks/train_speed.py [--patients 300] [--image-size 64] [--epochs 4] [--threads 2]
-        [--work /tmp/tumorboard_train_speed] [--latency-patients 10] [--run RUN --lake LAKE]
+        [--work /tmp/tumorboard_train_speed] [--latency-patients 10] [--run RUN --lake LAKE] [--device cpu]
 
 A synthetic lake (``quality_synth.build_lake``: FHIR, MAF and the CT key-slice PNGs at ``--image-size`` px) is
 built once under ``--work`` (one per cohort size and image size); ``configs/full_fusion.yaml`` is then trained
@@ -24,6 +24,9 @@ these threads, but with ``train.modality_dropout=0`` so that every CT of the epo
 Latency: wall time of ``predict_patient(..., explain=True)`` (Grad-CAM, integrated gradients, MC-dropout
 interval, leave-one-modality-out) per test patient after a warm-up call, median over ``--latency-patients``
 patients, on the run trained here or on RUN/LAKE (e.g. the run of ``quality_synth.py``). Target: < 1 s.
+
+``--device cuda`` trains and runs both loops of (1) and (2) on the GPU (timings wait for the GPU to finish);
+prediction, and so the latency, stays on the CPU, where ``predict`` always runs.
 """
 
 from __future__ import annotations
@@ -41,14 +44,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fusion.config import load_config  # noqa: E402
+from fusion.data import move_batch  # noqa: E402
 from fusion.losses import multitask_loss  # noqa: E402
 from fusion.models.image import adapt_stem_for_small_images, resolve_small_input  # noqa: E402
 from fusion.run import build_model, load_run  # noqa: E402
+from fusion.train import resolve_device  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def train_run(work: Path, patients: int, image_size: int, epochs: int) -> tuple[Path, Path]:
+def train_run(work: Path, patients: int, image_size: int, epochs: int, device: str) -> tuple[Path, Path]:
     """The lake (cached under ``work``, per cohort and image size) and a fresh ``full_fusion`` run on it."""
     from quality_synth import build_lake
 
@@ -60,13 +65,14 @@ def train_run(work: Path, patients: int, image_size: int, epochs: int) -> tuple[
     shutil.rmtree(run_dir, ignore_errors=True)  # timed here and now, next to the bare loop
     train(load_config(REPO / "configs" / "full_fusion.yaml", [
         f"train.epochs={epochs}", f"train.patience={epochs}", "train.modality_dropout=0",
-        f"data.images.image_size={image_size}", "data.images.modality=null", "train.device=cpu"]),
+        f"data.images.image_size={image_size}", "data.images.modality=null", f"train.device={device}"]),
         lake_path, run_dir)
     return lake_path, run_dir
 
 
-def bare_timm(config, batch_size: int, slices: int, image_size: int):
-    """A step function of the bare timm loop on in-memory tensors ``(batch_size * slices, 1, size, size)``."""
+def bare_timm(config, batch_size: int, slices: int, image_size: int, device: torch.device):
+    """A step function of the bare timm loop on in-memory tensors ``(batch_size * slices, 1, size, size)`` on
+    ``device``."""
     import timm
 
     kwargs = config.modalities["image"].encoder_kwargs
@@ -75,10 +81,12 @@ def bare_timm(config, batch_size: int, slices: int, image_size: int):
     model = timm.create_model(name, pretrained=False, in_chans=1, num_classes=3, **model_kwargs).train()
     if resolve_small_input(kwargs.get("small_input", "auto"), image_size):
         adapt_stem_for_small_images(model, name)
+    model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(0)
     images = torch.rand(batch_size * slices, 1, image_size, image_size, generator=g)
     labels = torch.randint(0, 3, (batch_size,), generator=g)
+    images, labels = images.to(device), labels.to(device)
 
     def step(n: int = batch_size) -> None:
         logits = model(images[: n * slices]).view(n, slices, -1).mean(1)
@@ -90,15 +98,18 @@ def bare_timm(config, batch_size: int, slices: int, image_size: int):
     return step
 
 
-def epoch_seconds(step, n_samples: int, batch_size: int) -> float:
-    """Seconds of one pass over ``n_samples`` in batches (the last one partial), as a training epoch."""
+def epoch_seconds(step, n_samples: int, batch_size: int, device: torch.device) -> float:
+    """Seconds of one pass over ``n_samples`` in batches (the last one partial), as a training epoch (on a GPU,
+    until its queued work is done)."""
     started = time.perf_counter()
     for start in range(0, n_samples, batch_size):
         step(min(batch_size, n_samples - start))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - started
 
 
-def throughput(run_dir: Path, lake_path: Path, image_size: int) -> None:
+def throughput(run_dir: Path, lake_path: Path, image_size: int, device: torch.device) -> None:
     """Print figures (1) and (2) of the module docstring for ``run_dir``."""
     from fusion.cohort import load_frames
     from fusion.predict import run_cohort
@@ -111,20 +122,20 @@ def throughput(run_dir: Path, lake_path: Path, image_size: int) -> None:
     n_train = int(history["train_samples"].iloc[0])
     n_images = int(cohort.images.present[cohort.indices("train")].sum())
     fused = history["train_seconds"].iloc[1:]
-    bare = bare_timm(config, batch_size, slices, image_size)
+    bare = bare_timm(config, batch_size, slices, image_size, device)
     bare(), bare()  # warm-up
-    plain = [epoch_seconds(bare, n_images, batch_size) for _ in range(len(fused))]
+    plain = [epoch_seconds(bare, n_images, batch_size, device) for _ in range(len(fused))]
     overhead = statistics.median(fused) / statistics.median(plain) - 1
     print(f"(1) end to end, {n_train} training patients ({n_images} with a CT), batch {batch_size}, "
-          f"{image_size} px, {torch.get_num_threads()} thread(s): train() {statistics.median(fused):.2f} s per "
+          f"{image_size} px, {_where(device)}: train() {statistics.median(fused):.2f} s per "
           f"epoch ({min(fused):.2f}-{max(fused):.2f}), bare timm loop over the {n_images} CTs "
           f"{statistics.median(plain):.2f} s ({min(plain):.2f}-{max(plain):.2f}): overhead {overhead:+.1%} "
           f"(target < 20%: {'met' if overhead < 0.2 else 'MISSED'}); first epoch (cold caches) "
           f"{history['train_seconds'].iloc[0]:.2f} s")
 
-    model = build_model(config, spec).train()
+    model = build_model(config, spec).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    batch = fusion_batch(spec, batch_size, slices, image_size)
+    batch = move_batch(fusion_batch(spec, batch_size, slices, image_size), device)
     weights = {"diagnosis": 1.0, "survival": 1.0, "response": 0.5}
 
     def fusion_step(n: int = batch_size) -> None:
@@ -135,8 +146,8 @@ def throughput(run_dir: Path, lake_path: Path, image_size: int) -> None:
 
     fusion_step(), fusion_step()  # warm-up
     steps = 5 * batch_size
-    rates = [(steps / epoch_seconds(fusion_step, steps, batch_size), steps / epoch_seconds(bare, steps, batch_size))
-             for _ in range(5)]
+    rates = [(steps / epoch_seconds(fusion_step, steps, batch_size, device),
+              steps / epoch_seconds(bare, steps, batch_size, device)) for _ in range(5)]
     model_only, bare_only = (statistics.median(r[i] for r in rates) for i in (0, 1))
     print(f"(2) model only, one in-memory batch: fusion {model_only:.1f} samples/s, bare timm loop "
           f"{bare_only:.1f} samples/s (fusion at {model_only / bare_only:.0%})")
@@ -159,6 +170,13 @@ def fusion_batch(spec: dict, b: int, s: int, size: int) -> dict:
             "targets": {"diagnosis": torch.randint(0, spec["n_classes"], (b,), generator=g),
                         "time": torch.rand(b, generator=g) * 2000, "event": torch.rand(b, generator=g) < 0.6,
                         "response": (torch.rand(b, generator=g) < 0.4).float()}}
+
+
+def _where(device: torch.device) -> str:
+    """Where the loops ran, for the printed figures."""
+    if device.type == "cuda":
+        return f"GPU {torch.cuda.get_device_name(device)}"
+    return f"CPU, {torch.get_num_threads()} thread(s)"
 
 
 def latency(run_dir: Path, lake_path: Path, patients: int) -> None:
@@ -193,14 +211,17 @@ def main() -> None:
     parser.add_argument("--latency-patients", type=int, default=10)
     parser.add_argument("--run", type=Path, help="measure predict latency on this run (with --lake)")
     parser.add_argument("--lake", type=Path)
+    parser.add_argument("--device", default="cpu", help="where to train and run the loops: cpu, cuda or cuda:N "
+                        "(prediction stays on the CPU)")
     args = parser.parse_args()
     if (args.run is None) != (args.lake is None):
         parser.error("give --run and --lake together")
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch is a warm-up")
     torch.set_num_threads(args.threads)
-    lake_path, run_dir = train_run(args.work, args.patients, args.image_size, args.epochs)
-    throughput(run_dir, lake_path, args.image_size)
+    device = resolve_device(args.device)
+    lake_path, run_dir = train_run(args.work, args.patients, args.image_size, args.epochs, args.device)
+    throughput(run_dir, lake_path, args.image_size, device)
     latency(args.run or run_dir, args.lake or lake_path, args.latency_patients)
 
 

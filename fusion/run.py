@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
@@ -176,8 +175,9 @@ class LoadedRun:
     breslow: BreslowEstimator | None
 
 
-def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> LoadedRun:
-    """Load a run written by :func:`fusion.train.train` (weights through safetensors)."""
+def load_run(run_dir: str | Path) -> LoadedRun:
+    """Load a run written by :func:`fusion.train.train` (weights through safetensors) onto the CPU, where
+    evaluation and prediction run, whichever device trained it."""
     run_dir = Path(run_dir)
     missing = [f for f in (MODEL_FILE, CONFIG_FILE, META_FILE) if not (run_dir / f).is_file()]
     if missing:
@@ -205,6 +205,6 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Load
     if missing_keys or unexpected:
         raise RunError(f"{run_dir / MODEL_FILE} does not fit the model of its config.yaml: missing "
                        f"{sorted(missing_keys)[:5]}, unexpected {sorted(unexpected)[:5]}")
-    model.to(device).eval()
+    model.eval()
     breslow = BreslowEstimator.from_dict(meta["breslow"]) if meta.get("breslow") else None
     return LoadedRun(run_dir, model, config, meta, breslow)
