@@ -404,3 +404,21 @@ def test_a_set_without_comparable_pairs_scores_nan_instead_of_failing():
     targets = {"time": torch.tensor([10.0, 5.0]), "event": torch.tensor([True, False])}
     result = evaluate_outputs(outputs, targets, {"survival": 1.0})
     assert np.isnan(result["c_index"]) and np.isfinite(result["loss"])
+
+
+def test_seeded_training_turns_off_the_autotuner_and_nan_fill_and_restores_them():
+    """cuDNN's autotuner re-tuned every batch of varying slice counts (7.7 s instead of 0.25 s per epoch on an
+    H200), and deterministic mode's NaN fill of new tensors took 12% of a CPU epoch."""
+    from fusion.train import seeded
+
+    before = torch.backends.cudnn.benchmark, torch.utils.deterministic.fill_uninitialized_memory
+    torch.backends.cudnn.benchmark, torch.utils.deterministic.fill_uninitialized_memory = True, True
+    try:
+        for deterministic in (True, False):
+            with seeded(0, deterministic=deterministic):
+                assert torch.are_deterministic_algorithms_enabled() is deterministic
+                assert torch.backends.cudnn.benchmark is False
+                assert torch.utils.deterministic.fill_uninitialized_memory is False
+            assert torch.backends.cudnn.benchmark is True and torch.utils.deterministic.fill_uninitialized_memory
+    finally:
+        torch.backends.cudnn.benchmark, torch.utils.deterministic.fill_uninitialized_memory = before
