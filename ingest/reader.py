@@ -31,7 +31,7 @@ _EMPTY = {
     "patients": ["patient_key", "mrn", "birth_date", "sex", "death_date", "deceased"],
     "conditions": ["patient_key", "system", "code", "display", "onset", "known", "recorded", "resource_id"],
     "observations": ["patient_key", "system", "code", "display", "value", "unit", "value_system", "value_code",
-                     "value_display", "effective", "known"],
+                     "value_display", "effective", "known", "category"],
     "medications": ["patient_key", "system", "code", "display", "start", "known"],
     "procedures": ["patient_key", "system", "code", "display", "performed"],
     "encounters": ["patient_key", "start", "end"],
@@ -141,15 +141,18 @@ def _known(frame: pd.DataFrame, date: str, later: list[str]) -> pd.Series:
 
 def read_observations(lake: Lake) -> pd.DataFrame:
     """patient_key, system, code, display, value (float), unit, value_system/value_code/value_display (coded
-    values), effective, known (module docstring). An observation's components (a blood pressure's systolic and
-    diastolic values) are rows of their own, under the component's code."""
+    values), effective, known (module docstring), category (the code of the Observation's first category, e.g.
+    ``laboratory``, ``vital-signs``, ``survey``, ``social-history``; null when it has none or the lake's view
+    predates the column). An observation's components (a blood pressure's systolic and diastolic values) are rows
+    of their own, under the component's code, with their Observation's category."""
     values = {"value_quantity": "value", "value_integer": "value_integer", "unit": "unit",
               "value_code_system": "value_system", "value_code_code": "value_code",
               "value_code_display": "value_display", "effective_datetime": "effective",
               "effective_datetime_latest": "effective_latest", "id": "resource_id"}
     frame = _view(lake, "observation", {
         "patient_key": "patient_key", "code_system": "system", "code_code": "code", "code_display": "display",
-        **values, "effective_period_end_latest": "period_end_latest", "issued": "issued"}, "observations")
+        **values, "effective_period_end_latest": "period_end_latest", "issued": "issued",
+        "category_code": "category"}, "observations")
     frame["known"] = _known(frame, "effective", ["effective_latest", "period_end_latest", "issued"])
     components = _view(lake, "observation_component", {
         "patient_key": "patient_key", "component_system": "system", "component_code": "code",
@@ -159,6 +162,7 @@ def read_observations(lake: Lake) -> pd.DataFrame:
         parent = frame.groupby("resource_id")["known"].max()
         components["known"] = pd.concat([_known(components, "effective", ["effective_latest"]),
                                          components["resource_id"].map(parent)], axis=1).max(axis=1)
+        components["category"] = components["resource_id"].map(frame.groupby("resource_id")["category"].first())
         frame = pd.concat([frame, components], ignore_index=True)
     # valueInteger (e.g. ECOG) where there is no valueQuantity
     frame["value"] = frame["value"].where(frame["value"].notna(), frame["value_integer"])

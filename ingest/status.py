@@ -28,7 +28,10 @@ class LakeStatus:
         rejects: modality, reason, count (distinct records: one rejected by several runs counts once), one
             example location and when a run last rejected a record for it (``last_seen``, text; the table is a log
             of every run, so a reason fixed since stays listed with its old date), most frequent first.
-        coverage: one row per patient key, one bool column per modality.
+        coverage: one row per patient key, one bool column per modality: ``fhir`` (a Patient resource) and what
+            the FHIR record holds (``fhir:conditions``, ``fhir:observations``, ``fhir:medications``,
+            ``fhir:procedures``, ``fhir:encounters``: at least one such resource), ``genomics``, ``images``,
+            ``labels``, ``features:<name>``.
         unmatched: modality -> number of ids that match no FHIR patient (kept under their own id).
         ambiguous: identifier values shared by several FHIR patients (they link nothing; see
             :mod:`ingest.link`).
@@ -48,6 +51,24 @@ class LakeStatus:
         counts = self.coverage.drop(columns="patient_key").sum()
         return pd.DataFrame({"modality": counts.index, "patients": counts.values.astype(int),
                              "fraction": (counts.values / len(self.coverage)).round(3)})
+
+# The clinical records counted per patient in the coverage, name -> FHIR resource types: a Patient resource alone
+# ("fhir") says nothing about what a patient's record holds (a Bulk export without its Observation file).
+FHIR_RECORDS = {"fhir:conditions": ("Condition",), "fhir:observations": ("Observation",),
+                "fhir:medications": ("MedicationRequest", "MedicationAdministration", "MedicationStatement"),
+                "fhir:procedures": ("Procedure",), "fhir:encounters": ("Encounter",)}
+
+
+def fhir_record_patients(lake: Lake) -> dict[str, set[str]]:
+    """:data:`FHIR_RECORDS` name -> patient keys with at least one such resource (every name, empty sets
+    included, when the lake has FHIR resources; none otherwise)."""
+    if not lake.has("fhir_resources"):
+        return {}
+    table = lake.read("fhir_resources", ["resource_type", "patient_key"])
+    pairs = table.filter(pc.is_valid(table.column("patient_key"))).group_by(["resource_type", "patient_key"]) \
+        .aggregate([]).to_pandas()
+    by_type = pairs.groupby("resource_type")["patient_key"].agg(set).to_dict()
+    return {name: set().union(*(by_type.get(t, set()) for t in types)) for name, types in FHIR_RECORDS.items()}
 
 
 def patient_modalities(lake: Lake, mapping: dict[str, str] | None = None) -> dict[str, set[str]]:
@@ -92,6 +113,8 @@ def lake_status(lake: Lake) -> LakeStatus:
         rejects["last_seen"] = rejects["last_seen"].dt.strftime("%Y-%m-%d %H:%M UTC")
     present = patient_modalities(lake, mapping)
     keys = sorted(set().union(*present.values())) if present else []
+    for name, members in fhir_record_patients(lake).items():  # what the FHIR record of each patient holds
+        present[name] = members & set(keys)
     coverage = pd.DataFrame({"patient_key": keys})
     for modality, members in present.items():
         coverage[modality] = coverage["patient_key"].isin(members)

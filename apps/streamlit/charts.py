@@ -186,33 +186,74 @@ def ct_figure(slice_2d: np.ndarray, *, stored_window: tuple[float, float] | None
 
 def timeline_figure(events: pd.DataFrame, *, index_date: pd.Timestamp | None = None,
                     death_date: pd.Timestamp | None = None) -> go.Figure:
-    """Conditions, medications, procedures, key observations and encounters on one time axis.
+    """Conditions, one row per drug, procedures, observations and encounters on one time axis.
 
-    ``events``: ``when``, ``end`` (encounters), ``category``, ``label``.
+    ``events``: ``when``, ``end``, ``category``, ``label``, optional ``count`` (``services.patient_events``).
+    Medication rows are spans (first to last order of a course) on a row of their drug; the events of one
+    category on one day share a marker whose hover lists them (a day's lab panel is one marker).
     """
     fig = go.Figure()
+    events = events if "count" in events else events.assign(count=1)
+    meds = events[events["category"] == "Medication"]
+    drug_rows = _drug_rows(meds)
     for category in _CATEGORIES:
         part = events[events["category"] == category]
         if part.empty:
             continue
-        labelled = category == "Medication"  # the drug names, written next to their markers
-        short = part["label"].astype(str).str.split().str[0].str.slice(0, 18)  # "pembrolizumab 100 MG..." -> drug
-        first = short.where(~short.duplicated(), "").str.replace("%", "%%").tolist()  # each drug named once
-        fig.add_trace(go.Scatter(x=part["when"], y=[category] * len(part), name=category,
-                                 mode="markers+text" if labelled else "markers",
-                                 texttemplate=first if labelled else None, textposition="top center",
-                                 textfont={"size": 10},
-                                 marker={"size": 7 if category == "Encounter" else 11,
-                                         "symbol": "line-ns-open" if category == "Encounter" else "circle",
-                                         "color": _CATEGORY_COLOURS[category], "line": {"width": 2}},
-                                 text=part["label"], hovertemplate="%{x|%Y-%m-%d}<br>%{text}<extra></extra>"))
+        colour = _CATEGORY_COLOURS[category]
+        if category == "Medication":
+            for label, row in drug_rows.items():
+                spans = part[part["label"] == label]
+                x, text = [], []
+                for start, end, count in zip(spans["when"], spans["end"], spans["count"], strict=True):
+                    end = start if pd.isna(end) else end
+                    what = f"{label}<br>{count} order{'s' if count > 1 else ''}, {start:%Y-%m-%d}" + (
+                        f" to {end:%Y-%m-%d}" if end > start else "")
+                    x += [start, end, None]
+                    text += [what, what, None]
+                fig.add_trace(go.Scatter(x=x, y=[row] * len(x), mode="lines+markers", name=row,
+                                         line={"color": colour, "width": 6},
+                                         marker={"size": 9, "color": colour, "symbol": "line-ns",
+                                                 "line": {"width": 2, "color": colour}},
+                                         text=text, hovertemplate="%{text}<extra></extra>"))
+            continue
+        if category == "Encounter":
+            days = part.assign(day=part["when"].dt.floor("D")).drop_duplicates("day")
+            fig.add_trace(go.Scatter(x=days["when"], y=[category] * len(days), name=category, mode="markers",
+                                     marker={"size": 7, "symbol": "line-ns-open", "color": colour,
+                                             "line": {"width": 2}},
+                                     hovertemplate="%{x|%Y-%m-%d}<br>Encounter<extra></extra>"))
+            continue
+        days = part.groupby(part["when"].dt.floor("D"), sort=True)["label"].agg(_day_text)
+        fig.add_trace(go.Scatter(x=days.index, y=[category] * len(days), name=category, mode="markers",
+                                 marker={"size": 11, "symbol": "circle", "color": colour, "line": {"width": 2}},
+                                 text=days.to_numpy(), hovertemplate="%{x|%Y-%m-%d}<br>%{text}<extra></extra>"))
     for when, text, colour in ((index_date, "diagnosis (index)", ACCENT), (death_date, "death", "black")):
         if when is not None and pd.notna(when):
             fig.add_vline(x=when, line={"color": colour, "dash": "dot"})
             fig.add_annotation(x=when, y=1.0, yref="paper", yanchor="bottom", yshift=12, text=text,
                                showarrow=False, font={"color": colour})  # above the top row's markers
-    fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(_CATEGORIES)))
-    return _layout(fig, height=360, title="Timeline", showlegend=False)
+    rows = [r for c in _CATEGORIES for r in ((drug_rows.values() or ["Medication"]) if c == "Medication" else [c])]
+    fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(rows)), range=[-0.5, len(rows) - 0.5])
+    return _layout(fig, height=max(360, 120 + 36 * len(rows)), title="Timeline", showlegend=False)
+
+
+def _drug_rows(meds: pd.DataFrame, width: int = 34) -> dict[str, str]:
+    """Drug label -> its row's name on the timeline (shortened, unique), in the order of first order."""
+    rows: dict[str, str] = {}
+    for label in meds.sort_values("when")["label"].astype(str).drop_duplicates():
+        name = label if len(label) <= width else label[:width - 1] + "…"
+        while name in rows.values() or name in _CATEGORIES:
+            name += " "  # two drugs that shorten alike keep two rows
+        rows[label] = name
+    return rows
+
+
+def _day_text(labels: pd.Series, most: int = 12) -> str:
+    """The hover text of one day's events: each label on a line (``most`` of them, then how many more)."""
+    shown = list(dict.fromkeys(labels.astype(str)))
+    more = len(shown) - most
+    return "<br>".join(shown[:most]) + (f"<br>… and {more} more" if more > 0 else "")
 
 
 def labs_figure(labs: pd.DataFrame, names: list[str], *, index_date: pd.Timestamp | None = None) -> go.Figure:

@@ -169,10 +169,16 @@ def _run_config(run_dir: str | None):
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _patient_header(lake: str, token: str, key: str, run_dir: str | None) -> dict:
-    from fusion.cohort import index_dates
+    from fusion.cohort import index_dates, is_cancer_condition
 
     record = _patient_record(lake, token, key)
     config = _run_config(run_dir).data
+    cond = record["conditions"]
+    cancer = cond[is_cancer_condition(cond, config.index)]
+    cancer = cancer.assign(name=cancer["display"].fillna(cancer["code"]).fillna("cancer without a code"),
+                           since=cancer["onset"].where(cancer["onset"].notna(), cancer["recorded"]))
+    cancers = [{"display": name, "onset": None if pd.isna(since) else since} for name, since in
+               cancer.groupby("name")["since"].min().sort_values(na_position="last").items()]
     index, code = index_dates(record["conditions"], record["labels"], config.index)
     index_date = index.get(key) if len(index) else None
     diagnosis = None
@@ -205,7 +211,7 @@ def _patient_header(lake: str, token: str, key: str, run_dir: str | None) -> dic
     return {"age": age, "sex": person["sex"] if person is not None else None, "diagnosis": diagnosis,
             "stage": latest(config.ehr.stage_code, False), "ecog": latest(config.ehr.ecog_code, True),
             "index_date": index_date, "death_date": death if pd.notna(death) else None,
-            "modalities": modalities}
+            "modalities": modalities, "cancers": cancers}
 
 
 def patients(lake: Path) -> pd.DataFrame:
@@ -231,43 +237,116 @@ def patient_record(lake: Path, key: str) -> dict[str, pd.DataFrame]:
 
 def patient_header(lake: Path, key: str, run_dir: str | None) -> dict:
     """``age`` (years at the index date, else now or at death), ``sex``, ``diagnosis``, ``stage``, ``ecog``,
-    ``index_date`` (Timestamp or None), ``death_date``, ``modalities`` (list of names present)."""
+    ``index_date`` (Timestamp or None), ``death_date``, ``modalities`` (list of names present), ``cancers``
+    (every cancer condition of the patient by the run's ``data.index`` codes and display rule, once per name
+    with its earliest onset, else recorded date: ``[{"display", "onset"}]``, earliest first)."""
     return guarded("Reading the patient's record",
                    lambda: _patient_header(str(lake), lake_token(str(lake)), key, run_dir))
 
 
-def patient_events(record: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per dated event of the patient: ``when``, ``end`` (encounters), ``category``, ``label``.
+# Observations the timeline shows: labs and vital signs, and the oncology ones whatever their category (the
+# codes of the stage, disease-status, best-response and tumour-marker views, and ECOG); questionnaires, social
+# history (smoking, employment) and other categories are left out and counted in the caption.
+TIMELINE_CATEGORIES = ("laboratory", "vital-signs")
+ONCOLOGY_VIEWS = ("tnm_stage", "disease_status", "best_response", "tumor_marker")
+SPAN_GAP_DAYS = 366  # orders of one drug at most a year apart (a yearly renewal) are one span on the timeline
 
-    Key observations are the coded ones (stage, ECOG, response, disease status, smoking), labs are not.
+
+@st.cache_resource(show_spinner=False)
+def oncology_codes() -> frozenset[str]:
+    """LOINC codes of the oncology observations: those the :data:`ONCOLOGY_VIEWS` select on, and the default
+    config's ECOG and stage codes."""
+    from fusion.config import EhrConfig
+    from ingest.fhir.pipeline import DEFAULT_VIEWS
+
+    found = {EhrConfig().ecog_code, EhrConfig().stage_code}
+    for name in ONCOLOGY_VIEWS:
+        view = json.loads((DEFAULT_VIEWS / f"{name}.json").read_text())
+        for where in view.get("where", []):
+            found.update(re.findall(r"'(\d+-\d)'", where.get("path", "")))
+    return frozenset(found)
+
+
+def _on_timeline(obs: pd.DataFrame) -> pd.Series:
+    """Bool per observation: a lab, a vital sign, an oncology observation, or one without a category."""
+    category = _category(obs)
+    return category.isin(TIMELINE_CATEGORIES) | category.isna() | obs["code"].isin(oncology_codes())
+
+
+def left_out_of_timeline(record: dict[str, pd.DataFrame]) -> dict[str, int]:
+    """Category -> number of the patient's dated observations the timeline leaves out (surveys, social history),
+    most first."""
+    obs = record["observations"]
+    left = _category(obs[~_on_timeline(obs) & obs["effective"].notna()])
+    return {str(k): int(v) for k, v in left.value_counts().items()}
+
+
+def _medication_spans(meds: pd.DataFrame) -> pd.DataFrame:
+    """Orders of one drug (its label) less than :data:`SPAN_GAP_DAYS` apart merged into one span: ``when`` (first
+    order), ``end`` (last), ``label``, ``count`` (orders)."""
+    if meds.empty:
+        return pd.DataFrame(columns=["when", "end", "label", "count"])
+    meds = meds.sort_values(["label", "when"], kind="mergesort")
+    gap = meds.groupby("label")["when"].diff() > pd.Timedelta(days=SPAN_GAP_DAYS)
+    span = (gap | meds["label"].ne(meds["label"].shift())).cumsum()
+    return (meds.groupby(span).agg(when=("when", "min"), end=("when", "max"), label=("label", "first"),
+                                   count=("when", "size")).reset_index(drop=True))
+
+
+def patient_events(record: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per dated event of the patient: ``when``, ``end`` (encounters, medication spans), ``category``,
+    ``label``, ``count`` (medication orders in a span, else 1).
+
+    Medication orders of one drug become spans (:func:`_medication_spans`): a patient with a thousand monthly
+    refills has one span per drug and course. Observations are the labs, vital signs and oncology ones (stage,
+    ECOG, disease status, response, tumour markers), with their values; surveys and social history are left out
+    (:func:`left_out_of_timeline` counts them).
     """
     parts = []
-    sources = (("conditions", "onset", "Condition"), ("medications", "start", "Medication"),
-               ("procedures", "performed", "Procedure"))
-    for kind, column, category in sources:
+    for kind, column, category in (("conditions", "onset", "Condition"), ("procedures", "performed", "Procedure")):
         frame = record[kind]
         parts.append(pd.DataFrame({"when": frame[column], "end": pd.NaT, "category": category,
                                    "label": frame["display"].fillna(frame["code"])
-                                   .fillna(f"{category.lower()} without a code")}))
+                                   .fillna(f"{category.lower()} without a code"), "count": 1}))
+    meds = record["medications"]
+    meds = pd.DataFrame({"when": meds["start"], "label": meds["display"].fillna(meds["code"])
+                         .fillna("medication without a code")}).dropna(subset=["when"])
+    parts.append(_medication_spans(meds).assign(category="Medication"))
     enc = record["encounters"]
     parts.append(pd.DataFrame({"when": enc["start"], "end": enc["end"], "category": "Encounter",
-                               "label": "Encounter"}))
+                               "label": "Encounter", "count": 1}))
     obs = record["observations"]
-    coded = obs[obs["value_display"].notna() | obs["value_code"].notna() | obs["value"].notna()
-                & obs["unit"].isna()]
-    value = coded["value_display"].fillna(coded["value_code"]).fillna(
-        coded["value"].map(lambda v: f"{v:g}", na_action="ignore"))  # ECOG 1, not 1.0
-    parts.append(pd.DataFrame({"when": coded["effective"], "end": pd.NaT, "category": "Observation",
-                               "label": coded["display"].fillna(coded["code"]) + ": " + value.astype(str)}))
-    events = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) \
-        else pd.DataFrame(columns=["when", "end", "category", "label"])
+    shown = obs[_on_timeline(obs) & (obs["value_display"].notna() | obs["value_code"].notna()
+                                     | obs["value"].notna())]
+    number = shown["value"].map(lambda v: f"{v:g}", na_action="ignore").astype("string")  # ECOG 1, not 1.0
+    number = (number + " " + shown["unit"].fillna("").astype("string")).str.strip()
+    value = shown["value_display"].fillna(shown["value_code"]).fillna(number)
+    parts.append(pd.DataFrame({"when": shown["effective"], "end": pd.NaT, "category": "Observation",
+                               "label": shown["display"].fillna(shown["code"]) + ": " + value.astype(str),
+                               "count": 1}))
+    columns = ["when", "end", "category", "label", "count"]
+    events = pd.concat([p[columns] for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) \
+        else pd.DataFrame(columns=columns)
     return events.dropna(subset=["when"]).sort_values("when", ignore_index=True)
 
 
+def _category(obs: pd.DataFrame) -> pd.Series:
+    """The observations' category code (``laboratory``, ``vital-signs``, ``survey``, ...); null where the record
+    has none or the lake's view predates the column."""
+    return obs["category"] if "category" in obs else pd.Series(None, index=obs.index, dtype=object)
+
+
 def lab_series(record: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Numeric observations with a unit (labs): ``effective``, ``lab`` ("display (unit)"), ``value``."""
+    """Numeric laboratory results with a unit: ``effective``, ``lab`` ("display (unit)"), ``value``.
+
+    A lab is an Observation of category ``laboratory``; one without a category counts when it has a unit (a lake
+    flattened before the category column, a source that leaves it out), so survey scores and vital signs with a
+    category are not labs.
+    """
     obs = record["observations"]
-    labs = obs[obs["value"].notna() & obs["unit"].notna() & obs["effective"].notna()]
+    category = _category(obs)
+    is_lab = (category == "laboratory") | category.isna()
+    labs = obs[is_lab & obs["value"].notna() & obs["unit"].notna() & obs["effective"].notna()]
     names = labs["display"].fillna(labs["code"]) + " (" + labs["unit"] + ")"
     return pd.DataFrame({"effective": labs["effective"], "lab": names, "value": labs["value"]}) \
         .sort_values("effective", ignore_index=True)

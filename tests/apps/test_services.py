@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pandas as pd
 
+from apps.streamlit import charts
 from apps.streamlit import services as sv
 from ingest.fhir.pipeline import ingest_fhir
 from ingest.lake import Lake
@@ -33,3 +34,120 @@ def test_a_lake_without_any_cancer_diagnosis_has_no_outcomes_rather_than_an_erro
     lake = Lake(tmp_path / "lake")
     ingest_fhir(lake, [export], workers=1)
     assert sv.observed_outcome(lake.path, None, "p1") is None
+
+
+LOINC, SNOMED = "http://loinc.org", "http://snomed.info/sct"
+CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+
+
+def _lake(tmp_path, resources: list[dict]) -> Lake:
+    export = tmp_path / "export.ndjson"
+    export.write_bytes(b"\n".join(orjson.dumps(r) for r in resources) + b"\n")
+    lake = Lake(tmp_path / "lake")
+    ingest_fhir(lake, [export], workers=1)
+    return lake
+
+
+def _observation(rid: str, category: str | None, code: str, display: str, value: dict, when: str = "2020-01-01",
+                 patient: str = "p1") -> dict:
+    return {"resourceType": "Observation", "id": rid, "status": "final", "subject": {"reference": f"Patient/{patient}"},
+            **({"category": [{"coding": [{"system": CATEGORY, "code": category}]}]} if category else {}),
+            "code": {"coding": [{"system": LOINC, "code": code, "display": display}]}, "effectiveDateTime": when,
+            **value}
+
+
+def _quantity(value: float, unit: str) -> dict:
+    return {"valueQuantity": {"value": value, "unit": unit}}
+
+
+def _coded(display: str) -> dict:
+    return {"valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "1", "display": display}]}}
+
+
+# a Synthea-like record: a lab, vital signs (a pain score, a blood pressure's components), survey and
+# social-history answers (some with a unit), an oncology stage filed under "survey" (as the synthetic cohort does)
+MIXED_OBSERVATIONS = [
+    {"resourceType": "Patient", "id": "p1"},
+    _observation("hb", "laboratory", "718-7", "Hemoglobin", _quantity(13.2, "g/dL")),
+    _observation("pain", "vital-signs", "72514-3", "Pain severity", _quantity(4, "{score}")),
+    {**_observation("bp", "vital-signs", "85354-9", "Blood pressure", {}),
+     "component": [{"code": {"coding": [{"system": LOINC, "code": "8480-6", "display": "Systolic"}]},
+                    "valueQuantity": {"value": 120, "unit": "mm[Hg]"}}]},
+    _observation("phq", "survey", "44261-6", "PHQ-9 total score", _quantity(7, "{score}")),
+    _observation("prapare", "survey", "93025-5", "Housing status", _coded("I have housing")),
+    _observation("smoking", "social-history", "72166-2", "Tobacco smoking status", _coded("Never smoked")),
+    _observation("stage", "survey", "21908-9", "Stage group.clinical Cancer", _coded("Stage 3A")),
+    _observation("old", None, "2532-0", "LDH", _quantity(250, "U/L")),  # no category: counted by its unit
+]
+
+
+def test_lab_trends_are_laboratory_observations_only(tmp_path):
+    lake = _lake(tmp_path, MIXED_OBSERVATIONS)
+    labs = sv.lab_series(sv.patient_record(lake.path, "p1"))
+    assert sorted(labs["lab"]) == ["Hemoglobin (g/dL)", "LDH (U/L)"]  # not the pain, PHQ-9 or blood pressure
+
+
+def test_the_synthetic_cohort_labs_still_show(app_data):
+    from ingest.reader import read_observations
+
+    obs = read_observations(Lake(app_data.lake))
+    key = obs.loc[obs["unit"].notna(), "patient_key"].iloc[0]
+    labs = sv.lab_series(sv.patient_record(app_data.lake, key))
+    assert len(labs) and set(obs.loc[obs["patient_key"] == key, "category"].dropna()) >= {"laboratory"}
+
+
+def test_the_timeline_shows_labs_vitals_and_oncology_but_not_surveys(tmp_path):
+    lake = _lake(tmp_path, MIXED_OBSERVATIONS)
+    record = sv.patient_record(lake.path, "p1")
+    shown = sv.patient_events(record).query("category == 'Observation'")["label"].tolist()
+    assert sorted(shown) == ["Hemoglobin: 13.2 g/dL", "LDH: 250 U/L", "Pain severity: 4 {score}",
+                             "Stage group.clinical Cancer: Stage 3A", "Systolic: 120 mm[Hg]"]
+    assert sv.left_out_of_timeline(record) == {"survey": 2, "social-history": 1}
+
+
+def test_repeated_medication_orders_become_one_span_per_drug_and_course():
+    start = pd.Timestamp("2000-01-01", tz="UTC")
+    monthly = [start + pd.Timedelta(days=30 * i) for i in range(1200)]  # a thousand refills of one drug
+    courses = [start, start + pd.Timedelta(days=21), start + pd.Timedelta(days=800)]  # two courses of another
+    empty = pd.DataFrame({"display": [], "code": [], "onset": [], "performed": []}, dtype=object)
+    record = {"conditions": empty, "procedures": empty,
+              "medications": pd.DataFrame({"display": ["metformin"] * 1200 + ["cisplatin"] * 3, "code": None,
+                                           "start": monthly + courses}),
+              "encounters": pd.DataFrame({"start": [], "end": []}, dtype=object),
+              "observations": pd.DataFrame({"value_display": [], "value_code": [], "value": [], "unit": [],
+                                            "effective": [], "display": [], "code": []}, dtype=object)}
+    meds = sv.patient_events(record).query("category == 'Medication'")
+    spans = {(r.label, r.count, r.when, r.end) for r in meds.itertuples()}
+    assert spans == {("metformin", 1200, monthly[0], monthly[-1]), ("cisplatin", 2, courses[0], courses[1]),
+                     ("cisplatin", 1, courses[2], courses[2])}
+    figure = charts.timeline_figure(sv.patient_events(record))
+    rows = {trace.y[0]: trace for trace in figure.data}
+    assert set(rows) == {"metformin", "cisplatin"}  # one row per drug, not one marker per order
+    assert sum(x is not None for x in rows["metformin"].x) == 2
+
+
+def test_the_header_lists_every_cancer_condition_with_its_onset(tmp_path):
+    ref = {"reference": "Patient/p1"}
+
+    def condition(rid: str, code: str, display: str, onset: str) -> dict:
+        return {"resourceType": "Condition", "id": rid, "subject": ref, "onsetDateTime": onset,
+                "code": {"coding": [{"system": SNOMED, "code": code, "display": display}]}}
+
+    lake = _lake(tmp_path, [{"resourceType": "Patient", "id": "p1", "birthDate": "1950-01-01"},
+                            condition("lung", "254637007", "Non-small cell lung cancer (disorder)", "2015-03-01"),
+                            condition("breast", "254837009", "Malignant neoplasm of breast (disorder)", "2019-06-01"),
+                            condition("again", "254837009", "Malignant neoplasm of breast (disorder)", "2020-06-01"),
+                            condition("history", "1", "History of malignant neoplasm of skin", "2010-01-01"),
+                            condition("flu", "2", "Influenza", "2012-01-01")])
+    header = sv.patient_header(lake.path, "p1", None)
+    assert header["cancers"] == [
+        {"display": "Non-small cell lung cancer (disorder)", "onset": pd.Timestamp("2015-03-01", tz="UTC")},
+        {"display": "Malignant neoplasm of breast (disorder)", "onset": pd.Timestamp("2019-06-01", tz="UTC")}]
+
+
+def test_coverage_counts_patients_by_what_their_record_holds(tmp_path):
+    lake = _lake(tmp_path, [{"resourceType": "Patient", "id": "p1"}, {"resourceType": "Patient", "id": "p2"},
+                            _observation("hb", "laboratory", "718-7", "Hemoglobin", _quantity(13.2, "g/dL"))])
+    summary = sv.status(lake.path).coverage_summary().set_index("modality")["patients"].to_dict()
+    assert summary == {"fhir": 2, "fhir:conditions": 0, "fhir:observations": 1, "fhir:medications": 0,
+                       "fhir:procedures": 0, "fhir:encounters": 0}

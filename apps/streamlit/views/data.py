@@ -62,6 +62,8 @@ with coverage_tab:
         fig.update_layout(height=120 + 40 * len(summary), margin={"l": 10, "r": 10, "t": 10, "b": 10},
                           template="plotly_white")
         st.plotly_chart(fig, key="coverage_chart")
+        st.caption("fhir: patients with a Patient resource; fhir:observations, fhir:medications, ...: patients "
+                   "with at least one such record (a Patient resource alone is not a clinical record).")
         modalities = [c for c in report.coverage.columns if c != "patient_key"]
         missing = st.multiselect("Show patients missing", modalities, key="coverage_missing")
         shown = report.coverage

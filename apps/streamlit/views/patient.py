@@ -253,6 +253,14 @@ def timeline_tab(record: dict[str, pd.DataFrame], header: dict) -> None:
     else:
         st.plotly_chart(figures.timeline_figure(events, index_date=header["index_date"],
                                                death_date=header["death_date"]), key="timeline_chart")
+        left_out = sv.left_out_of_timeline(record)
+        note = ("Medications: one row per drug, a bar from the first to the last order of a course (orders at "
+                f"most {sv.SPAN_GAP_DAYS} days apart). Observations: labs, vital signs and the oncology ones "
+                "(stage, ECOG, disease status, response, tumour markers); one marker per day.")
+        if left_out:
+            counts = ", ".join(f"{n} {category}" for category, n in left_out.items())
+            note += f" Left out: the other observations, questionnaires and social history ({counts})."
+        st.caption(note)
         with st.expander(f"All {len(events)} events"):
             shown = events.assign(when=events["when"].dt.strftime("%Y-%m-%d"),
                                   end=pd.to_datetime(events["end"], utc=True).dt.strftime("%Y-%m-%d").fillna(""))
@@ -331,6 +339,11 @@ if header["index_date"] is not None:
 if header["death_date"] is not None:
     dates.append(f"died {header['death_date']:%Y-%m-%d}")
 st.caption(f"Modalities present: **{present}**" + (f" · {' · '.join(dates)}" if dates else ""))
+if header["cancers"]:
+    listed = "; ".join(c["display"].removesuffix(" (disorder)")
+                       + (f" ({c['onset']:%Y-%m-%d})" if c["onset"] is not None else " (no onset date)")
+                       for c in header["cancers"])
+    st.caption(f"Cancer diagnoses on record: {listed}")
 
 prediction = None
 if run_dir is None:
