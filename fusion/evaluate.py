@@ -25,7 +25,9 @@ baselines and ablations with their intervals), ``calibration.png``, ``roc.png``,
 
 Metrics: survival ``c_index_harrell``, ``c_index_uno``, ``td_auc_<h>d``, ``integrated_brier``,
 ``calibration_<h>d`` (mean |predicted - Kaplan-Meier observed| event probability by ``h`` days over risk
-deciles, lower is better) at the configured horizons that lie inside the test follow-up; classification
+deciles, lower is better) at the configured horizons that lie inside the test follow-up (``integrated_brier``
+over one time grid, :func:`fusion.metrics.survival_time_grid` of all test patients, on every resample and
+subgroup: ``fixed_grid`` of :func:`fusion.metrics.integrated_brier_score`); classification
 ``auroc``, ``auprc`` (macro one-vs-rest over the classes present for diagnosis), ``accuracy``,
 ``balanced_accuracy``, ``ece``. Response is scored on patients with a known treatment and response, with the
 probability under their own treatment. Baselines see the inputs the model's head sees: the diagnosis
@@ -142,7 +144,7 @@ def survival_metric_fn(*, train_time: np.ndarray, train_event: np.ndarray, horiz
                 lambda h=h: metrics.time_dependent_auc(time, event, risk, horizons=np.array([h]),
                                                        **kw)[float(h)])
         out["integrated_brier"] = _safe(
-            lambda: metrics.integrated_brier_score(time, event, surv_grid, times=grid, **kw))
+            lambda: metrics.integrated_brier_score(time, event, surv_grid, times=grid, fixed_grid=True, **kw))
         for j, h in enumerate(horizons):
             out[f"calibration_{_tag(h)}"] = _safe(lambda j=j, h=h: metrics.calibration_at_horizon(
                 time, event, surv_h[:, j], horizon=float(h))["calibration_error"])

@@ -23,7 +23,7 @@ from sksurv.metrics import (
 from sksurv.metrics import (
     integrated_brier_score as _sksurv_ibs,
 )
-from sksurv.nonparametric import kaplan_meier_estimator
+from sksurv.nonparametric import CensoringDistributionEstimator, kaplan_meier_estimator
 from sksurv.util import Surv
 
 
@@ -152,11 +152,18 @@ def integrated_brier_score(
     times: np.ndarray,
     train_time: np.ndarray,
     train_event: np.ndarray,
+    fixed_grid: bool = False,
 ) -> float:
     """Integrated Brier score of survival curves ``surv_prob (N, T)`` = ``S(times | x)``, lower is better.
 
     Columns at times outside ``[min test time, min(max test time, max training time))`` are dropped with a
     warning (scikit-survival cannot weight them); at least two must remain. See :func:`survival_time_grid`.
+
+    ``fixed_grid=True`` integrates over every one of ``times`` instead (all must lie below the largest training
+    time, where the censoring weights end), for a score that means the same on every bootstrap resample or
+    subgroup: the same IPCW Brier score as scikit-survival's (``S^2 / G(T_i)`` for events by ``t``,
+    ``(1 - S)^2 / G(t)`` for patients still at risk), which is also defined at times before the first or after
+    the last test follow-up. On ``times`` inside the test follow-up both give the same number.
     """
     t, e = _survival(time, event)
     tt, te = _survival(train_time, train_event, "train_")
@@ -168,6 +175,8 @@ def integrated_brier_score(
         raise ValueError("surv_prob must hold probabilities in [0, 1]")
     if (np.diff(grid) <= 0).any():
         raise ValueError("times must be strictly increasing")
+    if fixed_grid:
+        return _ibs_fixed_grid(t, e, prob, grid, tt, te)
     keep = (grid >= t.min()) & (grid < min(t.max(), tt.max()))
     if keep.sum() < 2:
         raise ValueError(
@@ -182,6 +191,27 @@ def integrated_brier_score(
         )
     t, e = _clip_to_training(t, e, tt)
     return float(_sksurv_ibs(Surv.from_arrays(te, tt), Surv.from_arrays(e, t), prob[:, keep], grid[keep]))
+
+
+def _ibs_fixed_grid(t: np.ndarray, e: np.ndarray, prob: np.ndarray, grid: np.ndarray, tt: np.ndarray,
+                    te: np.ndarray) -> float:
+    """IPCW integrated Brier score over all of ``grid`` (see :func:`integrated_brier_score`)."""
+    if grid.size < 2:
+        raise ValueError("fixed_grid needs at least two times")
+    if grid[-1] >= tt.max():
+        raise ValueError(f"times must lie below the largest training time {tt.max()} (the censoring weights end)")
+    t, e = _clip_to_training(t, e, tt)
+    cens = CensoringDistributionEstimator().fit(Surv.from_arrays(te, tt))
+    g_event = np.ones_like(t)
+    g_event[e] = cens.predict_proba(t[e])
+    g_grid = cens.predict_proba(grid)
+    if (g_event[e] <= 0).any() or (g_grid <= 0).any():
+        raise ValueError("the training censoring distribution is zero at a test event time or a grid time")
+    case = e[:, None] & (t[:, None] <= grid[None, :])
+    control = t[:, None] > grid[None, :]
+    scores = np.mean(np.where(case, prob**2 / g_event[:, None], 0.0)
+                     + np.where(control, (1.0 - prob) ** 2 / g_grid[None, :], 0.0), axis=0)
+    return float(np.trapezoid(scores, grid) / (grid[-1] - grid[0]))
 
 
 def _km_at(time: np.ndarray, event: np.ndarray, horizon: float) -> float:

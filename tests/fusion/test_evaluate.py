@@ -226,3 +226,28 @@ def test_comparison_panels_put_the_model_first_then_baselines_and_ablations():
         ("model", "model"), ("rsf", "baseline"), ("only_ehr", "only"), ("only_image", "only"),
         ("without_ehr", "without")]  # coxnet had no value: left out
     assert panel["rows"][0] == {"label": "model", "kind": "model", "value": 0.7, "low": 0.6, "high": 0.8}
+
+
+def test_survival_bootstrap_scores_the_brier_score_over_the_whole_grid():
+    """Every resample and subgroup integrates the Brier score over the same grid, also where its follow-up ends
+    before the grid's last time (before the fix such rows integrated over a shorter range)."""
+    from fusion import metrics
+    from fusion.evaluate import survival_metric_fn
+    from fusion.models import BreslowEstimator
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=300)
+    time, event = rng.exponential(400 * np.exp(-x)), rng.random(300) < 0.7
+    tr, te = slice(0, 200), slice(200, None)
+    breslow = BreslowEstimator().fit(x[tr], time[tr], event[tr])
+    grid = metrics.survival_time_grid(time[te], train_time=time[tr])
+    kw = {"train_time": time[tr], "train_event": event[tr]}
+    fn = survival_metric_fn(horizons=np.array([]), grid=grid, **kw)
+    short = np.flatnonzero(time[te] < grid[30])  # a group followed up to the grid's middle only
+    t, e, r = time[te][short], event[te][short], x[te][short]
+    s = breslow.predict_survival(r, grid)
+    got = fn(t, e, r, s, np.zeros((len(t), 0)))["integrated_brier"]
+    assert got == pytest.approx(metrics.integrated_brier_score(t, e, s, times=grid, fixed_grid=True, **kw))
+    with pytest.warns(UserWarning, match="dropped"):
+        truncated = metrics.integrated_brier_score(t, e, s, times=grid, **kw)
+    assert abs(got - truncated) > 0.01
