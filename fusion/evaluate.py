@@ -17,7 +17,8 @@ bias (the mean of the resamples minus the value) from every resample, and starts
          "baselines": {"coxnet" | "rsf" | "logistic" | "image_logistic" | "late_fusion": {metric: {...}}},
          "ablations": {"without_<m>" | "only_<m>": {metric: {...}}}}},
      "subgroups": {task: {"sex_female" | "sex_male" | "age_lt60" | "age_60_69" | "age_ge70":
-                          {"n", "model": {metric: {...}}}}},
+                          {"n", ("n_events" | "n_positive"), "model": {metric: {...}} | null,
+                           ("skipped": why, under MIN_SUBGROUP patients, empty groups included)}}},
      "plots": [file names], "notes": [...]}
 
 Figures: ``comparison.png`` (each task's headline metric, :data:`HEADLINE_METRICS`, for the model, its
@@ -291,15 +292,18 @@ class _Eval:
             result["ablations"][name] = bootstrap(fn, arrays, n_boot=self.n_boot, seed=self.seed)
         return result
 
-    def _subgroups(self, task: str, fn, arrays: tuple) -> dict:
+    def _subgroups(self, task: str, fn, arrays: tuple, counts: dict[str, np.ndarray] | None = None) -> dict:
+        """Each group's size (``n``, and ``n_events`` / ``n_positive`` from ``counts``: 0/1 per row) and the
+        model's metrics; groups of fewer than :data:`MIN_SUBGROUP` patients, empty ones included, are skipped."""
         out = {}
         for group, member in self.groups(self.rows[task]).items():
             n = int(member.sum())
+            sizes = {"n": n, **{k: int(np.asarray(v)[member].sum()) for k, v in (counts or {}).items()}}
             if n < MIN_SUBGROUP:
-                out[group] = {"n": n, "model": None, "skipped": f"fewer than {MIN_SUBGROUP} patients"}
+                out[group] = {**sizes, "model": None, "skipped": f"fewer than {MIN_SUBGROUP} patients"}
                 continue
-            out[group] = {"n": n, "model": bootstrap(fn, tuple(a[member] for a in arrays), n_boot=self.n_boot,
-                                                     seed=self.seed)}
+            out[group] = {**sizes, "model": bootstrap(fn, tuple(a[member] for a in arrays), n_boot=self.n_boot,
+                                                      seed=self.seed)}
         return out
 
     def _score_diagnosis(self) -> tuple[dict, dict]:
@@ -365,7 +369,8 @@ class _Eval:
         self.response_plot = (y, preds["model"]["model"])
         result = {"n": int(rows.size), "n_positive": int(y.sum()), **self._report(
             rows, binary_metric_fn, lambda g, n: (y, preds[g][n]), preds["baselines"])}
-        return result, self._subgroups("response", binary_metric_fn, (y, preds["model"]["model"]))
+        return result, self._subgroups("response", binary_metric_fn, (y, preds["model"]["model"]),
+                                       {"n_positive": y})
 
     def _score_survival(self) -> tuple[dict, dict]:
         rows = self.rows["survival"]
@@ -422,7 +427,7 @@ class _Eval:
                   **self._report(rows, fn, arrays_for, candidates["baselines"])}
         model_arrays = arrays_for("model", "model")
         self.survival_plot = (time, event, model_arrays[2], model_arrays[4], horizons)
-        return result, self._subgroups("survival", fn, model_arrays)
+        return result, self._subgroups("survival", fn, model_arrays, {"n_events": event})
 
     # subgroups and figures -----------------------------------------------------------------------------
     def groups(self, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -436,7 +441,7 @@ class _Eval:
         out = {"sex_female": sex == "female", "sex_male": sex == "male"}
         for name, lo, hi in AGE_BANDS:
             out[name] = (age >= lo) & (age < hi)
-        return {k: np.asarray(v, dtype=bool) for k, v in out.items() if np.asarray(v, dtype=bool).any()}
+        return {k: np.asarray(v, dtype=bool) for k, v in out.items()}  # empty groups too: reported with n 0
 
     def figures(self, run_dir: Path, tasks: dict) -> list[str]:
         written = []

@@ -251,3 +251,31 @@ def test_survival_bootstrap_scores_the_brier_score_over_the_whole_grid():
     with pytest.warns(UserWarning, match="dropped"):
         truncated = metrics.integrated_brier_score(t, e, s, times=grid, **kw)
     assert abs(got - truncated) > 0.01
+
+
+def test_subgroups_report_every_group_with_its_events_even_when_empty():
+    """No patient under 60 here: age_lt60 is still reported (n 0, skipped) rather than missing, and each group
+    states its number of events next to its size."""
+    import pandas as pd
+
+    from fusion.evaluate import MIN_SUBGROUP
+
+    n = 2 * MIN_SUBGROUP
+    keys = np.array([f"p{i}" for i in range(n)])
+    ev = object.__new__(_Eval)
+    ev.cohort = SimpleNamespace(patient_keys=keys, index_date=pd.DatetimeIndex(["2020-01-01"] * n, tz="UTC"))
+    birth = ["1945-01-01"] * MIN_SUBGROUP + ["1955-06-01"] * MIN_SUBGROUP  # 75 and 64 years old
+    ev.patients = pd.DataFrame({"sex": ["female", "male"] * MIN_SUBGROUP, "birth_date": birth}, index=keys)
+    ev.rows = {"survival": np.arange(n)}
+    ev.n_boot, ev.seed = 0, 0
+    event = np.arange(n) % 4 == 0
+
+    def fn(event):
+        return {"events": float(event.sum())}
+
+    out = ev._subgroups("survival", fn, (event,), {"n_events": event})
+    assert set(out) == {"sex_female", "sex_male", "age_lt60", "age_60_69", "age_ge70"}
+    assert out["age_lt60"] == {"n": 0, "n_events": 0, "model": None,
+                               "skipped": f"fewer than {MIN_SUBGROUP} patients"}
+    assert (out["sex_female"]["n"], out["sex_female"]["n_events"]) == (MIN_SUBGROUP, 5)
+    assert out["age_ge70"]["n_events"] == 3 and out["age_ge70"]["model"]["events"]["value"] == 3
