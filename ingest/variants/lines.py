@@ -1,4 +1,5 @@
-"""Read a text file (plain or gzip) as Arrow string arrays of lines, in bounded chunks.
+"""Read a text file (plain or gzip) as Arrow string arrays of lines, or as blocks of whole lines' bytes, in
+bounded chunks.
 
 Line handling matches Python's text mode (``open(..., errors="replace")``): ``\\n``, ``\\r\\n`` and bare
 ``\\r`` end a line, undecodable UTF-8 bytes become U+FFFD, a last line without a newline is kept. A truncated
@@ -26,12 +27,9 @@ def open_binary(path) -> BinaryIO:
 
 
 def _split(data: bytes, first_line: int) -> tuple[np.ndarray, pa.Array, int]:
-    """Complete lines -> (numbers of the non-empty lines, those lines, number of the line after the last)."""
-    if b"\r" in data:
-        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    text = data.decode("utf-8", errors="replace")
-    if text.endswith("\n"):
-        text = text[:-1]
+    """Complete lines (``\n`` breaks, the last one included) -> (numbers of the non-empty lines, those lines,
+    number of the line after the last)."""
+    text = data[:-1].decode("utf-8", errors="replace")
     lines = pc.split_pattern(pa.array([text], pa.large_string()), "\n").flatten().cast(pa.string())
     numbers = np.arange(first_line, first_line + len(lines), dtype=np.int64)
     lengths = pc.binary_length(lines).to_numpy(zero_copy_only=False)
@@ -50,23 +48,14 @@ def _line_end(data: bytes) -> int:
     return cut
 
 
-def line_chunks(fh: BinaryIO, first_line: int, *,
-                chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[np.ndarray, pa.Array]]:
-    """Yield ``(line_numbers, lines)`` for the non-empty lines from the current position of ``fh``.
-
-    Args:
-        fh: a binary stream (see :func:`open_binary`).
-        first_line: the 1-based number of the next line in the file.
-        chunk_bytes: about how many decompressed bytes each chunk holds.
-
-    Yields:
-        ``line_numbers``: int64 array (n,), 1-based; ``lines``: string array (n,) without line breaks.
+def line_blocks(fh: BinaryIO, *, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """Yield the bytes from the current position of ``fh`` as blocks of about ``chunk_bytes`` of complete lines,
+    every line break written as ``\n`` and every block ending with one (added after a last line without one).
 
     Raises:
-        EOFError, OSError, zlib.error: the stream breaks (after the complete lines before the break).
+        EOFError, OSError, zlib.error: the stream breaks (after the block of the complete lines before the break).
     """
     tail = b""
-    line_no = first_line
     eof = False
     while not eof:
         pieces, size, failure = [tail], len(tail), None
@@ -85,9 +74,32 @@ def line_chunks(fh: BinaryIO, first_line: int, *,
         data = b"".join(pieces)
         cut = len(data) if eof else _line_end(data)
         if cut:
-            numbers, lines, line_no = _split(data[:cut], line_no)
-            if len(lines):
-                yield numbers, lines
+            block = data[:cut]
+            if b"\r" in block:
+                block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            yield block if block.endswith(b"\n") else block + b"\n"
         if failure is not None:
             raise failure
         tail = data[cut:]
+
+
+def line_chunks(fh: BinaryIO, first_line: int, *,
+                chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[np.ndarray, pa.Array]]:
+    """Yield ``(line_numbers, lines)`` for the non-empty lines from the current position of ``fh``.
+
+    Args:
+        fh: a binary stream (see :func:`open_binary`).
+        first_line: the 1-based number of the next line in the file.
+        chunk_bytes: about how many decompressed bytes each chunk holds.
+
+    Yields:
+        ``line_numbers``: int64 array (n,), 1-based; ``lines``: string array (n,) without line breaks.
+
+    Raises:
+        EOFError, OSError, zlib.error: the stream breaks (after the complete lines before the break).
+    """
+    line_no = first_line
+    for block in line_blocks(fh, chunk_bytes=chunk_bytes):
+        numbers, lines, line_no = _split(block, line_no)
+        if len(lines):
+            yield numbers, lines

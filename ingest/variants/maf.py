@@ -11,21 +11,24 @@ case-insensitively; column order and the other columns vary between producers an
 * ``FILTER``.
 
 ``Tumor_Seq_Allele2`` is the ALT allele (``Tumor_Seq_Allele1`` when allele 2 is empty or equals the
-reference). Rows are parsed by pandas' C reader in chunks of :data:`CHUNK_ROWS` (no quoting: MAF fields are
-never quoted) and checked column-wise. A row with more fields than the header, an empty required value or a
-non-integer ``Start_Position`` becomes a reject row with its line number; missing trailing fields read as
-empty; blank lines are ignored. A truncated ``.gz`` keeps the chunks read before the break and adds one
-whole-file reject. ``Hugo_Symbol`` ``Unknown`` means no gene (null).
+reference). The lines are read in chunks of :data:`CHUNK_ROWS`, parsed by pandas' C reader (no quoting: MAF
+fields are never quoted) and checked column-wise. A row with more or fewer tab-separated fields than the header
+is a reject naming the file, the line and both counts, with its raw text: pandas would read a missing field as
+an empty one, so a row cut short (an interrupted copy) would load as if its last values were empty, a row cut
+before ``FILTER`` as unfiltered. A row ending in a tab has an empty last field, which is fine when the count
+matches. An empty required value or a non-integer ``Start_Position`` is also a reject with its line number;
+blank lines (empty or whitespace only) are ignored. A chunk that is not UTF-8 is read again with undecodable
+bytes replaced (U+FFFD). A truncated ``.gz`` keeps the chunks read before the break and adds one whole-file
+reject. ``Hugo_Symbol`` ``Unknown`` means no gene (null).
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
-import re
-import warnings
+import io
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingest.variants.lines import line_blocks, open_binary
 from ingest.variants.vcf import MAX_RAW, ParseResult, VariantColumns, add_variant_key, open_text
 
 REQUIRED = ("Hugo_Symbol", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
@@ -45,7 +49,6 @@ NO_VALUE_ARRAY = pa.array(NO_VALUE)
 # the other columns are typed by pandas' inference, as a bare read_csv would
 STRING_COLUMNS = ("Chromosome", "Tumor_Sample_Barcode")
 CHUNK_ROWS = 50_000
-_SKIPPED_LINE = re.compile(r"Skipping line (\d+): (.*)")
 
 
 class MafFormatError(ValueError):
@@ -78,24 +81,6 @@ def _header(path: Path) -> tuple[int, list[str]]:
                 return line_no, line.rstrip("\r\n").split("\t")
     raise MafFormatError(f"{path}: no header line (every line starts with '#' or the file is empty). Fix: a"
                          " MAF's first non-comment line names its columns")
-
-
-def _raw_lines(path: Path, numbers: set[int]) -> dict[int, str]:
-    """The text of the given 1-based physical lines (for reject rows)."""
-    out = {}
-    if not numbers:
-        return out
-    last = max(numbers)
-    try:
-        with open_text(path) as fh:
-            for line_no, line in enumerate(fh, start=1):
-                if line_no in numbers:
-                    out[line_no] = line.rstrip("\r\n")[:MAX_RAW]
-                if line_no >= last:
-                    break
-    except (EOFError, OSError, zlib.error):
-        pass
-    return out
 
 
 def _chunk_table(chunk: pd.DataFrame, idx: dict[str, int], source: str) -> tuple[pa.Table, np.ndarray, list]:
@@ -165,52 +150,125 @@ def _chunk_table(chunk: pd.DataFrame, idx: dict[str, int], source: str) -> tuple
     return add_variant_key(table), rejected, reasons
 
 
-def _row_lines(header_line: int, rows: list[int], bad_lines: set[int]) -> dict[int, int]:
-    """Physical line number of each data row index (pandas skips the bad lines without a row)."""
-    out: dict[int, int] = {}
-    line, row = header_line, -1
-    for target in sorted(rows):
-        while row < target:
-            line += 1
-            if line not in bad_lines:
-                row += 1
-        out[target] = line
-    return out
+def _tabs_per_line(data: bytes) -> np.ndarray:
+    """Number of tabs in each line of ``data`` (lines ending with ``\\n``)."""
+    chars = np.frombuffer(data, np.uint8)
+    marks = np.flatnonzero((chars == 9) | (chars == 10))  # tabs and line ends, in order: no per-line loop
+    return np.diff(np.flatnonzero(chars[marks] == 10), prepend=-1) - 1
 
 
-def _read_rows(path: Path, header_line: int, header: list[str], idx: dict[str, int], compression: str | None,
-               encoding_errors: str, emit: Callable[[pa.Table], None], done: list[int]
-               ) -> tuple[list[tuple[int, str]], int, list, Exception | None]:
-    """Read the data rows in chunks, each chunk's rows to ``emit`` except the first ``done[0]`` chunks (emitted
-    by an earlier read); ``done[0]`` counts the chunks emitted. Returns ((data row, reason) rejects, rows read,
-    warnings, read failure)."""
-    chunks = 0
-    row_rejects: list[tuple[int, str]] = []
-    rows_read = offset = 0  # offset: data rows (blank ones included) before the current chunk
+def _line_chunks(fh, header_line: int) -> Iterator[tuple[int, bytes, np.ndarray]]:
+    """The lines after the header, :data:`CHUNK_ROWS` at a time: ``(number of the first line, the lines' bytes
+    each ending with \\n, byte offset of each line's \\n)``.
+
+    Raises:
+        EOFError, OSError, zlib.error: the stream breaks (after a chunk of the complete lines before the break).
+    """
+    held, held_ends = b"", np.zeros(0, np.int64)
+    line, skip, failure = 1, header_line, None
+    try:
+        for block in line_blocks(fh):
+            ends = np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
+            if skip:  # the comment lines and the header
+                drop = min(skip, len(ends))
+                cut = int(ends[drop - 1]) + 1
+                block, ends = block[cut:], ends[drop:] - cut
+                skip, line = skip - drop, line + drop
+            if held:
+                block, ends = held + block, np.concatenate([held_ends, ends + len(held)])
+            done = 0  # lines of this block already given
+            while len(ends) - done >= CHUNK_ROWS:
+                start = int(ends[done - 1]) + 1 if done else 0
+                stop = done + CHUNK_ROWS
+                yield line, block[start:int(ends[stop - 1]) + 1], ends[done:stop] - start
+                line, done = line + CHUNK_ROWS, stop
+            start = int(ends[done - 1]) + 1 if done else 0
+            held, held_ends = block[start:], ends[done:] - start
+    except Exception as exc:  # EOFError, gzip.BadGzipFile, zlib.error: keep the lines before the break
+        failure = exc
+    if len(held_ends):
+        yield line, held, held_ends
+    if failure is not None:
+        raise failure
+
+
+def _parse_csv(data: bytes, header: list[str], idx: dict[str, int]) -> pd.DataFrame:
+    """Lines with one field per header column -> a frame with columns 0..n-1 (undecodable UTF-8 bytes -> U+FFFD)."""
+    def parse(errors: str) -> pd.DataFrame:
+        return pd.read_csv(io.BytesIO(data), sep="\t", header=None, names=list(range(len(header))),
+                           dtype={idx[c]: str for c in STRING_COLUMNS}, quoting=csv.QUOTE_NONE,
+                           skip_blank_lines=False, on_bad_lines="error", encoding="utf-8", encoding_errors=errors)
+    try:
+        return parse("strict")
+    except UnicodeDecodeError:  # not UTF-8: this chunk again, undecodable bytes replaced (4x slower, hence not
+        return parse("replace")  # the first try)
+
+
+def _field_count_reason(path: Path, line: int, raw: bytes, found: int, expected: int) -> str:
+    """Why a line with ``found`` fields, where the header has ``expected``, is rejected."""
+    where = (f"{path.name}, line {line}: wrong number of fields: expected {expected} (the header's columns),"
+             f" found {found}")
+    if raw.startswith(b"#"):
+        return f"{where}: a comment line inside the data; comment lines (#) go before the header line"
+    why = ("the row is cut short (an interrupted copy or a lost tab?); a missing field is not read as empty"
+           if found < expected else "a value with a tab in it, or a column missing from the header?")
+    return (f"{where} ({why}). Fix: repair or re-export the file so that every row has one tab-separated field"
+            " per header column (an empty value is nothing between two tabs), then ingest it again")
+
+
+def _read_rows(path: Path, header_line: int, header: list[str], idx: dict[str, int],
+               emit: Callable[[pa.Table], None]) -> tuple[list[tuple[int, str, bytes]], int, Exception | None]:
+    """Read the data rows in chunks of :data:`CHUNK_ROWS` lines, each chunk's rows to ``emit``. Returns
+    ((line, reason, raw bytes) rejects, rows read, read failure).
+
+    pandas reads a missing field as an empty one, so only lines with one field per header column go to it. The
+    usual chunk is checked whole: its first line has ``n - 1`` tabs and the chunk ``n - 1`` per non-empty line.
+    Then no line has fewer fields unless another has more, and pandas raises on a line with more fields than
+    the header (except the first line, whose extra fields it would take for an index: hence that line's check).
+    Otherwise (or when pandas raised) the tabs are counted line by line and the lines with the wrong number
+    of fields are rejected (blank ones ignored) before pandas reads the rest.
+    """
+    tabs_wanted = len(header) - 1
+    rejects: list[tuple[int, str, bytes]] = []
+    rows_read = 0
     failure = None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", pd.errors.ParserWarning)
+    with open_binary(path) as fh:
         try:
-            reader = pd.read_csv(path, sep="\t", header=None, names=list(range(len(header))),
-                                 skiprows=header_line, dtype={idx[c]: str for c in STRING_COLUMNS},
-                                 quoting=csv.QUOTE_NONE, skip_blank_lines=False, on_bad_lines="warn",
-                                 compression=compression, chunksize=CHUNK_ROWS, encoding="utf-8",
-                                 encoding_errors=encoding_errors)
-            for chunk in reader:
-                positions = offset + np.arange(len(chunk))
-                offset += len(chunk)
+            for first, data, ends in _line_chunks(fh, header_line):
+                starts = np.concatenate([[0], ends[:-1] + 1])
+                lines = np.arange(len(ends))  # the chunk's lines that pandas reads, by index
+                chunk = None
+                if (data.count(b"\t", 0, int(ends[0])) == tabs_wanted and np.count_nonzero(
+                        np.frombuffer(data, np.uint8) == 9) == np.count_nonzero(ends > starts) * tabs_wanted):
+                    try:
+                        chunk = _parse_csv(data, header, idx)
+                    except pd.errors.ParserError:  # a line with more fields (and one with fewer)
+                        pass
+                if chunk is None:
+                    tabs = _tabs_per_line(data)
+                    wrong = np.flatnonzero(tabs != tabs_wanted)
+                    for i in wrong.tolist():
+                        raw = data[starts[i]:ends[i]]
+                        if raw.strip():  # blank lines (whitespace only) are ignored
+                            rows_read += 1
+                            rejects.append((first + i, _field_count_reason(path, first + i, raw, int(tabs[i]) + 1,
+                                                                           tabs_wanted + 1), raw))
+                    lines = np.delete(lines, wrong)
+                    if not len(lines):
+                        continue
+                    runs = np.split(lines, np.flatnonzero(np.diff(lines) > 1) + 1)
+                    chunk = _parse_csv(b"".join(data[starts[r[0]]:ends[r[-1]] + 1] for r in runs), header, idx)
                 blank = chunk.isna().all(axis=1).to_numpy()
-                chunk, positions = chunk[~blank], positions[~blank]
+                if blank.any():
+                    chunk, lines = chunk[~blank], lines[~blank]
                 rows_read += len(chunk)
                 table, rejected, reasons = _chunk_table(chunk, idx, str(path))
-                chunks += 1
-                if chunks > done[0]:
-                    emit(table)
-                    done[0] = chunks
-                row_rejects.extend(zip(positions[rejected].tolist(), reasons, strict=True))
+                emit(table)
+                rejects.extend((first + i, reason, data[starts[i]:ends[i]])
+                               for i, reason in zip(lines[rejected].tolist(), reasons, strict=True))
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             failure = exc
-    return row_rejects, rows_read, list(caught), failure
+    return rejects, rows_read, failure
 
 
 def maf_variants(path: str | Path, *, sink: Callable[[pa.Table], None] | None = None) -> ParseResult:
@@ -224,29 +282,16 @@ def maf_variants(path: str | Path, *, sink: Callable[[pa.Table], None] | None = 
     source = str(path)
     header_line, header = _header(path)
     idx = column_indexes(header, path)
-    with open(path, "rb") as fh:
-        compression = "gzip" if fh.read(2) == b"\x1f\x8b" else None
     tables: list[pa.Table] = []
-    emit, done = sink or tables.append, [0]
-    try:
-        parsed = _read_rows(path, header_line, header, idx, compression, "strict", emit, done)
-    except UnicodeDecodeError:  # not UTF-8: read again (slower), undecodable bytes replaced; the chunks
-        # emitted before the error decoded cleanly, so they are the same and not emitted again
-        parsed = _read_rows(path, header_line, header, idx, compression, "replace", emit, done)
-    row_rejects, rows_read, caught, failure = parsed
+    row_rejects, rows_read, failure = _read_rows(path, header_line, header, idx, sink or tables.append)
     rejects = []
     if failure is not None:
         rejects.append({"source": source, "location": None, "raw": None, "reason":
                         f"{path.name}: file is truncated or corrupt after {rows_read} row(s)"
                         f" ({type(failure).__name__}: {failure}); rows before the break were kept. Fix: re-export"
                         " or re-download the file and ingest it again"})
-    bad_lines = {int(n): f"wrong number of columns: {why.strip()}" for w in caught
-                 for n, why in _SKIPPED_LINE.findall(str(w.message))}
-    rows_read += len(bad_lines)
-    lines = _row_lines(header_line, [row for row, _ in row_rejects], set(bad_lines))
-    located = sorted([*bad_lines.items(), *((lines[row], reason) for row, reason in row_rejects)])
-    raw = _raw_lines(path, {line for line, _ in located})
-    rejects.extend({"source": source, "location": f"line {line}", "reason": reason, "raw": raw.get(line)}
-                   for line, reason in located)
+    rejects.extend({"source": source, "location": f"line {line}", "reason": reason,
+                    "raw": raw.decode("utf-8", errors="replace")[:MAX_RAW]}
+                   for line, reason, raw in sorted(row_rejects, key=lambda r: r[0]))
     table = pa.concat_tables(tables) if tables else VariantColumns().to_arrow()
     return ParseResult(path, table, rows_read, rejects)

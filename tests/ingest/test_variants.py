@@ -430,23 +430,158 @@ def test_maf_bad_rows_become_rejects_with_line_numbers(tmp_path):
             "KRAS\t12\t25245350\tC\tA\tMissense_Mutation\tS1\t80\t8\textra",  # line 4: one field too many
             "",  # line 5: blank, ignored
             "TP53\t17\tabc\tG\tA\tMissense_Mutation\tS1\t50\t5",  # line 6: Start_Position not an integer
-            "TP53\t17\t7675088\tG\t\tMissense_Mutation\tS1",  # line 7: no ALT
-            "STK11\t19\t1207000\tC\tT\tNonsense_Mutation\tS2",  # line 8: short row, optional fields empty
-            "BRAF\t7\t0\tA\tT\tMissense_Mutation\tS2",  # line 9: positions are 1-based
-            "# a note"]  # line 10: a comment inside the data
+            "TP53\t17\t7675088\tG\t\tMissense_Mutation\tS1\t50\t5",  # line 7: no ALT
+            "STK11\t19\t1207000\tC\tT\tNonsense_Mutation\tS2\t\t",  # line 8: optional fields empty (ends in tabs)
+            "BRAF\t7\t0\tA\tT\tMissense_Mutation\tS2\t\t",  # line 9: positions are 1-based
+            "# a note",  # line 10: a comment inside the data
+            "KEAP1\t19\t10600000\tG\tT\tMissense_Mutation\tS2"]  # line 11: cut short, 7 of 9 fields
     maf = tmp_path / "cohort.maf"
     maf.write_text("#version 2.4\n" + header + "\n" + "\n".join(rows) + "\n")
     result = maf_variants(maf)
-    assert result.records_read == 7
-    assert [r["location"] for r in result.rejects] == ["line 4", "line 6", "line 7", "line 9", "line 10"]
-    assert "wrong number of columns" in result.rejects[0]["reason"] and result.rejects[0]["raw"].startswith("KRAS")
+    assert result.records_read == 8 == result.table.num_rows + len(result.rejects)
+    assert [r["location"] for r in result.rejects] == ["line 4", "line 6", "line 7", "line 9", "line 10", "line 11"]
+    assert "wrong number of fields: expected 9 (the header's columns), found 10" in result.rejects[0]["reason"]
+    assert result.rejects[0]["raw"] == rows[1]
     assert "'abc' is not a positive integer" in result.rejects[1]["reason"]
-    assert "Tumor_Seq_Allele2" in result.rejects[2]["reason"]
+    assert "Tumor_Seq_Allele2" in result.rejects[2]["reason"] and result.rejects[2]["raw"] == rows[4]
     assert "'0' is not a positive integer" in result.rejects[3]["reason"]
     assert "comment lines (#) go before the header" in result.rejects[4]["reason"]
+    assert "expected 9 (the header's columns), found 7" in result.rejects[5]["reason"]
     kept = result.table.to_pylist()
     assert [(r["chrom"], r["gene"], r["vaf"], r["depth"]) for r in kept] == [("7", "EGFR", 0.25, 100),
                                                                               ("19", "STK11", None, None)]
+
+
+_FILTER_HEADER = "\t".join(["Hugo_Symbol", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
+                            "Variant_Classification", "Tumor_Sample_Barcode", "t_depth", "t_alt_count", "FILTER"])
+
+
+def test_a_maf_row_with_fewer_fields_than_the_header_is_a_reject_not_empty_fields(tmp_path):
+    """pandas reads a missing field as an empty one: a row cut before FILTER would read as unfiltered."""
+    rows = ["EGFR\t7\t55191822\tT\tG\tMissense_Mutation\tS1\t100\t25\tPASS",  # line 2
+            "KRAS\t12\t25245350\tC\tA\tMissense_Mutation\tS1\t80\t8",  # line 3: cut before FILTER
+            "TP53\t17\t7675088\tG\tA\tMissense_Mutation\tS1\t50\t5\t",  # line 4: FILTER empty, count right
+            "STK11\t19\t1207000\tC\tT\tNonsense_Mutation\tS2\t60\t6\tLowQual"]  # line 5
+    maf = tmp_path / "cut.maf"
+    maf.write_text(_FILTER_HEADER + "\n" + "\n".join(rows) + "\n")
+    result = maf_variants(maf)
+    assert result.records_read == 4 and result.table.num_rows == 3
+    [reject] = result.rejects
+    assert reject["source"] == str(maf) and reject["location"] == "line 3" and reject["raw"] == rows[1]
+    reason = reject["reason"]
+    assert reason.startswith("cut.maf, line 3: wrong number of fields: expected 10 (the header's columns), found 9")
+    assert "cut short" in reason and "Fix:" in reason
+    assert [(r["gene"], r["filter"]) for r in result.table.to_pylist()] == [
+        ("EGFR", "PASS"), ("TP53", None), ("STK11", "LowQual")]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_maf_cut_mid_row_keeps_the_rows_before_and_rejects_the_cut_one(tmp_path, monkeypatch, gz):
+    """An interrupted copy: the last line stops in the middle of a row (no line break after it)."""
+    import ingest.variants.maf as maf_module
+
+    lines = [f"EGFR\t7\t{1000 + i}\tT\tG\tMissense_Mutation\tS1\t100\t20\tPASS" for i in range(10)]
+    text = _FILTER_HEADER + "\n" + "\n".join(lines) + "\n"
+    text = text[: text.rindex("\t100\t20")]  # line 11 ends after its sample: 7 of 10 fields
+    path = tmp_path / ("cut.maf.gz" if gz else "cut.maf")
+    path.write_bytes(gzip.compress(text.encode()) if gz else text.encode())
+    monkeypatch.setattr(maf_module, "CHUNK_ROWS", 4)
+    chunks = []
+    result = maf_variants(path, sink=chunks.append)
+    assert [c.num_rows for c in chunks] == [4, 4, 1]  # lines 2-5, 6-9, 10-11 (11 rejected)
+    assert result.records_read == 10 and sum(c.num_rows for c in chunks) == 9
+    [reject] = result.rejects
+    assert reject["location"] == "line 11" and reject["raw"] == lines[-1][: lines[-1].rindex("\t100\t20")]
+    assert "found 7" in reject["reason"] and path.name in reject["reason"]
+
+
+def test_maf_field_count_rejects_keep_line_numbers_across_chunks_line_ends_and_encodings(tmp_path, monkeypatch):
+    import ingest.variants.maf as maf_module
+
+    good = [f"EGFR\t7\t{1000 + i}\tT\tG\tMissense_Mutation\tS\u00e9{i % 2}\t100\t20\tPASS" for i in range(30)]
+    lines = list(good)
+    short = {4: "EGFR\t7\t9", 5: "EGFR\t7\t9\tT", 10: "\t".join(["X"] * 11),
+             29: "KRAS\t12\t5\tC\tA\tMissense_Mutation\tS1\t100\t20"}  # all but FILTER
+    for i, line in short.items():
+        lines[i] = line
+    lines.insert(20, "")  # a blank line (ignored) shifts the later line numbers by one
+    lines.insert(21, "\t" * 9)  # a row of empty fields: blank too
+    body = "#version 2.4\n#another comment\n" + _FILTER_HEADER + "\n" + "\n".join(lines) + "\n"
+    expected = sorted(i + 4 + (i >= 20) * 2 for i in short)  # data starts at line 4
+    for crlf in (False, True):
+        for encoding in ("utf-8", "latin-1"):
+            for chunk_rows in (1, 3, 4, 50_000):
+                path = tmp_path / f"t_{crlf}_{encoding}_{chunk_rows}.maf"
+                path.write_bytes(body.replace("\n", "\r\n" if crlf else "\n").encode(encoding))
+                monkeypatch.setattr(maf_module, "CHUNK_ROWS", chunk_rows)
+                result = maf_variants(path)
+                case = (crlf, encoding, chunk_rows)
+                assert [r["location"] for r in result.rejects] == [f"line {n}" for n in expected], case
+                assert [r["raw"] for r in result.rejects] == [short[i] for i in sorted(short)], case
+                assert all("wrong number of fields" in r["reason"] for r in result.rejects), case
+                assert result.records_read == 30 and result.table.num_rows == 26, case
+                samples = set(result.table.column("sample_id").to_pylist())
+                assert samples == ({"S\u00e90", "S\u00e91"} if encoding == "utf-8" else {"S\ufffd0", "S\ufffd1"}), case
+
+
+@pytest.mark.parametrize("order", ["long first", "long second", "short first"])
+def test_a_long_and_a_short_maf_row_in_one_chunk_are_both_rejects(tmp_path, order):
+    """One field too many and one too few add up to the right number of tabs: both rows are still caught (a
+    first row with one field too many would also make pandas take its first field for an index)."""
+    good = ["EGFR\t7\t100\tT\tG\tMissense_Mutation\tS1\t100\t20\tPASS",
+            "EGFR\t7\t200\tT\tG\tMissense_Mutation\tS1\t100\t20\tPASS"]
+    long = "KRAS\t12\t300\tC\tA\tMissense_Mutation\tS1\t100\t20\tPASS\textra"
+    short = "KRAS\t12\t400\tC\tA\tMissense_Mutation\tS1\t100\t20"
+    lines = {"long first": [long, *good, short], "long second": [good[0], long, short, good[1]],
+             "short first": [short, *good, long]}[order]
+    path = tmp_path / "m.maf"
+    path.write_text(_FILTER_HEADER + "\n" + "\n".join(lines) + "\n")
+    result = maf_variants(path)
+    assert {(r["location"], r["raw"]) for r in result.rejects} == {
+        (f"line {lines.index(long) + 2}", long), (f"line {lines.index(short) + 2}", short)}
+    assert [(r["pos"], r["gene"], r["filter"]) for r in result.table.to_pylist()] == [
+        (100, "EGFR", "PASS"), (200, "EGFR", "PASS")]
+    assert result.records_read == 4
+
+
+def test_a_truncated_maf_gz_keeps_the_rows_before_the_break_and_rejects_the_file(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    import ingest.variants.maf as maf_module
+
+    path = data_file("maf/brca.maf.gz")
+    whole = maf_variants(path)
+    cut = tmp_path / "brca_cut.maf.gz"
+    data = path.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    monkeypatch.setattr(maf_module, "CHUNK_ROWS", 100)
+    chunks = []
+    result = maf_variants(cut, sink=chunks.append)
+    kept = sum(c.num_rows for c in chunks)
+    assert 0 < kept == result.records_read < whole.records_read
+    [reject] = result.rejects  # the line cut by the break is in the file's reject, not a row reject of its own
+    assert reject["location"] is None and "brca_cut.maf.gz: file is truncated or corrupt after" in reject["reason"]
+    columns = [c for c in whole.table.column_names if c != "source_file"]
+    assert pa.concat_tables(chunks).select(columns).equals(whole.table.slice(0, kept).select(columns))
+
+
+def test_a_short_maf_row_goes_to_the_lake_rejects_and_the_counts_reconcile(tmp_path):
+    from ingest.lake import Lake
+
+    rows = ["EGFR\t7\t55191822\tT\tG\tMissense_Mutation\tS1\t100\t25\tPASS",
+            "KRAS\t12\t25245350\tC\tA\tMissense_Mutation\tS1\t80\t8"]  # line 3: cut before FILTER
+    maf = tmp_path / "c.maf"
+    maf.write_text(_FILTER_HEADER + "\n" + "\n".join(rows) + "\n")
+    lake = Lake(tmp_path / "lake")
+    counts = ingest_variants(lake, [maf], gene_panel=GenePanel(genes=["EGFR", "KRAS"], panel_size_mb=1.0))
+    assert counts["records_read"] == 2 and counts["variants_written"] == 1 and counts["rejected"] == 1
+    assert counts["records_read"] == counts["variants_written"] + counts["rejected"] + counts["duplicates"]
+    [reject] = lake.read("rejects").to_pylist()
+    assert (reject["source"], reject["location"], reject["raw"]) == (str(maf), "line 3", rows[1])
+    assert "c.maf, line 3: wrong number of fields: expected 10" in reject["reason"]
+    assert [v["gene"] for v in lake.read("variants").to_pylist()] == ["EGFR"]
+    status = {r["gene"]: r["mutated"] for r in lake.read("gene_status").to_pylist()}
+    assert status == {"EGFR": True, "KRAS": False}
 
 
 def test_generic_tumor_column_takes_the_header_sample_name(tmp_path):
