@@ -8,7 +8,10 @@ long ``features`` table. Numeric columns (at least :data:`NUMERIC_SHARE` of thei
 ``ingest_labels`` loads curated outcomes with any of ``split`` (train/val/test, or a name of
 :data:`SPLIT_ALIASES`), ``diagnosis``, ``time`` (days), ``event`` (0/1), ``treatment``, ``response`` (0/1),
 ``index_date``. Curated labels override those derived from
-FHIR; a file updates only the label columns it has. A row with an invalid value is rejected with its row number
+FHIR; a file updates only the label columns it has. An ``index_date`` without a UTC offset (a date, or a
+date-time without ``Z`` or ``+hh:mm``) is a local time of the ``timezone`` given (UTC by default): a date
+starts at midnight there, so at a site in Sydney a lab timed at 08:00+10:00 on the day of diagnosis is not
+taken for a record of the day before. A row with an invalid value is rejected with its row number
 (the file's line) and reason; the other rows land.
 
 Both read the CSV row by row (:func:`read_csv_rows`): a row whose field count differs from the header's is
@@ -25,6 +28,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
@@ -47,6 +51,7 @@ MAX_CELL_CHARS = 1 << 26  # a cell longer than this (64 Mi characters) fails the
 _TRUE = {"1", "true", "yes", "1.0"}
 _FALSE = {"0", "false", "no", "0.0"}
 _ISO_DATE = r"^\d{4}-\d{2}-\d{2}"
+_OFFSET = r"T\d{2}:\d{2}.*(Z|[+-]\d{2}:\d{2})$"  # a date-time that says its UTC offset
 _SPACED_TIME = r"^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2})"  # "2015-12-18 00:00:00", as pandas and spreadsheets write
 _DECIMAL_COMMA = r"^[+-]?\d+,\d+$"  # "12,5": a European decimal (or a thousands separator: ambiguous)
 
@@ -279,8 +284,12 @@ def _parse_bool(name: str, value: str) -> bool:
     raise ValueError(f"{name} {value!r} is not 0/1")
 
 
-def ingest_labels(lake: Lake, path: Path, *, id_column: str = "patient_id") -> dict[str, object]:
+def ingest_labels(lake: Lake, path: Path, *, id_column: str = "patient_id", timezone: str = "UTC"
+                  ) -> dict[str, object]:
     """Load curated outcome labels, upserted by patient.
+
+    ``timezone`` (an IANA name such as ``Australia/Sydney``) is where an ``index_date`` without a UTC offset
+    was written: a date is that day's midnight there, stored in UTC.
 
     Label columns are matched case-insensitively. A patient already in the lake keeps the labels of the columns
     this file does not have (a file with only ``split`` adds splits to stored outcomes); an empty cell in a
@@ -292,9 +301,11 @@ def ingest_labels(lake: Lake, path: Path, *, id_column: str = "patient_id") -> d
         and ``ignored`` (their names).
 
     Raises:
-        TableFileError: the file cannot be read, has no label column, or no row to load (the lake is unchanged).
+        TableFileError: the file cannot be read, has no label column, or no row to load, or ``timezone`` is not a
+            time zone name (the lake is unchanged).
     """
     started = datetime.now(UTC)
+    zone = _zone(timezone)
     table = read_csv_rows(path, id_column)
     frame = table.frame.rename(columns={c: c.lower() for c in table.frame.columns
                                         if c != id_column and c.lower() in LABEL_COLUMNS})
@@ -313,7 +324,7 @@ def ingest_labels(lake: Lake, path: Path, *, id_column: str = "patient_id") -> d
     rows = []
     for number, record in frame[keep].to_dict("index").items():
         try:
-            rows.append(_label_row(record, id_column, columns, path))
+            rows.append(_label_row(record, id_column, columns, path, zone))
         except ValueError as exc:
             rejects.append(_reject(path, number, str(exc), table.raw[number]))
     if not rows:
@@ -351,8 +362,20 @@ def _keep_other_columns(lake: Lake, rows: list[dict], columns: list[str]) -> lis
     return [{**{c: stored.get(row["patient_id"], {}).get(c) for c in others}, **row} for row in rows]
 
 
-def _label_row(record: dict[str, str | None], id_column: str, columns: list[str], path: Path) -> dict:
-    """One ``labels`` row from a CSV row (cells are stripped strings or None); raises ValueError with the reason."""
+def _zone(name: str) -> ZoneInfo:
+    """The time zone called ``name``; TableFileError with the fix when there is none."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise TableFileError(f"time zone {name!r} is unknown; give an IANA name such as UTC, Europe/Paris or "
+                             "Australia/Sydney (the zone where index dates without a UTC offset were written)"
+                             ) from None
+
+
+def _label_row(record: dict[str, str | None], id_column: str, columns: list[str], path: Path, zone: ZoneInfo
+               ) -> dict:
+    """One ``labels`` row from a CSV row (cells are stripped strings or None); raises ValueError with the reason.
+    An ``index_date`` without a UTC offset is a local time in ``zone``."""
     values = {c: record[c] for c in columns if record[c] is not None}
     if not values:
         raise ValueError(f"no label value (label columns: {', '.join(columns)})")
@@ -384,5 +407,7 @@ def _label_row(record: dict[str, str | None], id_column: str, columns: list[str]
         parsed = utc_timestamps(pa.array([text]))[0].as_py() if re.match(_ISO_DATE, text) else None
         if parsed is None:
             raise ValueError(f"index_date {values['index_date']!r} is not an ISO date (YYYY-MM-DD, or a date-time)")
+        if not re.search(_OFFSET, text):  # parsed as UTC: the same wall-clock time in the file's zone
+            parsed = parsed.replace(tzinfo=zone).astimezone(UTC)
         row["index_date"] = parsed
     return row

@@ -46,6 +46,9 @@ def labels(
                                              " treatment, response, index_date.")],
     lake: LakeOption,
     id_column: IdOption = "patient_id",
+    timezone: Annotated[str, typer.Option(help="IANA time zone (e.g. Australia/Sydney) where index_date values "
+                                               "without a UTC offset were written: a date starts at midnight "
+                                               "there.")] = "UTC",
 ) -> None:
     """Load curated outcome labels (they override labels derived from FHIR).
 
@@ -53,7 +56,7 @@ def labels(
     loaded (the lake is unchanged).
     """
     try:
-        counts = ingest_labels(Lake(lake), csv, id_column=id_column)
+        counts = ingest_labels(Lake(lake), csv, id_column=id_column, timezone=timezone)
     except (TableFileError, LakeError) as exc:
         raise fail(str(exc)) from None
     ignored = counts.pop("ignored")

@@ -269,3 +269,23 @@ def test_a_long_cell_is_read_and_the_csv_limit_restored(tmp_path):
     csv_module.field_size_limit(before)
     assert len(read_csv_rows(path, "patient_id").frame.note.iloc[0]) == 200_000
     assert csv_module.field_size_limit() == before
+
+
+def test_index_dates_without_an_offset_are_local_times_of_the_given_zone(lake, tmp_path):
+    """A date-only index date in Sydney starts at 14:00 UTC the day before: a lab at 08:00+10:00 on the day of
+    diagnosis (22:00 UTC the day before) must not count as a record from before it."""
+    csv = tmp_path / "labels.csv"
+    csv.write_text("patient_id,index_date\np1,2020-06-15\np2,2020-06-15 08:30\np3,2020-06-15T08:30:00+02:00\n"
+                   "p4,2020-01-15\n")
+    result = CliRunner().invoke(app, ["ingest", "labels", str(csv), "--lake", str(lake.path),
+                                      "--timezone", "Australia/Sydney"])
+    assert result.exit_code == 0, result.output
+    stored = lake.read("labels").to_pandas().set_index("patient_id")["index_date"].astype(str).to_dict()
+    assert stored == {"p1": "2020-06-14 14:00:00+00:00", "p2": "2020-06-14 22:30:00+00:00",
+                      "p3": "2020-06-15 06:30:00+00:00",  # its own offset wins
+                      "p4": "2020-01-14 13:00:00+00:00"}  # summer time: +11:00
+    lab = pd.Timestamp("2020-06-15T08:00:00+10:00")
+    assert not lab < pd.Timestamp(stored["p1"])  # the cohort's "known before the cutoff" test
+
+    with pytest.raises(TableFileError, match="time zone 'Sydney' is unknown; give an IANA name"):
+        ingest_labels(lake, csv, timezone="Sydney")
