@@ -190,7 +190,8 @@ def timeline_figure(events: pd.DataFrame, *, index_date: pd.Timestamp | None = N
 
     ``events``: ``when``, ``end``, ``category``, ``label``, optional ``count`` (``services.patient_events``).
     Medication rows are spans (first to last order of a course) on a row of their drug; the events of one
-    category on one day share a marker whose hover lists them (a day's lab panel is one marker).
+    category on one day share a marker whose hover lists them (a day's lab panel is one marker), a repeated
+    condition (``count`` > 1, ``end`` its last record) with how often it was recorded.
     """
     fig = go.Figure()
     events = events if "count" in events else events.assign(count=1)
@@ -224,6 +225,8 @@ def timeline_figure(events: pd.DataFrame, *, index_date: pd.Timestamp | None = N
                                              "line": {"width": 2}},
                                      hovertemplate="%{x|%Y-%m-%d}<br>Encounter<extra></extra>"))
             continue
+        part = part.assign(label=[_repeated(label, count, end) for label, count, end in
+                                  zip(part["label"], part["count"], part["end"], strict=True)])
         days = part.groupby(part["when"].dt.floor("D"), sort=True)["label"].agg(_day_text)
         fig.add_trace(go.Scatter(x=days.index, y=[category] * len(days), name=category, mode="markers",
                                  marker={"size": 11, "symbol": "circle", "color": colour, "line": {"width": 2}},
@@ -247,6 +250,13 @@ def _drug_rows(meds: pd.DataFrame, width: int = 34) -> dict[str, str]:
             name += " "  # two drugs that shorten alike keep two rows
         rows[label] = name
     return rows
+
+
+def _repeated(label: object, count: object, end: object) -> str:
+    """A mark's hover line: its label, and for a condition recorded again (``count`` > 1) how often until when."""
+    if pd.isna(count) or int(count) <= 1 or pd.isna(end):
+        return str(label)
+    return f"{label} (recorded {int(count)} times, first here, last {end:%Y-%m-%d})"
 
 
 def _day_text(labels: pd.Series, most: int = 12) -> str:

@@ -281,6 +281,59 @@ def left_out_of_timeline(record: dict[str, pd.DataFrame]) -> dict[str, int]:
     return {str(k): int(v) for k, v in left.value_counts().items()}
 
 
+# Conditions the timeline leaves out: the social determinants of health that Synthea records as Conditions at
+# every check-up (employment, education, income, housing, transport, social contact, violence, stress), matched
+# on the whole display with its SNOMED semantic tag "(finding)" or "(person)", so that a clinical finding (fatigue,
+# dyspnoea, obesity by BMI, "Stress incontinence (finding)") and every "(disorder)" stay; "Medication review due
+# (situation)" is Synthea's administrative reminder. A cancer condition always shows. The Condition category does
+# not tell them apart: Synthea writes "encounter-diagnosis" for all of them.
+SOCIAL_CONDITION = re.compile(
+    r"(?:(?:full|part)-time employment|unemployed|not in labou?r force|received higher education|"
+    r"received certificate of high school equivalency|only received primary school education|"
+    r"limited social contact|social isolation|"
+    r"reports of violence in the environment|victim of intimate partner abuse|has a criminal record|"
+    r"housing unsatisfactory|homeless(?:ness)?|lack of access to transportation|transport problems?|stress|"
+    r"risk activity involvement|refugee)\s*\((?:finding|person)\)|medication review due \(situation\)",
+    re.IGNORECASE)
+
+
+def _timeline_conditions(record: dict[str, pd.DataFrame], run_dir: str | None) -> tuple[pd.DataFrame, dict]:
+    """The Condition marks of the timeline and what they leave out.
+
+    One row per Condition resource (its first coding with a display: a condition coded in SNOMED and ICD-10 is
+    one condition); social determinants (:data:`SOCIAL_CONDITION`) are left out unless a coding is a cancer by
+    the run's ``data.index`` rule; records of one display less than :data:`SPAN_GAP_DAYS` apart (a problem
+    re-recorded at each visit, one episode of a recurrent infection) are one mark at the first onset, ``end``
+    the last, ``count`` the records. Returns (marks: ``when``, ``end``, ``label``, ``count``; ``{"social
+    history": n, "repeats": m}``: the records left out and those drawn with an earlier one).
+    """
+    from fusion.cohort import is_cancer_condition
+
+    cond = record["conditions"]
+    cond = cond.assign(label=cond["display"].fillna(cond["code"]).fillna("condition without a code"))
+    cancer = is_cancer_condition(cond, _run_config(run_dir).data.index) if len(cond) else \
+        pd.Series(False, index=cond.index)
+    social = cond["label"].astype(str).map(lambda d: SOCIAL_CONDITION.fullmatch(d) is not None).astype(bool)
+    keep = pd.Series(True, index=cond.index)
+    if "resource_id" in cond:  # the reader's rows are codings: one Condition, its codings with a display first
+        rows = pd.Series([f"row {i}" for i in range(len(cond))], index=cond.index)  # a row without an id
+        rid = cond["resource_id"].astype(object).where(cond["resource_id"].notna(), rows)
+        cancer, social = cancer.groupby(rid).transform("any"), social.groupby(rid).transform("any")
+        by_display = cond["display"].isna().sort_values(kind="mergesort").index
+        keep = ~rid.loc[by_display].duplicated().reindex(cond.index)
+    dated = keep & cond["onset"].notna()
+    hidden = dated & social & ~cancer
+    shown = cond[dated & ~hidden]
+    marks = _medication_spans(pd.DataFrame({"when": shown["onset"], "label": shown["label"]}))
+    return marks, {"social history": int(hidden.sum()), "repeats": int(len(shown) - len(marks))}
+
+
+def conditions_left_out(record: dict[str, pd.DataFrame], run_dir: str | None = None) -> dict[str, int]:
+    """``{"social history": n, "repeats": m}``: the patient's dated conditions the timeline leaves out (social
+    determinants recorded as conditions) and those it draws with an earlier record of the same condition."""
+    return _timeline_conditions(record, run_dir)[1]
+
+
 def _medication_spans(meds: pd.DataFrame) -> pd.DataFrame:
     """Orders of one drug (its label) less than :data:`SPAN_GAP_DAYS` apart merged into one span: ``when`` (first
     order), ``end`` (last), ``label``, ``count`` (orders)."""
@@ -293,21 +346,24 @@ def _medication_spans(meds: pd.DataFrame) -> pd.DataFrame:
                                    count=("when", "size")).reset_index(drop=True))
 
 
-def patient_events(record: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per dated event of the patient: ``when``, ``end`` (encounters, medication spans), ``category``,
-    ``label``, ``count`` (medication orders in a span, else 1).
+def patient_events(record: dict[str, pd.DataFrame], run_dir: str | None = None) -> pd.DataFrame:
+    """One row per dated event of the patient: ``when``, ``end`` (encounters, medication spans, the last record of
+    a repeated condition), ``category``, ``label``, ``count`` (medication orders in a span, condition records in
+    a mark, else 1).
 
+    Conditions are the clinical ones, once per episode (:func:`_timeline_conditions`: social determinants
+    recorded as conditions are left out, repeats less than a year apart are one mark; a cancer always shows,
+    by the ``data.index`` rule of ``run_dir``'s config, else the default one).
     Medication orders of one drug become spans (:func:`_medication_spans`): a patient with a thousand monthly
     refills has one span per drug and course. Observations are the labs, vital signs and oncology ones (stage,
     ECOG, disease status, response, tumour markers), with their values; surveys and social history are left out
     (:func:`left_out_of_timeline` counts them).
     """
-    parts = []
-    for kind, column, category in (("conditions", "onset", "Condition"), ("procedures", "performed", "Procedure")):
-        frame = record[kind]
-        parts.append(pd.DataFrame({"when": frame[column], "end": pd.NaT, "category": category,
-                                   "label": frame["display"].fillna(frame["code"])
-                                   .fillna(f"{category.lower()} without a code"), "count": 1}))
+    parts = [_timeline_conditions(record, run_dir)[0].assign(category="Condition")]
+    proc = record["procedures"]
+    parts.append(pd.DataFrame({"when": proc["performed"], "end": pd.NaT, "category": "Procedure",
+                               "label": proc["display"].fillna(proc["code"]).fillna("procedure without a code"),
+                               "count": 1}))
     meds = record["medications"]
     meds = pd.DataFrame({"when": meds["start"], "label": meds["display"].fillna(meds["code"])
                          .fillna("medication without a code")}).dropna(subset=["when"])

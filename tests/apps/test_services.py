@@ -151,3 +151,63 @@ def test_coverage_counts_patients_by_what_their_record_holds(tmp_path):
     summary = sv.status(lake.path).coverage_summary().set_index("modality")["patients"].to_dict()
     assert summary == {"fhir": 2, "fhir:conditions": 0, "fhir:observations": 1, "fhir:medications": 0,
                        "fhir:procedures": 0, "fhir:encounters": 0}
+
+
+def test_the_timeline_leaves_social_findings_out_and_draws_a_repeated_condition_once(tmp_path):
+    """Synthea records social determinants as Conditions at every check-up (212 "Full-time employment (finding)"
+    in synthea-bulk-10); the timeline keeps the clinical problems, each once per episode, and counts the rest."""
+    ref = {"reference": "Patient/p1"}
+    icd10 = "http://hl7.org/fhir/sid/icd-10-cm"
+
+    def condition(rid: str, code: str, display: str, onset: str, *more: dict) -> dict:
+        return {"resourceType": "Condition", "id": rid, "subject": ref, "onsetDateTime": onset,
+                "category": [{"coding": [{"code": "encounter-diagnosis"}]}],  # as Synthea writes for all
+                "code": {"coding": [{"system": SNOMED, "code": code, "display": display}, *more]}}
+
+    resources = [{"resourceType": "Patient", "id": "p1"},
+                 *(condition(f"job{y}", "160903007", "Full-time employment (finding)", f"{y}-01-01")
+                   for y in range(2000, 2010)),
+                 condition("stress", "73595000", "Stress (finding)", "2005-01-01"),
+                 condition("school", "224299000", "Received higher education (finding)", "1995-01-01"),
+                 condition("alone", "422650009", "Social isolation (finding)", "2006-01-01"),
+                 # clinical findings and disorders stay, even those that look alike
+                 condition("incontinence", "22", "Stress incontinence (finding)", "2007-01-01"),
+                 condition("tired", "84229001", "Fatigue (finding)", "2008-01-01"),
+                 condition("bmi", "162864005", "Body mass index 30+ - obesity (finding)", "2003-01-01"),
+                 # a sinusitis re-recorded three times in a season, then once three years later
+                 *(condition(f"sinus{i}", "444814009", "Viral sinusitis (disorder)", day)
+                   for i, day in enumerate(["2001-01-01", "2001-02-01", "2001-06-01", "2004-06-01"])),
+                 # a cancer coded in SNOMED and ICD-10 is one condition, and shows
+                 condition("lung", "254637007", "Non-small cell lung cancer (disorder)", "2009-03-01",
+                           {"system": icd10, "code": "C34.90", "display": "Malignant neoplasm of lung"})]
+    lake = _lake(tmp_path, resources)
+    record = sv.patient_record(lake.path, "p1")
+    marks = sv.patient_events(record).query("category == 'Condition'")
+    assert sorted(marks["label"]) == ["Body mass index 30+ - obesity (finding)", "Fatigue (finding)",
+                                      "Non-small cell lung cancer (disorder)", "Stress incontinence (finding)",
+                                      "Viral sinusitis (disorder)", "Viral sinusitis (disorder)"]
+    sinus = marks[marks["label"] == "Viral sinusitis (disorder)"].sort_values("when")
+    assert sinus["count"].tolist() == [3, 1]
+    assert sinus["when"].iloc[0] == pd.Timestamp("2001-01-01", tz="UTC")
+    assert sinus["end"].iloc[0] == pd.Timestamp("2001-06-01", tz="UTC")
+    assert sv.conditions_left_out(record) == {"social history": 13, "repeats": 2}
+    hover = [t for trace in charts.timeline_figure(sv.patient_events(record)).data if trace.y[0] == "Condition"
+             for t in trace.text]
+    assert any("Viral sinusitis (disorder) (recorded 3 times, first here, last 2001-06-01)" in t for t in hover)
+
+
+def test_a_cancer_condition_shows_on_the_timeline_whatever_its_display():
+    """The social-history rule never hides a condition the run's index rule calls a cancer (here by its code)."""
+    when = pd.Timestamp("2020-01-01", tz="UTC")
+    empty = pd.DataFrame({"display": [], "code": [], "performed": []}, dtype=object)
+    record = {"conditions": pd.DataFrame({"system": SNOMED, "code": ["35917007", "160903007"],
+                                          "display": ["Stress (finding)", "Stress (finding)"],
+                                          "onset": [when, when + pd.Timedelta(days=1)],
+                                          "resource_id": ["a", "b"]}),
+              "procedures": empty, "medications": pd.DataFrame({"display": [], "code": [], "start": []}),
+              "encounters": pd.DataFrame({"start": [], "end": []}, dtype=object),
+              "observations": pd.DataFrame({"value_display": [], "value_code": [], "value": [], "unit": [],
+                                            "effective": [], "display": [], "code": []}, dtype=object)}
+    marks = sv.patient_events(record).query("category == 'Condition'")
+    assert marks["when"].tolist() == [when]  # the one with an adenocarcinoma code, not the other
+    assert sv.conditions_left_out(record) == {"social history": 1, "repeats": 0}

@@ -347,3 +347,33 @@ def test_chance_note_and_survival_interval_lookup():
     assert sv.survival_at(curve, 365) == 0.8 and sv.survival_at(curve, 365, "lower") == 0.7
     assert sv.survival_at(curve, 500, "upper") is None  # beyond the curve
     assert sv.survival_at({"times": [0.0], "survival": [1.0]}, 0, "lower") is None  # no interval
+
+
+def test_the_timeline_caption_counts_the_conditions_left_out_and_drawn_once(monkeypatch, tmp_path):
+    """A Synthea-like record: employment findings every year, a cancer, a sinusitis recorded twice in a season."""
+    import orjson
+
+    from ingest.fhir.pipeline import ingest_fhir
+
+    def condition(rid: str, code: str, display: str, onset: str) -> dict:
+        return {"resourceType": "Condition", "id": rid, "subject": {"reference": "Patient/p1"},
+                "onsetDateTime": onset,
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": code, "display": display}]}}
+
+    resources = [{"resourceType": "Patient", "id": "p1", "birthDate": "1950-01-01"},
+                 *(condition(f"job{y}", "160903007", "Full-time employment (finding)", f"{y}-01-01")
+                   for y in range(2000, 2005)),
+                 condition("sinus1", "444814009", "Viral sinusitis (disorder)", "2001-01-01"),
+                 condition("sinus2", "444814009", "Viral sinusitis (disorder)", "2001-03-01"),
+                 condition("lung", "35917007", "Adenocarcinoma of lung (disorder)", "2004-06-01")]
+    export = tmp_path / "export.ndjson"
+    export.write_bytes(b"\n".join(orjson.dumps(r) for r in resources) + b"\n")
+    lake = Lake(tmp_path / "lake")
+    ingest_fhir(lake, [export], workers=1)
+    at = open_page(monkeypatch, lake.path, None)
+    at = at.selectbox(key="patient_picker").set_value("p1").run()
+    at = open_tab(at, "Timeline")
+    caption = texts(at)
+    assert "1 repeated record drawn so" in caption
+    assert "5 social-history findings recorded as conditions" in caption
+    assert len(at.get("plotly_chart")) == 1

@@ -245,18 +245,27 @@ def why_tab(explanation: dict | None, record: dict[str, pd.DataFrame], header: d
         st.caption("No feature attributions (no model, or no tabular data for this patient).")
 
 
-def timeline_tab(record: dict[str, pd.DataFrame], header: dict) -> None:
+def timeline_tab(record: dict[str, pd.DataFrame], header: dict, run_dir: str | None) -> None:
     """Every dated event of the record on one axis."""
-    events = sv.patient_events(record)
+    events = sv.patient_events(record, run_dir)
     if events.empty:
         st.caption("No dated events for this patient.")
     else:
         st.plotly_chart(figures.timeline_figure(events, index_date=header["index_date"],
                                                death_date=header["death_date"]), key="timeline_chart")
         left_out = sv.left_out_of_timeline(record)
-        note = ("Medications: one row per drug, a bar from the first to the last order of a course (orders at "
-                f"most {sv.SPAN_GAP_DAYS} days apart). Observations: labs, vital signs and the oncology ones "
-                "(stage, ECOG, disease status, response, tumour markers); one marker per day.")
+        conditions = sv.conditions_left_out(record, run_dir)
+        note = ("Conditions: each once per episode, at its first onset (records of one condition at most "
+                f"{sv.SPAN_GAP_DAYS} days apart are one marker; the hover says how often it was recorded)")
+        if conditions["repeats"]:
+            note += f", {conditions['repeats']} repeated record{'s' if conditions['repeats'] > 1 else ''} drawn so"
+        if conditions["social history"]:
+            note += (f"; {conditions['social history']} social-history finding"
+                     f"{'s' if conditions['social history'] > 1 else ''} recorded as conditions (employment, "
+                     "education, stress, social contact, housing, ...) left out")
+        note += (". Medications: one row per drug, a bar from the first to the last order of a course (orders at "
+                 f"most {sv.SPAN_GAP_DAYS} days apart). Observations: labs, vital signs and the oncology ones "
+                 "(stage, ECOG, disease status, response, tumour markers); one marker per day.")
         if left_out:
             counts = ", ".join(f"{n} {category}" for category, n in left_out.items())
             note += f" Left out: the other observations, questionnaires and social history ({counts})."
@@ -369,7 +378,7 @@ if prediction and prediction.get("missing_modalities"):
 TABS = {"Risk": lambda: risk_tab(prediction, lake, run_dir, settings.runs, key, split),
         "Treatment": lambda: treatment_tab(prediction, record, run_dir, settings.runs, lake, key, split),
         "Why": lambda: why_tab(explained(run_dir, lake, key) if prediction else None, record, header, lake),
-        "Timeline": lambda: timeline_tab(record, header),
+        "Timeline": lambda: timeline_tab(record, header, run_dir),
         "Model card": lambda: card_tab(run_dir, settings)}
 # Only the open tab renders (st.tabs with on_change="rerun"): a first visit pays for the Risk tab only.
 for draw, tab in zip(TABS.values(), st.tabs(list(TABS), key="patient_tab", on_change="rerun"), strict=True):
