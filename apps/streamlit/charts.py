@@ -191,7 +191,8 @@ def timeline_figure(events: pd.DataFrame, *, index_date: pd.Timestamp | None = N
     ``events``: ``when``, ``end``, ``category``, ``label``, optional ``count`` (``services.patient_events``).
     Medication rows are spans (first to last order of a course) on a row of their drug; the events of one
     category on one day share a marker whose hover lists them (a day's lab panel is one marker), a repeated
-    condition (``count`` > 1, ``end`` its last record) with how often it was recorded.
+    condition (``count`` > 1, ``end`` its last record) with how often it was recorded. The diagnosis and death
+    dates are dotted lines whose labels sit apart (the earlier one's left of its line, the later one's right).
     """
     fig = go.Figure()
     events = events if "count" in events else events.assign(count=1)
@@ -231,11 +232,17 @@ def timeline_figure(events: pd.DataFrame, *, index_date: pd.Timestamp | None = N
         fig.add_trace(go.Scatter(x=days.index, y=[category] * len(days), name=category, mode="markers",
                                  marker={"size": 11, "symbol": "circle", "color": colour, "line": {"width": 2}},
                                  text=days.to_numpy(), hovertemplate="%{x|%Y-%m-%d}<br>%{text}<extra></extra>"))
-    for when, text, colour in ((index_date, "diagnosis (index)", ACCENT), (death_date, "death", "black")):
-        if when is not None and pd.notna(when):
-            fig.add_vline(x=when, line={"color": colour, "dash": "dot"})
-            fig.add_annotation(x=when, y=1.0, yref="paper", yanchor="bottom", yshift=12, text=text,
-                               showarrow=False, font={"color": colour})  # above the top row's markers
+    marks = [(when, text, colour) for when, text, colour in
+             ((index_date, "diagnosis (index)", ACCENT), (death_date, "death", "black"))
+             if when is not None and pd.notna(when)]
+    for i, (when, text, colour) in enumerate(sorted(marks, key=lambda m: m[0])):
+        fig.add_vline(x=when, line={"color": colour, "dash": "dot"})
+        # above the top row's markers; of two marks, the earlier's label ends at its line and the later's starts at
+        # its line, so that two close dates (a death soon after the diagnosis) do not print one label over the other
+        anchor = "center" if len(marks) == 1 else ("right" if i == 0 else "left")
+        fig.add_annotation(x=when, y=1.0, yref="paper", yanchor="bottom", yshift=12, text=text, xanchor=anchor,
+                           showarrow=False, font={"color": colour},
+                           hovertext=f"{text}: {when:%Y-%m-%d}")
     rows = [r for c in _CATEGORIES for r in ((drug_rows.values() or ["Medication"]) if c == "Medication" else [c])]
     fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(rows)), range=[-0.5, len(rows) - 0.5])
     return _layout(fig, height=max(360, 120 + 36 * len(rows)), title="Timeline", showlegend=False)

@@ -132,3 +132,28 @@ def test_other_pages_in_a_browser(server, browser, path, title, expected):
     assert [w for w in words if w in names] == ["Patient", "Models", "Data"], words
     assert "Traceback" not in page.content()
     page.close()
+
+
+def test_the_diagnosis_and_death_labels_of_the_timeline_do_not_overlap(browser, tmp_path):
+    """A death five days after the diagnosis (as in synthetic demo patients): both labels stay legible."""
+    import pandas as pd
+
+    from apps.streamlit import charts
+
+    diagnosis = pd.Timestamp("2017-07-01", tz="UTC")
+    events = pd.DataFrame({"when": [pd.Timestamp("2010-02-01", tz="UTC"), diagnosis],
+                           "end": pd.NaT, "category": ["Condition", "Condition"],
+                           "label": ["Asthma", "Adenocarcinoma of lung (disorder)"], "count": 1})
+    html = tmp_path / "timeline.html"
+    charts.timeline_figure(events, index_date=diagnosis, death_date=diagnosis + pd.Timedelta(days=5)) \
+        .write_html(html, include_plotlyjs=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 600})
+    page.goto(html.as_uri())
+    page.locator("g.annotation").nth(1).wait_for()
+    shot(page, "timeline_diagnosis_and_death")
+    boxes = page.eval_on_selector_all("g.annotation", "els => els.map(e => { const r = e.getBoundingClientRect(); "
+                                                      "return [e.textContent, r.left, r.right]; })")
+    page.close()
+    (_, left_a, right_a), (_, left_b, right_b) = sorted(boxes, key=lambda b: b[1])
+    assert {b[0] for b in boxes} == {"diagnosis (index)", "death"}
+    assert right_a <= left_b, boxes  # side by side, not one over the other
