@@ -175,6 +175,9 @@ def _patient_header(lake: str, token: str, key: str, run_dir: str | None) -> dic
     config = _run_config(run_dir).data
     cond = record["conditions"]
     cancer = cond[is_cancer_condition(cond, config.index)]
+    # one name per Condition: a SNOMED + ICD-10 coded diagnosis is one cancer (its first matching coding's name)
+    cancer = pd.concat([cancer[cancer["resource_id"].isna()], cancer[cancer["resource_id"].notna()]
+                        .drop_duplicates("resource_id")])
     cancer = cancer.assign(name=cancer["display"].fillna(cancer["code"]).fillna("cancer without a code"),
                            since=cancer["onset"].where(cancer["onset"].notna(), cancer["recorded"]))
     cancers = [{"display": name, "onset": None if pd.isna(since) else since} for name, since in

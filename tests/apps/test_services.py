@@ -138,11 +138,17 @@ def test_the_header_lists_every_cancer_condition_with_its_onset(tmp_path):
                             condition("breast", "254837009", "Malignant neoplasm of breast (disorder)", "2019-06-01"),
                             condition("again", "254837009", "Malignant neoplasm of breast (disorder)", "2020-06-01"),
                             condition("history", "1", "History of malignant neoplasm of skin", "2010-01-01"),
-                            condition("flu", "2", "Influenza", "2012-01-01")])
+                            condition("flu", "2", "Influenza", "2012-01-01"),
+                            {**condition("crc", "363406005", "Malignant tumor of colon", "2021-01-01"),
+                             "code": {"coding": [  # one diagnosis coded twice: one cancer
+                                 {"system": SNOMED, "code": "363406005", "display": "Malignant tumor of colon"},
+                                 {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "C18.9",
+                                  "display": "Malignant neoplasm of colon, unspecified"}]}}])
     header = sv.patient_header(lake.path, "p1", None)
     assert header["cancers"] == [
         {"display": "Non-small cell lung cancer (disorder)", "onset": pd.Timestamp("2015-03-01", tz="UTC")},
-        {"display": "Malignant neoplasm of breast (disorder)", "onset": pd.Timestamp("2019-06-01", tz="UTC")}]
+        {"display": "Malignant neoplasm of breast (disorder)", "onset": pd.Timestamp("2019-06-01", tz="UTC")},
+        {"display": "Malignant tumor of colon", "onset": pd.Timestamp("2021-01-01", tz="UTC")}]
 
 
 def test_coverage_counts_patients_by_what_their_record_holds(tmp_path):
