@@ -14,6 +14,7 @@ bias (the mean of the resamples minus the value) from every resample, and starts
     {"run", "lake", "lake_manifest_hash", "lake_changed", "split_seed", "n_boot", "n_test", "created_at",
      "tasks": {"diagnosis" | "survival" | "response": {
          "n", ("n_events" | "n_positive"), ("endpoint": "os" | "pfs", survival only), "model": {metric: {...}},
+         (survival only: "horizons_days", "uno_tau_days", "uno_censoring_floor"),
          "baselines": {"coxnet" | "rsf" | "logistic" | "image_logistic" | "late_fusion": {metric: {...}}},
          "ablations": {"without_<m>" | "only_<m>": {metric: {...}}}}},
      "subgroups": {task: {"sex_female" | "sex_male" | "age_lt60" | "age_60_69" | "age_ge70":
@@ -23,6 +24,16 @@ bias (the mean of the resamples minus the value) from every resample, and starts
 
 Figures: ``comparison.png`` (each task's headline metric, :data:`HEADLINE_METRICS`, for the model, its
 baselines and ablations with their intervals), ``calibration.png``, ``roc.png``, ``km_risk_groups.png``.
+
+Uno's C is truncated at ``uno_tau_days``: the first training time at which the training censoring survival
+G(t) falls below ``uno_censoring_floor`` (0.2; :func:`fusion.metrics.uno_tau`), so that no comparison weighs more
+than 1 / 0.2^2 = 25. Until then it was truncated at the largest training time, where G falls to a few percent:
+on the demo's 30 test patients (200-patient cohort) two events after 2,450 days, when G was 0.21 and 0.18, had
+weights 23 and 31 against a median of 1.1: the model's Uno C was 0.714 with both, 0.618 without (Harrell 0.621).
+The floor moves the demo's tau from 3,390 to 2,495 days (dropping the later one), its Uno C to 0.675 and its
+interval's width from 0.421 to 0.388; in 600 simulated 140 / 30-patient splits censored like the demo it cut
+the 95th percentile of the largest weight from 58 to 18 and the estimate's standard deviation from 0.063 to
+0.060, at the same mean.
 
 Metrics: survival ``c_index_harrell``, ``c_index_uno``, ``td_auc_<h>d``, ``integrated_brier``,
 ``calibration_<h>d`` (mean |predicted - Kaplan-Meier observed| event probability by ``h`` days over risk
@@ -134,12 +145,13 @@ def _tag(h: float) -> str:
 
 
 def survival_metric_fn(*, train_time: np.ndarray, train_event: np.ndarray, horizons: np.ndarray,
-                       grid: np.ndarray) -> Callable[..., dict[str, float]]:
-    """Metric function of ``(time, event, risk, surv_grid (N, G), surv_h (N, H))`` for :func:`bootstrap`."""
+                       grid: np.ndarray, uno_tau: float | None = None) -> Callable[..., dict[str, float]]:
+    """Metric function of ``(time, event, risk, surv_grid (N, G), surv_h (N, H))`` for :func:`bootstrap`;
+    Uno's C truncated at ``uno_tau`` days (default the largest training time, :func:`fusion.metrics.uno_c_index`)."""
     def fn(time, event, risk, surv_grid, surv_h) -> dict[str, float]:
         kw = {"train_time": train_time, "train_event": train_event}
         out = {"c_index_harrell": _safe(lambda: metrics.harrell_c_index(time, event, risk)),
-               "c_index_uno": _safe(lambda: metrics.uno_c_index(time, event, risk, **kw))}
+               "c_index_uno": _safe(lambda: metrics.uno_c_index(time, event, risk, tau=uno_tau, **kw))}
         for h in horizons:
             out[f"td_auc_{_tag(h)}"] = _safe(
                 lambda h=h: metrics.time_dependent_auc(time, event, risk, horizons=np.array([h]),
@@ -386,7 +398,9 @@ class _Eval:
         for h in requested[~np.isin(requested, horizons)]:
             self.notes.append(f"survival horizon {h:g} days lies outside the test follow-up; not scored")
         grid = metrics.survival_time_grid(time, train_time=train_time)
-        fn = survival_metric_fn(train_time=train_time, train_event=train_event, horizons=horizons, grid=grid)
+        uno_tau = metrics.uno_tau(train_time, train_event)  # from the training patients: one for every resample
+        fn = survival_metric_fn(train_time=train_time, train_event=train_event, horizons=horizons, grid=grid,
+                                uno_tau=uno_tau)
 
         candidates: dict[str, dict[str, tuple[np.ndarray, Callable]]] = {"model": {}, "ablations": {},
                                                                           "baselines": {}}
@@ -424,6 +438,7 @@ class _Eval:
             return time, event, risk, surv(grid), at_horizons
 
         result = {"n": int(rows.size), "n_events": int(event.sum()), "horizons_days": horizons.tolist(),
+                  "uno_tau_days": uno_tau, "uno_censoring_floor": metrics.UNO_CENSORING_FLOOR,
                   **self._report(rows, fn, arrays_for, candidates["baselines"])}
         model_arrays = arrays_for("model", "model")
         self.survival_plot = (time, event, model_arrays[2], model_arrays[4], horizons)

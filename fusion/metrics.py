@@ -76,9 +76,11 @@ def uno_c_index(
     train_event: np.ndarray,
     tau: float | None = None,
 ) -> float:
-    """Uno's IPCW concordance index, truncated at ``tau`` days (default: the largest training time).
+    """Uno's IPCW concordance index, truncated at ``tau`` days (default: the largest training time;
+    :func:`uno_tau` gives a more stable one, which ``tumorboard evaluate`` uses).
 
-    The censoring distribution is estimated on the training set; test times beyond ``tau`` are not compared.
+    The censoring distribution is estimated on the training set; only events before ``tau`` anchor a
+    comparison, and test times from ``tau`` on count as censored there.
     """
     t, e = _survival(time, event)
     tt, te = _survival(train_time, train_event, "train_")
@@ -91,6 +93,28 @@ def uno_c_index(
     if not e_clip.any():
         raise ValueError(f"no test event at or before tau={tau}")
     return float(concordance_index_ipcw(Surv.from_arrays(te, tt), Surv.from_arrays(e_clip, t_clip), r, tau=tau)[0])
+
+
+UNO_CENSORING_FLOOR = 0.2  # default truncation of Uno's C: where the training G(t) falls below this
+
+
+def uno_tau(train_time: np.ndarray, train_event: np.ndarray, *, floor: float = UNO_CENSORING_FLOOR) -> float:
+    """A truncation time for :func:`uno_c_index`: the first training time at which the training censoring
+    survival ``G(t)`` (Kaplan-Meier of the censoring times) falls below ``floor``, else the largest training
+    time.
+
+    Uno's C weights a comparison anchored at an event at ``T_i`` by ``1 / G(T_i)^2``: events compared before
+    this ``tau`` get at most ``1 / floor^2`` (25 at 0.2), where the largest training time lets a handful of late
+    events, seen only because few patients are followed that long, carry weights of 30 or more.
+    """
+    tt, te = _survival(train_time, train_event, "train_")
+    if not 0 < floor < 1:
+        raise ValueError(f"floor must lie in (0, 1), got {floor}")
+    cens = CensoringDistributionEstimator().fit(Surv.from_arrays(te, tt))
+    times = np.unique(tt)
+    times = times[times < tt.max()]
+    below = times[cens.predict_proba(times) < floor] if times.size else times
+    return float(below[0]) if below.size else float(tt.max())
 
 
 def _clip_to_training(t: np.ndarray, e: np.ndarray, tt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,6 +17,7 @@ from sksurv.metrics import (
 from sksurv.metrics import (
     integrated_brier_score as sk_ibs,
 )
+from sksurv.nonparametric import CensoringDistributionEstimator
 from sksurv.util import Surv
 
 from fusion import metrics as M
@@ -234,6 +235,31 @@ def test_uno_and_time_dependent_auc():
     assert set(auc) == {30.0, 60.0} and all(0.6 < v < 0.95 for v in auc.values())
     with pytest.raises(ValueError, match="horizons"):
         M.time_dependent_auc(time[te], event[te], x[te], horizons=[1e6], **kw)
+
+
+def test_uno_tau_stops_where_the_censoring_survival_falls_below_the_floor():
+    """The default truncation of Uno's C in ``evaluate``: the first training time at which the censoring survival
+    G(t) is under the floor, so no event compared before it weighs more than 1 / floor^2; the largest training time
+    gave weights above 100 here."""
+    x, time, event = _test_split(5)
+    tr, te = slice(0, 250), slice(250, None)
+    cens = CensoringDistributionEstimator().fit(Surv.from_arrays(event[tr], time[tr]))
+    tau = M.uno_tau(time[tr], event[tr], floor=0.2)
+    assert tau < time[tr].max()
+    assert cens.predict_proba(np.array([tau]))[0] < 0.2
+    before = np.unique(time[tr][time[tr] < tau])
+    assert (cens.predict_proba(before) >= 0.2).all()  # every event compared before tau weighs at most 25
+    late = event[te] & (time[te] < time[tr].max())
+    assert (1 / cens.predict_proba(np.minimum(time[te][late], np.nextafter(time[tr].max(), 0))) ** 2).max() > 100
+    kw = {"train_time": time[tr], "train_event": event[tr]}
+    got = M.uno_c_index(time[te], event[te], x[te], tau=tau, **kw)
+    ref = concordance_index_ipcw(Surv.from_arrays(event[tr], time[tr]),
+                                 Surv.from_arrays(event[te] & (time[te] < tau), np.minimum(time[te], tau)), x[te],
+                                 tau=tau)[0]
+    assert got == pytest.approx(ref)
+    assert M.uno_tau(time[tr], event[tr], floor=1e-6) == time[tr].max()  # G never that low: the whole follow-up
+    with pytest.raises(ValueError, match="floor"):
+        M.uno_tau(time[tr], event[tr], floor=1.5)
 
 
 def test_integrated_brier_score_clips_grid_and_matches_sksurv():
