@@ -14,7 +14,8 @@ bias (the mean of the resamples minus the value) from every resample, and starts
     {"run", "lake", "lake_manifest_hash", "lake_changed", "split_seed", "n_boot", "n_test", "created_at",
      "tasks": {"diagnosis" | "survival" | "response": {
          "n", ("n_events" | "n_positive"), ("endpoint": "os" | "pfs", survival only), "model": {metric: {...}},
-         (survival only: "horizons_days", "uno_tau_days", "uno_censoring_floor"),
+         (survival only: "horizons_days", "uno_tau_days", "uno_censoring_floor",
+          "calibration_without_follow_up": {"<h>d": {"bins", "patients"}}),
          "baselines": {"coxnet" | "rsf" | "logistic" | "image_logistic" | "late_fusion": {metric: {...}}},
          "ablations": {"without_<m>" | "only_<m>": {metric: {...}}}}},
      "subgroups": {task: {"sex_female" | "sex_male" | "age_lt60" | "age_60_69" | "age_ge70":
@@ -37,9 +38,12 @@ the 95th percentile of the largest weight from 58 to 18 and the estimate's stand
 
 Metrics: survival ``c_index_harrell``, ``c_index_uno``, ``td_auc_<h>d``, ``integrated_brier``,
 ``calibration_<h>d`` (mean |predicted - Kaplan-Meier observed| event probability by ``h`` days over risk
-deciles, lower is better) at the configured horizons that lie inside the test follow-up (``integrated_brier``
-over one time grid, :func:`fusion.metrics.survival_time_grid` of all test patients, on every resample and
-subgroup: ``fixed_grid`` of :func:`fusion.metrics.integrated_brier_score`); classification
+deciles, lower is better; a decile none of whose patients is followed to ``h`` days has no observed risk there
+and is left out, counted for the model in ``calibration_without_follow_up`` and the notes, and the metric is
+undefined, ``null``, on a sample where such deciles hold over half the patients) at the configured horizons
+that lie inside the test follow-up (``integrated_brier`` over one time grid,
+:func:`fusion.metrics.survival_time_grid` of all test patients, on every resample and subgroup: ``fixed_grid``
+of :func:`fusion.metrics.integrated_brier_score`); classification
 ``auroc``, ``auprc`` (macro one-vs-rest over the classes present for diagnosis), ``accuracy``,
 ``balanced_accuracy``, ``ece``. Response is scored on patients with a known treatment and response, with the
 probability under their own treatment. Baselines see the inputs the model's head sees: the diagnosis
@@ -441,8 +445,27 @@ class _Eval:
                   "uno_tau_days": uno_tau, "uno_censoring_floor": metrics.UNO_CENSORING_FLOOR,
                   **self._report(rows, fn, arrays_for, candidates["baselines"])}
         model_arrays = arrays_for("model", "model")
+        result["calibration_without_follow_up"] = self._calibration_follow_up(time, event, model_arrays[4], horizons)
         self.survival_plot = (time, event, model_arrays[2], model_arrays[4], horizons)
         return result, self._subgroups("survival", fn, model_arrays, {"n_events": event})
+
+    def _calibration_follow_up(self, time: np.ndarray, event: np.ndarray, surv_h: np.ndarray,
+                               horizons: np.ndarray) -> dict[str, dict[str, int]]:
+        """Per horizon, the model's risk bins (and their patients) left out of ``calibration_<h>d`` on all test
+        patients because their follow-up ends before it (:func:`fusion.metrics.calibration_at_horizon`)."""
+        out = {}
+        for j, h in enumerate(horizons):
+            try:
+                cal = metrics.calibration_at_horizon(time, event, surv_h[:, j], horizon=float(h))
+            except ValueError as error:
+                self.notes.append(f"calibration_{_tag(h)}: {error}")
+                continue
+            out[_tag(h)] = {"bins": cal["n_bins_without_follow_up"], "patients": cal["n_without_follow_up"]}
+            if cal["n_bins_without_follow_up"]:
+                self.notes.append(f"calibration_{_tag(h)}: {cal['n_bins_without_follow_up']} of the model's risk "
+                                  f"bins ({cal['n_without_follow_up']} patients) end follow-up before {h:g} days "
+                                  "and are left out")
+        return out
 
     # subgroups and figures -----------------------------------------------------------------------------
     def groups(self, rows: np.ndarray) -> dict[str, np.ndarray]:

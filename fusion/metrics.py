@@ -248,7 +248,13 @@ def _km_at(time: np.ndarray, event: np.ndarray, horizon: float) -> float:
 
 
 def calibration_at_horizon(
-    time: np.ndarray, event: np.ndarray, surv_at_horizon: np.ndarray, *, horizon: float, n_bins: int = 10
+    time: np.ndarray,
+    event: np.ndarray,
+    surv_at_horizon: np.ndarray,
+    *,
+    horizon: float,
+    n_bins: int = 10,
+    max_unfollowed: float = 0.5,
 ) -> dict[str, object]:
     """Predicted vs Kaplan-Meier observed event probability by ``horizon`` days, per predicted-risk bin.
 
@@ -257,11 +263,16 @@ def calibration_at_horizon(
         surv_at_horizon: predicted ``S(horizon | x)`` (N,).
         horizon: days.
         n_bins: number of quantile bins (deciles by default); ties may merge bins.
+        max_unfollowed: the largest fraction of patients that may sit in bins without follow-up (below).
 
     Returns:
-        ``{"predicted": [...], "observed": [...], "n": [...], "calibration_error": float}`` where the
-        lists hold one float (count) per non-empty bin and ``calibration_error`` is the size-weighted mean
-        ``|predicted - observed|``. A bin whose follow-up ends before ``horizon`` uses its last KM value.
+        ``{"predicted": [...], "observed": [...], "n": [...], "calibration_error": float,
+        "n_bins_without_follow_up": int, "n_without_follow_up": int}`` where the lists hold one float (count)
+        per non-empty bin followed up to ``horizon`` and ``calibration_error`` is their size-weighted mean
+        ``|predicted - observed|``. A bin none of whose patients is followed to ``horizon`` (all event-free ones
+        censored before it, with its Kaplan-Meier curve above 0) has no observed risk by ``horizon``: carrying
+        its last Kaplan-Meier value forward would understate it, so the bin is left out and counted. Raises
+        ValueError when such bins hold more than ``max_unfollowed`` of the patients.
     """
     t, e = _survival(time, event)
     s = _vector("surv_at_horizon", surv_at_horizon)
@@ -274,13 +285,23 @@ def calibration_at_horizon(
     edges = np.unique(np.quantile(p, np.linspace(0, 1, n_bins + 1)[1:-1]))
     bins = np.searchsorted(edges, p, side="right")
     pred, obs, counts = [], [], []
+    unfollowed_bins = unfollowed = 0
     for b in np.unique(bins):
         rows = bins == b
+        km = _km_at(t[rows], e[rows], float(horizon))
+        if km > 0 and not (t[rows] >= horizon).any():
+            unfollowed_bins += 1
+            unfollowed += int(rows.sum())
+            continue
         pred.append(float(p[rows].mean()))
-        obs.append(1.0 - _km_at(t[rows], e[rows], float(horizon)))
+        obs.append(1.0 - km)
         counts.append(int(rows.sum()))
+    if unfollowed > max_unfollowed * len(t) or not counts:
+        raise ValueError(f"{unfollowed} of {len(t)} patients are in risk bins whose follow-up ends before "
+                         f"{horizon:g} days; the calibration at that horizon is undefined")
     err = float(np.average(np.abs(np.array(pred) - np.array(obs)), weights=counts))
-    return {"predicted": pred, "observed": obs, "n": counts, "calibration_error": err}
+    return {"predicted": pred, "observed": obs, "n": counts, "calibration_error": err,
+            "n_bins_without_follow_up": unfollowed_bins, "n_without_follow_up": unfollowed}
 
 
 def _binary(y_true: object, score: object, score_name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -63,6 +63,7 @@ def _check_structure(run: Path, result: dict, stages: list[dict]) -> None:
     survival = result["tasks"]["survival"]
     assert survival["n_events"] > 0
     horizons = [f"{h:g}d" for h in survival["horizons_days"]]
+    assert set(survival["calibration_without_follow_up"]) <= set(horizons)  # the model's bins left out, per horizon
     assert survival["uno_censoring_floor"] == 0.2 and survival["uno_tau_days"] > 0  # what Uno's C was truncated at
     assert horizons, "no horizon inside the test follow-up"
     expected = {"c_index_harrell", "c_index_uno", "integrated_brier", *(f"td_auc_{h}" for h in horizons),

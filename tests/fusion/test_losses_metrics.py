@@ -312,6 +312,34 @@ def test_calibration_at_horizon():
     assert bad["calibration_error"] > 0.2
 
 
+def test_calibration_at_horizon_leaves_out_bins_without_follow_up():
+    """The riskiest decile is all censored at 10 days, before the 30-day horizon: its Kaplan-Meier curve stays at 1,
+    so its observed risk by 30 days is unknown, not 0. It is left out and counted; before, it entered as observed
+    0 against predicted 0.95 and inflated the error (0.09 higher here)."""
+    rng = np.random.default_rng(3)
+    rate = np.exp(rng.normal(size=1000)) / 50
+    time, event = rng.exponential(1 / rate), np.ones(1000, bool)
+    surv = np.exp(-rate * 30)
+    top = surv <= np.quantile(surv, 0.1)
+    time[top], event[top] = 10.0, False
+    surv[top] = 0.05  # riskier than every other patient: the top decile
+    cal = M.calibration_at_horizon(time, event, surv, horizon=30.0)
+    assert (cal["n_bins_without_follow_up"], cal["n_without_follow_up"]) == (1, 100)
+    assert len(cal["predicted"]) == 9 and sum(cal["n"]) == 900
+    assert cal["calibration_error"] < 0.06
+    followed = M.calibration_at_horizon(time[~top], event[~top], surv[~top], horizon=30.0, n_bins=9)
+    assert cal["calibration_error"] == pytest.approx(followed["calibration_error"])
+    # a bin whose follow-up ends with its last patient's event has observed risk 1: it is followed
+    time[top], event[top] = 10.0, True
+    cal = M.calibration_at_horizon(time, event, surv, horizon=30.0)
+    assert cal["n_bins_without_follow_up"] == 0 and cal["observed"][-1] == 1.0
+    # most patients without follow-up to the horizon: undefined
+    short = surv <= np.quantile(surv, 0.6)
+    time[short], event[short] = 10.0, False
+    with pytest.raises(ValueError, match="follow-up ends before 30 days"):
+        M.calibration_at_horizon(time, event, surv, horizon=30.0)
+
+
 def test_expected_calibration_error_constructed():
     y = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0])
     assert M.expected_calibration_error(y, np.full(10, 0.8)) == pytest.approx(0.2)
