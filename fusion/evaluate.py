@@ -36,24 +36,25 @@ interval's width from 0.421 to 0.388; in 600 simulated 140 / 30-patient splits c
 the 95th percentile of the largest weight from 58 to 18 and the estimate's standard deviation from 0.063 to
 0.060, at the same mean.
 
-Metrics: survival ``c_index_harrell``, ``c_index_uno``, ``td_auc_<h>d``, ``integrated_brier``,
-``calibration_<h>d`` (mean |predicted - Kaplan-Meier observed| event probability by ``h`` days over risk
-deciles, lower is better; a decile none of whose patients is followed to ``h`` days has no observed risk there
-and is left out, counted for the model in ``calibration_without_follow_up`` and the notes, and the metric is
-undefined, ``null``, on a sample where such deciles hold over half the patients) at the configured horizons
-that lie inside the test follow-up (``integrated_brier`` over one time grid,
-:func:`fusion.metrics.survival_time_grid` of all test patients, on every resample and subgroup: ``fixed_grid``
-of :func:`fusion.metrics.integrated_brier_score`); classification
-``auroc``, ``auprc`` (macro one-vs-rest over the classes present for diagnosis), ``accuracy``,
-``balanced_accuracy``, ``ece``. Response is scored on patients with a known treatment and response, with the
-probability under their own treatment. Baselines see the inputs the model's head sees: the diagnosis
-logistic regression only the tabular features of ``tasks.diagnosis.modalities`` (none when that is the image
-alone), and ``image_logistic`` (diagnosis, when the head reads the image) a logistic regression on 16 x 16
-thumbnails of the same images the model sees. ``late_fusion`` (when the ``only_<m>`` models are retrained
-and at least two have the task's head) combines their predictions, the classical alternative to a joint
-model: an elastic-net Cox model of their log-risks (survival) or a logistic regression of their log
-probabilities (diagnosis) or logits (response), fitted on the validation patients, since the single-modality
-models' predictions on their own training patients are in-sample.
+Metrics: survival ``c_index_harrell``, ``c_index_uno``, ``td_auc_<h>d``, ``integrated_brier``, ``calibration_<h>d``
+(mean |predicted - Kaplan-Meier observed| event probability by ``h`` days over risk deciles, lower is better; a
+decile none of whose patients is followed to ``h`` days has no observed risk there and is left out, counted for the
+model in ``calibration_without_follow_up`` and the notes, and the metric is undefined, ``null``, on a sample where
+such deciles hold over half the patients) at the configured horizons that lie inside the test follow-up
+(``integrated_brier`` over one time grid, :func:`fusion.metrics.survival_time_grid` of all test patients, on every
+resample and subgroup: ``fixed_grid`` of :func:`fusion.metrics.integrated_brier_score`); classification ``auroc``,
+``auprc`` (macro one-vs-rest for diagnosis, over the classes with positives and negatives among the patients scored:
+all test patients, or a subgroup's; a bootstrap resample lacking one of them leaves these and ``balanced_accuracy``,
+the mean recall over the classes of the patients scored, undefined rather than averaging fewer classes),
+``accuracy``, ``balanced_accuracy``, ``ece``. Response is scored on patients with a known treatment and response,
+with the probability under their own treatment. Baselines see the inputs the model's head sees: the diagnosis
+logistic regression only the tabular features of ``tasks.diagnosis.modalities`` (none when that is the image alone),
+and ``image_logistic`` (diagnosis, when the head reads the image) a logistic regression on 16 x 16 thumbnails of the
+same images the model sees. ``late_fusion`` (when the ``only_<m>`` models are retrained and at least two have the
+task's head) combines their predictions, the classical alternative to a joint model: an elastic-net Cox model of
+their log-risks (survival) or a logistic regression of their log probabilities (diagnosis) or logits (response),
+fitted on the validation patients, since the single-modality models' predictions on their own training patients are
+in-sample.
 
 Ablations: ``without_<m>`` is the same model with modality ``m`` removed at test time; ``only_<m>`` is the
 run's config restricted to ``m``, retrained on the same split (saved under ``RUN/ablations/only_<m>`` and
@@ -70,6 +71,7 @@ import math
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -101,10 +103,13 @@ def bootstrap(metric_fn: Callable[..., dict[str, float]], arrays: tuple[np.ndarr
               seed: int) -> dict[str, dict[str, float | None]]:
     """Percentile bootstrap over rows (patients) of a dict-valued metric function.
 
-    ``metric_fn(*arrays) -> {name: value}``; every resample draws the same row indices for a given ``seed``
-    and row count, so two models scored on the same rows get paired intervals. A metric's interval is null
-    when fewer than half of the resamples give a finite value for it.
+    ``metric_fn(*arrays) -> {name: value}``, or a :class:`PerSample` whose definition the full ``arrays`` fix;
+    every resample draws the same row indices for a given ``seed`` and row count, so two models scored on the
+    same rows get paired intervals. A metric's interval is null when fewer than half of the resamples give a
+    finite value for it.
     """
+    if isinstance(metric_fn, PerSample):
+        metric_fn = metric_fn.make(*arrays)
     full = metric_fn(*arrays)
     n = len(arrays[0])
     rng = np.random.default_rng(seed)
@@ -126,6 +131,15 @@ def bootstrap(metric_fn: Callable[..., dict[str, float]], arrays: tuple[np.ndarr
             low = max(low, 0.0)
         out[name] = {"value": _num(value), "ci_low": _num(low), "ci_high": _num(high)}
     return out
+
+
+class PerSample:
+    """A metric function fixed by the sample it is bootstrapped on: ``make(*arrays)`` (the full sample, e.g. all
+    test patients or one subgroup) returns the function that scores it and every resample, so that a metric
+    means the same on each (e.g. the macro average over the same classes)."""
+
+    def __init__(self, make: Callable[..., Callable[..., dict[str, float]]]) -> None:
+        self.make = make
 
 
 def _num(x: float) -> float | None:
@@ -169,20 +183,47 @@ def survival_metric_fn(*, train_time: np.ndarray, train_event: np.ndarray, horiz
     return fn
 
 
-def _macro(y: np.ndarray, prob: np.ndarray, fn: Callable[[np.ndarray, np.ndarray], float]) -> float:
-    """Mean of ``fn(y == c, prob[:, c])`` over the classes with positives and negatives among ``y``."""
-    values = [fn(y == c, prob[:, c]) for c in range(prob.shape[1]) if 0 < (y == c).sum() < len(y)]
-    return float(np.mean(values)) if values else math.nan
+def _present(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """The classes with positives and negatives among ``y`` (one-vs-rest)."""
+    return np.array([c for c in range(n_classes) if 0 < (y == c).sum() < len(y)], dtype=np.int64)
 
 
-def diagnosis_metric_fn(y: np.ndarray, prob: np.ndarray) -> dict[str, float]:
-    """Macro one-vs-rest AUROC/AUPRC over present classes, accuracy, balanced accuracy, top-label ECE."""
+def _macro(y: np.ndarray, prob: np.ndarray, fn: Callable[[np.ndarray, np.ndarray], float],
+           classes: np.ndarray | None = None) -> float:
+    """Mean of ``fn(y == c, prob[:, c])`` over ``classes`` (default: those with positives and negatives among
+    ``y``); NaN when one of them lacks positives or negatives here."""
+    classes = _present(y, prob.shape[1]) if classes is None else classes
+    if not len(classes) or not np.array_equal(np.intersect1d(classes, _present(y, prob.shape[1])), classes):
+        return math.nan
+    return float(np.mean([fn(y == c, prob[:, c]) for c in classes]))
+
+
+def _balanced_accuracy(y: np.ndarray, pred: np.ndarray, classes: np.ndarray | None) -> float:
+    """Mean recall over ``classes`` (default: those in ``y``); NaN when one of them is absent from ``y``."""
+    if classes is None:
+        return metrics.balanced_accuracy(y, pred)
+    if not np.isin(classes, y).all():
+        return math.nan
+    return float(np.mean([np.mean(pred[y == c] == c) for c in classes]))
+
+
+def diagnosis_metric_fn(y: np.ndarray, prob: np.ndarray, *, classes: np.ndarray | None = None,
+                        recall_classes: np.ndarray | None = None) -> dict[str, float]:
+    """Macro one-vs-rest AUROC/AUPRC over ``classes`` (default: those with positives and negatives here),
+    balanced accuracy over ``recall_classes`` (default: those in ``y``), accuracy, top-label ECE. A sample
+    lacking positives or negatives of one of ``classes``, or any of ``recall_classes``, leaves those metrics
+    undefined (NaN) rather than averaging over fewer classes."""
     pred = prob.argmax(axis=1)
-    return {"auroc": _safe(lambda: _macro(y, prob, metrics.auroc)),
-            "auprc": _safe(lambda: _macro(y, prob, metrics.auprc)),
+    return {"auroc": _safe(lambda: _macro(y, prob, metrics.auroc, classes)),
+            "auprc": _safe(lambda: _macro(y, prob, metrics.auprc, classes)),
             "accuracy": _safe(lambda: metrics.accuracy(y, pred)),
-            "balanced_accuracy": _safe(lambda: metrics.balanced_accuracy(y, pred)),
+            "balanced_accuracy": _safe(lambda: _balanced_accuracy(y, pred, recall_classes)),
             "ece": _safe(lambda: metrics.expected_calibration_error(y, prob))}
+
+
+# diagnosis as evaluate scores it: over the classes of the whole sample (all test patients, or one subgroup)
+DIAGNOSIS_METRICS = PerSample(lambda y, prob: partial(diagnosis_metric_fn, classes=_present(y, prob.shape[1]),
+                                                      recall_classes=np.unique(y)))
 
 
 def binary_metric_fn(y: np.ndarray, prob: np.ndarray) -> dict[str, float]:
@@ -350,8 +391,8 @@ class _Eval:
             preds["baselines"]["late_fusion"] = baselines.fit_diagnosis(late, t.diagnosis, fit, rows, n_classes)
         self.diagnosis_plot = (y, preds["model"]["model"], t.diagnosis_classes)
         result = {"n": int(rows.size), **self._report(
-            rows, diagnosis_metric_fn, lambda g, n: (y, preds[g][n]), preds["baselines"])}
-        return result, self._subgroups("diagnosis", diagnosis_metric_fn, (y, preds["model"]["model"]))
+            rows, DIAGNOSIS_METRICS, lambda g, n: (y, preds[g][n]), preds["baselines"])}
+        return result, self._subgroups("diagnosis", DIAGNOSIS_METRICS, (y, preds["model"]["model"]))
 
     def _thumbnails(self, rows: np.ndarray) -> np.ndarray:
         """:func:`baselines.image_thumbnails` of the images the model sees at ``rows``, ``(n_cohort, F)``;

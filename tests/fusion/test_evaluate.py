@@ -281,3 +281,34 @@ def test_subgroups_report_every_group_with_its_events_even_when_empty():
                                "skipped": f"fewer than {MIN_SUBGROUP} patients"}
     assert (out["sex_female"]["n"], out["sex_female"]["n_events"]) == (MIN_SUBGROUP, 5)
     assert out["age_ge70"]["n_events"] == 3 and out["age_ge70"]["model"]["events"]["value"] == 3
+
+
+def test_diagnosis_macro_metrics_keep_the_classes_of_the_sample_on_every_resample():
+    """A resample lacking a class of the test set leaves the macro AUROC / AUPRC and balanced accuracy undefined
+    (dropped) instead of averaging over fewer classes: the metric is the same three-class mean on every resample.
+    A subgroup keeps its own classes. Before, the ~35% of resamples without the one class-2 patient averaged
+    classes 0 and 1 only, pulling the interval down."""
+    from fusion import metrics
+    from fusion.evaluate import DIAGNOSIS_METRICS, diagnosis_metric_fn
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(10, int), np.ones(9, int), 2]
+    prob = rng.dirichlet(np.ones(3), size=20)
+    prob[19] = [0.05, 0.05, 0.9]  # the one class-2 patient is ranked first for class 2: AUROC 1
+    full_fn = DIAGNOSIS_METRICS.make(y, prob)
+    assert full_fn(y, prob) == diagnosis_metric_fn(y, prob)  # same value on the full sample
+    no2 = full_fn(y[:19], prob[:19])
+    assert np.isnan(no2["auroc"]) and np.isnan(no2["auprc"]) and np.isnan(no2["balanced_accuracy"])
+    assert no2["accuracy"] == metrics.accuracy(y[:19], prob[:19].argmax(1))
+    sub = bootstrap(DIAGNOSIS_METRICS, (y[:19], prob[:19]), n_boot=0, seed=0)  # a subgroup without class 2
+    assert sub["auroc"]["value"] == pytest.approx(np.mean([metrics.auroc(y[:19] == c, prob[:19, c]) for c in (0, 1)]))
+
+    n_boot = 200
+    out = bootstrap(DIAGNOSIS_METRICS, (y, prob), n_boot=n_boot, seed=5)["auroc"]
+    draws, gen = [], np.random.default_rng(5)
+    for _ in range(n_boot):
+        idx = gen.integers(0, 20, 20)
+        if {0, 1, 2} <= set(y[idx]):
+            draws.append(np.mean([metrics.auroc(y[idx] == c, prob[idx, c]) for c in range(3)]))
+    assert 0.5 * n_boot <= len(draws) < 0.8 * n_boot
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx(tuple(np.quantile(draws, [0.025, 0.975])))
