@@ -8,6 +8,8 @@ indicators and standardisation, all fitted on the training rows only.
 - diagnosis: ``logistic`` (multinomial logistic regression, L2) on the tabular features the diagnosis head
   reads; ``image_logistic``, the same on image thumbnails (:func:`image_thumbnails`) when it reads the image:
   the simplest reference a CNN has to beat;
+- late fusion (:mod:`fusion.evaluate`): :func:`fit_cox_stack`, a Cox model of the single-modality models'
+  log-risks with a fixed mild ridge penalty, fitted on the validation split;
 - response: ``logistic`` on ``[x, one-hot(treatment), x * one-hot(treatment)]`` (treatment interactions).
 
 Each ``fit_*`` returns predictions for the requested rows: risk scores (higher = higher hazard) and a
@@ -29,12 +31,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sksurv.ensemble import RandomSurvivalForest
-from sksurv.linear_model import CoxnetSurvivalAnalysis
+from sksurv.linear_model import CoxnetSurvivalAnalysis, CoxPHSurvivalAnalysis
 from sksurv.metrics import concordance_index_censored
 from sksurv.util import Surv
 
 SurvivalFn = Callable[[np.ndarray], np.ndarray]
 THUMBNAIL_SIDE = 16  # pixels: 256 features per channel, enough for coarse shape and intensity
+STACK_RIDGE = 1.0  # late fusion's Cox ridge penalty (scikit-survival's alpha, on standardised inputs): fixed
 
 
 @dataclass
@@ -122,6 +125,27 @@ def _coxnet_path(xt: np.ndarray, time_t: np.ndarray, event_t: np.ndarray, xv: np
                           if np.ptp(risk) > 0 else 0.5)
         alpha = path.alphas_[int(np.argmax(scores))]
     return path, float(alpha)
+
+
+def fit_cox_stack(X: np.ndarray, time: np.ndarray, event: np.ndarray, fit: np.ndarray,  # noqa: N803
+                  predict: np.ndarray, *, alpha: float = STACK_RIDGE) -> SurvivalPrediction:
+    """A Cox model of a few risk scores ``X`` (e.g. the single-modality models' log-risks: late fusion), fitted on
+    ``fit`` rows with a fixed mild ridge penalty ``alpha`` on the standardised columns (Efron ties, Breslow
+    baseline); predictions for ``predict`` rows.
+
+    Nothing is tuned on ``fit``: choosing the penalty by the C-index of the rows the model is fitted on (as
+    :func:`fit_coxnet` with ``val = train`` would) picks the weakest penalty, and with two or three inputs and
+    a validation split of a few dozen patients a cross-validated choice is noisier than a fixed one.
+    """
+    X = observed_columns(X, fit)  # noqa: N806
+    prep = preprocessor().fit(X[fit])
+    model = CoxPHSurvivalAnalysis(alpha=alpha, ties="efron")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (ConvergenceWarning, UserWarning, RuntimeWarning))
+        model.fit(prep.transform(X[fit]), Surv.from_arrays(event[fit].astype(bool), time[fit]))
+        xp = prep.transform(X[predict])
+        functions = model.predict_survival_function(xp)
+    return SurvivalPrediction(model.predict(xp), lambda times: _step_functions(functions, times))
 
 
 def fit_rsf(X: np.ndarray, time: np.ndarray, event: np.ndarray, train: np.ndarray, predict: np.ndarray,  # noqa: N803

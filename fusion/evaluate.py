@@ -51,8 +51,9 @@ with the probability under their own treatment. Baselines see the inputs the mod
 logistic regression only the tabular features of ``tasks.diagnosis.modalities`` (none when that is the image alone),
 and ``image_logistic`` (diagnosis, when the head reads the image) a logistic regression on 16 x 16 thumbnails of the
 same images the model sees. ``late_fusion`` (when the ``only_<m>`` models are retrained and at least two have the
-task's head) combines their predictions, the classical alternative to a joint model: an elastic-net Cox model of
-their log-risks (survival) or a logistic regression of their log probabilities (diagnosis) or logits (response),
+task's head) combines their predictions, the classical alternative to a joint model: a ridge Cox model of
+their log-risks (survival; ridge penalty fixed at :data:`fusion.baselines.STACK_RIDGE`, not tuned on the rows it
+is fitted on) or a logistic regression of their log probabilities (diagnosis) or logits (response),
 fitted on the validation patients, since the single-modality models' predictions on their own training patients are
 in-sample.
 
@@ -472,9 +473,9 @@ class _Eval:
         fit = self.val[np.isfinite(t.time[self.val])]
         if late is not None and t.event[fit].any():
             self.say({"stage": "baseline", "what": "survival late fusion"})
-            # fitted and its penalty chosen on the validation rows: the single-modality models' training
-            # predictions are in-sample
-            stack = baselines.fit_coxnet(late, t.time, t.event, fit, fit, rows)
+            # fitted on the validation rows (the single-modality models' training predictions are in-sample),
+            # with a fixed penalty: choosing it on the rows it is fitted on would be in-sample too
+            stack = baselines.fit_cox_stack(late, t.time, t.event, fit, rows)
             candidates["baselines"]["late_fusion"] = (stack.risk, stack.survival)
 
         def arrays_for(group: str, name: str) -> tuple:

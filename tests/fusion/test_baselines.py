@@ -30,3 +30,27 @@ def test_coxnet_coefficients_without_varying_columns_are_zero():
     x = np.ones((20, 3))
     coef, alpha = coxnet_coefficients(x, np.arange(1.0, 21.0), np.ones(20, bool), np.arange(15), np.arange(15, 20))
     assert np.all(coef == 0) and np.isnan(alpha)
+
+
+def test_cox_stack_is_a_fixed_ridge_cox_model_of_the_standardised_scores():
+    """Late fusion's survival model: nothing is tuned on the rows it is fitted on (the Coxnet path's penalty
+    chosen by those rows' own C-index, as before, picked the weakest penalty)."""
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+    from sksurv.util import Surv
+
+    from fusion.baselines import STACK_RIDGE, fit_cox_stack
+
+    rng = np.random.default_rng(1)
+    n = 240
+    truth = rng.normal(size=n)
+    scores = np.column_stack([truth + rng.normal(0, s, n) for s in (0.5, 1.0, 2.0)]) * [1.0, 3.0, 0.2]
+    time, event = rng.exponential(np.exp(-truth)) * 100, rng.random(n) < 0.7
+    fit, test = np.arange(40), np.arange(40, n)
+    stack = fit_cox_stack(scores, time, event, fit, test)
+    z = (scores - scores[fit].mean(0)) / scores[fit].std(0)
+    ref = CoxPHSurvivalAnalysis(alpha=STACK_RIDGE, ties="efron").fit(z[fit], Surv.from_arrays(event[fit], time[fit]))
+    np.testing.assert_allclose(stack.risk, z[test] @ ref.coef_, atol=1e-6)
+    assert STACK_RIDGE > 0 and (ref.coef_ > 0).all()
+    surv = stack.survival(np.array([10.0, 100.0, 1000.0]))
+    assert surv.shape == (test.size, 3) and (np.diff(surv, axis=1) <= 0).all()
+    assert harrell_c_index(time[test], event[test], stack.risk) > 0.65
