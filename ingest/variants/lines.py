@@ -40,11 +40,11 @@ def _split(data: bytes, first_line: int) -> tuple[np.ndarray, pa.Array, int]:
 
 
 def _line_end(data: bytes) -> int:
-    """Length of the complete lines at the start of ``data`` (a trailing "\r" may be half of "\r\n")."""
+    """Length of the complete lines at the start of ``data``, line break included (a trailing "\r" may be half of
+    "\r\n": it stays with its line for the next read)."""
     cut = data.rfind(b"\n") + 1
-    if cut == 0:
-        cut = data.rfind(b"\r")  # excludes a last "\r"
-        return max(cut, 0)
+    if cut == 0:  # no "\n": the last "\r" before the final byte ends a line (a bare "\r": nothing else follows)
+        return data.rfind(b"\r", 0, len(data) - 1) + 1
     return cut
 
 

@@ -833,3 +833,50 @@ def test_the_pipeline_keeps_the_last_of_duplicate_rows_across_chunks_and_files(t
               for r in lake.read("gene_status").to_pylist()}
     assert status[("S1", "EGFR")] == (True, 1) and status[("S2", "TP53")] == (True, 1)
     assert not (lake.path / "_staging").exists()
+
+
+class _Trickle:
+    """A binary stream whose ``read1`` returns at most ``step`` bytes (chunk boundaries between any two bytes)."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data, self.at, self.step = data, 0, step
+
+    def read1(self, n: int = -1) -> bytes:
+        piece = self.data[self.at:self.at + self.step]
+        self.at += len(piece)
+        return piece
+
+
+def test_line_chunks_number_lines_alike_on_every_chunk_boundary():
+    """A bare ``\\r`` (classic Mac, Excel for Mac text) ending a chunk without any ``\\n`` in it was cut off the
+    line it ends and read again as an empty line in the next chunk: every later line number was one too high."""
+    import io
+
+    from ingest.variants.lines import line_chunks
+
+    for data in (b"aa\rbb\rcc\rdd\r", b"aa\rbb\rcc\rdd", b"aaaa\r\nbbbb\r\ncc\r\n", b"a\r\rb\rc\n\rd\r\n"):
+        text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace")
+        expected = [(n, line.rstrip("\r\n")) for n, line in enumerate(text, start=1) if line.rstrip("\r\n")]
+        for step in (1, 2, 3, 4, 5):
+            got = []
+            for numbers, lines in line_chunks(_Trickle(data, step), 1, chunk_bytes=step):
+                got += list(zip(numbers.tolist(), lines.to_pylist(), strict=True))
+            assert got == expected, (data, step)
+
+
+def test_a_maf_with_bare_cr_line_ends_names_the_right_line_after_a_chunk(tmp_path, monkeypatch):
+    import functools
+
+    import ingest.variants.maf as maf_module
+    from ingest.variants.lines import line_blocks
+
+    monkeypatch.setattr(maf_module, "line_blocks", functools.partial(line_blocks, chunk_bytes=1 << 16))
+    header = ("Hugo_Symbol\tChromosome\tStart_Position\tReference_Allele\tTumor_Seq_Allele2\tVariant_Classification"
+              "\tTumor_Sample_Barcode")
+    rows = [f"EGFR\t7\t{1000 + i}\tT\tG\tMissense_Mutation\tS{i}" for i in range(6000)]  # about 250 kB
+    rows[5000] = "EGFR\t7\tx\tT\tG\tMissense_Mutation\tS5000"
+    path = tmp_path / "mac.maf"
+    path.write_bytes("\r".join([header, *rows]).encode())
+    result = maf_variants(path)
+    assert [r["location"] for r in result.rejects] == ["line 5002"]
+    assert result.rejects[0]["raw"] == rows[5000] and result.table.num_rows == 5999
