@@ -49,6 +49,9 @@ NO_VALUE_ARRAY = pa.array(NO_VALUE)
 # the other columns are typed by pandas' inference, as a bare read_csv would
 STRING_COLUMNS = ("Chromosome", "Tumor_Sample_Barcode")
 CHUNK_ROWS = 50_000
+# bytes read at a time: 4 MB rather than the VCF reader's 16 MB (82 MB MAF of 300k records: peak RSS 316 vs 376 MB,
+# CPU 0.56 vs 0.57 s; 144 MB MAF of 68 columns: 488 vs 509 MB, 0.74 vs 0.80 s; 2 MB re-copies the held lines more)
+BLOCK_BYTES = 4 << 20
 
 
 class MafFormatError(ValueError):
@@ -167,7 +170,7 @@ def _line_chunks(fh, header_line: int) -> Iterator[tuple[int, bytes, np.ndarray]
     held, held_ends = b"", np.zeros(0, np.int64)
     line, skip, failure = 1, header_line, None
     try:
-        for block in line_blocks(fh):
+        for block in line_blocks(fh, chunk_bytes=BLOCK_BYTES):
             ends = np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
             if skip:  # the comment lines and the header
                 drop = min(skip, len(ends))
