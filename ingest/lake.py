@@ -347,8 +347,10 @@ class Lake:
             raise LakeError(f"SQL error: {exc}") from exc
         kinds = [str(statement.type).rsplit(".", 1)[-1] for statement in statements]
         if kinds != ["SELECT"]:  # EXPLAIN ANALYZE would run the statement it explains
+            given = ("an empty query" if not kinds else f"{len(kinds)} statements" if len(kinds) > 1
+                     else query.split(None, 1)[0].rstrip(";").upper())  # INSTALL, not DuckDB's kind (LOAD)
             raise LakeError(f"lake sql runs one read-only query (SELECT, WITH, FROM, DESCRIBE, SUMMARIZE), not"
-                            f" {' + '.join(kinds) or 'an empty query'}: the lake's files change only through"
+                            f" {given}: the lake's files change only through"
                             " `tumorboard ingest`; to export a result, use --format csv > FILE")
         con = duckdb.connect()
         try:

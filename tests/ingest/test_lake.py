@@ -127,6 +127,10 @@ def test_sql_is_read_only(lake, tmp_path):
                   f"EXPLAIN ANALYZE COPY (SELECT 1) TO '{tmp_path / 'x.csv'}'"):
         with pytest.raises(LakeError, match="read-only query"):
             lake.sql(query)
+    for query, named in (("INSTALL delta", "not INSTALL:"), ("SELECT 1; SELECT 2", "not 2 statements:"),
+                         ("  copy rejects TO 'x.csv'", "not COPY:")):
+        with pytest.raises(LakeError, match=named):  # the user's word, not DuckDB's kind (LOAD for INSTALL)
+            lake.sql(query)
     assert lake.sql("SELECT count(*) AS n FROM rejects").to_pylist() == [{"n": 1}]  # the part is intact
     assert lake.sql("DESCRIBE rejects").num_rows > 0 and lake.sql("FROM rejects").num_rows == 1
 
