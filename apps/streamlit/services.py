@@ -175,9 +175,7 @@ def _patient_header(lake: str, token: str, key: str, run_dir: str | None) -> dic
     config = _run_config(run_dir).data
     cond = record["conditions"]
     cancer = cond[is_cancer_condition(cond, config.index)]
-    # one name per Condition: a SNOMED + ICD-10 coded diagnosis is one cancer (its first matching coding's name)
-    cancer = pd.concat([cancer[cancer["resource_id"].isna()], cancer[cancer["resource_id"].notna()]
-                        .drop_duplicates("resource_id")])
+    cancer = cancer[_one_coding_per_condition(cancer)]  # a SNOMED + ICD-10 coded diagnosis is one cancer
     cancer = cancer.assign(name=cancer["display"].fillna(cancer["code"]).fillna("cancer without a code"),
                            since=cancer["onset"].where(cancer["onset"].notna(), cancer["recorded"]))
     cancers = [{"display": name, "onset": None if pd.isna(since) else since} for name, since in
@@ -317,18 +315,26 @@ def _timeline_conditions(record: dict[str, pd.DataFrame], run_dir: str | None) -
     cancer = is_cancer_condition(cond, _run_config(run_dir).data.index) if len(cond) else \
         pd.Series(False, index=cond.index)
     social = cond["label"].astype(str).map(lambda d: SOCIAL_CONDITION.fullmatch(d) is not None).astype(bool)
-    keep = pd.Series(True, index=cond.index)
-    if "resource_id" in cond:  # the reader's rows are codings: one Condition, its codings with a display first
-        rows = pd.Series([f"row {i}" for i in range(len(cond))], index=cond.index)  # a row without an id
-        rid = cond["resource_id"].astype(object).where(cond["resource_id"].notna(), rows)
-        cancer, social = cancer.groupby(rid).transform("any"), social.groupby(rid).transform("any")
-        by_display = cond["display"].isna().sort_values(kind="mergesort").index
-        keep = ~rid.loc[by_display].duplicated().reindex(cond.index)
-    dated = keep & cond["onset"].notna()
+    rid = _condition_ids(cond)  # the reader's rows are codings: a Condition is a cancer if any coding is one
+    cancer, social = cancer.groupby(rid).transform("any"), social.groupby(rid).transform("any")
+    dated = _one_coding_per_condition(cond) & cond["onset"].notna()
     hidden = dated & social & ~cancer
     shown = cond[dated & ~hidden]
-    marks = _medication_spans(pd.DataFrame({"when": shown["onset"], "label": shown["label"]}))
+    marks = _spans(pd.DataFrame({"when": shown["onset"], "label": shown["label"]}))
     return marks, {"social history": int(hidden.sum()), "repeats": int(len(shown) - len(marks))}
+
+
+def _condition_ids(cond: pd.DataFrame) -> pd.Series:
+    """Per condition row (one per coding): its Condition's resource id, or a stand-in of its own without one."""
+    own = pd.Series([f"row {i}" for i in range(len(cond))], index=cond.index, dtype=object)
+    return own if "resource_id" not in cond else cond["resource_id"].astype(object).where(cond["resource_id"].notna(),
+                                                                                            own)
+
+
+def _one_coding_per_condition(cond: pd.DataFrame) -> pd.Series:
+    """Bool per condition row: the first coding of its Condition that has a display (else its first coding)."""
+    by_display = cond["display"].isna().sort_values(kind="mergesort").index
+    return ~_condition_ids(cond).loc[by_display].duplicated().reindex(cond.index).astype(bool)
 
 
 def conditions_left_out(record: dict[str, pd.DataFrame], run_dir: str | None = None) -> dict[str, int]:
@@ -337,9 +343,9 @@ def conditions_left_out(record: dict[str, pd.DataFrame], run_dir: str | None = N
     return _timeline_conditions(record, run_dir)[1]
 
 
-def _medication_spans(meds: pd.DataFrame) -> pd.DataFrame:
-    """Orders of one drug (its label) less than :data:`SPAN_GAP_DAYS` apart merged into one span: ``when`` (first
-    order), ``end`` (last), ``label``, ``count`` (orders)."""
+def _spans(meds: pd.DataFrame) -> pd.DataFrame:
+    """Records of one label (a drug's orders, a condition's records) at most :data:`SPAN_GAP_DAYS` apart merged
+    into one span: ``when`` (first), ``end`` (last), ``label``, ``count`` (records)."""
     if meds.empty:
         return pd.DataFrame(columns=["when", "end", "label", "count"])
     meds = meds.sort_values(["label", "when"], kind="mergesort")
@@ -357,7 +363,7 @@ def patient_events(record: dict[str, pd.DataFrame], run_dir: str | None = None) 
     Conditions are the clinical ones, once per episode (:func:`_timeline_conditions`: social determinants
     recorded as conditions are left out, repeats less than a year apart are one mark; a cancer always shows,
     by the ``data.index`` rule of ``run_dir``'s config, else the default one).
-    Medication orders of one drug become spans (:func:`_medication_spans`): a patient with a thousand monthly
+    Medication orders of one drug become spans (:func:`_spans`): a patient with a thousand monthly
     refills has one span per drug and course. Observations are the labs, vital signs and oncology ones (stage,
     ECOG, disease status, response, tumour markers), with their values; surveys and social history are left out
     (:func:`left_out_of_timeline` counts them).
@@ -370,7 +376,7 @@ def patient_events(record: dict[str, pd.DataFrame], run_dir: str | None = None) 
     meds = record["medications"]
     meds = pd.DataFrame({"when": meds["start"], "label": meds["display"].fillna(meds["code"])
                          .fillna("medication without a code")}).dropna(subset=["when"])
-    parts.append(_medication_spans(meds).assign(category="Medication"))
+    parts.append(_spans(meds).assign(category="Medication"))
     enc = record["encounters"]
     parts.append(pd.DataFrame({"when": enc["start"], "end": enc["end"], "category": "Encounter",
                                "label": "Encounter", "count": 1}))
