@@ -9,7 +9,8 @@ labels table's ``index_date`` where given. Every feature uses only records dated
   ``lab_codes``): ``last`` value, and per window ``w`` in ``windows_days`` the ``mean`` and the least-squares
   ``slope`` (units per year) of the values dated in ``(cutoff - w, cutoff)``, plus a ``missing`` indicator;
 - comorbidity indicators (top-K condition codes, the cancer codes themselves excluded) and prior-medication
-  indicators (top-K medication codes);
+  indicators (top-K medication codes), each code with its system (``system|code``: the same code in another
+  system is another column, named ``cond:system|code`` where two share the code);
 - age at index (years), sex (1 = male), ECOG, stage (ordinal 1-4 parsed from the stage code or display, e.g.
   ``3A`` or ``Stage IIIA`` -> 3) and smoking (ordinal from ``smoking_map``; display fallback never=0,
   former=1, current=2), each the last value before the cutoff.
@@ -355,7 +356,7 @@ def read_frames(lake: str | Path | None) -> LakeFrames:
 def is_cancer_condition(conditions: pd.DataFrame, cfg: IndexConfig) -> pd.Series:
     """Bool per condition row: code in ``cancer_codes``, or display matching ``cancer_display_regex`` and not
     ``cancer_display_exclude``."""
-    return _listed_code(conditions, cfg) | _display_match(conditions, cfg)
+    return coded_as(conditions, cfg.cancer_codes) | _display_match(conditions, cfg)
 
 
 # other names of a code system (HL7's OIDs) -> its canonical URI
@@ -364,15 +365,25 @@ SYSTEM_ALIASES = {"urn:oid:2.16.840.1.113883.6.96": "http://snomed.info/sct",
                   "urn:oid:2.16.840.1.113883.6.90": "http://hl7.org/fhir/sid/icd-10-cm"}
 
 
-def _listed_code(conditions: pd.DataFrame, cfg: IndexConfig) -> pd.Series:
-    """Bool per condition row: its ``system|code`` is in ``cancer_codes`` (a system's OID counts as its URI; a
-    row without a system matches on its code), or its code is a bare entry."""
-    code = conditions["code"].astype("string")
-    system = conditions["system"].astype("string")
-    system = system.map(lambda s: SYSTEM_ALIASES.get(s, s), na_action="ignore")
-    qualified_codes = {c.rsplit("|", 1)[1] for c in cfg.cancer_codes if "|" in c}
-    hit = (code.isin([c for c in cfg.cancer_codes if "|" not in c]) | (system + "|" + code).isin(cfg.cancer_codes)
-           | (system.isna() & code.isin(qualified_codes)))
+def _qualified(frame: pd.DataFrame) -> pd.Series:
+    """Per row: ``system|code`` with the system's canonical URI (:data:`SYSTEM_ALIASES`); NA without a system."""
+    system = frame["system"].astype("string").map(lambda s: SYSTEM_ALIASES.get(s, s), na_action="ignore")
+    return system + "|" + frame["code"].astype("string")
+
+
+def _canonical_entry(entry: str) -> str:
+    system, _, code = entry.rpartition("|")
+    return f"{SYSTEM_ALIASES.get(system, system)}|{code}" if system else code
+
+
+def coded_as(frame: pd.DataFrame, entries: list[str]) -> pd.Series:
+    """Bool per row (columns ``system``, ``code``): its ``system|code`` is one of ``entries`` (a system's OID
+    counts as its URI; a row without a system matches on its code), or its code is a bare entry (any system)."""
+    entries = [_canonical_entry(e) for e in entries]
+    code = frame["code"].astype("string")
+    qualified = _qualified(frame)
+    hit = (code.isin([e for e in entries if "|" not in e]) | qualified.isin(entries)
+           | (qualified.isna() & code.isin({e.rsplit("|", 1)[1] for e in entries if "|" in e})))
     return hit.fillna(False).astype(bool)
 
 
@@ -398,7 +409,7 @@ def index_dates(conditions: pd.DataFrame, labels: pd.DataFrame, cfg: IndexConfig
     conditions = conditions.assign(onset=conditions["onset"].where(conditions["onset"].notna(),
                                                                    conditions["recorded"]))
     dated = conditions[conditions["onset"].notna()]
-    listed = dated[_listed_code(dated, cfg)]
+    listed = dated[coded_as(dated, cfg.cancer_codes)]
     by_display = dated[_display_match(dated, cfg) & ~dated["patient_key"].isin(set(listed["patient_key"]))]
     cond = pd.concat([listed, by_display])
     first = cond.sort_values(["patient_key", "onset"], kind="mergesort").groupby("patient_key").first()
@@ -424,13 +435,23 @@ def _before(frame: pd.DataFrame, time_col: str, keys: np.ndarray, index: pd.Seri
     return out.sort_values(["patient_key", time_col], kind="mergesort")
 
 
-def _top_codes(frame: pd.DataFrame, k: int) -> list[str]:
-    """The ``k`` codes seen in the most patients (ties broken by code, for determinism)."""
+def _top_codes(frame: pd.DataFrame, k: int, *, qualified: bool = False) -> list[str]:
+    """The ``k`` codes seen in the most patients (ties broken by code, for determinism); with ``qualified``,
+    ``system|code`` entries (a bare code for rows without a system), so one code in two systems counts twice."""
     if frame.empty or k == 0:
         return []
-    coverage = frame.groupby("code")["patient_key"].nunique().reset_index()
+    code = frame["code"].astype("string")
+    entry = _qualified(frame).fillna(code) if qualified else code
+    coverage = frame.assign(code=entry).groupby("code")["patient_key"].nunique().reset_index()
     coverage = coverage.sort_values(["patient_key", "code"], ascending=[False, True])
     return coverage["code"].astype(str).head(k).tolist()
+
+
+def _indicator_names(prefix: str, entries: list[str]) -> list[str]:
+    """Column names of indicator entries: ``prefix:code``, or ``prefix:system|code`` where two entries share
+    their code."""
+    codes = [e.rsplit("|", 1)[-1] for e in entries]
+    return [f"{prefix}:{e if codes.count(c) > 1 else c}" for e, c in zip(entries, codes, strict=True)]
 
 
 def _last(frame: pd.DataFrame, keys: np.ndarray, column: str) -> np.ndarray:
@@ -539,9 +560,9 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
     else:
         lab_codes = cfg.lab_codes if cfg.lab_codes is not None else _top_codes(labs, cfg.top_k_labs)
         cond_codes = (cfg.condition_codes if cfg.condition_codes is not None
-                      else _top_codes(conds, cfg.top_k_conditions))
+                      else _top_codes(conds, cfg.top_k_conditions, qualified=True))
         med_codes = (cfg.medication_codes if cfg.medication_codes is not None
-                     else _top_codes(meds, cfg.top_k_medications))
+                     else _top_codes(meds, cfg.top_k_medications, qualified=True))
 
     patients = frames.patients.drop_duplicates("patient_key").set_index("patient_key").reindex(keys)
     columns: dict[str, np.ndarray] = {
@@ -566,13 +587,12 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
     columns.update(lab_cols)
     names.update(lab_names)
     for prefix, frame, codes in (("cond", conds, cond_codes), ("med", meds, med_codes)):
-        for code in codes:
-            has = set(frame.loc[frame["code"] == code, "patient_key"])
-            name = f"{prefix}:{code}"
-            columns[name] = np.isin(keys, list(has)).astype(np.float64)
-            shown = frame.loc[frame["code"] == code, "display"].dropna()
+        for entry, name in zip(codes, _indicator_names(prefix, codes), strict=True):
+            rows = frame[coded_as(frame, [entry])]
+            columns[name] = np.isin(keys, list(set(rows["patient_key"]))).astype(np.float64)
+            shown = rows["display"].dropna()
             names[name] = ("Prior " if prefix == "med" else "History of ") + (str(shown.iloc[0]) if len(shown)
-                                                                               else code)
+                                                                               else entry)
     # a patient has EHR data with a Patient resource or any record before the cutoff (an export filtered by
     # resource type may lack the Patient file)
     recorded = set(frames.patients["patient_key"]) | set(obs["patient_key"]) | set(conds["patient_key"]) \

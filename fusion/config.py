@@ -66,9 +66,11 @@ class EhrConfig(_Strict):
     lab_codes: list[str] | None = Field(None, description="explicit lab codes; None = top_k_labs by coverage")
     top_k_labs: int = Field(20, ge=0)
     windows_days: list[float] = Field(default_factory=lambda: [365.0])
-    condition_codes: list[str] | None = Field(None, description="comorbidity codes; None = top-K by coverage")
+    condition_codes: list[str] | None = Field(None, description="comorbidity codes, 'system|code' or a bare code "
+                                                                "(any system); None = top-K by coverage")
     top_k_conditions: int = Field(20, ge=0)
-    medication_codes: list[str] | None = Field(None, description="prior-medication codes; None = top-K")
+    medication_codes: list[str] | None = Field(None, description="prior-medication codes, as condition_codes; "
+                                                                 "None = top-K")
     top_k_medications: int = Field(20, ge=0)
     ecog_code: str = codes.ECOG_LOINC[0]
     stage_code: str = codes.STAGE_LOINC[0]

@@ -166,6 +166,28 @@ def test_lab_features_hand_computed():
     assert "med:1721560" not in cohort.feature_names  # started after the index date
 
 
+def test_condition_and_medication_codes_keep_their_system():
+    rows = base_rows()
+    local = "http://hospital.example/codes"  # a local code system that reuses SNOMED's number for another thing
+    rows["conditions"].append({**cond("a", HTN, "Local problem 38341003", "2019-01-01"), "system": local})
+    rows["conditions"].append({**cond("d", HTN, "Essential hypertension (disorder)", "2019-01-01"),
+                               "system": "urn:oid:2.16.840.1.113883.6.96"})  # SNOMED by its OID
+    rows["medications"].append({**med("a", "1547545", "2019-06-01"), "system": local})
+    cohort = assemble_cohort(frames_of(rows), CONFIG)
+    assert cohort.patient_keys.tolist() == ["a", "b", "d"]
+    assert column(cohort, f"cond:{c.SNOMED}|{HTN}").tolist() == [0.0, 1.0, 1.0]
+    assert column(cohort, f"cond:{local}|{HTN}").tolist() == [1.0, 0.0, 0.0]
+    assert column(cohort, f"med:{c.RXNORM}|1547545").tolist() == [1.0, 0.0, 0.0]
+    assert column(cohort, f"med:{local}|1547545").tolist() == [1.0, 0.0, 0.0]
+    assert sorted(cohort.selection.conditions) == sorted([f"{c.SNOMED}|{HTN}", f"{local}|{HTN}"])
+    # a listed code: 'system|code' in that system only (its OID counts), a bare code (a saved run's) in any
+    qualified = assemble_cohort(frames_of(rows), apply_overrides(CONFIG, [
+        f"data.ehr.condition_codes=['urn:oid:2.16.840.1.113883.6.96|{HTN}']"]))
+    assert column(qualified, f"cond:{HTN}").tolist() == [0.0, 1.0, 1.0]
+    bare = assemble_cohort(frames_of(rows), apply_overrides(CONFIG, [f"data.ehr.condition_codes=['{HTN}']"]))
+    assert column(bare, f"cond:{HTN}").tolist() == [1.0, 1.0, 1.0]
+
+
 def test_a_lab_in_another_unit_is_left_out_and_counted():
     rows = base_rows()
     creatinine = "2160-0"
