@@ -12,6 +12,9 @@ functions ``where select repeat exists all empty first last tail skip take singl
 ofType is as extension getResourceKey getReferenceKey hasValue lowBoundary highBoundary`` plus the string
 functions ``startsWith endsWith contains matches replaceMatches replace substring indexOf lower upper trim
 length split toString toInteger toDecimal``. Types are inferred from the JSON (no StructureDefinitions).
+Two dates, date-times or times (FHIR text or ``@`` literals) compare by what they denote, precision by
+precision (N1 6.1.1): offsets are normalised to UTC (no offset: UTC), and a precision one lacks that the
+other has gives empty (``birthDate < @2020-06-01`` on ``2020``); other text compares as text.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -392,6 +396,81 @@ def _boundary(value: Any, kind: str | None, high: bool) -> Any:
 
 
 # --------------------------------------------------------------------------------------------------------
+# Dates, date-times and times compared as such (FHIRPath N1 6.1.1 and 6.2), not as text
+# --------------------------------------------------------------------------------------------------------
+
+_NOT_TEMPORAL = object()  # _temporal_order's answer for a pair that is not two dates/date-times or two times
+
+
+def _temporal(value: str) -> tuple[str, list] | None:
+    """``("date", components)`` for a FHIR date/dateTime/instant or a FHIRPath ``@`` date/date-time literal,
+    ``("time", components)`` for a time (``10:30:00``, ``@T10:30``), else None.
+
+    Components are coarsest first (year, month, day, hour, minute; or hour, minute), then the second with its
+    fraction as one Decimal, None past the value's precision. A value with an hour and a UTC offset is shifted
+    to UTC; one without an offset is taken as UTC (the lake's convention), so ``10:00+02:00`` is ``08:00Z``.
+    """
+    if not value or not ("0" <= value[0] <= "9" or value[0] == "T"):
+        return None
+    if value[0] != "T" and not (":" in value and "-" not in value):
+        m = _DATETIME_RE.match(value)
+        if m is None:
+            return None
+        y, mo, d, h, mi, s, frac, tz = m.groups()
+        comps: list = [int(y), None if mo is None else int(mo), None if d is None else int(d),
+                       None if h is None else int(h), None if mi is None else int(mi),
+                       None if s is None else Decimal(s + ("." + frac if frac else ""))]
+        if comps[1] is not None and not 1 <= comps[1] <= 12 or comps[2] is not None and not \
+                1 <= comps[2] <= _days_in_month(comps[0], comps[1]):
+            return None
+        if h is not None and tz not in (None, "Z", "+00:00", "-00:00"):
+            sign = -1 if tz[0] == "-" else 1
+            offset = sign * (int(tz[1:3]) * 60 + int(tz[4:6]))
+            try:
+                shifted = datetime(comps[0], comps[1], comps[2], comps[3], comps[4] or 0) - timedelta(minutes=offset)
+            except (ValueError, OverflowError):
+                return None
+            comps[:4] = [shifted.year, shifted.month, shifted.day, shifted.hour]
+            if comps[4] is not None:
+                comps[4] = shifted.minute
+        return "date", comps
+    m = _TIME_RE.match(value)
+    if m is None:
+        return None
+    h, mi, s, frac = m.groups()
+    return "time", [int(h), None if mi is None else int(mi),
+                    None if s is None else Decimal(s + ("." + frac if frac else ""))]
+
+
+def _temporal_order(a: str, b: str) -> Any:
+    """-1, 0 or 1 for two dates/date-times (or two times) compared precision by precision from the coarsest;
+    None (unknown) when one has a precision the other lacks and they agree up to it (``2020`` and
+    ``2020-06-01``); :data:`_NOT_TEMPORAL` when they are not both temporal values of one kind."""
+    ta, tb = _temporal(a), _temporal(b)
+    if ta is None or tb is None or ta[0] != tb[0]:
+        return _NOT_TEMPORAL
+    for x, y in zip(ta[1], tb[1], strict=True):
+        if x is None and y is None:
+            return 0
+        if x is None or y is None:
+            return None
+        if x != y:
+            return -1 if x < y else 1
+    return 0
+
+
+def _text_equal(a: str, b: str) -> bool | None:
+    """FHIRPath ``=`` of two strings: equal text, or two dates/times denoting the same instant at the same
+    precision; None (unknown) for dates/times of different precisions that agree as far as both go."""
+    if a == b:
+        return True
+    order = _temporal_order(a, b)
+    if order is _NOT_TEMPORAL:
+        return False
+    return None if order is None else order == 0
+
+
+# --------------------------------------------------------------------------------------------------------
 # Compiler
 # --------------------------------------------------------------------------------------------------------
 
@@ -594,8 +673,8 @@ class _Compiler:
             eq = _equal if op in ("=", "!=") else _equivalent
             negate = op in ("!=", "!~")
             strict = op in ("=", "!=")
-            if rnode[0] == "lit" and type(rnode[1]) is str:
-                lit = rnode[1]
+            if rnode[0] == "lit" and type(rnode[1]) is str and not (strict and _temporal(rnode[1])):
+                lit = rnode[1]  # not a date or time: plain text equality
                 if strict and lnode[0] == "member" and lnode[1] is None:
                     name = lnode[2]
 
@@ -623,6 +702,9 @@ class _Compiler:
                 a, b = left(coll, ri), right(coll, ri)
                 if not a or not b:
                     return [] if strict else [(not a and not b) != negate]
+                if strict and len(a) == 1 and len(b) == 1 and type(a[0]) is str and type(b[0]) is str:
+                    same = _text_equal(a[0], b[0])  # dates and times by the instant they denote
+                    return [] if same is None else [same != negate]
                 res = len(a) == len(b) and all(eq(x, y) for x, y in zip(a, b, strict=True))
                 return [res != negate]
             return equality
@@ -747,7 +829,10 @@ def _comparison(op: str, left: Evaluator, right: Evaluator, text: str) -> Evalua
                 a, b = Decimal(str(a)), Decimal(str(b))
             return [cmp(a, b)]
         if type(a) is str and type(b) is str:
-            return [cmp(a, b)]
+            order = _temporal_order(a, b)  # dates and times as such: offsets, precisions, fractions
+            if order is _NOT_TEMPORAL:
+                return [cmp(a, b)]
+            return [] if order is None else [cmp(order, 0)]
         raise FhirPathError(f"cannot compare {type(a).__name__} with {type(b).__name__} in {text!r}")
     return compare
 
@@ -1435,6 +1520,8 @@ def _criterion(node: tuple, names: dict[str, Any], members: dict[str, str]) -> s
         item, lits = node[2], _literal_values(node[3])
         if lits is None or not lits or not all(type(v) is str for v in lits) or (node[1] == "=" and len(lits) > 1):
             return None
+        if node[1] == "=" and _temporal(lits[0]):
+            return None  # a date or time: equal by the instant it denotes, which the evaluator knows
         value = _criterion_item(item, members)
         if value is None:
             return None

@@ -182,3 +182,41 @@ def test_generated_filter_declines_other_paths():
     assert fhirpath.compile_filter("code.coding.where(system = %loinc).exists()", constants={"loinc": "s"}) is None
     assert fhirpath.compile_filter("code.coding.where(system != 's').exists()") is None
     assert fhirpath.compile_filter("status = 'final'") is None
+
+
+_TIMES = {"resourceType": "Observation", "effectiveDateTime": "2020-01-01T01:00:00+02:00",
+          "issued": "2020-01-01T00:30:00Z", "precise": "2020-01-01T00:30:00.5Z", "birthDate": "2020",
+          "valueTime": "09:15:00", "status": "final"}
+
+
+@pytest.mark.parametrize(("expr", "expected"), [
+    # offsets: 01:00+02:00 is 23:00Z the day before, so before 00:30Z (as text it sorts after)
+    ("effectiveDateTime < issued", [True]),
+    ("effectiveDateTime < @2020-01-01T00:00:00Z", [True]),
+    ("effectiveDateTime = @2019-12-31T23:00:00Z", [True]),
+    ("effectiveDateTime != @2019-12-31T23:00:00Z", [False]),
+    ("issued.exists($this = @2020-01-01T01:30:00+01:00)", [True]),
+    # the second and its fraction are one precision ('.' sorts before 'Z' as text)
+    ("precise > issued", [True]),
+    # a precision one value lacks: unknown, not a guess
+    ("birthDate < @2020-06-01", []),
+    ("birthDate < @2021-01-01", [True]),
+    ("birthDate = @2020", [True]),
+    ("issued = @2020-01-01", []),
+    ("issued >= @2020-01-01T00:00:00Z", [True]),
+    # times, with or without the literal's T
+    ("valueTime < @T10:00:00", [True]),
+    ("valueTime > @T09:00:00", [True]),
+    ("valueTime = @T09:15:00", [True]),
+    # text that is no date still compares as text
+    ("status < 'g'", [True]),
+    ("status = 'final'", [True]),
+])
+def test_dates_and_times_compare_by_the_instant_they_denote(expr, expected):
+    assert evaluate(expr, _TIMES) == expected
+
+
+def test_generated_filter_leaves_date_equality_to_the_evaluator():
+    text = "issued.where($this = '2020-01-01T01:30:00+01:00').exists()"
+    assert fhirpath.compile_filter(text) is None
+    assert evaluate(text, _TIMES) == [True]
