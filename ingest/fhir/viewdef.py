@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,13 @@ _COLUMN_KEYS = frozenset(("name", "path", "type", "collection", "description", "
 TEMPORAL_TYPES = frozenset(("date", "dateTime", "instant"))
 PARTIAL_TYPES = frozenset(("date", "dateTime"))  # their values may be a year, a month or a day
 LATEST_SUFFIX = "_latest"  # the lake column added after each date/dateTime column (see with_timestamps)
+FHIR_PRIMITIVES = frozenset((
+    "base64Binary", "boolean", "canonical", "code", "date", "dateTime", "decimal", "id", "instant", "integer",
+    "integer64", "markdown", "oid", "positiveInt", "string", "time", "unsignedInt", "uri", "url", "uuid", "xhtml"))
+_SD_PREFIX = "http://hl7.org/fhir/StructureDefinition/"  # the spec: relative type URIs are given this prefix
+_SYSTEM_PREFIX = "http://hl7.org/fhirpath/System."
+_SYSTEM_TYPES = {"String": "string", "Boolean": "boolean", "Integer": "integer", "Decimal": "decimal",
+                 "Date": "date", "DateTime": "dateTime", "Time": "time"}
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "boolean": pa.bool_(), "integer": pa.int64(), "positiveInt": pa.int64(), "unsignedInt": pa.int64(),
     "integer64": pa.int64(), "decimal": pa.float64(),
@@ -198,12 +206,40 @@ class _Builder:
         type_ = col.get("type")
         if type_ is not None and not isinstance(type_, str):
             raise self.fail(f"{where}: column type must be a string")
+        if type_ is not None:
+            type_ = self.column_type(type_, f"{where}: column {name!r}")
         collection = col.get("collection", False)
         if not isinstance(collection, bool):
             raise self.fail(f"{where}: 'collection' must be true or false")
         if not isinstance(col.get("path"), str):
             raise self.fail(f"{where}: column {name!r} needs a 'path' (FHIRPath string)")
         return _Column(name, col["path"], type_, collection)
+
+
+    def column_type(self, type_: str, where: str) -> str:
+        """The FHIR type a column declares, as its short name: ``http://hl7.org/fhir/StructureDefinition/dateTime``
+        is ``dateTime`` (the spec gives relative type URIs that prefix), ``http://hl7.org/fhirpath/System.Date``
+        is ``date``. A name that is no FHIR primitive but reads like one (``datetime``, ``DateTime``, ``int``) is an
+        error, not a silent text column; complex types (``Quantity``, ``Observation.referenceRange``) and other
+        absolute URIs are kept as they are."""
+        short = type_[len(_SD_PREFIX):] if type_.startswith(_SD_PREFIX) else type_
+        if short.startswith(_SYSTEM_PREFIX):
+            system = short[len(_SYSTEM_PREFIX):]
+            if system not in _SYSTEM_TYPES:
+                raise self.fail(f"{where}: unknown FHIRPath system type {type_!r}; known: "
+                                f"{', '.join(_SYSTEM_PREFIX + t for t in _SYSTEM_TYPES)}")
+            return _SYSTEM_TYPES[system]
+        if short in FHIR_PRIMITIVES or ":" in short:
+            return short
+        alike = [p for p in FHIR_PRIMITIVES if p.lower() == short.lower()]
+        if not alike and short[:1].islower():  # a capital starts a complex type (Count is no misspelt code)
+            alike = get_close_matches(short, sorted(FHIR_PRIMITIVES), n=1, cutoff=0.75)
+        if alike or short[:1].islower():
+            hint = f"did you mean {alike[0]!r}? " if alike else ""
+            raise self.fail(f"{where}: unknown FHIR type {type_!r}; {hint}a primitive column type is one of"
+                            f" {', '.join(sorted(FHIR_PRIMITIVES, key=str.lower))} (a complex type starts with a"
+                            " capital, e.g. Quantity)")
+        return short
 
 
 def _row(values: list[tuple[ScalarFn | None, ValueFn]]) -> Callable[[Any, int], tuple]:
