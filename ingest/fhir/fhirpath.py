@@ -235,6 +235,18 @@ CHOICE_NAMES = frozenset((
     "when", "started", "recorded", "duration", "quantity", "range", "paid", "benefit", "financial",
 ))
 
+# The type names a choice element's key ends with (``valueQuantity``, ``onsetDateTime``): a sibling such as
+# Timing.repeat's ``durationMax`` or ``durationUnit`` is no value of ``duration``.
+CHOICE_TYPES = frozenset((
+    "Base64Binary", "Boolean", "Canonical", "Code", "Date", "DateTime", "Decimal", "Id", "Instant", "Integer",
+    "Integer64", "Markdown", "Oid", "PositiveInt", "String", "Time", "UnsignedInt", "Uri", "Url", "Uuid",
+    "Address", "Age", "Annotation", "Attachment", "Availability", "CodeableConcept", "CodeableReference", "Coding",
+    "ContactDetail", "ContactPoint", "Contributor", "Count", "DataRequirement", "Distance", "Dosage", "Duration",
+    "Expression", "ExtendedContactDetail", "HumanName", "Identifier", "Meta", "Money", "MonetaryComponent",
+    "ParameterDefinition", "Period", "Quantity", "Range", "Ratio", "RatioRange", "Reference", "RelatedArtifact",
+    "SampledData", "Signature", "Timing", "TriggerDefinition", "UsageContext", "VirtualServiceDetail",
+))
+
 _INT_TYPES = frozenset(("integer", "positiveInt", "unsignedInt", "integer64"))
 _STR_TYPES = frozenset(("string", "code", "id", "uri", "url", "canonical", "oid", "uuid", "markdown",
                         "base64Binary", "date", "dateTime", "instant", "time", "xhtml"))
@@ -492,7 +504,7 @@ def _member_step(items: list, name: str) -> list:
             elif choice:
                 n = len(name)
                 for k, cv in it.items():
-                    if len(k) > n and k.startswith(name) and k[n].isupper():
+                    if len(k) > n and k.startswith(name) and k[n].isupper() and k[n:] in CHOICE_TYPES:
                         if type(cv) is list:
                             out.extend(cv)
                         else:

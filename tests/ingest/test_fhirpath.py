@@ -220,3 +220,14 @@ def test_generated_filter_leaves_date_equality_to_the_evaluator():
     text = "issued.where($this = '2020-01-01T01:30:00+01:00').exists()"
     assert fhirpath.compile_filter(text) is None
     assert evaluate(text, _TIMES) == [True]
+
+
+@pytest.mark.parametrize(("repeat", "expected"), [
+    ({"durationMax": 3, "durationUnit": "h"}, []),  # no duration: its siblings are no values of it
+    ({"durationUnit": "h"}, []),
+    ({"duration": 2, "durationMax": 3, "durationUnit": "h"}, [2]),
+])
+def test_a_choice_name_reads_only_keys_ending_in_a_type(repeat, expected):
+    request = {"resourceType": "MedicationRequest", "dosageInstruction": [{"timing": {"repeat": repeat}}]}
+    assert evaluate("dosageInstruction.timing.repeat.duration", request) == expected
+    assert evaluate("value", {"valueQuantity": {"value": 1}, "valueSet": "http://vs"}) == [{"value": 1}]
