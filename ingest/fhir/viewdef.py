@@ -34,6 +34,7 @@ from ingest.fhir.fhirpath import (
     compile_scalar,
     op_lines,
     reference_key,
+    result_type,
     scalar_chains,
 )
 from ingest.schema import TIMESTAMP, utc_period_ends, utc_timestamps
@@ -76,7 +77,9 @@ class ViewEvaluationError(ViewDefinitionError):
 
 def arrow_type(fhir_type: str | None, collection: bool = False) -> pa.DataType:
     """Arrow type of a column: booleans, integers and decimals keep their type, everything else (dates and
-    times included, as FHIR text) is ``string``; ``collection`` columns are lists of it."""
+    times included, as FHIR text) is ``string``; ``collection`` columns are lists of it. A column without a
+    ``type`` takes the one its path surely returns (:func:`ingest.fhir.fhirpath.result_type`: ``exists()`` is
+    boolean, ``count()`` integer), else ``string``."""
     base = _ARROW_TYPES.get(fhir_type or "", pa.string())
     return pa.list_(base) if collection else base
 
@@ -213,6 +216,11 @@ class _Builder:
             raise self.fail(f"{where}: 'collection' must be true or false")
         if not isinstance(col.get("path"), str):
             raise self.fail(f"{where}: column {name!r} needs a 'path' (FHIRPath string)")
+        if type_ is None:  # a boolean, integer or decimal path gives that column, not the text 'true' or '3'
+            try:
+                type_ = result_type(col["path"], self.constants)
+            except FhirPathError:
+                pass  # compiling the path reports it
         return _Column(name, col["path"], type_, collection)
 
 

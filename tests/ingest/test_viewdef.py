@@ -57,3 +57,22 @@ def test_a_misspelt_type_is_an_error_naming_the_column(declared, hint):
 def test_complex_types_and_other_uris_are_accepted(declared):
     view = compile_view(_view({"name": "x", "path": "value", "type": declared}))
     assert dict(view.columns)["x"] == declared
+
+
+def test_a_column_without_type_keeps_the_boolean_or_number_its_path_returns():
+    patient = {"resourceType": "Patient", "id": "p1", "gender": "female", "deceasedBoolean": False,
+               "multipleBirthInteger": 2, "name": [{"given": ["A", "B"]}, {"given": ["C"]}]}
+    view = compile_view({"resource": "Patient", "name": "untyped", "select": [{"column": [
+        {"name": "id", "path": "getResourceKey()"},
+        {"name": "is_deceased", "path": "deceased.exists()"},
+        {"name": "female", "path": "gender = 'female'"},
+        {"name": "n_given", "path": "name.given.count()"},
+        {"name": "birth_order", "path": "multipleBirth.ofType(integer)"},
+        {"name": "half", "path": "name.given.count() / 2"},
+        {"name": "first_given", "path": "name.given.first()"},
+        {"name": "given_lengths", "path": "name.given.select(length())", "collection": True}]}]})
+    table = view.to_table([patient])
+    assert table.schema.types == [pa.string(), pa.bool_(), pa.bool_(), pa.int64(), pa.int64(), pa.float64(),
+                                  pa.string(), pa.list_(pa.int64())]
+    assert table.to_pylist() == [{"id": "p1", "is_deceased": True, "female": True, "n_given": 3, "birth_order": 2,
+                                  "half": 1.5, "first_given": "A", "given_lengths": [1, 1, 1]}]
