@@ -770,9 +770,21 @@ class _Compiler:
         source = _identity if target is None else self.compile(target)
         builder = _FUNCTIONS.get(name)
         if builder is None:
-            raise FhirPathError(f"unsupported FHIRPath function {name}() in {self.text!r}")
+            hint = _UNSUPPORTED_HINTS.get(name) or "supported functions: " + ", ".join(sorted(_FUNCTIONS))
+            raise FhirPathError(f"unsupported FHIRPath function {name}() in {self.text!r}; {hint}")
         fn = builder(self, source, args, target)
         return fn
+
+
+_NOW = ("a view is a function of the resource alone (the same rows whenever it runs): select the date and"
+        " compare it with the current date in SQL")
+_UNSUPPORTED_HINTS = {
+    "resolve": "a view cannot follow a reference: select subject.getReferenceKey(Patient) and join it with the"
+               " target view's getResourceKey() column (where(resolve() is Patient) is"
+               " getReferenceKey(Patient).exists())",
+    "today": _NOW, "now": _NOW, "timeOfDay": _NOW,
+    "memberOf": "a view has no terminology server: list the codes, e.g. code in ('a' | 'b'), or a %constant",
+}
 
 
 def _literal_values(node: tuple) -> list | None:

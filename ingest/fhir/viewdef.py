@@ -120,12 +120,18 @@ class _Builder:
     def column_value(self, column: _Column) -> tuple[ScalarFn | None, ValueFn]:
         """The column's fast scalar function (None when its path has none) and its full evaluator."""
         fn = self.path(column.path, f"column {column.name!r}")
-        if column.collection:
-            return None, lambda focus, ri: list(fn(focus, ri))  # a copy: never hand out the resource's list
         view_name, name, path = self.view_name, column.name, column.path
 
+        def evaluate(focus: list, ri: int) -> list:
+            try:
+                return fn(focus, ri)
+            except FhirPathError as exc:  # name the column, as the compile errors do
+                raise ViewEvaluationError(f"view {view_name!r}: column {name!r}: {exc}") from None
+        if column.collection:
+            return None, lambda focus, ri: list(evaluate(focus, ri))  # a copy: never hand out the resource's list
+
         def value(focus: list, ri: int) -> Any:
-            out = fn(focus, ri)
+            out = evaluate(focus, ri)
             if not out:
                 return None
             if len(out) == 1:

@@ -76,3 +76,29 @@ def test_a_column_without_type_keeps_the_boolean_or_number_its_path_returns():
                                   pa.string(), pa.list_(pa.int64())]
     assert table.to_pylist() == [{"id": "p1", "is_deceased": True, "female": True, "n_given": 3, "birth_order": 2,
                                   "half": 1.5, "first_given": "A", "given_lengths": [1, 1, 1]}]
+
+
+@pytest.mark.parametrize(("path", "fix"), [
+    ("subject.where(resolve() is Patient).exists()", "getReferenceKey(Patient)"),
+    ("effective.ofType(dateTime) < today()", "compare it with the current date in SQL"),
+    ("code.memberOf('http://vs')", "no terminology server"),
+    ("code.frobnicate()", "supported functions: all, as,"),
+])
+def test_an_unsupported_function_says_what_to_write_instead(tmp_path, path, fix):
+    from ingest.fhir.viewdef import load_views
+
+    (tmp_path / "mine.json").write_text(__import__("json").dumps(_view({"name": "c", "path": path})))
+    with pytest.raises(ViewDefinitionError) as err:
+        load_views(tmp_path)
+    message = str(err.value)
+    assert str(tmp_path / "mine.json") in message and "column 'c'" in message and repr(path) in message
+    assert fix in message
+
+
+@pytest.mark.parametrize("generate", [True, False])
+def test_an_error_on_the_data_names_the_column(generate):
+    from ingest.fhir.viewdef import ViewEvaluationError
+
+    view = compile_view(_view({"name": "high", "path": "value.ofType(Quantity).value > 'a'"}), generate=generate)
+    with pytest.raises(ViewEvaluationError, match="view 'v': column 'high': cannot compare int with str"):
+        view.rows(dict(OBS, valueQuantity={"value": 3}))
