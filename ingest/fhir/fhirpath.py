@@ -704,8 +704,8 @@ class _Compiler:
 
                 def eq_lit(coll: list, ri: int) -> list:
                     a = left(coll, ri)
-                    if not a:
-                        return []
+                    if not a:  # '=' is unknown on empty; '~' is false (empty is not equivalent to text)
+                        return [] if strict else [negate]
                     res = len(a) == 1 and (a[0] == lit if type(a[0]) is str and strict else eq(a[0], lit))
                     return [res != negate]
                 return eq_lit

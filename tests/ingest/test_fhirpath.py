@@ -231,3 +231,14 @@ def test_a_choice_name_reads_only_keys_ending_in_a_type(repeat, expected):
     request = {"resourceType": "MedicationRequest", "dosageInstruction": [{"timing": {"repeat": repeat}}]}
     assert evaluate("dosageInstruction.timing.repeat.duration", request) == expected
     assert evaluate("value", {"valueQuantity": {"value": 1}, "valueSet": "http://vs"}) == [{"value": 1}]
+
+
+@pytest.mark.parametrize(("expr", "expected"), [
+    ("missing ~ 'x'", [False]),  # equivalence: one side empty is false, not empty (N1 6.1.3)
+    ("missing !~ 'x'", [True]),
+    ("missing ~ {}", [True]),
+    ("missing = 'x'", []),
+    ("status ~ 'FINAL'", [True]),
+])
+def test_equivalence_with_an_empty_side(expr, expected):
+    assert evaluate(expr, OBS) == expected
