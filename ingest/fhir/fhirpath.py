@@ -654,17 +654,14 @@ class _Compiler:
 
     def _c_type(self, node: tuple) -> Evaluator:
         _, op, operand, type_name = node
-        source = self.compile(operand)
-        if op == "is":
-            def is_(coll: list, ri: int) -> list:
-                v = _singleton(source(coll, ri), "is")
-                return [] if v is None else [is_type(v, type_name)]
-            return is_
+        return _type_test(op, self.compile(operand), self.typed(operand, type_name), type_name)
 
-        def as_(coll: list, ri: int) -> list:
-            v = _singleton(source(coll, ri), "as")
-            return [v] if v is not None and is_type(v, type_name) else []
-        return as_
+    def typed(self, node: tuple | None, type_name: str) -> Evaluator | None:
+        """``node.ofType(type_name)`` when ``node`` is a member (a choice element is typed by its key:
+        ``valueCodeableConcept`` is no Quantity, though both are JSON objects), else None."""
+        if node is None or node[0] != "member":
+            return None
+        return _typed_member(None if node[1] is None else self.compile(node[1]), node[2], type_name)
 
     # -- operators ---------------------------------------------------------------------------------------
     def _c_binop(self, node: tuple) -> Evaluator:
@@ -1078,20 +1075,35 @@ def _f_of_type(c: _Compiler, source: Evaluator, args: list, target: tuple | None
     return lambda coll, ri: [v for v in source(coll, ri) if is_type(v, type_name)]
 
 
+def _type_test(op: str, source: Evaluator, typed: Evaluator | None, type_name: str) -> Evaluator:
+    """``X is T`` / ``X as T`` on a single value; ``typed`` (``X.ofType(T)`` of a member ``X``) decides when
+    given, since a JSON object says nothing of its type but a choice element's key does."""
+    def is_(coll: list, ri: int) -> list:
+        v = _singleton(source(coll, ri), "is")
+        if v is None:
+            return []
+        return [bool(typed(coll, ri))] if typed is not None else [is_type(v, type_name)]
+
+    def as_(coll: list, ri: int) -> list:
+        v = _singleton(source(coll, ri), "as")
+        if v is None:
+            return []
+        if typed is not None:
+            return typed(coll, ri)
+        return [v] if is_type(v, type_name) else []
+    return is_ if op == "is" else as_
+
+
 def _f_is(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
     _nargs(args, 1, 1, "is")
     type_name = _type_arg(args[0], "is")
-
-    def is_(coll: list, ri: int) -> list:
-        v = _singleton(source(coll, ri), "is")
-        return [] if v is None else [is_type(v, type_name)]
-    return is_
+    return _type_test("is", source, c.typed(target, type_name), type_name)
 
 
 def _f_as(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:
     _nargs(args, 1, 1, "as")
     type_name = _type_arg(args[0], "as")
-    return lambda coll, ri: [v for v in source(coll, ri)[:1] if is_type(v, type_name)]
+    return _type_test("as", source, c.typed(target, type_name), type_name)
 
 
 def _f_extension(c: _Compiler, source: Evaluator, args: list, target: tuple | None) -> Evaluator:

@@ -242,3 +242,21 @@ def test_a_choice_name_reads_only_keys_ending_in_a_type(repeat, expected):
 ])
 def test_equivalence_with_an_empty_side(expr, expected):
     assert evaluate(expr, OBS) == expected
+
+
+_CODED = {"resourceType": "Observation", "valueCodeableConcept": {"coding": [{"code": "LA6576-8"}]}}
+_MEASURED = {"resourceType": "Observation", "valueQuantity": {"value": 4.5}}
+
+
+@pytest.mark.parametrize(("expr", "coded", "measured"), [
+    # a choice element's key says its type: a CodeableConcept is no Quantity though both are JSON objects
+    ("value is Quantity", [False], [True]),
+    ("value is CodeableConcept", [True], [False]),
+    ("value.is(Quantity)", [False], [True]),
+    ("value as Quantity", [], [{"value": 4.5}]),
+    ("value.as(CodeableConcept).coding.code", ["LA6576-8"], []),
+    ("missing is Quantity", [], []),
+])
+def test_is_and_as_read_the_type_of_a_choice_element(expr, coded, measured):
+    assert (evaluate(expr, _CODED), evaluate(expr, _MEASURED)) == (coded, measured)
+
