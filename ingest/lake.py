@@ -330,7 +330,8 @@ class Lake:
 
         Raises:
             LakeError: the query is not valid SQL, not one statement, or would write (``COPY``, ``CREATE``,
-                ``ATTACH``, ``SET``...): the lake's files are written by ingest only, or its tables break.
+                ``ATTACH``, ``SET``...) or would read outside the lake (``read_csv('/etc/...')``, a URL): the
+                lake's files are written by ingest only, and a query sees the lake alone.
         """
         with self.sql_batches(query) as batches:
             return batches.read_all()
@@ -352,7 +353,8 @@ class Lake:
             raise LakeError(f"lake sql runs one read-only query (SELECT, WITH, FROM, DESCRIBE, SUMMARIZE), not"
                             f" {given}: the lake's files change only through"
                             " `tumorboard ingest`; to export a result, use --format csv > FILE")
-        con = duckdb.connect()
+        # no extension is fetched or loaded on the query's behalf (``FROM 'https://...'`` would install httpfs)
+        con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
         try:
             for name in self.tables():
                 # DuckDB reads the table's current Parquet files itself: a pyarrow dataset would fail to filter
@@ -362,6 +364,7 @@ class Lake:
                     con.read_parquet(files, union_by_name=True).create_view(name)
                 else:
                     con.register(name, self.read(name))
+            _confine(con, self.path)
             try:
                 reader = con.sql(query).to_arrow_reader(batch_rows)
             except duckdb.Error as exc:
@@ -369,6 +372,15 @@ class Lake:
             yield _sql_errors_named(reader)
         finally:
             con.close()
+
+
+def _confine(con, root: Path) -> None:
+    """Let the query read the lake's own files and nothing else: no other file (``read_csv('/etc/...')``,
+    ``glob``), no URL, no extension, and no ``SET`` that would undo it (the configuration is locked)."""
+    roots = sorted({f"{folder}/" for folder in (root.absolute(), root.resolve())})
+    con.execute("SET allowed_directories = ?", [roots])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
 
 
 def _sql_errors_named(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:

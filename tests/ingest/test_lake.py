@@ -135,6 +135,22 @@ def test_sql_is_read_only(lake, tmp_path):
     assert lake.sql("DESCRIBE rejects").num_rows > 0 and lake.sql("FROM rejects").num_rows == 1
 
 
+def test_sql_reads_the_lake_alone(lake, tmp_path):
+    """A SELECT cannot read other files, fetch a URL, install or load an extension, or unlock that."""
+    lake.add_rejects([{"source": "x.ndjson", "location": "line 3", "reason": "bad JSON", "raw": "{"}],
+                     modality="fhir")
+    secret = tmp_path / "secret.csv"
+    secret.write_text("name\nsomeone\n")
+    for query in (f"SELECT * FROM read_csv('{secret}')", f"SELECT * FROM read_text('{secret}')",
+                  f"SELECT * FROM read_blob('{lake.path}/../secret.csv')", f"SELECT * FROM glob('{tmp_path}/*')",
+                  "SELECT * FROM 'https://example.invalid/x.parquet'",
+                  "SELECT * FROM read_json('https://example.invalid/x.json')"):
+        with pytest.raises(LakeError, match="SQL error"):
+            lake.sql(query)
+    assert lake.sql("SELECT count(*) AS n FROM rejects").to_pylist() == [{"n": 1}]
+    assert lake.sql(f"SELECT count(*) AS n FROM read_parquet('{lake.path}/rejects/*.parquet')").num_rows == 1
+
+
 def test_read_missing_table_says_what_to_do(lake):
     with pytest.raises(LakeError, match="tumorboard ingest"):
         lake.read("variants")
