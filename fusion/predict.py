@@ -201,11 +201,9 @@ def resolve_patient(lake: Lake, frames: LakeFrames, patient: str) -> str:
 def reference_log_risk(run: LoadedRun, frames: LakeFrames, lake_hash: str) -> np.ndarray:
     """Sorted log-risks of the run's training patients (cached per lake state in ``RUN/reference_risk.json``).
     """
-    path = run.run_dir / REFERENCE_FILE
-    if path.is_file():
-        cached = json.loads(path.read_text())
-        if cached.get("lake_manifest_hash") == lake_hash:
-            return np.asarray(cached["log_risk"], np.float64)
+    cached = cached_reference(run.run_dir / REFERENCE_FILE, lake_hash)
+    if cached is not None:
+        return cached
     cohort = run_cohort(run, frames)
     rows = cohort.indices("train")
     rows = rows[present_after_drop(cohort, rows, ())]
@@ -217,13 +215,35 @@ def reference_log_risk(run: LoadedRun, frames: LakeFrames, lake_hash: str) -> np
     return values
 
 
-def save_reference(run: LoadedRun, log_risk: np.ndarray, lake_hash: str) -> None:
-    """Write the training log-risks next to the run (best effort: a read-only run folder is left alone)."""
+def cached_reference(path: Path, lake_hash: str) -> np.ndarray | None:
+    """The cached training log-risks of ``path`` for ``lake_hash``; None when absent, for another lake state, or
+    unreadable (a cache cut short or edited is computed again, not an error)."""
     try:
-        (run.run_dir / REFERENCE_FILE).write_text(json.dumps(
-            {"lake_manifest_hash": lake_hash, "log_risk": np.sort(log_risk).tolist()}))
+        cached = json.loads(path.read_text())
+        if cached.get("lake_manifest_hash") != lake_hash:
+            return None
+        values = np.asarray(cached["log_risk"], np.float64)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return values if values.ndim == 1 and values.size and np.isfinite(values).all() else None
+
+
+def save_reference(run: LoadedRun, log_risk: np.ndarray, lake_hash: str) -> None:
+    """Write the training log-risks next to the run (best effort: a read-only run folder is left alone), through
+    a temporary file renamed into place: a predict killed while writing, or two writing at once (the app's
+    sessions), never leave a half-written cache."""
+    import os
+    import uuid
+
+    path = run.run_dir / REFERENCE_FILE
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        temporary.write_text(json.dumps({"lake_manifest_hash": lake_hash, "log_risk": np.sort(log_risk).tolist()}))
+        os.replace(temporary, path)
     except OSError:
         pass
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def survival_times(run: LoadedRun) -> np.ndarray:

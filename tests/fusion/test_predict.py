@@ -266,3 +266,27 @@ def test_grad_cam_layer_keeps_enough_resolution_to_localise():
     hook.remove()
     assert name == "layer2" and sides == [8] and sides[0] >= CAM_MIN_SIDE
     assert _cam_layer(backbone, torch.zeros(1, 1, 256, 256))[0] == "layer4"  # 8 x 8 at the last stage
+
+
+def test_reference_cache_is_written_whole_and_a_broken_one_is_recomputed(tmp_path, monkeypatch):
+    """A half-written ``reference_risk.json`` (a predict killed while writing it, two app sessions writing at
+    once) made every later predict of the run fail with a JSONDecodeError traceback."""
+    import os
+    from types import SimpleNamespace
+
+    from fusion.predict import REFERENCE_FILE, cached_reference, save_reference
+
+    run = SimpleNamespace(run_dir=tmp_path)
+    path = tmp_path / REFERENCE_FILE
+    save_reference(run, np.array([0.5, -1.0]), "h1")
+    assert cached_reference(path, "h1").tolist() == [-1.0, 0.5] and cached_reference(path, "h2") is None
+    before = path.read_text()
+    def interrupted(*args):
+        raise OSError("killed")
+    monkeypatch.setattr(os, "replace", interrupted)
+    save_reference(run, np.array([9.0, 8.0, 7.0]), "h2")  # fails before the rename: the old cache stays whole
+    assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == [REFERENCE_FILE]
+    for broken in (before[:20], "", "[1, 2]", '{"lake_manifest_hash": "h1", "log_risk": ["x"]}',
+                   '{"lake_manifest_hash": "h1", "log_risk": []}'):
+        path.write_text(broken)
+        assert cached_reference(path, "h1") is None
