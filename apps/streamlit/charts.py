@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -14,6 +16,12 @@ OBSERVED = "#2f2f2f"  # the patient's own outcome, drawn over the curves
 WINDOWS = {"lung": (-600.0, 1500.0), "mediastinum": (40.0, 400.0), "bone": (400.0, 1800.0)}
 _CATEGORIES = ["Condition", "Medication", "Procedure", "Observation", "Encounter"]
 _CATEGORY_COLOURS = dict(zip(_CATEGORIES, ["#d62728", "#2ca02c", "#9467bd", "#1f77b4", "#7f7f7f"]))
+
+
+def plain(text: object) -> str:
+    """``text`` from a record, a labels file or a run as plotly shows it literally: plotly reads tags in any
+    label (``<a href>`` a link, ``<span style>``, ``<br>``), so ``&``, ``<`` and ``>`` become entities."""
+    return html.escape(str(text), quote=False)
 
 
 def _layout(fig: go.Figure, *, height: int = 360, **kwargs) -> go.Figure:
@@ -105,7 +113,8 @@ def probability_bars(values: dict[str, float], *, title: str, highlight_max: boo
                    "array": [hi - p for (_, hi), p in zip(bounds, probs, strict=True)],
                    "arrayminus": [p - lo for (lo, _), p in zip(bounds, probs, strict=True)]}
         hover = "%{y}: %{x:.1%} (95% interval %{customdata})<extra></extra>"
-    fig = go.Figure(go.Bar(x=probs, y=names, orientation="h", marker_color=colours, error_x=error_x,
+    fig = go.Figure(go.Bar(x=probs, y=[plain(n) for n in names], orientation="h", marker_color=colours,
+                           error_x=error_x,
                            customdata=[percent_range(intervals.get(k)) for k in names] if intervals else None,
                            text=[f"{p:.0%}" for p in probs], hovertemplate=hover,
                            # outside the bar the label would sit under the error bar
@@ -133,7 +142,7 @@ def contributions_figure(contributions: dict[str, dict]) -> go.Figure:
 def attributions_figure(features: list[dict], title: str = "Top features") -> go.Figure:
     """Top tabular features by integrated-gradients attribution (signed)."""
     rows = list(reversed(features))
-    labels = [f"{r.get('description') or r['name']} = {_fmt(r.get('value'))}" for r in rows]
+    labels = [plain(f"{r.get('description') or r['name']} = {_fmt(r.get('value'))}") for r in rows]
     values = [r.get("attribution") or 0.0 for r in rows]
     fig = go.Figure(go.Bar(x=values, y=labels, orientation="h",
                            marker_color=[ACCENT if v > 0 else PREDICTED for v in values],
@@ -209,7 +218,7 @@ def timeline_figure(events: pd.DataFrame, *, index_date: pd.Timestamp | None = N
                 x, text = [], []
                 for start, end, count in zip(spans["when"], spans["end"], spans["count"], strict=True):
                     end = start if pd.isna(end) else end
-                    what = f"{label}<br>{count} order{'s' if count > 1 else ''}, {start:%Y-%m-%d}" + (
+                    what = f"{plain(label)}<br>{count} order{'s' if count > 1 else ''}, {start:%Y-%m-%d}" + (
                         f" to {end:%Y-%m-%d}" if end > start else "")
                     x += [start, end, None]
                     text += [what, what, None]
@@ -252,7 +261,7 @@ def _drug_rows(meds: pd.DataFrame, width: int = 34) -> dict[str, str]:
     """Drug label -> its row's name on the timeline (shortened, unique), in the order of first order."""
     rows: dict[str, str] = {}
     for label in meds.sort_values("when")["label"].astype(str).drop_duplicates():
-        name = label if len(label) <= width else label[:width - 1] + "…"
+        name = plain(label if len(label) <= width else label[:width - 1] + "…")
         while name in rows.values() or name in _CATEGORIES:
             name += " "  # two drugs that shorten alike keep two rows
         rows[label] = name
@@ -262,8 +271,8 @@ def _drug_rows(meds: pd.DataFrame, width: int = 34) -> dict[str, str]:
 def _repeated(label: object, count: object, end: object) -> str:
     """A mark's hover line: its label, and for a condition recorded again (``count`` > 1) how often until when."""
     if pd.isna(count) or int(count) <= 1 or pd.isna(end):
-        return str(label)
-    return f"{label} (recorded {int(count)} times, first here, last {end:%Y-%m-%d})"
+        return plain(label)
+    return f"{plain(label)} (recorded {int(count)} times, first here, last {end:%Y-%m-%d})"
 
 
 def _day_text(labels: pd.Series, most: int = 12) -> str:
@@ -276,11 +285,11 @@ def _day_text(labels: pd.Series, most: int = 12) -> str:
 def labs_figure(labs: pd.DataFrame, names: list[str], *, index_date: pd.Timestamp | None = None) -> go.Figure:
     """Small multiples of lab values over time (``effective``, ``lab``, ``value``), index date marked."""
     names = names or []
-    fig = make_subplots(rows=max(len(names), 1), cols=1, shared_xaxes=True, subplot_titles=names,
+    fig = make_subplots(rows=max(len(names), 1), cols=1, shared_xaxes=True, subplot_titles=[plain(n) for n in names],
                         vertical_spacing=0.08 if len(names) > 1 else 0.02)
     for row, name in enumerate(names, start=1):
         part = labs[labs["lab"] == name]
-        fig.add_trace(go.Scatter(x=part["effective"], y=part["value"], mode="lines+markers", name=name,
+        fig.add_trace(go.Scatter(x=part["effective"], y=part["value"], mode="lines+markers", name=plain(name),
                                  line={"color": PREDICTED},
                                  hovertemplate="%{x|%Y-%m-%d}: %{y:.3g}<extra></extra>"), row=row, col=1)
         fig.update_yaxes(range=_min_span(part["value"]), row=row, col=1)

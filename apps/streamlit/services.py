@@ -762,6 +762,15 @@ def cohort_km(lake: Path, run_dir: str | None) -> pd.DataFrame:
     return guarded("The cohort survival curve", lambda: _cohort_km(str(lake), lake_token(str(lake)), run_dir))
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$&^\"'=])")
+
+
+def md(text: object) -> str:
+    """``text`` from a record, a labels file or a run, escaped for Streamlit markdown (captions, help, markdown):
+    shown as written, never as an image fetched from a URL, a link, a heading, colour or LaTeX."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
 def modality_label(name: str) -> str:
     """The clinical name of a modality (:data:`MODALITY_LABELS`), else the name itself."""
     return MODALITY_LABELS.get(name, name)

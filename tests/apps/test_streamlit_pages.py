@@ -7,6 +7,7 @@ widgets by key and checks ``not at.exception``.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -377,3 +378,40 @@ def test_the_timeline_caption_counts_the_conditions_left_out_and_drawn_once(monk
     assert "1 repeated record drawn so" in caption
     assert "5 social-history findings recorded as conditions" in caption
     assert len(at.get("plotly_chart")) == 1
+
+
+def test_record_text_is_shown_as_text_not_markdown_or_html(monkeypatch, tmp_path):
+    """A display in the record (or a lake from elsewhere) is data: in a caption or tooltip it must not become an
+    image fetched from a URL (the browser would call that host when the patient is opened) or a link, and in a
+    chart plotly must not read it as a tag (``<a href>`` is a clickable link there)."""
+    import orjson
+
+    from ingest.fhir.pipeline import ingest_fhir
+
+    evil = "https://evil.example/x.png"
+    display = f"Adenocarcinoma ![seen]({evil}) [results]({evil}) <a href=\"{evil}\">here</a> (disorder)"
+    drug = f"<a href=\"{evil}\">Cisplatin: see dosing</a>"
+    resources = [{"resourceType": "Patient", "id": "p1", "birthDate": "1950-01-01"},
+                 {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"},
+                  "onsetDateTime": "2004-06-01", "code": {"coding": [
+                      {"system": "http://snomed.info/sct", "code": "35917007", "display": display}]}},
+                 {"resourceType": "MedicationRequest", "id": "m1", "status": "active", "intent": "order",
+                  "subject": {"reference": "Patient/p1"}, "authoredOn": "2004-06-10",
+                  "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                                            "code": "309311", "display": drug}]}}]
+    export = tmp_path / "export.ndjson"
+    export.write_bytes(b"\n".join(orjson.dumps(r) for r in resources) + b"\n")
+    lake = Lake(tmp_path / "lake")
+    ingest_fhir(lake, [export], workers=1)
+    at = open_page(monkeypatch, lake.path, None)
+    at = at.selectbox(key="patient_picker").set_value("p1").run()
+    assert not at.exception
+    shown = texts(at) + "\n".join(str(m.help) for m in at.metric)
+    assert "Adenocarcinoma" in shown
+    for raw in ("![", "](", "<a"):  # unescaped: markdown would read them
+        assert not re.search(r"(?<!\\)" + re.escape(raw), shown)
+    at = open_tab(at, "Timeline")
+    (chart,) = at.get("plotly_chart")
+    spec = chart.proto.spec
+    assert "Cisplatin" in spec and "Adenocarcinoma" in spec
+    assert "<a href" not in spec and "\\u003ca href" not in spec.lower()

@@ -57,7 +57,7 @@ def risk_tab(prediction: dict | None, lake: Path, run_dir: str | None, runs: Pat
                 if value is not None and low is not None and high is not None:
                     st.caption(f"95% interval {low:.0%}-{high:.0%}")
             if "survival_treatment" in prediction:
-                st.caption(f"Predicted under the treatment on record: {prediction['survival_treatment']}"
+                st.caption(f"Predicted under the treatment on record: {sv.md(prediction['survival_treatment'])}"
                            if prediction["survival_treatment"] else
                            "No treatment on record: predicted without a treatment's response term "
                            "(see Treatment for each candidate).")
@@ -121,12 +121,12 @@ def treatment_tab(prediction: dict | None, record: dict[str, pd.DataFrame], run_
             st.caption(f"95% intervals: {prediction['response_interval_method']}; they show the model's own "
                        "uncertainty, not how often such estimates are right.")
         if received:
-            st.caption(f"Treatment on record: {', '.join(sorted(received))}.")
+            st.caption(f"Treatment on record: {', '.join(sv.md(t) for t in sorted(received))}.")
         observed = widgets.or_note("Observed response", sv.observed_response, lake, run_dir, key)
         if observed:
             outcome = ("responded (complete or partial response)" if observed["responded"] else
                        "did not respond (stable or progressive disease)")
-            st.caption(f"Observed in the record: {outcome} to {observed['treatment']}.{_trained_on(split)}")
+            st.caption(f"Observed in the record: {outcome} to {sv.md(observed['treatment'])}.{_trained_on(split)}")
     elif prediction is not None:
         st.info("This run has no treatment-response head.")
     else:
@@ -267,7 +267,7 @@ def timeline_tab(record: dict[str, pd.DataFrame], header: dict, run_dir: str | N
                  f"most {sv.SPAN_GAP_DAYS} days apart). Observations: labs, vital signs and the oncology ones "
                  "(stage, ECOG, disease status, response, tumour markers); one marker per day.")
         if left_out:
-            counts = ", ".join(f"{n} {category}" for category, n in left_out.items())
+            counts = ", ".join(f"{n} {sv.md(category)}" for category, n in left_out.items())
             note += f" Left out: the other observations, questionnaires and social history ({counts})."
         st.caption(note)
         with st.expander(f"All {len(events)} events"):
@@ -337,7 +337,7 @@ cols[0].metric("Age" + (" at diagnosis" if header["index_date"] is not None else
                "n/a" if header["age"] is None else f"{header['age']:.0f}")
 cols[1].metric("Sex", header["sex"] or "n/a")
 diagnosis = (header["diagnosis"] or "none recorded").removesuffix(" (disorder)")
-cols[2].metric("Diagnosis", diagnosis, help=header["diagnosis"])
+cols[2].metric("Diagnosis", diagnosis, help=sv.md(header["diagnosis"]) if header["diagnosis"] else None)
 cols[3].metric("Stage", header["stage"] or "n/a")
 ecog = header["ecog"]
 cols[4].metric("ECOG", "n/a" if ecog is None or pd.isna(ecog) else f"{ecog:.0f}")
@@ -349,7 +349,7 @@ if header["death_date"] is not None:
     dates.append(f"died {header['death_date']:%Y-%m-%d}")
 st.caption(f"Modalities present: **{present}**" + (f" · {' · '.join(dates)}" if dates else ""))
 if header["cancers"]:
-    listed = "; ".join(c["display"].removesuffix(" (disorder)")
+    listed = "; ".join(sv.md(c["display"].removesuffix(" (disorder)"))
                        + (f" ({c['onset']:%Y-%m-%d})" if c["onset"] is not None else " (no onset date)")
                        for c in header["cancers"])
     st.caption(f"Cancer diagnoses on record: {listed}")
