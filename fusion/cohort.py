@@ -97,6 +97,9 @@ class LakeFrames:
     image_loader: ImageLoader | None = None
 
     def __post_init__(self) -> None:
+        from ingest.lake import LakeError
+        from ingest.reader import utc_dates
+
         for name, columns in FRAME_COLUMNS.items():
             frame = getattr(self, name)
             frame = pd.DataFrame(columns=columns) if frame is None else frame.copy()
@@ -108,7 +111,10 @@ class LakeFrames:
                     frame[col] = None
             frame["patient_key"] = frame["patient_key"].astype(str)
             for col in DATE_COLUMNS.get(name, []):
-                frame[col] = pd.to_datetime(frame[col], utc=True)
+                try:
+                    frame[col] = utc_dates(frame[col], col)
+                except LakeError as exc:
+                    raise CohortError(f"frame {name!r}: {exc}") from None
             if name == "labels":  # one curated row per patient (rows under an MRN and a FHIR id: the last wins)
                 frame = frame.drop_duplicates("patient_key", keep="last")
             setattr(self, name, frame)

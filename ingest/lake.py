@@ -466,7 +466,17 @@ def _lake_types(name: str, table: pa.Table) -> pa.Table:
 
     schema = pa.schema([field(f) for f in table.schema],
                        metadata=registered.metadata if registered is not None else table.schema.metadata)
-    return table if schema.equals(table.schema, check_metadata=True) else table.cast(schema)
+    if schema.equals(table.schema, check_metadata=True):
+        return table
+    try:
+        return table.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        # arrow's message quotes the value that failed (a name, an id): name the columns and types instead
+        differ = [f"{f.name} ({f.type}, not {schema.field(f.name).type})" for f in table.schema
+                  if f.type != schema.field(f.name).type]
+        raise LakeError(f"table {name!r} has columns of other types than tumorboard writes: {', '.join(differ)} "
+                        f"({type(exc).__name__}); the lake was changed outside tumorboard: re-run the ingest that "
+                        "writes it") from None
 
 
 # Columns whose values (almost) never repeat: Parquet's dictionary encoding of them is work thrown away (the

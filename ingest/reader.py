@@ -24,7 +24,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from ingest.lake import Lake
+from ingest.lake import Lake, LakeError
 from ingest.link import id_map, resolve_ids
 
 _EMPTY = {
@@ -134,9 +134,21 @@ def _with_known(frame: pd.DataFrame, date: str, later: list[str], kind: str) -> 
 def _known(frame: pd.DataFrame, date: str, later: list[str]) -> pd.Series:
     """The latest of the ``later`` columns per row, or ``date`` where they are all null (a lake flattened before
     they existed)."""
-    times = [pd.to_datetime(frame[c], utc=True) for c in later if c in frame]
+    times = [utc_dates(frame[c], c) for c in later if c in frame]
     known = pd.concat(times, axis=1).max(axis=1) if times else pd.Series(pd.NaT, index=frame.index)
-    return known.where(known.notna(), pd.to_datetime(frame[date], utc=True))
+    return known.where(known.notna(), utc_dates(frame[date], date))
+
+
+def utc_dates(values: pd.Series, column: str) -> pd.Series:
+    """``values`` as tz-aware UTC Timestamps. Ingest stores dates as timestamps; text that is no date (a lake
+    table rewritten outside tumorboard) raises :class:`LakeError` naming the column, never the value (which
+    may be a name or an identifier)."""
+    try:
+        return pd.to_datetime(values, utc=True)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise LakeError(f"column {column!r} holds values that are not dates ({type(exc).__name__}, stored as "
+                        f"{values.dtype}): the lake was changed outside tumorboard; re-run the ingest that "
+                        "writes it") from None
 
 
 def read_observations(lake: Lake) -> pd.DataFrame:
@@ -232,7 +244,7 @@ def read_tmb(lake: Lake) -> pd.DataFrame:
 def _by_sample(frame: pd.DataFrame) -> pd.DataFrame:
     if not len(frame):
         return frame
-    frame["collected"] = pd.to_datetime(frame["collected"], utc=True)
+    frame["collected"] = utc_dates(frame["collected"], "collected")
     return frame.sort_values(["patient_key", "collected", "sample_id"], na_position="first",
                              kind="mergesort", ignore_index=True)
 
