@@ -69,6 +69,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import uuid
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -706,13 +709,22 @@ def evaluate_run(run_dir: str | Path, lake: str | Path | None = None, *, retrain
     if retrain_ablations:
         ev.retrain_single_modalities(frames)
     tasks, subgroups = ev.score()
-    result = {
-        "run": str(run_dir), "lake": str(Path(lake_path).resolve()), "created_at": datetime.now(UTC).isoformat(),
-        "lake_manifest_hash": lake_hash, "lake_changed": lake_hash != run.meta.get("lake_manifest_hash"),
-        "split_seed": split_seed, "n_boot": n_boot, "ci": 0.95, "n_test": int(ev.test.size),
-        "tasks": tasks, "subgroups": subgroups, "plots": ev.figures(run_dir, tasks), "notes": ev.notes,
-    }
-    (run_dir / METRICS_FILE).write_text(json.dumps(result, indent=1))
+    # figures and metrics.json are written into a hidden folder and renamed into the run at the end: an
+    # evaluation that fails or is killed leaves the run's previous figures and metrics.json as they were
+    staging = run_dir / f".evaluate-{uuid.uuid4().hex[:8]}.tmp"
+    staging.mkdir()
+    try:
+        result = {
+            "run": str(run_dir), "lake": str(Path(lake_path).resolve()), "created_at": datetime.now(UTC).isoformat(),
+            "lake_manifest_hash": lake_hash, "lake_changed": lake_hash != run.meta.get("lake_manifest_hash"),
+            "split_seed": split_seed, "n_boot": n_boot, "ci": 0.95, "n_test": int(ev.test.size),
+            "tasks": tasks, "subgroups": subgroups, "plots": ev.figures(staging, tasks), "notes": ev.notes,
+        }
+        (staging / METRICS_FILE).write_text(json.dumps(result, indent=1))
+        for name in [*result["plots"], METRICS_FILE]:  # metrics.json last: it says the figures are current
+            os.replace(staging / name, run_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     say({"stage": "done"})
     return result
 
@@ -744,7 +756,12 @@ def evaluate_folds(cv_dir: str | Path, lake: str | Path | None = None, *, retrai
         tasks[task] = out
     result = {"run": str(cv_dir), "k": len(folds), "folds": [f.name for f in folds],
               "created_at": datetime.now(UTC).isoformat(), "tasks": tasks}
-    (cv_dir / METRICS_FILE).write_text(json.dumps(result, indent=1))
+    temporary = cv_dir / f".{METRICS_FILE}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        temporary.write_text(json.dumps(result, indent=1))
+        os.replace(temporary, cv_dir / METRICS_FILE)
+    finally:
+        temporary.unlink(missing_ok=True)
     return result
 
 

@@ -122,9 +122,30 @@ def test_evaluate_end_to_end(tmp_path, monkeypatch):
         item = again["tasks"]["survival"]["model"]["c_index_harrell"]
         assert item["ci_low"] is None and item["value"] == result["tasks"]["survival"]["model"][
             "c_index_harrell"]["value"]
+        _check_failed_evaluation_leaves_the_run_as_it_was(run, monkeypatch)
         _check_cross_validation(tmp_path, lake)
     finally:
         torch.set_num_threads(threads)
+
+
+def _check_failed_evaluation_leaves_the_run_as_it_was(run: Path, monkeypatch) -> None:
+    """An evaluation that fails while drawing its figures (or is killed) leaves the previous figures and
+    metrics.json: not new figures next to old metrics, nor a half-written file."""
+    from fusion import plots
+
+    def outputs() -> dict:
+        return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.iterdir()
+                if p.suffix == ".png" or p.name == "metrics.json"}
+
+    before = outputs()
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("killed while drawing")
+
+    with monkeypatch.context() as patched, pytest.raises(RuntimeError, match="killed while drawing"):
+        patched.setattr(plots, "plot_calibration", boom)
+        evaluate_run(run, None, n_boot=0, retrain_ablations=False)
+    assert outputs() == before and not [p for p in run.iterdir() if p.name.startswith(".")]
 
 
 def _check_cross_validation(tmp_path: Path, lake: Path) -> None:
