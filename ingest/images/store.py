@@ -112,6 +112,10 @@ class TensorStore:
             self._open.move_to_end(file)
             return mapped
         path = self.root / file
+        tensors = (self.root / "_tensors").resolve()
+        if not path.resolve().is_relative_to(tensors):  # a lake from elsewhere names only its own tensor files
+            raise FileNotFoundError("an images row names a tensor file outside the lake's _tensors folder (the "
+                                    "lake was changed outside tumorboard); re-run `tumorboard ingest images`")
         if not path.is_file():
             raise FileNotFoundError(f"tensor file {path} not found; re-run `tumorboard ingest images` for the"
                                     " images that reference it")

@@ -550,3 +550,18 @@ def test_a_failed_image_run_is_recorded_with_what_it_committed(lake, xray_manife
     counts = json.loads(run["counts"])
     assert run["status"] == "failed" and counts["error"] == "OSError"
     assert counts["committed"] == 10 == lake.read("images").num_rows
+
+
+def test_the_tensor_store_reads_only_the_lakes_own_tensor_files(tmp_path):
+    """An ``images`` row of a lake from elsewhere cannot make the app or a training read a file outside the lake
+    (``../other/_tensors/...``, an absolute path)."""
+    from ingest.lake import Lake
+
+    ours, other = Lake(tmp_path / "ours"), Lake(tmp_path / "other")
+    [(mine, row)] = TensorStore(ours).write([np.ones((2, 2), np.float32)])
+    [(theirs, _)] = TensorStore(other).write([np.zeros((2, 2), np.float32)])
+    store = TensorStore(ours)
+    assert store.read(mine, row).sum() == 4
+    for outside in (f"../other/{theirs}", str(other.path / theirs), f"_tensors/../../other/{theirs}"):
+        with pytest.raises(FileNotFoundError, match="outside the lake"):
+            store.read(outside, 0)
