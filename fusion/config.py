@@ -16,6 +16,7 @@ as YAML scalars/lists (``1e-3``, ``true``, ``[365, 730]``) and re-validated, so 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -57,6 +58,16 @@ class IndexConfig(_Strict):
                                           r"ruled out|benign neoplasm")
     grace_days: float = Field(0.0, ge=0.0, description="records dated before index + grace_days are features "
                                                         "(0: strictly before the index date)")
+
+    @model_validator(mode="after")
+    def _regexes_compile(self) -> IndexConfig:
+        for name in ("cancer_display_regex", "cancer_display_exclude"):
+            try:
+                re.compile(getattr(self, name) or "")
+            except re.error as err:
+                raise ValueError(f"{name} is not a regular expression ({err}); put a backslash before "
+                                 "a special character such as ( or +") from None
+        return self
 
 
 class EhrConfig(_Strict):
@@ -233,7 +244,7 @@ class TrainConfig(_Strict):
     modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     image_augment: Literal["none", "flip", "flip_rot90"] = Field(
         "none", description="random flips (and 90-degree rotations) of training images; see fusion.augment")
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto | cpu | cuda | cuda:N")
     num_workers: int = Field(0, ge=0)
     threads: int | None = Field(None, ge=1, description="CPU threads torch may use (None: torch's default, all "
                                                            "cores); e.g. 1 on a machine shared with other jobs")

@@ -13,6 +13,7 @@ from rich.markup import escape
 from apps.cli.common import console, fail
 
 APP_FILE = Path(__file__).resolve().parents[1] / "streamlit" / "app.py"
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def register(app: typer.Typer) -> None:
@@ -46,6 +47,9 @@ def run_app(
         raise fail(f"--runs {runs} is a file; pass the folder that holds the run directories")
     if not lake.is_dir():
         console.print(f"[yellow]The lake {escape(str(lake))} does not exist yet; the app will say how to create it.[/]")
+    if host not in LOCAL_HOSTS:
+        console.print(f"[yellow]--host {escape(host)}: the app and the patient data it shows are reachable from "
+                      "other machines; it has no login. Use 127.0.0.1 unless the network is yours alone.[/]")
     console.print(f"Starting tumorboard on http://{host}:{port} (Ctrl+C stops it)")
     try:
         code = subprocess.call(streamlit_command(lake, runs, host=host, port=port))

@@ -265,6 +265,31 @@ def test_app_command_binds_localhost_and_hides_errors(tmp_path):
     assert command[-2:] == ["--lake", str(tmp_path / "lake")]
 
 
+def test_a_bare_streamlit_run_from_the_repository_binds_localhost_too():
+    import tomllib
+
+    settings = tomllib.loads((Path(__file__).resolve().parents[2] / ".streamlit" / "config.toml").read_text())
+    assert settings["server"]["address"] == "127.0.0.1" and settings["browser"]["gatherUsageStats"] is False
+    assert settings["client"]["showErrorDetails"] == "none"
+
+
+def test_the_app_command_warns_when_it_binds_beyond_this_machine(tmp_path, monkeypatch):
+    import importlib
+
+    from typer.testing import CliRunner
+
+    from apps.cli.main import app
+
+    app_cli = importlib.import_module("apps.cli.app")  # the module: the package's `app` is the Typer app
+
+    started = []
+    monkeypatch.setattr(app_cli.subprocess, "call", lambda command: started.append(command) or 0)
+    exposed = CliRunner().invoke(app, ["app", "--lake", str(tmp_path), "--host", "0.0.0.0"])
+    assert exposed.exit_code == 0 and "reachable from other machines" in " ".join(exposed.output.split())
+    local = CliRunner().invoke(app, ["app", "--lake", str(tmp_path)])
+    assert local.exit_code == 0 and "reachable" not in local.output and len(started) == 2
+
+
 def test_patient_links_quote_the_key():
     frame = pd.DataFrame({"patient_key": ["urn:mrn|7/1", "b"], "images": [True, False]})
     people = pd.DataFrame({"patient_key": ["b"], "label": ["MRN-2"]})

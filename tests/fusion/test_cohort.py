@@ -453,6 +453,11 @@ def test_config_overrides_coerce_types_and_reject_unknown_keys(tmp_path):
         load_config(None, ["tasks.diagnosis.modalities=[image, histology]"])
     with pytest.raises(ConfigError, match="none of them is enabled"):
         load_config(None, ["tasks.diagnosis.modalities=[image]", "modalities.image.enabled=false"])
+    with pytest.raises(ConfigError, match="cancer_display_regex is not a regular expression .* put a backslash"):
+        load_config(None, ["data.index.cancer_display_regex='carcinoma (lung'"])
+    with pytest.raises(ConfigError, match="train.device"):  # torch.device('gpu') would fail in training
+        load_config(None, ["train.device=gpu"])
+    assert load_config(None, ["train.device=cuda:1"]).train.device == "cuda:1"
     path = tmp_path / "bad.yaml"
     path.write_text("train:\n  epocs: 3\nmodalities:\n  ehr:\n    encodr: mlp\n")
     with pytest.raises(ConfigError, match="train.epocs: .* \\(valid keys: epochs,") as raised:
