@@ -10,7 +10,8 @@ Inputs (:func:`discover`):
 * JSON: ``*.json`` / ``*.json.gz`` holding one resource or a Bundle (any type: transaction, batch, collection,
   searchset, ...; nested Bundles are unpacked). The Bundle wrapper itself is not stored, its entries are.
   A JSON file is parsed whole (Bundles are usually one patient or one page), up to ``JSON_MAX_BYTES`` (512 MiB
-  on disk; a larger one is rejected so memory stays bounded); stream big data as NDJSON.
+  of JSON text, decompressed for ``.json.gz``; a larger one is rejected so memory stays bounded); stream big data
+  as NDJSON.
 
 References: inside a Bundle, every ``reference`` equal to an entry's ``urn:uuid:``/``urn:oid:`` fullUrl is
 rewritten to ``Type/id``, anywhere in the resource, so a Bundle and a Bulk export of the same data give the same
@@ -414,18 +415,28 @@ class Reader:
 
     def _json(self) -> Iterator[Item]:
         path = self.task.path
-        if self.task.size > JSON_MAX_BYTES:
+        gz = path.name.lower().endswith(".gz")
+        too_big = Item("", INVALID, reason=f"a JSON file of more than {JSON_MAX_BYTES >> 20} MiB"
+                                           f"{' once decompressed' if gz else ''} (the most read whole, so that "
+                                           "memory stays bounded); export it as Bulk NDJSON, one resource per line, "
+                                           "which streams")
+        if not gz and self.task.size > JSON_MAX_BYTES:
             self.done_bytes = self.task.size
-            yield Item("", INVALID, reason=f"a JSON file of {self.task.size / 2**20:,.0f} MiB is more than the "
-                                           f"{JSON_MAX_BYTES >> 20} MiB read whole (memory stays bounded); export "
-                                           "it as Bulk NDJSON, one resource per line, which streams")
+            yield too_big
             return
         try:
-            data = gzip.decompress(path.read_bytes()) if path.name.lower().endswith(".gz") else path.read_bytes()
+            if gz:  # the limit is on the decompressed text: a few MiB of gzip can hold GiBs of JSON
+                with gzip.open(path, "rb") as fh:
+                    data = fh.read(JSON_MAX_BYTES + 1)
+            else:
+                data = path.read_bytes()
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             yield Item("", INVALID, reason=f"truncated or corrupt gzip file ({type(exc).__name__})")
             return
         self.done_bytes = self.task.size
+        if len(data) > JSON_MAX_BYTES:
+            yield too_big
+            return
         data = data[len(BOM):] if data.startswith(BOM) else data
         try:
             obj = orjson.loads(data)

@@ -311,6 +311,23 @@ def test_byte_order_marks_json_arrays_pretty_ndjson_and_empty_folders(tmp_path, 
         ingest_fhir(lake, [tmp_path / "empty"])
 
 
+def test_a_gzip_json_file_is_limited_by_its_decompressed_size(tmp_path, monkeypatch):
+    """JSON_MAX_BYTES bounds the text parsed whole, not the gzip file on disk: a 42 MB .json.gz Bundle held 589 MiB
+    of JSON and took 4.9 GB to read, when the same file uncompressed was rejected."""
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "Patient", "id": f"p{i}", "gender": "female"}} for i in range(2000)]}
+    text = orjson.dumps(bundle)
+    path = tmp_path / "bundle.json.gz"
+    path.write_bytes(gzip.compress(text))
+    monkeypatch.setattr("ingest.fhir.reader.JSON_MAX_BYTES", len(text) - 1)
+    assert path.stat().st_size < len(text) // 10  # far under the limit on disk, over it once decompressed
+    [task] = discover([path]).tasks
+    [item] = Reader(task)
+    assert item.resource is None and "more than" in item.reason and "once decompressed" in item.reason
+    monkeypatch.setattr("ingest.fhir.reader.JSON_MAX_BYTES", len(text))
+    assert sum(item.resource is not None for item in Reader(task)) == 2000
+
+
 def test_cli_exit_status_and_views_command(tmp_path):
     _need(PATHLING)
     _write_broken_inputs(tmp_path / "in")
