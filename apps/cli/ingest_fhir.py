@@ -46,7 +46,8 @@ def fhir(
         "--validate", help="Also validate every resource against the fhir.resources R4B models (slow).")] = False,
     views_dir: ViewsOption = DEFAULT_VIEWS,
     extra_views: ExtraViewsOption = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Resources per worker batch.")] = BATCH_SIZE,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", min=1, help="Records per worker batch (a batch also ends at 16 MiB of text).")] = BATCH_SIZE,
 ) -> None:
     """Ingest FHIR R4 resources into `fhir_resources` and flatten them into one `view_<name>` table per view.
 

@@ -1,13 +1,13 @@
 """The FHIR ingest run: files -> checked resources -> ``fhir_resources`` -> ``view_<name>`` tables.
 
-One pass, streamed in bounded batches and spread over ``workers`` processes (the parent does every lake
-write): workers read the input files (:mod:`ingest.fhir.reader`) in batches of ``batch_size`` resources
-(optionally validating them with ``fhir.resources`` R4B models), flatten each batch with the compiled
-ViewDefinitions while its resources are parsed, and return Arrow batches of ``fhir_resources`` rows, view
-rows and rejects. The parent merges the resources into ``fhir_resources`` on ``(resource_type, id)``, newest
-``meta.lastUpdated`` winning (an equal lastUpdated: the incoming row wins), in commits of up to
-:data:`COMMIT_ROWS` rows, so re-ingesting the same or an updated export adds no duplicates; it stages the
-view rows as Arrow IPC streams under ``LAKE/_staging/<run_id>``.
+One pass, streamed in bounded batches and spread over ``workers`` processes (the parent does every lake write):
+workers read the input files (:mod:`ingest.fhir.reader`) in batches of ``batch_size`` records, or of
+:data:`BATCH_BYTES` of source text when that comes first (optionally validating them with ``fhir.resources`` R4B
+models), flatten each batch with the compiled ViewDefinitions while its resources are parsed, and return Arrow
+batches of ``fhir_resources`` rows, view rows and rejects. The parent merges the resources into ``fhir_resources``
+on ``(resource_type, id)``, newest ``meta.lastUpdated`` winning (an equal lastUpdated: the incoming row wins), in
+commits of up to :data:`COMMIT_ROWS` rows, so re-ingesting the same or an updated export adds no duplicates; it
+stages the view rows as Arrow IPC streams under ``LAKE/_staging/<run_id>``.
 
 Every view stays an exact function of ``fhir_resources`` (no rows of superseded versions, views without a
 key work). When the staged rows are exactly that function (a first ingest into an empty lake in which no
@@ -54,6 +54,10 @@ DEFAULT_VIEWS = Path(__file__).resolve().parents[2] / "configs" / "views"
 # 200k Synthea resources, workers=1, 4 runs each: 6.5-7.1 s CPU at 1,000 vs 7.2-7.8 s at 5,000, peak RSS
 # 406-422 MB vs 443-473 MB.
 BATCH_SIZE = 1_000
+# ... or records (accepted and rejected) of this much source text, whichever comes first: a gzip NDJSON file is
+# one task, so a batch of 1,000 one-MB DocumentReferences held 1 GB of lines (peak RSS 6.0 GB; 0.7 GB for the
+# same file uncompressed, whose 64 MiB byte ranges cut the batches).
+BATCH_BYTES = 16 << 20
 COMMIT_ROWS = 20_000  # fhir_resources rows per Delta commit (and Parquet row group: bounds reads)
 COMMIT_BYTES = 64 << 20  # ... or this much JSON, whichever comes first
 VALIDATION_MESSAGE_LIMIT = 500
@@ -143,7 +147,8 @@ def ingest_fhir(lake: Lake, paths: list[Path], *, views_dir: Path | Sequence[Pat
             lake already has are flattened too (see :func:`_lake_views`).
         workers: processes that parse and flatten (1: all in this process).
         validate: also validate every resource against the ``fhir.resources`` R4B models (about 10x slower).
-        batch_size: resources per worker batch (bounds memory).
+        batch_size: records (resources and rejects) per worker batch; a batch also ends at
+            :data:`BATCH_BYTES` of source text (both bound memory).
         progress: optional ``progress(phase, done, total)`` callback.
 
     Returns:
@@ -229,6 +234,7 @@ def _read_pass(lake: Lake, pool: _Pool, tasks: list[Task], report: IngestReport,
     total = sum(t.size for t in tasks)
     done = accepted = 0
     pending: list[pa.Table] = []
+    rejects: list[dict] = []  # written REJECTS_PER_COMMIT at a time (a batch may be all rejects)
     pending_bytes = 0
     index = _KeyIndex(lake)
     work = partial(_read_task, batch_size=batch_size, validate=validate,
@@ -241,8 +247,10 @@ def _read_pass(lake: Lake, pool: _Pool, tasks: list[Task], report: IngestReport,
             counts.read += n_read
             counts.written += n_written
             counts.rejected += n_rejected
-        if chunk.rejects:
-            lake.add_rejects(chunk.rejects, modality="fhir")
+        rejects += chunk.rejects
+        if len(rejects) >= REJECTS_PER_COMMIT:
+            lake.add_rejects(rejects, modality="fhir")
+            rejects = []
         if chunk.resources is not None and chunk.resources.num_rows:
             accepted += chunk.resources.num_rows
             pending.append(chunk.resources)
@@ -256,6 +264,8 @@ def _read_pass(lake: Lake, pool: _Pool, tasks: list[Task], report: IngestReport,
             progress("read", done, total)
     _count_repeated(report, _commit_resources(lake, pending, index))
     report.committed += sum(t.num_rows for t in pending)
+    if rejects:
+        lake.add_rejects(rejects, modality="fhir")
     return accepted
 
 
@@ -272,7 +282,7 @@ def _read_task(task: Task, *, batch_size: int, validate: bool, views: tuple | No
     accepted: list[dict] = []
     texts: list[bytes | None] = []  # source text of each accepted resource, when it is one NDJSON line
     chunk = _Chunk()
-    reported = 0
+    reported = batch_bytes = 0
     for item in reader:
         counts = chunk.counts.setdefault(item.resource_type, [0, 0, 0])
         counts[0] += 1
@@ -288,12 +298,14 @@ def _read_task(task: Task, *, batch_size: int, validate: bool, views: tuple | No
         else:
             counts[2] += 1
             chunk.rejects.append(_reject_row(source, item, reason))
-        if len(accepted) >= batch_size:
-            _fill(chunk, accepted, texts, source, views)
+        batch_bytes += len(item.raw) if item.raw is not None else 0
+        if len(accepted) + len(chunk.rejects) >= batch_size or batch_bytes >= BATCH_BYTES:
+            if accepted:
+                _fill(chunk, accepted, texts, source, views)
             chunk.done, reported = reader.done_bytes - reported, reader.done_bytes
             # Free the parsed batch before the chunk goes out: the caller may switch the cyclic collector back
             # on, and its next pass would otherwise traverse every dict and list of these resources.
-            accepted, texts = [], []
+            accepted, texts, batch_bytes = [], [], 0
             yield chunk
             chunk = _Chunk()
     if accepted:

@@ -328,6 +328,31 @@ def test_a_gzip_json_file_is_limited_by_its_decompressed_size(tmp_path, monkeypa
     assert sum(item.resource is not None for item in Reader(task)) == 2000
 
 
+def test_worker_batches_are_bounded_by_records_and_text_not_only_accepted_resources(tmp_path, monkeypatch):
+    """A gzip NDJSON file is one task: its batches must end by themselves. Rejects count towards a batch (an R5 export
+    of 182k Encounters, all rejected, took 1.3 GB as .ndjson.gz), and so does the text read (1,000 one-MB
+    DocumentReferences as .ndjson.gz: 6.0 GB, 0.7 GB uncompressed)."""
+    from ingest.fhir.pipeline import _read_task
+
+    path = tmp_path / "mixed.ndjson.gz"
+    lines = [orjson.dumps({"resourceType": "DocumentReference", "id": f"d{i}", "status": "current",
+                           "content": [{"attachment": {"data": "QUJD" * 500}}]}) for i in range(30)]
+    lines += [orjson.dumps({"resourceType": "Encounter", "id": f"e{i}", "actualPeriod": {}}) for i in range(50)]
+    path.write_bytes(gzip.compress(b"\n".join(lines)))
+    [task] = discover([path]).tasks
+    monkeypatch.setattr("ingest.fhir.pipeline.BATCH_BYTES", 5_000)  # about two and a half DocumentReferences
+    chunks = list(_read_task(task, batch_size=10, validate=False, views=None))
+    sizes = [(0 if c.resources is None else c.resources.num_rows, len(c.rejects)) for c in chunks]
+    assert sum(a for a, _ in sizes) == 30 and sum(r for _, r in sizes) == 50
+    assert max(a for a, _ in sizes) <= 3  # cut by text, not at batch_size=10
+    assert all(a + r <= 10 for a, r in sizes)  # the rejects in a batch count
+    assert sum(c.done for c in chunks) == task.size
+    lake = Lake(tmp_path / "lake")
+    report = ingest_fhir(lake, [path], batch_size=10)
+    assert (report.read, report.written, report.rejected) == (80, 30, 50)
+    assert len(_rejects(lake)) == 50 and lake.dataset("fhir_resources").count_rows() == 30
+
+
 def test_cli_exit_status_and_views_command(tmp_path):
     _need(PATHLING)
     _write_broken_inputs(tmp_path / "in")
