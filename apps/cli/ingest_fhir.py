@@ -119,22 +119,28 @@ def _progress() -> Iterator:
 def _print_reasons(lake: Lake, run_id: str, top: int = 8) -> None:
     """The ``top`` most common reject reasons of this run, each with one file:location (never the raw text),
     and how many records the other reasons hold."""
-    rows = lake.sql(f"select reason, source, location from rejects where run_id = '{run_id}'").to_pylist()
-    by_reason: dict[str, list[dict]] = {}
-    for row in rows:
-        by_reason.setdefault(_reason_group(row["reason"]), []).append(row)
+    by_reason: dict[str, list] = {}  # reason group -> [count, source, location of its first reject]
+    query = f"select reason, source, location from rejects where run_id = '{run_id}'"
+    with lake.sql_batches(query) as batches:  # a run can reject millions: keep one row per reason, not all
+        for batch in batches:
+            for reason, source, location in zip(*(batch.column(c).to_pylist() for c in
+                                                  ("reason", "source", "location")), strict=True):
+                group = by_reason.get(key := _reason_group(reason))
+                if group is None:
+                    by_reason[key] = [1, source, location]
+                else:
+                    group[0] += 1
     table = Table(title="Rejected (first example of each reason)")
     table.add_column("reason", overflow="fold")
     table.add_column("count", justify="right")
     table.add_column("first at (file:location)", overflow="fold", no_wrap=False)
-    ranked = sorted(by_reason.items(), key=lambda kv: -len(kv[1]))
-    for reason, items in ranked[:top]:
-        first = items[0]
-        where = Path(first["source"]).name + (f":{first['location']}" if first["location"] else "")
-        table.add_row(reason, f"{len(items):,}", where)
+    ranked = sorted(by_reason.items(), key=lambda kv: -kv[1][0])
+    for reason, (count, source, location) in ranked[:top]:
+        where = Path(source).name + (f":{location}" if location else "")
+        table.add_row(reason, f"{count:,}", where)
     if len(ranked) > top:
         table.add_row(f"[italic]{len(ranked) - top} more reason(s): tumorboard lake status lists them[/]",
-                      f"{sum(len(items) for _, items in ranked[top:]):,}", "")
+                      f"{sum(count for _, (count, _, _) in ranked[top:]):,}", "")
     console.print(table)
 
 
