@@ -9,9 +9,11 @@ Inputs (:func:`discover`):
   A ``.ndjson`` file whose first line is a lone ``{`` or ``[`` is pretty-printed JSON and is read as JSON.
 * JSON: ``*.json`` / ``*.json.gz`` holding one resource or a Bundle (any type: transaction, batch, collection,
   searchset, ...; nested Bundles are unpacked). The Bundle wrapper itself is not stored, its entries are.
-  A JSON file is parsed whole (Bundles are usually one patient or one page), up to ``JSON_MAX_BYTES`` (512 MiB
-  of JSON text, decompressed for ``.json.gz``; a larger one is rejected so memory stays bounded); stream big data
-  as NDJSON.
+  A JSON file is read whole, up to ``JSON_MAX_BYTES`` (512 MiB of JSON text, decompressed for ``.json.gz``; a
+  larger one is rejected so memory stays bounded); stream big data as NDJSON. A Bundle of
+  ``STREAM_BUNDLE_BYTES`` or more is parsed one entry at a time, in two passes (the entries' fullUrls, then the
+  entries), so memory is its text, its fullUrl map and one entry; a smaller file, or one that is not a plain
+  Bundle object, is parsed whole (Bundles are usually one patient or one page).
 
 References: inside a Bundle, every ``reference`` equal to an entry's ``urn:uuid:``/``urn:oid:`` fullUrl is
 rewritten to ``Type/id``, anywhere in the resource, so a Bundle and a Bulk export of the same data give the same
@@ -43,6 +45,7 @@ import json
 import os
 import re
 import zlib
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +57,7 @@ from ingest.fhir.r5_only_data import R5_ONLY_ELEMENTS  # top-level elements only
 INVALID = "(invalid)"  # the resource type reported for records that are not (or not yet) a resource
 RAW_LIMIT = 10_000
 JSON_MAX_BYTES = 512 << 20  # a JSON resource or Bundle (on disk) is parsed whole; NDJSON streams
+STREAM_BUNDLE_BYTES = 16 << 20  # a Bundle this large is read one entry at a time (_bundle_entry_spans)
 NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
 JSON_SUFFIXES = (".json", ".json.gz")
 BULK_LOG = "log.ndjson"
@@ -438,6 +442,10 @@ class Reader:
             yield too_big
             return
         data = data[len(BOM):] if data.startswith(BOM) else data
+        found = _bundle_entry_spans(data) if len(data) >= STREAM_BUNDLE_BYTES else None
+        if found is not None:
+            yield from self._bundle_entries(data, *found)
+            return
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
@@ -448,6 +456,110 @@ class Reader:
             return
         obj, repeats = _noting_repeats(data, obj)
         yield from _from_object(obj, "", lambda: data, repeats=repeats)
+
+    def _bundle_entries(self, data: bytes, spans: array, urls: dict[str, str]) -> Iterator[Item]:
+        """The Items of a large Bundle's entries, parsed one at a time from their ``spans`` (start, end pairs)
+        in ``data``, as :func:`_expand_bundle` gives them from the whole parsed Bundle."""
+        for n in range(len(spans) // 2):
+            start, end = spans[2 * n], spans[2 * n + 1]
+            self.done_bytes = self.task.size * end // len(data)
+            text = data[start:end]
+            entry, repeats = _noting_repeats(text, orjson.loads(text))
+            _note_full_url(entry, {})  # its id, when its urn:uuid fullUrl gives it one
+            yield from _expand_entry(entry, f"entry {n + 1}", urls, repeats=repeats)
+
+
+_WHITESPACE = re.compile(rb"[ \t\n\r]*")  # JSON's
+_SCANNER = json.JSONDecoder()  # raw_decode: where one JSON value ends
+SCAN_WINDOW = 4 << 20  # text decoded at a time to find where a value ends
+
+
+class _ValueEnds:
+    """Where the JSON value at a byte offset of ``data`` ends (the standard library's scanner, on a window of
+    ``data`` decoded as Latin-1: one character per byte, and UTF-8 is ASCII-transparent, so character offsets
+    are byte offsets and strings are delimited as in UTF-8)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.start, self.text = memoryview(data), 0, ""
+
+    def __call__(self, i: int) -> int:
+        size = SCAN_WINDOW
+        while True:
+            if not self.start <= i < self.start + len(self.text):
+                self.text = ""  # freed before the next window is decoded
+                self.start, self.text = i, str(self.data[i:i + size], "latin-1")
+            window_end = self.start + len(self.text)
+            try:
+                end = self.start + _SCANNER.raw_decode(self.text, i - self.start)[1]
+            except json.JSONDecodeError:
+                if window_end >= len(self.data):
+                    raise
+            else:  # a number may go on past the window
+                if end < window_end or window_end >= len(self.data):
+                    return end
+            size = 2 * max(size, window_end - i)  # the value goes past the window: twice as much from i
+            self.text = ""
+
+
+def _bundle_entry_spans(data: bytes) -> tuple[array, dict[str, str]] | None:
+    """Where each entry of the Bundle ``data`` starts and ends (``array`` of start, end pairs), and the
+    ``Type/id`` of each ``urn:`` fullUrl: the first of two passes over a large Bundle, which holds one entry
+    parsed at a time instead of the whole Bundle (a 358 MB Bundle took 2.9 GB parsed whole). None when
+    ``data`` is not a JSON object with resourceType Bundle and an entry array, or is anything but plain:
+    a top-level key twice, text orjson would not read. It is then parsed whole, which reports what is wrong.
+    """
+    spans, urls, top = array("q"), {}, {}
+    value_end = _ValueEnds(data)
+
+    def skip(i: int) -> int:
+        return _WHITESPACE.match(data, i).end()
+
+    try:
+        i = skip(0)
+        if data[i:i + 1] != b"{":
+            return None
+        i = skip(i + 1)
+        while True:
+            if data[i:i + 1] != b'"':
+                return None
+            end = value_end(i)
+            key = orjson.loads(data[i:end])
+            i = skip(end)
+            if key in top or data[i:i + 1] != b":":
+                return None
+            i = skip(i + 1)
+            if key != "entry":
+                end = value_end(i)
+                top[key] = orjson.loads(data[i:end])
+                i = skip(end)
+            elif data[i:i + 1] != b"[":
+                return None
+            else:
+                top[key] = None
+                i = skip(i + 1)
+                while data[i:i + 1] != b"]":
+                    end = value_end(i)
+                    _note_full_url(orjson.loads(data[i:end]), urls)  # orjson's reading, as pass two reads it
+                    spans.extend((i, end))
+                    i = skip(end)
+                    if data[i:i + 1] == b",":
+                        i = skip(i + 1)
+                        if data[i:i + 1] == b"]":
+                            return None  # a trailing comma
+                    elif data[i:i + 1] != b"]":
+                        return None
+                i = skip(i + 1)
+            if data[i:i + 1] == b",":
+                i = skip(i + 1)
+            elif data[i:i + 1] == b"}":
+                break
+            else:
+                return None
+        if skip(i + 1) != len(data):
+            return None
+    except (ValueError, RecursionError):  # JSONDecodeError and orjson's are ValueErrors
+        return None
+    return (spans, urls) if top.get("resourceType") == "Bundle" and "entry" in top else None
 
 
 def _has_gzip_magic(path: Path) -> bool:
@@ -602,39 +714,49 @@ def _expand_bundle(bundle: dict, location: str, outer: dict[str, str], *, repeat
         return
     urls = dict(outer)
     for entry in entries:
-        res = entry.get("resource") if isinstance(entry, dict) else None
-        full_url = entry.get("fullUrl") if isinstance(entry, dict) else None
-        if not isinstance(res, dict) or not isinstance(full_url, str) or not full_url.startswith("urn:"):
-            continue
-        if "id" not in res and full_url.startswith("urn:uuid:"):
-            res["id"] = full_url[len("urn:uuid:"):]
-        if isinstance(res.get("resourceType"), str) and isinstance(res.get("id"), str):
-            urls[full_url] = f"{res['resourceType']}/{res['id']}"
+        _note_full_url(entry, urls)
     for n, entry in enumerate(entries, start=1):
-        where = f"{prefix}entry {n}"
-        res = entry.get("resource") if isinstance(entry, dict) else None
-        if not isinstance(res, dict):
-            reason = "Bundle entry has no resource" if res is None else "Bundle entry resource is not an object"
-            yield Item(where, INVALID, reason=reason, raw=orjson.dumps(entry)[:RAW_LIMIT])
-            continue
-        if res.get("resourceType") == "Bundle":
-            yield from _expand_bundle(res, where, urls, repeats=repeats)
-            continue
-        if repeats and (key := _repeated_key(entry)) is not None:
-            rtype = res.get("resourceType")
-            label = rtype if isinstance(rtype, str) and rtype in R4_RESOURCE_TYPES else INVALID
-            yield Item(where, label, reason=_repeat_reason(key), raw=orjson.dumps(entry)[:RAW_LIMIT])
-            continue
-        broken = _resolve(res, urls)
-        if broken:
-            rtype = res.get("resourceType")
-            label = rtype if isinstance(rtype, str) and rtype in R4_RESOURCE_TYPES else INVALID
-            elements = ", ".join(f"{label}.{e}" for e in sorted(set(broken))[:5])
-            yield Item(where, label, reason=f"a reference to nothing: {elements} (a urn: reference matching no entry "
-                                            "fullUrl in the Bundle); add the entry it points to, or write it as "
-                                            "Type/id", raw=orjson.dumps(res)[:RAW_LIMIT])
-            continue
-        yield _checked(res, where, lambda r=res: orjson.dumps(r))
+        yield from _expand_entry(entry, f"{prefix}entry {n}", urls, repeats=repeats)
+
+
+def _note_full_url(entry: object, urls: dict[str, str]) -> None:
+    """Add ``fullUrl -> Type/id`` to ``urls`` for an entry with a ``urn:`` fullUrl; an entry without ``id`` whose
+    fullUrl is ``urn:uuid:X`` gets id ``X`` (in place)."""
+    res = entry.get("resource") if isinstance(entry, dict) else None
+    full_url = entry.get("fullUrl") if isinstance(entry, dict) else None
+    if not isinstance(res, dict) or not isinstance(full_url, str) or not full_url.startswith("urn:"):
+        return
+    if "id" not in res and full_url.startswith("urn:uuid:"):
+        res["id"] = full_url[len("urn:uuid:"):]
+    if isinstance(res.get("resourceType"), str) and isinstance(res.get("id"), str):
+        urls[full_url] = f"{res['resourceType']}/{res['id']}"
+
+
+def _expand_entry(entry: object, where: str, urls: dict[str, str], *, repeats: bool) -> Iterator[Item]:
+    """The Item(s) of one Bundle entry (after :func:`_note_full_url` of every entry of its Bundle)."""
+    res = entry.get("resource") if isinstance(entry, dict) else None
+    if not isinstance(res, dict):
+        reason = "Bundle entry has no resource" if res is None else "Bundle entry resource is not an object"
+        yield Item(where, INVALID, reason=reason, raw=orjson.dumps(entry)[:RAW_LIMIT])
+        return
+    if res.get("resourceType") == "Bundle":
+        yield from _expand_bundle(res, where, urls, repeats=repeats)
+        return
+    if repeats and (key := _repeated_key(entry)) is not None:
+        rtype = res.get("resourceType")
+        label = rtype if isinstance(rtype, str) and rtype in R4_RESOURCE_TYPES else INVALID
+        yield Item(where, label, reason=_repeat_reason(key), raw=orjson.dumps(entry)[:RAW_LIMIT])
+        return
+    broken = _resolve(res, urls)
+    if broken:
+        rtype = res.get("resourceType")
+        label = rtype if isinstance(rtype, str) and rtype in R4_RESOURCE_TYPES else INVALID
+        elements = ", ".join(f"{label}.{e}" for e in sorted(set(broken))[:5])
+        yield Item(where, label, reason=f"a reference to nothing: {elements} (a urn: reference matching no entry "
+                                        "fullUrl in the Bundle); add the entry it points to, or write it as "
+                                        "Type/id", raw=orjson.dumps(res)[:RAW_LIMIT])
+        return
+    yield _checked(res, where, lambda r=res: orjson.dumps(r))
 
 
 def _resolve(node: object, urls: dict[str, str], path: str = "") -> list[str]:
