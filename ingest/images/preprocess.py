@@ -123,7 +123,9 @@ class Window:
 
     def __call__(self, image: Image) -> Image:
         low = self.level - self.width / 2
-        out = np.clip((image.array - np.float32(low)) / np.float32(self.width), 0.0, 1.0)
+        out = image.array - np.float32(low)  # the one new array: the steps below work in place (a volume
+        out /= np.float32(self.width)  # of 1,000 512x512 slices is 1 GB in float32)
+        np.clip(out, 0.0, 1.0, out=out)
         return Image(out.astype(np.float32, copy=False), image.spacing)
 
 
@@ -135,7 +137,9 @@ class ZScore:
 
     def __call__(self, image: Image) -> Image:
         array = image.array
-        out = (array - np.float32(array.mean())) / np.float32(max(float(array.std()), self.eps))
+        mean, std = np.float32(array.mean()), np.float32(max(float(array.std()), self.eps))  # std: a temporary
+        out = array - mean  # one new array (see Window), made after std's temporary is freed
+        out /= std
         return Image(out.astype(np.float32, copy=False), image.spacing)
 
 
@@ -146,7 +150,11 @@ class MinMax:
     def __call__(self, image: Image) -> Image:
         array = image.array
         low, high = float(array.min()), float(array.max())
-        out = (array - np.float32(low)) / np.float32(high - low) if high > low else np.zeros_like(array)
+        if high > low:
+            out = array - np.float32(low)  # one new array (see Window)
+            out /= np.float32(high - low)
+        else:
+            out = np.zeros_like(array)
         return Image(out.astype(np.float32, copy=False), image.spacing)
 
 
