@@ -213,3 +213,19 @@ def test_a_killed_runs_staging_folder_is_removed_by_a_later_run(lake):
         os.utime(path, (old, old))
     assert lake.remove_stale_staging() == 1
     assert not killed.exists() and live.exists()
+
+
+def test_a_streamed_write_of_small_batches_makes_few_row_groups(lake, monkeypatch):
+    """Every batch of a streamed write was a Parquet row group of its own: a FHIR Bulk folder of 5,020 small
+    files gave fhir_resources 5,020 row groups of 40 rows. Batches are gathered up to ROW_GROUP_ROWS rows."""
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr("ingest.lake.ROW_GROUP_ROWS", 100)
+    ids = [f"p{i}" for i in range(250)]
+    table = conform("fhir_resources", _resources(ids, ["{}"] * len(ids)))
+    reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=3))
+    assert lake.write("fhir_resources", reader) == 250
+    [file] = lake.table_path("fhir_resources").glob("*.parquet")
+    groups = pq.ParquetFile(file).metadata
+    assert [groups.row_group(i).num_rows for i in range(groups.num_row_groups)] == [100, 100, 50]
+    assert sorted(lake.read("fhir_resources").column("id").to_pylist()) == sorted(ids)
