@@ -16,6 +16,7 @@ ingest run; ``rejects`` keeps what could not be ingested.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -134,7 +135,13 @@ class Lake:
 
     def read(self, name: str, columns: list[str] | None = None) -> pa.Table:
         """Read table ``name`` (all rows), with the registered schema's metadata re-attached."""
-        return _lake_types(name, self._delta(name).to_pyarrow_table(columns=columns))
+        with _damaged(name):
+            return _lake_types(name, self._delta(name).to_pyarrow_table(columns=columns))
+
+    def count_rows(self, name: str) -> int:
+        """The number of rows of table ``name`` (from the Parquet footers)."""
+        with _damaged(name):
+            return self.dataset(name).count_rows()
 
     def dataset(self, name: str):
         """A lazily scanned ``pyarrow.dataset.Dataset`` over table ``name`` (for large tables)."""
@@ -149,16 +156,17 @@ class Lake:
         applied after reading because files written by a Delta merge may store strings as ``string_view``,
         which pyarrow cannot filter.
         """
-        for fragment in self.dataset(name).get_fragments():
-            if equals is None:
-                yield from fragment.to_batches(columns=list(columns), batch_readahead=1)
-                continue
-            column, value = equals
-            found = pc.equal(fragment.to_table(columns=[column]).column(column).cast(pa.string()),
-                             pa.scalar(value, pa.string()))
-            if pc.any(found).as_py():
-                table = _lake_types(name, fragment.to_table(columns=list(columns)))
-                yield from table.filter(found).to_batches()
+        with _damaged(name):
+            for fragment in self.dataset(name).get_fragments():
+                if equals is None:
+                    yield from fragment.to_batches(columns=list(columns), batch_readahead=1)
+                    continue
+                column, value = equals
+                found = pc.equal(fragment.to_table(columns=[column]).column(column).cast(pa.string()),
+                                 pa.scalar(value, pa.string()))
+                if pc.any(found).as_py():
+                    table = _lake_types(name, fragment.to_table(columns=list(columns)))
+                    yield from table.filter(found).to_batches()
 
     def write(self, name: str, table: pa.Table | pa.RecordBatchReader, *, mode: WriteMode = "append",
               keys: list[str] | None = None, newest_by: str | Sequence[str] | None = None,
@@ -245,13 +253,14 @@ class Lake:
         only the key and ordering columns, one batch at a time."""
         wanted = _joined_key(table, keys)
         stored: dict[str, tuple] = {}
-        for batch in self.dataset(name).to_batches(columns=[*keys, *order], batch_readahead=1,
-                                                   fragment_readahead=1):
-            found = batch.filter(pc.is_in(_joined_key(batch, keys), value_set=wanted))
-            if found.num_rows:
-                found_keys = _joined_key(found, keys).to_pylist()
-                values = zip(*(found.column(c).to_pylist() for c in order), strict=True)
-                stored.update(zip(found_keys, values, strict=True))
+        with _damaged(name):
+            for batch in self.dataset(name).to_batches(columns=[*keys, *order], batch_readahead=1,
+                                                       fragment_readahead=1):
+                found = batch.filter(pc.is_in(_joined_key(batch, keys), value_set=wanted))
+                if found.num_rows:
+                    found_keys = _joined_key(found, keys).to_pylist()
+                    values = zip(*(found.column(c).to_pylist() for c in order), strict=True)
+                    stored.update(zip(found_keys, values, strict=True))
         if not stored:
             return table
         incoming = zip(*(table.column(c).to_pylist() for c in order), strict=True)
@@ -361,10 +370,13 @@ class Lake:
                 # DuckDB reads the table's current Parquet files itself: a pyarrow dataset would fail to filter
                 # the string_view columns that Delta merges write
                 files = self._delta(name).file_uris()
-                if files:
-                    con.read_parquet(files, union_by_name=True).create_view(name)
-                else:
+                if not files:
                     con.register(name, self.read(name))
+                    continue
+                try:
+                    con.read_parquet(files, union_by_name=True).create_view(name)
+                except duckdb.Error as exc:
+                    raise LakeError(_damage_message(name, exc)) from None
             _confine(con, self.path)
             try:
                 reader = con.sql(query).to_arrow_reader(batch_rows)
@@ -373,6 +385,25 @@ class Lake:
             yield _sql_errors_named(reader)
         finally:
             con.close()
+
+
+_TERMINAL_COLOUR = re.compile(r"\x1b\[[0-9;]*m")  # deltalake colours its error messages
+
+
+@contextmanager
+def _damaged(name: str) -> Iterator[None]:
+    """Turn pyarrow's failure to read a table's Parquet file (truncated, overwritten, deleted) into a
+    :class:`LakeError` that names the table and the fix."""
+    try:
+        yield
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise LakeError(_damage_message(name, exc)) from None
+
+
+def _damage_message(name: str, exc: Exception) -> str:
+    reason = " ".join(_TERMINAL_COLOUR.sub("", str(exc)).replace("\u21b3", "").split()).rstrip(".")
+    return (f"lake table {name!r} cannot be read: {reason}. A file of the lake was changed or removed outside "
+            "tumorboard; restore the lake from a backup, or delete the table's folder and ingest its data again")
 
 
 def _confine(con, root: Path) -> None:

@@ -106,7 +106,7 @@ def lake_status(lake: Lake) -> LakeStatus:
     """Summarise ``lake`` (reads only)."""
     links = crosswalk(lake)
     mapping = links.mapping
-    tables = {name: lake.dataset(name).count_rows() for name in lake.tables()}
+    tables = {name: lake.count_rows(name) for name in lake.tables()}
     runs = pd.DataFrame(columns=["run_id", "command", "finished_at", "status", "counts"])
     if lake.has("manifest"):
         runs = lake.read("manifest", list(runs.columns)).to_pandas() \

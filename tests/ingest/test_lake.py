@@ -156,6 +156,22 @@ def test_read_missing_table_says_what_to_do(lake):
         lake.read("variants")
 
 
+@pytest.mark.parametrize("damage", ["truncated", "removed"])
+def test_a_damaged_table_file_is_named_with_the_fix(lake, damage):
+    lake.write("fhir_resources", _resources(["a", "b"], ["a1", "b1"], ["2020-01-01", "2020-01-01"]))
+    part = next(lake.table_path("fhir_resources").glob("*.parquet"))
+    part.write_bytes(part.read_bytes()[:100]) if damage == "truncated" else part.unlink()
+    readers = {"read": lambda: lake.read("fhir_resources"), "count_rows": lambda: lake.count_rows("fhir_resources"),
+               "batches": lambda: list(lake.batches("fhir_resources", ["id"])),
+               "sql": lambda: lake.sql("SELECT count(*) FROM fhir_resources"),
+               "merge": lambda: lake.write("fhir_resources", _resources(["a"], ["a2"], ["2021-01-01"]), mode="merge",
+                                           newest_by="last_updated")}
+    for how, read in readers.items():
+        with pytest.raises(LakeError, match="'fhir_resources' cannot be read: .*restore the lake from a backup"):
+            read()
+            pytest.fail(f"{how} read a damaged table")
+
+
 def test_lake_is_readable_without_tumorboard(lake):
     import duckdb
     from deltalake import DeltaTable
