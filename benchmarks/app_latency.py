@@ -12,7 +12,7 @@ trained and evaluated run, then times in this process, with the libraries alread
 - Models page, first render and cached.
 
 Targets: first render < 2 s, cached < 0.5 s on 2 cores. The Patient page renders only its open tab (Risk);
-``patient: why tab`` is the first visit of the Why tab (explanations: Grad-CAM, integrated gradients).
+``patient: why tab`` is the first visit of the Why tab (explanations: HiResCAM, integrated gradients).
 """
 
 from __future__ import annotations

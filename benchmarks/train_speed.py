@@ -21,7 +21,7 @@ these threads, but with ``train.modality_dropout=0`` so that every CT of the epo
     batch in which every patient has every modality, against the bare loop on the same images; median of
     five alternating repeats of five steps each.
 
-Latency: wall time of ``predict_patient(..., explain=True)`` (Grad-CAM, integrated gradients, MC-dropout
+Latency: wall time of ``predict_patient(..., explain=True)`` (HiResCAM, integrated gradients, MC-dropout
 interval, leave-one-modality-out) per test patient after a warm-up call, median over ``--latency-patients``
 patients, on the run trained here or on RUN/LAKE (e.g. the run of ``quality_synth.py``). Target: < 1 s.
 

@@ -276,7 +276,7 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
         predicted under; None: no treatment on record, so no response term) and ``survival_by_treatment``
         {treatment: {``log_risk``, ``at_horizons``}} (the survival under each candidate treatment); with
         ``explain``: ``modality_contributions`` {modality: {``weight``,
-        ``delta_log_risk``, ``delta_diagnosis``}}, ``image_attribution`` (Grad-CAM, or None without an image;
+        ``delta_log_risk``, ``delta_diagnosis``}}, ``image_attribution`` (HiResCAM, or None without an image;
         with ``image_id`` and ``slice``, the stored slice index of its ``slice_index``), ``top_features``
         (10 tabular features by |integrated gradients|) and ``explanation_target`` (what the attributions
         explain, e.g. ``log_risk``). Heads the run lacks give None. The first call on a lake

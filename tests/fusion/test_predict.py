@@ -85,7 +85,7 @@ def test_predict_patient_end_to_end(tmp_path):
         assert by_mrn["patient_key"] == imaged["patient_id"] and by_mrn["missing_modalities"] == []
         attribution = by_mrn["image_attribution"]
         heat = np.array(attribution["map"])
-        assert attribution["method"] == "grad_cam" and heat.ndim == 2 and heat.shape[0] <= 16
+        assert attribution["method"] == "hires_cam" and heat.ndim == 2 and heat.shape[0] <= 16
         assert np.all((heat >= 0) & (heat <= 1)) and 0 <= attribution["slice_index"] < len(
             attribution["slice_attention"])
         by_key = predict_patient(run, lake, str(imaged["patient_id"]), explain=False)
@@ -290,3 +290,66 @@ def test_reference_cache_is_written_whole_and_a_broken_one_is_recomputed(tmp_pat
                    '{"lake_manifest_hash": "h1", "log_risk": []}'):
         path.write_text(broken)
         assert cached_reference(path, "h1") is None
+
+
+class _WindowProbe(torch.nn.Module):
+    """A backbone whose feature reads the image only inside ``window`` (a boolean (H, W) mask): a 1x1 conv makes
+    channel 0 = the image and channel 1 = 1 everywhere (a constant feature, as zero padding gives a CNN at its
+    borders), and the feature is ``sum(ch0 * ch1 * window)``."""
+
+    num_features = 1
+
+    def __init__(self, window: torch.Tensor) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, 0.0]).view(2, 1, 1, 1))
+            self.conv.bias.copy_(torch.tensor([0.0, 1.0]))
+        self.register_buffer("window", window.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.conv(x)
+        return (a[:, 0] * a[:, 1] * self.window).sum((1, 2))[:, None]
+
+
+class _RiskOfImage(torch.nn.Module):
+    """The parts of a FusionModel that :func:`fusion.explain.image_attribution` uses: log-risk = the image
+    embedding."""
+
+    diagnosis = response = offset = None
+
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.encoders = torch.nn.ModuleDict({"image": encoder})
+        self.survival = torch.nn.Identity()
+
+    def survival_log_risk(self, emb, present, offset_terms, treatment=None):
+        return emb["image"][:, 0]
+
+    def offset_terms(self, modalities, masks):
+        return {}
+
+
+def test_image_attribution_credits_only_what_the_output_reads():
+    """The map lies where the log-risk reads the image (a lower-left window, so a flip or transpose shows), not
+    on a brighter spot it ignores nor on a constant feature. Grad-CAM failed this (it weighs a channel's whole map
+    by its mean gradient): the demo run's maps peaked on an image corner, never on the nodule."""
+    from fusion.models.image import TimmImageEncoder
+
+    window = torch.zeros(64, 64, dtype=torch.bool)
+    window[40:56, 8:24] = True
+    image = torch.zeros(1, 1, 1, 64, 64)
+    image[..., 44:48, 12:16] = 1.0  # read: inside the window
+    image[..., 8:24, 40:56] = 2.0  # ignored: brighter, upper right
+    model = _RiskOfImage(TimmImageEncoder(_WindowProbe(window))).eval()
+    batch = {"modalities": {"image": image}, "masks": {"image": torch.ones(1, 1, dtype=torch.bool)},
+             "present": {"image": torch.ones(1, dtype=torch.bool)}}
+    result = explain.image_attribution(model, batch)
+    heat = np.asarray(result["map"])
+    assert result["method"] == "hires_cam" and heat.shape == (16, 16) and result["slice_index"] == 0
+    cells = window.view(16, 4, 16, 4).any(3).any(1).numpy()
+    assert cells[np.unravel_index(heat.argmax(), heat.shape)]
+    assert heat[~cells].max() == 0 and heat.max() == pytest.approx(1.0)
+    spot = np.zeros((16, 16), dtype=bool)
+    spot[11, 3] = True
+    assert heat[spot].item() == pytest.approx(1.0) and heat[cells & ~spot].max() == 0
