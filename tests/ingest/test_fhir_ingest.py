@@ -268,7 +268,7 @@ def test_interrupted_run_is_recorded_and_a_rerun_completes_it(tmp_path, monkeypa
 
     lake = Lake(tmp_path / "lake")
     with pytest.raises(KeyboardInterrupt):
-        ingest_fhir(lake, [PATHLING], progress=interrupt)
+        ingest_fhir(lake, [PATHLING], progress=interrupt, batch_size=50)  # several chunks, in one file group
     run = _rows(lake, "manifest")[-1]
     assert run["status"] == "failed" and "KeyboardInterrupt" in run["counts"]
     assert orjson.loads(run["counts"])["committed"] == lake.read("fhir_resources").num_rows  # not what was read
@@ -326,6 +326,35 @@ def test_a_gzip_json_file_is_limited_by_its_decompressed_size(tmp_path, monkeypa
     assert item.resource is None and "more than" in item.reason and "once decompressed" in item.reason
     monkeypatch.setattr("ingest.fhir.reader.JSON_MAX_BYTES", len(text))
     assert sum(item.resource is not None for item in Reader(task)) == 2000
+
+
+def test_small_files_are_read_together_and_each_row_keeps_its_file(tmp_path):
+    """A Bulk export of many small files (one per page or patient) is read in shared batches: 3,585 files of 20
+    lines took 2.4x the time of the same resources in 13 files when every file made its own tiny batches."""
+    from ingest.fhir.pipeline import _read_task, task_groups
+
+    for n in range(6):
+        lines = [orjson.dumps({"resourceType": "Patient", "id": f"p{n}-{i}"}) for i in range(3)]
+        lines.append(b'{"resourceType": "Patient"}')  # no id: a reject located in its own file
+        (tmp_path / f"Patient.{n}.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+    tasks = discover([tmp_path]).tasks
+    groups = list(task_groups(tasks, group_bytes=3 * tasks[0].size))
+    assert [len(g) for g in groups] == [3, 3] and sum(groups, ()) == tuple(tasks)
+    chunks = list(_read_task(groups[0], batch_size=6, validate=False, views=None))
+    rows = [r for c in chunks if c.resources is not None for r in c.resources.select(["id", "source"]).to_pylist()]
+    assert {r["id"]: Path(r["source"]).name for r in rows} == {
+        f"p{n}-{i}": f"Patient.{n}.ndjson" for n in range(3) for i in range(3)}
+    assert any(len(set(c.resources.column("source").to_pylist())) > 1 for c in chunks if c.resources)  # shared
+    rejects = [r for c in chunks for r in c.rejects]
+    assert [(Path(r["source"]).name, r["location"]) for r in rejects] == [
+        (f"Patient.{n}.ndjson", "line 4") for n in range(3)]
+    assert sum(c.done for c in chunks) == sum(t.size for t in groups[0])
+    lake = Lake(tmp_path / "lake")
+    report = ingest_fhir(lake, [tmp_path])
+    assert (report.counts["Patient"].read, report.counts["Patient"].written, report.counts["Patient"].rejected) \
+        == (24, 18, 6)
+    stored = lake.read("fhir_resources", ["id", "source"]).to_pylist()
+    assert all(Path(r["source"]).name == f"Patient.{r['id'][1]}.ndjson" for r in stored) and len(stored) == 18
 
 
 def test_worker_batches_are_bounded_by_records_and_text_not_only_accepted_resources(tmp_path, monkeypatch):
