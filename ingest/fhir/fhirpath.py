@@ -11,7 +11,9 @@ operators ``. [] + - * / div mod & | = != ~ !~ < <= > >= in contains and or xor 
 functions ``where select repeat exists all empty first last tail skip take single count distinct not iif join
 ofType is as extension getResourceKey getReferenceKey hasValue lowBoundary highBoundary`` plus the string
 functions ``startsWith endsWith contains matches replaceMatches replace substring indexOf lower upper trim
-length split toString toInteger toDecimal``. Types are inferred from the JSON (no StructureDefinitions).
+length split toString toInteger toDecimal``. Types are inferred from the JSON (no StructureDefinitions);
+``ofType``, ``is`` and ``as`` keep the types FHIR R4 derives from the type named (:data:`SUBTYPES`:
+``onset.ofType(Quantity)`` reads ``onsetAge``, ``ofType(string)`` a ``valueCode``).
 Two dates, date-times or times (FHIR text or ``@`` literals) compare by what they denote, precision by
 precision (N1 6.1.1): offsets are normalised to UTC (no offset: UTC), and a precision one lacks that the
 other has gives empty (``birthDate < @2020-06-01`` on ``2020``); other text compares as text.
@@ -252,6 +254,17 @@ _STR_TYPES = frozenset(("string", "code", "id", "uri", "url", "canonical", "oid"
                         "base64Binary", "date", "dateTime", "instant", "time", "xhtml"))
 _SYSTEM_TYPES = {"String": "string", "Integer": "integer", "Decimal": "decimal", "Boolean": "boolean",
                  "Date": "date", "DateTime": "dateTime", "Time": "time"}
+# The FHIR R4 type hierarchy below a type (datatypes.html; StructureDefinition.baseDefinition): ``ofType(T)`` and
+# ``is T`` keep the types derived from T too (FHIRPath N1 6.3). Age, Count, Distance, Duration, SimpleQuantity and
+# MoneyQuantity are Quantity profiles (``onsetAge`` is a Quantity); code, id and markdown specialise string;
+# url, canonical, oid and uuid specialise uri (no string); positiveInt and unsignedInt specialise integer.
+# Date/time types, base64Binary, xhtml and integer64 derive from Element alone.
+SUBTYPES: dict[str, tuple[str, ...]] = {
+    "Quantity": ("Age", "Count", "Distance", "Duration", "SimpleQuantity", "MoneyQuantity"),
+    "string": ("code", "id", "markdown"),
+    "uri": ("url", "canonical", "oid", "uuid"),
+    "integer": ("positiveInt", "unsignedInt"),
+}
 
 
 def _num(v: Any) -> bool:
@@ -546,10 +559,18 @@ def _compile_path(source: Evaluator | None, names: tuple[str, ...]) -> Evaluator
     return path
 
 
-def _typed_member(source: Evaluator | None, name: str, type_name: str) -> Evaluator:
-    """``name.ofType(T)``: the choice key ``nameT`` or, for a plain element, ``name`` filtered by type."""
+def choice_keys(name: str, type_name: str) -> tuple[str, ...]:
+    """The JSON keys of choice element ``name`` of type ``type_name`` or a type derived from it (see
+    :data:`SUBTYPES`): ``("onsetQuantity", "onsetAge", ...)`` for ``onset`` and ``Quantity``."""
     t = _SYSTEM_TYPES.get(type_name, type_name)
-    key = name + t[0].upper() + t[1:]
+    return tuple(name + s[0].upper() + s[1:] for s in (t, *SUBTYPES.get(t, ())))
+
+
+def _typed_member(source: Evaluator | None, name: str, type_name: str) -> Evaluator:
+    """``name.ofType(T)``: the choice key ``nameT`` (or that of a type derived from T: ``onsetAge`` is a
+    Quantity) or, for a plain element, ``name`` filtered by type."""
+    t = _SYSTEM_TYPES.get(type_name, type_name)
+    key, *others = choice_keys(name, t)
 
     def typed(coll: list, ri: int) -> list:
         items = coll if source is None else source(coll, ri)
@@ -558,6 +579,11 @@ def _typed_member(source: Evaluator | None, name: str, type_name: str) -> Evalua
             if type(it) is not dict:
                 continue
             v = it.get(key)
+            if v is None:
+                for other in others:
+                    v = it.get(other)
+                    if v is not None:
+                        break
             if v is None:
                 v = it.get(name)
                 if v is None:
@@ -1294,7 +1320,8 @@ def _chain(node: tuple | None) -> list[tuple] | None:
         t = _SYSTEM_TYPES.get(type_name, type_name)
         if steps is None or target[2][0].isupper() or (steps and steps[-1][0] in ("ref", "rkey")):
             return None
-        return [*steps, ("t", target[2], target[2] + t[0].upper() + t[1:])]
+        key, *others = choice_keys(target[2], t)
+        return [*steps, ("t", target[2], key, tuple(others))]
     steps = _chain(target)
     if steps is None:
         return None
@@ -1333,10 +1360,10 @@ def _chain_source(steps: list[tuple], fn_name: str, names: dict[str, Any]) -> st
             lines.append("    if x is None:")
             lines.append(f"        return {'SLOW' if name in CHOICE_NAMES else 'None'}")
         else:
-            _, name, key = step
+            _, name, key, others = step
             lines.append(f"    v = x.get({key!r})")
             lines.append("    if v is None:")
-            lines.append(f"        return None if x.get({name!r}) is None else SLOW")
+            lines.append(f"        return None if {_absent('x', (name, *others))} else SLOW")
             lines.append("    x = v")
         lines.append("    if type(x) is list:")
         lines.append("        if not x:")
@@ -1381,7 +1408,8 @@ def compile_scalar(text: str) -> Callable[[Any], Any] | None:
 def scalar_chains(text: str) -> list[list[tuple]] | None:
     """The step chains of a path :func:`compile_scalar` covers (several for ``(a | b).first()``), or None.
 
-    Steps: ``("m", name)`` member, ``("t", name, key)`` ``name.ofType(T)`` read as ``key``, ``("first",)``,
+    Steps: ``("m", name)`` member, ``("t", name, key, others)`` ``name.ofType(T)`` read as ``key`` (``others``:
+    the keys of the types derived from T, left to the full evaluator), ``("first",)``,
     ``("ref", type or None)`` getReferenceKey, ``("rkey",)`` getResourceKey.
     """
     tree = parse(text)
@@ -1397,7 +1425,7 @@ def scalar_chains(text: str) -> list[list[tuple]] | None:
 
 def chain_ops(steps: list[tuple]) -> list[tuple]:
     """A chain as generation ops: ``first()`` folded into the member step before it, giving
-    ``("m", name, first)``, ``("t", name, key, first)``, ``("ref", type)``, ``("rkey",)``."""
+    ``("m", name, first)``, ``("t", name, key, others, first)``, ``("ref", type)``, ``("rkey",)``."""
     ops: list[tuple] = []
     for i, step in enumerate(steps):
         if step[0] == "first":
@@ -1425,8 +1453,8 @@ def op_lines(op: tuple, src: str, dst: str, last: bool) -> list[str]:
         if name in CHOICE_NAMES:
             lines += [f"    if {dst} is None:", f"        {dst} = SLOW"]
     else:
-        _, name, key, first = op
-        lines += [f"    {dst} = {src}.get({key!r})", f"    if {dst} is None and {src}.get({name!r}) is not None:",
+        _, name, key, others, first = op
+        lines += [f"    {dst} = {src}.get({key!r})", f"    if {dst} is None and not {_absent(src, (name, *others))}:",
                   f"        {dst} = SLOW"]
     lines.append(f"    if type({dst}) is list:")
     if first:
@@ -1436,6 +1464,11 @@ def op_lines(op: tuple, src: str, dst: str, last: bool) -> list[str]:
     if last:  # a list in a list: only the full evaluator flattens it
         lines += [f"        if type({dst}) is list:", f"            {dst} = SLOW"]
     return lines
+
+
+def _absent(var: str, keys: tuple[str, ...]) -> str:
+    """Python expression: none of ``keys`` is in the object ``var`` (a null value counts as absent)."""
+    return "(" + " and ".join(f"{var}.get({k!r}) is None" for k in keys) + ")"
 
 
 def _union_parts(node: tuple) -> list[tuple]:

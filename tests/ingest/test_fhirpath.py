@@ -260,3 +260,47 @@ _MEASURED = {"resourceType": "Observation", "valueQuantity": {"value": 4.5}}
 def test_is_and_as_read_the_type_of_a_choice_element(expr, coded, measured):
     assert (evaluate(expr, _CODED), evaluate(expr, _MEASURED)) == (coded, measured)
 
+
+
+_AGED = {"resourceType": "Condition", "onsetAge": {"value": 52, "unit": "a"},
+         "extension": [{"url": "c", "valueCode": "x"}, {"url": "m", "valueMarkdown": "*m*"},
+                       {"url": "i", "valueId": "id1"}, {"url": "s", "valueString": "s"},
+                       {"url": "u", "valueUri": "http://u"}, {"url": "l", "valueUrl": "http://l"},
+                       {"url": "p", "valuePositiveInt": 3}, {"url": "d", "valueDuration": {"value": 2}},
+                       {"url": "t", "valueDateTime": "2020"}]}
+
+
+@pytest.mark.parametrize(("expr", "expected"), [
+    # FHIR R4's type hierarchy: Age/Duration/... are Quantity profiles, code/id/markdown specialise string,
+    # url specialises uri (which is no string), positiveInt specialises integer
+    ("onset.ofType(Quantity).value", [52]),
+    ("onset is Quantity", [True]),
+    ("(onset as Quantity).unit", ["a"]),
+    ("onset.ofType(Age).value", [52]),
+    ("onset.ofType(Duration)", []),
+    ("extension.value.ofType(Quantity).value", [2]),
+    ("extension.value.ofType(string)", ["x", "*m*", "id1", "s"]),
+    ("extension.value.ofType(FHIR.string)", ["x", "*m*", "id1", "s"]),
+    ("extension.value.ofType(code)", ["x"]),
+    ("extension.value.ofType(uri)", ["http://u", "http://l"]),
+    ("extension.value.ofType(integer)", [3]),
+    ("extension.where(url = 'c').value is string", [True]),
+    ("extension.where(url = 'u').value is string", [False]),
+    ("extension.where(url = 't').value is string", [False]),
+])
+def test_of_type_and_is_keep_the_types_derived_from_the_type(expr, expected):
+    assert evaluate(expr, _AGED) == expected
+
+
+@pytest.mark.parametrize(("path", "resource", "expected"), [
+    ("onset.ofType(Quantity).value", {"onsetAge": {"value": 52}}, 52),
+    ("onset.ofType(Quantity).value", {"onsetQuantity": {"value": 1}}, 1),
+    ("onset.ofType(Quantity).value", {"onsetString": "young"}, None),
+    ("value.ofType(string)", {"valueCode": "c"}, "c"),
+    ("value.ofType(string).first()", {"valueMarkdown": "m"}, "m"),
+])
+def test_the_scalar_fast_path_finds_a_derived_type(path, resource, expected):
+    fn = fhirpath.compile_scalar(path)
+    got = fn(resource)
+    got = evaluate(path, resource) if got is fhirpath.SLOW else [] if got is None else [got]
+    assert got == ([] if expected is None else [expected]) == evaluate(path, resource)

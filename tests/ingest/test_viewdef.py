@@ -102,3 +102,20 @@ def test_an_error_on_the_data_names_the_column(generate):
     view = compile_view(_view({"name": "high", "path": "value.ofType(Quantity).value > 'a'"}), generate=generate)
     with pytest.raises(ViewEvaluationError, match="view 'v': column 'high': cannot compare int with str"):
         view.rows(dict(OBS, valueQuantity={"value": 3}))
+
+
+@pytest.mark.parametrize("generate", [True, False])
+def test_of_type_quantity_reads_an_age_and_of_type_string_a_code(generate):
+    view = compile_view({"resource": "Condition", "name": "c", "select": [{"column": [
+        {"name": "id", "path": "getResourceKey()"},
+        {"name": "onset_value", "path": "onset.ofType(Quantity).value", "type": "decimal"},
+        {"name": "onset_unit", "path": "onset.ofType(Quantity).unit.first()", "type": "string"},
+        {"name": "note", "path": "extension.value.ofType(string).first()", "type": "string"}]}]},
+        generate=generate)
+    conditions = [{"resourceType": "Condition", "id": "a", "onsetAge": {"value": 52, "unit": "a"},
+                   "extension": [{"url": "x", "valueCode": "c1"}]},
+                  {"resourceType": "Condition", "id": "q", "onsetQuantity": {"value": 3, "unit": "mo"},
+                   "extension": [{"url": "x", "valueUri": "http://u"}]}]
+    assert view.to_table(conditions).to_pylist() == [
+        {"id": "a", "onset_value": 52.0, "onset_unit": "a", "note": "c1"},
+        {"id": "q", "onset_value": 3.0, "onset_unit": "mo", "note": None}]
