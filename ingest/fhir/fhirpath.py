@@ -16,7 +16,8 @@ length split toString toInteger toDecimal``. Types are inferred from the JSON (n
 ``onset.ofType(Quantity)`` reads ``onsetAge``, ``ofType(string)`` a ``valueCode``).
 Two dates, date-times or times (FHIR text or ``@`` literals) compare by what they denote, precision by
 precision (N1 6.1.1): offsets are normalised to UTC (no offset: UTC), and a precision one lacks that the
-other has gives empty (``birthDate < @2020-06-01`` on ``2020``); other text compares as text.
+other has gives empty (``birthDate < @2020-06-01`` on ``2020``); other text compares as text. ``in``,
+``contains``, ``distinct()``, ``|`` and ``=`` on collections use that equality item by item.
 """
 
 from __future__ import annotations
@@ -495,6 +496,21 @@ def _text_equal(a: str, b: str) -> bool | None:
     return None if order is None else order == 0
 
 
+def _equals(a: Any, b: Any) -> bool | None:
+    """FHIRPath ``=`` of two single values (N1 6.1.1): :func:`_equal`, with two strings compared by
+    :func:`_text_equal` (two dates/times by what they denote); None (unknown) for dates/times of different
+    precisions that agree as far as both go."""
+    if type(a) is str and type(b) is str:
+        return _text_equal(a, b)
+    return _equal(a, b)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether ``a = b`` is true: how ``in``, ``contains``, ``distinct()`` and ``|`` tell items apart (an unknown
+    equality, ``2020`` against ``2020-06-01``, keeps both)."""
+    return _equals(a, b) is True
+
+
 # --------------------------------------------------------------------------------------------------------
 # Compiler
 # --------------------------------------------------------------------------------------------------------
@@ -700,7 +716,7 @@ class _Compiler:
             def union(coll: list, ri: int) -> list:
                 out: list = []
                 for v in left(coll, ri) + right(coll, ri):
-                    if not any(_equal(v, o) for o in out):
+                    if not any(_same(v, o) for o in out):
                         out.append(v)
                 return out
             return union
@@ -737,19 +753,25 @@ class _Compiler:
                 a, b = left(coll, ri), right(coll, ri)
                 if not a or not b:
                     return [] if strict else [(not a and not b) != negate]
-                if strict and len(a) == 1 and len(b) == 1 and type(a[0]) is str and type(b[0]) is str:
-                    same = _text_equal(a[0], b[0])  # dates and times by the instant they denote
-                    return [] if same is None else [same != negate]
-                res = len(a) == len(b) and all(eq(x, y) for x, y in zip(a, b, strict=True))
-                return [res != negate]
+                if len(a) != len(b):
+                    return [negate]
+                if not strict:
+                    return [all(eq(x, y) for x, y in zip(a, b, strict=True)) != negate]
+                unknown = False  # item by item, in order; dates and times by the instant they denote
+                for x, y in zip(a, b, strict=True):
+                    same = _equals(x, y)
+                    if same is False:
+                        return [negate]
+                    unknown = unknown or same is None
+                return [] if unknown else [not negate]
             return equality
         if op in ("<", ">", "<=", ">="):
             return _comparison(op, left, right, text)
         if op in ("in", "contains"):
             item_fn, coll_fn = (left, right) if op == "in" else (right, left)
             consts = _literal_values(rnode if op == "in" else lnode)
-            if consts is not None and all(type(v) is str for v in consts):
-                members = frozenset(consts)
+            if consts is not None and all(type(v) is str and not _temporal(v) for v in consts):
+                members = frozenset(consts)  # no date or time: plain text equality
                 item_node = lnode if op == "in" else rnode
                 if item_node[0] == "member" and item_node[1] is None:
                     name = item_node[2]
@@ -772,7 +794,7 @@ class _Compiler:
                 v = _singleton(item_fn(coll, ri), op)
                 if v is None:
                     return []
-                return [any(_equal(v, x) for x in coll_fn(coll, ri))]
+                return [any(_same(v, x) for x in coll_fn(coll, ri))]
             return membership
         if op == "&":
             def concat(coll: list, ri: int) -> list:
@@ -1057,7 +1079,7 @@ def _f_distinct(c: _Compiler, source: Evaluator, args: list, target: tuple | Non
     def distinct(coll: list, ri: int) -> list:
         out: list = []
         for v in source(coll, ri):
-            if not any(_equal(v, o) for o in out):
+            if not any(_same(v, o) for o in out):
                 out.append(v)
         return out
     return distinct
@@ -1660,7 +1682,7 @@ def _criterion(node: tuple, names: dict[str, Any], members: dict[str, str]) -> s
         item, lits = node[2], _literal_values(node[3])
         if lits is None or not lits or not all(type(v) is str for v in lits) or (node[1] == "=" and len(lits) > 1):
             return None
-        if node[1] == "=" and _temporal(lits[0]):
+        if any(_temporal(v) for v in lits):
             return None  # a date or time: equal by the instant it denotes, which the evaluator knows
         value = _criterion_item(item, members)
         if value is None:
