@@ -215,16 +215,18 @@ def reflatten_views(lake: Lake, views_dir: Path | Sequence[Path] | None = None, 
 
 
 def view_table_schema(view) -> pa.Schema:
-    """The lake schema of a view: its Arrow schema with date/dateTime/instant columns as UTC timestamps, each
-    date/dateTime column followed by its ``<name>_latest`` (see :meth:`CompiledView.with_timestamps`)."""
+    """The lake schema of a view: its Arrow schema with date/dateTime/instant columns as UTC timestamps (lists of
+    them for ``collection`` columns), each date/dateTime column followed by its ``<name>_latest`` (see
+    :meth:`CompiledView.with_timestamps`)."""
     from ingest.fhir.viewdef import LATEST_SUFFIX
 
     temporal, partial = set(view.temporal_columns), set(view.partial_columns)
     fields = []
     for f in view.arrow_schema:
-        fields.append(pa.field(f.name, TIMESTAMP) if f.name in temporal else f)
+        type_ = pa.list_(TIMESTAMP) if pa.types.is_list(f.type) else TIMESTAMP
+        fields.append(pa.field(f.name, type_) if f.name in temporal else f)
         if f.name in partial:
-            fields.append(pa.field(f.name + LATEST_SUFFIX, TIMESTAMP))
+            fields.append(pa.field(f.name + LATEST_SUFFIX, type_))
     return pa.schema(fields, metadata=view.arrow_schema.metadata)
 
 
@@ -764,18 +766,28 @@ def _wrong_types(view, table: pa.Table, lost: list[tuple[str, int, object]], sou
 
 
 def _unparsed_dates(view, raw: pa.Table, parsed: pa.Table, sources: dict[str, str]) -> list[dict]:
-    """A reject row per view row whose date/dateTime value could not be parsed (the row keeps a null there).
+    """A reject row per date/dateTime value (each item of a ``collection`` column) that could not be parsed (the
+    row keeps a null there).
     The view's ``id`` column (``getResourceKey()``, by the shipped views' convention) says which resource;
     ``sources`` maps ``Type/id`` to its source file."""
     rejects = []
     for name in view.temporal_columns:
         if name not in raw.column_names:
             continue
-        lost = pc.and_(pc.is_valid(raw.column(name)), pc.is_null(parsed.column(name)))
+        text, times = raw.column(name), parsed.column(name)
+        rows = None
+        if pa.types.is_list(text.type):  # a collection column: its items, each with the row it is in
+            text, times = text.combine_chunks(), times.combine_chunks()
+            rows = pc.list_parent_indices(text)
+            text, times = text.flatten(), times.flatten()
+        lost = pc.and_(pc.is_valid(text), pc.is_null(times))
         if not pc.any(lost).as_py():
             continue
-        keys = raw.column("id").filter(lost) if "id" in raw.column_names else pa.nulls(pc.sum(lost).as_py())
-        values = raw.column(name).filter(lost)
+        if "id" not in raw.column_names:
+            keys = pa.nulls(pc.sum(lost).as_py())
+        else:
+            keys = raw.column("id").filter(lost) if rows is None else raw.column("id").take(rows.filter(lost))
+        values = text.filter(lost)
         rejects += [_view_reject(view, key, sources, f"{name} is not a FHIR date/dateTime", str(value))
                     for key, value in zip(keys.to_pylist(), values.to_pylist(), strict=True)]
     return rejects

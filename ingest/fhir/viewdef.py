@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ingest.fhir.fhirpath import (
     SLOW,
@@ -525,14 +526,14 @@ class CompiledView:
 
     @property
     def temporal_columns(self) -> list[str]:
-        """Names of the non-collection ``date``/``dateTime``/``instant`` columns."""
-        return [c.name for c in self._columns if c.type in TEMPORAL_TYPES and not c.collection]
+        """Names of the ``date``/``dateTime``/``instant`` columns (``collection`` ones included: lists of them)."""
+        return [c.name for c in self._columns if c.type in TEMPORAL_TYPES]
 
     @property
     def partial_columns(self) -> list[str]:
-        """Names of the non-collection ``date``/``dateTime`` columns, whose values may be partial (a year, a month
-        or a day): each gets a ``<name>_latest`` column in the lake (:meth:`with_timestamps`)."""
-        return [c.name for c in self._columns if c.type in PARTIAL_TYPES and not c.collection]
+        """Names of the ``date``/``dateTime`` columns, whose values may be partial (a year, a month or a day):
+        each gets a ``<name>_latest`` column in the lake (:meth:`with_timestamps`)."""
+        return [c.name for c in self._columns if c.type in PARTIAL_TYPES]
 
     def rows(self, resource: dict) -> list[tuple]:
         """Rows (tuples in :attr:`columns` order) for one resource; ``[]`` for another resource type or when
@@ -594,16 +595,37 @@ class CompiledView:
         :func:`ingest.schema.utc_timestamps`), and after each date/dateTime column ``<name>_latest`` holds the
         last instant the value may denote (:func:`ingest.schema.utc_period_ends`: ``2020-06`` ends on
         2020-06-30T23:59:59.999999Z; a date-time is itself), so that a cutoff can keep only what surely came
-        before it."""
+        before it. A ``collection`` column becomes a list of timestamps (its ``<name>_latest`` a list of the
+        same length)."""
         partial = set(self.partial_columns)
         for name in self.temporal_columns:
             if name in table.column_names:
                 i = table.column_names.index(name)
                 text = table.column(name)
-                table = table.set_column(i, pa.field(name, TIMESTAMP), utc_timestamps(text))
+                if pa.types.is_list(text.type):
+                    type_ = pa.list_(TIMESTAMP)
+                    starts, ends = _per_item(text, utc_timestamps), lambda t=text: _per_item(t, utc_period_ends)
+                else:
+                    type_, starts, ends = TIMESTAMP, utc_timestamps(text), lambda t=text: utc_period_ends(t)
+                table = table.set_column(i, pa.field(name, type_), starts)
                 if name in partial:
-                    table = table.add_column(i + 1, pa.field(name + LATEST_SUFFIX, TIMESTAMP), utc_period_ends(text))
+                    table = table.add_column(i + 1, pa.field(name + LATEST_SUFFIX, type_), ends())
         return table
+
+
+def _per_item(column: pa.Array | pa.ChunkedArray,
+              parse: Callable[[pa.Array], pa.Array]) -> pa.Array | pa.ChunkedArray:
+    """``parse`` (text -> ``timestamp[us, tz=UTC]``) applied to the items of a list column, keeping its lists
+    and its null rows."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    out = []
+    for chunk in chunks:
+        offsets = chunk.offsets  # of a sliced chunk: positions in its whole values array
+        start, end = offsets[0].as_py(), offsets[-1].as_py()
+        out.append(pa.ListArray.from_arrays(pc.subtract(offsets, pa.scalar(start, offsets.type)),
+                                            parse(chunk.values.slice(start, end - start)),
+                                            mask=chunk.is_null() if chunk.null_count else None))
+    return pa.chunked_array(out, pa.list_(TIMESTAMP)) if isinstance(column, pa.ChunkedArray) else out[0]
 
 
 def _array(values: list, field: pa.Field, lost: list[tuple[str, int, Any]] | None) -> pa.Array:
@@ -675,7 +697,7 @@ def compile_view(view_json: dict, *, name: str | None = None, generate: bool = T
             raise builder.fail(f"column name {col.name!r} is used twice; column names must be unique")
         seen.add(col.name)
     for col in root.columns:
-        if col.type in PARTIAL_TYPES and not col.collection and col.name + LATEST_SUFFIX in seen:
+        if col.type in PARTIAL_TYPES and col.name + LATEST_SUFFIX in seen:
             raise builder.fail(f"column name {col.name + LATEST_SUFFIX!r} is taken by the lake: it holds the last"
                                f" instant the {col.type} column {col.name!r} may denote; rename the column")
     generated = _Generator(builder).build(selects) if generate else None

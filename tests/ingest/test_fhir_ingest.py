@@ -1023,3 +1023,44 @@ def test_cli_reject_summary_groups_reasons_and_counts_the_rest(tmp_path, capsys)
     said = " ".join(capsys.readouterr().out.split())
     assert "not valid JSON │ 2 │ a.ndjson:line 1" in said
     assert "2 more reason(s)" in said and "has no id" not in said
+
+
+def test_a_collection_date_column_is_a_list_of_timestamps_even_in_a_lake_that_held_text(tmp_path):
+    from ingest.fhir.pipeline import DEFAULT_VIEWS
+    from ingest.schema import TIMESTAMP, register
+
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    view = {"resourceType": "ViewDefinition", "name": "patient_times", "resource": "Patient", "status": "active",
+            "select": [{"column": [{"name": "id", "path": "getResourceKey()"},
+                                   {"name": "at", "path": "extension.value.ofType(dateTime)", "type": "dateTime",
+                                    "collection": True}]}]}
+    (extra / "times.json").write_text(json.dumps(view))
+    times = {"a": ["2020-06", "2021-01-01T10:00:00+02:00"], "b": ["2020-02-30", "2022"], "c": []}
+    for name, values in times.items():
+        patient = {"resourceType": "Patient", "id": name,
+                   "extension": [{"url": f"http://x/{i}", "valueDateTime": v} for i, v in enumerate(values)]}
+        (tmp_path / f"{name}.ndjson").write_bytes(orjson.dumps(patient) + b"\n")
+    lake = Lake(tmp_path / "lake")
+    # a lake written before: the column as a list of text
+    ingest_fhir(lake, [tmp_path / "a.ndjson"], views_dir=[DEFAULT_VIEWS, extra])
+    old = pa.schema([("id", pa.string()), ("at", pa.list_(pa.string()))])
+    register("view_patient_times", old)
+    lake.write("view_patient_times", pa.table({"id": ["a"], "at": [times["a"]]}, schema=old), mode="overwrite")
+    assert lake.read("view_patient_times").schema.field("at").type == pa.list_(pa.string())
+
+    report = ingest_fhir(lake, [tmp_path / "b.ndjson", tmp_path / "c.ndjson"])  # later runs still append
+    assert report.views["patient_times"] == 3 and report.view_rejects == 1
+    table = lake.read("view_patient_times")
+    assert table.schema.field("at").type == pa.list_(TIMESTAMP)
+    assert table.schema.field("at_latest").type == pa.list_(TIMESTAMP)
+    got = {r["id"]: ([t and t.isoformat() for t in r["at"]], [t and t.isoformat() for t in r["at_latest"]])
+           for r in table.to_pylist()}
+    assert got == {
+        "a": (["2020-06-01T00:00:00+00:00", "2021-01-01T08:00:00+00:00"],
+              ["2020-06-30T23:59:59.999999+00:00", "2021-01-01T08:00:00+00:00"]),
+        "b": ([None, "2022-01-01T00:00:00+00:00"], [None, "2022-12-31T23:59:59.999999+00:00"]),  # 02-30: null
+        "c": ([], [])}
+    rejects = [r for r in _rejects(lake) if "patient_times" in r["reason"]]
+    assert [(r["location"], r["reason"], r["raw"]) for r in rejects] == [
+        ("Patient/b", "view patient_times: at is not a FHIR date/dateTime (kept as null)", "2020-02-30")]

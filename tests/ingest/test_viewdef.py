@@ -119,3 +119,39 @@ def test_of_type_quantity_reads_an_age_and_of_type_string_a_code(generate):
     assert view.to_table(conditions).to_pylist() == [
         {"id": "a", "onset_value": 52.0, "onset_unit": "a", "note": "c1"},
         {"id": "q", "onset_value": 3.0, "onset_unit": "mo", "note": None}]
+
+
+def test_a_collection_date_column_becomes_lists_of_timestamps():
+    view = compile_view({"resource": "Patient", "name": "p", "select": [{"column": [
+        {"name": "id", "path": "getResourceKey()"},
+        {"name": "born", "path": "extension.value.ofType(date)", "type": "date", "collection": True},
+        {"name": "seen", "path": "extension.value.ofType(instant)", "type": "instant", "collection": True}]}]})
+    assert view.temporal_columns == ["born", "seen"] and view.partial_columns == ["born"]
+    patients = [{"resourceType": "Patient", "id": p, "extension": [{"url": "u", "valueDate": d} for d in dates]
+                 + [{"url": "i", "valueInstant": "2020-01-01T00:00:00+01:00"}]}
+                for p, dates in (("a", ["2020", "2021-03"]), ("b", []), ("c", ["2020-02-03"]))]
+    table = view.to_table(patients, timestamps=True)
+    assert table.schema == view_table_schema(view).remove_metadata()
+    assert table.schema.field("born_latest").type == pa.list_(TIMESTAMP)
+    assert [[t.isoformat() for t in ts] for ts in table.column("born").to_pylist()] == [
+        ["2020-01-01T00:00:00+00:00", "2021-03-01T00:00:00+00:00"], [], ["2020-02-03T00:00:00+00:00"]]
+    assert [[t.isoformat() for t in ts] for ts in table.column("born_latest").to_pylist()] == [
+        ["2020-12-31T23:59:59.999999+00:00", "2021-03-31T23:59:59.999999+00:00"], [],
+        ["2020-02-03T23:59:59.999999+00:00"]]
+    assert [t.isoformat() for ts in table.column("seen").to_pylist() for t in ts] == [
+        "2019-12-31T23:00:00+00:00"] * 3
+    # sliced and chunked lists with null rows keep their shape
+    text = view.to_table(patients).slice(1)
+    chunked = pa.Table.from_batches([*text.to_batches(), *text.to_batches()])
+    chunked = chunked.set_column(1, "born", pa.chunked_array([pa.array([None, ["2020"]], pa.list_(pa.string())),
+                                                              *chunked.column("born").chunks[1:]]))
+    parsed = view.with_timestamps(chunked).column("born").to_pylist()
+    assert [None if ts is None else [t.year for t in ts] for ts in parsed] == [None, [2020], [], [2020]]
+
+
+def test_a_collection_date_column_name_and_latest_may_not_clash():
+    with pytest.raises(ViewDefinitionError, match="'at_latest' is taken by the lake"):
+        compile_view(_view({"name": "at", "path": "effective.ofType(dateTime)", "type": "dateTime",
+                            "collection": True}) | {"select": [{"column": [
+                                {"name": "at", "path": "effective.ofType(dateTime)", "type": "dateTime",
+                                 "collection": True}, {"name": "at_latest", "path": "id"}]}]})
