@@ -1509,14 +1509,49 @@ _NUMBER_TYPES = {"boolean": "boolean", "integer": "integer", "positiveInt": "int
 
 def result_type(text: str, constants: Mapping[str, Any] | None = None) -> str | None:
     """The FHIR type every value of ``text`` surely has when it is ``boolean``, ``integer`` or ``decimal``
-    (``exists()``, ``count()``, a comparison, ``ofType(integer)``, ``%rowIndex``), else None (text, objects,
-    or not known before the data are read). A view column without a ``type`` takes it, so that its values
-    are not written as the text ``true`` or ``3``."""
+    (``exists()``, ``count()``, a comparison, ``ofType(integer)``, ``%rowIndex``, the ``value`` of a Quantity
+    the path names: ``value.ofType(Quantity).value``), else None (text, objects, or not known before the data
+    are read). A view column without a ``type`` takes it, so that its values are not written as the text
+    ``true`` or ``3``."""
     return _result_type(parse(text), dict(constants or {}))
+
+
+_QUANTITIES = frozenset(("Quantity", *SUBTYPES["Quantity"]))
+# Members of the complex types a path names with ofType/as whose type no FHIR version changes (R4, R4B, R5): a
+# Quantity's value is a decimal; a Range's low/high and a Ratio's numerator/denominator are Quantities.
+_MEMBER_TYPES = {**{(q, "value"): "decimal" for q in _QUANTITIES}, ("Range", "low"): "Quantity",
+                 ("Range", "high"): "Quantity", ("Ratio", "numerator"): "Quantity",
+                 ("Ratio", "denominator"): "Quantity"}
+
+
+def _named_type(node: tuple | None) -> str | None:
+    """The complex type a path's values surely have because the path names it (``x.ofType(Quantity)``,
+    ``x as Range``, ``x.ofType(Range).low``, then ``first()``-like functions), else None. No schema is read:
+    a plain member (``valueQuantity``) says nothing."""
+    if node is None:
+        return None
+    if node[0] == "type" and node[1] == "as":
+        return node[3]
+    if node[0] == "member":
+        outer = _named_type(node[1])
+        return None if outer is None else _MEMBER_TYPES.get((outer, node[2]))
+    if node[0] == "func":
+        _, target, name, args = node
+        if name in ("ofType", "as") and len(args) == 1:
+            try:
+                return _type_arg(args[0], name)
+            except FhirPathError:
+                return None
+        if name in _SAME_TYPE_FUNCTIONS and target is not None:
+            return _named_type(target)
+    return None
 
 
 def _result_type(node: tuple, constants: dict[str, Any]) -> str | None:
     kind = node[0]
+    if kind == "member":
+        member_type = _named_type(node)
+        return member_type if member_type in ("boolean", "integer", "decimal") else None
     if kind == "lit":
         v = node[1]
         return "boolean" if type(v) is bool else "integer" if type(v) is int else "decimal" \

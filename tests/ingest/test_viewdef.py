@@ -155,3 +155,27 @@ def test_a_collection_date_column_name_and_latest_may_not_clash():
                             "collection": True}) | {"select": [{"column": [
                                 {"name": "at", "path": "effective.ofType(dateTime)", "type": "dateTime",
                                  "collection": True}, {"name": "at_latest", "path": "id"}]}]})
+
+
+@pytest.mark.parametrize("generate", [True, False])
+def test_an_untyped_quantity_value_is_a_number_column(generate):
+    view = compile_view({"resource": "Observation", "name": "q", "select": [{"column": [
+        {"name": "id", "path": "getResourceKey()"},
+        {"name": "value", "path": "value.ofType(Quantity).value"},
+        {"name": "low", "path": "value.ofType(Range).low.value"},
+        {"name": "component_values", "path": "component.value.ofType(Quantity).value", "collection": True},
+        {"name": "unit", "path": "value.ofType(Quantity).unit"},
+        {"name": "by_key", "path": "valueQuantity.value"}]}]}, generate=generate)
+    # the path names the Quantity, whose value is a decimal in every FHIR version; a plain member such as
+    # valueQuantity would need a FHIR schema to type, so it stays text
+    assert dict(view.columns) == {"id": None, "value": "decimal", "low": "decimal", "component_values": "decimal",
+                                  "unit": None, "by_key": None}
+    observations = [{"resourceType": "Observation", "id": "o1", "valueQuantity": {"value": 4, "unit": "mg"},
+                     "component": [{"valueQuantity": {"value": 1.5}}, {"valueAge": {"value": 2}}]},
+                    {"resourceType": "Observation", "id": "o2", "valueRange": {"low": {"value": 0.5}}}]
+    table = view.to_table(observations)
+    assert table.schema.types == [pa.string(), pa.float64(), pa.float64(), pa.list_(pa.float64()), pa.string(),
+                                  pa.string()]
+    assert table.to_pylist() == [
+        {"id": "o1", "value": 4.0, "low": None, "component_values": [1.5, 2.0], "unit": "mg", "by_key": "4"},
+        {"id": "o2", "value": None, "low": 0.5, "component_values": [], "unit": None, "by_key": None}]
