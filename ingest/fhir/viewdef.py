@@ -103,9 +103,10 @@ class _Node:
 
 
 class _Builder:
-    def __init__(self, view_name: str, constants: dict[str, Any]) -> None:
+    def __init__(self, view_name: str, constants: dict[str, Any], source: str | None = None) -> None:
         self.view_name = view_name
         self.constants = constants
+        self.source = source  # the ViewDefinition file, when the view was read from one
 
     def fail(self, message: str) -> ViewDefinitionError:
         return ViewDefinitionError(f"view {self.view_name!r}: {message}")
@@ -119,9 +120,14 @@ class _Builder:
             raise self.fail(f"{where}: {exc}") from None
 
     def column_value(self, column: _Column) -> tuple[ScalarFn | None, ValueFn]:
-        """The column's fast scalar function (None when its path has none) and its full evaluator."""
+        """The column's fast scalar function (None when its path has none) and its full evaluator.
+
+        A column without a ``type`` (none declared, none inferred) must return primitives: an object is a
+        :class:`ViewEvaluationError` (its fast function says SLOW on one, so the full evaluator raises it)."""
         fn = self.path(column.path, f"column {column.name!r}")
         view_name, name, path = self.view_name, column.name, column.path
+        primitive = column.type is None
+        not_primitive = self.not_primitive(column)
 
         def evaluate(focus: list, ri: int) -> list:
             try:
@@ -129,18 +135,52 @@ class _Builder:
             except FhirPathError as exc:  # name the column, as the compile errors do
                 raise ViewEvaluationError(f"view {view_name!r}: column {name!r}: {exc}") from None
         if column.collection:
-            return None, lambda focus, ri: list(evaluate(focus, ri))  # a copy: never hand out the resource's list
+            def values(focus: list, ri: int) -> list:
+                out = list(evaluate(focus, ri))  # a copy: never hand out the resource's list
+                if primitive:
+                    for v in out:
+                        if type(v) is dict:
+                            raise not_primitive(v)
+                return out
+            return None, values
 
         def value(focus: list, ri: int) -> Any:
             out = evaluate(focus, ri)
             if not out:
                 return None
             if len(out) == 1:
+                if primitive and type(out[0]) is dict:
+                    raise not_primitive(out[0])
                 return out[0]
             raise ViewEvaluationError(
                 f"view {view_name!r}: column {name!r} (path {path!r}) returned {len(out)} values; set"
                 " \"collection\": true or narrow the path, e.g. with .first()")
-        return compile_scalar(path), value
+        fast = compile_scalar(path)
+        if fast is not None and primitive:
+            scalar = fast
+
+            def fast(item: Any) -> Any:
+                v = scalar(item)
+                return SLOW if type(v) is dict else v
+        return fast, value
+
+    def not_primitive(self, column: _Column) -> Callable[[dict], ViewEvaluationError]:
+        """The error of a column without a ``type`` whose path returned an object (the spec: a column that
+        returns a non-primitive must say its type); it names the view file, view, column, path and the object's
+        member names (never their values), and says how to fix the view."""
+        where = f"{self.source}: " if self.source else ""
+        view_name, name, path = self.view_name, column.name, column.path
+
+        def error(obj: dict) -> ViewEvaluationError:
+            members = [k for k in obj if k != "resourceType"]
+            shown = ", ".join(members[:6]) + (", ..." if len(members) > 6 else "")
+            example = next((k for k in members if type(obj[k]) in (str, int, float, bool)), "code")
+            return ViewEvaluationError(
+                f"{where}view {view_name!r}: column {name!r} (path {path!r}) returned an object (members: {shown}),"
+                " but a column without a \"type\" must return primitive values: select a member of it (e.g."
+                f" {path}.{example}) or declare the column's FHIR type (e.g. \"type\": \"Coding\"), which"
+                " stores the object as JSON text")
+        return error
 
     def select(self, spec: Any, where: str) -> _Node:
         if not isinstance(spec, dict):
@@ -413,7 +453,10 @@ class _Generator:
                 code.append(f"{var} = {finals[0]}")
                 for other in finals[1:]:
                     code += [f"if {var} is None:", f"    {var} = {other}"]
-                code += [f"if {var} is SLOW:", f"    {var} = {full_name}([x], ri)"]
+                if column.type is None:  # an object in an untyped column: the full evaluator reports it
+                    code += [f"if {var} is SLOW or type({var}) is dict:", f"    {var} = {full_name}([x], ri)"]
+                else:
+                    code += [f"if {var} is SLOW:", f"    {var} = {full_name}([x], ri)"]
         lines = [f"def {name}(x, ri):"]
         if needs_fx:
             lines.append("    fx = [] if x is None else [x]")
@@ -664,13 +707,15 @@ def _coerce(value: Any, type_: pa.DataType) -> Any:
     return None
 
 
-def compile_view(view_json: dict, *, name: str | None = None, generate: bool = True) -> CompiledView:
+def compile_view(view_json: dict, *, name: str | None = None, generate: bool = True,
+                 source: Path | str | None = None) -> CompiledView:
     """Validate and compile a SQL-on-FHIR v2 ViewDefinition.
 
     Args:
         view_json: the ViewDefinition (``resource``, ``select``, optional ``where``, ``constant``, ``name``).
         name: the view name when ``view_json`` has none (e.g. the file stem).
         generate: flatten with generated Python (faster; the same rows) rather than the closure engine alone.
+        source: the file the view was read from, named by the errors the data cause where the view is at fault.
 
     Raises:
         ViewDefinitionError: the view is invalid; the message says where and how to fix it.
@@ -681,7 +726,7 @@ def compile_view(view_json: dict, *, name: str | None = None, generate: bool = T
     view_name = view_json.get("name") or name or "<unnamed>"
     if not isinstance(view_name, str):
         raise ViewDefinitionError(f"view {label!r}: 'name' must be a string")
-    builder = _Builder(view_name, {})
+    builder = _Builder(view_name, {}, None if source is None else str(source))
     resource = view_json.get("resource")
     if not isinstance(resource, str) or not re.match(r"^[A-Z][A-Za-z]+$", resource):
         raise builder.fail(f"'resource' must name a FHIR resource type (e.g. \"Patient\"), got {resource!r}")
@@ -732,7 +777,7 @@ def load_views(directory: Path | str | Sequence[Path | str]) -> list[CompiledVie
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise ViewDefinitionError(f"{path}: cannot read ViewDefinition JSON: {exc}") from None
             try:
-                view = compile_view(spec, name=path.stem)
+                view = compile_view(spec, name=path.stem, source=path)
             except ViewDefinitionError as exc:
                 raise ViewDefinitionError(f"{path}: {exc}") from None
             if view.name in names:

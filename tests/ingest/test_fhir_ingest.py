@@ -1064,3 +1064,27 @@ def test_a_collection_date_column_is_a_list_of_timestamps_even_in_a_lake_that_he
     rejects = [r for r in _rejects(lake) if "patient_times" in r["reason"]]
     assert [(r["location"], r["reason"], r["raw"]) for r in rejects] == [
         ("Patient/b", "view patient_times: at is not a FHIR date/dateTime (kept as null)", "2020-02-30")]
+
+
+def test_an_untyped_view_column_returning_an_object_rejects_the_resource_naming_the_view_file(tmp_path):
+    from ingest.fhir.pipeline import DEFAULT_VIEWS
+
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    view = {"resourceType": "ViewDefinition", "name": "patient_language", "resource": "Patient", "status": "active",
+            "select": [{"column": [{"name": "id", "path": "getResourceKey()"},
+                                   {"name": "language", "path": "communication.language.coding.first()"}]}]}
+    (extra / "language.json").write_text(json.dumps(view))
+    patients = [{"resourceType": "Patient", "id": "coded", "communication": [
+                    {"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "en"}]}}]},
+                {"resourceType": "Patient", "id": "none"}]
+    (tmp_path / "Patient.ndjson").write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in patients))
+    lake = Lake(tmp_path / "lake")
+    report = ingest_fhir(lake, [tmp_path / "Patient.ndjson"], views_dir=[DEFAULT_VIEWS, extra])
+    assert report.written == 2 and report.views["patient_language"] == 1 and report.view_rejects == 1
+    [reject] = [r for r in _rejects(lake) if "patient_language" in r["reason"]]
+    assert reject["location"] == "Patient/coded"
+    assert reject["reason"].startswith(
+        f"cannot flatten: {lake.path / '_views' / 'patient_language.json'}: view 'patient_language': column"
+        " 'language' (path 'communication.language.coding.first()') returned an object (members: system, code)")
+    assert "select a member of it (e.g. communication.language.coding.first().system)" in reject["reason"]

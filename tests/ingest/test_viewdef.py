@@ -179,3 +179,32 @@ def test_an_untyped_quantity_value_is_a_number_column(generate):
     assert table.to_pylist() == [
         {"id": "o1", "value": 4.0, "low": None, "component_values": [1.5, 2.0], "unit": "mg", "by_key": "4"},
         {"id": "o2", "value": None, "low": 0.5, "component_values": [], "unit": None, "by_key": None}]
+
+
+@pytest.mark.parametrize("generate", [True, False])
+@pytest.mark.parametrize(("path", "collection"), [("code.coding.first()", False), ("code.coding", True),
+                                                  ("code.coding.where(code = 'b')", False)])
+def test_an_untyped_column_returning_an_object_is_an_error_naming_file_view_column_and_fix(
+        tmp_path, generate, path, collection):
+    import json
+
+    from ingest.fhir.viewdef import ViewEvaluationError, load_views
+
+    column = {"name": "coding", "path": path} | ({"collection": True} if collection else {})
+    (tmp_path / "mine.json").write_text(json.dumps(_view(column)))
+    view = load_views(tmp_path)[0] if generate else compile_view(_view(column), generate=False,
+                                                                   source=tmp_path / "mine.json")
+    obs = dict(OBS, code={"coding": [{"system": "http://loinc.org", "code": "b", "display": "B"}]})
+    with pytest.raises(ViewEvaluationError) as err:
+        view.rows(obs)
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'mine.json'}: view 'v': column 'coding' (path {path!r}) returned an"
+                              " object (members: system, code, display)")
+    assert f"select a member of it (e.g. {path}.system)" in message and '"type": "Coding"' in message
+    assert "http://loinc.org" not in message  # names the members, never the data
+    # a primitive, or an object the column declares, is written as before
+    assert view.rows(dict(OBS, code={"coding": []})) == [("o1", [] if collection else None)]
+    typed = compile_view(_view(column | {"type": "Coding"}), generate=generate)
+    assert typed.to_table([obs]).column("coding").to_pylist()[0] in (
+        '{"system":"http://loinc.org","code":"b","display":"B"}',
+        ['{"system":"http://loinc.org","code":"b","display":"B"}'])
