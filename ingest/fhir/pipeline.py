@@ -320,7 +320,8 @@ def _read_task(tasks: Task | tuple[Task, ...], *, batch_size: int, validate: boo
         else:
             counts[2] += 1
             chunk.rejects.append(_reject_row(source, item, reason))
-        batch_bytes += len(item.raw) if item.raw is not None else 0
+        # a Bundle entry read on its own keeps no raw text when accepted: its text_bytes count instead
+        batch_bytes += max(item.text_bytes, len(item.raw) if item.raw is not None else 0)
         if len(accepted) + len(chunk.rejects) >= batch_size or batch_bytes >= BATCH_BYTES:
             if accepted:
                 _fill(chunk, accepted, texts, sources, views)

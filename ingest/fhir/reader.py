@@ -214,6 +214,8 @@ class Item:
     reason: str | None = None
     raw: bytes | None = None  # a reject's text (cut at RAW_LIMIT); for an NDJSON resource its whole line
     # (kept as the resource's stored JSON: the source text, decimals exactly as written)
+    text_bytes: int = 0  # source text read for this record that ``raw`` does not hold: the entry's text for the
+    # first Item of a Bundle entry read on its own (so that batches of them are bounded by their text too)
 
 
 @dataclass
@@ -466,7 +468,10 @@ class Reader:
             text = data[start:end]
             entry, repeats = _noting_repeats(text, orjson.loads(text))
             _note_full_url(entry, {})  # its id, when its urn:uuid fullUrl gives it one
-            yield from _expand_entry(entry, f"entry {n + 1}", urls, repeats=repeats)
+            size = end - start
+            for item in _expand_entry(entry, f"entry {n + 1}", urls, repeats=repeats):
+                item.text_bytes, size = size, 0  # an entry (a nested Bundle: all its Items) counts once
+                yield item
 
 
 _WHITESPACE = re.compile(rb"[ \t\n\r]*")  # JSON's

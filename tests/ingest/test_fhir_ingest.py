@@ -382,6 +382,27 @@ def test_worker_batches_are_bounded_by_records_and_text_not_only_accepted_resour
     assert len(_rejects(lake)) == 50 and lake.dataset("fhir_resources").count_rows() == 30
 
 
+def test_a_large_bundles_entries_are_batched_by_their_text_too(tmp_path, monkeypatch):
+    """A Bundle read one entry at a time keeps no raw text for its accepted entries, so BATCH_BYTES must count the
+    entries' source text: otherwise a Bundle of 1 MB DocumentReferences put up to batch_size (1,000) of them,
+    parsed, into one batch, and reading it one entry at a time bounded nothing."""
+    from ingest.fhir.pipeline import _read_task
+
+    entries = [{"resource": {"resourceType": "DocumentReference", "id": f"d{i}", "status": "current",
+                             "content": [{"attachment": {"data": "QUJD" * 500}}]}} for i in range(30)]
+    entries += [{"resource": {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "Patient", "id": f"p{i}", "note": "x" * 3000}} for i in range(4)]}}]
+    path = tmp_path / "documents.json"
+    path.write_bytes(orjson.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}))
+    monkeypatch.setattr("ingest.fhir.reader.STREAM_BUNDLE_BYTES", 1_000)  # read one entry at a time
+    monkeypatch.setattr("ingest.fhir.pipeline.BATCH_BYTES", 5_000)  # about two and a half DocumentReferences
+    [task] = discover([path]).tasks
+    chunks = list(_read_task(task, batch_size=10, validate=False, views=None))
+    sizes = [0 if c.resources is None else c.resources.num_rows for c in chunks]
+    assert sum(sizes) == 34 and max(sizes) <= 4  # cut by text (the nested Bundle's 4 Patients are one entry)
+    assert sum(c.done for c in chunks) == task.size
+
+
 def test_the_cli_counts_reject_reasons_from_a_stream(tmp_path, monkeypatch, capsys):
     """The summary after an ingest read every reject of the run into Python (125 MB for 182k rejects): it now
     streams them (Lake.sql_batches), keeping a count and a first example per reason."""
