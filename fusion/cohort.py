@@ -443,12 +443,22 @@ def _before(frame: pd.DataFrame, time_col: str, keys: np.ndarray, index: pd.Seri
 
 def _top_codes(frame: pd.DataFrame, k: int, *, qualified: bool = False) -> list[str]:
     """The ``k`` codes seen in the most patients (ties broken by code, for determinism); with ``qualified``,
-    ``system|code`` entries (a bare code for rows without a system), so one code in two systems counts twice."""
+    ``system|code`` entries, so one code in two systems counts twice. A row without a system counts as
+    :func:`coded_as` matches it: towards every ``system|code`` of its code, or, for a code no row gives a
+    system, as the bare code (a bare entry next to a qualified one would match the same rows twice)."""
     if frame.empty or k == 0:
         return []
     code = frame["code"].astype("string")
-    entry = _qualified(frame).fillna(code) if qualified else code
-    coverage = frame.assign(code=entry).groupby("code")["patient_key"].nunique().reset_index()
+    entries = pd.DataFrame({"code": code, "patient_key": frame["patient_key"]})
+    if qualified:
+        entries["entry"] = _qualified(frame)
+        known = entries[entries["entry"].notna()]
+        unknown = entries[entries["entry"].isna()].drop(columns="entry").merge(
+            known[["code", "entry"]].drop_duplicates(), on="code", how="left")
+        unknown["entry"] = unknown["entry"].fillna(unknown["code"])
+        entries = pd.concat([known, unknown], ignore_index=True)
+        entries["code"] = entries.pop("entry")
+    coverage = entries.groupby("code")["patient_key"].nunique().reset_index()
     coverage = coverage.sort_values(["patient_key", "code"], ascending=[False, True])
     return coverage["code"].astype(str).head(k).tolist()
 

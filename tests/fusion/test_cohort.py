@@ -188,6 +188,23 @@ def test_condition_and_medication_codes_keep_their_system():
     assert column(bare, f"cond:{HTN}").tolist() == [1.0, 1.0, 1.0]
 
 
+def test_a_code_recorded_without_a_system_joins_that_codes_column():
+    """A row without a system matches every 'system|code' of its code (coded_as), so it counts towards those
+    columns and is no column of its own: a bare-code column would match the code in every system, the same
+    patients as the qualified one (two identical columns, one top-K place lost)."""
+    rows = base_rows()
+    rows["conditions"].append({**cond("a", HTN, "Hypertension", "2019-01-01"), "system": None})
+    rows["medications"].append({**med("b", "1547545", "2021-01-01"), "system": None})
+    cohort = assemble_cohort(frames_of(rows), CONFIG)
+    assert cohort.selection.conditions == [f"{c.SNOMED}|{HTN}"]
+    assert column(cohort, f"cond:{HTN}").tolist() == [1.0, 1.0, 0.0]  # a (no system) and b (SNOMED)
+    assert cohort.selection.medications == [f"{c.RXNORM}|1547545"]
+    assert column(cohort, "med:1547545").tolist() == [1.0, 1.0, 0.0]
+    rows["conditions"].append({**cond("a", "77777", "Local problem", "2019-01-01"), "system": None})
+    alone = assemble_cohort(frames_of(rows), CONFIG)  # a code only ever recorded without a system: a bare entry
+    assert "77777" in alone.selection.conditions and column(alone, "cond:77777").tolist() == [1.0, 0.0, 0.0]
+
+
 def test_a_lab_in_another_unit_is_left_out_and_counted():
     rows = base_rows()
     creatinine = "2160-0"
