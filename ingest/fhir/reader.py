@@ -536,6 +536,8 @@ def _bundle_entry_spans(data: bytes) -> tuple[array, dict[str, str]] | None:
             if key != "entry":
                 end = value_end(i)
                 top[key] = orjson.loads(data[i:end])
+                if key == "resourceType" and top[key] != "Bundle":
+                    return None  # one large resource: read no further (its big values would be decoded twice)
                 i = skip(end)
             elif data[i:i + 1] != b"[":
                 return None
