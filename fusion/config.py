@@ -244,7 +244,8 @@ class TrainConfig(_Strict):
     modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     image_augment: Literal["none", "flip", "flip_rot90"] = Field(
         "none", description="random flips (and 90-degree rotations) of training images; see fusion.augment")
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto | cpu | cuda | cuda:N")
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+                        description="auto | cpu | cuda | cuda:N | mps (Apple GPUs)")
     num_workers: int = Field(0, ge=0)
     threads: int | None = Field(None, ge=1, description="CPU threads torch may use (None: torch's default, all "
                                                            "cores); e.g. 1 on a machine shared with other jobs")

@@ -475,6 +475,15 @@ def test_config_overrides_coerce_types_and_reject_unknown_keys(tmp_path):
     with pytest.raises(ConfigError, match="train.device"):  # torch.device('gpu') would fail in training
         load_config(None, ["train.device=gpu"])
     assert load_config(None, ["train.device=cuda:1"]).train.device == "cuda:1"
+    # mps (Apple GPUs) trained before the check came, and a saved run's config is validated when it is loaded
+    assert load_config(None, ["train.device=mps"]).train.device == "mps"
+    import torch
+
+    from fusion.train import resolve_device
+
+    if not torch.backends.mps.is_available():  # a config error of this machine, not a torch RuntimeError later
+        with pytest.raises(ValueError, match="MPS"):
+            resolve_device("mps")
     path = tmp_path / "bad.yaml"
     path.write_text("train:\n  epocs: 3\nmodalities:\n  ehr:\n    encodr: mlp\n")
     with pytest.raises(ConfigError, match="train.epocs: .* \\(valid keys: epochs,") as raised:
