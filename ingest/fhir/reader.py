@@ -499,8 +499,8 @@ class _ValueEnds:
             except json.JSONDecodeError:
                 if window_end >= len(self.data):
                     raise
-            else:  # a number may go on past the window
-                if end < window_end or window_end >= len(self.data):
+            else:  # a number may go on past the window: '1.' or '1e+' cut there scans as 1 and stops short
+                if end + 2 < window_end or window_end >= len(self.data):  # of the edge by up to 2 characters
                     return end
             size = 2 * max(size, window_end - i)  # the value goes past the window: twice as much from i
             self.text = ""

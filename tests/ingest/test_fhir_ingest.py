@@ -484,6 +484,18 @@ def test_a_large_bundle_read_one_entry_at_a_time_gives_what_the_whole_bundle_giv
         assert [i[3] is None for i in whole].count(True) == 5  # aa (id from its fullUrl), c1, e1, p3, o2
 
 
+def test_a_decimal_cut_by_the_scan_window_is_read_whole(monkeypatch):
+    """A number cut by the edge of the decoded window ('1.|5', '2e+|3') scans as its integer part; the scan must
+    read on, not take the Bundle as irregular and parse it whole."""
+    from ingest.fhir.reader import _bundle_entry_spans
+
+    text = (b'{"resourceType": "Bundle", "x": 1.5, "y": -2.25e+3, "entry": [{"resource": {"resourceType": '
+            b'"Patient", "id": "a"}}], "z": [0.5, 1E-7]}')
+    for window in range(1, len(text) + 1):
+        monkeypatch.setattr("ingest.fhir.reader.SCAN_WINDOW", window)
+        assert _bundle_entry_spans(text) is not None, window
+
+
 def test_a_large_json_resource_that_is_no_bundle_is_not_scanned_for_entries(monkeypatch):
     """Any JSON file of STREAM_BUNDLE_BYTES or more is first scanned for Bundle entries; a single large resource
     (a Binary, a DocumentReference with its attachment) must end that scan at its resourceType, not decode and
