@@ -15,6 +15,7 @@ ingest run; ``rejects`` keeps what could not be ingested.
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import uuid
@@ -402,6 +403,8 @@ def _damaged(name: str) -> Iterator[None]:
 
 def _damage_message(name: str, exc: Exception) -> str:
     reason = " ".join(_TERMINAL_COLOUR.sub("", str(exc)).replace("\u21b3", "").split()).rstrip(".")
+    if isinstance(exc, OSError) and exc.errno not in (None, errno.ENOENT):  # permissions, open files: no damage
+        return f"lake table {name!r} cannot be read: {reason}"
     return (f"lake table {name!r} cannot be read: {reason}. A file of the lake was changed or removed outside "
             "tumorboard; restore the lake from a backup, or delete the table's folder and ingest its data again")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,6 @@ from rich.markup import escape
 from apps.cli.common import console, fail
 
 APP_FILE = Path(__file__).resolve().parents[1] / "streamlit" / "app.py"
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def register(app: typer.Typer) -> None:
@@ -47,7 +47,7 @@ def run_app(
         raise fail(f"--runs {runs} is a file; pass the folder that holds the run directories")
     if not lake.is_dir():
         console.print(f"[yellow]The lake {escape(str(lake))} does not exist yet; the app will say how to create it.[/]")
-    if host not in LOCAL_HOSTS:
+    if not _is_loopback(host):
         console.print(f"[yellow]--host {escape(host)}: the app and the patient data it shows are reachable from "
                       "other machines; it has no login. Use 127.0.0.1 unless the network is yours alone.[/]")
     console.print(f"Starting tumorboard on http://{host}:{port} (Ctrl+C stops it)")
@@ -56,3 +56,13 @@ def run_app(
     except KeyboardInterrupt:
         code = 0
     raise typer.Exit(code)
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False

@@ -172,6 +172,17 @@ def test_a_damaged_table_file_is_named_with_the_fix(lake, damage):
             pytest.fail(f"{how} read a damaged table")
 
 
+
+def test_an_unreadable_file_is_not_called_damaged(lake, monkeypatch):
+    lake.write("fhir_resources", _resources(["a"], ["a1"], ["2020-01-01"]))
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr("deltalake.DeltaTable.to_pyarrow_table", denied)
+    with pytest.raises(LakeError, match="cannot be read: .*Permission denied$"):
+        lake.read("fhir_resources")
+
+
 def test_lake_is_readable_without_tumorboard(lake):
     import duckdb
     from deltalake import DeltaTable
