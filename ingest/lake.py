@@ -389,6 +389,10 @@ class Lake:
 
 
 _TERMINAL_COLOUR = re.compile(r"\x1b\[[0-9;]*m")  # deltalake colours its error messages
+# Read failures that are no damage, as deltalake ("Permission denied (os error 13)") and DuckDB ("IO Error: ...:
+# Permission denied") word them: neither sets an OSError errno
+_NOT_DAMAGE = re.compile(r"permission denied|operation not permitted|too many open files|\(os error (1|13|24)\)",
+                         re.IGNORECASE)
 
 
 @contextmanager
@@ -403,8 +407,8 @@ def _damaged(name: str) -> Iterator[None]:
 
 def _damage_message(name: str, exc: Exception) -> str:
     reason = " ".join(_TERMINAL_COLOUR.sub("", str(exc)).replace("\u21b3", "").split()).rstrip(".")
-    if isinstance(exc, OSError) and exc.errno not in (None, errno.ENOENT):  # permissions, open files: no damage
-        return f"lake table {name!r} cannot be read: {reason}"
+    if (isinstance(exc, OSError) and exc.errno not in (None, errno.ENOENT)) or _NOT_DAMAGE.search(reason):
+        return f"lake table {name!r} cannot be read: {reason}"  # permissions, open files: no damage
     return (f"lake table {name!r} cannot be read: {reason}. A file of the lake was changed or removed outside "
             "tumorboard; restore the lake from a backup, or delete the table's folder and ingest its data again")
 

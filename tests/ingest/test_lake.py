@@ -183,6 +183,27 @@ def test_an_unreadable_file_is_not_called_damaged(lake, monkeypatch):
         lake.read("fhir_resources")
 
 
+
+def test_a_permission_error_worded_by_deltalake_or_duckdb_is_not_called_damaged(lake, monkeypatch):
+    """deltalake raises a plain OSError (no errno) and DuckDB an IO Error for a file the user may not read
+    (reproduced without CAP_DAC_OVERRIDE on a mode-000 Parquet file): neither is damage to restore from backup."""
+    import duckdb
+
+    from ingest.lake import _damage_message
+
+    lake.write("fhir_resources", _resources(["a"], ["a1"], ["2020-01-01"]))
+    message = ("Generic LocalFileSystem error Unable to open file /l/fhir_resources/part-1.parquet Permission denied"
+               " (os error 13)")
+
+    def denied(*args, **kwargs):
+        raise OSError(message)
+    monkeypatch.setattr("deltalake.DeltaTable.to_pyarrow_table", denied)
+    with pytest.raises(LakeError, match=r"cannot be read: .*\(os error 13\)$"):
+        lake.read("fhir_resources")
+    duck = duckdb.IOException('IO Error: Cannot open file "/l/fhir_resources/part-1.parquet": Permission denied')
+    assert _damage_message("fhir_resources", duck).endswith("Permission denied")
+    assert "backup" in _damage_message("fhir_resources", OSError("Parquet magic bytes not found in footer"))
+
 def test_lake_is_readable_without_tumorboard(lake):
     import duckdb
     from deltalake import DeltaTable
