@@ -377,12 +377,22 @@ def test_chance_note_and_survival_interval_lookup():
     assert sv.survival_at({"times": [0.0], "survival": [1.0]}, 0, "lower") is None  # no interval
 
 
-def test_the_timeline_caption_counts_the_conditions_left_out_and_drawn_once(monkeypatch, tmp_path):
-    """A Synthea-like record: employment findings every year, a cancer, a sinusitis recorded twice in a season."""
+def open_patient_of_export(monkeypatch, tmp_path, resources: list[dict], patient: str) -> AppTest:
+    """The Patient page of ``patient`` in a lake ingested from ``resources`` (written as one NDJSON export)."""
     import orjson
 
     from ingest.fhir.pipeline import ingest_fhir
 
+    export = tmp_path / "export.ndjson"
+    export.write_bytes(b"\n".join(orjson.dumps(r) for r in resources) + b"\n")
+    lake = Lake(tmp_path / "lake")
+    ingest_fhir(lake, [export], workers=1)
+    at = open_page(monkeypatch, lake.path, None)
+    return at.selectbox(key="patient_picker").set_value(patient).run()
+
+
+def test_the_timeline_caption_counts_the_conditions_left_out_and_drawn_once(monkeypatch, tmp_path):
+    """A Synthea-like record: employment findings every year, a cancer, a sinusitis recorded twice in a season."""
     def condition(rid: str, code: str, display: str, onset: str) -> dict:
         return {"resourceType": "Condition", "id": rid, "subject": {"reference": "Patient/p1"},
                 "onsetDateTime": onset,
@@ -394,12 +404,7 @@ def test_the_timeline_caption_counts_the_conditions_left_out_and_drawn_once(monk
                  condition("sinus1", "444814009", "Viral sinusitis (disorder)", "2001-01-01"),
                  condition("sinus2", "444814009", "Viral sinusitis (disorder)", "2001-03-01"),
                  condition("lung", "35917007", "Adenocarcinoma of lung (disorder)", "2004-06-01")]
-    export = tmp_path / "export.ndjson"
-    export.write_bytes(b"\n".join(orjson.dumps(r) for r in resources) + b"\n")
-    lake = Lake(tmp_path / "lake")
-    ingest_fhir(lake, [export], workers=1)
-    at = open_page(monkeypatch, lake.path, None)
-    at = at.selectbox(key="patient_picker").set_value("p1").run()
+    at = open_patient_of_export(monkeypatch, tmp_path, resources, "p1")
     at = open_tab(at, "Timeline")
     caption = texts(at)
     assert "1 repeated record drawn so" in caption
@@ -411,10 +416,6 @@ def test_record_text_is_shown_as_text_not_markdown_or_html(monkeypatch, tmp_path
     """A display in the record (or a lake from elsewhere) is data: in a caption or tooltip it must not become an
     image fetched from a URL (the browser would call that host when the patient is opened) or a link, and in a
     chart plotly must not read it as a tag (``<a href>`` is a clickable link there)."""
-    import orjson
-
-    from ingest.fhir.pipeline import ingest_fhir
-
     evil = "https://evil.example/x.png"
     display = f"Adenocarcinoma ![seen]({evil}) [results]({evil}) <a href=\"{evil}\">here</a> (disorder)"
     drug = f"<a href=\"{evil}\">Cisplatin: see dosing</a>"
@@ -426,12 +427,7 @@ def test_record_text_is_shown_as_text_not_markdown_or_html(monkeypatch, tmp_path
                   "subject": {"reference": "Patient/p1"}, "authoredOn": "2004-06-10",
                   "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
                                                             "code": "309311", "display": drug}]}}]
-    export = tmp_path / "export.ndjson"
-    export.write_bytes(b"\n".join(orjson.dumps(r) for r in resources) + b"\n")
-    lake = Lake(tmp_path / "lake")
-    ingest_fhir(lake, [export], workers=1)
-    at = open_page(monkeypatch, lake.path, None)
-    at = at.selectbox(key="patient_picker").set_value("p1").run()
+    at = open_patient_of_export(monkeypatch, tmp_path, resources, "p1")
     assert not at.exception
     shown = texts(at) + "\n".join(str(m.help) for m in at.metric)
     assert "Adenocarcinoma" in shown
