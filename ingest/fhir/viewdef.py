@@ -270,7 +270,6 @@ class _Builder:
                 pass  # compiling the path reports it
         return _Column(name, col["path"], type_, collection)
 
-
     def column_type(self, type_: str, where: str) -> str:
         """The FHIR type a column declares, as its short name: ``http://hl7.org/fhir/StructureDefinition/dateTime``
         is ``dateTime`` (the spec gives relative type URIs that prefix), ``http://hl7.org/fhirpath/System.Date``
