@@ -63,6 +63,8 @@ def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))  # [::1] as in a URL
     except ValueError:  # a host name: it may resolve to any interface
         return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return (mapped or address).is_loopback

@@ -286,10 +286,10 @@ def test_the_app_command_warns_when_it_binds_beyond_this_machine(tmp_path, monke
     monkeypatch.setattr(app_cli.subprocess, "call", lambda command: started.append(command) or 0)
     exposed = CliRunner().invoke(app, ["app", "--lake", str(tmp_path), "--host", "0.0.0.0"])
     assert exposed.exit_code == 0 and "reachable from other machines" in " ".join(exposed.output.split())
-    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "::ffff:127.0.0.1", "localhost"):
         local = CliRunner().invoke(app, ["app", "--lake", str(tmp_path), "--host", host])
         assert local.exit_code == 0 and "reachable" not in local.output, host
-    assert len(started) == 5
+    assert len(started) == 7
 
 
 def test_patient_links_quote_the_key():
