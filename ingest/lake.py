@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import json
 import re
+import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -334,23 +335,25 @@ class Lake:
         return hashlib.sha256("\n".join(runs).encode()).hexdigest()[:16]
 
     # -- query -------------------------------------------------------------------------------------------
-    def sql(self, query: str) -> pa.Table:
+    def sql(self, query: str, *, memory_limit: str | None = None) -> pa.Table:
         """Run one read-only DuckDB query (``SELECT``, ``WITH``, ``FROM``, ``DESCRIBE`` or ``SUMMARIZE``) in
         which every lake table is a view of the same name; the whole result (see
-        :meth:`sql_batches` for a stream).
+        :meth:`sql_batches` for a stream). ``memory_limit`` (e.g. ``"256MB"``): DuckDB's working memory, beyond
+        which it spills to a temporary folder that is removed afterwards (None: DuckDB's default, 80% of RAM).
 
         Raises:
             LakeError: the query is not valid SQL, not one statement, or would write (``COPY``, ``CREATE``,
                 ``ATTACH``, ``SET``...) or would read outside the lake (``read_csv('/etc/...')``, a URL): the
                 lake's files are written by ingest only, and a query sees the lake alone.
         """
-        with self.sql_batches(query) as batches:
+        with self.sql_batches(query, memory_limit=memory_limit) as batches:
             return batches.read_all()
 
     @contextmanager
-    def sql_batches(self, query: str, batch_rows: int = 10_000) -> Iterator[pa.RecordBatchReader]:
+    def sql_batches(self, query: str, batch_rows: int = 10_000, *,
+                    memory_limit: str | None = None) -> Iterator[pa.RecordBatchReader]:
         """:meth:`sql`'s result as a stream of batches of up to ``batch_rows`` rows, read while the block runs
-        (memory bounded whatever the result's size)."""
+        (memory bounded whatever the result's size; ``memory_limit`` as in :meth:`sql`)."""
         import duckdb
 
         try:
@@ -366,7 +369,11 @@ class Lake:
                             " `tumorboard ingest`; to export a result, use --format csv > FILE")
         # no extension is fetched or loaded on the query's behalf (``FROM 'https://...'`` would install httpfs)
         con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+        spill = tempfile.TemporaryDirectory(prefix="tumorboard-sql-") if memory_limit else None
         try:
+            if spill is not None:
+                con.execute("SET memory_limit = ?", [memory_limit])
+                con.execute("SET temp_directory = ?", [spill.name])
             for name in self.tables():
                 # DuckDB reads the table's current Parquet files itself: a pyarrow dataset would fail to filter
                 # the string_view columns that Delta merges write
@@ -386,6 +393,8 @@ class Lake:
             yield _sql_errors_named(reader)
         finally:
             con.close()
+            if spill is not None:
+                spill.cleanup()
 
 
 _TERMINAL_COLOUR = re.compile(r"\x1b\[[0-9;]*m")  # deltalake colours its error messages

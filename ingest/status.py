@@ -61,6 +61,7 @@ FHIR_RECORDS = {"fhir:conditions": ("Condition",), "fhir:observations": ("Observ
 
 
 # a record rejected again by a re-run counts once; the example is the record rejected first
+REJECTS_MEMORY = "256MB"  # DuckDB's working memory for counting rejects; beyond it, it spills to disk
 REJECTS_BY_REASON = """
 WITH records AS (
     SELECT modality, reason, source, location, max(rejected_at) AS rejected_at
@@ -113,7 +114,8 @@ def lake_status(lake: Lake) -> LakeStatus:
             .sort_values("finished_at", ascending=False, ignore_index=True)
     rejects = pd.DataFrame(columns=["modality", "reason", "count", "example", "last_seen"])
     if lake.has("rejects"):
-        rejects = lake.sql(REJECTS_BY_REASON).to_pandas()  # DuckDB: not one Python object per reject
+        # DuckDB, spilling past REJECTS_MEMORY: not one Python object per reject, nor a hash table of them all
+        rejects = lake.sql(REJECTS_BY_REASON, memory_limit=REJECTS_MEMORY).to_pandas()
         rejects["last_seen"] = pd.to_datetime(rejects["last_seen"], utc=True).dt.strftime("%Y-%m-%d %H:%M UTC")
     present = patient_modalities(lake, mapping)
     keys = sorted(set().union(*present.values())) if present else []

@@ -151,6 +151,20 @@ def test_sql_reads_the_lake_alone(lake, tmp_path):
     assert lake.sql(f"SELECT count(*) AS n FROM read_parquet('{lake.path}/rejects/*.parquet')").num_rows == 1
 
 
+def test_sql_with_a_memory_limit_spills_to_a_folder_it_removes(lake, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    lake.write("fhir_resources", _resources([f"p{i}" for i in range(3000)], ["x"] * 3000))
+    query = "SELECT id, count(*) AS n FROM fhir_resources GROUP BY id ORDER BY id"
+    limited = lake.sql(query, memory_limit="64MB")
+    assert limited.equals(lake.sql(query)) and limited.num_rows == 3000
+    assert list((tmp_path / "tmp").iterdir()) == []  # its spill folder is gone
+    setting = "SELECT current_setting('memory_limit') AS limit"
+    assert lake.sql(setting, memory_limit="64MB").column("limit").to_pylist() == ["61.0 MiB"]  # 64 MB in MiB
+
+
 def test_read_missing_table_says_what_to_do(lake):
     with pytest.raises(LakeError, match="tumorboard ingest"):
         lake.read("variants")
