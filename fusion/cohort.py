@@ -385,9 +385,12 @@ def _canonical_entry(entry: str) -> str:
 def coded_as(frame: pd.DataFrame, entries: list[str]) -> pd.Series:
     """Bool per row (columns ``system``, ``code``): its ``system|code`` is one of ``entries`` (a system's OID
     counts as its URI; a row without a system matches on its code), or its code is a bare entry (any system)."""
+    return _matches(frame["code"].astype("string"), _qualified(frame), entries)
+
+
+def _matches(code: pd.Series, qualified: pd.Series, entries: list[str]) -> pd.Series:
+    """:func:`coded_as` on a frame's ``code`` and :func:`_qualified` columns (computed once for many entries)."""
     entries = [_canonical_entry(e) for e in entries]
-    code = frame["code"].astype("string")
-    qualified = _qualified(frame)
     hit = (code.isin([e for e in entries if "|" not in e]) | qualified.isin(entries)
            | (qualified.isna() & code.isin({e.rsplit("|", 1)[1] for e in entries if "|" in e})))
     return hit.fillna(False).astype(bool)
@@ -603,8 +606,9 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
     columns.update(lab_cols)
     names.update(lab_names)
     for prefix, frame, codes in (("cond", conds, cond_codes), ("med", meds, med_codes)):
+        code, qualified = frame["code"].astype("string"), _qualified(frame)  # once per frame, not per column
         for entry, name in zip(codes, _indicator_names(prefix, codes), strict=True):
-            rows = frame[coded_as(frame, [entry])]
+            rows = frame[_matches(code, qualified, [entry])]
             columns[name] = np.isin(keys, list(set(rows["patient_key"]))).astype(np.float64)
             shown = rows["display"].dropna()
             names[name] = ("Prior " if prefix == "med" else "History of ") + (str(shown.iloc[0]) if len(shown)
