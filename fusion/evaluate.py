@@ -60,7 +60,8 @@ in-sample.
 Ablations: ``without_<m>`` is the same model with modality ``m`` removed at test time; ``only_<m>`` is the
 run's config restricted to ``m``, retrained on the same split (saved under ``RUN/ablations/only_<m>`` and
 reused on the next evaluation; a task whose head that model lacks, e.g. diagnosis for a modality the
-diagnosis head does not read, has no ``only_<m>`` entry). A patient left with no modality gets the model's
+diagnosis head does not read, has no ``only_<m>`` entry; nor does a modality too few patients have to train on,
+which a note names). A patient left with no modality gets the model's
 average training prediction (what it predicts knowing nothing), so every ablation is scored on the same
 patients.
 """
@@ -82,7 +83,7 @@ import numpy as np
 import pandas as pd
 
 from fusion import baselines, metrics, plots
-from fusion.cohort import Cohort, FeatureSelection, assemble_cohort, load_frames
+from fusion.cohort import Cohort, CohortError, FeatureSelection, assemble_cohort, load_frames
 from fusion.config import apply_overrides
 from fusion.predict import (
     Outputs,
@@ -282,7 +283,11 @@ class _Eval:
             return
         for m in modalities:
             self.say({"stage": "ablation", "what": f"only_{m}"})
-            sub = single_modality_run(self.run, frames, m, lake_path=self.lake_path, progress=self.say)
+            try:
+                sub = single_modality_run(self.run, frames, m, lake_path=self.lake_path, progress=self.say)
+            except CohortError as exc:  # e.g. too few patients have this modality: the other ablations go on
+                self.notes.append(f"only_{m} was not trained: {exc}")
+                continue
             self.ablation_breslow[f"only_{m}"] = sub.breslow
             cohort = run_cohort(sub, frames)
             prior = prior_outputs(model_outputs(sub, cohort, cohort.indices("train")))

@@ -66,8 +66,9 @@ def _view(lake: Lake, name: str, columns: dict[str, str], kind: str) -> pd.DataF
     """Read FHIR view ``view_<name>``, renaming ``columns`` (view column -> reader column), without the records
     that did not happen (:data:`NOT_HAPPENED`)."""
     table = f"view_{name}"
-    if not lake.has(table):
-        return _empty(kind)
+    if not lake.has(table):  # a lake without FHIR (curated tables only): no rows, every column asked for
+        frame = _empty(kind)
+        return frame.assign(**{c: pd.Series(dtype=object) for c in columns.values() if c not in frame.columns})
     available = set(lake.dataset(table).schema.names)
     status, void = NOT_HAPPENED.get(name, (None, set()))
     wanted = [c for c in columns if c in available] + ([status] if status in available else [])

@@ -191,11 +191,13 @@ def _no_rows(path: Path, rejects: list[dict], what: str) -> TableFileError:
                           f"lake's {what} were kept")
 
 
-def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "patient_id") -> dict[str, int]:
+def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "patient_id",
+                    table: CsvRows | None = None) -> dict[str, int]:
     """Load a wide per-patient CSV as feature modality ``modality`` (replacing that modality's rows).
 
     A column is numeric when at least :data:`NUMERIC_SHARE` of its non-missing cells are finite numbers; its
-    other cells are rejected and stored as missing. Other columns are categorical.
+    other cells are rejected and stored as missing. Other columns are categorical. ``table``: the file already
+    read by another reader (:mod:`ingest.cbioportal`), indexed by its line numbers; ``path`` then names it.
 
     Returns:
         counts: ``patients``, ``features``, ``values`` written and ``rejected`` (rows and numeric cells).
@@ -206,8 +208,8 @@ def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "
     started = datetime.now(UTC)
     if not modality.strip():
         raise TableFileError("--modality must name the modality (e.g. expression)")
-    table = read_csv_rows(path, id_column)
-    frame = table.frame
+    table = table if table is not None else read_csv_rows(path, id_column)
+    frame = table.frame.copy()
     ids = frame.pop(id_column)
     keep, id_rejects = _id_rejects(id_map(lake), path, table, ids)
     rejects = table.rejects + id_rejects
@@ -284,12 +286,13 @@ def _parse_bool(name: str, value: str) -> bool:
     raise ValueError(f"{name} {value!r} is not 0/1")
 
 
-def ingest_labels(lake: Lake, path: Path, *, id_column: str = "patient_id", timezone: str = "UTC"
-                  ) -> dict[str, object]:
+def ingest_labels(lake: Lake, path: Path, *, id_column: str = "patient_id", timezone: str = "UTC",
+                  table: CsvRows | None = None) -> dict[str, object]:
     """Load curated outcome labels, upserted by patient.
 
     ``timezone`` (an IANA name such as ``Australia/Sydney``) is where an ``index_date`` without a UTC offset
-    was written: a date is that day's midnight there, stored in UTC.
+    was written: a date is that day's midnight there, stored in UTC. ``table``: the file already read by another
+    reader (:mod:`ingest.cbioportal`), indexed by its line numbers; ``path`` then names it.
 
     Label columns are matched case-insensitively. A patient already in the lake keeps the labels of the columns
     this file does not have (a file with only ``split`` adds splits to stored outcomes); an empty cell in a
@@ -306,7 +309,7 @@ def ingest_labels(lake: Lake, path: Path, *, id_column: str = "patient_id", time
     """
     started = datetime.now(UTC)
     zone = _zone(timezone)
-    table = read_csv_rows(path, id_column)
+    table = table if table is not None else read_csv_rows(path, id_column)
     frame = table.frame.rename(columns={c: c.lower() for c in table.frame.columns
                                         if c != id_column and c.lower() in LABEL_COLUMNS})
     ignored = [c for c in frame.columns if c not in (id_column, *LABEL_COLUMNS)]

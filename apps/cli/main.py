@@ -31,6 +31,7 @@ _VERBS = [
     ("apps.cli.ingest_variants", ingest_app),
     ("apps.cli.ingest_images", ingest_app),
     ("apps.cli.ingest_tables", ingest_app),
+    ("apps.cli.ingest_cbioportal", ingest_app),
     ("apps.cli.lake", lake_app),
     ("apps.cli.train", app),
     ("apps.cli.evaluate", app),

@@ -24,7 +24,7 @@ the tables are written from the staged rows batch by batch, the per-sample count
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -194,7 +194,7 @@ def _without_impossible_vaf(table: pa.Table, path: Path) -> tuple[pa.Table, list
     return table.filter(pc.invert(bad)), rejects
 
 
-def ingest_variants(lake, paths: list[Path], *, sample_map: Path | None = None,
+def ingest_variants(lake, paths: list[Path], *, sample_map: Path | Mapping[str, str] | None = None,
                     gene_panel: GenePanel | str | Path | None = None, tumor_sample: str | None = None,
                     progress: Callable[[Path, ParseResult], None] | None = None) -> dict:
     """Ingest VCF/MAF files (or folders of them) into ``lake``.
@@ -202,7 +202,8 @@ def ingest_variants(lake, paths: list[Path], *, sample_map: Path | None = None,
     Args:
         lake: an :class:`ingest.lake.Lake`.
         paths: files and/or folders.
-        sample_map: CSV with ``sample_id``, ``patient_id`` and optionally ``collected_date``.
+        sample_map: CSV with ``sample_id``, ``patient_id`` and optionally ``collected_date``; or a
+            ``sample_id -> patient_id`` mapping (samples then undated).
         gene_panel: a :class:`GenePanel`, a YAML path, or ``None`` for ``configs/gene_panel.yaml``.
         tumor_sample: the tumour sample column of the VCFs (see :mod:`ingest.variants.vcf`).
         progress: called after each file with its path and parse result.
@@ -224,8 +225,9 @@ def ingest_variants(lake, paths: list[Path], *, sample_map: Path | None = None,
     if not files:
         raise FileNotFoundError("no VCF or MAF files found in the given paths (looked for *.vcf, *.vcf.gz,"
                                 " *.maf, *.maf.gz, data_mutations*)")
-    mapping = load_sample_map(sample_map) if sample_map is not None else None
-    dates = load_sample_dates(sample_map) if sample_map is not None else {}
+    from_file = isinstance(sample_map, (str, Path))
+    mapping = load_sample_map(sample_map) if from_file else None if sample_map is None else dict(sample_map)
+    dates = load_sample_dates(sample_map) if from_file else {}
     panel = gene_panel if isinstance(gene_panel, GenePanel) else load_gene_panel(gene_panel)
 
     counts = {"files": len(files), "records_read": 0, "variants_written": 0, "rejected": 0,

@@ -1,0 +1,57 @@
+"""``tumorboard ingest cbioportal STUDY --lake LAKE``: a cBioPortal study folder into the lake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from apps.cli.common import err_console, fail, print_counts
+from ingest.cbioportal import ingest_cbioportal
+from ingest.lake import Lake, LakeError
+from ingest.schema import SchemaError
+
+
+def register(ingest_app: typer.Typer) -> None:
+    ingest_app.command("cbioportal")(cbioportal)
+
+
+def cbioportal(
+    study: Annotated[Path, typer.Argument(help="The study folder (meta_*.txt and data_*.txt files, as the"
+                                               " cBioPortal datahub has them).")],
+    lake: Annotated[Path, typer.Option("--lake", help="The lake directory (created if missing).")],
+    endpoint: Annotated[str, typer.Option(
+        "--endpoint", help="Survival endpoint: the prefix of a <X>_STATUS / <X>_MONTHS pair of patient"
+                           " attributes (OS, PFS, DFS, DSS).")] = "OS",
+    diagnosis: Annotated[str | None, typer.Option(
+        "--diagnosis", help="Patient or sample attribute to use as the diagnosis label, e.g."
+                            " CANCER_TYPE_DETAILED.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(
+        "--exclude", help="Patient attribute to leave out of the clinical features (repeatable); outcomes and"
+                          " identifiers are always left out.")] = None,
+    gene_panel: Annotated[Path | None, typer.Option(
+        "--gene-panel", help="Gene panel YAML (name, genes, panel_size_mb) for TMB and the copy-number genes."
+                             " Default: configs/gene_panel.yaml (a whole exome).")] = None,
+) -> None:
+    """Load a cBioPortal study: survival labels, clinical features, mutations and copy number.
+
+    Every patient gets the index date 2000-01-01 (cBioPortal has no calendar dates; survival counts from each
+    patient's day 0). Exit status: 0 everything loaded, 2 some lines or cells rejected (see `tumorboard lake
+    status`), 1 nothing loaded.
+    """
+    try:
+        counts = ingest_cbioportal(Lake(lake), study, endpoint=endpoint, diagnosis=diagnosis,
+                                   exclude=exclude or (), gene_panel=gene_panel)
+    except (FileNotFoundError, ValueError, LakeError, SchemaError, OSError) as exc:
+        raise fail(str(exc)) from None
+    excluded = counts.pop("excluded")
+    for part, part_counts in counts.items():
+        print_counts(part_counts, title=f"cbioportal: {part}")
+    if excluded:
+        print_counts(excluded, title="patient attributes left out of the clinical features")
+    rejected = sum(int(part_counts.get("rejected", 0)) for part_counts in counts.values())
+    if rejected:
+        err_console.print(f"[yellow]{rejected} line(s) or cell(s) rejected[/]: see the rejects table, e.g."
+                          " `tumorboard lake status`")
+        raise typer.Exit(2)

@@ -1,0 +1,348 @@
+"""cBioPortal studies (the datahub's folder format) -> the lake: outcomes, clinical features, mutations, copy number.
+
+A study folder holds tab-separated data files, each described by a ``meta_*.txt`` file of ``key: value`` lines
+(``genetic_alteration_type``, ``datatype``, ``data_filename``); a folder without meta files is read by the usual
+file names (``data_clinical_patient.txt``, ``data_clinical_sample.txt``, ``data_mutations*.txt``,
+``data_cna.txt``). Clinical files start with ``#`` lines (display names, descriptions, data types, priorities)
+before the header of attribute ids. :func:`ingest_cbioportal` loads, through the lake's own doors
+(:mod:`ingest.tables`, :mod:`ingest.variants`):
+
+- **labels**: ``time`` (days: ``<ENDPOINT>_MONTHS`` x 365.25 / 12, as cBioPortal derives months from days) and
+  ``event`` (``<ENDPOINT>_STATUS``: ``1:DECEASED`` / ``0:LIVING`` and the like, or the older words without the
+  ``0:``/``1:`` prefix) for the chosen endpoint (OS, PFS, DFS, DSS, ...), optionally ``diagnosis`` from a
+  patient or sample attribute, and the ``index_date`` :data:`INDEX_DATE` for every patient. cBioPortal data
+  carry no calendar dates: survival times count from each patient's own day 0 (usually the diagnosis), which
+  tumorboard places on that one date;
+- **clinical features** (modality ``clinical``): the other patient attributes, except outcomes (every
+  ``X_STATUS``/``X_MONTHS`` pair and :data:`FOLLOW_UP_ATTRIBUTES`: they are known only after day 0 and would
+  leak the target), identifiers (``*_ID``, and text attributes with a different value for every patient) and
+  the attributes the caller excludes;
+- **mutations** (MAF) with ``SAMPLE_ID -> PATIENT_ID`` from the sample file, as ``ingest variants`` does;
+- **copy number** (modality ``cna``; discrete GISTIC calls -2..2 of the gene panel's genes) from each patient's
+  first sample (in the sample file's order) that has calls.
+
+Rejects name the study's own file and line (the line number counts the ``#`` lines).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ingest.lake import Lake
+from ingest.tables import MISSING, CsvRows, TableFileError, ingest_features, ingest_labels
+from ingest.variants.features import GenePanel, load_gene_panel
+from ingest.variants.pipeline import ingest_variants
+
+DAYS_PER_MONTH = 365.25 / 12
+INDEX_DATE = "2000-01-01"  # every patient's day 0 (cBioPortal has no calendar dates)
+# TCGA/GDC-derived attributes recorded at follow-up, after day 0: never model inputs
+FOLLOW_UP_ATTRIBUTES = frozenset({
+    "VITAL_STATUS", "DAYS_TO_DEATH", "DAYS_TO_LAST_FOLLOWUP", "DAYS_LAST_FOLLOWUP", "LAST_CONTACT_DAYS_TO",
+    "DEATH_DAYS_TO", "PERSON_NEOPLASM_CANCER_STATUS", "TUMOR_STATUS", "NEW_TUMOR_EVENT_AFTER_INITIAL_TREATMENT",
+    "DAYS_TO_NEW_TUMOR_EVENT_AFTER_INITIAL_TREATMENT", "TREATMENT_OUTCOME_FIRST_COURSE", "FORM_COMPLETION_DATE",
+})
+_EVENT_WORDS = {"DECEASED", "DEAD", "RECURRED/PROGRESSED", "RECURRED", "PROGRESSED", "PROGRESSION",
+                "DEAD WITH TUMOR", "DEAD OF DISEASE"}
+_CENSORED_WORDS = {"LIVING", "ALIVE", "DISEASEFREE", "DISEASE FREE", "CENSORED", "ALIVE OR DEAD TUMOR FREE",
+                   "ALIVE OR CENSORED"}
+_PLACEHOLDER = re.compile(r"^\[[^\]]*\]$")  # "[Not Available]", "[Unknown]", ... as TCGA-derived studies write
+_CNA_CALLS = {-2.0, -1.5, -1.0, 0.0, 1.0, 2.0}  # -1.5: hemizygous deletion in some studies
+
+
+class StudyError(TableFileError):
+    """A cBioPortal study folder cannot be ingested as a whole (nothing was loaded)."""
+
+
+@dataclass
+class StudyFiles:
+    """The data files of one study (paths; None where the study has none)."""
+
+    patient: Path | None
+    sample: Path | None
+    mutations: list[Path] = field(default_factory=list)
+    cna: Path | None = None
+
+
+@dataclass
+class StudyTable:
+    """A cBioPortal TSV: ``frame`` of stripped strings (None where missing) indexed by the file's line number;
+    ``raw`` each line's text; ``rejects`` the lines whose field count differs from the header's."""
+
+    path: Path
+    frame: pd.DataFrame
+    raw: pd.Series
+    rejects: list[dict]
+
+
+def find_study_files(folder: Path) -> StudyFiles:
+    """The clinical, mutation and discrete copy-number files of the study in ``folder`` (by its meta files, else
+    by the usual names).
+
+    Raises:
+        StudyError: ``folder`` is not a folder, or a meta file names a data file that is not there.
+    """
+    if not folder.is_dir():
+        raise StudyError(f"{folder} is not a folder; pass the study folder (the one holding meta_study.txt)")
+    metas = [_meta(path) for path in sorted(folder.glob("meta_*.txt"))]
+    if not metas:
+        return StudyFiles(_first(folder, "data_clinical_patient.txt"), _first(folder, "data_clinical_sample.txt"),
+                          sorted(p for p in folder.glob("data_mutations*") if p.is_file()),
+                          _first(folder, "data_cna.txt"))
+    files = StudyFiles(None, None)
+    for path, meta in metas:
+        kind = (meta.get("genetic_alteration_type", "").upper(), meta.get("datatype", "").upper())
+        name = meta.get("data_filename")
+        if name is None:
+            continue
+        data = folder / name
+        if not data.is_file():
+            raise StudyError(f"{path}: data_filename {name} is not in {folder}; fix the meta file or add the data"
+                             " file")
+        if kind == ("CLINICAL", "PATIENT_ATTRIBUTES"):
+            files.patient = data
+        elif kind == ("CLINICAL", "SAMPLE_ATTRIBUTES"):
+            files.sample = data
+        elif kind[0] == "MUTATION_EXTENDED":
+            files.mutations.append(data)
+        elif kind == ("COPY_NUMBER_ALTERATION", "DISCRETE"):
+            files.cna = data
+    return files
+
+
+def _first(folder: Path, name: str) -> Path | None:
+    path = folder / name
+    return path if path.is_file() else None
+
+
+def _meta(path: Path) -> tuple[Path, dict[str, str]]:
+    """A meta file's ``key: value`` lines."""
+    pairs = {}
+    for line in path.read_text(encoding="utf-8-sig").splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip():
+            pairs[key.strip()] = value.strip()
+    return path, pairs
+
+
+def read_study_table(path: Path, *, required: Iterable[str] = ()) -> StudyTable:
+    """Read a cBioPortal TSV (UTF-8; ``#`` lines before the header skipped; blank lines skipped); cells in
+    :data:`ingest.tables.MISSING` or in brackets (``[Not Available]``) are missing.
+
+    Raises:
+        StudyError: the file is not UTF-8, has no header, an unnamed or repeated column, or lacks a ``required``
+            column.
+    """
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise StudyError(f"{path} is not UTF-8 text ({exc.reason}); save it as UTF-8") from None
+    number = next((n for n, line in enumerate(lines) if line.strip() and not line.startswith("#")), None)
+    if number is None:
+        raise StudyError(f"{path}: no header line (every line is empty or starts with #)")
+    header = [name.strip() for name in lines[number].split("\t")]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if "" in header or repeated:
+        raise StudyError(f"{path}, line {number + 1}: the header has an unnamed or repeated column"
+                         f" ({', '.join(repeated) or 'column ' + str(header.index('') + 1)}); fix the header")
+    missing = [name for name in required if name not in header]
+    if missing:
+        raise StudyError(f"{path}, line {number + 1}: no {', '.join(missing)} column; a cBioPortal clinical file"
+                         " names its attributes in the first line after the # lines")
+    rows, numbers, raws, rejects = [], [], [], []
+    for n, line in enumerate(lines[number + 1:], start=number + 2):
+        if not line.strip():
+            continue
+        values = [value.strip() for value in line.split("\t")]
+        if len(values) != len(header):
+            rejects.append({"source": str(path), "location": f"line {n}", "raw": line,
+                            "reason": f"{len(values)} tab-separated fields where the header has {len(header)}"})
+            continue
+        rows.append([None if v in MISSING or _PLACEHOLDER.match(v) else v for v in values])
+        numbers.append(n)
+        raws.append(line)
+    index = pd.Index(numbers, name="line")
+    return StudyTable(path, pd.DataFrame(rows, columns=header, index=index, dtype=object),
+                      pd.Series(raws, index=index, dtype=object), rejects)
+
+
+def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnosis: str | None = None,
+                      exclude: Iterable[str] = (), gene_panel: GenePanel | str | Path | None = None
+                      ) -> dict[str, dict]:
+    """Load the cBioPortal study in ``folder`` (see the module docstring): labels for ``endpoint``, clinical
+    features without outcomes, identifiers and ``exclude``, mutations and copy number.
+
+    Returns:
+        Counts per part (``labels``, ``clinical``, ``mutations``, ``cna``; a part the study lacks is absent)
+        and ``excluded``: the patient attributes left out of the clinical features, each with why.
+
+    Raises:
+        StudyError: no patient file, or it lacks the endpoint's columns (the lake is unchanged).
+    """
+    files = find_study_files(folder)
+    if files.patient is None:
+        raise StudyError(f"{folder}: no patient clinical file (data_clinical_patient.txt, or a meta file with"
+                         " datatype: PATIENT_ATTRIBUTES); cBioPortal studies need one")
+    patients = read_study_table(files.patient, required=["PATIENT_ID"])
+    samples = read_study_table(files.sample, required=["PATIENT_ID", "SAMPLE_ID"]) if files.sample else None
+    status, months = f"{endpoint.upper()}_STATUS", f"{endpoint.upper()}_MONTHS"
+    if status not in patients.frame or months not in patients.frame:
+        found = sorted(c[:-len("_STATUS")] for c in patients.frame if c.endswith("_STATUS")
+                       and f"{c[:-len('_STATUS')]}_MONTHS" in patients.frame)
+        raise StudyError(f"{files.patient}: no {status} and {months} columns for endpoint {endpoint}; this study has"
+                         f" {', '.join(found) or 'no survival endpoint'} (pass --endpoint)")
+    counts: dict[str, dict] = {"labels": ingest_labels(lake, files.patient, table=_label_rows(
+        patients, status, months, _diagnoses(patients, samples, diagnosis)))}
+    clinical, excluded = _clinical_rows(patients, set(exclude))
+    counts["excluded"] = excluded
+    if len(clinical.frame.columns) > 1:
+        counts["clinical"] = ingest_features(lake, files.patient, modality="clinical", table=clinical)
+    sample_map = _sample_map(samples) if samples is not None else None
+    if files.mutations:
+        counts["mutations"] = ingest_variants(lake, files.mutations, sample_map=sample_map, gene_panel=gene_panel)
+    if files.cna is not None:
+        panel = gene_panel if isinstance(gene_panel, GenePanel) else load_gene_panel(gene_panel)
+        counts["cna"] = ingest_features(lake, files.cna, modality="cna",
+                                        table=_cna_rows(files.cna, panel.genes, samples))
+    return counts
+
+
+def _label_rows(patients: StudyTable, status: str, months: str, diagnoses: dict[str, str] | None) -> CsvRows:
+    """``patient_id, time, event, index_date[, diagnosis]`` rows for :func:`ingest.tables.ingest_labels`; a line
+    whose survival cells cannot be read keeps no time and event, with a reject that says why."""
+    frame, rejects = patients.frame, list(patients.rejects)
+    rows = pd.DataFrame({"patient_id": frame["PATIENT_ID"], "time": None, "event": None, "index_date": INDEX_DATE},
+                        index=frame.index, dtype=object)
+    for line, cells in frame[[status, months]].to_dict("index").items():
+        state, length = cells[status], cells[months]
+        if state is None and length is None:
+            continue
+        try:
+            event, days = _event(state, status), _days(length, months)
+        except ValueError as exc:
+            rejects.append({"source": str(patients.path), "location": f"line {line}", "raw": patients.raw[line],
+                            "reason": f"{exc}; the patient's other labels were loaded without a survival time"})
+            continue
+        rows.loc[line, ["time", "event"]] = [repr(days), "1" if event else "0"]
+    if diagnoses is not None:
+        rows["diagnosis"] = [diagnoses.get(pid) if pid is not None else None for pid in rows["patient_id"]]
+    return CsvRows(rows, patients.raw, rejects)
+
+
+def _event(state: str | None, column: str) -> bool:
+    if state is None:
+        raise ValueError(f"{column} is empty while the time is given")
+    head, sep, _ = state.partition(":")
+    if sep and head.strip() in ("0", "1"):
+        return head.strip() == "1"
+    word = state.upper()
+    if word in _EVENT_WORDS:
+        return True
+    if word in _CENSORED_WORDS:
+        return False
+    raise ValueError(f"{column} is not 1:<event> or 0:<censored> (e.g. 1:DECEASED, 0:LIVING, 1:PROGRESSION)")
+
+
+def _days(length: str | None, column: str) -> float:
+    if length is None:
+        raise ValueError(f"{column} is empty while the status is given")
+    try:
+        value = float(length)
+    except ValueError:
+        raise ValueError(f"{column} is not a number of months") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{column} must be a non-negative number of months")
+    return value * DAYS_PER_MONTH
+
+
+def _diagnoses(patients: StudyTable, samples: StudyTable | None, attribute: str | None) -> dict[str, str] | None:
+    """``patient -> diagnosis`` from a patient attribute, else a sample attribute (a patient whose samples
+    disagree gets none); None when ``attribute`` is None.
+
+    Raises:
+        StudyError: neither file has ``attribute``.
+    """
+    if attribute is None:
+        return None
+    for table in (patients, samples):
+        if table is not None and attribute in table.frame:
+            values = table.frame[["PATIENT_ID", attribute]].dropna()
+            distinct = values.drop_duplicates().groupby("PATIENT_ID")[attribute]
+            return {pid: group.iloc[0] for pid, group in distinct if len(group) == 1}
+    raise StudyError(f"{patients.path}: --diagnosis {attribute} is neither a patient nor a sample attribute")
+
+
+def _clinical_rows(patients: StudyTable, exclude: set[str]) -> tuple[CsvRows, dict[str, str]]:
+    """The patient attributes that can be model inputs, and the others with why they are left out."""
+    frame = patients.frame
+    excluded: dict[str, str] = {}
+    for column in frame.columns:
+        stem = column.rsplit("_", 1)[0]
+        if column == "PATIENT_ID":
+            continue
+        if column in exclude:
+            excluded[column] = "excluded by the caller"
+        elif (column.endswith("_STATUS") and f"{stem}_MONTHS" in frame) or (
+                column.endswith("_MONTHS") and f"{stem}_STATUS" in frame) or column in FOLLOW_UP_ATTRIBUTES:
+            excluded[column] = "an outcome known only after day 0"
+        elif column.endswith("_ID") or _identifier_like(frame[column]):
+            excluded[column] = "an identifier"
+    kept = frame[[c for c in frame.columns if c not in excluded]].rename(columns={"PATIENT_ID": "patient_id"})
+    return CsvRows(kept, patients.raw, []), excluded
+
+
+def _identifier_like(values: pd.Series) -> bool:
+    """Text that differs on every line (at least 10 of them): an identifier, not a category."""
+    present = values.dropna()
+    return len(present) >= 10 and present.is_unique and pd.to_numeric(present, errors="coerce").isna().all()
+
+
+def _sample_map(samples: StudyTable) -> dict[str, str]:
+    """``SAMPLE_ID -> PATIENT_ID`` from the sample file."""
+    pairs = samples.frame[["SAMPLE_ID", "PATIENT_ID"]].dropna()
+    return dict(zip(pairs["SAMPLE_ID"], pairs["PATIENT_ID"], strict=True))
+
+
+def _cna_rows(path: Path, genes: list[str], samples: StudyTable | None) -> CsvRows:
+    """One row per patient of the discrete calls of ``genes`` from the patient's first sample with calls (samples
+    in the sample file's order, then the CNA file's; a sample missing from the sample file is its own patient).
+    A call other than -2, -1.5, -1, 0, 1, 2 is rejected and kept as missing."""
+    table = read_study_table(path, required=["Hugo_Symbol"])
+    sample_columns = [c for c in table.frame.columns if c not in ("Hugo_Symbol", "Entrez_Gene_Id", "Cytoband")]
+    wanted, rejects = set(genes), list(table.rejects)
+    calls: dict[str, dict[str, str | None]] = {}  # gene -> sample -> call (the gene's first line only)
+    for line, row in table.frame.to_dict("index").items():
+        gene = row["Hugo_Symbol"]
+        if gene not in wanted or gene in calls:
+            continue
+        calls[gene] = {}
+        for sample in sample_columns:
+            value = row[sample]
+            if value is not None and _call(value) is None:
+                rejects.append({"source": str(path), "location": f"line {line}, column {sample}",
+                                "raw": table.raw[line], "reason": f"{gene}: not a discrete copy-number call (-2,"
+                                                                  " -1, 0, 1, 2); kept as missing"})
+                value = None
+            calls[gene][sample] = value
+    order = list(samples.frame["SAMPLE_ID"].dropna()) if samples is not None else []
+    patient_of = _sample_map(samples) if samples is not None else {}
+    chosen: dict[str, str] = {}  # patient -> sample
+    for sample in [s for s in order if s in sample_columns] + [s for s in sample_columns if s not in order]:
+        if any(by_sample[sample] is not None for by_sample in calls.values()):
+            chosen.setdefault(patient_of.get(sample, sample), sample)
+    frame = pd.DataFrame({"patient_id": list(chosen),
+                          **{gene: [by_sample[s] for s in chosen.values()] for gene, by_sample in calls.items()}},
+                         dtype=object)
+    return CsvRows(frame, pd.Series([None] * len(frame), dtype=object), rejects)
+
+
+def _call(value: str) -> float | None:
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if number in _CNA_CALLS else None

@@ -1,0 +1,173 @@
+"""cBioPortal study folders: outcomes, clinical features without leakage, mutations and copy number."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from apps.cli import app
+from ingest.cbioportal import DAYS_PER_MONTH, StudyError, find_study_files, ingest_cbioportal
+from tests.conftest import shared_data
+
+HEAD = "#Patient Identifier\tAge\tSex\n#Id\tAge at diagnosis\tSex\n#STRING\tNUMBER\tSTRING\n#1\t1\t1\n"
+
+
+def _write(path, lines):
+    path.write_text("\n".join("\t".join(map(str, row)) for row in lines) + "\n", encoding="utf-8")
+
+
+def _study(folder, *, patients=None, with_meta=True):
+    """A study of 12 patients, one sample each (P1 has two), as the cBioPortal datahub lays it out."""
+    folder.mkdir()
+    rows = patients or [
+        [f"P{i}", 40 + i, "Male" if i % 2 else "Female", "1:DECEASED" if i % 3 == 0 else "0:LIVING", 6.5 * i,
+         "1:Recurred/Progressed" if i % 2 else "0:DiseaseFree", 3.0 * i, "Dead" if i % 3 == 0 else "Alive",
+         f"TCGA-XX-{1000 + i}", "[Not Available]" if i == 4 else "White"]
+        for i in range(1, 13)]
+    header = ["PATIENT_ID", "AGE", "SEX", "OS_STATUS", "OS_MONTHS", "DFS_STATUS", "DFS_MONTHS", "VITAL_STATUS",
+              "OTHER_PATIENT_ID", "RACE"]
+    (folder / "data_clinical_patient.txt").write_text(HEAD, encoding="utf-8")
+    with (folder / "data_clinical_patient.txt").open("a", encoding="utf-8") as fh:
+        fh.write("\n".join("\t".join(map(str, row)) for row in [header, *rows]) + "\n")
+    _write(folder / "data_clinical_sample.txt",
+           [["#Patient", "#Sample", "#Type"], ["PATIENT_ID", "SAMPLE_ID", "CANCER_TYPE_DETAILED"],
+            *[[f"P{i}", f"P{i}-01", "Lung Adenocarcinoma" if i % 2 else "Lung Squamous Cell Carcinoma"]
+              for i in range(1, 13)], ["P1", "P1-02", "Lung Adenocarcinoma"]])
+    _write(folder / "data_mutations.txt",
+           [["Hugo_Symbol", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
+             "Variant_Classification", "Tumor_Sample_Barcode"],
+            ["EGFR", 7, 55191822, "T", "G", "Missense_Mutation", "P1-01"],
+            ["TP53", 17, 7675088, "C", "T", "Missense_Mutation", "P2-01"],
+            ["KRAS", 12, 25245350, "C", "A", "Missense_Mutation", "P2-01"]])
+    _write(folder / "data_cna.txt",
+           [["Hugo_Symbol", "Entrez_Gene_Id", "P1-02", "P1-01", "P2-01", "P3-01"],
+            ["EGFR", 1956, 2, 0, -1, "NA"], ["TP53", 7157, 0, -2, "amp", 1], ["NOTAGENE", 1, 2, 2, 2, 2]])
+    if with_meta:
+        for name, kind, datatype, data in [
+                ("clinical_patient", "CLINICAL", "PATIENT_ATTRIBUTES", "data_clinical_patient.txt"),
+                ("clinical_sample", "CLINICAL", "SAMPLE_ATTRIBUTES", "data_clinical_sample.txt"),
+                ("mutations", "MUTATION_EXTENDED", "MAF", "data_mutations.txt"),
+                ("cna", "COPY_NUMBER_ALTERATION", "DISCRETE", "data_cna.txt")]:
+            (folder / f"meta_{name}.txt").write_text(
+                f"cancer_study_identifier: test_study\ngenetic_alteration_type: {kind}\ndatatype: {datatype}\n"
+                f"data_filename: {data}\n", encoding="utf-8")
+    return folder
+
+
+def _features(lake, modality):
+    frame = lake.read("features").to_pandas()
+    return frame[frame["modality"] == modality]
+
+
+def test_a_study_loads_outcomes_clinical_features_mutations_and_copy_number(tmp_path, lake):
+    counts = ingest_cbioportal(lake, _study(tmp_path / "study"), diagnosis="CANCER_TYPE_DETAILED")
+    labels = lake.read("labels").to_pandas().set_index("patient_id")
+    assert len(labels) == 12 and counts["labels"]["patients"] == 12
+    assert math.isclose(labels.loc["P3", "time"], 19.5 * DAYS_PER_MONTH) and labels.loc["P3", "event"]
+    assert not labels.loc["P2", "event"] and math.isclose(labels.loc["P2", "time"], 13.0 * 30.4375)
+    assert (labels["index_date"].dt.strftime("%Y-%m-%d") == "2000-01-01").all()
+    assert labels.loc["P2", "diagnosis"] == "Lung Squamous Cell Carcinoma"
+    assert labels.loc["P3", "diagnosis"] == "Lung Adenocarcinoma"
+    clinical = _features(lake, "clinical")
+    assert set(clinical["feature"]) == {"AGE", "SEX", "RACE"}
+    assert clinical[(clinical["patient_id"] == "P4") & (clinical["feature"] == "RACE")]["value_str"].isna().all()
+    assert counts["excluded"] == {"OS_STATUS": "an outcome known only after day 0",
+                                  "OS_MONTHS": "an outcome known only after day 0",
+                                  "DFS_STATUS": "an outcome known only after day 0",
+                                  "DFS_MONTHS": "an outcome known only after day 0",
+                                  "VITAL_STATUS": "an outcome known only after day 0",
+                                  "OTHER_PATIENT_ID": "an identifier"}
+    status = lake.read("gene_status").to_pandas()
+    egfr = status[status["gene"] == "EGFR"].set_index("sample_id")
+    assert egfr.loc["P1-01", "patient_id"] == "P1" and egfr.loc["P1-01", "mutated"]
+    cna = _features(lake, "cna").set_index(["patient_id", "feature"])["value"]
+    # P1's first sample in the sample file is P1-01 (not the CNA file's first column, P1-02)
+    assert cna[("P1", "EGFR")] == 0 and cna[("P1", "TP53")] == -2 and cna[("P2", "EGFR")] == -1
+    assert math.isnan(cna[("P2", "TP53")]) and cna[("P3", "TP53")] == 1 and math.isnan(cna[("P3", "EGFR")])
+    assert "NOTAGENE" not in set(_features(lake, "cna")["feature"])
+    rejects = lake.read("rejects").to_pandas()
+    bad_call = rejects[rejects["source"].str.endswith("data_cna.txt")]
+    assert list(bad_call["location"]) == ["line 3, column P2-01"]
+
+
+def test_other_endpoints_and_the_status_words_of_older_studies(tmp_path, lake):
+    folder = _study(tmp_path / "study", with_meta=False)
+    text = (folder / "data_clinical_patient.txt").read_text().replace("1:Recurred/Progressed", "Recurred/Progressed")
+    (folder / "data_clinical_patient.txt").write_text(text.replace("0:DiseaseFree", "DiseaseFree"))
+    assert find_study_files(folder).cna == folder / "data_cna.txt"
+    ingest_cbioportal(lake, folder, endpoint="dfs")
+    labels = lake.read("labels").to_pandas().set_index("patient_id")
+    assert labels.loc["P1", "event"] and not labels.loc["P2", "event"]
+    assert math.isclose(labels.loc["P2", "time"], 6.0 * DAYS_PER_MONTH)
+
+
+def test_a_missing_endpoint_names_the_ones_there(tmp_path, lake):
+    with pytest.raises(StudyError, match=r"no PFS_STATUS and PFS_MONTHS .* this study has DFS, OS"):
+        ingest_cbioportal(lake, _study(tmp_path / "study"), endpoint="PFS")
+    assert not lake.has("labels")
+
+
+def test_bad_survival_cells_are_rejected_by_line_without_their_values(tmp_path, lake):
+    rows = [["P1", 50, "Male", "2:SOMETHING-ODD", 10, "0:DiseaseFree", 1, "Alive", "X1", "White"],
+            ["P2", 51, "Female", "1:DECEASED", "ten-months-odd", "0:DiseaseFree", 1, "Dead", "X2", "White"],
+            ["P3", 52, "Female", "0:LIVING", 12],
+            ["P4", 53, "Male", "0:LIVING", 12, "0:DiseaseFree", 1, "Alive", "X4", "Asian"]]
+    counts = ingest_cbioportal(lake, _study(tmp_path / "study", patients=rows))
+    rejects = lake.read("rejects").to_pandas()
+    mine = rejects[rejects["source"].str.endswith("data_clinical_patient.txt")].set_index("location")
+    # the four # lines and the header come first: P1 is on line 6
+    assert set(mine.index) == {"line 6", "line 7", "line 8"}
+    assert "OS_STATUS is not 1:<event> or 0:<censored>" in mine.loc["line 6", "reason"]
+    assert "OS_MONTHS is not a number of months" in mine.loc["line 7", "reason"]
+    assert "5 tab-separated fields where the header has 10" in mine.loc["line 8", "reason"]
+    assert not mine["reason"].str.contains("ODD|odd").any()
+    labels = lake.read("labels").to_pandas().set_index("patient_id")
+    assert set(labels.index) == {"P1", "P2", "P4"} and labels.loc[["P1", "P2"], "time"].isna().all()
+    assert counts["labels"]["rejected"] == 3
+
+
+def test_a_real_maf_joins_its_patient(tmp_path, lake):
+    folder = _study(tmp_path / "study")
+    (folder / "data_mutations.txt").unlink()
+    (folder / "data_mutations.txt").symlink_to(shared_data("variants", "maf", "brca.maf.gz"))
+    sample = folder / "data_clinical_sample.txt"
+    sample.write_text(sample.read_text() + "P5\tTCGA-A8-A08B\tBreast Invasive Ductal Carcinoma\n")
+    counts = ingest_cbioportal(lake, folder)
+    assert counts["mutations"]["records_read"] == 1913 and counts["mutations"]["unmapped_samples"] == 0
+    tmb = lake.read("tmb").to_pandas().set_index("sample_id")
+    assert tmb.loc["TCGA-A8-A08B", "patient_id"] == "P5"
+
+
+def test_the_command_prints_each_part_and_exits_2_on_rejects(tmp_path):
+    folder, lake = _study(tmp_path / "study"), tmp_path / "lake"
+    result = CliRunner().invoke(app, ["ingest", "cbioportal", str(folder), "--lake", str(lake), "--exclude", "RACE"])
+    assert result.exit_code == 2, result.output  # the bad copy-number call
+    for title in ("cbioportal: labels", "cbioportal: clinical", "cbioportal: mutations", "cbioportal: cna",
+                  "left out of the clinical features", "1 line(s) or cell(s) rejected"):
+        assert title in result.output
+    assert "RACE" in result.output and "excluded by the caller" in result.output
+    missing = CliRunner().invoke(app, ["ingest", "cbioportal", str(tmp_path / "nowhere"), "--lake", str(lake)])
+    assert missing.exit_code == 1 and "not a folder" in " ".join(missing.output.split())
+
+
+def test_a_study_trains_and_evaluates_without_fhir(tmp_path, lake):
+    """A lake of curated tables only assembles into a cohort; a modality too few patients have (genomics: 2 of
+    30 sequenced) gets no single-modality model, and a note says why, while the other ablations are scored."""
+    from fusion.config import load_config
+    from fusion.evaluate import evaluate_run
+    from fusion.train import train
+
+    rows = [[f"P{i}", 40 + i, "Male" if i % 2 else "Female", "1:DECEASED" if i % 3 else "0:LIVING", 2.0 * i,
+             "0:DiseaseFree", 1, "Alive", f"X{i}", "White"] for i in range(1, 31)]
+    ingest_cbioportal(lake, _study(tmp_path / "study", patients=rows))
+    config = load_config(None, [
+        "modalities.ehr.enabled=false", "modalities.image.enabled=false", "modalities.clinical.enabled=true",
+        "modalities.clinical.encoder=mlp", "tasks.diagnosis.enabled=false", "tasks.response.enabled=false",
+        "train.epochs=2", "train.device=cpu", "tasks.cox_queue_size=0"])
+    train(config, lake.path, tmp_path / "run")
+    result = evaluate_run(tmp_path / "run", lake.path, n_boot=5)
+    ablations = result["tasks"]["survival"]["ablations"]
+    assert "only_clinical" in ablations and "only_genomics" not in ablations and "without_genomics" in ablations
+    assert any(note.startswith("only_genomics was not trained: need >= 2 training") for note in result["notes"])
