@@ -129,45 +129,61 @@ def _meta(path: Path) -> tuple[Path, dict[str, str]]:
     return path, pairs
 
 
-def read_study_table(path: Path, *, required: Iterable[str] = ()) -> StudyTable:
-    """Read a cBioPortal TSV (UTF-8; ``#`` lines before the header skipped; blank lines skipped); cells in
-    :data:`ingest.tables.MISSING` or in brackets (``[Not Available]``) are missing.
+def read_study_table(path: Path, *, required: Iterable[str] = (), only: tuple[str, set[str]] | None = None
+                     ) -> StudyTable:
+    """Read a cBioPortal TSV line by line (UTF-8; ``#`` lines before the header skipped; blank lines skipped);
+    cells in :data:`ingest.tables.MISSING` or in brackets (``[Not Available]``) are missing. ``only`` =
+    ``(column, values)`` keeps just the lines whose ``column`` is in ``values`` (a copy-number matrix's panel
+    genes), splitting no other line whole.
 
     Raises:
         StudyError: the file is not UTF-8, has no header, an unnamed or repeated column, or lacks a ``required``
             column.
     """
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        raise StudyError(f"{path} is not UTF-8 text ({exc.reason}); save it as UTF-8") from None
-    number = next((n for n, line in enumerate(lines) if line.strip() and not line.startswith("#")), None)
-    if number is None:
-        raise StudyError(f"{path}: no header line (every line is empty or starts with #)")
-    header = [name.strip() for name in lines[number].split("\t")]
-    repeated = sorted({name for name in header if header.count(name) > 1})
-    if "" in header or repeated:
-        raise StudyError(f"{path}, line {number + 1}: the header has an unnamed or repeated column"
-                         f" ({', '.join(repeated) or 'column ' + str(header.index('') + 1)}); fix the header")
-    missing = [name for name in required if name not in header]
-    if missing:
-        raise StudyError(f"{path}, line {number + 1}: no {', '.join(missing)} column; a cBioPortal clinical file"
-                         " names its attributes in the first line after the # lines")
     rows, numbers, raws, rejects = [], [], [], []
-    for n, line in enumerate(lines[number + 1:], start=number + 2):
-        if not line.strip():
-            continue
-        values = [value.strip() for value in line.split("\t")]
-        if len(values) != len(header):
-            rejects.append({"source": str(path), "location": f"line {n}", "raw": line,
-                            "reason": f"{len(values)} tab-separated fields where the header has {len(header)}"})
-            continue
-        rows.append([None if v in MISSING or _PLACEHOLDER.match(v) else v for v in values])
-        numbers.append(n)
-        raws.append(line)
+    header: list[str] = []
+    n, keep_at = 0, None  # keep_at: the index of ``only``'s column, once the header is read
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            for n, line in enumerate(fh, start=1):
+                line = line.rstrip("\r\n")
+                if not line.strip() or (not header and line.startswith("#")):
+                    continue
+                if not header:
+                    header = _header(path, n, line, required)
+                    keep_at = header.index(only[0]) if only is not None else None
+                    continue
+                if keep_at is not None and line.split("\t", keep_at + 1)[keep_at].strip() not in only[1]:
+                    continue
+                values = [value.strip() for value in line.split("\t")]
+                if len(values) != len(header):
+                    rejects.append({"source": str(path), "location": f"line {n}", "raw": line,
+                                    "reason": f"{len(values)} tab-separated fields where the header has"
+                                              f" {len(header)}"})
+                    continue
+                rows.append([None if v in MISSING or _PLACEHOLDER.match(v) else v for v in values])
+                numbers.append(n)
+                raws.append(line)
+    except UnicodeDecodeError as exc:
+        raise StudyError(f"{path}, line {n + 1}: not UTF-8 text ({exc.reason}); save the file as UTF-8") from None
+    if not header:
+        raise StudyError(f"{path}: no header line (every line is empty or starts with #)")
     index = pd.Index(numbers, name="line")
     return StudyTable(path, pd.DataFrame(rows, columns=header, index=index, dtype=object),
                       pd.Series(raws, index=index, dtype=object), rejects)
+
+
+def _header(path: Path, number: int, line: str, required: Iterable[str]) -> list[str]:
+    header = [name.strip() for name in line.split("\t")]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if "" in header or repeated:
+        raise StudyError(f"{path}, line {number}: the header has an unnamed or repeated column"
+                         f" ({', '.join(repeated) or 'column ' + str(header.index('') + 1)}); fix the header")
+    missing = [name for name in required if name not in header]
+    if missing:
+        raise StudyError(f"{path}, line {number}: no {', '.join(missing)} column; a cBioPortal data file names its"
+                         " columns in the first line after the # lines")
+    return header
 
 
 def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnosis: str | None = None,
@@ -311,13 +327,13 @@ def _cna_rows(path: Path, genes: list[str], samples: StudyTable | None) -> CsvRo
     """One row per patient of the discrete calls of ``genes`` from the patient's first sample with calls (samples
     in the sample file's order, then the CNA file's; a sample missing from the sample file is its own patient).
     A call other than -2, -1.5, -1, 0, 1, 2 is rejected and kept as missing."""
-    table = read_study_table(path, required=["Hugo_Symbol"])
+    table = read_study_table(path, required=["Hugo_Symbol"], only=("Hugo_Symbol", set(genes)))
     sample_columns = [c for c in table.frame.columns if c not in ("Hugo_Symbol", "Entrez_Gene_Id", "Cytoband")]
-    wanted, rejects = set(genes), list(table.rejects)
+    rejects = list(table.rejects)
     calls: dict[str, dict[str, str | None]] = {}  # gene -> sample -> call (the gene's first line only)
     for line, row in table.frame.to_dict("index").items():
         gene = row["Hugo_Symbol"]
-        if gene not in wanted or gene in calls:
+        if gene in calls:
             continue
         calls[gene] = {}
         for sample in sample_columns:
