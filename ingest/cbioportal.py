@@ -15,8 +15,10 @@ before the header of attribute ids. :func:`ingest_cbioportal` loads, through the
   tumorboard places on that one date;
 - **clinical features** (modality ``clinical``): the other patient attributes, except outcomes (every
   ``X_STATUS``/``X_MONTHS`` pair and :data:`FOLLOW_UP_ATTRIBUTES`: they are known only after day 0 and would
-  leak the target), identifiers (``*_ID``, and text attributes with a different value for every patient) and
-  the attributes the caller excludes;
+  leak the target), identifiers (``*_ID``, and text attributes with a different value for every patient), the
+  diagnosis attribute and its other codings (:data:`DIAGNOSIS_ATTRIBUTES`) when one is the diagnosis label,
+  and the attributes the caller excludes; modality ``clinical_sample``: the attributes of each patient's first
+  sample (in the sample file's order: TMB, MSI score, sample type, ...) under the same rules;
 - **mutations** (MAF) with ``SAMPLE_ID -> PATIENT_ID`` from the sample file, as ``ingest variants`` does;
 - **copy number** (modality ``cna``; discrete GISTIC calls -2..2 of the gene panel's genes) from each patient's
   first sample (in the sample file's order) that has calls.
@@ -46,6 +48,8 @@ FOLLOW_UP_ATTRIBUTES = frozenset({
     "DEATH_DAYS_TO", "PERSON_NEOPLASM_CANCER_STATUS", "TUMOR_STATUS", "NEW_TUMOR_EVENT_AFTER_INITIAL_TREATMENT",
     "DAYS_TO_NEW_TUMOR_EVENT_AFTER_INITIAL_TREATMENT", "TREATMENT_OUTCOME_FIRST_COURSE", "FORM_COMPLETION_DATE",
 })
+# attributes that name the cancer type: never features when one of them is the diagnosis label
+DIAGNOSIS_ATTRIBUTES = frozenset({"CANCER_TYPE", "CANCER_TYPE_DETAILED", "ONCOTREE_CODE", "TUMOR_TYPE"})
 _EVENT_WORDS = {"DECEASED", "DEAD", "RECURRED/PROGRESSED", "RECURRED", "PROGRESSED", "PROGRESSION",
                 "DEAD WITH TUMOR", "DEAD OF DISEASE"}
 _CENSORED_WORDS = {"LIVING", "ALIVE", "DISEASEFREE", "DISEASE FREE", "CENSORED", "ALIVE OR DEAD TUMOR FREE",
@@ -193,8 +197,8 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     features without outcomes, identifiers and ``exclude``, mutations and copy number.
 
     Returns:
-        Counts per part (``labels``, ``clinical``, ``mutations``, ``cna``; a part the study lacks is absent)
-        and ``excluded``: the patient attributes left out of the clinical features, each with why.
+        Counts per part (``labels``, ``clinical``, ``clinical_sample``, ``mutations``, ``cna``; a part the study
+        lacks is absent) and ``excluded``: per clinical modality, the attributes left out, each with why.
 
     Raises:
         StudyError: no patient file, or it lacks the endpoint's columns (the lake is unchanged).
@@ -213,10 +217,18 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
                          f" {', '.join(found) or 'no survival endpoint'} (pass --endpoint)")
     counts: dict[str, dict] = {"labels": ingest_labels(lake, files.patient, table=_label_rows(
         patients, status, months, _diagnoses(patients, samples, diagnosis)))}
-    clinical, excluded = _clinical_rows(patients, set(exclude))
-    counts["excluded"] = excluded
+    clinical, excluded = _feature_rows(patients, set(exclude), diagnosis)
+    counts["excluded"] = {"clinical": excluded}
     if len(clinical.frame.columns) > 1:
         counts["clinical"] = ingest_features(lake, files.patient, modality="clinical", table=clinical)
+    if samples is not None:
+        first, excluded = _feature_rows(samples, set(exclude), diagnosis)
+        counts["excluded"]["clinical_sample"] = excluded
+        if len(first.frame.columns) > 1:
+            counts["clinical_sample"] = {**ingest_features(lake, files.sample, modality="clinical_sample",
+                                                           table=first),
+                                         "samples_not_used": int(samples.frame["SAMPLE_ID"].notna().sum())
+                                         - len(first.frame)}
     sample_map = _sample_map(samples) if samples is not None else None
     if files.mutations:
         counts["mutations"] = ingest_variants(lake, files.mutations, sample_map=sample_map, gene_panel=gene_panel)
@@ -292,9 +304,12 @@ def _diagnoses(patients: StudyTable, samples: StudyTable | None, attribute: str 
     raise StudyError(f"{patients.path}: --diagnosis {attribute} is neither a patient nor a sample attribute")
 
 
-def _clinical_rows(patients: StudyTable, exclude: set[str]) -> tuple[CsvRows, dict[str, str]]:
-    """The patient attributes that can be model inputs, and the others with why they are left out."""
-    frame = patients.frame
+def _feature_rows(table: StudyTable, exclude: set[str], diagnosis: str | None) -> tuple[CsvRows, dict[str, str]]:
+    """The attributes of a clinical file that can be model inputs (of a sample file: each patient's first sample,
+    in the file's order), and the others with why they are left out."""
+    frame = table.frame
+    if "SAMPLE_ID" in frame:
+        frame = frame[frame["PATIENT_ID"].notna()].drop_duplicates("PATIENT_ID")
     excluded: dict[str, str] = {}
     for column in frame.columns:
         stem = column.rsplit("_", 1)[0]
@@ -305,10 +320,12 @@ def _clinical_rows(patients: StudyTable, exclude: set[str]) -> tuple[CsvRows, di
         elif (column.endswith("_STATUS") and f"{stem}_MONTHS" in frame) or (
                 column.endswith("_MONTHS") and f"{stem}_STATUS" in frame) or column in FOLLOW_UP_ATTRIBUTES:
             excluded[column] = "an outcome known only after day 0"
+        elif diagnosis is not None and (column == diagnosis or column in DIAGNOSIS_ATTRIBUTES):
+            excluded[column] = "the diagnosis label, or another coding of it"
         elif column.endswith("_ID") or _identifier_like(frame[column]):
             excluded[column] = "an identifier"
     kept = frame[[c for c in frame.columns if c not in excluded]].rename(columns={"PATIENT_ID": "patient_id"})
-    return CsvRows(kept, patients.raw, []), excluded
+    return CsvRows(kept, table.raw[kept.index], []), excluded
 
 
 def _identifier_like(values: pd.Series) -> bool:

@@ -48,8 +48,9 @@ def cbioportal(
     excluded = counts.pop("excluded")
     for part, part_counts in counts.items():
         print_counts(part_counts, title=f"cbioportal: {part}")
-    if excluded:
-        print_counts(excluded, title="patient attributes left out of the clinical features")
+    for modality, attributes in excluded.items():
+        if attributes:
+            print_counts(attributes, title=f"attributes left out of the {modality} features")
     rejected = sum(int(part_counts.get("rejected", 0)) for part_counts in counts.values())
     if rejected:
         err_console.print(f"[yellow]{rejected} line(s) or cell(s) rejected[/]: see the rejects table, e.g."

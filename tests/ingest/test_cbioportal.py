@@ -32,9 +32,11 @@ def _study(folder, *, patients=None, with_meta=True):
     with (folder / "data_clinical_patient.txt").open("a", encoding="utf-8") as fh:
         fh.write("\n".join("\t".join(map(str, row)) for row in [header, *rows]) + "\n")
     _write(folder / "data_clinical_sample.txt",
-           [["#Patient", "#Sample", "#Type"], ["PATIENT_ID", "SAMPLE_ID", "CANCER_TYPE_DETAILED"],
-            *[[f"P{i}", f"P{i}-01", "Lung Adenocarcinoma" if i % 2 else "Lung Squamous Cell Carcinoma"]
-              for i in range(1, 13)], ["P1", "P1-02", "Lung Adenocarcinoma"]])
+           [["#Patient", "#Sample", "#Type", "#Code", "#TMB"],
+            ["PATIENT_ID", "SAMPLE_ID", "CANCER_TYPE_DETAILED", "ONCOTREE_CODE", "TMB_NONSYNONYMOUS"],
+            *[[f"P{i}", f"P{i}-01", *(["Lung Adenocarcinoma", "LUAD"] if i % 2 else
+                                      ["Lung Squamous Cell Carcinoma", "LUSC"]), 1.5 * i] for i in range(1, 13)],
+            ["P1", "P1-02", "Lung Adenocarcinoma", "LUAD", 9.0]])
     _write(folder / "data_mutations.txt",
            [["Hugo_Symbol", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
              "Variant_Classification", "Tumor_Sample_Barcode"],
@@ -73,12 +75,19 @@ def test_a_study_loads_outcomes_clinical_features_mutations_and_copy_number(tmp_
     clinical = _features(lake, "clinical")
     assert set(clinical["feature"]) == {"AGE", "SEX", "RACE"}
     assert clinical[(clinical["patient_id"] == "P4") & (clinical["feature"] == "RACE")]["value_str"].isna().all()
-    assert counts["excluded"] == {"OS_STATUS": "an outcome known only after day 0",
-                                  "OS_MONTHS": "an outcome known only after day 0",
-                                  "DFS_STATUS": "an outcome known only after day 0",
-                                  "DFS_MONTHS": "an outcome known only after day 0",
-                                  "VITAL_STATUS": "an outcome known only after day 0",
-                                  "OTHER_PATIENT_ID": "an identifier"}
+    assert counts["excluded"]["clinical"] == {"OS_STATUS": "an outcome known only after day 0",
+                                              "OS_MONTHS": "an outcome known only after day 0",
+                                              "DFS_STATUS": "an outcome known only after day 0",
+                                              "DFS_MONTHS": "an outcome known only after day 0",
+                                              "VITAL_STATUS": "an outcome known only after day 0",
+                                              "OTHER_PATIENT_ID": "an identifier"}
+    # the diagnosis label and its other codings are never inputs; the first sample's other attributes are
+    assert counts["excluded"]["clinical_sample"] == {
+        "SAMPLE_ID": "an identifier", "CANCER_TYPE_DETAILED": "the diagnosis label, or another coding of it",
+        "ONCOTREE_CODE": "the diagnosis label, or another coding of it"}
+    per_sample = _features(lake, "clinical_sample").set_index(["patient_id", "feature"])["value"]
+    assert set(per_sample.index.get_level_values("feature")) == {"TMB_NONSYNONYMOUS"}
+    assert per_sample[("P1", "TMB_NONSYNONYMOUS")] == 1.5 and counts["clinical_sample"]["samples_not_used"] == 1
     status = lake.read("gene_status").to_pandas()
     egfr = status[status["gene"] == "EGFR"].set_index("sample_id")
     assert egfr.loc["P1-01", "patient_id"] == "P1" and egfr.loc["P1-01", "mutated"]
@@ -133,7 +142,7 @@ def test_a_real_maf_joins_its_patient(tmp_path, lake):
     (folder / "data_mutations.txt").unlink()
     (folder / "data_mutations.txt").symlink_to(shared_data("variants", "maf", "brca.maf.gz"))
     sample = folder / "data_clinical_sample.txt"
-    sample.write_text(sample.read_text() + "P5\tTCGA-A8-A08B\tBreast Invasive Ductal Carcinoma\n")
+    sample.write_text(sample.read_text() + "P5\tTCGA-A8-A08B\tBreast Invasive Ductal Carcinoma\tIDC\t40\n")
     counts = ingest_cbioportal(lake, folder)
     assert counts["mutations"]["records_read"] == 1913 and counts["mutations"]["unmapped_samples"] == 0
     tmb = lake.read("tmb").to_pandas().set_index("sample_id")
