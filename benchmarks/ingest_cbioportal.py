@@ -2,11 +2,12 @@
 
 Run by hand: ``python benchmarks/ingest_cbioportal.py [--patients 1100] [--genes 25000] [--mutations 100000]
 [--work /tmp/tumorboard-bench-cbioportal]``. Writes a synthetic study in the datahub's layout (meta files,
-clinical patient and sample files with their ``#`` header lines, a MAF, a discrete copy-number matrix of
-``--genes`` genes x one sample per patient) and ingests it into a fresh lake in a fresh process, printing wall
-and CPU seconds and the process's peak RSS. The copy-number matrix is read line by line and only the gene
-panel's lines are split, so memory should follow the panel, not the matrix (a 1,100 x 25,000 matrix is 55 MB of
-text, and about 2 GB as one pandas frame of strings).
+clinical patient and sample files with their ``#`` header lines, a MAF, a discrete copy-number matrix and an
+RNA-seq matrix of ``--genes`` genes x one sample per patient) and ingests it into a fresh lake in a fresh
+process, printing wall and CPU seconds and the process's peak RSS. Both matrices are read line by line: only the
+gene panel's copy-number lines are split, and only the panel's and the 500 most variable genes' expression is
+held, so memory should follow what is kept, not the matrices (a 1,100 x 25,000 matrix is 55 MB of text, and
+about 2 GB as one pandas frame of strings).
 """
 
 from __future__ import annotations
@@ -58,7 +59,13 @@ def write_study(folder: Path, patients: int, genes: int, mutations: int, seed: i
         calls = ["-2", "-1", "0", "0", "0", "0", "1", "2"]
         for number, gene in enumerate(names):
             fh.write(f"{gene}\t{number}\t" + "\t".join(rng.choice(calls) for _ in samples) + "\n")
+    with (folder / "data_mrna_seq_v2_rsem.txt").open("w") as fh:
+        fh.write("Hugo_Symbol\tEntrez_Gene_Id\t" + "\t".join(samples) + "\n")
+        for number, gene in enumerate(names):
+            scale = rng.choice([1.0, 10.0, 100.0, 1000.0])
+            fh.write(f"{gene}\t{number}\t" + "\t".join(f"{rng.expovariate(1 / scale):.4f}" for _ in samples) + "\n")
     for name, kind, datatype, data in [
+            ("mrna", "MRNA_EXPRESSION", "CONTINUOUS", "data_mrna_seq_v2_rsem.txt"),
             ("clinical_patient", "CLINICAL", "PATIENT_ATTRIBUTES", "data_clinical_patient.txt"),
             ("clinical_sample", "CLINICAL", "SAMPLE_ATTRIBUTES", "data_clinical_sample.txt"),
             ("mutations", "MUTATION_EXTENDED", "MAF", "data_mutations.txt"),
@@ -78,7 +85,8 @@ def main() -> None:
     study = args.work / "study"
     write_study(study, args.patients, args.genes, args.mutations)
     size = sum(p.stat().st_size for p in study.iterdir()) / 1e6
-    print(f"study: {args.patients:,} patients, {args.genes:,}-gene copy-number matrix, {args.mutations:,} mutations"
+    print(f"study: {args.patients:,} patients, {args.genes:,}-gene copy-number and expression matrices,"
+          f" {args.mutations:,} mutations"
           f" ({size:.0f} MB)")
     started, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run([sys.executable, "-m", "apps", "ingest", "cbioportal", str(study), "--lake",

@@ -21,18 +21,23 @@ before the header of attribute ids. :func:`ingest_cbioportal` loads, through the
   sample (in the sample file's order: TMB, MSI score, sample type, ...) under the same rules;
 - **mutations** (MAF) with ``SAMPLE_ID -> PATIENT_ID`` from the sample file, as ``ingest variants`` does;
 - **copy number** (modality ``cna``; discrete GISTIC calls -2..2 of the gene panel's genes) from each patient's
-  first sample (in the sample file's order) that has calls.
+  first sample (in the sample file's order) that has calls;
+- **expression** (modality ``expression``; ``MRNA_EXPRESSION`` levels, else z-scores): the panel's genes and the
+  most variable other genes over all samples (an unsupervised choice: no label is read), RNA-seq levels as
+  log2(1 + level), from each patient's first sample with values.
 
 Rejects name the study's own file and line (the line number counts the ``#`` lines).
 """
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ingest.lake import Lake
@@ -70,6 +75,8 @@ class StudyFiles:
     sample: Path | None
     mutations: list[Path] = field(default_factory=list)
     cna: Path | None = None
+    expression: Path | None = None
+    expression_kind: str = ""  # its meta datatype: CONTINUOUS or Z-SCORE
 
 
 @dataclass
@@ -94,9 +101,13 @@ def find_study_files(folder: Path) -> StudyFiles:
         raise StudyError(f"{folder} is not a folder; pass the study folder (the one holding meta_study.txt)")
     metas = [_meta(path) for path in sorted(folder.glob("meta_*.txt"))]
     if not metas:
+        expression = sorted(p for p in folder.glob("data_mrna*.txt") if p.is_file())
+        levels = [p for p in expression if "zscores" not in p.name.lower()]
+        chosen = (levels or expression or [None])[0]
         return StudyFiles(_first(folder, "data_clinical_patient.txt"), _first(folder, "data_clinical_sample.txt"),
                           sorted(p for p in folder.glob("data_mutations*") if p.is_file()),
-                          _first(folder, "data_cna.txt"))
+                          _first(folder, "data_cna.txt"), chosen,
+                          "" if chosen is None else "Z-SCORE" if "zscores" in chosen.name.lower() else "CONTINUOUS")
     files = StudyFiles(None, None)
     for path, meta in metas:
         kind = (meta.get("genetic_alteration_type", "").upper(), meta.get("datatype", "").upper())
@@ -115,6 +126,9 @@ def find_study_files(folder: Path) -> StudyFiles:
             files.mutations.append(data)
         elif kind == ("COPY_NUMBER_ALTERATION", "DISCRETE"):
             files.cna = data
+        elif kind[0] == "MRNA_EXPRESSION" and kind[1] in ("CONTINUOUS", "Z-SCORE") and (
+                files.expression is None or (files.expression_kind, kind[1]) == ("Z-SCORE", "CONTINUOUS")):
+            files.expression, files.expression_kind = data, kind[1]  # levels rather than z-scores
     return files
 
 
@@ -191,14 +205,16 @@ def _header(path: Path, number: int, line: str, required: Iterable[str]) -> list
 
 
 def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnosis: str | None = None,
-                      exclude: Iterable[str] = (), gene_panel: GenePanel | str | Path | None = None
-                      ) -> dict[str, dict]:
+                      exclude: Iterable[str] = (), gene_panel: GenePanel | str | Path | None = None,
+                      expression_genes: int = 500) -> dict[str, dict]:
     """Load the cBioPortal study in ``folder`` (see the module docstring): labels for ``endpoint``, clinical
-    features without outcomes, identifiers and ``exclude``, mutations and copy number.
+    features without outcomes, identifiers and ``exclude``, mutations, copy number, and the expression of the
+    panel's genes and of the ``expression_genes`` most variable others (0: no expression).
 
     Returns:
-        Counts per part (``labels``, ``clinical``, ``clinical_sample``, ``mutations``, ``cna``; a part the study
-        lacks is absent) and ``excluded``: per clinical modality, the attributes left out, each with why.
+        Counts per part (``labels``, ``clinical``, ``clinical_sample``, ``mutations``, ``cna``, ``expression``;
+        a part the study lacks is absent) and ``excluded``: per clinical modality, the attributes left out, each
+        with why.
 
     Raises:
         StudyError: no patient file, or it lacks the endpoint's columns (the lake is unchanged).
@@ -236,6 +252,11 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
         panel = gene_panel if isinstance(gene_panel, GenePanel) else load_gene_panel(gene_panel)
         counts["cna"] = ingest_features(lake, files.cna, modality="cna",
                                         table=_cna_rows(files.cna, panel.genes, samples))
+    if files.expression is not None and expression_genes > 0:
+        panel = gene_panel if isinstance(gene_panel, GenePanel) else load_gene_panel(gene_panel)
+        rna_seq = files.expression_kind == "CONTINUOUS" and files.expression.name.lower().startswith("data_mrna_seq")
+        counts["expression"] = ingest_features(lake, files.expression, modality="expression", table=_expression_rows(
+            files.expression, rna_seq=rna_seq, panel=panel.genes, top=expression_genes, samples=samples))
     return counts
 
 
@@ -361,16 +382,94 @@ def _cna_rows(path: Path, genes: list[str], samples: StudyTable | None) -> CsvRo
                                                                   " -1, 0, 1, 2); kept as missing"})
                 value = None
             calls[gene][sample] = value
+    return _per_patient(calls, sample_columns, samples, rejects)
+
+
+def _per_patient(by_gene: dict[str, dict[str, object]], sample_columns: list[str], samples: StudyTable | None,
+                 rejects: list[dict]) -> CsvRows:
+    """Feature rows (one per patient, one column per gene) of a genes x samples matrix ``by_gene`` (gene ->
+    sample -> value or None): each patient's first sample with a value, in the sample file's order and then the
+    matrix's (a sample missing from the sample file is its own patient)."""
     order = list(samples.frame["SAMPLE_ID"].dropna()) if samples is not None else []
     patient_of = _sample_map(samples) if samples is not None else {}
     chosen: dict[str, str] = {}  # patient -> sample
     for sample in [s for s in order if s in sample_columns] + [s for s in sample_columns if s not in order]:
-        if any(by_sample[sample] is not None for by_sample in calls.values()):
+        if any(values[sample] is not None for values in by_gene.values()):
             chosen.setdefault(patient_of.get(sample, sample), sample)
     frame = pd.DataFrame({"patient_id": list(chosen),
-                          **{gene: [by_sample[s] for s in chosen.values()] for gene, by_sample in calls.items()}},
+                          **{gene: [values[s] for s in chosen.values()] for gene, values in by_gene.items()}},
                          dtype=object)
     return CsvRows(frame, pd.Series([None] * len(frame), dtype=object), rejects)
+
+
+def _expression_rows(path: Path, *, rna_seq: bool, panel: list[str], top: int, samples: StudyTable | None
+                     ) -> CsvRows:
+    """One row per patient (its first sample with values) of the expression of the panel's genes and of the
+    ``top`` other genes of highest variance over all samples (no label is read). RNA-seq levels (``rna_seq``)
+    become log2(1 + level); other values (z-scores, microarray log ratios) stay as given. The file is read line
+    by line, holding only the chosen genes. A cell that is not a number (or a negative RNA-seq level) is
+    rejected and kept as missing; so is a second line of a gene (its first line is used)."""
+    wanted, rejects = set(panel), []
+    chosen: dict[str, np.ndarray] = {}  # panel genes
+    heap: list[tuple[float, int, str, np.ndarray]] = []  # the ``top`` most variable other genes
+    first_line: dict[str, int] = {}
+    header: list[str] = []
+    first = 1  # the first sample column, once the header is read
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        for number, text in enumerate(fh, start=1):
+            text = text.rstrip("\r\n")
+            if not text.strip() or (not header and text.startswith("#")):
+                continue
+            if not header:
+                header = _header(path, number, text, ["Hugo_Symbol"])
+                first = 1 + sum(c in header for c in ("Entrez_Gene_Id", "Cytoband"))
+                continue
+            parts = text.split("\t")
+            gene = parts[0].strip()
+            problem = (f"{len(parts)} tab-separated fields where the header has {len(header)}"
+                       if len(parts) != len(header) else "no Hugo_Symbol" if not gene
+                       else f"a second line for {gene} (line {first_line[gene]} is used)" if gene in first_line
+                       else None)
+            if problem:
+                rejects.append({"source": str(path), "location": f"line {number}", "raw": text, "reason": problem})
+                continue
+            first_line[gene] = number
+            values = _levels(parts[first:], header[first:], path, number, text, rna_seq, rejects)
+            if gene in wanted:
+                chosen[gene] = values
+            elif top > 0 and np.isfinite(values).sum() >= 2:
+                entry = (float(np.nanvar(values)), -number, gene, values)
+                (heapq.heappush if len(heap) < top else heapq.heappushpop)(heap, entry)
+    if not header:
+        raise StudyError(f"{path}: no header line (every line is empty or starts with #)")
+    chosen.update({gene: values for _, _, gene, values in sorted(heap, reverse=True)})
+    by_gene = {gene: {s: (None if np.isnan(v) else float(v)) for s, v in zip(header[first:], values, strict=True)}
+               for gene, values in chosen.items()}
+    return _per_patient(by_gene, header[first:], samples, rejects)
+
+
+def _levels(cells: list[str], columns: list[str], path: Path, number: int, text: str, rna_seq: bool,
+            rejects: list[dict]) -> np.ndarray:
+    """The numbers of one expression line (NaN where missing or rejected), log2(1 + x) for RNA-seq levels."""
+    try:
+        values = np.array([np.nan if c.strip() in MISSING else c for c in cells], dtype=np.float64)
+    except ValueError:
+        values = np.full(len(cells), np.nan)
+        for i, cell in enumerate(cells):
+            try:
+                values[i] = np.nan if cell.strip() in MISSING else float(cell)
+            except ValueError:
+                rejects.append({"source": str(path), "location": f"line {number}, column {columns[i]}", "raw": text,
+                                "reason": "not a number; kept as missing"})
+    values[~np.isfinite(values)] = np.nan
+    if rna_seq:
+        negative = values < 0
+        for i in np.flatnonzero(negative):
+            rejects.append({"source": str(path), "location": f"line {number}, column {columns[i]}", "raw": text,
+                            "reason": "a negative RNA-seq level; kept as missing"})
+        values[negative] = np.nan
+        values = np.log2(1.0 + values)
+    return values
 
 
 def _call(value: str) -> float | None:

@@ -31,10 +31,13 @@ def cbioportal(
         "--exclude", help="Patient attribute to leave out of the clinical features (repeatable); outcomes and"
                           " identifiers are always left out.")] = None,
     gene_panel: Annotated[Path | None, typer.Option(
-        "--gene-panel", help="Gene panel YAML (name, genes, panel_size_mb) for TMB and the copy-number genes."
-                             " Default: configs/gene_panel.yaml (a whole exome).")] = None,
+        "--gene-panel", help="Gene panel YAML (name, genes, panel_size_mb) for TMB and the copy-number and"
+                             " expression genes. Default: configs/gene_panel.yaml (a whole exome).")] = None,
+    expression_genes: Annotated[int, typer.Option(
+        "--expression-genes", min=0, help="Expression features: the panel's genes plus this many of the most"
+                                          " variable others (0: no expression).")] = 500,
 ) -> None:
-    """Load a cBioPortal study: survival labels, clinical features, mutations and copy number.
+    """Load a cBioPortal study: survival labels, clinical features, mutations, copy number and expression.
 
     Every patient gets the index date 2000-01-01 (cBioPortal has no calendar dates; survival counts from each
     patient's day 0). Exit status: 0 everything loaded, 2 some lines or cells rejected (see `tumorboard lake
@@ -42,7 +45,7 @@ def cbioportal(
     """
     try:
         counts = ingest_cbioportal(Lake(lake), study, endpoint=endpoint, diagnosis=diagnosis,
-                                   exclude=exclude or (), gene_panel=gene_panel)
+                                   exclude=exclude or (), gene_panel=gene_panel, expression_genes=expression_genes)
     except (FileNotFoundError, ValueError, LakeError, SchemaError, OSError) as exc:
         raise fail(str(exc)) from None
     excluded = counts.pop("excluded")

@@ -46,8 +46,16 @@ def _study(folder, *, patients=None, with_meta=True):
     _write(folder / "data_cna.txt",
            [["Hugo_Symbol", "Entrez_Gene_Id", "P1-02", "P1-01", "P2-01", "P3-01"],
             ["EGFR", 1956, 2, 0, -1, "NA"], ["TP53", 7157, 0, -2, "amp", 1], ["NOTAGENE", 1, 2, 2, 2, 2]])
+    _write(folder / "data_mrna_seq_v2_rsem.txt",
+           [["Hugo_Symbol", "Entrez_Gene_Id", "P1-01", "P2-01", "P3-01", "P4-01"],
+            ["EGFR", 1956, 0, 1, 3, "NA"], ["FLAT", 1, 5, 5, 5, 5], ["WIDE", 2, 0, 1000, 0, 1000],
+            ["MILD", 3, 1, 3, 1, 3], ["WIDE", 4, 1, 1, 1, 1], ["KRAS", 3845, -4, "x", 1, 1]])
+    _write(folder / "data_mrna_seq_v2_rsem_zscores_ref_all_samples.txt",
+           [["Hugo_Symbol", "P1-01", "P2-01"], ["EGFR", -1, 1]])
     if with_meta:
         for name, kind, datatype, data in [
+                ("mrna_z", "MRNA_EXPRESSION", "Z-SCORE", "data_mrna_seq_v2_rsem_zscores_ref_all_samples.txt"),
+                ("mrna", "MRNA_EXPRESSION", "CONTINUOUS", "data_mrna_seq_v2_rsem.txt"),
                 ("clinical_patient", "CLINICAL", "PATIENT_ATTRIBUTES", "data_clinical_patient.txt"),
                 ("clinical_sample", "CLINICAL", "SAMPLE_ATTRIBUTES", "data_clinical_sample.txt"),
                 ("mutations", "MUTATION_EXTENDED", "MAF", "data_mutations.txt"),
@@ -101,6 +109,25 @@ def test_a_study_loads_outcomes_clinical_features_mutations_and_copy_number(tmp_
     assert list(bad_call["location"]) == ["line 3, column P2-01"]
 
 
+def test_expression_keeps_the_panel_and_the_most_variable_genes_as_log_levels(tmp_path, lake):
+    counts = ingest_cbioportal(lake, _study(tmp_path / "study"), expression_genes=1)
+    expression = _features(lake, "expression").set_index(["patient_id", "feature"])["value"]
+    # the RNA-seq levels, not the z-scores; EGFR and KRAS from the panel, WIDE the one most variable other gene
+    assert set(expression.index.get_level_values("feature")) == {"EGFR", "KRAS", "WIDE"}
+    assert math.isclose(expression[("P3", "EGFR")], 2.0) and math.isclose(expression[("P2", "WIDE")],
+                                                                          math.log2(1001))
+    assert math.isnan(expression[("P4", "EGFR")]) and math.isclose(expression[("P3", "KRAS")], 1.0)
+    assert counts["expression"]["patients"] == 4
+    rejects = lake.read("rejects").to_pandas()
+    mine = rejects[rejects["source"].str.endswith("data_mrna_seq_v2_rsem.txt")].set_index("location")["reason"]
+    assert mine.to_dict() == {"line 6": "a second line for WIDE (line 4 is used)",
+                              "line 7, column P1-01": "a negative RNA-seq level; kept as missing",
+                              "line 7, column P2-01": "not a number; kept as missing"}
+    assert math.isnan(expression[("P1", "KRAS")]) and math.isnan(expression[("P2", "KRAS")])
+    ingest_cbioportal(lake, _study(tmp_path / "again"), expression_genes=0)
+    assert _features(lake, "expression")["feature"].nunique() == 3  # 0: the expression rows were left alone
+
+
 def test_other_endpoints_and_the_status_words_of_older_studies(tmp_path, lake):
     folder = _study(tmp_path / "study", with_meta=False)
     text = (folder / "data_clinical_patient.txt").read_text().replace("1:Recurred/Progressed", "Recurred/Progressed")
@@ -152,10 +179,10 @@ def test_a_real_maf_joins_its_patient(tmp_path, lake):
 def test_the_command_prints_each_part_and_exits_2_on_rejects(tmp_path):
     folder, lake = _study(tmp_path / "study"), tmp_path / "lake"
     result = CliRunner().invoke(app, ["ingest", "cbioportal", str(folder), "--lake", str(lake), "--exclude", "RACE"])
-    assert result.exit_code == 2, result.output  # the bad copy-number call
+    assert result.exit_code == 2, result.output  # a bad copy-number call, three bad expression lines or cells
     for title in ("cbioportal: labels", "cbioportal: clinical", "cbioportal: mutations", "cbioportal: cna",
-                  "left out of the clinical features", "1 line(s) or cell(s) rejected"):
-        assert title in result.output
+                  "cbioportal: expression", "left out of the clinical features", "4 line(s) or cell(s) rejected"):
+        assert title in " ".join(result.output.split())  # rich wraps a title wider than its table
     assert "RACE" in result.output and "excluded by the caller" in result.output
     missing = CliRunner().invoke(app, ["ingest", "cbioportal", str(tmp_path / "nowhere"), "--lake", str(lake)])
     assert missing.exit_code == 1 and "not a folder" in " ".join(missing.output.split())
