@@ -364,16 +364,19 @@ def _sample_map(samples: StudyTable) -> dict[str, str]:
 def _cna_rows(path: Path, genes: list[str], samples: StudyTable | None) -> CsvRows:
     """One row per patient of the discrete calls of ``genes`` from the patient's first sample with calls (samples
     in the sample file's order, then the CNA file's; a sample missing from the sample file is its own patient).
-    A call other than -2, -1.5, -1, 0, 1, 2 is rejected and kept as missing."""
+    A call other than -2, -1.5, -1, 0, 1, 2 is rejected and kept as missing; so is a gene's second line."""
     table = read_study_table(path, required=["Hugo_Symbol"], only=("Hugo_Symbol", set(genes)))
     sample_columns = [c for c in table.frame.columns if c not in ("Hugo_Symbol", "Entrez_Gene_Id", "Cytoband")]
     rejects = list(table.rejects)
     calls: dict[str, dict[str, str | None]] = {}  # gene -> sample -> call (the gene's first line only)
+    first_line: dict[str, int] = {}
     for line, row in table.frame.to_dict("index").items():
         gene = row["Hugo_Symbol"]
         if gene in calls:
+            rejects.append({"source": str(path), "location": f"line {line}", "raw": table.raw[line],
+                            "reason": f"a second line for {gene} (line {first_line[gene]} is used)"})
             continue
-        calls[gene] = {}
+        calls[gene], first_line[gene] = {}, line
         for sample in sample_columns:
             value = row[sample]
             if value is not None and _call(value) is None:

@@ -45,7 +45,8 @@ def _study(folder, *, patients=None, with_meta=True):
             ["KRAS", 12, 25245350, "C", "A", "Missense_Mutation", "P2-01"]])
     _write(folder / "data_cna.txt",
            [["Hugo_Symbol", "Entrez_Gene_Id", "P1-02", "P1-01", "P2-01", "P3-01"],
-            ["EGFR", 1956, 2, 0, -1, "NA"], ["TP53", 7157, 0, -2, "amp", 1], ["NOTAGENE", 1, 2, 2, 2, 2]])
+            ["EGFR", 1956, 2, 0, -1, "NA"], ["TP53", 7157, 0, -2, "amp", 1], ["NOTAGENE", 1, 2, 2, 2, 2],
+            ["EGFR", 1956, 1, 1, 1, 1]])
     _write(folder / "data_mrna_seq_v2_rsem.txt",
            [["Hugo_Symbol", "Entrez_Gene_Id", "P1-01", "P2-01", "P3-01", "P4-01"],
             ["EGFR", 1956, 0, 1, 3, "NA"], ["FLAT", 1, 5, 5, 5, 5], ["WIDE", 2, 0, 1000, 0, 1000],
@@ -106,7 +107,9 @@ def test_a_study_loads_outcomes_clinical_features_mutations_and_copy_number(tmp_
     assert "NOTAGENE" not in set(_features(lake, "cna")["feature"])
     rejects = lake.read("rejects").to_pandas()
     bad_call = rejects[rejects["source"].str.endswith("data_cna.txt")]
-    assert list(bad_call["location"]) == ["line 3, column P2-01"]
+    assert bad_call.set_index("location")["reason"].to_dict() == {
+        "line 3, column P2-01": "TP53: not a discrete copy-number call (-2, -1, 0, 1, 2); kept as missing",
+        "line 5": "a second line for EGFR (line 2 is used)"}
 
 
 def test_expression_keeps_the_panel_and_the_most_variable_genes_as_log_levels(tmp_path, lake):
@@ -179,9 +182,9 @@ def test_a_real_maf_joins_its_patient(tmp_path, lake):
 def test_the_command_prints_each_part_and_exits_2_on_rejects(tmp_path):
     folder, lake = _study(tmp_path / "study"), tmp_path / "lake"
     result = CliRunner().invoke(app, ["ingest", "cbioportal", str(folder), "--lake", str(lake), "--exclude", "RACE"])
-    assert result.exit_code == 2, result.output  # a bad copy-number call, three bad expression lines or cells
+    assert result.exit_code == 2, result.output  # two bad copy-number lines or cells, three of expression
     for title in ("cbioportal: labels", "cbioportal: clinical", "cbioportal: mutations", "cbioportal: cna",
-                  "cbioportal: expression", "left out of the clinical features", "4 line(s) or cell(s) rejected"):
+                  "cbioportal: expression", "left out of the clinical features", "5 line(s) or cell(s) rejected"):
         assert title in " ".join(result.output.split())  # rich wraps a title wider than its table
     assert "RACE" in result.output and "excluded by the caller" in result.output
     missing = CliRunner().invoke(app, ["ingest", "cbioportal", str(tmp_path / "nowhere"), "--lake", str(lake)])
