@@ -228,9 +228,9 @@ def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "
             continue
         if is_numeric:
             for row in values.index[present & ~finite]:
-                rejects.append({**_reject(path, row, f"{column}: {values[row][:40]!r} is not a finite number, in a "
-                                                     f"numeric column ({finite.sum()} of {present.sum()} values are); "
-                                                     "stored as missing", values[row]),
+                rejects.append({**_reject(path, row, f"{column}: not a finite number, in a numeric column "
+                                                     f"({finite.sum()} of {present.sum()} values are); stored as "
+                                                     "missing (the reject's raw text is the cell)", values[row]),
                                 "location": f"row {row}, column {column}"})
         records["patient_id"].extend(ids)
         records["feature"].extend([column] * len(values))
@@ -268,9 +268,9 @@ def _unusable_column(column: str, values: pd.Series, is_numeric: bool) -> str | 
                 " name could clash: rename the column")
     present = values.dropna()
     if not is_numeric and len(present) and present.str.match(_DECIMAL_COMMA).mean() >= NUMERIC_SHARE:
-        return (f"column {column!r} holds numbers with a comma ({present.iloc[0]!r}): a decimal comma, or a"
-                " thousands separator? Write decimals with a point and no separators, and ingest the file again"
-                " (not loaded, rather than loaded as categories)")
+        return (f"column {column!r} holds numbers with a comma (like 12,5): a decimal comma, or a thousands"
+                " separator? Write decimals with a point and no separators, and ingest the file again (not loaded,"
+                " rather than loaded as categories)")
     return None
 
 
@@ -283,7 +283,7 @@ def _parse_bool(name: str, value: str) -> bool:
     with suppress(ValueError):
         if float(text) in (0.0, 1.0):  # 1.00, 0e0: how spreadsheets write numbers
             return float(text) == 1.0
-    raise ValueError(f"{name} {value!r} is not 0/1")
+    raise ValueError(f"{name} is not 0/1 (nor true/false, yes/no)")
 
 
 def ingest_labels(lake: Lake, path: Path, *, id_column: str = "patient_id", timezone: str = "UTC",
@@ -386,8 +386,7 @@ def _label_row(record: dict[str, str | None], id_column: str, columns: list[str]
     if "split" in values:
         split = SPLIT_ALIASES.get(values["split"].strip().lower())
         if split is None:
-            raise ValueError(f"split {values['split']!r} is not one of train/val/test (or training, validation, "
-                             "valid, testing)")
+            raise ValueError("split is not one of train/val/test (or training, validation, valid, testing)")
         row["split"] = split
     for name in ("diagnosis", "treatment"):
         if name in values:
@@ -396,9 +395,9 @@ def _label_row(record: dict[str, str | None], id_column: str, columns: list[str]
         try:
             time = float(values["time"])
         except ValueError:
-            raise ValueError(f"time {values['time']!r} is not a number of days") from None
+            raise ValueError("time is not a number of days") from None
         if not math.isfinite(time) or time < 0:
-            raise ValueError(f"time {values['time']!r} must be a non-negative number of days")
+            raise ValueError("time must be a non-negative number of days")
         row["time"] = time
     for name in ("event", "response"):
         if name in values:
@@ -409,7 +408,7 @@ def _label_row(record: dict[str, str | None], id_column: str, columns: list[str]
         text = re.sub(_SPACED_TIME, r"\1T\2", values["index_date"])
         parsed = utc_timestamps(pa.array([text]))[0].as_py() if re.match(_ISO_DATE, text) else None
         if parsed is None:
-            raise ValueError(f"index_date {values['index_date']!r} is not an ISO date (YYYY-MM-DD, or a date-time)")
+            raise ValueError("index_date is not an ISO date (YYYY-MM-DD, or a date-time)")
         if not re.search(_OFFSET, text):  # parsed as UTC: the same wall-clock time in the file's zone
             parsed = parsed.replace(tzinfo=zone).astimezone(UTC)
         row["index_date"] = parsed

@@ -74,6 +74,63 @@ def test_bad_label_rows_are_rejected_with_row_and_reason(lake, tmp_path):
     assert (status["last_seen"] == latest.strftime("%Y-%m-%d %H:%M UTC")).all()  # the reason's latest run
 
 
+def _flat(output: str) -> str:
+    """CLI output with rich's line wrapping undone (a wrap must not hide a value from the test)."""
+    return " ".join(output.split())
+
+
+LEAKS = ("1961-13-45", "DOB 04/07/1961", "MRN4242", "12 days", "holdout-7", "yes-ish", "SSN 078-05-1120")
+
+
+def test_label_reasons_name_no_cell_value_and_rows_with_one_problem_share_one(lake, tmp_path):
+    """Dates and ids are identifiers: a reason names the column, what is wrong and the fix, never the value (the
+    reject's raw text keeps the row); two rows with the same problem share one reason, so `lake status` and the
+    CLI's error list it once with a count."""
+    csv = tmp_path / "labels.csv"
+    csv.write_text("patient_id,split,time,event,index_date\n"
+                   "p1,train,100,1,2020-01-01\n"
+                   "p2,train,100,1,1961-13-45\n"
+                   "p3,train,100,1,DOB 04/07/1961\n"
+                   "p4,train,MRN4242,1,\n"
+                   "p5,train,12 days,1,\n"
+                   "p6,holdout-7,100,1,\n"
+                   "p7,train,100,yes-ish,\n"
+                   "p8,SSN 078-05-1120,100,1,\n")
+    result = CliRunner().invoke(app, ["ingest", "labels", str(csv), "--lake", str(lake.path)])
+    assert result.exit_code == 2, result.output
+    rejects = lake.read("rejects").to_pandas().set_index("location")
+    reasons = rejects.reason
+    assert not [leak for leak in LEAKS for reason in reasons if leak in reason]
+    assert reasons["row 3"] == reasons["row 4"] and "index_date is not an ISO date" in reasons["row 3"]
+    assert reasons["row 5"] == reasons["row 6"] and "time is not a number of days" in reasons["row 5"]
+    assert reasons["row 7"] == reasons["row 9"] and "split is not one of train/val/test" in reasons["row 7"]
+    assert "event is not 0/1" in reasons["row 8"]
+    assert "1961-13-45" in rejects.raw["row 3"]  # the user can still see what was there
+    status = lake_status(lake).rejects.set_index("reason")["count"]
+    assert status.to_dict() == {reasons["row 3"]: 2, reasons["row 5"]: 2, reasons["row 7"]: 2, reasons["row 8"]: 1}
+    shown = CliRunner().invoke(app, ["lake", "status", "--lake", str(lake.path)])
+    assert shown.exit_code == 0 and not [leak for leak in LEAKS if leak in _flat(shown.output)]
+    everything_bad = tmp_path / "all_bad.csv"  # nothing loads: the error quotes the first reasons
+    everything_bad.write_text("patient_id,index_date\np1,1961-13-45\np2,DOB 04/07/1961\n")
+    failed = CliRunner().invoke(app, ["ingest", "labels", str(everything_bad), "--lake", str(lake.path)])
+    assert failed.exit_code == 1 and "every row was rejected" in _flat(failed.output), failed.output
+    assert "row 2: index_date is not an ISO date" in _flat(failed.output)
+    assert not [leak for leak in LEAKS if leak in _flat(failed.output)]
+
+
+def test_feature_cell_reasons_name_no_value_and_share_one_per_column(lake, tmp_path):
+    csv = tmp_path / "features.csv"
+    csv.write_text("patient_id,ldh,hb_eu\n" + "".join(f"p{i},{200 + i},\"1{i},5\"\n" for i in range(8))
+                   + "p8,MRN4242,\"98765,4321\"\np9,DOB 04/07/1961,\"11,0\"\n")
+    ingest_features(lake, csv, modality="labs")
+    rejects = lake.read("rejects").to_pandas().set_index("location")
+    cells = rejects.reason[["row 10, column ldh", "row 11, column ldh"]]
+    assert cells.nunique() == 1 and "ldh: not a finite number, in a numeric column" in cells.iloc[0]
+    assert not [leak for leak in (*LEAKS, "98765") for reason in rejects.reason if leak in reason]
+    assert "decimal comma" in rejects.reason["column hb_eu"] and "10,5" not in rejects.reason["column hb_eu"]
+    assert rejects.raw["row 10, column ldh"] == "MRN4242"  # the cell, for the user to look at
+
+
 def test_cli_exit_status_and_missing_id_column(tmp_path):
     csv = tmp_path / "labels.csv"
     csv.write_text("patient_id,event,time\np1,1,10\np2,2,10\n")
