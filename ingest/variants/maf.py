@@ -121,8 +121,8 @@ def _chunk_table(chunk: pd.DataFrame, idx: dict[str, int], source: str) -> tuple
             reasons.append("a comment line inside the data; comment lines (#) go before the header line")
         else:
             reasons.append(f"empty required value(s): {', '.join(empty)}" if empty else
-                           f"Start_Position {str(chunk[idx['Start_Position']].iat[i])[:40]!r} is not a positive "
-                           "integer (MAF positions are 1-based)")
+                           "Start_Position is not a positive integer (MAF positions are 1-based); see the reject's"
+                           " raw text")
     keep = pa.array(~rejected)
     gene = text("Hugo_Symbol")
     gene = pc.if_else(pc.fill_null(pc.equal(gene, "Unknown"), False), pa.scalar(None, pa.string()), gene)

@@ -93,7 +93,7 @@ def load_sample_map(path: str | Path) -> dict[str, str]:
         if not (sample and patient):
             continue
         if sample in mapping and mapping[sample][0] != patient:
-            raise ValueError(f"{path}, lines {mapping[sample][1]} and {line}: sample {sample[:40]!r} is mapped to two "
+            raise ValueError(f"{path}, lines {mapping[sample][1]} and {line}: the same sample_id is mapped to two "
                              "patients. Fix: keep the right line")
         mapping.setdefault(sample, (patient, line))
     return {sample: patient for sample, (patient, _) in mapping.items()}
@@ -114,10 +114,10 @@ def load_sample_dates(path: str | Path) -> dict[str, str]:
     for (line, row), value in zip(rows, parsed, strict=True):
         sample, text = row["sample_id"], row["collected_date"]
         if value is None:
-            raise ValueError(f"{path}, line {line}: collected_date {text[:40]!r} is not an ISO 8601 date."
+            raise ValueError(f"{path}, line {line}: collected_date is not an ISO 8601 date."
                              " Fix: write it as YYYY-MM-DD (or a full dateTime), or leave the cell empty")
         if sample in dates and dates[sample][0] != text:
-            raise ValueError(f"{path}, lines {dates[sample][1]} and {line}: sample {sample[:40]!r} has two collected "
+            raise ValueError(f"{path}, lines {dates[sample][1]} and {line}: the same sample_id has two collected "
                              "dates. Fix: keep the right line")
         dates.setdefault(sample, (text, line))
     return {sample: text for sample, (text, _) in dates.items()}
@@ -187,10 +187,10 @@ def _without_impossible_vaf(table: pa.Table, path: Path) -> tuple[pa.Table, list
     bad = pc.fill_null(pc.or_(pc.less(vaf, 0.0), pc.greater(vaf, 1.0)), False)
     if not pc.any(bad).as_py():
         return table, []
-    rows = table.filter(bad).select(["chrom", "pos", "ref", "alt", "vaf"]).to_pylist()
+    rows = table.filter(bad).select(["chrom", "pos", "ref", "alt"]).to_pylist()
     rejects = [{"source": str(path), "location": f"variant {r['chrom']}:{r['pos']} {r['ref']}>{r['alt']}",
-                "reason": f"VAF {r['vaf']:g} is not a fraction in [0, 1]: the record's AD, AF and DP disagree (a cut"
-                          " or hand-edited line?); fix the record", "raw": None} for r in rows]
+                "reason": "VAF is not a fraction in [0, 1]: the record's AD, AF and DP disagree (a cut or"
+                          " hand-edited line?); fix the record", "raw": None} for r in rows]
     return table.filter(pc.invert(bad)), rejects
 
 

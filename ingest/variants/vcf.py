@@ -234,7 +234,7 @@ class VcfReader:
         try:
             pos = int(pos_text)
         except ValueError:
-            self._reject(line_no, f"POS {pos_text[:40]!r} is not an integer", line)
+            self._reject(line_no, "POS (column 2) is not an integer; see the reject's raw text", line)
             return
         if not ref or not alt_text:
             self._reject(line_no, "empty REF or ALT", line)

@@ -80,8 +80,7 @@ class ColumnarVcf:
         empty = (pc.equal(pc.binary_length(ref), 0).to_numpy(zero_copy_only=False)
                  | pc.equal(pc.binary_length(alt), 0).to_numpy(zero_copy_only=False))
         for i in np.flatnonzero(bad_pos | empty).tolist():
-            reason = (f"POS {lines[i].as_py().split(chr(9))[1][:40]!r} is not an integer" if bad_pos[i]
-                      else "empty REF or ALT")
+            reason = "POS (column 2) is not an integer; see the reject's raw text" if bad_pos[i] else "empty REF or ALT"
             rejects.append((int(numbers[i]), reason, lines[i].as_py()[:RAW_CHARS]))
         rejects.sort(key=lambda r: r[0])
         multi = pc.match_substring(alt, ",").to_numpy(zero_copy_only=False)
