@@ -138,7 +138,8 @@ def _header_problem(ds: Dataset) -> str | None:
         try:
             int(ds.get(keyword) or 0)
         except (ValueError, TypeError):
-            return f"{keyword} {str(ds.get(keyword))[:20]!r} is not an integer"
+            return f"{keyword} is not an integer"  # not the value: a header holds names, dates and ids
+    keyword = None
     try:
         for keyword, size in (("ImagePositionPatient", 3), ("ImageOrientationPatient", 6), ("PixelSpacing", 2)):
             if keyword in ds:
@@ -149,7 +150,7 @@ def _header_problem(ds: Dataset) -> str | None:
                 *np.reshape([float(v) for v in ds.ImageOrientationPatient], (2, 3)))) < 1e-3:
             return "ImageOrientationPatient row and column directions are parallel"
     except (ValueError, TypeError) as exc:
-        return f"invalid header value ({exc})"
+        return f"{keyword} holds a value that is not a number ({type(exc).__name__})"
     return None
 
 

@@ -77,8 +77,9 @@ def read_manifest(manifest: Path) -> tuple[list[ManifestEntry], list[Reject], se
             file = (manifest.parent / relative).resolve()
             raw = ",".join(str(v) for v in row.values() if v is not None)
 
-            def reject(reason: str, number: int = number, location: str = location, raw: str = raw) -> None:
-                rejects.append(Reject(str(manifest), f"{manifest.name} row {number}: {reason}", location, raw))
+            def reject(reason: str, location: str = location, raw: str = raw) -> None:
+                # the row is the reject's location, not part of its reason: rows with one problem share a reason
+                rejects.append(Reject(str(manifest), reason, location, raw))
 
             date_text = (row.get("study_date") or "").strip()
             date = _parse_date(date_text)
@@ -94,7 +95,7 @@ def read_manifest(manifest: Path) -> tuple[list[ManifestEntry], list[Reject], se
                 reject(f"file {relative} is already listed on row {listed[file]}; list each file once (one image "
                        "belongs to one patient)")
             elif date_text and date is None:
-                reject(f"study_date {date_text!r} is not an ISO 8601 date (YYYY-MM-DD)")
+                reject("study_date is not an ISO 8601 date (YYYY-MM-DD); see the reject's raw text")
             else:
                 listed[file] = number
                 modality = (row.get("modality") or "").strip() or None

@@ -157,6 +157,21 @@ def test_undecodable_jpeg_is_rejected_with_syntax_and_plugin():
         assert text in reject.reason
 
 
+def test_a_header_number_that_does_not_parse_is_named_by_keyword_not_value():
+    from pydicom.dataelem import RawDataElement
+    from pydicom.dataset import Dataset
+    from pydicom.tag import Tag
+
+    ds = Dataset()
+    ds.Rows, ds.Columns = 2, 2
+    tag, value = Tag("PixelSpacing"), b"MRN4242\\1 "
+    ds._dict[tag] = RawDataElement(tag, "DS", len(value), value, 0, False, True)  # as read from a file: lazily
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        problem = dicom._header_problem(ds)
+    assert problem == "PixelSpacing holds a value that is not a number (ValueError)"  # not "...: 'MRN4242'"
+
+
 def test_corrupt_and_non_image_files_are_rejected(tmp_path):
     garbage = tmp_path / "garbage.dcm"
     garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
@@ -166,7 +181,8 @@ def test_corrupt_and_non_image_files_are_rejected(tmp_path):
     assert isinstance(report, Reject) and "non-image DICOM" in report.reason and "SR" in report.reason
     with pytest.warns(UserWarning, match="Invalid value for VR IS"):
         bad_value = dicom.read_header(dicom_test_file("badVR.dcm"))  # NumberOfFrames '1A'
-    assert isinstance(bad_value, Reject) and "NumberOfFrames '1A' is not an integer" in bad_value.reason
+    assert isinstance(bad_value, Reject) and "NumberOfFrames is not an integer" in bad_value.reason
+    assert "1A" not in bad_value.reason  # the header's value is not echoed: a header holds names, dates and ids
     cut_header = tmp_path / "cut_header.dcm"
     cut_header.write_bytes(dicom_test_file("CT_small.dcm").read_bytes()[:300])
     read = dicom.read_header(cut_header)
@@ -341,7 +357,7 @@ def test_png_manifest_round_trips_and_missing_row_is_rejected(lake, xray_manifes
     assert str(table.loc["PT001"].study_date) == "2021-03-02 00:00:00+00:00"
     [reject] = lake.read("rejects").to_pylist()
     assert reject["source"] == str(manifest) and reject["location"] == "row 6"
-    assert "manifest.csv row 6" in reject["reason"] and "png/missing.png" in reject["reason"]
+    assert "png/missing.png" in reject["reason"] and reject["raw"].startswith("png/missing.png,PT999")
     again = ingest_images(lake, [], manifest=manifest, config_path=config)
     assert again["images"] == 30 and lake.read("images").num_rows == 30  # merge on image_id
 
@@ -356,6 +372,23 @@ def test_a_rejected_manifest_row_is_its_files_only_reject(lake, xray_manifest, t
     assert counts["images"] == 29 and counts["rejected"] == 2 and len(reasons) == 2  # that row and missing.png
     assert counts["files"] == 31  # the 30 PNGs, each counted once, and the missing one
     assert not any("not listed in a manifest" in r for r in reasons)
+
+
+def test_bad_study_dates_share_one_reason_that_names_no_date(xray_manifest):
+    """A date is an identifier: the reason names the column and the fix, the reject's raw text keeps the row, and
+    rows with the same problem share one reason (one line with a count in `lake status`)."""
+    from ingest.images.volumes import read_manifest
+
+    images, manifest, config = xray_manifest
+    lines = manifest.read_text().splitlines()
+    lines[2] = lines[2].replace("2021-03-02", "1961-13-02")
+    lines[3] = lines[3].replace("2021-03-03", "DOB 04/07/1961")
+    manifest.write_text("\n".join(lines) + "\n")
+    entries, rejects, _ = read_manifest(manifest)
+    dated = [r for r in rejects if r.reason.startswith("study_date")]
+    assert [r.location for r in dated] == ["row 3", "row 4"]
+    assert dated[0].reason == dated[1].reason and "1961" not in dated[0].reason
+    assert "1961-13-02" in dated[0].raw and "DOB 04/07/1961" in dated[1].raw
 
 
 def test_png_default_preset_resizes_and_scales(lake, xray_manifest):
