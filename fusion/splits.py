@@ -63,12 +63,16 @@ def assign_splits(keys: np.ndarray, strata: np.ndarray, *, val_fraction: float, 
     strata = np.asarray(strata).astype(str)
     out = np.full(keys.size, "", dtype=object)
     if fixed is not None:
+        unknown = 0
         for i, value in enumerate(fixed):
             if isinstance(value, str) and value.strip():
                 name = SPLIT_ALIASES.get(value.strip().lower())
-                if name is None:
-                    raise ValueError(f"labels: split value {value!r} is not one of {SPLITS}")
-                out[i] = name
+                unknown += name is None
+                out[i] = name or ""
+        if unknown:  # not the values: a labels table changed outside tumorboard may hold anything
+            raise ValueError(f"labels: {unknown} split value(s) are not one of {', '.join(SPLITS)} (or an alias: "
+                             f"{', '.join(a for a in SPLIT_ALIASES if a not in SPLITS)}); load the labels again "
+                             "with `tumorboard ingest labels`, which checks them")
     free = np.flatnonzero(out == "")
     order = free[_stratified_order(keys[free], strata[free], np.random.default_rng(seed))]
     n_test, n_val = round(free.size * test_fraction), round(free.size * val_fraction)
