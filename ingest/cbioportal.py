@@ -173,7 +173,7 @@ def read_study_table(path: Path, *, required: Iterable[str] = (), only: tuple[st
                     continue
                 if keep_at is not None and line.split("\t", keep_at + 1)[keep_at].strip() not in only[1]:
                     continue
-                values = [value.strip() for value in line.split("\t")]
+                values = _fields(line, len(header))
                 if len(values) != len(header):
                     rejects.append({"source": str(path), "location": f"line {n}", "raw": line,
                                     "reason": f"{len(values)} tab-separated fields where the header has"
@@ -191,8 +191,17 @@ def read_study_table(path: Path, *, required: Iterable[str] = (), only: tuple[st
                       pd.Series(raws, index=index, dtype=object), rejects)
 
 
+def _fields(line: str, width: int) -> list[str]:
+    """The stripped tab-separated fields of ``line``, less empty ones beyond the first ``width`` (a trailing tab,
+    as cBioPortal's own example files have)."""
+    fields = [field.strip() for field in line.split("\t")]
+    while len(fields) > width and not fields[-1]:
+        fields.pop()
+    return fields
+
+
 def _header(path: Path, number: int, line: str, required: Iterable[str]) -> list[str]:
-    header = [name.strip() for name in line.split("\t")]
+    header = _fields(line, 0)
     repeated = sorted({name for name in header if header.count(name) > 1})
     if "" in header or repeated:
         raise StudyError(f"{path}, line {number}: the header has an unnamed or repeated column"
@@ -427,7 +436,7 @@ def _expression_rows(path: Path, *, rna_seq: bool, panel: list[str], top: int, s
                 header = _header(path, number, text, ["Hugo_Symbol"])
                 first = 1 + sum(c in header for c in ("Entrez_Gene_Id", "Cytoband"))
                 continue
-            parts = text.split("\t")
+            parts = _fields(text, len(header))
             gene = parts[0].strip()
             problem = (f"{len(parts)} tab-separated fields where the header has {len(header)}"
                        if len(parts) != len(header) else "no Hugo_Symbol" if not gene

@@ -134,7 +134,8 @@ def test_expression_keeps_the_panel_and_the_most_variable_genes_as_log_levels(tm
 def test_other_endpoints_and_the_status_words_of_older_studies(tmp_path, lake):
     folder = _study(tmp_path / "study", with_meta=False)
     text = (folder / "data_clinical_patient.txt").read_text().replace("1:Recurred/Progressed", "Recurred/Progressed")
-    (folder / "data_clinical_patient.txt").write_text(text.replace("0:DiseaseFree", "DiseaseFree"))
+    text = text.replace("0:DiseaseFree", "DiseaseFree").replace("\n", "\t\n")  # a trailing tab, as in cBioPortal's docs
+    (folder / "data_clinical_patient.txt").write_text(text)
     assert find_study_files(folder).cna == folder / "data_cna.txt"
     ingest_cbioportal(lake, folder, endpoint="dfs")
     labels = lake.read("labels").to_pandas().set_index("patient_id")
