@@ -232,7 +232,10 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     if files.patient is None:
         raise StudyError(f"{folder}: no patient clinical file (data_clinical_patient.txt, or a meta file with"
                          " datatype: PATIENT_ATTRIBUTES); cBioPortal studies need one")
+    panel = gene_panel if isinstance(gene_panel, GenePanel) else load_gene_panel(gene_panel)
     patients = read_study_table(files.patient, required=["PATIENT_ID"])
+    if patients.frame.empty:
+        raise StudyError(f"{files.patient}: no patient line to load (the lake is unchanged)")
     samples = read_study_table(files.sample, required=["PATIENT_ID", "SAMPLE_ID"]) if files.sample else None
     status, months = f"{endpoint.upper()}_STATUS", f"{endpoint.upper()}_MONTHS"
     if status not in patients.frame or months not in patients.frame:
@@ -240,32 +243,34 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
                        and f"{c[:-len('_STATUS')]}_MONTHS" in patients.frame)
         raise StudyError(f"{files.patient}: no {status} and {months} columns for endpoint {endpoint}; this study has"
                          f" {', '.join(found) or 'no survival endpoint'} (pass --endpoint)")
-    counts: dict[str, dict] = {"labels": ingest_labels(lake, files.patient, table=_label_rows(
-        patients, status, months, _diagnoses(patients, samples, diagnosis)))}
+    # Every file is read and checked before the first write, so a study that cannot be read changes nothing.
+    labels = _label_rows(patients, status, months, _diagnoses(patients, samples, diagnosis))
     clinical, excluded = _feature_rows(patients, set(exclude), diagnosis)
-    counts["excluded"] = {"clinical": excluded}
+    per_sample = _feature_rows(samples, set(exclude), diagnosis) if samples is not None else None
+    cna = _cna_rows(files.cna, panel.genes, samples) if files.cna is not None else None
+    expression = None
+    if files.expression is not None and expression_genes > 0:
+        rna_seq = files.expression_kind == "CONTINUOUS" and files.expression.name.lower().startswith("data_mrna_seq")
+        expression = _expression_rows(files.expression, rna_seq=rna_seq, panel=panel.genes, top=expression_genes,
+                                      samples=samples)
+    counts: dict[str, dict] = {"labels": ingest_labels(lake, files.patient, table=labels),
+                               "excluded": {"clinical": excluded}}
     if len(clinical.frame.columns) > 1:
         counts["clinical"] = ingest_features(lake, files.patient, modality="clinical", table=clinical)
-    if samples is not None:
-        first, excluded = _feature_rows(samples, set(exclude), diagnosis)
-        counts["excluded"]["clinical_sample"] = excluded
+    if per_sample is not None:
+        first, counts["excluded"]["clinical_sample"] = per_sample
         if len(first.frame.columns) > 1:
             counts["clinical_sample"] = {**ingest_features(lake, files.sample, modality="clinical_sample",
                                                            table=first),
                                          "samples_not_used": int(samples.frame["SAMPLE_ID"].notna().sum())
                                          - len(first.frame)}
-    sample_map = _sample_map(samples) if samples is not None else None
     if files.mutations:
-        counts["mutations"] = ingest_variants(lake, files.mutations, sample_map=sample_map, gene_panel=gene_panel)
-    if files.cna is not None:
-        panel = gene_panel if isinstance(gene_panel, GenePanel) else load_gene_panel(gene_panel)
-        counts["cna"] = ingest_features(lake, files.cna, modality="cna",
-                                        table=_cna_rows(files.cna, panel.genes, samples))
-    if files.expression is not None and expression_genes > 0:
-        panel = gene_panel if isinstance(gene_panel, GenePanel) else load_gene_panel(gene_panel)
-        rna_seq = files.expression_kind == "CONTINUOUS" and files.expression.name.lower().startswith("data_mrna_seq")
-        counts["expression"] = ingest_features(lake, files.expression, modality="expression", table=_expression_rows(
-            files.expression, rna_seq=rna_seq, panel=panel.genes, top=expression_genes, samples=samples))
+        counts["mutations"] = ingest_variants(lake, files.mutations, sample_map=_sample_map(samples)
+                                              if samples is not None else None, gene_panel=panel)
+    if cna is not None:
+        counts["cna"] = ingest_features(lake, files.cna, modality="cna", table=cna)
+    if expression is not None:
+        counts["expression"] = ingest_features(lake, files.expression, modality="expression", table=expression)
     return counts
 
 

@@ -149,6 +149,14 @@ def test_a_missing_endpoint_names_the_ones_there(tmp_path, lake):
     assert not lake.has("labels")
 
 
+def test_an_unreadable_matrix_stops_the_study_before_anything_is_written(tmp_path, lake):
+    folder = _study(tmp_path / "study")
+    _write(folder / "data_cna.txt", [["Entrez_Gene_Id", "P1-01"], [1956, 2]])  # genes by Entrez id only
+    with pytest.raises(StudyError, match=r"data_cna.txt, line 1: no Hugo_Symbol column"):
+        ingest_cbioportal(lake, folder)
+    assert not any(lake.has(table) for table in ("labels", "features", "variants", "rejects"))
+
+
 def test_bad_survival_cells_are_rejected_by_line_without_their_values(tmp_path, lake):
     rows = [["P1", 50, "Male", "2:SOMETHING-ODD", 10, "0:DiseaseFree", 1, "Alive", "X1", "White"],
             ["P2", 51, "Female", "1:DECEASED", "ten-months-odd", "0:DiseaseFree", 1, "Dead", "X2", "White"],
