@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ingest.fhir import fhirpath
-from ingest.fhir.fhirpath import FhirPathError, compile_path, evaluate, parse, reference_key
+from ingest.fhir.fhirpath import FhirPathError, compile_path, evaluate, parse, parser, reference_key
 
 OBS = {
     "resourceType": "Observation", "id": "o1", "status": "final",
@@ -106,8 +106,8 @@ def test_compiled_once_never_reparsed(monkeypatch):
 
     def no_parse(*args, **kwargs):
         raise AssertionError("re-parsed at evaluation time")
-    monkeypatch.setattr(fhirpath, "parse", no_parse)
-    monkeypatch.setattr(fhirpath, "_tokenize", no_parse)
+    monkeypatch.setattr(parser, "parse", no_parse)
+    monkeypatch.setattr(parser, "_tokenize", no_parse)
     assert [fn([OBS], 0) for _ in range(3)] == [["2039-6"]] * 3
 
 
