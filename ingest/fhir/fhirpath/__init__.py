@@ -23,7 +23,7 @@ One job a module:
 
 * :mod:`ingest.fhir.fhirpath.parser`: tokenizer and parser, text -> tree (:func:`parse`);
 * :mod:`ingest.fhir.fhirpath.errors`: :class:`FhirPathError`;
-* :mod:`ingest.fhir.fhirpath.types`: choice elements, type names, the R4 type hierarchy, type tests;
+* :mod:`ingest.fhir.fhirpath.fhir_types`: choice elements, type names, the R4 type hierarchy, type tests;
 * :mod:`ingest.fhir.fhirpath.values`: collections and values (:data:`Evaluator`), equality, singletons, numbers;
 * :mod:`ingest.fhir.fhirpath.temporal`: dates, date-times and times compared by what they denote;
 * :mod:`ingest.fhir.fhirpath.references`: :func:`reference_key`;
@@ -38,12 +38,12 @@ One job a module:
 
 from ingest.fhir.fhirpath.compiler import compile_path, evaluate
 from ingest.fhir.fhirpath.errors import FhirPathError
+from ingest.fhir.fhirpath.fhir_types import CHOICE_NAMES, CHOICE_TYPES, SUBTYPES, choice_keys, is_type
 from ingest.fhir.fhirpath.filters import compile_filter
 from ingest.fhir.fhirpath.inference import result_type
 from ingest.fhir.fhirpath.parser import parse
 from ingest.fhir.fhirpath.references import reference_key
 from ingest.fhir.fhirpath.scalar import SLOW, chain_ops, compile_scalar, op_lines, scalar_chains
-from ingest.fhir.fhirpath.types import CHOICE_NAMES, CHOICE_TYPES, SUBTYPES, choice_keys, is_type
 from ingest.fhir.fhirpath.values import Evaluator
 
 __all__ = ["CHOICE_NAMES", "CHOICE_TYPES", "SLOW", "SUBTYPES", "Evaluator", "FhirPathError", "chain_ops",

@@ -8,8 +8,8 @@ import re
 from decimal import Decimal
 from typing import Any
 
+from ingest.fhir.fhirpath.fhir_types import _INT_TYPES
 from ingest.fhir.fhirpath.temporal import _DATETIME_RE, _TIME_RE, _days_in_month
-from ingest.fhir.fhirpath.types import _INT_TYPES
 from ingest.fhir.fhirpath.values import _num
 
 _DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")

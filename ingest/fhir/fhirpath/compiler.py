@@ -9,11 +9,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from ingest.fhir.fhirpath.errors import FhirPathError
+from ingest.fhir.fhirpath.fhir_types import _SYSTEM_TYPES, CHOICE_NAMES, CHOICE_TYPES, _type_arg, choice_keys, is_type
 from ingest.fhir.fhirpath.functions import _FUNCTIONS, _type_test
 from ingest.fhir.fhirpath.operators import _arithmetic, _comparison, _logic
 from ingest.fhir.fhirpath.parser import parse
 from ingest.fhir.fhirpath.temporal import _equals, _same, _temporal
-from ingest.fhir.fhirpath.types import _SYSTEM_TYPES, CHOICE_NAMES, CHOICE_TYPES, _type_arg, choice_keys, is_type
 from ingest.fhir.fhirpath.values import Evaluator, _equal, _equivalent, _identity, _num, _singleton
 
 

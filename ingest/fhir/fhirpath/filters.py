@@ -6,10 +6,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ingest.fhir.fhirpath.compiler import _Compiler, _literal_values
+from ingest.fhir.fhirpath.fhir_types import CHOICE_NAMES
 from ingest.fhir.fhirpath.parser import parse
 from ingest.fhir.fhirpath.scalar import SLOW
 from ingest.fhir.fhirpath.temporal import _temporal
-from ingest.fhir.fhirpath.types import CHOICE_NAMES
 from ingest.fhir.fhirpath.values import _identity
 
 

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from ingest.fhir.fhirpath.boundaries import _boundary
 from ingest.fhir.fhirpath.errors import FhirPathError
+from ingest.fhir.fhirpath.fhir_types import _SYSTEM_TYPES, _type_arg, is_type
 from ingest.fhir.fhirpath.references import reference_key
 from ingest.fhir.fhirpath.temporal import _same
-from ingest.fhir.fhirpath.types import _SYSTEM_TYPES, _type_arg, is_type
 from ingest.fhir.fhirpath.values import Evaluator, _as_bool, _equal, _identity, _num, _out_number, _singleton
 
 if TYPE_CHECKING:  # only annotations name the compiler: it imports this module (_FUNCTIONS, _type_test)

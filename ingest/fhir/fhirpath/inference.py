@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ingest.fhir.fhirpath.errors import FhirPathError
+from ingest.fhir.fhirpath.fhir_types import _SYSTEM_TYPES, SUBTYPES, _type_arg
 from ingest.fhir.fhirpath.parser import parse
-from ingest.fhir.fhirpath.types import _SYSTEM_TYPES, SUBTYPES, _type_arg
 
 _BOOLEAN_FUNCTIONS = frozenset(("exists", "empty", "all", "not", "hasValue", "startsWith", "endsWith", "contains",
                                 "matches", "is"))

@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ingest.fhir.fhirpath.fhir_types import _SYSTEM_TYPES, CHOICE_NAMES, _type_arg, choice_keys
 from ingest.fhir.fhirpath.parser import parse
 from ingest.fhir.fhirpath.references import reference_key
-from ingest.fhir.fhirpath.types import _SYSTEM_TYPES, CHOICE_NAMES, _type_arg, choice_keys
 
 SLOW = object()  # returned by a scalar function when only the full evaluator can answer
 
