@@ -77,6 +77,7 @@ class StudyFiles:
     cna: Path | None = None
     expression: Path | None = None
     expression_kind: str = ""  # its meta datatype: CONTINUOUS or Z-SCORE
+    panel_matrix: Path | None = None  # which targeted panel sequenced each sample
 
 
 @dataclass
@@ -107,7 +108,8 @@ def find_study_files(folder: Path) -> StudyFiles:
         return StudyFiles(_first(folder, "data_clinical_patient.txt"), _first(folder, "data_clinical_sample.txt"),
                           sorted(p for p in folder.glob("data_mutations*") if p.is_file()),
                           _first(folder, "data_cna.txt"), chosen,
-                          "" if chosen is None else "Z-SCORE" if "zscores" in chosen.name.lower() else "CONTINUOUS")
+                          "" if chosen is None else "Z-SCORE" if "zscores" in chosen.name.lower() else "CONTINUOUS",
+                          _first(folder, "data_gene_panel_matrix.txt"))
     files = StudyFiles(None, None)
     for path, meta in metas:
         kind = (meta.get("genetic_alteration_type", "").upper(), meta.get("datatype", "").upper())
@@ -129,6 +131,8 @@ def find_study_files(folder: Path) -> StudyFiles:
         elif kind[0] == "MRNA_EXPRESSION" and kind[1] in ("CONTINUOUS", "Z-SCORE") and (
                 files.expression is None or (files.expression_kind, kind[1]) == ("Z-SCORE", "CONTINUOUS")):
             files.expression, files.expression_kind = data, kind[1]  # levels rather than z-scores
+        elif kind[0] == "GENE_PANEL_MATRIX":
+            files.panel_matrix = data
     return files
 
 
@@ -222,8 +226,9 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
 
     Returns:
         Counts per part (``labels``, ``clinical``, ``clinical_sample``, ``mutations``, ``cna``, ``expression``;
-        a part the study lacks is absent) and ``excluded``: per clinical modality, the attributes left out, each
-        with why.
+        a part the study lacks is absent), ``excluded``: per clinical modality, the attributes left out, each
+        with why, and ``notes`` when there is something to say (a targeted-panel study's TMB over the default
+        panel).
 
     Raises:
         StudyError: no patient file, or it lacks the endpoint's columns (the lake is unchanged).
@@ -271,6 +276,11 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
         counts["cna"] = ingest_features(lake, files.cna, modality="cna", table=cna)
     if expression is not None:
         counts["expression"] = ingest_features(lake, files.expression, modality="expression", table=expression)
+    if files.panel_matrix is not None and files.mutations and gene_panel is None:
+        counts["notes"] = [f"{files.panel_matrix.name}: this study's samples were sequenced on targeted gene panels,"
+                           f" but TMB was computed over the default panel's {panel.panel_size_mb:g} Mb; pass"
+                           " --gene-panel with the panel's genes and panel_size_mb (the clinical_sample modality"
+                           " has cBioPortal's own TMB_NONSYNONYMOUS where the study gives it)"]
     return counts
 
 

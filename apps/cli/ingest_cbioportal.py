@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from apps.cli.common import err_console, fail, print_counts
 from ingest.cbioportal import ingest_cbioportal
@@ -48,12 +49,14 @@ def cbioportal(
                                    exclude=exclude or (), gene_panel=gene_panel, expression_genes=expression_genes)
     except (FileNotFoundError, ValueError, LakeError, SchemaError, OSError) as exc:
         raise fail(str(exc)) from None
-    excluded = counts.pop("excluded")
+    excluded, notes = counts.pop("excluded"), counts.pop("notes", [])
     for part, part_counts in counts.items():
         print_counts(part_counts, title=f"cbioportal: {part}")
     for modality, attributes in excluded.items():
         if attributes:
             print_counts(attributes, title=f"attributes left out of the {modality} features")
+    for note in notes:
+        err_console.print(f"[yellow]note:[/] {escape(note)}")
     rejected = sum(int(part_counts.get("rejected", 0)) for part_counts in counts.values())
     if rejected:
         err_console.print(f"[yellow]{rejected} line(s) or cell(s) rejected[/]: see the rejects table, e.g."

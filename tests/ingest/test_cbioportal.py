@@ -196,6 +196,15 @@ def test_the_command_prints_each_part_and_exits_2_on_rejects(tmp_path):
                   "cbioportal: expression", "left out of the clinical features", "5 line(s) or cell(s) rejected"):
         assert title in " ".join(result.output.split())  # rich wraps a title wider than its table
     assert "RACE" in result.output and "excluded by the caller" in result.output
+    assert "note:" not in result.output
+    (folder / "data_gene_panel_matrix.txt").write_text("SAMPLE_ID\tmutations\nP1-01\tIMPACT468\n")
+    (folder / "meta_gene_panel_matrix.txt").write_text("cancer_study_identifier: test_study\n"
+                                                       "genetic_alteration_type: GENE_PANEL_MATRIX\n"
+                                                       "datatype: GENE_PANEL_MATRIX\n"
+                                                       "data_filename: data_gene_panel_matrix.txt\n")
+    panel = CliRunner().invoke(app, ["ingest", "cbioportal", str(folder), "--lake", str(lake)])
+    assert "targeted gene panels, but TMB was computed over the default panel's 38 Mb" in " ".join(
+        panel.output.split())
     missing = CliRunner().invoke(app, ["ingest", "cbioportal", str(tmp_path / "nowhere"), "--lake", str(lake)])
     assert missing.exit_code == 1 and "not a folder" in " ".join(missing.output.split())
 
