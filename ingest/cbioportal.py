@@ -261,21 +261,23 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     counts: dict[str, dict] = {"labels": ingest_labels(lake, files.patient, table=labels),
                                "excluded": {"clinical": excluded}}
     if len(clinical.frame.columns) > 1:
-        counts["clinical"] = ingest_features(lake, files.patient, modality="clinical", table=clinical)
+        counts["clinical"] = ingest_features(lake, files.patient, modality="clinical", table=clinical,
+                                             replace="source")
     if per_sample is not None:
         first, counts["excluded"]["clinical_sample"] = per_sample
         if len(first.frame.columns) > 1:
             counts["clinical_sample"] = {**ingest_features(lake, files.sample, modality="clinical_sample",
-                                                           table=first),
+                                                           table=first, replace="source"),
                                          "samples_not_used": int(samples.frame["SAMPLE_ID"].notna().sum())
                                          - len(first.frame)}
     if files.mutations:
         counts["mutations"] = ingest_variants(lake, files.mutations, sample_map=_sample_map(samples)
                                               if samples is not None else None, gene_panel=panel)
     if cna is not None:
-        counts["cna"] = ingest_features(lake, files.cna, modality="cna", table=cna)
+        counts["cna"] = ingest_features(lake, files.cna, modality="cna", table=cna, replace="source")
     if expression is not None:
-        counts["expression"] = ingest_features(lake, files.expression, modality="expression", table=expression)
+        counts["expression"] = ingest_features(lake, files.expression, modality="expression", table=expression,
+                                                 replace="source")
     if files.panel_matrix is not None and files.mutations and gene_panel is None:
         counts["notes"] = [f"{files.panel_matrix.name}: this study's samples were sequenced on targeted gene panels,"
                            f" but TMB was computed over the default panel's {panel.panel_size_mb:g} Mb; pass"

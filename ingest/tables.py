@@ -192,12 +192,14 @@ def _no_rows(path: Path, rejects: list[dict], what: str) -> TableFileError:
 
 
 def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "patient_id",
-                    table: CsvRows | None = None) -> dict[str, int]:
+                    table: CsvRows | None = None, replace: str = "modality") -> dict[str, int]:
     """Load a wide per-patient CSV as feature modality ``modality`` (replacing that modality's rows).
 
     A column is numeric when at least :data:`NUMERIC_SHARE` of its non-missing cells are finite numbers; its
     other cells are rejected and stored as missing. Other columns are categorical. ``table``: the file already
     read by another reader (:mod:`ingest.cbioportal`), indexed by its line numbers; ``path`` then names it.
+    ``replace``: ``modality`` (the file replaces every row of the modality) or ``source`` (only the rows this
+    file gave before: several studies' files add up in one modality).
 
     Returns:
         counts: ``patients``, ``features``, ``values`` written and ``rejected`` (rows and numeric cells).
@@ -248,7 +250,10 @@ def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "
         "value_str": pa.array(records["value_str"], pa.string()),
         "source": pa.array([str(path)] * len(records["patient_id"]), pa.string()),
     })
-    quoted = modality.replace("'", "''")
+    if replace not in ("modality", "source"):
+        raise ValueError(f"replace must be 'modality' or 'source', not {replace!r}")
+    scope = f"modality = '{_sql_text(modality)}'" + (f" AND source = '{_sql_text(str(path))}'"
+                                                      if replace == "source" else "")
     counts = {"patients": int(ids.nunique()), "features": len(set(records["feature"])), "values": rows.num_rows,
               "rejected": len(rejects)}
     command = f"ingest features --modality {modality}"
@@ -256,9 +261,14 @@ def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "
     # rows: an interrupted re-ingest leaves the previous ones intact, and the manifest records the failure.
     with lake.failure_recorded(command, [path], lambda: {**counts, "values": 0}, started_at=started):
         lake.add_rejects(rejects, modality="features")
-        lake.write("features", rows, mode="overwrite", replace_where=f"modality = '{quoted}'")
+        lake.write("features", rows, mode="overwrite", replace_where=scope)
     lake.record_run(command, [path], counts, started_at=started, status="partial" if rejects else "ok")
     return counts
+
+
+def _sql_text(text: str) -> str:
+    """``text`` inside a SQL string literal."""
+    return text.replace("'", "''")
 
 
 def _unusable_column(column: str, values: pd.Series, is_numeric: bool) -> str | None:

@@ -228,3 +228,16 @@ def test_a_study_trains_and_evaluates_without_fhir(tmp_path, lake):
     ablations = result["tasks"]["survival"]["ablations"]
     assert "only_clinical" in ablations and "only_genomics" not in ablations and "without_genomics" in ablations
     assert any(note.startswith("only_genomics was not trained: need >= 2 training") for note in result["notes"])
+
+
+def test_two_studies_add_up_and_each_one_again_replaces_only_its_own_rows(tmp_path, lake):
+    first = _study(tmp_path / "luad")
+    second = _study(tmp_path / "lusc", patients=[
+        ["Q1", 70, "Male", "0:LIVING", 5, "0:DiseaseFree", 5, "Alive", "Y1", "Asian"]])
+    ingest_cbioportal(lake, first)
+    ingest_cbioportal(lake, second)
+    ingest_cbioportal(lake, first)  # again: its rows are replaced, not doubled, and the other study's stay
+    clinical = _features(lake, "clinical")
+    assert set(clinical["patient_id"]) == {f"P{i}" for i in range(1, 13)} | {"Q1"}
+    assert not clinical.duplicated(["patient_id", "feature"]).any()
+    assert set(lake.read("labels").to_pandas()["patient_id"]) == {f"P{i}" for i in range(1, 13)} | {"Q1"}
