@@ -1,11 +1,11 @@
-"""cBioPortal studies (the datahub's folder format) -> the lake: outcomes, clinical features, mutations, copy number.
+"""cBioPortal studies (the datahub's folder format) -> the lake: outcomes, clinical, mutations, copy number, expression.
 
 A study folder holds tab-separated data files, each described by a ``meta_*.txt`` file of ``key: value`` lines
 (``genetic_alteration_type``, ``datatype``, ``data_filename``); a folder without meta files is read by the usual
-file names (``data_clinical_patient.txt``, ``data_clinical_sample.txt``, ``data_mutations*.txt``,
-``data_cna.txt``). Clinical files start with ``#`` lines (display names, descriptions, data types, priorities)
-before the header of attribute ids. :func:`ingest_cbioportal` loads, through the lake's own doors
-(:mod:`ingest.tables`, :mod:`ingest.variants`):
+file names (``data_clinical_patient.txt``, ``data_clinical_sample.txt``, ``data_mutations*.txt`` but the
+uncalled ones, ``data_cna.txt`` or ``data_CNA.txt``, ``data_mrna*.txt``). Clinical files start with ``#`` lines
+(display names, descriptions, data types, priorities) before the header of attribute ids.
+:func:`ingest_cbioportal` loads, through the lake's own doors (:mod:`ingest.tables`, :mod:`ingest.variants`):
 
 - **labels**: ``time`` (days: ``<ENDPOINT>_MONTHS`` x 365.25 / 12, as cBioPortal derives months from days) and
   ``event`` (``<ENDPOINT>_STATUS``: ``1:DECEASED`` / ``0:LIVING`` and the like, or the older words without the
@@ -92,8 +92,8 @@ class StudyTable:
 
 
 def find_study_files(folder: Path) -> StudyFiles:
-    """The clinical, mutation and discrete copy-number files of the study in ``folder`` (by its meta files, else
-    by the usual names).
+    """The clinical, mutation, discrete copy-number, expression and gene-panel files of the study in ``folder``
+    (by its meta files, else by the usual names).
 
     Raises:
         StudyError: ``folder`` is not a folder, or a meta file names a data file that is not there.
@@ -106,8 +106,9 @@ def find_study_files(folder: Path) -> StudyFiles:
         levels = [p for p in expression if "zscores" not in p.name.lower()]
         chosen = (levels or expression or [None])[0]
         return StudyFiles(_first(folder, "data_clinical_patient.txt"), _first(folder, "data_clinical_sample.txt"),
-                          sorted(p for p in folder.glob("data_mutations*") if p.is_file()),
-                          _first(folder, "data_cna.txt"), chosen,
+                          sorted(p for p in folder.glob("data_mutations*") if p.is_file()
+                                 and "uncalled" not in p.name.lower()),
+                          _first(folder, "data_cna.txt") or _first(folder, "data_CNA.txt"), chosen,
                           "" if chosen is None else "Z-SCORE" if "zscores" in chosen.name.lower() else "CONTINUOUS",
                           _first(folder, "data_gene_panel_matrix.txt"))
     files = StudyFiles(None, None)
@@ -147,7 +148,7 @@ def _meta(path: Path) -> tuple[Path, dict[str, str]]:
     for line in path.read_text(encoding="utf-8-sig").splitlines():
         key, sep, value = line.partition(":")
         if sep and key.strip():
-            pairs[key.strip()] = value.strip()
+            pairs[key.strip()] = re.sub(r"\s#.*$", "", value).strip()  # "PATIENT_ATTRIBUTES  #Note: ..."
     return path, pairs
 
 

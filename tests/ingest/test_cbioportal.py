@@ -62,7 +62,8 @@ def _study(folder, *, patients=None, with_meta=True):
                 ("mutations", "MUTATION_EXTENDED", "MAF", "data_mutations.txt"),
                 ("cna", "COPY_NUMBER_ALTERATION", "DISCRETE", "data_cna.txt")]:
             (folder / f"meta_{name}.txt").write_text(
-                f"cancer_study_identifier: test_study\ngenetic_alteration_type: {kind}\ndatatype: {datatype}\n"
+                f"cancer_study_identifier: test_study\ngenetic_alteration_type: {kind}  #Note: Dont change\n"
+                f"datatype: {datatype}\n"
                 f"data_filename: {data}\n", encoding="utf-8")
     return folder
 
@@ -136,7 +137,13 @@ def test_other_endpoints_and_the_status_words_of_older_studies(tmp_path, lake):
     text = (folder / "data_clinical_patient.txt").read_text().replace("1:Recurred/Progressed", "Recurred/Progressed")
     text = text.replace("0:DiseaseFree", "DiseaseFree").replace("\n", "\t\n")  # a trailing tab, as in cBioPortal's docs
     (folder / "data_clinical_patient.txt").write_text(text)
-    assert find_study_files(folder).cna == folder / "data_cna.txt"
+    (folder / "data_cna.txt").rename(folder / "data_CNA.txt")  # the older studies' name
+    _write(folder / "data_mutations_uncalled.txt", [  # reads at a known site where no mutation was called
+        ["Hugo_Symbol", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
+         "Variant_Classification", "Tumor_Sample_Barcode"], ["BRAF", 7, 140753336, "A", "T", "Missense_Mutation",
+                                                             "P3-01"]])
+    found = find_study_files(folder)
+    assert found.cna == folder / "data_CNA.txt" and found.mutations == [folder / "data_mutations.txt"]
     ingest_cbioportal(lake, folder, endpoint="dfs")
     labels = lake.read("labels").to_pandas().set_index("patient_id")
     assert labels.loc["P1", "event"] and not labels.loc["P2", "event"]
