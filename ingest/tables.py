@@ -28,6 +28,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -192,7 +193,8 @@ def _no_rows(path: Path, rejects: list[dict], what: str) -> TableFileError:
 
 
 def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "patient_id",
-                    table: CsvRows | None = None, replace: str = "modality") -> dict[str, int]:
+                    table: CsvRows | None = None, replace: Literal["modality", "source"] = "modality"
+                    ) -> dict[str, int]:
     """Load a wide per-patient CSV as feature modality ``modality`` (replacing that modality's rows).
 
     A column is numeric when at least :data:`NUMERIC_SHARE` of its non-missing cells are finite numbers; its
@@ -210,6 +212,8 @@ def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "
     started = datetime.now(UTC)
     if not modality.strip():
         raise TableFileError("--modality must name the modality (e.g. expression)")
+    if replace not in ("modality", "source"):
+        raise ValueError(f"replace must be 'modality' or 'source', not {replace!r}")
     table = table if table is not None else read_csv_rows(path, id_column)
     frame = table.frame.copy()
     ids = frame.pop(id_column)
@@ -250,8 +254,6 @@ def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "
         "value_str": pa.array(records["value_str"], pa.string()),
         "source": pa.array([str(path)] * len(records["patient_id"]), pa.string()),
     })
-    if replace not in ("modality", "source"):
-        raise ValueError(f"replace must be 'modality' or 'source', not {replace!r}")
     scope = f"modality = '{_sql_text(modality)}'" + (f" AND source = '{_sql_text(str(path))}'"
                                                       if replace == "source" else "")
     counts = {"patients": int(ids.nunique()), "features": len(set(records["feature"])), "values": rows.num_rows,
