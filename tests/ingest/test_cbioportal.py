@@ -248,3 +248,34 @@ def test_two_studies_add_up_and_each_one_again_replaces_only_its_own_rows(tmp_pa
     assert set(clinical["patient_id"]) == {f"P{i}" for i in range(1, 13)} | {"Q1"}
     assert not clinical.duplicated(["patient_id", "feature"]).any()
     assert set(lake.read("labels").to_pandas()["patient_id"]) == {f"P{i}" for i in range(1, 13)} | {"Q1"}
+
+
+def test_real_outcomes_and_expression_arrive_as_the_study_holds_them(tmp_path, lake):
+    """GSE7390 (scikit-survival's real breast-cancer cohort: 198 patients, 76 microarray probes, time to distant
+    metastasis) written as a cBioPortal study: the lake holds the outcome in days and the probes' values as given
+    (microarray values are not RNA-seq levels: no log)."""
+    from sksurv.datasets import load_breast_cancer
+
+    x, y = load_breast_cancer()
+    ids = [f"GSE7390-{i:03d}" for i in range(len(x))]
+    probes = [c for c in x.columns if c.startswith("X")]
+    study = tmp_path / "gse7390"
+    study.mkdir()
+    (study / "data_clinical_patient.txt").write_text("#a\t#b\t#c\t#d\t#e\n" * 4 + "\n".join(
+        "\t".join(map(str, row)) for row in [
+            ["PATIENT_ID", "AGE", "ER_STATUS", "GRADE", "DMFS_STATUS", "DMFS_MONTHS"],
+            *[[pid, age, er, grade, "1:Metastasis" if event else "0:Censored", repr(float(days) / DAYS_PER_MONTH)]
+              for pid, age, er, grade, event, days in zip(ids, x["age"], x["er"], x["grade"], y["e.tdm"],
+                                                           y["t.tdm"], strict=True)]]) + "\n")
+    _write(study / "data_clinical_sample.txt", [["PATIENT_ID", "SAMPLE_ID"], *[[pid, f"{pid}-01"] for pid in ids]])
+    _write(study / "data_mrna_affymetrix_microarray.txt",
+           [["Hugo_Symbol", *[f"{pid}-01" for pid in ids]], *[[p, *(repr(float(v)) for v in x[p])] for p in probes]])
+    counts = ingest_cbioportal(lake, study, endpoint="DMFS", expression_genes=100)
+    assert counts["labels"]["rejected"] == 0 and counts["expression"] == {
+        "patients": 198, "features": 76, "values": 198 * 76, "rejected": 0}
+    labels = lake.read("labels").to_pandas().set_index("patient_id").loc[ids]
+    assert (labels["event"].to_numpy() == y["e.tdm"]).all()
+    assert max(abs(labels["time"].to_numpy() - y["t.tdm"])) < 1e-6
+    expression = _features(lake, "expression").pivot(index="patient_id", columns="feature", values="value")
+    assert (expression.loc[ids, probes].to_numpy() == x[probes].to_numpy()).all()
+    assert set(_features(lake, "clinical")["feature"]) == {"AGE", "ER_STATUS", "GRADE"}
