@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,10 +220,12 @@ def _header(path: Path, number: int, line: str, required: Iterable[str]) -> list
 
 def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnosis: str | None = None,
                       exclude: Iterable[str] = (), gene_panel: GenePanel | str | Path | None = None,
-                      expression_genes: int = 500) -> dict[str, dict]:
+                      expression_genes: int = 500, progress: Callable[[int, int], None] | None = None
+                      ) -> dict[str, dict]:
     """Load the cBioPortal study in ``folder`` (see the module docstring): labels for ``endpoint``, clinical
     features without outcomes, identifiers and ``exclude``, mutations, copy number, and the expression of the
-    panel's genes and of the ``expression_genes`` most variable others (0: no expression).
+    panel's genes and of the ``expression_genes`` most variable others (0: no expression). ``progress`` is
+    called with (steps done, steps in all) as the files are read and the parts written.
 
     Returns:
         Counts per part (``labels``, ``clinical``, ``clinical_sample``, ``mutations``, ``cna``, ``expression``;
@@ -250,20 +252,35 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
         raise StudyError(f"{files.patient}: no {status} and {months} columns for endpoint {endpoint}; this study has"
                          f" {', '.join(found) or 'no survival endpoint'} (pass --endpoint)")
     # Every file is read and checked before the first write, so a study that cannot be read changes nothing.
+    with_expression = files.expression is not None and expression_genes > 0
+    matrices = [m for m in (files.cna, files.expression if with_expression else None) if m is not None]
+    total, done = 2 + 2 * len(matrices) + (samples is not None) + bool(files.mutations), 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
     labels = _label_rows(patients, status, months, _diagnoses(patients, samples, diagnosis))
     clinical, excluded = _feature_rows(patients, set(exclude), diagnosis)
     per_sample = _feature_rows(samples, set(exclude), diagnosis) if samples is not None else None
+    step()
     cna = _cna_rows(files.cna, panel.genes, samples) if files.cna is not None else None
     expression = None
-    if files.expression is not None and expression_genes > 0:
+    if files.cna is not None:
+        step()
+    if with_expression:
         rna_seq = files.expression_kind == "CONTINUOUS" and files.expression.name.lower().startswith("data_mrna_seq")
         expression = _expression_rows(files.expression, rna_seq=rna_seq, panel=panel.genes, top=expression_genes,
                                       samples=samples)
+        step()
     counts: dict[str, dict] = {"labels": ingest_labels(lake, files.patient, table=labels),
                                "excluded": {"clinical": excluded}}
     if len(clinical.frame.columns) > 1:
         counts["clinical"] = ingest_features(lake, files.patient, modality="clinical", table=clinical,
                                              replace="source")
+    step()
     if per_sample is not None:
         first, counts["excluded"]["clinical_sample"] = per_sample
         if len(first.frame.columns) > 1:
@@ -271,14 +288,18 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
                                                            table=first, replace="source"),
                                          "samples_not_used": int(samples.frame["SAMPLE_ID"].notna().sum())
                                          - len(first.frame)}
+        step()
     if files.mutations:
         counts["mutations"] = ingest_variants(lake, files.mutations, sample_map=_sample_map(samples)
                                               if samples is not None else None, gene_panel=panel)
+        step()
     if cna is not None:
         counts["cna"] = ingest_features(lake, files.cna, modality="cna", table=cna, replace="source")
+        step()
     if expression is not None:
         counts["expression"] = ingest_features(lake, files.expression, modality="expression", table=expression,
                                                  replace="source")
+        step()
     if files.panel_matrix is not None and files.mutations and gene_panel is None:
         counts["notes"] = [f"{files.panel_matrix.name}: this study's samples were sequenced on targeted gene panels,"
                            f" but TMB was computed over the default panel's {panel.panel_size_mb:g} Mb; pass"

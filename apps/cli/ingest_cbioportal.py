@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from apps.cli.common import err_console, fail, print_counts
+from apps.cli.common import err_console, fail, print_counts, progress_bar
 from ingest.cbioportal import ingest_cbioportal
 from ingest.lake import Lake, LakeError
 from ingest.schema import SchemaError
@@ -45,8 +45,10 @@ def cbioportal(
     status`), 1 nothing loaded.
     """
     try:
-        counts = ingest_cbioportal(Lake(lake), study, endpoint=endpoint, diagnosis=diagnosis,
-                                   exclude=exclude or (), gene_panel=gene_panel, expression_genes=expression_genes)
+        with progress_bar("cBioPortal study: files read, parts written") as update:
+            counts = ingest_cbioportal(Lake(lake), study, endpoint=endpoint, diagnosis=diagnosis,
+                                       exclude=exclude or (), gene_panel=gene_panel,
+                                       expression_genes=expression_genes, progress=update)
     except (FileNotFoundError, ValueError, LakeError, SchemaError, OSError) as exc:
         raise fail(str(exc)) from None
     excluded, notes = counts.pop("excluded"), counts.pop("notes", [])

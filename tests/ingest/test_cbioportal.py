@@ -74,7 +74,11 @@ def _features(lake, modality):
 
 
 def test_a_study_loads_outcomes_clinical_features_mutations_and_copy_number(tmp_path, lake):
-    counts = ingest_cbioportal(lake, _study(tmp_path / "study"), diagnosis="CANCER_TYPE_DETAILED")
+    steps: list[tuple[int, int]] = []
+    counts = ingest_cbioportal(lake, _study(tmp_path / "study"), diagnosis="CANCER_TYPE_DETAILED",
+                               progress=lambda done, total: steps.append((done, total)))
+    # read: clinical files, copy number, expression; written: labels and clinical, samples, mutations, cna, expression
+    assert steps == [(n, 8) for n in range(1, 9)]
     labels = lake.read("labels").to_pandas().set_index("patient_id")
     assert len(labels) == 12 and counts["labels"]["patients"] == 12
     assert math.isclose(labels.loc["P3", "time"], 19.5 * DAYS_PER_MONTH) and labels.loc["P3", "event"]
