@@ -123,7 +123,7 @@ class LakeTables:
 
 
 SHARED_KINDS = ("patients", "conditions", "observations", "medications", "encounters", "gene_status", "tmb",
-                "images", "labels")  # read once for the app and the model (fusion.predict.lake_frames)
+                "images", "features", "labels")  # read once for the app and the model (fusion.predict.lake_frames)
 
 
 @st.cache_resource(show_spinner="Reading the lake…", max_entries=2)
@@ -195,6 +195,10 @@ def _patient_header(lake: str, token: str, key: str, run_dir: str | None) -> dic
     death = person["death_date"] if person is not None else None
     at = index_date if index_date is not None else (death if pd.notna(death) else pd.Timestamp.now(tz="UTC"))
     age = float((at - birth).days / DAYS_PER_YEAR) if birth is not None and pd.notna(birth) else None
+    sex = person["sex"] if person is not None else None
+    if person is None:  # no FHIR Patient (curated tables, a cBioPortal study): a curated age or sex feature
+        age, sex = _curated(record["features"], ("age",), "value"), _curated(record["features"], ("sex", "gender"),
+                                                                              "value_str")
     obs = record["observations"].sort_values("effective")
 
     def latest(code_: str, numeric: bool) -> object:
@@ -209,10 +213,17 @@ def _patient_header(lake: str, token: str, key: str, run_dir: str | None) -> dic
         return next((row[c] for c in ("value_display", "value_code") if pd.notna(row[c])), None)
 
     modalities = sorted(m for m, keys in _tables(lake, token).modalities.items() if key in keys)
-    return {"age": age, "sex": person["sex"] if person is not None else None, "diagnosis": diagnosis,
+    curated_index = bool(len(labels)) and labels["index_date"].notna().any()
+    return {"age": age, "sex": sex, "diagnosis": diagnosis, "index_curated": curated_index,
             "stage": latest(config.ehr.stage_code, False), "ecog": latest(config.ehr.ecog_code, True),
             "index_date": index_date, "death_date": death if pd.notna(death) else None,
             "modalities": modalities, "cancers": cancers}
+
+
+def _curated(features: pd.DataFrame, names: tuple[str, ...], column: str) -> object:
+    """The patient's first curated feature value (``column``) named one of ``names``, letter case ignored."""
+    rows = features[features["feature"].str.lower().isin(names) & features[column].notna()]
+    return None if rows.empty else rows[column].iloc[0]
 
 
 def patients(lake: Path) -> pd.DataFrame:
@@ -237,8 +248,10 @@ def patient_record(lake: Path, key: str) -> dict[str, pd.DataFrame]:
 
 
 def patient_header(lake: Path, key: str, run_dir: str | None) -> dict:
-    """``age`` (years at the index date, else now or at death), ``sex``, ``diagnosis``, ``stage``, ``ecog``,
-    ``index_date`` (Timestamp or None), ``death_date``, ``modalities`` (list of names present), ``cancers``
+    """``age`` (years at the index date, else now or at death; a curated ``age`` feature when the lake has no
+    FHIR Patient for them), ``sex`` (likewise ``sex`` or ``gender``), ``diagnosis``, ``stage``, ``ecog``,
+    ``index_date`` (Timestamp or None), ``index_curated`` (it is the curated labels' ``index_date``, not a
+    Condition's onset), ``death_date``, ``modalities`` (list of names present), ``cancers``
     (every cancer condition of the patient by the run's ``data.index`` codes and display rule, once per name
     with its earliest onset, else recorded date: ``[{"display", "onset"}]``, earliest first)."""
     return guarded("Reading the patient's record",

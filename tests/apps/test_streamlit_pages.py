@@ -438,3 +438,19 @@ def test_record_text_is_shown_as_text_not_markdown_or_html(monkeypatch, tmp_path
     spec = chart.proto.spec
     assert "Cisplatin" in spec and "Adenocarcinoma" in spec
     assert "<a href" not in spec and "\\u003ca href" not in spec.lower()
+
+
+def test_a_patient_without_fhir_shows_the_curated_age_sex_and_index_date(monkeypatch, tmp_path):
+    """A cBioPortal study's patient: no FHIR Patient, so the header reads the curated AGE and SEX attributes, and
+    the curated index date is called an index date, not a diagnosis date."""
+    from ingest.cbioportal import ingest_cbioportal
+    from tests.ingest.test_cbioportal import _study
+
+    ingest_cbioportal(Lake(tmp_path / "lake"), _study(tmp_path / "study"), diagnosis="CANCER_TYPE_DETAILED")
+    at = open_page(monkeypatch, tmp_path / "lake", None)
+    at = at.selectbox(key="patient_picker").set_value("P3").run()
+    assert at.title[0].value == "Patient" and not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Age at diagnosis"] == "43" and metrics["Sex"] == "Male"
+    assert metrics["Diagnosis"] == "Lung Adenocarcinoma"
+    assert "index date 2000-01-01" in texts(at) and "diagnosed" not in texts(at)

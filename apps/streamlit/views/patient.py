@@ -344,7 +344,7 @@ cols[4].metric("ECOG", "n/a" if ecog is None or pd.isna(ecog) else f"{ecog:.0f}"
 present = ", ".join(sv.modality_label(m) for m in header["modalities"]) or "none"
 dates = []
 if header["index_date"] is not None:
-    dates.append(f"diagnosed {header['index_date']:%Y-%m-%d}")
+    dates.append(f"{'index date' if header['index_curated'] else 'diagnosed'} {header['index_date']:%Y-%m-%d}")
 if header["death_date"] is not None:
     dates.append(f"died {header['death_date']:%Y-%m-%d}")
 st.caption(f"Modalities present: **{present}**" + (f" · {' · '.join(dates)}" if dates else ""))
