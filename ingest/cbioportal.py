@@ -4,7 +4,9 @@ A study folder holds tab-separated data files, each described by a ``meta_*.txt`
 (``genetic_alteration_type``, ``datatype``, ``data_filename``); a folder without meta files is read by the usual
 file names (``data_clinical_patient.txt``, ``data_clinical_sample.txt``, ``data_mutations*.txt`` but the
 uncalled ones, ``data_cna.txt`` or ``data_CNA.txt``, ``data_mrna*.txt``). Clinical files start with ``#`` lines
-(display names, descriptions, data types, priorities) before the header of attribute ids.
+(display names, descriptions, data types, priorities) before the header of attribute ids. Where meta files name
+several clinical files of one level (the datahub's ``data_clinical_supp_*.txt``), the main one
+(``data_clinical_patient.txt`` / ``data_clinical_sample.txt``) is loaded and the others are named in a note.
 :func:`ingest_cbioportal` loads, through the lake's own doors (:mod:`ingest.tables`, :mod:`ingest.variants`):
 
 - **labels**: ``time`` (days: ``<ENDPOINT>_MONTHS`` x 365.25 / 12, as cBioPortal derives months from days) and
@@ -78,6 +80,7 @@ class StudyFiles:
     expression: Path | None = None
     expression_kind: str = ""  # its meta datatype: CONTINUOUS or Z-SCORE
     panel_matrix: Path | None = None  # which targeted panel sequenced each sample
+    supplementary: list[Path] = field(default_factory=list)  # other clinical files (not loaded)
 
 
 @dataclass
@@ -112,6 +115,7 @@ def find_study_files(folder: Path) -> StudyFiles:
                           "" if chosen is None else "Z-SCORE" if "zscores" in chosen.name.lower() else "CONTINUOUS",
                           _first(folder, "data_gene_panel_matrix.txt"))
     files = StudyFiles(None, None)
+    clinical: dict[str, list[Path]] = {"PATIENT_ATTRIBUTES": [], "SAMPLE_ATTRIBUTES": []}
     for path, meta in metas:
         kind = (meta.get("genetic_alteration_type", "").upper(), meta.get("datatype", "").upper())
         name = meta.get("data_filename")
@@ -121,10 +125,8 @@ def find_study_files(folder: Path) -> StudyFiles:
         if not data.is_file():
             raise StudyError(f"{path}: data_filename {name} is not in {folder}; fix the meta file or add the data"
                              " file")
-        if kind == ("CLINICAL", "PATIENT_ATTRIBUTES"):
-            files.patient = data
-        elif kind == ("CLINICAL", "SAMPLE_ATTRIBUTES"):
-            files.sample = data
+        if kind[0] == "CLINICAL" and kind[1] in clinical:
+            clinical[kind[1]].append(data)
         elif kind[0] == "MUTATION_EXTENDED":
             files.mutations.append(data)
         elif kind == ("COPY_NUMBER_ALTERATION", "DISCRETE"):
@@ -134,6 +136,14 @@ def find_study_files(folder: Path) -> StudyFiles:
             files.expression, files.expression_kind = data, kind[1]  # levels rather than z-scores
         elif kind[0] == "GENE_PANEL_MATRIX":
             files.panel_matrix = data
+    # A study may describe several clinical files per level (the datahub's data_clinical_supp_*.txt, each with its
+    # own meta file): the main one is data_clinical_patient.txt / data_clinical_sample.txt, else the first.
+    for level, usual in (("PATIENT_ATTRIBUTES", "data_clinical_patient.txt"),
+                         ("SAMPLE_ATTRIBUTES", "data_clinical_sample.txt")):
+        paths = sorted(clinical[level], key=lambda p: p.name != usual)
+        if paths:
+            setattr(files, "patient" if level == "PATIENT_ATTRIBUTES" else "sample", paths[0])
+            files.supplementary.extend(paths[1:])
     return files
 
 
@@ -300,11 +310,15 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
         counts["expression"] = ingest_features(lake, files.expression, modality="expression", table=expression,
                                                  replace="source")
         step()
+    notes = [f"{', '.join(p.name for p in files.supplementary)}: supplementary clinical file(s) of the study,"
+             " not loaded (only the main patient and sample files are)"] if files.supplementary else []
     if files.panel_matrix is not None and files.mutations and gene_panel is None:
-        counts["notes"] = [f"{files.panel_matrix.name}: this study's samples were sequenced on targeted gene panels,"
+        notes.append(f"{files.panel_matrix.name}: this study's samples were sequenced on targeted gene panels,"
                            f" but TMB was computed over the default panel's {panel.panel_size_mb:g} Mb; pass"
                            " --gene-panel with the panel's genes and panel_size_mb (the clinical_sample modality"
-                           " has cBioPortal's own TMB_NONSYNONYMOUS where the study gives it)"]
+                           " has cBioPortal's own TMB_NONSYNONYMOUS where the study gives it)")
+    if notes:
+        counts["notes"] = notes
     return counts
 
 

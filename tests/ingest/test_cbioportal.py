@@ -283,3 +283,25 @@ def test_real_outcomes_and_expression_arrive_as_the_study_holds_them(tmp_path, l
     expression = _features(lake, "expression").pivot(index="patient_id", columns="feature", values="value")
     assert (expression.loc[ids, probes].to_numpy() == x[probes].to_numpy()).all()
     assert set(_features(lake, "clinical")["feature"]) == {"AGE", "ER_STATUS", "GRADE"}
+
+
+def test_supplementary_clinical_files_do_not_replace_the_main_ones(tmp_path, lake):
+    """The datahub gives data_clinical_supp_*.txt files their own meta file (genetic_alteration_type CLINICAL,
+    datatype PATIENT_ATTRIBUTES or SAMPLE_ATTRIBUTES; datahub audit-scripts/add_supp_meta.py); their meta files
+    sort after meta_clinical_patient.txt and meta_clinical_sample.txt, and must not take their place."""
+    folder = _study(tmp_path / "study")
+    _write(folder / "data_clinical_supp_hypoxia.txt", [["#S", "#H"], ["#S", "#H"], ["#STRING", "#NUMBER"],
+                                                       ["#1", "#1"], ["SAMPLE_ID", "BUFFA_HYPOXIA_SCORE"],
+                                                       ["P1-01", 3]])
+    _write(folder / "data_clinical_supp_extra.txt", [["#P", "#X"], ["#P", "#X"], ["#STRING", "#STRING"],
+                                                     ["#1", "#1"], ["PATIENT_ID", "EXTRA"], ["P1", "yes"]])
+    for name, datatype in (("hypoxia", "SAMPLE_ATTRIBUTES"), ("extra", "PATIENT_ATTRIBUTES")):
+        (folder / f"meta_clinical_supp_{name}.txt").write_text(
+            f"cancer_study_identifier: test_study\ngenetic_alteration_type: CLINICAL\ndatatype: {datatype}\n"
+            f"data_filename: data_clinical_supp_{name}.txt\n", encoding="utf-8")
+    found = find_study_files(folder)
+    assert found.patient.name == "data_clinical_patient.txt" and found.sample.name == "data_clinical_sample.txt"
+    counts = ingest_cbioportal(lake, folder)
+    assert counts["labels"]["patients"] == 12 and counts["clinical_sample"]["patients"] == 12
+    assert any("data_clinical_supp_extra.txt, data_clinical_supp_hypoxia.txt: supplementary" in note
+               for note in counts["notes"])
