@@ -3,9 +3,10 @@
 A study folder holds tab-separated data files, each described by a ``meta_*.txt`` file of ``key: value`` lines
 (``genetic_alteration_type``, ``datatype``, ``data_filename``); a folder without meta files is read by the usual
 file names (``data_clinical_patient.txt``, ``data_clinical_sample.txt``, ``data_mutations*.txt`` but the
-uncalled ones, ``data_cna.txt`` or ``data_CNA.txt``, ``data_mrna*.txt``). Clinical files start with ``#`` lines
-(display names, descriptions, data types, priorities) before the header of attribute ids. Where meta files name
-several clinical files of one level (the datahub's ``data_clinical_supp_*.txt``), the main one
+uncalled ones, ``data_cna.txt`` or ``data_CNA.txt``, ``data_mrna*.txt`` and the older ``data_RNA_Seq*`` /
+``data_expression*``; the expression profile is chosen by :func:`_expression_rank`). Clinical files start with
+``#`` lines (display names, descriptions, data types, priorities) before the header of attribute ids. Where
+meta files name several clinical files of one level (the datahub's ``data_clinical_supp_*.txt``), the main one
 (``data_clinical_patient.txt`` / ``data_clinical_sample.txt``) is loaded and the others are named in a note.
 :func:`ingest_cbioportal` loads, through the lake's own doors (:mod:`ingest.tables`, :mod:`ingest.variants`):
 
@@ -105,9 +106,11 @@ def find_study_files(folder: Path) -> StudyFiles:
         raise StudyError(f"{folder} is not a folder; pass the study folder (the one holding meta_study.txt)")
     metas = [_meta(path) for path in sorted(folder.glob("meta_*.txt"))]
     if not metas:
-        expression = sorted(p for p in folder.glob("data_mrna*.txt") if p.is_file())
-        levels = [p for p in expression if "zscores" not in p.name.lower()]
-        chosen = (levels or expression or [None])[0]
+        expression = [p for p in folder.glob("data_*.txt") if p.is_file() and _EXPRESSION_NAME.match(p.name)]
+        ranked = sorted((rank, p.name, p) for p in expression
+                        if (rank := _expression_rank(p.name, "", "Z-SCORE" if "zscores" in p.name.lower()
+                                                     else "CONTINUOUS")) is not None)
+        chosen = ranked[0][2] if ranked else None
         return StudyFiles(_first(folder, "data_clinical_patient.txt"), _first(folder, "data_clinical_sample.txt"),
                           sorted(p for p in folder.glob("data_mutations*") if p.is_file()
                                  and "uncalled" not in p.name.lower()),
@@ -115,6 +118,7 @@ def find_study_files(folder: Path) -> StudyFiles:
                           "" if chosen is None else "Z-SCORE" if "zscores" in chosen.name.lower() else "CONTINUOUS",
                           _first(folder, "data_gene_panel_matrix.txt"))
     files = StudyFiles(None, None)
+    expression_rank: tuple[int, str] | None = None
     clinical: dict[str, list[Path]] = {"PATIENT_ATTRIBUTES": [], "SAMPLE_ATTRIBUTES": []}
     for path, meta in metas:
         kind = (meta.get("genetic_alteration_type", "").upper(), meta.get("datatype", "").upper())
@@ -131,9 +135,10 @@ def find_study_files(folder: Path) -> StudyFiles:
             files.mutations.append(data)
         elif kind == ("COPY_NUMBER_ALTERATION", "DISCRETE"):
             files.cna = data
-        elif kind[0] == "MRNA_EXPRESSION" and kind[1] in ("CONTINUOUS", "Z-SCORE") and (
-                files.expression is None or (files.expression_kind, kind[1]) == ("Z-SCORE", "CONTINUOUS")):
-            files.expression, files.expression_kind = data, kind[1]  # levels rather than z-scores
+        elif kind[0] == "MRNA_EXPRESSION" and (
+                rank := _expression_rank(name, meta.get("stable_id", ""), kind[1])) is not None and (
+                expression_rank is None or (rank, name) < expression_rank):
+            files.expression, files.expression_kind, expression_rank = data, kind[1], (rank, name)
         elif kind[0] == "GENE_PANEL_MATRIX":
             files.panel_matrix = data
     # A study may describe several clinical files per level (the datahub's data_clinical_supp_*.txt, each with its
@@ -145,6 +150,32 @@ def find_study_files(folder: Path) -> StudyFiles:
             setattr(files, "patient" if level == "PATIENT_ATTRIBUTES" else "sample", paths[0])
             files.supplementary.extend(paths[1:])
     return files
+
+
+def _expression_rank(name: str, stable_id: str, datatype: str) -> int | None:
+    """How well an ``MRNA_EXPRESSION`` profile serves as the patient's gene expression (lower is better), or None
+    for one that does not: microRNA (stable_id ``mirna*``, data_mirna*.txt), the adjacent normal samples' own
+    profiles (stable_id ``*_normals*``, ``*_normal_samples.txt`` but not the tumours' z-scores relative to them),
+    mRNA/miRNA merged z-scores, and datatype DISCRETE (outlier calls). Levels before z-scores; among levels,
+    TPM, then RSEM, then other RNA-seq units, then microarrays, and raw read counts last (not normalised between
+    samples). The datahub's stable_ids and file names: cBioPortal's File-Formats "Expression Data" table and
+    datahub-study-curation-tools' meta templates."""
+    lowered, stable = name.lower(), stable_id.lower()
+    if (datatype not in ("CONTINUOUS", "Z-SCORE") or stable.startswith("mirna") or "mirna" in lowered
+            or "_normals" in stable or "merged" in stable or "merged" in lowered
+            or ("normal_samples" in lowered and "ref_normal_samples" not in lowered)):
+        return None
+    if datatype == "Z-SCORE":
+        return 10
+    if "read_counts" in lowered:
+        return 5
+    for rank, marks in enumerate((("tpm",), ("rsem", "rna_seq_v2")), start=0):
+        if any(mark in lowered or mark in stable for mark in marks):
+            return rank
+    return 2 if "rna_seq" in lowered or "rna_seq" in stable or "mrna_seq" in stable else 3
+
+
+_EXPRESSION_NAME = re.compile(r"^data_(mrna|rna_seq|expression)", re.IGNORECASE)
 
 
 def _first(folder: Path, name: str) -> Path | None:

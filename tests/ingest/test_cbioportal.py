@@ -305,3 +305,27 @@ def test_supplementary_clinical_files_do_not_replace_the_main_ones(tmp_path, lak
     assert counts["labels"]["patients"] == 12 and counts["clinical_sample"]["patients"] == 12
     assert any("data_clinical_supp_extra.txt, data_clinical_supp_hypoxia.txt: supplementary" in note
                for note in counts["notes"])
+
+
+def test_the_expression_profile_is_mrna_of_the_tumours_not_mirna_normals_or_read_counts(tmp_path):
+    """MRNA_EXPRESSION profiles also hold microRNA (stable_id mirna, data_mirna.txt), the adjacent normal samples
+    (stable_id rna_seq_v2_mrna_median_normals) and GDC's raw read counts (data_mrna_seq_read_counts.txt, stable_id
+    rna_seq_mrna), all CONTINUOUS (cBioPortal File-Formats, Expression Data; datahub-study-curation-tools' meta
+    templates); meta_mirna.txt sorts first."""
+    folder = _study(tmp_path / "study")
+    for name, stable_id, data in [("mirna", "mirna", "data_mirna.txt"),
+                                  ("mrna_seq_read_counts", "rna_seq_mrna", "data_mrna_seq_read_counts.txt"),
+                                  ("mrna_seq_v2_rsem_normal_samples", "rna_seq_v2_mrna_median_normals",
+                                   "data_mrna_seq_v2_rsem_normal_samples.txt")]:
+        _write(folder / data, [["Hugo_Symbol", "P1-01"], ["EGFR", 1]])
+        (folder / f"meta_{name}.txt").write_text(
+            f"cancer_study_identifier: test_study\ngenetic_alteration_type: MRNA_EXPRESSION\ndatatype: CONTINUOUS\n"
+            f"stable_id: {stable_id}\ndata_filename: {data}\n", encoding="utf-8")
+    found = find_study_files(folder)
+    assert (found.expression.name, found.expression_kind) == ("data_mrna_seq_v2_rsem.txt", "CONTINUOUS")
+    for meta in folder.glob("meta_*.txt"):
+        meta.unlink()
+    (folder / "data_mrna_seq_v2_rsem.txt").rename(folder / "data_RNA_Seq_v2_expression_median.txt")  # older name
+    _write(folder / "data_mrna_affymetrix_microarray.txt", [["Hugo_Symbol", "P1-01"], ["EGFR", 1]])
+    found = find_study_files(folder)
+    assert (found.expression.name, found.expression_kind) == ("data_RNA_Seq_v2_expression_median.txt", "CONTINUOUS")
