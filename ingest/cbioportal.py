@@ -26,8 +26,9 @@ meta files name several clinical files of one level (the datahub's ``data_clinic
 - **copy number** (modality ``cna``; discrete GISTIC calls -2..2 of the gene panel's genes) from each patient's
   first sample (in the sample file's order) that has calls;
 - **expression** (modality ``expression``; ``MRNA_EXPRESSION`` levels, else z-scores): the panel's genes and the
-  most variable other genes over all samples (an unsupervised choice: no label is read), RNA-seq levels as
-  log2(1 + level), from each patient's first sample with values.
+  most variable other genes over all samples (an unsupervised choice: no label is read), linear levels (told
+  by their values: :func:`_linear_levels`) as log2(1 + level), log-scale values as given, from each patient's
+  first sample with values.
 
 Rejects name the study's own file and line (the line number counts the ``#`` lines).
 """
@@ -63,6 +64,8 @@ _EVENT_WORDS = {"DECEASED", "DEAD", "RECURRED/PROGRESSED", "RECURRED", "PROGRESS
 _CENSORED_WORDS = {"LIVING", "ALIVE", "DISEASEFREE", "DISEASE FREE", "CENSORED", "ALIVE OR DEAD TUMOR FREE",
                    "ALIVE OR CENSORED"}
 _PLACEHOLDER = re.compile(r"^\[[^\]]*\]$")  # "[Not Available]", "[Unknown]", ... as TCGA-derived studies write
+LOG_SCALE_MAX = 50.0  # an expression value above this is a linear level, not a log2 one
+LEVEL_SCAN_LINES = 2000  # gene lines read to tell linear levels from log-scale values
 _CNA_CALLS = {-2.0, -1.5, -1.0, 0.0, 1.0, 2.0}  # -1.5: hemizygous deletion in some studies
 
 
@@ -312,7 +315,7 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     if files.cna is not None:
         step()
     if with_expression:
-        rna_seq = files.expression_kind == "CONTINUOUS" and files.expression.name.lower().startswith("data_mrna_seq")
+        rna_seq = files.expression_kind == "CONTINUOUS" and _linear_levels(files.expression)
         expression = _expression_rows(files.expression, rna_seq=rna_seq, panel=panel.genes, top=expression_genes,
                                       samples=samples)
         step()
@@ -501,8 +504,9 @@ def _per_patient(by_gene: dict[str, dict[str, object]], sample_columns: list[str
 def _expression_rows(path: Path, *, rna_seq: bool, panel: list[str], top: int, samples: StudyTable | None
                      ) -> CsvRows:
     """One row per patient (its first sample with values) of the expression of the panel's genes and of the
-    ``top`` other genes of highest variance over all samples (no label is read). RNA-seq levels (``rna_seq``)
-    become log2(1 + level); other values (z-scores, microarray log ratios) stay as given. The file is read line
+    ``top`` other genes of highest variance over all samples (no label is read). Linear levels (``rna_seq``,
+    told by :func:`_linear_levels`) become log2(1 + level); other values (z-scores, log-scale levels, microarray
+    log ratios) stay as given. The file is read line
     by line, holding only the chosen genes. A cell that is not a number (or a negative RNA-seq level) is
     rejected and kept as missing; so is a second line of a gene (its first line is used)."""
     wanted, rejects = set(panel), []
@@ -542,6 +546,31 @@ def _expression_rows(path: Path, *, rna_seq: bool, panel: list[str], top: int, s
     by_gene = {gene: {s: (None if np.isnan(v) else float(v)) for s, v in zip(header[first:], values, strict=True)}
                for gene, values in chosen.items()}
     return _per_patient(by_gene, header[first:], samples, rejects)
+
+
+def _linear_levels(path: Path, lines: int = LEVEL_SCAN_LINES) -> bool:
+    """Whether an expression file's values are linear levels (RSEM, TPM, FPKM, linear intensities) rather than
+    already on a log scale: a value above :data:`LOG_SCALE_MAX` in its first ``lines`` gene lines. cBioPortal
+    profiles do not say which (cBioPortal issues #4374, #5848), and neither the file name nor the stable_id tells:
+    the datahub's pcpg_tcga_pub held log2 RSEM (datahub PR #1422), its older TCGA studies linear RSEM as
+    data_RNA_Seq_v2_expression_median.txt, mela_hugo_2016 log2 FPKM as stable_id rna_seq_mrna. A log2 level above
+    50 would be a linear level above 2^50, so the largest value tells."""
+    seen, header = 0, None
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        for text in fh:
+            if not text.strip() or (header is None and text.startswith("#")):
+                continue
+            if header is None:
+                header = _fields(text.rstrip("\r\n"), 0)
+                first = 1 + sum(c in header for c in ("Entrez_Gene_Id", "Cytoband")) if "Hugo_Symbol" in header else 1
+                continue
+            values = pd.to_numeric(pd.Series(text.rstrip("\r\n").split("\t")[first:]), errors="coerce")
+            if (values > LOG_SCALE_MAX).any():
+                return True
+            seen += 1
+            if seen >= lines:
+                break
+    return False
 
 
 def _levels(cells: list[str], columns: list[str], path: Path, number: int, text: str, rna_seq: bool,

@@ -329,3 +329,25 @@ def test_the_expression_profile_is_mrna_of_the_tumours_not_mirna_normals_or_read
     _write(folder / "data_mrna_affymetrix_microarray.txt", [["Hugo_Symbol", "P1-01"], ["EGFR", 1]])
     found = find_study_files(folder)
     assert (found.expression.name, found.expression_kind) == ("data_RNA_Seq_v2_expression_median.txt", "CONTINUOUS")
+
+
+def test_expression_is_logged_only_when_its_values_are_linear_levels(tmp_path, lake):
+    """cBioPortal profiles do not say whether levels are log-transformed (cBioPortal issues #4374, #5848): the
+    datahub's pcpg_tcga_pub held log2 RSEM in its RNA-seq file (datahub PR #1422) while older TCGA studies hold
+    linear RSEM as data_RNA_Seq_v2_expression_median.txt (stable_id rna_seq_v2_mrna). The values tell."""
+    logged = _study(tmp_path / "logged")
+    _write(logged / "data_mrna_seq_v2_rsem.txt", [["Hugo_Symbol", "Entrez_Gene_Id", "P1-01", "P2-01", "P3-01"],
+                                                  ["EGFR", 1956, 9.5, 12.25, 0.0], ["WIDE", 2, 1.0, 15.0, 3.0]])
+    ingest_cbioportal(lake, logged, expression_genes=5)
+    expression = _features(lake, "expression").set_index(["patient_id", "feature"])["value"]
+    assert expression[("P1", "EGFR")] == 9.5 and expression[("P2", "WIDE")] == 15.0  # as given, not log2(1 + x)
+    linear = _study(tmp_path / "linear")
+    (linear / "data_mrna_seq_v2_rsem.txt").rename(linear / "data_RNA_Seq_v2_expression_median.txt")
+    meta = linear / "meta_mrna.txt"
+    meta.write_text(meta.read_text().replace("data_mrna_seq_v2_rsem.txt", "data_RNA_Seq_v2_expression_median.txt")
+                    + "stable_id: rna_seq_v2_mrna\n")
+    ingest_cbioportal(lake, linear, expression_genes=1)
+    expression = _features(lake, "expression")
+    mine = expression[expression["source"].str.endswith("data_RNA_Seq_v2_expression_median.txt")]
+    values = mine.set_index(["patient_id", "feature"])["value"]
+    assert math.isclose(values[("P3", "EGFR")], 2.0) and math.isclose(values[("P2", "WIDE")], math.log2(1001))
