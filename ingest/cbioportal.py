@@ -21,10 +21,12 @@ meta files name several clinical files of one level (the datahub's ``data_clinic
   leak the target), identifiers (``*_ID``, and text attributes with a different value for every patient), the
   diagnosis attribute and its other codings (:data:`DIAGNOSIS_ATTRIBUTES`) when one is the diagnosis label,
   and the attributes the caller excludes; modality ``clinical_sample``: the attributes of each patient's first
-  sample (in the sample file's order: TMB, MSI score, sample type, ...) under the same rules;
+  sample (TMB, MSI score, sample type, ...) under the same rules, where "first" means a primary tumour before
+  other samples, recurrences and metastases after, normal samples last (by ``SAMPLE_TYPE``:
+  :func:`_sample_rank`), else the sample file's order;
 - **mutations** (MAF) with ``SAMPLE_ID -> PATIENT_ID`` from the sample file, as ``ingest variants`` does;
 - **copy number** (modality ``cna``; discrete GISTIC calls -2..2 of the gene panel's genes) from each patient's
-  first sample (in the sample file's order) that has calls;
+  first sample (as for ``clinical_sample``) that has calls;
 - **expression** (modality ``expression``; ``MRNA_EXPRESSION`` levels, else z-scores): the panel's genes and the
   most variable other genes over all samples (an unsupervised choice: no label is read), linear levels (told
   by their values: :func:`_linear_levels`) as log2(1 + level), log-scale values as given, from each patient's
@@ -289,6 +291,9 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     if patients.frame.empty:
         raise StudyError(f"{files.patient}: no patient line to load (the lake is unchanged)")
     samples = read_study_table(files.sample, required=["PATIENT_ID", "SAMPLE_ID"]) if files.sample else None
+    if samples is not None and "SAMPLE_TYPE" in samples.frame:  # the primary tumour represents its patient
+        samples.frame = samples.frame.iloc[np.argsort([_sample_rank(t) for t in samples.frame["SAMPLE_TYPE"]],
+                                                      kind="stable")]
     status, months = f"{endpoint.upper()}_STATUS", f"{endpoint.upper()}_MONTHS"
     if status not in patients.frame or months not in patients.frame:
         found = sorted(c[:-len("_STATUS")] for c in patients.frame if c.endswith("_STATUS")
@@ -354,6 +359,20 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     if notes:
         counts["notes"] = notes
     return counts
+
+
+def _sample_rank(sample_type: str | None) -> int:
+    """Which of a patient's samples represents it (lowest first; ties in the sample file's order): a primary
+    tumour, then a sample of unknown or other type, then a recurrence or metastasis (taken after day 0), a normal
+    sample last. SAMPLE_TYPE words: cBioPortal File-Formats, clinical sample columns ("recurrence", "recurred",
+    "progression", "progressed", "metastatic", "metastasis", "primary"); GDC studies add "Solid Tissue Normal",
+    "Blood Derived Normal"."""
+    word = (sample_type or "").lower()
+    if "normal" in word:
+        return 3
+    if any(mark in word for mark in ("recurr", "progress", "metasta", "relapse")):
+        return 2
+    return 0 if "primary" in word else 1
 
 
 def _label_rows(patients: StudyTable, status: str, months: str, diagnoses: dict[str, str] | None) -> CsvRows:

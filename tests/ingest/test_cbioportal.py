@@ -351,3 +351,24 @@ def test_expression_is_logged_only_when_its_values_are_linear_levels(tmp_path, l
     mine = expression[expression["source"].str.endswith("data_RNA_Seq_v2_expression_median.txt")]
     values = mine.set_index(["patient_id", "feature"])["value"]
     assert math.isclose(values[("P3", "EGFR")], 2.0) and math.isclose(values[("P2", "WIDE")], math.log2(1001))
+
+
+def test_a_primary_tumour_sample_represents_its_patient_before_a_metastasis(tmp_path, lake):
+    """SAMPLE_TYPE tells a patient's primary tumour from a recurrence or metastasis, sampled after day 0, and from
+    normal samples (cBioPortal File-Formats, clinical sample columns; GDC studies' Solid Tissue Normal)."""
+    folder = _study(tmp_path / "study")
+    _write(folder / "data_clinical_sample.txt",
+           [["#Patient", "#Sample", "#Type", "#TMB"], ["#Patient", "#Sample", "#Type", "#TMB"],
+            ["#STRING", "#STRING", "#STRING", "#NUMBER"], ["#1", "#1", "#1", "#1"],
+            ["PATIENT_ID", "SAMPLE_ID", "SAMPLE_TYPE", "TMB_NONSYNONYMOUS"],
+            ["P2", "P2-01", "Solid Tissue Normal", 0], ["P1", "P1-01", "Metastasis", 1.5],
+            ["P1", "P1-02", "Primary", 9.0], ["P2", "P2-02", "Primary Tumor", 4.0], ["P3", "P3-01", "", 2.0]])
+    _write(folder / "data_cna.txt", [["Hugo_Symbol", "P1-01", "P1-02", "P2-01", "P2-02", "P3-01"],
+                                     ["EGFR", 0, 2, 0, -1, 1]])
+    ingest_cbioportal(lake, folder, expression_genes=0)
+    per_sample = _features(lake, "clinical_sample").set_index(["patient_id", "feature"])
+    assert per_sample.loc[("P1", "TMB_NONSYNONYMOUS"), "value"] == 9.0
+    assert per_sample.loc[("P2", "TMB_NONSYNONYMOUS"), "value"] == 4.0
+    assert per_sample.loc[("P3", "TMB_NONSYNONYMOUS"), "value"] == 2.0
+    cna = _features(lake, "cna").set_index(["patient_id", "feature"])["value"]
+    assert cna[("P1", "EGFR")] == 2 and cna[("P2", "EGFR")] == -1 and cna[("P3", "EGFR")] == 1
