@@ -21,11 +21,12 @@ heads (``diagnosis``, ``survival``, ``response``), so that each explanation re-r
   interval for each treatment's response probability (both from :func:`mc_samples`).
 
 The target of the attributions is the log-risk when the run has a survival head (a positive attribution
-raises the hazard), else the logit of the predicted diagnosis. The log-risk includes the risk offset
-(``tasks.survival.coxnet_offset``, :mod:`fusion.models.offset`): its terms go with their modality, so leaving a
-modality out removes its term and the integrated gradients of a tabular input include its offset weight. With
-``tasks.survival.response_link`` it also includes the response term for the row's treatment, recomputed from
-the same embeddings.
+raises the hazard), else the logit of the predicted diagnosis, else (a response-only run) the response logit of
+the patient's recorded treatment, or of the treatment most likely to respond when none is recorded. The
+log-risk includes the risk offset (``tasks.survival.coxnet_offset``, :mod:`fusion.models.offset`): its terms go
+with their modality, so leaving a modality out removes its term and the integrated gradients of a tabular input
+include its offset weight. With ``tasks.survival.response_link`` it also includes the response term for the
+row's treatment, recomputed from the same embeddings.
 """
 
 from __future__ import annotations
@@ -69,20 +70,28 @@ def _encode(model: FusionModel, batch: dict) -> tuple[dict[str, Tensor], dict[st
 
 
 def _target(model: FusionModel, emb: dict[str, Tensor], present: dict[str, Tensor],
-            diagnosis_class: int | None, offset_terms: dict[str, Tensor], treatment: Tensor | None) -> Tensor:
+            diagnosis_class: int | None, offset_terms: dict[str, Tensor], treatment: Tensor | None,
+            response_treatment: int | None = None) -> Tensor:
     """``(B,)`` explanation target: log-risk (:meth:`FusionModel.survival_log_risk`), else the logit of
-    ``diagnosis_class`` (from the modalities the diagnosis head reads)."""
+    ``diagnosis_class`` (from the modalities the diagnosis head reads), else the response logit of
+    ``response_treatment`` (a model with a response head only)."""
     if model.survival is not None:
         return model.survival_log_risk(emb, present, offset_terms, treatment)
-    return model.diagnosis(model.diagnosis_fused(emb, present))[:, diagnosis_class]
+    if model.diagnosis is not None:
+        return model.diagnosis(model.diagnosis_fused(emb, present))[:, diagnosis_class]
+    return model.response.all_treatments(model.fusion(emb, present)[0])[:, response_treatment]
 
 
 def target_name(model: FusionModel, diagnosis_class: int | None = None,
-                classes: list[str] | None = None) -> str:
-    """What the attributions explain: ``"log_risk"`` or ``"diagnosis_logit:<class>"``."""
+                classes: list[str] | None = None, response_treatment: int | None = None,
+                treatments: list[str] | None = None) -> str:
+    """What the attributions explain: ``"log_risk"``, ``"diagnosis_logit:<class>"`` or (a response-only
+    model) ``"response_logit:<treatment>"``."""
     if model.survival is not None:
         return "log_risk"
-    return f"diagnosis_logit:{classes[diagnosis_class] if classes else diagnosis_class}"
+    if model.diagnosis is not None:
+        return f"diagnosis_logit:{classes[diagnosis_class] if classes else diagnosis_class}"
+    return f"response_logit:{treatments[response_treatment] if treatments else response_treatment}"
 
 
 @dataclass
@@ -92,7 +101,9 @@ class Encoded:
     ``emb {name: (1, D)}``, ``present {name: (1,)}``, ``attention {name: (1, S)}`` (slice attention of image
     encoders), ``cls``: the predicted diagnosis class (None without a diagnosis head), ``offset_terms
     {name: (1,)}``: the risk offset's contributions (:meth:`FusionModel.offset_terms`) and ``treatment`` ``(1,)``:
-    the row's treatment index (None when the batch has none).
+    the row's treatment index (None when the batch has none); ``response_treatment``: in a model with neither a
+    survival nor a diagnosis head, the treatment whose response logit the attributions explain (the row's
+    recorded one, else the most likely to respond), None otherwise.
     """
 
     emb: dict[str, Tensor]
@@ -101,6 +112,7 @@ class Encoded:
     cls: int | None
     offset_terms: dict[str, Tensor]
     treatment: Tensor | None = None
+    response_treatment: int | None = None
 
     def log_risk(self, model: FusionModel) -> Tensor:
         """The row's log-risk ``(1,)``."""
@@ -115,8 +127,13 @@ def encode(model: FusionModel, batch: dict) -> Encoded:
     if model.diagnosis is not None:
         cls = int(model.diagnosis(model.diagnosis_fused(emb, present)).argmax(1)[0])
     treatment = batch.get("treatment")
+    response_treatment = None
+    if model.survival is None and model.diagnosis is None and model.response is not None:
+        recorded = -1 if treatment is None else int(treatment[0])
+        response_treatment = recorded if recorded >= 0 else int(
+            model.response.all_treatments(model.fusion(emb, present)[0]).argmax(1)[0])
     return Encoded(emb, present, attention, cls, model.offset_terms(batch["modalities"], batch.get("masks") or {}),
-                   None if treatment is None else treatment[:1])
+                   None if treatment is None else treatment[:1], response_treatment)
 
 
 def _expand(tensors: dict[str, Tensor], b: int) -> dict[str, Tensor]:
@@ -187,7 +204,8 @@ def top_features(model: FusionModel, batch: dict, names: dict[str, list[str]], r
                                       for m, x in zip(tabular, xs, strict=True)}}
         terms = {**_expand(fixed_terms, b), **model.offset_terms(dict(zip(tabular, xs, strict=True)),
                                                                   {m: masks[m].expand(b, -1) for m in tabular})}
-        return _target(model, embs, _expand(present, b), cls, terms, _expand_treatment(encoded.treatment, b))
+        return _target(model, embs, _expand(present, b), cls, terms, _expand_treatment(encoded.treatment, b),
+                       encoded.response_treatment)
 
     inputs = tuple(batch["modalities"][m].clone().requires_grad_(True) for m in tabular)
     attributions = IntegratedGradients(forward).attribute(
@@ -262,7 +280,8 @@ def image_attribution(model: FusionModel, batch: dict, encoded: Encoded | None =
         b = images.shape[0]
         image_emb, _ = enc.forward_with_attention(images, mask.expand(b, -1))
         return _target(model, {**_expand(fixed, b), "image": image_emb}, _expand(present, b), cls,
-                       _expand(encoded.offset_terms, b), _expand_treatment(encoded.treatment, b))
+                       _expand(encoded.offset_terms, b), _expand_treatment(encoded.treatment, b),
+                       encoded.response_treatment)
 
     # (valid slices, channels, h, w) -> (valid slices, 1, h, w)
     cam = LayerGradientXActivation(forward, layer).attribute(x).sum(1, keepdim=True).clamp(min=0).detach()

@@ -354,7 +354,8 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
         result["image_attribution"] = _locate(attribution, run, cohort, frames)
         result["top_features"] = ex.top_features(model, batch, names, raw, descriptions, k=10,
                                                  encoded=encoded)
-        result["explanation_target"] = ex.target_name(model, encoded.cls, run.meta["diagnosis_classes"])
+        result["explanation_target"] = ex.target_name(model, encoded.cls, run.meta["diagnosis_classes"],
+                                                      encoded.response_treatment, run.meta["treatment_names"])
     return _finite(result)
 
 

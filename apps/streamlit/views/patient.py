@@ -238,6 +238,7 @@ def why_tab(explanation: dict | None, record: dict[str, pd.DataFrame], header: d
         target = explanation.get("explanation_target") or ""
         what = ("the predicted risk (log-hazard)" if target == "log_risk" else
                 f"the predicted diagnosis ({target.partition(':')[2]})" if target.startswith("diagnosis") else
+                f"the predicted response to {target.partition(':')[2]}" if target.startswith("response") else
                 "the explained output")
         st.plotly_chart(figures.attributions_figure(features, title=f"What drives {what}"), key="features_chart")
         st.caption(f"Integrated gradients: positive values push {what} up, negative values down.")

@@ -1,0 +1,74 @@
+"""Training, evaluation and prediction on lakes without FHIR: curated features and labels only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fusion.config import load_config
+from fusion.predict import predict_patient
+from fusion.run import load_run
+from fusion.train import train
+from ingest.lake import Lake
+from ingest.tables import ingest_features, ingest_labels
+
+# a curated clinical modality and nothing else; few epochs, one thread
+CURATED = ["modalities.ehr.enabled=false", "modalities.genomics.enabled=false", "modalities.clinical.enabled=true",
+           "modalities.clinical.encoder_kwargs={hidden_dim: 16, out_dim: 8, dropout: 0.1}",
+           "fusion.out_dim=8", "fusion.kwargs={attention_dim: 8}", "train.epochs=2", "train.batch_size=16",
+           "train.threads=1", "eval.n_boot=5"]
+
+
+def curated_lake(root: Path, *, n: int = 40, seed: int = 0, labels: dict | None = None,
+                 features: dict | None = None) -> Path:
+    """A lake holding a ``clinical`` features table and a labels table (every patient indexed on 2020-01-01).
+
+    ``labels`` / ``features``: extra columns {name: values (n,)} (default labels: survival; default features: two
+    numbers and a category)."""
+    rng = np.random.default_rng(seed)
+    ids = [f"p{i:03d}" for i in range(n)]
+    x = rng.normal(size=n)
+    feats = pd.DataFrame({"patient_id": ids, **(features if features is not None else {
+        "age": (60 + 10 * x).round(1), "marker": rng.normal(size=n).round(3),
+        "grade": rng.choice(["G1", "G2", "G3"], n)})})
+    labs = pd.DataFrame({"patient_id": ids, "index_date": "2020-01-01", **(labels if labels is not None else {
+        "time": rng.exponential(500 * np.exp(-0.5 * x)).round(1), "event": (rng.random(n) < 0.7).astype(int)})})
+    root.mkdir(parents=True, exist_ok=True)
+    feats.to_csv(root / "features.csv", index=False)
+    labs.to_csv(root / "labels.csv", index=False)
+    lake = Lake(root / "lake")
+    ingest_features(lake, root / "features.csv", modality="clinical")
+    ingest_labels(lake, root / "labels.csv")
+    return root / "lake"
+
+
+def _train(lake: Path, out: Path, *overrides: str) -> Path:
+    config = load_config(Path(__file__).parents[2] / "configs" / "genomics_clinical_survival.yaml",
+                         [*CURATED, *overrides])
+    return train(config, lake, out)
+
+
+def test_predict_explains_a_response_only_run(tmp_path):
+    """A run with only the response head explains the response logit (it crashed looking for a diagnosis
+    head)."""
+    rng = np.random.default_rng(1)
+    n = 40
+    treatment = rng.choice(["chemo", "io"], n).astype(object)
+    treatment[0] = None  # no treatment on record: the treatment most likely to respond is explained
+    lake = curated_lake(tmp_path, n=n, labels={"treatment": treatment,
+                                               "response": np.where(treatment == None, None,  # noqa: E711
+                                                                    rng.integers(0, 2, n)).astype(object)})
+    run = load_run(_train(lake, tmp_path / "run", "tasks.survival.enabled=false", "tasks.response.enabled=true",
+                          "split.stratify=none", "data.targets.treatments=[chemo, io]"))
+    torch.set_num_threads(1)
+    for key in ("p000", "p001"):
+        result = predict_patient(run, Lake(lake), key)
+        assert set(result["response"]) == {"chemo", "io"} and result["survival"] is None
+        assert result["explanation_target"].startswith("response_logit:")
+        assert result["explanation_target"].split(":")[1] in {"chemo", "io"}
+        assert result["top_features"] and all(np.isfinite(f["attribution"]) for f in result["top_features"])
+    recorded = pd.read_csv(tmp_path / "labels.csv").set_index("patient_id")["treatment"]["p001"]
+    assert predict_patient(run, Lake(lake), "p001")["explanation_target"] == f"response_logit:{recorded}"
