@@ -112,12 +112,13 @@ def coxnet_coefficients(X: np.ndarray, time: np.ndarray, event: np.ndarray, trai
 def _coxnet_path(xt: np.ndarray, time_t: np.ndarray, event_t: np.ndarray, xv: np.ndarray, time_v: np.ndarray,
                  event_v: np.ndarray, l1_ratio: float, *, baseline: bool) -> tuple[CoxnetSurvivalAnalysis, float]:
     """The elastic-net Cox path fitted on the training rows and the penalty with the best Harrell's C on the
-    validation rows (the middle of the path when they have no event)."""
+    validation rows (the middle of the path when they have no comparable pair: no event, or only events after
+    every other patient's follow-up, as a validation split of two or three patients can have)."""
     path = CoxnetSurvivalAnalysis(l1_ratio=l1_ratio, alpha_min_ratio=0.01, n_alphas=30, max_iter=10_000,
                                   fit_baseline_model=baseline)
     path.fit(xt, Surv.from_arrays(event_t.astype(bool), time_t))
     alpha = path.alphas_[len(path.alphas_) // 2]
-    if event_v.size and event_v.any():
+    if _has_comparable_pair(time_v, event_v):
         scores = []
         for a in path.alphas_:
             risk = path.predict(xv, alpha=a)
@@ -125,6 +126,12 @@ def _coxnet_path(xt: np.ndarray, time_t: np.ndarray, event_t: np.ndarray, xv: np
                           if np.ptp(risk) > 0 else 0.5)
         alpha = path.alphas_[int(np.argmax(scores))]
     return path, float(alpha)
+
+
+def _has_comparable_pair(time: np.ndarray, event: np.ndarray) -> bool:
+    """Whether Harrell's C is defined: some patient's event comes before another patient's time."""
+    event = np.asarray(event).astype(bool)
+    return bool(event.any() and (np.asarray(time)[event].min() < np.asarray(time).max()))
 
 
 def fit_cox_stack(X: np.ndarray, time: np.ndarray, event: np.ndarray, fit: np.ndarray,  # noqa: N803

@@ -54,3 +54,20 @@ def test_cox_stack_is_a_fixed_ridge_cox_model_of_the_standardised_scores():
     surv = stack.survival(np.array([10.0, 100.0, 1000.0]))
     assert surv.shape == (test.size, 3) and (np.diff(surv, axis=1) <= 0).all()
     assert harrell_c_index(time[test], event[test], stack.risk) > 0.65
+
+
+def test_penalty_choice_survives_a_validation_split_without_comparable_pairs():
+    """Two validation patients, the one with the event followed longer: Harrell's C is undefined there (no
+    comparable pair), so the penalty is the middle of the path, as without validation events (a 10-patient
+    curated lake failed training with scikit-survival's 'no comparable pairs')."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 3))
+    time = rng.exponential(300, 12)
+    event = np.ones(12)
+    train, val = np.arange(10), np.array([10, 11])
+    time[10], event[10] = 100.0, 0.0
+    time[11], event[11] = 200.0, 1.0
+    coef, alpha = coxnet_coefficients(x, time, event, train, val)
+    assert coef.shape == (3,) and np.isfinite(alpha)
+    prediction = fit_coxnet(x, time, event, train, val, val)
+    assert np.isfinite(prediction.risk).all()
