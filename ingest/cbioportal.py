@@ -393,7 +393,9 @@ def _label_rows(patients: StudyTable, status: str, months: str, diagnoses: dict[
             continue
         rows.loc[line, ["time", "event"]] = [repr(days), "1" if event else "0"]
     if diagnoses is not None:
-        rows["diagnosis"] = [diagnoses.get(pid) if pid is not None else None for pid in rows["patient_id"]]
+        # an object column: a list with None would become a string column with NaN (pandas 3), not a missing cell
+        rows["diagnosis"] = pd.Series([diagnoses.get(pid) if pid is not None else None for pid in rows["patient_id"]],
+                                      index=rows.index, dtype=object)
     return CsvRows(rows, patients.raw, rejects)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -372,3 +373,16 @@ def test_a_primary_tumour_sample_represents_its_patient_before_a_metastasis(tmp_
     assert per_sample.loc[("P3", "TMB_NONSYNONYMOUS"), "value"] == 2.0
     cna = _features(lake, "cna").set_index(["patient_id", "feature"])["value"]
     assert cna[("P1", "EGFR")] == 2 and cna[("P2", "EGFR")] == -1 and cna[("P3", "EGFR")] == 1
+
+
+def test_a_patient_without_samples_gets_no_diagnosis_from_a_sample_attribute(tmp_path, lake):
+    """--diagnosis names a sample attribute and a patient has no sample: that patient's labels load without a
+    diagnosis (the missing cell became NaN, which failed the whole labels write)."""
+    study = _study(tmp_path / "study")
+    sample_file = study / "data_clinical_sample.txt"
+    sample_file.write_text("".join(line for line in sample_file.read_text().splitlines(keepends=True)
+                                   if not line.startswith("P12\t")), encoding="utf-8")
+    counts = ingest_cbioportal(lake, study, diagnosis="CANCER_TYPE_DETAILED")
+    labels = lake.read("labels").to_pandas().set_index("patient_id")
+    assert counts["labels"]["patients"] == 12 and pd.isna(labels.loc["P12", "diagnosis"])
+    assert labels.loc["P3", "diagnosis"] == "Lung Adenocarcinoma" and labels.loc["P12", "event"]
