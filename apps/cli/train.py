@@ -84,7 +84,10 @@ def _print_cohort(run_dir: Path) -> None:
     paths = sorted(Path(run_dir).glob(f"**/{META_FILE}"))  # one run, or one per fold
     if not paths:
         return
-    summary = json.loads(paths[0].read_text()).get("cohort_summary", {})
+    meta = json.loads(paths[0].read_text())
+    summary = dict(meta.get("cohort_summary", {}))
+    if not meta.get("spec", {}).get("survival", True):  # no survival task: nobody was left out for lack of a time
+        summary.pop("without_survival_time", None)
     console.print("cohort: " + ", ".join(f"{summary[k]} {k}" for k in ("train", "val", "test") if k in summary)
                   + (" (fold 1)" if len(paths) > 1 else ""))
     for key, text in LEFT_OUT.items():

@@ -145,6 +145,22 @@ def test_train_names_what_the_cohort_left_out(tmp_path, capsys):
     assert "without a survival time" not in out
 
 
+def test_train_does_not_call_patients_without_survival_left_out_of_a_run_without_survival(tmp_path, capsys):
+    """A diagnosis-only run on curated labels without time/event: every patient lacks a survival time, and none
+    was left out for it."""
+    import json
+
+    from apps.cli.train import _print_cohort
+
+    summary = {"train": 30, "val": 10, "test": 10, "without_survival_time": 50}
+    (tmp_path / "run.json").write_text(json.dumps({"cohort_summary": summary, "spec": {"survival": False}}))
+    _print_cohort(tmp_path)
+    assert "without a survival time" not in " ".join(capsys.readouterr().out.split())
+    (tmp_path / "run.json").write_text(json.dumps({"cohort_summary": summary, "spec": {"survival": True}}))
+    _print_cohort(tmp_path)
+    assert "left out: 50 patients without a survival time" in " ".join(capsys.readouterr().out.split())
+
+
 def test_a_column_name_in_brackets_is_printed_as_text(monkeypatch, tmp_path, capsys):
     labels = tmp_path / "labels.csv"
     labels.write_text("patient_id,split,[/unit]\np1,train,1\n")
