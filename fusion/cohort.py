@@ -324,7 +324,7 @@ def _assemble(frames: LakeFrames, config: RunConfig, selection: FeatureSelection
         chosen["extra"][name] = blocks[name].names
     images = image_refs(frames.images, keys, cutoff, data.images.modality) if "image" in enabled else None
 
-    targets = compute_targets(frames, keys, index, index_code, data.targets)
+    targets = compute_targets(frames, keys, index, index_code, data.targets, lenient=unread_targets(config))
     # e.g. a death dated before the index date, or recorded without a date: no survival time to learn from
     summary["without_survival_time"] = int(np.isnan(targets.time).sum())
     cohort = Cohort(keys, pd.DatetimeIndex(index.to_numpy()), blocks, images, targets,
@@ -761,8 +761,16 @@ def last_contact(frames: LakeFrames, keys: np.ndarray) -> pd.Series:
     return allt.dropna().groupby("patient_key")["t"].max().reindex(keys)
 
 
+def unread_targets(config: RunConfig) -> tuple[str, ...]:
+    """The targets no enabled task of ``config`` reads (``"diagnosis"``, ``"treatment"``): labels of theirs
+    outside the configured classes or treatments are unknown there, not an error (a cBioPortal study ingested
+    with ``--diagnosis`` trains a survival model without listing its cancer types)."""
+    return tuple(name for name, read in (("diagnosis", config.tasks.diagnosis.enabled),
+                                         ("treatment", config.tasks.response.enabled)) if not read)
+
+
 def compute_targets(frames: LakeFrames, keys: np.ndarray, index: pd.Series, index_code: pd.Series,
-                    cfg: TargetsConfig, endpoint: str | None = None) -> Targets:
+                    cfg: TargetsConfig, endpoint: str | None = None, *, lenient: tuple[str, ...] = ()) -> Targets:
     """Diagnosis, OS, PFS, treatment and response per patient (see :class:`Targets`); labels override.
 
     OS: death - index (event) else last contact - index (censored); a patient recorded as deceased without a
@@ -772,7 +780,9 @@ def compute_targets(frames: LakeFrames, keys: np.ndarray, index: pd.Series, inde
     started on or after the index date. Response: 1 if a best-response observation from that start until another
     treatment starts is in ``response_positive``, else 0 if one is in ``response_negative``, else unknown.
     Labels: a curated treatment other than FHIR's drops FHIR's response; a curated time/event sets the endpoint
-    it names, and a curated OS also ends PFS (at the latest at the curated death or follow-up). A time less than a day
+    it names, and a curated OS also ends PFS (at the latest at the curated death or follow-up). A diagnosis or
+    treatment outside ``cfg``'s classes or treatments is an error, or unknown (-1) when ``lenient`` names it
+    (``"diagnosis"``, ``"treatment"``: see :func:`unread_targets`). A time less than a day
     before the index is 0 (a death dated by day on the day of a diagnosis timed within it); earlier ones
     (records before the index) become unknown.
     """
@@ -808,7 +818,7 @@ def compute_targets(frames: LakeFrames, keys: np.ndarray, index: pd.Series, inde
     response = response.where(~other_treatment, np.nan)  # FHIR's response was to another treatment
     response = np.array(label_response.where(label_response.notna(), response), dtype=np.float64)
 
-    treatment_idx = _indices(treatments, names, "treatment", "data.targets.treatments")
+    treatment_idx = _indices(treatments, names, "treatment", "data.targets.treatments", "treatment" in lenient)
     response[treatment_idx < 0] = np.nan  # a response is only meaningful for a known treatment
     has_label = labels["time"].notna().to_numpy() & labels["event"].notna().to_numpy()
     label_time = labels["time"].to_numpy(np.float64)
@@ -826,7 +836,8 @@ def compute_targets(frames: LakeFrames, keys: np.ndarray, index: pd.Series, inde
         t[(t > -1) & (t < 0)] = 0.0
         t[t < 0] = np.nan
     return Targets(
-        diagnosis=_indices(diagnosis, classes, "diagnosis", "data.targets.diagnosis_classes"),
+        diagnosis=_indices(diagnosis, classes, "diagnosis", "data.targets.diagnosis_classes",
+                           "diagnosis" in lenient),
         diagnosis_classes=list(classes), os_time=os_time, os_event=os_event, pfs_time=pfs_time,
         pfs_event=pfs_event, time=time, event=event,
         treatment=treatment_idx, treatment_names=list(names), response=response)
@@ -857,9 +868,10 @@ def _treatment_response(frames: LakeFrames, obs: pd.DataFrame, keys: np.ndarray,
     return treatment, response
 
 
-def _indices(values: pd.Series, names: list[str], what: str, key: str) -> np.ndarray:
+def _indices(values: pd.Series, names: list[str], what: str, key: str, lenient: bool = False) -> np.ndarray:
+    """Index of each value in ``names`` (-1: none); a value not in ``names`` is an error unless ``lenient``."""
     unknown = sorted(set(values.dropna()) - set(names))
-    if unknown:
+    if unknown and not lenient:
         raise CohortError(f"{what} value(s) {unknown} are not in {key} {names}; add them to the config")
     lookup = {n: i for i, n in enumerate(names)}
     return np.array([lookup.get(v, -1) if isinstance(v, str) else -1 for v in values], dtype=np.int64)

@@ -72,3 +72,24 @@ def test_predict_explains_a_response_only_run(tmp_path):
         assert result["top_features"] and all(np.isfinite(f["attribution"]) for f in result["top_features"])
     recorded = pd.read_csv(tmp_path / "labels.csv").set_index("patient_id")["treatment"]["p001"]
     assert predict_patient(run, Lake(lake), "p001")["explanation_target"] == f"response_logit:{recorded}"
+
+
+def test_labels_of_a_disabled_task_need_not_be_in_the_configured_classes(tmp_path):
+    """A survival run on a lake whose labels carry diagnoses and treatments the config does not list (a
+    cBioPortal study ingested with --diagnosis): the disabled tasks' labels are unknown, not an error; the
+    diagnosis task, when enabled, still names the unlisted classes."""
+    import pytest
+
+    from fusion.cohort import CohortError
+
+    rng = np.random.default_rng(2)
+    n = 40
+    x = rng.normal(size=n)
+    lake = curated_lake(tmp_path, n=n, labels={
+        "time": rng.exponential(500 * np.exp(-0.5 * x)).round(1), "event": (rng.random(n) < 0.7).astype(int),
+        "diagnosis": rng.choice(["Lung Adenocarcinoma", "Lung Squamous Cell Carcinoma"], n),
+        "treatment": rng.choice(["carboplatin", "pembrolizumab"], n)})
+    run = load_run(_train(lake, tmp_path / "run"))
+    assert run.meta["summary"]["epochs_run"] >= 1
+    with pytest.raises(CohortError, match="Lung Adenocarcinoma.*data.targets.diagnosis_classes"):
+        _train(lake, tmp_path / "run2", "tasks.diagnosis.enabled=true")
