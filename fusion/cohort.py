@@ -172,6 +172,9 @@ class Targets:
     treatment: np.ndarray
     treatment_names: list[str]
     response: np.ndarray
+    # patients with a response (curated or FHIR) but no known treatment: the response is dropped (it answers
+    # no treatment the model can be asked about)
+    responses_without_treatment: int = 0
 
 
 @dataclass
@@ -819,6 +822,7 @@ def compute_targets(frames: LakeFrames, keys: np.ndarray, index: pd.Series, inde
     response = np.array(label_response.where(label_response.notna(), response), dtype=np.float64)
 
     treatment_idx = _indices(treatments, names, "treatment", "data.targets.treatments", "treatment" in lenient)
+    orphaned = int((~np.isnan(response) & (treatment_idx < 0)).sum())
     response[treatment_idx < 0] = np.nan  # a response is only meaningful for a known treatment
     has_label = labels["time"].notna().to_numpy() & labels["event"].notna().to_numpy()
     label_time = labels["time"].to_numpy(np.float64)
@@ -840,7 +844,8 @@ def compute_targets(frames: LakeFrames, keys: np.ndarray, index: pd.Series, inde
                            "diagnosis" in lenient),
         diagnosis_classes=list(classes), os_time=os_time, os_event=os_event, pfs_time=pfs_time,
         pfs_event=pfs_event, time=time, event=event,
-        treatment=treatment_idx, treatment_names=list(names), response=response)
+        treatment=treatment_idx, treatment_names=list(names), response=response,
+        responses_without_treatment=orphaned)
 
 
 def _treatment_response(frames: LakeFrames, obs: pd.DataFrame, keys: np.ndarray, index: pd.Series,

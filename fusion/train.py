@@ -160,7 +160,12 @@ def _check_labels(config: RunConfig, cohort: Cohort, rows: np.ndarray) -> None:
                        f"a {aux} event"))
     for enabled, ok, task, what in checks:
         if enabled and not ok:
-            raise CohortError(f"tasks.{task} is enabled but no training patient has {what}; "
+            hint = ""
+            if task == "response" and t.responses_without_treatment:
+                hint = (f" ({t.responses_without_treatment} patient(s) have a response but no treatment, and a"
+                        " response counts only with the treatment it answers: add a treatment column to the"
+                        " labels, or map the drugs in data.targets.treatment_map)")
+            raise CohortError(f"tasks.{task} is enabled but no training patient has {what}{hint}; "
                               f"disable tasks.{task} or add labels")
 
 

@@ -93,3 +93,17 @@ def test_labels_of_a_disabled_task_need_not_be_in_the_configured_classes(tmp_pat
     assert run.meta["summary"]["epochs_run"] >= 1
     with pytest.raises(CohortError, match="Lung Adenocarcinoma.*data.targets.diagnosis_classes"):
         _train(lake, tmp_path / "run2", "tasks.diagnosis.enabled=true")
+
+
+def test_responses_without_a_treatment_are_named_when_the_response_task_has_none(tmp_path):
+    """Curated responses without a treatment column count for nothing; the error says so instead of asking for
+    the labels the file already has."""
+    import pytest
+
+    from fusion.cohort import CohortError
+
+    rng = np.random.default_rng(3)
+    lake = curated_lake(tmp_path, labels={"response": rng.integers(0, 2, 40)})
+    with pytest.raises(CohortError, match=r"40 patient\(s\) have a response but no treatment.*treatment column"):
+        _train(lake, tmp_path / "run", "tasks.survival.enabled=false", "tasks.response.enabled=true",
+               "split.stratify=none")
