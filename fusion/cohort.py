@@ -301,8 +301,12 @@ def _assemble(frames: LakeFrames, config: RunConfig, selection: FeatureSelection
     index, index_code = index_dates(frames.conditions, frames.labels, data.index)
     keys = np.array(sorted(index.index))
     if keys.size == 0:
+        curated = ("; the lake has curated labels but no FHIR Condition: add an index_date column to the labels"
+                   " CSV (each patient's day 0, e.g. the date of diagnosis; any one date when the inputs are"
+                   " undated) and ingest it again with `tumorboard ingest labels`"
+                   if frames.conditions.empty and not frames.labels.empty else "")
         raise CohortError("no patient has an index date: no Condition matches data.index.cancer_codes or "
-                          "cancer_display_regex, and the labels table has no index_date")
+                          f"cancer_display_regex, and the labels table has no index_date{curated}")
     universe = set(frames.patients["patient_key"]) | set(frames.labels["patient_key"])
     summary = {"patients": len(universe | set(keys)), "without_index_date": len(universe - set(keys))}
     index = index.reindex(keys)

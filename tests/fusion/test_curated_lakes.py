@@ -107,3 +107,19 @@ def test_responses_without_a_treatment_are_named_when_the_response_task_has_none
     with pytest.raises(CohortError, match=r"40 patient\(s\) have a response but no treatment.*treatment column"):
         _train(lake, tmp_path / "run", "tasks.survival.enabled=false", "tasks.response.enabled=true",
                "split.stratify=none")
+
+
+def test_a_curated_lake_without_index_dates_says_how_to_give_them(tmp_path):
+    """Features and labels with time and event but no index_date: the error names the column to add."""
+    import pytest
+
+    from fusion.cohort import CohortError
+
+    curated_lake(tmp_path / "with_dates")
+    pd.read_csv(tmp_path / "with_dates" / "labels.csv").drop(columns="index_date").to_csv(
+        tmp_path / "labels.csv", index=False)
+    lake = Lake(tmp_path / "lake")
+    ingest_features(lake, tmp_path / "with_dates" / "features.csv", modality="clinical")
+    ingest_labels(lake, tmp_path / "labels.csv")
+    with pytest.raises(CohortError, match="add an index_date column to the labels CSV"):
+        _train(tmp_path / "lake", tmp_path / "run")
