@@ -192,9 +192,12 @@ def resolve_patient(lake: Lake, frames: LakeFrames, patient: str) -> str:
     key = patient_key_of(lake, patient)
     known = any((getattr(frames, name)["patient_key"] == key).any() for name in FRAME_COLUMNS)
     if not known:
+        # a lake without FHIR has no crosswalk: its patients are the ids of the labels (and features) it was given
+        listing = ("patient_key, id_system, id_value from patient_xref" if lake.has("patient_xref")
+                   else "patient_id from labels")
         raise UnknownPatientError(f"no patient with the given identifier in lake {lake.path}; pass a patient "
                                   "key or an identifier (e.g. MRN): `tumorboard lake sql --lake LAKE \"select "
-                                  "patient_key, id_system, id_value from patient_xref\"` lists them")
+                                  f"{listing}\"` lists them")
     return key
 
 

@@ -123,3 +123,17 @@ def test_a_curated_lake_without_index_dates_says_how_to_give_them(tmp_path):
     ingest_labels(lake, tmp_path / "labels.csv")
     with pytest.raises(CohortError, match="add an index_date column to the labels CSV"):
         _train(tmp_path / "lake", tmp_path / "run")
+
+
+def test_an_unknown_patient_of_a_lake_without_fhir_is_told_a_query_that_runs(tmp_path):
+    """The lake has no patient_xref (no FHIR): the listing query the error suggests reads the labels."""
+    import pytest
+
+    from fusion.cohort import load_frames
+    from fusion.predict import UnknownPatientError, resolve_patient
+
+    lake = Lake(curated_lake(tmp_path))
+    with pytest.raises(UnknownPatientError) as error:
+        resolve_patient(lake, load_frames(lake.path), "nobody")
+    query = str(error.value).split('LAKE "')[1].split('"`')[0]
+    assert "patient_xref" not in query and lake.sql(query).num_rows == 40
