@@ -715,19 +715,20 @@ def explanation(run_dir: str, lake: Path, key: str) -> dict:
 
 @st.cache_data(show_spinner="Reading the cohort's outcomes…", max_entries=4)
 def _outcomes(lake: str, token: str, run_dir: str | None) -> pd.DataFrame:
-    from fusion.cohort import compute_targets, index_dates, unread_targets
+    from fusion.cohort import compute_targets, index_dates
     from fusion.predict import lake_frames
 
-    config = _run_config(run_dir)
-    frames, data = lake_frames(Lake(lake)), config.data
+    frames, data = lake_frames(Lake(lake)), _run_config(run_dir).data
     index, index_code = index_dates(frames.conditions, frames.labels, data.index)
     keys = np.array(sorted(index.index))
     if not keys.size:  # no patient has a cancer diagnosis (nor a labels index_date): no outcomes
         return pd.DataFrame({"time": [], "event": [], "treatment": [], "response": []},
                             index=pd.Index([], name="patient_key"))
-    # no features; the diagnosis is not shown from here, so its labels need not be the run's classes
-    targets = compute_targets(frames, keys, index.reindex(keys), index_code, data.targets,
-                              lenient=tuple({"diagnosis", *unread_targets(config)}))
+    # No features. Outcomes are shown, not learned: every treatment on record by its name (a lake's curated
+    # treatments need not be the default config's, when no run is chosen), and the diagnosis is not shown from
+    # here, so its labels need not be the run's classes.
+    shown = data.targets.model_copy(update={"treatments": None})
+    targets = compute_targets(frames, keys, index.reindex(keys), index_code, shown, lenient=("diagnosis",))
     names = np.array([*targets.treatment_names, None], dtype=object)  # index -1: no treatment
     return pd.DataFrame({"time": np.asarray(targets.time, float), "event": np.asarray(targets.event, bool),
                          "treatment": names[np.asarray(targets.treatment)],

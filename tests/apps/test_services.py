@@ -217,3 +217,16 @@ def test_a_cancer_condition_shows_on_the_timeline_whatever_its_display():
     marks = sv.patient_events(record).query("category == 'Condition'")
     assert marks["when"].tolist() == [when]  # the one with an adenocarcinoma code, not the other
     assert sv.conditions_left_out(record) == {"social history": 1, "repeats": 0}
+
+
+def test_outcomes_of_curated_labels_outside_the_default_config_show_without_a_run(tmp_path):
+    """No run chosen (the default config): curated treatments and diagnoses the config does not list are shown
+    as they are, not an error that blanked the survival figure and the observed outcome."""
+    from tests.fusion.test_curated_lakes import curated_lake
+
+    lake = curated_lake(tmp_path, n=12, labels={
+        "time": [100.0 + i for i in range(12)], "event": [i % 2 for i in range(12)],
+        "diagnosis": ["Lung Adenocarcinoma"] * 12, "treatment": ["chemo", "io"] * 6, "response": [1, 0, 0] * 4})
+    assert sv.observed_outcome(lake, None, "p001") == {"time": 101.0, "event": True}
+    assert sv.observed_response(lake, None, "p001") == {"treatment": "io", "responded": False}
+    assert sv.cohort_km(lake, None)["n"].iloc[0] == 12
