@@ -123,7 +123,7 @@ def read_csv_rows(path: Path, id_column: str) -> CsvRows:
                              " opened and not closed, or text right after a closing quote? Fix the quoting and"
                              " ingest the file again") from exc
     except UnicodeDecodeError as exc:
-        raise TableFileError(f"{path}: line {_first_undecodable_line(path)} is not UTF-8 text ({exc.reason}, byte"
+        raise TableFileError(f"{path}: line {first_undecodable_line(path)} is not UTF-8 text ({exc.reason}, byte"
                              f" {exc.object[exc.start:exc.start + 1]!r}); save the file as UTF-8 (a spreadsheet's"
                              " 'CSV UTF-8' format) and ingest it again") from exc
     except OSError as exc:
@@ -135,7 +135,7 @@ def read_csv_rows(path: Path, id_column: str) -> CsvRows:
                                                                                          dtype=object), rejects)
 
 
-def _first_undecodable_line(path: Path) -> int | None:
+def first_undecodable_line(path: Path) -> int | None:
     """The number of the first line of ``path`` that is not valid UTF-8 (None: every line is)."""
     with path.open("rb") as fh:
         for number, line in enumerate(fh, 1):

@@ -130,7 +130,7 @@ def test_expression_keeps_the_panel_and_the_most_variable_genes_as_log_levels(tm
     rejects = lake.read("rejects").to_pandas()
     mine = rejects[rejects["source"].str.endswith("data_mrna_seq_v2_rsem.txt")].set_index("location")["reason"]
     assert mine.to_dict() == {"line 6": "a second line for WIDE (line 4 is used)",
-                              "line 7, column P1-01": "a negative RNA-seq level; kept as missing",
+                              "line 7, column P1-01": "a negative expression level; kept as missing",
                               "line 7, column P2-01": "not a number; kept as missing"}
     assert math.isnan(expression[("P1", "KRAS")]) and math.isnan(expression[("P2", "KRAS")])
     ingest_cbioportal(lake, _study(tmp_path / "again"), expression_genes=0)
@@ -167,6 +167,15 @@ def test_an_unreadable_matrix_stops_the_study_before_anything_is_written(tmp_pat
     with pytest.raises(StudyError, match=r"data_cna.txt, line 1: no Hugo_Symbol column"):
         ingest_cbioportal(lake, folder)
     assert not any(lake.has(table) for table in ("labels", "features", "variants", "rejects"))
+
+
+def test_a_matrix_that_is_not_utf8_is_named_with_its_line(tmp_path, lake):
+    folder = _study(tmp_path / "study")
+    matrix = folder / "data_mrna_seq_v2_rsem.txt"
+    matrix.write_bytes(matrix.read_bytes() + b"CAF\xc9\t9\t1\t1\t1\t1\n")  # cp1252, not UTF-8
+    with pytest.raises(StudyError, match=r"data_mrna_seq_v2_rsem.txt, line 8: not UTF-8 text"):
+        ingest_cbioportal(lake, folder)
+    assert not lake.has("labels")
 
 
 def test_bad_survival_cells_are_rejected_by_line_without_their_values(tmp_path, lake):
@@ -258,7 +267,7 @@ def test_two_studies_add_up_and_each_one_again_replaces_only_its_own_rows(tmp_pa
 def test_real_outcomes_and_expression_arrive_as_the_study_holds_them(tmp_path, lake):
     """GSE7390 (scikit-survival's real breast-cancer cohort: 198 patients, 76 microarray probes, time to distant
     metastasis) written as a cBioPortal study: the lake holds the outcome in days and the probes' values as given
-    (microarray values are not RNA-seq levels: no log)."""
+    (log-scale microarray values, none above 50: no second log)."""
     from sksurv.datasets import load_breast_cancer
 
     x, y = load_breast_cancer()

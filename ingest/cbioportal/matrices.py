@@ -1,0 +1,155 @@
+"""A study's genes x samples matrices (discrete copy number, expression) -> one feature row per patient."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ingest.cbioportal.clinical import sample_map
+from ingest.cbioportal.tsv import DataLines, StudyTable, fields, read_study_table
+from ingest.tables import MISSING, CsvRows
+
+LOG_SCALE_MAX = 50.0  # an expression value above this is a linear level, not a log2 one
+LEVEL_SCAN_LINES = 2000  # gene lines read to tell linear levels from log-scale values
+_CNA_CALLS = {-2.0, -1.5, -1.0, 0.0, 1.0, 2.0}  # -1.5: hemizygous deletion in some studies
+
+
+def cna_rows(path: Path, genes: list[str], samples: StudyTable | None) -> CsvRows:
+    """One row per patient of the discrete calls of ``genes`` from the patient's first sample with calls (as
+    :func:`_per_patient` chooses it).
+    A call other than -2, -1.5, -1, 0, 1, 2 is rejected and kept as missing; so is a gene's second line."""
+    table = read_study_table(path, required=["Hugo_Symbol"], only=("Hugo_Symbol", set(genes)))
+    sample_columns = [c for c in table.frame.columns if c not in ("Hugo_Symbol", "Entrez_Gene_Id", "Cytoband")]
+    rejects = list(table.rejects)
+    calls: dict[str, dict[str, str | None]] = {}  # gene -> sample -> call (the gene's first line only)
+    first_line: dict[str, int] = {}
+    for line, row in table.frame.to_dict("index").items():
+        gene = row["Hugo_Symbol"]
+        if gene in calls:
+            rejects.append({"source": str(path), "location": f"line {line}", "raw": table.raw[line],
+                            "reason": f"a second line for {gene} (line {first_line[gene]} is used)"})
+            continue
+        calls[gene], first_line[gene] = {}, line
+        for sample in sample_columns:
+            value = row[sample]
+            if value is not None and _call(value) is None:
+                rejects.append({"source": str(path), "location": f"line {line}, column {sample}",
+                                "raw": table.raw[line], "reason": f"{gene}: not a discrete copy-number call (-2,"
+                                                                  " -1, 0, 1, 2); kept as missing"})
+                value = None
+            calls[gene][sample] = value
+    return _per_patient(calls, sample_columns, samples, rejects)
+
+
+def _per_patient(by_gene: dict[str, dict[str, object]], sample_columns: list[str], samples: StudyTable | None,
+                 rejects: list[dict]) -> CsvRows:
+    """Feature rows (one per patient, one column per gene) of a genes x samples matrix ``by_gene`` (gene ->
+    sample -> value or None): each patient's first sample with a value, in the sample table's order (which
+    :func:`ingest.cbioportal.clinical.sample_rank` sets) and then the matrix's (a sample missing from the sample
+    file is its own patient)."""
+    order = list(samples.frame["SAMPLE_ID"].dropna()) if samples is not None else []
+    patient_of = sample_map(samples) if samples is not None else {}
+    chosen: dict[str, str] = {}  # patient -> sample
+    for sample in [s for s in order if s in sample_columns] + [s for s in sample_columns if s not in order]:
+        if any(values[sample] is not None for values in by_gene.values()):
+            chosen.setdefault(patient_of.get(sample, sample), sample)
+    frame = pd.DataFrame({"patient_id": list(chosen),
+                          **{gene: [values[s] for s in chosen.values()] for gene, values in by_gene.items()}},
+                         dtype=object)
+    return CsvRows(frame, pd.Series([None] * len(frame), dtype=object), rejects)
+
+
+def expression_rows(path: Path, *, linear: bool, panel: list[str], top: int, samples: StudyTable | None
+                    ) -> CsvRows:
+    """One row per patient (its first sample with values) of the expression of the panel's genes and of the
+    ``top`` other genes of highest variance over all samples (no label is read). Linear levels (``linear``, told
+    by :func:`linear_levels`) become log2(1 + level); other values (z-scores, log-scale levels, microarray log
+    ratios) stay as given. The file is read line by line, holding only the chosen genes. A cell that is not a
+    number (or a negative linear level) is rejected and kept as missing; so is a gene's second line (its first
+    line is used)."""
+    wanted, rejects = set(panel), []
+    chosen: dict[str, np.ndarray] = {}  # panel genes
+    heap: list[tuple[float, int, str, np.ndarray]] = []  # the ``top`` most variable other genes
+    first_line: dict[str, int] = {}
+    with DataLines(path, ["Hugo_Symbol"]) as data:
+        header = data.header
+        first = _first_sample_column(header)
+        for number, text in data.lines():
+            parts = fields(text, len(header))
+            gene = parts[0]
+            problem = (f"{len(parts)} tab-separated fields where the header has {len(header)}"
+                       if len(parts) != len(header) else "no Hugo_Symbol" if not gene
+                       else f"a second line for {gene} (line {first_line[gene]} is used)" if gene in first_line
+                       else None)
+            if problem:
+                rejects.append({"source": str(path), "location": f"line {number}", "raw": text, "reason": problem})
+                continue
+            first_line[gene] = number
+            values = _levels(parts[first:], header[first:], path, number, text, linear, rejects)
+            if gene in wanted:
+                chosen[gene] = values
+            elif top > 0 and np.isfinite(values).sum() >= 2:
+                entry = (float(np.nanvar(values)), -number, gene, values)
+                (heapq.heappush if len(heap) < top else heapq.heappushpop)(heap, entry)
+    chosen.update({gene: values for _, _, gene, values in sorted(heap, reverse=True)})
+    by_gene = {gene: {s: (None if np.isnan(v) else float(v)) for s, v in zip(header[first:], values, strict=True)}
+               for gene, values in chosen.items()}
+    return _per_patient(by_gene, header[first:], samples, rejects)
+
+
+def linear_levels(path: Path, lines: int = LEVEL_SCAN_LINES) -> bool:
+    """Whether an expression file's values are linear levels (RSEM, TPM, FPKM, linear intensities) rather than
+    already on a log scale: a value above :data:`LOG_SCALE_MAX` in its first ``lines`` gene lines. cBioPortal
+    profiles do not say which (cBioPortal issues #4374, #5848), and neither the file name nor the stable_id tells:
+    the datahub's pcpg_tcga_pub held log2 RSEM (datahub PR #1422), its older TCGA studies linear RSEM as
+    data_RNA_Seq_v2_expression_median.txt, mela_hugo_2016 log2 FPKM as stable_id rna_seq_mrna. A log2 level above
+    50 would be a linear level above 2^50, so the largest value tells."""
+    with DataLines(path) as data:
+        first = _first_sample_column(data.header)
+        for _, text in itertools.islice(data.lines(), lines):
+            values = pd.to_numeric(pd.Series(text.split("\t")[first:]), errors="coerce")
+            if (values > LOG_SCALE_MAX).any():
+                return True
+    return False
+
+
+def _first_sample_column(header: list[str]) -> int:
+    """The index of a matrix's first sample column: after Hugo_Symbol and the optional Entrez_Gene_Id and
+    Cytoband."""
+    return 1 + sum(c in header for c in ("Entrez_Gene_Id", "Cytoband")) if "Hugo_Symbol" in header else 1
+
+
+def _levels(cells: list[str], columns: list[str], path: Path, number: int, text: str, linear: bool,
+            rejects: list[dict]) -> np.ndarray:
+    """The numbers of one expression line (NaN where missing or rejected), log2(1 + x) for linear levels."""
+    try:
+        values = np.array([np.nan if c.strip() in MISSING else c for c in cells], dtype=np.float64)
+    except ValueError:
+        values = np.full(len(cells), np.nan)
+        for i, cell in enumerate(cells):
+            try:
+                values[i] = np.nan if cell.strip() in MISSING else float(cell)
+            except ValueError:
+                rejects.append({"source": str(path), "location": f"line {number}, column {columns[i]}", "raw": text,
+                                "reason": "not a number; kept as missing"})
+    values[~np.isfinite(values)] = np.nan
+    if linear:
+        negative = values < 0
+        for i in np.flatnonzero(negative):
+            rejects.append({"source": str(path), "location": f"line {number}, column {columns[i]}", "raw": text,
+                            "reason": "a negative expression level; kept as missing"})
+        values[negative] = np.nan
+        values = np.log2(1.0 + values)
+    return values
+
+
+def _call(value: str) -> float | None:
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if number in _CNA_CALLS else None

@@ -1,0 +1,114 @@
+"""``ingest_cbioportal``: a study's files read and checked, then written through the lake's own doors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from ingest.cbioportal.clinical import diagnoses, feature_rows, label_rows, sample_map, sample_rank
+from ingest.cbioportal.files import find_study_files
+from ingest.cbioportal.matrices import cna_rows, expression_rows, linear_levels
+from ingest.cbioportal.tsv import StudyError, read_study_table
+from ingest.lake import Lake
+from ingest.tables import ingest_features, ingest_labels
+from ingest.variants.features import GenePanel, load_gene_panel
+from ingest.variants.pipeline import ingest_variants
+
+
+def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnosis: str | None = None,
+                      exclude: Iterable[str] = (), gene_panel: GenePanel | str | Path | None = None,
+                      expression_genes: int = 500, progress: Callable[[int, int], None] | None = None
+                      ) -> dict[str, dict]:
+    """Load the cBioPortal study in ``folder`` (see :mod:`ingest.cbioportal`): labels for ``endpoint``, clinical
+    features without outcomes, identifiers and ``exclude``, mutations, copy number, and the expression of the
+    panel's genes and of the ``expression_genes`` most variable others (0: no expression). ``progress`` is
+    called with (steps done, steps in all) as the files are read and the parts written.
+
+    Returns:
+        Counts per part (``labels``, ``clinical``, ``clinical_sample``, ``mutations``, ``cna``, ``expression``;
+        a part the study lacks is absent), ``excluded``: per clinical modality, the attributes left out, each
+        with why, and ``notes`` when there is something to say (a targeted-panel study's TMB over the default
+        panel).
+
+    Raises:
+        StudyError: no patient file, or it lacks the endpoint's columns (the lake is unchanged).
+    """
+    files = find_study_files(folder)
+    if files.patient is None:
+        raise StudyError(f"{folder}: no patient clinical file (data_clinical_patient.txt, or a meta file with"
+                         " datatype: PATIENT_ATTRIBUTES); cBioPortal studies need one")
+    panel = gene_panel if isinstance(gene_panel, GenePanel) else load_gene_panel(gene_panel)
+    patients = read_study_table(files.patient, required=["PATIENT_ID"])
+    if patients.frame.empty:
+        raise StudyError(f"{files.patient}: no patient line to load (the lake is unchanged)")
+    samples = read_study_table(files.sample, required=["PATIENT_ID", "SAMPLE_ID"]) if files.sample else None
+    if samples is not None and "SAMPLE_TYPE" in samples.frame:  # the primary tumour represents its patient
+        samples.frame = samples.frame.iloc[np.argsort([sample_rank(t) for t in samples.frame["SAMPLE_TYPE"]],
+                                                      kind="stable")]
+    status, months = f"{endpoint.upper()}_STATUS", f"{endpoint.upper()}_MONTHS"
+    if status not in patients.frame or months not in patients.frame:
+        found = sorted(c[:-len("_STATUS")] for c in patients.frame if c.endswith("_STATUS")
+                       and f"{c[:-len('_STATUS')]}_MONTHS" in patients.frame)
+        raise StudyError(f"{files.patient}: no {status} and {months} columns for endpoint {endpoint}; this study has"
+                         f" {', '.join(found) or 'no survival endpoint'} (pass --endpoint)")
+    # Every file is read and checked before the first write, so a study that cannot be read changes nothing.
+    with_expression = files.expression is not None and expression_genes > 0
+    matrices = [m for m in (files.cna, files.expression if with_expression else None) if m is not None]
+    total, done = 2 + 2 * len(matrices) + (samples is not None) + bool(files.mutations), 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    labels = label_rows(patients, status, months, diagnoses(patients, samples, diagnosis))
+    clinical, excluded = feature_rows(patients, set(exclude), diagnosis)
+    per_sample = feature_rows(samples, set(exclude), diagnosis) if samples is not None else None
+    step()
+    cna = cna_rows(files.cna, panel.genes, samples) if files.cna is not None else None
+    expression = None
+    if files.cna is not None:
+        step()
+    if with_expression:
+        linear = files.expression_kind == "CONTINUOUS" and linear_levels(files.expression)
+        expression = expression_rows(files.expression, linear=linear, panel=panel.genes, top=expression_genes,
+                                     samples=samples)
+        step()
+    counts: dict[str, dict] = {"labels": ingest_labels(lake, files.patient, table=labels),
+                               "excluded": {"clinical": excluded}}
+    if len(clinical.frame.columns) > 1:
+        counts["clinical"] = ingest_features(lake, files.patient, modality="clinical", table=clinical,
+                                             replace="source")
+    step()
+    if per_sample is not None:
+        first, counts["excluded"]["clinical_sample"] = per_sample
+        if len(first.frame.columns) > 1:
+            counts["clinical_sample"] = {**ingest_features(lake, files.sample, modality="clinical_sample",
+                                                           table=first, replace="source"),
+                                         "samples_not_used": int(samples.frame["SAMPLE_ID"].notna().sum())
+                                         - len(first.frame)}
+        step()
+    if files.mutations:
+        counts["mutations"] = ingest_variants(lake, files.mutations, sample_map=sample_map(samples)
+                                              if samples is not None else None, gene_panel=panel)
+        step()
+    if cna is not None:
+        counts["cna"] = ingest_features(lake, files.cna, modality="cna", table=cna, replace="source")
+        step()
+    if expression is not None:
+        counts["expression"] = ingest_features(lake, files.expression, modality="expression", table=expression,
+                                                 replace="source")
+        step()
+    notes = [f"{', '.join(p.name for p in files.supplementary)}: supplementary clinical file(s) of the study,"
+             " not loaded (only the main patient and sample files are)"] if files.supplementary else []
+    if files.panel_matrix is not None and files.mutations and gene_panel is None:
+        notes.append(f"{files.panel_matrix.name}: this study's samples were sequenced on targeted gene panels,"
+                     f" but TMB was computed over the default panel's {panel.panel_size_mb:g} Mb; pass --gene-panel"
+                     " with the panel's genes and panel_size_mb (the clinical_sample modality has cBioPortal's own"
+                     " TMB_NONSYNONYMOUS where the study gives it)")
+    if notes:
+        counts["notes"] = notes
+    return counts

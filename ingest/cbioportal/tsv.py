@@ -1,0 +1,127 @@
+"""Reading cBioPortal's tab-separated data files: ``#`` lines, then a header of column ids, then data lines."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ingest.tables import MISSING, TableFileError, first_undecodable_line
+
+PLACEHOLDER = re.compile(r"^\[[^\]]*\]$")  # "[Not Available]", "[Unknown]", ... as TCGA-derived studies write
+
+
+class StudyError(TableFileError):
+    """A cBioPortal study folder cannot be ingested as a whole (nothing was loaded)."""
+
+
+@dataclass
+class StudyTable:
+    """A cBioPortal TSV: ``frame`` of stripped strings (None where missing) indexed by the file's line number;
+    ``raw`` each line's text; ``rejects`` the lines whose field count differs from the header's."""
+
+    path: Path
+    frame: pd.DataFrame
+    raw: pd.Series
+    rejects: list[dict]
+
+
+class DataLines:
+    """One of a study's files, open: ``header`` (its column ids, checked) and :meth:`lines`, its data lines.
+
+    ``#`` lines before the header and blank lines are skipped; line numbers count every line of the file.
+
+    Raises (on opening and while reading lines):
+        StudyError: the file is not UTF-8, has no header, an unnamed or repeated column, or lacks a ``required``
+            column.
+    """
+
+    def __init__(self, path: Path, required: Iterable[str] = ()) -> None:
+        self.path, self.number, self.header = path, 0, None
+        self._fh = path.open(encoding="utf-8-sig", newline="")
+        self._read = self._numbered()
+        try:
+            first = next(self._read, None)
+            if first is None:
+                raise StudyError(f"{path}: no header line (every line is empty or starts with #)")
+            self.header = header(path, *first, required)
+        except BaseException:
+            self._fh.close()
+            raise
+
+    def __enter__(self) -> DataLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._fh.close()
+
+    def lines(self) -> Iterator[tuple[int, str]]:
+        """``(line number, text without its line end)`` of each data line, once."""
+        return self._read
+
+    def _numbered(self) -> Iterator[tuple[int, str]]:
+        try:
+            for text in self._fh:
+                self.number += 1
+                text = text.rstrip("\r\n")
+                if text.strip() and not (self.header is None and text.startswith("#")):
+                    yield self.number, text
+        except UnicodeDecodeError as exc:  # the decoder reads ahead: find the line in the bytes
+            raise StudyError(f"{self.path}, line {first_undecodable_line(self.path)}: not UTF-8 text ({exc.reason});"
+                             " save the file as UTF-8") from None
+
+
+def read_study_table(path: Path, *, required: Iterable[str] = (), only: tuple[str, set[str]] | None = None
+                     ) -> StudyTable:
+    """Read a cBioPortal TSV line by line (:class:`DataLines`); cells in :data:`ingest.tables.MISSING` or in
+    brackets (``[Not Available]``) are missing. ``only`` = ``(column, values)`` keeps just the lines whose
+    ``column`` is in ``values`` (a copy-number matrix's panel genes), splitting no other line whole.
+
+    Raises:
+        StudyError: as :class:`DataLines`.
+    """
+    rows, numbers, raws, rejects = [], [], [], []
+    with DataLines(path, required) as data:
+        width = len(data.header)
+        keep_at = data.header.index(only[0]) if only is not None else None
+        for number, line in data.lines():
+            if keep_at is not None and line.split("\t", keep_at + 1)[keep_at].strip() not in only[1]:
+                continue
+            values = fields(line, width)
+            if len(values) != width:
+                rejects.append({"source": str(path), "location": f"line {number}", "raw": line,
+                                "reason": f"{len(values)} tab-separated fields where the header has {width}"})
+                continue
+            rows.append([None if v in MISSING or PLACEHOLDER.match(v) else v for v in values])
+            numbers.append(number)
+            raws.append(line)
+    index = pd.Index(numbers, name="line")
+    return StudyTable(path, pd.DataFrame(rows, columns=data.header, index=index, dtype=object),
+                      pd.Series(raws, index=index, dtype=object), rejects)
+
+
+def fields(line: str, width: int) -> list[str]:
+    """The stripped tab-separated fields of ``line``, less empty ones beyond the first ``width`` (a trailing tab,
+    as cBioPortal's own example files have)."""
+    found = [field.strip() for field in line.split("\t")]
+    while len(found) > width and not found[-1]:
+        found.pop()
+    return found
+
+
+def header(path: Path, number: int, line: str, required: Iterable[str]) -> list[str]:
+    """The column ids of header ``line`` (line ``number`` of ``path``); StudyError when one is unnamed or
+    repeated, or a ``required`` one is missing."""
+    names = fields(line, 0)
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if "" in names or repeated:
+        raise StudyError(f"{path}, line {number}: the header has an unnamed or repeated column"
+                         f" ({', '.join(repeated) or 'column ' + str(names.index('') + 1)}); fix the header")
+    missing = [name for name in required if name not in names]
+    if missing:
+        raise StudyError(f"{path}, line {number}: no {', '.join(missing)} column; a cBioPortal data file names its"
+                         " columns in the first line after the # lines")
+    return names
