@@ -21,6 +21,7 @@ class StudyFiles:
     expression_kind: str = ""  # its meta datatype: CONTINUOUS or Z-SCORE
     panel_matrix: Path | None = None  # which targeted panel sequenced each sample
     supplementary: list[Path] = field(default_factory=list)  # other clinical files (not loaded)
+    other_mutations: list[Path] = field(default_factory=list)  # the same calls annotated again (not loaded)
 
 
 def find_study_files(folder: Path) -> StudyFiles:
@@ -39,12 +40,16 @@ def find_study_files(folder: Path) -> StudyFiles:
                         if (rank := _expression_rank(p.name, "", "Z-SCORE" if "zscores" in p.name.lower()
                                                      else "CONTINUOUS")) is not None)
         chosen = ranked[0][2] if ranked else None
+        # data_mutations_extended.txt and data_mutations_mskcc.txt are the same calls on two transcript sets
+        # (datahub #445): one of them is read, else the last file's annotations would replace the first's and
+        # every call would count as a duplicate; uncalled ones are no calls at all
+        mutations = sorted((p for p in folder.glob("data_mutations*") if p.is_file()
+                            and "uncalled" not in p.name.lower()),
+                           key=lambda p: (_MUTATION_NAMES.get(p.name, 2), p.name))
         return StudyFiles(_first(folder, "data_clinical_patient.txt"), _first(folder, "data_clinical_sample.txt"),
-                          sorted(p for p in folder.glob("data_mutations*") if p.is_file()
-                                 and "uncalled" not in p.name.lower()),
-                          _first(folder, "data_cna.txt") or _first(folder, "data_CNA.txt"), chosen,
+                          mutations[:1], _first(folder, "data_cna.txt") or _first(folder, "data_CNA.txt"), chosen,
                           "" if chosen is None else "Z-SCORE" if "zscores" in chosen.name.lower() else "CONTINUOUS",
-                          _first(folder, "data_gene_panel_matrix.txt"))
+                          _first(folder, "data_gene_panel_matrix.txt"), other_mutations=mutations[1:])
     files = StudyFiles(None, None)
     best: tuple[int, str] | None = None  # the expression profile chosen so far: (rank, file name)
     clinical: dict[str, list[Path]] = {"PATIENT_ATTRIBUTES": [], "SAMPLE_ATTRIBUTES": []}
@@ -103,6 +108,7 @@ def _expression_rank(name: str, stable_id: str, datatype: str) -> int | None:
     return 2 if "rna_seq" in lowered or "rna_seq" in stable or "mrna_seq" in stable else 3
 
 
+_MUTATION_NAMES = {"data_mutations.txt": 0, "data_mutations_extended.txt": 1}  # the file to read, best first
 _EXPRESSION_NAME = re.compile(r"^data_(mrna|rna_seq|expression)", re.IGNORECASE)
 
 

@@ -104,6 +104,9 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
         step()
     notes = [f"{', '.join(p.name for p in files.supplementary)}: supplementary clinical file(s) of the study,"
              " not loaded (only the main patient and sample files are)"] if files.supplementary else []
+    if files.other_mutations:
+        notes.append(f"{', '.join(p.name for p in files.other_mutations)}: the same mutation calls annotated again,"
+                     f" not loaded ({files.mutations[0].name} was)")
     if files.panel_matrix is not None and files.mutations and gene_panel is None:
         notes.append(f"{files.panel_matrix.name}: this study's samples were sequenced on targeted gene panels,"
                      f" but TMB was computed over the default panel's {panel.panel_size_mb:g} Mb; pass --gene-panel"

@@ -147,9 +147,13 @@ def test_other_endpoints_and_the_status_words_of_older_studies(tmp_path, lake):
         ["Hugo_Symbol", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
          "Variant_Classification", "Tumor_Sample_Barcode"], ["BRAF", 7, 140753336, "A", "T", "Missense_Mutation",
                                                              "P3-01"]])
+    (folder / "data_mutations_mskcc.txt").write_text((folder / "data_mutations.txt").read_text())  # MSKCC isoforms
     found = find_study_files(folder)
     assert found.cna == folder / "data_CNA.txt" and found.mutations == [folder / "data_mutations.txt"]
-    ingest_cbioportal(lake, folder, endpoint="dfs")
+    assert found.other_mutations == [folder / "data_mutations_mskcc.txt"]
+    counts = ingest_cbioportal(lake, folder, endpoint="dfs")
+    assert counts["mutations"]["records_read"] == 3 and counts["mutations"]["duplicates"] == 0  # one file read
+    assert any(note.startswith("data_mutations_mskcc.txt: the same mutation calls") for note in counts["notes"])
     labels = lake.read("labels").to_pandas().set_index("patient_id")
     assert labels.loc["P1", "event"] and not labels.loc["P2", "event"]
     assert math.isclose(labels.loc["P2", "time"], 6.0 * DAYS_PER_MONTH)
