@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+from collections.abc import Collection
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -193,15 +194,16 @@ def _no_rows(path: Path, rejects: list[dict], what: str) -> TableFileError:
 
 
 def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "patient_id",
-                    table: CsvRows | None = None, replace: Literal["modality", "source"] = "modality"
-                    ) -> dict[str, int]:
+                    table: CsvRows | None = None, replace: Literal["modality", "source"] = "modality",
+                    categorical: Collection[str] = ()) -> dict[str, int]:
     """Load a wide per-patient CSV as feature modality ``modality`` (replacing that modality's rows).
 
     A column is numeric when at least :data:`NUMERIC_SHARE` of its non-missing cells are finite numbers; its
     other cells are rejected and stored as missing. Other columns are categorical. ``table``: the file already
     read by another reader (:mod:`ingest.cbioportal`), indexed by its line numbers; ``path`` then names it.
     ``replace``: ``modality`` (the file replaces every row of the modality) or ``source`` (only the rows this
-    file gave before: several studies' files add up in one modality).
+    file gave before: several studies' files add up in one modality). ``categorical``: columns that are
+    categories whatever their cells look like (a cBioPortal STRING attribute of cluster numbers).
 
     Returns:
         counts: ``patients``, ``features``, ``values`` written and ``rejected`` (rows and numeric cells).
@@ -227,7 +229,7 @@ def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "
         values = frame[column]
         numbers = pd.to_numeric(values, errors="coerce").astype(float)
         finite, present = np.isfinite(numbers.to_numpy()), values.notna().to_numpy()
-        is_numeric = finite.any() and finite.sum() >= NUMERIC_SHARE * present.sum()
+        is_numeric = column not in categorical and finite.any() and finite.sum() >= NUMERIC_SHARE * present.sum()
         unusable = _unusable_column(column, values, is_numeric)
         if unusable:
             rejects.append({"source": str(path), "location": f"column {column}", "reason": unusable, "raw": None})

@@ -10,7 +10,7 @@ import numpy as np
 from ingest.cbioportal.clinical import diagnoses, feature_rows, label_rows, sample_map, sample_rank
 from ingest.cbioportal.files import find_study_files
 from ingest.cbioportal.matrices import cna_rows, expression_rows, linear_levels
-from ingest.cbioportal.tsv import StudyError, read_study_table
+from ingest.cbioportal.tsv import StudyError, StudyTable, read_study_table
 from ingest.lake import Lake
 from ingest.tables import ingest_features, ingest_labels
 from ingest.variants.features import GenePanel, load_gene_panel
@@ -81,13 +81,14 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
                                "excluded": {"clinical": excluded}}
     if len(clinical.frame.columns) > 1:
         counts["clinical"] = ingest_features(lake, files.patient, modality="clinical", table=clinical,
-                                             replace="source")
+                                             replace="source", categorical=_declared_text(patients))
     step()
     if per_sample is not None:
         first, counts["excluded"]["clinical_sample"] = per_sample
         if len(first.frame.columns) > 1:
             counts["clinical_sample"] = {**ingest_features(lake, files.sample, modality="clinical_sample",
-                                                           table=first, replace="source"),
+                                                           table=first, replace="source",
+                                                           categorical=_declared_text(samples)),
                                          "samples_not_used": int(samples.frame["SAMPLE_ID"].notna().sum())
                                          - len(first.frame)}
         step()
@@ -115,3 +116,9 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     if notes:
         counts["notes"] = notes
     return counts
+
+
+def _declared_text(table: StudyTable) -> set[str]:
+    """The attributes a clinical file declares STRING or BOOLEAN: categories, even when their values are numbers
+    (cluster ids, coded grades), as cBioPortal itself reads them."""
+    return {column for column, datatype in table.datatypes.items() if datatype != "NUMBER"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -21,12 +21,14 @@ class StudyError(TableFileError):
 @dataclass
 class StudyTable:
     """A cBioPortal TSV: ``frame`` of stripped strings (None where missing) indexed by the file's line number;
-    ``raw`` each line's text; ``rejects`` the lines whose field count differs from the header's."""
+    ``raw`` each line's text; ``rejects`` the lines whose field count differs from the header's; ``datatypes``
+    each attribute's type as a clinical file's third ``#`` line declares it."""
 
     path: Path
     frame: pd.DataFrame
     raw: pd.Series
     rejects: list[dict]
+    datatypes: dict[str, str] = field(default_factory=dict)  # a clinical file's declared STRING / NUMBER / BOOLEAN
 
 
 class DataLines:
@@ -41,6 +43,7 @@ class DataLines:
 
     def __init__(self, path: Path, required: Iterable[str] = ()) -> None:
         self.path, self.number, self.header = path, 0, None
+        self.comments: list[str] = []  # the # lines before the header
         self._fh = path.open(encoding="utf-8-sig", newline="")
         self._read = self._numbered()
         try:
@@ -67,7 +70,9 @@ class DataLines:
             for text in self._fh:
                 self.number += 1
                 text = text.rstrip("\r\n")
-                if text.strip() and not (self.header is None and text.startswith("#")):
+                if self.header is None and text.startswith("#"):
+                    self.comments.append(text)
+                elif text.strip():
                     yield self.number, text
         except UnicodeDecodeError as exc:  # the decoder reads ahead: find the line in the bytes
             raise StudyError(f"{self.path}, line {first_undecodable_line(self.path)}: not UTF-8 text ({exc.reason});"
@@ -100,7 +105,18 @@ def read_study_table(path: Path, *, required: Iterable[str] = (), only: tuple[st
             raws.append(line)
     index = pd.Index(numbers, name="line")
     return StudyTable(path, pd.DataFrame(rows, columns=data.header, index=index, dtype=object),
-                      pd.Series(raws, index=index, dtype=object), rejects)
+                      pd.Series(raws, index=index, dtype=object), rejects, _datatypes(data))
+
+
+def _datatypes(data: DataLines) -> dict[str, str]:
+    """Column -> STRING / NUMBER / BOOLEAN from the third ``#`` line of a clinical file (display names,
+    descriptions, datatypes, priorities); empty when there is no such line."""
+    if len(data.comments) < 3:
+        return {}
+    declared = [value.upper() for value in fields(data.comments[2].removeprefix("#"), len(data.header))]
+    if len(declared) != len(data.header) or not set(declared) <= {"STRING", "NUMBER", "BOOLEAN"}:
+        return {}
+    return dict(zip(data.header, declared, strict=True))
 
 
 def fields(line: str, width: int) -> list[str]:

@@ -399,3 +399,16 @@ def test_a_patient_without_samples_gets_no_diagnosis_from_a_sample_attribute(tmp
     labels = lake.read("labels").to_pandas().set_index("patient_id")
     assert counts["labels"]["patients"] == 12 and pd.isna(labels.loc["P12", "diagnosis"])
     assert labels.loc["P3", "diagnosis"] == "Lung Adenocarcinoma" and labels.loc["P12", "event"]
+
+
+def test_an_attribute_declared_string_stays_a_category_though_its_values_are_numbers(tmp_path, lake):
+    folder = _study(tmp_path / "study")
+    lines = ["#Patient\t#Age\t#Cluster\t#Status\t#Months", "#Id\t#Age\t#Expression cluster\t#OS\t#OS",
+             "#STRING\tNUMBER\tSTRING\tSTRING\tNUMBER", "#1\t1\t1\t1\t1",
+             "PATIENT_ID\tAGE\tCLUSTER\tOS_STATUS\tOS_MONTHS",
+             *[f"P{i}\t{40 + i}\t{i % 3 + 1}\t0:LIVING\t{i}" for i in range(1, 13)]]
+    (folder / "data_clinical_patient.txt").write_text("\n".join(lines) + "\n")
+    ingest_cbioportal(lake, folder)
+    clinical = _features(lake, "clinical").set_index(["patient_id", "feature"])
+    assert clinical.loc[("P1", "CLUSTER"), "value_str"] == "2" and pd.isna(clinical.loc[("P1", "CLUSTER"), "value"])
+    assert clinical.loc[("P1", "AGE"), "value"] == 41
