@@ -8,7 +8,10 @@ case-insensitively; column order and the other columns vary between producers an
 * ``HGVSp_Short`` (else ``Protein_Change``, ``amino_acid_change``, ``AAChange``; ``p.`` added when missing);
 * ``t_depth``, ``t_ref_count``, ``t_alt_count`` -> ``depth`` (``t_depth``, else ref + alt counts) and
   ``vaf`` (alt / depth);
-* ``FILTER``.
+* ``FILTER``;
+* ``Mutation_Status``: a row that is no somatic call (``LOH`` and ``Wildtype``, as cBioPortal does not load them,
+  and ``Germline``, the patient's own variant) is skipped and counted (``ParseResult.skipped``); ``None`` reads
+  as an empty cell, and such rows are kept.
 
 ``Tumor_Seq_Allele2`` is the ALT allele (``Tumor_Seq_Allele1`` when allele 2 is empty or equals the
 reference). The lines are read in chunks of :data:`CHUNK_ROWS`, parsed by pandas' C reader (no quoting: MAF
@@ -41,7 +44,11 @@ from ingest.variants.vcf import MAX_RAW, ParseResult, VariantColumns, add_varian
 
 REQUIRED = ("Hugo_Symbol", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
             "Variant_Classification", "Tumor_Sample_Barcode")
-OPTIONAL = ("Tumor_Seq_Allele1", "t_depth", "t_ref_count", "t_alt_count", "FILTER")
+OPTIONAL = ("Tumor_Seq_Allele1", "t_depth", "t_ref_count", "t_alt_count", "FILTER", "Mutation_Status")
+# Mutation_Status values of rows that are no somatic call: cBioPortal does not load LOH and Wildtype rows
+# (File Formats, Mutation Data); Germline rows are the patient's own variants, not the tumour's. (cBioPortal's
+# "None" cannot be told from an empty cell here: pandas reads both as missing, and such rows are kept.)
+NOT_SOMATIC = pa.array(["loh", "wildtype", "germline"])
 HGVSP_COLUMNS = ("HGVSp_Short", "Protein_Change", "amino_acid_change", "AAChange")
 NO_VALUE = ("", ".", "NA", "nan", "NaN")
 NO_VALUE_ARRAY = pa.array(NO_VALUE)
@@ -86,8 +93,10 @@ def _header(path: Path) -> tuple[int, list[str]]:
                          " MAF's first non-comment line names its columns")
 
 
-def _chunk_table(chunk: pd.DataFrame, idx: dict[str, int], source: str) -> tuple[pa.Table, np.ndarray, list]:
-    """Normalise one chunk of rows; returns (rows kept, mask of rejected rows, their reasons)."""
+def _chunk_table(chunk: pd.DataFrame, idx: dict[str, int], source: str
+                 ) -> tuple[pa.Table, np.ndarray, list, int]:
+    """Normalise one chunk of rows; returns (rows kept, mask of rejected rows, their reasons, rows skipped as no
+    somatic call)."""
     def text(name: str) -> pa.Array:
         """Column ``name`` as trimmed strings, null where empty / NA / ``.``."""
         values = pa.array(chunk[idx[name]], from_pandas=True)
@@ -123,7 +132,11 @@ def _chunk_table(chunk: pd.DataFrame, idx: dict[str, int], source: str) -> tuple
             reasons.append(f"empty required value(s): {', '.join(empty)}" if empty else
                            "Start_Position is not a positive integer (MAF positions are 1-based); see the reject's"
                            " raw text")
-    keep = pa.array(~rejected)
+    not_somatic = np.zeros(len(chunk), dtype=bool)
+    if "Mutation_Status" in idx:
+        status = pc.utf8_lower(text("Mutation_Status"))
+        not_somatic = pc.fill_null(pc.is_in(status, NOT_SOMATIC), False).to_numpy(zero_copy_only=False) & ~rejected
+    keep = pa.array(~rejected & ~not_somatic)
     gene = text("Hugo_Symbol")
     gene = pc.if_else(pc.fill_null(pc.equal(gene, "Unknown"), False), pa.scalar(None, pa.string()), gene)
     hgvsp = pa.nulls(len(chunk), pa.string())
@@ -150,7 +163,7 @@ def _chunk_table(chunk: pd.DataFrame, idx: dict[str, int], source: str) -> tuple
         "filter": text("FILTER") if "FILTER" in idx else pa.nulls(len(chunk), pa.string()),
         "source_file": pa.repeat(pa.scalar(source, pa.string()), len(chunk)),
     }).filter(keep)
-    return add_variant_key(table), rejected, reasons
+    return add_variant_key(table), rejected, reasons, int(not_somatic.sum())
 
 
 def _tabs_per_line(data: bytes) -> np.ndarray:
@@ -220,9 +233,9 @@ def _field_count_reason(path: Path, line: int, raw: bytes, found: int, expected:
 
 
 def _read_rows(path: Path, header_line: int, header: list[str], idx: dict[str, int],
-               emit: Callable[[pa.Table], None]) -> tuple[list[tuple[int, str, bytes]], int, Exception | None]:
+               emit: Callable[[pa.Table], None]) -> tuple[list[tuple[int, str, bytes]], int, int, Exception | None]:
     """Read the data rows in chunks of :data:`CHUNK_ROWS` lines, each chunk's rows to ``emit``. Returns
-    ((line, reason, raw bytes) rejects, rows read, read failure).
+    ((line, reason, raw bytes) rejects, rows read, rows skipped as no somatic call, read failure).
 
     pandas reads a missing field as an empty one, so only lines with one field per header column go to it. The
     usual chunk is checked whole: its first line has ``n - 1`` tabs and the chunk ``n - 1`` per non-empty line.
@@ -233,7 +246,7 @@ def _read_rows(path: Path, header_line: int, header: list[str], idx: dict[str, i
     """
     tabs_wanted = len(header) - 1
     rejects: list[tuple[int, str, bytes]] = []
-    rows_read = 0
+    rows_read = skipped = 0
     failure = None
     with open_binary(path) as fh:
         try:
@@ -265,13 +278,14 @@ def _read_rows(path: Path, header_line: int, header: list[str], idx: dict[str, i
                 if blank.any():
                     chunk, lines = chunk[~blank], lines[~blank]
                 rows_read += len(chunk)
-                table, rejected, reasons = _chunk_table(chunk, idx, str(path))
+                table, rejected, reasons, not_somatic = _chunk_table(chunk, idx, str(path))
+                skipped += not_somatic
                 emit(table)
                 rejects.extend((first + i, reason, data[starts[i]:ends[i]])
                                for i, reason in zip(lines[rejected].tolist(), reasons, strict=True))
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             failure = exc
-    return rejects, rows_read, failure
+    return rejects, rows_read, skipped, failure
 
 
 def maf_variants(path: str | Path, *, sink: Callable[[pa.Table], None] | None = None) -> ParseResult:
@@ -286,7 +300,7 @@ def maf_variants(path: str | Path, *, sink: Callable[[pa.Table], None] | None = 
     header_line, header = _header(path)
     idx = column_indexes(header, path)
     tables: list[pa.Table] = []
-    row_rejects, rows_read, failure = _read_rows(path, header_line, header, idx, sink or tables.append)
+    row_rejects, rows_read, skipped, failure = _read_rows(path, header_line, header, idx, sink or tables.append)
     rejects = []
     if failure is not None:
         rejects.append({"source": source, "location": None, "raw": None, "reason":
@@ -297,4 +311,4 @@ def maf_variants(path: str | Path, *, sink: Callable[[pa.Table], None] | None = 
                     "raw": raw.decode("utf-8", errors="replace")[:MAX_RAW]}
                    for line, reason, raw in sorted(row_rejects, key=lambda r: r[0]))
     table = pa.concat_tables(tables) if tables else VariantColumns().to_arrow()
-    return ParseResult(path, table, rows_read, rejects)
+    return ParseResult(path, table, rows_read, rejects, skipped=skipped)

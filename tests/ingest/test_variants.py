@@ -909,3 +909,20 @@ def test_a_maf_with_bare_cr_line_ends_names_the_right_line_after_a_chunk(tmp_pat
     result = maf_variants(path)
     assert [r["location"] for r in result.rejects] == ["line 5002"]
     assert result.rejects[0]["raw"] == rows[5000] and result.table.num_rows == 5999
+
+
+def test_maf_rows_that_are_no_somatic_call_are_skipped_and_counted(tmp_path):
+    """Mutation_Status LOH / Wildtype rows are not mutations (cBioPortal does not load them), and Germline rows are
+    the patient's own variants: none of them is a tumour variant for gene status or TMB. (A "None" status reads
+    as an empty cell: kept.)"""
+    maf = tmp_path / "data_mutations.txt"
+    header = ["Hugo_Symbol", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
+              "Variant_Classification", "Tumor_Sample_Barcode", "Mutation_Status"]
+    rows = [("EGFR", "Somatic"), ("BRCA1", "Germline"), ("TP53", "LOH"), ("KRAS", "Wildtype"), ("STK11", "None"),
+            ("KEAP1", "")]
+    maf.write_text("\n".join(["\t".join(header), *("\t".join([gene, "7", str(100 + i), "C", "T",
+                                                              "Missense_Mutation", "S1", status])
+                                                    for i, (gene, status) in enumerate(rows))]) + "\n")
+    result = maf_variants(maf)
+    assert result.table.column("gene").to_pylist() == ["EGFR", "STK11", "KEAP1"]  # no status is no verdict
+    assert result.skipped == 3 and result.records_read == 6 and not result.rejects
