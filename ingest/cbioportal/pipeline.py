@@ -34,6 +34,7 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
 
     Raises:
         StudyError: no patient file, or it lacks the endpoint's columns (the lake is unchanged).
+        VariantInputError: no mutation could be read from the study's mutation file (the lake is unchanged).
     """
     files = find_study_files(folder)
     if files.patient is None:
@@ -53,7 +54,8 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
                        and f"{c[:-len('_STATUS')]}_MONTHS" in patients.frame)
         raise StudyError(f"{files.patient}: no {status} and {months} columns for endpoint {endpoint}; this study has"
                          f" {', '.join(found) or 'no survival endpoint'} (pass --endpoint)")
-    # Every file is read and checked before the first write, so a study that cannot be read changes nothing.
+    # Every file is read and checked before the first write (the mutations by ingest_variants, written first),
+    # so a study that cannot be read changes nothing.
     with_expression = files.expression is not None and expression_genes > 0
     matrices = [m for m in (files.cna, files.expression if with_expression else None) if m is not None]
     total, done = 2 + 2 * len(matrices) + (samples is not None) + bool(files.mutations), 0
@@ -77,6 +79,13 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
         expression = expression_rows(files.expression, linear=linear, panel=panel.genes, top=expression_genes,
                                      samples=samples)
         step()
+    # The mutation files are the only ones not read yet: they are written first, as ingest_variants writes
+    # nothing when it cannot read them (a MAF without its required columns), so such a study changes nothing.
+    mutations = None
+    if files.mutations:
+        mutations = ingest_variants(lake, files.mutations, sample_map=sample_map(samples)
+                                    if samples is not None else None, gene_panel=panel)
+        step()
     counts: dict[str, dict] = {"labels": ingest_labels(lake, files.patient, table=labels),
                                "excluded": {"clinical": excluded}}
     if len(clinical.frame.columns) > 1:
@@ -92,10 +101,8 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
                                          "samples_not_used": int(samples.frame["SAMPLE_ID"].notna().sum())
                                          - len(first.frame)}
         step()
-    if files.mutations:
-        counts["mutations"] = ingest_variants(lake, files.mutations, sample_map=sample_map(samples)
-                                              if samples is not None else None, gene_panel=panel)
-        step()
+    if mutations is not None:
+        counts["mutations"] = mutations
     if cna is not None:
         counts["cna"] = ingest_features(lake, files.cna, modality="cna", table=cna, replace="source")
         step()

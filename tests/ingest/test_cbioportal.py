@@ -78,7 +78,8 @@ def test_a_study_loads_outcomes_clinical_features_mutations_and_copy_number(tmp_
     steps: list[tuple[int, int]] = []
     counts = ingest_cbioportal(lake, _study(tmp_path / "study"), diagnosis="CANCER_TYPE_DETAILED",
                                progress=lambda done, total: steps.append((done, total)))
-    # read: clinical files, copy number, expression; written: labels and clinical, samples, mutations, cna, expression
+    # read: clinical files, copy number, expression; written: mutations, labels and clinical, samples, cna,
+    # expression
     assert steps == [(n, 8) for n in range(1, 9)]
     labels = lake.read("labels").to_pandas().set_index("patient_id")
     assert len(labels) == 12 and counts["labels"]["patients"] == 12
@@ -171,6 +172,14 @@ def test_an_unreadable_matrix_stops_the_study_before_anything_is_written(tmp_pat
     with pytest.raises(StudyError, match=r"data_cna.txt, line 1: no Hugo_Symbol column"):
         ingest_cbioportal(lake, folder)
     assert not any(lake.has(table) for table in ("labels", "features", "variants", "rejects"))
+
+
+def test_an_unusable_maf_stops_the_study_before_anything_is_written(tmp_path, lake):
+    folder = _study(tmp_path / "study")
+    _write(folder / "data_mutations.txt", [["Hugo_Symbol", "Chromosome"], ["EGFR", 7]])  # no positions, no sample
+    with pytest.raises(ValueError, match=r"missing required column\(s\) Start_Position"):
+        ingest_cbioportal(lake, folder)
+    assert not any(lake.has(table) for table in ("labels", "features", "variants"))
 
 
 def test_a_matrix_that_is_not_utf8_is_named_with_its_line(tmp_path, lake):
