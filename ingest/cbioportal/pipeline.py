@@ -36,7 +36,9 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
         StudyError: no patient file, or it lacks the endpoint's columns (the lake is unchanged).
         VariantInputError: no mutation could be read from the study's mutation file (the lake is unchanged).
     """
-    files = find_study_files(folder)
+    # the files' absolute paths are their rows' source, which a second ingest replaces: the same folder given
+    # as a relative path (or from another working directory) must name the same rows
+    files = find_study_files(Path(folder).resolve())
     if files.patient is None:
         raise StudyError(f"{folder}: no patient clinical file (data_clinical_patient.txt, or a meta file with"
                          " datatype: PATIENT_ATTRIBUTES); cBioPortal studies need one")

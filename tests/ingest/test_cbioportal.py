@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -275,6 +276,14 @@ def test_two_studies_add_up_and_each_one_again_replaces_only_its_own_rows(tmp_pa
     assert set(clinical["patient_id"]) == {f"P{i}" for i in range(1, 13)} | {"Q1"}
     assert not clinical.duplicated(["patient_id", "feature"]).any()
     assert set(lake.read("labels").to_pandas()["patient_id"]) == {f"P{i}" for i in range(1, 13)} | {"Q1"}
+
+
+def test_the_same_study_given_as_a_relative_path_replaces_its_rows(tmp_path, lake, monkeypatch):
+    ingest_cbioportal(lake, _study(tmp_path / "study"))
+    monkeypatch.chdir(tmp_path)
+    ingest_cbioportal(lake, Path("study"))  # the same folder, spelled otherwise
+    features = lake.read("features").to_pandas()
+    assert not features.duplicated(["modality", "patient_id", "feature"]).any()
 
 
 def test_real_outcomes_and_expression_arrive_as_the_study_holds_them(tmp_path, lake):
