@@ -25,6 +25,8 @@ def cna_rows(path: Path, genes: list[str], samples: StudyTable | None) -> CsvRow
     table = read_study_table(path, required=["Hugo_Symbol"], only=("Hugo_Symbol", set(genes)))
     sample_columns = [c for c in table.frame.columns if c not in ("Hugo_Symbol", "Entrez_Gene_Id", "Cytoband")]
     rejects = list(table.rejects)
+    number = {c: i + 1 for i, c in enumerate(table.frame.columns)}  # a reject names a column by its number, as
+    # a sample id names its patient
     calls: dict[str, dict[str, str | None]] = {}  # gene -> sample -> call (the gene's first line only)
     first_line: dict[str, int] = {}
     for line, row in table.frame.to_dict("index").items():
@@ -37,7 +39,7 @@ def cna_rows(path: Path, genes: list[str], samples: StudyTable | None) -> CsvRow
         for sample in sample_columns:
             value = row[sample]
             if value is not None and _call(value) is None:
-                rejects.append({"source": str(path), "location": f"line {line}, column {sample}",
+                rejects.append({"source": str(path), "location": f"line {line}, column {number[sample]}",
                                 "raw": table.raw[line], "reason": f"{gene}: not a discrete copy-number call (-2,"
                                                                   " -1, 0, 1, 2); kept as missing"})
                 value = None
@@ -89,7 +91,7 @@ def expression_rows(path: Path, *, linear: bool, panel: list[str], top: int, sam
                 rejects.append({"source": str(path), "location": f"line {number}", "raw": text, "reason": problem})
                 continue
             first_line[gene] = number
-            values = _levels(parts[first:], header[first:], path, number, text, linear, rejects)
+            values = _levels(parts[first:], first, path, number, text, linear, rejects)
             if gene in wanted:
                 chosen[gene] = values
             elif top > 0 and np.isfinite(values).sum() >= 2:
@@ -123,9 +125,11 @@ def _first_sample_column(header: list[str]) -> int:
     return 1 + sum(c in header for c in ("Entrez_Gene_Id", "Cytoband")) if "Hugo_Symbol" in header else 1
 
 
-def _levels(cells: list[str], columns: list[str], path: Path, number: int, text: str, linear: bool,
+def _levels(cells: list[str], first: int, path: Path, number: int, text: str, linear: bool,
             rejects: list[dict]) -> np.ndarray:
-    """The numbers of one expression line (NaN where missing or rejected), log2(1 + x) for linear levels."""
+    """The numbers of one expression line's sample cells, which start at column index ``first`` (NaN where
+    missing or rejected), log2(1 + x) for linear levels. A reject names the column by its number, not by its
+    sample id (which names the patient)."""
     try:
         values = np.array([np.nan if c.strip() in MISSING else c for c in cells], dtype=np.float64)
     except ValueError:
@@ -134,13 +138,13 @@ def _levels(cells: list[str], columns: list[str], path: Path, number: int, text:
             try:
                 values[i] = np.nan if cell.strip() in MISSING else float(cell)
             except ValueError:
-                rejects.append({"source": str(path), "location": f"line {number}, column {columns[i]}", "raw": text,
+                rejects.append({"source": str(path), "location": f"line {number}, column {first + i + 1}", "raw": text,
                                 "reason": "not a number; kept as missing"})
     values[~np.isfinite(values)] = np.nan
     if linear:
         negative = values < 0
         for i in np.flatnonzero(negative):
-            rejects.append({"source": str(path), "location": f"line {number}, column {columns[i]}", "raw": text,
+            rejects.append({"source": str(path), "location": f"line {number}, column {first + i + 1}", "raw": text,
                             "reason": "a negative expression level; kept as missing"})
         values[negative] = np.nan
         values = np.log2(1.0 + values)

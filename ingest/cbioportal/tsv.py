@@ -132,10 +132,13 @@ def header(path: Path, number: int, line: str, required: Iterable[str]) -> list[
     """The column ids of header ``line`` (line ``number`` of ``path``); StudyError when one is unnamed or
     repeated, or a ``required`` one is missing."""
     names = fields(line, 0)
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if "" in names or repeated:
-        raise StudyError(f"{path}, line {number}: the header has an unnamed or repeated column"
-                         f" ({', '.join(repeated) or 'column ' + str(names.index('') + 1)}); fix the header")
+    # columns by number, not by name: a matrix's columns are sample ids, which name patients
+    repeated = next(([i + 1 for i, other in enumerate(names) if other == name] for name in names
+                     if names.count(name) > 1), None)
+    if repeated or "" in names:
+        where = f"columns {' and '.join(map(str, repeated))}" if repeated else f"column {names.index('') + 1}"
+        raise StudyError(f"{path}, line {number}: the header has an unnamed or repeated column ({where}); fix the"
+                         " header")
     missing = [name for name in required if name not in names]
     if missing:
         raise StudyError(f"{path}, line {number}: no {', '.join(missing)} column; a cBioPortal data file names its"

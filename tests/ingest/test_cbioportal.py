@@ -116,7 +116,7 @@ def test_a_study_loads_outcomes_clinical_features_mutations_and_copy_number(tmp_
     rejects = lake.read("rejects").to_pandas()
     bad_call = rejects[rejects["source"].str.endswith("data_cna.txt")]
     assert bad_call.set_index("location")["reason"].to_dict() == {
-        "line 3, column P2-01": "TP53: not a discrete copy-number call (-2, -1, 0, 1, 2); kept as missing",
+        "line 3, column 5": "TP53: not a discrete copy-number call (-2, -1, 0, 1, 2); kept as missing",
         "line 5": "a second line for EGFR (line 2 is used)"}
 
 
@@ -132,8 +132,8 @@ def test_expression_keeps_the_panel_and_the_most_variable_genes_as_log_levels(tm
     rejects = lake.read("rejects").to_pandas()
     mine = rejects[rejects["source"].str.endswith("data_mrna_seq_v2_rsem.txt")].set_index("location")["reason"]
     assert mine.to_dict() == {"line 6": "a second line for WIDE (line 4 is used)",
-                              "line 7, column P1-01": "a negative expression level; kept as missing",
-                              "line 7, column P2-01": "not a number; kept as missing"}
+                              "line 7, column 3": "a negative expression level; kept as missing",
+                              "line 7, column 4": "not a number; kept as missing"}
     assert math.isnan(expression[("P1", "KRAS")]) and math.isnan(expression[("P2", "KRAS")])
     ingest_cbioportal(lake, _study(tmp_path / "again"), expression_genes=0)
     assert _features(lake, "expression")["feature"].nunique() == 3  # 0: the expression rows were left alone
@@ -190,6 +190,22 @@ def test_a_matrix_that_is_not_utf8_is_named_with_its_line(tmp_path, lake):
     with pytest.raises(StudyError, match=r"data_mrna_seq_v2_rsem.txt, line 8: not UTF-8 text"):
         ingest_cbioportal(lake, folder)
     assert not lake.has("labels")
+
+
+def test_matrix_rejects_and_header_errors_name_columns_by_number_not_by_sample_id(tmp_path, lake):
+    """A matrix's columns are sample ids, and a sample id names its patient: `lake status` shows each reason's
+    location, and the CLI the header error."""
+    folder = _study(tmp_path / "study")
+    ingest_cbioportal(lake, folder)
+    rejects = lake.read("rejects").to_pandas()
+    matrices = rejects[rejects["source"].str.contains("data_cna|data_mrna")]
+    assert len(matrices) == 5
+    shown = " ".join(matrices["location"].fillna("") + " " + matrices["reason"])
+    assert "P1-" not in shown and "P2-" not in shown
+    _write(folder / "data_cna.txt", [["Hugo_Symbol", "TCGA-05-4244-01", "P1-01", "TCGA-05-4244-01"], ["EGFR", 1, 0, 1]])
+    with pytest.raises(StudyError, match=r"repeated column \(columns 2 and 4\)") as raised:
+        ingest_cbioportal(lake, folder)
+    assert "TCGA-05-4244" not in str(raised.value)
 
 
 def test_bad_survival_cells_are_rejected_by_line_without_their_values(tmp_path, lake):
