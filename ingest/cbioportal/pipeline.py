@@ -96,12 +96,16 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     step()
     if per_sample is not None:
         first, counts["excluded"]["clinical_sample"] = per_sample
+        first.rejects.extend(samples.rejects)  # the sample file's lines with a wrong field count
         if len(first.frame.columns) > 1:
             counts["clinical_sample"] = {**ingest_features(lake, files.sample, modality="clinical_sample",
                                                            table=first, replace="source",
                                                            categorical=_declared_text(samples)),
                                          "samples_not_used": int(samples.frame["SAMPLE_ID"].notna().sum())
                                          - len(first.frame)}
+        elif samples.rejects:  # no sample attribute to load, but its bad lines are still said
+            lake.add_rejects(samples.rejects, modality="features")
+            counts["clinical_sample"] = {"rejected": len(samples.rejects)}
         step()
     if mutations is not None:
         counts["mutations"] = mutations

@@ -208,6 +208,19 @@ def test_matrix_rejects_and_header_errors_name_columns_by_number_not_by_sample_i
     assert "TCGA-05-4244" not in str(raised.value)
 
 
+def test_a_sample_line_with_a_wrong_field_count_is_a_reject_not_dropped_unsaid(tmp_path, lake):
+    folder = _study(tmp_path / "study")
+    samples = folder / "data_clinical_sample.txt"
+    samples.write_text(samples.read_text() + "P13\tP13-01\tLung Adenocarcinoma\tLUAD\t3.0\textra\n")
+    counts = ingest_cbioportal(lake, folder)
+    assert counts["clinical_sample"]["rejected"] == 1
+    rejects = lake.read("rejects").to_pandas()
+    assert rejects[rejects["source"].str.endswith("data_clinical_sample.txt")]["location"].tolist() == ["line 16"]
+    # a sample file of ids only (no attribute to load as a feature): its bad line is still a reject
+    _write(samples, [["PATIENT_ID", "SAMPLE_ID"], ["P1", "P1-01"], ["P2", "P2-01", "extra"]])
+    assert ingest_cbioportal(lake, folder)["clinical_sample"] == {"rejected": 1}
+
+
 def test_bad_survival_cells_are_rejected_by_line_without_their_values(tmp_path, lake):
     rows = [["P1", 50, "Male", "2:SOMETHING-ODD", 10, "0:DiseaseFree", 1, "Alive", "X1", "White"],
             ["P2", 51, "Female", "1:DECEASED", "ten-months-odd", "0:DiseaseFree", 1, "Dead", "X2", "White"],
