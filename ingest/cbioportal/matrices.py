@@ -12,6 +12,7 @@ import pandas as pd
 from ingest.cbioportal.clinical import sample_map
 from ingest.cbioportal.tsv import DataLines, StudyTable, fields, read_study_table
 from ingest.tables import MISSING, CsvRows
+from ingest.variants.pipeline import patient_for
 
 LOG_SCALE_MAX = 50.0  # an expression value above this is a linear level, not a log2 one
 LEVEL_SCAN_LINES = 2000  # gene lines read to tell linear levels from log-scale values
@@ -52,13 +53,13 @@ def _per_patient(by_gene: dict[str, dict[str, object]], sample_columns: list[str
     """Feature rows (one per patient, one column per gene) of a genes x samples matrix ``by_gene`` (gene ->
     sample -> value or None): each patient's first sample with a value, in the sample table's order (which
     :func:`ingest.cbioportal.clinical.sample_rank` sets) and then the matrix's (a sample missing from the sample
-    file is its own patient)."""
+    file is its patient's as the mutations' are: a TCGA barcode's first 12 characters, else the sample itself)."""
     order = list(samples.frame["SAMPLE_ID"].dropna()) if samples is not None else []
     patient_of = sample_map(samples) if samples is not None else {}
     chosen: dict[str, str] = {}  # patient -> sample
     for sample in [s for s in order if s in sample_columns] + [s for s in sample_columns if s not in order]:
         if any(values[sample] is not None for values in by_gene.values()):
-            chosen.setdefault(patient_of.get(sample, sample), sample)
+            chosen.setdefault(patient_of.get(sample) or patient_for(sample), sample)
     frame = pd.DataFrame({"patient_id": list(chosen),
                           **{gene: [values[s] for s in chosen.values()] for gene, values in by_gene.items()}},
                          dtype=object)

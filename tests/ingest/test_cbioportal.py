@@ -221,6 +221,25 @@ def test_a_sample_line_with_a_wrong_field_count_is_a_reject_not_dropped_unsaid(t
     assert ingest_cbioportal(lake, folder)["clinical_sample"] == {"rejected": 1}
 
 
+def test_matrix_samples_without_a_sample_file_join_their_patients_as_the_mutations_do(tmp_path, lake):
+    """No sample file: a TCGA sample barcode's first 12 characters are its patient, for the copy number and
+    expression as for the mutations (the matrices kept the whole barcode, a patient with no labels)."""
+    folder = tmp_path / "study"
+    folder.mkdir()
+    ids = [f"TCGA-AA-{1000 + i}" for i in range(4)]
+    _write(folder / "data_clinical_patient.txt",
+           [["PATIENT_ID", "AGE", "OS_STATUS", "OS_MONTHS"],
+            *[[pid, 50 + i, "0:LIVING", 10] for i, pid in enumerate(ids)]])
+    _write(folder / "data_mutations.txt",
+           [["Hugo_Symbol", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
+             "Variant_Classification", "Tumor_Sample_Barcode"],
+            ["EGFR", 7, 55191822, "T", "G", "Missense_Mutation", f"{ids[0]}-01"]])
+    _write(folder / "data_cna.txt", [["Hugo_Symbol", *(f"{pid}-01" for pid in ids)], ["EGFR", 2, 0, -1, 1]])
+    ingest_cbioportal(lake, folder)
+    assert set(lake.read("gene_status").to_pandas()["patient_id"]) == {ids[0]}
+    assert set(_features(lake, "cna")["patient_id"]) == set(ids)
+
+
 def test_bad_survival_cells_are_rejected_by_line_without_their_values(tmp_path, lake):
     rows = [["P1", 50, "Male", "2:SOMETHING-ODD", 10, "0:DiseaseFree", 1, "Alive", "X1", "White"],
             ["P2", 51, "Female", "1:DECEASED", "ten-months-odd", "0:DiseaseFree", 1, "Dead", "X2", "White"],
