@@ -2,8 +2,9 @@
 
 A study folder holds tab-separated data files, each described by a ``meta_*.txt`` file of ``key: value`` lines
 (``genetic_alteration_type``, ``datatype``, ``data_filename``); a folder without meta files is read by the usual
-file names (``data_clinical_patient.txt``, ``data_clinical_sample.txt``, ``data_mutations*.txt`` but the
-uncalled ones, ``data_cna.txt`` or ``data_CNA.txt``, ``data_mrna*.txt`` and the older ``data_RNA_Seq*`` /
+file names (``data_clinical_patient.txt``, ``data_clinical_sample.txt``, one ``data_mutations*.txt``: not the
+uncalled ones, ``data_mutations.txt`` else ``data_mutations_extended.txt`` before the others, which are
+named in a note; ``data_cna.txt`` or ``data_CNA.txt``, ``data_mrna*.txt`` and the older ``data_RNA_Seq*`` /
 ``data_expression*``; :mod:`~ingest.cbioportal.files` chooses among expression profiles). Clinical files start
 with ``#`` lines (display names, descriptions, data types, priorities) before the header of attribute ids.
 Where meta files name several clinical files of one level (the datahub's ``data_clinical_supp_*.txt``), the

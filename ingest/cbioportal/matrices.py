@@ -80,14 +80,18 @@ def expression_rows(path: Path, *, linear: bool, panel: list[str], top: int, sam
     first_line: dict[str, int] = {}
     with DataLines(path, ["Hugo_Symbol"]) as data:
         header = data.header
-        first = _first_sample_column(header)
+        first, gene_at = _first_sample_column(header), header.index("Hugo_Symbol")
         for number, text in data.lines():
             parts = fields(text, len(header))
-            gene = parts[0]
-            problem = (f"{len(parts)} tab-separated fields where the header has {len(header)}"
-                       if len(parts) != len(header) else "no Hugo_Symbol" if not gene
-                       else f"a second line for {gene} (line {first_line[gene]} is used)" if gene in first_line
-                       else None)
+            gene = parts[gene_at] if len(parts) == len(header) else ""
+            if len(parts) != len(header):
+                problem = f"{len(parts)} tab-separated fields where the header has {len(header)}"
+            elif not gene:
+                problem = "no Hugo_Symbol"
+            elif gene in first_line:
+                problem = f"a second line for {gene} (line {first_line[gene]} is used)"
+            else:
+                problem = None
             if problem:
                 rejects.append({"source": str(path), "location": f"line {number}", "raw": text, "reason": problem})
                 continue

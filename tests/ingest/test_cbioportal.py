@@ -478,3 +478,11 @@ def test_an_attribute_declared_string_stays_a_category_though_its_values_are_num
     clinical = _features(lake, "clinical").set_index(["patient_id", "feature"])
     assert clinical.loc[("P1", "CLUSTER"), "value_str"] == "2" and pd.isna(clinical.loc[("P1", "CLUSTER"), "value"])
     assert clinical.loc[("P1", "AGE"), "value"] == 41
+
+
+def test_an_expression_matrix_with_entrez_ids_first_names_genes_by_their_symbols(tmp_path, lake):
+    folder = _study(tmp_path / "study")
+    _write(folder / "data_mrna_seq_v2_rsem.txt", [["Entrez_Gene_Id", "Hugo_Symbol", "P1-01", "P2-01"],
+                                                  [1956, "EGFR", 1, 3], [3845, "KRAS", 0, 1]])
+    ingest_cbioportal(lake, folder, expression_genes=5)
+    assert set(_features(lake, "expression")["feature"]) == {"EGFR", "KRAS"}
