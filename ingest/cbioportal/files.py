@@ -22,6 +22,7 @@ class StudyFiles:
     panel_matrix: Path | None = None  # which targeted panel sequenced each sample
     supplementary: list[Path] = field(default_factory=list)  # other clinical files (not loaded)
     other_mutations: list[Path] = field(default_factory=list)  # the same calls annotated again (not loaded)
+    unread: dict[Path, str] = field(default_factory=dict)  # other data files its meta files name -> their kind
 
 
 def find_study_files(folder: Path) -> StudyFiles:
@@ -52,6 +53,7 @@ def find_study_files(folder: Path) -> StudyFiles:
                           _first(folder, "data_gene_panel_matrix.txt"), other_mutations=mutations[1:])
     files = StudyFiles(None, None)
     best: tuple[int, str] | None = None  # the expression profile chosen so far: (rank, file name)
+    profiles: dict[Path, str] = {}  # every expression profile -> its kind
     clinical: dict[str, list[Path]] = {"PATIENT_ATTRIBUTES": [], "SAMPLE_ATTRIBUTES": []}
     for path, meta in metas:
         kind = (meta.get("genetic_alteration_type", "").upper(), meta.get("datatype", "").upper())
@@ -68,12 +70,16 @@ def find_study_files(folder: Path) -> StudyFiles:
             files.mutations.append(data)
         elif kind == ("COPY_NUMBER_ALTERATION", "DISCRETE"):
             files.cna = data
-        elif kind[0] == "MRNA_EXPRESSION" and (
-                rank := _expression_rank(name, meta.get("stable_id", ""), kind[1])) is not None and (
-                best is None or (rank, name) < best):
-            files.expression, files.expression_kind, best = data, kind[1], (rank, name)
+        elif kind[0] == "MRNA_EXPRESSION":
+            profiles[data] = " ".join(kind)
+            rank = _expression_rank(name, meta.get("stable_id", ""), kind[1])
+            if rank is not None and (best is None or (rank, name) < best):
+                files.expression, files.expression_kind, best = data, kind[1], (rank, name)
         elif kind[0] == "GENE_PANEL_MATRIX":
             files.panel_matrix = data
+        elif kind[0] != "CANCER_TYPE":  # a cancer type's description: no patient data
+            files.unread[data] = " ".join(filter(None, kind))
+    files.unread.update({path: kind for path, kind in profiles.items() if path != files.expression})
     # A study may describe several clinical files per level (the datahub's data_clinical_supp_*.txt, each with its
     # own meta file): the main one is data_clinical_patient.txt / data_clinical_sample.txt, else the first.
     for level, usual in (("PATIENT_ATTRIBUTES", "data_clinical_patient.txt"),

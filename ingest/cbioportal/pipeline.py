@@ -118,6 +118,9 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
         step()
     notes = [f"{', '.join(p.name for p in files.supplementary)}: supplementary clinical file(s) of the study,"
              " not loaded (only the main patient and sample files are)"] if files.supplementary else []
+    if files.unread:
+        notes.append("not loaded (tumorboard reads clinical, mutation, discrete copy-number and one expression"
+                     " file): " + ", ".join(f"{p.name} ({kind})" for p, kind in sorted(files.unread.items())))
     if files.other_mutations:
         notes.append(f"{', '.join(p.name for p in files.other_mutations)}: the same mutation calls annotated again,"
                      f" not loaded ({files.mutations[0].name} was)")

@@ -279,7 +279,14 @@ def test_the_command_prints_each_part_and_exits_2_on_rejects(tmp_path):
                   "cbioportal: expression", "left out of the clinical features", "5 line(s) or cell(s) rejected"):
         assert title in " ".join(result.output.split())  # rich wraps a title wider than its table
     assert "RACE" in result.output and "excluded by the caller" in result.output
-    assert "note:" not in result.output
+    # the z-score profile is named as not loaded, with its kind; nothing else is
+    assert "data_mrna_seq_v2_rsem_zscores_ref_all_samples.txt (MRNA_EXPRESSION Z-SCORE)" in " ".join(
+        result.output.split()) and result.output.count("note:") == 1
+    (folder / "data_sv.txt").write_text("Sample_Id\tSite1_Hugo_Symbol\nP1-01\tALK\n")
+    (folder / "meta_sv.txt").write_text("cancer_study_identifier: test_study\ngenetic_alteration_type:"
+                                        " STRUCTURAL_VARIANT\ndatatype: SV\ndata_filename: data_sv.txt\n")
+    assert "data_sv.txt (STRUCTURAL_VARIANT SV)" in " ".join(CliRunner().invoke(
+        app, ["ingest", "cbioportal", str(folder), "--lake", str(lake)]).output.split())
     (folder / "data_gene_panel_matrix.txt").write_text("SAMPLE_ID\tmutations\nP1-01\tIMPACT468\n")
     (folder / "meta_gene_panel_matrix.txt").write_text("cancer_study_identifier: test_study\n"
                                                        "genetic_alteration_type: GENE_PANEL_MATRIX\n"
