@@ -225,9 +225,12 @@ def ingest_variants(lake, paths: list[Path], *, sample_map: Path | Mapping[str, 
     if not files:
         raise FileNotFoundError("no VCF or MAF files found in the given paths (looked for *.vcf, *.vcf.gz,"
                                 " *.maf, *.maf.gz, data_mutations*)")
-    from_file = isinstance(sample_map, (str, Path))
-    mapping = load_sample_map(sample_map) if from_file else None if sample_map is None else dict(sample_map)
-    dates = load_sample_dates(sample_map) if from_file else {}
+    mapping: dict[str, str] | None = None
+    dates: dict[str, str] = {}
+    if isinstance(sample_map, (str, Path)):
+        mapping, dates = load_sample_map(sample_map), load_sample_dates(sample_map)
+    elif sample_map is not None:
+        mapping = dict(sample_map)
     panel = gene_panel if isinstance(gene_panel, GenePanel) else load_gene_panel(gene_panel)
 
     counts = {"files": len(files), "records_read": 0, "variants_written": 0, "rejected": 0,
