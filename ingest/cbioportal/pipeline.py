@@ -56,8 +56,7 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
                        and f"{c[:-len('_STATUS')]}_MONTHS" in patients.frame)
         raise StudyError(f"{files.patient}: no {status} and {months} columns for endpoint {endpoint}; this study has"
                          f" {', '.join(found) or 'no survival endpoint'} (pass --endpoint)")
-    # Every file is read and checked before the first write (the mutations by ingest_variants, written first),
-    # so a study that cannot be read changes nothing.
+    # Every file is read and checked before the first write, so a study that cannot be read changes nothing.
     with_expression = files.expression is not None and expression_genes > 0
     matrices = [m for m in (files.cna, files.expression if with_expression else None) if m is not None]
     total, done = 2 + 2 * len(matrices) + (samples is not None) + bool(files.mutations), 0
@@ -72,9 +71,9 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     clinical, excluded = feature_rows(patients, set(exclude), diagnosis)
     per_sample = feature_rows(samples, set(exclude), diagnosis) if samples is not None else None
     step()
-    cna = cna_rows(files.cna, panel.genes, samples) if files.cna is not None else None
-    expression = None
+    cna, expression = None, None
     if files.cna is not None:
+        cna = cna_rows(files.cna, panel.genes, samples)
         step()
     if with_expression:
         linear = files.expression_kind == "CONTINUOUS" and linear_levels(files.expression)
@@ -85,8 +84,8 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     # nothing when it cannot read them (a MAF without its required columns), so such a study changes nothing.
     mutations = None
     if files.mutations:
-        mutations = ingest_variants(lake, files.mutations, sample_map=sample_map(samples)
-                                    if samples is not None else None, gene_panel=panel)
+        mapping = sample_map(samples) if samples is not None else None
+        mutations = ingest_variants(lake, files.mutations, sample_map=mapping, gene_panel=panel)
         step()
     counts: dict[str, dict] = {"labels": ingest_labels(lake, files.patient, table=labels),
                                "excluded": {"clinical": excluded}}
