@@ -193,10 +193,49 @@ def _no_rows(path: Path, rejects: list[dict], what: str) -> TableFileError:
                           f"lake's {what} were kept")
 
 
+@dataclass
+class PreparedTable:
+    """A table file read and checked, not yet written (:func:`write_prepared`): a reader of several files
+    (:mod:`ingest.cbioportal`) prepares them all before the first write, so a file that fails changes nothing."""
+
+    command: str
+    path: Path
+    table: str  # the lake table written: "features" (rows of ``scope`` replaced) or "labels" (merged by patient)
+    rows: pa.Table
+    rejects: list[dict]
+    counts: dict
+    failed_counts: dict  # the manifest's counts when the write fails
+    scope: str | None
+    started: datetime
+
+
+def write_prepared(lake: Lake, prepared: PreparedTable) -> dict:
+    """Write ``prepared``'s rejects, then its rows in one commit, and record the run; returns its counts."""
+    with lake.failure_recorded(prepared.command, [prepared.path], lambda: prepared.failed_counts,
+                               started_at=prepared.started):
+        # the rejects first: a run stopped after the data commit keeps them
+        lake.add_rejects(prepared.rejects, modality=prepared.table)
+        if prepared.scope is None:
+            lake.write(prepared.table, prepared.rows, mode="merge")
+        else:  # one commit: an interrupted re-ingest leaves the previous rows intact
+            lake.write(prepared.table, prepared.rows, mode="overwrite", replace_where=prepared.scope)
+    lake.record_run(prepared.command, [prepared.path], prepared.counts, started_at=prepared.started,
+                    status="partial" if prepared.rejects else "ok")
+    return prepared.counts
+
+
 def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "patient_id",
                     table: CsvRows | None = None, replace: Literal["modality", "source"] = "modality",
                     categorical: Collection[str] = ()) -> dict[str, int]:
-    """Load a wide per-patient CSV as feature modality ``modality`` (replacing that modality's rows).
+    """Load a wide per-patient CSV as feature modality ``modality`` (see :func:`prepare_features`)."""
+    return write_prepared(lake, prepare_features(lake, path, modality=modality, id_column=id_column, table=table,
+                                                 replace=replace, categorical=categorical))
+
+
+def prepare_features(lake: Lake, path: Path, *, modality: str, id_column: str = "patient_id",
+                     table: CsvRows | None = None, replace: Literal["modality", "source"] = "modality",
+                     categorical: Collection[str] = ()) -> PreparedTable:
+    """Read a wide per-patient CSV as feature modality ``modality`` (its write replaces that modality's rows).
 
     A column is numeric when at least :data:`NUMERIC_SHARE` of its non-missing cells are finite numbers; its
     other cells are rejected and stored as missing. Other columns are categorical. ``table``: the file already
@@ -206,7 +245,8 @@ def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "
     categories whatever their cells look like (a cBioPortal STRING attribute of cluster numbers).
 
     Returns:
-        counts: ``patients``, ``features``, ``values`` written and ``rejected`` (rows and numeric cells).
+        The prepared rows; their counts: ``patients``, ``features``, ``values`` written and ``rejected`` (rows
+        and numeric cells).
 
     Raises:
         TableFileError: the file cannot be read, or has no row to load (the modality's rows are then kept).
@@ -260,14 +300,8 @@ def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "
                                                       if replace == "source" else "")
     counts = {"patients": int(ids.nunique()), "features": len(set(records["feature"])), "values": rows.num_rows,
               "rejected": len(rejects)}
-    command = f"ingest features --modality {modality}"
-    # The rejects first: a run stopped after the data commit keeps them. One commit replaces this modality's
-    # rows: an interrupted re-ingest leaves the previous ones intact, and the manifest records the failure.
-    with lake.failure_recorded(command, [path], lambda: {**counts, "values": 0}, started_at=started):
-        lake.add_rejects(rejects, modality="features")
-        lake.write("features", rows, mode="overwrite", replace_where=scope)
-    lake.record_run(command, [path], counts, started_at=started, status="partial" if rejects else "ok")
-    return counts
+    return PreparedTable(f"ingest features --modality {modality}", path, "features", rows, rejects, counts,
+                         {**counts, "values": 0}, scope, started)
 
 
 def _sql_text(text: str) -> str:
@@ -302,7 +336,13 @@ def _parse_bool(name: str, value: str) -> bool:
 
 def ingest_labels(lake: Lake, path: Path, *, id_column: str = "patient_id", timezone: str = "UTC",
                   table: CsvRows | None = None) -> dict[str, object]:
-    """Load curated outcome labels, upserted by patient.
+    """Load curated outcome labels, upserted by patient (see :func:`prepare_labels`)."""
+    return write_prepared(lake, prepare_labels(lake, path, id_column=id_column, timezone=timezone, table=table))
+
+
+def prepare_labels(lake: Lake, path: Path, *, id_column: str = "patient_id", timezone: str = "UTC",
+                   table: CsvRows | None = None) -> PreparedTable:
+    """Read curated outcome labels (their write upserts them by patient).
 
     ``timezone`` (an IANA name such as ``Australia/Sydney``) is where an ``index_date`` without a UTC offset
     was written: a date is that day's midnight there, stored in UTC. ``table``: the file already read by another
@@ -314,8 +354,8 @@ def ingest_labels(lake: Lake, path: Path, *, id_column: str = "patient_id", time
     on several rows are rejected.
 
     Returns:
-        ``patients`` written, ``rejected`` rows, ``ignored_columns`` (how many columns are not label columns)
-        and ``ignored`` (their names).
+        The prepared rows; their counts: ``patients`` written, ``rejected`` rows, ``ignored_columns`` (how many
+        columns are not label columns) and ``ignored`` (their names).
 
     Raises:
         TableFileError: the file cannot be read, has no label column, or no row to load, or ``timezone`` is not a
@@ -350,11 +390,8 @@ def ingest_labels(lake: Lake, path: Path, *, id_column: str = "patient_id", time
     written = pa.Table.from_pylist(rows, schema=SCHEMAS["labels"])
     counts = {"patients": written.num_rows, "rejected": len(rejects), "ignored_columns": len(ignored),
               "ignored": ignored}
-    with lake.failure_recorded("ingest labels", [path], lambda: {**counts, "patients": 0}, started_at=started):
-        lake.add_rejects(rejects, modality="labels")  # first: a run stopped after the data commit keeps them
-        lake.write("labels", written, mode="merge")
-    lake.record_run("ingest labels", [path], counts, started_at=started, status="partial" if rejects else "ok")
-    return counts
+    return PreparedTable("ingest labels", path, "labels", written, rejects, counts, {**counts, "patients": 0}, None,
+                         started)
 
 
 def _under_stored_ids(lake: Lake, mapping: dict[str, str], rows: list[dict]) -> list[dict]:

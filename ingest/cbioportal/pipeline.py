@@ -12,7 +12,7 @@ from ingest.cbioportal.files import find_study_files
 from ingest.cbioportal.matrices import cna_rows, expression_rows, linear_levels
 from ingest.cbioportal.tsv import StudyError, StudyTable, read_study_table
 from ingest.lake import Lake
-from ingest.tables import ingest_features, ingest_labels
+from ingest.tables import prepare_features, prepare_labels, write_prepared
 from ingest.variants.features import GenePanel, load_gene_panel
 from ingest.variants.pipeline import ingest_variants
 
@@ -35,6 +35,7 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     Raises:
         StudyError: no patient file, or it lacks the endpoint's columns (the lake is unchanged).
         VariantInputError: no mutation could be read from the study's mutation file (the lake is unchanged).
+        TableFileError: the labels or a feature table have no row to load (the lake is unchanged).
     """
     # the files' absolute paths are their rows' source, which a second ingest replaces: the same folder given
     # as a relative path (or from another working directory) must name the same rows
@@ -80,41 +81,49 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
         expression = expression_rows(files.expression, linear=linear, panel=panel.genes, top=expression_genes,
                                      samples=samples)
         step()
-    # The mutation files are the only ones not read yet: they are written first, as ingest_variants writes
-    # nothing when it cannot read them (a MAF without its required columns), so such a study changes nothing.
-    mutations = None
-    if files.mutations:
-        mapping = sample_map(samples) if samples is not None else None
-        mutations = ingest_variants(lake, files.mutations, sample_map=mapping, gene_panel=panel)
-        step()
-    counts: dict[str, dict] = {"labels": ingest_labels(lake, files.patient, table=labels),
-                               "excluded": {"clinical": excluded}}
+    # Every table is prepared (read and checked) before the first write, so a study whose labels or features
+    # cannot be loaded changes nothing.
+    prepared = {"labels": prepare_labels(lake, files.patient, table=labels)}
     if len(clinical.frame.columns) > 1:
-        counts["clinical"] = ingest_features(lake, files.patient, modality="clinical", table=clinical,
-                                             replace="source", categorical=_declared_text(patients))
-    step()
+        prepared["clinical"] = prepare_features(lake, files.patient, modality="clinical", table=clinical,
+                                                replace="source", categorical=_declared_text(patients))
+    samples_not_used = 0
     if per_sample is not None:
-        first, counts["excluded"]["clinical_sample"] = per_sample
+        first, excluded_sample = per_sample
         first.rejects.extend(samples.rejects)  # the sample file's lines with a wrong field count
         if len(first.frame.columns) > 1:
-            counts["clinical_sample"] = {**ingest_features(lake, files.sample, modality="clinical_sample",
+            prepared["clinical_sample"] = prepare_features(lake, files.sample, modality="clinical_sample",
                                                            table=first, replace="source",
-                                                           categorical=_declared_text(samples)),
-                                         "samples_not_used": int(samples.frame["SAMPLE_ID"].notna().sum())
-                                         - len(first.frame)}
+                                                           categorical=_declared_text(samples))
+            samples_not_used = int(samples.frame["SAMPLE_ID"].notna().sum()) - len(first.frame)
+    if cna is not None:
+        prepared["cna"] = prepare_features(lake, files.cna, modality="cna", table=cna, replace="source")
+    if expression is not None:
+        prepared["expression"] = prepare_features(lake, files.expression, modality="expression", table=expression,
+                                                  replace="source")
+    # The mutation files are written first, as ingest_variants writes nothing when it cannot read them (a MAF
+    # without its required columns), so such a study changes nothing either.
+    counts: dict[str, dict] = {}
+    if files.mutations:
+        mapping = sample_map(samples) if samples is not None else None
+        counts["mutations"] = ingest_variants(lake, files.mutations, sample_map=mapping, gene_panel=panel)
+        step()
+    counts.update({part: write_prepared(lake, prepared[part]) for part in ("labels", "clinical") if part in prepared})
+    counts["excluded"] = {"clinical": excluded}
+    step()
+    if per_sample is not None:
+        counts["excluded"]["clinical_sample"] = excluded_sample
+        if "clinical_sample" in prepared:
+            counts["clinical_sample"] = {**write_prepared(lake, prepared["clinical_sample"]),
+                                         "samples_not_used": samples_not_used}
         elif samples.rejects:  # no sample attribute to load, but its bad lines are still said
             lake.add_rejects(samples.rejects, modality="features")
             counts["clinical_sample"] = {"rejected": len(samples.rejects)}
         step()
-    if mutations is not None:
-        counts["mutations"] = mutations
-    if cna is not None:
-        counts["cna"] = ingest_features(lake, files.cna, modality="cna", table=cna, replace="source")
-        step()
-    if expression is not None:
-        counts["expression"] = ingest_features(lake, files.expression, modality="expression", table=expression,
-                                                 replace="source")
-        step()
+    for part in ("cna", "expression"):
+        if part in prepared:
+            counts[part] = write_prepared(lake, prepared[part])
+            step()
     notes = [f"{', '.join(p.name for p in files.supplementary)}: supplementary clinical file(s) of the study,"
              " not loaded (only the main patient and sample files are)"] if files.supplementary else []
     if files.unread:

@@ -183,6 +183,14 @@ def test_an_unusable_maf_stops_the_study_before_anything_is_written(tmp_path, la
     assert not any(lake.has(table) for table in ("labels", "features", "variants"))
 
 
+def test_a_study_whose_every_patient_line_is_rejected_writes_nothing_not_even_its_mutations(tmp_path, lake):
+    rows = [[f"P{i // 2}", 50, "Male", "0:LIVING", 5, "0:DiseaseFree", 1, "Alive", f"X{i}", "White"]
+            for i in range(2, 14)]  # every patient id on two lines
+    with pytest.raises(ValueError, match=r"data_clinical_patient.txt: every row was rejected"):
+        ingest_cbioportal(lake, _study(tmp_path / "study", patients=rows))
+    assert not any(lake.has(table) for table in ("labels", "features", "variants", "rejects"))
+
+
 def test_a_matrix_that_is_not_utf8_is_named_with_its_line(tmp_path, lake):
     folder = _study(tmp_path / "study")
     matrix = folder / "data_mrna_seq_v2_rsem.txt"
