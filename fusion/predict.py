@@ -182,22 +182,28 @@ def prior_outputs(train: Outputs) -> Outputs:
 
 # -- one patient --------------------------------------------------------------------------------------------
 def resolve_patient(lake: Lake, frames: LakeFrames, patient: str) -> str:
-    """The ``patient_key`` of ``patient`` (a key or any identifier known to the crosswalk).
+    """The ``patient_key`` of ``patient``: a key, any identifier known to the crosswalk, or the id of a sample
+    of the lake's genomics (a tumour barcode such as a cBioPortal ``SAMPLE_ID``).
 
     Raises:
         UnknownPatientError: no patient of the lake has this identifier.
     """
-    from ingest.reader import patient_key_of
+    from ingest.reader import patient_key_of, patient_of_sample
+
+    def known(key: str) -> bool:
+        return any((getattr(frames, name)["patient_key"] == key).any() for name in FRAME_COLUMNS)
 
     key = patient_key_of(lake, patient)
-    known = any((getattr(frames, name)["patient_key"] == key).any() for name in FRAME_COLUMNS)
-    if not known:
+    if not known(key):
+        owner = patient_of_sample(lake, patient)
+        key = patient_key_of(lake, owner) if owner is not None else key
+    if not known(key):
         # a lake without FHIR has no crosswalk: its patients are the ids of the labels (and features) it was given
         listing = ("patient_key, id_system, id_value from patient_xref" if lake.has("patient_xref")
                    else "patient_id from labels")
         raise UnknownPatientError(f"no patient with the given identifier in lake {lake.path}; pass a patient "
-                                  "key or an identifier (e.g. MRN): `tumorboard lake sql --lake LAKE \"select "
-                                  f"{listing}\"` lists them")
+                                  "key, an identifier (e.g. MRN) or a genomics sample id: `tumorboard lake sql "
+                                  f"--lake LAKE \"select {listing}\"` lists the patients")
     return key
 
 

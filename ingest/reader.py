@@ -105,6 +105,20 @@ def patient_key_of(lake: Lake, patient: str) -> str:
     return id_map(lake).get(patient, patient)
 
 
+def patient_of_sample(lake: Lake, sample_id: str) -> str | None:
+    """The patient id the lake's genomics tables give sample ``sample_id`` (a tumour barcode), or None when no
+    table has the sample or they give it several patients."""
+    import pyarrow.dataset as ds
+
+    for table in ("tmb", "gene_status", "variants"):
+        if lake.has(table):
+            found = lake.dataset(table).to_table(columns=["patient_id"], filter=ds.field("sample_id") == sample_id)
+            patients = set(found.column("patient_id").to_pylist())
+            if patients:
+                return patients.pop() if len(patients) == 1 else None
+    return None
+
+
 def read_patients(lake: Lake) -> pd.DataFrame:
     """patient_key, mrn, birth_date, sex (FHIR gender), death_date (NaT when alive or the date is not known),
     deceased (bool: a death date, or ``deceasedBoolean`` true)."""

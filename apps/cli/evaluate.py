@@ -117,7 +117,8 @@ def _fmt(item: dict | None) -> str:
 
 def predict(
     run: RunArgument,
-    patient: Annotated[str, typer.Option("--patient", help="Patient key or any identifier (e.g. MRN).")],
+    patient: Annotated[str, typer.Option(
+        "--patient", help="Patient key, any identifier (e.g. MRN), or the id of one of their genomics samples.")],
     lake: LakeOption = None,
     explain: Annotated[bool, typer.Option("--explain/--no-explain", help="Add modality contributions, "
                                           "image attribution and top features.")] = True,

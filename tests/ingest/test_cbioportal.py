@@ -310,8 +310,10 @@ def test_the_command_prints_each_part_and_exits_2_on_rejects(tmp_path):
 def test_a_study_trains_and_evaluates_without_fhir(tmp_path, lake):
     """A lake of curated tables only assembles into a cohort; a modality too few patients have (genomics: 2 of
     30 sequenced) gets no single-modality model, and a note says why, while the other ablations are scored."""
+    from fusion.cohort import load_frames
     from fusion.config import load_config
     from fusion.evaluate import evaluate_run
+    from fusion.predict import UnknownPatientError, resolve_patient
     from fusion.train import train
 
     rows = [[f"P{i}", 40 + i, "Male" if i % 2 else "Female", "1:DECEASED" if i % 3 else "0:LIVING", 2.0 * i,
@@ -326,6 +328,10 @@ def test_a_study_trains_and_evaluates_without_fhir(tmp_path, lake):
     ablations = result["tasks"]["survival"]["ablations"]
     assert "only_clinical" in ablations and "only_genomics" not in ablations and "without_genomics" in ablations
     assert any(note.startswith("only_genomics was not trained: need >= 2 training") for note in result["notes"])
+    frames = load_frames(lake.path)  # predict --patient takes a sample barcode for its patient
+    assert resolve_patient(lake, frames, "P2-01") == resolve_patient(lake, frames, "P2") == "P2"
+    with pytest.raises(UnknownPatientError):
+        resolve_patient(lake, frames, "P2-09")
 
 
 def test_two_studies_add_up_and_each_one_again_replaces_only_its_own_rows(tmp_path, lake):
