@@ -179,6 +179,8 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     """Load a run written by :func:`fusion.train.train` (weights through safetensors) onto the CPU, where
     evaluation and prediction run, whichever device trained it."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run directory {run_dir} does not exist; pass a folder written by `tumorboard train`")
     missing = [f for f in (MODEL_FILE, CONFIG_FILE, META_FILE) if not (run_dir / f).is_file()]
     if missing:
         hint = " (a cross-validation run: load one of its fold_<k> folders)" if (run_dir / "fold_0").is_dir() \

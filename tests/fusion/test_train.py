@@ -215,6 +215,12 @@ def test_cross_validation_writes_folds_and_summary(tmp_path):
         load_run(out)
 
 
+def test_load_run_names_a_missing_run_directory(tmp_path):
+    """A mistyped RUN is said not to exist, not to lack the files of a run."""
+    with pytest.raises(RunError, match="does not exist"):
+        load_run(tmp_path / "no_such_run")
+
+
 def test_cross_validation_folds_choose_columns_on_their_own_training_patients():
     """A lab measured only in one fold's test patients must not become a column of that fold."""
     frames = make_frames(30)
