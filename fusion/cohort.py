@@ -250,7 +250,7 @@ class Cohort:
 
 
 def assemble_cohort(frames: LakeFrames, config: RunConfig, *, selection: FeatureSelection | None = None,
-                    assign: bool = True) -> Cohort:
+                    assign: bool = True, lenient: tuple[str, ...] = ()) -> Cohort:
     """Build the cohort of ``config`` from ``frames`` (a pure function of its inputs).
 
     Args:
@@ -258,6 +258,8 @@ def assemble_cohort(frames: LakeFrames, config: RunConfig, *, selection: Feature
         config: the run configuration.
         selection: reuse these columns (from a saved run) instead of selecting top-K codes.
         assign: assign train/val/test splits (else every patient is ``"test"``).
+        lenient: targets (``"diagnosis"``, ``"treatment"``) whose labels outside the configured classes are
+            unknown, not an error, besides those no enabled task reads (:func:`unread_targets`).
 
     When splits are assigned and no selection is given, the top-K lab, condition, medication and gene columns
     are chosen on the *training* patients only (val and test patients never shape the columns). The split does
@@ -267,7 +269,7 @@ def assemble_cohort(frames: LakeFrames, config: RunConfig, *, selection: Feature
     if selection is None and assign:
         provisional = _assemble(frames, config, None, assign=True)
         selection = select_columns(frames, config, set(provisional.patient_keys[provisional.split == "train"]))
-    return _assemble(frames, config, selection, assign=assign)
+    return _assemble(frames, config, selection, assign=assign, lenient=lenient)
 
 
 def select_columns(frames: LakeFrames, config: RunConfig, train_keys: set[str]) -> FeatureSelection:
@@ -296,7 +298,7 @@ def restrict_frames(frames: LakeFrames, keys: set[str]) -> LakeFrames:
 
 
 def _assemble(frames: LakeFrames, config: RunConfig, selection: FeatureSelection | None, *,
-              assign: bool) -> Cohort:
+              assign: bool, lenient: tuple[str, ...] = ()) -> Cohort:
     data = config.data
     index, index_code = index_dates(frames.conditions, frames.labels, data.index)
     keys = np.array(sorted(index.index))
@@ -331,7 +333,8 @@ def _assemble(frames: LakeFrames, config: RunConfig, selection: FeatureSelection
         chosen["extra"][name] = blocks[name].names
     images = image_refs(frames.images, keys, cutoff, data.images.modality) if "image" in enabled else None
 
-    targets = compute_targets(frames, keys, index, index_code, data.targets, lenient=unread_targets(config))
+    targets = compute_targets(frames, keys, index, index_code, data.targets,
+                              lenient=unread_targets(config) + lenient)
     # e.g. a death dated before the index date, or recorded without a date: no survival time to learn from
     summary["without_survival_time"] = int(np.isnan(targets.time).sum())
     cohort = Cohort(keys, pd.DatetimeIndex(index.to_numpy()), blocks, images, targets,

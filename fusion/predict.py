@@ -80,9 +80,14 @@ def lake_frames(lake: Lake) -> LakeFrames:
     return _cached_frames(str(Path(lake.path).resolve()), lake.manifest_hash())
 
 
-def run_cohort(run: LoadedRun, frames: LakeFrames) -> Cohort:
+# predicting reads no label: a diagnosis or treatment the run never saw is unknown there, not an error
+PREDICT_LENIENT = ("diagnosis", "treatment")
+
+
+def run_cohort(run: LoadedRun, frames: LakeFrames, *, lenient: tuple[str, ...] = ()) -> Cohort:
     """The cohort of ``frames`` with the run's columns, and the run's split per patient key. Warns when the run
-    was trained under older cohort rules (:data:`fusion.cohort.COHORT_RULES`)."""
+    was trained under older cohort rules (:data:`fusion.cohort.COHORT_RULES`). ``lenient``: as for
+    :func:`fusion.cohort.assemble_cohort`."""
     trained_under = run.meta.get("cohort_rules", 1)
     if trained_under < COHORT_RULES:
         warnings.warn(f"run {run.run_dir} was trained under cohort rules {trained_under}; its patients' features are"
@@ -90,7 +95,7 @@ def run_cohort(run: LoadedRun, frames: LakeFrames) -> Cohort:
                       " ending at the index date, one unit per lab), so predictions can differ from what it learned:"
                       " retrain it", stacklevel=2)
     selection = FeatureSelection.from_dict(run.meta["feature_selection"])
-    cohort = assemble_cohort(frames, run.config, selection=selection, assign=False)
+    cohort = assemble_cohort(frames, run.config, selection=selection, assign=False, lenient=lenient)
     for name, block in cohort.blocks.items():
         expected = run.meta["feature_names"].get(name)
         if expected != block.names:
@@ -213,7 +218,7 @@ def reference_log_risk(run: LoadedRun, frames: LakeFrames, lake_hash: str) -> np
     cached = cached_reference(run.run_dir / REFERENCE_FILE, lake_hash)
     if cached is not None:
         return cached
-    cohort = run_cohort(run, frames)
+    cohort = run_cohort(run, frames, lenient=PREDICT_LENIENT)
     rows = cohort.indices("train")
     rows = rows[present_after_drop(cohort, rows, ())]
     if rows.size == 0:
@@ -300,7 +305,7 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
     frames = lake_frames(lake)
     key = resolve_patient(lake, frames, patient)
     try:
-        cohort = run_cohort(run, restrict_frames(frames, {key}))
+        cohort = run_cohort(run, restrict_frames(frames, {key}), lenient=PREDICT_LENIENT)
     except CohortError as exc:
         raise PredictError(f"cannot build the patient's inputs: {_reason(exc)}") from None
     if len(cohort) != 1:

@@ -137,3 +137,22 @@ def test_an_unknown_patient_of_a_lake_without_fhir_is_told_a_query_that_runs(tmp
         resolve_patient(lake, load_frames(lake.path), "nobody")
     query = str(error.value).split('LAKE "')[1].split('"`')[0]
     assert "patient_xref" not in query and lake.sql(query).num_rows == 40
+
+
+def test_predict_reads_no_label_of_the_patient(tmp_path):
+    """A patient whose curated diagnosis or treatment the run never saw (labels are targets, not inputs) is
+    predicted over the run's classes; it failed with 'add them to the config' for every patient of the lake."""
+    rng = np.random.default_rng(3)
+    n = 40
+    x = rng.normal(size=n)
+    lake = curated_lake(tmp_path, n=n, labels={
+        "time": rng.exponential(500 * np.exp(-0.5 * x)).round(1), "event": (rng.random(n) < 0.7).astype(int),
+        "diagnosis": rng.choice(["adeno", "squamous"], n)})
+    run = load_run(_train(lake, tmp_path / "run", "tasks.diagnosis.enabled=true",
+                          "data.targets.diagnosis_classes=[adeno, squamous]", "split.stratify=none"))
+    torch.set_num_threads(1)
+    (tmp_path / "new.csv").write_text("patient_id,diagnosis,treatment,index_date\n"
+                                      "p000,small cell,radiotherapy,2020-01-01\n")
+    ingest_labels(Lake(lake), tmp_path / "new.csv")
+    result = predict_patient(run, Lake(lake), "p000")
+    assert list(result["diagnosis"]) == ["adeno", "squamous"] and result["survival"] is not None
