@@ -420,10 +420,10 @@ def stored_slice(run: LoadedRun, shape: list[int], model_index: int) -> int | No
 
 def _reason(exc: CohortError) -> str:
     text = str(exc)
+    if "any enabled modality" in text:  # first: its message also names "the index date"
+        return "no data for any of the run's modalities"
     if "index date" in text:
         return "no index date (no cancer Condition matches data.index and no labels index_date)"
-    if "any enabled modality" in text:
-        return "no data for any of the run's modalities"
     return text
 
 

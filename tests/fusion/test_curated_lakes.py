@@ -156,3 +156,18 @@ def test_predict_reads_no_label_of_the_patient(tmp_path):
     ingest_labels(Lake(lake), tmp_path / "new.csv")
     result = predict_patient(run, Lake(lake), "p000")
     assert list(result["diagnosis"]) == ["adeno", "squamous"] and result["survival"] is not None
+
+
+def test_predict_names_a_patient_without_data_for_the_run(tmp_path):
+    """A patient with an index date but none of the run's modalities is told so, not said to lack an index
+    date (the cohort's message mentions 'the index date + grace_days')."""
+    import pytest
+
+    from fusion.predict import PredictError
+
+    lake = curated_lake(tmp_path)
+    run = load_run(_train(lake, tmp_path / "run"))
+    (tmp_path / "new.csv").write_text("patient_id,index_date\np999,2020-01-01\n")
+    ingest_labels(Lake(lake), tmp_path / "new.csv")
+    with pytest.raises(PredictError, match="no data for any of the run's modalities"):
+        predict_patient(run, Lake(lake), "p999")
