@@ -21,19 +21,20 @@ import math
 import platform
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 import fusion.models  # noqa: F401  (fills the encoder and fusion registries)
 from fusion.config import RunConfig, dump_config, load_config
 from fusion.models import BreslowEstimator, FusionModel, HeadsConfig, RiskOffset, create_encoder, create_fusion
-from fusion.models.registry import check_arguments, encoder_entry, encoder_kind, fusion_entry
+from fusion.models.registry import check_arguments, encoder_entry, encoder_kind, fusion_entry, unknown_arguments
 
 # 2: features are dated strictly before index + grace_days, and tasks.diagnosis.modalities exists; a format-1
 # run would be fed features built by other rules.
@@ -79,12 +80,25 @@ def check_model_arguments(config: RunConfig) -> None:
             if kind != data:  # (data kind as model_spec decides it)
                 raise RunError(f"{key}={mcfg.encoder!r} is a {kind} encoder but {name!r} is {data} data; choose "
                                f"one of the {data} encoders")
-            check_arguments(encoder_entry(mcfg.encoder), dict(mcfg.encoder_kwargs),
-                            f"modalities.{name}.encoder_kwargs: encoder {mcfg.encoder!r}")
-        check_arguments(named("fusion.name", fusion_entry, config.fusion.name), dict(config.fusion.kwargs),
-                        f"fusion.kwargs: fusion module {config.fusion.name!r}")
+            _check_kwargs(encoder_entry(mcfg.encoder), dict(mcfg.encoder_kwargs), f"modalities.{name}.encoder_kwargs",
+                          f"encoder {mcfg.encoder!r}")
+        _check_kwargs(named("fusion.name", fusion_entry, config.fusion.name), dict(config.fusion.kwargs),
+                      "fusion.kwargs", f"fusion module {config.fusion.name!r}")
     except ValueError as exc:
         raise RunError(str(exc)) from None
+
+
+def _check_kwargs(entry: Callable[..., object], kwargs: dict, key: str, what: str) -> None:
+    """:func:`check_arguments` of the mapping at ``key``, saying how to replace it: ``--set`` merges into a
+    preset's mapping, so choosing another module (``--set fusion.name=concat``) keeps the old module's keys."""
+    try:
+        check_arguments(entry, kwargs, f"{key}: {what}")
+    except ValueError as exc:
+        unknown = unknown_arguments(entry, kwargs)
+        kept = yaml.safe_dump({k: v for k, v in kwargs.items() if k not in unknown}, default_flow_style=True,
+                              sort_keys=False, width=10_000).strip()
+        raise RunError(f"{exc} (left from the config or another module? replace the whole mapping: "
+                       f"--set '{key}={kept}')") from None
 
 
 def build_model(config: RunConfig, spec: dict) -> FusionModel:

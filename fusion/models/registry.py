@@ -98,12 +98,15 @@ def fusion_entry(name: str) -> Callable[..., nn.Module]:
 def check_arguments(fn: Callable[..., object], kwargs: dict, what: str) -> None:
     """Raise ValueError naming the valid arguments when ``kwargs`` has one that ``fn`` does not take (an entry
     function that forwards ``**kwargs`` to the class it returns is checked against that class)."""
-    params = _parameters(fn)
-    if params is None:
-        return
-    unknown = sorted(set(kwargs) - set(params))
+    unknown = unknown_arguments(fn, kwargs)
     if unknown:
-        raise ValueError(f"{what} has no argument(s) {', '.join(unknown)}; valid: {', '.join(params)}")
+        raise ValueError(f"{what} has no argument(s) {', '.join(unknown)}; valid: {', '.join(_parameters(fn))}")
+
+
+def unknown_arguments(fn: Callable[..., object], kwargs: dict) -> list[str]:
+    """The sorted keys of ``kwargs`` that ``fn`` does not take (none when it takes any keyword)."""
+    params = _parameters(fn)
+    return [] if params is None else sorted(set(kwargs) - set(params))
 
 
 def _parameters(fn: Callable[..., object]) -> list[str] | None:

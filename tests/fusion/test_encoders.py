@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -94,6 +96,19 @@ def test_misspelt_arguments_are_named_before_any_data_is_read():
     with pytest.raises(RunError, match="modalities.image.encoder_kwargs: encoder 'timm' has no argument\\(s\\) colour"):
         check_model_arguments(load_config(None, ["modalities.image.enabled=true",
                                                  "modalities.image.encoder_kwargs.colour=1"]))
+
+
+
+def test_a_presets_kwargs_left_for_another_module_say_how_to_replace_them():
+    from fusion.config import load_config
+    from fusion.run import RunError, check_model_arguments
+
+    preset = Path(__file__).resolve().parents[2] / "configs" / "genomics_clinical_survival.yaml"
+    with pytest.raises(RunError, match=r"attention_dim.*the whole mapping: --set 'fusion.kwargs=\{dropout: 0.1\}'"):
+        check_model_arguments(load_config(preset, ["fusion.name=concat"]))
+    check_model_arguments(load_config(preset, ["fusion.name=concat", "fusion.kwargs={dropout: 0.1}"]))
+    with pytest.raises(RunError, match=r"--set 'modalities.ehr.encoder_kwargs=\{dropout: 0.1, out_dim: 32\}'"):
+        check_model_arguments(load_config(preset, ["modalities.ehr.encoder=mlp"]))
 
 
 def test_list_encoders_by_kind():
