@@ -738,7 +738,8 @@ def evaluate_folds(cv_dir: str | Path, lake: str | Path | None = None, *, retrai
                    progress: Progress | None = None, n_boot: int | None = None) -> dict:
     """Evaluate every fold of a ``--cv`` run (each ``fold_<k>/metrics.json`` as :func:`evaluate_run` writes it)
     and write ``CV/metrics.json``: ``{"run", "k", "folds", "created_at", "tasks": {task: {"n" (all folds),
-    "model" | "baselines" | "ablations": {metric: {"value" (mean over folds), "sd", "folds" (per fold)}}}}}``.
+    "model" | "baselines" | "ablations": {metric: {"value" (mean over folds), "sd", "folds" (per fold)}}}},
+    "lake_changed" (in any fold), "notes" (each fold's, prefixed with its name)}``.
     Each fold is tested on its own patients, so the per-fold values are what to compare."""
     cv_dir = Path(cv_dir)
     folds = sorted((p for p in cv_dir.glob("fold_*") if p.is_dir()), key=lambda p: int(p.name.split("_")[-1]))
@@ -760,7 +761,9 @@ def evaluate_folds(cv_dir: str | Path, lake: str | Path | None = None, *, retrai
             out[group] = {name: _across_folds([(b.get(group) or {}).get(name) for b in blocks]) for name in names}
         tasks[task] = out
     result = {"run": str(cv_dir), "k": len(folds), "folds": [f.name for f in folds],
-              "created_at": datetime.now(UTC).isoformat(), "tasks": tasks}
+              "created_at": datetime.now(UTC).isoformat(), "tasks": tasks,
+              "lake_changed": any(r.get("lake_changed") for r in results),
+              "notes": [f"{fold.name}: {note}" for fold, r in zip(folds, results, strict=True) for note in r["notes"]]}
     temporary = cv_dir / f".{METRICS_FILE}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         temporary.write_text(json.dumps(result, indent=1))

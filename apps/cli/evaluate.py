@@ -64,12 +64,18 @@ def evaluate(
         raise fail(str(exc)) from None
     if folds:
         _print_folds(result)
+        _print_notes(result)
         console.print(f"wrote {escape(str(run / METRICS_FILE))} and each fold's metrics.json and plots")
-        return
-    _print_summary(result)
+    else:
+        _print_summary(result)
+        _print_notes(result)
+        console.print(f"wrote {escape(str(run / METRICS_FILE))} and {escape(', '.join(result['plots']))}")
+
+
+def _print_notes(result: dict) -> None:
+    """The evaluation's notes, and a warning when the lake changed since training."""
     for note in result.get("notes") or []:
         console.print(f"note: {escape(note)}")
-    console.print(f"wrote {escape(str(run / METRICS_FILE))} and {escape(', '.join(result['plots']))}")
     if result.get("lake_changed"):
         err_console.print("[yellow]warning:[/] the lake changed since this model was trained (its manifest hash "
                           "differs): inputs and outcomes may differ from training's; metrics.json says lake_changed")

@@ -333,3 +333,28 @@ def test_diagnosis_macro_metrics_keep_the_classes_of_the_sample_on_every_resampl
             draws.append(np.mean([metrics.auroc(y[idx] == c, prob[idx, c]) for c in range(3)]))
     assert 0.5 * n_boot <= len(draws) < 0.8 * n_boot
     assert (out["ci_low"], out["ci_high"]) == pytest.approx(tuple(np.quantile(draws, [0.025, 0.975])))
+
+
+def test_a_cross_validation_says_when_the_lake_changed_and_keeps_the_folds_notes(tmp_path, monkeypatch):
+    """The folds' ``lake_changed`` and notes reach the --cv run's metrics.json and ``tumorboard evaluate``."""
+    from typer.testing import CliRunner
+
+    from apps.cli import app
+    from fusion import evaluate
+
+    def fold_result(run_dir, lake, **kwargs):
+        changed = Path(run_dir).name == "fold_1"
+        return {"tasks": {"survival": {"n": 5, "model": {"c_index_harrell": {"value": 0.6}},
+                                       "baselines": {}, "ablations": {}}},
+                "lake_changed": changed, "notes": ["horizon 1095 days not scored"] if changed else []}
+
+    for k in range(2):
+        (tmp_path / "cv" / f"fold_{k}").mkdir(parents=True)
+    monkeypatch.setattr(evaluate, "evaluate_run", fold_result)
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "cv"), "--no-retrain"])
+    assert result.exit_code == 0, result.output
+    pooled = json.loads((tmp_path / "cv" / "metrics.json").read_text())
+    assert pooled["lake_changed"] is True and pooled["notes"] == ["fold_1: horizon 1095 days not scored"]
+    output = " ".join(result.output.split())
+    assert "the lake changed since this model was trained" in output
+    assert "note: fold_1: horizon 1095 days not scored" in output
