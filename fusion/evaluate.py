@@ -739,7 +739,7 @@ def evaluate_folds(cv_dir: str | Path, lake: str | Path | None = None, *, retrai
     """Evaluate every fold of a ``--cv`` run (each ``fold_<k>/metrics.json`` as :func:`evaluate_run` writes it)
     and write ``CV/metrics.json``: ``{"run", "k", "folds", "created_at", "tasks": {task: {"n" (all folds),
     "model" | "baselines" | "ablations": {metric: {"value" (mean over folds), "sd", "folds" (per fold)}}}},
-    "lake_changed" (in any fold), "notes" (each fold's, prefixed with its name)}``.
+    "lake_changed" (in any fold), "notes" (each fold's, prefixed with its name, and the tasks it skipped)}``.
     Each fold is tested on its own patients, so the per-fold values are what to compare."""
     cv_dir = Path(cv_dir)
     folds = sorted((p for p in cv_dir.glob("fold_*") if p.is_dir()), key=lambda p: int(p.name.split("_")[-1]))
@@ -762,8 +762,7 @@ def evaluate_folds(cv_dir: str | Path, lake: str | Path | None = None, *, retrai
         tasks[task] = out
     result = {"run": str(cv_dir), "k": len(folds), "folds": [f.name for f in folds],
               "created_at": datetime.now(UTC).isoformat(), "tasks": tasks,
-              "lake_changed": any(r.get("lake_changed") for r in results),
-              "notes": [f"{fold.name}: {note}" for fold, r in zip(folds, results, strict=True) for note in r["notes"]]}
+              "lake_changed": any(r.get("lake_changed") for r in results), "notes": _fold_notes(folds, results)}
     temporary = cv_dir / f".{METRICS_FILE}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         temporary.write_text(json.dumps(result, indent=1))
@@ -771,6 +770,14 @@ def evaluate_folds(cv_dir: str | Path, lake: str | Path | None = None, *, retrai
     finally:
         temporary.unlink(missing_ok=True)
     return result
+
+
+def _fold_notes(folds: list[Path], results: list[dict]) -> list[str]:
+    """Each fold's notes, and one per task a fold could not score (its mean is over the other folds)."""
+    notes = [f"{fold.name}: {note}" for fold, r in zip(folds, results, strict=True) for note in r["notes"]]
+    return notes + [f"{fold.name}: {task} not scored ({block['skipped']}); its mean and SD are over the other folds"
+                    for fold, r in zip(folds, results, strict=True) for task, block in r["tasks"].items()
+                    if "skipped" in block]
 
 
 def _across_folds(scores: list[dict | None]) -> dict:

@@ -358,3 +358,21 @@ def test_a_cross_validation_says_when_the_lake_changed_and_keeps_the_folds_notes
     output = " ".join(result.output.split())
     assert "the lake changed since this model was trained" in output
     assert "note: fold_1: horizon 1095 days not scored" in output
+
+
+def test_a_fold_that_could_not_score_a_task_is_named(tmp_path, monkeypatch):
+    """A task skipped in one fold (no responders among its test patients) is averaged over the others: said."""
+    from fusion import evaluate
+
+    def fold_result(run_dir, lake, **kwargs):
+        scored = {"n": 9, "model": {"auroc": {"value": 0.7}}, "baselines": {}, "ablations": {}}
+        skipped = {"n": 9, "skipped": "the test split needs responders and non-responders"}
+        return {"tasks": {"response": skipped if Path(run_dir).name == "fold_0" else scored}, "notes": []}
+
+    for k in range(3):
+        (tmp_path / f"fold_{k}").mkdir()
+    monkeypatch.setattr(evaluate, "evaluate_run", fold_result)
+    pooled = evaluate.evaluate_folds(tmp_path)
+    assert pooled["tasks"]["response"]["model"]["auroc"]["folds"] == [None, 0.7, 0.7]
+    assert pooled["notes"] == ["fold_0: response not scored (the test split needs responders and non-responders); "
+                               "its mean and SD are over the other folds"]
