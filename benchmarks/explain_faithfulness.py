@@ -13,9 +13,12 @@ with a CT, and prints:
    chance = the share of cells that touch it; "other patients' nodules" = the same maps scored against the
    other patients' nodules, what a map that ignores the patient gets), the mass on the nodule's side of the
    chest, and whether the chosen slice is the one nearest the nodule centre / cuts the nodule at all. The
-   reported map (HiResCAM) is set against Grad-CAM at the same layer and against occlusion (each cell of the
-   slice nearest the nodule replaced by the training patients' mean image, the log-risk drop): where the model
-   actually reads this patient's CT.
+   reported map (integrated gradients from the run's reference image, the training patients' mean image;
+   HiResCAM for a run saved without it) is set against HiResCAM and Grad-CAM at the CAM layer and against
+   occlusion (each cell of the slice nearest the nodule replaced by the training patients' mean image, the
+   log-risk drop): where the model actually reads this patient's CT. Candidates scored alike: HiResCAM one
+   stage shallower, input x gradient and integrated gradients from the mean image, at the chosen slice and at
+   the one nearest the nodule.
 2. Integrated gradients vs the generator's log-hazard: how many of the top-10 tabular features are inputs
    that carry a term of the true log-hazard (``ingest.synth.cohort``: stage, age, ECOG, comorbidities, the
    inflammation labs, STK11 / KEAP1 / TP53 / KRAS / EGFR), against what 10 features drawn at random from the
@@ -40,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from captum.attr import LayerGradCam, LayerGradientXActivation
+from captum.attr import InputXGradient, IntegratedGradients, LayerGradCam, LayerGradientXActivation
 from scipy.stats import spearmanr
 from torch.nn import functional as nnf
 
@@ -148,7 +151,7 @@ def slice_z_mm(run, geo: Geometry, stored_shape: list[int], model_index: int) ->
     return (original - (geo.n_slices - 1) / 2.0) * geo.thickness
 
 
-def slice_maps(model, batch: dict) -> dict[str, np.ndarray]:
+def slice_maps(model, batch: dict, mean_image: torch.Tensor, cells: tuple[int, int]) -> dict[str, np.ndarray]:
     """``{"hires_cam", "grad_cam": (S, h, w)}``: the log-risk's HiResCAM (what
     :func:`fusion.explain.image_attribution` reports, for one slice) and, for comparison, Grad-CAM (captum
     ``LayerGradCam``) on every valid slice at the same layer, ReLU'd, pooled to the reported map's side."""
@@ -165,12 +168,24 @@ def slice_maps(model, batch: dict) -> dict[str, np.ndarray]:
                                encoded.cls, explain._expand(encoded.offset_terms, b),
                                explain._expand_treatment(encoded.treatment, b))
 
+    names = [n for n, _ in enc.backbone.named_children()]
+    shallower = enc.backbone.get_submodule(names[names.index(explain._cam_layer(enc.backbone, x[0, :1])[0]) - 1])
+    valid = mask[0]
+
+    def pixels(attr: torch.Tensor) -> torch.Tensor:  # (1, S, C, H, W) -> (valid S, 1, H, W), positive part
+        return attr[0][valid].sum(1, keepdim=True).clamp(min=0)
+
     maps = {"hires_cam": LayerGradientXActivation(forward, layer).attribute(x).sum(1, keepdim=True).clamp(min=0),
-            "grad_cam": LayerGradCam(forward, layer).attribute(x, relu_attributions=True)}
-    out = {}
+            "grad_cam": LayerGradCam(forward, layer).attribute(x, relu_attributions=True),
+            "hires_cam_shallower": LayerGradientXActivation(forward, shallower).attribute(x).sum(1, keepdim=True)
+            .clamp(min=0),
+            "input_x_gradient": pixels(InputXGradient(forward).attribute(x)),
+            "ig_mean_image": pixels(IntegratedGradients(forward).attribute(
+                x, baselines=explain._series_like(mean_image, x), n_steps=explain.IG_STEPS,
+                internal_batch_size=explain.IG_STEPS // 4))}
+    out = {}  # every map pooled to the reported map's cells
     for name, cam in maps.items():
-        side = (min(cam.shape[-2], explain.MAP_MAX_SIDE), min(cam.shape[-1], explain.MAP_MAX_SIDE))
-        out[name] = nnf.adaptive_avg_pool2d(cam.detach(), side)[:, 0].numpy().astype(np.float64)
+        out[name] = nnf.adaptive_avg_pool2d(cam.detach(), cells)[:, 0].numpy().astype(np.float64)
     return out
 
 
@@ -227,6 +242,8 @@ def main() -> None:  # noqa: C901, PLR0915
     train_rows = train_rows[cohort.images.present[train_rows]]
     train_images = dataset_for(run, cohort, train_rows)
     mean_image = torch.stack([train_images[i]["image"] for i in range(len(train_rows))]).mean(0)
+    if run.reference_image is not None:  # what predict's integrated gradients start from
+        mean_image = run.reference_image
 
     cam, tab, mods = [], [], []
     for row in chosen.itertuples(index=False):
@@ -246,7 +263,8 @@ def main() -> None:  # noqa: C901, PLR0915
             cover = cell_cover(disk_mask(geo, (h, w), nod["centre_mm"][1:], nod["radius_mm"]), heat.shape)
             columns = np.sign(np.linspace(-1.0, 1.0, w))[None, :].repeat(h, 0)  # x < 0: left of the image
             side = cell_cover(columns == np.sign(nod["centre_mm"][2]), heat.shape)
-            maps = slice_maps(run.model, batch)
+            maps = slice_maps(run.model, batch, mean_image, heat.shape)
+            recomputed = maps["ig_mean_image" if att["method"] == "integrated_gradients" else "hires_cam"]
             occluded = occlusion(run.model, batch, mean_image, nearest, heat.shape)
             item = {"layer": att["layer"], "heat": heat, "cover": cover, "area": cover.mean(),
                     "chance": (cover > 0).mean(), "side": (heat * side).sum() / max(heat.sum(), 1e-12),
@@ -254,8 +272,9 @@ def main() -> None:  # noqa: C901, PLR0915
                     "cuts": abs(zs[chosen_slice] - nod["centre_mm"][0]) < nod["radius_mm"],
                     "uniform": np.ptp(att["slice_attention"][:n_valid]) < 0.05 * max(att["slice_attention"]),
                     "occlusion": scores(np.clip(occluded, 0, None), cover),
-                    "consistent": np.allclose(maps["hires_cam"][chosen_slice]
-                                              / max(maps["hires_cam"][chosen_slice].max(), 1e-12), heat, atol=1e-3)}
+                    "method": att["method"],
+                    "consistent": np.allclose(recomputed[chosen_slice] / max(recomputed[chosen_slice].max(), 1e-12),
+                                              heat, atol=1e-3)}
             for name, m in maps.items():
                 item[f"{name}@chosen"] = scores(m[chosen_slice], cover)
                 item[f"{name}@nodule"] = scores(m[nearest], cover)
@@ -289,22 +308,25 @@ def main() -> None:  # noqa: C901, PLR0915
 
     # ---------------------------------------------------------------------------------------------- report
     c = pd.DataFrame(cam)
-    print(f"\n1. Image attribution ({len(c)} maps; layer {c['layer'][0]}, {c['heat'][0].shape[0]} x "
+    print(f"\n1. Image attribution ({len(c)} maps; {c['method'][0]}, {c['heat'][0].shape[0]} x "
           f"{c['heat'][0].shape[1]} cells; nodule disk = {c['area'].mean():.3f} of the image, touches "
           f"{c['chance'].mean():.3f} of the cells: a uniform map's mass share and a random peak's hit rate)")
-    print(f"   predict's map (HiResCAM) equals the recomputed one: {c['consistent'].mean():.3f}")
+    print(f"   predict's map ({c['method'][0]}) equals the recomputed one: {c['consistent'].mean():.3f}")
 
     def line(label: str, key: str) -> None:
         d = pd.DataFrame(list(c[key]))
         print(f"   {label:<44} mass in nodule {d['share'].mean():.3f}  pointing game {d['hit'].mean():.3f}"
               f" ({int(d['hit'].sum())}/{len(d)})  all-zero {int(d['empty'].sum())}")
 
-    line("reported map (HiResCAM, chosen slice)", "reported")
+    line("reported map (chosen slice)", "reported")
     line("Grad-CAM, chosen slice", "grad_cam@chosen")
     line("HiResCAM, slice nearest the nodule centre", "hires_cam@nodule")
     line("Grad-CAM, slice nearest the nodule centre", "grad_cam@nodule")
     line("occlusion by the mean image, nearest slice", "occlusion")
-    for name in ("hires_cam", "grad_cam"):
+    for name in ("hires_cam_shallower", "input_x_gradient", "ig_mean_image"):
+        line(f"{name}, chosen slice", f"{name}@chosen")
+        line(f"{name}, slice nearest the nodule centre", f"{name}@nodule")
+    for name in ("hires_cam", "grad_cam", "ig_mean_image"):
         peaks = pd.Series(list(c[f"{name}_peak"])).value_counts()
         print(f"   {name}: Spearman with the occlusion map {np.nanmean(c[f'{name}_vs_occlusion']):+.3f}; most"
               f" frequent peak cell {peaks.index[0]} ({peaks.iloc[0]}/{len(c)}); the slice with the most map mass is"
@@ -313,7 +335,7 @@ def main() -> None:  # noqa: C901, PLR0915
                 for i in range(len(c)) if c["heat"][i].sum() > 0]
     print(f"   reported maps scored on other patients' nodules (a map that ignores the patient): pointing game "
           f"{np.mean(shuffled):.3f}; reported map's mass on the nodule's side of the chest {c['side'].mean():.3f}")
-    print(f"   chosen slice (most attended) = slice nearest the nodule centre: {c['nearest'].mean():.3f}; cuts the "
+    print(f"   reported map's slice = slice nearest the nodule centre: {c['nearest'].mean():.3f}; cuts the "
           f"nodule: {c['cuts'].mean():.3f}; slice attention about uniform (spread < 5% of max): "
           f"{c['uniform'].mean():.3f}")
 

@@ -141,6 +141,34 @@ class CohortDataset(Dataset):
         return item
 
 
+def mean_image(dataset: CohortDataset) -> torch.Tensor | None:
+    """The mean model input image of the dataset's patients with an image, slice position by slice position:
+    ``(S, C, H, W)``, ``S`` the longest series (a position only some series reach is their mean there); None when
+    no patient has an image. The reference of :func:`fusion.explain.image_attribution`."""
+    c = dataset.cohort
+    if c.images is None:
+        return None
+    total, count = None, None
+    for row in dataset.rows[c.images.present[dataset.rows]]:
+        image = image_to_series(c.image_loader(str(c.images.tensor_file[row]), int(c.images.tensor_row[row])),
+                                in_chans=dataset.in_chans, max_slices=dataset.max_slices,
+                                image_size=dataset.image_size).double()
+        if total is None:
+            total, count = torch.zeros_like(image), torch.zeros(image.shape[0], dtype=torch.float64)
+        if image.shape[1:] != total.shape[1:]:
+            raise ValueError(f"images of different sizes {tuple(image.shape[1:])} and {tuple(total.shape[1:])}; "
+                             "set data.images.image_size")
+        if image.shape[0] > total.shape[0]:
+            total = torch.cat([total, torch.zeros(image.shape[0] - total.shape[0], *total.shape[1:],
+                                                  dtype=torch.float64)])
+            count = torch.cat([count, torch.zeros(image.shape[0] - count.shape[0], dtype=torch.float64)])
+        total[: image.shape[0]] += image
+        count[: image.shape[0]] += 1
+    if total is None:
+        return None
+    return (total / count.view(-1, 1, 1, 1)).float()
+
+
 def collate(items: list[dict]) -> dict:
     """Stack samples of :class:`CohortDataset` into a batch (see the module docstring)."""
     modalities, masks = {}, {}

@@ -9,14 +9,15 @@ heads (``diagnosis``, ``survival``, ``response``), so that each explanation re-r
 - :func:`top_features`: integrated gradients (captum) of the target with respect to the normalised tabular
   inputs, from the all-zero baseline = the training mean of every feature; a missing value has attribution 0
   (its missing-indicator effect is not attributed);
-- :func:`image_attribution`: HiResCAM (Draelos & Carin, 2020: Grad-CAM with element-wise instead of
-  channel-averaged gradients; captum ``LayerGradientXActivation`` summed over channels) on the deepest timm
-  feature stage that still localises, for the slice the encoder's attention pooling weighs most. Plain Grad-CAM
-  weighs each channel's whole map by its mean gradient, so it credits activations where the output does not
-  depend on them: on a demo-size run (300 patients, 15 epochs; ``benchmarks/explain_faithfulness.py``) its
-  maps of the 33 test cancer patients with a CT peaked on the nodule for none (26 on one image corner), while
-  replacing one cell of the slice nearest the nodule by the training mean image moved the log-risk most on the
-  nodule for 30; HiResCAM's maps peaked on it for 20 (a random cell: 6%);
+- :func:`image_attribution`: integrated gradients (captum) of the target with respect to the image pixels,
+  from the training patients' mean image (``LoadedRun.reference_image``: what an image without this patient's
+  findings looks like), on the slice where the image raises the target most. On a demo-size run (300 patients;
+  ``benchmarks/explain_faithfulness.py``) its maps of the 33 test cancer patients with a CT peaked on the nodule
+  for 31 at 8 x 8 cells (a random cell: 6%), against 20 for HiResCAM (Draelos & Carin, 2020: Grad-CAM with
+  element-wise gradients, on the deepest timm stage that still localises) and none for Grad-CAM, whose maps
+  peaked on an image corner for 26: it weighs each channel's whole map by its mean gradient, so it credits
+  activations where the output does not depend on them. A run without a reference image (written before it
+  was saved) gets HiResCAM, at the slice the encoder's attention pooling weighs most;
 - :func:`survival_interval`: a pointwise 95% interval for ``S(t | x)``; :func:`response_interval`: a 95%
   interval for each treatment's response probability (both from :func:`mc_samples`).
 
@@ -45,6 +46,7 @@ from fusion.models import BreslowEstimator, FusionModel
 
 Z_95 = 1.959964
 MAP_MAX_SIDE = 16
+IG_STEPS = 32  # integrated-gradient steps of the image map
 CAM_MIN_SIDE = 7  # CAM maps coarser than this cannot localise
 
 
@@ -246,16 +248,20 @@ def _cam_layer(backbone: nn.Module, sample: Tensor) -> tuple[str, nn.Module]:
     return convs[-1]
 
 
-def image_attribution(model: FusionModel, batch: dict, encoded: Encoded | None = None) -> dict | None:
-    """HiResCAM of the explanation target over the row's image, at the most attended slice:
-    ``ReLU(sum_c dy/dA_c * A_c)`` over the CAM layer's activations ``A`` (:func:`_cam_layer`), i.e. where the
-    activations push the target up given the target's local sensitivity to them there (Grad-CAM would use each
-    channel's spatially averaged gradient instead).
+def image_attribution(model: FusionModel, batch: dict, encoded: Encoded | None = None,
+                      reference: Tensor | None = None) -> dict | None:
+    """Where the row's image pushes the explanation target up (module docstring).
+
+    With ``reference`` (the training patients' mean input image ``(S', C, H, W)``): integrated gradients from
+    it (:data:`IG_STEPS` steps), summed over channels, positive part, on the slice with the most of it. Without:
+    HiResCAM at the most attended slice, ``ReLU(sum_c dy/dA_c * A_c)`` over the CAM layer's activations ``A``
+    (:func:`_cam_layer`).
 
     Returns:
-        ``{"method": "hires_cam", "layer", "slice_index" (into the model's input series), "slice_attention"
-        (S,), "map" (h x w nested lists in [0, 1], at most 16 x 16), "input_shape" [H, W]}``, or None when the
-        row has no image or the image encoder is not a timm backbone.
+        ``{"method": "integrated_gradients" | "hires_cam", "baseline" ("training_mean_image"; None for
+        HiResCAM), "layer" (HiResCAM's; None for integrated gradients), "slice_index" (into the model's input
+        series), "slice_attention" (S,), "map" (h x w nested lists in [0, 1], at most 16 x 16), "input_shape"
+        [H, W]}``, or None when the row has no image or the image encoder is not a timm backbone.
     """
     if "image" not in batch["modalities"] or "image" not in model.encoders:
         return None
@@ -271,10 +277,6 @@ def image_attribution(model: FusionModel, batch: dict, encoded: Encoded | None =
     if not bool(present["image"][0]):
         return None
     fixed = {m: e for m, e in emb.items() if m != "image"}
-    was_training = enc.backbone.training
-    enc.backbone.eval()
-    layer_name, layer = _cam_layer(enc.backbone, x[0, :1])
-    enc.backbone.train(was_training)
 
     def forward(images: Tensor) -> Tensor:
         b = images.shape[0]
@@ -283,19 +285,43 @@ def image_attribution(model: FusionModel, batch: dict, encoded: Encoded | None =
                        _expand(encoded.offset_terms, b), _expand_treatment(encoded.treatment, b),
                        encoded.response_treatment)
 
-    # (valid slices, channels, h, w) -> (valid slices, 1, h, w)
-    cam = LayerGradientXActivation(forward, layer).attribute(x).sum(1, keepdim=True).clamp(min=0).detach()
     weights = attention["image"][0]
     valid = mask[0].nonzero().squeeze(1)
-    best = int(valid[weights[valid].argmax()])
-    heat = cam[int((valid == best).nonzero()[0, 0])]
+    if reference is not None:
+        baseline = _series_like(reference, x)
+        pixels = IntegratedGradients(forward).attribute(x, baselines=baseline, n_steps=IG_STEPS,
+                                                        internal_batch_size=IG_STEPS // 4)
+        positive = pixels[0].sum(1, keepdim=True).clamp(min=0).detach()  # (S, 1, H, W)
+        best = int(valid[positive[valid].sum((1, 2, 3)).argmax()])
+        heat, method, layer_name = positive[best], "integrated_gradients", None
+    else:
+        was_training = enc.backbone.training
+        enc.backbone.eval()
+        layer_name, layer = _cam_layer(enc.backbone, x[0, :1])
+        enc.backbone.train(was_training)
+        # (valid slices, channels, h, w) -> (valid slices, 1, h, w)
+        cam = LayerGradientXActivation(forward, layer).attribute(x).sum(1, keepdim=True).clamp(min=0).detach()
+        best = int(valid[weights[valid].argmax()])
+        heat, method = cam[int((valid == best).nonzero()[0, 0])], "hires_cam"
     side = (min(heat.shape[-2], MAP_MAX_SIDE), min(heat.shape[-1], MAP_MAX_SIDE))
     heat = nnf.adaptive_avg_pool2d(heat.unsqueeze(0), side)[0, 0]
     peak = float(heat.max())
     heat = heat / peak if peak > 0 else heat
-    return {"method": "hires_cam", "layer": layer_name, "slice_index": best,
-            "slice_attention": [float(w) for w in weights], "map": heat.round(decimals=4).tolist(),
-            "input_shape": list(x.shape[-2:])}
+    return {"method": method, "baseline": "training_mean_image" if reference is not None else None,
+            "layer": layer_name, "slice_index": best, "slice_attention": [float(w) for w in weights],
+            "map": heat.round(decimals=4).tolist(), "input_shape": list(x.shape[-2:])}
+
+
+def _series_like(reference: Tensor, x: Tensor) -> Tensor:
+    """``reference`` ``(S', C, H, W)`` as a baseline shaped like ``x`` ``(1, S, C, H, W)``: its first ``S``
+    slices, zeros beyond its ``S'``."""
+    out = torch.zeros_like(x)
+    n = min(reference.shape[0], x.shape[1])
+    if reference.shape[1:] != x.shape[2:]:
+        raise ValueError(f"the run's reference image is {tuple(reference.shape[1:])}, the patient's image "
+                         f"{tuple(x.shape[2:])}; retrain the run or set data.images.image_size as it was")
+    out[0, :n] = reference[:n].to(x.dtype)
+    return out
 
 
 def _has_dropout(module: nn.Module) -> bool:

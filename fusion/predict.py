@@ -290,8 +290,9 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
         predicted under; None: no treatment on record, so no response term) and ``survival_by_treatment``
         {treatment: {``log_risk``, ``at_horizons``}} (the survival under each candidate treatment); with
         ``explain``: ``modality_contributions`` {modality: {``weight``,
-        ``delta_log_risk``, ``delta_diagnosis``}}, ``image_attribution`` (HiResCAM, or None without an image;
-        with ``image_id`` and ``slice``, the stored slice index of its ``slice_index``), ``top_features``
+        ``delta_log_risk``, ``delta_diagnosis``}}, ``image_attribution`` (integrated gradients from the
+        training patients' mean image, HiResCAM for a run saved without it, or None without an image; with
+        ``image_id`` and ``slice``, the stored slice index of its ``slice_index``), ``top_features``
         (10 tabular features by |integrated gradients|) and ``explanation_target`` (what the attributions
         explain, e.g. ``log_risk``). Heads the run lacks give None. The first call on a lake
         computes the training log-risks for the percentile (cached in ``RUN/reference_risk.json``).
@@ -364,7 +365,8 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
         raw = {n: b.values[0] for n, b in cohort.blocks.items()}
         descriptions = run.meta.get("feature_descriptions", {})
         result["modality_contributions"] = ex.modality_contributions(model, batch, encoded)
-        attribution = ex.image_attribution(model, batch, encoded) if present.get("image") else None
+        attribution = (ex.image_attribution(model, batch, encoded, reference=run.reference_image)
+                       if present.get("image") else None)
         result["image_attribution"] = _locate(attribution, run, cohort, frames)
         result["top_features"] = ex.top_features(model, batch, names, raw, descriptions, k=10,
                                                  encoded=encoded)

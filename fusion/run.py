@@ -6,6 +6,8 @@ A run directory holds::
     config.yaml         the resolved configuration
     run.json            metadata: versions, lake manifest hash, model spec, feature names and selection,
                         normalisation statistics, classes, treatments, split per patient key, Breslow baseline
+    reference_image.safetensors   (runs with images) the training patients' mean input image, the baseline
+                        of the image attribution (fusion.explain.image_attribution)
     history.csv         per epoch: losses, validation metrics, training samples and seconds (train_seconds:
                         the training pass with data loading; seconds: the whole epoch with validation)
     curves.png          training curves
@@ -27,9 +29,10 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import torch
 import yaml
 from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 import fusion.models  # noqa: F401  (fills the encoder and fusion registries)
 from fusion.config import RunConfig, dump_config, load_config
@@ -43,6 +46,7 @@ RUN_FORMAT_VERSION = "2"
 RUN_META_KEYS = ("spec", "feature_names", "feature_selection", "normalization", "splits", "diagnosis_classes",
                  "treatment_names")
 MODEL_FILE, CONFIG_FILE, META_FILE = "model.safetensors", "config.yaml", "run.json"
+REFERENCE_IMAGE_FILE = "reference_image.safetensors"
 _PACKAGES = ("tumorboard", "torch", "timm", "numpy", "pandas", "pyarrow", "scikit-survival", "torchsurv",
              "safetensors", "pydantic")
 
@@ -159,9 +163,13 @@ def staged_dir(out_dir: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def save_run(run_dir: Path, model: FusionModel, config: RunConfig, meta: dict) -> None:
-    """Write weights, resolved config and ``run.json`` (``meta`` plus format version and package versions)."""
+def save_run(run_dir: Path, model: FusionModel, config: RunConfig, meta: dict,
+             reference_image: torch.Tensor | None = None) -> None:
+    """Write weights, resolved config, ``run.json`` (``meta`` plus format version and package versions) and the
+    ``reference_image`` ``(S, C, H, W)`` when given."""
     save_model(model, str(run_dir / MODEL_FILE))
+    if reference_image is not None:
+        save_file({"image": reference_image.contiguous()}, str(run_dir / REFERENCE_IMAGE_FILE))
     (run_dir / CONFIG_FILE).write_text(dump_config(config))
     meta = {"run_format_version": RUN_FORMAT_VERSION, "versions": package_versions(), **meta}
     (run_dir / META_FILE).write_text(json.dumps(json_safe(meta), indent=1, default=str, allow_nan=False))
@@ -180,13 +188,16 @@ def json_safe(value: object) -> object:
 
 @dataclass
 class LoadedRun:
-    """A trained run: ``model`` (eval mode, CPU), ``config``, ``meta`` (run.json) and its ``breslow``."""
+    """A trained run: ``model`` (eval mode, CPU), ``config``, ``meta`` (run.json), its ``breslow`` and the
+    training patients' mean input image ``reference_image`` ``(S, C, H, W)`` (None: no images, or a run
+    written before it was saved)."""
 
     run_dir: Path
     model: FusionModel
     config: RunConfig
     meta: dict
     breslow: BreslowEstimator | None
+    reference_image: torch.Tensor | None = None
 
 
 def load_run(run_dir: str | Path) -> LoadedRun:
@@ -223,4 +234,10 @@ def load_run(run_dir: str | Path) -> LoadedRun:
                        f"{sorted(missing_keys)[:5]}, unexpected {sorted(unexpected)[:5]}")
     model.eval()
     breslow = BreslowEstimator.from_dict(meta["breslow"]) if meta.get("breslow") else None
-    return LoadedRun(run_dir, model, config, meta, breslow)
+    reference = None
+    if (run_dir / REFERENCE_IMAGE_FILE).is_file():
+        try:
+            reference = load_file(str(run_dir / REFERENCE_IMAGE_FILE))["image"]
+        except (SafetensorError, KeyError) as exc:
+            raise RunError(f"{run_dir / REFERENCE_IMAGE_FILE} is damaged ({exc}){damaged}") from None
+    return LoadedRun(run_dir, model, config, meta, breslow, reference)

@@ -46,7 +46,7 @@ from fusion.cohort import (
     read_frames,
 )
 from fusion.config import RunConfig
-from fusion.data import CohortDataset, Normalizer, collate, drop_modalities, move_batch
+from fusion.data import CohortDataset, Normalizer, collate, drop_modalities, mean_image, move_batch
 from fusion.losses import CoxLoss, multitask_loss
 from fusion.metrics import accuracy, auroc, harrell_c_index, multiclass_auroc
 from fusion.models import BreslowEstimator, FusionModel, RiskOffset
@@ -335,7 +335,7 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
         "breslow": breslow,
         "summary": summary,
     }
-    save_run(run_dir, model.cpu(), config, meta)
+    save_run(run_dir, model.cpu(), config, meta, reference_image=mean_image(datasets["train"]))
     _write_history(run_dir / "history.csv", history)
     _plot_curves(run_dir / "curves.png", history)
     return summary

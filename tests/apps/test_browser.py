@@ -102,7 +102,7 @@ def test_patient_page_in_a_browser(server, browser, app_data):
     shot(page, "patient_treatment")
     page.get_by_role("tab", name="Why").click()
     page.get_by_text("Lab trends", exact=True).wait_for(timeout=90_000)
-    page.get_by_text("Grad-CAM").first.wait_for(timeout=30_000)
+    page.get_by_text("Integrated gradients from the training patients' mean image").first.wait_for(timeout=30_000)
     shot(page, "patient_why")
     page.get_by_role("tab", name="Timeline").click()
     page.get_by_text("All ", exact=False).filter(has_text="events").first.wait_for(timeout=30_000)

@@ -12,10 +12,11 @@ import torch
 from typer.testing import CliRunner
 
 from fusion import explain
+from fusion.cohort import restrict_frames
 from fusion.config import load_config
 from fusion.data import collate
 from fusion.evaluate import evaluate_run
-from fusion.predict import UnknownPatientError, dataset_for, model_outputs, predict_patient, run_cohort
+from fusion.predict import UnknownPatientError, dataset_for, lake_frames, model_outputs, predict_patient, run_cohort
 from fusion.run import load_run
 from fusion.train import train
 from ingest.lake import Lake
@@ -85,7 +86,11 @@ def test_predict_patient_end_to_end(tmp_path):
         assert by_mrn["patient_key"] == imaged["patient_id"] and by_mrn["missing_modalities"] == []
         attribution = by_mrn["image_attribution"]
         heat = np.array(attribution["map"])
-        assert attribution["method"] == "hires_cam" and heat.ndim == 2 and heat.shape[0] <= 16
+        assert attribution["method"] == "integrated_gradients" and heat.ndim == 2 and heat.shape[0] <= 16
+        # the baseline: the training patients' mean input image, saved with the run
+        one = run_cohort(run, restrict_frames(lake_frames(lake), {str(imaged["patient_id"])}))
+        x = dataset_for(run, one, np.array([0]))[0]["image"]
+        assert run.reference_image is not None and run.reference_image.shape[1:] == x.shape[1:]
         assert np.all((heat >= 0) & (heat <= 1)) and 0 <= attribution["slice_index"] < len(
             attribution["slice_attention"])
         by_key = predict_patient(run, lake, str(imaged["patient_id"]), explain=False)
@@ -353,3 +358,28 @@ def test_image_attribution_credits_only_what_the_output_reads():
     spot = np.zeros((16, 16), dtype=bool)
     spot[11, 3] = True
     assert heat[spot].item() == pytest.approx(1.0) and heat[cells & ~spot].max() == 0
+
+
+def test_integrated_gradients_map_the_read_region_on_the_slice_that_raises_the_output():
+    """From a reference image, the map credits what differs from it where the output reads the image: a bright
+    spot the output ignores gets nothing, nor does a read spot the reference already has, and the slice chosen
+    is the one whose difference raises the output (not slice 0, which the attention weighs alike)."""
+    from fusion.models.image import TimmImageEncoder
+
+    window = torch.zeros(64, 64, dtype=torch.bool)
+    window[40:56, 8:24] = True
+    image = torch.zeros(1, 2, 1, 64, 64)
+    image[0, 1, :, 44:48, 12:16] = 1.0  # slice 1: read, inside the window
+    image[0, :, :, 8:24, 40:56] = 2.0  # both slices: ignored, outside it
+    image[0, :, :, 50:52, 18:20] = 3.0  # read, but the reference has it too
+    reference = torch.zeros(2, 1, 64, 64)
+    reference[:, :, 50:52, 18:20] = 3.0
+    model = _RiskOfImage(TimmImageEncoder(_WindowProbe(window))).eval()
+    batch = {"modalities": {"image": image}, "masks": {"image": torch.ones(1, 2, dtype=torch.bool)},
+             "present": {"image": torch.ones(1, dtype=torch.bool)}}
+    result = explain.image_attribution(model, batch, reference=reference)
+    heat = np.asarray(result["map"])
+    assert result["method"] == "integrated_gradients" and result["slice_index"] == 1 and heat.shape == (16, 16)
+    spot = np.zeros((16, 16), dtype=bool)
+    spot[11, 3] = True
+    assert heat[spot].item() == pytest.approx(1.0) and heat[~spot].max() == pytest.approx(0.0, abs=1e-6)

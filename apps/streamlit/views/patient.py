@@ -134,7 +134,7 @@ def treatment_tab(prediction: dict | None, record: dict[str, pd.DataFrame], run_
 
 
 def why_tab(explanation: dict | None, record: dict[str, pd.DataFrame], header: dict, lake: Path) -> None:
-    """Modality contributions, the CT with its attribution map (HiResCAM), variants, lab trends and top features."""
+    """Modality contributions, the CT with its attribution map, variants, lab trends and top features."""
     contributions = (explanation or {}).get("modality_contributions")
     if contributions and sum(bool(c.get("present")) for c in contributions.values()) > 1:
         named = {sv.modality_label(name): item for name, item in contributions.items()}
@@ -173,12 +173,18 @@ def why_tab(explanation: dict | None, record: dict[str, pd.DataFrame], header: d
                 index = st.slider("Slice", 0, n_slices - 1, int(default), key=f"slice_{image['image_id']}")
             overlay = attribution is not None and st.checkbox("Attribution overlay", value=True,
                                                                 key="show_attribution")
+            method = ("Integrated gradients from the training patients' mean image"
+                      if attribution and attribution.get("method") == "integrated_gradients"
+                      else "HiResCAM (Grad-CAM with element-wise gradients)")
             if attribution and not informative:
-                st.caption("HiResCAM (Grad-CAM variant) map is empty: no image region pushes the explained output up.")
+                st.caption(f"{method}: the map is empty, no image region pushes the explained output up.")
+            elif attribution and attribution.get("method") == "integrated_gradients":
+                st.caption(f"{method}, on slice {heat_slice}: the slice where the image raises the explained"
+                           " output most.")
             elif attribution:
                 weights = attribution.get("slice_attention") or []
                 uniform = len(weights) > 1 and max(weights) - min(weights) < 0.05 * max(weights)
-                st.caption(f"HiResCAM (Grad-CAM with element-wise gradients) on slice {heat_slice}, " + (
+                st.caption(f"{method} on slice {heat_slice}, " + (
                     "the slice it weighs most, though it weighs all slices about equally." if uniform
                     else "the slice the model attends to most."))
             if stored_window is not None:
