@@ -383,3 +383,24 @@ def test_integrated_gradients_map_the_read_region_on_the_slice_that_raises_the_o
     spot = np.zeros((16, 16), dtype=bool)
     spot[11, 3] = True
     assert heat[spot].item() == pytest.approx(1.0) and heat[~spot].max() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_reference_image_is_the_mean_at_each_slice_position_over_the_series_reaching_it():
+    """Series of 3 and 1 slices and a patient without an image: position 0 averages both series, positions
+    1-2 only the longer one; rows outside the dataset are not read."""
+    from types import SimpleNamespace
+
+    from fusion.data import mean_image
+
+    volumes = {"a": np.stack([np.full((4, 4), v, np.float32) for v in (1.0, 2.0, 3.0)]),
+               "b": np.full((4, 4), 5.0, np.float32), "c": np.full((4, 4), 100.0, np.float32)}
+    images = SimpleNamespace(present=np.array([True, True, False, True]),
+                             tensor_file=np.array(["a", "b", "none", "c"]), tensor_row=np.zeros(4, int))
+    cohort = SimpleNamespace(images=images, image_loader=lambda name, row: volumes[name])
+    dataset = SimpleNamespace(cohort=cohort, rows=np.array([0, 1, 2]), in_chans=1, max_slices=None,
+                              image_size=None)
+    reference = mean_image(dataset)
+    assert reference.shape == (3, 1, 4, 4)
+    assert reference[:, 0, 0, 0].tolist() == [3.0, 2.0, 3.0]
+    dataset.rows = np.array([2])
+    assert mean_image(dataset) is None
