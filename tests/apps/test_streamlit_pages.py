@@ -81,7 +81,7 @@ def test_patient_page(monkeypatch, app_data):
     assert {"Risk", "Treatment", "Why", "Timeline", "Model card"} == {t.label for t in at.tabs}
     charts = {c.proto.id for c in at.get("plotly_chart")}
     assert len(charts) == 2  # survival and diagnosis: only the open tab (Risk) renders
-    assert "Grad-CAM" not in texts(at)
+    assert "Integrated gradients" not in texts(at)
     observed = sv.observed_outcome(app_data.lake, str(app_data.runs / "tiny"), picked)
     assert observed is not None  # every synthetic cancer patient has follow-up
     after = f"{sv.duration_words(observed['time'])} after diagnosis"
@@ -131,7 +131,7 @@ def test_patient_page(monkeypatch, app_data):
     at = slider.set_value(0).run()
     at = at.radio(key="window_preset").set_value("bone").run()
     assert not at.exception
-    assert "Grad-CAM" in texts(at)
+    assert "Integrated gradients from the training patients' mean image" in texts(at)
     sequenced = sorted(read_tmb(Lake(app_data.lake))["patient_key"])[0]
     at = at.selectbox(key="patient_picker").set_value(sequenced).run()
     at = open_tab(at, "Why")
