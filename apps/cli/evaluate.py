@@ -86,7 +86,8 @@ def _print_summary(result: dict) -> None:
         if "skipped" in scores:
             console.print(f"{task}: skipped ({scores['skipped']})")
             continue
-        _print_task(task, scores, f"(95% CI), n={scores['n']}", _fmt)
+        interval = "(95% CI)" if result.get("n_boot") else "(no intervals: --n-boot 0)"
+        _print_task(task, scores, f"{interval}, n={scores['n']}", _fmt)
 
 
 def _print_folds(result: dict) -> None:
