@@ -17,7 +17,8 @@ heads (``diagnosis``, ``survival``, ``response``), so that each explanation re-r
   element-wise gradients, on the deepest timm stage that still localises) and none for Grad-CAM, whose maps
   peaked on an image corner for 26: it weighs each channel's whole map by its mean gradient, so it credits
   activations where the output does not depend on them. A run without a reference image (written before it
-  was saved) gets HiResCAM, at the slice the encoder's attention pooling weighs most;
+  was saved), or an image of another size than the reference (``data.images.image_size`` unset), gets HiResCAM,
+  at the slice the encoder's attention pooling weighs most;
 - :func:`survival_interval`: a pointwise 95% interval for ``S(t | x)``; :func:`response_interval`: a 95%
   interval for each treatment's response probability (both from :func:`mc_samples`).
 
@@ -253,9 +254,9 @@ def image_attribution(model: FusionModel, batch: dict, encoded: Encoded | None =
     """Where the row's image pushes the explanation target up (module docstring).
 
     With ``reference`` (the training patients' mean input image ``(S', C, H, W)``): integrated gradients from
-    it (:data:`IG_STEPS` steps), summed over channels, positive part, on the slice with the most of it. Without:
-    HiResCAM at the most attended slice, ``ReLU(sum_c dy/dA_c * A_c)`` over the CAM layer's activations ``A``
-    (:func:`_cam_layer`).
+    it (:data:`IG_STEPS` steps), summed over channels, positive part, on the slice with the most of it. Without
+    (or when its slices are not the size of the row's image): HiResCAM at the most attended slice,
+    ``ReLU(sum_c dy/dA_c * A_c)`` over the CAM layer's activations ``A`` (:func:`_cam_layer`).
 
     Returns:
         ``{"method": "integrated_gradients" | "hires_cam", "baseline" ("training_mean_image"; None for
@@ -277,6 +278,8 @@ def image_attribution(model: FusionModel, batch: dict, encoded: Encoded | None =
     if not bool(present["image"][0]):
         return None
     fixed = {m: e for m, e in emb.items() if m != "image"}
+    if reference is not None and tuple(reference.shape[1:]) != tuple(x.shape[2:]):
+        reference = None  # another size (data.images.image_size unset): no pixel-wise baseline
 
     def forward(images: Tensor) -> Tensor:
         b = images.shape[0]

@@ -291,8 +291,9 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
         {treatment: {``log_risk``, ``at_horizons``}} (the survival under each candidate treatment); with
         ``explain``: ``modality_contributions`` {modality: {``weight``,
         ``delta_log_risk``, ``delta_diagnosis``}}, ``image_attribution`` (integrated gradients from the
-        training patients' mean image, HiResCAM for a run saved without it, or None without an image; with
-        ``image_id`` and ``slice``, the stored slice index of its ``slice_index``), ``top_features``
+        training patients' mean image, HiResCAM for a run saved without it or an image of another size, or
+        None without an image; with ``image_id`` and ``slice``, the stored slice index of its
+        ``slice_index``), ``top_features``
         (10 tabular features by |integrated gradients|) and ``explanation_target`` (what the attributions
         explain, e.g. ``log_risk``). Heads the run lacks give None. The first call on a lake
         computes the training log-risks for the percentile (cached in ``RUN/reference_risk.json``).

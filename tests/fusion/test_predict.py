@@ -406,3 +406,21 @@ def test_the_reference_image_is_the_mean_at_each_slice_position_over_the_series_
     assert reference[:, 0, 0, 0].tolist() == [3.0, 2.0, 3.0]
     dataset.rows = np.array([2])
     assert mean_image(dataset) is None
+
+
+def test_an_image_of_another_size_than_the_reference_gets_hires_cam():
+    """Without data.images.image_size the model reads a patient's image of another size than its training
+    images; its map is HiResCAM then, where predict with explanations failed (the reference image's size)."""
+    from fusion.models.image import TimmImageEncoder
+
+    window = torch.zeros(64, 64, dtype=torch.bool)
+    window[40:56, 8:24] = True
+    image = torch.zeros(1, 1, 1, 64, 64)
+    image[..., 44:48, 12:16] = 1.0
+    model = _RiskOfImage(TimmImageEncoder(_WindowProbe(window))).eval()
+    batch = {"modalities": {"image": image}, "masks": {"image": torch.ones(1, 1, dtype=torch.bool)},
+             "present": {"image": torch.ones(1, dtype=torch.bool)}}
+    result = explain.image_attribution(model, batch, reference=torch.zeros(1, 1, 32, 32))
+    heat = np.asarray(result["map"])
+    assert result["method"] == "hires_cam" and result["baseline"] is None and result["layer"] is not None
+    assert heat.shape == (16, 16) and heat[11, 3] == pytest.approx(1.0)
