@@ -141,15 +141,21 @@ class CohortDataset(Dataset):
         return item
 
 
-def mean_image(dataset: CohortDataset) -> torch.Tensor | None:
+# a mean of fewer images could show one patient's image (it is theirs exactly when only they have one)
+MIN_REFERENCE_PATIENTS = 10
+
+
+def mean_image(dataset: CohortDataset, min_patients: int = MIN_REFERENCE_PATIENTS) -> torch.Tensor | None:
     """The mean model input image of the dataset's patients with an image, slice position by slice position:
-    ``(S, C, H, W)``, ``S`` the longest series (a position only some series reach is their mean there); None when
-    no patient has an image. The reference of :func:`fusion.explain.image_attribution`."""
+    ``(S, C, H, W)``, ``S`` the longest series that ``min_patients`` series reach (a position only some series
+    reach is their mean there; positions fewer reach are left out); None when fewer than ``min_patients``
+    patients have an image. The reference of :func:`fusion.explain.image_attribution`."""
     c = dataset.cohort
-    if c.images is None:
+    rows = dataset.rows[c.images.present[dataset.rows]] if c.images is not None else dataset.rows[:0]
+    if rows.size < max(min_patients, 1):
         return None
     total, count = None, None
-    for row in dataset.rows[c.images.present[dataset.rows]]:
+    for row in rows:
         image = image_to_series(c.image_loader(str(c.images.tensor_file[row]), int(c.images.tensor_row[row])),
                                 in_chans=dataset.in_chans, max_slices=dataset.max_slices,
                                 image_size=dataset.image_size).double()
@@ -164,9 +170,8 @@ def mean_image(dataset: CohortDataset) -> torch.Tensor | None:
             count = torch.cat([count, torch.zeros(image.shape[0] - count.shape[0], dtype=torch.float64)])
         total[: image.shape[0]] += image
         count[: image.shape[0]] += 1
-    if total is None:
-        return None
-    return (total / count.view(-1, 1, 1, 1)).float()
+    kept = int((count >= min_patients).sum())  # the counts fall with the position: the first ``kept``
+    return (total[:kept] / count[:kept].view(-1, 1, 1, 1)).float()
 
 
 def collate(items: list[dict]) -> dict:

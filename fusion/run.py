@@ -5,9 +5,11 @@ A run directory holds::
     model.safetensors   the weights (safetensors)
     config.yaml         the resolved configuration
     run.json            metadata: versions, lake manifest hash, model spec, feature names and selection,
-                        normalisation statistics, classes, treatments, split per patient key, Breslow baseline
-    reference_image.safetensors   (runs with images) the training patients' mean input image, the baseline
-                        of the image attribution (fusion.explain.image_attribution)
+                        normalisation statistics, classes, treatments, split per patient key, Breslow baseline,
+                        notes (why no reference image was saved)
+    reference_image.safetensors   (runs with images of at least fusion.data.MIN_REFERENCE_PATIENTS training
+                        patients) their mean input image, the baseline of the image attribution
+                        (fusion.explain.image_attribution)
     history.csv         per epoch: losses, validation metrics, training samples and seconds (train_seconds:
                         the training pass with data loading; seconds: the whole epoch with validation)
     curves.png          training curves

@@ -46,7 +46,15 @@ from fusion.cohort import (
     read_frames,
 )
 from fusion.config import RunConfig
-from fusion.data import CohortDataset, Normalizer, collate, drop_modalities, mean_image, move_batch
+from fusion.data import (
+    MIN_REFERENCE_PATIENTS,
+    CohortDataset,
+    Normalizer,
+    collate,
+    drop_modalities,
+    mean_image,
+    move_batch,
+)
 from fusion.losses import CoxLoss, multitask_loss
 from fusion.metrics import accuracy, auroc, harrell_c_index, multiclass_auroc
 from fusion.models import BreslowEstimator, FusionModel, RiskOffset
@@ -335,7 +343,13 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
         "breslow": breslow,
         "summary": summary,
     }
-    save_run(run_dir, model.cpu(), config, meta, reference_image=mean_image(datasets["train"]))
+    reference = mean_image(datasets["train"])
+    imaged = 0 if cohort.images is None else int(cohort.images.present[train_rows].sum())
+    if reference is None and imaged:
+        meta["notes"] = [f"no reference image saved: {imaged} training patient(s) have an image, fewer than "
+                         f"{MIN_REFERENCE_PATIENTS} (their mean could show one patient's image); predict's image "
+                         "map is HiResCAM"]
+    save_run(run_dir, model.cpu(), config, meta, reference_image=reference)
     _write_history(run_dir / "history.csv", history)
     _plot_curves(run_dir / "curves.png", history)
     return summary

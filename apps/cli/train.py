@@ -93,3 +93,5 @@ def _print_cohort(run_dir: Path) -> None:
     for key, text in LEFT_OUT.items():
         if summary.get(key):
             console.print(f"  left out: {summary[key]} {text}")
+    for note in meta.get("notes") or []:
+        console.print(f"note: {escape(note)}")

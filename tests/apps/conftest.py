@@ -8,7 +8,9 @@ and evaluated with few bootstrap resamples, so every page has predictions, attri
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 
@@ -35,6 +37,7 @@ class AppData:
 @pytest.fixture(scope="session")
 def app_data(tmp_path_factory) -> AppData:
     from fusion.config import load_config
+    from fusion.data import mean_image
     from fusion.evaluate import evaluate_run
     from fusion.train import train
     from ingest.lake import Lake
@@ -47,7 +50,10 @@ def app_data(tmp_path_factory) -> AppData:
     lake = Lake(root / "lake")
     ingest_cohort(synth, lake, images="dicom", images_config=SMALL_CT_IMAGES)
     runs = root / "runs"
-    train(load_config(None, TINY_RUN), lake.path, runs / "tiny")
+    # its 7 imaged training patients are fewer than MIN_REFERENCE_PATIENTS: the pages are shown the integrated-
+    # gradient map of a larger cohort's run (tests/fusion/test_predict.py tests the minimum)
+    with patch("fusion.train.mean_image", partial(mean_image, min_patients=1)):
+        train(load_config(None, TINY_RUN), lake.path, runs / "tiny")
     evaluate_run(runs / "tiny", retrain_ablations=False, n_boot=10)
     (root / "no_runs").mkdir()
     return AppData(lake.path, runs, root / "no_runs")

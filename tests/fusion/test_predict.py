@@ -401,11 +401,33 @@ def test_the_reference_image_is_the_mean_at_each_slice_position_over_the_series_
     cohort = SimpleNamespace(images=images, image_loader=lambda name, row: volumes[name])
     dataset = SimpleNamespace(cohort=cohort, rows=np.array([0, 1, 2]), in_chans=1, max_slices=None,
                               image_size=None)
-    reference = mean_image(dataset)
+    reference = mean_image(dataset, min_patients=1)
     assert reference.shape == (3, 1, 4, 4)
     assert reference[:, 0, 0, 0].tolist() == [3.0, 2.0, 3.0]
     dataset.rows = np.array([2])
-    assert mean_image(dataset) is None
+    assert mean_image(dataset, min_patients=1) is None
+
+
+def test_no_reference_image_can_show_one_training_patients_image():
+    """The mean is kept only over positions that MIN_REFERENCE_PATIENTS series reach: one imaged training patient
+    gave their own image, and a position only the longest series reaches gave that patient's slice."""
+    from types import SimpleNamespace
+
+    from fusion.data import MIN_REFERENCE_PATIENTS, mean_image
+
+    n = MIN_REFERENCE_PATIENTS
+    volumes = {f"v{i}": np.full((4, 4), float(i), np.float32) for i in range(n)}
+    volumes["long"] = np.stack([np.full((4, 4), v, np.float32) for v in (0.0, 7.0, 8.0)])
+    images = SimpleNamespace(present=np.ones(n + 1, bool), tensor_file=np.array([*list(volumes)[:n], "long"]),
+                             tensor_row=np.zeros(n + 1, int))
+    cohort = SimpleNamespace(images=images, image_loader=lambda name, row: volumes[name])
+    dataset = SimpleNamespace(cohort=cohort, rows=np.arange(n + 1), in_chans=1, max_slices=None, image_size=None)
+    reference = mean_image(dataset)
+    assert reference.shape == (1, 1, 4, 4)  # slices 1-2: the long series' own, left out
+    assert reference[0, 0, 0, 0].item() == pytest.approx(sum(range(n)) / (n + 1))
+    for rows in (np.array([n]), np.arange(n - 1)):  # one patient (theirs exactly), or one short of the minimum
+        dataset.rows = rows
+        assert mean_image(dataset) is None
 
 
 def test_an_image_of_another_size_than_the_reference_gets_hires_cam():
@@ -424,3 +446,29 @@ def test_an_image_of_another_size_than_the_reference_gets_hires_cam():
     heat = np.asarray(result["map"])
     assert result["method"] == "hires_cam" and result["baseline"] is None and result["layer"] is not None
     assert heat.shape == (16, 16) and heat[11, 3] == pytest.approx(1.0)
+
+
+def test_a_run_with_too_few_imaged_training_patients_saves_no_reference_image(tmp_path, monkeypatch):
+    """One imaged training patient: the mean image was their image, saved with the run; now none is saved, the
+    run says why, and predict's map is HiResCAM."""
+    from fusion.cohort import assemble_cohort, load_frames
+    from fusion.run import REFERENCE_IMAGE_FILE
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        lake_path = make_synth_lake(tmp_path, n=40, seed=2, images=True)
+        frames = load_frames(lake_path)
+        config = load_config(None, [*FAST, *IMAGE, "train.epochs=1"])
+        cohort = assemble_cohort(frames, config)
+        rows = cohort.indices("train")
+        key = cohort.patient_keys[rows[cohort.images.present[rows]][0]]
+        frames = dataclasses.replace(frames, images=frames.images[frames.images["patient_key"] == key])
+        run = load_run(train(config, lake_path, tmp_path / "run", frames=frames))
+        assert run.reference_image is None and not (run.run_dir / REFERENCE_IMAGE_FILE).exists()
+        assert run.meta["notes"][0].startswith("no reference image saved: 1 training patient(s) have an image")
+        monkeypatch.setattr("fusion.predict.lake_frames", lambda lake: frames)
+        attribution = predict_patient(run, Lake(lake_path), str(key))["image_attribution"]
+        assert attribution["method"] == "hires_cam" and attribution["baseline"] is None
+    finally:
+        torch.set_num_threads(threads)
