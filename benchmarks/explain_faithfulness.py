@@ -182,7 +182,7 @@ def slice_maps(model, batch: dict, mean_image: torch.Tensor, cells: tuple[int, i
             "input_x_gradient": pixels(InputXGradient(forward).attribute(x)),
             "ig_mean_image": pixels(IntegratedGradients(forward).attribute(
                 x, baselines=explain._series_like(mean_image, x), n_steps=explain.IG_STEPS,
-                internal_batch_size=explain.IG_STEPS // 4))}
+                internal_batch_size=max(1, explain.IG_BATCH_VALUES // x[0].numel())))}
     out = {}  # every map pooled to the reported map's cells
     for name, cam in maps.items():
         out[name] = nnf.adaptive_avg_pool2d(cam.detach(), cells)[:, 0].numpy().astype(np.float64)

@@ -48,6 +48,9 @@ from fusion.models import BreslowEstimator, FusionModel
 Z_95 = 1.959964
 MAP_MAX_SIDE = 16
 IG_STEPS = 32  # integrated-gradient steps of the image map
+# the image map's steps run in batches of at most this many input values (8 steps of an 8-slice 64 px series):
+# a 32-slice 512 px CT then runs one step at a time, with HiResCAM's memory
+IG_BATCH_VALUES = 8 * 8 * 64 * 64
 CAM_MIN_SIDE = 7  # CAM maps coarser than this cannot localise
 
 
@@ -293,7 +296,7 @@ def image_attribution(model: FusionModel, batch: dict, encoded: Encoded | None =
     if reference is not None:
         baseline = _series_like(reference, x)
         pixels = IntegratedGradients(forward).attribute(x, baselines=baseline, n_steps=IG_STEPS,
-                                                        internal_batch_size=IG_STEPS // 4)
+                                                        internal_batch_size=max(1, IG_BATCH_VALUES // x[0].numel()))
         positive = pixels[0].sum(1, keepdim=True).clamp(min=0).detach()  # (S, 1, H, W)
         best = int(valid[positive[valid].sum((1, 2, 3)).argmax()])
         heat, method, layer_name = positive[best], "integrated_gradients", None

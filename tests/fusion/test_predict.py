@@ -472,3 +472,30 @@ def test_a_run_with_too_few_imaged_training_patients_saves_no_reference_image(tm
         assert attribution["method"] == "hires_cam" and attribution["baseline"] is None
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_large_series_runs_its_integrated_gradient_steps_in_smaller_batches(monkeypatch):
+    """The steps' batch holds at most IG_BATCH_VALUES input values (one step at a time for a big CT), and the
+    map does not depend on it."""
+    from fusion.models.image import TimmImageEncoder
+
+    window = torch.zeros(64, 64, dtype=torch.bool)
+    window[40:56, 8:24] = True
+    image = torch.zeros(1, 2, 1, 64, 64)
+    image[0, 1, :, 44:48, 12:16] = 1.0
+    model = _RiskOfImage(TimmImageEncoder(_WindowProbe(window))).eval()
+    batch = {"modalities": {"image": image}, "masks": {"image": torch.ones(1, 2, dtype=torch.bool)},
+             "present": {"image": torch.ones(1, dtype=torch.bool)}}
+    sizes = []
+    attribute = explain.IntegratedGradients.attribute
+
+    def recording(self, *args, **kwargs):
+        sizes.append(kwargs["internal_batch_size"])
+        return attribute(self, *args, **kwargs)
+
+    monkeypatch.setattr(explain.IntegratedGradients, "attribute", recording)
+    whole = explain.image_attribution(model, batch, reference=torch.zeros(2, 1, 64, 64))
+    monkeypatch.setattr(explain, "IG_BATCH_VALUES", 2 * 64 * 64)
+    stepwise = explain.image_attribution(model, batch, reference=torch.zeros(2, 1, 64, 64))
+    assert sizes == [32, 1]  # 8 * 8 * 64 * 64 values per batch: 32 steps of a 2-slice series, then 1
+    assert np.allclose(whole["map"], stepwise["map"], atol=1e-4) and whole["slice_index"] == stepwise["slice_index"]
