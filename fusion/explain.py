@@ -320,8 +320,9 @@ def image_attribution(model: FusionModel, batch: dict, encoded: Encoded | None =
 
 def _series_like(reference: Tensor, x: Tensor) -> Tensor:
     """``reference`` ``(S', C, H, W)`` as a baseline shaped like ``x`` ``(1, S, C, H, W)``: its first ``S``
-    slices, zeros beyond its ``S'``."""
-    out = torch.zeros_like(x)
+    slices; beyond its ``S'``, ``x``'s own slices (no attribution there: a zero baseline would credit a whole
+    slice and draw the map to positions too few training series reach)."""
+    out = x.detach().clone()
     n = min(reference.shape[0], x.shape[1])
     if reference.shape[1:] != x.shape[2:]:
         raise ValueError(f"the run's reference image is {tuple(reference.shape[1:])}, the patient's image "

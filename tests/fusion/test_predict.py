@@ -499,3 +499,21 @@ def test_a_large_series_runs_its_integrated_gradient_steps_in_smaller_batches(mo
     stepwise = explain.image_attribution(model, batch, reference=torch.zeros(2, 1, 64, 64))
     assert sizes == [32, 1]  # 8 * 8 * 64 * 64 values per batch: 32 steps of a 2-slice series, then 1
     assert np.allclose(whole["map"], stepwise["map"], atol=1e-4) and whole["slice_index"] == stepwise["slice_index"]
+
+
+def test_slices_beyond_the_reference_are_not_credited():
+    """A reference of one slice (the position too few training series reach is left out of it): the patient's
+    second slice, brighter where the output reads, gets no attribution instead of its whole difference from
+    black, so the map stays on the first slice."""
+    from fusion.models.image import TimmImageEncoder
+
+    window = torch.zeros(64, 64, dtype=torch.bool)
+    window[40:56, 8:24] = True
+    image = torch.zeros(1, 2, 1, 64, 64)
+    image[0, 0, :, 44:48, 12:16] = 1.0
+    image[0, 1, :, 40:56, 8:24] = 5.0
+    model = _RiskOfImage(TimmImageEncoder(_WindowProbe(window))).eval()
+    batch = {"modalities": {"image": image}, "masks": {"image": torch.ones(1, 2, dtype=torch.bool)},
+             "present": {"image": torch.ones(1, dtype=torch.bool)}}
+    result = explain.image_attribution(model, batch, reference=torch.zeros(1, 1, 64, 64))
+    assert result["method"] == "integrated_gradients" and result["slice_index"] == 0
