@@ -175,6 +175,8 @@ class Targets:
     # patients with a response (curated or FHIR) but no known treatment: the response is dropped (it answers
     # no treatment the model can be asked about)
     responses_without_treatment: int = 0
+    # {"diagnosis" | "treatment": {value: patients}}: labels outside the classes, read as unknown (``lenient``)
+    outside_classes: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -852,7 +854,9 @@ def compute_targets(frames: LakeFrames, keys: np.ndarray, index: pd.Series, inde
         diagnosis_classes=list(classes), os_time=os_time, os_event=os_event, pfs_time=pfs_time,
         pfs_event=pfs_event, time=time, event=event,
         treatment=treatment_idx, treatment_names=list(names), response=response,
-        responses_without_treatment=orphaned)
+        responses_without_treatment=orphaned,
+        outside_classes={what: counts for what, counts in (("diagnosis", _outside(diagnosis, classes)),
+                                                           ("treatment", _outside(treatments, names))) if counts})
 
 
 def _treatment_response(frames: LakeFrames, obs: pd.DataFrame, keys: np.ndarray, index: pd.Series,
@@ -878,6 +882,11 @@ def _treatment_response(frames: LakeFrames, obs: pd.DataFrame, keys: np.ndarray,
     response[response.index.isin(negative)] = 0.0
     response[response.index.isin(positive)] = 1.0
     return treatment, response
+
+
+def _outside(values: pd.Series, names: list[str]) -> dict[str, int]:
+    """``{value: patients}`` of the labels not in ``names``."""
+    return {str(v): int(n) for v, n in values.dropna()[~values.dropna().isin(names)].value_counts().items()}
 
 
 def _indices(values: pd.Series, names: list[str], what: str, key: str, lenient: bool = False) -> np.ndarray:

@@ -84,7 +84,7 @@ import pandas as pd
 
 from fusion import baselines, metrics, plots
 from fusion.cohort import Cohort, CohortError, FeatureSelection, assemble_cohort, load_frames
-from fusion.config import apply_overrides
+from fusion.config import RunConfig, apply_overrides
 from fusion.predict import (
     Outputs,
     dataset_for,
@@ -699,12 +699,14 @@ def evaluate_run(run_dir: str | Path, lake: str | Path | None = None, *, retrain
     say = progress or (lambda _: None)
     say({"stage": "cohort"})
     frames = load_frames(lake_path)
-    cohort = run_cohort(run, frames)
+    # another lake's labels may hold classes the run was never trained on: unknown here, and said in the notes
+    cohort = run_cohort(run, frames, lenient=("diagnosis", "treatment"))
     split_seed = run.config.split.seed if run.config.split.seed is not None else run.config.train.seed
     n_boot = run.config.eval.n_boot if n_boot is None else int(n_boot)
     lake_hash = Lake(lake_path).manifest_hash()
     patients = frames.patients.drop_duplicates("patient_key").set_index("patient_key")
     ev = _Eval(run, cohort, patients, str(lake_path), lake_hash, n_boot, split_seed, say)
+    ev.notes.extend(_outside_class_notes(cohort, run.config))
     if ev.test.size == 0:
         if "test" not in run.meta.get("splits", {}).values():
             raise RunError(f"run {run_dir} has no test patients (trained with split.test_fraction=0 or labels"
@@ -770,6 +772,15 @@ def evaluate_folds(cv_dir: str | Path, lake: str | Path | None = None, *, retrai
     finally:
         temporary.unlink(missing_ok=True)
     return result
+
+
+def _outside_class_notes(cohort: Cohort, config: RunConfig) -> list[str]:
+    """One note per target read by an enabled task whose labels hold values outside the run's classes."""
+    reads = {"diagnosis": config.tasks.diagnosis.enabled, "treatment": config.tasks.response.enabled}
+    scored = {"diagnosis": "diagnosis", "treatment": "response"}
+    return [f"{sum(counts.values())} patient(s) have a {what} label the run was not trained on "
+            f"({', '.join(sorted(counts))}): unknown here, so their {scored[what]} is not scored"
+            for what, counts in cohort.targets.outside_classes.items() if reads[what]]
 
 
 def _fold_notes(folds: list[Path], results: list[dict]) -> list[str]:

@@ -141,7 +141,10 @@ def test_an_unknown_patient_of_a_lake_without_fhir_is_told_a_query_that_runs(tmp
 
 def test_predict_reads_no_label_of_the_patient(tmp_path):
     """A patient whose curated diagnosis or treatment the run never saw (labels are targets, not inputs) is
-    predicted over the run's classes; it failed with 'add them to the config' for every patient of the lake."""
+    predicted over the run's classes; it failed with 'add them to the config' for every patient of the lake.
+    ``evaluate`` on that lake counts the label as unknown and says so in a note (it failed the same way)."""
+    from fusion.evaluate import evaluate_run
+
     rng = np.random.default_rng(3)
     n = 40
     x = rng.normal(size=n)
@@ -156,6 +159,10 @@ def test_predict_reads_no_label_of_the_patient(tmp_path):
     ingest_labels(Lake(lake), tmp_path / "new.csv")
     result = predict_patient(run, Lake(lake), "p000")
     assert list(result["diagnosis"]) == ["adeno", "squamous"] and result["survival"] is not None
+    notes = evaluate_run(run.run_dir, lake, n_boot=0, retrain_ablations=False)["notes"]
+    assert "1 patient(s) have a diagnosis label the run was not trained on (small cell): unknown here, so their" \
+           " diagnosis is not scored" in notes
+    assert not any("treatment label" in note for note in notes)  # the run has no response task
 
 
 def test_predict_names_a_patient_without_data_for_the_run(tmp_path):
