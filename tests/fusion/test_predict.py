@@ -163,8 +163,8 @@ def test_response_link_puts_the_treatment_into_survival_end_to_end(tmp_path):
         assert said.exit_code == 0, said.output
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert any("read the treatment" in note for note in metrics["notes"])
-        assert "note: the survival baselines read the treatment" in " ".join(said.output.split())  # printed too
         flat = " ".join(said.output.split())
+        assert "note: the survival baselines read the treatment" in flat  # printed too
         assert "(no intervals: --n-boot 0)" in flat and "95% CI" not in flat
         assert set(metrics["tasks"]["survival"]["baselines"]) == {"coxnet", "rsf"}
     finally:
