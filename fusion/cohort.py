@@ -886,7 +886,8 @@ def _treatment_response(frames: LakeFrames, obs: pd.DataFrame, keys: np.ndarray,
 
 def _outside(values: pd.Series, names: list[str]) -> dict[str, int]:
     """``{value: patients}`` of the labels not in ``names``."""
-    return {str(v): int(n) for v, n in values.dropna()[~values.dropna().isin(names)].value_counts().items()}
+    known = values.dropna()
+    return {str(v): int(n) for v, n in known[~known.isin(names)].value_counts().items()}
 
 
 def _indices(values: pd.Series, names: list[str], what: str, key: str, lenient: bool = False) -> np.ndarray:

@@ -337,24 +337,35 @@ class _RiskOfImage(torch.nn.Module):
         return {}
 
 
+WINDOW = torch.zeros(64, 64, dtype=torch.bool)
+WINDOW[40:56, 8:24] = True  # where the probe's output reads the image: lower left, so a flip or transpose shows
+
+
+def _probe() -> _RiskOfImage:
+    """A model whose log-risk reads a 64 px image only inside :data:`WINDOW`."""
+    from fusion.models.image import TimmImageEncoder
+
+    return _RiskOfImage(TimmImageEncoder(_WindowProbe(WINDOW))).eval()
+
+
+def _one_row(image: torch.Tensor) -> dict:
+    """A batch of one row holding ``image`` ``(1, S, 1, 64, 64)``, every slice valid."""
+    return {"modalities": {"image": image}, "masks": {"image": torch.ones(1, image.shape[1], dtype=torch.bool)},
+            "present": {"image": torch.ones(1, dtype=torch.bool)}}
+
+
 def test_image_attribution_credits_only_what_the_output_reads():
     """The map lies where the log-risk reads the image (a lower-left window, so a flip or transpose shows), not
     on a brighter spot it ignores nor on a constant feature. Grad-CAM failed this (it weighs a channel's whole map
     by its mean gradient): the demo run's maps peaked on an image corner, never on the nodule."""
-    from fusion.models.image import TimmImageEncoder
-
-    window = torch.zeros(64, 64, dtype=torch.bool)
-    window[40:56, 8:24] = True
     image = torch.zeros(1, 1, 1, 64, 64)
     image[..., 44:48, 12:16] = 1.0  # read: inside the window
     image[..., 8:24, 40:56] = 2.0  # ignored: brighter, upper right
-    model = _RiskOfImage(TimmImageEncoder(_WindowProbe(window))).eval()
-    batch = {"modalities": {"image": image}, "masks": {"image": torch.ones(1, 1, dtype=torch.bool)},
-             "present": {"image": torch.ones(1, dtype=torch.bool)}}
+    model, batch = _probe(), _one_row(image)
     result = explain.image_attribution(model, batch)
     heat = np.asarray(result["map"])
     assert result["method"] == "hires_cam" and heat.shape == (16, 16) and result["slice_index"] == 0
-    cells = window.view(16, 4, 16, 4).any(3).any(1).numpy()
+    cells = WINDOW.view(16, 4, 16, 4).any(3).any(1).numpy()
     assert cells[np.unravel_index(heat.argmax(), heat.shape)]
     assert heat[~cells].max() == 0 and heat.max() == pytest.approx(1.0)
     spot = np.zeros((16, 16), dtype=bool)
@@ -366,19 +377,13 @@ def test_integrated_gradients_map_the_read_region_on_the_slice_that_raises_the_o
     """From a reference image, the map credits what differs from it where the output reads the image: a bright
     spot the output ignores gets nothing, nor does a read spot the reference already has, and the slice chosen
     is the one whose difference raises the output (not slice 0, which the attention weighs alike)."""
-    from fusion.models.image import TimmImageEncoder
-
-    window = torch.zeros(64, 64, dtype=torch.bool)
-    window[40:56, 8:24] = True
     image = torch.zeros(1, 2, 1, 64, 64)
     image[0, 1, :, 44:48, 12:16] = 1.0  # slice 1: read, inside the window
     image[0, :, :, 8:24, 40:56] = 2.0  # both slices: ignored, outside it
     image[0, :, :, 50:52, 18:20] = 3.0  # read, but the reference has it too
     reference = torch.zeros(2, 1, 64, 64)
     reference[:, :, 50:52, 18:20] = 3.0
-    model = _RiskOfImage(TimmImageEncoder(_WindowProbe(window))).eval()
-    batch = {"modalities": {"image": image}, "masks": {"image": torch.ones(1, 2, dtype=torch.bool)},
-             "present": {"image": torch.ones(1, dtype=torch.bool)}}
+    model, batch = _probe(), _one_row(image)
     result = explain.image_attribution(model, batch, reference=reference)
     heat = np.asarray(result["map"])
     assert result["method"] == "integrated_gradients" and result["slice_index"] == 1 and heat.shape == (16, 16)
@@ -433,15 +438,9 @@ def test_no_reference_image_can_show_one_training_patients_image():
 def test_an_image_of_another_size_than_the_reference_gets_hires_cam():
     """Without data.images.image_size the model reads a patient's image of another size than its training
     images; its map is HiResCAM then, where predict with explanations failed (the reference image's size)."""
-    from fusion.models.image import TimmImageEncoder
-
-    window = torch.zeros(64, 64, dtype=torch.bool)
-    window[40:56, 8:24] = True
     image = torch.zeros(1, 1, 1, 64, 64)
     image[..., 44:48, 12:16] = 1.0
-    model = _RiskOfImage(TimmImageEncoder(_WindowProbe(window))).eval()
-    batch = {"modalities": {"image": image}, "masks": {"image": torch.ones(1, 1, dtype=torch.bool)},
-             "present": {"image": torch.ones(1, dtype=torch.bool)}}
+    model, batch = _probe(), _one_row(image)
     result = explain.image_attribution(model, batch, reference=torch.zeros(1, 1, 32, 32))
     heat = np.asarray(result["map"])
     assert result["method"] == "hires_cam" and result["baseline"] is None and result["layer"] is not None
@@ -477,15 +476,9 @@ def test_a_run_with_too_few_imaged_training_patients_saves_no_reference_image(tm
 def test_a_large_series_runs_its_integrated_gradient_steps_in_smaller_batches(monkeypatch):
     """The steps' batch holds at most IG_BATCH_VALUES input values (one step at a time for a big CT), and the
     map does not depend on it."""
-    from fusion.models.image import TimmImageEncoder
-
-    window = torch.zeros(64, 64, dtype=torch.bool)
-    window[40:56, 8:24] = True
     image = torch.zeros(1, 2, 1, 64, 64)
     image[0, 1, :, 44:48, 12:16] = 1.0
-    model = _RiskOfImage(TimmImageEncoder(_WindowProbe(window))).eval()
-    batch = {"modalities": {"image": image}, "masks": {"image": torch.ones(1, 2, dtype=torch.bool)},
-             "present": {"image": torch.ones(1, dtype=torch.bool)}}
+    model, batch = _probe(), _one_row(image)
     sizes = []
     attribute = explain.IntegratedGradients.attribute
 
@@ -505,15 +498,9 @@ def test_slices_beyond_the_reference_are_not_credited():
     """A reference of one slice (the position too few training series reach is left out of it): the patient's
     second slice, brighter where the output reads, gets no attribution instead of its whole difference from
     black, so the map stays on the first slice."""
-    from fusion.models.image import TimmImageEncoder
-
-    window = torch.zeros(64, 64, dtype=torch.bool)
-    window[40:56, 8:24] = True
     image = torch.zeros(1, 2, 1, 64, 64)
     image[0, 0, :, 44:48, 12:16] = 1.0
     image[0, 1, :, 40:56, 8:24] = 5.0
-    model = _RiskOfImage(TimmImageEncoder(_WindowProbe(window))).eval()
-    batch = {"modalities": {"image": image}, "masks": {"image": torch.ones(1, 2, dtype=torch.bool)},
-             "present": {"image": torch.ones(1, dtype=torch.bool)}}
+    model, batch = _probe(), _one_row(image)
     result = explain.image_attribution(model, batch, reference=torch.zeros(1, 1, 64, 64))
     assert result["method"] == "integrated_gradients" and result["slice_index"] == 0

@@ -173,12 +173,12 @@ def why_tab(explanation: dict | None, record: dict[str, pd.DataFrame], header: d
                 index = st.slider("Slice", 0, n_slices - 1, int(default), key=f"slice_{image['image_id']}")
             overlay = attribution is not None and st.checkbox("Attribution overlay", value=True,
                                                                 key="show_attribution")
-            method = ("Integrated gradients from the training patients' mean image"
-                      if attribution and attribution.get("method") == "integrated_gradients"
+            integrated = bool(attribution) and attribution.get("method") == "integrated_gradients"
+            method = ("Integrated gradients from the training patients' mean image" if integrated
                       else "HiResCAM (Grad-CAM with element-wise gradients)")
             if attribution and not informative:
                 st.caption(f"{method}: the map is empty, no image region pushes the explained output up.")
-            elif attribution and attribution.get("method") == "integrated_gradients":
+            elif integrated:
                 st.caption(f"{method}, on slice {heat_slice}: the slice where the image raises the explained"
                            " output most.")
             elif attribution:
