@@ -1,7 +1,7 @@
 """Quality of full fusion on the synthetic cohort, next to single modalities, CoxPH and the oracle.
 
     python benchmarks/quality_synth.py [--patients 1000] [--seed 0] [--out DIR] [--epochs 100]
-        [--image-size 64] [--n-boot 200] [--no-image]
+        [--image-size 64] [--n-boot 200] [--no-image] [--device cpu]
 
 Generates the cohort (fixed seed), ingests FHIR, the MAF and the per-patient CT slice PNGs (resized to
 ``--image-size`` px for CPU budgets), trains ``configs/full_fusion.yaml`` and runs ``evaluate_run`` (test
@@ -260,6 +260,8 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-image", action="store_true", help="EHR + genomics only (CPU budgets)")
+    parser.add_argument("--device", default="cpu", help="where to train: cpu (default), cuda or cuda:N; a GPU "
+                        "draws other random numbers than the CPU, so its figures differ within noise")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -268,7 +270,7 @@ def main() -> None:
     if not (run_dir / "model.safetensors").is_file():
         started = time.perf_counter()
         config = load_config(REPO / "configs" / "full_fusion.yaml", [
-            f"train.epochs={args.epochs}", "train.device=cpu", "data.images.modality=null",
+            f"train.epochs={args.epochs}", f"train.device={args.device}", "data.images.modality=null",
             *(["modalities.image.enabled=false"] if args.no_image else [])])
         train(config, lake, run_dir, progress=lambda r: print(
             f"  epoch {r['epoch']} train {r['train_loss']:.3f} val {r['val_loss']:.3f} "
