@@ -50,7 +50,7 @@ the mean recall over the classes of the patients scored, undefined rather than a
 with the probability under their own treatment. Baselines see the inputs the model's head sees: the diagnosis
 logistic regression only the tabular features of ``tasks.diagnosis.modalities`` (none when that is the image alone),
 and ``image_logistic`` (diagnosis, when the head reads the image) a logistic regression on 16 x 16 thumbnails of the
-same images the model sees. ``late_fusion`` (when the ``only_<m>`` models are retrained and at least two have the
+same images the model sees. ``late_fusion`` (when the ``only_<m>`` models are scored and at least two have the
 task's head) combines their predictions, the classical alternative to a joint model: a ridge Cox model of
 their log-risks (survival; ridge penalty fixed at :data:`fusion.baselines.STACK_RIDGE`, not tuned on the rows it
 is fitted on) or a logistic regression of their log probabilities (diagnosis) or logits (response),
@@ -59,10 +59,10 @@ in-sample.
 
 Ablations: ``without_<m>`` is the same model with modality ``m`` removed at test time; ``only_<m>`` is the
 run's config restricted to ``m``, retrained on the same split (saved under ``RUN/ablations/only_<m>`` and
-reused on the next evaluation; a task whose head that model lacks, e.g. diagnosis for a modality the
-diagnosis head does not read, has no ``only_<m>`` entry; nor does a modality too few patients have to train on,
-which a note names). A patient left with no modality gets the model's
-average training prediction (what it predicts knowing nothing), so every ablation is scored on the same
+reused on the next evaluation, also with ``retrain_ablations=False``, which trains none; a task whose head
+that model lacks, e.g. diagnosis for a modality the diagnosis head does not read, has no ``only_<m>`` entry; nor
+does a modality too few patients have to train on, which a note names). A patient left with no modality gets
+the model's average training prediction (what it predicts knowing nothing), so every ablation is scored on the same
 patients.
 """
 
@@ -277,11 +277,17 @@ class _Eval:
                 self.outputs["ablations"][f"without_{m}"] = model_outputs(
                     self.run, self.cohort, self.test, drop=[m], prior=self.prior)
 
-    def retrain_single_modalities(self, frames) -> None:
+    def single_modality_ablations(self, frames, *, train_missing: bool = True) -> None:
+        """Score the ``only_<m>`` models: those saved by an earlier evaluation, and (``train_missing``) the
+        others, trained now."""
         modalities = self.run.config.enabled_modalities()
         if len(modalities) < 2:
             return
-        for m in modalities:
+        saved = [m for m in modalities if (single_modality_dir(self.run, m) / "model.safetensors").is_file()]
+        if not train_missing and saved:
+            self.notes.append(f"--no-retrain: {', '.join(f'only_{m}' for m in saved)} scored with the model(s) "
+                              "an earlier evaluate saved in RUN/ablations; the other modalities have no only_<m>")
+        for m in modalities if train_missing else saved:
             self.say({"stage": "ablation", "what": f"only_{m}"})
             try:
                 sub = single_modality_run(self.run, frames, m, lake_path=self.lake_path, progress=self.say)
@@ -646,13 +652,18 @@ def _merge(part: Outputs, here: np.ndarray, prior: Outputs, keys: np.ndarray,
                    response_all, response_prob)
 
 
+def single_modality_dir(run: LoadedRun, modality: str) -> Path:
+    """Where the run's ``only_<modality>`` model is saved: ``RUN/ablations/only_<m>``."""
+    return run.run_dir / "ablations" / f"only_{modality}"
+
+
 def single_modality_run(run: LoadedRun, frames, modality: str, *, lake_path: str,
                         progress: Progress | None = None) -> LoadedRun:
     """The run's config restricted to ``modality``, trained on the run's split (``RUN/ablations/only_<m>``);
     an existing one is loaded instead of retrained."""
     from fusion.train import fit
 
-    out = run.run_dir / "ablations" / f"only_{modality}"
+    out = single_modality_dir(run, modality)
     if (out / "model.safetensors").is_file():
         return load_run(out)
     others = [m for m in run.config.enabled_modalities() if m != modality]
@@ -683,7 +694,8 @@ def evaluate_run(run_dir: str | Path, lake: str | Path | None = None, *, retrain
     Args:
         run_dir: a run directory written by :func:`fusion.train.train`.
         lake: the lake (default: the lake recorded in the run, then ``data.lake`` of its config).
-        retrain_ablations: also train one model per single modality (``only_<m>``); slow.
+        retrain_ablations: also train one model per single modality (``only_<m>``) that no earlier evaluation
+            saved; slow. Without it, only the saved ones are scored.
         progress: called with a dict (``stage``, ``what`` and training progress of ablations).
         n_boot: bootstrap resamples (default ``eval.n_boot`` of the run's config).
 
@@ -713,8 +725,7 @@ def evaluate_run(run_dir: str | Path, lake: str | Path | None = None, *, retrain
                            " without a test split): there is nothing to evaluate on; train with a test split")
         raise RunError(f"none of the test patients of {run_dir} is in lake {lake_path}; pass the run's lake")
     ev.predict_model()
-    if retrain_ablations:
-        ev.retrain_single_modalities(frames)
+    ev.single_modality_ablations(frames, train_missing=retrain_ablations)
     tasks, subgroups = ev.score()
     # figures and metrics.json are written into a hidden folder and renamed into the run at the end: an
     # evaluation that fails or is killed leaves the run's previous figures and metrics.json as they were

@@ -38,7 +38,8 @@ def evaluate(
     run: RunArgument,
     lake: LakeOption = None,
     retrain: Annotated[bool, typer.Option("--retrain/--no-retrain", help="Train one model per single "
-                                          "modality for the only_<m> ablations (slow; reused when present).")]
+                                          "modality for the only_<m> ablations (slow). Saved ones are reused; "
+                                          "--no-retrain scores only those.")]
     = True,
     n_boot: Annotated[int | None, typer.Option("--n-boot", min=0, help="Bootstrap resamples (default: the "
                                                "run's eval.n_boot).")] = None,

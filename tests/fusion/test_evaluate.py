@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -114,18 +115,36 @@ def test_evaluate_end_to_end(tmp_path, monkeypatch):
         # Stage, ECOG and age drive the synthetic hazard and are EHR features: a few epochs beat chance (0.5).
         assert result["tasks"]["survival"]["model"]["c_index_harrell"]["value"] > 0.55
 
-        stamp = (run / "ablations" / "only_ehr" / "model.safetensors").stat().st_mtime_ns
-        again = evaluate_run(run, None, n_boot=0, retrain_ablations=False)
-        assert (run / "ablations" / "only_ehr" / "model.safetensors").stat().st_mtime_ns == stamp
-        assert set(again["tasks"]["survival"]["ablations"]) == {"without_ehr", "without_genomics"}
-        assert set(again["tasks"]["survival"]["baselines"]) == {"coxnet", "rsf"}  # no only_<m>: no late fusion
-        item = again["tasks"]["survival"]["model"]["c_index_harrell"]
-        assert item["ci_low"] is None and item["value"] == result["tasks"]["survival"]["model"][
-            "c_index_harrell"]["value"]
+        _check_no_retrain_scores_the_saved_single_modality_models(run, result)
         _check_failed_evaluation_leaves_the_run_as_it_was(run, monkeypatch)
         _check_cross_validation(tmp_path, lake)
     finally:
         torch.set_num_threads(threads)
+
+
+def _check_no_retrain_scores_the_saved_single_modality_models(run: Path, result: dict) -> None:
+    """``--no-retrain`` trains no only_<m> model but scores those an earlier evaluation saved, as it did."""
+    stamp = (run / "ablations" / "only_ehr" / "model.safetensors").stat().st_mtime_ns
+    again = evaluate_run(run, None, n_boot=0, retrain_ablations=False)
+    assert (run / "ablations" / "only_ehr" / "model.safetensors").stat().st_mtime_ns == stamp
+    first, second = result["tasks"]["survival"], again["tasks"]["survival"]
+    assert set(second["ablations"]) == set(first["ablations"])
+    assert set(second["baselines"]) == {"coxnet", "rsf", "late_fusion"}
+    for name in ("only_ehr", "only_genomics"):
+        assert second["ablations"][name]["c_index_harrell"]["value"] == first["ablations"][name][
+            "c_index_harrell"]["value"]
+    item = second["model"]["c_index_harrell"]
+    assert item["ci_low"] is None and item["value"] == first["model"]["c_index_harrell"]["value"]
+    assert any("--no-retrain: only_ehr, only_genomics scored" in note for note in again["notes"])
+
+    shutil.move(run / "ablations" / "only_genomics", run.parent / "only_genomics")  # one saved model left
+    try:
+        alone = evaluate_run(run, None, n_boot=0, retrain_ablations=False)
+        assert not (run / "ablations" / "only_genomics").exists()  # nothing trained
+        assert set(alone["tasks"]["survival"]["ablations"]) == {"without_ehr", "without_genomics", "only_ehr"}
+        assert set(alone["tasks"]["survival"]["baselines"]) == {"coxnet", "rsf"}  # one only_<m>: no late fusion
+    finally:
+        shutil.move(run.parent / "only_genomics", run / "ablations" / "only_genomics")
 
 
 def _check_failed_evaluation_leaves_the_run_as_it_was(run: Path, monkeypatch) -> None:
