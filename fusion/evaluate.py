@@ -803,8 +803,10 @@ def _fold_notes(folds: list[Path], results: list[dict]) -> list[str]:
 
 
 def _across_folds(scores: list[dict | None]) -> dict:
-    """``{metric: {"value": mean, "sd", "folds": [value per fold or None]}}`` of per-fold metric dicts."""
-    metrics = sorted({m for s in scores for m, v in (s or {}).items() if isinstance(v, dict) and "value" in v})
+    """``{metric: {"value": mean, "sd", "folds": [value per fold or None]}}`` of per-fold metric dicts, the
+    metrics in the folds' order (``td_auc_365d`` before ``td_auc_1095d``)."""
+    metrics = list(dict.fromkeys(m for s in scores for m, v in (s or {}).items()
+                                 if isinstance(v, dict) and "value" in v))
     out = {}
     for metric in metrics:
         per_fold = [((s or {}).get(metric) or {}).get("value") for s in scores]

@@ -312,6 +312,25 @@ def _min_span(values: pd.Series, share: float = 0.2) -> list[float] | None:
     return [middle - half, middle + half]
 
 
+def fold_values_figure(rows: pd.DataFrame, *, title: str, chance: float | None = None) -> go.Figure:
+    """A ``--cv`` run's metric per model (``label``, ``value``: the mean, ``folds``: the value of each fold):
+    each fold a dot, the mean a diamond; ``chance`` as in :func:`metric_intervals_figure`."""
+    rows = rows.iloc[::-1]
+    dots = [(label, v) for label, folds in zip(rows["label"], rows["folds"], strict=True)
+            for v in (folds or []) if v is not None]
+    fig = go.Figure([
+        go.Scatter(x=[v for _, v in dots], y=[label for label, _ in dots], mode="markers", name="one fold",
+                   marker={"size": 7, "color": COHORT, "opacity": 0.7},
+                   hovertemplate="%{y}: %{x:.3f} (one fold)<extra></extra>"),
+        go.Scatter(x=rows["value"].astype(float), y=rows["label"], mode="markers", name="mean over the folds",
+                   marker={"size": 12, "color": PREDICTED, "symbol": "diamond"},
+                   hovertemplate="%{y}: mean %{x:.3f}<extra></extra>")])
+    if chance is not None:
+        fig.add_vline(x=chance, line={"color": "grey", "dash": "dot"}, annotation_text="chance")
+    fig.update_xaxes(title="test value of each fold (its own test patients) and their mean")
+    return _layout(fig, height=140 + 32 * len(rows), title=title, showlegend=True)
+
+
 def metric_intervals_figure(rows: pd.DataFrame, *, title: str, chance: float | None = None) -> go.Figure:
     """Point estimates with 95% intervals (``label``, ``value``, ``ci_low``, ``ci_high``), one row each;
     ``chance``: a reference line at a chance-level value (0.5 for AUROC and C-index)."""

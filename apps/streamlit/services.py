@@ -644,7 +644,8 @@ def metric_on_test(run_dir: str, runs: Path | None, task: str, metric: str) -> d
 
 def metric_rows(metrics: dict) -> pd.DataFrame:
     """metrics.json ``tasks`` flattened: ``task``, ``model`` ("model", "baseline: x", "ablation: y"),
-    ``metric``, ``value``, ``ci_low``, ``ci_high``."""
+    ``metric``, ``value``, ``ci_low``, ``ci_high``; a ``--cv`` run's metrics.json also gives ``sd`` and
+    ``folds`` (the value of each fold; None elsewhere)."""
     rows = []
     for task, block in (metrics.get("tasks") or {}).items():
         groups = [("model", block.get("model") or {})]
@@ -654,8 +655,9 @@ def metric_rows(metrics: dict) -> pd.DataFrame:
             for metric, v in (values or {}).items():
                 if isinstance(v, dict) and "value" in v:
                     rows.append({"task": task, "model": name, "metric": metric, "value": v.get("value"),
-                                 "ci_low": v.get("ci_low"), "ci_high": v.get("ci_high")})
-    return pd.DataFrame(rows, columns=["task", "model", "metric", "value", "ci_low", "ci_high"])
+                                 "ci_low": v.get("ci_low"), "ci_high": v.get("ci_high"), "sd": v.get("sd"),
+                                 "folds": v.get("folds")})
+    return pd.DataFrame(rows, columns=["task", "model", "metric", "value", "ci_low", "ci_high", "sd", "folds"])
 
 
 def subgroup_rows(metrics: dict) -> pd.DataFrame:
@@ -681,6 +683,41 @@ def with_interval(frame: pd.DataFrame) -> pd.Series:
         return f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
 
     return frame.apply(fmt, axis=1) if len(frame) else pd.Series(dtype=object)
+
+
+def with_spread(frame: pd.DataFrame) -> pd.Series:
+    """``"0.712 +- 0.031 (5 folds)"`` per row of :func:`metric_rows` of a ``--cv`` run: the mean over the folds
+    that scored the metric, their SD and how many they are."""
+    def fmt(row: pd.Series) -> str:
+        folds = [v for v in (row["folds"] or []) if v is not None]
+        if row["value"] is None or pd.isna(row["value"]):
+            return "n/a"
+        spread = "" if row["sd"] is None or pd.isna(row["sd"]) else f" ± {row['sd']:.3f}"
+        return f"{row['value']:.3f}{spread} ({len(folds)} fold{'s' if len(folds) != 1 else ''})"
+
+    return frame.apply(fmt, axis=1) if len(frame) else pd.Series(dtype=object)
+
+
+def cross_validations(runs: Path | None) -> pd.DataFrame:
+    """One row per ``--cv`` run under ``runs`` (a folder whose ``fold_<k>`` folders are runs): ``path``,
+    ``name``, ``k`` and ``evaluated`` (its own metrics.json, the mean and SD over the folds, exists)."""
+    rows = []
+    if runs is not None and runs.is_dir():
+        for folder in (runs, *sorted(runs.glob("*"))):
+            folds = [f for f in folder.glob("fold_*") if f.is_dir() and is_run(f)] if folder.is_dir() else []
+            if folds and not folder.name.startswith("."):
+                rows.append({"path": str(folder), "name": folder.name if folder == runs else
+                             str(folder.relative_to(runs)), "k": len(folds),
+                             "evaluated": (folder / "metrics.json").is_file()})
+    return pd.DataFrame(rows, columns=["path", "name", "k", "evaluated"])
+
+
+def cross_validation_metrics(cv_dir: str) -> dict | None:
+    """The ``--cv`` run's metrics.json (mean, SD and per-fold values), or None before ``tumorboard evaluate``."""
+    path = Path(cv_dir) / "metrics.json"
+    if not path.is_file():
+        return None
+    return guarded("Reading the cross-validation", lambda: json.loads(path.read_text()))
 
 
 # -- predictions ------------------------------------------------------------------------------------------

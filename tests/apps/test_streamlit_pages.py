@@ -217,6 +217,39 @@ def test_models_page(monkeypatch, app_data):
     assert not at.exception
 
 
+def test_models_page_shows_a_cross_validation_as_mean_and_sd(monkeypatch, app_data, tmp_path):
+    """A --cv run (two folds, here copies of the tiny run) is listed with its folds; once evaluated, its
+    metrics.json's mean +- SD over the folds is shown per model and metric."""
+    import shutil
+
+    from fusion.evaluate import evaluate_folds
+
+    runs = tmp_path / "runs"
+    for fold in ("fold_0", "fold_1"):
+        shutil.copytree(app_data.runs / "tiny", runs / "cv" / fold)
+    at = open_page(monkeypatch, app_data.lake, runs, "views/models.py")
+    assert not at.exception and at.selectbox(key="cv_run").value == str(runs / "cv")
+    assert f"Not evaluated yet: run `tumorboard evaluate {runs / 'cv'}`" in texts(at)
+
+    result = evaluate_folds(runs / "cv", app_data.lake, retrain_ablations=False, n_boot=0)
+    at = open_page(monkeypatch, app_data.lake, runs, "views/models.py")
+    assert not at.exception
+    fold_metrics = json.loads((runs / "cv" / "fold_0" / "metrics.json").read_text())["tasks"]["survival"]["model"]
+    assert list(result["tasks"]["survival"]["model"]) == list(fold_metrics)  # 365d before 1095d, as in a fold
+    c_index = result["tasks"]["survival"]["model"]["c_index_harrell"]
+    expected = f"{c_index['value']:.3f} ± {c_index['sd']:.3f} (2 folds)"
+    tables = [d.value for d in at.dataframe if "c_index_harrell" in d.value.columns]
+    assert any(expected in set(t.loc[t["model"] == "model", "c_index_harrell"]) for t in tables)
+    assert "Mean ± SD over the 2 folds" in texts(at)
+    assert at.selectbox(key="cv_metric_survival").value in set(result["tasks"]["survival"]["model"])
+
+
+def test_fold_spread_text():
+    frame = pd.DataFrame({"value": [0.7, 0.65, None], "sd": [0.05, None, None],
+                          "folds": [[0.65, 0.75], [0.65, None], [None, None]]})
+    assert sv.with_spread(frame).tolist() == ["0.700 ± 0.050 (2 folds)", "0.650 (1 fold)", "n/a"]
+
+
 def test_models_page_without_runs(monkeypatch, app_data):
     at = open_page(monkeypatch, app_data.lake, app_data.no_runs, "views/models.py")
     assert at.title[0].value == "Models"

@@ -1,5 +1,5 @@
 """Models: trained runs side by side (metrics with intervals, baselines, ablations, calibration, risk groups,
-subgroups), and the choice of the run the Patient page uses."""
+subgroups), a ``--cv`` run's mean and SD over its folds, and the choice of the run the Patient page uses."""
 
 from __future__ import annotations
 
@@ -15,6 +15,20 @@ from apps.streamlit import services as sv
 def _caption(path: str) -> str:
     """A figure's caption: its file name without extension, words apart (``km_risk_groups.png``)."""
     return Path(path).stem.replace("_", " ")
+
+
+def _metric_table(part: pd.DataFrame, shown: pd.Series) -> pd.DataFrame:
+    """One task's metrics (rows of :func:`services.metric_rows`, ``shown`` as text): one row per model, the
+    model first, one column per metric in metrics.json's order (365d before 730d)."""
+    table = part.assign(shown=shown).pivot_table(index="model", columns="metric", values="shown", aggfunc="first")
+    order = sorted(table.index, key=lambda m: (m != "model", m))
+    columns = [m for m in part["metric"].unique() if m in table.columns]
+    return table.loc[order, columns].reset_index()
+
+
+def _chance(metric: str) -> float | None:
+    """The chance level of a ranking metric (a reference line on its plot), None for the others."""
+    return 0.5 if metric.startswith(("auroc", "c_index", "td_auc")) else None
 
 
 st.title("Models")
@@ -56,6 +70,35 @@ if tables:
     st.markdown("**Test metrics, value [95% bootstrap interval]**")
     st.dataframe(side.reset_index(), hide_index=True, width="stretch", height=widgets.fit_height(side))
 
+cross_validations = sv.cross_validations(settings.runs)
+if not cross_validations.empty:
+    st.subheader("Cross-validation")
+    cv_names = dict(zip(cross_validations["path"], cross_validations["name"]))
+    cv_dir = st.selectbox("Cross-validated run", list(cv_names), format_func=cv_names.get, key="cv_run")
+    try:
+        cv_metrics = sv.cross_validation_metrics(cv_dir)
+    except sv.ServiceError as exc:
+        st.warning(str(exc))
+        cv_metrics = {}
+    if cv_metrics is None:
+        st.info(f"Not evaluated yet: run `tumorboard evaluate {cv_dir}` for the mean and SD over its folds.")
+    elif cv_metrics:
+        st.caption(f"Mean ± SD over the {cv_metrics.get('k')} folds, each tested on its own patients (the folds "
+                   "are also listed as runs above, with their bootstrap intervals).")
+        if cv_metrics.get("lake_changed"):
+            st.warning("The lake changed after training in at least one fold (see the notes).")
+        cv_rows = sv.metric_rows(cv_metrics)
+        for task in cv_rows["task"].unique():
+            part = cv_rows[cv_rows["task"] == task]
+            st.markdown(f"**{task}** ({(cv_metrics['tasks'][task] or {}).get('n', '?')} test patients in all)")
+            st.dataframe(_metric_table(part, sv.with_spread(part)), hide_index=True, width="stretch")
+            metric = st.selectbox("Metric to plot", part["metric"].unique(), key=f"cv_metric_{task}")
+            shown = part[part["metric"] == metric].rename(columns={"model": "label"})
+            st.plotly_chart(figures.fold_values_figure(shown, title=f"{task}: {metric}", chance=_chance(metric)),
+                            key=f"cv_folds_{task}")
+        for note in cv_metrics.get("notes") or []:
+            st.caption(f"Note from the evaluation: {note}.")
+
 st.subheader("Run details")
 chosen = st.selectbox("Run", paths, index=paths.index(current), format_func=names.get, key="detail_run")
 try:
@@ -79,16 +122,11 @@ with metrics_tab:
             counts = ", ".join(f"{k.replace('_', ' ')} {block[k]}" for k in ("n", "n_events", "n_positive")
                                if k in block)
             st.markdown(f"**{task}** ({counts})")
-            table = part.assign(shown=sv.with_interval(part)).pivot_table(
-                index="model", columns="metric", values="shown", aggfunc="first")
-            order = sorted(table.index, key=lambda m: (m != "model", m))
-            columns = [m for m in part["metric"].unique() if m in table.columns]  # metrics.json's order: 365d < 730d
-            st.dataframe(table.loc[order, columns].reset_index(), hide_index=True, width="stretch")
+            st.dataframe(_metric_table(part, sv.with_interval(part)), hide_index=True, width="stretch")
             metric = st.selectbox("Metric to plot", part["metric"].unique(), key=f"metric_{task}")
             shown = part[part["metric"] == metric].rename(columns={"model": "label"})
-            chance = 0.5 if metric.startswith(("auroc", "c_index", "td_auc")) else None
-            st.plotly_chart(figures.metric_intervals_figure(shown, title=f"{task}: {metric}", chance=chance),
-                            key=f"intervals_{task}")
+            st.plotly_chart(figures.metric_intervals_figure(shown, title=f"{task}: {metric}",
+                                                            chance=_chance(metric)), key=f"intervals_{task}")
         st.caption("Intervals are percentile bootstraps over test patients; for a skewed metric (calibration "
                    "error, ECE) the point estimate can fall outside its interval, a sign of a biased metric on "
                    "few patients rather than an error.")
