@@ -107,18 +107,18 @@ def load_nifti(entry: ManifestEntry) -> tuple[Volume | None, list[Reject]]:
     """Read a NIfTI file into a :class:`Volume` ``(S, H, W)`` float32 (scl_slope/inter applied)."""
     import nibabel as nib
 
+    warnings = []
     try:
         image = nib.load(str(entry.path))
-        data = np.asanyarray(image.dataobj, dtype=np.float32)
+        shape = image.shape
+        if len(shape) > 4:
+            return None, [_reject(entry, f"NIfTI with {len(shape)} dimensions; expected 2, 3 or 4")]
+        if len(shape) == 4:  # read the first volume only, not all of them as float32
+            warnings.append(f"4D NIfTI with {shape[3]} volumes: kept the first")
+        data = np.asarray(image.dataobj[..., 0] if len(shape) == 4 else image.dataobj, dtype=np.float32)
     except Exception as exc:  # noqa: BLE001 (nibabel raises many types on damaged files)
         return None, [_reject(entry, f"unreadable NIfTI ({type(exc).__name__}: {exc})")]
-    warnings = []
     zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
-    if data.ndim == 4:
-        warnings.append(f"4D NIfTI with {data.shape[3]} volumes: kept the first")
-        data = data[..., 0]
-    elif data.ndim > 4:
-        return None, [_reject(entry, f"NIfTI with {data.ndim} dimensions; expected 2, 3 or 4")]
     while data.ndim < 3:
         data = data[..., None]
         zooms = (*zooms, 1.0)

@@ -285,6 +285,24 @@ def test_nifti_4d_keeps_the_first_volume(tmp_path):
     assert volume.warnings == ["4D NIfTI with 2 volumes: kept the first"]
 
 
+def test_nifti_4d_reads_only_its_first_volume(tmp_path):
+    """A 4D series (fMRI, DCE, DWI) is not held whole as float32 to keep one volume of it."""
+    import tracemalloc
+
+    import nibabel as nib
+
+    entry = nifti_entry("functional.nii", tmp_path)  # (17, 21, 3, 20) int16
+    full_float32 = int(np.prod(nib.load(entry.path).shape)) * 4
+    tracemalloc.start()
+    try:
+        volume, _ = load_nifti(entry)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_allclose(volume.array, nib.load(entry.path).get_fdata()[..., 0].T)
+    assert peak < full_float32 / 2, f"peak {peak} bytes; all 20 volumes as float32 are {full_float32}"
+
+
 def test_nifti_through_a_manifest_into_the_lake(lake, tmp_path):
     anatomical = nifti_entry("anatomical.nii", tmp_path).path
     four_d = nifti_entry("example4d.nii.gz", tmp_path).path
