@@ -336,7 +336,8 @@ def _load_multiframe(series: Series, patient_id: str) -> tuple[Volume | None, li
 
 
 def decode_file(path: Path) -> tuple[np.ndarray | None, str]:
-    """Read one file's pixels as float32 ``(F, H, W)`` with the rescale applied (colour -> grey luma).
+    """Read one file's pixels as float32 ``(F, H, W)`` with the rescale applied (colour -> grey luma;
+    MONOCHROME1 inverted within its stored range, so that high values are bright as in MONOCHROME2).
 
     Returns:
         ``(frames, "")`` or ``(None, reason)``; the reason names the file, the transfer syntax and, for a
@@ -389,6 +390,8 @@ def _frames(ds: Dataset, path: Path) -> tuple[np.ndarray | None, str]:
         raw = apply_color_lut(raw, ds)
         samples = 3
     frames = raw.astype(np.float32)
+    if photometric == "MONOCHROME1":  # before the rescale, over the stored range: one mapping for every slice
+        frames = np.float32(_stored_range_sum(ds)) - frames
     if samples == 3:
         frames = frames @ np.array([0.299, 0.587, 0.114], np.float32)
     for i in range(len(frames)):
@@ -397,9 +400,14 @@ def _frames(ds: Dataset, path: Path) -> tuple[np.ndarray | None, str]:
             frames[i] *= np.float32(slope)
         if intercept != 0.0:
             frames[i] += np.float32(intercept)
-    if photometric == "MONOCHROME1":
-        frames = frames.max() + frames.min() - frames
     return frames, ""
+
+
+def _stored_range_sum(ds: Dataset) -> int:
+    """Lowest plus highest stored value that BitsStored allows: ``sum - x`` inverts a MONOCHROME1 pixel ``x``
+    within the same range, whatever the pixels of that image happen to span."""
+    bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
+    return -1 if int(ds.get("PixelRepresentation", 0) or 0) == 1 else 2**bits - 1
 
 
 def native_pixels(ds: Dataset) -> np.ndarray | None:

@@ -96,6 +96,20 @@ def test_ct5n_stacks_five_slices_in_position_order():
     assert volume.orientation == pytest.approx((1, 0, 0, 0, 1, 0)) and volume.warnings == []
 
 
+def test_monochrome1_series_is_inverted_with_one_mapping_for_every_slice(tmp_path):
+    """Each slice was inverted with its own min + max, so a MONOCHROME1 volume's slices were shifted apart."""
+    folder = dicomdir_series("98892001", "CT5N")
+    for file in folder.iterdir():
+        ds = pydicom.dcmread(file)
+        ds.PhotometricInterpretation = "MONOCHROME1"
+        ds.save_as(tmp_path / file.name)
+    plain, _ = load_one(folder)
+    inverted, rejects = load_one(tmp_path)
+    assert not rejects and inverted.array.shape == plain.array.shape == (5, 16, 16)
+    # signed 16-bit stored values x -> -1 - x, then the rescale (slope 1, intercept -1024): -2049 - HU
+    np.testing.assert_array_equal(inverted.array + plain.array, np.full((5, 16, 16), -2049, np.float32))
+
+
 def test_ct2_reports_its_gap():
     volume, _ = load_one(dicomdir_series("77654033", "CT2"))
     assert volume.array.shape == (4, 16, 16)
