@@ -7,7 +7,9 @@ columns ``path`` (relative to the CSV), ``patient_id`` and optionally ``study_da
 Array layout matches the DICOM reader: ``(S, H, W)`` for volumes, ``(H, W)`` for 2D images. A NIfTI's voxel
 axes ``(i, j, k)`` become ``(k, j, i)`` (slice, row, col) without resampling; its orientation is the direction
 of the ``i`` (row direction) and ``j`` (column direction) axes in patient LPS, like DICOM
-ImageOrientationPatient. A 4D NIfTI keeps its first volume (``[..., 0]``) and says so in the warnings.
+ImageOrientationPatient. Slices ascend along the normal (row x column direction), as in a DICOM series: a
+left-handed affine (``k`` against ``i x j``, as dcm2niix writes an axial series) has its ``j`` axis flipped,
+which gives back the DICOM series' rows. A 4D NIfTI keeps its first volume (``[..., 0]``) and says so in the warnings.
 Colour PNG/JPEG/TIFF images are converted to grey (ITU-R 601 luma); a multi-page TIFF becomes a volume.
 """
 
@@ -122,9 +124,11 @@ def load_nifti(entry: ManifestEntry) -> tuple[Volume | None, list[Reject]]:
     while data.ndim < 3:
         data = data[..., None]
         zooms = (*zooms, 1.0)
+    directions = image.affine[:3, :3] / np.linalg.norm(image.affine[:3, :3], axis=0)
+    if np.linalg.det(directions) < 0:  # k runs against i x j (dcm2niix's LAS): rows in DICOM order, k along it
+        data, directions = data[:, ::-1], directions * [1, -1, 1]
     array = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
     spacing = (zooms[2], zooms[1], zooms[0])
-    directions = image.affine[:3, :3] / np.linalg.norm(image.affine[:3, :3], axis=0)
     orientation = tuple(float(v) for v in np.concatenate([directions[:, 0], directions[:, 1]]) * np.tile(
         RAS_TO_LPS, 2))
     if array.shape[0] == 1:

@@ -282,10 +282,32 @@ def test_nifti_anatomical_keeps_spacing_and_orientation(tmp_path):
     volume, rejects = load_nifti(entry)
     data = nib.load(entry.path).get_fdata()
     assert not rejects and volume.array.shape == (25, 41, 33)  # (k, j, i)
-    np.testing.assert_allclose(volume.array, np.transpose(data, (2, 1, 0)))
+    np.testing.assert_allclose(volume.array, np.transpose(data[:, ::-1], (2, 1, 0)))
     assert volume.spacing_mm == (2.0, 2.0, 2.0)
-    # affine diag(-2, 2, 2): i runs to RAS -x = LPS +x, j runs to RAS +y = LPS -y
-    assert volume.orientation == pytest.approx((1, 0, 0, 0, -1, 0))
+    # affine diag(-2, 2, 2), left-handed: i runs to RAS -x = LPS +x, j to LPS -y (flipped: rows run to LPS +y),
+    # k to LPS +z = row x column direction
+    assert volume.orientation == pytest.approx((1, 0, 0, 0, 1, 0))
+
+
+def test_nifti_of_a_dicom_series_reads_as_the_series(tmp_path):
+    """dcm2niix writes an axial series with its rows flipped (LAS, a left-handed affine): the NIfTI's slices ran
+    against the normal of the orientation it was given, and its rows upside down from the DICOM series'."""
+    import nibabel as nib
+
+    series, _ = load_one(dicomdir_series("98892001", "CT5N"))
+    rows = series.array.shape[1]
+    row_dir, col_dir = np.array(series.orientation[:3]), np.array(series.orientation[3:])
+    step, row_step, col_step = series.spacing_mm
+    affine = np.eye(4)
+    affine[:3, 0], affine[:3, 1] = row_dir * col_step, -col_dir * row_step  # j runs up the rows
+    affine[:3, 2], affine[:3, 3] = np.cross(row_dir, col_dir) * step, col_dir * row_step * (rows - 1)
+    affine[:2] *= -1  # LPS -> RAS
+    assert np.linalg.det(affine[:3, :3]) < 0
+    nib.save(nib.Nifti1Image(np.transpose(series.array[:, ::-1], (2, 1, 0)), affine), tmp_path / "ct.nii.gz")
+    volume, _ = load_nifti(ManifestEntry(tmp_path / "ct.nii.gz", "P1", None, "CT", 2, tmp_path / "m.csv"))
+    np.testing.assert_array_equal(volume.array, series.array)
+    assert volume.orientation == pytest.approx(series.orientation)
+    assert volume.spacing_mm == pytest.approx(series.spacing_mm)
 
 
 def test_nifti_4d_keeps_the_first_volume(tmp_path):
@@ -295,7 +317,7 @@ def test_nifti_4d_keeps_the_first_volume(tmp_path):
     volume, _ = load_nifti(entry)
     assert volume.array.shape == (24, 96, 128)
     assert volume.spacing_mm == pytest.approx((2.2, 2.0, 2.0))
-    np.testing.assert_allclose(volume.array[3], nib.load(entry.path).get_fdata()[..., 3, 0].T)
+    np.testing.assert_allclose(volume.array[3], nib.load(entry.path).get_fdata()[:, ::-1, 3, 0].T)
     assert volume.warnings == ["4D NIfTI with 2 volumes: kept the first"]
 
 
@@ -313,7 +335,7 @@ def test_nifti_4d_reads_only_its_first_volume(tmp_path):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    np.testing.assert_allclose(volume.array, nib.load(entry.path).get_fdata()[..., 0].T)
+    np.testing.assert_allclose(volume.array, nib.load(entry.path).get_fdata()[:, ::-1, :, 0].T)
     assert peak < full_float32 / 2, f"peak {peak} bytes; all 20 volumes as float32 are {full_float32}"
 
 
