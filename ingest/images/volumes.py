@@ -115,9 +115,10 @@ def load_nifti(entry: ManifestEntry) -> tuple[Volume | None, list[Reject]]:
         shape = image.shape
         if len(shape) > 4:
             return None, [_reject(entry, f"NIfTI with {len(shape)} dimensions; expected 2, 3 or 4")]
-        if len(shape) == 4:  # read the first volume only, not all of them as float32
+        if len(shape) == 4 and shape[3] > 1:  # (X, Y, Z, 1), as SPM and FSL write a 3D image, is no series
             warnings.append(f"4D NIfTI with {shape[3]} volumes: kept the first")
-        data = np.asarray(image.dataobj[..., 0] if len(shape) == 4 else image.dataobj, dtype=np.float32)
+        data = np.asarray(image.dataobj[..., 0] if len(shape) == 4 else image.dataobj,  # the first volume only,
+                          dtype=np.float32)  # not all of them as float32
     except Exception as exc:  # noqa: BLE001 (nibabel raises many types on damaged files)
         return None, [_reject(entry, f"unreadable NIfTI ({type(exc).__name__}: {exc})")]
     zooms = tuple(float(z) for z in image.header.get_zooms()[:3])

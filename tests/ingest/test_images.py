@@ -321,6 +321,15 @@ def test_nifti_4d_keeps_the_first_volume(tmp_path):
     assert volume.warnings == ["4D NIfTI with 2 volumes: kept the first"]
 
 
+def test_nifti_with_a_trailing_axis_of_one_is_a_3d_image_without_a_warning(tmp_path):
+    import nibabel as nib
+
+    image = nib.load(nifti_entry("anatomical.nii", tmp_path).path)
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj)[..., None], image.affine), tmp_path / "anat4d.nii")
+    volume, _ = load_nifti(ManifestEntry(tmp_path / "anat4d.nii", "P1", None, "MR", 2, tmp_path / "m.csv"))
+    assert volume.array.shape == (25, 41, 33) and volume.warnings == []
+
+
 def test_nifti_4d_reads_only_its_first_volume(tmp_path):
     """A 4D series (fMRI, DCE, DWI) is not held whole as float32 to keep one volume of it."""
     import tracemalloc
