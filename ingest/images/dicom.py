@@ -267,6 +267,12 @@ def load_series(series: Series) -> tuple[Volume | None, list[Reject]]:
         return None, [Reject(str(h.path), f"{h.path.name}: no PatientID (0010,0020); the images table needs a"
                                           " patient identifier: fill PatientID (e.g. dcmodify -i)")
                       for h in series.headers]
+    named = {str(h.ds.get("PatientID", "") or "").strip() for h in series.headers}
+    if len(named) > 1:  # one series, several patients: no patient could be given the volume
+        return None, [Reject(str(h.path), f"{h.path.name}: its series (SeriesInstanceUID) spans {len(named)} "
+                                          "different PatientID values (0010,0020); a series belongs to one "
+                                          "patient: fix the PatientID or the SeriesInstanceUID of the files")
+                      for h in series.headers]
     if first.n_frames > 1:
         return _load_multiframe(series, patient_id)
     return _load_single_frames(series, patient_id)

@@ -110,6 +110,22 @@ def test_monochrome1_series_is_inverted_with_one_mapping_for_every_slice(tmp_pat
     np.testing.assert_array_equal(inverted.array + plain.array, np.full((5, 16, 16), -2049, np.float32))
 
 
+def test_a_series_whose_files_name_two_patients_is_rejected_without_naming_them(tmp_path):
+    """One SeriesInstanceUID over files of two PatientIDs: every file is rejected (the volume would be filed
+    under the first file's patient), and the reason names no PatientID."""
+    folder = dicomdir_series("98892001", "CT5N")
+    for number, file in enumerate(sorted(folder.iterdir())):
+        ds = pydicom.dcmread(file)
+        if number == 3:
+            ds.PatientID = "OTHER-PATIENT-7"
+        ds.save_as(tmp_path / file.name)
+    volume, rejects = load_one(tmp_path)
+    assert volume is None and len(rejects) == 5
+    assert all("spans 2 different PatientID values" in r.reason for r in rejects)
+    assert not any("OTHER-PATIENT-7" in r.reason or str(pydicom.dcmread(next(folder.iterdir())).PatientID)
+                   in r.reason for r in rejects)
+
+
 def test_ct2_reports_its_gap():
     volume, _ = load_one(dicomdir_series("77654033", "CT2"))
     assert volume.array.shape == (4, 16, 16)
