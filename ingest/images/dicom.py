@@ -485,7 +485,11 @@ def _volume(array: np.ndarray, in_plane: tuple[float, float] | None, step: float
 
 
 def study_datetime(ds: Dataset) -> datetime | None:
-    """StudyDate + StudyTime (else Series/Acquisition/Content date) as UTC (TimezoneOffsetFromUTC if set)."""
+    """The latest of StudyDate + StudyTime and the Series, Acquisition and Content date-times, as UTC
+    (TimezoneOffsetFromUTC if set): when the image surely existed. A series added to an earlier study (acquired
+    after a diagnosis that followed the study's first series) is dated by its own acquisition, so a cohort cutoff
+    between the two leaves it out."""
+    dates = []
     for prefix in ("Study", "Series", "Acquisition", "Content"):
         date = str(ds.get(f"{prefix}Date", "") or "").strip()
         if len(date) != 8 or not date.isdigit():
@@ -499,8 +503,8 @@ def study_datetime(ds: Dataset) -> datetime | None:
         if len(offset) == 5 and offset[0] in "+-" and offset[1:].isdigit():
             sign = 1 if offset[0] == "+" else -1
             value -= sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[3:]))
-        return value.replace(tzinfo=UTC)
-    return None
+        dates.append(value.replace(tzinfo=UTC))
+    return max(dates, default=None)
 
 
 def _rescale(ds: Dataset, frame: int) -> tuple[float, float]:

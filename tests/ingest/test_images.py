@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
 import typer
@@ -279,6 +280,26 @@ def test_series_without_positions_falls_back_to_instance_number(tmp_path):
     volume, _ = load_one(tmp_path)
     assert [int(s[0, 0] - volume.array[0, 0, 0]) for s in volume.array] == [0, 1, 2]
     assert any("ordered by InstanceNumber" in w for w in volume.warnings)
+
+
+def test_a_series_added_to_an_earlier_study_is_dated_by_its_own_acquisition(tmp_path):
+    """A CT series acquired on 2020-03-01 in a study opened on 2019-12-20 is not an input of a cohort whose cutoff
+    (a diagnosis on 2020-01-01) lies between them: the study's date would let the later series in."""
+    from fusion.cohort import image_refs
+
+    ds = pydicom.dcmread(dicom_test_file("CT_small.dcm"))
+    ds.StudyDate, ds.StudyTime = "20191220", "093000"
+    for prefix in ("Series", "Acquisition", "Content"):
+        setattr(ds, f"{prefix}Date", "20200301")
+        setattr(ds, f"{prefix}Time", "100000")
+    del ds.TimezoneOffsetFromUTC
+    ds.save_as(tmp_path / "later_series.dcm")
+    volume, _ = load_one(tmp_path / "later_series.dcm")
+    assert volume.study_date.isoformat() == "2020-03-01T10:00:00+00:00"
+    images = pd.DataFrame({"patient_key": ["p"], "image_id": ["i"], "modality": ["CT"], "tensor_file": ["f"],
+                           "tensor_row": [0], "study_date": [pd.Timestamp(volume.study_date)]})
+    refs = image_refs(images, np.array(["p"]), pd.Series({"p": pd.Timestamp("2020-01-01", tz="UTC")}), None)
+    assert not refs.present[0]
 
 
 # -- NIfTI -------------------------------------------------------------------------------------------------
