@@ -243,8 +243,9 @@ def read_encounters(lake: Lake) -> pd.DataFrame:
 
 
 def read_gene_status(lake: Lake) -> pd.DataFrame:
-    """patient_key, sample_id, gene, mutated (bool), collected (UTC, NaT when not given): one row per sample
-    and panel gene, ordered by patient, collection date (undated first) and sample."""
+    """patient_key, sample_id, gene, mutated (bool), collected (UTC: the last instant the sample map's date may
+    denote, NaT when not given): one row per sample and panel gene, ordered by patient, collection date (undated
+    first) and sample."""
     return _by_sample(_resolved(lake, "gene_status", ["sample_id", "gene", "mutated", "collected"], "gene_status"))
 
 

@@ -121,7 +121,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         _field("gene", pa.string(), required=True),
         _field("mutated", pa.bool_(), required=True, doc="any non-silent variant in the gene"),
         _field("n_variants", pa.int64(), required=True),
-        _field("collected", TIMESTAMP, doc="specimen collection date (sample map's collected_date); null: not given"),
+        _field("collected", TIMESTAMP, doc="specimen collection date (sample map's collected_date), as the last "
+                                           "instant it may denote (a day: its end); null: not given"),
         keys=("sample_id", "gene"),
     ),
     "tmb": _schema(
@@ -130,7 +131,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         _field("n_nonsilent", pa.int64(), required=True),
         _field("panel_size_mb", pa.float64(), required=True, unit="Mb"),
         _field("tmb_per_mb", pa.float64(), required=True, unit="mutations/Mb"),
-        _field("collected", TIMESTAMP, doc="specimen collection date (sample map's collected_date); null: not given"),
+        _field("collected", TIMESTAMP, doc="specimen collection date (sample map's collected_date), as the last "
+                                           "instant it may denote (a day: its end); null: not given"),
         keys=("sample_id",),
     ),
     # Images ------------------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ optionally ``collected_date``, the specimen collection date); samples not in the
 one, follow the rule of :func:`patient_for` (TCGA barcodes -> their first 12 characters, the patient barcode;
 otherwise the sample id is the patient id). The link to FHIR patients happens later (``ingest.link``).
 ``collected_date`` lands in the ``collected`` column of ``gene_status`` and ``tmb``, so that cohorts can drop
-samples taken after the prediction time; a sample without one has ``collected`` null.
+samples taken after the prediction time: as the last instant it may denote (``2020-05`` ->
+2020-05-31T23:59:59.999999Z, a day -> its last microsecond, a date-time -> itself), so a sample dated ``2020-05``
+is no input for a diagnosis on 2020-05-15; a sample without one has ``collected`` null.
 
 Re-ingest is idempotent, per sample: the rows of every sample seen in this run replace that sample's rows in
 ``variants``, ``gene_status`` and ``tmb`` (rows of other samples are untouched). A sample split over several
@@ -31,7 +33,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest.schema import SCHEMAS, utc_timestamps
+from ingest.schema import SCHEMAS, utc_period_ends, utc_timestamps
 from ingest.variants.features import GenePanel, VariantTally, load_gene_panel
 from ingest.variants.maf import MafFormatError, maf_variants
 from ingest.variants.staging import VariantStage
@@ -138,9 +140,11 @@ def _sample_map_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
 
 
 def _with_collected(table: pa.Table, dates: dict[str, str]) -> pa.Table:
-    """``table`` with a ``collected`` column: each row's sample date from ``dates`` (null when unknown)."""
+    """``table`` with a ``collected`` column: each row's sample date from ``dates`` as the last instant it may
+    denote (:func:`ingest.schema.utc_period_ends`: a sample is only known to precede a cutoff when that does),
+    null when unknown."""
     texts = pa.array([dates.get(s) for s in table.column("sample_id").to_pylist()], pa.string())
-    return table.append_column("collected", utc_timestamps(texts))
+    return table.append_column("collected", utc_period_ends(texts))
 
 
 def patient_for(sample_id: str, sample_map: dict[str, str] | None = None) -> str:

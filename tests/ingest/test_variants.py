@@ -403,6 +403,33 @@ def test_a_run_that_reads_no_file_is_an_error_that_writes_nothing(tmp_path):
     assert not lake.has("rejects") and not lake.has("manifest")
 
 
+def test_a_sample_dated_by_month_or_day_is_no_input_before_that_period_ends(tmp_path):
+    """A biopsy dated ``2020-05`` may have been taken on 2020-05-20: no input for a diagnosis on 2020-05-15 (the
+    cohort compares the collection date with the cutoff). Nor one dated 2020-05-15, the day of a diagnosis timed
+    10:00 that day; one dated 2020-04 is."""
+    import numpy as np
+
+    from fusion.cohort import LakeFrames, genomics_block
+    from ingest.lake import Lake
+    from ingest.reader import read_gene_status, read_tmb
+
+    maf = tmp_path / "c.maf"
+    header = "Hugo_Symbol\tChromosome\tStart_Position\tReference_Allele\tTumor_Seq_Allele2\t" \
+             "Variant_Classification\tTumor_Sample_Barcode\n"
+    maf.write_text(header + "".join(f"EGFR\t7\t55191822\tT\tG\tMissense_Mutation\t{s}\n" for s in ("S1", "S2",
+                                                                                                     "S3")))
+    sample_map = tmp_path / "map.csv"
+    sample_map.write_text("sample_id,patient_id,collected_date\nS1,P1,2020-05\nS2,P2,2020-05-15\nS3,P3,2020-04\n")
+    lake = Lake(tmp_path / "lake")
+    ingest_variants(lake, [maf], sample_map=sample_map, gene_panel=GenePanel(genes=["EGFR"], panel_size_mb=1.0))
+    frames = LakeFrames(gene_status=read_gene_status(lake), tmb=read_tmb(lake))
+    keys = np.array(["P1", "P2", "P3"])
+    cutoff = pd.Series({"P1": pd.Timestamp("2020-05-15", tz="UTC"), "P2": pd.Timestamp("2020-05-15T10:00", tz="UTC"),
+                        "P3": pd.Timestamp("2020-05-15", tz="UTC")})
+    block, _, dated = genomics_block(frames, keys, cutoff, ["EGFR"], 1)
+    assert block.present.tolist() == [False, False, True] and dated["genomics_samples_after_cutoff"] == 2
+
+
 def test_sample_map_collection_dates(tmp_path):
     from ingest.lake import Lake
     from ingest.variants.pipeline import load_sample_dates, load_sample_map
@@ -420,7 +447,7 @@ def test_sample_map_collection_dates(tmp_path):
     assert counts["undated_samples"] == 1
     for table in ("tmb", "gene_status"):
         rows = lake.read(table).to_pandas().drop_duplicates("sample_id").set_index("sample_id")["collected"]
-        assert rows["S1"] == pd.Timestamp("2020-03-04", tz="UTC") and pd.isna(rows["S2"]), table
+        assert rows["S1"] == pd.Timestamp("2020-03-04T23:59:59.999999", tz="UTC") and pd.isna(rows["S2"]), table
     sample_map.write_text("sample_id,patient_id,collected_date\nS1,P1,2020-03-04\nS2,P1,04/03/2020\n")
     with pytest.raises(ValueError, match=r"map.csv, line 3: collected_date is not an ISO 8601") as raised:
         load_sample_dates(sample_map)
