@@ -488,17 +488,20 @@ def study_datetime(ds: Dataset) -> datetime | None:
     """The latest of StudyDate + StudyTime and the Series, Acquisition and Content date-times, as UTC
     (TimezoneOffsetFromUTC if set): when the image surely existed. A series added to an earlier study (acquired
     after a diagnosis that followed the study's first series) is dated by its own acquisition, so a cohort cutoff
-    between the two leaves it out."""
+    between the two leaves it out; a date without a time counts from the end of its day."""
     dates = []
     for prefix in ("Study", "Series", "Acquisition", "Content"):
         date = str(ds.get(f"{prefix}Date", "") or "").strip()
         if len(date) != 8 or not date.isdigit():
             continue
-        time = str(ds.get(f"{prefix}Time", "") or "").strip().split(".")[0].ljust(6, "0")[:6]
+        time = str(ds.get(f"{prefix}Time", "") or "").strip().split(".")[0]
+        time = time.ljust(6, "0")[:6] if time else ""
         try:
-            value = datetime.strptime(date + (time if time.isdigit() else "000000"), "%Y%m%d%H%M%S")
+            value = datetime.strptime(date + (time if time.isdigit() else "235959"), "%Y%m%d%H%M%S")
         except ValueError:
             continue
+        if not time.isdigit():  # the day's last instant, as a FHIR date's end (ingest.schema.utc_period_ends)
+            value += timedelta(microseconds=999_999)
         offset = str(ds.get("TimezoneOffsetFromUTC", "") or "").strip()
         if len(offset) == 5 and offset[0] in "+-" and offset[1:].isdigit():
             sign = 1 if offset[0] == "+" else -1

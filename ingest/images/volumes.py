@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -203,10 +204,14 @@ def _reject(entry: ManifestEntry, reason: str) -> Reject:
 
 
 def _parse_date(text: str) -> datetime | None:
+    """An ISO 8601 date or date-time as UTC; a date without a time is its day's last instant (the image is only
+    known to precede a cohort's cutoff when that does, as a FHIR date: ``ingest.schema.utc_period_ends``)."""
     if not text:
         return None
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
+    if re.fullmatch(r"\d{4}-?\d{2}-?\d{2}", text):
+        value = value.replace(hour=23, minute=59, second=59, microsecond=999_999)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -302,6 +302,30 @@ def test_a_series_added_to_an_earlier_study_is_dated_by_its_own_acquisition(tmp_
     assert not refs.present[0]
 
 
+def test_an_image_dated_by_day_only_is_no_input_for_a_diagnosis_timed_that_day(tmp_path):
+    """A CT whose header has a StudyDate but no time, or a manifest row dated 2020-01-01, may be from the afternoon
+    of a diagnosis timed 10:00 that day: it counts from the end of its day, as a FHIR date does."""
+    from fusion.cohort import image_refs
+    from ingest.images.volumes import _parse_date
+
+    ds = pydicom.dcmread(dicom_test_file("CT_small.dcm"))
+    for prefix in ("Study", "Series", "Acquisition", "Content"):
+        setattr(ds, f"{prefix}Date", "20200101")
+        delattr(ds, f"{prefix}Time")
+    del ds.TimezoneOffsetFromUTC
+    ds.save_as(tmp_path / "day_only.dcm")
+    volume, _ = load_one(tmp_path / "day_only.dcm")
+    dates = [volume.study_date, _parse_date("2020-01-01")]
+    assert [d.isoformat() for d in dates] == ["2020-01-01T23:59:59.999999+00:00"] * 2
+    assert _parse_date("2020-01-01T08:00:00+02:00").isoformat() == "2020-01-01T06:00:00+00:00"  # a time: itself
+    images = pd.DataFrame({"patient_key": ["p", "q"], "image_id": ["i", "j"], "modality": ["CT"] * 2,
+                           "tensor_file": ["f", "g"], "tensor_row": [0, 0], "study_date": pd.to_datetime(dates)})
+    cutoff = pd.Series(pd.Timestamp("2020-01-01T10:00", tz="UTC"), index=["p", "q"])
+    assert not image_refs(images, np.array(["p", "q"]), cutoff, None).present.any()
+    cutoff[:] = pd.Timestamp("2020-01-02", tz="UTC")  # one day of grace after a diagnosis dated by day
+    assert image_refs(images, np.array(["p", "q"]), cutoff, None).present.all()
+
+
 # -- NIfTI -------------------------------------------------------------------------------------------------
 def nifti_entry(name: str, tmp_path: Path) -> ManifestEntry:
     from nibabel.testing import data_path
@@ -454,7 +478,7 @@ def test_png_manifest_round_trips_and_missing_row_is_rejected(lake, xray_manifes
         tensor = store.read(row.tensor_file, row.tensor_row)
         np.testing.assert_array_equal(tensor, images[i].astype(np.float32))
         assert row.modality == "CR" and list(row.original_shape) == [28, 28] and row.n_slices == 1
-    assert str(table.loc["PT001"].study_date) == "2021-03-02 00:00:00+00:00"
+    assert str(table.loc["PT001"].study_date) == "2021-03-02 23:59:59.999999+00:00"  # a date: known at its end
     [reject] = lake.read("rejects").to_pylist()
     assert reject["source"] == str(manifest) and reject["location"] == "row 6"
     assert "png/missing.png" in reject["reason"] and reject["raw"].startswith("png/missing.png,PT999")
