@@ -2,7 +2,8 @@
 
 :class:`VcfReader` yields one :class:`VcfRecord` per ALT allele. Splitting follows ``bcftools norm -m-``:
 INFO and FORMAT values with ``Number=A`` keep that ALT's value, ``Number=R`` keep REF's and that ALT's,
-``Number=G`` (diploid) keep the 0/0, 0/i and i/i entries, all others are repeated; GT alleles other than the
+``Number=G`` (diploid) keep the 0/0, 0/i and i/i entries, all others are repeated (the spec's per-allele FORMAT
+keys, e.g. ``AD``, split by their spec Number when the header says ``Number=.``); GT alleles other than the
 split ALT become 0. Bad records (wrong column count, non-numeric POS) become reject rows with their line
 number; a truncated or corrupt ``.gz`` keeps the records before the break and adds one whole-file reject.
 
@@ -50,6 +51,9 @@ SINK_ROWS = 100_000  # rows the record-by-record path hands a sink at a time (co
 _DEF_RE = re.compile(r'^##(INFO|FORMAT)=<ID=([^,>]+),Number=([^,>]+)(?:.*?Description="(.*?)")?')
 GENERIC_TUMOR_NAMES = frozenset({"TUMOR", "TUMOUR"})
 GENERIC_NORMAL_NAMES = frozenset({"NORMAL"})
+# Number of the VCF specification's reserved per-allele FORMAT keys, for headers that declare them Number=. or
+# not at all (GATK 3 and MuTect 1 write AD as Number=.): the value still holds one entry per allele.
+SPEC_FORMAT_NUMBER = {"AD": "R", "ADF": "R", "ADR": "R", "PL": "G", "GL": "G", "GP": "G"}
 MAX_RAW = 2_000
 
 
@@ -98,7 +102,10 @@ class VcfRecord:
                 if key == "GT":
                     data[key] = _split_gt(value, self.alt_index)
                 else:
-                    data[key] = _split_value(value, numbers.get(key, "."), self.alt_index, len(self.alts))
+                    number = numbers.get(key, ".")
+                    if number == ".":
+                        number = SPEC_FORMAT_NUMBER.get(key, ".")
+                    data[key] = _split_value(value, number, self.alt_index, len(self.alts))
         return data
 
 

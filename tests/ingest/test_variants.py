@@ -190,6 +190,23 @@ def test_format_split_number_r_a_g(tmp_path):
     assert list(rows["depth"]) == [18, 18]
 
 
+def test_multiallelic_ad_declared_number_dot_gives_each_alt_its_own_count(tmp_path):
+    # MuTect 1 (and GATK 3) declare AD as Number=.; a multi-allelic record's AD still holds REF, ALT1, ALT2.
+    # Found reviewing the split: every ALT got the last ALT's count.
+    import cyvcf2
+
+    header = [line for line in data_file("vcf2maf/test_mutect.vcf").read_text().splitlines() if line.startswith("#")]
+    assert '##FORMAT=<ID=AD,Number=.,Type=Integer,Description="Allelic depths for the ref and alt alleles in' \
+           ' the order listed">' in header
+    vcf = tmp_path / "mutect_multi.vcf"
+    vcf.write_text("\n".join(header) + "\n1\t2453125\t.\tC\tG,T\t.\tPASS\t.\tGT:AD:DP\t0/0:50,0,0:50"
+                   "\t1/2:10,30,5:45\n")
+    ad = next(iter(cyvcf2.VCF(str(vcf)))).format("AD")[1]  # the reference reader: TUMOR's REF, G, T counts
+    rows = vcf_variants(vcf).table.to_pylist()
+    assert [(r["alt"], r["depth"]) for r in rows] == [("G", 45), ("T", 45)]
+    assert [r["vaf"] for r in rows] == pytest.approx([ad[1] / 45, ad[2] / 45])  # 30/45 and 5/45
+
+
 def test_vaf_from_ad_when_no_af(tmp_path):
     vcf = write_vcf(tmp_path / "ad.vcf", "chr7|55191822|.|T|G|.|PASS|.|GT:AD|0/1:30,10|0/0:40,0\n")
     rows = vcf_variants(vcf).table.to_pylist()
