@@ -12,7 +12,9 @@ number; a truncated or corrupt ``.gz`` keeps the records before the break and ad
 the one that is not ``##normal_sample=`` / ``NORMAL``; the only sample. A sites-only VCF (no samples) is one
 sample named after the file. Otherwise (several samples, none marked) each sample is its own sample and a row
 is written where its genotype carries the ALT (or, without GT, its alt depth is > 0). In tumour mode every
-record is written (as vcf2maf does), whatever the tumour genotype; FILTER is kept in ``filter``.
+record is written (as vcf2maf does) unless the tumour's GT shows it lacks the ALT (hom-ref such as ``0/0``,
+or a no-call ``./.`` whose AD / AF show no alt reads), as at a multi-allelic site the ALTs it lacks are
+dropped; without GT (Strelka) every record is written. FILTER is kept in ``filter``.
 A tumour column with the generic name ``TUMOR``/``TUMOUR`` takes the ``##tumor_sample=`` value (vcf2maf /
 Mutect style) as ``sample_id``, or the file name (without ``.vcf[.gz]``) when the header names none.
 Depth = FORMAT ``DP`` (else the sum of ``AD``); VAF = FORMAT ``AF`` (or Mutect's ``FA``) if
@@ -435,8 +437,9 @@ class RecordRows:
                 depth = vaf = None
             else:
                 data = rec.sample(column)
-                # a cohort keeps the carriers; a tumour also drops the ALTs of a multi-allelic site it lacks
-                if (not self.choice.tumor_mode or len(rec.alts) > 1) and not _carries(data):
+                # a cohort keeps the carriers; a tumour drops the ALTs its GT lacks (0/0, ./. without alt
+                # reads), and those of a multi-allelic site it lacks
+                if (not self.choice.tumor_mode or len(rec.alts) > 1 or "GT" in data) and not _carries(data):
                     self.skipped += 1
                     continue
                 depth, vaf = depth_and_vaf(data, rec.ref, alt)

@@ -4,8 +4,9 @@
 (tumour) sample, or of a sites-only VCF, with Arrow compute functions over the whole chunk: column count and
 POS checks (bad lines -> rejects), symbolic ALTs skipped, MAF alleles, chromosome names, FORMAT depth/VAF
 (:func:`~ingest.variants.sample_fields.depth_and_vaf_columns`) and ANN/CSQ effects
-(:func:`~ingest.variants.effects_columnar.annotate_columns`). Multi-allelic lines are handed back for the
-per-record path (:class:`~ingest.variants.vcf.VcfReader`), which splits them.
+(:func:`~ingest.variants.effects_columnar.annotate_columns`). Multi-allelic lines, and lines whose sample
+genotype may lack the ALT (hom-ref or no-call GT), are handed back for the per-record path
+(:class:`~ingest.variants.vcf.VcfReader`), which splits them and applies the tumour-genotype rule.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class Chunk:
 
     columns: dict[str, pa.Array]  # variants columns (no variant_key), one row per written record
     lines: np.ndarray  # line number of each row (n,)
-    leftovers: list[tuple[int, str]]  # (line number, line) of multi-allelic lines, for the per-record path
+    leftovers: list[tuple[int, str]]  # (line number, line) of lines for the per-record path (module docstring)
     rejects: list[tuple[int, str, str]]  # (line number, reason, raw line), in line order
     skipped: int  # symbolic ALT alleles
 
@@ -83,7 +84,7 @@ class ColumnarVcf:
             reason = "POS (column 2) is not an integer; see the reject's raw text" if bad_pos[i] else "empty REF or ALT"
             rejects.append((int(numbers[i]), reason, lines[i].as_py()[:RAW_CHARS]))
         rejects.sort(key=lambda r: r[0])
-        multi = pc.match_substring(alt, ",").to_numpy(zero_copy_only=False)
+        multi = pc.match_substring(alt, ",").to_numpy(zero_copy_only=False) | self._maybe_lacking(cols)
         leftovers = [(int(numbers[i]), lines[i].as_py()) for i in np.flatnonzero(multi & ~bad_pos & ~empty)]
         symbolic = (pc.starts_with(alt, "<").to_numpy(zero_copy_only=False)
                     | pc.is_in(alt, _SYMBOLIC).to_numpy(zero_copy_only=False)
@@ -98,6 +99,16 @@ class ColumnarVcf:
             pos, numbers = pos[write], numbers[write]
         columns = self._rows(cols, pos)
         return Chunk(columns, numbers, leftovers, rejects, skipped)
+
+    def _maybe_lacking(self, cols: dict[int, pa.Array]) -> np.ndarray:
+        """Rows (n,) whose sample GT has no allele but 0 or ``.`` (or GT is not the first FORMAT key)."""
+        if self.sample_column is None:
+            return np.zeros(len(cols[0]), dtype=bool)
+        fmt, sample = cols[8], cols[9 + self.sample_column]
+        first = pc.match_substring_regex(fmt, "^GT(:|$)")
+        elsewhere = pc.and_(pc.invert(first), pc.match_substring_regex(fmt, "(^|:)GT(:|$)"))
+        lacking = pc.and_(first, pc.match_substring_regex(sample, r"^[0.]([/|][0.])*(:|$)"))
+        return pc.fill_null(pc.or_(lacking, elsewhere), False).to_numpy(zero_copy_only=False)
 
     def _needed(self) -> list[int]:
         """Columns used: CHROM, REF, ALT, FILTER, INFO, and FORMAT + the sample when there is one."""

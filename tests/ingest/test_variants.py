@@ -231,6 +231,38 @@ def test_tumour_keeps_only_the_alts_it_carries_at_a_multiallelic_site(tmp_path):
     assert rows.skipped == 1
 
 
+@pytest.mark.parametrize("columnar", [True, False])
+def test_a_tumour_genotype_without_the_alt_is_no_variant(columnar):
+    # Real MuTect 1 calls (vcf2maf's test_mutect.vcf): at 10:21124238 and X:77041551 the somatic call (0/1, SS=2)
+    # is in the NORMAL column and TUMOR is GT 0, no alt read; both PASS. They were written as TUMOR variants and
+    # counted in TMB, while a 0/0 ALT at a multi-allelic site was already dropped. Found reading the tumour rule.
+    path = data_file("vcf2maf/test_mutect.vcf")
+    result = vcf_variants(path, columnar=columnar)
+    rows = result.table.to_pandas()
+    lines = [line.split("\t") for line in path.read_text().splitlines() if not line.startswith("#")]
+    tumour_gts = [cols[10].split(":")[0] for cols in lines]
+    assert result.records_read == len(lines) and result.skipped == tumour_gts.count("0") == 76
+    assert rows.shape[0] == tumour_gts.count("0/1") == 424
+    passing = rows[rows["filter"] == "PASS"]
+    assert list(passing["variant_key"]) == ["1:204429832:C:A", "11:45880224:C:A", "16:21045502:G:T"]
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_tumour_hom_ref_and_no_call_genotypes_are_skipped_alike_on_both_paths(tmp_path, columnar):
+    body = ("1|100|.|A|C|.|PASS|.|GT:AD:DP|0/1:30,10:40|0/0:40,0:40\n"
+            "1|200|.|A|C|.|PASS|.|GT:AD:DP|0/0:40,0:40|0/0:40,0:40\n"
+            "1|300|.|A|C|.|PASS|.|GT:AD:DP|0|0/0:40,0:40\n"
+            "1|400|.|A|C|.|PASS|.|GT:AD:DP|./.:30,5:35|0/0:40,0:40\n"  # no call, alt reads: kept
+            "1|500|.|A|C|.|PASS|.|GT:AD:DP|./.:35,0:35|0/0:40,0:40\n"  # no call, no alt read
+            "1|600|.|A|C|.|PASS|.|GT|.|0/0\n"
+            "1|700|.|A|C|.|PASS|.|AD:GT|30,10:0|0/0\n"  # GT not first: the genotype still decides
+            "1|800|.|A|C|.|PASS|.|AD:DP|30,10:40|40,0:40\n"  # no GT (as Strelka): kept
+            "1|900|.|A|<DEL>|.|PASS|.|GT|0/0|0/0\n")
+    result = vcf_variants(write_vcf(tmp_path / "gt.vcf", body), columnar=columnar)
+    assert [r["pos"] for r in result.table.to_pylist()] == [100, 400, 800]
+    assert result.skipped == 6
+
+
 def test_multisample_cohort_keeps_carriers_only():
     result = vcf_variants(data_file("vcf/cyvcf2_test-alt-repr.vcf"))
     rows = result.table.to_pandas()
@@ -244,10 +276,11 @@ def test_tumor_sample_rules(tmp_path):
     pair = write_vcf(tmp_path / "pair.vcf", body, samples=("S1-T", "S1-N"),
                      extra_header="##normal_sample=S1-N")
     assert vcf_variants(pair).table.column("sample_id").to_pylist() == ["S1-T"]  # not ##normal_sample
-    rows = vcf_variants(pair, tumor_sample="S1-N").table.to_pylist()
-    assert rows[0]["sample_id"] == "S1-N" and rows[0]["vaf"] == 0.0
+    normal = vcf_variants(pair, tumor_sample="S1-N")
+    assert normal.samples == ("S1-N",)
+    assert normal.table.num_rows == 0 and normal.skipped == 1  # its GT 0/0 lacks the ALT
     meta = write_vcf(tmp_path / "meta.vcf", body, samples=("X", "Y"), extra_header="##tumor_sample=Y")
-    assert vcf_variants(meta).table.column("sample_id").to_pylist() == ["Y"]
+    assert vcf_variants(meta).samples == ("Y",)
     with pytest.raises(VcfFormatError, match="--tumor-sample"):
         vcf_variants(pair, tumor_sample="nope")
 
