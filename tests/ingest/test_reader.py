@@ -151,3 +151,35 @@ def test_observation_components_are_observations_of_their_own(tmp_path):
     assert rows.value["8480-6"] == 128.0 and rows.value["8462-4"] == 82.0 and rows.value["89247-1"] == 1.0
     assert rows.index.tolist().count("85354-9") == 1
     assert str(rows.known["8480-6"]) == "2020-02-01 09:00:00+00:00"  # known when its Observation was issued
+
+
+def test_a_contained_medication_gives_the_request_and_administration_its_codes(tmp_path):
+    """Vendors often send the drug as a Medication contained in the request (medicationReference '#id'): it is in
+    no Medication table, so the view must read the codes from ``contained`` or the drug is lost."""
+    from ingest.reader import read_medications
+
+    ref = {"reference": "Patient/p1"}
+    rxnorm = "http://www.nlm.nih.gov/research/umls/rxnorm"
+    paclitaxel = {"resourceType": "Medication", "id": "med1", "code": {
+        "text": "Taxol 100 mg", "coding": [{"system": rxnorm, "code": "583214", "display": "paclitaxel 100 MG"}]}}
+    resources = [
+        {"resourceType": "Patient", "id": "p1"},
+        {"resourceType": "MedicationRequest", "id": "r1", "status": "active", "intent": "order", "subject": ref,
+         "authoredOn": "2020-02-01", "contained": [{"resourceType": "Practitioner", "id": "dr"}, paclitaxel],
+         "requester": {"reference": "#dr"}, "medicationReference": {"reference": "#med1"}},
+        {"resourceType": "MedicationAdministration", "id": "a1", "status": "completed", "subject": ref,
+         "effectivePeriod": {"start": "2020-02-03T10:00:00Z", "end": "2020-02-03T13:00:00Z"},
+         "contained": [paclitaxel], "medicationReference": {"reference": "#med1"}},
+    ]
+    export = tmp_path / "export.ndjson"
+    export.write_bytes(b"\n".join(orjson.dumps(r) for r in resources) + b"\n")
+    lake = Lake(tmp_path / "lake")
+    ingest_fhir(lake, [export], workers=1)
+    for view in ("view_medication_request", "view_medication_administration"):
+        [row] = lake.read(view).to_pylist()
+        assert (row["medication_system"], row["medication_code"]) == (rxnorm, "583214"), view
+        assert row["medication_text"] == "Taxol 100 mg" and row["medication_reference"] is None, view
+    meds = read_medications(lake).sort_values("start")
+    assert meds["code"].tolist() == ["583214", "583214"]
+    assert meds["display"].tolist() == ["paclitaxel 100 MG", "paclitaxel 100 MG"]
+    assert [str(t) for t in meds["start"]] == ["2020-02-01 00:00:00+00:00", "2020-02-03 10:00:00+00:00"]
