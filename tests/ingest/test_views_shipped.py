@@ -166,3 +166,29 @@ def test_rows_errors_name_the_column_not_the_data():
         view.rows(patient)
     assert "Doe" not in str(info.value) and "secret-id" not in str(info.value)
     assert view.rows({"resourceType": "Observation", "id": "o"}) == []
+
+
+def test_tnm_stage_selects_mcode_stu3_snomed_and_other_loinc_staging_codes_without_a_profile(views):
+    """mCODE STU3/STU4 code a stage group or T/N/M category in SNOMED CT (399537006 clinical TNM stage grouping,
+    399504009 cT category, ...), STU2 adds the 'other' LOINC codes (21914-7, 21911-3, ...); a sender that does
+    not declare meta.profile must still give staging rows."""
+    sct = "http://snomed.info/sct"
+
+    def staging(code: str, system: str, value: str) -> dict:
+        return {"resourceType": "Observation", "id": f"s-{code}", "status": "final",
+                "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2022-05-01",
+                "code": {"coding": [{"system": system, "code": code}]},
+                "valueCodeableConcept": {"coding": [{"system": sct, "code": value}]}}
+
+    resources = [staging("399537006", sct, "1222806003"),  # clinical TNM stage grouping: AJCC stage IIIA
+                 staging("399504009", sct, "1228938002"),  # cT category: cT2
+                 staging("371494008", sct, "1229967007"),  # pN category: pN1
+                 staging("399387003", sct, "1229901006"),  # cM category: cM0
+                 staging("21914-7", "http://loinc.org", "1222806003"),  # stage group, other
+                 staging("21912-1", "http://loinc.org", "1229967007"),  # regional nodes, other
+                 staging("8302-2", "http://loinc.org", "1"),  # body height: not staging
+                 staging("363346000", sct, "1")]  # a cancer (disorder), not a staging element
+    rows = _dicts(views["tnm_stage"], resources)
+    assert sorted(r["stage_type_code"] for r in rows) == sorted(
+        ["399537006", "399504009", "371494008", "399387003", "21914-7", "21912-1"])
+    assert all(r["patient_key"] == "p1" and r["value_system"] == sct and r["value_code"] for r in rows)
