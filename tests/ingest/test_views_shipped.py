@@ -192,3 +192,29 @@ def test_tnm_stage_selects_mcode_stu3_snomed_and_other_loinc_staging_codes_witho
     assert sorted(r["stage_type_code"] for r in rows) == sorted(
         ["399537006", "399504009", "371494008", "399387003", "21914-7", "21912-1"])
     assert all(r["patient_key"] == "p1" and r["value_system"] == sct and r["value_code"] for r in rows)
+
+
+def test_observation_views_keep_a_comparator_a_boolean_and_a_ratio(views):
+    """A PSA '<0.1 ng/mL' is a limit, not the value 0.1; valueBoolean and valueRatio results have a column too
+    (they came out as rows with every value column null)."""
+    psa = _obs("2857-1", {"valueQuantity": {"value": 0.1, "comparator": "<", "unit": "ng/mL", "code": "ng/mL",
+                                            "system": "http://unitsofmeasure.org"}})
+    titre = _obs("2039-6", {"valueRatio": {"numerator": {"value": 1}, "denominator": {"value": 160}}})
+    flag = _obs("85337-4", {"valueBoolean": False})
+    pressure = _obs("85354-9", {}, component=[
+        {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+         "valueQuantity": {"value": 250, "comparator": ">", "unit": "mm[Hg]"}},
+        {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]}, "valueBoolean": True}])
+    rows = {r["code_code"]: r for r in _dicts(views["observation"], [psa, titre, flag])}
+    assert (rows["2857-1"]["value_quantity"], rows["2857-1"]["value_comparator"]) == (0.1, "<")
+    assert (rows["2039-6"]["value_ratio_numerator"], rows["2039-6"]["value_ratio_denominator"]) == (1, 160)
+    assert rows["85337-4"]["value_boolean"] is False and rows["2857-1"]["value_boolean"] is None
+    markers = {r["code_code"]: r for r in _dicts(views["tumor_marker"], [psa, titre, flag])}
+    assert set(markers) == {"2857-1", "2039-6"}
+    assert markers["2857-1"]["value_comparator"] == "<" and markers["2039-6"]["value_ratio_denominator"] == 160
+    components = {r["component_code"]: r for r in _dicts(views["observation_component"], [pressure])}
+    assert (components["8480-6"]["value_quantity"], components["8480-6"]["value_comparator"]) == (250, ">")
+    assert components["8462-4"]["value_boolean"] is True
+    for name in ("observation", "tumor_marker", "observation_component"):
+        table = views[name].to_table([psa, titre, flag, pressure])
+        assert table.schema == views[name].arrow_schema
