@@ -22,7 +22,8 @@ TINY_RUN = ["train.epochs=2", "train.batch_size=16", "train.patience=2", "train.
             "modalities.image.enabled=true", "data.images.max_slices=4", "data.images.image_size=32",
             "modalities.image.encoder_kwargs={model_name: test_resnet, in_chans: 1, out_dim: 8}",
             "split.val_fraction=0.25", "split.test_fraction=0.25", "tasks.diagnosis.modalities=[image]",
-            "tasks.survival.response_link=true"]
+            "tasks.survival.response_link=true",
+            "data.index.grace_days=1"]  # the biopsy's genomics, dated by day on the diagnosis day, as the presets
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,9 @@ FAST = ["train.epochs=12", "train.batch_size=16", "train.patience=12", "train.lr
         "fusion.kwargs={attention_dim: 16}",
         "modalities.ehr.encoder_kwargs={hidden_dim: 32, out_dim: 16, dropout: 0.1}",
         "modalities.genomics.encoder_kwargs={hidden_dim: 16, out_dim: 16, dropout: 0.1}",
-        "eval.horizons_days=[365, 730]"]
+        "eval.horizons_days=[365, 730]",
+        # the synthetic biopsy is dated by day on the diagnosis day: as the presets, count that day's records
+        "data.index.grace_days=1"]
 
 
 def make_synth_lake(root: Path, *, n: int, seed: int, images: bool = False) -> Path:
