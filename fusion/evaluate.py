@@ -91,9 +91,8 @@ from fusion.predict import (
     model_outputs,
     prior_outputs,
     run_cohort,
-    save_reference,
 )
-from fusion.run import LoadedRun, RunError, load_run, staged_dir
+from fusion.run import LoadedRun, RunError, load_run, save_reference_risk, staged_dir
 from ingest.lake import Lake
 
 Progress = Callable[[dict], None]
@@ -268,7 +267,7 @@ class _Eval:
         self.train_out = train_out
         self.prior = prior_outputs(train_out)
         if train_out.log_risk is not None:
-            save_reference(self.run, train_out.log_risk, self.lake_hash)
+            save_reference_risk(self.run.run_dir, train_out.log_risk, self.lake_hash)
         self.outputs["model"]["model"] = model_outputs(self.run, self.cohort, self.test, prior=self.prior)
         modalities = self.run.config.enabled_modalities()
         if len(modalities) > 1:

@@ -9,7 +9,6 @@ JSON layout).
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Iterable
@@ -33,13 +32,12 @@ from fusion.cohort import (
     restrict_frames,
 )
 from fusion.data import CohortDataset, Normalizer, collate, drop_modalities, image_to_series
-from fusion.run import LoadedRun, RunError
+from fusion.run import LoadedRun, RunError, read_reference_risk, save_reference_risk
 from ingest.lake import Lake
 
 if TYPE_CHECKING:
     from fusion.explain import Encoded
 
-REFERENCE_FILE = "reference_risk.json"
 N_TIMES = 41
 
 
@@ -213,51 +211,26 @@ def resolve_patient(lake: Lake, frames: LakeFrames, patient: str) -> str:
 
 
 def reference_log_risk(run: LoadedRun, frames: LakeFrames, lake_hash: str) -> np.ndarray:
-    """Sorted log-risks of the run's training patients (cached per lake state in ``RUN/reference_risk.json``).
-    """
-    cached = cached_reference(run.run_dir / REFERENCE_FILE, lake_hash)
+    """Sorted log-risks of the run's training patients in this lake state (cached in the run's
+    ``reference_risk.json``). A lake without them (new patients, another site) gets the ones saved with the run:
+    by ``train``, or for the last lake state that had them."""
+    cached = read_reference_risk(run.run_dir, lake_hash)
     if cached is not None:
         return cached
+    trained_on = {key for key, split in run.meta.get("splits", {}).items() if split == "train"}
+    if not frames.patients["patient_key"].isin(trained_on).any():
+        saved = read_reference_risk(run.run_dir)
+        if saved is None:
+            raise PredictError("none of the run's training patients is in this lake, and the run holds no saved "
+                               "training risks (reference_risk.json, written by `tumorboard train`): predict "
+                               "once with the run's training lake to save them")
+        return saved
     cohort = run_cohort(run, frames, lenient=PREDICT_LENIENT)
     rows = cohort.indices("train")
     rows = rows[present_after_drop(cohort, rows, ())]
-    if rows.size == 0:
-        raise PredictError("none of the run's training patients is in this lake; the risk percentile needs "
-                           "them")
     values = np.sort(model_outputs(run, cohort, rows).log_risk)
-    save_reference(run, values, lake_hash)
+    save_reference_risk(run.run_dir, values, lake_hash)
     return values
-
-
-def cached_reference(path: Path, lake_hash: str) -> np.ndarray | None:
-    """The cached training log-risks of ``path`` for ``lake_hash``; None when absent, for another lake state, or
-    unreadable (a cache cut short or edited is computed again, not an error)."""
-    try:
-        cached = json.loads(path.read_text())
-        if cached.get("lake_manifest_hash") != lake_hash:
-            return None
-        values = np.asarray(cached["log_risk"], np.float64)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return None
-    return values if values.ndim == 1 and values.size and np.isfinite(values).all() else None
-
-
-def save_reference(run: LoadedRun, log_risk: np.ndarray, lake_hash: str) -> None:
-    """Write the training log-risks next to the run (best effort: a read-only run folder is left alone), through
-    a temporary file renamed into place: a predict killed while writing, or two writing at once (the app's
-    sessions), never leave a half-written cache."""
-    import os
-    import uuid
-
-    path = run.run_dir / REFERENCE_FILE
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        temporary.write_text(json.dumps({"lake_manifest_hash": lake_hash, "log_risk": np.sort(log_risk).tolist()}))
-        os.replace(temporary, path)
-    except OSError:
-        pass
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def survival_times(run: LoadedRun) -> np.ndarray:
@@ -296,7 +269,8 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
         ``slice_index``), ``top_features``
         (10 tabular features by |integrated gradients|) and ``explanation_target`` (what the attributions
         explain, e.g. ``log_risk``). Heads the run lacks give None. The first call on a lake
-        computes the training log-risks for the percentile (cached in ``RUN/reference_risk.json``).
+        computes the training log-risks for the percentile (cached in ``RUN/reference_risk.json``); a lake
+        without the training patients uses the ones saved with the run.
 
     Raises:
         UnknownPatientError: the identifier matches no patient of the lake.

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import shutil
 import uuid
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from safetensors import SafetensorError
@@ -49,6 +51,7 @@ RUN_META_KEYS = ("spec", "feature_names", "feature_selection", "normalization", 
                  "treatment_names")
 MODEL_FILE, CONFIG_FILE, META_FILE = "model.safetensors", "config.yaml", "run.json"
 REFERENCE_IMAGE_FILE = "reference_image.safetensors"
+REFERENCE_RISK_FILE = "reference_risk.json"  # the training patients' log-risks: the risk percentile's reference
 _PACKAGES = ("tumorboard", "torch", "timm", "numpy", "pandas", "pyarrow", "scikit-survival", "torchsurv",
              "safetensors", "pydantic")
 
@@ -175,6 +178,35 @@ def save_run(run_dir: Path, model: FusionModel, config: RunConfig, meta: dict,
     (run_dir / CONFIG_FILE).write_text(dump_config(config))
     meta = {"run_format_version": RUN_FORMAT_VERSION, "versions": package_versions(), **meta}
     (run_dir / META_FILE).write_text(json.dumps(json_safe(meta), indent=1, default=str, allow_nan=False))
+
+
+def read_reference_risk(run_dir: Path, lake_hash: str | None = None) -> np.ndarray | None:
+    """The sorted training log-risks saved in ``run_dir`` (:data:`REFERENCE_RISK_FILE`), for the lake state
+    ``lake_hash`` (None: whatever lake state they were computed on); None when absent, for another lake state,
+    or unreadable (a file cut short or edited is computed again, not an error)."""
+    try:
+        saved = json.loads((Path(run_dir) / REFERENCE_RISK_FILE).read_text())
+        if lake_hash is not None and saved.get("lake_manifest_hash") != lake_hash:
+            return None
+        values = np.asarray(saved["log_risk"], np.float64)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return values if values.ndim == 1 and values.size and np.isfinite(values).all() else None
+
+
+def save_reference_risk(run_dir: Path, log_risk: np.ndarray, lake_hash: str) -> None:
+    """Write the training log-risks of the lake state ``lake_hash`` into ``run_dir`` (best effort: a read-only run
+    folder is left alone), through a temporary file renamed into place: a predict killed while writing, or two
+    writing at once (the app's sessions), never leave a half-written file."""
+    path = Path(run_dir) / REFERENCE_RISK_FILE
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        temporary.write_text(json.dumps({"lake_manifest_hash": lake_hash, "log_risk": np.sort(log_risk).tolist()}))
+        os.replace(temporary, path)
+    except OSError:
+        pass
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def json_safe(value: object) -> object:

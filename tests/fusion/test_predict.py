@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,15 @@ from fusion.cohort import restrict_frames
 from fusion.config import load_config
 from fusion.data import collate
 from fusion.evaluate import evaluate_run
-from fusion.predict import UnknownPatientError, dataset_for, lake_frames, model_outputs, predict_patient, run_cohort
+from fusion.predict import (
+    PredictError,
+    UnknownPatientError,
+    dataset_for,
+    lake_frames,
+    model_outputs,
+    predict_patient,
+    run_cohort,
+)
 from fusion.run import load_run
 from fusion.train import train
 from ingest.lake import Lake
@@ -73,6 +82,7 @@ def test_predict_patient_end_to_end(tmp_path):
         lake_path = make_synth_lake(tmp_path, n=40, seed=2, images=True)
         run_dir = train(load_config(None, [*FAST, *IMAGE, "tasks.diagnosis.modalities=[image]",
                                            "tasks.survival.coxnet_offset=true"]), lake_path, tmp_path / "run")
+        _check_a_lake_of_new_patients(run_dir, lake_path, tmp_path / "site_b")
         run, lake = load_run(run_dir), Lake(lake_path)
         # explanations must account for the risk offset: make it matter whatever the tiny fit chose
         generator = torch.Generator().manual_seed(0)
@@ -123,6 +133,33 @@ def test_predict_patient_end_to_end(tmp_path):
         _check_runs_under_older_cohort_rules_warn(run, lake)
     finally:
         torch.set_num_threads(threads)
+
+
+def _check_a_lake_of_new_patients(run_dir: Path, lake_path: Path, other_site: Path) -> None:
+    """``train`` saves its training patients' log-risks, so ``predict`` works on a lake of patients the run never
+    saw (another site, a new export): their risk percentile is taken within those saved risks."""
+    from fusion.run import REFERENCE_RISK_FILE, read_reference_risk
+
+    run = load_run(run_dir)
+    saved = read_reference_risk(run_dir)
+    cohort = run_cohort(run, lake_frames(Lake(lake_path)))
+    recomputed = np.sort(model_outputs(run, cohort, cohort.indices("train")).log_risk)
+    np.testing.assert_allclose(saved, recomputed, rtol=1e-5, atol=1e-6)
+
+    new_lake = Lake(make_synth_lake(other_site, n=12, seed=9, images=True))
+    patients = pd.read_parquet(other_site / "cohort" / "truth.parquet")
+    key = str(patients[patients["has_image"]].iloc[0]["patient_id"])
+    assert key not in run.meta["splits"]
+    result = predict_patient(run, new_lake, key, explain=False)
+    log_risk = result["survival"]["log_risk"]
+    below, ties = np.searchsorted(saved, log_risk, "left"), np.searchsorted(saved, log_risk, "right")
+    assert result["risk_percentile"] == pytest.approx(100 * (below + 0.5 * (ties - below)) / saved.size)
+    (run_dir / REFERENCE_RISK_FILE).rename(other_site / REFERENCE_RISK_FILE)
+    try:
+        with pytest.raises(PredictError, match="none of the run's training patients is in this lake"):
+            predict_patient(run, new_lake, key, explain=False)
+    finally:
+        (other_site / REFERENCE_RISK_FILE).rename(run_dir / REFERENCE_RISK_FILE)
 
 
 def test_response_link_puts_the_treatment_into_survival_end_to_end(tmp_path):
@@ -279,24 +316,23 @@ def test_reference_cache_is_written_whole_and_a_broken_one_is_recomputed(tmp_pat
     """A half-written ``reference_risk.json`` (a predict killed while writing it, two app sessions writing at
     once) made every later predict of the run fail with a JSONDecodeError traceback."""
     import os
-    from types import SimpleNamespace
 
-    from fusion.predict import REFERENCE_FILE, cached_reference, save_reference
+    from fusion.run import REFERENCE_RISK_FILE, read_reference_risk, save_reference_risk
 
-    run = SimpleNamespace(run_dir=tmp_path)
-    path = tmp_path / REFERENCE_FILE
-    save_reference(run, np.array([0.5, -1.0]), "h1")
-    assert cached_reference(path, "h1").tolist() == [-1.0, 0.5] and cached_reference(path, "h2") is None
+    path = tmp_path / REFERENCE_RISK_FILE
+    save_reference_risk(tmp_path, np.array([0.5, -1.0]), "h1")
+    assert read_reference_risk(tmp_path, "h1").tolist() == [-1.0, 0.5] and read_reference_risk(tmp_path, "h2") is None
+    assert read_reference_risk(tmp_path).tolist() == [-1.0, 0.5]  # any lake state
     before = path.read_text()
     def interrupted(*args):
         raise OSError("killed")
     monkeypatch.setattr(os, "replace", interrupted)
-    save_reference(run, np.array([9.0, 8.0, 7.0]), "h2")  # fails before the rename: the old cache stays whole
-    assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == [REFERENCE_FILE]
+    save_reference_risk(tmp_path, np.array([9.0, 8.0, 7.0]), "h2")  # fails before the rename: the old cache stays whole
+    assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == [REFERENCE_RISK_FILE]
     for broken in (before[:20], "", "[1, 2]", '{"lake_manifest_hash": "h1", "log_risk": ["x"]}',
                    '{"lake_manifest_hash": "h1", "log_risk": []}'):
         path.write_text(broken)
-        assert cached_reference(path, "h1") is None
+        assert read_reference_risk(tmp_path, "h1") is None
 
 
 class _WindowProbe(torch.nn.Module):
