@@ -11,7 +11,8 @@ bias (the mean of the resamples minus the value) from every resample, and starts
 
 ``metrics.json``::
 
-    {"run", "lake", "lake_manifest_hash", "lake_changed", "split_seed", "n_boot", "n_test", "created_at",
+    {"run", "lake", "lake_manifest_hash", "lake_changed", "split_seed", "n_boot", "n_test", "external_validation",
+     "created_at",
      "tasks": {"diagnosis" | "survival" | "response": {
          "n", ("n_events" | "n_positive"), ("endpoint": "os" | "pfs", survival only), "model": {metric: {...}},
          (survival only: "horizons_days", "uno_tau_days", "uno_censoring_floor",
@@ -22,6 +23,13 @@ bias (the mean of the resamples minus the value) from every resample, and starts
                           {"n", ("n_events" | "n_positive"), "model": {metric: {...}} | null,
                            ("skipped": why, under MIN_SUBGROUP patients, empty groups included)}}},
      "plots": [file names], "notes": [...]}
+
+External validation: on a lake that holds none of the run's patients (another site, a later cohort), the
+patients the run never saw are the test patients (``external_validation``: true). The model and its
+``without_<m>`` ablations are scored with the training patients' outputs saved with the run (``reference_risk.json``:
+the prior and the risk tertiles), and saved ``only_<m>`` models with theirs; the baselines and unsaved ``only_<m>``
+models, which need the run's training patients, are left out, and Uno's C and the Brier scores weigh by the scored
+patients' own censoring. A lake that holds some of the run's patients is evaluated on the run's test patients.
 
 Figures: ``comparison.png`` (each task's headline metric, :data:`HEADLINE_METRICS`, for the model, its
 baselines and ablations with their intervals), ``calibration.png``, ``roc.png``, ``km_risk_groups.png``.
@@ -91,8 +99,10 @@ from fusion.predict import (
     model_outputs,
     prior_outputs,
     run_cohort,
+    save_reference,
+    saved_prior,
 )
-from fusion.run import LoadedRun, RunError, load_run, save_reference_risk, staged_dir
+from fusion.run import LoadedRun, RunError, load_run, read_training_reference, staged_dir
 from ingest.lake import Lake
 
 Progress = Callable[[dict], None]
@@ -251,6 +261,10 @@ class _Eval:
         self.ablation_breslow: dict = {}
         self.n_boot, self.seed, self.say = n_boot, seed, progress
         self.train, self.val, self.test = (cohort.indices(s) for s in ("train", "val", "test"))
+        # external validation: none of the run's patients is here, so the patients it never saw are the test set
+        self.external = not (self.train.size or self.val.size or self.test.size)
+        if self.external:
+            self.test = cohort.indices("unseen")
         self.notes: list[str] = []
         self.outputs: dict[str, dict[str, Outputs]] = {"model": {}, "ablations": {}}
         self.val_outputs: dict[str, Outputs] = {}  # only_<m> on the validation rows: what late fusion fits
@@ -263,11 +277,22 @@ class _Eval:
     # predictions ---------------------------------------------------------------------------------------
     def predict_model(self) -> None:
         self.say({"stage": "predict", "what": "model"})
-        train_out = model_outputs(self.run, self.cohort, self.train)
-        self.train_out = train_out
-        self.prior = prior_outputs(train_out)
-        if train_out.log_risk is not None:
-            save_reference_risk(self.run.run_dir, train_out.log_risk, self.lake_hash)
+        if self.external:  # the training patients' outputs saved with the run
+            reference, prior = read_training_reference(self.run.run_dir), saved_prior(self.run)
+            if reference is None or prior is None:
+                raise RunError(f"{self.run.run_dir} holds no saved outputs of its training patients "
+                               "(reference_risk.json, written by `tumorboard train`): evaluate it once with its "
+                               "training lake, then with this one")
+            self.prior, self.train_log_risk = prior, reference.log_risk
+            self.notes.append(f"external validation: none of the run's patients is in this lake, so its "
+                              f"{self.test.size} patients with data are the test patients; the baselines and the "
+                              "single-modality models that need the run's training patients are left out (saved "
+                              "only_<m> models are scored), and Uno's C-index and the Brier scores weigh by these "
+                              "patients' own censoring")
+        else:
+            train_out = model_outputs(self.run, self.cohort, self.train)
+            self.prior, self.train_log_risk = prior_outputs(train_out), train_out.log_risk
+            save_reference(self.run, train_out, self.lake_hash)
         self.outputs["model"]["model"] = model_outputs(self.run, self.cohort, self.test, prior=self.prior)
         modalities = self.run.config.enabled_modalities()
         if len(modalities) > 1:
@@ -282,6 +307,7 @@ class _Eval:
         modalities = self.run.config.enabled_modalities()
         if len(modalities) < 2:
             return
+        train_missing = train_missing and not self.external  # training needs the run's training patients
         saved = [m for m in modalities if (single_modality_dir(self.run, m) / "model.safetensors").is_file()]
         if not train_missing and saved:
             self.notes.append(f"--no-retrain: {', '.join(f'only_{m}' for m in saved)} scored with the model(s) "
@@ -293,11 +319,19 @@ class _Eval:
             except CohortError as exc:  # e.g. too few patients have this modality: the other ablations go on
                 self.notes.append(f"only_{m} was not trained: {exc}")
                 continue
-            self.ablation_breslow[f"only_{m}"] = sub.breslow
             cohort = run_cohort(sub, frames)
-            prior = prior_outputs(model_outputs(sub, cohort, cohort.indices("train")))
-            self.outputs["ablations"][f"only_{m}"] = self._sub_outputs(sub, cohort, prior, self.test, "test")
-            self.val_outputs[f"only_{m}"] = self._sub_outputs(sub, cohort, prior, self.val, "val")
+            if self.external:
+                prior = saved_prior(sub)
+                if prior is None:
+                    self.notes.append(f"only_{m} was not scored: its folder holds no saved outputs of its training "
+                                      "patients (evaluate the run once with its training lake)")
+                    continue
+                self.outputs["ablations"][f"only_{m}"] = self._sub_outputs(sub, cohort, prior, self.test, "unseen")
+            else:
+                prior = prior_outputs(model_outputs(sub, cohort, cohort.indices("train")))
+                self.outputs["ablations"][f"only_{m}"] = self._sub_outputs(sub, cohort, prior, self.test, "test")
+                self.val_outputs[f"only_{m}"] = self._sub_outputs(sub, cohort, prior, self.val, "val")
+            self.ablation_breslow[f"only_{m}"] = sub.breslow
 
     def _sub_outputs(self, sub: LoadedRun, cohort: Cohort, prior: Outputs, rows: np.ndarray,
                      split: str) -> Outputs:
@@ -447,7 +481,7 @@ class _Eval:
         rows = self.rows["survival"]
         t = self.cohort.targets
         time, event = t.time[rows], t.event[rows].astype(bool)
-        train = self.train[np.isfinite(t.time[self.train])]
+        train = rows if self.external else self.train[np.isfinite(t.time[self.train])]
         train_time, train_event = t.time[train], t.event[train].astype(bool)
         if rows.size < 2 or not event.any() or not train_event.any():
             return {"n": int(rows.size), "skipped": "no event among the test or training patients"}, {}
@@ -475,7 +509,7 @@ class _Eval:
             X = np.column_stack([X, baselines.treatment_onehot(t.treatment, len(t.treatment_names))])  # noqa: N806
             self.notes.append("the survival baselines read the treatment (one-hot) too, as the model's "
                               "response_link does")
-        if X.shape[1]:
+        if X.shape[1] and not self.external:  # fitted on the run's training patients
             val = self.val[np.isfinite(t.time[self.val])]
             self.say({"stage": "baseline", "what": "coxnet"})
             cox = baselines.fit_coxnet(X, t.time, t.event, train, val, rows)
@@ -550,7 +584,7 @@ class _Eval:
                                                                                  horizon=float(h)))
                 if cal:
                     panels.append({"title": f"Survival: event by {h:g} days", **cal})
-            cuts = np.quantile(self.train_out.log_risk, [1 / 3, 2 / 3])
+            cuts = np.quantile(self.train_log_risk, [1 / 3, 2 / 3])
             plots.plot_km_groups(run_dir / "km_risk_groups.png", time, event, np.searchsorted(cuts, risk),
                                  ["low risk", "medium risk", "high risk"],
                                  title="Test patients by predicted risk (training tertiles)")
@@ -687,7 +721,8 @@ def single_modality_run(run: LoadedRun, frames, modality: str, *, lake_path: str
 
 
 def evaluate_run(run_dir: str | Path, lake: str | Path | None = None, *, retrain_ablations: bool = True,
-                 progress: Progress | None = None, n_boot: int | None = None) -> dict:
+                 progress: Progress | None = None, n_boot: int | None = None, out_dir: str | Path | None = None
+                 ) -> dict:
     """Evaluate a run on its test split and write ``RUN/metrics.json`` and figures (see the module docstring).
 
     Args:
@@ -697,6 +732,8 @@ def evaluate_run(run_dir: str | Path, lake: str | Path | None = None, *, retrain
             saved; slow. Without it, only the saved ones are scored.
         progress: called with a dict (``stage``, ``what`` and training progress of ablations).
         n_boot: bootstrap resamples (default ``eval.n_boot`` of the run's config).
+        out_dir: where ``metrics.json`` and the figures go (default ``run_dir``), e.g. an external
+            validation's, to keep the run's own; created when missing.
 
     Returns:
         The metrics dict that was written.
@@ -728,18 +765,21 @@ def evaluate_run(run_dir: str | Path, lake: str | Path | None = None, *, retrain
     tasks, subgroups = ev.score()
     # figures and metrics.json are written into a hidden folder and renamed into the run at the end: an
     # evaluation that fails or is killed leaves the run's previous figures and metrics.json as they were
-    staging = run_dir / f".evaluate-{uuid.uuid4().hex[:8]}.tmp"
+    out_dir = run_dir if out_dir is None else Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = out_dir / f".evaluate-{uuid.uuid4().hex[:8]}.tmp"
     staging.mkdir()
     try:
         result = {
             "run": str(run_dir), "lake": str(Path(lake_path).resolve()), "created_at": datetime.now(UTC).isoformat(),
             "lake_manifest_hash": lake_hash, "lake_changed": lake_hash != run.meta.get("lake_manifest_hash"),
             "split_seed": split_seed, "n_boot": n_boot, "ci": 0.95, "n_test": int(ev.test.size),
+            "external_validation": ev.external,
             "tasks": tasks, "subgroups": subgroups, "plots": ev.figures(staging, tasks), "notes": ev.notes,
         }
         (staging / METRICS_FILE).write_text(json.dumps(result, indent=1))
         for name in [*result["plots"], METRICS_FILE]:  # metrics.json last: it says the figures are current
-            os.replace(staging / name, run_dir / name)
+            os.replace(staging / name, out_dir / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     say({"stage": "done"})

@@ -32,7 +32,7 @@ from fusion.cohort import (
     restrict_frames,
 )
 from fusion.data import CohortDataset, Normalizer, collate, drop_modalities, image_to_series
-from fusion.run import LoadedRun, RunError, read_reference_risk, save_reference_risk
+from fusion.run import PRIOR_FIELDS, LoadedRun, RunError, read_training_reference, save_training_reference
 from ingest.lake import Lake
 
 if TYPE_CHECKING:
@@ -210,27 +210,48 @@ def resolve_patient(lake: Lake, frames: LakeFrames, patient: str) -> str:
     return key
 
 
+def save_reference(run: LoadedRun, train_out: Outputs, lake_hash: str) -> None:
+    """Save the outputs of the run's training patients, ``train_out``, with the run: their sorted log-risks and
+    their :func:`prior_outputs` (:class:`fusion.run.TrainingReference`, for the lake state ``lake_hash``)."""
+    prior = prior_outputs(train_out)
+    save_training_reference(run.run_dir, train_out.log_risk,
+                            {f: None if getattr(prior, f) is None else getattr(prior, f)[0] for f in PRIOR_FIELDS},
+                            lake_hash)
+
+
+def saved_prior(run: LoadedRun) -> Outputs | None:
+    """The :func:`prior_outputs` saved with the run (whatever lake state it was computed on); None when the
+    run holds none, or none for one of its heads (a run saved before priors were kept)."""
+    reference = read_training_reference(run.run_dir)
+    if reference is None:
+        return None
+    heads = {"diagnosis_prob": run.model.diagnosis, "log_risk": run.model.survival, "response_all": run.model.response}
+    if any(head is not None and reference.prior[f] is None for f, head in heads.items()):
+        return None
+    return Outputs(np.array(["prior"]), *(None if heads[f] is None else reference.prior[f][None] for f in PRIOR_FIELDS),
+                   None)
+
+
 def reference_log_risk(run: LoadedRun, frames: LakeFrames, lake_hash: str) -> np.ndarray:
-    """Sorted log-risks of the run's training patients in this lake state (cached in the run's
-    ``reference_risk.json``). A lake without them (new patients, another site) gets the ones saved with the run:
+    """Sorted log-risks of the run's training patients in this lake state (cached with the run,
+    :func:`save_reference`). A lake without them (new patients, another site) gets the ones saved with the run:
     by ``train``, or for the last lake state that had them."""
-    cached = read_reference_risk(run.run_dir, lake_hash)
-    if cached is not None:
-        return cached
+    cached = read_training_reference(run.run_dir, lake_hash)
+    if cached is not None and cached.log_risk is not None:
+        return cached.log_risk
     trained_on = {key for key, split in run.meta.get("splits", {}).items() if split == "train"}
     if not frames.patients["patient_key"].isin(trained_on).any():
-        saved = read_reference_risk(run.run_dir)
-        if saved is None:
+        saved = read_training_reference(run.run_dir)
+        if saved is None or saved.log_risk is None:
             raise PredictError("none of the run's training patients is in this lake, and the run holds no saved "
                                "training risks (reference_risk.json, written by `tumorboard train`): predict "
                                "once with the run's training lake to save them")
-        return saved
+        return saved.log_risk
     cohort = run_cohort(run, frames, lenient=PREDICT_LENIENT)
     rows = cohort.indices("train")
-    rows = rows[present_after_drop(cohort, rows, ())]
-    values = np.sort(model_outputs(run, cohort, rows).log_risk)
-    save_reference_risk(run.run_dir, values, lake_hash)
-    return values
+    train_out = model_outputs(run, cohort, rows[present_after_drop(cohort, rows, ())])
+    save_reference(run, train_out, lake_hash)
+    return np.sort(train_out.log_risk)
 
 
 def survival_times(run: LoadedRun) -> np.ndarray:

@@ -51,7 +51,7 @@ RUN_META_KEYS = ("spec", "feature_names", "feature_selection", "normalization", 
                  "treatment_names")
 MODEL_FILE, CONFIG_FILE, META_FILE = "model.safetensors", "config.yaml", "run.json"
 REFERENCE_IMAGE_FILE = "reference_image.safetensors"
-REFERENCE_RISK_FILE = "reference_risk.json"  # the training patients' log-risks: the risk percentile's reference
+REFERENCE_RISK_FILE = "reference_risk.json"  # a TrainingReference: the training patients' log-risks and prior
 _PACKAGES = ("tumorboard", "torch", "timm", "numpy", "pandas", "pyarrow", "scikit-survival", "torchsurv",
              "safetensors", "pydantic")
 
@@ -180,28 +180,60 @@ def save_run(run_dir: Path, model: FusionModel, config: RunConfig, meta: dict,
     (run_dir / META_FILE).write_text(json.dumps(json_safe(meta), indent=1, default=str, allow_nan=False))
 
 
-def read_reference_risk(run_dir: Path, lake_hash: str | None = None) -> np.ndarray | None:
-    """The sorted training log-risks saved in ``run_dir`` (:data:`REFERENCE_RISK_FILE`), for the lake state
-    ``lake_hash`` (None: whatever lake state they were computed on); None when absent, for another lake state,
-    or unreadable (a file cut short or edited is computed again, not an error)."""
+@dataclass(frozen=True)
+class TrainingReference:
+    """What the run's training patients gave, saved with the run (:data:`REFERENCE_RISK_FILE`) for a lake state.
+
+    ``log_risk``: their log-risks, sorted ``(N,)`` (the risk percentile's reference; None without a survival
+    head); ``prior``: the model's average training prediction (``diagnosis_prob (C,)``, ``log_risk`` (the
+    median), ``response_all (T,)``; None where the run lacks the head or a run saved before they were kept),
+    what a patient with no modality gets in the ablations.
+    """
+
+    lake_hash: str
+    log_risk: np.ndarray | None
+    prior: dict[str, np.ndarray | None]
+
+
+PRIOR_FIELDS = ("diagnosis_prob", "log_risk", "response_all")
+
+
+def read_training_reference(run_dir: Path, lake_hash: str | None = None) -> TrainingReference | None:
+    """The :class:`TrainingReference` saved in ``run_dir`` for the lake state ``lake_hash`` (None: whatever lake
+    state it was computed on); None when absent, for another lake state, or unreadable (a file cut short or
+    edited is computed again, not an error)."""
+    def finite(value: object) -> np.ndarray | None:
+        array = np.asarray(value, np.float64)
+        if array.size == 0 or not np.isfinite(array).all():
+            raise ValueError("not finite")
+        return array
+
     try:
         saved = json.loads((Path(run_dir) / REFERENCE_RISK_FILE).read_text())
         if lake_hash is not None and saved.get("lake_manifest_hash") != lake_hash:
             return None
-        values = np.asarray(saved["log_risk"], np.float64)
+        log_risk = None if saved.get("log_risk") is None else finite(saved["log_risk"])
+        if log_risk is not None and log_risk.ndim != 1:
+            return None
+        prior = saved.get("prior") or {}
+        return TrainingReference(str(saved.get("lake_manifest_hash")), log_risk,
+                                 {f: None if prior.get(f) is None else finite(prior[f]) for f in PRIOR_FIELDS})
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
-    return values if values.ndim == 1 and values.size and np.isfinite(values).all() else None
 
 
-def save_reference_risk(run_dir: Path, log_risk: np.ndarray, lake_hash: str) -> None:
-    """Write the training log-risks of the lake state ``lake_hash`` into ``run_dir`` (best effort: a read-only run
-    folder is left alone), through a temporary file renamed into place: a predict killed while writing, or two
-    writing at once (the app's sessions), never leave a half-written file."""
+def save_training_reference(run_dir: Path, log_risk: np.ndarray | None, prior: dict[str, np.ndarray | None],
+                            lake_hash: str) -> None:
+    """Write a :class:`TrainingReference` into ``run_dir`` (best effort: a read-only run folder is left alone),
+    through a temporary file renamed into place: a predict killed while writing, or two writing at once (the
+    app's sessions), never leave a half-written file."""
     path = Path(run_dir) / REFERENCE_RISK_FILE
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    content = {"lake_manifest_hash": lake_hash,
+               "log_risk": None if log_risk is None else np.sort(log_risk).tolist(),
+               "prior": {f: None if prior.get(f) is None else np.asarray(prior[f]).tolist() for f in PRIOR_FIELDS}}
     try:
-        temporary.write_text(json.dumps({"lake_manifest_hash": lake_hash, "log_risk": np.sort(log_risk).tolist()}))
+        temporary.write_text(json.dumps(content))
         os.replace(temporary, path)
     except OSError:
         pass

@@ -58,7 +58,8 @@ from fusion.data import (
 from fusion.losses import CoxLoss, multitask_loss
 from fusion.metrics import accuracy, auroc, harrell_c_index, multiclass_auroc
 from fusion.models import BreslowEstimator, FusionModel, RiskOffset
-from fusion.run import build_model, check_model_arguments, json_safe, save_reference_risk, save_run, staged_dir
+from fusion.predict import model_outputs, present_after_drop, save_reference
+from fusion.run import build_model, check_model_arguments, json_safe, load_run, save_run, staged_dir
 from fusion.splits import curated_test, kfold_assignments, strata_for
 from ingest.lake import Lake
 from ingest.schema import SCHEMA_VERSION
@@ -260,7 +261,13 @@ def fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | Pa
         offset, ``coxnet_offset`` (see :func:`fit_offset`).
     """
     with seeded(config.train.seed, deterministic=config.train.deterministic), torch_threads(config.train.threads):
-        return _fit(config, cohort, run_dir, lake_path=lake_path, lake_hash=lake_hash, progress=progress, tag=tag)
+        summary = _fit(config, cohort, run_dir, lake_path=lake_path, lake_hash=lake_hash, progress=progress, tag=tag)
+        # the training patients' outputs, for predict's risk percentile and evaluate's prior, also on a lake
+        # without them (new patients, another site)
+        run = load_run(run_dir)
+        rows = cohort.indices("train")
+        save_reference(run, model_outputs(run, cohort, rows[present_after_drop(cohort, rows, ())]), lake_hash)
+    return summary
 
 
 def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | Path | None, lake_hash: str,
@@ -300,13 +307,12 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
         model, train_loader, eval_loaders["val"], weights, config, device, history, epochs=tcfg.epochs, drop=(),
         phase="train", progress=progress, tag=tag)
 
-    breslow, train_log_risk = None, None
+    breslow = None
     if spec["survival"]:
         out, tgt = predict_outputs(model, eval_loaders["train"], device)
         time_, event = tgt["time"].numpy(), tgt["event"].numpy()
         keep = ~np.isnan(time_)
-        train_log_risk = out["log_risk"].numpy().astype(np.float64)
-        log_risk = train_log_risk[keep]
+        log_risk = out["log_risk"].numpy()[keep]
         with np.errstate(all="ignore"):  # a diverged model is reported just below
             fitted = BreslowEstimator().fit(log_risk, time_[keep], event[keep])
         if not (np.isfinite(fitted.cum_baseline_hazard).all() and np.abs(log_risk).max() <= MAX_LOG_RISK):
@@ -351,8 +357,6 @@ def _fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | P
                          f"{MIN_REFERENCE_PATIENTS} (their mean could show one patient's image); predict's image "
                          "map is HiResCAM"]
     save_run(run_dir, model.cpu(), config, meta, reference_image=reference)
-    if train_log_risk is not None:  # predict's risk percentile, also on a lake without the training patients
-        save_reference_risk(run_dir, train_log_risk, lake_hash)
     _write_history(run_dir / "history.csv", history)
     _plot_curves(run_dir / "curves.png", history)
     return summary

@@ -43,6 +43,9 @@ def evaluate(
     = True,
     n_boot: Annotated[int | None, typer.Option("--n-boot", min=0, help="Bootstrap resamples (default: the "
                                                "run's eval.n_boot).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write metrics.json and the plots here instead of "
+                                             "into RUN (e.g. an external validation's, to keep the run's own).")]
+    = None,
 ) -> None:
     """Score a run on its test split: writes RUN/metrics.json and plots (the model next to its baselines and
     ablations, calibration, Kaplan-Meier, ROC).
@@ -58,9 +61,14 @@ def evaluate(
             err_console.print(f"[dim]{event['stage']}[/] {event.get('what', '')}")
 
     folds = (run / "fold_0").is_dir() and not (run / "model.safetensors").is_file()
-    score = evaluate_folds if folds else evaluate_run
+    if folds and out is not None:
+        raise fail("--out is for a single run; a --cv run's evaluation is written into each fold and RUN")
     try:
-        result = score(run, lake, retrain_ablations=retrain, progress=progress, n_boot=n_boot)
+        if folds:
+            result = evaluate_folds(run, lake, retrain_ablations=retrain, progress=progress, n_boot=n_boot)
+        else:
+            result = evaluate_run(run, lake, retrain_ablations=retrain, progress=progress, n_boot=n_boot,
+                                  out_dir=out)
     except _errors() as exc:
         raise fail(str(exc)) from None
     if folds:
@@ -70,14 +78,14 @@ def evaluate(
     else:
         _print_summary(result)
         _print_notes(result)
-        console.print(f"wrote {escape(str(run / METRICS_FILE))} and {escape(', '.join(result['plots']))}")
+        console.print(f"wrote {escape(str((out or run) / METRICS_FILE))} and {escape(', '.join(result['plots']))}")
 
 
 def _print_notes(result: dict) -> None:
     """The evaluation's notes, and a warning when the lake changed since training."""
     for note in result.get("notes") or []:
         console.print(f"note: {escape(note)}")
-    if result.get("lake_changed"):
+    if result.get("lake_changed") and not result.get("external_validation"):  # another lake: its own note
         err_console.print("[yellow]warning:[/] the lake changed since this model was trained (its manifest hash "
                           "differs): inputs and outcomes may differ from training's; metrics.json says lake_changed")
 

@@ -127,6 +127,17 @@ def test_evaluate_end_to_end(tmp_path, monkeypatch):
 def _check_no_retrain_scores_the_saved_single_modality_models(run: Path, result: dict) -> None:
     """``--no-retrain`` trains no only_<m> model but scores those an earlier evaluation saved, as it did."""
     stamp = (run / "ablations" / "only_ehr" / "model.safetensors").stat().st_mtime_ns
+    from typer.testing import CliRunner
+
+    from apps.cli import app
+
+    before = (run / "metrics.json").read_bytes()
+    written = CliRunner().invoke(app, ["evaluate", str(run), "--no-retrain", "--n-boot", "0", "--out",
+                                       str(run.parent / "rescored")])
+    assert written.exit_code == 0, written.output
+    assert (run / "metrics.json").read_bytes() == before  # --out keeps the run's own evaluation
+    assert json.loads((run.parent / "rescored" / "metrics.json").read_text())["external_validation"] is False
+    assert (run.parent / "rescored" / "comparison.png").is_file()
     again = evaluate_run(run, None, n_boot=0, retrain_ablations=False)
     assert (run / "ablations" / "only_ehr" / "model.safetensors").stat().st_mtime_ns == stamp
     first, second = result["tasks"]["survival"], again["tasks"]["survival"]
@@ -188,6 +199,8 @@ def _check_cross_validation(tmp_path: Path, lake: Path) -> None:
     assert item["value"] == np.mean(per_fold) and item["sd"] == np.std(per_fold, ddof=1)
     assert set(pooled["tasks"]["survival"]["baselines"]) == {"coxnet", "rsf"}
     assert pooled["tasks"]["survival"]["n"] == sum(f["tasks"]["survival"]["n"] for f in folds)
+    refused = CliRunner().invoke(app, ["evaluate", str(cv), "--out", str(tmp_path / "elsewhere_cv")])
+    assert refused.exit_code != 0 and "--out is for a single run" in " ".join(refused.output.split())
 
 
 def test_bootstrap_is_paired_and_covers_value():

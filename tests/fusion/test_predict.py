@@ -136,12 +136,13 @@ def test_predict_patient_end_to_end(tmp_path):
 
 
 def _check_a_lake_of_new_patients(run_dir: Path, lake_path: Path, other_site: Path) -> None:
-    """``train`` saves its training patients' log-risks, so ``predict`` works on a lake of patients the run never
-    saw (another site, a new export): their risk percentile is taken within those saved risks."""
-    from fusion.run import REFERENCE_RISK_FILE, read_reference_risk
+    """``train`` saves its training patients' outputs, so ``predict`` works on a lake of patients the run never
+    saw (another site, a new export), their risk percentile taken within those saved risks, and ``evaluate``
+    validates the run on them (external validation)."""
+    from fusion.run import REFERENCE_RISK_FILE, RunError, read_training_reference
 
     run = load_run(run_dir)
-    saved = read_reference_risk(run_dir)
+    saved = read_training_reference(run_dir).log_risk
     cohort = run_cohort(run, lake_frames(Lake(lake_path)))
     recomputed = np.sort(model_outputs(run, cohort, cohort.indices("train")).log_risk)
     np.testing.assert_allclose(saved, recomputed, rtol=1e-5, atol=1e-6)
@@ -154,10 +155,23 @@ def _check_a_lake_of_new_patients(run_dir: Path, lake_path: Path, other_site: Pa
     log_risk = result["survival"]["log_risk"]
     below, ties = np.searchsorted(saved, log_risk, "left"), np.searchsorted(saved, log_risk, "right")
     assert result["risk_percentile"] == pytest.approx(100 * (below + 0.5 * (ties - below)) / saved.size)
+
+    # external validation: the new site's patients are the test patients, written where --out says
+    result = evaluate_run(run_dir, new_lake.path, n_boot=0, retrain_ablations=False, out_dir=other_site / "eval")
+    assert result["external_validation"] and not (run_dir / "metrics.json").exists()
+    assert result["n_test"] == len(run_cohort(run, lake_frames(new_lake))) > 0
+    survival = json.loads((other_site / "eval" / "metrics.json").read_text())["tasks"]["survival"]
+    assert survival["baselines"] == {} and set(survival["ablations"]) == {"without_ehr", "without_genomics",
+                                                                          "without_image"}
+    assert 0.0 <= survival["model"]["c_index_harrell"]["value"] <= 1.0
+    assert any(note.startswith("external validation: none of the run's patients") for note in result["notes"])
+
     (run_dir / REFERENCE_RISK_FILE).rename(other_site / REFERENCE_RISK_FILE)
     try:
         with pytest.raises(PredictError, match="none of the run's training patients is in this lake"):
             predict_patient(run, new_lake, key, explain=False)
+        with pytest.raises(RunError, match="holds no saved outputs of its training patients"):
+            evaluate_run(run_dir, new_lake.path, n_boot=0, retrain_ablations=False, out_dir=other_site / "eval")
     finally:
         (other_site / REFERENCE_RISK_FILE).rename(run_dir / REFERENCE_RISK_FILE)
 
@@ -317,22 +331,26 @@ def test_reference_cache_is_written_whole_and_a_broken_one_is_recomputed(tmp_pat
     once) made every later predict of the run fail with a JSONDecodeError traceback."""
     import os
 
-    from fusion.run import REFERENCE_RISK_FILE, read_reference_risk, save_reference_risk
+    from fusion.run import REFERENCE_RISK_FILE, read_training_reference, save_training_reference
 
     path = tmp_path / REFERENCE_RISK_FILE
-    save_reference_risk(tmp_path, np.array([0.5, -1.0]), "h1")
-    assert read_reference_risk(tmp_path, "h1").tolist() == [-1.0, 0.5] and read_reference_risk(tmp_path, "h2") is None
-    assert read_reference_risk(tmp_path).tolist() == [-1.0, 0.5]  # any lake state
+    prior = {"diagnosis_prob": np.array([0.25, 0.75]), "log_risk": np.array(0.1), "response_all": None}
+    save_training_reference(tmp_path, np.array([0.5, -1.0]), prior, "h1")
+    saved = read_training_reference(tmp_path, "h1")
+    assert saved.log_risk.tolist() == [-1.0, 0.5] and read_training_reference(tmp_path, "h2") is None
+    assert saved.prior["diagnosis_prob"].tolist() == [0.25, 0.75] and saved.prior["response_all"] is None
+    assert read_training_reference(tmp_path).log_risk.tolist() == [-1.0, 0.5]  # any lake state
     before = path.read_text()
     def interrupted(*args):
         raise OSError("killed")
     monkeypatch.setattr(os, "replace", interrupted)
-    save_reference_risk(tmp_path, np.array([9.0, 8.0, 7.0]), "h2")  # fails before the rename: the old cache stays whole
+    save_training_reference(tmp_path, np.array([9.0, 8.0, 7.0]), prior, "h2")  # fails before the rename:
+    # the old file stays whole
     assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == [REFERENCE_RISK_FILE]
     for broken in (before[:20], "", "[1, 2]", '{"lake_manifest_hash": "h1", "log_risk": ["x"]}',
                    '{"lake_manifest_hash": "h1", "log_risk": []}'):
         path.write_text(broken)
-        assert read_reference_risk(tmp_path, "h1") is None
+        assert read_training_reference(tmp_path, "h1") is None
 
 
 class _WindowProbe(torch.nn.Module):
