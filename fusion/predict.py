@@ -4,7 +4,7 @@
 restores the run's split per patient key (patients the run never saw get split ``"unseen"``).
 :func:`model_outputs` runs the model over cohort rows, optionally with modalities removed at test time.
 :func:`predict_patient` is the report behind ``tumorboard predict`` and the app (see its docstring for the
-JSON layout).
+JSON layout); :func:`predict_cohort` is ``tumorboard predict --all``'s table of every patient.
 """
 
 from __future__ import annotations
@@ -369,6 +369,78 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
         result["explanation_target"] = ex.target_name(model, encoded.cls, run.meta["diagnosis_classes"],
                                                       encoded.response_treatment, run.meta["treatment_names"])
     return _finite(result)
+
+
+# -- every patient ------------------------------------------------------------------------------------------
+PREDICTION_FORMATS = (".parquet", ".csv")
+
+
+def predict_cohort(run: LoadedRun, lake: Lake) -> tuple[pd.DataFrame, int]:
+    """Predictions for every patient of ``lake`` the run can score (no explanations), one row each.
+
+    Returns:
+        The table and how many of the lake's patients it leaves out (no index date, or none of the run's
+        modalities). Columns: ``patient_key``, ``split`` (the run's: ``train`` | ``val`` | ``test``, or
+        ``unseen``), ``index_date`` (UTC), ``treatment`` (on record, None without one), ``missing_modalities``
+        (comma-separated); per head the run has: ``diagnosis_<class>`` (probability; NaN when the patient has
+        none of the modalities the diagnosis head reads), ``log_risk``, ``risk_percentile`` (0-100, among the
+        training patients), ``survival_<h>d`` (S at each ``eval.horizons_days``), ``response_<treatment>``
+        (probability of response under each candidate). The values are :func:`predict_patient`'s.
+    """
+    frames = lake_frames(lake)
+    cohort = run_cohort(run, frames, lenient=PREDICT_LENIENT)
+    rows = np.arange(len(cohort))
+    rows = rows[present_after_drop(cohort, rows, ())]
+    out = model_outputs(run, cohort, rows)
+    present = cohort.present()
+    modalities = run.config.enabled_modalities()
+    names = run.meta["treatment_names"]
+    treatment = cohort.targets.treatment[rows]
+    table: dict[str, object] = {
+        "patient_key": cohort.patient_keys[rows], "split": cohort.split[rows],
+        "index_date": pd.DatetimeIndex(cohort.index_date[rows]).tz_localize(None).tz_localize("UTC"),
+        "treatment": [names[i] if i >= 0 else None for i in treatment],
+        "missing_modalities": [", ".join(m for m in modalities if not present[m][r]) for r in rows]}
+    if out.diagnosis_prob is not None:
+        reads = run.model.heads_config.diagnosis_modalities or modalities
+        readable = np.logical_or.reduce([present[m][rows] for m in reads])
+        for j, name in enumerate(run.meta["diagnosis_classes"]):
+            table[f"diagnosis_{name}"] = np.where(readable, out.diagnosis_prob[:, j], np.nan)
+    if out.log_risk is not None and run.breslow is not None:
+        reference = reference_log_risk(run, frames, lake.manifest_hash())
+        below = np.searchsorted(reference, out.log_risk, "left")
+        ties = np.searchsorted(reference, out.log_risk, "right")
+        table["log_risk"] = out.log_risk
+        table["risk_percentile"] = 100.0 * (below + 0.5 * (ties - below)) / reference.size
+        horizons = np.asarray(run.config.eval.horizons_days, np.float64)
+        at = run.breslow.predict_survival(out.log_risk, horizons)
+        for j, h in enumerate(horizons):
+            table[f"survival_{h:g}d"] = at[:, j]
+    if out.response_all is not None:
+        for j, name in enumerate(names):
+            table[f"response_{name}"] = out.response_all[:, j]
+    n_lake = int(frames.patients["patient_key"].nunique())
+    return pd.DataFrame(table), max(n_lake - rows.size, 0)
+
+
+def write_predictions(table: pd.DataFrame, path: Path) -> None:
+    """Write :func:`predict_cohort`'s table to ``path`` (``.parquet`` or ``.csv``), through a temporary file
+    renamed into place: a failed or killed run leaves no half-written file."""
+    import os
+    import uuid
+
+    path = Path(path)
+    if path.suffix.lower() not in PREDICTION_FORMATS:
+        raise PredictError(f"{path}: write the predictions to a .parquet or .csv file")
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        if path.suffix.lower() == ".parquet":
+            table.to_parquet(temporary, index=False)
+        else:
+            table.to_csv(temporary, index=False)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 @torch.no_grad()

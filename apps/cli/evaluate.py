@@ -133,23 +133,46 @@ def _fmt(item: dict | None) -> str:
 
 def predict(
     run: RunArgument,
-    patient: Annotated[str, typer.Option(
-        "--patient", help="Patient key, any identifier (e.g. MRN), or the id of one of their genomics samples.")],
+    patient: Annotated[str | None, typer.Option(
+        "--patient", help="Patient key, any identifier (e.g. MRN), or the id of one of their genomics samples.")]
+    = None,
     lake: LakeOption = None,
     explain: Annotated[bool, typer.Option("--explain/--no-explain", help="Add modality contributions, "
                                           "image attribution and top features.")] = True,
+    every: Annotated[bool, typer.Option("--all", help="Every patient of the lake, one row each, without "
+                                        "explanations, written to --out.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="With --all: the table to write (.parquet or .csv).")]
+    = None,
 ) -> None:
-    """Print one patient's predictions and explanations as JSON (see fusion.predict.predict_patient)."""
-    from fusion.predict import PredictError, UnknownPatientError, predict_patient
+    """Print one patient's predictions and explanations as JSON (see fusion.predict.predict_patient), or with
+    --all write every patient's to a table (fusion.predict.predict_cohort)."""
+    from fusion.predict import PredictError, UnknownPatientError, predict_cohort, predict_patient, write_predictions
     from fusion.run import load_run
     from ingest.lake import Lake
 
+    if (patient is None) == (not every):
+        raise fail("pass --patient ID for one patient, or --all --out FILE for every patient of the lake")
+    if every and (out is None or out.suffix.lower() not in (".parquet", ".csv")):
+        raise fail("--all writes a table: pass --out FILE.parquet or --out FILE.csv")
+    if out is not None and not every:
+        raise fail("--out is for --all; one patient's prediction is printed as JSON")
     try:
         loaded = load_run(run)
         lake_path = lake or loaded.meta.get("lake") or loaded.config.data.lake
         if lake_path is None or not Path(lake_path).is_dir():
             raise fail(f"lake {lake_path} does not exist; pass --lake")
-        result = predict_patient(loaded, Lake(lake_path), patient, explain=explain)
+        if every:
+            table, left_out = predict_cohort(loaded, Lake(lake_path))
+            write_predictions(table, out)
+        else:
+            result = predict_patient(loaded, Lake(lake_path), patient, explain=explain)
     except (UnknownPatientError, PredictError, *_errors()) as exc:
         raise fail(str(exc).strip("'\"")) from None
-    typer.echo(json.dumps(result, indent=1))
+    if not every:
+        typer.echo(json.dumps(result, indent=1))
+        return
+    splits = ", ".join(f"{name} {n}" for name, n in table["split"].value_counts().items())
+    console.print(f"wrote {len(table)} patients ({splits}) to {escape(str(out))}")
+    if left_out:
+        console.print(f"note: {left_out} patient(s) of the lake are left out: no index date, or none of the run's "
+                      "modalities")

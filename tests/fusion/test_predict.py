@@ -28,6 +28,7 @@ from fusion.predict import (
 )
 from fusion.run import load_run
 from fusion.train import train
+from ingest import reader
 from ingest.lake import Lake
 from tests.fusion.test_evaluate import FAST, make_synth_lake
 
@@ -83,6 +84,7 @@ def test_predict_patient_end_to_end(tmp_path):
         run_dir = train(load_config(None, [*FAST, *IMAGE, "tasks.diagnosis.modalities=[image]",
                                            "tasks.survival.coxnet_offset=true"]), lake_path, tmp_path / "run")
         _check_a_lake_of_new_patients(run_dir, lake_path, tmp_path / "site_b")
+        _check_every_patient_of_the_lake(run_dir, lake_path, tmp_path / "predictions")
         run, lake = load_run(run_dir), Lake(lake_path)
         # explanations must account for the risk offset: make it matter whatever the tiny fit chose
         generator = torch.Generator().manual_seed(0)
@@ -174,6 +176,55 @@ def _check_a_lake_of_new_patients(run_dir: Path, lake_path: Path, other_site: Pa
             evaluate_run(run_dir, new_lake.path, n_boot=0, retrain_ablations=False, out_dir=other_site / "eval")
     finally:
         (other_site / REFERENCE_RISK_FILE).rename(run_dir / REFERENCE_RISK_FILE)
+
+
+def _check_every_patient_of_the_lake(run_dir: Path, lake_path: Path, out: Path) -> None:
+    """``predict --all``: one row per patient with predict_patient's values, written as Parquet or CSV."""
+    from apps.cli import app
+    from fusion.predict import predict_cohort
+    from fusion.run import read_training_reference
+
+    run, lake = load_run(run_dir), Lake(lake_path)
+    table, left_out = predict_cohort(run, lake)
+    assert len(table) + left_out == reader.read_patients(lake)["patient_key"].nunique()
+    assert set(table["split"]) <= {"train", "val", "test"} and table["patient_key"].is_unique
+    without_ct = table["missing_modalities"].str.contains("image")
+    for rows in (table[table["missing_modalities"] == ""], table[without_ct]):  # every modality; no CT
+        assert not rows.empty
+        row = rows.iloc[0]
+        one = predict_patient(run, lake, row["patient_key"], explain=False)
+        assert row["index_date"].isoformat().startswith(one["index_date"][:19])
+        assert row["missing_modalities"] == ", ".join(one["missing_modalities"])
+        for name, probability in (one["diagnosis"] or {}).items():
+            assert row[f"diagnosis_{name}"] == pytest.approx(probability, abs=1e-6)
+        if "image" in one["missing_modalities"]:  # the diagnosis head reads the CT only
+            assert one["diagnosis"] is None
+            assert all(np.isnan(row[f"diagnosis_{c}"]) for c in run.meta["diagnosis_classes"])
+        assert row["log_risk"] == pytest.approx(one["survival"]["log_risk"], abs=1e-6)
+        # a training patient ties with its own reference risk up to float noise (batch of one vs many): one step
+        step = 100 / read_training_reference(run_dir).log_risk.size
+        assert row["risk_percentile"] == pytest.approx(one["risk_percentile"], abs=step + 1e-9)
+        for horizon, value in one["survival"]["at_horizons"].items():
+            assert row[f"survival_{horizon}d"] == pytest.approx(value, abs=1e-6)
+        for name, probability in one["response"].items():
+            assert row[f"response_{name}"] == pytest.approx(probability, abs=1e-6)
+
+    out.mkdir()
+    runner = CliRunner()
+    for name in ("all.parquet", "all.csv"):
+        result = runner.invoke(app, ["predict", str(run_dir), "--lake", str(lake_path), "--all", "--out",
+                                     str(out / name)])
+        assert result.exit_code == 0, result.output
+        assert f"wrote {len(table)} patients" in result.output
+    written = pd.read_parquet(out / "all.parquet")
+    assert written["patient_key"].tolist() == table["patient_key"].tolist()
+    assert len(pd.read_csv(out / "all.csv")) == len(table) and sorted(p.name for p in out.iterdir()) == [
+        "all.csv", "all.parquet"]
+    for args, message in ((["--all"], "--all writes a table"), (["--all", "--patient", "x", "--out", "a.csv"],
+                                                                  "pass --patient ID for one patient, or --all"),
+                          (["--patient", "x", "--out", "a.csv"], "--out is for --all")):
+        refused = runner.invoke(app, ["predict", str(run_dir), *args])
+        assert refused.exit_code != 0 and message in " ".join(refused.output.split())
 
 
 def test_response_link_puts_the_treatment_into_survival_end_to_end(tmp_path):
