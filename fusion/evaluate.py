@@ -287,8 +287,9 @@ class _Eval:
             self.notes.append(f"external validation: none of the run's patients is in this lake, so its "
                               f"{self.test.size} patients with data are the test patients; the baselines and the "
                               "single-modality models that need the run's training patients are left out (saved "
-                              "only_<m> models are scored), and Uno's C-index and the Brier scores weigh by these "
-                              "patients' own censoring")
+                              "only_<m> models are scored)" + (", and Uno's C-index and the Brier scores weigh by "
+                                                                 "these patients' own censoring"
+                                                                 if self.run.config.tasks.survival.enabled else ""))
         else:
             train_out = model_outputs(self.run, self.cohort, self.train)
             self.prior, self.train_log_risk = prior_outputs(train_out), train_out.log_risk
@@ -307,9 +308,10 @@ class _Eval:
         modalities = self.run.config.enabled_modalities()
         if len(modalities) < 2:
             return
+        asked_not_to_train = not train_missing  # --no-retrain: an external validation trains none either
         train_missing = train_missing and not self.external  # training needs the run's training patients
         saved = [m for m in modalities if (single_modality_dir(self.run, m) / "model.safetensors").is_file()]
-        if not train_missing and saved:
+        if asked_not_to_train and saved:
             self.notes.append(f"--no-retrain: {', '.join(f'only_{m}' for m in saved)} scored with the model(s) "
                               "an earlier evaluate saved in RUN/ablations; the other modalities have no only_<m>")
         for m in modalities if train_missing else saved:
@@ -328,7 +330,11 @@ class _Eval:
                     continue
                 self.outputs["ablations"][f"only_{m}"] = self._sub_outputs(sub, cohort, prior, self.test, "unseen")
             else:
-                prior = prior_outputs(model_outputs(sub, cohort, cohort.indices("train")))
+                train_out = model_outputs(sub, cohort, cohort.indices("train"))
+                # saved with it, as train saves them: what an external validation scores it with (a model saved
+                # before train kept them gets them here)
+                save_reference(sub, train_out, self.lake_hash)
+                prior = prior_outputs(train_out)
                 self.outputs["ablations"][f"only_{m}"] = self._sub_outputs(sub, cohort, prior, self.test, "test")
                 self.val_outputs[f"only_{m}"] = self._sub_outputs(sub, cohort, prior, self.val, "val")
             self.ablation_breslow[f"only_{m}"] = sub.breslow

@@ -119,6 +119,7 @@ def test_evaluate_end_to_end(tmp_path, monkeypatch):
 
         _check_no_retrain_scores_the_saved_single_modality_models(run, result)
         _check_failed_evaluation_leaves_the_run_as_it_was(run, monkeypatch)
+        _check_external_validation_scores_the_saved_single_modality_models(run, tmp_path / "site_b")
         _check_cross_validation(tmp_path, lake)
     finally:
         torch.set_num_threads(threads)
@@ -158,6 +159,44 @@ def _check_no_retrain_scores_the_saved_single_modality_models(run: Path, result:
         assert set(alone["tasks"]["survival"]["baselines"]) == {"coxnet", "rsf"}  # one only_<m>: no late fusion
     finally:
         shutil.move(run.parent / "only_genomics", run / "ablations" / "only_genomics")
+
+
+def _check_external_validation_scores_the_saved_single_modality_models(run: Path, site: Path) -> None:
+    """On a lake of patients the run never saw, the only_<m> models an earlier evaluation saved are scored with
+    their training patients' outputs, with no '--no-retrain' note when it was not passed. A run whose models were
+    saved before those outputs were kept gets them, only_<m> included, from one evaluation on its training lake,
+    as the notes advise."""
+    from fusion.run import REFERENCE_RISK_FILE
+
+    other = make_synth_lake(site, n=12, seed=9)
+    for model_dir in (run, run / "ablations" / "only_ehr", run / "ablations" / "only_genomics"):
+        (model_dir / REFERENCE_RISK_FILE).unlink()  # as saved before train kept them
+    evaluate_run(run, None, n_boot=0, retrain_ablations=False)  # the advice: once with its training lake
+    external = evaluate_run(run, other, n_boot=0, out_dir=site / "eval")
+    assert external["external_validation"]
+    assert set(external["tasks"]["survival"]["ablations"]) == {"without_ehr", "without_genomics", "only_ehr",
+                                                               "only_genomics"}
+    assert not [note for note in external["notes"] if "--no-retrain" in note or "was not scored" in note]
+
+
+def test_external_validation_note_names_survival_metrics_only_for_a_survival_task(monkeypatch, tmp_path):
+    """The external validation's note says Uno's C and the Brier scores weigh by the new patients' censoring
+    only when the run scores survival."""
+    import fusion.evaluate as evaluate
+
+    monkeypatch.setattr(evaluate, "read_training_reference", lambda run_dir: SimpleNamespace(log_risk=None))
+    monkeypatch.setattr(evaluate, "saved_prior", lambda run: "prior")
+    monkeypatch.setattr(evaluate, "model_outputs", lambda *args, **kwargs: None)
+    for survival in (False, True):
+        ev = object.__new__(_Eval)
+        ev.external, ev.cohort, ev.test, ev.notes, ev.say = True, None, np.arange(3), [], lambda event: None
+        ev.outputs = {"model": {}, "ablations": {}}
+        tasks = SimpleNamespace(survival=SimpleNamespace(enabled=survival))
+        ev.run = SimpleNamespace(run_dir=tmp_path, config=SimpleNamespace(tasks=tasks,
+                                                                          enabled_modalities=lambda: ["ehr"]))
+        ev.predict_model()
+        assert ev.notes[0].startswith("external validation: none of the run's patients is in this lake, so its 3")
+        assert ("Uno's C-index" in ev.notes[0]) is survival
 
 
 def _check_failed_evaluation_leaves_the_run_as_it_was(run: Path, monkeypatch) -> None:
