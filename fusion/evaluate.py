@@ -745,6 +745,8 @@ def evaluate_run(run_dir: str | Path, lake: str | Path | None = None, *, retrain
         The metrics dict that was written.
     """
     run_dir = Path(run_dir)
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise RunError(f"{out_dir} is a file: pass a folder (new or existing) for metrics.json and the plots")
     run = load_run(run_dir)
     lake_path = lake or run.meta.get("lake") or run.config.data.lake
     if lake_path is None or not Path(lake_path).is_dir():

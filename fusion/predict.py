@@ -424,8 +424,12 @@ def predict_cohort(run: LoadedRun, lake: Lake) -> tuple[pd.DataFrame, int]:
 
 
 def write_predictions(table: pd.DataFrame, path: Path) -> None:
-    """Write :func:`predict_cohort`'s table to ``path`` (``.parquet`` or ``.csv``), through a temporary file
-    renamed into place: a failed or killed run leaves no half-written file."""
+    """Write :func:`predict_cohort`'s table to ``path`` (``.parquet`` or ``.csv``; its folder is created when
+    missing), through a temporary file renamed into place: a failed or killed run leaves no half-written file.
+
+    Raises:
+        PredictError: ``path`` has another suffix, or cannot be written (e.g. it is a folder).
+    """
     import os
     import uuid
 
@@ -434,11 +438,14 @@ def write_predictions(table: pd.DataFrame, path: Path) -> None:
         raise PredictError(f"{path}: write the predictions to a .parquet or .csv file")
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix.lower() == ".parquet":
             table.to_parquet(temporary, index=False)
         else:
             table.to_csv(temporary, index=False)
         os.replace(temporary, path)
+    except OSError as exc:
+        raise PredictError(f"cannot write the predictions to {path}: {exc.strerror or exc}") from None
     finally:
         temporary.unlink(missing_ok=True)
 

@@ -449,3 +449,15 @@ def test_a_fold_that_could_not_score_a_task_is_named(tmp_path, monkeypatch):
     assert pooled["tasks"]["response"]["model"]["auroc"]["folds"] == [None, 0.7, 0.7]
     assert pooled["notes"] == ["fold_0: response not scored (the test split needs responders and non-responders); "
                                "its mean and SD are over the other folds"]
+
+
+def test_evaluate_out_that_is_a_file_is_refused_before_the_work(tmp_path):
+    """``evaluate --out FILE`` evaluated the run, then failed with a FileExistsError traceback."""
+    from typer.testing import CliRunner
+
+    from apps.cli import app
+
+    (tmp_path / "metrics.csv").write_text("x\n")
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "run"), "--out", str(tmp_path / "metrics.csv")])
+    assert result.exit_code != 0 and "is a file: pass a folder" in " ".join(result.output.split())
+    assert result.exception is None or isinstance(result.exception, SystemExit)

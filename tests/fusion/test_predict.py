@@ -609,3 +609,17 @@ def test_slices_beyond_the_reference_are_not_credited():
     model, batch = _probe(), _one_row(image)
     result = explain.image_attribution(model, batch, reference=torch.zeros(1, 1, 64, 64))
     assert result["method"] == "integrated_gradients" and result["slice_index"] == 0
+
+
+def test_predictions_are_written_into_a_new_folder_and_an_unwritable_path_is_a_clear_error(tmp_path):
+    """``predict --all --out`` into a folder not made yet wrote nothing but a traceback (OSError, after scoring
+    every patient); a path that cannot be written (here a folder) is a PredictError, leaving nothing behind."""
+    from fusion.predict import write_predictions
+
+    table = pd.DataFrame({"patient_key": ["a", "b"], "log_risk": [0.5, -0.25]})
+    write_predictions(table, tmp_path / "new" / "deeper" / "all.csv")
+    assert pd.read_csv(tmp_path / "new" / "deeper" / "all.csv").equals(table)
+    (tmp_path / "taken.parquet").mkdir()
+    with pytest.raises(PredictError, match="cannot write the predictions to"):
+        write_predictions(table, tmp_path / "taken.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "taken.parquet"]
