@@ -797,9 +797,11 @@ def evaluate_run(run_dir: str | Path, lake: str | Path | None = None, *, retrain
 def evaluate_folds(cv_dir: str | Path, lake: str | Path | None = None, *, retrain_ablations: bool = True,
                    progress: Progress | None = None, n_boot: int | None = None) -> dict:
     """Evaluate every fold of a ``--cv`` run (each ``fold_<k>/metrics.json`` as :func:`evaluate_run` writes it)
-    and write ``CV/metrics.json``: ``{"run", "k", "folds", "created_at", "tasks": {task: {"n" (all folds),
-    "model" | "baselines" | "ablations": {metric: {"value" (mean over folds), "sd", "folds" (per fold)}}}},
-    "lake_changed" (in any fold), "notes" (each fold's, prefixed with its name, and the tasks it skipped)}``.
+    and write ``CV/metrics.json``: ``{"run", "k", "folds", "created_at", "tasks": {task: {"n" (all folds; an
+    external validation's: its patients, whom every fold scores), "model" | "baselines" | "ablations": {metric:
+    {"value" (mean over folds), "sd", "folds" (per fold)}}}}, "lake_changed" (in any fold),
+    "external_validation" (in every fold), "notes" (each fold's, prefixed with its name, and the tasks it
+    skipped)}``.
     Each fold is tested on its own patients, so the per-fold values are what to compare."""
     cv_dir = Path(cv_dir)
     folds = sorted((p for p in cv_dir.glob("fold_*") if p.is_dir()), key=lambda p: int(p.name.split("_")[-1]))
@@ -811,10 +813,12 @@ def evaluate_folds(cv_dir: str | Path, lake: str | Path | None = None, *, retrai
         say({"stage": "fold", "what": fold.name})
         results.append(evaluate_run(fold, lake, retrain_ablations=retrain_ablations, progress=progress,
                                     n_boot=n_boot))
+    # on a lake of patients no fold saw (external validation), every fold scores the same patients
+    external = all(r.get("external_validation") for r in results)
     tasks = {}
     for task in results[0]["tasks"]:
         blocks = [r["tasks"].get(task) or {} for r in results]
-        out: dict = {"n": sum(int(b.get("n", 0)) for b in blocks),
+        out: dict = {"n": (max if external else sum)(int(b.get("n", 0)) for b in blocks),
                      "model": _across_folds([b.get("model") for b in blocks])}
         for group in ("baselines", "ablations"):
             names = sorted({name for b in blocks for name in (b.get(group) or {})})
@@ -822,7 +826,8 @@ def evaluate_folds(cv_dir: str | Path, lake: str | Path | None = None, *, retrai
         tasks[task] = out
     result = {"run": str(cv_dir), "k": len(folds), "folds": [f.name for f in folds],
               "created_at": datetime.now(UTC).isoformat(), "tasks": tasks,
-              "lake_changed": any(r.get("lake_changed") for r in results), "notes": _fold_notes(folds, results)}
+              "lake_changed": any(r.get("lake_changed") for r in results), "external_validation": external,
+              "notes": _fold_notes(folds, results)}
     temporary = cv_dir / f".{METRICS_FILE}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         temporary.write_text(json.dumps(result, indent=1))

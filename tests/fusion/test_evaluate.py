@@ -461,3 +461,30 @@ def test_evaluate_out_that_is_a_file_is_refused_before_the_work(tmp_path):
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "run"), "--out", str(tmp_path / "metrics.csv")])
     assert result.exit_code != 0 and "is a file: pass a folder" in " ".join(result.output.split())
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_cross_validation_on_another_sites_lake_counts_its_patients_once(tmp_path, monkeypatch):
+    """A --cv run evaluated on a lake of patients no fold saw: every fold scores the same patients, so the task's
+    n is theirs (it was k times as many), metrics.json says external_validation, and the CLI does not warn that
+    the lake changed since training (another lake, which the folds' notes say)."""
+    from typer.testing import CliRunner
+
+    import fusion.evaluate as evaluate
+    from apps.cli import app
+
+    def fold_result(external: bool) -> dict:
+        block = {"n": 30, "model": {"c_index_harrell": {"value": 0.7, "ci_low": None, "ci_high": None}},
+                 "baselines": {}, "ablations": {}}
+        return {"tasks": {"survival": block}, "lake_changed": True, "external_validation": external,
+                "notes": ["external validation: ..."] if external else []}
+
+    for fold in ("fold_0", "fold_1"):
+        (tmp_path / "cv" / fold).mkdir(parents=True)
+    for external, n in ((True, 30), (False, 60)):
+        monkeypatch.setattr(evaluate, "evaluate_run", lambda *args, external=external, **kwargs: fold_result(external))
+        result = evaluate.evaluate_folds(tmp_path / "cv", tmp_path)
+        assert result["tasks"]["survival"]["n"] == n and result["external_validation"] is external
+    monkeypatch.setattr(evaluate, "evaluate_run", lambda *args, **kwargs: fold_result(True))
+    printed = CliRunner().invoke(app, ["evaluate", str(tmp_path / "cv"), "--lake", str(tmp_path), "--no-retrain"])
+    assert printed.exit_code == 0, printed.output
+    assert "lake changed" not in printed.output and "(n=30)" in " ".join(printed.output.split())
