@@ -96,6 +96,7 @@ from fusion.config import RunConfig, apply_overrides
 from fusion.predict import (
     Outputs,
     dataset_for,
+    holds_training_patients,
     model_outputs,
     prior_outputs,
     run_cohort,
@@ -293,7 +294,13 @@ class _Eval:
         else:
             train_out = model_outputs(self.run, self.cohort, self.train)
             self.prior, self.train_log_risk = prior_outputs(train_out), train_out.log_risk
-            save_reference(self.run, train_out, self.lake_hash)
+            if holds_training_patients(self.run, self.cohort.patient_keys[self.train]):
+                save_reference(self.run, train_out, self.lake_hash)
+            unseen = self.cohort.indices("unseen").size
+            if unseen:
+                self.notes.append(f"{unseen} patient(s) of this lake the run never saw are not scored: the run's "
+                                  "test patients are; evaluate them on a lake of their own for an external "
+                                  "validation")
         self.outputs["model"]["model"] = model_outputs(self.run, self.cohort, self.test, prior=self.prior)
         modalities = self.run.config.enabled_modalities()
         if len(modalities) > 1:
@@ -333,7 +340,8 @@ class _Eval:
                 train_out = model_outputs(sub, cohort, cohort.indices("train"))
                 # saved with it, as train saves them: what an external validation scores it with (a model saved
                 # before train kept them gets them here)
-                save_reference(sub, train_out, self.lake_hash)
+                if holds_training_patients(sub, cohort.patient_keys[cohort.indices("train")]):
+                    save_reference(sub, train_out, self.lake_hash)
                 prior = prior_outputs(train_out)
                 self.outputs["ablations"][f"only_{m}"] = self._sub_outputs(sub, cohort, prior, self.test, "test")
                 self.val_outputs[f"only_{m}"] = self._sub_outputs(sub, cohort, prior, self.val, "val")

@@ -232,18 +232,24 @@ def saved_prior(run: LoadedRun) -> Outputs | None:
                    None)
 
 
+def holds_training_patients(run: LoadedRun, keys: Iterable[str]) -> bool:
+    """Whether ``keys`` include every training patient of the run: only then do their outputs in a lake state
+    replace the ones saved with the run (a lake holding a few of them would leave a coarse reference)."""
+    trained_on = {key for key, split in run.meta.get("splits", {}).items() if split == "train"}
+    return bool(trained_on) and trained_on <= set(keys)
+
+
 def reference_log_risk(run: LoadedRun, frames: LakeFrames, lake_hash: str) -> np.ndarray:
     """Sorted log-risks of the run's training patients in this lake state (cached with the run,
-    :func:`save_reference`). A lake without them (new patients, another site) gets the ones saved with the run:
-    by ``train``, or for the last lake state that had them."""
+    :func:`save_reference`). A lake without every one of them (new patients, another site, a subset) gets the
+    ones saved with the run: by ``train``, or for the last lake state that held them all."""
     cached = read_training_reference(run.run_dir, lake_hash)
     if cached is not None and cached.log_risk is not None:
         return cached.log_risk
-    trained_on = {key for key, split in run.meta.get("splits", {}).items() if split == "train"}
-    if not frames.patients["patient_key"].isin(trained_on).any():
+    if not holds_training_patients(run, frames.patients["patient_key"]):
         saved = read_training_reference(run.run_dir)
         if saved is None or saved.log_risk is None:
-            raise PredictError("none of the run's training patients is in this lake, and the run holds no saved "
+            raise PredictError("this lake lacks some of the run's training patients, and the run holds no saved "
                                "training risks (reference_risk.json, written by `tumorboard train`): predict "
                                "once with the run's training lake to save them")
         return saved.log_risk

@@ -24,6 +24,7 @@ from fusion.predict import (
     lake_frames,
     model_outputs,
     predict_patient,
+    reference_log_risk,
     run_cohort,
 )
 from fusion.run import load_run
@@ -148,6 +149,10 @@ def _check_a_lake_of_new_patients(run_dir: Path, lake_path: Path, other_site: Pa
     cohort = run_cohort(run, lake_frames(Lake(lake_path)))
     recomputed = np.sort(model_outputs(run, cohort, cohort.indices("train")).log_risk)
     np.testing.assert_allclose(saved, recomputed, rtol=1e-5, atol=1e-6)
+    # a lake state holding one training patient uses the saved risks and leaves them as they were
+    one_patient = restrict_frames(lake_frames(Lake(lake_path)), {cohort.patient_keys[cohort.indices("train")[0]]})
+    assert reference_log_risk(run, one_patient, "a lake state of one training patient").tolist() == saved.tolist()
+    assert read_training_reference(run_dir).log_risk.tolist() == saved.tolist()
 
     new_lake = Lake(make_synth_lake(other_site, n=12, seed=9, images=True))
     patients = pd.read_parquet(other_site / "cohort" / "truth.parquet")
@@ -170,12 +175,25 @@ def _check_a_lake_of_new_patients(run_dir: Path, lake_path: Path, other_site: Pa
 
     (run_dir / REFERENCE_RISK_FILE).rename(other_site / REFERENCE_RISK_FILE)
     try:
-        with pytest.raises(PredictError, match="none of the run's training patients is in this lake"):
+        with pytest.raises(PredictError, match="this lake lacks some of the run's training patients"):
             predict_patient(run, new_lake, key, explain=False)
         with pytest.raises(RunError, match="holds no saved outputs of its training patients"):
             evaluate_run(run_dir, new_lake.path, n_boot=0, retrain_ablations=False, out_dir=other_site / "eval")
     finally:
         (other_site / REFERENCE_RISK_FILE).rename(run_dir / REFERENCE_RISK_FILE)
+
+    # the training lake with the new site's FHIR added: the run's test patients are scored, the others named
+    import shutil
+
+    from ingest.fhir.pipeline import ingest_fhir
+
+    mixed = shutil.copytree(lake_path, other_site / "mixed_lake")
+    ingest_fhir(Lake(mixed), [other_site / "cohort" / "fhir"])
+    result = evaluate_run(run_dir, mixed, n_boot=0, retrain_ablations=False, out_dir=other_site / "mixed_eval")
+    assert not result["external_validation"] and result["n_test"] == len(cohort.indices("test"))
+    unseen = run_cohort(run, lake_frames(Lake(mixed))).indices("unseen").size
+    assert unseen > 0 and any(note.startswith(f"{unseen} patient(s) of this lake the run never saw are not scored")
+                              for note in result["notes"])
 
 
 def _check_every_patient_of_the_lake(run_dir: Path, lake_path: Path, out: Path) -> None:
