@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import re
 import tempfile
 import uuid
@@ -43,10 +44,25 @@ WRITER_PROPERTIES = WriterProperties(max_row_group_size=ROW_GROUP_ROWS)
 TARGET_FILE_BYTES = 32 << 20  # data file size of the Delta writer (replace_where overwrites)
 STREAM_FILE_ROWS = 1_000_000  # rows per Parquet file of a streamed write (see _write_streamed)
 STALE_STAGING_HOURS = 24.0  # another run's staging folder untouched this long was left by a killed run
+LOCK_FILE = "_lock"  # LAKE/_lock, the writer lock's file (see Lake.exclusive); it stays when unlocked
+_HELD: dict[str, list] = {}  # resolved lake path -> [open lock file, depth]: the writer locks this process holds
 
 
 class LakeError(RuntimeError):
     """A lake operation failed (missing table, bad path, ...)."""
+
+
+def one_writer(run: Callable) -> Callable:
+    """Decorate an ingest function whose first argument is the :class:`Lake`: it runs holding the lake's writer
+    lock (:meth:`Lake.exclusive`), from reading what the lake holds to recording the run."""
+    import functools
+
+    @functools.wraps(run)
+    def wrapper(lake: Lake, *args, **kwargs):
+        with lake.exclusive():
+            return run(lake, *args, **kwargs)
+
+    return wrapper
 
 
 class Lake:
@@ -106,6 +122,58 @@ class Lake:
                 shutil.rmtree(folder, ignore_errors=True)
                 removed += 1
         return removed
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the lake's writer lock while the block runs (an ingest run; every :meth:`write` takes it too).
+
+        One ingest per lake at a time: a run decides what to append or merge from what the lake held when it
+        started, so two runs at once would both append the same new rows (Delta never refuses a blind append).
+        The lock is an advisory ``flock`` of ``LAKE/_lock``: the operating system releases it when its process
+        ends, however it ends (Ctrl-C, SIGKILL, the out-of-memory killer), so no stale lock is left behind. It is
+        re-entrant within one process (a cBioPortal ingest runs the variants ingest). Readers take no lock.
+
+        Raises:
+            LakeError: another process holds the lock (its pid and run id are named).
+        """
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; one ingest per lake at a time stays the user's rule
+            yield
+            return
+        key = str(self.path.resolve())
+        held = _HELD.get(key)
+        created = False
+        if held is None:
+            created = not self.path.exists()
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 (held past this block)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                owner = handle.read().strip()[:200]
+                handle.close()
+                raise LakeError(f"another ingest is writing to lake {self.path}" + (f" ({owner})" if owner else "")
+                                + "; run one ingest per lake at a time: wait for it to finish, then run this one"
+                                  " again") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}, run {self.run_id}")
+            handle.flush()
+            held = _HELD[key] = [handle, 0]
+        held[1] += 1
+        try:
+            yield
+        finally:
+            held[1] -= 1
+            if held[1] == 0:
+                del _HELD[key]
+                held[0].close()  # closing the file releases the flock
+                if created and [p.name for p in self.path.iterdir()] == [LOCK_FILE]:
+                    with suppress(OSError):  # a run that wrote nothing (its input was refused) leaves no lake
+                        (self.path / LOCK_FILE).unlink()
+                        self.path.rmdir()
 
     def table_path(self, name: str) -> Path:
         if not name or "/" in name or name.startswith(("_", ".")):
@@ -193,10 +261,13 @@ class Lake:
             The number of rows written.
 
         Raises:
-            LakeError: another process committed to the table at the same time (one writer per lake).
+            LakeError: another process committed to the table at the same time, or holds the lake's writer lock
+                (one writer per lake: :meth:`exclusive`).
         """
         try:
-            return self._write(name, table, mode=mode, keys=keys, newest_by=newest_by, replace_where=replace_where)
+            with self.exclusive():
+                return self._write(name, table, mode=mode, keys=keys, newest_by=newest_by,
+                                   replace_where=replace_where)
         except CommitFailedError as exc:
             raise LakeError(f"table {name!r} of lake {self.path}: another run committed to it at the same time"
                             f" ({exc}); run one ingest per lake at a time, then run this one again") from exc

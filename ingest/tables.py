@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ingest.lake import Lake
+from ingest.lake import Lake, one_writer
 from ingest.link import id_map, resolve_ids
 from ingest.schema import SCHEMAS, utc_timestamps
 
@@ -224,6 +224,7 @@ def write_prepared(lake: Lake, prepared: PreparedTable) -> dict:
     return prepared.counts
 
 
+@one_writer
 def ingest_features(lake: Lake, path: Path, *, modality: str, id_column: str = "patient_id",
                     table: CsvRows | None = None, replace: Literal["modality", "source"] = "modality",
                     categorical: Collection[str] = ()) -> dict[str, int]:
@@ -334,6 +335,7 @@ def _parse_bool(name: str, value: str) -> bool:
     raise ValueError(f"{name} is not 0/1 (nor true/false, yes/no)")
 
 
+@one_writer
 def ingest_labels(lake: Lake, path: Path, *, id_column: str = "patient_id", timezone: str = "UTC",
                   table: CsvRows | None = None) -> dict[str, object]:
     """Load curated outcome labels, upserted by patient (see :func:`prepare_labels`)."""

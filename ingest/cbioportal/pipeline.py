@@ -11,12 +11,13 @@ from ingest.cbioportal.clinical import diagnoses, feature_rows, label_rows, samp
 from ingest.cbioportal.files import find_study_files
 from ingest.cbioportal.matrices import cna_rows, expression_rows, linear_levels
 from ingest.cbioportal.tsv import StudyError, StudyTable, read_study_table
-from ingest.lake import Lake
+from ingest.lake import Lake, one_writer
 from ingest.tables import prepare_features, prepare_labels, write_prepared
 from ingest.variants.features import GenePanel, load_gene_panel
 from ingest.variants.pipeline import ingest_variants
 
 
+@one_writer
 def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnosis: str | None = None,
                       exclude: Iterable[str] = (), gene_panel: GenePanel | str | Path | None = None,
                       expression_genes: int = 500, progress: Callable[[int, int], None] | None = None

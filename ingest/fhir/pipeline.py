@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 
 from ingest.fhir.fhirpath import reference_key
 from ingest.fhir.reader import RAW_LIMIT, Discovery, Item, Reader, Task, discover
-from ingest.lake import Lake
+from ingest.lake import Lake, one_writer
 from ingest.link import build_crosswalk
 from ingest.schema import SCHEMAS, TIMESTAMP, register, utc_timestamps
 
@@ -165,14 +165,15 @@ def ingest_fhir(lake: Lake, paths: list[Path], *, views_dir: Path | Sequence[Pat
     given = _folders(views_dir)
     _compiled_views(*_views_key(given))  # fail before reading anything
     found = discover(paths)
-    views_dir = _lake_views(lake, given)
-    views = _compiled_views(*_views_key(views_dir))
-    report = IngestReport(lake.run_id, sources=found.sources, skipped=found.skipped)
-    with lake.failure_recorded("ingest fhir", report.sources, report.as_dict, started_at=started):
-        _ingest(lake, found, report, views, views_dir, workers=workers, validate=validate, batch_size=batch_size,
-                progress=progress)
-    lake.record_run("ingest fhir", report.sources, report.as_dict(), started_at=started,
-                    status="partial" if report.rejected else "ok")
+    with lake.exclusive():  # after discovery: a new lake inside the input folder is not yet there to be listed
+        views_dir = _lake_views(lake, given)
+        views = _compiled_views(*_views_key(views_dir))
+        report = IngestReport(lake.run_id, sources=found.sources, skipped=found.skipped)
+        with lake.failure_recorded("ingest fhir", report.sources, report.as_dict, started_at=started):
+            _ingest(lake, found, report, views, views_dir, workers=workers, validate=validate,
+                    batch_size=batch_size, progress=progress)
+        lake.record_run("ingest fhir", report.sources, report.as_dict(), started_at=started,
+                        status="partial" if report.rejected else "ok")
     return report
 
 
@@ -194,6 +195,7 @@ def _ingest(lake: Lake, found: Discovery, report: IngestReport, views: list, vie
     report.ambiguous_identifiers = build_crosswalk(lake).ambiguous
 
 
+@one_writer
 def reflatten_views(lake: Lake, views_dir: Path | Sequence[Path] | None = None, *, workers: int = 1,
                     batch_size: int = BATCH_SIZE, progress: Progress | None = None) -> dict[str, int]:
     """Recompute every ``view_<name>`` table from ``fhir_resources`` (no input files are read): the views of

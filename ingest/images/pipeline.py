@@ -27,6 +27,7 @@ from ingest.images.preprocess import ImagesConfig, load_config, preprocess
 from ingest.images.records import Reject, Volume
 from ingest.images.store import TensorStore
 from ingest.images.volumes import ManifestEntry, is_nifti, is_raster, load_nifti, load_raster, read_manifest
+from ingest.lake import one_writer
 from ingest.schema import schema_for
 
 BATCH_BYTES = 256 * 2**20
@@ -52,6 +53,7 @@ class _Result:
     n_files: int = 0
 
 
+@one_writer
 def ingest_images(lake, paths: list[Path], *, manifest: Path | None = None, config_path: Path | None = None,
                   workers: int = 1, progress: Progress | None = None) -> dict:
     """Ingest image files and folders into ``lake``.

@@ -33,6 +33,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingest.lake import one_writer
 from ingest.schema import SCHEMAS, utc_period_ends, utc_timestamps
 from ingest.variants.features import GenePanel, VariantTally, load_gene_panel
 from ingest.variants.maf import MafFormatError, maf_variants
@@ -198,6 +199,7 @@ def _without_impossible_vaf(table: pa.Table, path: Path) -> tuple[pa.Table, list
     return table.filter(pc.invert(bad)), rejects
 
 
+@one_writer
 def ingest_variants(lake, paths: list[Path], *, sample_map: Path | Mapping[str, str] | None = None,
                     gene_panel: GenePanel | str | Path | None = None, tumor_sample: str | None = None,
                     progress: Callable[[Path, ParseResult], None] | None = None) -> dict:

@@ -291,3 +291,55 @@ def test_a_streamed_write_of_small_batches_makes_few_row_groups(lake, monkeypatc
     groups = pq.ParquetFile(file).metadata
     assert [groups.row_group(i).num_rows for i in range(groups.num_row_groups)] == [100, 100, 50]
     assert sorted(lake.read("fhir_resources").column("id").to_pylist()) == sorted(ids)
+
+
+def _held_by_another_process(lake_dir: Path):
+    """A child process that holds ``lake_dir``'s writer lock until its stdin closes."""
+    import subprocess
+    import sys
+
+    lake_dir.mkdir(parents=True, exist_ok=True)
+    script = ("import fcntl, sys\n"
+              f"f = open({str(lake_dir / '_lock')!r}, 'a+')\n"
+              "fcntl.flock(f, fcntl.LOCK_EX)\n"
+              "f.seek(0); f.truncate(); f.write('pid 4242, run other'); f.flush()\n"
+              "print('held', flush=True)\n"
+              "sys.stdin.read()\n")
+    child = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    assert child.stdout.readline().strip() == "held"
+    return child
+
+
+def test_a_second_writer_is_refused_while_an_ingest_holds_the_lake(tmp_path):
+    """Delta never refuses a blind append: two ingests of the same new resources at once both appended them
+    (duplicate rows, both runs 'ok'). The lake's writer lock refuses the second run, naming the first."""
+    pytest.importorskip("fcntl")
+    from ingest.tables import ingest_labels
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("patient_id,split\np1,train\n")
+    lake = Lake(tmp_path / "lake")
+    ingest_labels(lake, labels)
+    child = _held_by_another_process(lake.path)
+    try:
+        with pytest.raises(LakeError, match=r"another ingest is writing to lake .*pid 4242, run other"):
+            ingest_labels(Lake(lake.path), labels)
+        with pytest.raises(LakeError, match="another ingest is writing"):
+            Lake(lake.path).write("fhir_resources", _resources(["a"], ["{}"]))
+    finally:
+        child.communicate("")
+    assert lake.count_rows("labels") == 1 and lake.count_rows("manifest") == 1 and not lake.has("fhir_resources")
+    ingest_labels(Lake(lake.path), labels)  # released with its process: the next run goes ahead
+    assert lake.count_rows("manifest") == 2
+
+
+def test_the_writer_lock_is_reentrant_in_one_process_and_leaves_no_lake_for_a_refused_input(tmp_path):
+    pytest.importorskip("fcntl")
+    lake = Lake(tmp_path / "lake")
+    with lake.exclusive(), Lake(lake.path).exclusive():  # a cBioPortal ingest runs the variants ingest
+        lake.write("fhir_resources", _resources(["a"], ["{}"]))
+    assert lake.count_rows("fhir_resources") == 1
+    with Lake(tmp_path / "new").exclusive():
+        pass  # nothing written (the input was refused): no lake folder is left behind
+    assert not (tmp_path / "new").exists()
