@@ -31,8 +31,7 @@ def sql(
     max_rows: Annotated[int, typer.Option(help="Rows to print in table format.")] = 50,
 ) -> None:
     """Run a SQL query (DuckDB) over the lake's tables."""
-    if not lake.is_dir():
-        raise fail(f"lake {lake} does not exist; create one with `tumorboard ingest ...`")
+    _require_lake(lake)
     if output not in ("table", "csv"):
         raise fail(f"unknown --format {output!r}; use table or csv")
     try:
@@ -46,6 +45,13 @@ def sql(
                     console.print(f"... {more} more rows")
     except LakeError as exc:
         raise fail(str(exc)) from None
+
+
+def _require_lake(lake: Path) -> None:
+    if lake.exists() and not lake.is_dir():
+        raise fail(f"{lake} is a file, not a lake directory; pass the lake's folder")
+    if not lake.is_dir():
+        raise fail(f"lake {lake} does not exist; create one with `tumorboard ingest ...`")
 
 
 def _head(batches: pa.RecordBatchReader, rows: int) -> tuple[pa.Table, int]:
@@ -92,8 +98,7 @@ def _flat(table: pa.Table) -> pa.Table:
 
 def status(lake: LakeOption) -> None:
     """Row counts per table, ingest runs, rejects by reason and per-patient modality coverage."""
-    if not lake.is_dir():
-        raise fail(f"lake {lake} does not exist; create one with `tumorboard ingest ...`")
+    _require_lake(lake)
     report = lake_status(Lake(lake))
     print_counts(report.tables, title=f"Tables in {lake}")
     if not report.runs.empty:

@@ -166,3 +166,12 @@ def test_a_column_name_in_brackets_is_printed_as_text(monkeypatch, tmp_path, cap
     labels.write_text("patient_id,split,[/unit]\np1,train,1\n")
     assert _exit_status(monkeypatch, "ingest", "labels", str(labels), "--lake", str(tmp_path / "lake")) == 0
     assert "column(s) [/unit] are not label columns" in " ".join(capsys.readouterr().err.split())
+
+
+def test_lake_commands_on_a_file_say_it_is_a_file_not_that_nothing_exists(monkeypatch, tmp_path, capsys):
+    table = tmp_path / "truth.parquet"
+    table.write_bytes(b"PAR1")
+    for args in (["lake", "status"], ["lake", "sql", "select 1"]):
+        assert _exit_status(monkeypatch, *args, "--lake", str(table)) == 1
+        err = " ".join(capsys.readouterr().err.split())
+        assert "is a file, not a lake directory" in err and "does not exist" not in err
