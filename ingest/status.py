@@ -62,10 +62,13 @@ FHIR_RECORDS = {"fhir:conditions": ("Condition",), "fhir:observations": ("Observ
 
 # a record rejected again by a re-run counts once; the example is the record rejected first
 REJECTS_MEMORY = "256MB"  # DuckDB's working memory for counting rejects; beyond it, it spills to disk
-REJECTS_BY_REASON = """
+# where in its record a text stops being UTF-8: per-record detail that would make each such reject a reason of its own
+UTF8_POSITION = r" \(byte 0x[0-9A-Fa-f]+ at byte [0-9]+\)"
+REJECTS_BY_REASON = f"""
 WITH records AS (
-    SELECT modality, reason, source, location, max(rejected_at) AS rejected_at
-    FROM rejects GROUP BY modality, reason, source, location)
+    SELECT modality, regexp_replace(reason, '{UTF8_POSITION}', '') AS reason, source, location,
+           max(rejected_at) AS rejected_at
+    FROM rejects GROUP BY ALL)
 SELECT modality, reason, count(*) AS count,
        arg_min(source || ' ' || coalesce(location, ''), rejected_at) AS example, max(rejected_at) AS last_seen
 FROM records GROUP BY modality, reason ORDER BY count DESC, modality, reason

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from ingest.fhir.reader import FhirInputError
 from ingest.fhir.viewdef import ViewDefinitionError
 from ingest.lake import Lake, LakeError
 from ingest.schema import SchemaError
+from ingest.status import UTF8_POSITION
 
 LakeOption = Annotated[Path, typer.Option("--lake", help="The lake directory (created if missing).")]
 ExistingLakeOption = Annotated[Path, typer.Option("--lake", help="The lake directory.")]
@@ -145,8 +147,10 @@ def _print_reasons(lake: Lake, run_id: str, top: int = 8) -> None:
 
 
 def _reason_group(reason: str) -> str:
-    """A reject reason without its detail: ``not valid JSON: <parser message>`` -> ``not valid JSON``; a view's
-    reason keeps what went wrong (``view observation: effective_datetime is not a FHIR date/dateTime``)."""
+    """A reject reason without its detail: ``not valid JSON: <parser message>`` -> ``not valid JSON``, ``not UTF-8
+    (byte 0x9C at byte 2), ...`` -> ``not UTF-8, ...``; a view's reason keeps what went wrong (``view
+    observation: effective_datetime is not a FHIR date/dateTime``)."""
+    reason = re.sub(UTF8_POSITION, "", reason)
     if reason.startswith("view "):
         return reason.split(" (")[0][:120]
     return reason.split(": ")[0][:120]

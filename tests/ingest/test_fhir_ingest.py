@@ -944,6 +944,26 @@ def test_text_that_is_not_utf8_is_rejected_with_the_fix_and_its_bytes(tmp_path):
     assert "UTF-16" in rejects["utf16.ndjson"]["reason"]
 
 
+def test_non_utf8_rejects_count_as_one_reason_whatever_their_byte(tmp_path, capsys):
+    """The byte position in a 'not UTF-8' reason made each such reject a reason of its own in `lake status` and
+    the ingest summary (a file of random bytes listed every line apart)."""
+    from apps.cli.ingest_fhir import _print_reasons
+    from ingest.status import lake_status
+
+    latin = tmp_path / "latin1.ndjson"
+    latin.write_bytes(b'{"resourceType":"Patient","id":"a","name":[{"family":"M\xe9ller"}]}\n'
+                      b'{"resourceType":"Patient","id":"bb","name":[{"family":"Sch\xf6n"}]}\n'
+                      b'{"resourceType":"Patient","id":"c","name":[{"given":["Ren\xe9e"]}]}\n')
+    lake = Lake(tmp_path / "lake")
+    ingest_fhir(lake, [latin])
+    assert len({r["reason"] for r in _rejects(lake)}) == 3  # the rejects table keeps each byte position
+    grouped = lake_status(lake).rejects
+    assert grouped["count"].tolist() == [3] and grouped["reason"].iloc[0].startswith("not UTF-8, as FHIR JSON")
+    _print_reasons(lake, lake.run_id)
+    said = " ".join(capsys.readouterr().out.split())
+    assert "│ 3 │ latin1.ndjson:line 1" in said and "more reason" not in said
+
+
 def test_plain_text_named_gz_is_told_apart_from_a_truncated_gzip(tmp_path):
     plain = tmp_path / "Patient.ndjson.gz"
     plain.write_bytes(b'{"resourceType":"Patient","id":"a"}\n')
