@@ -29,7 +29,8 @@ patients the run never saw are the test patients (``external_validation``: true)
 ``without_<m>`` ablations are scored with the training patients' outputs saved with the run (``reference_risk.json``:
 the prior and the risk tertiles), and saved ``only_<m>`` models with theirs; the baselines and unsaved ``only_<m>``
 models, which need the run's training patients, are left out, and Uno's C and the Brier scores weigh by the scored
-patients' own censoring. A lake that holds some of the run's patients is evaluated on the run's test patients.
+patients' own censoring. A lake that holds some of the run's patients is evaluated on the run's test patients
+(likewise with the saved outputs when it lacks the training patients).
 
 Figures: ``comparison.png`` (each task's headline metric, :data:`HEADLINE_METRICS`, for the model, its
 baselines and ablations with their intervals), ``calibration.png``, ``roc.png``, ``km_risk_groups.png``.
@@ -266,6 +267,9 @@ class _Eval:
         self.external = not (self.train.size or self.val.size or self.test.size)
         if self.external:
             self.test = cohort.indices("unseen")
+        # without the run's training patients (an external lake, or one of its test patients only), what needs
+        # them comes from the outputs saved with the run, and the baselines are left out
+        self.saved_training = self.train.size == 0
         self.notes: list[str] = []
         self.outputs: dict[str, dict[str, Outputs]] = {"model": {}, "ablations": {}}
         self.val_outputs: dict[str, Outputs] = {}  # only_<m> on the validation rows: what late fusion fits
@@ -278,19 +282,20 @@ class _Eval:
     # predictions ---------------------------------------------------------------------------------------
     def predict_model(self) -> None:
         self.say({"stage": "predict", "what": "model"})
-        if self.external:  # the training patients' outputs saved with the run
+        if self.saved_training:  # the training patients' outputs saved with the run
             reference, prior = read_training_reference(self.run.run_dir), saved_prior(self.run)
             if reference is None or prior is None:
                 raise RunError(f"{self.run.run_dir} holds no saved outputs of its training patients "
                                "(reference_risk.json, written by `tumorboard train`): evaluate it once with its "
                                "training lake, then with this one")
             self.prior, self.train_log_risk = prior, reference.log_risk
-            self.notes.append(f"external validation: none of the run's patients is in this lake, so its "
-                              f"{self.test.size} patients with data are the test patients; the baselines and the "
-                              "single-modality models that need the run's training patients are left out (saved "
-                              "only_<m> models are scored)" + (", and Uno's C-index and the Brier scores weigh by "
-                                                                 "these patients' own censoring"
-                                                                 if self.run.config.tasks.survival.enabled else ""))
+            where = (f"external validation: none of the run's patients is in this lake, so its {self.test.size} "
+                     "patients with data are the test patients" if self.external else
+                     "this lake holds none of the run's training patients")
+            self.notes.append(where + "; the baselines and the single-modality models that need the run's training "
+                              "patients are left out (saved only_<m> models are scored)"
+                              + (", and Uno's C-index and the Brier scores weigh by these patients' own censoring"
+                                 if self.run.config.tasks.survival.enabled else ""))
         else:
             train_out = model_outputs(self.run, self.cohort, self.train)
             self.prior, self.train_log_risk = prior_outputs(train_out), train_out.log_risk
@@ -316,7 +321,7 @@ class _Eval:
         if len(modalities) < 2:
             return
         asked_not_to_train = not train_missing  # --no-retrain: an external validation trains none either
-        train_missing = train_missing and not self.external  # training needs the run's training patients
+        train_missing = train_missing and not self.saved_training  # training needs the run's training patients
         saved = [m for m in modalities if (single_modality_dir(self.run, m) / "model.safetensors").is_file()]
         if asked_not_to_train and saved:
             self.notes.append(f"--no-retrain: {', '.join(f'only_{m}' for m in saved)} scored with the model(s) "
@@ -329,13 +334,14 @@ class _Eval:
                 self.notes.append(f"only_{m} was not trained: {exc}")
                 continue
             cohort = run_cohort(sub, frames)
-            if self.external:
+            if self.saved_training:
                 prior = saved_prior(sub)
                 if prior is None:
                     self.notes.append(f"only_{m} was not scored: its folder holds no saved outputs of its training "
                                       "patients (evaluate the run once with its training lake)")
                     continue
-                self.outputs["ablations"][f"only_{m}"] = self._sub_outputs(sub, cohort, prior, self.test, "unseen")
+                self.outputs["ablations"][f"only_{m}"] = self._sub_outputs(
+                    sub, cohort, prior, self.test, "unseen" if self.external else "test")
             else:
                 train_out = model_outputs(sub, cohort, cohort.indices("train"))
                 # saved with it, as train saves them: what an external validation scores it with (a model saved
@@ -495,7 +501,7 @@ class _Eval:
         rows = self.rows["survival"]
         t = self.cohort.targets
         time, event = t.time[rows], t.event[rows].astype(bool)
-        train = rows if self.external else self.train[np.isfinite(t.time[self.train])]
+        train = rows if self.saved_training else self.train[np.isfinite(t.time[self.train])]
         train_time, train_event = t.time[train], t.event[train].astype(bool)
         if rows.size < 2 or not event.any() or not train_event.any():
             return {"n": int(rows.size), "skipped": "no event among the test or training patients"}, {}
@@ -523,7 +529,7 @@ class _Eval:
             X = np.column_stack([X, baselines.treatment_onehot(t.treatment, len(t.treatment_names))])  # noqa: N806
             self.notes.append("the survival baselines read the treatment (one-hot) too, as the model's "
                               "response_link does")
-        if X.shape[1] and not self.external:  # fitted on the run's training patients
+        if X.shape[1] and not self.saved_training:  # fitted on the run's training patients
             val = self.val[np.isfinite(t.time[self.val])]
             self.say({"stage": "baseline", "what": "coxnet"})
             cox = baselines.fit_coxnet(X, t.time, t.event, train, val, rows)

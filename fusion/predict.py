@@ -402,9 +402,10 @@ def predict_cohort(run: LoadedRun, lake: Lake) -> tuple[pd.DataFrame, int]:
     modalities = run.config.enabled_modalities()
     names = run.meta["treatment_names"]
     treatment = cohort.targets.treatment[rows]
+    index_date = pd.DatetimeIndex(cohort.index_date[rows])
     table: dict[str, object] = {
         "patient_key": cohort.patient_keys[rows], "split": cohort.split[rows],
-        "index_date": pd.DatetimeIndex(cohort.index_date[rows]).tz_localize(None).tz_localize("UTC"),
+        "index_date": index_date.tz_convert("UTC") if index_date.tz else index_date.tz_localize("UTC"),
         "treatment": [names[i] if i >= 0 else None for i in treatment],
         "missing_modalities": [", ".join(m for m in modalities if not present[m][r]) for r in rows]}
     if out.diagnosis_prob is not None:

@@ -182,6 +182,20 @@ def _check_a_lake_of_new_patients(run_dir: Path, lake_path: Path, other_site: Pa
     finally:
         (other_site / REFERENCE_RISK_FILE).rename(run_dir / REFERENCE_RISK_FILE)
 
+    # a lake of the run's test patients only: scored as they are, with the saved training outputs
+    from unittest.mock import patch
+
+    import fusion.evaluate
+
+    test_keys = set(cohort.patient_keys[cohort.indices("test")])
+    whole = fusion.evaluate.load_frames
+    with patch.object(fusion.evaluate, "load_frames", lambda path: restrict_frames(whole(path), test_keys)):
+        result = evaluate_run(run_dir, lake_path, n_boot=0, retrain_ablations=False, out_dir=other_site / "tests")
+    assert not result["external_validation"] and result["n_test"] == len(test_keys)
+    assert result["tasks"]["survival"]["baselines"] == {}
+    assert np.isfinite(result["tasks"]["survival"]["model"]["c_index_harrell"]["value"])
+    assert any(note.startswith("this lake holds none of the run's training patients") for note in result["notes"])
+
     # the training lake with the new site's FHIR added: the run's test patients are scored, the others named
     import shutil
 
