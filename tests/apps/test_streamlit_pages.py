@@ -487,3 +487,17 @@ def test_a_patient_without_fhir_shows_the_curated_age_sex_and_index_date(monkeyp
     assert metrics["Age at diagnosis"] == "43" and metrics["Sex"] == "Male"
     assert metrics["Diagnosis"] == "Lung Adenocarcinoma"
     assert "index date 2000-01-01" in texts(at) and "diagnosed" not in texts(at)
+
+
+def test_a_benign_nodule_is_not_listed_as_a_cancer_diagnosis(monkeypatch, tmp_path):
+    """The index rule counts a lung nodule under work-up (``data.index``): the header lists it among the diagnoses
+    that can set the index date, not as a cancer."""
+    resources = [{"resourceType": "Patient", "id": "p1", "birthDate": "1950-01-01"},
+                 {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"},
+                  "onsetDateTime": "2019-12-31", "code": {"coding": [
+                      {"system": "http://snomed.info/sct", "code": "786838002",
+                       "display": "Solitary nodule of lung (disorder)"}]}}]
+    at = open_patient_of_export(monkeypatch, tmp_path, resources, "p1")
+    assert not at.exception
+    assert "Cancer diagnoses" not in texts(at)
+    assert "Diagnoses on record that can set the index date: Solitary nodule of lung (2019-12-31)" in texts(at)

@@ -359,7 +359,8 @@ if header["cancers"]:
     listed = "; ".join(sv.md(c["display"].removesuffix(" (disorder)"))
                        + (f" ({c['onset']:%Y-%m-%d})" if c["onset"] is not None else " (no onset date)")
                        for c in header["cancers"])
-    st.caption(f"Cancer diagnoses on record: {listed}")
+    # the index rule also counts a nodule under work-up (data.index): not every one of them is a cancer
+    st.caption(f"Diagnoses on record that can set the index date: {listed}")
 
 prediction = None
 if run_dir is None:
