@@ -23,6 +23,7 @@ import torch
 
 from fusion.cohort import (
     COHORT_RULES,
+    DAYS_PER_YEAR,
     FRAME_COLUMNS,
     Cohort,
     CohortError,
@@ -261,9 +262,14 @@ def reference_log_risk(run: LoadedRun, frames: LakeFrames, lake_hash: str) -> np
 
 
 def survival_times(run: LoadedRun) -> np.ndarray:
-    """Day grid for survival curves: 0 to the last training event time (``N_TIMES`` points, whole days)."""
+    """Day grid for survival curves: 0 to the last training event time (``N_TIMES`` points, whole days), with
+    the run's ``eval.horizons_days`` and each whole year (365.25 days, rounded down) on it, so that the curve
+    read at 1, 2 or 5 years gives S of that day (``at_horizons``), not S of the grid point up to 8 weeks
+    before."""
     t_max = float(np.max(run.breslow.event_times)) if run.breslow is not None else 0.0
-    return np.unique(np.round(np.linspace(0.0, t_max, N_TIMES)))
+    years = np.floor(DAYS_PER_YEAR * np.arange(1, int(t_max // DAYS_PER_YEAR) + 1))
+    marks = np.concatenate([years, np.asarray(run.config.eval.horizons_days, np.float64)])
+    return np.unique(np.concatenate([np.round(np.linspace(0.0, t_max, N_TIMES)), marks[marks <= t_max]]))
 
 
 def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool = True) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 import pandas as pd
+import pytest
 
 from apps.streamlit import charts
 from apps.streamlit import services as sv
@@ -230,3 +231,18 @@ def test_outcomes_of_curated_labels_outside_the_default_config_show_without_a_ru
     assert sv.observed_outcome(lake, None, "p001") == {"time": 101.0, "event": True}
     assert sv.observed_response(lake, None, "p001") == {"treatment": "io", "responded": False}
     assert sv.cohort_km(lake, None)["n"].iloc[0] == 12
+
+
+def test_survival_at_one_and_two_years_is_the_predictions_value_at_those_days(app_data):
+    """The Risk tab reads the curve at 365.25 and 730.5 days: its grid holds day 365 and 730, so it shows S at
+    the horizon (``at_horizons``, what ``tumorboard predict`` prints), not S of a grid point weeks earlier."""
+    from ingest import reader
+
+    run = str(app_data.runs / "tiny")
+    for key in sorted(reader.read_images(Lake(app_data.lake))["patient_key"])[:3]:
+        survival = sv.prediction(run, app_data.lake, key)["survival"]
+        assert survival["times"][-1] > 730.5  # both horizons are on the curve
+        for years, day in ((1, "365"), (2, "730")):
+            shown = sv.survival_at(survival, years * sv.DAYS_PER_YEAR)
+            assert shown == pytest.approx(survival["at_horizons"][day], abs=1e-9)
+            assert day in {f"{t:g}" for t in survival["times"]}
