@@ -79,6 +79,7 @@ def test_patient_page(monkeypatch, app_data):
     split = sv.patient_split(str(app_data.runs / "tiny"), app_data.runs, picked)
     assert ("in-sample" in texts(at)) == (split == "train") and split in ("train", "val", "test")
     assert {"Risk", "Treatment", "Why", "Timeline", "Model card"} == {t.label for t in at.tabs}
+    assert "Predicted from imaging only" in texts(at)  # the clinical name, not the model's "image"
     charts = {c.proto.id for c in at.get("plotly_chart")}
     assert len(charts) == 2  # survival and diagnosis: only the open tab (Risk) renders
     assert "Integrated gradients" not in texts(at)
@@ -159,7 +160,7 @@ def test_patient_without_modalities(monkeypatch, app_data):
     assert at.title[0].value == "Patient"
     assert not at.exception
     if candidates[0] not in imaged:  # the tiny run's diagnosis head reads the CT only
-        assert "No diagnosis: the model's diagnosis head reads image" in texts(at)
+        assert "No diagnosis: the model's diagnosis head reads imaging, which" in texts(at)  # not "image"
     shown = texts(open_tab(at, "Why"))
     assert "No sequencing data for this patient." in shown
     if candidates[0] not in imaged:

@@ -76,11 +76,11 @@ def risk_tab(prediction: dict | None, lake: Path, run_dir: str | None, runs: Pat
         st.plotly_chart(figures.probability_bars(prediction["diagnosis"], title="Diagnosis probabilities",
                                                  highlight_max=chance is None), key="diagnosis_chart")
         if prediction.get("diagnosis_reads"):
-            st.caption(f"Predicted from {', '.join(prediction['diagnosis_reads'])} only; the diagnosis on record is "
-                       "in the header.")
+            reads = ", ".join(sv.modality_label(m) for m in prediction["diagnosis_reads"])
+            st.caption(f"Predicted from {reads} only; the diagnosis on record is in the header.")
     elif prediction is not None and prediction.get("diagnosis_reads"):
-        st.caption(f"No diagnosis: the model's diagnosis head reads {', '.join(prediction['diagnosis_reads'])}, "
-                   "which this patient lacks.")
+        reads = ", ".join(sv.modality_label(m) for m in prediction["diagnosis_reads"])
+        st.caption(f"No diagnosis: the model's diagnosis head reads {reads}, which this patient lacks.")
 
 
 def treatment_tab(prediction: dict | None, record: dict[str, pd.DataFrame], run_dir: str | None,
