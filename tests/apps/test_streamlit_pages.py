@@ -502,3 +502,20 @@ def test_a_benign_nodule_is_not_listed_as_a_cancer_diagnosis(monkeypatch, tmp_pa
     assert not at.exception
     assert "Cancer diagnoses" not in texts(at)
     assert "Diagnoses on record that can set the index date: Solitary nodule of lung (2019-12-31)" in texts(at)
+
+
+def test_the_treatment_tab_says_when_no_treatment_or_no_response_is_on_record(monkeypatch, app_data):
+    """An untreated patient (a nodule under work-up) and a treated one without a response assessment: the tab says
+    so instead of ending silently under the estimates."""
+    run = str(app_data.runs / "tiny")
+    scored = [k for k in sorted(sv.patients(app_data.lake)["patient_key"]) if sv.patient_split(run, app_data.runs, k)]
+    treated = {k: bool(sv.received_treatments(sv.patient_record(app_data.lake, k), run)) for k in scored}
+    untreated = next(k for k in scored if not treated[k])
+    unassessed = next(k for k in scored if treated[k] and sv.observed_response(app_data.lake, run, k) is None)
+    at = open_page(monkeypatch, app_data.lake, app_data.runs)
+    at = open_tab(at.selectbox(key="patient_picker").set_value(untreated).run(), "Treatment")
+    assert "No treatment on record" in texts(at) and "No response on record" not in texts(at)
+    at = at.selectbox(key="patient_picker").set_value(unassessed).run()
+    assert not at.exception and "Treatment on record: " in texts(at)
+    assert "No response on record: no treatment after the diagnosis with a response assessment" in texts(at)
+    assert "Observed in the record" not in texts(at)

@@ -120,13 +120,21 @@ def treatment_tab(prediction: dict | None, record: dict[str, pd.DataFrame], run_
         if prediction.get("response_interval_method"):
             st.caption(f"95% intervals: {prediction['response_interval_method']}; they show the model's own "
                        "uncertainty, not how often such estimates are right.")
-        if received:
-            st.caption(f"Treatment on record: {', '.join(sv.md(t) for t in sorted(received))}.")
-        observed = widgets.or_note("Observed response", sv.observed_response, lake, run_dir, key)
-        if observed:
-            outcome = ("responded (complete or partial response)" if observed["responded"] else
-                       "did not respond (stable or progressive disease)")
-            st.caption(f"Observed in the record: {outcome} to {sv.md(observed['treatment'])}.{_trained_on(split)}")
+        st.caption(f"Treatment on record: {', '.join(sv.md(t) for t in sorted(received))}." if received else
+                   "No treatment on record: no medication order of the patient is one of these treatments.")
+        try:
+            observed = sv.observed_response(lake, run_dir, key)
+        except sv.ServiceError as exc:
+            st.caption(f"Observed response not shown: {exc}")
+        else:
+            if observed:
+                outcome = ("responded (complete or partial response)" if observed["responded"] else
+                           "did not respond (stable or progressive disease)")
+                st.caption(f"Observed in the record: {outcome} to {sv.md(observed['treatment'])}."
+                           f"{_trained_on(split)}")
+            elif received:
+                st.caption("No response on record: no treatment after the diagnosis with a response assessment "
+                           "(complete, partial, stable or progressive disease).")
     elif prediction is not None:
         st.info("This run has no treatment-response head.")
     else:
