@@ -190,6 +190,7 @@ def test_external_validation_note_names_survival_metrics_only_for_a_survival_tas
     for survival in (False, True):
         ev = object.__new__(_Eval)
         ev.external, ev.cohort, ev.test, ev.notes, ev.say = True, None, np.arange(3), [], lambda event: None
+        ev.saved_training = True
         ev.outputs = {"model": {}, "ablations": {}}
         tasks = SimpleNamespace(survival=SimpleNamespace(enabled=survival))
         ev.run = SimpleNamespace(run_dir=tmp_path, config=SimpleNamespace(tasks=tasks,
