@@ -28,7 +28,8 @@ APP = str(Path(__file__).resolve().parents[1] / "apps" / "streamlit" / "app.py")
 SMALL_CT_IMAGES = Path(__file__).resolve().parents[1] / "configs" / "images_ct_small.yaml"
 RUN = ["train.epochs=3", "train.batch_size=64", "train.device=cpu", "modalities.image.enabled=true",
        "data.images.max_slices=6", "data.images.image_size=32",
-       "modalities.image.encoder_kwargs={model_name: test_resnet, in_chans: 1, out_dim: 16}"]
+       "modalities.image.encoder_kwargs={model_name: test_resnet, in_chans: 1, out_dim: 16}",
+       "data.index.grace_days=1"]  # the synthetic biopsy is dated by day on the diagnosis day, as the presets
 
 
 def build(workdir: Path, n_patients: int) -> tuple[Path, Path]:
