@@ -686,7 +686,7 @@ def with_interval(frame: pd.DataFrame) -> pd.Series:
 
 
 def with_spread(frame: pd.DataFrame) -> pd.Series:
-    """``"0.712 +- 0.031 (5 folds)"`` per row of :func:`metric_rows` of a ``--cv`` run: the mean over the folds
+    """``"0.712 ± 0.031 (5 folds)"`` per row of :func:`metric_rows` of a ``--cv`` run: the mean over the folds
     that scored the metric, their SD and how many they are."""
     def fmt(row: pd.Series) -> str:
         folds = [v for v in (row["folds"] or []) if v is not None]
