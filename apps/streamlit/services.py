@@ -858,15 +858,25 @@ def chance_note(metric: dict | None, what: str) -> str | None:
             f"95% interval {metric['ci_low']:.2f}-{metric['ci_high']:.2f}): do not read these numbers as a finding.")
 
 
+def horizon_words(days: str | float) -> str:
+    """A horizon in days as the Risk tab says it: whole years as years (``365`` -> ``1 year``), else days."""
+    value = float(days)
+    years = value / 365
+    if value > 0 and years == int(years):
+        return f"{int(years)} year{'s' if years > 1 else ''}"
+    return f"{value:g} days"
+
+
 def survival_by_treatment_columns(prediction: dict, treatments: list[str]) -> dict[str, list[float | None]]:
-    """``{"survival at N days": [S per treatment]}`` from a prediction's ``survival_by_treatment`` (runs with
-    ``tasks.survival.response_link``), in the order of ``treatments``; empty without it."""
+    """``{"survival at 1 year": [S per treatment]}`` (:func:`horizon_words`) from a prediction's
+    ``survival_by_treatment`` (runs with ``tasks.survival.response_link``), in the order of ``treatments``;
+    empty without it."""
     by_treatment = prediction.get("survival_by_treatment") or {}
     if not by_treatment:
         return {}
     horizons = list(next(iter(by_treatment.values()))["at_horizons"])
-    return {f"survival at {h} days": [by_treatment.get(t, {}).get("at_horizons", {}).get(h) for t in treatments]
-            for h in horizons}
+    return {f"survival at {horizon_words(h)}": [by_treatment.get(t, {}).get("at_horizons", {}).get(h)
+                                                for t in treatments] for h in horizons}
 
 
 def received_treatments(record: dict[str, pd.DataFrame], run_dir: str | None) -> set[str]:

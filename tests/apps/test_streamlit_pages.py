@@ -245,6 +245,15 @@ def test_models_page_shows_a_cross_validation_as_mean_and_sd(monkeypatch, app_da
     assert at.selectbox(key="cv_metric_survival").value in set(result["tasks"]["survival"]["model"])
 
 
+def test_survival_by_treatment_says_horizons_as_the_risk_tab_does():
+    """The Risk tab says 'Survival at 1 year'; the survival-by-treatment table said 'survival at 365 days'."""
+    prediction = {"survival_by_treatment": {"chemo": {"at_horizons": {"365": 0.9, "730": 0.7, "500": 0.8}},
+                                            "egfr_tki": {"at_horizons": {"365": 0.95, "730": 0.8, "500": 0.85}}}}
+    columns = sv.survival_by_treatment_columns(prediction, ["egfr_tki", "chemo"])
+    assert columns == {"survival at 1 year": [0.95, 0.9], "survival at 2 years": [0.8, 0.7],
+                       "survival at 500 days": [0.85, 0.8]}
+
+
 def test_fold_spread_text():
     frame = pd.DataFrame({"value": [0.7, 0.65, None], "sd": [0.05, None, None],
                           "folds": [[0.65, 0.75], [0.65, None], [None, None]]})
