@@ -283,7 +283,8 @@ class _Eval:
     def predict_model(self) -> None:
         self.say({"stage": "predict", "what": "model"})
         if self.saved_training:  # the training patients' outputs saved with the run
-            reference, prior = read_training_reference(self.run.run_dir), saved_prior(self.run)
+            reference = read_training_reference(self.run.run_dir)
+            prior = saved_prior(self.run, reference)
             if reference is None or prior is None:
                 raise RunError(f"{self.run.run_dir} holds no saved outputs of its training patients "
                                "(reference_risk.json, written by `tumorboard train`): evaluate it once with its "
@@ -335,7 +336,7 @@ class _Eval:
                 continue
             cohort = run_cohort(sub, frames)
             if self.saved_training:
-                prior = saved_prior(sub)
+                prior = saved_prior(sub, read_training_reference(sub.run_dir))
                 if prior is None:
                     self.notes.append(f"only_{m} was not scored: its folder holds no saved outputs of its training "
                                       "patients (evaluate the run once with its training lake)")

@@ -33,7 +33,14 @@ from fusion.cohort import (
     restrict_frames,
 )
 from fusion.data import CohortDataset, Normalizer, collate, drop_modalities, image_to_series
-from fusion.run import PRIOR_FIELDS, LoadedRun, RunError, read_training_reference, save_training_reference
+from fusion.run import (
+    PRIOR_FIELDS,
+    LoadedRun,
+    RunError,
+    TrainingReference,
+    read_training_reference,
+    save_training_reference,
+)
 from ingest.lake import Lake
 
 if TYPE_CHECKING:
@@ -220,10 +227,10 @@ def save_reference(run: LoadedRun, train_out: Outputs, lake_hash: str) -> None:
                             lake_hash)
 
 
-def saved_prior(run: LoadedRun) -> Outputs | None:
-    """The :func:`prior_outputs` saved with the run (whatever lake state it was computed on); None when the
-    run holds none, or none for one of its heads (a run saved before priors were kept)."""
-    reference = read_training_reference(run.run_dir)
+def saved_prior(run: LoadedRun, reference: TrainingReference | None) -> Outputs | None:
+    """The :func:`prior_outputs` in ``reference`` (:func:`fusion.run.read_training_reference` of the run) as one
+    row; None without a reference, or without a prior for one of the run's heads (a run saved before priors
+    were kept)."""
     if reference is None:
         return None
     heads = {"diagnosis_prob": run.model.diagnosis, "log_risk": run.model.survival, "response_all": run.model.response}
@@ -254,11 +261,22 @@ def reference_log_risk(run: LoadedRun, frames: LakeFrames, lake_hash: str) -> np
                                "training risks (reference_risk.json, written by `tumorboard train`): predict "
                                "once with the run's training lake to save them")
         return saved.log_risk
-    cohort = run_cohort(run, frames, lenient=PREDICT_LENIENT)
-    rows = cohort.indices("train")
-    train_out = model_outputs(run, cohort, rows[present_after_drop(cohort, rows, ())])
+    train_out = training_outputs(run, run_cohort(run, frames, lenient=PREDICT_LENIENT))
     save_reference(run, train_out, lake_hash)
     return np.sort(train_out.log_risk)
+
+
+def training_outputs(run: LoadedRun, cohort: Cohort) -> Outputs:
+    """The run's outputs for the training patients of ``cohort`` that have a modality."""
+    rows = cohort.indices("train")
+    return model_outputs(run, cohort, rows[present_after_drop(cohort, rows, ())])
+
+
+def risk_percentile(reference: np.ndarray, log_risk: np.ndarray) -> np.ndarray:
+    """Percentile (0-100) of each ``log_risk`` among the sorted ``reference`` log-risks, ties counted half."""
+    below = np.searchsorted(reference, log_risk, "left")
+    ties = np.searchsorted(reference, log_risk, "right")
+    return 100.0 * (below + 0.5 * (ties - below)) / reference.size
 
 
 def survival_times(run: LoadedRun) -> np.ndarray:
@@ -352,10 +370,8 @@ def predict_patient(run: LoadedRun, lake: Lake, patient: str, *, explain: bool =
                                                           if isinstance(v, np.ndarray)},
                               "interval_method": interval["method"],
                               "at_horizons": {f"{h:g}": float(s) for h, s in zip(horizons, at, strict=True)}}
-        reference = reference_log_risk(run, frames, lake.manifest_hash())
-        below = np.searchsorted(reference, log_risk, "left")
-        ties = np.searchsorted(reference, log_risk, "right")
-        result["risk_percentile"] = float(100.0 * (below + 0.5 * (ties - below)) / reference.size)
+        result["risk_percentile"] = float(risk_percentile(reference_log_risk(run, frames, lake.manifest_hash()),
+                                                          np.array([log_risk]))[0])
         if model.response_weight is not None:
             treatment = int(batch["treatment"][0])
             names = run.meta["treatment_names"]
@@ -420,11 +436,9 @@ def predict_cohort(run: LoadedRun, lake: Lake) -> tuple[pd.DataFrame, int]:
         for j, name in enumerate(run.meta["diagnosis_classes"]):
             table[f"diagnosis_{name}"] = np.where(readable, out.diagnosis_prob[:, j], np.nan)
     if out.log_risk is not None and run.breslow is not None:
-        reference = reference_log_risk(run, frames, lake.manifest_hash())
-        below = np.searchsorted(reference, out.log_risk, "left")
-        ties = np.searchsorted(reference, out.log_risk, "right")
         table["log_risk"] = out.log_risk
-        table["risk_percentile"] = 100.0 * (below + 0.5 * (ties - below)) / reference.size
+        table["risk_percentile"] = risk_percentile(reference_log_risk(run, frames, lake.manifest_hash()),
+                                                   out.log_risk)
         horizons = np.asarray(run.config.eval.horizons_days, np.float64)
         at = run.breslow.predict_survival(out.log_risk, horizons)
         for j, h in enumerate(horizons):

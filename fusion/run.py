@@ -202,7 +202,7 @@ def read_training_reference(run_dir: Path, lake_hash: str | None = None) -> Trai
     """The :class:`TrainingReference` saved in ``run_dir`` for the lake state ``lake_hash`` (None: whatever lake
     state it was computed on); None when absent, for another lake state, or unreadable (a file cut short or
     edited is computed again, not an error)."""
-    def finite(value: object) -> np.ndarray | None:
+    def finite(value: object) -> np.ndarray:
         array = np.asarray(value, np.float64)
         if array.size == 0 or not np.isfinite(array).all():
             raise ValueError("not finite")

@@ -58,7 +58,7 @@ from fusion.data import (
 from fusion.losses import CoxLoss, multitask_loss
 from fusion.metrics import accuracy, auroc, harrell_c_index, multiclass_auroc
 from fusion.models import BreslowEstimator, FusionModel, RiskOffset
-from fusion.predict import model_outputs, present_after_drop, save_reference
+from fusion.predict import save_reference, training_outputs
 from fusion.run import build_model, check_model_arguments, json_safe, load_run, save_run, staged_dir
 from fusion.splits import curated_test, kfold_assignments, strata_for
 from ingest.lake import Lake
@@ -265,8 +265,7 @@ def fit(config: RunConfig, cohort: Cohort, run_dir: Path, *, lake_path: str | Pa
         # the training patients' outputs, for predict's risk percentile and evaluate's prior, also on a lake
         # without them (new patients, another site)
         run = load_run(run_dir)
-        rows = cohort.indices("train")
-        save_reference(run, model_outputs(run, cohort, rows[present_after_drop(cohort, rows, ())]), lake_hash)
+        save_reference(run, training_outputs(run, cohort), lake_hash)
     return summary
 
 

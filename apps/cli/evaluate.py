@@ -146,13 +146,20 @@ def predict(
 ) -> None:
     """Print one patient's predictions and explanations as JSON (see fusion.predict.predict_patient), or with
     --all write every patient's to a table (fusion.predict.predict_cohort)."""
-    from fusion.predict import PredictError, UnknownPatientError, predict_cohort, predict_patient, write_predictions
+    from fusion.predict import (
+        PREDICTION_FORMATS,
+        PredictError,
+        UnknownPatientError,
+        predict_cohort,
+        predict_patient,
+        write_predictions,
+    )
     from fusion.run import load_run
     from ingest.lake import Lake
 
     if (patient is None) == (not every):
         raise fail("pass --patient ID for one patient, or --all --out FILE for every patient of the lake")
-    if every and (out is None or out.suffix.lower() not in (".parquet", ".csv")):
+    if every and (out is None or out.suffix.lower() not in PREDICTION_FORMATS):  # before the scoring
         raise fail("--all writes a table: pass --out FILE.parquet or --out FILE.csv")
     if out is not None and not every:
         raise fail("--out is for --all; one patient's prediction is printed as JSON")

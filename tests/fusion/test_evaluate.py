@@ -185,7 +185,7 @@ def test_external_validation_note_names_survival_metrics_only_for_a_survival_tas
     import fusion.evaluate as evaluate
 
     monkeypatch.setattr(evaluate, "read_training_reference", lambda run_dir: SimpleNamespace(log_risk=None))
-    monkeypatch.setattr(evaluate, "saved_prior", lambda run: "prior")
+    monkeypatch.setattr(evaluate, "saved_prior", lambda run, reference: "prior")
     monkeypatch.setattr(evaluate, "model_outputs", lambda *args, **kwargs: None)
     for survival in (False, True):
         ev = object.__new__(_Eval)
