@@ -27,8 +27,9 @@ note. :func:`ingest_cbioportal` loads, through the lake's own doors (:mod:`inges
   tumour before other samples, recurrences and metastases after, normal samples last (by ``SAMPLE_TYPE``),
   else the sample file's order;
 - **mutations** (MAF) with ``SAMPLE_ID -> PATIENT_ID`` from the sample file, as ``ingest variants`` does;
-- **copy number** (modality ``cna``; discrete GISTIC calls -2..2 of the gene panel's genes) from each patient's
-  first sample (as for ``clinical_sample``) that has calls;
+- **copy number** (modality ``cna``; discrete GISTIC calls -2..2 of the gene panel's genes, from the genes x
+  samples matrix or its long form, ``DISCRETE_LONG``) from each patient's first sample (as for
+  ``clinical_sample``) that has calls;
 - **expression** (modality ``expression``; ``MRNA_EXPRESSION`` levels, else z-scores): the panel's genes and the
   most variable other genes over all samples (an unsupervised choice: no label is read), linear levels (told
   by their values) as log2(1 + level), log-scale values as given, from each patient's first sample with values.

@@ -26,8 +26,8 @@ class StudyFiles:
 
 
 def find_study_files(folder: Path) -> StudyFiles:
-    """The clinical, mutation, discrete copy-number, expression and gene-panel files of the study in ``folder``
-    (by its meta files, else by the usual names).
+    """The clinical, mutation, discrete copy-number (matrix or long form), expression and gene-panel files of the
+    study in ``folder`` (by its meta files, else by the usual names).
 
     Raises:
         StudyError: ``folder`` is not a folder, or a meta file names a data file that is not there.
@@ -48,7 +48,7 @@ def find_study_files(folder: Path) -> StudyFiles:
                             and "uncalled" not in p.name.lower()),
                            key=lambda p: (_MUTATION_NAMES.get(p.name, 2), p.name))
         return StudyFiles(_first(folder, "data_clinical_patient.txt"), _first(folder, "data_clinical_sample.txt"),
-                          mutations[:1], _first(folder, "data_cna.txt") or _first(folder, "data_CNA.txt"), chosen,
+                          mutations[:1], _cna_by_name(folder), chosen,
                           "" if chosen is None else "Z-SCORE" if "zscores" in chosen.name.lower() else "CONTINUOUS",
                           _first(folder, "data_gene_panel_matrix.txt"), other_mutations=mutations[1:])
     files = StudyFiles(None, None)
@@ -68,7 +68,7 @@ def find_study_files(folder: Path) -> StudyFiles:
             clinical[kind[1]].append(data)
         elif kind[0] == "MUTATION_EXTENDED":
             files.mutations.append(data)
-        elif kind == ("COPY_NUMBER_ALTERATION", "DISCRETE"):
+        elif kind in (("COPY_NUMBER_ALTERATION", "DISCRETE"), ("COPY_NUMBER_ALTERATION", "DISCRETE_LONG")):
             files.cna = data
         elif kind[0] == "MRNA_EXPRESSION":
             profiles[data] = " ".join(kind)
@@ -116,6 +116,11 @@ def _expression_rank(name: str, stable_id: str, datatype: str) -> int | None:
 
 _MUTATION_NAMES = {"data_mutations.txt": 0, "data_mutations_extended.txt": 1}  # the file to read, best first
 _EXPRESSION_NAME = re.compile(r"^data_(mrna|rna_seq|expression)", re.IGNORECASE)
+
+
+def _cna_by_name(folder: Path) -> Path | None:
+    """The discrete copy-number file by the datahub's names (the matrix, else the long form's file)."""
+    return _first(folder, "data_cna.txt") or _first(folder, "data_CNA.txt") or _first(folder, "data_cna_long.txt")
 
 
 def _first(folder: Path, name: str) -> Path | None:

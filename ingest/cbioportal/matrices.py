@@ -21,9 +21,12 @@ _CNA_CALLS = {-2.0, -1.5, -1.0, 0.0, 1.0, 2.0}  # -1.5: hemizygous deletion in s
 
 def cna_rows(path: Path, genes: list[str], samples: StudyTable | None) -> CsvRows:
     """One row per patient of the discrete calls of ``genes`` from the patient's first sample with calls (as
-    :func:`_per_patient` chooses it).
+    :func:`_per_patient` chooses it), from a genes x samples matrix (datatype ``DISCRETE``) or its long form
+    (``DISCRETE_LONG``: one ``Hugo_Symbol``, ``Sample_Id``, ``Value`` line per call; :func:`_long_cna_calls`).
     A call other than -2, -1.5, -1, 0, 1, 2 is rejected and kept as missing; so is a gene's second line."""
     table = read_study_table(path, required=["Hugo_Symbol"], only=("Hugo_Symbol", set(genes)))
+    if _long_form(table):
+        return _long_cna_calls(table, samples)
     sample_columns = [c for c in table.frame.columns if c not in ("Hugo_Symbol", "Entrez_Gene_Id", "Cytoband")]
     rejects = list(table.rejects)
     number = {c: i + 1 for i, c in enumerate(table.frame.columns)}  # a reject names a column by its number, as
@@ -46,6 +49,45 @@ def cna_rows(path: Path, genes: list[str], samples: StudyTable | None) -> CsvRow
                 value = None
             calls[gene][sample] = value
     return _per_patient(calls, sample_columns, samples, rejects)
+
+
+def _long_form(table: StudyTable) -> bool:
+    """Whether a copy-number file is in cBioPortal's long form: ``Sample_Id`` and ``Value`` columns (any case)."""
+    names = {name.lower() for name in table.frame.columns}
+    return {"sample_id", "value"} <= names
+
+
+def _long_cna_calls(table: StudyTable, samples: StudyTable | None) -> CsvRows:
+    """:func:`cna_rows` of a ``DISCRETE_LONG`` file. A gene without a line for a sample is missing for it, as
+    cBioPortal imports it (the pipelines that write this form often leave out the neutral calls, but a missing
+    line may also be a gene the sample's panel did not cover). A second line for one gene and sample is
+    rejected (the first is used)."""
+    column = {name.lower(): name for name in table.frame.columns}
+    sample_at, value_at = column["sample_id"], column["value"]
+    rejects = list(table.rejects)
+    calls: dict[str, dict[str, str | None]] = {}  # gene -> sample -> call
+    first_line: dict[tuple[str, str], int] = {}
+    sample_columns: dict[str, None] = {}  # the samples, in the order of their first line
+    for line, row in table.frame.to_dict("index").items():
+        gene, sample, value = row["Hugo_Symbol"], row[sample_at], row[value_at]
+        if sample is None:
+            rejects.append({"source": str(table.path), "location": f"line {line}", "raw": table.raw[line],
+                            "reason": f"{gene}: no {sample_at}"})
+            continue
+        if (gene, sample) in first_line:
+            rejects.append({"source": str(table.path), "location": f"line {line}", "raw": table.raw[line],
+                            "reason": f"a second line for {gene} in one sample (line {first_line[gene, sample]} "
+                                      "is used)"})
+            continue
+        first_line[gene, sample] = line
+        sample_columns.setdefault(sample)
+        if value is not None and _call(value) is None:
+            rejects.append({"source": str(table.path), "location": f"line {line}", "raw": table.raw[line],
+                            "reason": f"{gene}: not a discrete copy-number call (-2, -1, 0, 1, 2); kept as missing"})
+            value = None
+        calls.setdefault(gene, {})[sample] = value
+    by_gene = {gene: {sample: values.get(sample) for sample in sample_columns} for gene, values in calls.items()}
+    return _per_patient(by_gene, list(sample_columns), samples, rejects)
 
 
 def _per_patient(by_gene: dict[str, dict[str, object]], sample_columns: list[str], samples: StudyTable | None,

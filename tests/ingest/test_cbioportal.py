@@ -507,3 +507,31 @@ def test_an_expression_matrix_with_entrez_ids_first_names_genes_by_their_symbols
                                                   [1956, "EGFR", 1, 3], [3845, "KRAS", 0, 1]])
     ingest_cbioportal(lake, folder, expression_genes=5)
     assert set(_features(lake, "expression")["feature"]) == {"EGFR", "KRAS"}
+
+
+@pytest.mark.parametrize("with_meta", [True, False])
+def test_long_form_copy_number_gives_the_matrix_calls(tmp_path, lake, with_meta):
+    """cBioPortal's DISCRETE_LONG file (one gene, sample, value line per call) gives the same calls as the
+    genes x samples matrix; a gene without a line for a sample is missing for it, as cBioPortal imports it."""
+    folder = _study(tmp_path / "study", with_meta=with_meta)
+    (folder / "data_cna.txt").unlink()
+    _write(folder / "data_cna_long.txt",
+           [["Hugo_Symbol", "Entrez_Gene_Id", "Sample_Id", "Value", "cbp_driver"],
+            ["EGFR", 1956, "P1-02", 2, ""], ["EGFR", 1956, "P1-01", 0, ""], ["TP53", 7157, "P1-01", -2, ""],
+            ["EGFR", 1956, "P2-01", -1, ""], ["TP53", 7157, "P2-01", "amp", ""], ["TP53", 7157, "P3-01", 1, ""],
+            ["NOTAGENE", 1, "P3-01", 2, ""], ["EGFR", 1956, "P1-01", 1, ""]])
+    if with_meta:
+        (folder / "meta_cna.txt").write_text(
+            "cancer_study_identifier: test_study\ngenetic_alteration_type: COPY_NUMBER_ALTERATION\n"
+            "datatype: DISCRETE_LONG\ndata_filename: data_cna_long.txt\n", encoding="utf-8")
+    ingest_cbioportal(lake, folder)
+    cna = _features(lake, "cna").set_index(["patient_id", "feature"])["value"]
+    # P1's first sample in the sample file is P1-01, as with the matrix
+    assert cna[("P1", "EGFR")] == 0 and cna[("P1", "TP53")] == -2 and cna[("P2", "EGFR")] == -1
+    assert math.isnan(cna[("P2", "TP53")]) and cna[("P3", "TP53")] == 1 and math.isnan(cna[("P3", "EGFR")])
+    assert set(cna.index.get_level_values("patient_id")) == {"P1", "P2", "P3"}
+    assert "NOTAGENE" not in set(_features(lake, "cna")["feature"])
+    rejects = lake.read("rejects").to_pandas()
+    bad = rejects[rejects["source"].str.endswith("data_cna_long.txt")].set_index("location")["reason"].to_dict()
+    assert bad == {"line 6": "TP53: not a discrete copy-number call (-2, -1, 0, 1, 2); kept as missing",
+                   "line 9": "a second line for EGFR in one sample (line 3 is used)"}
