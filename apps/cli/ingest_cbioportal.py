@@ -37,8 +37,22 @@ def cbioportal(
     expression_genes: Annotated[int, typer.Option(
         "--expression-genes", min=0, help="Expression features: the panel's genes plus this many of the most"
                                           " variable others (0: no expression).")] = 500,
+    response: Annotated[str | None, typer.Option(
+        "--response", help="Patient or sample attribute holding the treatment response label, e.g."
+                           " BEST_OVERALL_RESPONSE (CR / PR respond, SD / PD do not) or DURABLE_CLINICAL_BENEFIT"
+                           " (YES / NO).")] = None,
+    responders: Annotated[str | None, typer.Option(
+        "--responders", help="Comma-separated values of the --response attribute that mean a response; every"
+                             " other value then does not (NE / not evaluable: unknown).")] = None,
+    treatment: Annotated[str | None, typer.Option(
+        "--treatment", help="Patient or sample attribute naming each patient's treatment (the response task's"
+                            " input), e.g. DRUG_TYPE.")] = None,
+    treatment_name: Annotated[str | None, typer.Option(
+        "--treatment-name", help="The one treatment every patient of the study received, e.g."
+                                 " pembrolizumab (instead of --treatment).")] = None,
 ) -> None:
-    """Load a cBioPortal study: survival labels, clinical features, mutations, copy number and expression.
+    """Load a cBioPortal study: survival (and, with --response, treatment response) labels, clinical features,
+    mutations, copy number and expression.
 
     Every patient gets the index date 2000-01-01 (cBioPortal has no calendar dates; survival counts from each
     patient's day 0). Exit status: 0 everything loaded, 2 some lines or cells rejected (see `tumorboard lake
@@ -48,7 +62,9 @@ def cbioportal(
         with progress_bar("cBioPortal study: files read, parts written") as update:
             counts = ingest_cbioportal(Lake(lake), study, endpoint=endpoint, diagnosis=diagnosis,
                                        exclude=exclude or (), gene_panel=gene_panel,
-                                       expression_genes=expression_genes, progress=update)
+                                       expression_genes=expression_genes, response=response,
+                                       responders=responders.split(",") if responders else None,
+                                       treatment=treatment, treatment_name=treatment_name, progress=update)
     except (FileNotFoundError, ValueError, LakeError, SchemaError, OSError) as exc:
         raise fail(str(exc)) from None
     excluded, notes = counts.pop("excluded"), counts.pop("notes", [])

@@ -17,15 +17,18 @@ note. :func:`ingest_cbioportal` loads, through the lake's own doors (:mod:`inges
   ``0:``/``1:`` prefix) for the chosen endpoint (OS, PFS, DFS, DSS, ...), optionally ``diagnosis`` from a
   patient or sample attribute, and the ``index_date`` :data:`INDEX_DATE` for every patient. cBioPortal data
   carry no calendar dates: survival times count from each patient's own day 0 (usually the diagnosis), which
-  tumorboard places on that one date;
+  tumorboard places on that one date; optionally ``response`` (a patient or sample attribute such as
+  ``BEST_OVERALL_RESPONSE``, read by :func:`~ingest.cbioportal.clinical.response_values`) and ``treatment``
+  (an attribute such as ``DRUG_TYPE``, or one name for every patient), the response task's target and input;
 - **clinical features** (modality ``clinical``): the other patient attributes, except outcomes (every
   ``X_STATUS``/``X_MONTHS`` pair and the follow-up attributes of :mod:`~ingest.cbioportal.clinical`: they are
-  known only after day 0 and would leak the target), identifiers (``*_ID``, and text attributes with a
-  different value for every patient), the diagnosis attribute and its other codings when one is the diagnosis
-  label, and the attributes the caller excludes; modality ``clinical_sample``: the attributes of each
-  patient's first sample (TMB, MSI score, sample type, ...) under the same rules, where "first" means a primary
-  tumour before other samples, recurrences and metastases after, normal samples last (by ``SAMPLE_TYPE``),
-  else the sample file's order;
+  known only after day 0 and would leak the target), treatment responses (the ``RESPONSE_ATTRIBUTES`` of
+  :mod:`~ingest.cbioportal.clinical`) and the response and treatment label attributes, identifiers (``*_ID``,
+  and text attributes with a different value for every patient), the diagnosis attribute and its other
+  codings when one is the diagnosis label, and the attributes the caller excludes; modality
+  ``clinical_sample``: the attributes of each patient's first sample (TMB, MSI score, sample type, ...) under
+  the same rules, where "first" means a primary tumour before other samples, recurrences and metastases after,
+  normal samples last (by ``SAMPLE_TYPE``), else the sample file's order;
 - **mutations** (MAF) with ``SAMPLE_ID -> PATIENT_ID`` from the sample file, as ``ingest variants`` does;
 - **copy number** (modality ``cna``; discrete GISTIC calls -2..2 of the gene panel's genes, from the genes x
   samples matrix or its long form, ``DISCRETE_LONG``) from each patient's first sample (as for

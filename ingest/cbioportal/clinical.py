@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pandas as pd
 
 from ingest.cbioportal.tsv import StudyError, StudyTable
@@ -15,6 +17,19 @@ FOLLOW_UP_ATTRIBUTES = frozenset({
     "DEATH_DAYS_TO", "PERSON_NEOPLASM_CANCER_STATUS", "TUMOR_STATUS", "NEW_TUMOR_EVENT_AFTER_INITIAL_TREATMENT",
     "DAYS_TO_NEW_TUMOR_EVENT_AFTER_INITIAL_TREATMENT", "TREATMENT_OUTCOME_FIRST_COURSE", "FORM_COMPLETION_DATE",
 })
+# treatment-response outcomes as the datahub's immunotherapy studies name them: never features
+RESPONSE_ATTRIBUTES = frozenset({
+    "DURABLE_CLINICAL_BENEFIT", "CLINICAL_BENEFIT", "BEST_OVERALL_RESPONSE", "BEST_RESPONSE", "BEST_RECIST",
+    "BEST_RECIST_RESPONSE", "RECIST_RESPONSE", "OBJECTIVE_RESPONSE", "TREATMENT_RESPONSE", "RESPONSE", "RESPONDER",
+})
+# response values (upper case): objective response (RECIST CR / PR) or the study's benefit yes / no; values that
+# say the response was not assessed are missing, not a non-response
+RESPONDER_WORDS = frozenset({"CR", "PR", "COMPLETE RESPONSE", "PARTIAL RESPONSE", "CR/PR", "RESPONDER", "RESPONSE",
+                             "YES", "Y", "TRUE", "DCB", "DURABLE CLINICAL BENEFIT", "CLINICAL BENEFIT"})
+NON_RESPONDER_WORDS = frozenset({"SD", "PD", "STABLE DISEASE", "PROGRESSIVE DISEASE", "SD/PD", "NON-RESPONDER",
+                                 "NONRESPONDER", "NON RESPONDER", "NO RESPONSE", "NO", "N", "FALSE", "NDB",
+                                 "NO DURABLE BENEFIT", "NO CLINICAL BENEFIT"})
+NOT_ASSESSED_WORDS = frozenset({"NE", "NOT EVALUABLE", "NOT EVALUATED", "INEVALUABLE", "UNKNOWN", "NOT ASSESSED"})
 # attributes that name the cancer type: never features when one of them is the diagnosis label
 DIAGNOSIS_ATTRIBUTES = frozenset({"CANCER_TYPE", "CANCER_TYPE_DETAILED", "ONCOTREE_CODE", "TUMOR_TYPE"})
 _EVENT_WORDS = {"DECEASED", "DEAD", "RECURRED/PROGRESSED", "RECURRED", "PROGRESSED", "PROGRESSION",
@@ -37,9 +52,11 @@ def sample_rank(sample_type: str | None) -> int:
     return 0 if "primary" in word else 1
 
 
-def label_rows(patients: StudyTable, status: str, months: str, diagnoses: dict[str, str] | None) -> CsvRows:
-    """``patient_id, time, event, index_date[, diagnosis]`` rows for :func:`ingest.tables.ingest_labels`; a line
-    whose survival cells cannot be read keeps no time and event, with a reject that says why."""
+def label_rows(patients: StudyTable, status: str, months: str, diagnoses: dict[str, str] | None,
+               treatments: dict[str, str] | None = None, responses: dict[str, str] | None = None) -> CsvRows:
+    """``patient_id, time, event, index_date[, diagnosis][, treatment][, response]`` rows for
+    :func:`ingest.tables.ingest_labels` (each optional label from ``patient -> value``; a response as ``"1"`` /
+    ``"0"``); a line whose survival cells cannot be read keeps no time and event, with a reject that says why."""
     frame, rejects = patients.frame, list(patients.rejects)
     rows = pd.DataFrame({"patient_id": frame["PATIENT_ID"], "time": None, "event": None, "index_date": INDEX_DATE},
                         index=frame.index, dtype=object)
@@ -54,10 +71,12 @@ def label_rows(patients: StudyTable, status: str, months: str, diagnoses: dict[s
                             "reason": f"{exc}; the patient's other labels were loaded without a survival time"})
             continue
         rows.loc[line, ["time", "event"]] = [repr(days), "1" if event else "0"]
-    if diagnoses is not None:
-        # an object column: a list with None would become a string column with NaN (pandas 3), not a missing cell
-        rows["diagnosis"] = pd.Series([diagnoses.get(pid) if pid is not None else None for pid in rows["patient_id"]],
-                                      index=rows.index, dtype=object)
+    for name, values in (("diagnosis", diagnoses), ("treatment", treatments), ("response", responses)):
+        if values is not None:
+            # an object column: a list with None would become a string column with NaN (pandas 3), not a missing
+            # cell
+            rows[name] = pd.Series([values.get(pid) if pid is not None else None for pid in rows["patient_id"]],
+                                   index=rows.index, dtype=object)
     return CsvRows(rows, patients.raw, rejects)
 
 
@@ -87,9 +106,10 @@ def _days(length: str | None, column: str) -> float:
     return value * DAYS_PER_MONTH
 
 
-def diagnoses(patients: StudyTable, samples: StudyTable | None, attribute: str | None) -> dict[str, str] | None:
-    """``patient -> diagnosis`` from a patient attribute, else a sample attribute (a patient whose samples
-    disagree gets none); None when ``attribute`` is None.
+def patient_values(patients: StudyTable, samples: StudyTable | None, attribute: str | None, option: str
+                   ) -> dict[str, str] | None:
+    """``patient -> value`` of a patient attribute, else of a sample attribute (a patient whose samples disagree
+    gets none); None when ``attribute`` is None. ``option`` names the command-line option in the error.
 
     Raises:
         StudyError: neither file has ``attribute``.
@@ -101,12 +121,42 @@ def diagnoses(patients: StudyTable, samples: StudyTable | None, attribute: str |
             values = table.frame[["PATIENT_ID", attribute]].dropna()
             distinct = values.drop_duplicates().groupby("PATIENT_ID")[attribute]
             return {pid: group.iloc[0] for pid, group in distinct if len(group) == 1}
-    raise StudyError(f"{patients.path}: --diagnosis {attribute} is neither a patient nor a sample attribute")
+    raise StudyError(f"{patients.path}: {option} {attribute} is neither a patient nor a sample attribute")
 
 
-def feature_rows(table: StudyTable, exclude: set[str], diagnosis: str | None) -> tuple[CsvRows, dict[str, str]]:
+def response_values(values: dict[str, str], attribute: str, responders: Iterable[str] | None = None
+                    ) -> tuple[dict[str, str], dict[str, int]]:
+    """``patient -> "1"`` (responded) or ``"0"`` from ``patient -> value`` of the response ``attribute``, and the
+    values read as neither, with their patient counts.
+
+    By default a value is read case-insensitively by :data:`RESPONDER_WORDS` and :data:`NON_RESPONDER_WORDS`
+    (RECIST CR / PR vs SD / PD, yes / no, ``1:Yes`` / ``0:No``); with ``responders`` those values respond and
+    every other value does not. Either way a value of :data:`NOT_ASSESSED_WORDS` is missing.
+    """
+    chosen = {value.strip().upper() for value in responders} if responders is not None else None
+    read: dict[str, str] = {}
+    unread: dict[str, int] = {}
+    for pid, value in values.items():
+        word = value.strip().upper()
+        head, sep, _ = word.partition(":")
+        if word in NOT_ASSESSED_WORDS:
+            continue
+        if chosen is not None:
+            read[pid] = "1" if word in chosen else "0"
+        elif sep and head.strip() in ("0", "1"):
+            read[pid] = head.strip()
+        elif word in RESPONDER_WORDS or word in NON_RESPONDER_WORDS:
+            read[pid] = "1" if word in RESPONDER_WORDS else "0"
+        else:
+            unread[value] = unread.get(value, 0) + 1
+    return read, unread
+
+
+def feature_rows(table: StudyTable, exclude: set[str], diagnosis: str | None,
+                 labels: dict[str, str] | None = None) -> tuple[CsvRows, dict[str, str]]:
     """The attributes of a clinical file that can be model inputs (of a sample file: each patient's first sample
-    in the table's order, which :func:`sample_rank` sets), and the others with why they are left out."""
+    in the table's order, which :func:`sample_rank` sets), and the others with why they are left out;
+    ``labels``: other attributes read as labels (the response, the treatment) -> why they are left out."""
     frame = table.frame
     if "SAMPLE_ID" in frame:
         frame = frame[frame["PATIENT_ID"].notna()].drop_duplicates("PATIENT_ID")
@@ -117,9 +167,13 @@ def feature_rows(table: StudyTable, exclude: set[str], diagnosis: str | None) ->
             continue
         if column in exclude:
             excluded[column] = "excluded by the caller"
+        elif labels and column in labels:
+            excluded[column] = labels[column]
         elif (column.endswith("_STATUS") and f"{stem}_MONTHS" in frame) or (
                 column.endswith("_MONTHS") and f"{stem}_STATUS" in frame) or column in FOLLOW_UP_ATTRIBUTES:
             excluded[column] = "an outcome known only after day 0"
+        elif column in RESPONSE_ATTRIBUTES:
+            excluded[column] = "a treatment response, known only after treatment"
         elif diagnosis is not None and (column == diagnosis or column in DIAGNOSIS_ATTRIBUTES):
             excluded[column] = "the diagnosis label, or another coding of it"
         elif column.endswith("_ID") or _identifier_like(frame[column]):

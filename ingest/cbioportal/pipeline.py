@@ -7,7 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ingest.cbioportal.clinical import diagnoses, feature_rows, label_rows, sample_map, sample_rank
+from ingest.cbioportal.clinical import (
+    feature_rows,
+    label_rows,
+    patient_values,
+    response_values,
+    sample_map,
+    sample_rank,
+)
 from ingest.cbioportal.files import find_study_files
 from ingest.cbioportal.matrices import cna_rows, expression_rows, linear_levels
 from ingest.cbioportal.tsv import StudyError, StudyTable, read_study_table
@@ -20,21 +27,31 @@ from ingest.variants.pipeline import ingest_variants
 @one_writer
 def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnosis: str | None = None,
                       exclude: Iterable[str] = (), gene_panel: GenePanel | str | Path | None = None,
-                      expression_genes: int = 500, progress: Callable[[int, int], None] | None = None
+                      expression_genes: int = 500, response: str | None = None,
+                      responders: Iterable[str] | None = None, treatment: str | None = None,
+                      treatment_name: str | None = None, progress: Callable[[int, int], None] | None = None
                       ) -> dict[str, dict]:
     """Load the cBioPortal study in ``folder`` (see :mod:`ingest.cbioportal`): labels for ``endpoint``, clinical
     features without outcomes, identifiers and ``exclude``, mutations, copy number, and the expression of the
     panel's genes and of the ``expression_genes`` most variable others (0: no expression). ``progress`` is
     called with (steps done, steps in all) as the files are read and the parts written.
 
+    Treatment response (the ``response`` and ``treatment`` labels): ``response`` names the patient or sample
+    attribute holding it (e.g. ``BEST_OVERALL_RESPONSE``, ``DURABLE_CLINICAL_BENEFIT``), read as
+    :func:`~ingest.cbioportal.clinical.response_values` reads it (``responders``: the values that mean a
+    response); ``treatment`` the attribute naming each patient's treatment (e.g. ``DRUG_TYPE``), or
+    ``treatment_name`` the one treatment of every patient of a single-treatment study. Both attributes are left
+    out of the clinical features.
+
     Returns:
-        Counts per part (``labels``, ``clinical``, ``clinical_sample``, ``mutations``, ``cna``, ``expression``;
-        a part the study lacks is absent), ``excluded``: per clinical modality, the attributes left out, each
-        with why, and ``notes`` when there is something to say (a targeted-panel study's TMB over the default
-        panel).
+        Counts per part (``labels``, ``response``, ``clinical``, ``clinical_sample``, ``mutations``, ``cna``,
+        ``expression``; a part the study lacks is absent), ``excluded``: per clinical modality, the attributes
+        left out, each with why, and ``notes`` when there is something to say (a targeted-panel study's TMB over
+        the default panel, response values read as neither).
 
     Raises:
-        StudyError: no patient file, or it lacks the endpoint's columns (the lake is unchanged).
+        StudyError: no patient file, it lacks the endpoint's columns, or a label attribute is in neither clinical
+            file (the lake is unchanged).
         VariantInputError: no mutation could be read from the study's mutation file (the lake is unchanged).
         TableFileError: the labels or a feature table have no row to load (the lake is unchanged).
     """
@@ -69,9 +86,22 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
         if progress is not None:
             progress(done, total)
 
-    labels = label_rows(patients, status, months, diagnoses(patients, samples, diagnosis))
-    clinical, excluded = feature_rows(patients, set(exclude), diagnosis)
-    per_sample = feature_rows(samples, set(exclude), diagnosis) if samples is not None else None
+    if treatment is not None and treatment_name is not None:
+        raise StudyError("pass either --treatment (an attribute naming each patient's treatment) or"
+                         " --treatment-name (the one treatment of every patient), not both")
+    diagnosed = patient_values(patients, samples, diagnosis, "--diagnosis")
+    treated = patient_values(patients, samples, treatment, "--treatment")
+    if treatment_name is not None:
+        treated = {pid: treatment_name for pid in patients.frame["PATIENT_ID"].dropna()}
+    responses, unread = None, {}
+    if response is not None:
+        responses, unread = response_values(patient_values(patients, samples, response, "--response"), response,
+                                            responders)
+    labels = label_rows(patients, status, months, diagnosed, treated, responses)
+    label_attributes = {**({response: "the response label"} if response else {}),
+                        **({treatment: "the treatment label (given after day 0)"} if treatment else {})}
+    clinical, excluded = feature_rows(patients, set(exclude), diagnosis, label_attributes)
+    per_sample = feature_rows(samples, set(exclude), diagnosis, label_attributes) if samples is not None else None
     step()
     cna, expression = None, None
     if files.cna is not None:
@@ -110,6 +140,10 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
         counts["mutations"] = ingest_variants(lake, files.mutations, sample_map=mapping, gene_panel=panel)
         step()
     counts.update({part: write_prepared(lake, prepared[part]) for part in ("labels", "clinical") if part in prepared})
+    if responses is not None:
+        counts["response"] = {"responded": sum(v == "1" for v in responses.values()),
+                              "did not respond": sum(v == "0" for v in responses.values()),
+                              "value not read": sum(unread.values())}
     counts["excluded"] = {"clinical": excluded}
     step()
     if per_sample is not None:
@@ -138,6 +172,11 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
                      f" but TMB was computed over the default panel's {panel.panel_size_mb:g} Mb; pass --gene-panel"
                      " with the panel's genes and panel_size_mb (the clinical_sample modality has cBioPortal's own"
                      " TMB_NONSYNONYMOUS where the study gives it)")
+    if unread:
+        notes.append(f"{response}: values read as neither a response nor its absence, so those patients' response"
+                     " is unknown: " + ", ".join(f"{value[:40]!r} ({n} patient(s))" for value, n in sorted(
+                         unread.items(), key=lambda kv: -kv[1])[:10])
+                     + "; pass --responders with the values that mean a response (the others then do not)")
     if notes:
         counts["notes"] = notes
     return counts

@@ -535,3 +535,71 @@ def test_long_form_copy_number_gives_the_matrix_calls(tmp_path, lake, with_meta)
     bad = rejects[rejects["source"].str.endswith("data_cna_long.txt")].set_index("location")["reason"].to_dict()
     assert bad == {"line 6": "TP53: not a discrete copy-number call (-2, -1, 0, 1, 2); kept as missing",
                    "line 9": "a second line for EGFR in one sample (line 3 is used)"}
+
+
+def _immunotherapy_study(folder):
+    """The 12-patient study with the response attributes of the datahub's immunotherapy cohorts: a best overall
+    response per patient and the drug class of each sample."""
+    _study(folder)
+    path = folder / "data_clinical_patient.txt"
+    head, *lines = path.read_text(encoding="utf-8").split("\n", 4)[4].strip().split("\n")
+    responses = ["CR", "PR", "SD", "PD", "NE", "Partial Response", "1:Yes", "maybe", "maybe", "PD", "", "SD"]
+    text = HEAD.replace("\n", "\tx\n") + head + "\tBEST_OVERALL_RESPONSE\tDURABLE_CLINICAL_BENEFIT\n" + "".join(
+        f"{line}\t{response}\t{'YES' if i < 3 else 'NO'}\n" for i, (line, response) in enumerate(
+            zip(lines, responses, strict=True)))
+    path.write_text(text, encoding="utf-8")
+    sample = folder / "data_clinical_sample.txt"
+    rows = [line.split("\t") for line in sample.read_text(encoding="utf-8").splitlines()]
+    drugs = {"P2": "Anti-CTLA4"}
+    _write(sample, [rows[0] + ["#Drug"], rows[1] + ["DRUG_TYPE"],
+                    *[row + [drugs.get(row[0], "Anti-PD-1")] for row in rows[2:]]])
+    return folder
+
+
+def test_a_response_attribute_gives_response_and_treatment_labels_and_never_a_feature(tmp_path, lake):
+    counts = ingest_cbioportal(lake, _immunotherapy_study(tmp_path / "study"), response="BEST_OVERALL_RESPONSE",
+                               treatment="DRUG_TYPE")
+    labels = lake.read("labels").to_pandas().set_index("patient_id")
+    # CR / PR / "Partial Response" / 1:Yes respond, SD / PD do not; NE, an empty cell and unread values are unknown
+    assert labels["response"].to_dict() == {
+        "P1": True, "P2": True, "P3": False, "P4": False, "P5": None, "P6": True, "P7": True, "P8": None,
+        "P9": None, "P10": False, "P11": None, "P12": False}
+    assert labels.loc["P2", "treatment"] == "Anti-CTLA4" and labels.loc["P1", "treatment"] == "Anti-PD-1"
+    assert counts["response"] == {"responded": 4, "did not respond": 4, "value not read": 2}
+    assert counts["notes"][-1].startswith("BEST_OVERALL_RESPONSE: values read as neither a response nor its "
+                                          "absence, so those patients' response is unknown: 'maybe' (2 patient(s))")
+    # the response label, the other response outcome and the treatment are never inputs
+    assert counts["excluded"]["clinical"]["BEST_OVERALL_RESPONSE"] == "the response label"
+    assert counts["excluded"]["clinical"]["DURABLE_CLINICAL_BENEFIT"] == ("a treatment response, known only after "
+                                                                         "treatment")
+    assert counts["excluded"]["clinical_sample"]["DRUG_TYPE"] == "the treatment label (given after day 0)"
+    features = set(lake.read("features").to_pandas()["feature"])
+    assert not features & {"BEST_OVERALL_RESPONSE", "DURABLE_CLINICAL_BENEFIT", "DRUG_TYPE"}
+
+
+def test_responders_name_the_response_values_and_a_single_treatment_study_names_its_drug(tmp_path, lake):
+    counts = ingest_cbioportal(lake, _immunotherapy_study(tmp_path / "study"), response="DURABLE_CLINICAL_BENEFIT",
+                               responders=["yes"], treatment_name="pembrolizumab")
+    labels = lake.read("labels").to_pandas().set_index("patient_id")
+    assert labels["response"].sum() == 3 and labels["response"].notna().all()
+    assert (labels["treatment"] == "pembrolizumab").all()
+    assert counts["response"] == {"responded": 3, "did not respond": 9, "value not read": 0}
+    # without --response the response outcomes are still never features; the study's drug class may be one
+    lake2 = type(lake)(tmp_path / "lake2")
+    counts = ingest_cbioportal(lake2, tmp_path / "study")
+    assert "response" not in counts and "DURABLE_CLINICAL_BENEFIT" in counts["excluded"]["clinical"]
+    assert "DRUG_TYPE" in set(lake2.read("features").to_pandas()["feature"])
+
+
+def test_response_options_that_cannot_be_read_change_nothing(tmp_path, lake):
+    study = _immunotherapy_study(tmp_path / "study")
+    with pytest.raises(StudyError, match="--response NOPE is neither a patient nor a sample attribute"):
+        ingest_cbioportal(lake, study, response="NOPE")
+    with pytest.raises(StudyError, match="either --treatment .* or --treatment-name"):
+        ingest_cbioportal(lake, study, treatment="DRUG_TYPE", treatment_name="pembrolizumab")
+    assert not lake.has("labels")
+    result = CliRunner().invoke(app, ["ingest", "cbioportal", str(study), "--lake", str(tmp_path / "cli"),
+                                      "--response", "BEST_OVERALL_RESPONSE", "--responders", "CR,PR",
+                                      "--treatment", "DRUG_TYPE"])
+    assert result.exit_code == 2, result.output  # the study's bad copy-number and expression cells
+    assert "cbioportal: response" in result.output and "did not respond" in result.output
