@@ -22,6 +22,8 @@ from operator import itemgetter
 from typing import NamedTuple
 from urllib.parse import unquote
 
+from ingest.variants.normalise import upper_bases
+
 # Severity of Sequence Ontology consequences, 1 = most severe (vcf2maf GetEffectPriority).
 EFFECT_PRIORITY: dict[str, int] = {
     "transcript_ablation": 1, "exon_loss_variant": 1,
@@ -330,7 +332,7 @@ class Annotator:
             if num:
                 if num != number:
                     continue
-            elif allele and allele != want:
+            elif allele and allele != want and upper_bases(allele) != want:  # an allele copied in lower case
                 continue
             out.append((gene, _most_severe(cons), hgvsp, tx, bio, can == "YES", _length(length), hgvsc, pp, aa))
         return out

@@ -25,6 +25,7 @@ from ingest.variants.annotation import (
     classify,
     report_hgvsp,
 )
+from ingest.variants.normalise import upper_bases_column
 from ingest.variants.sample_fields import list_field
 
 VAR_TYPES = ("SNP", "DNP", "TNP", "ONP", "INS", "DEL")
@@ -83,7 +84,7 @@ def _entries(annotator: Annotator, annotations: pa.Array, want: pa.Array,
         out[name] = empty if k < 0 else pc.fill_null(list_field(fields, k), "")
     number = out["allele_num"]
     want_entry = want.take(pa.array(rows))
-    by_allele = pc.or_(pc.equal(out["allele"], ""), pc.equal(out["allele"], want_entry))
+    by_allele = pc.or_(pc.equal(out["allele"], ""), pc.equal(upper_bases_column(out["allele"]), want_entry))
     keep = pc.if_else(pc.equal(number, ""), by_allele, pc.equal(number, str(alt_index)))
     keep_np = keep.to_numpy(zero_copy_only=False)
     if not keep_np.all():

@@ -22,7 +22,8 @@ before ``FILTER`` as unfiltered. A row ending in a tab has an empty last field, 
 matches. An empty required value or a non-integer ``Start_Position`` is also a reject with its line number;
 blank lines (empty or whitespace only) are ignored. A chunk that is not UTF-8 is read again with undecodable
 bytes replaced (U+FFFD). A truncated ``.gz`` keeps the chunks read before the break and adds one whole-file
-reject. ``Hugo_Symbol`` ``Unknown`` means no gene (null).
+reject. ``Hugo_Symbol`` ``Unknown`` means no gene (null). Alleles are upper-cased as VCF ones are
+(:mod:`ingest.variants.normalise`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.variants.lines import line_blocks, open_binary
+from ingest.variants.normalise import upper_bases_column
 from ingest.variants.vcf import MAX_RAW, ParseResult, VariantColumns, add_variant_key, open_text
 
 REQUIRED = ("Hugo_Symbol", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
@@ -111,11 +113,12 @@ def _chunk_table(chunk: pd.DataFrame, idx: dict[str, int], source: str
             return np.full(len(chunk), np.nan)
         return pd.to_numeric(chunk[idx[name]], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
 
-    sample, chrom, ref, alt = (text(n) for n in ("Tumor_Sample_Barcode", "Chromosome", "Reference_Allele",
-                                                 "Tumor_Seq_Allele2"))
+    sample, chrom = text("Tumor_Sample_Barcode"), text("Chromosome")
+    ref, alt = upper_bases_column(text("Reference_Allele")), upper_bases_column(text("Tumor_Seq_Allele2"))
     if "Tumor_Seq_Allele1" in idx:
         same = pc.fill_null(pc.equal(alt, ref), False)
-        alt = pc.coalesce(pc.if_else(same, pa.scalar(None, pa.string()), alt), text("Tumor_Seq_Allele1"))
+        alt = pc.coalesce(pc.if_else(same, pa.scalar(None, pa.string()), alt),
+                          upper_bases_column(text("Tumor_Seq_Allele1")))
     start = number("Start_Position")
     bad_start = ~np.isfinite(start) | (start != np.round(start)) | (start < 1)
     empties = {name: pc.is_null(values).to_numpy(zero_copy_only=False) for name, values in

@@ -20,8 +20,10 @@ Mutect style) as ``sample_id``, or the file name (without ``.vcf[.gz]``) when th
 Depth = FORMAT ``DP`` (else the sum of ``AD``); VAF = FORMAT ``AF`` (or Mutect's ``FA``) if
 present, else alt ``AD`` / depth; Strelka's ``AU/CU/GU/TU`` and ``TAR/TIR`` counts are used when ``AD`` is
 absent. Symbolic ALT alleles (``<DEL>``, ``*``, ``.``) are not variants: they are counted, not written.
-Positions and alleles are written in MAF convention (:func:`~ingest.variants.annotation.maf_alleles`), and
-a leading ``chr`` is removed from chromosome names, so VCF- and MAF-derived rows share one ``variant_key``.
+Positions and alleles are written in MAF convention (:func:`~ingest.variants.annotation.maf_alleles`), bases
+upper-cased (REF/ALT are case-insensitive; :mod:`ingest.variants.normalise`; an annotation's allele matches in
+either case), and a leading ``chr`` is removed from chromosome names, so VCF- and MAF-derived rows share one
+``variant_key``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from ingest.variants.annotation import (
     vep_alleles,
 )
 from ingest.variants.lines import line_chunks, open_binary
+from ingest.variants.normalise import upper_bases
 from ingest.variants.sample_fields import _float, _int, depth_and_vaf
 from ingest.variants.vcf_columnar import ColumnarVcf, parse_info
 
@@ -249,7 +252,8 @@ class VcfReader:
             self._reject(line_no, "empty REF or ALT", line)
             return
         info = parse_info(info_text)
-        alts = alt_text.split(",")
+        ref = upper_bases(ref)
+        alts = [upper_bases(alt) for alt in alt_text.split(",")]
         fmt = cols[8].split(":") if n_cols > 8 else []
         samples = cols[9:]
         n_alts = len(alts)

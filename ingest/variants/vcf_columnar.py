@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from ingest.variants.annotation import Annotator, maf_alleles, vep_alleles
 from ingest.variants.effects_columnar import VAR_TYPES, annotate_columns
+from ingest.variants.normalise import upper_bases_column
 from ingest.variants.sample_fields import depth_and_vaf_columns, list_field
 
 _NULL = pa.scalar(None, pa.string())
@@ -120,7 +121,7 @@ class ColumnarVcf:
     def _rows(self, cols: dict[int, pa.Array], pos: np.ndarray) -> dict[str, pa.Array]:
         """Output columns of the written (single-ALT, non-symbolic) records."""
         n = len(pos)
-        ref, alt = cols[3], cols[4]
+        ref, alt = upper_bases_column(cols[3]), upper_bases_column(cols[4])
         start = pos.copy()
         var_type = np.zeros(n, dtype=np.int64)
         inframe = np.zeros(n, dtype=bool)

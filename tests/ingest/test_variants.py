@@ -1003,3 +1003,81 @@ def test_maf_rows_that_are_no_somatic_call_are_skipped_and_counted(tmp_path):
     result = maf_variants(maf)
     assert result.table.column("gene").to_pylist() == ["EGFR", "STK11", "KEAP1"]  # no status is no verdict
     assert result.skipped == 3 and result.records_read == 6 and not result.rejects
+
+
+# -- one variant, one key: allele case and chromosome names alike in VCFs and MAFs ------------------------------
+def _ann(allele: str, gene: str) -> str:
+    return "ANN=" + "|".join([allele, "missense_variant", "MODERATE", gene, gene, "transcript", "T1", "protein_coding",
+                              "1/2", "c.1A>G", "p.Leu858Arg", "", "", "", "", ""])
+
+
+def _case_vcf(path: Path, lower: bool) -> Path:
+    """Records whose REF/ALT are written lower-case (``lower``) or upper-case; annotations, symbolic ALTs and
+    breakends as written either way."""
+    def bases(allele: str) -> str:
+        return allele.lower() if lower else allele
+
+    records = [
+        ("chr7", 55191822, "T", "G", _ann("G", "EGFR"), "GT:AD:DP", "0/1:30,10:40"),  # SnpEff writes upper-case
+        ("chr12", 25245350, "C", "A", _ann("a", "KRAS"), "GT:AD:DP", "0/1:30,10:40"),  # an annotator copying case
+        ("chr17", 7675088, "GCAT", "G", ".", "GT:AD:DP", "0/1:30,10:40"),  # MAF convention: shared G trimmed
+        ("chr19", 1207000, "C", "T", ".", "AU:CU:GU:TU:DP", "0,0:30,30:0,0:10,10:40"),  # Strelka: counts by base
+        ("chr1", 100, "A", "<del>", ".", "GT", "0/1"),  # symbolic: counted, not written
+        ("chr2", 321681, "G", "g]17:198982]", ".", "GT", "0/1"),  # breakend: counted, not written
+    ]
+    lines = ["\t".join([c, str(p), ".", bases(r), a if a.startswith("<") or "]" in a else bases(a), ".", "PASS", i,
+                        f, t, t]) for c, p, r, a, i, f, t in records]
+    write_vcf(path, "", samples=("S1", "NORMAL"), extra_header=ANN_HEADER)  # the body's ANN holds "|"
+    path.write_text(path.read_text() + "\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_lower_case_vcf_alleles_give_the_upper_case_rows_and_keys(tmp_path, columnar):
+    """VCF REF/ALT bases are case-insensitive: ``t>g`` is ``T>G``, with one variant_key, its annotation, its
+    MAF-convention trimming and its Strelka VAF; symbolic ALTs and breakends keep their form."""
+    lower = vcf_variants(_case_vcf(tmp_path / "lower.vcf", lower=True), columnar=columnar)
+    upper = vcf_variants(_case_vcf(tmp_path / "upper.vcf", lower=False), columnar=columnar)
+    rows = lower.table.drop(["source_file"]).to_pylist()
+    assert rows == upper.table.drop(["source_file"]).to_pylist()
+    assert [r["variant_key"] for r in rows] == ["7:55191822:T:G", "12:25245350:C:A", "17:7675089:CAT:-",
+                                                "19:1207000:C:T"]
+    assert [r["gene"] for r in rows] == ["EGFR", "KRAS", None, None]
+    assert rows[3]["vaf"] == pytest.approx(0.25) and lower.skipped == upper.skipped == 2
+    records = list(VcfReader(tmp_path / "lower.vcf"))
+    assert [(r.ref, r.alt) for r in records[-2:]] == [("A", "<del>"), ("G", "g]17:198982]")]
+
+
+def test_lower_case_maf_alleles_give_the_upper_case_rows_and_keys(tmp_path):
+    """MAF alleles written lower-case (some pipelines do) are the same variant as upper-case ones, and an allele 2
+    equal to the reference in another case still falls back to allele 1."""
+    header = "\t".join(["Hugo_Symbol", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele1",
+                        "Tumor_Seq_Allele2", "Variant_Classification", "Tumor_Sample_Barcode"])
+    rows = [("EGFR", "7", "55191822", "T", "T", "G"), ("TP53", "17", "7675088", "C", "T", "C"),
+            ("TP53", "17", "7675089", "CAT", "CAT", "-")]
+
+    def write(name: str, ref_case, allele_case) -> Path:
+        path = tmp_path / name
+        lines = ["\t".join([g, c, p, ref_case(r), allele_case(a1), allele_case(a2), "Missense_Mutation", "S1"])
+                 for g, c, p, r, a1, a2 in rows]
+        path.write_text("\n".join([header, *lines]) + "\n")
+        return path
+
+    lower = maf_variants(write("lower.maf", str.lower, str.lower)).table
+    mixed = maf_variants(write("mixed.maf", str.upper, str.lower)).table  # allele 2 "c" is the reference "C"
+    upper = maf_variants(write("upper.maf", str.upper, str.upper)).table
+    keys = ["7:55191822:T:G", "17:7675088:C:T", "17:7675089:CAT:-"]
+    for table in (lower, mixed, upper):
+        assert table.column("variant_key").to_pylist() == keys
+        assert table.column("ref").to_pylist() == ["T", "C", "CAT"] and table.column("alt").to_pylist()[1] == "T"
+
+
+def test_only_plain_base_strings_are_upper_cased():
+    import pyarrow as pa
+
+    from ingest.variants.normalise import upper_bases, upper_bases_column
+
+    given = ["acgt", "n", "Ag", "-", "*", ".", "<del>", "<INS:ME:alu>", "g]17:198982]", "[13:123457[a", ""]
+    expected = ["ACGT", "N", "AG", "-", "*", ".", "<del>", "<INS:ME:alu>", "g]17:198982]", "[13:123457[a", ""]
+    assert [upper_bases(a) for a in given] == expected
+    assert upper_bases_column(pa.array([*given, None])).to_pylist() == [*expected, None]
