@@ -22,8 +22,8 @@ before ``FILTER`` as unfiltered. A row ending in a tab has an empty last field, 
 matches. An empty required value or a non-integer ``Start_Position`` is also a reject with its line number;
 blank lines (empty or whitespace only) are ignored. A chunk that is not UTF-8 is read again with undecodable
 bytes replaced (U+FFFD). A truncated ``.gz`` keeps the chunks read before the break and adds one whole-file
-reject. ``Hugo_Symbol`` ``Unknown`` means no gene (null). Alleles are upper-cased as VCF ones are
-(:mod:`ingest.variants.normalise`).
+reject. ``Hugo_Symbol`` ``Unknown`` means no gene (null). Chromosome names and alleles are written as VCF
+ones are (``chrM`` -> ``MT``, ``a`` -> ``A``; :mod:`ingest.variants.normalise`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.variants.lines import line_blocks, open_binary
-from ingest.variants.normalise import upper_bases_column
+from ingest.variants.normalise import normalise_chrom_column, upper_bases_column
 from ingest.variants.vcf import MAX_RAW, ParseResult, VariantColumns, add_variant_key, open_text
 
 REQUIRED = ("Hugo_Symbol", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
@@ -154,7 +154,7 @@ def _chunk_table(chunk: pd.DataFrame, idx: dict[str, int], source: str
         vaf = np.where(depth > 0, alt_n / depth, np.nan)
     table = pa.table({
         "sample_id": sample,
-        "chrom": pc.replace_substring_regex(chrom, "^[cC][hH][rR](.)", "\\1"),
+        "chrom": normalise_chrom_column(chrom),
         "pos": pa.array(np.nan_to_num(start).astype("int64")),
         "ref": ref,
         "alt": alt,

@@ -21,9 +21,9 @@ Depth = FORMAT ``DP`` (else the sum of ``AD``); VAF = FORMAT ``AF`` (or Mutect's
 present, else alt ``AD`` / depth; Strelka's ``AU/CU/GU/TU`` and ``TAR/TIR`` counts are used when ``AD`` is
 absent. Symbolic ALT alleles (``<DEL>``, ``*``, ``.``) are not variants: they are counted, not written.
 Positions and alleles are written in MAF convention (:func:`~ingest.variants.annotation.maf_alleles`), bases
-upper-cased (REF/ALT are case-insensitive; :mod:`ingest.variants.normalise`; an annotation's allele matches in
-either case), and a leading ``chr`` is removed from chromosome names, so VCF- and MAF-derived rows share one
-``variant_key``.
+upper-cased (REF/ALT are case-insensitive; an annotation's allele matches in either case), and chromosome names
+normalised as the MAF reader's are (``chr17`` -> ``17``, ``chrM`` -> ``MT``, ``chrx`` -> ``X``), so VCF- and
+MAF-derived rows share one ``variant_key`` (:mod:`ingest.variants.normalise`).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from ingest.variants.annotation import (
     vep_alleles,
 )
 from ingest.variants.lines import line_chunks, open_binary
-from ingest.variants.normalise import upper_bases
+from ingest.variants.normalise import normalise_chrom, upper_bases
 from ingest.variants.sample_fields import _float, _int, depth_and_vaf
 from ingest.variants.vcf_columnar import ColumnarVcf, parse_info
 
@@ -331,11 +331,6 @@ def choose_samples(header: VcfHeader, path: Path, tumor_sample: str | None = Non
     if len(samples) == 1:
         return named(0)
     return SampleChoice([(i, name) for i, name in enumerate(samples)], tumor_mode=False)
-
-
-def normalise_chrom(chrom: str) -> str:
-    """``chr17`` -> ``17``; ``chrM`` -> ``M``; others unchanged."""
-    return chrom[3:] if chrom[:3].lower() == "chr" and len(chrom) > 3 else chrom
 
 
 class VariantColumns:

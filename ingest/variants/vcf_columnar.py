@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from ingest.variants.annotation import Annotator, maf_alleles, vep_alleles
 from ingest.variants.effects_columnar import VAR_TYPES, annotate_columns
-from ingest.variants.normalise import upper_bases_column
+from ingest.variants.normalise import normalise_chrom_column, upper_bases_column
 from ingest.variants.sample_fields import depth_and_vaf_columns, list_field
 
 _NULL = pa.scalar(None, pa.string())
@@ -157,7 +157,7 @@ class ColumnarVcf:
         filt = cols[6]
         return {
             "sample_id": pa.repeat(pa.scalar(self.sample_id, pa.string()), n),
-            "chrom": pc.replace_substring_regex(cols[0], "^[cC][hH][rR](.)", "\\1"),
+            "chrom": normalise_chrom_column(cols[0]),
             "pos": pa.array(start, pa.int64()),
             "ref": maf_ref,
             "alt": maf_alt,

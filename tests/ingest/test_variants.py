@@ -1081,3 +1081,23 @@ def test_only_plain_base_strings_are_upper_cased():
     expected = ["ACGT", "N", "AG", "-", "*", ".", "<del>", "<INS:ME:alu>", "g]17:198982]", "[13:123457[a", ""]
     assert [upper_bases(a) for a in given] == expected
     assert upper_bases_column(pa.array([*given, None])).to_pylist() == [*expected, None]
+
+
+CHROM_NAMES = [("chrM", "MT"), ("chrMT", "MT"), ("MT", "MT"), ("M", "MT"), ("mt", "MT"), ("chrx", "X"), ("x", "X"),
+               ("chrY", "Y"), ("23", "X"), ("24", "Y"), ("chr17", "17"), ("chrUn_gl000220", "Un_gl000220")]
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_vcf_and_maf_chromosome_names_agree(tmp_path, columnar):
+    """The mitochondrion is MT whichever style wrote it (UCSC chrM, GRCh37 / Ensembl MT), X and Y are upper-case,
+    and 23 / 24 (numeric X / Y in some MAFs and PLINK exports) are X / Y, in VCFs and MAFs alike."""
+    body = "".join(f"{given}|{1000 + i}|.|A|G|.|PASS|.|GT|0/1|0/0\n" for i, (given, _) in enumerate(CHROM_NAMES))
+    vcf = vcf_variants(write_vcf(tmp_path / "names.vcf", body), columnar=columnar).table
+    header = "\t".join(["Hugo_Symbol", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
+                        "Variant_Classification", "Tumor_Sample_Barcode"])
+    maf = tmp_path / "names.maf"
+    maf.write_text("\n".join([header, *(f"G\t{given}\t{1000 + i}\tA\tG\tMissense_Mutation\tS1"
+                                        for i, (given, _) in enumerate(CHROM_NAMES))]) + "\n")
+    expected = [name for _, name in CHROM_NAMES]
+    assert vcf.column("chrom").to_pylist() == expected == maf_variants(maf).table.column("chrom").to_pylist()
+    assert vcf.column("variant_key").to_pylist()[:4] == ["MT:1000:A:G", "MT:1001:A:G", "MT:1002:A:G", "MT:1003:A:G"]
