@@ -32,7 +32,8 @@ Output layout of OUT
     (EGFR L858R / exon19del, KRAS G12C, TP53, STK11, KEAP1, ALK, BRAF V600E, PIK3CA E545K) plus
     passengers; every sequenced sample has >= 1 variant. Panel territory 1.1 Mb (``variants.py``).
 ``genomics/sample_map.csv``
-    ``sample_id,patient_id`` with patient_id = the MRN.
+    ``sample_id,patient_id`` with patient_id = the MRN. Sample ids are ``SMP-<uuid>`` (matched normals
+    ``NRM-<uuid>``), drawn from the seed as patient ids are: cohorts of different seeds share a lake.
 ``genomics/gene_panel.yaml``
     The assay: the default panel's genes over the 1.1 Mb territory; ingest with ``--gene-panel`` so
     ``tmb_per_mb`` is the non-silent count over that territory (about 0.8 x the truth's ``tmb``, which

@@ -261,7 +261,9 @@ def simulate_cohort(config: SynthConfig, rng: np.random.Generator) -> pd.DataFra
         }
     )
     truth["has_vcf"] = truth["has_genomics"] & (vcf_draw < config.vcf_fraction)
+    # drawn as patient ids are, so cohorts of other seeds share a lake without colliding samples (the stream's
+    # last draw: no other value depends on it)
     truth["sample_id"] = pd.array(
-        np.where(truth["has_genomics"], [f"SMP-{i:06d}" for i in rng.permutation(n)], None), dtype="string"
+        np.where(truth["has_genomics"], [f"SMP-{u}" for u in uuid_strings(rng, n)], None), dtype="string"
     )
     return truth

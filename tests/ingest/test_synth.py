@@ -402,3 +402,23 @@ def test_ingest_cohort_loads_every_modality_and_rejects_an_unknown_image_kind(co
     assert len(read_patients(lake)) == len(truth)
     assert summary["variants"]["samples"] == int(truth["has_genomics"].sum())
     assert summary["images"]["images"] == int(truth["has_image"].sum())
+
+
+def test_cohorts_of_two_seeds_share_one_lake_without_colliding_samples(cohort, truth, tmp_path):
+    """Sample ids were SMP-000001, SMP-000002, ... for every seed: a second cohort's samples took the first
+    one's ids, and ingesting it replaced the first cohort's variants. They differ per seed, as patient ids do."""
+    from ingest.lake import Lake
+    from ingest.synth.load import ingest_cohort
+
+    other = _cohort(tmp_path, seed=1, png=False)
+    other_truth = pd.read_parquet(other / "truth.parquet")
+    for key in ("patient_id", "sample_id"):
+        assert not set(truth[key].dropna()) & set(other_truth[key].dropna()), key
+    assert truth["sample_id"].dropna().str.startswith("SMP-").all()
+    lake = Lake(tmp_path / "lake")
+    for folder in (cohort, other):
+        ingest_cohort(folder, lake, images=None)
+    variants = lake.read("variants").to_pandas()
+    n_rows = sum(len(pd.read_csv(c / "genomics" / "cohort.maf", sep="\t", comment="#")) for c in (cohort, other))
+    assert len(variants) == n_rows
+    assert variants["sample_id"].nunique() == truth["has_genomics"].sum() + other_truth["has_genomics"].sum()
