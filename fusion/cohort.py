@@ -894,7 +894,9 @@ def _indices(values: pd.Series, names: list[str], what: str, key: str, lenient: 
     """Index of each value in ``names`` (-1: none); a value not in ``names`` is an error unless ``lenient``."""
     unknown = sorted(set(values.dropna()) - set(names))
     if unknown and not lenient:
-        raise CohortError(f"{what} value(s) {unknown} are not in {key} {names}; add them to the config")
+        shown = ", ".join(sorted(set(names) | set(unknown)))
+        raise CohortError(f"{what} value(s) {unknown} are not in {key} {names}; list them there (e.g. --set "
+                          f"'{key}=[{shown}]'), or set it to null to take the values found in the lake")
     lookup = {n: i for i, n in enumerate(names)}
     return np.array([lookup.get(v, -1) if isinstance(v, str) else -1 for v in values], dtype=np.int64)
 
