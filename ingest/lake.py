@@ -10,7 +10,8 @@ Layout of a lake directory::
 Every write is one atomic Delta commit: a reader sees the previous version or the new one, never half of a
 write, and an interrupted write leaves the previous version intact (a run of several writes keeps the ones it
 committed). Other tools (DuckDB, Polars, Spark) read the tables without tumorboard. ``manifest`` records each
-ingest run; ``rejects`` keeps what could not be ingested.
+ingest run; ``rejects`` keeps what could not be ingested. :mod:`ingest.compact` compacts the small files ingests
+leave and deletes the ones no recent version reads.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ TARGET_FILE_BYTES = 32 << 20  # data file size of the Delta writer (replace_wher
 STREAM_FILE_ROWS = 1_000_000  # rows per Parquet file of a streamed write (see _write_streamed)
 STALE_STAGING_HOURS = 24.0  # another run's staging folder untouched this long was left by a killed run
 LOCK_FILE = "_lock"  # LAKE/_lock, the writer lock's file (see Lake.exclusive); it stays when unlocked
+# Manifest commands of runs that rewrite files without changing a row (ingest.compact): no new lake state
+MAINTENANCE_COMMANDS = frozenset({"lake compact"})
 _HELD: dict[str, list] = {}  # resolved lake path -> [open lock file, depth]: the writer locks this process holds
 
 
@@ -124,8 +127,9 @@ class Lake:
         return removed
 
     @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Hold the lake's writer lock while the block runs (an ingest run; every :meth:`write` takes it too).
+    def exclusive(self, task: str | None = None) -> Iterator[None]:
+        """Hold the lake's writer lock while the block runs (an ingest run; every :meth:`write` takes it too;
+        ``task`` names a run other than an ingest, such as ``lake compact``, in the refusal a second run gets).
 
         One ingest per lake at a time: a run decides what to append or merge from what the lake held when it
         started, so two runs at once would both append the same new rows (Delta never refuses a blind append).
@@ -154,12 +158,14 @@ class Lake:
                 handle.seek(0)
                 owner = handle.read().strip()[:200]
                 handle.close()
-                raise LakeError(f"another ingest is writing to lake {self.path}" + (f" ({owner})" if owner else "")
+                holder = owner.split(", ", 2)  # "pid N, run ID[, task]"
+                doing = f"`tumorboard {holder[2]}`" if len(holder) == 3 else "another ingest"
+                raise LakeError(f"{doing} is writing to lake {self.path}" + (f" ({owner})" if owner else "")
                                 + "; run one ingest per lake at a time: wait for it to finish, then run this one"
                                   " again") from None
             handle.seek(0)
             handle.truncate()
-            handle.write(f"pid {os.getpid()}, run {self.run_id}")
+            handle.write(f"pid {os.getpid()}, run {self.run_id}" + (f", {task}" if task else ""))
             handle.flush()
             held = _HELD[key] = [handle, 0]
         held[1] += 1
@@ -397,12 +403,21 @@ class Lake:
             raise
 
     def manifest_hash(self) -> str:
-        """A short hash of the manifest (identifies the lake state a model was trained on)."""
+        """A short hash of the manifest's ingest runs (identifies the lake state a model was trained on).
+
+        Maintenance runs (:data:`MAINTENANCE_COMMANDS`: ``lake compact``) are left out: they rewrite files but
+        change no row, so a run trained before a compaction still finds its lake unchanged. A lake without such
+        runs hashes as it always did."""
         import hashlib
 
         if not self.has("manifest"):
             return "empty"
-        runs = sorted(self.read("manifest", ["run_id"]).column("run_id").to_pylist())
+        manifest = self.read("manifest", ["run_id", "command"])
+        commands = manifest.column("command").to_pylist()
+        runs = sorted(run for run, command in zip(manifest.column("run_id").to_pylist(), commands, strict=True)
+                      if command not in MAINTENANCE_COMMANDS)
+        if not runs and commands:  # maintenance runs only: the lake holds what it held with none
+            return "empty"
         return hashlib.sha256("\n".join(runs).encode()).hexdigest()[:16]
 
     # -- query -------------------------------------------------------------------------------------------
@@ -437,7 +452,8 @@ class Lake:
                      else query.split(None, 1)[0].rstrip(";").upper())  # INSTALL, not DuckDB's kind (LOAD)
             raise LakeError(f"lake sql runs one read-only query (SELECT, WITH, FROM, DESCRIBE, SUMMARIZE), not"
                             f" {given}: the lake's files change only through"
-                            " `tumorboard ingest`; to export a result, use --format csv > FILE")
+                            " `tumorboard ingest` and `tumorboard lake compact`; to export a result, use --format csv"
+                            " > FILE")
         # no extension is fetched or loaded on the query's behalf (``FROM 'https://...'`` would install httpfs)
         con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
         spill = tempfile.TemporaryDirectory(prefix="tumorboard-sql-") if memory_limit else None

@@ -1,4 +1,4 @@
-"""``tumorboard lake``: query and inspect a lake."""
+"""``tumorboard lake``: query, inspect and compact a lake."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pyarrow.csv as pacsv
 import typer
 
 from apps.cli.common import console, fail, print_arrow, print_counts, print_frame
+from ingest.compact import KEEP_HOURS, Compaction, compact_lake
 from ingest.lake import Lake, LakeError
 from ingest.status import lake_status
 
@@ -21,6 +22,7 @@ LakeOption = Annotated[Path, typer.Option("--lake", help="The lake directory.")]
 def register(lake_app: typer.Typer) -> None:
     lake_app.command("sql")(sql)
     lake_app.command("status")(status)
+    lake_app.command("compact")(compact)
 
 
 def sql(
@@ -114,3 +116,62 @@ def status(lake: LakeOption) -> None:
     if report.ambiguous:
         console.print(f"{report.ambiguous} identifier value(s) belong to several FHIR patients and link no other "
                       "record; name the system in those records' patient ids as system|value")
+
+
+def compact(
+    lake: LakeOption,
+    table: Annotated[list[str] | None, typer.Option(
+        "--table", help="A table to compact (repeat for more); default: every table of the lake.")] = None,
+    keep_hours: Annotated[int, typer.Option(
+        "--keep-hours", min=0, help="Delete the files retired at least this long ago (a reader of an older table"
+                                    " version keeps its files this long; 0: at once, when nothing reads the lake)."
+                                    )] = KEEP_HOURS,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be done; change nothing.")] = False,
+) -> None:
+    """Rewrite each table's small files into few (Delta compaction), then delete the files no version within
+    --keep-hours reads (Delta vacuum); holds the lake's writer lock, and is recorded in the manifest."""
+    _require_lake(lake)
+    try:
+        report = compact_lake(Lake(lake), table or None, keep_hours=keep_hours, dry_run=dry_run)
+    except LakeError as exc:
+        raise fail(str(exc)) from None
+    _print_compaction(report)
+
+
+def _print_compaction(report: Compaction) -> None:
+    """Per table and in total: live files, files and bytes on disk before and after (a dry run: estimates)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    dry = report.dry_run
+    out = Table(title=Text(f"{'Dry run, nothing changed: estimated ' if dry else ''}compaction of {report.lake}"),
+                caption=Text("live: the current version's data files; files, bytes: all data files on disk (the "
+                             "Delta log left out)"))
+    out.add_column("table", no_wrap=True)
+    for column in ("live files", "files", "bytes"):
+        out.add_column(column, justify="right", no_wrap=True)
+    rows = [(t.table, vars(t)) for t in report.tables] + [("total", report.totals())]
+    for i, (name, n) in enumerate(rows):
+        out.add_row(Text(name), f"{n['live_before']:,} → {n['live_after']:,}",
+                    f"{n['files_before']:,} → {n['files_after']:,}",
+                    f"{_size(n['bytes_before'])} → {_size(n['bytes_after'])}", end_section=i == len(rows) - 2)
+    console.print(out)
+    total = report.totals()
+    console.print(f"{'Would rewrite' if dry else 'Rewrote'} {total['compacted']:,} small file(s) into "
+                  f"{'about ' if dry else ''}{total['written']:,}; {'would delete' if dry else 'deleted'} "
+                  f"{total['deleted']:,} file(s) ({_size(total['deleted_bytes'])}) retired at least "
+                  f"{report.keep_hours} h ago.")
+    if total["compacted"] and report.keep_hours:
+        console.print(f"The files the rewrite retire{'s' if dry else 'd'} stay for readers of the previous table "
+                      f"versions: a compact run {report.keep_hours} h or more from now deletes them.")
+
+def _size(n: int) -> str:
+    """``n`` bytes in binary units (``812 B``, ``3.4 KiB``, ``1.2 MiB``)."""
+    if n < 1024:
+        return f"{n:,} B"
+    value, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:,.1f} {unit}"

@@ -20,7 +20,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # never print local variables (patient data) in tracebacks
 )
 ingest_app = typer.Typer(help="Load FHIR, variants, images and curated tables into a lake.", no_args_is_help=True)
-lake_app = typer.Typer(help="Inspect and query a lake.", no_args_is_help=True)
+lake_app = typer.Typer(help="Inspect, query and compact a lake.", no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(lake_app, name="lake")
 

@@ -171,7 +171,43 @@ def test_a_column_name_in_brackets_is_printed_as_text(monkeypatch, tmp_path, cap
 def test_lake_commands_on_a_file_say_it_is_a_file_not_that_nothing_exists(monkeypatch, tmp_path, capsys):
     table = tmp_path / "truth.parquet"
     table.write_bytes(b"PAR1")
-    for args in (["lake", "status"], ["lake", "sql", "select 1"]):
+    for args in (["lake", "status"], ["lake", "sql", "select 1"], ["lake", "compact"]):
         assert _exit_status(monkeypatch, *args, "--lake", str(table)) == 1
         err = " ".join(capsys.readouterr().err.split())
         assert "is a file, not a lake directory" in err and "does not exist" not in err
+
+
+def test_lake_compact_prints_files_and_bytes_per_table_and_in_total(monkeypatch, tmp_path, capsys):
+    from ingest.lake import Lake
+
+    labels = tmp_path / "labels.csv"
+    lake = tmp_path / "lake"
+    for split in ("train", "test", "train"):  # three ingests: three small files per table, and superseded ones
+        labels.write_text(f"patient_id,split\np1,{split}\n")
+        assert _exit_status(monkeypatch, "ingest", "labels", str(labels), "--lake", str(lake)) == 0
+    capsys.readouterr()
+    files = {name: len(list((lake / name).glob("*.parquet"))) for name in ("labels", "manifest")}
+    assert _exit_status(monkeypatch, "lake", "compact", "--lake", str(lake), "--table", "labels", "--table",
+                        "manifest", "--dry-run", "--keep-hours", "0") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Dry run, nothing changed" in out and "Would rewrite" in out
+    assert {name: len(list((lake / name).glob("*.parquet"))) for name in ("labels", "manifest")} == files
+    assert _exit_status(monkeypatch, "lake", "compact", "--lake", str(lake), "--keep-hours", "0") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"manifest │ 3 → 1 │ {files['manifest']} → 1 │" in out and "labels │" in out and "total │" in out
+    assert "Rewrote" in out and "deleted" in out
+    assert len(list((lake / "labels").glob("*.parquet"))) == 1
+    assert Lake(lake).read("labels").column("split").to_pylist() == ["train"]
+
+
+def test_lake_compact_names_an_unknown_table_and_those_there_are(monkeypatch, tmp_path, capsys):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("patient_id,split\np1,train\n")
+    assert _exit_status(monkeypatch, "ingest", "labels", str(labels), "--lake", str(tmp_path / "lake")) == 0
+    capsys.readouterr()
+    assert _exit_status(monkeypatch, "lake", "compact", "--lake", str(tmp_path / "lake"), "--table", "lables") == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no table 'lables' in lake" in err and "its tables: labels, manifest, rejects" in err
+    assert _exit_status(monkeypatch, "lake", "compact", "--lake", str(tmp_path / "nowhere")) == 1
+    assert "does not exist" in " ".join(capsys.readouterr().err.split())
+    assert _exit_status(monkeypatch, "lake", "compact", "--lake", str(tmp_path / "lake"), "--keep-hours", "-1") == 1
