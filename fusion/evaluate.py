@@ -54,9 +54,10 @@ such deciles hold over half the patients) at the configured horizons that lie in
 resample and subgroup: ``fixed_grid`` of :func:`fusion.metrics.integrated_brier_score`); classification ``auroc``,
 ``auprc`` (macro one-vs-rest for diagnosis, over the classes with positives and negatives among the patients scored:
 all test patients, or a subgroup's; a bootstrap resample lacking one of them leaves these and ``balanced_accuracy``,
-the mean recall over the classes of the patients scored, undefined rather than averaging fewer classes),
-``accuracy``, ``balanced_accuracy``, ``ece``. Response is scored on patients with a known treatment and response,
-with the probability under their own treatment. Baselines see the inputs the model's head sees: the diagnosis
+the mean recall over the classes of the patients scored, undefined rather than averaging fewer classes;
+response's ``balanced_accuracy`` likewise on a resample without responders or non-responders), ``accuracy``,
+``balanced_accuracy``, ``ece``. Response is scored on patients with a known treatment and response, with the
+probability under their own treatment. Baselines see the inputs the model's head sees: the diagnosis
 logistic regression only the tabular features of ``tasks.diagnosis.modalities`` (none when that is the image alone),
 and ``image_logistic`` (diagnosis, when the head reads the image) a logistic regression on 16 x 16 thumbnails of the
 same images the model sees. ``late_fusion`` (when the ``only_<m>`` models are scored and at least two have the
@@ -242,14 +243,21 @@ DIAGNOSIS_METRICS = PerSample(lambda y, prob: partial(diagnosis_metric_fn, class
                                                       recall_classes=np.unique(y)))
 
 
-def binary_metric_fn(y: np.ndarray, prob: np.ndarray) -> dict[str, float]:
-    """AUROC, AUPRC, accuracy and balanced accuracy at 0.5, ECE for binary ``y`` and ``P(y = 1)``."""
+def binary_metric_fn(y: np.ndarray, prob: np.ndarray, *, recall_classes: np.ndarray | None = None
+                     ) -> dict[str, float]:
+    """AUROC, AUPRC, accuracy and balanced accuracy at 0.5, ECE for binary ``y`` and ``P(y = 1)``; balanced
+    accuracy over ``recall_classes`` (default: those in ``y``), NaN on a sample lacking one of them."""
     pred = (prob >= 0.5).astype(int)
     y = y.astype(int)
     return {"auroc": _safe(lambda: metrics.auroc(y, prob)), "auprc": _safe(lambda: metrics.auprc(y, prob)),
             "accuracy": _safe(lambda: metrics.accuracy(y, pred)),
-            "balanced_accuracy": _safe(lambda: metrics.balanced_accuracy(y, pred)),
+            "balanced_accuracy": _safe(lambda: _balanced_accuracy(y, pred, recall_classes)),
             "ece": _safe(lambda: metrics.expected_calibration_error(y, prob))}
+
+
+# response as evaluate scores it: balanced accuracy over the classes of the whole sample, as for diagnosis (a
+# resample without responders leaves it undefined instead of scoring the specificity alone)
+RESPONSE_METRICS = PerSample(lambda y, prob: partial(binary_metric_fn, recall_classes=np.unique(y.astype(int))))
 
 
 # -- the evaluation -----------------------------------------------------------------------------------------
@@ -494,8 +502,8 @@ class _Eval:
             preds["baselines"]["late_fusion"] = baselines.fit_diagnosis(late, labels, fit, rows, 2)[:, 1]
         self.response_plot = (y, preds["model"]["model"])
         result = {"n": int(rows.size), "n_positive": int(y.sum()), **self._report(
-            rows, binary_metric_fn, lambda g, n: (y, preds[g][n]), preds["baselines"])}
-        return result, self._subgroups("response", binary_metric_fn, (y, preds["model"]["model"]),
+            rows, RESPONSE_METRICS, lambda g, n: (y, preds[g][n]), preds["baselines"])}
+        return result, self._subgroups("response", RESPONSE_METRICS, (y, preds["model"]["model"]),
                                        {"n_positive": y})
 
     def _score_survival(self) -> tuple[dict, dict]:

@@ -489,3 +489,52 @@ def test_cross_validation_on_another_sites_lake_counts_its_patients_once(tmp_pat
     printed = CliRunner().invoke(app, ["evaluate", str(tmp_path / "cv"), "--lake", str(tmp_path), "--no-retrain"])
     assert printed.exit_code == 0, printed.output
     assert "lake changed" not in printed.output and "(n=30)" in " ".join(printed.output.split())
+
+
+def _response_eval(y: np.ndarray, prob: np.ndarray, n_boot: int, seed: int) -> _Eval:
+    """An evaluation of the response task alone: ``y`` and the model's ``prob`` on as many test patients, all
+    women of 75 (one subgroup of them all), no tabular features (no baseline) and no ablation."""
+    import pandas as pd
+
+    n = len(y)
+    keys = np.array([f"p{i}" for i in range(n)])
+    ev = object.__new__(_Eval)
+    targets = SimpleNamespace(response=y.astype(float), treatment=np.zeros(n, int), treatment_names=["a"])
+    ev.cohort = SimpleNamespace(patient_keys=keys, index_date=pd.DatetimeIndex(["2020-01-01"] * n, tz="UTC"),
+                                targets=targets, X=np.zeros((n, 0)))
+    ev.patients = pd.DataFrame({"sex": ["female"] * n, "birth_date": ["1945-01-01"] * n}, index=keys)
+    ev.train, ev.val, ev.test = np.array([], int), np.array([], int), np.arange(n)
+    ev.rows = {"response": np.arange(n)}
+    ev.outputs = {"model": {"model": Outputs(keys, None, None, prob[:, None], prob)}, "ablations": {}}
+    ev.val_outputs, ev.n_boot, ev.seed, ev.say = {}, n_boot, seed, lambda _: None
+    return ev
+
+
+def test_response_balanced_accuracy_is_undefined_on_resamples_without_responders():
+    """Balanced accuracy is the mean recall over the classes of the patients scored: a resample without a
+    responder leaves it undefined, as it does AUROC, rather than scoring the specificity alone (the diagnosis
+    metrics do the same). This model misses both responders (balanced accuracy 0.45); before, the 45 of 400
+    resamples without a responder scored their specificity (0.8 to 1.0) as balanced accuracy, and the interval
+    was 0.35 to 1.00 instead of 0.35 to 0.50."""
+    from fusion import metrics
+    from fusion.evaluate import RESPONSE_METRICS
+
+    y = np.array([1, 1] + [0] * 10)
+    prob = np.array([0.4, 0.3, 0.2, 0.3, 0.6, 0.1, 0.4, 0.2, 0.35, 0.45, 0.1, 0.2])
+    n_boot, seed = 400, 0
+    result, subgroups = _response_eval(y, prob, n_boot, seed)._score_response()
+    draws, gen = [], np.random.default_rng(seed)
+    for _ in range(n_boot):
+        idx = gen.integers(0, len(y), len(y))
+        if 0 < y[idx].sum() < len(y):
+            draws.append(metrics.balanced_accuracy(y[idx], (prob[idx] >= 0.5).astype(int)))
+    assert len(draws) == n_boot - 45
+    expected = tuple(np.quantile(draws, [0.025, 0.975]))
+    assert expected == pytest.approx((0.35, 0.5))
+    for scores in (result["model"], subgroups["sex_female"]["model"]):
+        ba = scores["balanced_accuracy"]
+        assert ba["value"] == pytest.approx(0.45)  # recall 0 on the responders, 0.9 on the others
+        assert (ba["ci_low"], ba["ci_high"]) == pytest.approx(expected)
+    # a subgroup (or test set) without a responder keeps its own classes: the recall of the one there
+    one_class = bootstrap(RESPONSE_METRICS, (y[2:], prob[2:]), n_boot=0, seed=0)
+    assert one_class["balanced_accuracy"]["value"] == pytest.approx(0.9)
