@@ -59,11 +59,13 @@ def observed_columns(X: np.ndarray, train: np.ndarray) -> np.ndarray:  # noqa: N
 
 
 def _step_functions(functions, times: np.ndarray) -> np.ndarray:
-    """Evaluate scikit-survival step functions at ``times``, holding the value outside their domain."""
+    """Evaluate scikit-survival survival step functions at ``times``: 1 before their first time (no event yet;
+    scikit-survival returns the value at that time there), the last value after their domain."""
+    times = np.asarray(times, dtype=np.float64)
     out = np.empty((len(functions), len(times)))
     for i, fn in enumerate(functions):
         clipped = np.clip(times, fn.domain[0], fn.domain[1])
-        out[i] = fn(clipped)
+        out[i] = np.where(times < fn.x[0], 1.0, fn(clipped))
     return np.clip(out, 0.0, 1.0)
 
 

@@ -71,3 +71,23 @@ def test_penalty_choice_survives_a_validation_split_without_comparable_pairs():
     assert coef.shape == (3,) and np.isfinite(alpha)
     prediction = fit_coxnet(x, time, event, train, val, val)
     assert np.isfinite(prediction.risk).all()
+
+
+def test_baseline_survival_is_one_before_the_first_training_time():
+    """S(t | x) = 1 before any training event: scikit-survival's step functions return their first value there,
+    S at the first training time (an event here: 0.96 for the highest-risk patient), which understated the
+    baselines' survival at times before it."""
+    from fusion.baselines import fit_cox_stack, fit_rsf
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 3))
+    time = rng.exponential(500 * np.exp(-(x[:, 0] - 0.8 * x[:, 1]))) + 10.0
+    event = rng.random(120) < 0.7
+    event[np.argmin(time)] = True  # the first training time is an event
+    train, val, test = np.arange(80), np.arange(80, 100), np.arange(100, 120)
+    first = time[train].min()
+    for fitted in (fit_coxnet(x, time, event, train, val, test), fit_rsf(x, time, event, train, test, n_estimators=20),
+                   fit_cox_stack(x, time, event, train, test)):
+        surv = fitted.survival(np.array([0.0, first / 2, first, 2 * time.max()]))
+        assert (surv[:, :2] == 1.0).all()
+        assert (surv[:, 2] < 1.0).any() and (np.diff(surv, axis=1) <= 0).all()  # then falls, held after the end
