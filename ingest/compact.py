@@ -39,7 +39,15 @@ from urllib.parse import unquote
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
-from ingest.lake import _TERMINAL_COLOUR, TARGET_FILE_BYTES, WRITER_PROPERTIES, Lake, LakeError, _damage_message
+from ingest.lake import (
+    TARGET_FILE_BYTES,
+    TERMINAL_COLOUR,
+    WRITER_PROPERTIES,
+    Lake,
+    LakeError,
+    damage_message,
+    local_path,
+)
 
 COMMAND = "lake compact"  # its manifest command (in ingest.lake.MAINTENANCE_COMMANDS)
 KEEP_HOURS = 168  # a week: Delta's default retention of retired files (delta.deletedFileRetentionDuration)
@@ -139,7 +147,7 @@ def _delta_errors(lake: Lake, name: str) -> Iterator[None]:
     try:
         yield
     except DeltaError as exc:
-        reason = " ".join(_TERMINAL_COLOUR.sub("", str(exc)).split())
+        reason = " ".join(TERMINAL_COLOUR.sub("", str(exc)).split())
         raise LakeError(f"table {name!r} of lake {lake.path} could not be compacted: {reason}") from exc
 
 
@@ -155,7 +163,7 @@ def _data_files(folder: Path, name: str) -> dict[Path, int]:
                 path = Path(root, file)
                 found[path] = path.stat().st_size
     except OSError as exc:
-        raise LakeError(_damage_message(name, exc)) from None
+        raise LakeError(damage_message(name, exc)) from None
     return found
 
 
@@ -164,16 +172,11 @@ def _live(table: DeltaTable, name: str) -> dict[Path, int]:
     live: dict[Path, int] = {}
     try:
         for uri in table.file_uris():
-            path = _local(uri)
+            path = local_path(uri)
             live[path] = path.stat().st_size
     except OSError as exc:
-        raise LakeError(_damage_message(name, exc)) from None
+        raise LakeError(damage_message(name, exc)) from None
     return live
-
-
-def _local(uri: str) -> Path:
-    """The file a deltalake path names (its ``file_uris`` percent-encode: a lake in ``my lakes/``)."""
-    return Path(os.path.realpath(unquote(uri.removeprefix("file://"))))
 
 
 def _retired(table: DeltaTable, folder: Path, keep_hours: int, on_disk: dict[Path, int]) -> set[Path]:
@@ -181,7 +184,7 @@ def _retired(table: DeltaTable, folder: Path, keep_hours: int, on_disk: dict[Pat
     vacuum deleted, as long as the log still names them)."""
     listed = table.vacuum(retention_hours=keep_hours, dry_run=True, enforce_retention_duration=False, full=True)
     folder = Path(os.path.realpath(folder))
-    return {_local(path) if path.startswith(("/", "file:")) else folder / unquote(path) for path in listed} \
+    return {local_path(path) if path.startswith(("/", "file:")) else folder / unquote(path) for path in listed} \
         & set(on_disk)
 
 

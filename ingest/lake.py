@@ -27,6 +27,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -218,6 +219,10 @@ class Lake:
         """The number of rows of table ``name`` (from the Parquet footers)."""
         with _damaged(name):
             return self.dataset(name).count_rows()
+
+    def data_files(self, name: str) -> list[Path]:
+        """The Parquet files of table ``name``'s current version (:func:`local_path` of deltalake's URIs)."""
+        return [local_path(uri) for uri in self._delta(name).file_uris()]
 
     def dataset(self, name: str):
         """A lazily scanned ``pyarrow.dataset.Dataset`` over table ``name`` (for large tables)."""
@@ -464,14 +469,14 @@ class Lake:
             for name in self.tables():
                 # DuckDB reads the table's current Parquet files itself: a pyarrow dataset would fail to filter
                 # the string_view columns that Delta merges write
-                files = self._delta(name).file_uris()
+                files = [str(path) for path in self.data_files(name)]
                 if not files:
                     con.register(name, self.read(name))
                     continue
                 try:
                     con.read_parquet(files, union_by_name=True).create_view(name)
                 except duckdb.Error as exc:
-                    raise LakeError(_damage_message(name, exc)) from None
+                    raise LakeError(damage_message(name, exc)) from None
             _confine(con, self.path)
             try:
                 reader = con.sql(query).to_arrow_reader(batch_rows)
@@ -484,11 +489,17 @@ class Lake:
                 spill.cleanup()
 
 
-_TERMINAL_COLOUR = re.compile(r"\x1b\[[0-9;]*m")  # deltalake colours its error messages
+TERMINAL_COLOUR = re.compile(r"\x1b\[[0-9;]*m")  # deltalake colours its error messages
 # Read failures that are no damage, as deltalake ("Permission denied (os error 13)") and DuckDB ("IO Error: ...:
 # Permission denied") word them: neither sets an OSError errno
 _NOT_DAMAGE = re.compile(r"permission denied|operation not permitted|too many open files|\(os error (1|13|24)\)",
                          re.IGNORECASE)
+
+
+def local_path(uri: str) -> Path:
+    """The file a deltalake URI names: deltalake percent-encodes them (``my%20lake/``), DuckDB and the file
+    system take the path as it is."""
+    return Path(os.path.realpath(unquote(uri.removeprefix("file://"))))
 
 
 @contextmanager
@@ -498,11 +509,11 @@ def _damaged(name: str) -> Iterator[None]:
     try:
         yield
     except (pa.ArrowInvalid, OSError) as exc:
-        raise LakeError(_damage_message(name, exc)) from None
+        raise LakeError(damage_message(name, exc)) from None
 
 
-def _damage_message(name: str, exc: Exception) -> str:
-    reason = " ".join(_TERMINAL_COLOUR.sub("", str(exc)).replace("\u21b3", "").split()).rstrip(".")
+def damage_message(name: str, exc: Exception) -> str:
+    reason = " ".join(TERMINAL_COLOUR.sub("", str(exc)).replace("\u21b3", "").split()).rstrip(".")
     if (isinstance(exc, OSError) and exc.errno not in (None, errno.ENOENT)) or _NOT_DAMAGE.search(reason):
         return f"lake table {name!r} cannot be read: {reason}"  # permissions, open files: no damage
     return (f"lake table {name!r} cannot be read: {reason}. A file of the lake was changed or removed outside "

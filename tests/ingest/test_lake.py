@@ -203,7 +203,7 @@ def test_a_permission_error_worded_by_deltalake_or_duckdb_is_not_called_damaged(
     (reproduced without CAP_DAC_OVERRIDE on a mode-000 Parquet file): neither is damage to restore from backup."""
     import duckdb
 
-    from ingest.lake import _damage_message
+    from ingest.lake import damage_message
 
     lake.write("fhir_resources", _resources(["a"], ["a1"], ["2020-01-01"]))
     message = ("Generic LocalFileSystem error Unable to open file /l/fhir_resources/part-1.parquet Permission denied"
@@ -215,8 +215,8 @@ def test_a_permission_error_worded_by_deltalake_or_duckdb_is_not_called_damaged(
     with pytest.raises(LakeError, match=r"cannot be read: .*\(os error 13\)$"):
         lake.read("fhir_resources")
     duck = duckdb.IOException('IO Error: Cannot open file "/l/fhir_resources/part-1.parquet": Permission denied')
-    assert _damage_message("fhir_resources", duck).endswith("Permission denied")
-    assert "backup" in _damage_message("fhir_resources", OSError("Parquet magic bytes not found in footer"))
+    assert damage_message("fhir_resources", duck).endswith("Permission denied")
+    assert "backup" in damage_message("fhir_resources", OSError("Parquet magic bytes not found in footer"))
 
 def test_lake_is_readable_without_tumorboard(lake):
     import duckdb
@@ -343,3 +343,13 @@ def test_the_writer_lock_is_reentrant_in_one_process_and_leaves_no_lake_for_a_re
     with Lake(tmp_path / "new").exclusive():
         pass  # nothing written (the input was refused): no lake folder is left behind
     assert not (tmp_path / "new").exists()
+
+
+def test_sql_reads_a_lake_whose_path_has_a_space_or_a_percent_sign(tmp_path):
+    """deltalake percent-encodes its file URIs (``my%20lake``); DuckDB was given them as they are, found no file,
+    and the lake was called damaged."""
+    lake = Lake(tmp_path / "my lake %1")
+    lake.write("labels", pa.Table.from_pylist([{"patient_id": "p1", "source": "s", "time": 3.0}],
+                                              schema=SCHEMAS["labels"]))
+    assert lake.sql("select count(*) as n from labels").column("n").to_pylist() == [1]
+    assert all(path.is_file() for path in lake.data_files("labels"))
