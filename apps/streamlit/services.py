@@ -513,6 +513,31 @@ def image_content(lake: Path, tensor_file: str, tensor_row: int) -> tuple[int, i
                                                                tensor_row))
 
 
+def slice_number(index: int) -> int:
+    """The number a viewer shows for a slice: 1 for the first. Indices (the slider's position, the attribution's
+    ``slice``) stay 0-based; only what the page says is 1-based."""
+    return int(index) + 1
+
+
+def attribution_caption(attribution: dict, informative: bool, n_slices: int) -> str:
+    """What the CT's attribution map is and which slice it is on (numbered from 1; none for a 2D image)."""
+    integrated = attribution.get("method") == "integrated_gradients"
+    method = ("Integrated gradients from the training patients' mean image" if integrated
+              else "HiResCAM (Grad-CAM with element-wise gradients)")
+    if not informative:
+        return f"{method}: the map is empty, no image region pushes the explained output up."
+    heat_slice = attribution.get("slice")
+    if n_slices <= 1 or heat_slice is None:
+        return f"{method}."
+    on = f"slice {slice_number(heat_slice)}"
+    if integrated:
+        return f"{method}, on {on}: the slice where the image raises the explained output most."
+    weights = attribution.get("slice_attention") or []
+    uniform = len(weights) > 1 and max(weights) - min(weights) < 0.05 * max(weights)
+    return f"{method} on {on}, " + ("the slice it weighs most, though it weighs all slices about equally."
+                                    if uniform else "the slice the model attends to most.")
+
+
 def image_slice(lake: Path, tensor_file: str, tensor_row: int, index: int) -> np.ndarray:
     """One (H, W) float32 slice of a stored image (the first channel of a 2D colour image)."""
     return guarded("Reading the image", lambda: _image_slice(str(lake), lake_token(str(lake)), tensor_file,

@@ -121,15 +121,21 @@ def test_patient_page(monkeypatch, app_data):
     assert len(at.get("plotly_chart")) >= 3  # contributions, CT, labs, features
     assert "positive values push the predicted risk (log-hazard) up" in texts(at)  # the run has a survival head
     (slider,) = at.slider
-    assert slider.max == 11  # the fixture stores 12-slice series
+    # the fixture stores 12-slice series, numbered 1-12 as a viewer numbers them (indices stay 0-based)
+    assert (slider.min, slider.max, slider.label) == (1, 12, "Slice (of 12)")
     attribution = sv.explanation(str(app_data.runs / "tiny"), app_data.lake, picked)["image_attribution"]
     assert slider.key == f"slice_{attribution['image_id']}"  # the series the model read
     images = sv.patient_record(app_data.lake, picked)["images"].set_index("image_id")
     image = images.loc[attribution["image_id"]]
     _, first, last = sv.image_content(app_data.lake, image["tensor_file"], int(image["tensor_row"]))
     informative = any(max(row) > 0 for row in attribution["map"])
-    assert slider.value == (attribution["slice"] if informative else (first + last) // 2)
-    at = slider.set_value(0).run()
+    assert slider.value == 1 + (attribution["slice"] if informative else (first + last) // 2)
+    assert f"Image content on slices {first + 1}-{last + 1} of 12." in texts(at)
+    if informative:
+        assert f"on slice {attribution['slice'] + 1}:" in texts(at)
+    overlays = [c for c in at.get("plotly_chart") if "attribution %{z" in c.proto.spec]
+    assert bool(overlays) == informative  # the map is drawn on the slice it was computed on
+    at = slider.set_value(1).run()  # the first slice
     at = at.radio(key="window_preset").set_value("bone").run()
     assert not at.exception
     assert "Integrated gradients from the training patients' mean image" in texts(at)
@@ -382,6 +388,19 @@ def test_ct_figure_windows_in_hounsfield_units_and_overlays_the_map():
     np.testing.assert_allclose(shown, [[0.0, 0.0], [0.5, 0.775]], atol=1e-6)  # -160..240 HU
     with_map = ct_figure(stored, stored_window=None, display="lung", heat=np.ones((1, 1)))
     assert len(with_map.data) == 2 and with_map.data[1].dx == 2.0
+
+
+def test_slices_are_numbered_from_one_where_the_page_says_them():
+    attribution = {"method": "integrated_gradients", "slice": 0, "map": [[1.0]]}
+    assert sv.slice_number(0) == 1
+    assert "on slice 1: the slice where" in sv.attribution_caption(attribution, True, 12)
+    cam = {"method": "hirescam", "slice": 11, "slice_attention": [0.1, 0.9]}
+    assert "HiResCAM (Grad-CAM with element-wise gradients) on slice 12, the slice the model attends to most." \
+        == sv.attribution_caption(cam, True, 12)
+    # a 2D image has no slice to name (the attribution's slice is None), not "on slice None"
+    assert sv.attribution_caption({**attribution, "slice": None}, True, 1) == \
+        "Integrated gradients from the training patients' mean image."
+    assert "the map is empty" in sv.attribution_caption(attribution, False, 12)
 
 
 def test_survival_figure_marks_the_observed_outcome():

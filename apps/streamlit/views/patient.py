@@ -178,29 +178,21 @@ def why_tab(explanation: dict | None, record: dict[str, pd.DataFrame], header: d
             index = 0
             if n_slices > 1:
                 default = heat_slice if informative and heat_slice is not None else (first + last) // 2
-                index = st.slider("Slice", 0, n_slices - 1, int(default), key=f"slice_{image['image_id']}")
+                # numbered from 1 as a viewer numbers them; index stays 0-based
+                number = st.slider(f"Slice (of {n_slices})", 1, n_slices, sv.slice_number(default),
+                                   key=f"slice_{image['image_id']}")
+                index = number - 1
             overlay = attribution is not None and st.checkbox("Attribution overlay", value=True,
                                                                 key="show_attribution")
-            integrated = bool(attribution) and attribution.get("method") == "integrated_gradients"
-            method = ("Integrated gradients from the training patients' mean image" if integrated
-                      else "HiResCAM (Grad-CAM with element-wise gradients)")
-            if attribution and not informative:
-                st.caption(f"{method}: the map is empty, no image region pushes the explained output up.")
-            elif integrated:
-                st.caption(f"{method}, on slice {heat_slice}: the slice where the image raises the explained"
-                           " output most.")
-            elif attribution:
-                weights = attribution.get("slice_attention") or []
-                uniform = len(weights) > 1 and max(weights) - min(weights) < 0.05 * max(weights)
-                st.caption(f"{method} on slice {heat_slice}, " + (
-                    "the slice it weighs most, though it weighs all slices about equally." if uniform
-                    else "the slice the model attends to most."))
+            if attribution:
+                st.caption(sv.attribution_caption(attribution, informative, n_slices))
             if stored_window is not None:
                 level, width = stored_window
                 st.caption(f"Stored at ingest in a {level:g}/{width:g} HU window; values outside it are "
                            "clipped.")
             if n_slices > 1:
-                st.caption(f"Image content on slices {first}-{last} of {n_slices}.")
+                st.caption(f"Image content on slices {sv.slice_number(first)}-{sv.slice_number(last)} of "
+                           f"{n_slices}.")
         with view:
             pixels = sv.image_slice(lake, image["tensor_file"], int(image["tensor_row"]), index)
             heat = attribution["map"] if overlay and (n_slices == 1 or index == heat_slice) else None
