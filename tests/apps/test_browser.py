@@ -114,6 +114,32 @@ def test_patient_page_in_a_browser(server, browser, app_data):
     page.close()
 
 
+# Text that CSS cuts off with an ellipsis (an st.metric's value or label wider than its column)
+CUT_OFF = """() => [...document.querySelectorAll("[data-testid='stMain'] *")]
+    .filter(e => getComputedStyle(e).textOverflow === "ellipsis" && e.scrollWidth > e.clientWidth + 1)
+    .map(e => e.textContent)"""
+
+
+@pytest.mark.parametrize(("width", "height"), [(1366, 768), (1920, 1080)])
+def test_the_patient_header_and_risk_tab_are_not_cut_off(server, browser, app_data, width, height):
+    """A laptop's 1366 px: the longest synthetic diagnosis, "Squamous cell carcinoma of lung", is shown whole
+    (as an st.metric in a fifth of the row it read "Squamous cell carcino…"), and so is every other value."""
+    from ingest.reader import read_conditions
+
+    conditions = read_conditions(Lake(app_data.lake))
+    key = sorted(conditions.loc[conditions["display"] == "Squamous cell carcinoma of lung (disorder)",
+                                "patient_key"])[0]
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(f"{server}/?patient={key}")
+    page.get_by_text("Risk percentile").wait_for(timeout=90_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)  # the survival chart
+    shot(page, f"patient_header_{width}")
+    heading = page.get_by_text("Diagnosis: Squamous cell carcinoma of lung", exact=True)
+    assert page.evaluate(CUT_OFF) == []
+    assert heading.is_visible()
+    page.close()
+
+
 @pytest.mark.parametrize(("path", "title", "expected"), [
     ("models", "Models", "Run used on the Patient page"),
     ("data", "Data", "Ingest runs"),

@@ -283,6 +283,20 @@ def timeline_tab(record: dict[str, pd.DataFrame], header: dict, run_dir: str | N
             st.dataframe(shown, hide_index=True, width="stretch")
 
 
+def header_summary(header: dict) -> None:
+    """The diagnosis as a heading that wraps (a metric's value is cut off with an ellipsis when its column is
+    narrower than the name, as at 1366 px), then age, sex, stage and ECOG."""
+    diagnosis = (header["diagnosis"] or "none recorded").removesuffix(" (disorder)")
+    st.subheader(f"Diagnosis: {sv.md(diagnosis)}", anchor=False,
+                 help=sv.md(header["diagnosis"]) if header["diagnosis"] else None)
+    age, sex, stage, ecog = st.columns(4)
+    age.metric("Age" + (" at diagnosis" if header["index_date"] is not None else ""),
+               "n/a" if header["age"] is None else f"{header['age']:.0f}")
+    sex.metric("Sex", header["sex"] or "n/a")
+    stage.metric("Stage", header["stage"] or "n/a")
+    ecog.metric("ECOG", "n/a" if header["ecog"] is None or pd.isna(header["ecog"]) else f"{header['ecog']:.0f}")
+
+
 def card_tab(run_dir: str | None, settings: sv.Settings) -> None:
     """The model card of the run in use."""
     if run_dir is None:
@@ -339,15 +353,7 @@ st.query_params["patient"] = st.session_state["patient"] = key
 record = widgets.or_stop(sv.patient_record, lake, key)
 header = widgets.or_stop(sv.patient_header, lake, key, run_dir)
 
-cols = st.columns([0.8, 0.9, 3, 1.3, 0.7])
-cols[0].metric("Age" + (" at diagnosis" if header["index_date"] is not None else ""),
-               "n/a" if header["age"] is None else f"{header['age']:.0f}")
-cols[1].metric("Sex", header["sex"] or "n/a")
-diagnosis = (header["diagnosis"] or "none recorded").removesuffix(" (disorder)")
-cols[2].metric("Diagnosis", diagnosis, help=sv.md(header["diagnosis"]) if header["diagnosis"] else None)
-cols[3].metric("Stage", header["stage"] or "n/a")
-ecog = header["ecog"]
-cols[4].metric("ECOG", "n/a" if ecog is None or pd.isna(ecog) else f"{ecog:.0f}")
+header_summary(header)
 present = ", ".join(sv.modality_label(m) for m in header["modalities"]) or "none"
 dates = []
 if header["index_date"] is not None:
