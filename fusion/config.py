@@ -136,6 +136,11 @@ class TargetsConfig(_Strict):
         default_factory=lambda: list(codes.TREATMENTS),
         description="treatment order; None = sorted observed treatments",
     )
+    treatment_labels: dict[str, str] = Field(
+        default_factory=lambda: dict(codes.TREATMENT_LABELS),
+        description="treatment name -> the name the app shows (e.g. egfr_tki -> EGFR TKI); a treatment without "
+                    "one is shown by its name",
+    )
 
 
 class DataConfig(_Strict):

@@ -35,6 +35,7 @@ from ingest.lake import Lake
 log = logging.getLogger("tumorboard.app")
 ENV_LAKE, ENV_RUNS = "TUMORBOARD_LAKE", "TUMORBOARD_RUNS"
 RUN_FILES = ("model.safetensors", "run.json")
+RUN_CONFIG = "config.yaml"  # fusion.run.CONFIG_FILE (not imported: fusion.run imports torch)
 RUN_COLUMNS = ["path", "name", "created_at", "modalities", "n_patients", "evaluated"]
 RUN_KEY = "run_dir"  # session_state key of the run the Patient page uses (set on the Models page)
 DAYS_PER_YEAR = 365.25
@@ -902,6 +903,31 @@ def survival_by_treatment_columns(prediction: dict, treatments: list[str]) -> di
     horizons = list(next(iter(by_treatment.values()))["at_horizons"])
     return {f"survival at {horizon_words(h)}": [by_treatment.get(t, {}).get("at_horizons", {}).get(h)
                                                 for t in treatments] for h in horizons}
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _treatment_labels(run_dir: str | None) -> dict[str, str]:
+    """The run's ``data.targets.treatment_labels`` from its config file (not the model: the Models page's card
+    need not load it), else (no run, or a config that does not load) the default config's."""
+    from fusion.config import ConfigError, load_config
+
+    path = Path(run_dir) / RUN_CONFIG if run_dir else None
+    try:
+        config = load_config(path if path is not None and path.is_file() else None)
+    except ConfigError:
+        config = load_config(None)  # the prediction section reports the broken run
+    return dict(config.data.targets.treatment_labels)
+
+
+def treatment_labels(run_dir: str | None, names: list[str] | tuple[str, ...] | set[str]) -> dict[str, str]:
+    """Treatment name -> what the pages call it: the run's ``data.targets.treatment_labels`` (``egfr_tki`` ->
+    ``EGFR TKI``), else the name itself (a curated labels file's treatment, a config without a label); two names
+    shown alike are told apart by their names in brackets. Predictions, tables' keys and the run keep the names."""
+    labels = _treatment_labels(run_dir)
+    shown = {name: labels.get(name) or name for name in names}
+    counts = pd.Series(list(shown.values()), dtype=object).value_counts()
+    return {name: label if counts[label] == 1 or label == name else f"{label} ({name})"
+            for name, label in shown.items()}
 
 
 def received_treatments(record: dict[str, pd.DataFrame], run_dir: str | None) -> set[str]:

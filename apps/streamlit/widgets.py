@@ -89,11 +89,12 @@ def model_card(run_dir: str, runs: Path | None) -> None:
     with right:
         st.markdown("**Model**")
         n_features = {m: len(f) for m, f in (meta.get("feature_names") or {}).items()}
+        treatments = sv.treatment_labels(run_dir, meta.get("treatment_names") or [])
         st.markdown(
             f"- modalities: {', '.join(meta.get('modalities', [])) or 'n/a'}"
             f" (tabular features: {', '.join(f'{m} {n}' for m, n in n_features.items()) or 'none'})\n"
             f"- diagnosis classes: {', '.join(map(sv.md, meta.get('diagnosis_classes') or [])) or 'n/a'}\n"
-            f"- candidate treatments: {', '.join(map(sv.md, meta.get('treatment_names') or [])) or 'n/a'}\n"
+            f"- candidate treatments: {', '.join(map(sv.md, treatments.values())) or 'n/a'}\n"
             f"- versions: torch {meta.get('versions', {}).get('torch', '?')}, "
             f"timm {meta.get('versions', {}).get('timm', '?')}")
     if metrics is None:

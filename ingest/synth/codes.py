@@ -70,6 +70,8 @@ RECIST = {  # category -> (NCIt code, display)
 }
 
 TREATMENTS = ("chemo", "egfr_tki", "immunotherapy")
+# What a clinician calls each treatment class (the names above are keys of configs, runs and predictions)
+TREATMENT_LABELS = {"chemo": "chemotherapy", "egfr_tki": "EGFR TKI", "immunotherapy": "immunotherapy"}
 DRUGS = {  # RxNorm ingredient -> display
     "40048": "carboplatin",
     "68446": "pemetrexed",

@@ -48,6 +48,10 @@ def texts(at: AppTest) -> str:
     return "\n".join(str(p) for p in parts)
 
 
+# The tiny run's treatments (the default config's keys) as the pages name them (data.targets.treatment_labels)
+READABLE = {"chemo": "chemotherapy", "egfr_tki": "EGFR TKI", "immunotherapy": "immunotherapy"}
+
+
 def diagnosis_heading(at: AppTest):
     """The Patient page's diagnosis heading (a subheader that wraps, not a metric cut off at 1366 px)."""
     return next(h for h in at.subheader if h.value.startswith("Diagnosis: "))
@@ -106,13 +110,17 @@ def test_patient_page(monkeypatch, app_data):
     shown = next(k for k, v in responders.items() if v is not None)  # the fixture has treated, assessed patients
     at = at.selectbox(key="patient_picker").set_value(shown).run()
     outcome = "responded (complete or partial response)" if responders[shown]["responded"] else "did not respond"
-    assert f"Observed in the record: {outcome}" in texts(at) and responders[shown]["treatment"] in texts(at)
+    said = READABLE[responders[shown]["treatment"]]  # not the config's key (egfr_tki)
+    assert f"Observed in the record: {outcome}" in texts(at) and f"to {said}." in texts(at)
     at = at.selectbox(key="patient_picker").set_value(picked).run()
-    assert len(at.get("plotly_chart")) == 1  # response
+    (chart,) = at.get("plotly_chart")  # response
+    assert all(name in chart.proto.spec for name in READABLE.values()) and "egfr_tki" not in chart.proto.spec
     at = at.radio(key="treatment_view").set_value("Table").run()
     assert not at.exception
     table = next(d.value for d in at.dataframe if "probability of response" in d.value.columns)
     assert len(table) >= 2 and table["probability of response"].between(0, 100).all()  # percent
+    assert set(table["treatment"]) == set(READABLE.values())
+    assert "egfr_tki" not in texts(at)
     for probability, interval in zip(table["probability of response"], table["95% interval"], strict=True):
         low, high = (float(v) for v in interval.rstrip("%").split("-"))
         assert low - 0.5 <= probability <= high + 0.5  # whole percents
@@ -121,7 +129,8 @@ def test_patient_page(monkeypatch, app_data):
     assert survival and table[survival].stack().between(0, 100).all()
     recorded = sv.explanation(str(app_data.runs / "tiny"), app_data.lake, picked)["survival_treatment"]
     at = open_tab(at, "Risk")
-    caption = f"Predicted under the treatment on record: {recorded}" if recorded else "No treatment on record"
+    caption = f"Predicted under the treatment on record: {READABLE[recorded]}" if recorded else \
+        "No treatment on record"
     assert caption in texts(at)
 
     at = open_tab(at, "Why")
@@ -163,6 +172,7 @@ def test_patient_page(monkeypatch, app_data):
     assert len(at.get("plotly_chart")) == 1 and not at.exception
     at = open_tab(at, "Model card")
     assert "Intended use." in texts(at) and not at.exception
+    assert "candidate treatments: chemotherapy, EGFR TKI, immunotherapy" in texts(at)
 
 
 def test_patient_without_modalities(monkeypatch, app_data):
@@ -395,6 +405,21 @@ def test_ct_figure_windows_in_hounsfield_units_and_overlays_the_map():
     np.testing.assert_allclose(shown, [[0.0, 0.0], [0.5, 0.775]], atol=1e-6)  # -160..240 HU
     with_map = ct_figure(stored, stored_window=None, display="lung", heat=np.ones((1, 1)))
     assert len(with_map.data) == 2 and with_map.data[1].dx == 2.0
+
+
+def test_treatment_labels_name_treatments_as_a_clinician_does(tmp_path):
+    """The run's data.targets.treatment_labels where a treatment has one, else its name (the only identity of a
+    curated labels file's treatment); two treatments labelled alike keep their names to tell them apart."""
+    from fusion.config import dump_config, load_config
+
+    assert sv.treatment_labels(None, ["egfr_tki", "chemo", "Carboplatin+Pemetrexed"]) == {
+        "egfr_tki": "EGFR TKI", "chemo": "chemotherapy", "Carboplatin+Pemetrexed": "Carboplatin+Pemetrexed"}
+    run = tmp_path / "run"
+    run.mkdir()
+    config = load_config(None, ["data.targets.treatment_labels={a: platinum doublet, b: platinum doublet}"])
+    (run / "config.yaml").write_text(dump_config(config))
+    assert sv.treatment_labels(str(run), ["a", "b", "egfr_tki"]) == {
+        "a": "platinum doublet (a)", "b": "platinum doublet (b)", "egfr_tki": "egfr_tki"}
 
 
 def test_slices_are_numbered_from_one_where_the_page_says_them():

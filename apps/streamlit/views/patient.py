@@ -22,6 +22,11 @@ def _trained_on(split: str | None) -> str:
     return " The model was trained on this outcome." if split == "train" else ""
 
 
+def treatment_label(run_dir: str | None, name: str) -> str:
+    """What the page calls the treatment ``name`` (:func:`services.treatment_labels`)."""
+    return sv.treatment_labels(run_dir, [name])[name]
+
+
 def risk_tab(prediction: dict | None, lake: Path, run_dir: str | None, runs: Path | None, key: str,
              split: str | None) -> None:
     """Predicted survival against the cohort's Kaplan-Meier curve and the patient's observed outcome, and
@@ -57,8 +62,9 @@ def risk_tab(prediction: dict | None, lake: Path, run_dir: str | None, runs: Pat
                 if value is not None and low is not None and high is not None:
                     st.caption(f"95% interval {low:.0%}-{high:.0%}")
             if "survival_treatment" in prediction:
-                st.caption(f"Predicted under the treatment on record: {sv.md(prediction['survival_treatment'])}"
-                           if prediction["survival_treatment"] else
+                treatment = prediction["survival_treatment"]
+                st.caption(f"Predicted under the treatment on record: {sv.md(treatment_label(run_dir, treatment))}"
+                           if treatment else
                            "No treatment on record: predicted without a treatment's response term "
                            "(see Treatment for each candidate).")
             if prediction.get("risk_percentile") is not None:
@@ -95,18 +101,22 @@ def treatment_tab(prediction: dict | None, record: dict[str, pd.DataFrame], run_
         if chance:
             st.info(chance)
         received = sv.received_treatments(record, run_dir)
+        labels = sv.treatment_labels(run_dir, [*response, *received])  # the prediction keeps the run's names
+        intervals = prediction.get("response_interval") or {}
         view = st.radio("Show", ["Chart", "Table"], key="treatment_view", horizontal=True)
         if view == "Chart":
-            figure = figures.probability_bars(response, title="Predicted probability of objective response",
-                                             highlight_max=False, intervals=prediction.get("response_interval"))
+            figure = figures.probability_bars({labels[t]: p for t, p in response.items()},
+                                             title="Predicted probability of objective response",
+                                             highlight_max=False,
+                                             intervals={labels[t]: b for t, b in intervals.items() if t in labels}
+                                             or None)
             st.plotly_chart(figure, key="response_chart")
         else:
-            table = pd.DataFrame({"treatment": list(response),
+            table = pd.DataFrame({"treatment": [labels[t] for t in response],
                                   "probability of response": [100 * v for v in response.values()]})
-            intervals = prediction.get("response_interval") or {}
             if intervals:
-                table["95% interval"] = [charts.percent_range(intervals.get(t)) for t in table["treatment"]]
-            table["received"] = table["treatment"].isin(received)
+                table["95% interval"] = [charts.percent_range(intervals.get(t)) for t in response]
+            table["received"] = [t in received for t in response]
             survival_columns = sv.survival_by_treatment_columns(prediction, list(response))
             for column, values in survival_columns.items():
                 table[column] = [None if v is None else 100 * v for v in values]
@@ -120,7 +130,7 @@ def treatment_tab(prediction: dict | None, record: dict[str, pd.DataFrame], run_
         if prediction.get("response_interval_method"):
             st.caption(f"95% intervals: {prediction['response_interval_method']}; they show the model's own "
                        "uncertainty, not how often such estimates are right.")
-        st.caption(f"Treatment on record: {', '.join(sv.md(t) for t in sorted(received))}." if received else
+        st.caption(f"Treatment on record: {', '.join(sorted(sv.md(labels[t]) for t in received))}." if received else
                    "No treatment on record: no medication order of the patient is one of these treatments.")
         try:
             observed = sv.observed_response(lake, run_dir, key)
@@ -130,7 +140,8 @@ def treatment_tab(prediction: dict | None, record: dict[str, pd.DataFrame], run_
             if observed:
                 outcome = ("responded (complete or partial response)" if observed["responded"] else
                            "did not respond (stable or progressive disease)")
-                st.caption(f"Observed in the record: {outcome} to {sv.md(observed['treatment'])}."
+                st.caption(f"Observed in the record: {outcome} to "
+                           f"{sv.md(treatment_label(run_dir, observed['treatment']))}."
                            f"{_trained_on(split)}")
             elif received:
                 st.caption("No response on record: no treatment after the diagnosis with a response assessment "
@@ -141,7 +152,8 @@ def treatment_tab(prediction: dict | None, record: dict[str, pd.DataFrame], run_
         st.info("No treatment-response estimates without a model.")
 
 
-def why_tab(explanation: dict | None, record: dict[str, pd.DataFrame], header: dict, lake: Path) -> None:
+def why_tab(explanation: dict | None, record: dict[str, pd.DataFrame], header: dict, lake: Path,
+            run_dir: str | None) -> None:
     """Modality contributions, the CT with its attribution map, variants, lab trends and top features."""
     contributions = (explanation or {}).get("modality_contributions")
     if contributions and sum(bool(c.get("present")) for c in contributions.values()) > 1:
@@ -242,12 +254,15 @@ def why_tab(explanation: dict | None, record: dict[str, pd.DataFrame], header: d
     features = (explanation or {}).get("top_features")
     if features:
         target = explanation.get("explanation_target") or ""
+        kind, _, name = target.partition(":")
         what = ("the predicted risk (log-hazard)" if target == "log_risk" else
-                f"the predicted diagnosis ({target.partition(':')[2]})" if target.startswith("diagnosis") else
-                f"the predicted response to {target.partition(':')[2]}" if target.startswith("response") else
-                "the explained output")
-        st.plotly_chart(figures.attributions_figure(features, title=f"What drives {what}"), key="features_chart")
-        st.caption(f"Integrated gradients: positive values push {what} up, negative values down.")
+                "the predicted diagnosis ({name})" if kind == "diagnosis" else
+                "the predicted response to {name}" if kind == "response" else "the explained output")
+        name = treatment_label(run_dir, name) if kind == "response" else name
+        st.plotly_chart(figures.attributions_figure(features, title=f"What drives {what.format(name=name)}"),
+                        key="features_chart")
+        st.caption(f"Integrated gradients: positive values push {what.format(name=sv.md(name))} up, negative "
+                   "values down.")
     else:
         st.caption("No feature attributions (no model, or no tabular data for this patient).")
 
@@ -391,7 +406,8 @@ if prediction and prediction.get("missing_modalities"):
 
 TABS = {"Risk": lambda: risk_tab(prediction, lake, run_dir, settings.runs, key, split),
         "Treatment": lambda: treatment_tab(prediction, record, run_dir, settings.runs, lake, key, split),
-        "Why": lambda: why_tab(explained(run_dir, lake, key) if prediction else None, record, header, lake),
+        "Why": lambda: why_tab(explained(run_dir, lake, key) if prediction else None, record, header, lake,
+                               run_dir),
         "Timeline": lambda: timeline_tab(record, header, run_dir),
         "Model card": lambda: card_tab(run_dir, settings)}
 # Only the open tab renders (st.tabs with on_change="rerun"): a first visit pays for the Risk tab only.
