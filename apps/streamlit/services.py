@@ -514,6 +514,12 @@ def image_content(lake: Path, tensor_file: str, tensor_row: int) -> tuple[int, i
                                                                tensor_row))
 
 
+def window_words(level: float, width: float) -> str:
+    """A CT window in words, ``level -600 HU, width 1500 HU``: "-600/1500" leaves the reader to guess which is
+    which (radiologists write width first as often as level first)."""
+    return f"level {level:g} HU, width {width:g} HU"
+
+
 def slice_number(index: int) -> int:
     """The number a viewer shows for a slice: 1 for the first. Indices (the slider's position, the attribution's
     ``slice``) stay 0-based; only what the page says is 1-based."""

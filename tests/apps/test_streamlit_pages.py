@@ -152,6 +152,9 @@ def test_patient_page(monkeypatch, app_data):
     overlays = [c for c in at.get("plotly_chart") if "attribution %{z" in c.proto.spec]
     assert bool(overlays) == informative  # the map is drawn on the slice it was computed on
     at = slider.set_value(1).run()  # the first slice
+    stored = sv.image_window(app_data.lake, attribution["image_id"])
+    assert f"Stored at ingest in a window of level {stored[0]:g} HU, width {stored[1]:g} HU;" in texts(at)
+    assert "lung: level -600 HU, width 1500 HU" in at.radio(key="window_preset").help
     at = at.radio(key="window_preset").set_value("bone").run()
     assert not at.exception
     assert "Integrated gradients from the training patients' mean image" in texts(at)

@@ -185,8 +185,9 @@ def why_tab(explanation: dict | None, record: dict[str, pd.DataFrame], header: d
         stored_window = sv.image_window(lake, image["image_id"])
         controls, view = st.columns([1, 3])
         with controls:
-            preset = st.radio("Window", list(charts.WINDOWS), key="window_preset",
-                              disabled=stored_window is None)
+            preset = st.radio("Window", list(charts.WINDOWS), key="window_preset", disabled=stored_window is None,
+                              help="; ".join(f"{name}: {sv.window_words(*window)}"
+                                             for name, window in charts.WINDOWS.items()))
             index = 0
             if n_slices > 1:
                 default = heat_slice if informative and heat_slice is not None else (first + last) // 2
@@ -200,8 +201,8 @@ def why_tab(explanation: dict | None, record: dict[str, pd.DataFrame], header: d
                 st.caption(sv.attribution_caption(attribution, informative, n_slices))
             if stored_window is not None:
                 level, width = stored_window
-                st.caption(f"Stored at ingest in a {level:g}/{width:g} HU window; values outside it are "
-                           "clipped.")
+                st.caption(f"Stored at ingest in a window of {sv.window_words(level, width)}; values outside it "
+                           "are clipped.")
             if n_slices > 1:
                 st.caption(f"Image content on slices {sv.slice_number(first)}-{sv.slice_number(last)} of "
                            f"{n_slices}.")
