@@ -29,7 +29,9 @@ RESPONDER_WORDS = frozenset({"CR", "PR", "COMPLETE RESPONSE", "PARTIAL RESPONSE"
 NON_RESPONDER_WORDS = frozenset({"SD", "PD", "STABLE DISEASE", "PROGRESSIVE DISEASE", "SD/PD", "NON-RESPONDER",
                                  "NONRESPONDER", "NON RESPONDER", "NO RESPONSE", "NO", "N", "FALSE", "NDB",
                                  "NO DURABLE BENEFIT", "NO CLINICAL BENEFIT"})
-NOT_ASSESSED_WORDS = frozenset({"NE", "NOT EVALUABLE", "NOT EVALUATED", "INEVALUABLE", "UNKNOWN", "NOT ASSESSED"})
+# X: not evaluable in skcm_dfci_2015's DURABLE_CLINICAL_BENEFIT (CR / PR / SD / PD / X)
+NOT_ASSESSED_WORDS = frozenset({"NE", "NOT EVALUABLE", "NOT EVALUATED", "INEVALUABLE", "UNKNOWN", "NOT ASSESSED",
+                                "X"})
 # attributes that name the cancer type: never features when one of them is the diagnosis label
 DIAGNOSIS_ATTRIBUTES = frozenset({"CANCER_TYPE", "CANCER_TYPE_DETAILED", "ONCOTREE_CODE", "TUMOR_TYPE"})
 _EVENT_WORDS = {"DECEASED", "DEAD", "RECURRED/PROGRESSED", "RECURRED", "PROGRESSED", "PROGRESSION",
@@ -131,24 +133,36 @@ def response_values(values: dict[str, str], attribute: str, responders: Iterable
 
     By default a value is read case-insensitively by :data:`RESPONDER_WORDS` and :data:`NON_RESPONDER_WORDS`
     (RECIST CR / PR vs SD / PD, yes / no, ``1:Yes`` / ``0:No``); with ``responders`` those values respond and
-    every other value does not. Either way a value of :data:`NOT_ASSESSED_WORDS` is missing.
+    every other value does not (a coded value ``1:Yes`` is one of ``yes`` too). Either way a value of
+    :data:`NOT_ASSESSED_WORDS` is missing.
+
+    Raises:
+        StudyError: no value of the attribute is one of ``responders`` (every patient would be a non-responder:
+            a typo, or the study spells its values otherwise).
     """
+    responders = list(responders) if responders is not None else None
     chosen = {value.strip().upper() for value in responders} if responders is not None else None
     read: dict[str, str] = {}
     unread: dict[str, int] = {}
     for pid, value in values.items():
         word = value.strip().upper()
-        head, sep, _ = word.partition(":")
+        head, sep, tail = word.partition(":")
         if word in NOT_ASSESSED_WORDS:
             continue
         if chosen is not None:
-            read[pid] = "1" if word in chosen else "0"
+            read[pid] = "1" if word in chosen or (sep and tail.strip() in chosen) else "0"
         elif sep and head.strip() in ("0", "1"):
             read[pid] = head.strip()
         elif word in RESPONDER_WORDS or word in NON_RESPONDER_WORDS:
             read[pid] = "1" if word in RESPONDER_WORDS else "0"
         else:
             unread[value] = unread.get(value, 0) + 1
+    if chosen is not None and read and "1" not in read.values():
+        found = sorted(set(values.values()), key=str.upper)
+        raise StudyError(f"--responders {', '.join(map(repr, responders))}: no patient's {attribute} is one of them"
+                         f" (its values: {', '.join(map(repr, found[:20]))}{', ...' if len(found) > 20 else ''});"
+                         " name the values that mean a response as the study writes them (letter case is"
+                         " ignored)")
     return read, unread
 
 

@@ -89,6 +89,9 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     if treatment is not None and treatment_name is not None:
         raise StudyError("pass either --treatment (an attribute naming each patient's treatment) or"
                          " --treatment-name (the one treatment of every patient), not both")
+    if responders is not None and response is None:
+        raise StudyError("--responders names values of the --response attribute; pass --response with the"
+                         " attribute holding each patient's response (e.g. BEST_OVERALL_RESPONSE)")
     diagnosed = patient_values(patients, samples, diagnosis, "--diagnosis")
     treated = patient_values(patients, samples, treatment, "--treatment")
     if treatment_name is not None:

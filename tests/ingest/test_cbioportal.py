@@ -603,3 +603,34 @@ def test_response_options_that_cannot_be_read_change_nothing(tmp_path, lake):
                                       "--treatment", "DRUG_TYPE"])
     assert result.exit_code == 2, result.output  # the study's bad copy-number and expression cells
     assert "cbioportal: response" in result.output and "did not respond" in result.output
+
+
+def test_responders_match_coded_values_and_not_evaluable_stays_unknown():
+    """``--responders yes`` on a ``1:Yes`` / ``0:No`` attribute (cBioPortal's coded form) means the ``1:Yes``
+    patients, not no one; ``X`` (skcm_dfci_2015's not evaluable) is unknown, not a non-response."""
+    from ingest.cbioportal.clinical import response_values
+
+    values = {"P1": "1:Yes", "P2": "0:No", "P3": "X", "P4": "NE"}
+    assert response_values(values, "DURABLE_CLINICAL_BENEFIT", ["yes"]) == ({"P1": "1", "P2": "0"}, {})
+    assert response_values(values, "DURABLE_CLINICAL_BENEFIT", ["1:Yes"]) == ({"P1": "1", "P2": "0"}, {})
+    assert response_values(values, "DURABLE_CLINICAL_BENEFIT") == ({"P1": "1", "P2": "0"}, {})
+    recist = {"P1": "CR", "P2": "PR", "P3": "SD", "P4": "PD", "P5": "X"}
+    assert response_values(recist, "DURABLE_CLINICAL_BENEFIT", ["CR", "PR"]) == (
+        {"P1": "1", "P2": "1", "P3": "0", "P4": "0"}, {})
+
+
+def test_responders_that_match_no_value_or_without_response_change_nothing(tmp_path, lake):
+    """A --responders value that no patient has (a typo, or the study spells it otherwise) would make every
+    patient a non-responder; --responders without --response would load no response at all: both are errors
+    that name the fix, and the lake is unchanged."""
+    study = _immunotherapy_study(tmp_path / "study")
+    with pytest.raises(StudyError, match=r"--responders 'Complete', 'Partial': no patient's "
+                                         r"BEST_OVERALL_RESPONSE is one of them \(its values: .*'CR'"):
+        ingest_cbioportal(lake, study, response="BEST_OVERALL_RESPONSE",
+                          responders=["Complete", "Partial"])
+    with pytest.raises(StudyError, match="--responders names values of the --response attribute"):
+        ingest_cbioportal(lake, study, responders=["CR"])
+    assert not lake.has("labels")
+    # one value that some patient has is enough (a study without complete responses)
+    counts = ingest_cbioportal(lake, study, response="BEST_OVERALL_RESPONSE", responders=["PR", "Complete Response"])
+    assert counts["response"]["responded"] == 1
