@@ -29,7 +29,9 @@ rebuilds the same columns for new patients.
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -894,9 +896,12 @@ def _indices(values: pd.Series, names: list[str], what: str, key: str, lenient: 
     """Index of each value in ``names`` (-1: none); a value not in ``names`` is an error unless ``lenient``."""
     unknown = sorted(set(values.dropna()) - set(names))
     if unknown and not lenient:
-        shown = ", ".join(sorted(set(names) | set(unknown)))
+        # each value a quoted YAML string (a comma, a colon or a number stays one value of its own), the whole
+        # override quoted for the shell (an apostrophe in a value)
+        shown = ", ".join(json.dumps(str(v), ensure_ascii=False) for v in sorted(set(names) | set(unknown)))
         raise CohortError(f"{what} value(s) {unknown} are not in {key} {names}; list them there (e.g. --set "
-                          f"'{key}=[{shown}]'), or set it to null to take the values found in the lake")
+                          f"{shlex.quote(f'{key}=[{shown}]')}), or set it to null to take the values found in the"
+                          " lake")
     lookup = {n: i for i, n in enumerate(names)}
     return np.array([lookup.get(v, -1) if isinstance(v, str) else -1 for v in values], dtype=np.int64)
 

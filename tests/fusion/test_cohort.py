@@ -510,3 +510,19 @@ def test_top_k_columns_are_chosen_on_training_patients_only():
     assert not any("9999-9" in name for name in cohort.feature_names)
     everyone = assemble_cohort(frames_of(rows), CONFIG, assign=False)  # no split: every patient counts
     assert any("9999-9" in name for name in everyone.feature_names)
+
+
+def test_the_suggested_set_for_labels_outside_the_classes_lists_them_as_they_are():
+    """The error's ``--set`` gives back the values, whatever they hold: a comma (GDC's "Adenocarcinoma, NOS")
+    would split one value into two in a bare YAML list, and an apostrophe would end the shell's quotes."""
+    import shlex
+
+    from fusion.cohort import _indices
+
+    values = pd.Series(["Adenocarcinoma, NOS", "Hodgkin's lymphoma", "1", None])
+    with pytest.raises(CohortError) as caught:
+        _indices(values, ["Squamous cell carcinoma, NOS"], "diagnosis", "data.targets.diagnosis_classes")
+    command = str(caught.value).split("e.g. --set ", 1)[1].split("), or set it to null", 1)[0]
+    [override] = shlex.split(command)
+    classes = apply_overrides(load_config(), [override]).data.targets.diagnosis_classes
+    assert sorted(classes) == sorted(["Adenocarcinoma, NOS", "Hodgkin's lymphoma", "1", "Squamous cell carcinoma, NOS"])
