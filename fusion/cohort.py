@@ -826,7 +826,9 @@ def compute_targets(frames: LakeFrames, keys: np.ndarray, index: pd.Series, inde
     diagnosis = labels["diagnosis"].where(labels["diagnosis"].notna(), diagnosis)
     classes = cfg.diagnosis_classes or sorted(diagnosis.dropna().unique().tolist())
     treatments = labels["treatment"].where(labels["treatment"].notna(), fhir_treatments)
-    names = cfg.treatments or sorted(set(cfg.treatment_map.values()) | set(treatments.dropna()))
+    # None: the treatments of the lake's patients (curated, else FHIR's by treatment_map), not every treatment of
+    # the map: a treatment no patient had would get a response head nothing trained
+    names = cfg.treatments or sorted(set(treatments.dropna()))
     label_response = labels["response"].map({True: 1.0, False: 0.0}).astype(np.float64)
     other_treatment = labels["treatment"].notna() & labels["treatment"].ne(fhir_treatments)
     response = response.where(~other_treatment, np.nan)  # FHIR's response was to another treatment

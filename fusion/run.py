@@ -266,6 +266,20 @@ class LoadedRun:
     reference_image: torch.Tensor | None = None
 
 
+def _trained_targets(config: RunConfig, meta: dict) -> RunConfig:
+    """``config`` with the diagnosis classes and treatments the run was trained on where it leaves them to the lake
+    (``null``: the values found there), so that another lake, or this one after a new ingest, is read over the
+    model's own classes and treatments, in their order, rather than over the values it holds now."""
+    targets = config.data.targets
+    trained = {name: list(meta[key]) for name, key in (("diagnosis_classes", "diagnosis_classes"),
+                                                        ("treatments", "treatment_names"))
+               if getattr(targets, name) is None and meta.get(key)}
+    if not trained:
+        return config
+    data = config.data.model_copy(update={"targets": targets.model_copy(update=trained)})
+    return config.model_copy(update={"data": data})
+
+
 def load_run(run_dir: str | Path) -> LoadedRun:
     """Load a run written by :func:`fusion.train.train` (weights through safetensors) onto the CPU, where
     evaluation and prediction run, whichever device trained it."""
@@ -290,6 +304,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     lacking = [key for key in RUN_META_KEYS if key not in meta]
     if lacking:
         raise RunError(f"{run_dir / META_FILE} lacks {', '.join(lacking)}{damaged}")
+    config = _trained_targets(config, meta)
     model = build_model(config, meta["spec"])
     try:
         missing_keys, unexpected = load_model(model, str(run_dir / MODEL_FILE), strict=False)

@@ -178,3 +178,39 @@ def test_predict_names_a_patient_without_data_for_the_run(tmp_path):
     ingest_labels(Lake(lake), tmp_path / "new.csv")
     with pytest.raises(PredictError, match="no data for any of the run's modalities"):
         predict_patient(run, Lake(lake), "p999")
+
+
+def test_a_run_trained_with_treatments_null_keeps_its_treatments_on_another_lake(tmp_path):
+    """``data.targets.treatments: null`` (the values found in the lake, as a cBioPortal study's drug classes are)
+    is resolved once, at training: its treatments are those of the lake's patients, not the FHIR treatment map's
+    as well, and a lake of new patients (another site, another drug among them) is read with the run's
+    treatments. Re-deriving them from that lake shifted every index: a chemo patient's response was explained
+    (and scored) as another treatment's."""
+    from fusion.evaluate import evaluate_run
+
+    rng = np.random.default_rng(4)
+    n = 40
+    treatment = rng.choice(["chemo", "io"], n).astype(object)
+    lake = curated_lake(tmp_path / "site_a", n=n, labels={"treatment": treatment, "response": rng.integers(0, 2, n)})
+    overrides = ("tasks.survival.enabled=false", "tasks.response.enabled=true", "split.stratify=none",
+                 "data.targets.treatments=null")
+    run = load_run(_train(lake, tmp_path / "run", *overrides))
+    assert run.meta["treatment_names"] == ["chemo", "io"]  # no treatment of the FHIR map that no patient had
+    site_b = tmp_path / "site_b"  # new patients (q...), one of them treated with a drug site A never gave
+    site_b.mkdir()
+    ids = [f"q{i}" for i in range(6)]
+    pd.DataFrame({"patient_id": ids, "age": [50, 60, 70, 55, 65, 75], "marker": [0.1, -0.2, 0.3, 0.0, 1.0, -1.0],
+                  "grade": ["G1", "G2", "G3", "G1", "G2", "G3"]}).to_csv(site_b / "features.csv", index=False)
+    pd.DataFrame({"patient_id": ids, "index_date": "2020-01-01",
+                  "treatment": ["carboplatin", "chemo", "io", "chemo", "io", "chemo"],
+                  "response": [0, 1, 0, 0, 1, 1]}).to_csv(site_b / "labels.csv", index=False)
+    other = Lake(site_b / "lake")
+    ingest_features(other, site_b / "features.csv", modality="clinical")
+    ingest_labels(other, site_b / "labels.csv")
+    torch.set_num_threads(1)
+    result = predict_patient(run, other, "q1")
+    assert set(result["response"]) == {"chemo", "io"}
+    assert result["explanation_target"] == "response_logit:chemo"
+    metrics = evaluate_run(run.run_dir, other.path, retrain_ablations=False, n_boot=0, out_dir=tmp_path / "eval")
+    assert metrics["external_validation"]
+    assert metrics["tasks"]["response"]["n"] == 5  # carboplatin's patient: a treatment the model has no head for
