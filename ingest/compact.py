@@ -199,7 +199,8 @@ def _plan(lake: Lake, name: str, keep_hours: int, target_size: int) -> TableComp
     """What :func:`_compact` would do to table ``name``, nothing changed (the rewrite is taken to write about as
     many bytes as it reads)."""
     folder = lake.table_path(name)
-    table = lake._delta(name)
+    with _delta_errors(lake, name):  # a damaged log: when the table is opened
+        table = lake._delta(name)
     on_disk, live = _data_files(folder, name), _live(table, name)
     small = _small(live, target_size)
     written = math.ceil(sum(small.values()) / target_size) if small else 0
@@ -215,7 +216,8 @@ def _compact(lake: Lake, name: str, keep_hours: int, target_size: int) -> TableC
     """Compact, then vacuum, table ``name`` (each a Delta commit or none: a table with nothing to do gets no new
     version)."""
     folder = lake.table_path(name)
-    table = lake._delta(name)
+    with _delta_errors(lake, name):  # a damaged log: when the table is opened
+        table = lake._delta(name)
     before, live_before = _data_files(folder, name), _live(table, name)
     compacted = 0
     with _delta_errors(lake, name):
@@ -226,7 +228,8 @@ def _compact(lake: Lake, name: str, keep_hours: int, target_size: int) -> TableC
         # deltalake's vacuum commits (twice) even when it deletes nothing: ask first, so an idle lake stays as it is
         if _retired(table, folder, keep_hours, _data_files(folder, name)):
             table.vacuum(retention_hours=keep_hours, dry_run=False, enforce_retention_duration=False, full=True)
-    after, live_after = _data_files(folder, name), _live(lake._delta(name), name)
+        table = lake._delta(name)
+    after, live_after = _data_files(folder, name), _live(table, name)
     gone = set(before) - set(after)
     return TableCompaction(name, len(live_before), len(live_after), len(before), len(after),
                            sum(before.values()), sum(after.values()), compacted, len(set(after) - set(before)),

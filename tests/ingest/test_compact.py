@@ -187,3 +187,13 @@ def test_the_manifest_hash_of_a_lake_never_compacted_is_unchanged(lake):
     compact_lake(lake)
     compact_lake(lake, keep_hours=0)
     assert lake.manifest_hash() == state and lake.count_rows("manifest") == 4
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_table_whose_log_cannot_be_read_is_named_in_a_lake_error(lake, dry_run):
+    """A Delta log damaged outside tumorboard: a LakeError naming the table (the command's one-line error), not
+    deltalake's own exception (a traceback)."""
+    _fed(lake)
+    (lake.table_path("fhir_resources") / "_delta_log" / "00000000000000000000.json").write_text("garbage{")
+    with pytest.raises(LakeError, match="table 'fhir_resources' of lake .* could not be compacted: .*Json error"):
+        compact_lake(lake, keep_hours=0, dry_run=dry_run)
