@@ -96,8 +96,9 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     treated = patient_values(patients, samples, treatment, "--treatment")
     if treatment_name is not None:
         treated = {pid: treatment_name for pid in patients.frame["PATIENT_ID"].dropna()}
-    responses, unread = None, {}
+    responses, unread, disagree = None, {}, {}
     if response is not None:
+        disagree = _disagreeing(patients, samples, response)
         responses, unread = response_values(patient_values(patients, samples, response, "--response"), response,
                                             responders)
     labels = label_rows(patients, status, months, diagnosed, treated, responses)
@@ -175,6 +176,11 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
                      f" but TMB was computed over the default panel's {panel.panel_size_mb:g} Mb; pass --gene-panel"
                      " with the panel's genes and panel_size_mb (the clinical_sample modality has cBioPortal's own"
                      " TMB_NONSYNONYMOUS where the study gives it)")
+    if disagree:
+        shown = "; ".join(f"{pid}: {', '.join(map(repr, values))}" for pid, values in list(disagree.items())[:5])
+        notes.append(f"{response}: {len(disagree)} patient(s) whose samples disagree have no response ({shown}"
+                     f"{'; ...' if len(disagree) > 5 else ''}); a response is the patient's: correct the sample"
+                     " file, or move the attribute to the patient file")
     if unread:
         notes.append(f"{response}: values read as neither a response nor its absence, so those patients' response"
                      " is unknown: " + ", ".join(f"{value[:40]!r} ({n} patient(s))" for value, n in sorted(
@@ -183,6 +189,16 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     if notes:
         counts["notes"] = notes
     return counts
+
+
+def _disagreeing(patients: StudyTable, samples: StudyTable | None, attribute: str) -> dict[str, list[str]]:
+    """``patient -> its samples' values`` of a sample ``attribute`` (one the patient file lacks) for the patients
+    whose samples disagree (they get no value: :func:`~ingest.cbioportal.clinical.patient_values`)."""
+    if attribute in patients.frame or samples is None or attribute not in samples.frame:
+        return {}
+    values = samples.frame[["PATIENT_ID", attribute]].dropna().drop_duplicates()
+    return {pid: sorted(group[attribute]) for pid, group in values.groupby("PATIENT_ID", sort=False)
+            if len(group) > 1}
 
 
 def _declared_text(table: StudyTable) -> set[str]:

@@ -634,3 +634,21 @@ def test_responders_that_match_no_value_or_without_response_change_nothing(tmp_p
     # one value that some patient has is enough (a study without complete responses)
     counts = ingest_cbioportal(lake, study, response="BEST_OVERALL_RESPONSE", responders=["PR", "Complete Response"])
     assert counts["response"]["responded"] == 1
+
+
+def test_a_sample_response_that_a_patients_samples_disagree_on_is_said(tmp_path, lake):
+    """A response attribute of the sample file: a patient whose two samples disagree (PR, SD) gets none, and the
+    note says so (the counts alone left the patient out without a word)."""
+    folder = _study(tmp_path / "study")
+    sample = folder / "data_clinical_sample.txt"
+    rows = [line.split("\t") for line in sample.read_text(encoding="utf-8").splitlines()]
+    given = {"P1-01": "PR", "P1-02": "SD"}
+    _write(sample, [rows[0] + ["#Response"], rows[1] + ["BEST_OVERALL_RESPONSE"],
+                    *[row + [given.get(row[1], "CR" if int(row[0][1:]) % 2 else "PD")] for row in rows[2:]]])
+    counts = ingest_cbioportal(lake, folder, response="BEST_OVERALL_RESPONSE")
+    assert counts["response"] == {"responded": 5, "did not respond": 6, "value not read": 0}
+    assert lake.read("labels").to_pandas().set_index("patient_id")["response"]["P1"] is None
+    [note] = [n for n in counts["notes"] if n.startswith("BEST_OVERALL_RESPONSE")]
+    assert note == ("BEST_OVERALL_RESPONSE: 1 patient(s) whose samples disagree have no response (P1: 'PR', 'SD');"
+                    " a response is the patient's: correct the sample file, or move the attribute to the patient"
+                    " file")
