@@ -177,10 +177,10 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
                      " with the panel's genes and panel_size_mb (the clinical_sample modality has cBioPortal's own"
                      " TMB_NONSYNONYMOUS where the study gives it)")
     if disagree:
-        shown = "; ".join(f"{pid}: {', '.join(map(repr, values))}" for pid, values in list(disagree.items())[:5])
-        notes.append(f"{response}: {len(disagree)} patient(s) whose samples disagree have no response ({shown}"
-                     f"{'; ...' if len(disagree) > 5 else ''}); a response is the patient's: correct the sample"
-                     " file, or move the attribute to the patient file")
+        shown = "; ".join(", ".join(map(str, lines)) for lines in list(disagree.values())[:5])
+        notes.append(f"{response}: {len(disagree)} patient(s) whose samples disagree have no response ("
+                     f"{files.sample.name} lines {shown}{'; ...' if len(disagree) > 5 else ''}); a response is the"
+                     " patient's: correct the sample file, or move the attribute to the patient file")
     if unread:
         notes.append(f"{response}: values read as neither a response nor its absence, so those patients' response"
                      " is unknown: " + ", ".join(f"{value[:40]!r} ({n} patient(s))" for value, n in sorted(
@@ -191,14 +191,15 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     return counts
 
 
-def _disagreeing(patients: StudyTable, samples: StudyTable | None, attribute: str) -> dict[str, list[str]]:
-    """``patient -> its samples' values`` of a sample ``attribute`` (one the patient file lacks) for the patients
-    whose samples disagree (they get no value: :func:`~ingest.cbioportal.clinical.patient_values`)."""
+def _disagreeing(patients: StudyTable, samples: StudyTable | None, attribute: str) -> dict[str, list[int]]:
+    """``patient -> the sample file's line numbers`` of its samples' values of a sample ``attribute`` (one the
+    patient file lacks), for the patients whose samples disagree (they get no value:
+    :func:`~ingest.cbioportal.clinical.patient_values`). Line numbers, not ids: a note names no patient."""
     if attribute in patients.frame or samples is None or attribute not in samples.frame:
         return {}
-    values = samples.frame[["PATIENT_ID", attribute]].dropna().drop_duplicates()
-    return {pid: sorted(group[attribute]) for pid, group in values.groupby("PATIENT_ID", sort=False)
-            if len(group) > 1}
+    values = samples.frame[["PATIENT_ID", attribute]].dropna()
+    return {pid: sorted(group.index) for pid, group in values.groupby("PATIENT_ID", sort=False)
+            if group[attribute].nunique() > 1}
 
 
 def _declared_text(table: StudyTable) -> set[str]:

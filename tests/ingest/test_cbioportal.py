@@ -649,6 +649,7 @@ def test_a_sample_response_that_a_patients_samples_disagree_on_is_said(tmp_path,
     assert counts["response"] == {"responded": 5, "did not respond": 6, "value not read": 0}
     assert lake.read("labels").to_pandas().set_index("patient_id")["response"]["P1"] is None
     [note] = [n for n in counts["notes"] if n.startswith("BEST_OVERALL_RESPONSE")]
-    assert note == ("BEST_OVERALL_RESPONSE: 1 patient(s) whose samples disagree have no response (P1: 'PR', 'SD');"
-                    " a response is the patient's: correct the sample file, or move the attribute to the patient"
-                    " file")
+    # the sample file's lines, not the patient's id (a note names no patient)
+    assert note == ("BEST_OVERALL_RESPONSE: 1 patient(s) whose samples disagree have no response "
+                    "(data_clinical_sample.txt lines 3, 15); a response is the patient's: correct the sample file, or"
+                    " move the attribute to the patient file")
