@@ -21,6 +21,7 @@ FOLLOW_UP_ATTRIBUTES = frozenset({
 RESPONSE_ATTRIBUTES = frozenset({
     "DURABLE_CLINICAL_BENEFIT", "CLINICAL_BENEFIT", "BEST_OVERALL_RESPONSE", "BEST_RESPONSE", "BEST_RECIST",
     "BEST_RECIST_RESPONSE", "RECIST_RESPONSE", "OBJECTIVE_RESPONSE", "TREATMENT_RESPONSE", "RESPONSE", "RESPONDER",
+    "TREATMENT_BEST_RESPONSE",  # TCGA's (GDC) best response to the first course
 })
 # response values (upper case): objective response (RECIST CR / PR) or the study's benefit yes / no; values that
 # say the response was not assessed are missing, not a non-response

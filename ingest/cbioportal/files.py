@@ -69,7 +69,10 @@ def find_study_files(folder: Path) -> StudyFiles:
         elif kind[0] == "MUTATION_EXTENDED":
             files.mutations.append(data)
         elif kind in (("COPY_NUMBER_ALTERATION", "DISCRETE"), ("COPY_NUMBER_ALTERATION", "DISCRETE_LONG")):
-            files.cna = data
+            if files.cna is None:  # the first by meta file name; another (the same calls in the other form) unread
+                files.cna = data
+            else:
+                files.unread[data] = " ".join(kind)
         elif kind[0] == "MRNA_EXPRESSION":
             profiles[data] = " ".join(kind)
             rank = _expression_rank(name, meta.get("stable_id", ""), kind[1])

@@ -176,6 +176,10 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
                      f" but TMB was computed over the default panel's {panel.panel_size_mb:g} Mb; pass --gene-panel"
                      " with the panel's genes and panel_size_mb (the clinical_sample modality has cBioPortal's own"
                      " TMB_NONSYNONYMOUS where the study gives it)")
+    if responses is not None and treated is None:
+        notes.append(f"{response}: the responses were loaded without a treatment, and the response task predicts"
+                     " the response to a treatment: add --treatment ATTRIBUTE (or --treatment-name NAME for a"
+                     " single-treatment study), else training leaves these responses out")
     if disagree:
         shown = "; ".join(", ".join(map(str, lines)) for lines in list(disagree.values())[:5])
         notes.append(f"{response}: {len(disagree)} patient(s) whose samples disagree have no response ("

@@ -648,8 +648,34 @@ def test_a_sample_response_that_a_patients_samples_disagree_on_is_said(tmp_path,
     counts = ingest_cbioportal(lake, folder, response="BEST_OVERALL_RESPONSE")
     assert counts["response"] == {"responded": 5, "did not respond": 6, "value not read": 0}
     assert lake.read("labels").to_pandas().set_index("patient_id")["response"]["P1"] is None
-    [note] = [n for n in counts["notes"] if n.startswith("BEST_OVERALL_RESPONSE")]
+    [note] = [n for n in counts["notes"] if n.startswith("BEST_OVERALL_RESPONSE") and "disagree" in n]
     # the sample file's lines, not the patient's id (a note names no patient)
     assert note == ("BEST_OVERALL_RESPONSE: 1 patient(s) whose samples disagree have no response "
                     "(data_clinical_sample.txt lines 3, 15); a response is the patient's: correct the sample file, or"
                     " move the attribute to the patient file")
+
+
+def test_responses_without_a_treatment_are_said_at_ingest(tmp_path, lake):
+    """The response task predicts the response to a treatment: responses loaded without one are left out by
+    training, so the ingest says how to give it."""
+    counts = ingest_cbioportal(lake, _immunotherapy_study(tmp_path / "study"), response="BEST_OVERALL_RESPONSE")
+    assert any(note.startswith("BEST_OVERALL_RESPONSE: the responses were loaded without a treatment")
+               and "--treatment-name" in note for note in counts["notes"])
+    lake2 = type(lake)(tmp_path / "lake2")
+    counts = ingest_cbioportal(lake2, tmp_path / "study", response="BEST_OVERALL_RESPONSE", treatment="DRUG_TYPE")
+    assert not any("without a treatment" in note for note in counts["notes"])
+
+
+def test_a_study_with_the_matrix_and_the_long_form_reads_one_and_names_the_other(tmp_path, lake):
+    folder = _study(tmp_path / "study")
+    _write(folder / "data_cna_long.txt", [["Hugo_Symbol", "Sample_Id", "Value"], ["EGFR", "P1-01", 2]])
+    (folder / "meta_cna_long.txt").write_text(
+        "cancer_study_identifier: test_study\ngenetic_alteration_type: COPY_NUMBER_ALTERATION\n"
+        "datatype: DISCRETE_LONG\ndata_filename: data_cna_long.txt\n", encoding="utf-8")
+    found = find_study_files(folder)
+    assert found.cna == folder / "data_cna.txt"  # meta_cna.txt before meta_cna_long.txt
+    assert found.unread[folder / "data_cna_long.txt"] == "COPY_NUMBER_ALTERATION DISCRETE_LONG"
+    counts = ingest_cbioportal(lake, folder)
+    assert any("data_cna_long.txt (COPY_NUMBER_ALTERATION DISCRETE_LONG)" in note for note in counts["notes"])
+    cna = _features(lake, "cna").set_index(["patient_id", "feature"])["value"]
+    assert cna[("P1", "EGFR")] == 0  # the matrix's call, not the long file's 2
