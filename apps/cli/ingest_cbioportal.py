@@ -50,6 +50,13 @@ def cbioportal(
     treatment_name: Annotated[str | None, typer.Option(
         "--treatment-name", help="The one treatment every patient of the study received, e.g."
                                  " pembrolizumab (instead of --treatment).")] = None,
+    treatment_timeline: Annotated[str | None, typer.Option(
+        "--treatment-timeline", help="Column of the study's timeline TREATMENT events (data_timeline_treatment.txt"
+                                     " or data_timeline.txt) naming each patient's treatment: AGENT, SUBTYPE or"
+                                     " TREATMENT_TYPE. The first treatment starting on or after day 0 is the"
+                                     " patient's (earlier ones are prior therapy); several started that day are"
+                                     " one combination, e.g. Carboplatin+Pemetrexed (instead of --treatment).")
+    ] = None,
 ) -> None:
     """Load a cBioPortal study: survival (and, with --response, treatment response) labels, clinical features,
     mutations, copy number and expression.
@@ -64,7 +71,8 @@ def cbioportal(
                                        exclude=exclude or (), gene_panel=gene_panel,
                                        expression_genes=expression_genes, response=response,
                                        responders=responders.split(",") if responders else None,
-                                       treatment=treatment, treatment_name=treatment_name, progress=update)
+                                       treatment=treatment, treatment_name=treatment_name,
+                                       treatment_timeline=treatment_timeline, progress=update)
     except (FileNotFoundError, ValueError, LakeError, SchemaError, OSError) as exc:
         raise fail(str(exc)) from None
     excluded, notes = counts.pop("excluded"), counts.pop("notes", [])

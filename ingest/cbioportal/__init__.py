@@ -5,8 +5,8 @@ A study folder holds tab-separated data files, each described by a ``meta_*.txt`
 file names (``data_clinical_patient.txt``, ``data_clinical_sample.txt``, one ``data_mutations*.txt``: not the
 uncalled ones, ``data_mutations.txt`` else ``data_mutations_extended.txt`` before the others, which are
 named in a note; ``data_cna.txt`` or ``data_CNA.txt``, ``data_mrna*.txt`` and the older ``data_RNA_Seq*`` /
-``data_expression*``; :mod:`~ingest.cbioportal.files` chooses among expression profiles). Clinical files start
-with ``#`` lines (display names, descriptions, data types, priorities) before the header of attribute ids.
+``data_expression*``, ``data_timeline*.txt``; :mod:`~ingest.cbioportal.files` chooses among expression
+profiles). Clinical files start with ``#`` lines (display names, descriptions, data types, priorities) before the header of attribute ids.
 Where meta files name several clinical files of one level (the datahub's ``data_clinical_supp_*.txt``), the
 main one (``data_clinical_patient.txt`` / ``data_clinical_sample.txt``) is loaded and the others are named in a
 note. :func:`ingest_cbioportal` loads, through the lake's own doors (:mod:`ingest.tables`,
@@ -19,7 +19,9 @@ note. :func:`ingest_cbioportal` loads, through the lake's own doors (:mod:`inges
   carry no calendar dates: survival times count from each patient's own day 0 (usually the diagnosis), which
   tumorboard places on that one date; optionally ``response`` (a patient or sample attribute such as
   ``BEST_OVERALL_RESPONSE``, read by :func:`~ingest.cbioportal.clinical.response_values`) and ``treatment``
-  (an attribute such as ``DRUG_TYPE``, or one name for every patient), the response task's target and input;
+  (an attribute such as ``DRUG_TYPE``, one name for every patient, or a column of the study's timeline
+  ``TREATMENT`` events: ``AGENT``, ``SUBTYPE``, ``TREATMENT_TYPE`` at each patient's first treatment from day 0,
+  :func:`~ingest.cbioportal.timeline.first_treatments`), the response task's target and input;
 - **clinical features** (modality ``clinical``): the other patient attributes, except outcomes (every
   ``X_STATUS``/``X_MONTHS`` pair and the follow-up attributes of :mod:`~ingest.cbioportal.clinical`: they are
   known only after day 0 and would leak the target), treatment responses (the ``RESPONSE_ATTRIBUTES`` of
@@ -41,7 +43,8 @@ Rejects name the study's own file and line (the line number counts the ``#`` lin
 
 One job a module: :mod:`~ingest.cbioportal.tsv` reads the tab-separated files, :mod:`~ingest.cbioportal.files`
 finds them, :mod:`~ingest.cbioportal.clinical` turns the clinical files into labels and features,
-:mod:`~ingest.cbioportal.matrices` the copy-number and expression matrices into features, and
+:mod:`~ingest.cbioportal.matrices` the copy-number and expression matrices into features,
+:mod:`~ingest.cbioportal.timeline` the timeline's treatment events into treatment labels, and
 :mod:`~ingest.cbioportal.pipeline` reads them all before writing anything.
 """
 

@@ -23,11 +23,14 @@ class StudyFiles:
     supplementary: list[Path] = field(default_factory=list)  # other clinical files (not loaded)
     other_mutations: list[Path] = field(default_factory=list)  # the same calls annotated again (not loaded)
     unread: dict[Path, str] = field(default_factory=dict)  # other data files its meta files name -> their kind
+    # timeline files (meta datatype TIMELINE, else data_timeline*.txt): read only for --treatment-timeline, so
+    # those with a meta file are in unread too
+    timelines: list[Path] = field(default_factory=list)
 
 
 def find_study_files(folder: Path) -> StudyFiles:
-    """The clinical, mutation, discrete copy-number (matrix or long form), expression and gene-panel files of the
-    study in ``folder`` (by its meta files, else by the usual names).
+    """The clinical, mutation, discrete copy-number (matrix or long form), expression, gene-panel and timeline files
+    of the study in ``folder`` (by its meta files, else by the usual names).
 
     Raises:
         StudyError: ``folder`` is not a folder, or a meta file names a data file that is not there.
@@ -50,7 +53,8 @@ def find_study_files(folder: Path) -> StudyFiles:
         return StudyFiles(_first(folder, "data_clinical_patient.txt"), _first(folder, "data_clinical_sample.txt"),
                           mutations[:1], _cna_by_name(folder), chosen,
                           "" if chosen is None else "Z-SCORE" if "zscores" in chosen.name.lower() else "CONTINUOUS",
-                          _first(folder, "data_gene_panel_matrix.txt"), other_mutations=mutations[1:])
+                          _first(folder, "data_gene_panel_matrix.txt"), other_mutations=mutations[1:],
+                          timelines=sorted(p for p in folder.glob("data_timeline*.txt") if p.is_file()))
     files = StudyFiles(None, None)
     best: tuple[int, str] | None = None  # the expression profile chosen so far: (rank, file name)
     profiles: dict[Path, str] = {}  # every expression profile -> its kind
@@ -78,6 +82,9 @@ def find_study_files(folder: Path) -> StudyFiles:
             rank = _expression_rank(name, meta.get("stable_id", ""), kind[1])
             if rank is not None and (best is None or (rank, name) < best):
                 files.expression, files.expression_kind, best = data, kind[1], (rank, name)
+        elif kind == ("CLINICAL", "TIMELINE"):
+            files.timelines.append(data)
+            files.unread[data] = " ".join(kind)
         elif kind[0] == "GENE_PANEL_MATRIX":
             files.panel_matrix = data
         elif kind[0] != "CANCER_TYPE":  # a cancer type's description: no patient data

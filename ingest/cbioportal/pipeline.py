@@ -17,6 +17,7 @@ from ingest.cbioportal.clinical import (
 )
 from ingest.cbioportal.files import find_study_files
 from ingest.cbioportal.matrices import cna_rows, expression_rows, linear_levels
+from ingest.cbioportal.timeline import first_treatments
 from ingest.cbioportal.tsv import StudyError, StudyTable, read_study_table
 from ingest.lake import Lake, one_writer
 from ingest.tables import prepare_features, prepare_labels, write_prepared
@@ -29,7 +30,8 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
                       exclude: Iterable[str] = (), gene_panel: GenePanel | str | Path | None = None,
                       expression_genes: int = 500, response: str | None = None,
                       responders: Iterable[str] | None = None, treatment: str | None = None,
-                      treatment_name: str | None = None, progress: Callable[[int, int], None] | None = None
+                      treatment_name: str | None = None, treatment_timeline: str | None = None,
+                      progress: Callable[[int, int], None] | None = None
                       ) -> dict[str, dict]:
     """Load the cBioPortal study in ``folder`` (see :mod:`ingest.cbioportal`): labels for ``endpoint``, clinical
     features without outcomes, identifiers and ``exclude``, mutations, copy number, and the expression of the
@@ -40,18 +42,24 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     attribute holding it (e.g. ``BEST_OVERALL_RESPONSE``, ``DURABLE_CLINICAL_BENEFIT``), read as
     :func:`~ingest.cbioportal.clinical.response_values` reads it (``responders``: the values that mean a
     response); ``treatment`` the attribute naming each patient's treatment (e.g. ``DRUG_TYPE``), or
-    ``treatment_name`` the one treatment of every patient of a single-treatment study. Both attributes are left
-    out of the clinical features.
+    ``treatment_name`` the one treatment of every patient of a single-treatment study, or ``treatment_timeline``
+    the column (``AGENT``, ``SUBTYPE``, ``TREATMENT_TYPE``) of the study's timeline ``TREATMENT`` events whose
+    value at each patient's first treatment from day 0 is its treatment
+    (:func:`~ingest.cbioportal.timeline.first_treatments`: treatments before day 0 are prior therapy; several
+    started that day are one combination, ``Carboplatin+Pemetrexed``). Both attributes are left out of the
+    clinical features.
 
     Returns:
-        Counts per part (``labels``, ``response``, ``clinical``, ``clinical_sample``, ``mutations``, ``cna``,
+        Counts per part (``labels``, ``response``, ``treatment`` (with ``treatment_timeline``: patients treated
+        from day 0, only before it, ...), ``clinical``, ``clinical_sample``, ``mutations``, ``cna``,
         ``expression``; a part the study lacks is absent), ``excluded``: per clinical modality, the attributes
         left out, each with why, and ``notes`` when there is something to say (a targeted-panel study's TMB over
-        the default panel, response values read as neither).
+        the default panel, response values read as neither, the timeline files read for treatments).
 
     Raises:
-        StudyError: no patient file, it lacks the endpoint's columns, or a label attribute is in neither clinical
-            file (the lake is unchanged).
+        StudyError: no patient file, it lacks the endpoint's columns, a label attribute is in neither clinical
+            file, more than one treatment option, or no timeline file has TREATMENT events with the
+            ``treatment_timeline`` column (the lake is unchanged).
         VariantInputError: no mutation could be read from the study's mutation file (the lake is unchanged).
         TableFileError: the labels or a feature table have no row to load (the lake is unchanged).
     """
@@ -86,9 +94,12 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
         if progress is not None:
             progress(done, total)
 
-    if treatment is not None and treatment_name is not None:
-        raise StudyError("pass either --treatment (an attribute naming each patient's treatment) or"
-                         " --treatment-name (the one treatment of every patient), not both")
+    given = [option for option, value in (("--treatment", treatment), ("--treatment-name", treatment_name),
+                                          ("--treatment-timeline", treatment_timeline)) if value is not None]
+    if len(given) > 1:
+        raise StudyError(f"{' and '.join(given)}: pass one of --treatment (an attribute naming each patient's"
+                         " treatment), --treatment-name (the one treatment of every patient) or --treatment-timeline"
+                         " (a column of the study's timeline treatment events, e.g. AGENT), not several")
     if responders is not None and response is None:
         raise StudyError("--responders names values of the --response attribute; pass --response with the"
                          " attribute holding each patient's response (e.g. BEST_OVERALL_RESPONSE)")
@@ -96,12 +107,17 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     treated = patient_values(patients, samples, treatment, "--treatment")
     if treatment_name is not None:
         treated = {pid: treatment_name for pid in patients.frame["PATIENT_ID"].dropna()}
+    timeline = first_treatments(files.timelines, treatment_timeline) if treatment_timeline is not None else None
+    if timeline is not None:
+        treated = timeline.treatments
     responses, unread, disagree = None, {}, {}
     if response is not None:
         disagree = _disagreeing(patients, samples, response)
         responses, unread = response_values(patient_values(patients, samples, response, "--response"), response,
                                             responders)
     labels = label_rows(patients, status, months, diagnosed, treated, responses)
+    if timeline is not None:
+        labels.rejects.extend(timeline.rejects)  # written (and counted) with the labels' own
     label_attributes = {**({response: "the response label"} if response else {}),
                         **({treatment: "the treatment label (given after day 0)"} if treatment else {})}
     clinical, excluded = feature_rows(patients, set(exclude), diagnosis, label_attributes)
@@ -148,6 +164,14 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
         counts["response"] = {"responded": sum(v == "1" for v in responses.values()),
                               "did not respond": sum(v == "0" for v in responses.values()),
                               "value not read": sum(unread.values())}
+    if timeline is not None:
+        known = set(patients.frame["PATIENT_ID"].dropna())
+        counts["treatment"] = {
+            "from the timeline": len(known & timeline.treatments.keys()),
+            "only treated before day 0": len(known & timeline.prior_only),
+            f"first treatment without {treatment_timeline}": len(known & timeline.no_value),
+            "no treatment event": len(known - timeline.treatments.keys() - timeline.prior_only - timeline.no_value),
+            "lines rejected": len(timeline.rejects)}
     counts["excluded"] = {"clinical": excluded}
     step()
     if per_sample is not None:
@@ -165,9 +189,15 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
             step()
     notes = [f"{', '.join(p.name for p in files.supplementary)}: supplementary clinical file(s) of the study,"
              " not loaded (only the main patient and sample files are)"] if files.supplementary else []
-    if files.unread:
+    read_timelines = set(timeline.files) if timeline is not None else set()
+    unread_files = {path: kind for path, kind in files.unread.items() if path not in read_timelines}
+    if unread_files:
         notes.append("not loaded (tumorboard reads clinical, mutation, discrete copy-number and one expression"
-                     " file): " + ", ".join(f"{p.name} ({kind})" for p, kind in sorted(files.unread.items())))
+                     " file, and with --treatment-timeline the timeline files of treatment events): "
+                     + ", ".join(f"{p.name} ({kind})" for p, kind in sorted(unread_files.items())))
+    if timeline is not None:
+        notes.append(f"--treatment-timeline {treatment_timeline}: each patient's first treatment from day 0 read"
+                     f" from {', '.join(p.name for p in timeline.files)}")
     if files.other_mutations:
         notes.append(f"{', '.join(p.name for p in files.other_mutations)}: the same mutation calls annotated again,"
                      f" not loaded ({files.mutations[0].name} was)")

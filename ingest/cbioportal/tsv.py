@@ -93,8 +93,11 @@ def read_study_table(path: Path, *, required: Iterable[str] = (), only: tuple[st
         width = len(data.header)
         keep_at = data.header.index(only[0]) if only is not None else None
         for number, line in data.lines():
-            if keep_at is not None and line.split("\t", keep_at + 1)[keep_at].strip() not in only[1]:
-                continue
+            if keep_at is not None:
+                cells = line.split("\t", keep_at + 1)
+                # a line too short to have the column is kept: its field count makes it a reject
+                if len(cells) > keep_at and cells[keep_at].strip() not in only[1]:
+                    continue
             values = fields(line, width)
             if len(values) != width:
                 rejects.append({"source": str(path), "location": f"line {number}", "raw": line,

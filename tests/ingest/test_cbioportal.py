@@ -595,7 +595,7 @@ def test_response_options_that_cannot_be_read_change_nothing(tmp_path, lake):
     study = _immunotherapy_study(tmp_path / "study")
     with pytest.raises(StudyError, match="--response NOPE is neither a patient nor a sample attribute"):
         ingest_cbioportal(lake, study, response="NOPE")
-    with pytest.raises(StudyError, match="either --treatment .* or --treatment-name"):
+    with pytest.raises(StudyError, match="--treatment and --treatment-name: pass one of --treatment"):
         ingest_cbioportal(lake, study, treatment="DRUG_TYPE", treatment_name="pembrolizumab")
     assert not lake.has("labels")
     result = CliRunner().invoke(app, ["ingest", "cbioportal", str(study), "--lake", str(tmp_path / "cli"),
@@ -679,3 +679,123 @@ def test_a_study_with_the_matrix_and_the_long_form_reads_one_and_names_the_other
     assert any("data_cna_long.txt (COPY_NUMBER_ALTERATION DISCRETE_LONG)" in note for note in counts["notes"])
     cna = _features(lake, "cna").set_index(["patient_id", "feature"])["value"]
     assert cna[("P1", "EGFR")] == 0  # the matrix's call, not the long file's 2
+
+
+_TIMELINE_HEADER = ["PATIENT_ID", "START_DATE", "STOP_DATE", "EVENT_TYPE", "TREATMENT_TYPE", "SUBTYPE", "AGENT"]
+_TREATMENTS = [  # line 2 on (line 1 is the header)
+    ["P1", -30, -1, "TREATMENT", "Medical Therapy", "Chemotherapy", "Cisplatin"],  # prior therapy
+    ["P1", 10, 200, "TREATMENT", "Medical Therapy", "Immunotherapy", "Pembrolizumab"],
+    ["P2", 40, "", "TREATMENT", "Medical Therapy", "Immunotherapy", "Pembrolizumab"],
+    ["P2", 0, 90, "TREATMENT", "Medical Therapy", "Chemotherapy", "Pemetrexed"],  # two agents on one day
+    ["P2", 0, 90, "TREATMENT", "Medical Therapy", "Chemotherapy", "Carboplatin"],
+    ["P3", -100, -20, "TREATMENT", "Medical Therapy", "Chemotherapy", "Docetaxel"],  # only before day 0
+    ["P5", "abc", "", "TREATMENT", "Medical Therapy", "Chemotherapy", "Gemcitabine"],  # line 8: rejected
+    ["", 5, "", "TREATMENT", "Medical Therapy", "Chemotherapy", "Gemcitabine"],  # line 9: no patient, rejected
+    ["P6", 5, 60, "TREATMENT", "Medical Therapy", "Immunotherapy", "Nivolumab"],
+    ["P6", 5, 60, "TREATMENT", "Medical Therapy", "Immunotherapy", "Ipilimumab"],
+    ["P7", 3, "", "TREATMENT", "Medical Therapy", "Targeted Therapy", "Osimertinib"],
+    ["P8", 0, 30, "TREATMENT", "Radiation Therapy", "", ""],  # the first treatment has no agent
+    ["P8", 20, 80, "TREATMENT", "Medical Therapy", "Chemotherapy", "Paclitaxel"],
+]
+
+
+def _treatments(lake):
+    """patient -> the labels' treatment (None where missing)."""
+    treatment = lake.read("labels").to_pandas().set_index("patient_id")["treatment"]
+    return {pid: None if pd.isna(value) else value for pid, value in treatment.items()}
+
+
+def _timeline_study(folder, *, with_meta=True):
+    """The immunotherapy study with the datahub's timeline files: with meta files, one file of treatment events
+    (data_timeline_treatment.txt) and one of surgeries; without, the older single data_timeline.txt of several
+    event types. P4 has only a surgery; P9-P12 no event."""
+    _immunotherapy_study(folder)
+    surgery = [["P4", 2, "", "SURGERY", "", "", ""], ["P1", 1, "", "SURGERY", "", "", ""]]
+    if with_meta:
+        _write(folder / "data_timeline_treatment.txt", [_TIMELINE_HEADER, *_TREATMENTS])
+        _write(folder / "data_timeline_surgery.txt", [_TIMELINE_HEADER[:4], *[row[:4] for row in surgery]])
+        for name in ("treatment", "surgery"):
+            (folder / f"meta_timeline_{name}.txt").write_text(
+                "cancer_study_identifier: test_study\ngenetic_alteration_type: CLINICAL\ndatatype: TIMELINE\n"
+                f"data_filename: data_timeline_{name}.txt\n", encoding="utf-8")
+    else:
+        for meta in folder.glob("meta_*.txt"):
+            meta.unlink()
+        _write(folder / "data_timeline.txt", [_TIMELINE_HEADER, *_TREATMENTS, *surgery])
+    return folder
+
+
+@pytest.mark.parametrize("with_meta", [True, False])
+def test_treatments_from_the_timeline_are_each_patients_first_from_day_0(tmp_path, lake, with_meta):
+    """--treatment-timeline AGENT: the first TREATMENT event on or after day 0 names the treatment (earlier ones
+    are prior therapy), agents started the same day are one combination in sorted order, and a patient without
+    a treatment event, or only treated before day 0, has none; bad lines are rejects with file and line."""
+    study = _timeline_study(tmp_path / "study", with_meta=with_meta)
+    counts = ingest_cbioportal(lake, study, response="BEST_OVERALL_RESPONSE", treatment_timeline="AGENT")
+    labels = lake.read("labels").to_pandas().set_index("patient_id")
+    assert _treatments(lake) == {
+        "P1": "Pembrolizumab", "P2": "Carboplatin+Pemetrexed", "P3": None, "P4": None, "P5": None,
+        "P6": "Ipilimumab+Nivolumab", "P7": "Osimertinib", "P8": None, "P9": None, "P10": None, "P11": None,
+        "P12": None}
+    assert labels.loc["P2", "response"] is True  # the response labels are the same as without a timeline
+    assert counts["treatment"] == {"from the timeline": 4, "only treated before day 0": 1,
+                                   "first treatment without AGENT": 1, "no treatment event": 6, "lines rejected": 2}
+    timeline = "data_timeline_treatment.txt" if with_meta else "data_timeline.txt"
+    rejects = lake.read("rejects").to_pandas()
+    bad = rejects[rejects["source"].str.endswith(timeline)].set_index("location")["reason"].to_dict()
+    assert bad == {"line 8": "START_DATE is not a whole number of days from day 0; the treatment event was not read",
+                   "line 9": "PATIENT_ID is empty; the treatment event was not read"}
+    assert counts["labels"]["rejected"] == 2
+    assert f"--treatment-timeline AGENT: each patient's first treatment from day 0 read from {timeline}" in (
+        counts["notes"])
+    assert not any("without a treatment" in note for note in counts["notes"])
+    # the file read for treatments is no longer "not loaded"; the surgeries' file still is
+    [unread] = [note for note in counts["notes"] if note.startswith("not loaded")] or [""]
+    assert "data_timeline_treatment.txt" not in unread
+    assert ("data_timeline_surgery.txt (CLINICAL TIMELINE)" in unread) == with_meta
+
+
+def test_treatments_from_the_timeline_by_subtype_or_treatment_type_are_classes(tmp_path, lake):
+    """SUBTYPE gives treatment classes: a same-day combination of one class is that class; TREATMENT_TYPE names the
+    radiation that AGENT leaves empty."""
+    study = _timeline_study(tmp_path / "study")
+    ingest_cbioportal(lake, study, treatment_timeline="SUBTYPE")
+    treatment = _treatments(lake)
+    assert [treatment[p] for p in ("P1", "P2", "P6", "P7")] == ["Immunotherapy", "Chemotherapy", "Immunotherapy",
+                                                                 "Targeted Therapy"]
+    assert treatment["P8"] is None and treatment["P3"] is None
+    lake2 = type(lake)(tmp_path / "lake2")
+    counts = ingest_cbioportal(lake2, study, treatment_timeline="TREATMENT_TYPE")
+    treatment = _treatments(lake2)
+    assert treatment["P8"] == "Radiation Therapy" and treatment["P2"] == "Medical Therapy"
+    assert counts["treatment"]["from the timeline"] == 5
+
+
+def test_treatment_timeline_with_another_treatment_option_or_an_unknown_column_changes_nothing(tmp_path, lake):
+    study = _timeline_study(tmp_path / "study")
+    with pytest.raises(StudyError, match="--treatment-name and --treatment-timeline: pass one of"):
+        ingest_cbioportal(lake, study, treatment_name="pembrolizumab", treatment_timeline="AGENT")
+    with pytest.raises(StudyError, match="--treatment and --treatment-timeline: pass one of"):
+        ingest_cbioportal(lake, study, treatment="DRUG_TYPE", treatment_timeline="AGENT")
+    with pytest.raises(StudyError, match=r"--treatment-timeline DOSE: no timeline file of the study has TREATMENT "
+                                         r"events with a DOSE column \(its timeline files and their columns: "
+                                         r"data_timeline_surgery.txt: PATIENT_ID, START_DATE"):
+        ingest_cbioportal(lake, study, treatment_timeline="DOSE")
+    assert not lake.has("labels")
+    result = CliRunner().invoke(app, ["ingest", "cbioportal", str(study), "--lake", str(tmp_path / "cli"),
+                                      "--treatment", "DRUG_TYPE", "--treatment-timeline", "AGENT"])
+    assert result.exit_code == 1 and "--treatment and --treatment-timeline" in result.output
+    result = CliRunner().invoke(app, ["ingest", "cbioportal", str(study), "--lake", str(tmp_path / "cli"),
+                                      "--response", "BEST_OVERALL_RESPONSE", "--treatment-timeline", "AGENT"])
+    assert result.exit_code == 2, result.output  # the timeline's two bad lines (and the study's bad cells)
+    assert "cbioportal: treatment" in result.output and "from the timeline" in result.output
+
+
+def test_a_timeline_line_too_short_for_its_event_type_is_a_reject_not_a_crash(tmp_path, lake):
+    study = _timeline_study(tmp_path / "study")
+    with (study / "data_timeline_treatment.txt").open("a", encoding="utf-8") as fh:
+        fh.write("P9\t4\n")  # line 15
+    counts = ingest_cbioportal(lake, study, treatment_timeline="AGENT")
+    assert counts["treatment"]["lines rejected"] == 3
+    rejects = lake.read("rejects").to_pandas().set_index("location")
+    assert rejects.loc["line 15", "reason"] == "2 tab-separated fields where the header has 7"
