@@ -6,7 +6,8 @@ file names (``data_clinical_patient.txt``, ``data_clinical_sample.txt``, one ``d
 uncalled ones, ``data_mutations.txt`` else ``data_mutations_extended.txt`` before the others, which are
 named in a note; ``data_cna.txt`` or ``data_CNA.txt``, ``data_mrna*.txt`` and the older ``data_RNA_Seq*`` /
 ``data_expression*``, ``data_timeline*.txt``; :mod:`~ingest.cbioportal.files` chooses among expression
-profiles). Clinical files start with ``#`` lines (display names, descriptions, data types, priorities) before the header of attribute ids.
+profiles). Clinical files start with ``#`` lines (display names, descriptions, data types, priorities) before
+the header of attribute ids.
 Where meta files name several clinical files of one level (the datahub's ``data_clinical_supp_*.txt``), the
 main one (``data_clinical_patient.txt`` / ``data_clinical_sample.txt``) is loaded and the others are named in a
 note. :func:`ingest_cbioportal` loads, through the lake's own doors (:mod:`ingest.tables`,
