@@ -140,7 +140,8 @@ def contributions_figure(contributions: dict[str, dict]) -> go.Figure:
 
 
 def attributions_figure(features: list[dict], title: str = "Top features") -> go.Figure:
-    """Top tabular features by integrated-gradients attribution (signed)."""
+    """Top tabular features by integrated-gradients attribution (signed). ``title`` is shown as written: it names
+    the explained output, a diagnosis class or treatment from the lake (a cBioPortal study's agent), not markup."""
     rows = list(reversed(features))
     labels = [plain(f"{r.get('description') or r['name']} = {_fmt(r.get('value'))}") for r in rows]
     values = [r.get("attribution") or 0.0 for r in rows]
@@ -148,7 +149,7 @@ def attributions_figure(features: list[dict], title: str = "Top features") -> go
                            marker_color=[ACCENT if v > 0 else PREDICTED for v in values],
                            hovertemplate="%{y}<br>attribution %{x:+.3f}<extra></extra>"))
     fig.update_xaxes(title="attribution (towards the explained output)", zeroline=True)
-    return _layout(fig, height=120 + 28 * len(rows), title=title, showlegend=False)
+    return _layout(fig, height=120 + 28 * len(rows), title=plain(title), showlegend=False)
 
 
 def percent_range(bounds: list[float] | None) -> str:

@@ -410,6 +410,17 @@ def test_ct_figure_windows_in_hounsfield_units_and_overlays_the_map():
     assert len(with_map.data) == 2 and with_map.data[1].dx == 2.0
 
 
+def test_the_features_chart_title_shows_a_lake_treatment_as_text_not_a_link():
+    """The Why tab titles the features chart by the explained output, which names a treatment or diagnosis class
+    from the lake (a cBioPortal agent, a curated labels file's treatment): plotly must not read it as a tag."""
+    from apps.streamlit.charts import attributions_figure
+
+    evil = '<a href="https://evil.example/x">Carboplatin</a>'
+    title = f"What drives the predicted response to {evil}"
+    figure = attributions_figure([{"name": "age", "value": 61.0, "attribution": 0.2}], title=title)
+    assert "Carboplatin" in figure.layout.title.text and "<a" not in figure.layout.title.text
+
+
 def test_treatment_labels_name_treatments_as_a_clinician_does(tmp_path):
     """The run's data.targets.treatment_labels where a treatment has one, else its name (the only identity of a
     curated labels file's treatment); two treatments labelled alike keep their names to tell them apart."""
