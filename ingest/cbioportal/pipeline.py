@@ -209,7 +209,9 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     if responses is not None and treated is None:
         notes.append(f"{response}: the responses were loaded without a treatment, and the response task predicts"
                      " the response to a treatment: add --treatment ATTRIBUTE (or --treatment-name NAME for a"
-                     " single-treatment study), else training leaves these responses out")
+                     " single-treatment study, --treatment-timeline AGENT for one whose treatments are its"
+                     " timeline's events" + (f": {', '.join(p.name for p in files.timelines)}" if files.timelines
+                                             else "") + "), else training leaves these responses out")
     if disagree:
         shown = "; ".join(", ".join(map(str, lines)) for lines in list(disagree.values())[:5])
         notes.append(f"{response}: {len(disagree)} patient(s) whose samples disagree have no response ("

@@ -661,6 +661,11 @@ def test_responses_without_a_treatment_are_said_at_ingest(tmp_path, lake):
     counts = ingest_cbioportal(lake, _immunotherapy_study(tmp_path / "study"), response="BEST_OVERALL_RESPONSE")
     assert any(note.startswith("BEST_OVERALL_RESPONSE: the responses were loaded without a treatment")
                and "--treatment-name" in note for note in counts["notes"])
+    # a study whose treatments are in its timeline: the note names that option and the files
+    lake3 = type(lake)(tmp_path / "lake3")
+    counts = ingest_cbioportal(lake3, _timeline_study(tmp_path / "timeline"), response="BEST_OVERALL_RESPONSE")
+    assert any("without a treatment" in note and "--treatment-timeline AGENT" in note
+               and "data_timeline_treatment.txt" in note for note in counts["notes"])
     lake2 = type(lake)(tmp_path / "lake2")
     counts = ingest_cbioportal(lake2, tmp_path / "study", response="BEST_OVERALL_RESPONSE", treatment="DRUG_TYPE")
     assert not any("without a treatment" in note for note in counts["notes"])
