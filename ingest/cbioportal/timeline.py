@@ -41,10 +41,11 @@ def first_treatments(paths: Iterable[Path], column: str) -> TimelineTreatments:
     """Each patient's treatment label from the ``TREATMENT`` events of the timeline files in ``paths`` that have
     ``column`` (e.g. ``AGENT``, ``SUBTYPE``, ``TREATMENT_TYPE``): the ``column`` value of the first event starting
     on or after day 0. Treatments started before day 0 are prior therapy, never the label (also one still
-    given at day 0). Several events on that first day make one combination, their distinct values in sorted
-    order joined by ``+`` (``Carboplatin+Pemetrexed``; ``SUBTYPE``: ``Chemotherapy+Immunotherapy``): the regimen
-    the response is a response to. A first day whose events have no ``column`` value gives no label (the
-    patient's first treatment is not named in that column; a later one would be the wrong regimen).
+    given at day 0). Several events on that first day make one combination, their distinct values (letter case
+    ignored) in sorted order joined by ``+`` (``Carboplatin+Pemetrexed``; ``SUBTYPE``:
+    ``Chemotherapy+Immunotherapy``): the regimen the response is a response to. A first day whose events have no
+    ``column`` value gives no label (the patient's first treatment is not named in that column; a later one would
+    be the wrong regimen).
 
     Every file with the column and a ``TREATMENT`` event is read (a study may keep radiation in a file of its own);
     a line without ``PATIENT_ID`` or whose ``START_DATE`` is not a whole number of days is a reject with its file
@@ -81,6 +82,8 @@ def first_treatments(paths: Iterable[Path], column: str) -> TimelineTreatments:
         first = min(day for day, _ in after)
         values = sorted({value for day, value in after if day == first and value is not None},
                         key=lambda v: (v.casefold(), v))
+        # one agent written in two letter cases (two files, two rows of one course) is one agent, not a combination
+        values = [v for i, v in enumerate(values) if i == 0 or v.casefold() != values[i - 1].casefold()]
         if values:
             found.treatments[pid] = COMBINATION.join(values)
         else:

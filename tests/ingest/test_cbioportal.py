@@ -796,6 +796,19 @@ def test_treatment_timeline_with_another_treatment_option_or_an_unknown_column_c
     assert "cbioportal: treatment" in result.output and "from the timeline" in result.output
 
 
+def test_a_same_day_agent_in_two_letter_cases_is_one_agent_not_a_combination(tmp_path):
+    """A study with both data_timeline.txt and data_timeline_treatment.txt (or two rows of one course) may write
+    the agent as CARBOPLATIN in one and Carboplatin in the other: one agent, not 'CARBOPLATIN+Carboplatin'."""
+    from ingest.cbioportal.timeline import first_treatments
+
+    header = ["PATIENT_ID", "START_DATE", "STOP_DATE", "EVENT_TYPE", "AGENT"]
+    _write(tmp_path / "data_timeline.txt", [header, ["P1", 0, "", "TREATMENT", "CARBOPLATIN"],
+                                            ["P1", 0, "", "TREATMENT", "Pemetrexed"]])
+    _write(tmp_path / "data_timeline_treatment.txt", [header, ["P1", "+0", "NA", "Treatment", "Carboplatin"]])
+    found = first_treatments(sorted(tmp_path.glob("data_timeline*.txt")), "AGENT")
+    assert found.treatments == {"P1": "CARBOPLATIN+Pemetrexed"}
+
+
 def test_a_timeline_line_too_short_for_its_event_type_is_a_reject_not_a_crash(tmp_path, lake):
     study = _timeline_study(tmp_path / "study")
     with (study / "data_timeline_treatment.txt").open("a", encoding="utf-8") as fh:
