@@ -33,6 +33,7 @@ from ingest.fhir.fhirpath import (
     compile_filter,
     compile_path,
     compile_scalar,
+    generated_code,
     op_lines,
     reference_key,
     result_type,
@@ -403,7 +404,7 @@ class _Generator:
     def build(self, selects: list) -> RowFn:
         root = self.body({"select": selects}, "view")
         source = "\n".join(self.lines)
-        exec(compile(source, f"<view {self.b.view_name[:60]}>", "exec"), self.names)  # noqa: S102 - from the view
+        exec(generated_code(source, f"<view {self.b.view_name[:60]}>"), self.names)  # noqa: S102 - from the view
         return self.names[root]
 
     def node(self, spec: dict, where: str) -> str:

@@ -43,9 +43,9 @@ from ingest.fhir.fhirpath.filters import compile_filter
 from ingest.fhir.fhirpath.inference import result_type
 from ingest.fhir.fhirpath.parser import parse
 from ingest.fhir.fhirpath.references import reference_key
-from ingest.fhir.fhirpath.scalar import SLOW, chain_ops, compile_scalar, op_lines, scalar_chains
+from ingest.fhir.fhirpath.scalar import SLOW, chain_ops, compile_scalar, generated_code, op_lines, scalar_chains
 from ingest.fhir.fhirpath.values import Evaluator
 
 __all__ = ["CHOICE_NAMES", "CHOICE_TYPES", "SLOW", "SUBTYPES", "Evaluator", "FhirPathError", "chain_ops",
-           "choice_keys", "compile_filter", "compile_path", "compile_scalar", "evaluate", "is_type", "op_lines",
-           "parse", "reference_key", "result_type", "scalar_chains"]
+           "choice_keys", "compile_filter", "compile_path", "compile_scalar", "evaluate", "generated_code",
+           "is_type", "op_lines", "parse", "reference_key", "result_type", "scalar_chains"]

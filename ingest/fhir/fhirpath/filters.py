@@ -8,7 +8,7 @@ from typing import Any
 from ingest.fhir.fhirpath.compiler import _Compiler, _literal_values
 from ingest.fhir.fhirpath.fhir_types import CHOICE_NAMES
 from ingest.fhir.fhirpath.parser import parse
-from ingest.fhir.fhirpath.scalar import SLOW
+from ingest.fhir.fhirpath.scalar import SLOW, generated_code
 from ingest.fhir.fhirpath.temporal import _temporal
 from ingest.fhir.fhirpath.values import _identity
 
@@ -36,7 +36,7 @@ def compile_filter(text: str, *, constants: Mapping[str, Any] | None = None) -> 
         return None
     lines += ["def where_filter(x):", "    try:", f"        return {expr}", "    except _Slow:",
               "        return SLOW"]
-    exec(compile("\n".join(lines), f"<where {text[:60]}>", "exec"), names)  # noqa: S102 - from the parse tree
+    exec(generated_code("\n".join(lines), f"<where {text[:60]}>"), names)  # noqa: S102 - from the parse tree
     return names["where_filter"]
 
 

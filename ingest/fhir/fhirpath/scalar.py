@@ -5,7 +5,9 @@ generated view code is written from.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from types import CodeType
 from typing import Any
 
 from ingest.fhir.fhirpath.fhir_types import _SYSTEM_TYPES, CHOICE_NAMES, _type_arg, choice_keys
@@ -13,6 +15,15 @@ from ingest.fhir.fhirpath.parser import parse
 from ingest.fhir.fhirpath.references import reference_key
 
 SLOW = object()  # returned by a scalar function when only the full evaluator can answer
+
+
+@functools.lru_cache(maxsize=8192)
+def generated_code(source: str, filename: str) -> CodeType:
+    """``compile(source, filename, "exec")``, once per process for the same text: code objects are immutable,
+    and every ``exec`` of one still makes new functions in its own namespace. An ingest compiles the views it
+    is given and then the lake's copy of them (the same columns), and a view compiles each column's chain
+    twice (its closure tree and its generated code): Python's compiler was most of that time."""
+    return compile(source, filename, "exec")
 
 
 def _chain(node: tuple | None) -> list[tuple] | None:
@@ -105,7 +116,7 @@ def compile_scalar(text: str) -> Callable[[Any], Any] | None:
         return None
     names: dict[str, Any] = {}
     source = "\n".join(_chain_source(c, f"f{i}", names) for i, c in enumerate(chains))
-    exec(compile(source, f"<fhirpath {text[:60]}>", "exec"), names)  # noqa: S102 - generated from the parse tree
+    exec(generated_code(source, f"<fhirpath {text[:60]}>"), names)  # noqa: S102 - generated from the parse tree
     fns = [names[f"f{i}"] for i in range(len(chains))]
     if len(fns) == 1:
         return fns[0]
