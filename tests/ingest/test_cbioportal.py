@@ -809,6 +809,20 @@ def test_a_same_day_agent_in_two_letter_cases_is_one_agent_not_a_combination(tmp
     assert found.treatments == {"P1": "CARBOPLATIN+Pemetrexed"}
 
 
+def test_a_treatment_spelled_in_two_letter_cases_by_patients_is_one_class(tmp_path):
+    """Patients whose timelines write one regimen in other letter cases get one treatment class (the spelling
+    most of them have), not one response head each."""
+    from ingest.cbioportal.timeline import first_treatments
+
+    header = ["PATIENT_ID", "START_DATE", "STOP_DATE", "EVENT_TYPE", "AGENT"]
+    _write(tmp_path / "data_timeline_treatment.txt", [
+        header, ["P1", 0, "", "TREATMENT", "carboplatin"], ["P2", 3, "", "TREATMENT", "Carboplatin"],
+        ["P3", 1, "", "TREATMENT", "Carboplatin"], ["P4", 0, "", "TREATMENT", "PEMBROLIZUMAB"]])
+    found = first_treatments([tmp_path / "data_timeline_treatment.txt"], "AGENT")
+    assert found.treatments == {"P1": "Carboplatin", "P2": "Carboplatin", "P3": "Carboplatin",
+                                "P4": "PEMBROLIZUMAB"}
+
+
 def test_a_timeline_line_too_short_for_its_event_type_is_a_reject_not_a_crash(tmp_path, lake):
     study = _timeline_study(tmp_path / "study")
     with (study / "data_timeline_treatment.txt").open("a", encoding="utf-8") as fh:
