@@ -937,6 +937,11 @@ def treatment_labels(run_dir: str | None, names: list[str] | tuple[str, ...] | s
 
 
 def received_treatments(record: dict[str, pd.DataFrame], run_dir: str | None) -> set[str]:
-    """Treatment names (the run's ``data.targets.treatment_map``) of the patient's medication orders."""
+    """Treatment names of the patient: their medication orders by the run's ``data.targets.treatment_map``, and
+    the ``treatment`` of their curated labels (a labels file's, or a cBioPortal study's ``--treatment``
+    attribute or timeline: such a lake has no medication orders)."""
     mapping = _run_config(run_dir).data.targets.treatment_map
-    return {mapping[c] for c in record["medications"]["code"].dropna() if c in mapping}
+    ordered = {mapping[c] for c in record["medications"]["code"].dropna() if c in mapping}
+    labels = record.get("labels")
+    curated = set() if labels is None or "treatment" not in labels else set(labels["treatment"].dropna().astype(str))
+    return ordered | curated

@@ -246,3 +246,14 @@ def test_survival_at_one_and_two_years_is_the_predictions_value_at_those_days(ap
             shown = sv.survival_at(survival, years * sv.DAYS_PER_YEAR)
             assert shown == pytest.approx(survival["at_horizons"][day], abs=1e-9)
             assert day in {f"{t:g}" for t in survival["times"]}
+
+
+def test_the_treatment_of_curated_labels_is_a_treatment_on_record():
+    """A cBioPortal study's patient (``--treatment DRUG_TYPE``) has no medication orders: the labels' treatment is
+    the one on record, so the Treatment tab does not say "No treatment on record" next to the observed response
+    to it."""
+    record = {"medications": pd.DataFrame({"code": [], "display": [], "start": []}, dtype=object),
+              "labels": pd.DataFrame({"treatment": ["Combo"], "response": [False]})}
+    assert sv.received_treatments(record, None) == {"Combo"}
+    record["labels"] = pd.DataFrame({"treatment": [None], "response": [None]}, dtype=object)
+    assert sv.received_treatments(record, None) == set()

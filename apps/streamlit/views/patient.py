@@ -131,7 +131,8 @@ def treatment_tab(prediction: dict | None, record: dict[str, pd.DataFrame], run_
             st.caption(f"95% intervals: {prediction['response_interval_method']}; they show the model's own "
                        "uncertainty, not how often such estimates are right.")
         st.caption(f"Treatment on record: {', '.join(sorted(sv.md(labels[t]) for t in received))}." if received else
-                   "No treatment on record: no medication order of the patient is one of these treatments.")
+                   "No treatment on record: neither a medication order nor a curated treatment label of the "
+                   "patient is one of these treatments.")
         try:
             observed = sv.observed_response(lake, run_dir, key)
         except sv.ServiceError as exc:
