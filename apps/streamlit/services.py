@@ -215,10 +215,48 @@ def _patient_header(lake: str, token: str, key: str, run_dir: str | None) -> dic
 
     modalities = sorted(m for m, keys in _tables(lake, token).modalities.items() if key in keys)
     curated_index = bool(len(labels)) and labels["index_date"].notna().any()
-    return {"age": age, "sex": sex, "diagnosis": diagnosis, "index_curated": curated_index,
+    return {"age": age, "age_curated": person is None, "sex": sex, "diagnosis": diagnosis,
+            "index_curated": curated_index, "day_zero_only": curated_index and _day_zero_only(record, index_date),
             "stage": latest(config.ehr.stage_code, False), "ecog": latest(config.ehr.ecog_code, True),
             "index_date": index_date, "death_date": death if pd.notna(death) else None,
             "modalities": modalities, "cancers": cancers}
+
+
+DATED_KINDS = ("conditions", "observations", "medications", "encounters", "procedures", "images")
+
+
+def _day_zero_only(record: dict[str, pd.DataFrame], index_date: object) -> bool:
+    """Whether the patient's index date is a cBioPortal study's day 0 (:func:`ingest.cbioportal.is_day_zero`) and
+    nothing else of their record has a date: their times are days from day 0, there is no calendar date to show."""
+    from ingest.cbioportal import is_day_zero
+
+    return is_day_zero(index_date) and all(record[kind].empty for kind in DATED_KINDS if kind in record)
+
+
+def index_words(header: dict) -> str | None:
+    """The header's index date in words: ``day 0 of the study ...`` for a patient without calendar dates
+    (``day_zero_only``), ``index date YYYY-MM-DD`` (a curated one), ``diagnosed YYYY-MM-DD``, else None."""
+    if header["index_date"] is None:
+        return None
+    if header.get("day_zero_only"):
+        return ("no calendar dates (a cBioPortal study): times count in days from the patient's day 0, usually "
+                "the diagnosis")
+    return f"{'index date' if header['index_curated'] else 'diagnosed'} {header['index_date']:%Y-%m-%d}"
+
+
+def age_label(header: dict) -> str:
+    """The header's age metric label: ``Age at diagnosis`` where the age is the birth date's distance to the
+    index date, else ``Age`` (a curated age attribute, whose time point the lake does not say; no index date)."""
+    return "Age at diagnosis" if header["index_date"] is not None and not header.get("age_curated") else "Age"
+
+
+def no_data_note(header: dict, what: str) -> str:
+    """The caption of an empty section (``what``: ``image``, ``laboratory values``, ``dated events``) for the
+    patient: where their data have no calendar dates (a cBioPortal study) it says that such a lake holds none."""
+    if header.get("day_zero_only"):
+        return (f"No {what} for this patient: a cBioPortal study carries no CT images, laboratory values or "
+                "dated events (its survival and response count from day 0: see Risk and Treatment).")
+    return f"No {what} for this patient."
 
 
 def _curated(features: pd.DataFrame, names: tuple[str, ...], column: str) -> object:

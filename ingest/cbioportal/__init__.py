@@ -49,10 +49,10 @@ finds them, :mod:`~ingest.cbioportal.clinical` turns the clinical files into lab
 :mod:`~ingest.cbioportal.pipeline` reads them all before writing anything.
 """
 
-from ingest.cbioportal.clinical import DAYS_PER_MONTH, INDEX_DATE
+from ingest.cbioportal.clinical import DAYS_PER_MONTH, INDEX_DATE, is_day_zero
 from ingest.cbioportal.files import StudyFiles, find_study_files
 from ingest.cbioportal.pipeline import ingest_cbioportal
 from ingest.cbioportal.tsv import StudyError, StudyTable, read_study_table
 
 __all__ = ["DAYS_PER_MONTH", "INDEX_DATE", "StudyError", "StudyFiles", "StudyTable", "find_study_files",
-           "ingest_cbioportal", "read_study_table"]
+           "ingest_cbioportal", "is_day_zero", "read_study_table"]

@@ -11,6 +11,17 @@ from ingest.tables import CsvRows
 
 DAYS_PER_MONTH = 365.25 / 12
 INDEX_DATE = "2000-01-01"  # every patient's day 0 (cBioPortal has no calendar dates)
+
+
+def is_day_zero(index_date: object) -> bool:
+    """Whether ``index_date`` is :data:`INDEX_DATE`, the date tumorboard gives every cBioPortal patient's day 0
+    (the study has no calendar dates: it is no date to show as a diagnosis date)."""
+    if index_date is None or pd.isna(index_date):
+        return False
+    stamp = pd.Timestamp(index_date)
+    return (stamp.tz_convert(None) if stamp.tzinfo else stamp) == pd.Timestamp(INDEX_DATE)
+
+
 # TCGA/GDC-derived attributes recorded at follow-up, after day 0: never model inputs
 FOLLOW_UP_ATTRIBUTES = frozenset({
     "VITAL_STATUS", "DAYS_TO_DEATH", "DAYS_TO_LAST_FOLLOWUP", "DAYS_LAST_FOLLOWUP", "LAST_CONTACT_DAYS_TO",

@@ -257,3 +257,20 @@ def test_the_treatment_of_curated_labels_is_a_treatment_on_record():
     assert sv.received_treatments(record, None) == {"Combo"}
     record["labels"] = pd.DataFrame({"treatment": [None], "response": [None]}, dtype=object)
     assert sv.received_treatments(record, None) == set()
+
+
+def test_only_a_cbioportal_day_zero_without_dated_records_is_shown_without_its_date():
+    """2000-01-01 (ingest.cbioportal.INDEX_DATE) is a placeholder only where nothing else of the record is dated;
+    a real index date is shown as a date."""
+    from ingest.cbioportal import INDEX_DATE
+
+    empty = pd.DataFrame({"patient_key": []}, dtype=object)
+    record = {kind: empty for kind in sv.DATED_KINDS}
+    day_zero = pd.Timestamp(INDEX_DATE, tz="UTC")
+    assert sv._day_zero_only(record, day_zero)
+    assert not sv._day_zero_only(record, pd.Timestamp("2017-03-02", tz="UTC"))
+    assert not sv._day_zero_only({**record, "conditions": pd.DataFrame({"patient_key": ["p"]})}, day_zero)
+    header = {"index_date": day_zero, "index_curated": True, "day_zero_only": True}
+    assert "2000" not in sv.index_words(header) and "day 0" in sv.index_words(header)
+    assert sv.index_words({**header, "day_zero_only": False}) == "index date 2000-01-01"
+    assert sv.index_words({**header, "index_date": None}) is None

@@ -549,9 +549,11 @@ def test_record_text_is_shown_as_text_not_markdown_or_html(monkeypatch, tmp_path
     assert "<a href" not in spec and "\\u003ca href" not in spec.lower()
 
 
-def test_a_patient_without_fhir_shows_the_curated_age_sex_and_index_date(monkeypatch, tmp_path):
-    """A cBioPortal study's patient: no FHIR Patient, so the header reads the curated AGE and SEX attributes, and
-    the curated index date is called an index date, not a diagnosis date."""
+def test_a_patient_without_fhir_shows_the_curated_age_sex_and_day_zero(monkeypatch, tmp_path):
+    """A cBioPortal study's patient: no FHIR Patient, so the header reads the curated AGE and SEX attributes (an
+    attribute's time point is not known: "Age", not "Age at diagnosis"), and the placeholder index date
+    2000-01-01 is shown as what it is, day 0 without calendar dates, not as a date; the empty timeline and the
+    Why tab's CT and labs say why they are empty."""
     from ingest.cbioportal import ingest_cbioportal
     from tests.ingest.test_cbioportal import _study
 
@@ -560,9 +562,13 @@ def test_a_patient_without_fhir_shows_the_curated_age_sex_and_index_date(monkeyp
     at = at.selectbox(key="patient_picker").set_value("P3").run()
     assert at.title[0].value == "Patient" and not at.exception
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Age at diagnosis"] == "43" and metrics["Sex"] == "Male"
+    assert metrics["Age"] == "43" and metrics["Sex"] == "Male" and "Age at diagnosis" not in metrics
     assert diagnosis_heading(at).value == "Diagnosis: Lung Adenocarcinoma"
-    assert "index date 2000-01-01" in texts(at) and "diagnosed" not in texts(at)
+    assert "2000" not in texts(at) and "diagnosed" not in texts(at)
+    assert "no calendar dates (a cBioPortal study): times count in days from the patient's day 0" in texts(at)
+    for tab in ("Timeline", "Why"):
+        at = open_tab(at, tab)
+        assert "a cBioPortal study carries no CT images, laboratory values or dated events" in texts(at), tab
 
 
 def test_a_benign_nodule_is_not_listed_as_a_cancer_diagnosis(monkeypatch, tmp_path):

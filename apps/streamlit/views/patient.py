@@ -168,7 +168,7 @@ def why_tab(explanation: dict | None, record: dict[str, pd.DataFrame], header: d
     st.subheader("CT")
     images = record["images"]
     if images.empty:
-        st.caption("No image for this patient.")
+        st.caption(sv.no_data_note(header, "image"))
     else:
         images = images.sort_values("study_date", ascending=False, ignore_index=True)
         which = 0
@@ -244,7 +244,7 @@ def why_tab(explanation: dict | None, record: dict[str, pd.DataFrame], header: d
     st.subheader("Lab trends")
     labs = sv.lab_series(record)
     if labs.empty:
-        st.caption("No laboratory values for this patient.")
+        st.caption(sv.no_data_note(header, "laboratory values"))
     else:
         common = labs["lab"].value_counts().index.tolist()
         picked = st.multiselect("Labs", common, default=common[:4], key="lab_picker")
@@ -273,7 +273,7 @@ def timeline_tab(record: dict[str, pd.DataFrame], header: dict, run_dir: str | N
     """Every dated event of the record on one axis."""
     events = sv.patient_events(record, run_dir)
     if events.empty:
-        st.caption("No dated events for this patient.")
+        st.caption(sv.no_data_note(header, "dated events"))
     else:
         st.plotly_chart(figures.timeline_figure(events, index_date=header["index_date"],
                                                death_date=header["death_date"]), key="timeline_chart")
@@ -307,7 +307,7 @@ def header_summary(header: dict) -> None:
     st.subheader(f"Diagnosis: {sv.md(diagnosis)}", anchor=False,
                  help=sv.md(header["diagnosis"]) if header["diagnosis"] else None)
     age, sex, stage, ecog = st.columns(4)
-    age.metric("Age" + (" at diagnosis" if header["index_date"] is not None else ""),
+    age.metric(sv.age_label(header),
                "n/a" if header["age"] is None else f"{header['age']:.0f}")
     sex.metric("Sex", header["sex"] or "n/a")
     stage.metric("Stage", header["stage"] or "n/a")
@@ -373,8 +373,8 @@ header = widgets.or_stop(sv.patient_header, lake, key, run_dir)
 header_summary(header)
 present = ", ".join(sv.modality_label(m) for m in header["modalities"]) or "none"
 dates = []
-if header["index_date"] is not None:
-    dates.append(f"{'index date' if header['index_curated'] else 'diagnosed'} {header['index_date']:%Y-%m-%d}")
+if sv.index_words(header):
+    dates.append(sv.index_words(header))
 if header["death_date"] is not None:
     dates.append(f"died {header['death_date']:%Y-%m-%d}")
 st.caption(f"Modalities present: **{present}**" + (f" · {' · '.join(dates)}" if dates else ""))
