@@ -43,7 +43,16 @@ T = TypeVar("T")
 # What the pages call each source / model modality (the lake's "fhir" and the model's "ehr" are one thing to a
 # clinician); other names (features:<name>, extra modalities) are shown as they are.
 MODALITY_LABELS = {"fhir": "clinical record", "ehr": "clinical record", "images": "imaging", "image": "imaging",
-                   "genomics": "genomics", "labels": "curated labels"}
+                   "genomics": "genomics", "labels": "curated labels",
+                   # a cBioPortal study's (ingest.cbioportal): its patient and first sample's attributes
+                   "clinical": "clinical attributes", "clinical_sample": "tumour sample attributes",
+                   "cna": "copy number", "expression": "gene expression"}
+# metrics.json's keys (fusion.evaluate) as the model card names them; <h>d horizons in years where whole
+METRIC_LABELS = {"c_index_harrell": "C-index (Harrell)", "c_index_uno": "C-index (Uno)",
+                 "td_auc_{h}": "time-dependent AUC at {h}", "integrated_brier": "integrated Brier score",
+                 "calibration_{h}": "calibration error at {h}", "auroc": "AUROC", "auprc": "AUPRC",
+                 "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
+                 "ece": "expected calibration error (ECE)", "macro_auroc": "macro AUROC"}
 
 # Imported once per server, in the background, so the first page render does not pay for them: scipy and
 # scikit-learn (the cohort Kaplan-Meier curve, about 1 s), torch, timm and captum (predictions, explanations).
@@ -896,8 +905,37 @@ def md(text: object) -> str:
 
 
 def modality_label(name: str) -> str:
-    """The clinical name of a modality (:data:`MODALITY_LABELS`), else the name itself."""
-    return MODALITY_LABELS.get(name, name)
+    """The clinical name of a modality (:data:`MODALITY_LABELS`; the lake's ``features:<name>`` as ``<name>``),
+    else the name itself."""
+    return MODALITY_LABELS.get(name, MODALITY_LABELS.get(name.removeprefix("features:"), name))
+
+
+def card_heads(meta: dict) -> dict:
+    """What a run's run.json (``meta``) says its heads are, for the model card: ``survival_endpoint`` (in words,
+    with its key: ``overall survival (os)``; None without a survival head) and ``diagnosis_classes`` (empty
+    without a diagnosis head: a run's config lists the default classes even when the head is off)."""
+    from apps.streamlit.charts import endpoint_label
+
+    spec = meta.get("spec") or {}
+    endpoint = meta.get("survival_endpoint")
+    survival = spec.get("survival", True) and endpoint
+    return {"survival_endpoint": f"{endpoint_label(endpoint)} ({endpoint})" if survival and
+            endpoint_label(endpoint) != endpoint else (endpoint if survival else None),
+            "diagnosis_classes": list(meta.get("diagnosis_classes") or []) if spec.get("n_classes", 1) else []}
+
+
+def metric_label(key: str) -> str:
+    """A metrics.json key in words (:data:`METRIC_LABELS`: ``td_auc_730d`` -> ``time-dependent AUC at 2 years``),
+    else the key itself."""
+    if key in METRIC_LABELS:
+        return METRIC_LABELS[key]
+    match = re.fullmatch(r"(.+_)(\d+)d", key)
+    if match and f"{match[1]}{{h}}" in METRIC_LABELS:
+        days = int(match[2])
+        years = days / 365
+        horizon = f"{years:g} year{'s' if years != 1 else ''}" if days % 365 == 0 else f"{days} days"
+        return METRIC_LABELS[f"{match[1]}{{h}}"].format(h=horizon)
+    return key
 
 
 def duration_words(days: float) -> str:

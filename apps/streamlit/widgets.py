@@ -75,6 +75,7 @@ def model_card(run_dir: str, runs: Path | None) -> None:
         st.warning(str(exc))
         return
     meta, metrics = details["meta"], details["metrics"]
+    heads = sv.card_heads(meta)
     st.markdown(f"#### Model card: `{Path(run_dir).name}`")
     left, right = st.columns(2)
     with left:
@@ -83,17 +84,17 @@ def model_card(run_dir: str, runs: Path | None) -> None:
         st.markdown(
             f"- lake: `{meta.get('lake')}` (state `{meta.get('lake_manifest_hash')}`)\n"
             f"- patients per split: {counts}\n"
-            f"- survival endpoint: {meta.get('survival_endpoint', 'n/a')}\n"
+            f"- survival endpoint: {heads['survival_endpoint'] or 'none (no survival head)'}\n"
             f"- trained: {str(meta.get('created_at', 'n/a'))[:19]}, "
             f"schema {meta.get('schema_version', 'n/a')}")
     with right:
         st.markdown("**Model**")
-        n_features = {m: len(f) for m, f in (meta.get("feature_names") or {}).items()}
+        n_features = {sv.modality_label(m): len(f) for m, f in (meta.get("feature_names") or {}).items()}
         treatments = sv.treatment_labels(run_dir, meta.get("treatment_names") or [])
         st.markdown(
-            f"- modalities: {', '.join(meta.get('modalities', [])) or 'n/a'}"
+            f"- modalities: {', '.join(map(sv.modality_label, meta.get('modalities', []))) or 'n/a'}"
             f" (tabular features: {', '.join(f'{m} {n}' for m, n in n_features.items()) or 'none'})\n"
-            f"- diagnosis classes: {', '.join(map(sv.md, meta.get('diagnosis_classes') or [])) or 'n/a'}\n"
+            f"- diagnosis classes: {', '.join(map(sv.md, heads['diagnosis_classes'])) or 'none (no diagnosis head)'}\n"
             f"- candidate treatments: {', '.join(map(sv.md, treatments.values())) or 'n/a'}\n"
             f"- versions: torch {meta.get('versions', {}).get('torch', '?')}, "
             f"timm {meta.get('versions', {}).get('timm', '?')}")
@@ -104,7 +105,7 @@ def model_card(run_dir: str, runs: Path | None) -> None:
         rows = sv.metric_rows(metrics)
         rows = rows[rows["model"] == "model"]
         if len(rows):
-            rows = rows.assign(**{"value [95% CI]": sv.with_interval(rows)})
+            rows = rows.assign(**{"value [95% CI]": sv.with_interval(rows)}, metric=rows["metric"].map(sv.metric_label))
             st.markdown(f"**Test metrics** ({metrics.get('n_test', '?')} test patients, "
                         f"{metrics.get('n_boot', '?')} bootstrap resamples)")
             st.dataframe(rows[["task", "metric", "value [95% CI]"]], hide_index=True, width="stretch",

@@ -274,3 +274,23 @@ def test_only_a_cbioportal_day_zero_without_dated_records_is_shown_without_its_d
     assert "2000" not in sv.index_words(header) and "day 0" in sv.index_words(header)
     assert sv.index_words({**header, "day_zero_only": False}) == "index date 2000-01-01"
     assert sv.index_words({**header, "index_date": None}) is None
+
+
+def test_the_model_card_names_modalities_endpoints_and_metrics_in_words():
+    """A cBioPortal run (clinical + clinical_sample features, survival and response heads, no diagnosis head): the
+    card says "tumour sample attributes", "overall survival (os)", "C-index (Harrell)", and lists no diagnosis
+    classes (run.json keeps the config's default ones although the head is off)."""
+    assert sv.modality_label("features:clinical_sample") == sv.modality_label("clinical_sample") \
+        == "tumour sample attributes"
+    assert sv.modality_label("clinical") == "clinical attributes" and sv.modality_label("ehr") == "clinical record"
+    assert sv.modality_label("features:unknown") == "features:unknown"
+    meta = {"spec": {"n_classes": None, "survival": True}, "survival_endpoint": "os",
+            "diagnosis_classes": ["benign", "adenocarcinoma", "squamous"]}
+    assert sv.card_heads(meta) == {"survival_endpoint": "overall survival (os)", "diagnosis_classes": []}
+    meta["spec"] = {"n_classes": 3, "survival": False}
+    assert sv.card_heads(meta) == {"survival_endpoint": None, "diagnosis_classes": ["benign", "adenocarcinoma",
+                                                                                   "squamous"]}
+    assert sv.card_heads({"survival_endpoint": "dss"})["survival_endpoint"] == "dss"
+    assert [sv.metric_label(k) for k in ("c_index_harrell", "td_auc_730d", "calibration_100d", "ece", "new_key")] \
+        == ["C-index (Harrell)", "time-dependent AUC at 2 years", "calibration error at 100 days",
+            "expected calibration error (ECE)", "new_key"]

@@ -176,6 +176,9 @@ def test_patient_page(monkeypatch, app_data):
     at = open_tab(at, "Model card")
     assert "Intended use." in texts(at) and not at.exception
     assert "candidate treatments: chemotherapy, EGFR TKI, immunotherapy" in texts(at)
+    assert "survival endpoint: overall survival (os)" in texts(at)
+    card_metrics = next(d for d in at.dataframe if "value [95% CI]" in d.value.columns).value
+    assert "C-index (Harrell)" in set(card_metrics["metric"]) and "c_index_harrell" not in set(card_metrics["metric"])
 
 
 def test_patient_without_modalities(monkeypatch, app_data):
