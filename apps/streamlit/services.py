@@ -929,11 +929,11 @@ def metric_label(key: str) -> str:
     else the key itself."""
     if key in METRIC_LABELS:
         return METRIC_LABELS[key]
-    match = re.fullmatch(r"(.+_)(\d+)d", key)
+    match = re.fullmatch(r"(.+_)(\d+(?:\.\d+)?)d", key)  # fusion.evaluate's f"{h:g}d": 730d, 365.25d
     if match and f"{match[1]}{{h}}" in METRIC_LABELS:
-        days = int(match[2])
-        years = days / 365
-        horizon = f"{years:g} year{'s' if years != 1 else ''}" if days % 365 == 0 else f"{days} days"
+        days = float(match[2])
+        years = next((round(days / y) for y in (365, 365.25) if days >= y and days % y == 0), None)
+        horizon = f"{years} year{'s' if years != 1 else ''}" if years else f"{days:g} days"
         return METRIC_LABELS[f"{match[1]}{{h}}"].format(h=horizon)
     return key
 

@@ -294,3 +294,14 @@ def test_the_model_card_names_modalities_endpoints_and_metrics_in_words():
     assert [sv.metric_label(k) for k in ("c_index_harrell", "td_auc_730d", "calibration_100d", "ece", "new_key")] \
         == ["C-index (Harrell)", "time-dependent AUC at 2 years", "calibration error at 100 days",
             "expected calibration error (ECE)", "new_key"]
+
+
+def test_metric_label_names_fractional_horizons_in_words():
+    """fusion.evaluate tags horizons with ``f"{h:g}d"``: a configured 365.25-day horizon is ``td_auc_365.25d``,
+    five such years ``calibration_1826.25d``; they are years in words too, not the raw key."""
+    assert sv.metric_label("td_auc_365.25d") == "time-dependent AUC at 1 year"
+    assert sv.metric_label("calibration_1826.25d") == "calibration error at 5 years"
+    assert sv.metric_label("td_auc_730.5d") == "time-dependent AUC at 2 years"
+    assert sv.metric_label("td_auc_182.5d") == "time-dependent AUC at 182.5 days"
+    assert sv.metric_label("td_auc_1095d") == "time-dependent AUC at 3 years"
+    assert sv.metric_label("calibration_100d") == "calibration error at 100 days"
