@@ -231,12 +231,15 @@ def _patient_header(lake: str, token: str, key: str, run_dir: str | None) -> dic
             "modalities": modalities, "cancers": cancers}
 
 
-DATED_KINDS = ("conditions", "observations", "medications", "encounters", "procedures", "images")
+# a record's tables with calendar dates: a FHIR Patient (its birth and death dates) too, which a cBioPortal
+# study never writes (a FHIR patient whose curated index date really is 2000-01-01 keeps it)
+DATED_KINDS = ("patients", "conditions", "observations", "medications", "encounters", "procedures", "images")
 
 
 def _day_zero_only(record: dict[str, pd.DataFrame], index_date: object) -> bool:
     """Whether the patient's index date is a cBioPortal study's day 0 (:func:`ingest.cbioportal.is_day_zero`) and
-    nothing else of their record has a date: their times are days from day 0, there is no calendar date to show."""
+    nothing else of their record has a date (no FHIR Patient either): their times are days from day 0, there is no
+    calendar date to show."""
     from ingest.cbioportal import is_day_zero
 
     return is_day_zero(index_date) and all(record[kind].empty for kind in DATED_KINDS if kind in record)

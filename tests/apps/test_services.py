@@ -305,3 +305,18 @@ def test_metric_label_names_fractional_horizons_in_words():
     assert sv.metric_label("td_auc_182.5d") == "time-dependent AUC at 182.5 days"
     assert sv.metric_label("td_auc_1095d") == "time-dependent AUC at 3 years"
     assert sv.metric_label("calibration_100d") == "calibration error at 100 days"
+
+
+def test_a_fhir_patient_whose_curated_index_date_is_2000_01_01_keeps_its_date():
+    """A FHIR patient (a Patient resource: a birth date, maybe a death date) whose curated index date really is
+    2000-01-01, with no other dated record: not a cBioPortal study's day 0 (such a study writes no Patient), so
+    the header shows the date and does not say the patient has no calendar dates."""
+    from ingest.cbioportal import INDEX_DATE
+
+    empty = pd.DataFrame({"patient_key": []}, dtype=object)
+    record = {kind: empty for kind in sv.DATED_KINDS}
+    day_zero = pd.Timestamp(INDEX_DATE, tz="UTC")
+    assert sv._day_zero_only({**record, "patients": empty}, day_zero)
+    person = pd.DataFrame({"patient_key": ["p"], "birth_date": [pd.Timestamp("1950-05-01", tz="UTC")],
+                           "death_date": [pd.Timestamp("2003-02-01", tz="UTC")]})
+    assert not sv._day_zero_only({**record, "patients": person}, day_zero)
