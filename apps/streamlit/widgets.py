@@ -89,10 +89,10 @@ def model_card(run_dir: str, runs: Path | None) -> None:
             f"schema {meta.get('schema_version', 'n/a')}")
     with right:
         st.markdown("**Model**")
-        n_features = {sv.modality_label(m): len(f) for m, f in (meta.get("feature_names") or {}).items()}
+        n_features = {sv.md(sv.modality_label(m)): len(f) for m, f in (meta.get("feature_names") or {}).items()}
         treatments = sv.treatment_labels(run_dir, meta.get("treatment_names") or [])
         st.markdown(
-            f"- modalities: {', '.join(map(sv.modality_label, meta.get('modalities', []))) or 'n/a'}"
+            f"- modalities: {', '.join(sv.md(sv.modality_label(m)) for m in meta.get('modalities', [])) or 'n/a'}"
             f" (tabular features: {', '.join(f'{m} {n}' for m, n in n_features.items()) or 'none'})\n"
             f"- diagnosis classes: {', '.join(map(sv.md, heads['diagnosis_classes'])) or 'none (no diagnosis head)'}\n"
             f"- candidate treatments: {', '.join(map(sv.md, treatments.values())) or 'n/a'}\n"

@@ -603,3 +603,29 @@ def test_the_treatment_tab_says_when_no_treatment_or_no_response_is_on_record(mo
     assert not at.exception and "Treatment on record: " in texts(at)
     assert "No response on record: no treatment after the diagnosis with a response assessment" in texts(at)
     assert "Observed in the record" not in texts(at)
+
+
+def test_a_modality_name_is_shown_as_text_not_markdown(monkeypatch, tmp_path):
+    """A feature table's modality name is whatever --modality said: in "Modalities present" it must not become an
+    image fetched from a URL (the browser would call that host when the patient is opened) or a link."""
+    import orjson
+
+    from ingest.fhir.pipeline import ingest_fhir
+    from ingest.tables import ingest_features
+
+    evil = "https://evil.example/x.png"
+    resources = [{"resourceType": "Patient", "id": "p1", "birthDate": "1950-01-01"}]
+    export = tmp_path / "export.ndjson"
+    export.write_bytes(b"\n".join(orjson.dumps(r) for r in resources) + b"\n")
+    lake = Lake(tmp_path / "lake")
+    ingest_fhir(lake, [export], workers=1)
+    table = tmp_path / "extra.csv"
+    table.write_text("patient_id,score\np1,1.5\n")
+    ingest_features(lake, table, modality=f"![seen]({evil})")
+    at = open_page(monkeypatch, lake.path, None)
+    at = at.selectbox(key="patient_picker").set_value("p1").run()
+    assert not at.exception
+    shown = texts(at)
+    assert "Modalities present" in shown and "seen" in shown
+    for raw in ("![", "]("):  # unescaped: markdown would read them
+        assert not re.search(r"(?<!\\)" + re.escape(raw), shown)

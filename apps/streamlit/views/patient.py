@@ -82,10 +82,10 @@ def risk_tab(prediction: dict | None, lake: Path, run_dir: str | None, runs: Pat
         st.plotly_chart(figures.probability_bars(prediction["diagnosis"], title="Diagnosis probabilities",
                                                  highlight_max=chance is None), key="diagnosis_chart")
         if prediction.get("diagnosis_reads"):
-            reads = ", ".join(sv.modality_label(m) for m in prediction["diagnosis_reads"])
+            reads = ", ".join(sv.md(sv.modality_label(m)) for m in prediction["diagnosis_reads"])
             st.caption(f"Predicted from {reads} only; the diagnosis on record is in the header.")
     elif prediction is not None and prediction.get("diagnosis_reads"):
-        reads = ", ".join(sv.modality_label(m) for m in prediction["diagnosis_reads"])
+        reads = ", ".join(sv.md(sv.modality_label(m)) for m in prediction["diagnosis_reads"])
         st.caption(f"No diagnosis: the model's diagnosis head reads {reads}, which this patient lacks.")
 
 
@@ -371,7 +371,7 @@ record = widgets.or_stop(sv.patient_record, lake, key)
 header = widgets.or_stop(sv.patient_header, lake, key, run_dir)
 
 header_summary(header)
-present = ", ".join(sv.modality_label(m) for m in header["modalities"]) or "none"
+present = ", ".join(sv.md(sv.modality_label(m)) for m in header["modalities"]) or "none"
 dates = []
 if sv.index_words(header):
     dates.append(sv.index_words(header))
@@ -402,7 +402,7 @@ elif split in ("val", "test"):
     st.caption(f"Held-out patient: in the model's {'validation' if split == 'val' else 'test'} split, never "
                "trained on.")
 if prediction and prediction.get("missing_modalities"):
-    missing = ", ".join(sv.modality_label(m) for m in prediction["missing_modalities"])
+    missing = ", ".join(sv.md(sv.modality_label(m)) for m in prediction["missing_modalities"])
     st.caption(f"Missing for this patient: **{missing}**; the prediction "
                "rests on the modalities present.")
 
