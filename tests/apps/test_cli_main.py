@@ -99,8 +99,8 @@ def test_sigterm_runs_the_same_clean_up_as_ctrl_c(tmp_path):
               "import apps.cli.synth\n"
               "from apps.cli.main import main\n"
               "def slow(*args, **kwargs):\n"
-              f"    pathlib.Path({str(started)!r}).touch()\n"
-              "    try:\n"
+              "    try:\n"  # touched inside the try: a signal right after the touch still finds the clean-up
+              f"        pathlib.Path({str(started)!r}).touch()\n"
               "        time.sleep(60)\n"
               "    finally:\n"
               "        print('cleaned up', file=sys.stderr)\n"
