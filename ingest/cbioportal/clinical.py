@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
 import pandas as pd
@@ -136,6 +137,15 @@ def patient_values(patients: StudyTable, samples: StudyTable | None, attribute: 
             distinct = values.drop_duplicates().groupby("PATIENT_ID")[attribute]
             return {pid: group.iloc[0] for pid, group in distinct if len(group) == 1}
     raise StudyError(f"{patients.path}: {option} {attribute} is neither a patient nor a sample attribute")
+
+
+def one_spelling(labels: dict[str, str]) -> dict[str, str]:
+    """``labels`` (patient -> treatment) with each treatment in the spelling most patients have (ties: the first in
+    sorted order): ``carboplatin`` for one patient and ``Carboplatin`` for two are one treatment class, not two."""
+    best: dict[str, str] = {}
+    for label, _ in sorted(Counter(labels.values()).items(), key=lambda kv: (-kv[1], kv[0])):
+        best.setdefault(label.casefold(), label)
+    return {pid: best[label.casefold()] for pid, label in labels.items()}
 
 
 def response_values(values: dict[str, str], attribute: str, responders: Iterable[str] | None = None

@@ -10,6 +10,7 @@ import numpy as np
 from ingest.cbioportal.clinical import (
     feature_rows,
     label_rows,
+    one_spelling,
     patient_values,
     response_values,
     sample_map,
@@ -104,7 +105,10 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
         raise StudyError("--responders names values of the --response attribute; pass --response with the"
                          " attribute holding each patient's response (e.g. BEST_OVERALL_RESPONSE)")
     diagnosed = patient_values(patients, samples, diagnosis, "--diagnosis")
+    known = set(patients.frame["PATIENT_ID"].dropna())  # the patients labels are written for
     treated = patient_values(patients, samples, treatment, "--treatment")
+    if treated is not None:
+        treated = one_spelling(treated)
     if treatment_name is not None:
         treated = {pid: treatment_name for pid in patients.frame["PATIENT_ID"].dropna()}
     timeline = first_treatments(files.timelines, treatment_timeline) if treatment_timeline is not None else None
@@ -113,8 +117,9 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     responses, unread, disagree = None, {}, {}
     if response is not None:
         disagree = _disagreeing(patients, samples, response)
-        responses, unread = response_values(patient_values(patients, samples, response, "--response"), response,
-                                            responders)
+        given = {pid: value for pid, value in patient_values(patients, samples, response, "--response").items()
+                 if pid in known}  # a sample file's patient missing from the patient file gets no labels
+        responses, unread = response_values(given, response, responders)
     labels = label_rows(patients, status, months, diagnosed, treated, responses)
     if timeline is not None:
         labels.rejects.extend(timeline.rejects)  # written (and counted) with the labels' own

@@ -12,11 +12,11 @@ the patient's day 0, usually the diagnosis; negative before it, ``STOP_DATE`` em
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ingest.cbioportal.clinical import one_spelling
 from ingest.cbioportal.tsv import DataLines, StudyError, StudyTable, read_study_table
 
 TREATMENT_EVENTS = frozenset({"TREATMENT", "Treatment", "treatment"})  # EVENT_TYPE as studies spell it
@@ -89,17 +89,8 @@ def first_treatments(paths: Iterable[Path], column: str) -> TimelineTreatments:
             found.treatments[pid] = COMBINATION.join(values)
         else:
             found.no_value.add(pid)
-    found.treatments = _one_spelling(found.treatments)
+    found.treatments = one_spelling(found.treatments)
     return found
-
-
-def _one_spelling(labels: dict[str, str]) -> dict[str, str]:
-    """``labels`` (patient -> treatment) with each treatment in the spelling most patients have (ties: the first in
-    sorted order): ``carboplatin`` for one patient and ``Carboplatin`` for two are one treatment class, not two."""
-    best: dict[str, str] = {}
-    for label, _ in sorted(Counter(labels.values()).items(), key=lambda kv: (-kv[1], kv[0])):
-        best.setdefault(label.casefold(), label)
-    return {pid: best[label.casefold()] for pid, label in labels.items()}
 
 
 def _events(table: StudyTable, column: str, events: dict[str, list[tuple[int, str | None]]],

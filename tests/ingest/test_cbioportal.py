@@ -831,3 +831,23 @@ def test_a_timeline_line_too_short_for_its_event_type_is_a_reject_not_a_crash(tm
     assert counts["treatment"]["lines rejected"] == 3
     rejects = lake.read("rejects").to_pandas().set_index("location")
     assert rejects.loc["line 15", "reason"] == "2 tab-separated fields where the header has 7"
+
+
+def test_a_treatment_attribute_in_two_letter_cases_is_one_class_and_counts_hold_the_patient_file_only(tmp_path,
+                                                                                                       lake):
+    """``--treatment``: the drug class written in other letter cases is one treatment (as the timeline's); a
+    sample-file patient missing from the patient file gets no labels, so the response counts leave it out."""
+    folder = _immunotherapy_study(tmp_path / "study")
+    sample = folder / "data_clinical_sample.txt"
+    rows = [line.split("\t") for line in sample.read_text(encoding="utf-8").splitlines()]
+    body = [row[:-1] + ["anti-pd-1" if row[0] == "P3" else row[-1], "CR" if row[0] in ("P1", "P2") else "PD"]
+            for row in rows[2:]]
+    extra = list(body[0])  # P13: in the sample file only, a responder
+    extra[0], extra[1] = "P13", "P13-01"
+    _write(sample, [rows[0] + ["#Response"], rows[1] + ["SAMPLE_RESPONSE"], *body, extra])
+    counts = ingest_cbioportal(lake, folder, response="SAMPLE_RESPONSE", treatment="DRUG_TYPE")
+    labels = lake.read("labels").to_pandas().set_index("patient_id")
+    assert labels.loc["P3", "treatment"] == "Anti-PD-1" and "P13" not in labels.index
+    assert set(labels["treatment"]) == {"Anti-PD-1", "Anti-CTLA4"}
+    # P1's two samples agree (CR, CR)
+    assert counts["response"] == {"responded": 2, "did not respond": 10, "value not read": 0}
