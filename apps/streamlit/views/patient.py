@@ -356,7 +356,7 @@ linked = st.query_params.get("patient")
 if "patient_picker" not in st.session_state:
     st.session_state["patient_picker"] = next(
         (k for k in (linked, st.session_state.get("patient")) if k in labels), None)
-key = st.selectbox("Patient (type an MRN to search)", list(labels), format_func=labels.get, index=None,
+key = st.selectbox("Patient (type an MRN or patient id to search)", list(labels), format_func=labels.get, index=None,
                    placeholder=f"Choose one of {len(labels)} patients", key="patient_picker")
 if key is None:
     if linked is not None and linked not in labels:  # not when the user cleared the picker
