@@ -200,7 +200,7 @@ def _plan(lake: Lake, name: str, keep_hours: int, target_size: int) -> TableComp
     many bytes as it reads)."""
     folder = lake.table_path(name)
     with _delta_errors(lake, name):  # a damaged log: when the table is opened
-        table = lake._delta(name)
+        table = lake.delta_table(name)
     on_disk, live = _data_files(folder, name), _live(table, name)
     small = _small(live, target_size)
     written = math.ceil(sum(small.values()) / target_size) if small else 0
@@ -217,18 +217,18 @@ def _compact(lake: Lake, name: str, keep_hours: int, target_size: int) -> TableC
     version)."""
     folder = lake.table_path(name)
     with _delta_errors(lake, name):  # a damaged log: when the table is opened
-        table = lake._delta(name)
+        table = lake.delta_table(name)
     before, live_before = _data_files(folder, name), _live(table, name)
     compacted = 0
     with _delta_errors(lake, name):
         if _small(live_before, target_size):
             metrics = table.optimize.compact(target_size=target_size, writer_properties=WRITER_PROPERTIES)
             compacted = int(metrics.get("numFilesRemoved", 0))
-            table = lake._delta(name)
+            table = lake.delta_table(name)
         # deltalake's vacuum commits (twice) even when it deletes nothing: ask first, so an idle lake stays as it is
         if _retired(table, folder, keep_hours, _data_files(folder, name)):
             table.vacuum(retention_hours=keep_hours, dry_run=False, enforce_retention_duration=False, full=True)
-        table = lake._delta(name)
+        table = lake.delta_table(name)
     after, live_after = _data_files(folder, name), _live(table, name)
     gone = set(before) - set(after)
     return TableCompaction(name, len(live_before), len(live_after), len(before), len(after),

@@ -200,9 +200,9 @@ class Lake:
 
     def version(self, name: str) -> int:
         """The Delta version of table ``name`` (it grows by one per commit)."""
-        return self._delta(name).version()
+        return self.delta_table(name).version()
 
-    def _delta(self, name: str) -> DeltaTable:
+    def delta_table(self, name: str) -> DeltaTable:
         try:
             return DeltaTable(str(self.table_path(name)))
         except TableNotFoundError:
@@ -213,7 +213,7 @@ class Lake:
     def read(self, name: str, columns: list[str] | None = None) -> pa.Table:
         """Read table ``name`` (all rows), with the registered schema's metadata re-attached."""
         with _damaged(name):
-            return _lake_types(name, self._delta(name).to_pyarrow_table(columns=columns))
+            return _lake_types(name, self.delta_table(name).to_pyarrow_table(columns=columns))
 
     def count_rows(self, name: str) -> int:
         """The number of rows of table ``name`` (from the Parquet footers)."""
@@ -222,11 +222,11 @@ class Lake:
 
     def data_files(self, name: str) -> list[Path]:
         """The Parquet files of table ``name``'s current version (:func:`local_path` of deltalake's URIs)."""
-        return [local_path(uri) for uri in self._delta(name).file_uris()]
+        return [local_path(uri) for uri in self.delta_table(name).file_uris()]
 
     def dataset(self, name: str):
         """A lazily scanned ``pyarrow.dataset.Dataset`` over table ``name`` (for large tables)."""
-        return self._delta(name).to_pyarrow_dataset()
+        return self.delta_table(name).to_pyarrow_dataset()
 
     def batches(self, name: str, columns: list[str], *, equals: tuple[str, str] | None = None
                 ) -> Iterator[pa.RecordBatch]:
@@ -309,7 +309,7 @@ class Lake:
             if table.num_rows == 0:
                 return n_rows
             predicate = " AND ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
-            (self._delta(name)
+            (self.delta_table(name)
              .merge(table, predicate=predicate, source_alias="s", target_alias="t")
              .when_matched_update_all()
              .when_not_matched_insert_all()

@@ -13,16 +13,6 @@ from ingest.tables import CsvRows
 DAYS_PER_MONTH = 365.25 / 12
 INDEX_DATE = "2000-01-01"  # every patient's day 0 (cBioPortal has no calendar dates)
 
-
-def is_day_zero(index_date: object) -> bool:
-    """Whether ``index_date`` is :data:`INDEX_DATE`, the date tumorboard gives every cBioPortal patient's day 0
-    (the study has no calendar dates: it is no date to show as a diagnosis date)."""
-    if index_date is None or pd.isna(index_date):
-        return False
-    stamp = pd.Timestamp(index_date)
-    return (stamp.tz_convert(None) if stamp.tzinfo else stamp) == pd.Timestamp(INDEX_DATE)
-
-
 # TCGA/GDC-derived attributes recorded at follow-up, after day 0: never model inputs
 FOLLOW_UP_ATTRIBUTES = frozenset({
     "VITAL_STATUS", "DAYS_TO_DEATH", "DAYS_TO_LAST_FOLLOWUP", "DAYS_LAST_FOLLOWUP", "LAST_CONTACT_DAYS_TO",
@@ -51,6 +41,15 @@ _EVENT_WORDS = {"DECEASED", "DEAD", "RECURRED/PROGRESSED", "RECURRED", "PROGRESS
                 "DEAD WITH TUMOR", "DEAD OF DISEASE"}
 _CENSORED_WORDS = {"LIVING", "ALIVE", "DISEASEFREE", "DISEASE FREE", "CENSORED", "ALIVE OR DEAD TUMOR FREE",
                    "ALIVE OR CENSORED"}
+
+
+def is_day_zero(index_date: object) -> bool:
+    """Whether ``index_date`` is :data:`INDEX_DATE`, the date tumorboard gives every cBioPortal patient's day 0
+    (the study has no calendar dates: it is no date to show as a diagnosis date)."""
+    if index_date is None or pd.isna(index_date):
+        return False
+    stamp = pd.Timestamp(index_date)
+    return (stamp.tz_convert(None) if stamp.tzinfo else stamp) == pd.Timestamp(INDEX_DATE)
 
 
 def sample_rank(sample_type: str | None) -> int:
@@ -137,6 +136,17 @@ def patient_values(patients: StudyTable, samples: StudyTable | None, attribute: 
             distinct = values.drop_duplicates().groupby("PATIENT_ID")[attribute]
             return {pid: group.iloc[0] for pid, group in distinct if len(group) == 1}
     raise StudyError(f"{patients.path}: {option} {attribute} is neither a patient nor a sample attribute")
+
+
+def disagreeing_lines(patients: StudyTable, samples: StudyTable | None, attribute: str) -> dict[str, list[int]]:
+    """``patient -> the sample file's line numbers`` of its samples' values of a sample ``attribute`` (one the
+    patient file lacks), for the patients whose samples disagree, which :func:`patient_values` gives no value.
+    Line numbers, not ids: a note names no patient."""
+    if attribute in patients.frame or samples is None or attribute not in samples.frame:
+        return {}
+    values = samples.frame[["PATIENT_ID", attribute]].dropna()
+    return {pid: sorted(group.index) for pid, group in values.groupby("PATIENT_ID", sort=False)
+            if group[attribute].nunique() > 1}
 
 
 def one_spelling(labels: dict[str, str]) -> dict[str, str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ingest.cbioportal.clinical import (
+    disagreeing_lines,
     feature_rows,
     label_rows,
     one_spelling,
@@ -110,16 +111,16 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     if treated is not None:
         treated = one_spelling(treated)
     if treatment_name is not None:
-        treated = {pid: treatment_name for pid in patients.frame["PATIENT_ID"].dropna()}
+        treated = dict.fromkeys(known, treatment_name)
     timeline = first_treatments(files.timelines, treatment_timeline) if treatment_timeline is not None else None
     if timeline is not None:
         treated = timeline.treatments
     responses, unread, disagree = None, {}, {}
     if response is not None:
-        disagree = _disagreeing(patients, samples, response)
-        given = {pid: value for pid, value in patient_values(patients, samples, response, "--response").items()
-                 if pid in known}  # a sample file's patient missing from the patient file gets no labels
-        responses, unread = response_values(given, response, responders)
+        disagree = disagreeing_lines(patients, samples, response)
+        stated = {pid: value for pid, value in patient_values(patients, samples, response, "--response").items()
+                  if pid in known}  # a sample file's patient missing from the patient file gets no labels
+        responses, unread = response_values(stated, response, responders)
     labels = label_rows(patients, status, months, diagnosed, treated, responses)
     if timeline is not None:
         labels.rejects.extend(timeline.rejects)  # written (and counted) with the labels' own
@@ -170,7 +171,6 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
                               "did not respond": sum(v == "0" for v in responses.values()),
                               "value not read": sum(unread.values())}
     if timeline is not None:
-        known = set(patients.frame["PATIENT_ID"].dropna())
         counts["treatment"] = {
             "from the timeline": len(known & timeline.treatments.keys()),
             "only treated before day 0": len(known & timeline.prior_only),
@@ -230,17 +230,6 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     if notes:
         counts["notes"] = notes
     return counts
-
-
-def _disagreeing(patients: StudyTable, samples: StudyTable | None, attribute: str) -> dict[str, list[int]]:
-    """``patient -> the sample file's line numbers`` of its samples' values of a sample ``attribute`` (one the
-    patient file lacks), for the patients whose samples disagree (they get no value:
-    :func:`~ingest.cbioportal.clinical.patient_values`). Line numbers, not ids: a note names no patient."""
-    if attribute in patients.frame or samples is None or attribute not in samples.frame:
-        return {}
-    values = samples.frame[["PATIENT_ID", attribute]].dropna()
-    return {pid: sorted(group.index) for pid, group in values.groupby("PATIENT_ID", sort=False)
-            if group[attribute].nunique() > 1}
 
 
 def _declared_text(table: StudyTable) -> set[str]:

@@ -51,7 +51,7 @@ def test_compaction_keeps_the_rows_and_retention_zero_deletes_the_old_files(lake
     _fed(lake)
     rows, state = _rows(lake), lake.manifest_hash()
     files = _parquet(lake, "fhir_resources")
-    live = len(lake._delta("fhir_resources").file_uris())
+    live = len(lake.delta_table("fhir_resources").file_uris())
     assert live >= 3 and len(files) > live  # the merges left superseded files on disk
     report = compact_lake(lake, keep_hours=0)
     [table] = [t for t in report.tables if t.table == "fhir_resources"]

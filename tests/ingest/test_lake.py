@@ -66,7 +66,7 @@ def test_interrupted_write_leaves_previous_version_intact(lake):
     assert sorted(reread.read("fhir_resources").column("id").to_pylist()) == ["a", "b"]
     assert reread.version("fhir_resources") == before
     on_disk = {p.name for p in lake.table_path("fhir_resources").glob("*.parquet")}
-    assert on_disk == {Path(uri).name for uri in reread._delta("fhir_resources").file_uris()}  # no orphans
+    assert on_disk == {Path(uri).name for uri in reread.delta_table("fhir_resources").file_uris()}  # no orphans
     fresh = Lake(lake.path / "fresh")
     with pytest.raises(BaseException, match="power cut"):
         fresh.write("fhir_resources", pa.RecordBatchReader.from_batches(schema, batches()))
