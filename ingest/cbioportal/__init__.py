@@ -40,11 +40,16 @@ note. :func:`ingest_cbioportal` loads, through the lake's own doors (:mod:`inges
   most variable other genes over all samples (an unsupervised choice: no label is read), linear levels (told
   by their values) as log2(1 + level), log-scale values as given, from each patient's first sample with values.
 
+A matrix names its genes by ``Hugo_Symbol``, ``Entrez_Gene_Id`` or both; a gene given by its Entrez id alone is
+named by the study's own files that carry both columns (:mod:`~ingest.cbioportal.genes`), else it is
+``ENTREZ_<id>`` in the expression and no panel gene in the copy number, counted in a note.
+
 Rejects name the study's own file and line (the line number counts the ``#`` lines).
 
 One job a module: :mod:`~ingest.cbioportal.tsv` reads the tab-separated files, :mod:`~ingest.cbioportal.files`
 finds them, :mod:`~ingest.cbioportal.clinical` turns the clinical files into labels and features,
-:mod:`~ingest.cbioportal.matrices` the copy-number and expression matrices into features,
+:mod:`~ingest.cbioportal.matrices` the copy-number and expression matrices into features (with
+:mod:`~ingest.cbioportal.genes` naming genes given by Entrez id),
 :mod:`~ingest.cbioportal.timeline` the timeline's treatment events into treatment labels, and
 :mod:`~ingest.cbioportal.pipeline` reads them all before writing anything.
 """

@@ -10,36 +10,51 @@ import numpy as np
 import pandas as pd
 
 from ingest.cbioportal.clinical import sample_map
-from ingest.cbioportal.tsv import DataLines, StudyTable, fields, read_study_table
+from ingest.cbioportal.genes import NO_GENE, UNNAMED, StudyGenes, entrez_id
+from ingest.cbioportal.tsv import DataLines, StudyError, StudyTable, fields, read_study_table
 from ingest.tables import MISSING, CsvRows
 from ingest.variants.pipeline import patient_for
 
 LOG_SCALE_MAX = 50.0  # an expression value above this is a linear level, not a log2 one
 LEVEL_SCAN_LINES = 2000  # gene lines read to tell linear levels from log-scale values
 _CNA_CALLS = {-2.0, -1.5, -1.0, 0.0, 1.0, 2.0}  # -1.5: hemizygous deletion in some studies
+_GENE_COLUMNS = ("Hugo_Symbol", "Entrez_Gene_Id", "Cytoband")  # a matrix's first columns, before the samples
 
 
-def cna_rows(path: Path, genes: list[str], samples: StudyTable | None) -> CsvRows:
+def cna_rows(path: Path, genes: list[str], samples: StudyTable | None, names: StudyGenes) -> CsvRows:
     """One row per patient of the discrete calls of ``genes`` from the patient's first sample with calls (as
     :func:`_per_patient` chooses it), from a genes x samples matrix (datatype ``DISCRETE``) or its long form
     (``DISCRETE_LONG``: one ``Hugo_Symbol``, ``Sample_Id``, ``Value`` line per call; :func:`_long_cna_calls`).
-    A call other than -2, -1.5, -1, 0, 1, 2 is rejected and kept as missing; so is a gene's second line."""
-    table = read_study_table(path, required=["Hugo_Symbol"], only=("Hugo_Symbol", set(genes)))
+    Genes are read by ``Hugo_Symbol``, or in a file of ``Entrez_Gene_Id`` only by the symbols ``names`` gives
+    their ids (:func:`_named_by_entrez`). A call other than -2, -1.5, -1, 0, 1, 2 is rejected and kept as missing;
+    so is a gene's second line, or a second line of one Entrez id (cBioPortal's rule).
+
+    Raises:
+        StudyError: the file has neither gene column, or as :class:`~ingest.cbioportal.tsv.DataLines`.
+    """
+    header = _matrix_header(path)
+    if "Hugo_Symbol" in header:
+        table, rejects = read_study_table(path, only=("Hugo_Symbol", set(genes))), []
+    else:
+        cells, rejects = _named_by_entrez(path, header.index("Entrez_Gene_Id"), genes, names)
+        table = read_study_table(path, only=("Entrez_Gene_Id", set(cells)))
+        table.frame["Hugo_Symbol"] = table.frame["Entrez_Gene_Id"].map(cells)  # last: the columns keep their numbers
+    rejects.extend(table.rejects)
     if _long_form(table):
-        return _long_cna_calls(table, samples)
-    sample_columns = [c for c in table.frame.columns if c not in ("Hugo_Symbol", "Entrez_Gene_Id", "Cytoband")]
-    rejects = list(table.rejects)
+        return _long_cna_calls(table, samples, rejects)
+    sample_columns = [c for c in table.frame.columns if c not in _GENE_COLUMNS]
     number = {c: i + 1 for i, c in enumerate(table.frame.columns)}  # a reject names a column by its number, as
     # a sample id names its patient
     calls: dict[str, dict[str, str | None]] = {}  # gene -> sample -> call (the gene's first line only)
-    first_line: dict[str, int] = {}
+    first_line: dict[tuple, int] = {}
     for line, row in table.frame.to_dict("index").items():
         gene = row["Hugo_Symbol"]
-        if gene in calls:
+        second = _second_line(_gene_keys(gene, row.get("Entrez_Gene_Id")), line, first_line)
+        if second:
             rejects.append({"source": str(path), "location": f"line {line}", "raw": table.raw[line],
-                            "reason": f"a second line for {gene} (line {first_line[gene]} is used)"})
+                            "reason": second})
             continue
-        calls[gene], first_line[gene] = {}, line
+        calls[gene] = {}
         for sample in sample_columns:
             value = row[sample]
             if value is not None and _call(value) is None:
@@ -51,22 +66,72 @@ def cna_rows(path: Path, genes: list[str], samples: StudyTable | None) -> CsvRow
     return _per_patient(calls, sample_columns, samples, rejects)
 
 
+def _matrix_header(path: Path) -> list[str]:
+    """A matrix's header, checked to name its genes by ``Hugo_Symbol``, ``Entrez_Gene_Id`` or both (cBioPortal
+    File-Formats: "One or both of")."""
+    with DataLines(path) as data:
+        if not {"Hugo_Symbol", "Entrez_Gene_Id"} & set(data.header):
+            raise StudyError(f"{path}, line {data.number}: no Hugo_Symbol or Entrez_Gene_Id column; a cBioPortal"
+                             " matrix names each gene by one or both, in its first columns")
+        return data.header
+
+
+def _named_by_entrez(path: Path, at: int, genes: list[str], names: StudyGenes) -> tuple[dict[str, str], list[dict]]:
+    """The ``Entrez_Gene_Id`` cells (column index ``at``) of a copy-number file without ``Hugo_Symbol`` whose ids
+    ``names`` names as one of ``genes`` -> that symbol; and rejects for the lines whose id is blank or 0 (no gene).
+    The ids it cannot name are counted in ``names.unnamed``."""
+    cells: dict[str, int] = {}
+    rejects = []
+    with DataLines(path) as data:
+        for number, text in data.lines():
+            parts = text.split("\t", at + 1)
+            cell = parts[at].strip() if len(parts) > at else ""
+            entrez = entrez_id(cell)
+            if entrez is None:
+                rejects.append({"source": str(path), "location": f"line {number}", "raw": text, "reason": NO_GENE})
+            else:
+                cells[cell] = entrez
+    ids = set(cells.values())
+    names.unnamed[path] = ([e for e in sorted(ids) if names.symbol(e) is None], len(ids),
+                           "their copy number is not loaded (a panel gene among them cannot be told)")
+    wanted = set(genes)
+    return {cell: names.symbol(e) for cell, e in cells.items() if names.symbol(e) in wanted}, rejects
+
+
+def _second_line(keys: list[tuple[tuple, str]], line: int, first_line: dict[tuple, int]) -> str | None:
+    """Why line ``line`` is not read: one of its ``(key, label)`` pairs was on an earlier line (a gene's second
+    line; a second line of an Entrez id under another symbol, as the id identifies the gene in cBioPortal); else
+    None, and its keys are remembered."""
+    for key, label in keys:
+        if key in first_line:
+            return f"a second line for {label} (line {first_line[key]} is used)"
+    first_line.update((key, line) for key, _ in keys)
+    return None
+
+
+def _gene_keys(gene: str, entrez: str | None, *where: str) -> list[tuple[tuple, str]]:
+    """The keys :func:`_second_line` tells a line's gene by: its symbol, and its Entrez id where it has one."""
+    keys = [(("symbol", gene, *where), gene + (" in one sample" if where else ""))]
+    if (number := entrez_id(entrez)) is not None:
+        keys.append((("entrez", number, *where), f"Entrez_Gene_Id {number}" + (" in one sample" if where else "")))
+    return keys
+
+
 def _long_form(table: StudyTable) -> bool:
     """Whether a copy-number file is in cBioPortal's long form: ``Sample_Id`` and ``Value`` columns (any case)."""
     names = {name.lower() for name in table.frame.columns}
     return {"sample_id", "value"} <= names
 
 
-def _long_cna_calls(table: StudyTable, samples: StudyTable | None) -> CsvRows:
+def _long_cna_calls(table: StudyTable, samples: StudyTable | None, rejects: list[dict]) -> CsvRows:
     """:func:`cna_rows` of a ``DISCRETE_LONG`` file. A gene without a line for a sample is missing for it, as
     cBioPortal imports it (the pipelines that write this form often leave out the neutral calls, but a missing
     line may also be a gene the sample's panel did not cover). A second line for one gene and sample is
-    rejected (the first is used)."""
+    rejected (the first is used), as is a second line for one Entrez id under another symbol."""
     column = {name.lower(): name for name in table.frame.columns}
     sample_at, value_at = column["sample_id"], column["value"]
-    rejects = list(table.rejects)
     calls: dict[str, dict[str, str | None]] = {}  # gene -> sample -> call
-    first_line: dict[tuple[str, str], int] = {}
+    first_line: dict[tuple, int] = {}
     sample_columns: dict[str, None] = {}  # the samples, in the order of their first line
     for line, row in table.frame.to_dict("index").items():
         gene, sample, value = row["Hugo_Symbol"], row[sample_at], row[value_at]
@@ -74,12 +139,11 @@ def _long_cna_calls(table: StudyTable, samples: StudyTable | None) -> CsvRows:
             rejects.append({"source": str(table.path), "location": f"line {line}", "raw": table.raw[line],
                             "reason": f"{gene}: no {sample_at}"})
             continue
-        if (gene, sample) in first_line:
+        second = _second_line(_gene_keys(gene, row.get("Entrez_Gene_Id"), sample), line, first_line)
+        if second:
             rejects.append({"source": str(table.path), "location": f"line {line}", "raw": table.raw[line],
-                            "reason": f"a second line for {gene} in one sample (line {first_line[gene, sample]} "
-                                      "is used)"})
+                            "reason": second})
             continue
-        first_line[gene, sample] = line
         sample_columns.setdefault(sample)
         if value is not None and _call(value) is None:
             rejects.append({"source": str(table.path), "location": f"line {line}", "raw": table.raw[line],
@@ -108,42 +172,59 @@ def _per_patient(by_gene: dict[str, dict[str, object]], sample_columns: list[str
     return CsvRows(frame, pd.Series([None] * len(frame), dtype=object), rejects)
 
 
-def expression_rows(path: Path, *, linear: bool, panel: list[str], top: int, samples: StudyTable | None
-                    ) -> CsvRows:
+def expression_rows(path: Path, *, linear: bool, panel: list[str], top: int, samples: StudyTable | None,
+                    names: StudyGenes) -> CsvRows:
     """One row per patient (its first sample with values) of the expression of the panel's genes and of the
     ``top`` other genes of highest variance over all samples (no label is read). Linear levels (``linear``, told
     by :func:`linear_levels`) become log2(1 + level); other values (z-scores, log-scale levels, microarray log
-    ratios) stay as given. The file is read line by line, holding only the chosen genes. A cell that is not a
-    number (or a negative linear level) is rejected and kept as missing; so is a gene's second line (its first
-    line is used)."""
+    ratios) stay as given. The file is read line by line, holding only the chosen genes. A gene is its
+    ``Hugo_Symbol``; a line with only an ``Entrez_Gene_Id`` is the symbol ``names`` gives that id, else
+    ``ENTREZ_<id>`` (counted in ``names.unnamed``). A cell that is not a number (or a negative linear level) is
+    rejected and kept as missing; so is a gene's second line (its first line is used), and a second line of one
+    Entrez id (cBioPortal's rule).
+
+    Raises:
+        StudyError: the file has neither gene column, or as :class:`~ingest.cbioportal.tsv.DataLines`.
+    """
     wanted, rejects = set(panel), []
     chosen: dict[str, np.ndarray] = {}  # panel genes
     heap: list[tuple[float, int, str, np.ndarray]] = []  # the ``top`` most variable other genes
-    first_line: dict[str, int] = {}
-    with DataLines(path, ["Hugo_Symbol"]) as data:
-        header = data.header
-        first, gene_at = _first_sample_column(header), header.index("Hugo_Symbol")
+    first_line: dict[tuple, int] = {}
+    by_entrez: dict[int, bool] = {}  # the ids of the lines named by Entrez id only -> whether the study names it
+    header = _matrix_header(path)
+    first = _first_sample_column(header)
+    hugo_at, entrez_at = (header.index(c) if c in header else None for c in ("Hugo_Symbol", "Entrez_Gene_Id"))
+    with DataLines(path) as data:
         for number, text in data.lines():
             parts = fields(text, len(header))
-            gene = parts[gene_at] if len(parts) == len(header) else ""
+            gene, entrez, problem = None, None, None
             if len(parts) != len(header):
                 problem = f"{len(parts)} tab-separated fields where the header has {len(header)}"
-            elif not gene:
-                problem = "no Hugo_Symbol"
-            elif gene in first_line:
-                problem = f"a second line for {gene} (line {first_line[gene]} is used)"
             else:
-                problem = None
+                gene = parts[hugo_at] if hugo_at is not None else ""
+                entrez = parts[entrez_at] if entrez_at is not None else None
+                if not gene and (number_of := entrez_id(entrez)) is not None:
+                    gene = names.symbol(number_of)
+                    by_entrez[number_of] = gene is not None
+                    gene = gene or UNNAMED.format(number_of)
+                if not gene:
+                    problem = "no Hugo_Symbol" if entrez_at is None else NO_GENE if hugo_at is None else (
+                        "no Hugo_Symbol, and an Entrez_Gene_Id that is blank or 0 names no gene")
+                else:
+                    problem = _second_line(_gene_keys(gene, entrez), number, first_line)
             if problem:
                 rejects.append({"source": str(path), "location": f"line {number}", "raw": text, "reason": problem})
                 continue
-            first_line[gene] = number
             values = _levels(parts[first:], first, path, number, text, linear, rejects)
             if gene in wanted:
                 chosen[gene] = values
             elif top > 0 and np.isfinite(values).sum() >= 2:
                 entry = (float(np.nanvar(values)), -number, gene, values)
                 (heapq.heappush if len(heap) < top else heapq.heappushpop)(heap, entry)
+    if by_entrez:
+        names.unnamed[path] = ([e for e, named in sorted(by_entrez.items()) if not named], len(by_entrez),
+                               f"kept as {UNNAMED.format('<id>')} (a candidate among the most variable genes, never"
+                               " a panel gene)")
     chosen.update({gene: values for _, _, gene, values in sorted(heap, reverse=True)})
     by_gene = {gene: {s: (None if np.isnan(v) else float(v)) for s, v in zip(header[first:], values, strict=True)}
                for gene, values in chosen.items()}
@@ -167,9 +248,9 @@ def linear_levels(path: Path, lines: int = LEVEL_SCAN_LINES) -> bool:
 
 
 def _first_sample_column(header: list[str]) -> int:
-    """The index of a matrix's first sample column: after Hugo_Symbol and the optional Entrez_Gene_Id and
-    Cytoband."""
-    return 1 + sum(c in header for c in ("Entrez_Gene_Id", "Cytoband")) if "Hugo_Symbol" in header else 1
+    """The index of a matrix's first sample column: after its gene columns (``Hugo_Symbol``, ``Entrez_Gene_Id``,
+    or both, and the optional ``Cytoband``)."""
+    return next((i for i, column in enumerate(header) if column not in _GENE_COLUMNS), len(header))
 
 
 def _levels(cells: list[str], first: int, path: Path, number: int, text: str, linear: bool,

@@ -18,6 +18,7 @@ from ingest.cbioportal.clinical import (
     sample_rank,
 )
 from ingest.cbioportal.files import find_study_files
+from ingest.cbioportal.genes import StudyGenes
 from ingest.cbioportal.matrices import cna_rows, expression_rows, linear_levels
 from ingest.cbioportal.timeline import first_treatments
 from ingest.cbioportal.tsv import StudyError, StudyTable, read_study_table
@@ -56,7 +57,8 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
         from day 0, only before it, ...), ``clinical``, ``clinical_sample``, ``mutations``, ``cna``,
         ``expression``; a part the study lacks is absent), ``excluded``: per clinical modality, the attributes
         left out, each with why, and ``notes`` when there is something to say (a targeted-panel study's TMB over
-        the default panel, response values read as neither, the timeline files read for treatments).
+        the default panel, response values read as neither, the timeline files read for treatments, the genes a
+        matrix gives by Entrez id alone that the study's files do not name).
 
     Raises:
         StudyError: no patient file, it lacks the endpoint's columns, a label attribute is in neither clinical
@@ -130,13 +132,14 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     per_sample = feature_rows(samples, set(exclude), diagnosis, label_attributes) if samples is not None else None
     step()
     cna, expression = None, None
+    names = StudyGenes([*files.mutations, *matrices])  # read only for a matrix that names genes by Entrez id alone
     if files.cna is not None:
-        cna = cna_rows(files.cna, panel.genes, samples)
+        cna = cna_rows(files.cna, panel.genes, samples, names)
         step()
     if with_expression:
         linear = files.expression_kind == "CONTINUOUS" and linear_levels(files.expression)
         expression = expression_rows(files.expression, linear=linear, panel=panel.genes, top=expression_genes,
-                                     samples=samples)
+                                     samples=samples, names=names)
         step()
     # Every table is prepared (read and checked) before the first write, so a study whose labels or features
     # cannot be loaded changes nothing.
@@ -227,6 +230,7 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
                      " is unknown: " + ", ".join(f"{value[:40]!r} ({n} patient(s))" for value, n in sorted(
                          unread.items(), key=lambda kv: -kv[1])[:10])
                      + "; pass --responders with the values that mean a response (the others then do not)")
+    notes.extend(names.notes())
     if notes:
         counts["notes"] = notes
     return counts

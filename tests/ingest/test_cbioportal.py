@@ -169,10 +169,100 @@ def test_a_missing_endpoint_names_the_ones_there(tmp_path, lake):
 
 def test_an_unreadable_matrix_stops_the_study_before_anything_is_written(tmp_path, lake):
     folder = _study(tmp_path / "study")
-    _write(folder / "data_cna.txt", [["Entrez_Gene_Id", "P1-01"], [1956, 2]])  # genes by Entrez id only
-    with pytest.raises(StudyError, match=r"data_cna.txt, line 1: no Hugo_Symbol column"):
+    _write(folder / "data_cna.txt", [["Gene", "P1-01"], ["EGFR", 2]])  # no gene column cBioPortal knows
+    with pytest.raises(StudyError, match=r"data_cna.txt, line 1: no Hugo_Symbol or Entrez_Gene_Id column"):
         ingest_cbioportal(lake, folder)
     assert not any(lake.has(table) for table in ("labels", "features", "variants", "rejects"))
+
+
+def test_matrices_of_entrez_ids_only_are_named_from_the_studys_own_files(tmp_path, lake):
+    """cBioPortal matrices name genes by Hugo_Symbol, Entrez_Gene_Id or both (File-Formats: "One or both of"; the
+    expression section recommends Entrez ids alone), and datahub studies hold such files. The study's MAF pairs
+    symbols with Entrez ids; an id it does not pair is kept under ENTREZ_<id> in the expression (every gene
+    counts there) and cannot be a panel gene's copy number; an id of 0 or a blank one names no gene."""
+    folder = _study(tmp_path / "study")
+    _write(folder / "data_mutations.txt",
+           [["Hugo_Symbol", "Entrez_Gene_Id", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
+             "Variant_Classification", "Tumor_Sample_Barcode"],
+            ["EGFR", 1956, 7, 55191822, "T", "G", "Missense_Mutation", "P1-01"],
+            ["TP53", 7157, 17, 7675088, "C", "T", "Missense_Mutation", "P2-01"],
+            ["KRAS", 3845, 12, 25245350, "C", "A", "Missense_Mutation", "P2-01"],
+            ["Unknown", 0, 12, 25245360, "C", "A", "IGR", "P2-01"]])
+    _write(folder / "data_cna.txt", [["Entrez_Gene_Id", "P1-01", "P2-01", "P3-01"],
+                                     [1956, 2, -1, 0], [7157, -2, 0, "NA"], [424242, 2, 2, 2], [0, 1, 1, 1]])
+    _write(folder / "data_mrna_seq_v2_rsem.txt",
+           [["Entrez_Gene_Id", "P1-01", "P2-01", "P3-01"],
+            [1956, 0, 1, 3], [3845, 1, 1, 7], [2, 0, 1000, 0], ["", 5, 6, 7], [0, 1, 2, 3]])
+    counts = ingest_cbioportal(lake, folder, expression_genes=1)
+    cna = _features(lake, "cna").set_index(["patient_id", "feature"])["value"]
+    assert set(cna.index.get_level_values("feature")) == {"EGFR", "TP53"}
+    assert cna[("P1", "EGFR")] == 2 and cna[("P2", "EGFR")] == -1 and cna[("P1", "TP53")] == -2
+    expression = _features(lake, "expression").set_index(["patient_id", "feature"])["value"]
+    assert set(expression.index.get_level_values("feature")) == {"EGFR", "KRAS", "ENTREZ_2"}
+    assert math.isclose(expression[("P3", "KRAS")], 3.0) and math.isclose(expression[("P2", "ENTREZ_2")],
+                                                                           math.log2(1001))
+    rejects = lake.read("rejects").to_pandas()
+    mine = rejects[rejects["source"].str.endswith("data_mrna_seq_v2_rsem.txt")].set_index("location")["reason"]
+    assert mine.to_dict() == {
+        "line 5": "no gene: an Entrez_Gene_Id that is blank or 0 names none, and the file has no Hugo_Symbol column",
+        "line 6": "no gene: an Entrez_Gene_Id that is blank or 0 names none, and the file has no Hugo_Symbol column"}
+    notes = " ".join(counts["notes"])
+    assert ("data_mrna_seq_v2_rsem.txt: 1 of 3 genes named only by Entrez_Gene_Id is not named in the study's files"
+            " (data_mutations.txt): kept as ENTREZ_<id>" in notes)
+    assert "data_cna.txt" in notes and "add a Hugo_Symbol column" in notes
+
+
+def test_an_entrez_id_identifies_its_gene_and_one_the_study_pairs_two_ways_stays_unnamed(tmp_path, lake):
+    """Where a line has both columns, the Entrez id identifies the gene (cBioPortal's validateData.py ignores a
+    second line of one id, and names a line by its id when its symbol is blank). An id the study's files pair with
+    two symbols (1029: CDKN2A in the copy number, P16 in the MAF), or whose symbol they pair with a second id
+    (TP53: 7157 and 7158), could be either gene: it is not named."""
+    folder = _study(tmp_path / "study")
+    _write(folder / "data_mutations.txt",
+           [["Hugo_Symbol", "Entrez_Gene_Id", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
+             "Variant_Classification", "Tumor_Sample_Barcode"],
+            ["KRAS", 3845, 12, 25245350, "C", "A", "Missense_Mutation", "P2-01"],
+            ["P16", 1029, 9, 21971100, "C", "T", "Missense_Mutation", "P1-01"],
+            ["TP53", 7157, 17, 7675088, "C", "T", "Missense_Mutation", "P2-01"],
+            ["TP53", 7158, 17, 7675089, "C", "T", "Missense_Mutation", "P3-01"]])
+    _write(folder / "data_cna.txt", [["Hugo_Symbol", "Entrez_Gene_Id", "P1-01", "P2-01"],
+                                     ["CDKN2A", 1029, -2, 0], ["EGFR", 1956, 2, 0], ["EGFR", 1956, 1, 1]])
+    _write(folder / "data_mrna_seq_v2_rsem.txt",
+           [["Hugo_Symbol", "Entrez_Gene_Id", "P1-01", "P2-01", "P3-01"],
+            ["EGFR", 1956, 0, 1, 3], ["ERBB1", 1956, 5, 5, 5], ["", 3845, 1, 1, 7], ["", 7157, 1, 2, 3],
+            ["", 1029, 3, 2, 1]])
+    counts = ingest_cbioportal(lake, folder, expression_genes=5)
+    expression = _features(lake, "expression")
+    assert set(expression["feature"]) == {"EGFR", "KRAS", "ENTREZ_7157", "ENTREZ_1029"}
+    rejects = lake.read("rejects").to_pandas()
+    mine = rejects[rejects["source"].str.endswith("data_mrna_seq_v2_rsem.txt")].set_index("location")["reason"]
+    assert mine.to_dict() == {"line 3": "a second line for Entrez_Gene_Id 1956 (line 2 is used)"}
+    assert _features(lake, "cna").set_index(["patient_id", "feature"])["value"][("P1", "CDKN2A")] == -2
+    notes = " ".join(counts["notes"])
+    assert ("data_mrna_seq_v2_rsem.txt: 2 of 3 genes named only by Entrez_Gene_Id are not named in the study's files"
+            " (data_mutations.txt, data_cna.txt, data_mrna_seq_v2_rsem.txt); 2 of them because those files pair the id"
+            " with two symbols or its symbol with a second id (Entrez_Gene_Id 1029, 7157)" in notes)
+
+
+def test_a_long_copy_number_file_of_entrez_ids_only_is_named_too(tmp_path, lake):
+    folder = _study(tmp_path / "study")
+    _write(folder / "data_mutations.txt",
+           [["Hugo_Symbol", "Entrez_Gene_Id", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
+             "Variant_Classification", "Tumor_Sample_Barcode"],
+            ["EGFR", 1956, 7, 55191822, "T", "G", "Missense_Mutation", "P1-01"]])
+    (folder / "data_cna.txt").unlink()
+    _write(folder / "data_cna_long.txt", [["Entrez_Gene_Id", "Sample_Id", "Value"], [1956, "P1-01", 2],
+                                          [1956, "P2-01", -1], [1956, "P2-01", 1], [0, "P2-01", 1]])
+    meta = folder / "meta_cna.txt"
+    meta.write_text(meta.read_text().replace("DISCRETE", "DISCRETE_LONG").replace("data_cna.txt", "data_cna_long.txt"))
+    ingest_cbioportal(lake, folder)
+    cna = _features(lake, "cna").set_index(["patient_id", "feature"])["value"]
+    assert cna.to_dict() == {("P1", "EGFR"): 2, ("P2", "EGFR"): -1}
+    rejects = lake.read("rejects").to_pandas()
+    mine = rejects[rejects["source"].str.endswith("data_cna_long.txt")].set_index("location")["reason"]
+    assert mine.to_dict() == {"line 4": "a second line for EGFR in one sample (line 3 is used)",
+                              "line 5": "no gene: an Entrez_Gene_Id that is blank or 0 names none, and the file has no"
+                                        " Hugo_Symbol column"}
 
 
 def test_an_unusable_maf_stops_the_study_before_anything_is_written(tmp_path, lake):
