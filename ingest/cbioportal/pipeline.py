@@ -55,10 +55,12 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     Returns:
         Counts per part (``labels``, ``response``, ``treatment`` (with ``treatment_timeline``: patients treated
         from day 0, only before it, ...), ``clinical``, ``clinical_sample``, ``mutations``, ``cna``,
-        ``expression``; a part the study lacks is absent), ``excluded``: per clinical modality, the attributes
-        left out, each with why, and ``notes`` when there is something to say (a targeted-panel study's TMB over
-        the default panel, response values read as neither, the timeline files read for treatments, the genes a
-        matrix gives by Entrez id alone that the study's files do not name).
+        ``expression``; a part the study lacks is absent; a matrix that cannot be read (no gene column, a broken
+        header, not UTF-8) is one reject of its part, named with why in a note, and the rest of the study loads),
+        ``excluded``: per clinical modality, the attributes left out, each with why, and ``notes`` when there is
+        something to say (a targeted-panel study's TMB over the default panel, response values read as neither,
+        the timeline files read for treatments, the genes a matrix gives by Entrez id alone that the study's files
+        do not name, a matrix not loaded).
 
     Raises:
         StudyError: no patient file, it lacks the endpoint's columns, a label attribute is in neither clinical
@@ -87,7 +89,8 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
                        and f"{c[:-len('_STATUS')]}_MONTHS" in patients.frame)
         raise StudyError(f"{files.patient}: no {status} and {months} columns for endpoint {endpoint}; this study has"
                          f" {', '.join(found) or 'no survival endpoint'} (pass --endpoint)")
-    # Every file is read and checked before the first write, so a study that cannot be read changes nothing.
+    # Every file is read and checked before the first write, so a study that cannot be read changes nothing; a
+    # copy-number or expression matrix that cannot be read is left out (a reject and a note), the rest loads.
     with_expression = files.expression is not None and expression_genes > 0
     matrices = [m for m in (files.cna, files.expression if with_expression else None) if m is not None]
     total, done = 2 + 2 * len(matrices) + (samples is not None) + bool(files.mutations), 0
@@ -133,13 +136,21 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
     step()
     cna, expression = None, None
     names = StudyGenes([*files.mutations, *matrices])  # read only for a matrix that names genes by Entrez id alone
+    unreadable: dict[str, tuple[Path, StudyError]] = {}  # part -> its matrix that cannot be read, and why: the
+    # rest of the study still loads
     if files.cna is not None:
-        cna = cna_rows(files.cna, panel.genes, samples, names)
+        try:
+            cna = cna_rows(files.cna, panel.genes, samples, names)
+        except StudyError as error:
+            unreadable["cna"] = files.cna, error
         step()
     if with_expression:
-        linear = files.expression_kind == "CONTINUOUS" and linear_levels(files.expression)
-        expression = expression_rows(files.expression, linear=linear, panel=panel.genes, top=expression_genes,
-                                     samples=samples, names=names)
+        try:
+            linear = files.expression_kind == "CONTINUOUS" and linear_levels(files.expression)
+            expression = expression_rows(files.expression, linear=linear, panel=panel.genes, top=expression_genes,
+                                         samples=samples, names=names)
+        except StudyError as error:
+            unreadable["expression"] = files.expression, error
         step()
     # Every table is prepared (read and checked) before the first write, so a study whose labels or features
     # cannot be loaded changes nothing.
@@ -195,6 +206,11 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
         if part in prepared:
             counts[part] = write_prepared(lake, prepared[part])
             step()
+        elif part in unreadable:  # the file is a reject, so `lake status` and the exit status tell it
+            path, error = unreadable[part]
+            counts[part] = {"rejected": lake.add_rejects([{"source": str(path), "reason": f"file not loaded: {error}"}],
+                                                         modality="features")}
+            step()
     notes = [f"{', '.join(p.name for p in files.supplementary)}: supplementary clinical file(s) of the study,"
              " not loaded (only the main patient and sample files are)"] if files.supplementary else []
     read_timelines = set(timeline.files) if timeline is not None else set()
@@ -230,6 +246,7 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
                      " is unknown: " + ", ".join(f"{value[:40]!r} ({n} patient(s))" for value, n in sorted(
                          unread.items(), key=lambda kv: -kv[1])[:10])
                      + "; pass --responders with the values that mean a response (the others then do not)")
+    notes.extend(f"not loaded, the rest of the study was: {error}" for _, error in unreadable.values())
     notes.extend(names.notes())
     if notes:
         counts["notes"] = notes

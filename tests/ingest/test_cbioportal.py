@@ -167,12 +167,20 @@ def test_a_missing_endpoint_names_the_ones_there(tmp_path, lake):
     assert not lake.has("labels")
 
 
-def test_an_unreadable_matrix_stops_the_study_before_anything_is_written(tmp_path, lake):
+def test_a_matrix_that_cannot_be_read_is_reported_and_the_rest_of_the_study_loads(tmp_path, lake):
     folder = _study(tmp_path / "study")
     _write(folder / "data_cna.txt", [["Gene", "P1-01"], ["EGFR", 2]])  # no gene column cBioPortal knows
-    with pytest.raises(StudyError, match=r"data_cna.txt, line 1: no Hugo_Symbol or Entrez_Gene_Id column"):
-        ingest_cbioportal(lake, folder)
-    assert not any(lake.has(table) for table in ("labels", "features", "variants", "rejects"))
+    counts = ingest_cbioportal(lake, folder)
+    assert counts["labels"]["patients"] == 12 and counts["mutations"]["records_read"] == 3
+    assert counts["expression"]["patients"] == 4 and counts["cna"] == {"rejected": 1}
+    assert not (_features(lake, "cna")).size
+    why = (f"{folder / 'data_cna.txt'}, line 1: no Hugo_Symbol or Entrez_Gene_Id column; a cBioPortal matrix names"
+           " each gene by one or both, in its first columns")
+    assert f"not loaded, the rest of the study was: {why}" in counts["notes"]
+    rejects = lake.read("rejects").to_pandas()
+    assert rejects[rejects["source"].str.endswith("data_cna.txt")]["reason"].tolist() == [f"file not loaded: {why}"]
+    result = CliRunner().invoke(app, ["ingest", "cbioportal", str(folder), "--lake", str(tmp_path / "cli")])
+    assert result.exit_code == 2 and "not loaded, the rest of the study was" in " ".join(result.output.split())
 
 
 def test_matrices_of_entrez_ids_only_are_named_from_the_studys_own_files(tmp_path, lake):
@@ -285,9 +293,9 @@ def test_a_matrix_that_is_not_utf8_is_named_with_its_line(tmp_path, lake):
     folder = _study(tmp_path / "study")
     matrix = folder / "data_mrna_seq_v2_rsem.txt"
     matrix.write_bytes(matrix.read_bytes() + b"CAF\xc9\t9\t1\t1\t1\t1\n")  # cp1252, not UTF-8
-    with pytest.raises(StudyError, match=r"data_mrna_seq_v2_rsem.txt, line 8: not UTF-8 text"):
-        ingest_cbioportal(lake, folder)
-    assert not lake.has("labels")
+    counts = ingest_cbioportal(lake, folder)
+    assert counts["expression"] == {"rejected": 1} and counts["cna"]["patients"] == 3
+    assert any("data_mrna_seq_v2_rsem.txt, line 8: not UTF-8 text" in note for note in counts["notes"])
 
 
 def test_matrix_rejects_and_header_errors_name_columns_by_number_not_by_sample_id(tmp_path, lake):
@@ -301,9 +309,10 @@ def test_matrix_rejects_and_header_errors_name_columns_by_number_not_by_sample_i
     shown = " ".join(matrices["location"].fillna("") + " " + matrices["reason"])
     assert "P1-" not in shown and "P2-" not in shown
     _write(folder / "data_cna.txt", [["Hugo_Symbol", "TCGA-05-4244-01", "P1-01", "TCGA-05-4244-01"], ["EGFR", 1, 0, 1]])
-    with pytest.raises(StudyError, match=r"repeated column \(columns 2 and 4\)") as raised:
-        ingest_cbioportal(lake, folder)
-    assert "TCGA-05-4244" not in str(raised.value)
+    notes = " ".join(ingest_cbioportal(lake, folder)["notes"])
+    assert "data_cna.txt, line 1: the header has an unnamed or repeated column (columns 2 and 4)" in notes
+    rejects = lake.read("rejects").to_pandas()
+    assert "TCGA-05-4244" not in notes + " ".join(rejects["reason"]) + " ".join(rejects["location"].fillna(""))
 
 
 def test_a_sample_line_with_a_wrong_field_count_is_a_reject_not_dropped_unsaid(tmp_path, lake):
