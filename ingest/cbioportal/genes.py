@@ -20,7 +20,7 @@ from ingest.cbioportal.tsv import DataLines, StudyError
 from ingest.tables import MISSING
 
 UNNAMED = "ENTREZ_{}"  # an expression gene that no file of the study names, e.g. ENTREZ_1956
-NO_GENE = "no gene: an Entrez_Gene_Id that is blank or 0 names none, and the file has no Hugo_Symbol column"
+NO_GENE = "no gene: the Entrez_Gene_Id is blank, 0 or not a whole number, and the file has no Hugo_Symbol column"
 
 
 def entrez_id(cell: str | None) -> int | None:
@@ -94,7 +94,7 @@ class StudyGenes:
 
     def notes(self) -> list[str]:
         """What the matrices of Entrez ids only could not name, each with the fix."""
-        sources = ", ".join(p.name for p in self.named_by) or "none has both Hugo_Symbol and Entrez_Gene_Id"
+        sources = ", ".join(p.name for p in self.named_by) or "none that could be read has both columns"
         notes = []
         for path, (unnamed, of, fate) in self.unnamed.items():
             if unnamed:

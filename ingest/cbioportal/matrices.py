@@ -78,8 +78,8 @@ def _matrix_header(path: Path) -> list[str]:
 
 def _named_by_entrez(path: Path, at: int, genes: list[str], names: StudyGenes) -> tuple[dict[str, str], list[dict]]:
     """The ``Entrez_Gene_Id`` cells (column index ``at``) of a copy-number file without ``Hugo_Symbol`` whose ids
-    ``names`` names as one of ``genes`` -> that symbol; and rejects for the lines whose id is blank or 0 (no gene).
-    The ids it cannot name are counted in ``names.unnamed``."""
+    ``names`` names as one of ``genes`` -> that symbol; and rejects for the lines whose id is blank, 0 or not a
+    whole number (no gene). The ids it cannot name are counted in ``names.unnamed``."""
     cells: dict[str, int] = {}
     rejects = []
     with DataLines(path) as data:
@@ -209,7 +209,7 @@ def expression_rows(path: Path, *, linear: bool, panel: list[str], top: int, sam
                     gene = gene or UNNAMED.format(number_of)
                 if not gene:
                     problem = "no Hugo_Symbol" if entrez_at is None else NO_GENE if hugo_at is None else (
-                        "no Hugo_Symbol, and an Entrez_Gene_Id that is blank or 0 names no gene")
+                        "no Hugo_Symbol, and the Entrez_Gene_Id is blank, 0 or not a whole number")
                 else:
                     problem = _second_line(_gene_keys(gene, entrez), number, first_line)
             if problem:

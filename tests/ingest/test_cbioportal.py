@@ -200,7 +200,7 @@ def test_matrices_of_entrez_ids_only_are_named_from_the_studys_own_files(tmp_pat
                                      [1956, 2, -1, 0], [7157, -2, 0, "NA"], [424242, 2, 2, 2], [0, 1, 1, 1]])
     _write(folder / "data_mrna_seq_v2_rsem.txt",
            [["Entrez_Gene_Id", "P1-01", "P2-01", "P3-01"],
-            [1956, 0, 1, 3], [3845, 1, 1, 7], [2, 0, 1000, 0], ["", 5, 6, 7], [0, 1, 2, 3]])
+            [1956, 0, 1, 3], [3845, 1, 1, 7], [2, 0, 1000, 0], ["", 5, 6, 7], [0, 1, 2, 3], ["12.5", 1, 2, 3]])
     counts = ingest_cbioportal(lake, folder, expression_genes=1)
     cna = _features(lake, "cna").set_index(["patient_id", "feature"])["value"]
     assert set(cna.index.get_level_values("feature")) == {"EGFR", "TP53"}
@@ -211,9 +211,8 @@ def test_matrices_of_entrez_ids_only_are_named_from_the_studys_own_files(tmp_pat
                                                                            math.log2(1001))
     rejects = lake.read("rejects").to_pandas()
     mine = rejects[rejects["source"].str.endswith("data_mrna_seq_v2_rsem.txt")].set_index("location")["reason"]
-    assert mine.to_dict() == {
-        "line 5": "no gene: an Entrez_Gene_Id that is blank or 0 names none, and the file has no Hugo_Symbol column",
-        "line 6": "no gene: an Entrez_Gene_Id that is blank or 0 names none, and the file has no Hugo_Symbol column"}
+    no_gene = "no gene: the Entrez_Gene_Id is blank, 0 or not a whole number, and the file has no Hugo_Symbol column"
+    assert mine.to_dict() == {"line 5": no_gene, "line 6": no_gene, "line 7": no_gene}
     notes = " ".join(counts["notes"])
     assert ("data_mrna_seq_v2_rsem.txt: 1 of 3 genes named only by Entrez_Gene_Id is not named in the study's files"
             " (data_mutations.txt): kept as ENTREZ_<id>" in notes)
@@ -269,8 +268,8 @@ def test_a_long_copy_number_file_of_entrez_ids_only_is_named_too(tmp_path, lake)
     rejects = lake.read("rejects").to_pandas()
     mine = rejects[rejects["source"].str.endswith("data_cna_long.txt")].set_index("location")["reason"]
     assert mine.to_dict() == {"line 4": "a second line for EGFR in one sample (line 3 is used)",
-                              "line 5": "no gene: an Entrez_Gene_Id that is blank or 0 names none, and the file has no"
-                                        " Hugo_Symbol column"}
+                              "line 5": "no gene: the Entrez_Gene_Id is blank, 0 or not a whole number, and the file"
+                                        " has no Hugo_Symbol column"}
 
 
 def test_an_unusable_maf_stops_the_study_before_anything_is_written(tmp_path, lake):
