@@ -11,9 +11,9 @@ labels table's ``index_date`` where given. Every feature uses only records dated
 - comorbidity indicators (top-K condition codes, the cancer codes themselves excluded) and prior-medication
   indicators (top-K medication codes), each code with its system (``system|code``: the same code in another
   system is another column, named ``cond:system|code`` where two share the code);
-- age at index (years), sex (1 = male), ECOG, stage (ordinal 1-4 parsed from the stage code or display, e.g.
-  ``3A`` or ``Stage IIIA`` -> 3) and smoking (ordinal from ``smoking_map``; display fallback never=0,
-  former=1, current=2), each the last value before the cutoff.
+- age at index (years), sex (1 = male), ECOG (a number, or a LOINC / SNOMED answer code: ``LA9624-3`` -> 2), stage
+  (ordinal 1-4 parsed from the stage code or display, e.g. ``3A`` or ``Stage IIIA`` -> 3) and smoking (ordinal
+  from ``smoking_map``; display fallback never=0, former=1, current=2), each the last value before the cutoff.
 
 Genomics: the configured genes' mutation status (0/1 for sequenced patients, NaN otherwise), ``log_tmb``
 (``log1p`` of the largest TMB in mut/Mb) and ``has_sequencing``, over the samples collected before the
@@ -563,12 +563,21 @@ def parse_smoking(code: object, display: object, mapping: dict[str, float]) -> f
     return np.nan
 
 
-def _coded_value(frame: pd.DataFrame) -> pd.Series:
-    """Numeric value of an observation: ``value``, else an integer in ``value_code``/``value_display``."""
+# ECOG scores by coded answer: LOINC's answer list of 89247-1 (LL529-9) and SNOMED's ECOG grade findings
+ECOG_ANSWERS = {"LA9622-7": 0.0, "LA9623-5": 1.0, "LA9624-3": 2.0, "LA9625-0": 3.0, "LA9626-8": 4.0,
+                "LA9627-6": 5.0, "425389002": 0.0, "422512005": 1.0, "422894000": 2.0, "423053003": 3.0,
+                "423237006": 4.0}
+
+
+def _ecog_value(frame: pd.DataFrame) -> pd.Series:
+    """ECOG score of an observation: ``value``, else its coded answer (:data:`ECOG_ANSWERS`), else a number in
+    ``value_code``/``value_display`` that is a score (0-5: the digits of another code, or a display's '50% of
+    waking hours', are none)."""
     value = pd.to_numeric(frame["value"], errors="coerce")
+    value = value.fillna(frame["value_code"].map(ECOG_ANSWERS).astype("float64"))
     for col in ("value_code", "value_display"):
         parsed = pd.to_numeric(frame[col].astype("string").str.extract(r"(\d+(?:\.\d+)?)")[0], errors="coerce")
-        value = value.fillna(parsed)
+        value = value.fillna(parsed.where(parsed.between(0, 5)))
     return value
 
 
@@ -605,7 +614,7 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
     }
     names = {"age": "Age at index (years)", "sex_male": "Sex (1 = male)"}
     ecog = obs[obs["code"] == cfg.ecog_code].copy()
-    ecog["num"] = _coded_value(ecog)
+    ecog["num"] = _ecog_value(ecog)
     columns["ecog"], names["ecog"] = _last(ecog, keys, "num"), "ECOG performance status"
     stage = obs[obs["code"] == cfg.stage_code].copy()
     stage["num"] = [_first_finite(parse_stage(c), parse_stage(d))

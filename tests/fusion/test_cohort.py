@@ -166,6 +166,21 @@ def test_lab_features_hand_computed():
     assert "med:1721560" not in cohort.feature_names  # started after the index date
 
 
+def test_ecog_coded_as_a_loinc_answer_or_a_snomed_code_is_its_score_or_unknown():
+    """ECOG 89247-1 coded with its LOINC answers (LA9622-7 = 0 ... LA9627-6 = 5) is that score, not the 9622 of
+    the code's digits; a SNOMED code or a display's '50% of waking hours' is no score (0-5)."""
+    rows = base_rows()
+    ecog = c.ECOG_LOINC[0]
+    rows["observations"] += [
+        {**obs("a", ecog, "2019-12-31", None, "LA9624-3", "Ambulatory and capable of all selfcare"),
+         "value_system": c.LOINC},
+        {**obs("b", ecog, "2021-02-01", None, "423053003", "ECOG performance status - grade 3"),
+         "value_system": c.SNOMED},
+        obs("d", ecog, "2020-01-20", None, None, "Capable of only limited selfcare, in bed over 50% of waking hours")]
+    cohort = assemble_cohort(frames_of(rows), CONFIG)  # rows a, b, d
+    assert column(cohort, "ecog")[:2].tolist() == [2.0, 3.0] and np.isnan(column(cohort, "ecog")[2])
+
+
 def test_condition_and_medication_codes_keep_their_system():
     rows = base_rows()
     local = "http://hospital.example/codes"  # a local code system that reuses SNOMED's number for another thing
