@@ -8,9 +8,10 @@ labels table's ``index_date`` where given. Every feature uses only records dated
 - labs (``data.ehr.lab_system``, numeric values): per code among the top-K by patient coverage (or the listed
   ``lab_codes``): ``last`` value, and per window ``w`` in ``windows_days`` the ``mean`` and the least-squares
   ``slope`` (units per year) of the values dated in ``(cutoff - w, cutoff)``, plus a ``missing`` indicator;
-- comorbidity indicators (top-K condition codes, the cancer codes themselves excluded) and prior-medication
-  indicators (top-K medication codes), each code with its system (``system|code``: the same code in another
-  system is another column, named ``cond:system|code`` where two share the code);
+- comorbidity indicators (top-K condition codes, the cancer codes themselves excluded; a condition without an
+  onset dated by its ``recordedDate``) and prior-medication indicators (top-K medication codes), each code with
+  its system (``system|code``: the same code in another system is another column, named ``cond:system|code``
+  where two share the code);
 - age at index (years), sex (1 = male), ECOG (a number, or a LOINC / SNOMED answer code: ``LA9624-3`` -> 2), stage
   (ordinal 1-4 parsed from the stage code or display, e.g. ``3A`` or ``Stage IIIA`` -> 3) and smoking (ordinal
   from ``smoking_map``; display fallback never=0, former=1, current=2), each the last value before the cutoff.
@@ -421,6 +422,12 @@ def _display_match(conditions: pd.DataFrame, cfg: IndexConfig) -> pd.Series:
     return hit.astype(bool)
 
 
+def with_onset(conditions: pd.DataFrame) -> pd.DataFrame:
+    """``conditions`` whose ``onset`` is their ``recorded`` date where they give no onset (a diagnosis is recorded
+    on or after its onset, so such a condition is never dated early)."""
+    return conditions.assign(onset=conditions["onset"].where(conditions["onset"].notna(), conditions["recorded"]))
+
+
 def index_dates(conditions: pd.DataFrame, labels: pd.DataFrame, cfg: IndexConfig) -> tuple[pd.Series, pd.Series]:
     """Per patient key: the index date (UTC Timestamp) and the index condition's code (None from labels).
 
@@ -429,8 +436,7 @@ def index_dates(conditions: pd.DataFrame, labels: pd.DataFrame, cfg: IndexConfig
     diagnosis is recorded on or after its onset, so this index is never early); a non-null labels
     ``index_date`` overrides it.
     """
-    conditions = conditions.assign(onset=conditions["onset"].where(conditions["onset"].notna(),
-                                                                   conditions["recorded"]))
+    conditions = with_onset(conditions)
     dated = conditions[conditions["onset"].notna()]
     listed = dated[coded_as(dated, cfg.cancer_codes)]
     by_display = dated[_display_match(dated, cfg) & ~dated["patient_key"].isin(set(listed["patient_key"]))]
@@ -590,7 +596,7 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
     labs = obs[(obs["system"] == cfg.lab_system) & obs["value"].notna() & ~obs["code"].isin(special)].copy()
     labs["value"] = labs["value"].astype(np.float64)
     labs, other_unit, units = in_main_unit(labs, selection.lab_units if selection is not None else None)
-    conds = _before(frames.conditions, "onset", keys, index, cutoff)
+    conds = _before(with_onset(frames.conditions), "onset", keys, index, cutoff)
     cancer = is_cancer_condition(conds, index_cfg)
     cancer_ids = set(conds.loc[cancer, "resource_id"].dropna())  # every coding of a cancer Condition
     conds = conds[~cancer & ~conds["resource_id"].isin(cancer_ids)]

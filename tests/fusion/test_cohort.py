@@ -145,6 +145,17 @@ def test_the_index_conditions_other_codings_are_no_features_and_recorded_date_st
     assert "cond:C34.90" not in cohort.feature_names  # would give the diagnosis away
 
 
+def test_a_comorbidity_without_an_onset_counts_from_its_recorded_date():
+    """A Condition with only a recordedDate (onsetAge, onsetString or no onset: common outside Synthea) is a
+    comorbidity from when it was recorded, as the index date rule reads it; recorded after the cutoff it is none."""
+    rows = base_rows()
+    lipid = "55822004"
+    rows["conditions"] += [{**cond(k, lipid, "Hyperlipidemia", "2015-01-01"), "onset": pd.NaT, "recorded": ts(when)}
+                           for k, when in (("a", "2018-03-01"), ("b", "2021-06-01"))]  # b's: after b's index
+    cohort = assemble_cohort(frames_of(rows), CONFIG)  # rows a, b, d
+    assert column(cohort, f"cond:{lipid}").tolist() == [1.0, 0.0, 0.0]
+
+
 def test_lab_features_hand_computed():
     # ECOG, stage and smoking are recorded at a's index time: one day of grace admits them
     cohort = assemble_cohort(frames_of(base_rows()), apply_overrides(CONFIG, ["data.index.grace_days=1"]))
