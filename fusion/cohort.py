@@ -5,9 +5,10 @@ labels table's ``index_date`` where given. Every feature uses only records dated
 ``index + grace_days`` (the *cutoff*), so nothing that happens after diagnosis leaks into the inputs (with
 ``grace_days: 0`` not even what is recorded at the index time itself, such as the staging of the diagnosis):
 
-- labs (``data.ehr.lab_system``, numeric values): per code among the top-K by patient coverage (or the listed
-  ``lab_codes``): ``last`` value, and per window ``w`` in ``windows_days`` the ``mean`` and the least-squares
-  ``slope`` (units per year) of the values dated in ``(cutoff - w, cutoff)``, plus a ``missing`` indicator;
+- labs (``data.ehr.lab_system``, or its OID, numeric values): per code among the top-K by patient coverage (or
+  the listed ``lab_codes``): ``last`` value, and per window ``w`` in ``windows_days`` the ``mean`` and the
+  least-squares ``slope`` (units per year) of the values dated in ``(cutoff - w, cutoff)``, plus a ``missing``
+  indicator;
 - comorbidity indicators (top-K condition codes, the cancer codes themselves excluded; a condition without an
   onset dated by its ``recordedDate``) and prior-medication indicators (top-K medication codes), each code with
   its system (``system|code``: the same code in another system is another column, named ``cond:system|code``
@@ -386,10 +387,14 @@ SYSTEM_ALIASES = {"urn:oid:2.16.840.1.113883.6.96": "http://snomed.info/sct",
                   "urn:oid:2.16.840.1.113883.6.90": "http://hl7.org/fhir/sid/icd-10-cm"}
 
 
+def _system(frame: pd.DataFrame) -> pd.Series:
+    """Per row: the canonical URI of its ``system`` (:data:`SYSTEM_ALIASES`); NA without a system."""
+    return frame["system"].astype("string").map(lambda s: SYSTEM_ALIASES.get(s, s), na_action="ignore")
+
+
 def _qualified(frame: pd.DataFrame) -> pd.Series:
-    """Per row: ``system|code`` with the system's canonical URI (:data:`SYSTEM_ALIASES`); NA without a system."""
-    system = frame["system"].astype("string").map(lambda s: SYSTEM_ALIASES.get(s, s), na_action="ignore")
-    return system + "|" + frame["code"].astype("string")
+    """Per row: ``system|code`` with the system's canonical URI (:func:`_system`); NA without a system."""
+    return _system(frame) + "|" + frame["code"].astype("string")
 
 
 def _canonical_entry(entry: str) -> str:
@@ -593,7 +598,8 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
     (``lab_values_other_unit``: values left out by :func:`in_main_unit`)."""
     obs = _before(frames.observations, "effective", keys, index, cutoff)
     special = {cfg.ecog_code, cfg.stage_code, cfg.smoking_code}
-    labs = obs[(obs["system"] == cfg.lab_system) & obs["value"].notna() & ~obs["code"].isin(special)].copy()
+    in_system = _system(obs).eq(SYSTEM_ALIASES.get(cfg.lab_system, cfg.lab_system)).fillna(False).astype(bool)
+    labs = obs[in_system & obs["value"].notna() & ~obs["code"].isin(special)].copy()
     labs["value"] = labs["value"].astype(np.float64)
     labs, other_unit, units = in_main_unit(labs, selection.lab_units if selection is not None else None)
     conds = _before(with_onset(frames.conditions), "onset", keys, index, cutoff)

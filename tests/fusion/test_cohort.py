@@ -231,6 +231,14 @@ def test_a_code_recorded_without_a_system_joins_that_codes_column():
     assert "77777" in alone.selection.conditions and column(alone, "cond:77777").tolist() == [1.0, 0.0, 0.0]
 
 
+def test_a_lab_coded_in_loinc_by_its_oid_is_a_lab():
+    """LOINC named by its OID (C-CDA conversions) is data.ehr.lab_system all the same, as for condition codes."""
+    rows = base_rows()
+    rows["observations"].append(obs("d", CEA, "2020-01-10", 4.0, system="urn:oid:2.16.840.1.113883.6.1"))
+    cohort = assemble_cohort(frames_of(rows), CONFIG)  # rows a, b, d
+    assert column(cohort, f"lab:{CEA}:last")[2] == 4.0
+
+
 def test_a_lab_in_another_unit_is_left_out_and_counted():
     rows = base_rows()
     creatinine = "2160-0"
