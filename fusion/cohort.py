@@ -17,7 +17,8 @@ labels table's ``index_date`` where given. Every feature uses only records dated
   (ordinal 1-4 parsed from the stage code or display, e.g. ``3A`` or ``Stage IIIA`` -> 3) and smoking (ordinal
   from ``smoking_map``; display fallback never=0, former=1, current=2), each the last value before the cutoff.
 
-Genomics: the configured genes' mutation status (0/1 for sequenced patients, NaN otherwise), ``log_tmb``
+Genomics: the configured genes' mutation status (0/1 for patients with a sample whose panel has the gene, NaN
+otherwise: a gene off a patient's panel is unknown, not wild-type), ``log_tmb``
 (``log1p`` of the largest TMB in mut/Mb) and ``has_sequencing``, over the samples collected before the
 cutoff (a sample whose collection date is after it is ignored; an undated sample is used and counted in the
 summary as ``genomics_samples_undated``). Images: a reference to the latest study dated before the cutoff
@@ -715,7 +716,8 @@ def genomics_block(frames: LakeFrames, keys: np.ndarray, cutoff: pd.Series, gene
     names: dict[str, str] = {}
     for gene in selected:
         hit = np.isin(keys, list(set(mutated.loc[mutated["gene"] == gene, "patient_key"])))
-        columns[f"gene:{gene}"] = np.where(sequenced, hit.astype(np.float64), np.nan)
+        tested = np.isin(keys, list(set(gs.loc[gs["gene"] == gene, "patient_key"])))  # the gene is on a panel
+        columns[f"gene:{gene}"] = np.where(tested, hit.astype(np.float64), np.nan)
         names[f"gene:{gene}"] = f"{gene} mutated"
     top = tmb.groupby("patient_key")["tmb_per_mb"].max().reindex(keys).to_numpy(np.float64)
     columns["log_tmb"], names["log_tmb"] = np.log1p(top), "log(1 + TMB per Mb)"

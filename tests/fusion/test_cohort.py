@@ -402,7 +402,7 @@ def test_genomics_and_extra_modality_blocks():
     gen = cohort.blocks["genomics"]
     assert gen.names == ["gene:EGFR", "gene:KRAS", "log_tmb", "has_sequencing"]
     np.testing.assert_array_equal(gen.values[0], np.float32([1.0, 0.0, np.log1p(9.0), 1.0]))
-    assert gen.values[1, 0] == 0.0 and gen.values[1, 1] == 1.0 and np.isnan(gen.values[1, 2])
+    assert np.isnan(gen.values[1, 0]) and gen.values[1, 1] == 1.0 and np.isnan(gen.values[1, 2])  # b: KRAS only
     assert np.isnan(gen.values[2, :3]).all() and gen.present.tolist() == [True, True, False]
     path = cohort.blocks["pathology"]
     assert path.names == ["pathology:grade", "pathology:subtype=acinar", "pathology:subtype=solid"]
@@ -410,6 +410,18 @@ def test_genomics_and_extra_modality_blocks():
     assert np.isnan(path.values[2]).all() and path.present.tolist() == [True, True, False]
     again = assemble_cohort(frames_of(base_rows()), config, selection=cohort.selection)
     assert again.feature_names == cohort.feature_names
+
+
+def test_a_gene_off_the_patients_panel_is_unknown_not_wild_type():
+    """gene_status has a row per sample and gene of its panel: a patient sequenced on a panel without EGFR (a
+    second site's assay) has an unknown EGFR status, not a wild-type one."""
+    config = apply_overrides(CONFIG, ["data.genomics.genes=[EGFR, KRAS]"])
+    rows = base_rows()  # a: EGFR and KRAS tested; b: KRAS only
+    rows["gene_status"].append({"patient_key": "d", "gene": "EGFR", "mutated": False})
+    gen = assemble_cohort(frames_of(rows), config).blocks["genomics"]  # rows a, b, d
+    assert gen.names[:2] == ["gene:EGFR", "gene:KRAS"]
+    np.testing.assert_array_equal(gen.values[:, :2], np.float32([[1.0, 0.0], [np.nan, 1.0], [0.0, np.nan]]))
+    assert gen.present.tolist() == [True, True, True]
 
 
 def test_a_sample_collected_after_the_cutoff_changes_no_feature():
