@@ -37,7 +37,9 @@ class Normalizer:
 
     @classmethod
     def fit(cls, cohort: Cohort, rows: np.ndarray) -> Normalizer:
-        """Statistics over ``rows`` of each block (NaN ignored; constant or empty columns get std 1)."""
+        """Statistics over ``rows`` of each block (NaN ignored; constant columns get std 1). A column no row
+        observes gets std NaN: the model learns nothing from it, so its values stay missing for every patient
+        (fed raw, a later patient's value would meet weights no gradient reached)."""
         mean, std = {}, {}
         for name, block in cohort.blocks.items():
             values = block.values[rows].astype(np.float64)
@@ -47,11 +49,12 @@ class Normalizer:
             var = np.where(count > 1, np.nansum((values - m) ** 2, axis=0) / np.maximum(count - 1, 1), 1.0)
             s = np.sqrt(var)
             mean[name] = m.astype(np.float32)
-            std[name] = np.where(s > 1e-8, s, 1.0).astype(np.float32)
+            std[name] = np.where(count > 0, np.where(s > 1e-8, s, 1.0), np.nan).astype(np.float32)
         return cls(mean, std)
 
     def apply(self, name: str, values: np.ndarray) -> np.ndarray:
-        """``(values - mean) / std`` for block ``name``; NaN stays NaN."""
+        """``(values - mean) / std`` for block ``name``; NaN stays NaN, and so is every value of a column whose
+        std is NaN (see :meth:`fit`)."""
         return ((values - self.mean[name]) / self.std[name]).astype(np.float32)
 
     def to_dict(self) -> dict:

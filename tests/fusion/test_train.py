@@ -239,6 +239,24 @@ def test_cross_validation_folds_choose_columns_on_their_own_training_patients():
     assert any("99999-9" in name for name in swapped.feature_names)
 
 
+def test_a_column_no_training_patient_has_is_missing_for_every_patient():
+    """A column the training rows never observe (a listed lab none of them had, a slope none had two values for)
+    trained no weight: a later patient's value there is missing to the model, not fed raw (mean 0, sd 1), also
+    after the statistics go through run.json."""
+    from types import SimpleNamespace
+
+    from fusion.cohort import TabularBlock
+    from fusion.run import json_safe
+
+    values = np.array([[1.0, np.nan], [3.0, np.nan], [5.0, 250.0]], np.float32)
+    cohort = SimpleNamespace(blocks={"ehr": TabularBlock(["lab:last", "lab:slope"], values, np.ones(3, bool))})
+    fitted = Normalizer.fit(cohort, np.array([0, 1]))
+    saved = Normalizer.from_dict(json.loads(json.dumps(json_safe(fitted.to_dict()), allow_nan=False)))
+    for norm in (fitted, saved):
+        out = norm.apply("ehr", values)
+        assert out[2, 0] == pytest.approx(3.0 / np.sqrt(2.0)) and np.isnan(out[:, 1]).all()
+
+
 def test_image_batches_pad_series_and_train(tmp_path):
     frames = make_frames(24, images=True)
     config = load_config(None, [*FAST, "train.epochs=1", "modalities.image.enabled=true",
