@@ -781,9 +781,9 @@ def image_refs(images: pd.DataFrame, keys: np.ndarray, cutoff: pd.Series, modali
 
 # -- targets -------------------------------------------------------------------------------------------------
 def last_contact(frames: LakeFrames, keys: np.ndarray) -> pd.Series:
-    """Latest date of any record per patient (conditions, observations, medications, encounters, images,
-    death)."""
-    parts = [frames.conditions[["patient_key", "onset"]].set_axis(["patient_key", "t"], axis=1),
+    """Latest date of any record per patient (conditions: :func:`with_onset`, observations, medications,
+    encounters, images, death)."""
+    parts = [with_onset(frames.conditions)[["patient_key", "onset"]].set_axis(["patient_key", "t"], axis=1),
              frames.observations[["patient_key", "effective"]].set_axis(["patient_key", "t"], axis=1),
              frames.medications[["patient_key", "start"]].set_axis(["patient_key", "t"], axis=1),
              frames.encounters[["patient_key", "start"]].set_axis(["patient_key", "t"], axis=1),

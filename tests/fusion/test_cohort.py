@@ -361,6 +361,14 @@ def test_targets_hand_computed_and_labels_override():
     assert pfs.targets.time[:2].tolist() == [152.0, 365.0]
 
 
+def test_a_condition_recorded_without_an_onset_is_a_contact():
+    rows = base_rows()  # a: last contact 2021-01-01 (an encounter's end), censored at day 366
+    rows["conditions"].append({**cond("a", HTN, "Essential hypertension (disorder)", "2015-01-01"), "onset": pd.NaT,
+                               "recorded": ts("2021-06-01")})
+    t = assemble_cohort(frames_of(rows), CONFIG).targets  # rows a, b, d
+    assert t.os_time[0] == 517.0 and not t.os_event[0]
+
+
 def test_a_death_on_the_day_of_diagnosis_and_a_death_without_a_date_are_events():
     rows = base_rows()
     rows["conditions"][2] = cond("b", "12345", "Malignant neoplasm of lung", "2021-03-01T10:00:00Z")
