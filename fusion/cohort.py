@@ -447,7 +447,9 @@ def index_dates(conditions: pd.DataFrame, labels: pd.DataFrame, cfg: IndexConfig
     listed = dated[coded_as(dated, cfg.cancer_codes)]
     by_display = dated[_display_match(dated, cfg) & ~dated["patient_key"].isin(set(listed["patient_key"]))]
     cond = pd.concat([listed, by_display])
-    first = cond.sort_values(["patient_key", "onset"], kind="mergesort").groupby("patient_key").first()
+    # the first row itself (groupby.first would take each column's first non-null: another condition's code)
+    first = cond.sort_values(["patient_key", "onset"], kind="mergesort").drop_duplicates("patient_key")
+    first = first.set_index("patient_key")
     index, code = first["onset"], first["code"].astype(object)
     given = labels[labels["index_date"].notna()].drop_duplicates("patient_key", keep="last")
     given = given.set_index("patient_key")["index_date"]

@@ -112,6 +112,15 @@ def test_index_date_rule():
     assert cohort.patient_keys.tolist() == ["a", "b", "d"] and cohort.summary["without_index_date"] == 1
 
 
+def test_the_index_code_is_the_index_conditions_own():
+    """c's first cancer by display has no code: its index code is none, not the code of c's later condition."""
+    rows = base_rows()
+    rows["conditions"] += [{**cond("c", None, "Carcinoma of lung", "2016-01-01"), "system": None},
+                           cond("c", "94222008", "Secondary malignant neoplasm of bone", "2017-01-01")]
+    index, code = index_dates(frames_of(rows).conditions, frames_of(rows).labels.iloc[:0], CONFIG.data.index)
+    assert index["c"] == ts("2016-01-01") and pd.isna(code["c"])
+
+
 def test_a_history_is_not_a_diagnosis_and_listed_codes_come_before_the_display_rule():
     rows = base_rows()
     rows["conditions"] += [cond("a", "429740004", "Family history of cancer", "2010-01-01"),
