@@ -46,10 +46,15 @@ from fusion.config import BUILTIN_MODALITIES, EhrConfig, IndexConfig, RunConfig,
 from fusion.splits import assign_splits, strata_for
 
 DAY = pd.Timedelta(days=1)
-# Version of the rules that turn lake records into features, saved in each run: 2 counts records from when they
-# are known (partial dates, issued, recordedDate), ends medications at the index date, keeps one lab unit and leaves
-# out records that did not happen. A run trained under older rules gets its features rebuilt under these.
-COHORT_RULES = 2
+# Version of the rules that turn lake records into features, saved in each run; what each version changed, for the
+# warning a run trained under older rules gets (its features are rebuilt under these).
+RULE_CHANGES = {
+    2: "records counted from when they are known (partial dates, issued, recordedDate), medications ending at the"
+       " index date, one unit per lab, records that did not happen left out",
+    3: "ECOG read from coded answers, conditions without an onset dated by recordedDate, labs coded by the LOINC"
+       " OID, genes off a patient's panel unknown rather than wild-type, the index code the index condition's own",
+}
+COHORT_RULES = max(RULE_CHANGES)
 DAYS_PER_YEAR = 365.25
 
 FRAME_COLUMNS: dict[str, list[str]] = {

@@ -25,6 +25,7 @@ from fusion.cohort import (
     COHORT_RULES,
     DAYS_PER_YEAR,
     FRAME_COLUMNS,
+    RULE_CHANGES,
     Cohort,
     CohortError,
     FeatureSelection,
@@ -97,9 +98,9 @@ def run_cohort(run: LoadedRun, frames: LakeFrames, *, lenient: tuple[str, ...] =
     trained_under = run.meta.get("cohort_rules", 1)
     if trained_under < COHORT_RULES:
         warnings.warn(f"run {run.run_dir} was trained under cohort rules {trained_under}; its patients' features are"
-                      f" now built under rules {COHORT_RULES} (records counted from when they are known, medications"
-                      " ending at the index date, one unit per lab), so predictions can differ from what it learned:"
-                      " retrain it", stacklevel=2)
+                      f" now built under rules {COHORT_RULES} ("
+                      + "; ".join(RULE_CHANGES[v] for v in sorted(RULE_CHANGES) if v > trained_under)
+                      + "), so predictions can differ from what it learned: retrain it", stacklevel=2)
     selection = FeatureSelection.from_dict(run.meta["feature_selection"])
     cohort = assemble_cohort(frames, run.config, selection=selection, assign=False, lenient=lenient)
     for name, block in cohort.blocks.items():

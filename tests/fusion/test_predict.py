@@ -372,8 +372,12 @@ def _check_runs_under_older_cohort_rules_warn(run, lake) -> None:
         warnings.simplefilter("error")  # today's run: no warning
         run_cohort(run, frames)
     older = replaced(run, meta={k: v for k, v in run.meta.items() if k != "cohort_rules"})
-    with pytest.warns(UserWarning, match="trained under cohort rules 1; .* retrain it"):
+    with pytest.warns(UserWarning, match="trained under cohort rules 1; .*recordedDate.*ECOG.* retrain it"):
         run_cohort(older, frames)
+    under_2 = replaced(run, meta={**run.meta, "cohort_rules": 2})
+    with pytest.warns(UserWarning, match="trained under cohort rules 2; .* now built under rules 3 \\(ECOG") as seen:
+        run_cohort(under_2, frames)
+    assert "partial dates" not in str(seen[0].message)  # only what changed since the run's rules
 
 
 def _check_unknown_patient(run, lake, truth, run_dir, lake_path) -> None:
