@@ -1,23 +1,31 @@
 """Lake upkeep (``tumorboard lake compact``): rewrite each Delta table's small files into few, then delete the data
-files that no table version within the retention still references.
+files that no table version within the retention still references, then checkpoint each table's transaction log
+and delete its expired entries.
 
 Every ingest commits at least one new Parquet file per table it writes, and a merge (a re-ingest: newest version
 wins) rewrites the files holding the rows it replaces while the old files stay on disk for the table's earlier
-versions. A lake fed a daily export thus grows in files (every read opens them all) and in bytes (superseded
-files are never deleted). Two Delta operations undo that, table by table, holding the lake's writer lock
-(:meth:`ingest.lake.Lake.exclusive`: never beside an ingest):
+versions; every commit also adds a file to the table's log (``_delta_log``), which each open reads. A lake fed a
+daily export thus grows in files (every read opens them all), in bytes (superseded files are never deleted) and
+in log. Three steps undo that, table by table, holding the lake's writer lock (:meth:`ingest.lake.Lake.exclusive`:
+never beside an ingest):
 
 1. *compaction* (``DeltaTable.optimize.compact``): the live files smaller than :data:`TARGET_SIZE` are rewritten
    into files of about that size, in one commit that changes no row (their order is kept); the old files are
    retired, not deleted, so a reader of the previous version goes on reading it;
 2. *vacuum* (``DeltaTable.vacuum``, in its full mode): the data files retired more than ``keep_hours`` ago are
-   deleted, with the files no commit ever named (left by a killed run) that are older than that.
+   deleted, with the files no commit ever named (left by a killed run) that are older than that;
+3. *log upkeep* (:func:`ingest.delta_log.tidy_log`): a checkpoint at the table's current version, so that an open
+   replays no commit, and the deletion of the log entries older than the table's log retention (30 days), unless
+   that would leave a version of the last ``keep_hours`` unreadable by number.
 
 ``keep_hours`` defaults to :data:`KEEP_HOURS` (a week, Delta's own default): a reader that opened a table before a
 compaction (a Streamlit session, a training run, another tool reading an older version by number) keeps its files
 at least that long. The files a compaction retires are deleted by a later compaction at least ``keep_hours``
 after it, so a weekly or daily ``compact`` keeps the lake at about a week of superseded files. ``keep_hours=0``
-deletes them at once: only when nothing is reading the lake.
+deletes them at once: only when nothing is reading the lake. The log upkeep leaves every version of the last
+``keep_hours`` readable by number, and every version committed within the table's log retention
+(``delta.logRetentionDuration``, default 30 days): see :mod:`ingest.delta_log`. A table with nothing to do gets
+no new version, and no second checkpoint.
 
 The run is recorded in ``manifest`` (command ``lake compact``), which :meth:`Lake.manifest_hash` leaves out: no
 row changes, so a model trained before a compaction does not report its lake changed. The image tensors
@@ -39,6 +47,7 @@ from urllib.parse import unquote
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
+from ingest.delta_log import LOG_FOLDER, log_files, plan_log, tidy_log
 from ingest.lake import (
     TARGET_FILE_BYTES,
     TERMINAL_COLOUR,
@@ -52,7 +61,6 @@ from ingest.lake import (
 COMMAND = "lake compact"  # its manifest command (in ingest.lake.MAINTENANCE_COMMANDS)
 KEEP_HOURS = 168  # a week: Delta's default retention of retired files (delta.deletedFileRetentionDuration)
 TARGET_SIZE = TARGET_FILE_BYTES  # files the lake's own Delta writes aim at; a reader holds one file at a time
-LOG_FOLDER = "_delta_log"
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,9 @@ class TableCompaction:
     written: int  # files the rewrite wrote (a dry run: about how many)
     deleted: int  # files the vacuum deleted
     deleted_bytes: int
+    log_before: int  # files in the table's _delta_log (commits, checkpoints): see ingest.delta_log
+    log_after: int
+    log_kept: str = ""  # why expired log entries were kept ("": none was, or none had expired)
 
 
 @dataclass
@@ -85,8 +96,8 @@ class Compaction:
     tables: list[TableCompaction] = field(default_factory=list)
 
     def totals(self) -> dict[str, int]:
-        """The tables' numbers added up (the fields of :class:`TableCompaction` but ``table``)."""
-        names = [f for f in TableCompaction.__dataclass_fields__ if f != "table"]
+        """The tables' numbers added up (the number fields of :class:`TableCompaction`)."""
+        names = [f for f in TableCompaction.__dataclass_fields__ if f not in ("table", "log_kept")]
         return {name: sum(getattr(t, name) for t in self.tables) for name in names}
 
     def counts(self) -> dict[str, object]:
@@ -97,11 +108,13 @@ class Compaction:
 def compact_lake(lake: Lake, tables: Iterable[str] | None = None, *, keep_hours: int = KEEP_HOURS,
                  dry_run: bool = False, target_size: int = TARGET_SIZE) -> Compaction:
     """Compact the small files of ``tables`` (default: every table of ``lake``), then delete the data files
-    retired at least ``keep_hours`` ago (see the module's docstring); record the run in ``manifest``.
+    retired at least ``keep_hours`` ago, then checkpoint each table's log and delete its expired entries (see the
+    module's docstring); record the run in ``manifest``.
 
     ``dry_run``: change nothing (no lock taken, no run recorded) and report what a run would do: the files a
-    compaction would rewrite (those under ``target_size``, when a table has two or more) and the files the vacuum
-    would delete (with ``keep_hours=0`` these include the files the compaction would retire).
+    compaction would rewrite (those under ``target_size``, when a table has two or more), the files the vacuum
+    would delete (with ``keep_hours=0`` these include the files the compaction would retire) and the log files
+    left (the log upkeep tried on a copy of each log).
 
     Raises:
         LakeError: the lake does not exist, a table is not in it (the message lists those that are),
@@ -146,7 +159,7 @@ def _delta_errors(lake: Lake, name: str) -> Iterator[None]:
     """deltalake's errors as a :class:`LakeError` naming the table."""
     try:
         yield
-    except DeltaError as exc:
+    except (DeltaError, OSError) as exc:  # OSError: the log's copy (ingest.delta_log) could not be written
         reason = " ".join(TERMINAL_COLOUR.sub("", str(exc)).split())
         raise LakeError(f"table {name!r} of lake {lake.path} could not be compacted: {reason}") from exc
 
@@ -206,19 +219,21 @@ def _plan(lake: Lake, name: str, keep_hours: int, target_size: int) -> TableComp
     written = math.ceil(sum(small.values()) / target_size) if small else 0
     with _delta_errors(lake, name):
         doomed = _retired(table, folder, keep_hours, on_disk) | (set(small) if keep_hours == 0 else set())
+        log = plan_log(table, folder, keep_hours, commits=bool(small) + 2 * bool(doomed))  # a vacuum commits twice
     gone = sum(on_disk.get(path, 0) for path in doomed)
     return TableCompaction(name, len(live), len(live) - len(small) + written, len(on_disk),
                            len(on_disk) + written - len(doomed), sum(on_disk.values()),
-                           sum(on_disk.values()) + sum(small.values()) - gone, len(small), written, len(doomed), gone)
+                           sum(on_disk.values()) + sum(small.values()) - gone, len(small), written, len(doomed), gone,
+                           log_files(folder), log.files, log.kept)
 
 
 def _compact(lake: Lake, name: str, keep_hours: int, target_size: int) -> TableCompaction:
     """Compact, then vacuum, table ``name`` (each a Delta commit or none: a table with nothing to do gets no new
-    version)."""
+    version), then checkpoint its log and delete the expired entries (:func:`ingest.delta_log.tidy_log`)."""
     folder = lake.table_path(name)
     with _delta_errors(lake, name):  # a damaged log: when the table is opened
         table = lake.delta_table(name)
-    before, live_before = _data_files(folder, name), _live(table, name)
+    before, live_before, log_before = _data_files(folder, name), _live(table, name), log_files(folder)
     compacted = 0
     with _delta_errors(lake, name):
         if _small(live_before, target_size):
@@ -229,8 +244,9 @@ def _compact(lake: Lake, name: str, keep_hours: int, target_size: int) -> TableC
         if _retired(table, folder, keep_hours, _data_files(folder, name)):
             table.vacuum(retention_hours=keep_hours, dry_run=False, enforce_retention_duration=False, full=True)
         table = lake.delta_table(name)
+        log = tidy_log(table, folder, keep_hours)
     after, live_after = _data_files(folder, name), _live(table, name)
     gone = set(before) - set(after)
     return TableCompaction(name, len(live_before), len(live_after), len(before), len(after),
                            sum(before.values()), sum(after.values()), compacted, len(set(after) - set(before)),
-                           len(gone), sum(before[p] for p in gone))
+                           len(gone), sum(before[p] for p in gone), log_before, log.files, log.kept)

@@ -11,7 +11,7 @@ Every write is one atomic Delta commit: a reader sees the previous version or th
 write, and an interrupted write leaves the previous version intact (a run of several writes keeps the ones it
 committed). Other tools (DuckDB, Polars, Spark) read the tables without tumorboard. ``manifest`` records each
 ingest run; ``rejects`` keeps what could not be ingested. :mod:`ingest.compact` compacts the small files ingests
-leave and deletes the ones no recent version reads.
+leave, deletes the ones no recent version reads, and checkpoints each table's log and deletes its expired entries.
 """
 
 from __future__ import annotations

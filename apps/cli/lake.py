@@ -129,7 +129,8 @@ def compact(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be done; change nothing.")] = False,
 ) -> None:
     """Rewrite each table's small files into few (Delta compaction), then delete the files no version within
-    --keep-hours reads (Delta vacuum); holds the lake's writer lock, and is recorded in the manifest."""
+    --keep-hours reads (Delta vacuum), then checkpoint each table's Delta log and delete its expired entries;
+    holds the lake's writer lock, and is recorded in the manifest."""
     _require_lake(lake)
     try:
         report = compact_lake(Lake(lake), table or None, keep_hours=keep_hours, dry_run=dry_run)
@@ -139,22 +140,24 @@ def compact(
 
 
 def _print_compaction(report: Compaction) -> None:
-    """Per table and in total: live files, files and bytes on disk before and after (a dry run: estimates)."""
+    """Per table and in total: live files, files and bytes on disk, and Delta log files before and after (a dry
+    run: estimates); the tables whose expired log entries were kept, and why."""
     from rich.table import Table
     from rich.text import Text
 
     dry = report.dry_run
     out = Table(title=Text(f"{'Dry run, nothing changed: estimated ' if dry else ''}compaction of {report.lake}"),
                 caption=Text("live: the current version's data files; files, bytes: all data files on disk (the "
-                             "Delta log left out)"))
+                             "Delta log left out); log files: those of the table's Delta log (commits, checkpoints)"))
     out.add_column("table", no_wrap=True)
-    for column in ("live files", "files", "bytes"):
+    for column in ("live files", "files", "bytes", "log files"):
         out.add_column(column, justify="right", no_wrap=True)
     rows = [(t.table, vars(t)) for t in report.tables] + [("total", report.totals())]
     for i, (name, n) in enumerate(rows):
         out.add_row(Text(name), f"{n['live_before']:,} → {n['live_after']:,}",
                     f"{n['files_before']:,} → {n['files_after']:,}",
-                    f"{_size(n['bytes_before'])} → {_size(n['bytes_after'])}", end_section=i == len(rows) - 2)
+                    f"{_size(n['bytes_before'])} → {_size(n['bytes_after'])}",
+                    f"{n['log_before']:,} → {n['log_after']:,}", end_section=i == len(rows) - 2)
     console.print(out)
     total = report.totals()
     console.print(f"{'Would rewrite' if dry else 'Rewrote'} {total['compacted']:,} small file(s) into "
@@ -164,6 +167,10 @@ def _print_compaction(report: Compaction) -> None:
     if total["compacted"] and report.keep_hours:
         console.print(f"The files the rewrite retire{'s' if dry else 'd'} stay for readers of the previous table "
                       f"versions: a compact run {report.keep_hours} h or more from now deletes them.")
+    for t in report.tables:
+        if t.log_kept:
+            console.print(Text(f"{t.table}: expired Delta log entries {'would be ' if dry else ''}kept: {t.log_kept}."))
+
 
 def _size(n: int) -> str:
     """``n`` bytes in binary units (``812 B``, ``3.4 KiB``, ``1.2 MiB``)."""

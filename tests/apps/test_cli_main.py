@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -195,6 +196,8 @@ def test_lake_compact_prints_files_and_bytes_per_table_and_in_total(monkeypatch,
     assert _exit_status(monkeypatch, "lake", "compact", "--lake", str(lake), "--keep-hours", "0") == 0
     out = " ".join(capsys.readouterr().out.split())
     assert f"manifest │ 3 → 1 │ {files['manifest']} → 1 │" in out and "labels │" in out and "total │" in out
+    logs = len(list((lake / "labels" / "_delta_log").iterdir()))  # 4 commits, the vacuum's 2, a checkpoint (2 files)
+    assert "log files" in out and re.search(rf"labels │ 1 → 1 │ 3 → 1 │ [^│]+│ 4 → {logs} │", out) and logs == 8
     assert "Rewrote" in out and "deleted" in out
     assert len(list((lake / "labels").glob("*.parquet"))) == 1
     assert Lake(lake).read("labels").column("split").to_pylist() == ["train"]

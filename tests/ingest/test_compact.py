@@ -1,5 +1,6 @@
 """Lake upkeep: compaction keeps every row, cuts the files, deletes what no version within the retention reads,
-changes nothing in a dry run, never runs beside an ingest, and leaves the lake's state (manifest hash) as it was."""
+checkpoints each Delta log and deletes its expired entries but never a version the retention keeps, changes
+nothing in a dry run, never runs beside an ingest, and leaves the lake's state (manifest hash) as it was."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 
 from ingest.compact import COMMAND, compact_lake
 from ingest.lake import Lake, LakeError
@@ -39,6 +41,27 @@ def _rows(lake: Lake) -> list[dict]:
 
 def _parquet(lake: Lake, name: str) -> set[Path]:
     return set(lake.table_path(name).glob("*.parquet"))
+
+
+def _log(lake: Lake, name: str) -> Path:
+    return lake.table_path(name) / "_delta_log"
+
+
+def _age_log(lake: Lake, days: float, up_to: int | None = None) -> None:
+    """Date every log file of every table (of versions up to ``up_to``) ``days`` back, as if written then."""
+    when = time.time() - days * 24 * 3600
+    for name in lake.tables():
+        for path in _log(lake, name).iterdir():
+            if up_to is None or (path.name[:20].isdigit() and int(path.name[:20]) <= up_to):
+                os.utime(path, (when, when))
+
+
+def _opens_at(lake: Lake, name: str, version: int) -> bool:
+    try:
+        DeltaTable(str(lake.table_path(name)), version=version)
+    except DeltaError:
+        return False
+    return True
 
 
 def _tree(root: Path) -> dict[str, tuple[int, int]]:
@@ -91,9 +114,9 @@ def test_a_dry_run_changes_nothing_and_says_what_a_run_does(lake):
     done = compact_lake(lake, keep_hours=0)
     for plan, run in zip(planned.tables, done.tables, strict=True):
         assert (plan.table, plan.live_before, plan.files_before, plan.bytes_before, plan.compacted, plan.deleted,
-                plan.live_after, plan.files_after) == (
+                plan.live_after, plan.files_after, plan.log_before, plan.log_after, plan.log_kept) == (
                     run.table, run.live_before, run.files_before, run.bytes_before, run.compacted, run.deleted,
-                    run.live_after, run.files_after)
+                    run.live_after, run.files_after, run.log_before, run.log_after, run.log_kept)
     assert planned.totals()["compacted"] >= 3
 
 
@@ -103,9 +126,86 @@ def test_a_lake_with_nothing_to_do_gets_no_new_table_version(lake):
     _fed(lake)
     compact_lake(lake, keep_hours=0)
     versions = {name: lake.version(name) for name in lake.tables() if name != "manifest"}
+    logs = {name: _tree(_log(lake, name)) for name in versions}
     report = compact_lake(lake, keep_hours=0)
     assert {name: lake.version(name) for name in lake.tables() if name != "manifest"} == versions
-    assert all(t.compacted == t.deleted == 0 for t in report.tables if t.table != "manifest")
+    assert {name: _tree(_log(lake, name)) for name in versions} == logs  # no second checkpoint either
+    assert all(t.compacted == t.deleted == 0 and t.log_before == t.log_after for t in report.tables
+               if t.table != "manifest")
+
+
+def test_each_log_gets_a_checkpoint_at_its_current_version(lake):
+    """The next open reads one checkpoint instead of replaying every commit."""
+    _fed(lake)
+    logs = {name: len(list(_log(lake, name).iterdir())) for name in lake.tables()}
+    rows = _rows(lake)
+    report = compact_lake(lake, keep_hours=0)
+    [table] = [t for t in report.tables if t.table == "fhir_resources"]
+    version = lake.version("fhir_resources")
+    assert (_log(lake, "fhir_resources") / f"{version:020d}.checkpoint.parquet").is_file()
+    assert table.log_before == logs["fhir_resources"]
+    assert table.log_after == len(list(_log(lake, "fhir_resources").iterdir()))
+    assert table.log_after == table.log_before + 3 + 2  # the compaction's and vacuum's commits, the checkpoint
+    assert _rows(lake) == rows
+    assert report.counts()["log_after"] == sum(t.log_after for t in report.tables)
+
+
+def test_expired_log_entries_go_and_every_version_the_log_retention_keeps_stays_readable(lake):
+    """deltalake's rule: entries older than the log retention (30 days) and before the checkpoint that the
+    oldest unexpired version needs. The table is idle (no commit, so deltalake's own clean-up after a commit never
+    runs); a dry run says what a run does."""
+    _fed(lake)
+    compact_lake(lake, keep_hours=0)
+    checkpoint = lake.version("fhir_resources")
+    for day in range(3):
+        lake.write("fhir_resources", _resources([f"late{day}"], ["{}"]))
+    compact_lake(lake, keep_hours=0)
+    _age_log(lake, 40, up_to=checkpoint + 1)
+    latest = lake.version("fhir_resources")
+    tree = _tree(lake.path)
+    [planned] = compact_lake(lake, ["fhir_resources"], dry_run=True).tables
+    assert _tree(lake.path) == tree  # the cleanup was tried on a copy of the log
+    [done] = compact_lake(lake, ["fhir_resources"]).tables
+    assert lake.version("fhir_resources") == latest and done.compacted == done.deleted == 0
+    assert (planned.log_before, planned.log_after, planned.log_kept) == (done.log_before, done.log_after, "")
+    names = sorted(p.name for p in _log(lake, "fhir_resources").iterdir())
+    assert names[0] == f"{checkpoint:020d}.checkpoint.parquet"  # every older commit is gone
+    assert done.log_after == len(names) < done.log_before
+    assert all(_opens_at(lake, "fhir_resources", v) for v in range(checkpoint, latest + 1))
+    assert not _opens_at(lake, "fhir_resources", checkpoint - 1)
+
+
+def test_the_log_cleanup_keeps_a_version_whose_files_the_retention_keeps(lake):
+    """A version committed before the log retention but replaced within ``keep_hours``: the vacuum keeps its
+    files for a reader of it, so its log stays too. deltalake's cleanup (compact's, or the one after every later
+    commit) deletes it once a checkpoint sits at the commit that replaced it (the rule counts from a version's own
+    commit): so that commit gets no checkpoint either."""
+    _fed(lake)
+    compact_lake(lake, keep_hours=0)
+    _age_log(lake, 40)
+    replaced = lake.version("fhir_resources")
+    rows = _rows(lake)
+    lake.write("fhir_resources", _resources(["only"], ["{}"]), mode="overwrite")  # one file: nothing to compact
+    [table] = compact_lake(lake, ["fhir_resources"]).tables
+    assert table.compacted == table.deleted == 0 and f"version {replaced}," in table.log_kept
+    assert table.log_after == table.log_before
+    assert not (_log(lake, "fhir_resources") / f"{replaced + 1:020d}.checkpoint.parquet").exists()
+    lake.write("fhir_resources", _resources(["next"], ["{}"]))  # deltalake's clean-up after a commit
+    older = DeltaTable(str(lake.table_path("fhir_resources")), version=replaced).to_pyarrow_table()
+    assert sorted(older.column("id").to_pylist()) == [row["id"] for row in rows]
+
+
+def test_a_table_that_turned_log_cleanup_off_keeps_its_log(lake):
+    _fed(lake)
+    DeltaTable(str(lake.table_path("fhir_resources"))).alter.set_table_properties(
+        {"delta.enableExpiredLogCleanup": "false"})
+    compact_lake(lake, keep_hours=0)
+    _age_log(lake, 40)
+    lake.write("fhir_resources", _resources(["late"], ["{}"]))
+    names = {p.name for p in _log(lake, "fhir_resources").iterdir()}
+    [table] = compact_lake(lake, ["fhir_resources"], keep_hours=0).tables
+    assert names <= {p.name for p in _log(lake, "fhir_resources").iterdir()}
+    assert table.log_kept == "the table's delta.enableExpiredLogCleanup is false"
 
 
 def test_compaction_refuses_to_run_beside_an_ingest_and_an_ingest_beside_it(tmp_path):
