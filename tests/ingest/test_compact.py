@@ -297,3 +297,21 @@ def test_a_table_whose_log_cannot_be_read_is_named_in_a_lake_error(lake, dry_run
     (lake.table_path("fhir_resources") / "_delta_log" / "00000000000000000000.json").write_text("garbage{")
     with pytest.raises(LakeError, match="table 'fhir_resources' of lake .* could not be compacted: .*Json error"):
         compact_lake(lake, keep_hours=0, dry_run=dry_run)
+
+
+def test_the_rewritten_files_are_compressed_as_the_ingest_wrote_them(lake):
+    """The compaction wrote its files uncompressed (deltalake's WriterProperties without a codec): the demo's
+    fhir_resources grew from 4.7 MiB in two files to 25.1 MiB in one; its files are Snappy, as an ingest's."""
+    import pyarrow.parquet as pq
+
+    text = '{"resourceType": "Observation", "status": "final", "code": {"text": "Haemoglobin"}}'
+    for day in range(2):
+        ids = [f"p{day}-{i}" for i in range(2000)]
+        lake.write("fhir_resources", _resources(ids, [text] * len(ids), ["2020-01-01"] * len(ids)))
+    report = compact_lake(lake, ["fhir_resources"], keep_hours=0)
+    [table] = report.tables
+    assert table.compacted == 2 and table.files_after == 1
+    assert table.bytes_after <= table.bytes_before, (table.bytes_before, table.bytes_after)
+    [written] = _parquet(lake, "fhir_resources")
+    meta = pq.ParquetFile(written).metadata.row_group(0)
+    assert {meta.column(i).compression for i in range(meta.num_columns)} == {"SNAPPY"}

@@ -353,3 +353,20 @@ def test_sql_reads_a_lake_whose_path_has_a_space_or_a_percent_sign(tmp_path):
                                               schema=SCHEMAS["labels"]))
     assert lake.sql("select count(*) as n from labels").column("n").to_pylist() == [1]
     assert all(path.is_file() for path in lake.data_files("labels"))
+
+
+def test_an_overwrite_of_some_rows_writes_compressed_files(lake):
+    """``replace_where`` overwrites (re-ingested variants, features, labels) go through deltalake's writer, which
+    wrote uncompressed Parquet when given WriterProperties without a codec; they are Snappy, as the other writes."""
+    import pyarrow.parquet as pq
+
+    ids = [f"p{i}" for i in range(500)]
+    lake.write("fhir_resources", _resources(ids, ['{"resourceType": "Patient"}'] * len(ids)))
+    first = set(lake.table_path("fhir_resources").glob("*.parquet"))
+    lake.write("fhir_resources", _resources(ids, ['{"resourceType": "Patient", "active": true}'] * len(ids)),
+               mode="overwrite", replace_where="resource_type = 'Patient'")
+    new = set(lake.table_path("fhir_resources").glob("*.parquet")) - first
+    assert new and lake.count_rows("fhir_resources") == len(ids)
+    for path in new:
+        meta = pq.ParquetFile(path).metadata.row_group(0)
+        assert {meta.column(i).compression for i in range(meta.num_columns)} == {"SNAPPY"}, path.name
