@@ -242,6 +242,10 @@ def test_models_page(monkeypatch, app_data):
     assert "c_index_harrell" in {m for f in frames if "metric" in f.columns for m in f["metric"]}
     notes = json.loads((app_data.runs / "tiny" / "metrics.json").read_text())["notes"]
     assert notes and all(f"Note from the evaluation: {note}." in texts(at) for note in notes)
+    # the calibration errors' intervals are bias-corrected (README, fusion/evaluate.py): the caption said that
+    # their value could fall outside them
+    assert "their intervals are corrected for that bias" in texts(at)
+    assert "can fall outside its interval" not in texts(at)
     at = at.selectbox(key="run_picker").set_value(str(app_data.runs / "tiny")).run()
     assert at.session_state[sv.RUN_KEY] == str(app_data.runs / "tiny")
     assert not at.exception

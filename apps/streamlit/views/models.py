@@ -11,6 +11,12 @@ import streamlit as st
 from apps.streamlit import figures, widgets
 from apps.streamlit import services as sv
 
+# What evaluate's intervals are (fusion/evaluate.py): the binned calibration errors' are bias-corrected
+INTERVALS_CAPTION = ("Intervals: 95% percentile bootstrap over the test patients, the same resamples for every "
+                     "model of a task. The binned calibration errors (calibration at a horizon, ECE) grow on "
+                     "resamples, whose repeated patients make the bins noisier: their intervals are corrected for "
+                     "that bias, so that they bracket the value.")
+
 
 def _caption(path: str) -> str:
     """A figure's caption: its file name without extension, words apart (``km_risk_groups.png``)."""
@@ -127,9 +133,7 @@ with metrics_tab:
             shown = part[part["metric"] == metric].rename(columns={"model": "label"})
             st.plotly_chart(figures.metric_intervals_figure(shown, title=f"{task}: {metric}",
                                                             chance=_chance(metric)), key=f"intervals_{task}")
-        st.caption("Intervals are percentile bootstraps over test patients; for a skewed metric (calibration "
-                   "error, ECE) the point estimate can fall outside its interval, a sign of a biased metric on "
-                   "few patients rather than an error.")
+        st.caption(INTERVALS_CAPTION)
         for note in metrics.get("notes") or []:
             st.caption(f"Note from the evaluation: {note}.")
 
