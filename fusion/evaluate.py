@@ -333,8 +333,7 @@ class _Eval:
         train_missing = train_missing and not self.saved_training  # training needs the run's training patients
         saved = [m for m in modalities if (single_modality_dir(self.run, m) / "model.safetensors").is_file()]
         if asked_not_to_train and saved:
-            self.notes.append(f"--no-retrain: {', '.join(f'only_{m}' for m in saved)} scored with the model(s) "
-                              "an earlier evaluate saved in RUN/ablations; the other modalities have no only_<m>")
+            self.notes.append(no_retrain_note(saved, modalities))
         for m in modalities if train_missing else saved:
             self.say({"stage": "ablation", "what": f"only_{m}"})
             try:
@@ -712,6 +711,16 @@ def _merge(part: Outputs, here: np.ndarray, prior: Outputs, keys: np.ndarray,
         response_prob = np.where(treatment >= 0, picked, np.nan)
     return Outputs(keys, fill(part.diagnosis_prob, prior.diagnosis_prob), fill(part.log_risk, prior.log_risk),
                    response_all, response_prob)
+
+
+def no_retrain_note(saved: list[str], modalities: list[str]) -> str:
+    """The note of an evaluation with ``--no-retrain``: which ``only_<m>`` models were scored (``saved``, those an
+    earlier evaluation saved) and which of ``modalities`` have none."""
+    note = (f"--no-retrain: {', '.join(f'only_{m}' for m in saved)} scored with the model(s) an earlier evaluate "
+            "saved in RUN/ablations")
+    unsaved = [m for m in modalities if m not in saved]
+    return note + (f"; {', '.join(unsaved)} {'has' if len(unsaved) == 1 else 'have'} no saved only_<m> model"
+                   if unsaved else "")
 
 
 def single_modality_dir(run: LoadedRun, modality: str) -> Path:

@@ -149,7 +149,8 @@ def _check_no_retrain_scores_the_saved_single_modality_models(run: Path, result:
             "c_index_harrell"]["value"]
     item = second["model"]["c_index_harrell"]
     assert item["ci_low"] is None and item["value"] == first["model"]["c_index_harrell"]["value"]
-    assert any("--no-retrain: only_ehr, only_genomics scored" in note for note in again["notes"])
+    [note] = [note for note in again["notes"] if note.startswith("--no-retrain")]
+    assert note.startswith("--no-retrain: only_ehr, only_genomics scored") and "no saved only_<m>" not in note
 
     shutil.move(run / "ablations" / "only_genomics", run.parent / "only_genomics")  # one saved model left
     try:
@@ -157,6 +158,7 @@ def _check_no_retrain_scores_the_saved_single_modality_models(run: Path, result:
         assert not (run / "ablations" / "only_genomics").exists()  # nothing trained
         assert set(alone["tasks"]["survival"]["ablations"]) == {"without_ehr", "without_genomics", "only_ehr"}
         assert set(alone["tasks"]["survival"]["baselines"]) == {"coxnet", "rsf"}  # one only_<m>: no late fusion
+        assert any(note.endswith("; genomics has no saved only_<m> model") for note in alone["notes"])
     finally:
         shutil.move(run.parent / "only_genomics", run / "ablations" / "only_genomics")
 
@@ -538,3 +540,15 @@ def test_response_balanced_accuracy_is_undefined_on_resamples_without_responders
     # a subgroup (or test set) without a responder keeps its own classes: the recall of the one there
     one_class = bootstrap(RESPONSE_METRICS, (y[2:], prob[2:]), n_boot=0, seed=0)
     assert one_class["balanced_accuracy"]["value"] == pytest.approx(0.9)
+
+
+def test_the_no_retrain_note_names_the_modalities_without_a_saved_model_only_when_there_are_some():
+    """It said 'the other modalities have no only_<m>' when every modality had one (make demo's evaluate)."""
+    from fusion.evaluate import no_retrain_note
+
+    every = no_retrain_note(["image", "ehr"], ["image", "ehr"])
+    assert every == "--no-retrain: only_image, only_ehr scored with the model(s) an earlier evaluate saved in " \
+                    "RUN/ablations"
+    assert no_retrain_note(["ehr"], ["image", "ehr", "genomics"]).endswith(
+        "; image, genomics have no saved only_<m> model")
+    assert no_retrain_note(["ehr"], ["image", "ehr"]).endswith("; image has no saved only_<m> model")
