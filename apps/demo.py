@@ -51,16 +51,8 @@ def run_demo(out: Path, *, patients: int, seed: int, epochs: int, retrain_ablati
                     lambda: generate_cohort(cohort_dir, SynthConfig(n_patients=patients, seed=seed)))
     print_counts({k: v for k, v in summary.items() if not isinstance(v, dict)}, title="synthetic cohort")
 
+    ingest_demo_cohort(cohort_dir, lake_dir)
     lake = Lake(lake_dir)
-    fhir = _step("2. ingest FHIR (Bulk NDJSON, SQL-on-FHIR views)", lambda: ingest_fhir(lake, [cohort_dir / "fhir"]))
-    console.print(f"resources read {fhir.read}, written {fhir.written}, rejected {fhir.rejected}")
-    variants = _step("3. ingest variants (MAF + VCF)", lambda: ingest_variants(
-        lake, [cohort_dir / "genomics"], sample_map=cohort_dir / "genomics" / "sample_map.csv",
-        gene_panel=cohort_dir / "genomics" / "gene_panel.yaml"))
-    console.print(f"variants written {variants['variants_written']}, samples {variants['samples']}")
-    images = _step("4. ingest CT series (DICOM)", lambda: ingest_images(lake, [cohort_dir / "dicom"]))
-    console.print(f"series {images['images']}, slices {images['slices']}, rejected {images['rejected']}")
-
     status = lake_status(lake)
     print_counts(status.tables, title="lake tables")
     print_frame(status.coverage_summary(), title=f"modality coverage ({len(status.coverage)} patients)")
@@ -91,6 +83,20 @@ def run_demo(out: Path, *, patients: int, seed: int, epochs: int, retrain_ablati
                   f"  .venv/bin/tumorboard app --lake {lake_dir} --runs {runs_dir}\n"
                   f"and choose a patient, or open the one predicted above: http://127.0.0.1:8501/?patient={patient}")
     return prediction
+
+
+def ingest_demo_cohort(cohort_dir: Path, lake_dir: Path) -> None:
+    """Steps 2-4: the cohort's FHIR export, variants (MAF + VCF) and CT series into ``lake_dir``, each a run of its
+    own (its own run id in the manifest and on its rejects), as the ``tumorboard ingest`` verbs are."""
+    fhir = _step("2. ingest FHIR (Bulk NDJSON, SQL-on-FHIR views)",
+                 lambda: ingest_fhir(Lake(lake_dir), [cohort_dir / "fhir"]))
+    console.print(f"resources read {fhir.read}, written {fhir.written}, rejected {fhir.rejected}")
+    variants = _step("3. ingest variants (MAF + VCF)", lambda: ingest_variants(
+        Lake(lake_dir), [cohort_dir / "genomics"], sample_map=cohort_dir / "genomics" / "sample_map.csv",
+        gene_panel=cohort_dir / "genomics" / "gene_panel.yaml"))
+    console.print(f"variants written {variants['variants_written']}, samples {variants['samples']}")
+    images = _step("4. ingest CT series (DICOM)", lambda: ingest_images(Lake(lake_dir), [cohort_dir / "dicom"]))
+    console.print(f"series {images['images']}, slices {images['slices']}, rejected {images['rejected']}")
 
 
 def _print_headline(metrics: dict) -> None:
