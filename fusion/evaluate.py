@@ -371,7 +371,8 @@ class _Eval:
         mine = np.array([position[k] for k in keys[here]], dtype=np.int64)
         if here.any() and not (cohort.split[mine] == split).all():
             raise RunError(f"ablation {sub.run_dir.name} in {sub.run_dir} was trained on another split; delete it")
-        return _merge(model_outputs(sub, cohort, mine), here, prior, keys, self.cohort.targets.treatment[rows])
+        part = model_outputs(sub, cohort, mine, prior=prior)  # its shapes when it scores none of them
+        return _merge(part, here, prior, keys, self.cohort.targets.treatment[rows])
 
     def _late_fusion_inputs(self, field: str, transform: Callable[[np.ndarray], np.ndarray]) -> np.ndarray | None:
         """``(N, F)`` over the cohort: ``transform`` of each single-modality model's ``field`` side by side,

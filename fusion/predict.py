@@ -135,10 +135,14 @@ def model_outputs(run: LoadedRun, cohort: Cohort, rows: np.ndarray, *, drop: Ite
     """Outputs of the run's model for cohort ``rows``, with the modalities in ``drop`` removed at test time.
 
     Rows left with no modality get ``prior`` (one row: the model's average prediction over the training
-    split, i.e. what it predicts knowing nothing); without ``prior`` such rows raise :class:`PredictError`.
+    split, i.e. what it predicts knowing nothing); without ``prior`` such rows, or no rows at all, raise
+    :class:`PredictError`.
     """
     drop = tuple(drop)
     rows = np.asarray(rows, dtype=np.int64)
+    if rows.size == 0 and prior is None:  # nothing gives the outputs' shapes
+        raise PredictError("no row to score and no prior: pass the rows of patients with data for the run's "
+                           "modalities, or a prior (prior_outputs of the training patients' outputs)")
     usable = present_after_drop(cohort, rows, drop)
     if not usable.all() and prior is None:
         raise PredictError(f"{int((~usable).sum())} row(s) have no modality left after removing {list(drop)}")
@@ -268,9 +272,19 @@ def reference_log_risk(run: LoadedRun, frames: LakeFrames, lake_hash: str) -> np
 
 
 def training_outputs(run: LoadedRun, cohort: Cohort) -> Outputs:
-    """The run's outputs for the training patients of ``cohort`` that have a modality."""
+    """The run's outputs for the training patients of ``cohort`` that have a modality.
+
+    Raises:
+        PredictError: none of them has (a lake that holds the run's training patients without their inputs).
+    """
     rows = cohort.indices("train")
-    return model_outputs(run, cohort, rows[present_after_drop(cohort, rows, ())])
+    rows = rows[present_after_drop(cohort, rows, ())]
+    if rows.size == 0:
+        raise PredictError("none of the run's training patients in this lake has data for any of its modalities ("
+                           f"{', '.join(run.config.enabled_modalities())}), so their outputs, the reference for "
+                           "risk percentiles, cannot be computed: use the lake the run was trained on, or ingest "
+                           "their inputs into this one")
+    return model_outputs(run, cohort, rows)
 
 
 def risk_percentile(reference: np.ndarray, log_risk: np.ndarray) -> np.ndarray:

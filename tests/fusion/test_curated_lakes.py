@@ -214,3 +214,28 @@ def test_a_run_trained_with_treatments_null_keeps_its_treatments_on_another_lake
     metrics = evaluate_run(run.run_dir, other.path, retrain_ablations=False, n_boot=0, out_dir=tmp_path / "eval")
     assert metrics["external_validation"]
     assert metrics["tasks"]["response"]["n"] == 5  # carboplatin's patient: a treatment the model has no head for
+
+
+def test_training_outputs_without_a_training_patient_with_data_say_what_to_do(tmp_path):
+    """A lake holding the run's training patients (their labels) but none of their inputs, only the other
+    patients': computing the training reference has no row to score and no prior, and said so with an
+    AttributeError on ``None.shape``."""
+    import pytest
+
+    from fusion.predict import PredictError, lake_frames, model_outputs, run_cohort, training_outputs
+
+    lake = curated_lake(tmp_path / "site_a")
+    run = load_run(_train(lake, tmp_path / "run"))
+    trained_on = {key for key, split in run.meta["splits"].items() if split == "train"}
+    features = pd.read_csv(tmp_path / "site_a" / "features.csv")
+    features[~features["patient_id"].isin(trained_on)].to_csv(tmp_path / "features.csv", index=False)
+    other = Lake(tmp_path / "lake")
+    ingest_features(other, tmp_path / "features.csv", modality="clinical")
+    ingest_labels(other, tmp_path / "site_a" / "labels.csv")
+    torch.set_num_threads(1)
+    cohort = run_cohort(run, lake_frames(other))
+    with pytest.raises(PredictError, match="none of the run's training patients.*has data for.*clinical.*lake the"
+                                           " run was trained on"):
+        training_outputs(run, cohort)
+    with pytest.raises(PredictError, match="no row to score.*prior"):
+        model_outputs(run, cohort, np.array([], dtype=np.int64))
