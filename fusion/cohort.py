@@ -129,6 +129,11 @@ class LakeFrames:
                 frame = frame.drop_duplicates("patient_key", keep="last")
             setattr(self, name, frame)
 
+    def patient_keys(self) -> set[str]:
+        """The key of every patient with a record in any frame (a lake without FHIR has no Patient rows: its
+        patients are those of its labels, features, genomics and images)."""
+        return set().union(*(getattr(self, name)["patient_key"] for name in FRAME_COLUMNS))
+
 
 def load_frames(lake: str | Path) -> LakeFrames:
     """Read every frame of ``lake`` through ``ingest.reader`` (fusion's only door to the lake)."""

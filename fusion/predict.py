@@ -422,13 +422,14 @@ def predict_cohort(run: LoadedRun, lake: Lake) -> tuple[pd.DataFrame, int]:
     """Predictions for every patient of ``lake`` the run can score (no explanations), one row each.
 
     Returns:
-        The table and how many of the lake's patients it leaves out (no index date, or none of the run's
-        modalities). Columns: ``patient_key``, ``split`` (the run's: ``train`` | ``val`` | ``test``, or
-        ``unseen``), ``index_date`` (UTC), ``treatment`` (on record, None without one), ``missing_modalities``
-        (comma-separated); per head the run has: ``diagnosis_<class>`` (probability; NaN when the patient has
-        none of the modalities the diagnosis head reads), ``log_risk``, ``risk_percentile`` (0-100, among the
-        training patients), ``survival_<h>d`` (S at each ``eval.horizons_days``), ``response_<treatment>``
-        (probability of response under each candidate). The values are :func:`predict_patient`'s.
+        The table and how many of the lake's patients (those of any of its tables: a lake without FHIR has
+        no Patient rows) it leaves out (no index date, or none of the run's modalities). Columns:
+        ``patient_key``, ``split`` (the run's: ``train`` | ``val`` | ``test``, or ``unseen``), ``index_date``
+        (UTC), ``treatment`` (on record, None without one), ``missing_modalities`` (comma-separated); per head
+        the run has: ``diagnosis_<class>`` (probability; NaN when the patient has none of the modalities the
+        diagnosis head reads), ``log_risk``, ``risk_percentile`` (0-100, among the training patients),
+        ``survival_<h>d`` (S at each ``eval.horizons_days``), ``response_<treatment>`` (probability of response
+        under each candidate). The values are :func:`predict_patient`'s.
     """
     frames = lake_frames(lake)
     cohort = run_cohort(run, frames, lenient=PREDICT_LENIENT)
@@ -461,8 +462,7 @@ def predict_cohort(run: LoadedRun, lake: Lake) -> tuple[pd.DataFrame, int]:
     if out.response_all is not None:
         for j, name in enumerate(names):
             table[f"response_{name}"] = out.response_all[:, j]
-    n_lake = int(frames.patients["patient_key"].nunique())
-    return pd.DataFrame(table), max(n_lake - rows.size, 0)
+    return pd.DataFrame(table), len(frames.patient_keys()) - rows.size
 
 
 def write_predictions(table: pd.DataFrame, path: Path) -> None:

@@ -239,3 +239,19 @@ def test_training_outputs_without_a_training_patient_with_data_say_what_to_do(tm
         training_outputs(run, cohort)
     with pytest.raises(PredictError, match="no row to score.*prior"):
         model_outputs(run, cohort, np.array([], dtype=np.int64))
+
+
+def test_predict_all_counts_the_patients_it_leaves_out_of_a_lake_without_fhir(tmp_path):
+    """``predict --all`` on a labels-only lake (cBioPortal): a patient with labels but no input and one with
+    inputs but no index date are left out and counted (the count read the FHIR Patient table: always 0)."""
+    from fusion.predict import predict_cohort
+
+    lake = curated_lake(tmp_path)
+    run = load_run(_train(lake, tmp_path / "run"))
+    (tmp_path / "new.csv").write_text("patient_id,index_date\np998,2020-01-01\n")
+    ingest_labels(Lake(lake), tmp_path / "new.csv")
+    (tmp_path / "more.csv").write_text("patient_id,age,marker,grade\np999,70,0.5,G2\n")
+    ingest_features(Lake(lake), tmp_path / "more.csv", modality="clinical", replace="source")
+    torch.set_num_threads(1)
+    table, left_out = predict_cohort(run, Lake(lake))
+    assert len(table) == 40 and left_out == 2
