@@ -254,21 +254,24 @@ def holds_training_patients(run: LoadedRun, keys: Iterable[str]) -> bool:
 
 def reference_log_risk(run: LoadedRun, frames: LakeFrames, lake_hash: str) -> np.ndarray:
     """Sorted log-risks of the run's training patients in this lake state (cached with the run,
-    :func:`save_reference`). A lake without every one of them (new patients, another site, a subset) gets the
-    ones saved with the run: by ``train``, or for the last lake state that held them all."""
+    :func:`save_reference`). A lake without every one of them with data for the run's modalities (new patients,
+    another site, a subset, their labels without their inputs) gets the ones saved with the run: by ``train``,
+    or for the last lake state that held them all."""
     cached = read_training_reference(run.run_dir, lake_hash)
     if cached is not None and cached.log_risk is not None:
         return cached.log_risk
-    if not holds_training_patients(run, frames.patients["patient_key"]):
-        saved = read_training_reference(run.run_dir)
-        if saved is None or saved.log_risk is None:
-            raise PredictError("this lake lacks some of the run's training patients, and the run holds no saved "
-                               "training risks (reference_risk.json, written by `tumorboard train`): predict "
-                               "once with the run's training lake to save them")
-        return saved.log_risk
-    train_out = training_outputs(run, run_cohort(run, frames, lenient=PREDICT_LENIENT))
-    save_reference(run, train_out, lake_hash)
-    return np.sort(train_out.log_risk)
+    if holds_training_patients(run, frames.patient_keys()):  # of any table: a lake without FHIR has no Patient
+        cohort = run_cohort(run, frames, lenient=PREDICT_LENIENT)
+        if holds_training_patients(run, cohort.patient_keys):  # the cohort's patients have data
+            train_out = training_outputs(run, cohort)
+            save_reference(run, train_out, lake_hash)
+            return np.sort(train_out.log_risk)
+    saved = read_training_reference(run.run_dir)
+    if saved is None or saved.log_risk is None:
+        raise PredictError("this lake lacks some of the run's training patients or their inputs, and the run "
+                           "holds no saved training risks (reference_risk.json, written by `tumorboard train`): "
+                           "predict once with the run's training lake to save them")
+    return saved.log_risk
 
 
 def training_outputs(run: LoadedRun, cohort: Cohort) -> Outputs:

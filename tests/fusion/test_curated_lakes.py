@@ -255,3 +255,31 @@ def test_predict_all_counts_the_patients_it_leaves_out_of_a_lake_without_fhir(tm
     torch.set_num_threads(1)
     table, left_out = predict_cohort(run, Lake(lake))
     assert len(table) == 40 and left_out == 2
+
+
+def test_a_lake_without_fhir_holding_the_training_patients_recomputes_their_reference(tmp_path):
+    """The risk percentile's reference on the training lake of a labels-only run whose saved reference is gone:
+    the lake holds every training patient, so their risks are computed there (they were looked for in the FHIR
+    Patient table, found missing, and the prediction failed asking for the training lake it was given). A lake
+    with their labels but not their inputs uses the saved reference."""
+    from fusion.run import read_training_reference
+
+    lake = curated_lake(tmp_path)
+    run_dir = _train(lake, tmp_path / "run")
+    saved = read_training_reference(run_dir).log_risk
+    (run_dir / "reference_risk.json").unlink()
+    torch.set_num_threads(1)
+    run = load_run(run_dir)
+    result = predict_patient(run, Lake(lake), "p000", explain=False)
+    assert 0.0 <= result["risk_percentile"] <= 100.0
+    np.testing.assert_allclose(read_training_reference(run_dir).log_risk, saved, atol=1e-5)
+    # the training patients' labels without their inputs: the saved reference, not one of a few or none of them
+    trained_on = {key for key, split in run.meta["splits"].items() if split == "train"}
+    features = pd.read_csv(tmp_path / "features.csv")
+    features[~features["patient_id"].isin(trained_on)].to_csv(tmp_path / "others.csv", index=False)
+    other = Lake(tmp_path / "other")
+    ingest_features(other, tmp_path / "others.csv", modality="clinical")
+    ingest_labels(other, tmp_path / "labels.csv")
+    scored = next(key for key in features["patient_id"] if key not in trained_on)
+    again = predict_patient(run, other, scored, explain=False)
+    assert again["risk_percentile"] == predict_patient(run, Lake(lake), scored, explain=False)["risk_percentile"]
