@@ -15,7 +15,8 @@ labels table's ``index_date`` where given. Every feature uses only records dated
   where two share the code);
 - age at index (years), sex (1 = male), ECOG (a number, or a LOINC / SNOMED answer code: ``LA9624-3`` -> 2), stage
   (ordinal 1-4 parsed from the stage code or display, e.g. ``3A`` or ``Stage IIIA`` -> 3) and smoking (ordinal
-  from ``smoking_map``; display fallback never=0, former=1, current=2), each the last value before the cutoff.
+  from ``smoking_map``, else LOINC's / SNOMED's answer codes, else the display: never=0, former=1, current=2, a
+  smoker whose current status is unknown 1.5), each the last value before the cutoff.
 
 Genomics: the configured genes' mutation status (0/1 for patients with a sample whose panel has the gene, NaN
 otherwise: a gene off a patient's panel is unknown, not wild-type), ``log_tmb``
@@ -52,7 +53,8 @@ RULE_CHANGES = {
     2: "records counted from when they are known (partial dates, issued, recordedDate), medications ending at the"
        " index date, one unit per lab, records that did not happen left out",
     3: "ECOG read from coded answers, conditions without an onset dated by recordedDate, labs coded by the LOINC"
-       " OID, genes off a patient's panel unknown rather than wild-type, the index code the index condition's own",
+       " OID, genes off a patient's panel unknown rather than wild-type, the index code the index condition's own,"
+       " a smoker of unknown current status (77176002, LA18979-7) 1.5 rather than a current smoker (2)",
 }
 COHORT_RULES = max(RULE_CHANGES)
 DAYS_PER_YEAR = 365.25
@@ -567,7 +569,19 @@ def parse_stage(text: object) -> float:
     return _ROMAN[match.group(1).upper()] if match else np.nan
 
 
+# Smoking status by coded answer: LOINC's answer list of 72166-2 (LL2201-3) and the SNOMED codes paired with it.
+# A smoker whose current status is unknown is former or current: 1.5, between the two, not current.
+SMOKING_ANSWERS = {"LA18976-3": 2.0, "449868002": 2.0,  # current every day smoker
+                   "LA18977-1": 2.0, "428041000124106": 2.0,  # current some day smoker
+                   "LA18981-3": 2.0, "428071000124103": 2.0,  # heavy tobacco smoker
+                   "LA18982-1": 2.0, "428061000124105": 2.0,  # light tobacco smoker
+                   "LA15920-4": 1.0, "8517006": 1.0,  # former smoker
+                   "LA18978-9": 0.0, "266919005": 0.0,  # never smoker
+                   "LA18979-7": 1.5, "77176002": 1.5,  # smoker, current status unknown
+                   "LA18980-5": np.nan, "266927001": np.nan}  # unknown if ever smoked
 _SMOKING_TEXT = ((re.compile(r"passive|second-?hand", re.I), np.nan),  # exposure, not the patient's smoking
+                 (re.compile(r"unknown if ever|consumption unknown", re.I), np.nan),
+                 (re.compile(r"status unknown", re.I), 1.5),
                  (re.compile(r"never|non-?smoker", re.I), 0.0), (re.compile(r"former|ex-|quit", re.I), 1.0),
                  (re.compile(r"current|every day|some day|daily|smokes|smoker", re.I), 2.0))
 
@@ -577,9 +591,12 @@ def _first_finite(*values: float) -> float:
 
 
 def parse_smoking(code: object, display: object, mapping: dict[str, float]) -> float:
-    """Smoking ordinal: ``mapping[code]``, else display never=0, former=1, current=2; NaN otherwise."""
+    """Smoking ordinal (0 never, 1 former, 1.5 a smoker of unknown current status, 2 current): ``mapping[code]``,
+    else the coded answer (:data:`SMOKING_ANSWERS`), else the display's words; NaN otherwise."""
     if isinstance(code, str) and code in mapping:
         return float(mapping[code])
+    if isinstance(code, str) and code in SMOKING_ANSWERS:
+        return SMOKING_ANSWERS[code]
     if isinstance(display, str):
         for pattern, value in _SMOKING_TEXT:
             if pattern.search(display):
@@ -648,7 +665,8 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
     smoke = obs[obs["code"] == cfg.smoking_code].copy()
     smoke["num"] = [parse_smoking(c, d, cfg.smoking_map)
                     for c, d in zip(smoke["value_code"], smoke["value_display"], strict=True)]
-    columns["smoking"], names["smoking"] = _last(smoke, keys, "num"), "Smoking (0 never, 1 former, 2 current)"
+    columns["smoking"] = _last(smoke, keys, "num")
+    names["smoking"] = "Smoking (0 never, 1 former, 2 current; 1.5 a smoker, current status unknown)"
 
     lab_cols, lab_names = lab_features(labs, keys, lab_codes, cfg.windows_days)
     columns.update(lab_cols)

@@ -90,7 +90,8 @@ class EhrConfig(_Strict):
         default_factory=lambda: {
             codes.SMOKING_SNOMED[k][0]: float(i) for i, k in enumerate(("never", "former", "current"))
         },
-        description="smoking status value code -> ordinal (display regex never/former|ex-/current as fallback)",
+        description="smoking status value code -> ordinal (then LOINC LL2201-3 / SNOMED answer codes, then the "
+                    "display: never 0, former 1, current 2, a smoker of unknown current status 1.5)",
     )
 
     @model_validator(mode="after")

@@ -48,7 +48,7 @@ SMOKING_LOINC = ("72166-2", "Tobacco smoking status")
 SMOKING_SNOMED = {
     "never": ("266919005", "Never smoked tobacco (finding)"),
     "former": ("8517006", "Ex-smoker (finding)"),
-    "current": ("77176002", "Smoker (finding)"),
+    "current": ("449868002", "Smokes tobacco daily (finding)"),  # 77176002 Smoker: current status unknown
 }
 ECOG_LOINC = ("89247-1", "ECOG Performance Status score")
 STAGE_LOINC = ("21908-9", "Stage group.clinical Cancer")

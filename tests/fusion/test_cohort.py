@@ -477,6 +477,26 @@ def test_parse_smoking():
     assert np.isnan(parse_smoking(None, "unknown", mapping))
 
 
+def test_a_smoker_whose_current_status_is_unknown_is_not_a_current_smoker():
+    """LOINC's answer list of 72166-2 (LL2201-3) and the SNOMED codes paired with it: "Smoker, current status
+    unknown" (LA18979-7, 77176002) is former or current, 1.5 on the 0/1/2 scale, not 2 (the default map read
+    77176002 as current, and so did the display); "Unknown if ever smoked" is unknown."""
+    from fusion.config import EhrConfig
+
+    mapping = EhrConfig().smoking_map
+    for code, display in (("77176002", "Smoker (finding)"), ("LA18979-7", "Smoker, current status unknown"),
+                          (None, "Smoker, current status unknown")):
+        assert parse_smoking(code, display, mapping) == 1.5
+    for code, display, expected in (("LA18976-3", "Current every day smoker", 2.0),
+                                    ("428041000124106", "Occasional tobacco smoker (finding)", 2.0),
+                                    ("LA18982-1", "Light tobacco smoker", 2.0), ("LA15920-4", "Former smoker", 1.0),
+                                    ("LA18978-9", "Never smoker", 0.0), (c.SMOKING_SNOMED["current"][0], None, 2.0)):
+        assert parse_smoking(code, display, mapping) == expected
+    for code, display in (("LA18980-5", "Unknown if ever smoked"), ("266927001", None),
+                          (None, "Tobacco smoking consumption unknown (finding)")):
+        assert np.isnan(parse_smoking(code, display, mapping))
+
+
 def test_splits_stratified_seeded_order_free_and_fixed():
     keys = np.array([f"k{i:03d}" for i in range(200)])
     strata = np.array(["x"] * 100 + ["y"] * 60 + ["z"] * 40)
