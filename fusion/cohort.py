@@ -14,7 +14,9 @@ labels table's ``index_date`` where given. Every feature uses only records dated
   its system (``system|code``: the same code in another system is another column, named ``cond:system|code``
   where two share the code);
 - age at index (years), sex (1 = male), ECOG (a number, or a LOINC / SNOMED answer code: ``LA9624-3`` -> 2), stage
-  (ordinal 1-4 parsed from the stage code or display, e.g. ``3A`` or ``Stage IIIA`` -> 3) and smoking (ordinal
+  (ordinal 0-4 parsed from the stage group's code or display, e.g. ``3A``, ``Stage IIIA``, ``iiia`` or ``pIIIA``
+  -> 3: the clinical stage group, ``stage_code`` or ``clinical_stage_codes``, else the pathological one,
+  ``pathological_stage_codes``) and smoking (ordinal
   from ``smoking_map``, else LOINC's / SNOMED's answer codes, else the display: never=0, former=1, current=2, a
   smoker whose current status is unknown 1.5), each the last value before the cutoff.
 
@@ -54,7 +56,9 @@ RULE_CHANGES = {
        " index date, one unit per lab, records that did not happen left out",
     3: "ECOG read from coded answers, conditions without an onset dated by recordedDate, labs coded by the LOINC"
        " OID, genes off a patient's panel unknown rather than wild-type, the index code the index condition's own,"
-       " a smoker of unknown current status (77176002, LA18979-7) 1.5 rather than a current smoker (2)",
+       " a smoker of unknown current status (77176002, LA18979-7) 1.5 rather than a current smoker (2), the stage"
+       " read in lowercase and prefixed (iiia, pIIIA) and from the pathological stage group where no clinical one"
+       " is known",
 }
 COHORT_RULES = max(RULE_CHANGES)
 DAYS_PER_YEAR = 365.25
@@ -558,15 +562,26 @@ def _slopes(frame: pd.DataFrame, keys: np.ndarray) -> np.ndarray:
 
 
 _ROMAN = {"I": 1.0, "II": 2.0, "III": 3.0, "IV": 4.0, "0": 0.0, "1": 1.0, "2": 2.0, "3": 3.0, "4": 4.0}
-_STAGE_RE = re.compile(r"(?:^|[^A-Za-z0-9])(IV|III|II|I|[0-4])(?:[A-Ca-c]\d?)?(?:$|[^A-Za-z0-9])")
+# a stage group as a word of its own: an AJCC prefix (c, p, yc, yp, r), the group in roman or arabic numerals, a
+# subgroup (A-C, with a digit: 1A1) or 0's "is"; letter case ignored. T2N1M0 or pT2 are categories, not groups.
+_STAGE_RE = re.compile(r"(?:^|[^A-Z0-9])(?:Y?[CPR])?(IV|III|II|I|[0-4])(?:IS|[A-C]\d?)?(?:$|[^A-Z0-9])", re.I)
 
 
 def parse_stage(text: object) -> float:
-    """Ordinal stage (0-4) from a stage code or display: ``3A`` -> 3, ``Stage IVB`` -> 4; NaN otherwise."""
+    """Ordinal stage (0-4) from a stage code or display: ``3A``, ``IIIA``, ``iiia``, ``pIIIA`` and ``Stage IIIA``
+    -> 3, ``Stage IVB`` -> 4; NaN otherwise (``T2N1M0``: TNM categories, no group)."""
     if not isinstance(text, str):
         return np.nan
     match = _STAGE_RE.search(text.strip())
     return _ROMAN[match.group(1).upper()] if match else np.nan
+
+
+def _last_stage(stage: pd.DataFrame, keys: np.ndarray) -> np.ndarray:
+    """Per patient of ``keys``: the last stage of the stage observations ``stage`` (sorted by time) that
+    :func:`parse_stage` reads from its code or display; NaN when none."""
+    stage = stage.assign(num=[_first_finite(parse_stage(c), parse_stage(d))
+                              for c, d in zip(stage["value_code"], stage["value_display"], strict=True)])
+    return _last(stage, keys, "num")
 
 
 # Smoking status by coded answer: LOINC's answer list of 72166-2 (LL2201-3) and the SNOMED codes paired with it.
@@ -627,9 +642,11 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
     """The EHR block (see the module docstring), the codes chosen for it and summary counts
     (``lab_values_other_unit``: values left out by :func:`in_main_unit`)."""
     obs = _before(frames.observations, "effective", keys, index, cutoff)
-    special = {cfg.ecog_code, cfg.stage_code, cfg.smoking_code}
+    clinical_stage = coded_as(obs, [cfg.stage_code, *cfg.clinical_stage_codes])
+    pathological_stage = coded_as(obs, cfg.pathological_stage_codes)
+    special = obs["code"].isin([cfg.ecog_code, cfg.smoking_code]) | clinical_stage | pathological_stage
     in_system = _system(obs).eq(SYSTEM_ALIASES.get(cfg.lab_system, cfg.lab_system)).fillna(False).astype(bool)
-    labs = obs[in_system & obs["value"].notna() & ~obs["code"].isin(special)].copy()
+    labs = obs[in_system & obs["value"].notna() & ~special].copy()
     labs["value"] = labs["value"].astype(np.float64)
     labs, other_unit, units = in_main_unit(labs, selection.lab_units if selection is not None else None)
     conds = _before(with_onset(frames.conditions), "onset", keys, index, cutoff)
@@ -658,10 +675,10 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
     ecog = obs[obs["code"] == cfg.ecog_code].copy()
     ecog["num"] = _ecog_value(ecog)
     columns["ecog"], names["ecog"] = _last(ecog, keys, "num"), "ECOG performance status"
-    stage = obs[obs["code"] == cfg.stage_code].copy()
-    stage["num"] = [_first_finite(parse_stage(c), parse_stage(d))
-                    for c, d in zip(stage["value_code"], stage["value_display"], strict=True)]
-    columns["stage"], names["stage"] = _last(stage, keys, "num"), "Stage (ordinal 0-4)"
+    # the clinical stage group, else the pathological one (each the last known before the cutoff)
+    stage = _last_stage(obs[clinical_stage], keys)
+    columns["stage"] = np.where(np.isnan(stage), _last_stage(obs[pathological_stage], keys), stage)
+    names["stage"] = "Stage group (ordinal 0-4; clinical, else pathological)"
     smoke = obs[obs["code"] == cfg.smoking_code].copy()
     smoke["num"] = [parse_smoking(c, d, cfg.smoking_map)
                     for c, d in zip(smoke["value_code"], smoke["value_display"], strict=True)]

@@ -84,7 +84,14 @@ class EhrConfig(_Strict):
                                                                  "None = top-K")
     top_k_medications: int = Field(20, ge=0)
     ecog_code: str = codes.ECOG_LOINC[0]
-    stage_code: str = codes.STAGE_LOINC[0]
+    stage_code: str = Field(codes.STAGE_LOINC[0], description="clinical stage group code (any system)")
+    clinical_stage_codes: list[str] = Field(
+        default_factory=lambda: [f"{codes.SNOMED}|399537006"],
+        description="other codes of the clinical stage group, as condition_codes (mCODE STU3+: SNOMED)")
+    pathological_stage_codes: list[str] = Field(
+        default_factory=lambda: [f"{codes.LOINC}|21902-2", f"{codes.SNOMED}|399588009"],
+        description="pathological stage group codes, as condition_codes: the stage where no clinical one is "
+                    "known before the cutoff")
     smoking_code: str = codes.SMOKING_LOINC[0]
     smoking_map: dict[str, float] = Field(
         default_factory=lambda: {

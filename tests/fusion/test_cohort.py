@@ -186,6 +186,22 @@ def test_lab_features_hand_computed():
     assert "med:1721560" not in cohort.feature_names  # started after the index date
 
 
+def test_the_pathological_stage_group_is_read_where_no_clinical_one_is_known_before_the_cutoff():
+    """mCODE records the pathological stage group (LOINC 21902-2, SNOMED 399588009), and STU3+ codes the clinical
+    one by SNOMED 399537006 too; only LOINC 21908-9 was read. a's clinical stage wins over its pathological one;
+    b's pathological stage (lowercase) is its stage; d's, recorded after the cutoff, is no input."""
+    rows = base_rows()
+    rows["observations"] += [
+        obs("a", "21902-2", "2019-12-15", None, "4", "Stage IV"),
+        obs("b", "21902-2", "2021-02-15", None, None, "stage iib"),
+        obs("d", "399588009", "2020-03-01", None, "4", "Stage IV", system=c.SNOMED)]
+    config = apply_overrides(CONFIG, ["data.index.grace_days=1"])
+    stage = column(assemble_cohort(frames_of(rows), config), "stage")  # rows a, b, d
+    assert stage[:2].tolist() == [3.0, 2.0] and np.isnan(stage[2])
+    rows["observations"].append(obs("d", "399537006", "2020-01-20", None, None, "Stage IB", system=c.SNOMED))
+    assert column(assemble_cohort(frames_of(rows), config), "stage")[2] == 1.0
+
+
 def test_ecog_coded_as_a_loinc_answer_or_a_snomed_code_is_its_score_or_unknown():
     """ECOG 89247-1 coded with its LOINC answers (LA9622-7 = 0 ... LA9627-6 = 5) is that score, not the 9622 of
     the code's digits; a SNOMED code or a display's '50% of waking hours' is no score (0-5)."""
@@ -461,8 +477,11 @@ def test_a_sample_collected_after_the_cutoff_changes_no_feature():
     assert undated.summary["genomics_samples_undated"] == 1
 
 
-@pytest.mark.parametrize(("text", "expected"), [("3A", 3.0), ("Stage IIIB", 3.0), ("IVA", 4.0), ("Stage 2", 2.0),
-                                                ("1B", 1.0), ("II", 2.0), ("T1N0M0", np.nan), (None, np.nan)])
+@pytest.mark.parametrize(("text", "expected"), [
+    ("3A", 3.0), ("Stage IIIB", 3.0), ("IVA", 4.0), ("Stage 2", 2.0), ("1B", 1.0), ("II", 2.0), ("T1N0M0", np.nan),
+    (None, np.nan), ("stage iiia", 3.0), ("iiia", 3.0), ("Stage iv", 4.0), ("pIIIA", 3.0), ("cIIB", 2.0),
+    ("yp2A", 2.0), ("1A1", 1.0), ("Stage 0", 0.0), ("T2N1M0", np.nan), ("pT2 pN1 cM0", np.nan),
+    ("American Joint Committee on Cancer stage IIIA (qualifier value)", 3.0), ("Stage unknown", np.nan)])
 def test_parse_stage(text, expected):
     assert parse_stage(text) == expected or (np.isnan(expected) and np.isnan(parse_stage(text)))
 
