@@ -79,7 +79,8 @@ FRAME_COLUMNS: dict[str, list[str]] = {
 OPTIONAL_COLUMNS: dict[str, list[str]] = {  # added as nulls when a frame lacks them
     "patients": ["deceased"], "conditions": ["known", "recorded", "resource_id"], "observations": ["known"],
     "medications": ["known"],
-    "gene_status": ["sample_id", "collected"], "tmb": ["sample_id", "collected"]}
+    "gene_status": ["sample_id", "collected"], "tmb": ["sample_id", "collected"],
+    "labels": ["endpoint"]}
 DATE_COLUMNS = {"patients": ["birth_date", "death_date"], "conditions": ["onset", "known", "recorded"],
                 "observations": ["effective", "known"], "medications": ["start", "known"],
                 "encounters": ["start", "end"], "images": ["study_date"], "labels": ["index_date"],
@@ -178,7 +179,8 @@ class Targets:
 
     ``diagnosis``: class index (-1 = unknown) into ``diagnosis_classes``; ``os_*`` / ``pfs_*``: overall and
     progression-free survival in days from the index date (NaN = unknown) with event flags; ``time``/``event``:
-    the training endpoint (``data.targets.survival_endpoint``, overridden by labels ``time``/``event``);
+    the training endpoint (``data.targets.survival_endpoint``, overridden by the labels ``time``/``event`` of
+    that endpoint);
     ``treatment``: index into ``treatment_names`` (-1 = none); ``response``: 1.0 (CR/PR), 0.0 (SD/PD), NaN.
     """
 
@@ -282,7 +284,8 @@ def assemble_cohort(frames: LakeFrames, config: RunConfig, *, selection: Feature
         selection: reuse these columns (from a saved run) instead of selecting top-K codes.
         assign: assign train/val/test splits (else every patient is ``"test"``).
         lenient: targets (``"diagnosis"``, ``"treatment"``) whose labels outside the configured classes are
-            unknown, not an error, besides those no enabled task reads (:func:`unread_targets`).
+            unknown, not an error, and ``"endpoint"``: survival labels of other endpoints only are no error
+            (:func:`compute_targets`), besides those no enabled task reads (:func:`unread_targets`).
 
     When splits are assigned and no selection is given, the top-K lab, condition, medication and gene columns
     are chosen on the *training* patients only (val and test patients never shape the columns). The split does
@@ -846,11 +849,13 @@ def last_contact(frames: LakeFrames, keys: np.ndarray) -> pd.Series:
 
 
 def unread_targets(config: RunConfig) -> tuple[str, ...]:
-    """The targets no enabled task of ``config`` reads (``"diagnosis"``, ``"treatment"``): labels of theirs
-    outside the configured classes or treatments are unknown there, not an error (a cBioPortal study ingested
-    with ``--diagnosis`` trains a survival model without listing its cancer types)."""
+    """The targets no enabled task of ``config`` reads (``"diagnosis"``, ``"treatment"``, ``"endpoint"``): labels
+    of theirs outside the configured classes or treatments are unknown there, not an error (a cBioPortal study
+    ingested with ``--diagnosis`` trains a survival model without listing its cancer types), and survival labels
+    of another endpoint than the configured one need none of its times."""
     return tuple(name for name, read in (("diagnosis", config.tasks.diagnosis.enabled),
-                                         ("treatment", config.tasks.response.enabled)) if not read)
+                                         ("treatment", config.tasks.response.enabled),
+                                         ("endpoint", config.tasks.survival.enabled)) if not read)
 
 
 def compute_targets(frames: LakeFrames, keys: np.ndarray, index: pd.Series, index_code: pd.Series,
@@ -864,9 +869,13 @@ def compute_targets(frames: LakeFrames, keys: np.ndarray, index: pd.Series, inde
     started on or after the index date. Response: 1 if a best-response observation from that start until another
     treatment starts is in ``response_positive``, else 0 if one is in ``response_negative``, else unknown.
     Labels: a curated treatment other than FHIR's drops FHIR's response; a curated time/event sets the endpoint
-    it names, and a curated OS also ends PFS (at the latest at the curated death or follow-up). A diagnosis or
-    treatment outside ``cfg``'s classes or treatments is an error, or unknown (-1) when ``lenient`` names it
-    (``"diagnosis"``, ``"treatment"``: see :func:`unread_targets`). A time less than a day
+    its ``endpoint`` names (null, in a lake written before it was recorded: ``endpoint``, the configured one),
+    ``time``/``event`` being that of ``endpoint`` (os, pfs, or one only labels give, such as dfs), and a curated
+    OS also ends PFS (at the latest at the curated death or follow-up) where FHIR records follow the patient. A
+    diagnosis or treatment outside ``cfg``'s classes or treatments is an error, or unknown (-1) when ``lenient``
+    names it (``"diagnosis"``, ``"treatment"``: see :func:`unread_targets`); labels of other endpoints only, no
+    patient having a time on ``endpoint``, are an error unless ``lenient`` names ``"endpoint"``. A time less than
+    a day
     before the index is 0 (a death dated by day on the day of a diagnosis timed within it); earlier ones
     (records before the index) become unknown.
     """
@@ -910,18 +919,27 @@ def compute_targets(frames: LakeFrames, keys: np.ndarray, index: pd.Series, inde
     has_label = labels["time"].notna().to_numpy() & labels["event"].notna().to_numpy()
     label_time = labels["time"].to_numpy(np.float64)
     label_event = labels["event"].fillna(False).to_numpy().astype(bool)
-    if endpoint == "os":
-        os_time[has_label], os_event[has_label] = label_time[has_label], label_event[has_label]
-        # progression-free survival ends at the latest with the curated death or follow-up
-        settle = has_label & ~(pfs_event & (pfs_time <= label_time))
-        pfs_time[settle], pfs_event[settle] = label_time[settle], label_event[settle]
-    else:
-        pfs_time[has_label], pfs_event[has_label] = label_time[has_label], label_event[has_label]
-    time, event = ((os_time, os_event) if endpoint == "os" else (pfs_time, pfs_event))
-    time, event = time.copy(), event.copy()
+    # the endpoint each label records; null (written before it was recorded): the configured one, as then
+    label_endpoint = labels["endpoint"].astype("string").str.lower().fillna(endpoint).to_numpy(object)
+    curated_os, curated_pfs = has_label & (label_endpoint == "os"), has_label & (label_endpoint == "pfs")
+    os_time[curated_os], os_event[curated_os] = label_time[curated_os], label_event[curated_os]
+    # progression-free survival ends at the latest with the curated death or follow-up, where FHIR follows it
+    # (without FHIR records a curated OS says nothing of progression)
+    followed = pfs_event | ~np.isnan(pfs_time) | undated_death
+    settle = curated_os & followed & ~(pfs_event & (pfs_time <= label_time))
+    pfs_time[settle], pfs_event[settle] = label_time[settle], label_event[settle]
+    pfs_time[curated_pfs], pfs_event[curated_pfs] = label_time[curated_pfs], label_event[curated_pfs]
+    if endpoint in ("os", "pfs"):
+        time, event = ((os_time, os_event) if endpoint == "os" else (pfs_time, pfs_event))
+        time, event = time.copy(), event.copy()
+    else:  # an endpoint only curated labels give (dfs, dss, ...)
+        own = has_label & (label_endpoint == endpoint)
+        time, event = np.where(own, label_time, np.nan), own & label_event
     for t in (os_time, pfs_time, time):
         t[(t > -1) & (t < 0)] = 0.0
         t[t < 0] = np.nan
+    if "endpoint" not in lenient:
+        _check_endpoint(endpoint, time, label_endpoint[has_label & (label_endpoint != endpoint)])
     return Targets(
         diagnosis=_indices(diagnosis, classes, "diagnosis", "data.targets.diagnosis_classes",
                            "diagnosis" in lenient),
@@ -931,6 +949,20 @@ def compute_targets(frames: LakeFrames, keys: np.ndarray, index: pd.Series, inde
         responses_without_treatment=orphaned,
         outside_classes={what: counts for what, counts in (("diagnosis", _outside(diagnosis, classes)),
                                                            ("treatment", _outside(treatments, names))) if counts})
+
+
+def _check_endpoint(endpoint: str, time: np.ndarray, others: np.ndarray) -> None:
+    """Raise :class:`CohortError` when no patient has a ``time`` on ``endpoint`` while curated labels give
+    ``others`` (the endpoints of patients' time and event that are not ``endpoint``): they are not its times."""
+    if not others.size or (~np.isnan(time)).any():
+        return
+    found = sorted(set(others))
+    fixes = [f"train on theirs (--set data.targets.survival_endpoint={found[0]})"]
+    fixes.append(f"ingest {endpoint} labels (`tumorboard ingest labels CSV --endpoint {endpoint}`, `tumorboard ingest"
+                 f" cbioportal STUDY --endpoint {endpoint.upper()}`)")
+    raise CohortError(f"data.targets.survival_endpoint is {endpoint!r}, but the curated survival labels (time, "
+                      f"event) of {others.size} patient(s) are {', '.join(found)} and no patient has a time on "
+                      f"{endpoint}: {', or '.join(fixes)}")
 
 
 def _treatment_response(frames: LakeFrames, obs: pd.DataFrame, keys: np.ndarray, index: pd.Series,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ingest.synth import codes
 
@@ -131,7 +131,11 @@ class TargetsConfig(_Strict):
         default_factory=lambda: list(codes.DIAGNOSES),
         description="class order; None = sorted observed classes",
     )
-    survival_endpoint: Literal["os", "pfs"] = "os"
+    survival_endpoint: str = Field(
+        "os", pattern=r"^[a-z][a-z0-9_]*$",
+        description="os or pfs (from FHIR, and from curated labels of that endpoint), or another endpoint of the "
+                    "curated labels (dfs, dss, ...: `ingest labels --endpoint`, `ingest cbioportal --endpoint`); "
+                    "letter case ignored")
     progression_code: str = codes.DISEASE_STATUS_LOINC[0]
     progressing_codes: list[str] = Field(default_factory=lambda: [codes.DISEASE_STATUS["progressing"][0]])
     response_code: str = codes.RECIST_LOINC[0]
@@ -149,6 +153,11 @@ class TargetsConfig(_Strict):
         description="treatment name -> the name the app shows (e.g. egfr_tki -> EGFR TKI); a treatment without "
                     "one is shown by its name",
     )
+
+    @field_validator("survival_endpoint", mode="before")
+    @classmethod
+    def _endpoint_lower_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
 
 class DataConfig(_Strict):

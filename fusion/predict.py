@@ -87,8 +87,9 @@ def lake_frames(lake: Lake) -> LakeFrames:
     return _cached_frames(str(Path(lake.path).resolve()), lake.manifest_hash())
 
 
-# predicting reads no label: a diagnosis or treatment the run never saw is unknown there, not an error
-PREDICT_LENIENT = ("diagnosis", "treatment")
+# predicting reads no label: a diagnosis or treatment the run never saw is unknown there, not an error, and the
+# lake's survival labels need not be of the run's endpoint
+PREDICT_LENIENT = ("diagnosis", "treatment", "endpoint")
 
 
 def run_cohort(run: LoadedRun, frames: LakeFrames, *, lenient: tuple[str, ...] = ()) -> Cohort:

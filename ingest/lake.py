@@ -312,7 +312,8 @@ class Lake:
                 return n_rows
             predicate = " AND ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in keys)
             (self.delta_table(name)
-             .merge(table, predicate=predicate, source_alias="s", target_alias="t")
+             # merge_schema: a table written before a column existed gains it (Delta drops it otherwise)
+             .merge(table, predicate=predicate, source_alias="s", target_alias="t", merge_schema=True)
              .when_matched_update_all()
              .when_not_matched_insert_all()
              .execute())

@@ -42,7 +42,8 @@ _EMPTY = {
     "images": ["patient_key", "image_id", "modality", "study_date", "tensor_file", "tensor_row", "tensor_shape",
                "spacing_mm", "warnings"],
     "features": ["patient_key", "modality", "feature", "value", "value_str"],
-    "labels": ["patient_key", "split", "diagnosis", "time", "event", "treatment", "response", "index_date"],
+    "labels": ["patient_key", "split", "diagnosis", "time", "event", "treatment", "response", "index_date",
+               "endpoint"],
 }
 
 
@@ -293,5 +294,6 @@ def read_features(lake: Lake) -> pd.DataFrame:
 
 
 def read_labels(lake: Lake) -> pd.DataFrame:
-    """patient_key, split, diagnosis, time (days), event, treatment, response, index_date."""
+    """patient_key, split, diagnosis, time (days), event, treatment, response, index_date, endpoint (of time and
+    event: ``os``, ``pfs``, ...; null in a lake written before it was recorded)."""
     return _resolved(lake, "labels", _EMPTY["labels"][1:], "labels")

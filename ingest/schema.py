@@ -173,6 +173,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         _field("diagnosis", pa.string()),
         _field("time", pa.float64(), unit="days"),
         _field("event", pa.bool_()),
+        _field("endpoint", pa.string(), doc="the survival endpoint of time and event, lower case: os, pfs, dfs, ..."
+                                            " (null: labels written before endpoints were recorded, read as the"
+                                            " run's data.targets.survival_endpoint)"),
         _field("treatment", pa.string()),
         _field("response", pa.bool_()),
         _field("index_date", TIMESTAMP),

@@ -7,7 +7,8 @@ long ``features`` table. Numeric columns (at least :data:`NUMERIC_SHARE` of thei
 
 ``ingest_labels`` loads curated outcomes with any of ``split`` (train/val/test, or a name of
 :data:`SPLIT_ALIASES`), ``diagnosis``, ``time`` (days), ``event`` (0/1), ``treatment``, ``response`` (0/1),
-``index_date``. Curated labels override those derived from
+``index_date``. ``time`` and ``event`` are of one survival endpoint, overall survival unless ``endpoint`` names
+another (``pfs``, ``dfs``, ...), recorded with them. Curated labels override those derived from
 FHIR; a file updates only the label columns it has. An ``index_date`` without a UTC offset (a date, or a
 date-time without ``Z`` or ``+hh:mm``) is a local time of the ``timezone`` given (UTC by default): a date
 starts at midnight there, so at a site in Sydney a lab timed at 08:00+10:00 on the day of diagnosis is not
@@ -41,6 +42,7 @@ from ingest.link import id_map, resolve_ids
 from ingest.schema import SCHEMAS, utc_timestamps
 
 LABEL_COLUMNS = ("split", "diagnosis", "time", "event", "treatment", "response", "index_date")
+ENDPOINT_NAME = r"[a-z][a-z0-9_]*"  # a survival endpoint, lower case: os, pfs, dfs, dss, dmfs, ...
 # curated split names -> the lake's train | val | test (fusion.splits reads the same names)
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}
@@ -337,18 +339,21 @@ def _parse_bool(name: str, value: str) -> bool:
 
 @one_writer
 def ingest_labels(lake: Lake, path: Path, *, id_column: str = "patient_id", timezone: str = "UTC",
-                  table: CsvRows | None = None) -> dict[str, object]:
+                  table: CsvRows | None = None, endpoint: str = "os") -> dict[str, object]:
     """Load curated outcome labels, upserted by patient (see :func:`prepare_labels`)."""
-    return write_prepared(lake, prepare_labels(lake, path, id_column=id_column, timezone=timezone, table=table))
+    return write_prepared(lake, prepare_labels(lake, path, id_column=id_column, timezone=timezone, table=table,
+                                               endpoint=endpoint))
 
 
 def prepare_labels(lake: Lake, path: Path, *, id_column: str = "patient_id", timezone: str = "UTC",
-                   table: CsvRows | None = None) -> PreparedTable:
+                   table: CsvRows | None = None, endpoint: str = "os") -> PreparedTable:
     """Read curated outcome labels (their write upserts them by patient).
 
     ``timezone`` (an IANA name such as ``Australia/Sydney``) is where an ``index_date`` without a UTC offset
     was written: a date is that day's midnight there, stored in UTC. ``table``: the file already read by another
-    reader (:mod:`ingest.cbioportal`), indexed by its line numbers; ``path`` then names it.
+    reader (:mod:`ingest.cbioportal`), indexed by its line numbers; ``path`` then names it. ``endpoint``: the
+    survival endpoint of the file's ``time`` and ``event`` (``os``, ``pfs``, ...; letter case ignored), stored
+    with them in ``endpoint``.
 
     Label columns are matched case-insensitively. A patient already in the lake keeps the labels of the columns
     this file does not have (a file with only ``split`` adds splits to stored outcomes); an empty cell in a
@@ -360,11 +365,12 @@ def prepare_labels(lake: Lake, path: Path, *, id_column: str = "patient_id", tim
         columns are not label columns) and ``ignored`` (their names).
 
     Raises:
-        TableFileError: the file cannot be read, has no label column, or no row to load, or ``timezone`` is not a
-            time zone name (the lake is unchanged).
+        TableFileError: the file cannot be read, has no label column, or no row to load, ``timezone`` is not a
+            time zone name, or ``endpoint`` no endpoint name (the lake is unchanged).
     """
     started = datetime.now(UTC)
     zone = _zone(timezone)
+    endpoint = _endpoint(endpoint)
     table = table if table is not None else read_csv_rows(path, id_column)
     frame = table.frame.rename(columns={c: c.lower() for c in table.frame.columns
                                         if c != id_column and c.lower() in LABEL_COLUMNS})
@@ -388,6 +394,9 @@ def prepare_labels(lake: Lake, path: Path, *, id_column: str = "patient_id", tim
             rejects.append(_reject(path, number, str(exc), table.raw[number]))
     if not rows:
         raise _no_rows(path, rejects, "labels")
+    if "time" in columns:  # the endpoint goes with the time and event (a file without them keeps the stored one)
+        rows = [{**row, "endpoint": endpoint if row["time"] is not None else None} for row in rows]
+        columns = [*columns, "endpoint"]
     rows = _keep_other_columns(lake, _under_stored_ids(lake, mapping, rows), columns)
     written = pa.Table.from_pylist(rows, schema=SCHEMAS["labels"])
     counts = {"patients": written.num_rows, "rejected": len(rejects), "ignored_columns": len(ignored),
@@ -410,12 +419,23 @@ def _under_stored_ids(lake: Lake, mapping: dict[str, str], rows: list[dict]) -> 
 
 
 def _keep_other_columns(lake: Lake, rows: list[dict], columns: list[str]) -> list[dict]:
-    """``rows`` with the labels of the columns outside ``columns`` taken from the stored row of their patient."""
-    others = [c for c in LABEL_COLUMNS if c not in columns]
+    """``rows`` with the labels of the columns outside ``columns`` taken from the stored row of their patient (a
+    column the stored table predates, such as ``endpoint``, is null)."""
+    others = [c for c in (*LABEL_COLUMNS, "endpoint") if c not in columns]
     if not others or not lake.has("labels"):
         return rows
-    stored = {r["patient_id"]: r for r in lake.read("labels", columns=["patient_id", *others]).to_pylist()}
+    kept = [c for c in others if c in lake.dataset("labels").schema.names]
+    stored = {r["patient_id"]: r for r in lake.read("labels", columns=["patient_id", *kept]).to_pylist()}
     return [{**{c: stored.get(row["patient_id"], {}).get(c) for c in others}, **row} for row in rows]
+
+
+def _endpoint(name: str) -> str:
+    """``name`` as a lake endpoint (lower case); TableFileError with the fix when it is not one word."""
+    text = name.strip().lower()
+    if not re.fullmatch(ENDPOINT_NAME, text):
+        raise TableFileError(f"--endpoint {name!r} is no endpoint name; give the survival endpoint of the file's time"
+                             " and event as one word, such as os, pfs or dfs")
+    return text
 
 
 def _zone(name: str) -> ZoneInfo:

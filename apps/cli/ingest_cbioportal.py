@@ -24,7 +24,8 @@ def cbioportal(
     lake: Annotated[Path, typer.Option("--lake", help="The lake directory (created if missing).")],
     endpoint: Annotated[str, typer.Option(
         "--endpoint", help="Survival endpoint: the prefix of a <X>_STATUS / <X>_MONTHS pair of patient"
-                           " attributes (OS, PFS, DFS, DSS).")] = "OS",
+                           " attributes (OS, PFS, DFS, DSS), recorded with the labels (train on PFS with --set"
+                           " data.targets.survival_endpoint=pfs).")] = "OS",
     diagnosis: Annotated[str | None, typer.Option(
         "--diagnosis", help="Patient or sample attribute to use as the diagnosis label, e.g."
                             " CANCER_TYPE_DETAILED.")] = None,

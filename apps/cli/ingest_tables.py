@@ -49,6 +49,9 @@ def labels(
     timezone: Annotated[str, typer.Option(help="IANA time zone (e.g. Australia/Sydney) where index_date values "
                                                "without a UTC offset were written: a date starts at midnight "
                                                "there.")] = "UTC",
+    endpoint: Annotated[str, typer.Option(help="Survival endpoint of the file's time and event (os, pfs, dfs, ...):"
+                                               " a run trains on the labels of its "
+                                               "data.targets.survival_endpoint.")] = "os",
 ) -> None:
     """Load curated outcome labels (they override labels derived from FHIR).
 
@@ -56,7 +59,7 @@ def labels(
     loaded (the lake is unchanged).
     """
     try:
-        counts = ingest_labels(Lake(lake), csv, id_column=id_column, timezone=timezone)
+        counts = ingest_labels(Lake(lake), csv, id_column=id_column, timezone=timezone, endpoint=endpoint)
     except (TableFileError, LakeError) as exc:
         raise fail(str(exc)) from None
     ignored = counts.pop("ignored")

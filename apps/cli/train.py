@@ -71,7 +71,8 @@ def train(
 # cohort summary counts worth a line after training (patients the model could not use, values it left out)
 LEFT_OUT = {"without_index_date": "patients without an index date (no cancer condition, no labels index_date)",
             "without_any_modality": "patients without any enabled modality",
-            "without_survival_time": "patients without a survival time (death before the index, or undated)",
+            "without_survival_time": "patients without a survival time (death before the index, undated, or "
+                                     "curated labels of another endpoint only)",
             "lab_values_other_unit": "lab values in another unit than their code's main one"}
 
 

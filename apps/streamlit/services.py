@@ -847,7 +847,8 @@ def _outcomes(lake: str, token: str, run_dir: str | None) -> pd.DataFrame:
     # treatments need not be the default config's, when no run is chosen), and the diagnosis is not shown from
     # here, so its labels need not be the run's classes.
     shown = data.targets.model_copy(update={"treatments": None})
-    targets = compute_targets(frames, keys, index.reindex(keys), index_code, shown, lenient=("diagnosis",))
+    targets = compute_targets(frames, keys, index.reindex(keys), index_code, shown,
+                              lenient=("diagnosis", "endpoint"))
     names = np.array([*targets.treatment_names, None], dtype=object)  # index -1: no treatment
     return pd.DataFrame({"time": np.asarray(targets.time, float), "event": np.asarray(targets.event, bool),
                          "treatment": names[np.asarray(targets.treatment)],

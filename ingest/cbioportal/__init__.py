@@ -15,7 +15,8 @@ note. :func:`ingest_cbioportal` loads, through the lake's own doors (:mod:`inges
 
 - **labels**: ``time`` (days: ``<ENDPOINT>_MONTHS`` x 365.25 / 12, as cBioPortal derives months from days) and
   ``event`` (``<ENDPOINT>_STATUS``: ``1:DECEASED`` / ``0:LIVING`` and the like, or the older words without the
-  ``0:``/``1:`` prefix) for the chosen endpoint (OS, PFS, DFS, DSS, ...), optionally ``diagnosis`` from a
+  ``0:``/``1:`` prefix) for the chosen endpoint (OS, PFS, DFS, DSS, ...), recorded in lower case as the labels'
+  ``endpoint`` (a run trains on the labels of its ``data.targets.survival_endpoint``), optionally ``diagnosis`` from a
   patient or sample attribute, and the ``index_date`` :data:`INDEX_DATE` for every patient. cBioPortal data
   carry no calendar dates: survival times count from each patient's own day 0 (usually the diagnosis), which
   tumorboard places on that one date; optionally ``response`` (a patient or sample attribute such as

@@ -154,7 +154,7 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
         step()
     # Every table is prepared (read and checked) before the first write, so a study whose labels or features
     # cannot be loaded changes nothing.
-    prepared = {"labels": prepare_labels(lake, files.patient, table=labels)}
+    prepared = {"labels": prepare_labels(lake, files.patient, table=labels, endpoint=endpoint)}
     if len(clinical.frame.columns) > 1:
         prepared["clinical"] = prepare_features(lake, files.patient, modality="clinical", table=clinical,
                                                 replace="source", categorical=_declared_text(patients))

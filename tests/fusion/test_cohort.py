@@ -386,6 +386,58 @@ def test_targets_hand_computed_and_labels_override():
     assert pfs.targets.time[:2].tolist() == [152.0, 365.0]
 
 
+def test_curated_labels_set_the_endpoint_they_record():
+    """d's curated time/event is PFS: it sets PFS only, and the OS run takes d's OS from FHIR (censored at the last
+    contact, day 90); it was trained as OS. A curated OS still ends PFS where FHIR gives one; labels written
+    before endpoints were recorded (null) are the configured endpoint's, as before."""
+    rows = base_rows()
+    rows["labels"][0]["endpoint"] = "pfs"
+    t = assemble_cohort(frames_of(rows), CONFIG).targets  # rows a, b, d
+    assert t.os_time[2] == 90.0 and not t.os_event[2] and t.time[2] == 90.0 and not t.event[2]
+    assert t.pfs_time[2] == 100.0 and t.pfs_event[2]
+    pfs = assemble_cohort(frames_of(rows), apply_overrides(CONFIG, ["data.targets.survival_endpoint=pfs"]))
+    assert pfs.targets.time[2] == 100.0 and pfs.targets.event[2]
+    rows["labels"][0]["endpoint"] = "os"
+    t = assemble_cohort(frames_of(rows), apply_overrides(CONFIG, ["data.targets.survival_endpoint=pfs"])).targets
+    assert t.os_time[2] == 100.0 and t.os_event[2] and t.pfs_time[2] == 100.0 and t.time[2] == 100.0
+    rows["labels"][0]["endpoint"] = None
+    legacy = assemble_cohort(frames_of(rows), apply_overrides(CONFIG, ["data.targets.survival_endpoint=pfs"]))
+    assert legacy.targets.pfs_time[2] == 100.0 and legacy.targets.os_time[2] == 90.0
+
+
+def test_an_endpoint_the_labels_do_not_have_is_a_clear_error():
+    """A labels-only lake (a cBioPortal study): its PFS labels cannot train overall survival, nor its OS labels
+    progression-free survival (a curated OS ended every patient's PFS, which nothing else gave: PFS trained on the
+    OS times); the error names the endpoint the labels have and the fix. Another endpoint of the labels (dfs)
+    trains under its own name; a run without a survival task needs none."""
+    labels = [{"patient_key": f"p{i}", "split": None, "diagnosis": None, "time": 30.0 * (i + 1), "event": i % 2 == 0,
+               "treatment": None, "response": None, "index_date": ts("2020-01-01"), "endpoint": "pfs"}
+              for i in range(6)]
+    features = [{"patient_key": f"p{i}", "modality": "clinical", "feature": "age", "value": 50.0 + i,
+                 "value_str": None} for i in range(6)]
+    curated = apply_overrides(CONFIG, ["modalities.ehr.enabled=false", "modalities.genomics.enabled=false",
+                                       "modalities.clinical.enabled=true"])
+    frames = LakeFrames(labels=pd.DataFrame(labels), features=pd.DataFrame(features))
+    with pytest.raises(CohortError, match=r"survival_endpoint is 'os'.* 6 patient\(s\) are pfs.*"
+                                          r"--set data.targets.survival_endpoint=pfs.*--endpoint os"):
+        assemble_cohort(frames, curated)
+    pfs = assemble_cohort(frames, apply_overrides(curated, ["data.targets.survival_endpoint=pfs"]))
+    assert pfs.targets.time.tolist() == [30.0 * (i + 1) for i in range(6)]
+    assert pfs.targets.event.tolist() == [i % 2 == 0 for i in range(6)]
+    assert len(assemble_cohort(frames, apply_overrides(curated, ["tasks.survival.enabled=false",
+                                                                 "tasks.diagnosis.enabled=true"]))) == 6
+    for row in labels:
+        row["endpoint"] = "os"
+    frames = LakeFrames(labels=pd.DataFrame(labels), features=pd.DataFrame(features))
+    with pytest.raises(CohortError, match="survival_endpoint is 'pfs'.* are os"):
+        assemble_cohort(frames, apply_overrides(curated, ["data.targets.survival_endpoint=pfs"]))
+    for row in labels:
+        row["endpoint"] = "dfs"
+    frames = LakeFrames(labels=pd.DataFrame(labels), features=pd.DataFrame(features))
+    dfs = assemble_cohort(frames, apply_overrides(curated, ["data.targets.survival_endpoint=DFS"]))
+    assert dfs.targets.time.tolist() == [30.0 * (i + 1) for i in range(6)] and np.isnan(dfs.targets.os_time).all()
+
+
 def test_a_condition_recorded_without_an_onset_is_a_contact():
     rows = base_rows()  # a: last contact 2021-01-01 (an encounter's end), censored at day 366
     rows["conditions"].append({**cond("a", HTN, "Essential hypertension (disorder)", "2015-01-01"), "onset": pd.NaT,

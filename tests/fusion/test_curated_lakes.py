@@ -283,3 +283,22 @@ def test_a_lake_without_fhir_holding_the_training_patients_recomputes_their_refe
     scored = next(key for key in features["patient_id"] if key not in trained_on)
     again = predict_patient(run, other, scored, explain=False)
     assert again["risk_percentile"] == predict_patient(run, Lake(lake), scored, explain=False)["risk_percentile"]
+
+
+def test_labels_of_progression_free_survival_train_and_predict_as_such(tmp_path):
+    """Curated PFS labels (``ingest labels --endpoint pfs``, as ``ingest cbioportal --endpoint PFS`` writes them):
+    the default config (overall survival) is told the labels are PFS and how to train on them, instead of
+    training OS on them and predicting ``"endpoint": "os"``; with ``survival_endpoint: pfs`` predictions say so."""
+    import pytest
+
+    from fusion.cohort import CohortError
+
+    curated_lake(tmp_path / "site")
+    lake = Lake(tmp_path / "lake")
+    ingest_features(lake, tmp_path / "site" / "features.csv", modality="clinical")
+    ingest_labels(lake, tmp_path / "site" / "labels.csv", endpoint="pfs")
+    with pytest.raises(CohortError, match="curated survival labels .* are pfs.*survival_endpoint=pfs"):
+        _train(lake.path, tmp_path / "os_run")
+    run = load_run(_train(lake.path, tmp_path / "run", "data.targets.survival_endpoint=pfs"))
+    torch.set_num_threads(1)
+    assert predict_patient(run, lake, "p000", explain=False)["survival"]["endpoint"] == "pfs"

@@ -161,6 +161,15 @@ def test_other_endpoints_and_the_status_words_of_older_studies(tmp_path, lake):
     assert math.isclose(labels.loc["P2", "time"], 6.0 * DAYS_PER_MONTH)
 
 
+def test_the_labels_record_the_studys_endpoint(tmp_path, lake):
+    """--endpoint DFS writes the DFS time and event as DFS (they trained as overall survival)."""
+    result = CliRunner().invoke(app, ["ingest", "cbioportal", str(_study(tmp_path / "study")), "--lake",
+                                      str(lake.path), "--endpoint", "DFS"])
+    assert result.exit_code == 2, result.output  # the study's copy-number and expression cells it rejects
+    labels = lake.read("labels").to_pandas()
+    assert len(labels) == 12 and set(labels["endpoint"]) == {"dfs"}
+
+
 def test_a_missing_endpoint_names_the_ones_there(tmp_path, lake):
     with pytest.raises(StudyError, match=r"no PFS_STATUS and PFS_MONTHS .* this study has DFS, OS"):
         ingest_cbioportal(lake, _study(tmp_path / "study"), endpoint="PFS")

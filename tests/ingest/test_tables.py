@@ -347,3 +347,33 @@ def test_index_dates_without_an_offset_are_local_times_of_the_given_zone(lake, t
 
     with pytest.raises(TableFileError, match="time zone 'Sydney' is unknown; give an IANA name"):
         ingest_labels(lake, csv, timezone="Sydney")
+
+
+def test_labels_record_the_endpoint_of_their_time_and_event(lake, tmp_path):
+    """A curated time/event is overall survival unless ``--endpoint`` says otherwise; the endpoint travels with
+    time and event (a file of splits keeps it), and a lake whose labels table predates the column gains it (a
+    Delta merge dropped a column the stored table lacked) while its old rows read null: the run's endpoint, as
+    before."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from ingest.reader import read_labels
+    from ingest.schema import SCHEMAS
+
+    old = pa.schema([f for f in SCHEMAS["labels"] if f.name != "endpoint"])
+    write_deltalake(str(lake.table_path("labels")), pa.Table.from_pylist(
+        [{"patient_id": "p0", "time": 10.0, "event": True, "source": "old.csv"}], schema=old))
+    assert read_labels(lake)["endpoint"].isna().all()
+    (tmp_path / "os.csv").write_text("patient_id,time,event\np1,100,1\n")
+    (tmp_path / "pfs.csv").write_text("patient_id,time,event\np2,50,0\np3,,\n")
+    (tmp_path / "splits.csv").write_text("patient_id,split\np1,train\np2,test\n")
+    ingest_labels(lake, tmp_path / "os.csv")
+    result = CliRunner().invoke(app, ["ingest", "labels", str(tmp_path / "pfs.csv"), "--lake", str(lake.path),
+                                      "--endpoint", "PFS"])
+    assert result.exit_code == 2, result.output  # p3: no label value
+    ingest_labels(lake, tmp_path / "splits.csv")
+    labels = read_labels(lake).set_index("patient_key")
+    assert pd.isna(labels.loc["p0", "endpoint"]) and labels.loc["p1", "endpoint"] == "os"
+    assert labels.loc["p2", "endpoint"] == "pfs" and labels.loc["p2", "split"] == "test"
+    with pytest.raises(TableFileError, match="--endpoint"):
+        ingest_labels(lake, tmp_path / "os.csv", endpoint="overall survival")
