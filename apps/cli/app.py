@@ -11,13 +11,13 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from apps.cli.common import console, fail
+from apps.cli.common import Command, console, fail
 
 APP_FILE = Path(__file__).resolve().parents[1] / "streamlit" / "app.py"
 
 
 def register(app: typer.Typer) -> None:
-    app.command("app")(run_app)
+    app.command("app", cls=Command)(run_app)
 
 
 def streamlit_command(lake: Path, runs: Path | None, *, host: str = "127.0.0.1",

@@ -13,9 +13,26 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperCommand
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+class Command(TyperCommand):
+    """A verb whose usage line names its arguments as the README's command table does: ``RUN``, ``PATH...``,
+    ``[PATH...]`` (each argument's ``metavar``, ``...`` when it takes several, brackets when it may be left
+    out), where typer writes ``{run}`` and ``[paths]...``. Register a verb with ``app.command(name, cls=Command)``."""
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name != "argument":
+                pieces.extend(param.get_usage_pieces(ctx))
+                continue
+            name = (param.metavar or param.name.upper()) + ("..." if param.nargs != 1 else "")
+            pieces.append(name if param.required else f"[{name}]")
+        return pieces
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

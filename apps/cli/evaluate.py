@@ -11,9 +11,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from apps.cli.common import console, err_console, fail
+from apps.cli.common import Command, console, err_console, fail
 
-RunArgument = Annotated[Path, typer.Argument(help="A run directory written by `tumorboard train`.")]
+RunArgument = Annotated[Path, typer.Argument(metavar="RUN", help="A run directory written by `tumorboard train`.")]
 LakeOption = Annotated[Path | None, typer.Option(
     "--lake", help="The lake (default: the lake the run was trained on).")]
 HEADLINE = {"diagnosis": "auroc", "survival": "c_index_harrell",
@@ -21,8 +21,8 @@ HEADLINE = {"diagnosis": "auroc", "survival": "c_index_harrell",
 
 
 def register(app: typer.Typer) -> None:
-    app.command("evaluate")(evaluate)
-    app.command("predict")(predict)
+    app.command("evaluate", cls=Command)(evaluate)
+    app.command("predict", cls=Command)(predict)
 
 
 def _errors() -> tuple[type[Exception], ...]:

@@ -8,19 +8,20 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from apps.cli.common import err_console, fail, print_counts, progress_bar
+from apps.cli.common import Command, err_console, fail, print_counts, progress_bar
 from ingest.cbioportal import ingest_cbioportal
 from ingest.lake import Lake, LakeError
 from ingest.schema import SchemaError
 
 
 def register(ingest_app: typer.Typer) -> None:
-    ingest_app.command("cbioportal")(cbioportal)
+    ingest_app.command("cbioportal", cls=Command)(cbioportal)
 
 
 def cbioportal(
-    study: Annotated[Path, typer.Argument(help="The study folder (meta_*.txt and data_*.txt files, as the"
-                                               " cBioPortal datahub has them).")],
+    study: Annotated[Path, typer.Argument(
+        metavar="STUDY", help="The study folder (meta_*.txt and data_*.txt files, as the cBioPortal datahub"
+                              " has them).")],
     lake: Annotated[Path, typer.Option("--lake", help="The lake directory (created if missing).")],
     endpoint: Annotated[str, typer.Option(
         "--endpoint", help="Survival endpoint: the prefix of a <X>_STATUS / <X>_MONTHS pair of patient"

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from apps.cli.common import console, err_console, fail, print_counts
+from apps.cli.common import Command, console, err_console, fail, print_counts
 from ingest.fhir.pipeline import BATCH_SIZE, DEFAULT_VIEWS, IngestReport, ingest_fhir, reflatten_views
 from ingest.fhir.reader import FhirInputError
 from ingest.fhir.viewdef import ViewDefinitionError
@@ -35,12 +35,13 @@ EXIT_HELP = ("Exit status: 0 everything ingested, 2 some records rejected (see `
 
 
 def register(ingest_app: typer.Typer) -> None:
-    ingest_app.command("fhir", help=f"{inspect.cleandoc(fhir.__doc__)}\n\n{EXIT_HELP}")(fhir)
-    ingest_app.command("views", help=f"{inspect.cleandoc(views.__doc__)}\n\n{EXIT_HELP}")(views)
+    ingest_app.command("fhir", cls=Command, help=f"{inspect.cleandoc(fhir.__doc__)}\n\n{EXIT_HELP}")(fhir)
+    ingest_app.command("views", cls=Command, help=f"{inspect.cleandoc(views.__doc__)}\n\n{EXIT_HELP}")(views)
 
 
 def fhir(
     paths: Annotated[list[Path], typer.Argument(
+        metavar="PATH",
         help="Bulk Data NDJSON files (.ndjson, .ndjson.gz), Bulk export folders, or JSON resources/Bundles.")],
     lake: LakeOption,
     workers: WorkersOption = 1,

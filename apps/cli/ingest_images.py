@@ -8,13 +8,13 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from apps.cli.common import console, err_console, fail, print_counts
+from apps.cli.common import Command, console, err_console, fail, print_counts
 from ingest.images import ingest_images
 from ingest.lake import Lake, LakeError
 
 
 def register(ingest_app: typer.Typer) -> None:
-    ingest_app.command("images")(images)
+    ingest_app.command("images", cls=Command)(images)
 
 
 def images(
@@ -26,6 +26,7 @@ def images(
         "--config", help="Preprocessing config (default configs/images.yaml).")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Processes decoding images.")] = 1,
     paths: Annotated[list[Path] | None, typer.Argument(
+        metavar="PATH",
         help="DICOM files or folders (whole studies, searched recursively), NIfTI or PNG/JPEG/TIFF files; may be"
              " left out with --manifest, whose files are read anyway.")] = None,
 ) -> None:

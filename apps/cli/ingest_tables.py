@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from apps.cli.common import err_console, fail, print_counts
+from apps.cli.common import Command, err_console, fail, print_counts
 from ingest.lake import Lake, LakeError
 from ingest.tables import LABEL_COLUMNS, TableFileError, ingest_features, ingest_labels
 
@@ -17,12 +17,12 @@ IdOption = Annotated[str, typer.Option("--id-column", help="Column holding the p
 
 
 def register(ingest_app: typer.Typer) -> None:
-    ingest_app.command("features")(features)
-    ingest_app.command("labels")(labels)
+    ingest_app.command("features", cls=Command)(features)
+    ingest_app.command("labels", cls=Command)(labels)
 
 
 def features(
-    csv: Annotated[Path, typer.Argument(help="Wide CSV: one row per patient, one column per feature.")],
+    csv: Annotated[Path, typer.Argument(metavar="CSV", help="Wide CSV: one row per patient, one column per feature.")],
     modality: Annotated[str, typer.Option("--modality", help="Name of the modality, e.g. expression.")],
     lake: LakeOption,
     id_column: IdOption = "patient_id",
@@ -42,8 +42,9 @@ def features(
 
 
 def labels(
-    csv: Annotated[Path, typer.Argument(help="CSV with patient_id and any of split, diagnosis, time, event,"
-                                             " treatment, response, index_date.")],
+    csv: Annotated[Path, typer.Argument(
+        metavar="CSV", help="CSV with patient_id and any of split, diagnosis, time, event, treatment, response,"
+                            " index_date.")],
     lake: LakeOption,
     id_column: IdOption = "patient_id",
     timezone: Annotated[str, typer.Option(help="IANA time zone (e.g. Australia/Sydney) where index_date values "

@@ -7,18 +7,19 @@ from typing import Annotated
 
 import typer
 
-from apps.cli.common import err_console, fail, print_counts, progress_bar
+from apps.cli.common import Command, err_console, fail, print_counts, progress_bar
 from ingest.lake import Lake, LakeError
 from ingest.schema import SchemaError
 from ingest.variants.pipeline import discover_files, ingest_variants
 
 
 def register(ingest_app: typer.Typer) -> None:
-    ingest_app.command("variants")(variants)
+    ingest_app.command("variants", cls=Command)(variants)
 
 
 def variants(
-    paths: Annotated[list[Path], typer.Argument(help="VCF (.vcf[.gz]) or MAF files, or folders of them.")],
+    paths: Annotated[list[Path], typer.Argument(
+        metavar="PATH", help="VCF (.vcf[.gz]) or MAF files, or folders of them.")],
     lake: Annotated[Path, typer.Option("--lake", help="The lake directory (created if missing).")],
     sample_map: Annotated[Path | None, typer.Option(
         "--sample-map", help="CSV with columns sample_id, patient_id and optionally collected_date (specimen"

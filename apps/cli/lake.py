@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import typer
 
-from apps.cli.common import console, fail, print_arrow, print_counts, print_frame
+from apps.cli.common import Command, console, fail, print_arrow, print_counts, print_frame
 from ingest.compact import KEEP_HOURS, Compaction, compact_lake
 from ingest.lake import Lake, LakeError
 from ingest.status import lake_status
@@ -20,14 +20,15 @@ LakeOption = Annotated[Path, typer.Option("--lake", help="The lake directory.")]
 
 
 def register(lake_app: typer.Typer) -> None:
-    lake_app.command("sql")(sql)
-    lake_app.command("status")(status)
-    lake_app.command("compact")(compact)
+    lake_app.command("sql", cls=Command)(sql)
+    lake_app.command("status", cls=Command)(status)
+    lake_app.command("compact", cls=Command)(compact)
 
 
 def sql(
-    query: Annotated[str, typer.Argument(help="One read-only DuckDB query (SELECT ...); every lake table is a"
-                                               " view of the same name.")],
+    query: Annotated[str, typer.Argument(
+        metavar="QUERY", help="One read-only DuckDB query (SELECT ...); every lake table is a view of the same"
+                              " name.")],
     lake: LakeOption,
     output: Annotated[str, typer.Option("--format", help="table | csv")] = "table",
     max_rows: Annotated[int, typer.Option(help="Rows to print in table format.")] = 50,

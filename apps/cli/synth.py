@@ -8,12 +8,12 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from apps.cli.common import console, fail, print_counts, progress_bar
+from apps.cli.common import Command, console, fail, print_counts, progress_bar
 from ingest.synth import SynthConfig, generate_cohort
 
 
 def register(app: typer.Typer) -> None:
-    app.command("synth")(synth)
+    app.command("synth", cls=Command)(synth)
 
 
 def _flatten(summary: dict) -> dict[str, object]:
@@ -27,7 +27,8 @@ def _flatten(summary: dict) -> dict[str, object]:
 
 
 def synth(
-    out: Annotated[Path, typer.Argument(help="Output folder (must be absent or empty unless --overwrite).")],
+    out: Annotated[Path, typer.Argument(
+        metavar="OUT", help="Output folder (must be absent or empty unless --overwrite).")],
     patients: Annotated[int, typer.Option("--patients", min=1, help="Number of patients.")] = 200,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed; same seed, same files.")] = 0,
     bundles: Annotated[

@@ -9,11 +9,11 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from apps.cli.common import console, err_console, fail
+from apps.cli.common import Command, console, err_console, fail
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train")(train)
+    app.command("train", cls=Command)(train)
 
 
 def train(

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import typer.main
+from typer.testing import CliRunner
 
 from apps.cli import app
 
@@ -24,13 +25,14 @@ def _verbs(group, prefix: tuple[str, ...] = ()) -> dict:
     return found
 
 
-def _rows() -> dict[str, str]:
-    """The command cell of each README table row that starts with `tumorboard <verb>`, joined per verb."""
+def _rows(*, whole: bool = False) -> dict[str, str]:
+    """The command cell (``whole``: the whole row) of each README table row that starts with
+    `tumorboard <verb>`, joined per verb."""
     rows: dict[str, str] = {}
-    for cell in re.findall(r"^\| `(tumorboard [^`]*)` \|", README.read_text(), flags=re.M):
+    for cell, rest in re.findall(r"^\| `(tumorboard [^`]*)` \|(.*)$", README.read_text(), flags=re.M):
         words = cell.split()[1:]
         verb = " ".join(words[:2]) if words[0] in ("ingest", "lake") else words[0]
-        rows[verb] = rows.get(verb, "") + " " + cell
+        rows[verb] = rows.get(verb, "") + " " + cell + (rest if whole else "")
     return rows
 
 
@@ -46,3 +48,18 @@ def test_every_verb_and_option_is_in_the_readme_command_table():
             if names and not any(re.search(rf"{re.escape(n)}\b", rows[verb]) for n in names):
                 missing.append(f"{verb} {names[0]}")
     assert not missing, f"not in the README's command table: {missing}"
+
+
+def test_usage_lines_name_the_arguments_as_the_readme_does():
+    """``--help`` said ``evaluate [OPTIONS] {run}`` and ``ingest images [OPTIONS] [paths]...`` where the README's
+    table writes ``RUN`` and ``[PATH...]``: every verb's arguments upper case, with ``...`` and brackets as there,
+    under a name its README row uses."""
+    rows = _rows(whole=True)
+    wrong = []
+    for verb in _verbs(typer.main.get_command(app)):
+        result = CliRunner().invoke(app, [*verb.split(), "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        usage = re.search(rf"Usage: .*?{verb} \[OPTIONS\](.*)", result.output).group(1).split()
+        wrong += [f"{verb}: {argument}" for argument in usage
+                  if not re.fullmatch(r"\[?[A-Z]+(\.\.\.)?\]?", argument) or argument not in rows[verb]]
+    assert not wrong, f"usage lines unlike the README's command table: {wrong}"
