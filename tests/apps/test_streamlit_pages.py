@@ -308,6 +308,13 @@ def test_data_page(monkeypatch, app_data):
     assert metrics["Patients"] == "30" and int(metrics["Ingest runs"]) >= 3
     tables = next(d.value for d in at.dataframe if "table" in d.value.columns)
     assert {"view_patient", "variants", "images"} <= set(tables["table"])
+    # the coverage bars top to bottom in the order of `tumorboard lake status`'s coverage table (plotly draws a
+    # bar chart's first category at the bottom: they ran the other way)
+    (chart,) = [c for c in at.get("plotly_chart") if "coverage_chart" in c.proto.id]
+    spec = json.loads(chart.proto.spec)
+    drawn = spec["data"][0]["y"]
+    top_down = drawn if spec["layout"].get("yaxis", {}).get("autorange") == "reversed" else drawn[::-1]
+    assert list(top_down) == list(sv.status(app_data.lake).coverage_summary()["modality"])
     at = at.multiselect(key="coverage_missing").set_value(["images"]).run()
     assert not at.exception
     coverage = next(d.value for d in at.dataframe if "record" in d.value.columns)

@@ -61,6 +61,7 @@ with coverage_tab:
                      range_x=[0, 1.05], labels={"fraction": "share of patients"})
         fig.update_layout(height=120 + 40 * len(summary), margin={"l": 10, "r": 10, "t": 10, "b": 10},
                           template="plotly_white")
+        fig.update_yaxes(autorange="reversed")  # the first modality on top, as `tumorboard lake status` lists them
         st.plotly_chart(fig, key="coverage_chart")
         st.caption("fhir: patients with a Patient resource; fhir:observations, fhir:medications, ...: patients "
                    "with at least one such record (a Patient resource alone is not a clinical record).")
