@@ -450,6 +450,6 @@ def survival_interval(model: FusionModel, batch: dict, breslow: BreslowEstimator
     lower = np.minimum.accumulate(np.minimum(lower, surv))
     upper = np.maximum(np.minimum.accumulate(upper), surv)
     no_dropout = "" if var_r > 0 else "; the model has no active dropout, so 0"
-    method = (f"log-log 95% interval: MC-dropout log-risk variance ({samples.size} passes{no_dropout})"
-              " + Breslow baseline variance")
+    method = (f"log-log +- 1.96 SD, from the MC-dropout log-risk variance ({samples.size} passes{no_dropout}) and "
+              "the Breslow baseline's variance")
     return {"survival": surv, "lower": lower, "upper": upper, "method": method}

@@ -86,6 +86,9 @@ def test_patient_page(monkeypatch, app_data):
     assert diagnosis_heading(at).value == f"Diagnosis: {sv.md(header['diagnosis'].removesuffix(' (disorder)'))}"
     assert 0 <= float(metrics[percentile]) <= 100
     assert "95% interval" in texts(at)  # of the patient's curve, under each survival figure
+    # how the survival intervals are computed, said once ("Interval: log-log 95% interval: MC-dropout ...")
+    (method,) = [c.value for c in at.caption if "log-log" in c.value]
+    assert method.startswith("95% intervals: log-log +- 1.96 SD") and method.lower().count("interval") == 1
     assert "Modalities present: **clinical record, " in texts(at) and "imaging" in texts(at)  # not fhir, images
     split = sv.patient_split(str(app_data.runs / "tiny"), app_data.runs, picked)
     assert ("in-sample" in texts(at)) == (split == "train") and split in ("train", "val", "test")

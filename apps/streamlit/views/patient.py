@@ -71,7 +71,7 @@ def risk_tab(prediction: dict | None, lake: Path, run_dir: str | None, runs: Pat
                 st.metric("Risk percentile (higher: worse)", f"{prediction['risk_percentile']:.0f}",
                           help="Share of the model's training patients with a lower predicted risk.")
             if survival.get("interval_method"):
-                st.caption(f"Interval: {survival['interval_method']}.")
+                st.caption(f"95% intervals: {survival['interval_method']}.")
         elif prediction is not None:
             st.caption("This run has no survival head.")
     if prediction and prediction.get("diagnosis"):
