@@ -53,6 +53,15 @@ METRIC_LABELS = {"c_index_harrell": "C-index (Harrell)", "c_index_uno": "C-index
                  "calibration_{h}": "calibration error at {h}", "auroc": "AUROC", "auprc": "AUPRC",
                  "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
                  "ece": "expected calibration error (ECE)", "macro_auroc": "macro AUROC"}
+# Metric columns per table: five "0.699 [0.579, 0.806]" columns and the model names fit a 1366 px screen's page
+# (about 900 px beside the sidebar); survival's nine (C-index, AUC and calibration at three horizons) did not
+METRIC_COLUMNS = 5
+# The tables of a task with more than METRIC_COLUMNS metrics (survival): title -> the metrics' key prefixes;
+# metrics of no group come last, as "Other metrics"
+METRIC_GROUPS = {"Discrimination (higher is better)": ("c_index", "td_auc", "auroc", "auprc", "macro_auroc"),
+                 "Accuracy (higher is better)": ("accuracy", "balanced_accuracy"),
+                 "Calibration and prediction error (lower is better)": ("integrated_brier", "brier", "calibration_",
+                                                                        "ece")}
 
 # Imported once per server, in the background, so the first page render does not pay for them: scipy and
 # scikit-learn (the cohort Kaplan-Meier curve, about 1 s), torch, timm and captum (predictions, explanations).
@@ -926,6 +935,22 @@ def card_heads(meta: dict) -> dict:
     return {"survival_endpoint": f"{endpoint_label(endpoint)} ({endpoint})" if survival and
             endpoint_label(endpoint) != endpoint else (endpoint if survival else None),
             "diagnosis_classes": list(meta.get("diagnosis_classes") or []) if spec.get("n_classes", 1) else []}
+
+
+def metric_groups(metrics: list[str]) -> list[tuple[str, list[str]]]:
+    """A task's metrics (metrics.json's order) split into tables a 1366 px screen shows without scrolling
+    sideways: ``[("", metrics)]`` when they are at most :data:`METRIC_COLUMNS`, else by
+    :data:`METRIC_GROUPS` (discrimination apart from calibration and prediction error), each group in tables of
+    at most :data:`METRIC_COLUMNS`. Returns ``(title, metrics)`` per table, every metric once."""
+    if len(metrics) <= METRIC_COLUMNS:
+        return [("", list(metrics))]
+    groups: dict[str, list[str]] = {}
+    for metric in metrics:
+        title = next((t for t, prefixes in METRIC_GROUPS.items() if metric.startswith(prefixes)), "Other metrics")
+        groups.setdefault(title, []).append(metric)
+    order = [*METRIC_GROUPS, "Other metrics"]
+    return [(title, groups[title][i:i + METRIC_COLUMNS]) for title in order if title in groups
+            for i in range(0, len(groups[title]), METRIC_COLUMNS)]
 
 
 def metric_label(key: str) -> str:

@@ -249,6 +249,16 @@ def test_models_page(monkeypatch, app_data):
     # their value could fall outside them
     assert "their intervals are corrected for that bias" in texts(at)
     assert "can fall outside its interval" not in texts(at)
+    # a task's metrics in tables a 1366 px screen shows whole: survival's nine metric columns in one table were
+    # 1333 px wide in its 904 px box (integrated_brier cut mid-value, the calibration errors out of sight)
+    metric_tables = [f for f in frames if {"model", "subgroup"} & set(f.columns)]
+    assert metric_tables and all(len(f.columns) <= 2 + sv.METRIC_COLUMNS for f in metric_tables)
+    assert all(len(f.columns) <= 1 + sv.METRIC_COLUMNS for f in metric_tables if "model" in f.columns)
+    survival = json.loads((app_data.runs / "tiny" / "metrics.json").read_text())["tasks"]["survival"]["model"]
+    assert len(survival) > sv.METRIC_COLUMNS  # the test means something: survival's table was too wide
+    assert set(survival) <= {c for f in metric_tables if "model" in f.columns for c in f.columns}
+    assert "Discrimination (higher is better)" in texts(at)
+    assert "Calibration and prediction error (lower is better)" in texts(at)
     at = at.selectbox(key="run_picker").set_value(str(app_data.runs / "tiny")).run()
     assert at.session_state[sv.RUN_KEY] == str(app_data.runs / "tiny")
     assert not at.exception
@@ -288,6 +298,17 @@ def test_survival_by_treatment_says_horizons_as_the_risk_tab_does():
     columns = sv.survival_by_treatment_columns(prediction, ["egfr_tki", "chemo"])
     assert columns == {"survival at 1 year": [0.95, 0.9], "survival at 2 years": [0.8, 0.7],
                        "survival at 500 days": [0.85, 0.8]}
+
+
+def test_metric_groups_keep_every_metric_in_narrow_tables():
+    five = ["auroc", "auprc", "accuracy", "balanced_accuracy", "ece"]
+    assert sv.metric_groups(five) == [("", five)]
+    survival = ["c_index_harrell", "c_index_uno", "td_auc_365d", "td_auc_730d", "td_auc_1095d", "td_auc_1825d",
+                "integrated_brier", "calibration_365d", "log_rank"]
+    discrimination, _, error = sv.METRIC_GROUPS
+    assert sv.metric_groups(survival) == [(discrimination, survival[:5]), (discrimination, ["td_auc_1825d"]),
+                                          (error, ["integrated_brier", "calibration_365d"]),
+                                          ("Other metrics", ["log_rank"])]
 
 
 def test_fold_spread_text():

@@ -32,6 +32,17 @@ def _metric_table(part: pd.DataFrame, shown: pd.Series) -> pd.DataFrame:
     return table.loc[order, columns].reset_index()
 
 
+def _metric_tables(table: pd.DataFrame, index: list[str]) -> None:
+    """``table`` (the ``index`` columns, then one column per metric) as :func:`services.metric_groups` splits
+    it, so that a 1366 px screen shows each whole: the group's name above its first table when it is split."""
+    said = ""
+    for title, columns in sv.metric_groups([c for c in table.columns if c not in index]):
+        if title != said:
+            st.caption(title)
+            said = title
+        st.dataframe(table[[*index, *columns]], hide_index=True, width="stretch")
+
+
 def _chance(metric: str) -> float | None:
     """The chance level of a ranking metric (a reference line on its plot), None for the others."""
     return 0.5 if metric.startswith(("auroc", "c_index", "td_auc")) else None
@@ -97,7 +108,7 @@ if not cross_validations.empty:
         for task in cv_rows["task"].unique():
             part = cv_rows[cv_rows["task"] == task]
             st.markdown(f"**{task}** ({(cv_metrics['tasks'][task] or {}).get('n', '?')} test patients in all)")
-            st.dataframe(_metric_table(part, sv.with_spread(part)), hide_index=True, width="stretch")
+            _metric_tables(_metric_table(part, sv.with_spread(part)), ["model"])
             metric = st.selectbox("Metric to plot", part["metric"].unique(), key=f"cv_metric_{task}")
             shown = part[part["metric"] == metric].rename(columns={"model": "label"})
             st.plotly_chart(figures.fold_values_figure(shown, title=f"{task}: {metric}", chance=_chance(metric)),
@@ -128,7 +139,7 @@ with metrics_tab:
             counts = ", ".join(f"{k.replace('_', ' ')} {block[k]}" for k in ("n", "n_events", "n_positive")
                                if k in block)
             st.markdown(f"**{task}** ({counts})")
-            st.dataframe(_metric_table(part, sv.with_interval(part)), hide_index=True, width="stretch")
+            _metric_tables(_metric_table(part, sv.with_interval(part)), ["model"])
             metric = st.selectbox("Metric to plot", part["metric"].unique(), key=f"metric_{task}")
             shown = part[part["metric"] == metric].rename(columns={"model": "label"})
             st.plotly_chart(figures.metric_intervals_figure(shown, title=f"{task}: {metric}",
@@ -165,8 +176,12 @@ with subgroups_tab:
         st.caption("No subgroup results (they need `tumorboard evaluate` and enough patients per subgroup).")
     else:
         groups = groups.assign(shown=sv.with_interval(groups))
-        st.dataframe(groups.pivot_table(index=["task", "subgroup", "n"], columns="metric", values="shown",
-                                        aggfunc="first").reset_index(), hide_index=True, width="stretch")
+        for task in groups["task"].unique():
+            part = groups[groups["task"] == task]
+            table = part.pivot_table(index=["subgroup", "n"], columns="metric", values="shown", aggfunc="first")
+            st.markdown(f"**{task}**")
+            _metric_tables(table[[m for m in part["metric"].unique() if m in table.columns]].reset_index(),
+                           ["subgroup", "n"])
 
 with training_tab:
     history = details["history"]
