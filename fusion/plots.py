@@ -13,12 +13,19 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 from sksurv.nonparametric import kaplan_meier_estimator  # noqa: E402
 
+CALIBRATION_COLUMNS = 3  # panels per row: five in one row (2000 x 400 px) had unreadable text once scaled to a page
+
 
 def plot_calibration(path: Path, panels: list[dict]) -> None:
     """One panel per item ``{"title", "predicted" [...], "observed" [...], "n" [...]}``: observed against
-    predicted event probability per bin, point size by bin size, with the identity line."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
-    for ax, panel in zip(axes[0], panels, strict=True):
+    predicted event probability per bin, point size by bin size, with the identity line; at most
+    :data:`CALIBRATION_COLUMNS` panels a row (4 x 4 inches each, 100 dpi)."""
+    columns = min(CALIBRATION_COLUMNS, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 4 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
         sizes = 20 + 200 * np.asarray(panel["n"]) / max(1, max(panel["n"]))
         ax.scatter(panel["predicted"], panel["observed"], s=sizes, alpha=0.7)

@@ -552,3 +552,17 @@ def test_the_no_retrain_note_names_the_modalities_without_a_saved_model_only_whe
     assert no_retrain_note(["ehr"], ["image", "ehr", "genomics"]).endswith(
         "; image, genomics have no saved only_<m> model")
     assert no_retrain_note(["ehr"], ["image", "ehr"]).endswith("; image has no saved only_<m> model")
+
+
+def test_calibration_panels_wrap_at_three_a_row(tmp_path):
+    """Five panels (survival at three horizons, diagnosis, response) were one 2000 x 400 px strip whose text a
+    page shrank to unreadable; they are now three a row, each 400 px wide."""
+    from PIL import Image
+
+    from fusion import plots
+
+    panel = {"predicted": [0.2, 0.5, 0.8], "observed": [0.25, 0.45, 0.9], "n": [10, 12, 8]}
+    for count, size in ((5, (1200, 800)), (2, (800, 400))):
+        path = tmp_path / f"calibration_{count}.png"
+        plots.plot_calibration(path, [{"title": f"panel {i}", **panel} for i in range(count)])
+        assert Image.open(path).size == size

@@ -154,7 +154,7 @@ with plots_tab:
         st.caption("No figures in this run folder (`tumorboard evaluate` writes a comparison with the baselines "
                    "and ablations, calibration, ROC and Kaplan-Meier-by-risk-group plots).")
     by_name = {Path(p).name: p for p in plots}
-    # the tall comparison next to the risk groups and ROC curves, the wide calibration strip under them
+    # the tall comparison next to the risk groups and ROC curves, the calibration panels (three a row) under them
     left, right = st.columns(2)
     for column, name in ((left, "comparison.png"), (right, "km_risk_groups.png"), (right, "roc.png")):
         if name in by_name:
