@@ -56,7 +56,9 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
         Counts per part (``labels``, ``response``, ``treatment`` (with ``treatment_timeline``: patients treated
         from day 0, only before it, ...), ``clinical``, ``clinical_sample``, ``mutations``, ``cna``,
         ``expression``; a part the study lacks is absent; a matrix that cannot be read (no gene column, a broken
-        header, not UTF-8) is one reject of its part, named with why in a note, and the rest of the study loads),
+        header, not UTF-8) is one reject of its part, named with why in a note, and the rest of the study loads;
+        so does the rest where a matrix gives no patient a value of a gene it loads: ``patients`` 0, its line
+        rejects, a note),
         ``excluded``: per clinical modality, the attributes left out, each with why, and ``notes`` when there is
         something to say (a targeted-panel study's TMB over the default panel, response values read as neither,
         the timeline files read for treatments, the genes a matrix gives by Entrez id alone that the study's files
@@ -167,11 +169,13 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
                                                            table=first, replace="source",
                                                            categorical=_declared_text(samples))
             samples_not_used = int(samples.frame["SAMPLE_ID"].notna().sum()) - len(first.frame)
-    if cna is not None:
-        prepared["cna"] = prepare_features(lake, files.cna, modality="cna", table=cna, replace="source")
-    if expression is not None:
-        prepared["expression"] = prepare_features(lake, files.expression, modality="expression", table=expression,
-                                                  replace="source")
+    empty: dict[str, tuple[Path, list[dict]]] = {}  # part -> its matrix that gives no patient a value of a gene
+    # it loads (no panel gene, none named by the study's files), and the matrix's rejects: the rest still loads
+    for part, rows, path in (("cna", cna, files.cna), ("expression", expression, files.expression)):
+        if rows is not None and rows.frame.empty:
+            empty[part] = path, rows.rejects
+        elif rows is not None:
+            prepared[part] = prepare_features(lake, path, modality=part, table=rows, replace="source")
     # The mutation files are written first, as ingest_variants writes nothing when it cannot read them (a MAF
     # without its required columns), so such a study changes nothing either.
     counts: dict[str, dict] = {}
@@ -211,6 +215,9 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
             counts[part] = {"rejected": lake.add_rejects([{"source": str(path), "reason": f"file not loaded: {error}"}],
                                                          modality="features")}
             step()
+        elif part in empty:  # its line rejects are still said
+            counts[part] = {"patients": 0, "rejected": lake.add_rejects(empty[part][1], modality="features")}
+            step()
     notes = [f"{', '.join(p.name for p in files.supplementary)}: supplementary clinical file(s) of the study,"
              " not loaded (only the main patient and sample files are)"] if files.supplementary else []
     read_timelines = set(timeline.files) if timeline is not None else set()
@@ -247,6 +254,10 @@ def ingest_cbioportal(lake: Lake, folder: Path, *, endpoint: str = "OS", diagnos
                          unread.items(), key=lambda kv: -kv[1])[:10])
                      + "; pass --responders with the values that mean a response (the others then do not)")
     notes.extend(f"not loaded, the rest of the study was: {error}" for _, error in unreadable.values())
+    notes.extend(f"{path.name}: nothing loaded, the rest of the study was: no patient has a value of a gene it"
+                 " loads (the gene panel's genes" + (", and the --expression-genes most variable others" if part ==
+                                                     "expression" else "") + "; a gene given by Entrez_Gene_Id alone"
+                 " only where the study's files name it)" for part, (path, _) in empty.items())
     notes.extend(names.notes())
     if notes:
         counts["notes"] = notes

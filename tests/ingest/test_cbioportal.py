@@ -260,6 +260,26 @@ def test_an_entrez_id_identifies_its_gene_and_one_the_study_pairs_two_ways_stays
             " with two symbols or its symbol with a second id (Entrez_Gene_Id 1029, 7157)" in notes)
 
 
+def test_a_matrix_without_a_gene_to_load_is_noted_and_the_rest_of_the_study_loads(tmp_path, lake):
+    """A copy-number matrix of Entrez ids that no file of the study names (its MAF has no Entrez_Gene_Id), or of
+    no panel gene, gives no patient a row: it stopped the study ("a header but no data rows"), though the note on
+    its unnamed genes says what to do. Its line rejects are still written."""
+    folder = _study(tmp_path / "study")
+    _write(folder / "data_cna.txt", [["Entrez_Gene_Id", "P1-01", "P2-01"], [1956, 2, -1], [7157, -2, 0], [0, 1, 1]])
+    _write(folder / "data_mrna_seq_v2_rsem.txt", [["Hugo_Symbol", "P1-01", "P2-01"], ["EGFR", 1, 2], ["KRAS", 3, 4]])
+    counts = ingest_cbioportal(lake, folder)
+    assert counts["labels"]["patients"] == 12 and counts["expression"]["patients"] == 2
+    assert counts["cna"] == {"patients": 0, "rejected": 1} and not _features(lake, "cna").size
+    notes = " ".join(counts["notes"])
+    assert "data_cna.txt: nothing loaded, the rest of the study was: no patient has a value of a gene it loads" in notes
+    assert "data_cna.txt: 2 of 2 genes named only by Entrez_Gene_Id are not named" in notes
+    rejects = lake.read("rejects").to_pandas()
+    assert rejects[rejects["source"].str.endswith("data_cna.txt")]["location"].tolist() == ["line 4"]
+    _write(folder / "data_cna.txt", [["Hugo_Symbol", "P1-01", "P2-01"], ["NOTAGENE", 2, -1]])
+    again = ingest_cbioportal(lake, folder)
+    assert again["cna"] == {"patients": 0, "rejected": 0} and again["labels"]["patients"] == 12
+
+
 def test_a_long_copy_number_file_of_entrez_ids_only_is_named_too(tmp_path, lake):
     folder = _study(tmp_path / "study")
     _write(folder / "data_mutations.txt",
