@@ -19,6 +19,7 @@ LOG_SCALE_MAX = 50.0  # an expression value above this is a linear level, not a 
 LEVEL_SCAN_LINES = 2000  # gene lines read to tell linear levels from log-scale values
 _CNA_CALLS = {-2.0, -1.5, -1.0, 0.0, 1.0, 2.0}  # -1.5: hemizygous deletion in some studies
 _GENE_COLUMNS = ("Hugo_Symbol", "Entrez_Gene_Id", "Cytoband")  # a matrix's first columns, before the samples
+NO_SYMBOL_OR_ID = "no Hugo_Symbol, and the Entrez_Gene_Id is blank, 0 or not a whole number"
 
 
 def cna_rows(path: Path, genes: list[str], samples: StudyTable | None, names: StudyGenes) -> CsvRows:
@@ -26,7 +27,8 @@ def cna_rows(path: Path, genes: list[str], samples: StudyTable | None, names: St
     :func:`_per_patient` chooses it), from a genes x samples matrix (datatype ``DISCRETE``) or its long form
     (``DISCRETE_LONG``: one ``Hugo_Symbol``, ``Sample_Id``, ``Value`` line per call; :func:`_long_cna_calls`).
     Genes are read by ``Hugo_Symbol``, or in a file of ``Entrez_Gene_Id`` only by the symbols ``names`` gives
-    their ids (:func:`_named_by_entrez`). A call other than -2, -1.5, -1, 0, 1, 2 is rejected and kept as missing;
+    their ids (:func:`_named_by_entrez`), as is a line of a file with both columns whose symbol is blank
+    (:func:`_name_blank_symbols`). A call other than -2, -1.5, -1, 0, 1, 2 is rejected and kept as missing;
     so is a gene's second line, or a second line of one Entrez id (cBioPortal's rule).
 
     Raises:
@@ -34,7 +36,9 @@ def cna_rows(path: Path, genes: list[str], samples: StudyTable | None, names: St
     """
     header = _matrix_header(path)
     if "Hugo_Symbol" in header:
-        table, rejects = read_study_table(path, only=("Hugo_Symbol", set(genes))), []
+        both = "Entrez_Gene_Id" in header  # then a line with a blank symbol is its Entrez id's gene (cBioPortal)
+        table = read_study_table(path, only=("Hugo_Symbol", set(genes) | ({""} if both else set())))
+        rejects = _name_blank_symbols(table, genes, names) if both else []
     else:
         cells, rejects = _named_by_entrez(path, header.index("Entrez_Gene_Id"), genes, names)
         table = read_study_table(path, only=("Entrez_Gene_Id", set(cells)))
@@ -96,6 +100,28 @@ def _named_by_entrez(path: Path, at: int, genes: list[str], names: StudyGenes) -
                            "their copy number is not loaded (a panel gene among them cannot be told)")
     wanted = set(genes)
     return {cell: names.symbol(e) for cell, e in cells.items() if names.symbol(e) in wanted}, rejects
+
+
+def _name_blank_symbols(table: StudyTable, genes: list[str], names: StudyGenes) -> list[dict]:
+    """Name the lines of ``table`` (a copy-number file with both gene columns) whose ``Hugo_Symbol`` is blank by
+    the symbol ``names`` gives their Entrez id, keeping those of ``genes`` (the others are left out, as lines of
+    other genes are); rejects for the lines whose id names no gene. The ids not named are counted in
+    ``names.unnamed``."""
+    frame = table.frame
+    blank = frame.index[frame["Hugo_Symbol"].isna()]
+    if blank.empty:
+        return []
+    ids = {line: entrez_id(frame.at[line, "Entrez_Gene_Id"]) for line in blank}
+    rejects = [{"source": str(table.path), "location": f"line {line}", "raw": table.raw[line],
+                "reason": NO_SYMBOL_OR_ID} for line, entrez in ids.items() if entrez is None]
+    known = {entrez for entrez in ids.values() if entrez is not None}
+    names.unnamed[table.path] = (sorted(e for e in known if names.symbol(e) is None), len(known),
+                                 "their copy number is not loaded (a panel gene among them cannot be told)")
+    for line, entrez in ids.items():
+        frame.at[line, "Hugo_Symbol"] = names.symbol(entrez) if entrez is not None else None
+    wanted = set(genes)
+    table.frame = frame[~frame.index.isin(blank) | frame["Hugo_Symbol"].isin(wanted)]
+    return rejects
 
 
 def _second_line(keys: list[tuple[tuple, str]], line: int, first_line: dict[tuple, int]) -> str | None:
@@ -208,8 +234,8 @@ def expression_rows(path: Path, *, linear: bool, panel: list[str], top: int, sam
                     by_entrez[number_of] = gene is not None
                     gene = gene or UNNAMED.format(number_of)
                 if not gene:
-                    problem = "no Hugo_Symbol" if entrez_at is None else NO_GENE if hugo_at is None else (
-                        "no Hugo_Symbol, and the Entrez_Gene_Id is blank, 0 or not a whole number")
+                    problem = ("no Hugo_Symbol" if entrez_at is None else NO_GENE if hugo_at is None
+                               else NO_SYMBOL_OR_ID)
                 else:
                     problem = _second_line(_gene_keys(gene, entrez), number, first_line)
             if problem:

@@ -280,6 +280,29 @@ def test_a_matrix_without_a_gene_to_load_is_noted_and_the_rest_of_the_study_load
     assert again["cna"] == {"patients": 0, "rejected": 0} and again["labels"]["patients"] == 12
 
 
+def test_a_copy_number_line_without_a_symbol_is_named_by_its_entrez_id(tmp_path, lake):
+    """In a matrix with both gene columns, a line whose Hugo_Symbol is blank is its Entrez id's gene, as in the
+    expression (cBioPortal's importer names it so): EGFR's copy number was dropped, unsaid. An id no file names is
+    counted in the note; a line with neither a symbol nor an id is a reject."""
+    folder = _study(tmp_path / "study")
+    _write(folder / "data_mutations.txt",
+           [["Hugo_Symbol", "Entrez_Gene_Id", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
+             "Variant_Classification", "Tumor_Sample_Barcode"],
+            ["EGFR", 1956, 7, 55191822, "T", "G", "Missense_Mutation", "P1-01"]])
+    _write(folder / "data_cna.txt", [["Hugo_Symbol", "Entrez_Gene_Id", "P1-01", "P2-01"],
+                                     ["", 1956, 2, -1], ["TP53", 7157, -2, 0], ["", 424242, 1, 1], ["", "", 1, 1],
+                                     ["", 1956, 1, 1]])
+    counts = ingest_cbioportal(lake, folder)
+    cna = _features(lake, "cna").set_index(["patient_id", "feature"])["value"]
+    assert cna.to_dict() == {("P1", "EGFR"): 2, ("P2", "EGFR"): -1, ("P1", "TP53"): -2, ("P2", "TP53"): 0}
+    rejects = lake.read("rejects").to_pandas()
+    mine = rejects[rejects["source"].str.endswith("data_cna.txt")].set_index("location")["reason"]
+    assert mine.to_dict() == {"line 5": "no Hugo_Symbol, and the Entrez_Gene_Id is blank, 0 or not a whole number",
+                              "line 6": "a second line for EGFR (line 2 is used)"}
+    assert any(note.startswith("data_cna.txt: 1 of 2 genes named only by Entrez_Gene_Id is not named")
+               for note in counts["notes"])
+
+
 def test_a_long_copy_number_file_of_entrez_ids_only_is_named_too(tmp_path, lake):
     folder = _study(tmp_path / "study")
     _write(folder / "data_mutations.txt",
