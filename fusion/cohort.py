@@ -635,7 +635,8 @@ def _ecog_value(frame: pd.DataFrame) -> pd.Series:
     value = pd.to_numeric(frame["value"], errors="coerce")
     value = value.fillna(frame["value_code"].map(ECOG_ANSWERS).astype("float64"))
     for col in ("value_code", "value_display"):
-        parsed = pd.to_numeric(frame[col].astype("string").str.extract(r"(\d+(?:\.\d+)?)")[0], errors="coerce")
+        parsed = pd.to_numeric(frame[col].astype("string").str.extract(r"(\d+(?:\.\d+)?)")[0],
+                               errors="coerce").astype("float64")  # Int64: no fill value for float64
         value = value.fillna(parsed.where(parsed.between(0, 5)))
     return value
 
