@@ -56,7 +56,8 @@ RULE_CHANGES = {
        " index date, one unit per lab, records that did not happen left out",
     3: "ECOG read from coded answers, conditions without an onset dated by recordedDate, labs coded by the LOINC"
        " OID, genes off a patient's panel unknown rather than wild-type, the index code the index condition's own,"
-       " a smoker of unknown current status (77176002, LA18979-7) 1.5 rather than a current smoker (2), the stage"
+       " a smoker of unknown current status (77176002, LA18979-7, a bare 'Smoker') 1.5 rather than a current"
+       " smoker (2) where the run's data.ehr.smoking_map does not map the code, the stage"
        " read in lowercase and prefixed (iiia, pIIIA) and from the pathological stage group where no clinical one"
        " is known",
 }
@@ -601,7 +602,8 @@ _SMOKING_TEXT = ((re.compile(r"passive|second-?hand", re.I), np.nan),  # exposur
                  (re.compile(r"unknown if ever|consumption unknown", re.I), np.nan),
                  (re.compile(r"status unknown", re.I), 1.5),
                  (re.compile(r"never|non-?smoker", re.I), 0.0), (re.compile(r"former|ex-|quit", re.I), 1.0),
-                 (re.compile(r"current|every day|some day|daily|smokes|smoker", re.I), 2.0))
+                 (re.compile(r"current|every day|some day|daily|smokes|heavy|light|occasional", re.I), 2.0),
+                 (re.compile(r"smoker", re.I), 1.5))  # "Smoker (finding)", 77176002's display: as its code
 
 
 def _first_finite(*values: float) -> float:
