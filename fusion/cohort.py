@@ -10,9 +10,9 @@ labels table's ``index_date`` where given. Every feature uses only records dated
   least-squares ``slope`` (units per year) of the values dated in ``(cutoff - w, cutoff)``, plus a ``missing``
   indicator;
 - comorbidity indicators (top-K condition codes, the cancer codes themselves excluded; a condition without an
-  onset dated by its ``recordedDate``) and prior-medication indicators (top-K medication codes), each code with
-  its system (``system|code``: the same code in another system is another column, named ``cond:system|code``
-  where two share the code);
+  onset dated by its assertedDate extension or ``recordedDate``: :func:`with_onset`) and prior-medication
+  indicators (top-K medication codes), each code with its system (``system|code``: the same code in another
+  system is another column, named ``cond:system|code`` where two share the code);
 - age at index (years), sex (1 = male), ECOG (a number, or a LOINC / SNOMED answer code: ``LA9624-3`` -> 2), stage
   (ordinal 0-4 parsed from the stage group's code or display, e.g. ``3A``, ``Stage IIIA``, ``iiia`` or ``pIIIA``
   -> 3: the clinical stage group, ``stage_code`` or ``clinical_stage_codes``, else the pathological one,
@@ -54,10 +54,10 @@ DAY = pd.Timedelta(days=1)
 RULE_CHANGES = {
     2: "records counted from when they are known (partial dates, issued, recordedDate), medications ending at the"
        " index date, one unit per lab, records that did not happen left out",
-    3: "ECOG read from coded answers, conditions without an onset dated by recordedDate, labs coded by the LOINC"
-       " OID, genes off a patient's panel unknown rather than wild-type, the index code the index condition's own,"
-       " a smoker of unknown current status (77176002, LA18979-7, a bare 'Smoker') 1.5 rather than a current"
-       " smoker (2) where the run's data.ehr.smoking_map does not map the code, the stage"
+    3: "ECOG read from coded answers, conditions without an onset dated by assertedDate or recordedDate, labs coded"
+       " by the LOINC OID, genes off a patient's panel unknown rather than wild-type, the index code the index"
+       " condition's own, a smoker of unknown current status (77176002, LA18979-7, a bare 'Smoker') 1.5 rather than"
+       " a current smoker (2) where the run's data.ehr.smoking_map does not map the code, the stage"
        " read in lowercase and prefixed (iiia, pIIIA) and from the pathological stage group where no clinical one"
        " is known",
 }
@@ -78,11 +78,12 @@ FRAME_COLUMNS: dict[str, list[str]] = {
     "labels": ["patient_key", "split", "diagnosis", "time", "event", "treatment", "response", "index_date"],
 }
 OPTIONAL_COLUMNS: dict[str, list[str]] = {  # added as nulls when a frame lacks them
-    "patients": ["deceased"], "conditions": ["known", "recorded", "resource_id"], "observations": ["known"],
+    "patients": ["deceased"], "conditions": ["known", "recorded", "asserted", "resource_id"],
+    "observations": ["known"],
     "medications": ["known"],
     "gene_status": ["sample_id", "collected"], "tmb": ["sample_id", "collected"],
     "labels": ["endpoint"]}
-DATE_COLUMNS = {"patients": ["birth_date", "death_date"], "conditions": ["onset", "known", "recorded"],
+DATE_COLUMNS = {"patients": ["birth_date", "death_date"], "conditions": ["onset", "known", "recorded", "asserted"],
                 "observations": ["effective", "known"], "medications": ["start", "known"],
                 "encounters": ["start", "end"], "images": ["study_date"], "labels": ["index_date"],
                 "gene_status": ["collected"], "tmb": ["collected"]}
@@ -449,18 +450,22 @@ def _display_match(conditions: pd.DataFrame, cfg: IndexConfig) -> pd.Series:
 
 
 def with_onset(conditions: pd.DataFrame) -> pd.DataFrame:
-    """``conditions`` whose ``onset`` is their ``recorded`` date where they give no onset (a diagnosis is recorded
-    on or after its onset, so such a condition is never dated early)."""
-    return conditions.assign(onset=conditions["onset"].where(conditions["onset"].notna(), conditions["recorded"]))
+    """``conditions`` whose ``onset`` is the earlier of their ``asserted`` and ``recorded`` dates where they give no
+    onset (a diagnosis is asserted and recorded on or after its onset, so such a condition is never dated early;
+    the mCODE extraction framework writes the date of diagnosis as the assertedDate extension only)."""
+    if conditions.empty:
+        return conditions
+    later = conditions.reindex(columns=["asserted", "recorded"]).min(axis=1)
+    return conditions.assign(onset=conditions["onset"].where(conditions["onset"].notna(), later))
 
 
 def index_dates(conditions: pd.DataFrame, labels: pd.DataFrame, cfg: IndexConfig) -> tuple[pd.Series, pd.Series]:
     """Per patient key: the index date (UTC Timestamp) and the index condition's code (None from labels).
 
     The earliest-onset condition with a listed code; for a patient without one, the earliest whose display
-    matches (:func:`is_cancer_condition`); a condition without an onset counts from its ``recordedDate`` (a
-    diagnosis is recorded on or after its onset, so this index is never early); a non-null labels
-    ``index_date`` overrides it.
+    matches (:func:`is_cancer_condition`); a condition without an onset counts from its assertedDate extension or
+    ``recordedDate``, the earlier (:func:`with_onset`: a diagnosis is asserted and recorded on or after its onset,
+    so this index is never early); a non-null labels ``index_date`` overrides it.
     """
     conditions = with_onset(conditions)
     dated = conditions[conditions["onset"].notna()]

@@ -7,7 +7,8 @@ modality that was never ingested the same way as a patient who lacks it.
 
 ``known`` (conditions, observations, medications) is the earliest time the record can be taken as known: the
 last instant its date may denote (a partial date ``2020-06`` is known from 2020-06-30T23:59:59.999999Z), or later
-if the record says so (an observation's ``effectivePeriod`` end or ``issued``, a condition's ``recordedDate``).
+if the record says so (an observation's ``effectivePeriod`` end or ``issued``, a condition's ``recordedDate`` or
+assertedDate extension).
 Cohorts compare it, not the date, with the prediction time; lakes flattened before these columns existed give
 the date itself.
 
@@ -29,7 +30,8 @@ from ingest.link import id_map, resolve_ids
 
 _EMPTY = {
     "patients": ["patient_key", "mrn", "birth_date", "sex", "death_date", "deceased"],
-    "conditions": ["patient_key", "system", "code", "display", "onset", "known", "recorded", "resource_id"],
+    "conditions": ["patient_key", "system", "code", "display", "onset", "known", "recorded", "asserted",
+                   "resource_id"],
     "observations": ["patient_key", "system", "code", "display", "value", "unit", "value_system", "value_code",
                      "value_display", "effective", "known", "category"],
     "medications": ["patient_key", "system", "code", "display", "start", "known"],
@@ -131,14 +133,16 @@ def read_patients(lake: Lake) -> pd.DataFrame:
 
 
 def read_conditions(lake: Lake) -> pd.DataFrame:
-    """patient_key, system, code, display, onset, known (module docstring), recorded (recordedDate),
+    """patient_key, system, code, display, onset, known (module docstring), recorded (recordedDate), asserted
+    (the condition-assertedDate extension, where the mCODE extraction framework writes the date of diagnosis),
     resource_id (the Condition's id: one row per coding, so a Condition coded twice has two rows)."""
     frame = _view(lake, "condition", {"patient_key": "patient_key", "code_system": "system", "code_code": "code",
                                       "code_display": "display", "onset_datetime": "onset",
                                       "onset_datetime_latest": "onset_latest", "recorded_date": "recorded",
-                                      "recorded_date_latest": "recorded_latest", "id": "resource_id"},
+                                      "recorded_date_latest": "recorded_latest", "asserted_date": "asserted",
+                                      "asserted_date_latest": "asserted_latest", "id": "resource_id"},
                   "conditions")
-    return _with_known(frame, "onset", ["onset_latest", "recorded_latest"], "conditions")
+    return _with_known(frame, "onset", ["onset_latest", "recorded_latest", "asserted_latest"], "conditions")
 
 
 def _with_known(frame: pd.DataFrame, date: str, later: list[str], kind: str) -> pd.DataFrame:

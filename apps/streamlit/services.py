@@ -188,22 +188,20 @@ def _run_config(run_dir: str | None):
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _patient_header(lake: str, token: str, key: str, run_dir: str | None) -> dict:
-    from fusion.cohort import index_dates, is_cancer_condition
+    from fusion.cohort import index_dates, is_cancer_condition, with_onset
 
     record = _patient_record(lake, token, key)
     config = _run_config(run_dir).data
-    cond = record["conditions"]
+    cond = with_onset(record["conditions"])  # undated by onset: the assertedDate extension, else recordedDate
     cancer = cond[is_cancer_condition(cond, config.index)]
     cancer = cancer[_one_coding_per_condition(cancer)]  # a SNOMED + ICD-10 coded diagnosis is one cancer
-    cancer = cancer.assign(name=cancer["display"].fillna(cancer["code"]).fillna("cancer without a code"),
-                           since=cancer["onset"].where(cancer["onset"].notna(), cancer["recorded"]))
+    cancer = cancer.assign(name=cancer["display"].fillna(cancer["code"]).fillna("cancer without a code"))
     cancers = [{"display": name, "onset": None if pd.isna(since) else since} for name, since in
-               cancer.groupby("name")["since"].min().sort_values(na_position="last").items()]
+               cancer.groupby("name")["onset"].min().sort_values(na_position="last").items()]
     index, code = index_dates(record["conditions"], record["labels"], config.index)
     index_date = index.get(key) if len(index) else None
     diagnosis = None
     if index_date is not None:
-        cond = record["conditions"]
         hit = cond[(cond["code"] == code.get(key)) & (cond["onset"] == index_date)]
         diagnosis = hit["display"].iloc[0] if len(hit) else None
     labels = record["labels"]
@@ -313,7 +311,7 @@ def patient_header(lake: Path, key: str, run_dir: str | None) -> dict:
     ``index_date`` (Timestamp or None), ``index_curated`` (it is the curated labels' ``index_date``, not a
     Condition's onset), ``death_date``, ``modalities`` (list of names present), ``cancers``
     (every cancer condition of the patient by the run's ``data.index`` codes and display rule, once per name
-    with its earliest onset, else recorded date: ``[{"display", "onset"}]``, earliest first)."""
+    with its earliest onset, else assertedDate or recorded date: ``[{"display", "onset"}]``, earliest first)."""
     return guarded("Reading the patient's record",
                    lambda: _patient_header(str(lake), lake_token(str(lake)), key, run_dir))
 
@@ -381,9 +379,9 @@ def _timeline_conditions(record: dict[str, pd.DataFrame], run_dir: str | None) -
     the last, ``count`` the records. Returns (marks: ``when``, ``end``, ``label``, ``count``; ``{"social
     history": n, "repeats": m}``: the records left out and those drawn with an earlier one).
     """
-    from fusion.cohort import is_cancer_condition
+    from fusion.cohort import is_cancer_condition, with_onset
 
-    cond = record["conditions"]
+    cond = with_onset(record["conditions"])  # undated by onset: the assertedDate extension, else recordedDate
     cond = cond.assign(label=cond["display"].fillna(cond["code"]).fillna("condition without a code"))
     cancer = is_cancer_condition(cond, _run_config(run_dir).data.index) if len(cond) else \
         pd.Series(False, index=cond.index)
