@@ -872,8 +872,9 @@ def compute_targets(frames: LakeFrames, keys: np.ndarray, index: pd.Series, inde
 
     OS: death - index (event) else last contact - index (censored); a patient recorded as deceased without a
     date (``deceasedBoolean``) has the event with an unknown time. PFS: the first disease-status observation
-    with a progressing code after the index date, or death, whichever comes first; else censored at last
-    contact (unknown after a death without a date). Treatment: the first medication in ``treatment_map``
+    (``progression_code``: mCODE's LOINC 97509-4, or 88040-1 of STU1) with a progressing code after the index
+    date, or death, whichever comes first; else censored at last contact (unknown after a death without a date).
+    Treatment: the first medication in ``treatment_map``
     started on or after the index date. Response: 1 if a best-response observation from that start until another
     treatment starts is in ``response_positive``, else 0 if one is in ``response_negative``, else unknown.
     Labels: a curated treatment other than FHIR's drops FHIR's response; a curated time/event sets the endpoint
@@ -900,7 +901,7 @@ def compute_targets(frames: LakeFrames, keys: np.ndarray, index: pd.Series, inde
 
     obs = frames.observations[frames.observations["patient_key"].isin(keys)]
     obs = obs.assign(index=obs["patient_key"].map(index))
-    prog = obs[(obs["code"] == cfg.progression_code) & obs["value_code"].isin(cfg.progressing_codes)
+    prog = obs[obs["code"].isin(cfg.progression_code) & obs["value_code"].isin(cfg.progressing_codes)
                & (obs["effective"] > obs["index"])]
     first_prog = prog.groupby("patient_key")["effective"].min().reindex(keys)
     pfs_end = pd.concat([first_prog, death], axis=1).min(axis=1)

@@ -136,7 +136,10 @@ class TargetsConfig(_Strict):
         description="os or pfs (from FHIR, and from curated labels of that endpoint), or another endpoint of the "
                     "curated labels (dfs, dss, ...: `ingest labels --endpoint`, `ingest cbioportal --endpoint`); "
                     "letter case ignored")
-    progression_code: str = codes.DISEASE_STATUS_LOINC[0]
+    progression_code: list[str] = Field(
+        default_factory=lambda: [codes.DISEASE_STATUS_LOINC[0], "88040-1"],
+        description="codes (any system) of the disease-status observation: LOINC 97509-4 (mCODE STU2+) and 88040-1 "
+                    "(mCODE STU1, 'Response to cancer treatment'); one code is a list of one (a run saved before)")
     progressing_codes: list[str] = Field(default_factory=lambda: [codes.DISEASE_STATUS["progressing"][0]])
     response_code: str = codes.RECIST_LOINC[0]
     response_positive: list[str] = Field(default_factory=lambda: [codes.RECIST[k][0] for k in ("CR", "PR")])
@@ -158,6 +161,11 @@ class TargetsConfig(_Strict):
     @classmethod
     def _endpoint_lower_case(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("progression_code", mode="before")
+    @classmethod
+    def _one_code_is_a_list(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
 
 
 class DataConfig(_Strict):

@@ -370,6 +370,19 @@ def test_a_patient_without_a_patient_resource_still_has_ehr_data():
     assert cohort.blocks["ehr"].present[a] and column(cohort, f"lab:{LDH}:last")[a] == 240.0
 
 
+def test_an_mcode_stu1_disease_status_progression_ends_pfs():
+    """mCODE STU1 codes the cancer disease status LOINC 88040-1 (Response to cancer treatment), STU2+ 97509-4; the
+    disease_status view selects both, PFS read only the latter. b (progressing 2021-06-01 in STU1's code) then
+    had its PFS event at its death, 2022-03-01. A run saved with one code keeps reading that one."""
+    rows = base_rows()
+    rows["observations"].append(obs("b", "88040-1", "2021-06-01", None, c.DISEASE_STATUS["progressing"][0]))
+    t = assemble_cohort(frames_of(rows), CONFIG).targets  # rows a, b, d
+    assert t.pfs_time[1] == 92.0 and t.pfs_event[1] and t.os_time[1] == 365.0
+    saved = apply_overrides(CONFIG, [f"data.targets.progression_code={c.DISEASE_STATUS_LOINC[0]}"])
+    assert saved.data.targets.progression_code == [c.DISEASE_STATUS_LOINC[0]]
+    assert assemble_cohort(frames_of(rows), saved).targets.pfs_time[1] == 365.0
+
+
 def test_targets_hand_computed_and_labels_override():
     t = assemble_cohort(frames_of(base_rows()), CONFIG).targets  # rows a, b, d
     assert t.diagnosis_classes == list(c.DIAGNOSES) and t.diagnosis.tolist() == [1, -1, 2]
