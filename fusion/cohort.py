@@ -71,6 +71,7 @@ FRAME_COLUMNS: dict[str, list[str]] = {
                      "value_display", "effective"],
     "medications": ["patient_key", "system", "code", "display", "start"],
     "encounters": ["patient_key", "start", "end"],
+    "procedures": ["patient_key", "system", "code", "display", "performed"],
     "gene_status": ["patient_key", "gene", "mutated"],
     "tmb": ["patient_key", "tmb_per_mb"],
     "images": ["patient_key", "image_id", "modality", "study_date", "tensor_file", "tensor_row", "tensor_shape"],
@@ -85,8 +86,8 @@ OPTIONAL_COLUMNS: dict[str, list[str]] = {  # added as nulls when a frame lacks 
     "labels": ["endpoint"]}
 DATE_COLUMNS = {"patients": ["birth_date", "death_date"], "conditions": ["onset", "known", "recorded", "asserted"],
                 "observations": ["effective", "known"], "medications": ["start", "known"],
-                "encounters": ["start", "end"], "images": ["study_date"], "labels": ["index_date"],
-                "gene_status": ["collected"], "tmb": ["collected"]}
+                "encounters": ["start", "end"], "procedures": ["performed"], "images": ["study_date"],
+                "labels": ["index_date"], "gene_status": ["collected"], "tmb": ["collected"]}
 
 ImageLoader = Callable[[str, int], np.ndarray]
 
@@ -108,6 +109,7 @@ class LakeFrames:
     observations: pd.DataFrame | None = None
     medications: pd.DataFrame | None = None
     encounters: pd.DataFrame | None = None
+    procedures: pd.DataFrame | None = None
     gene_status: pd.DataFrame | None = None
     tmb: pd.DataFrame | None = None
     images: pd.DataFrame | None = None
@@ -840,12 +842,13 @@ def image_refs(images: pd.DataFrame, keys: np.ndarray, cutoff: pd.Series, modali
 # -- targets -------------------------------------------------------------------------------------------------
 def last_contact(frames: LakeFrames, keys: np.ndarray) -> pd.Series:
     """Latest date of any record per patient (conditions: :func:`with_onset`, observations, medications,
-    encounters, images, death)."""
+    encounters, procedures, images, death)."""
     parts = [with_onset(frames.conditions)[["patient_key", "onset"]].set_axis(["patient_key", "t"], axis=1),
              frames.observations[["patient_key", "effective"]].set_axis(["patient_key", "t"], axis=1),
              frames.medications[["patient_key", "start"]].set_axis(["patient_key", "t"], axis=1),
              frames.encounters[["patient_key", "start"]].set_axis(["patient_key", "t"], axis=1),
              frames.encounters[["patient_key", "end"]].set_axis(["patient_key", "t"], axis=1),
+             frames.procedures[["patient_key", "performed"]].set_axis(["patient_key", "t"], axis=1),
              frames.images[["patient_key", "study_date"]].set_axis(["patient_key", "t"], axis=1),
              frames.patients[["patient_key", "death_date"]].set_axis(["patient_key", "t"], axis=1)]
     parts = [p for p in parts if not p.empty]

@@ -383,6 +383,16 @@ def test_an_mcode_stu1_disease_status_progression_ends_pfs():
     assert assemble_cohort(frames_of(rows), saved).targets.pfs_time[1] == 365.0
 
 
+def test_a_procedure_is_a_contact_that_censors_survival():
+    """A surgery or radiation Procedure is a contact with the patient: a's last record, a radiation on 2021-06-01,
+    censors OS there (the cohort did not read procedures: 366 days, the encounter of 2021-01-01)."""
+    rows = base_rows()
+    rows["procedures"] = [{"patient_key": "a", "system": c.SNOMED, "code": "152198000",
+                           "display": "Brachytherapy (procedure)", "performed": ts("2021-06-01")}]
+    t = assemble_cohort(frames_of(rows), CONFIG).targets  # rows a, b, d
+    assert t.os_time[0] == 517.0 and not t.os_event[0]
+
+
 def test_targets_hand_computed_and_labels_override():
     t = assemble_cohort(frames_of(base_rows()), CONFIG).targets  # rows a, b, d
     assert t.diagnosis_classes == list(c.DIAGNOSES) and t.diagnosis.tolist() == [1, -1, 2]
