@@ -587,6 +587,12 @@ def parse_stage(text: object) -> float:
     return _ROMAN[match.group(1).upper()] if match else np.nan
 
 
+def stage_groups(obs: pd.DataFrame, cfg: EhrConfig) -> tuple[pd.Series, pd.Series]:
+    """Bool per observation row (columns ``system``, ``code``): a clinical stage group (``stage_code``,
+    ``clinical_stage_codes``), and a pathological one (``pathological_stage_codes``)."""
+    return coded_as(obs, [cfg.stage_code, *cfg.clinical_stage_codes]), coded_as(obs, cfg.pathological_stage_codes)
+
+
 def _last_stage(stage: pd.DataFrame, keys: np.ndarray) -> np.ndarray:
     """Per patient of ``keys``: the last stage of the stage observations ``stage`` (sorted by time) that
     :func:`parse_stage` reads from its code or display; NaN when none."""
@@ -655,8 +661,7 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
     """The EHR block (see the module docstring), the codes chosen for it and summary counts
     (``lab_values_other_unit``: values left out by :func:`in_main_unit`)."""
     obs = _before(frames.observations, "effective", keys, index, cutoff)
-    clinical_stage = coded_as(obs, [cfg.stage_code, *cfg.clinical_stage_codes])
-    pathological_stage = coded_as(obs, cfg.pathological_stage_codes)
+    clinical_stage, pathological_stage = stage_groups(obs, cfg)
     special = obs["code"].isin([cfg.ecog_code, cfg.smoking_code]) | clinical_stage | pathological_stage
     in_system = _system(obs).eq(SYSTEM_ALIASES.get(cfg.lab_system, cfg.lab_system)).fillna(False).astype(bool)
     labs = obs[in_system & obs["value"].notna() & ~special].copy()

@@ -188,7 +188,7 @@ def _run_config(run_dir: str | None):
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _patient_header(lake: str, token: str, key: str, run_dir: str | None) -> dict:
-    from fusion.cohort import index_dates, is_cancer_condition, with_onset
+    from fusion.cohort import index_dates, is_cancer_condition, stage_groups, with_onset
 
     record = _patient_record(lake, token, key)
     config = _run_config(run_dir).data
@@ -218,8 +218,7 @@ def _patient_header(lake: str, token: str, key: str, run_dir: str | None) -> dic
                                                                               "value_str")
     obs = record["observations"].sort_values("effective")
 
-    def latest(code_: str, numeric: bool) -> object:
-        rows = obs[obs["code"] == code_]
+    def latest(rows: pd.DataFrame, numeric: bool) -> object:
         if index_date is not None:
             rows = rows[rows["effective"] <= index_date + pd.Timedelta(days=30)]
         if rows.empty:
@@ -229,11 +228,18 @@ def _patient_header(lake: str, token: str, key: str, run_dir: str | None) -> dic
             return row["value"]
         return next((row[c] for c in ("value_display", "value_code") if pd.notna(row[c])), None)
 
+    # the clinical stage group, else the pathological one (as the cohort reads them)
+    clinical, pathological = stage_groups(obs, config.ehr)
+    stage, stage_kind = latest(obs[clinical], False), "clinical"
+    if stage is None:
+        stage = latest(obs[pathological], False)
+        stage_kind = "pathological" if stage is not None else None
     modalities = sorted(m for m, keys in _tables(lake, token).modalities.items() if key in keys)
     curated_index = bool(len(labels)) and labels["index_date"].notna().any()
     return {"age": age, "age_curated": person is None, "sex": sex, "diagnosis": diagnosis,
             "index_curated": curated_index, "day_zero_only": curated_index and _day_zero_only(record, index_date),
-            "stage": latest(config.ehr.stage_code, False), "ecog": latest(config.ehr.ecog_code, True),
+            "stage": stage, "stage_kind": stage_kind,
+            "ecog": latest(obs[obs["code"] == config.ehr.ecog_code], True),
             "index_date": index_date, "death_date": death if pd.notna(death) else None,
             "modalities": modalities, "cancers": cancers}
 
@@ -267,6 +273,12 @@ def age_label(header: dict) -> str:
     """The header's age metric label: ``Age at diagnosis`` where the age is the birth date's distance to the
     index date, else ``Age`` (a curated age attribute, whose time point the lake does not say; no index date)."""
     return "Age at diagnosis" if header["index_date"] is not None and not header.get("age_curated") else "Age"
+
+
+def stage_label(header: dict) -> str:
+    """The header's stage metric label: ``Pathological stage`` where the stage is the pathological stage group
+    (no clinical one is known by 30 days after the index date), else ``Stage``."""
+    return "Pathological stage" if header.get("stage_kind") == "pathological" else "Stage"
 
 
 def no_data_note(header: dict, what: str) -> str:
@@ -307,7 +319,9 @@ def patient_record(lake: Path, key: str) -> dict[str, pd.DataFrame]:
 
 def patient_header(lake: Path, key: str, run_dir: str | None) -> dict:
     """``age`` (years at the index date, else now or at death; a curated ``age`` feature when the lake has no
-    FHIR Patient for them), ``sex`` (likewise ``sex`` or ``gender``), ``diagnosis``, ``stage``, ``ecog``,
+    FHIR Patient for them), ``sex`` (likewise ``sex`` or ``gender``), ``diagnosis``, ``stage`` (the last clinical
+    stage group by 30 days after the index date, else the pathological one, as written), ``stage_kind``
+    (``clinical``, ``pathological`` or None), ``ecog``,
     ``index_date`` (Timestamp or None), ``index_curated`` (it is the curated labels' ``index_date``, not a
     Condition's onset), ``death_date``, ``modalities`` (list of names present), ``cancers``
     (every cancer condition of the patient by the run's ``data.index`` codes and display rule, once per name

@@ -3,21 +3,78 @@ cohort's features and targets, and the app's header."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pandas as pd
 
 from apps.streamlit import services as sv
-from fusion.cohort import index_dates, load_frames
+from fusion.cohort import assemble_cohort, index_dates, load_frames
 from fusion.config import apply_overrides, load_config
 from ingest.fhir.pipeline import ingest_fhir
 from ingest.lake import Lake
 from tests.conftest import REPO, shared_data
 
+PATIENT, CANCER = "urn:uuid:mrn-1", "urn:uuid:cond-1"
+# The fixtures are separate unit-test inputs: their resources point at a patient and a cancer by placeholders that
+# no fixture (or, within a module's Bundle, no entry) holds, and the single-resource ones share the id
+# `example-id`; ingested as they are, these are rejected ("a reference to nothing") or kept once. One patient's
+# Bundle, as the framework writes it, holds them all: here the placeholders become its Patient and its cancer.
+PLACEHOLDERS = {"urn:uuid:mrn-1": PATIENT, "urn:uuid:example-mrn": PATIENT, "urn:uuid:example-subject-id": PATIENT,
+                "urn:uuid:123-example-patient": PATIENT, "urn:uuid:cond-1": CANCER, "urn:uuid:condition-id": CANCER,
+                "urn:uuid:example-condition-id": CANCER, "urn:uuid:123-Walking-Corpse-Syndrome": CANCER}
 # the cancer of the maximal Condition template, diagnosed 2020-01-01 by its assertedDate extension, coded so
 CANCER_CODE = "example-system|example-code"
+KEY = "119147111821125"  # the patient of the framework's patient Bundle
 
 
-def _fixture_path(name: str):
+def _fixture_path(name: str) -> Path:
     return shared_data("fhir", "mcode-fixtures", f"test_{name}.json")
+
+
+def _fixture(name: str) -> list[tuple[str | None, dict]]:
+    """(fullUrl, resource) of each resource of fixture ``test_<name>.json`` (a Bundle's entries, or itself)."""
+    doc = json.loads(_fixture_path(name).read_text())
+    if doc["resourceType"] == "Bundle":
+        return [(entry.get("fullUrl"), entry["resource"]) for entry in doc["entry"]]
+    return [(None, doc)]
+
+
+def _relinked(node: object) -> object:
+    """``node`` with its placeholder references replaced (:data:`PLACEHOLDERS`)."""
+    if isinstance(node, dict):
+        return {k: PLACEHOLDERS.get(v, v) if k == "reference" else _relinked(v) for k, v in node.items()}
+    return [_relinked(v) for v in node] if isinstance(node, list) else node
+
+
+def one_patient(tmp_path: Path, *names: str) -> Lake:
+    """The lake of one patient's collection Bundle: the Patient of the framework's patient Bundle, the cancer, and
+    the resources of fixtures ``names``."""
+    [(_, patient)], [(_, cancer)] = (_fixture("extractors_fixtures_csv-patient-bundle"),
+                                     _fixture("templates_fixtures_maximal-condition-resource"))
+    entries = [{"fullUrl": PATIENT, "resource": patient}, {"fullUrl": CANCER, "resource": _relinked(cancer)}]
+    for name in names:
+        short = name.rsplit("_", 1)[-1]
+        for n, (url, resource) in enumerate(_fixture(name)):
+            resource = _relinked(resource)
+            resource.pop("requester", None)  # a practitioner no fixture holds
+            if resource.get("id") == "example-id":
+                resource["id"] = short
+            entries.append({"fullUrl": url or f"urn:uuid:{short}-{n}", "resource": resource})
+    (tmp_path / "in").mkdir(parents=True)
+    (tmp_path / "in" / "bundle.json").write_text(json.dumps({"resourceType": "Bundle", "type": "collection",
+                                                              "entry": entries}))
+    lake = Lake(tmp_path / "lake")
+    report = ingest_fhir(lake, [tmp_path / "in"], workers=1)
+    assert report.rejected == 0 and report.written == len(entries)
+    return lake
+
+
+def _ehr(lake: Lake, *overrides: str) -> dict[str, float]:
+    """The patient's EHR features in the full-fusion cohort of ``lake`` (the fixture's cancer code listed)."""
+    cohort = assemble_cohort(load_frames(lake.path), _config(*overrides), assign=False)
+    assert cohort.patient_keys.tolist() == [KEY]
+    return dict(zip(cohort.blocks["ehr"].names, cohort.blocks["ehr"].values[0].tolist(), strict=True))
 
 
 def _config(*overrides: str):
@@ -38,3 +95,19 @@ def test_the_mcode_date_of_diagnosis_in_the_asserted_date_extension_is_the_index
     header = sv.patient_header(lake.path, "example-subject-id", None)
     assert header["cancers"] == [{"display": "exampleDisplayName", "onset": diagnosed}]
     assert (header["diagnosis"], header["index_date"]) == ("exampleDisplayName", diagnosed)
+
+
+def test_the_header_shows_the_pathological_stage_group_as_such(tmp_path, monkeypatch):
+    """The mCODE staging of the fixtures: a clinical stage group 3C (LOINC 21908-9, AJCC) with its T, N and M
+    categories, and a pathological one (21902-2). Both are the stage feature 3; the app's header read only the
+    clinical code, so a patient staged pathologically only showed none."""
+    monkeypatch.setattr(sv, "_run_config", lambda run_dir: _config())
+    both = one_patient(tmp_path / "both", "extractors_fixtures_csv-staging-bundle",
+                       "templates_fixtures_minimal-staging-pathologic-resource")
+    assert _ehr(both)["stage"] == 3.0
+    header = sv.patient_header(both.path, KEY, None)
+    assert (header["stage"], header["stage_kind"], sv.stage_label(header)) == ("3C", "clinical", "Stage")
+    pathological = one_patient(tmp_path / "pathological", "templates_fixtures_minimal-staging-pathologic-resource")
+    assert _ehr(pathological)["stage"] == 3.0
+    header = sv.patient_header(pathological.path, KEY, None)
+    assert (header["stage"], sv.stage_label(header)) == ("3C", "Pathological stage")

@@ -310,7 +310,7 @@ def header_summary(header: dict) -> None:
     age.metric(sv.age_label(header),
                "n/a" if header["age"] is None else f"{header['age']:.0f}")
     sex.metric("Sex", header["sex"] or "n/a")
-    stage.metric("Stage", header["stage"] or "n/a")
+    stage.metric(sv.stage_label(header), header["stage"] or "n/a")
     ecog.metric("ECOG", "n/a" if header["ecog"] is None or pd.isna(header["ecog"]) else f"{header['ecog']:.0f}")
 
 
