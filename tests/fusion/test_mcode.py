@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
 
 from apps.streamlit import services as sv
 from fusion.cohort import assemble_cohort, index_dates, load_frames
@@ -111,3 +113,26 @@ def test_the_header_shows_the_pathological_stage_group_as_such(tmp_path, monkeyp
     assert _ehr(pathological)["stage"] == 3.0
     header = sv.patient_header(pathological.path, KEY, None)
     assert (header["stage"], sv.stage_label(header)) == ("3C", "Pathological stage")
+
+
+def test_one_mcode_patient_gives_the_features_and_targets_the_readme_promises(tmp_path):
+    """Every mCODE element the fixtures hold, for one patient diagnosed 2020-01-01 (assertedDate): staging, disease
+    statuses (a complete remission before the diagnosis, no progression), a coded lab and a body height, a cancer-
+    related medication request and administration, surgical and radiation procedures (all 2020-01-01/02)."""
+    lake = one_patient(tmp_path, *(f"extractors_fixtures_{n}" for n in (
+        "csv-staging-bundle", "csv-cancer-disease-status-bundle", "csv-observation-bundle",
+        "surgical-radiation-procedure-bundle")), *(f"templates_fixtures_{n}" for n in (
+        "minimal-staging-pathologic-resource", "disease-status-resource", "maximal-observation-resource",
+        "maximal-medication-request", "maximal-medication-resource", "maximal-procedure-resource")))
+    assert {t: lake.read(f"view_{t}").num_rows for t in ("tnm_stage", "disease_status", "procedure")} == {
+        "tnm_stage": 5, "disease_status": 2, "procedure": 3}
+    features = _ehr(lake)  # one day of grace: the staging and height of the diagnosis day are inputs
+    assert (features["age"], features["sex_male"], features["stage"]) == pytest.approx((25.36, 1.0, 3.0), abs=0.01)
+    assert features["lab:8302-2:last"] == 70.0 and np.isnan(features["ecog"])
+    cohort = assemble_cohort(load_frames(lake.path), _config('data.targets.treatment_map={"example-code": "chemo"}'),
+                             assign=False)
+    t = cohort.targets
+    assert cohort.index_date[0] == pd.Timestamp("2020-01-01", tz="UTC")
+    # censored at the last record (the lab of 2020-01-02); the remission is no progression
+    assert (t.os_time[0], t.os_event[0], t.pfs_time[0], t.pfs_event[0]) == (1.0, False, 1.0, False)
+    assert t.treatment_names[t.treatment[0]] == "chemo" and np.isnan(t.response[0])
