@@ -643,7 +643,7 @@ ECOG_ANSWERS = {"LA9622-7": 0.0, "LA9623-5": 1.0, "LA9624-3": 2.0, "LA9625-0": 3
                 "423237006": 4.0}
 
 
-def _ecog_value(frame: pd.DataFrame) -> pd.Series:
+def ecog_value(frame: pd.DataFrame) -> pd.Series:
     """ECOG score of an observation: ``value``, else its coded answer (:data:`ECOG_ANSWERS`), else a number in
     ``value_code``/``value_display`` that is a score (0-5: the digits of another code, or a display's '50% of
     waking hours', are none)."""
@@ -691,7 +691,7 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
     }
     names = {"age": "Age at index (years)", "sex_male": "Sex (1 = male)"}
     ecog = obs[obs["code"] == cfg.ecog_code].copy()
-    ecog["num"] = _ecog_value(ecog)
+    ecog["num"] = ecog_value(ecog)
     columns["ecog"], names["ecog"] = _last(ecog, keys, "num"), "ECOG performance status"
     # the clinical stage group, else the pathological one (each the last known before the cutoff)
     stage = _last_stage(obs[clinical_stage], keys)

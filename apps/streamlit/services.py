@@ -188,7 +188,7 @@ def _run_config(run_dir: str | None):
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _patient_header(lake: str, token: str, key: str, run_dir: str | None) -> dict:
-    from fusion.cohort import index_dates, is_cancer_condition, stage_groups, with_onset
+    from fusion.cohort import ecog_value, index_dates, is_cancer_condition, stage_groups, with_onset
 
     record = _patient_record(lake, token, key)
     config = _run_config(run_dir).data
@@ -218,28 +218,30 @@ def _patient_header(lake: str, token: str, key: str, run_dir: str | None) -> dic
                                                                               "value_str")
     obs = record["observations"].sort_values("effective")
 
-    def latest(rows: pd.DataFrame, numeric: bool) -> object:
+    def latest(rows: pd.DataFrame) -> pd.DataFrame:
+        """The last of ``rows`` by 30 days after the index date (none, or one row)."""
         if index_date is not None:
             rows = rows[rows["effective"] <= index_date + pd.Timedelta(days=30)]
-        if rows.empty:
-            return None
-        row = rows.iloc[-1]
-        if numeric:
-            return row["value"]
-        return next((row[c] for c in ("value_display", "value_code") if pd.notna(row[c])), None)
+        return rows.iloc[-1:]
 
-    # the clinical stage group, else the pathological one (as the cohort reads them)
+    def text(rows: pd.DataFrame) -> object:
+        """The coded value's display, else its code, of ``rows``' one row (None without)."""
+        values = rows[["value_display", "value_code"]].iloc[0].dropna() if len(rows) else pd.Series(dtype=object)
+        return values.iloc[0] if len(values) else None
+
+    # the clinical stage group, else the pathological one; ECOG by its number or coded answer (as the cohort)
     clinical, pathological = stage_groups(obs, config.ehr)
-    stage, stage_kind = latest(obs[clinical], False), "clinical"
+    stage, stage_kind = text(latest(obs[clinical])), "clinical"
     if stage is None:
-        stage = latest(obs[pathological], False)
+        stage = text(latest(obs[pathological]))
         stage_kind = "pathological" if stage is not None else None
+    ecog = latest(obs[obs["code"] == config.ehr.ecog_code])
     modalities = sorted(m for m, keys in _tables(lake, token).modalities.items() if key in keys)
     curated_index = bool(len(labels)) and labels["index_date"].notna().any()
     return {"age": age, "age_curated": person is None, "sex": sex, "diagnosis": diagnosis,
             "index_curated": curated_index, "day_zero_only": curated_index and _day_zero_only(record, index_date),
             "stage": stage, "stage_kind": stage_kind,
-            "ecog": latest(obs[obs["code"] == config.ehr.ecog_code], True),
+            "ecog": ecog_value(ecog).iloc[0] if len(ecog) else None,
             "index_date": index_date, "death_date": death if pd.notna(death) else None,
             "modalities": modalities, "cancers": cancers}
 

@@ -320,3 +320,18 @@ def test_a_fhir_patient_whose_curated_index_date_is_2000_01_01_keeps_its_date():
     person = pd.DataFrame({"patient_key": ["p"], "birth_date": [pd.Timestamp("1950-05-01", tz="UTC")],
                            "death_date": [pd.Timestamp("2003-02-01", tz="UTC")]})
     assert not sv._day_zero_only({**record, "patients": person}, day_zero)
+
+
+def test_the_header_reads_an_ecog_coded_as_a_loinc_answer_as_the_cohort_does(tmp_path):
+    """ECOG as mCODE writes it (valueInteger) or as a LOINC answer (LA9624-3: 2), as the cohort reads both; the header
+    showed only a number (a coded ECOG was n/a)."""
+    cancer = {"resourceType": "Condition", "id": "c", "subject": {"reference": "Patient/p1"},
+              "onsetDateTime": "2020-01-01",
+              "code": {"coding": [{"system": SNOMED, "code": "254637007", "display": "Non-small cell lung cancer"}]}}
+    coded = {"valueCodeableConcept": {"coding": [{"system": LOINC, "code": "LA9624-3"}]}}
+    lake = _lake(tmp_path, [{"resourceType": "Patient", "id": "p1"}, {"resourceType": "Patient", "id": "p2"},
+                            cancer, {**cancer, "id": "c2", "subject": {"reference": "Patient/p2"}},
+                            _observation("e1", "survey", "89247-1", "ECOG", coded, "2019-12-20"),
+                            _observation("e2", "survey", "89247-1", "ECOG", {"valueInteger": 1}, "2019-12-20", "p2")])
+    assert sv.patient_header(lake.path, "p1", None)["ecog"] == 2.0
+    assert sv.patient_header(lake.path, "p2", None)["ecog"] == 1.0
