@@ -261,6 +261,16 @@ RESPONSE_METRICS = PerSample(lambda y, prob: partial(binary_metric_fn, recall_cl
 
 
 # -- the evaluation -----------------------------------------------------------------------------------------
+def one_call_note(task: str, calls: np.ndarray, y: np.ndarray, names: list[str]) -> list[str]:
+    """A note (a list of one, or none) when the model makes one call (``calls``: class indices, ``(n,)``) for every
+    test patient while their labels ``y`` hold several classes: its accuracies then measure the class mix."""
+    if np.unique(calls).size != 1 or np.unique(y).size < 2:
+        return []
+    return [f"{task}: the model calls every one of the {calls.size} test patients {names[int(calls[0])]!r}, so its"
+            " accuracy and balanced accuracy measure the class mix, not the model (its AUROC ranks the"
+            " probabilities); it may be undertrained: see the run's curves.png, or raise train.epochs"]
+
+
 class _Eval:
     """State of one evaluation: the run, its cohort, row sets and the predictions of every candidate."""
 
@@ -467,6 +477,7 @@ class _Eval:
             self.say({"stage": "baseline", "what": "diagnosis late fusion"})
             preds["baselines"]["late_fusion"] = baselines.fit_diagnosis(late, t.diagnosis, fit, rows, n_classes)
         self.diagnosis_plot = (y, preds["model"]["model"], t.diagnosis_classes)
+        self.notes.extend(one_call_note("diagnosis", preds["model"]["model"].argmax(axis=1), y, t.diagnosis_classes))
         result = {"n": int(rows.size), **self._report(
             rows, DIAGNOSIS_METRICS, lambda g, n: (y, preds[g][n]), preds["baselines"])}
         return result, self._subgroups("diagnosis", DIAGNOSIS_METRICS, (y, preds["model"]["model"]))
@@ -501,6 +512,8 @@ class _Eval:
             labels = np.nan_to_num(t.response).astype(int)  # the fitted and scored rows are all labelled
             preds["baselines"]["late_fusion"] = baselines.fit_diagnosis(late, labels, fit, rows, 2)[:, 1]
         self.response_plot = (y, preds["model"]["model"])
+        self.notes.extend(one_call_note("response", (preds["model"]["model"] >= 0.5).astype(int), y.astype(int),
+                                        ["non-responder", "responder"]))
         result = {"n": int(rows.size), "n_positive": int(y.sum()), **self._report(
             rows, RESPONSE_METRICS, lambda g, n: (y, preds[g][n]), preds["baselines"])}
         return result, self._subgroups("response", RESPONSE_METRICS, (y, preds["model"]["model"]),

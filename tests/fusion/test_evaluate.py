@@ -566,3 +566,15 @@ def test_calibration_panels_wrap_at_three_a_row(tmp_path):
         path = tmp_path / f"calibration_{count}.png"
         plots.plot_calibration(path, [{"title": f"panel {i}", **panel} for i in range(count)])
         assert Image.open(path).size == size
+
+
+def test_a_model_that_calls_every_test_patient_one_class_is_noted():
+    """make demo's 15-epoch diagnosis head called all its test patients adenocarcinoma (balanced accuracy 0.333
+    [0.333, 0.333]) and nothing said so."""
+    from fusion.evaluate import one_call_note
+
+    y = np.array([0, 1, 2, 0])
+    [note] = one_call_note("diagnosis", np.zeros(4, int), y, ["adeno", "squamous", "benign"])
+    assert note.startswith("diagnosis: the model calls every one of the 4 test patients 'adeno'")
+    assert one_call_note("diagnosis", np.array([0, 1, 0, 0]), y, ["adeno", "squamous", "benign"]) == []
+    assert one_call_note("response", np.ones(3, int), np.ones(3, int), ["non-responder", "responder"]) == []
