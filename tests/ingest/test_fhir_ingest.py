@@ -158,11 +158,15 @@ def test_pathling_labs_flatten_with_value_and_unit(tmp_path):
     assert all(r["value_quantity"] > 0 and r["unit_system"] == "http://unitsofmeasure.org" for r in bp)
 
 
-def test_mcode_fixtures_give_staging_and_disease_status(tmp_path):
+def test_the_mcode_fixture_folder_keeps_one_example_id_staging_row_and_rejects_the_rest(tmp_path):
+    """The fixture folder as it is: its single-resource staging fixtures share the id ``example-id``, so one of them
+    (the pathological T category pT3) is kept, and no stage group; the Bundles point at a patient no entry holds.
+    The staging and disease status of one patient built from them: tests/fusion/test_mcode.py."""
     lake = Lake(tmp_path / "lake")
     report = ingest_fhir(lake, [_need(MCODE)])
-    assert lake.read("view_tnm_stage").num_rows >= 1
-    assert lake.read("view_disease_status").num_rows >= 1
+    staging = [(r["stage_type_code"], r["value_code"]) for r in _rows(lake, "view_tnm_stage")]
+    assert staging == [("21899-0", "pT3")]  # a T category, not a stage group
+    assert [r["id"] for r in _rows(lake, "view_disease_status")] == ["CancerDiseaseStatus-fixture"]
     reasons = " | ".join(r["reason"] for r in _rejects(lake))
     assert "not a FHIR resource" in reasons  # JSON arrays and configs in the fixture folder
     assert "DSTU2" in reasons and "R4" in reasons  # Condition.patient
