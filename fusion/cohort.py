@@ -18,7 +18,10 @@ labels table's ``index_date`` where given. Every feature uses only records dated
   -> 3: the clinical stage group, ``stage_code`` or ``clinical_stage_codes``, else the pathological one,
   ``pathological_stage_codes``) and smoking (ordinal
   from ``smoking_map``, else LOINC's / SNOMED's answer codes, else the display: never=0, former=1, current=2, a
-  smoker whose current status is unknown 1.5), each the last value before the cutoff.
+  smoker whose current status is unknown 1.5), each the last value before the cutoff;
+- tumour marker status ``marker:<name>`` per entry of ``marker_codes`` (ER, PR, HER2 by default): 1 positive, 0
+  negative (SNOMED / LOINC answer codes, else the display's first word), the last such result known before the
+  cutoff (an equivocal or unknown result is none: the earlier one stands); NaN without one.
 
 Genomics: the configured genes' mutation status (0/1 for patients with a sample whose panel has the gene, NaN
 otherwise: a gene off a patient's panel is unknown, not wild-type), ``log_tmb``
@@ -59,7 +62,8 @@ RULE_CHANGES = {
        " condition's own, a smoker of unknown current status (77176002, LA18979-7, a bare 'Smoker') 1.5 rather than"
        " a current smoker (2) where the run's data.ehr.smoking_map does not map the code, the stage"
        " read in lowercase and prefixed (iiia, pIIIA) and from the pathological stage group where no clinical one"
-       " is known",
+       " is known, coded tumour markers (ER, PR, HER2: data.ehr.marker_codes) marker:<name> features, 1 positive,"
+       " 0 negative, the last such result known (a run saved without them keeps its columns)",
 }
 COHORT_RULES = max(RULE_CHANGES)
 DAYS_PER_YEAR = 365.25
@@ -216,16 +220,18 @@ class FeatureSelection:
     genes: list[str]
     extra: dict[str, list[str]]
     lab_units: dict[str, str] = field(default_factory=dict)  # lab code -> the unit its values are kept in
+    markers: list[str] = field(default_factory=list)  # tumour markers of data.ehr.marker_codes (marker:<name>)
 
     def to_dict(self) -> dict:
         return {"labs": self.labs, "conditions": self.conditions, "medications": self.medications,
-                "genes": self.genes, "extra": self.extra, "lab_units": self.lab_units}
+                "genes": self.genes, "extra": self.extra, "lab_units": self.lab_units, "markers": self.markers}
 
     @classmethod
     def from_dict(cls, state: dict) -> FeatureSelection:
-        """The selection saved by :meth:`to_dict` (a run saved before ``lab_units`` existed: none)."""
+        """The selection saved by :meth:`to_dict` (a run saved before ``lab_units`` or ``markers`` existed: none,
+        so its EHR columns stay those it was trained on)."""
         return cls(**{k: state[k] for k in ("labs", "conditions", "medications", "genes", "extra")},
-                   lab_units=state.get("lab_units", {}))
+                   lab_units=state.get("lab_units", {}), markers=state.get("markers", []))
 
 
 @dataclass
@@ -656,6 +662,20 @@ def ecog_value(frame: pd.DataFrame) -> pd.Series:
     return value
 
 
+# Tumour marker status by coded answer (SNOMED's qualifiers, LOINC's answers Positive / Negative): 1 positive, 0
+# negative; an equivocal or indeterminate result (SNOMED 42425007, 82334004) is no status
+MARKER_ANSWERS = {"10828004": 1.0, "LA6576-8": 1.0, "260385009": 0.0, "LA6577-6": 0.0}
+_MARKER_TEXT = re.compile(r"^\W*(positive|negative)\b", re.I)
+
+
+def marker_status(frame: pd.DataFrame) -> pd.Series:
+    """Marker status of coded observations: its answer code (:data:`MARKER_ANSWERS`), else a display that starts
+    with 'positive' (1) or 'negative' (0); NaN otherwise (equivocal, unknown, a number)."""
+    word = frame["value_display"].astype("string").str.extract(_MARKER_TEXT, expand=False).str.lower()
+    by_word = word.map({"positive": 1.0, "negative": 0.0}, na_action="ignore").astype("float64")
+    return frame["value_code"].map(MARKER_ANSWERS).astype("float64").fillna(by_word)
+
+
 def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd.Series, cfg: EhrConfig,
               index_cfg: IndexConfig, selection: FeatureSelection | None) -> tuple[TabularBlock, dict, dict]:
     """The EHR block (see the module docstring), the codes chosen for it and summary counts
@@ -702,6 +722,11 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
                     for c, d in zip(smoke["value_code"], smoke["value_display"], strict=True)]
     columns["smoking"] = _last(smoke, keys, "num")
     names["smoking"] = "Smoking (0 never, 1 former, 2 current; 1.5 a smoker, current status unknown)"
+    markers = selection.markers if selection is not None else list(cfg.marker_codes)
+    for marker in markers:  # the last positive or negative result
+        tests = obs[coded_as(obs, cfg.marker_codes.get(marker, []))]
+        columns[f"marker:{marker}"] = _last(tests.assign(num=marker_status(tests)), keys, "num")
+        names[f"marker:{marker}"] = f"{marker.upper()} status (1 positive, 0 negative)"
 
     lab_cols, lab_names = lab_features(labs, keys, lab_codes, cfg.windows_days)
     columns.update(lab_cols)
@@ -720,7 +745,7 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
         | set(meds["patient_key"])
     block = _block(columns, np.isin(keys, list(recorded)), names)
     picked = {"labs": list(lab_codes), "conditions": list(cond_codes), "medications": list(med_codes),
-              "lab_units": {code: units[code] for code in lab_codes if code in units}}
+              "lab_units": {code: units[code] for code in lab_codes if code in units}, "markers": markers}
     return block, picked, {"lab_values_other_unit": other_unit}
 
 

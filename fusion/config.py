@@ -92,6 +92,16 @@ class EhrConfig(_Strict):
         default_factory=lambda: [f"{codes.LOINC}|21902-2", f"{codes.SNOMED}|399588009"],
         description="pathological stage group codes, as condition_codes: the stage where no clinical one is "
                     "known before the cutoff")
+    marker_codes: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "er": [f"{codes.LOINC}|16112-5", f"{codes.LOINC}|85337-4"],
+            "pr": [f"{codes.LOINC}|16113-3", f"{codes.LOINC}|85339-0"],
+            "her2": [f"{codes.LOINC}|48676-1", f"{codes.LOINC}|85319-2", f"{codes.LOINC}|85318-4"],
+        },
+        description="coded tumour markers: feature name (column marker:<name>) -> its test codes, as "
+                    "condition_codes; 1 positive, 0 negative (SNOMED 10828004 / 260385009, LOINC LA6576-8 / "
+                    "LA6577-6, else the display's word), unknown otherwise",
+    )
     smoking_code: str = codes.SMOKING_LOINC[0]
     smoking_map: dict[str, float] = Field(
         default_factory=lambda: {

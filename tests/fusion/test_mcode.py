@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from apps.streamlit import services as sv
-from fusion.cohort import assemble_cohort, index_dates, load_frames
+from fusion.cohort import FeatureSelection, assemble_cohort, index_dates, load_frames
 from fusion.config import apply_overrides, load_config
 from ingest.fhir.pipeline import ingest_fhir
 from ingest.lake import Lake
@@ -49,9 +49,9 @@ def _relinked(node: object) -> object:
     return [_relinked(v) for v in node] if isinstance(node, list) else node
 
 
-def one_patient(tmp_path: Path, *names: str) -> Lake:
-    """The lake of one patient's collection Bundle: the Patient of the framework's patient Bundle, the cancer, and
-    the resources of fixtures ``names``."""
+def one_patient(tmp_path: Path, *names: str, extra: tuple[dict, ...] = ()) -> Lake:
+    """The lake of one patient's collection Bundle: the Patient of the framework's patient Bundle, the cancer, the
+    resources of fixtures ``names`` and the resources ``extra`` (:func:`recoded`)."""
     [(_, patient)], [(_, cancer)] = (_fixture("extractors_fixtures_csv-patient-bundle"),
                                      _fixture("templates_fixtures_maximal-condition-resource"))
     entries = [{"fullUrl": PATIENT, "resource": patient}, {"fullUrl": CANCER, "resource": _relinked(cancer)}]
@@ -63,6 +63,7 @@ def one_patient(tmp_path: Path, *names: str) -> Lake:
             if resource.get("id") == "example-id":
                 resource["id"] = short
             entries.append({"fullUrl": url or f"urn:uuid:{short}-{n}", "resource": resource})
+    entries += [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in extra]
     (tmp_path / "in").mkdir(parents=True)
     (tmp_path / "in" / "bundle.json").write_text(json.dumps({"resourceType": "Bundle", "type": "collection",
                                                               "entry": entries}))
@@ -70,6 +71,22 @@ def one_patient(tmp_path: Path, *names: str) -> Lake:
     report = ingest_fhir(lake, [tmp_path / "in"], workers=1)
     assert report.rejected == 0 and report.written == len(entries)
     return lake
+
+
+def recoded(name: str, code: str, value: dict | None = None, *, when: str = "2020-01-01") -> dict:
+    """The framework's coded lab (fixture csv-observation-bundle: LOINC 1695-6, SNOMED 10828004 positive, dated
+    2020-01-02, after the cutoff) as another test: ``code`` (LOINC), its ``value`` (a Coding, or the whole value[x]
+    with a key of its own) and date ``when`` (default: the day of diagnosis, an input); its id ``name``."""
+    [(_, lab)] = _fixture("extractors_fixtures_csv-observation-bundle")
+    lab = _relinked(lab)
+    lab.update(id=name, code={"coding": [{"system": "http://loinc.org", "code": code}]})
+    if value is not None and "coding" not in value and any(k.startswith("value") for k in value):
+        lab.pop("valueCodeableConcept")
+        lab.update(value)
+    elif value is not None:
+        lab["valueCodeableConcept"] = {"coding": [value]}
+    lab["effectiveDateTime"] = when
+    return lab
 
 
 def _ehr(lake: Lake, *overrides: str) -> dict[str, float]:
@@ -136,3 +153,36 @@ def test_one_mcode_patient_gives_the_features_and_targets_the_readme_promises(tm
     # censored at the last record (the lab of 2020-01-02); the remission is no progression
     assert (t.os_time[0], t.os_event[0], t.pfs_time[0], t.pfs_event[0]) == (1.0, False, 1.0, False)
     assert t.treatment_names[t.treatment[0]] == "chemo" and np.isnan(t.response[0])
+
+
+def test_coded_er_pr_her2_results_are_marker_status_features(tmp_path):
+    """mCODE TumorMarkerTest results are coded (positive / negative): only numeric labs were features, so a breast
+    cancer's ER, PR and HER2 status never reached a model. The last positive or negative result known before the
+    cutoff is the status; an equivocal one, or one after the cutoff, is none."""
+    snomed, loinc = "http://snomed.info/sct", "http://loinc.org"
+    lake = one_patient(tmp_path, "extractors_fixtures_csv-observation-bundle", extra=(
+        recoded("er", "16112-5"),  # the fixture's own answer: SNOMED 10828004 positive
+        recoded("pr-old", "16113-3", {"system": snomed, "code": "10828004"}, when="2019-06-01"),
+        recoded("pr", "16113-3", {"system": loinc, "code": "LA6577-6", "display": "Negative"}),
+        recoded("pr-after", "16113-3", {"system": snomed, "code": "10828004"}, when="2020-03-01"),
+        recoded("her2-ihc", "85319-2", {"system": snomed, "code": "260385009"}, when="2019-12-01"),
+        recoded("her2", "48676-1", {"system": snomed, "code": "42425007", "display": "Equivocal"})))
+    features = _ehr(lake)
+    assert (features["marker:er"], features["marker:pr"], features["marker:her2"]) == (1.0, 0.0, 0.0)
+    assert "lab:16112-5:last" not in features  # coded: no lab
+    unknown = _ehr(one_patient(tmp_path / "none", "extractors_fixtures_csv-observation-bundle"),
+                   "data.index.grace_days=2")  # the fixture's 1695-6 (not a marker) an input
+    assert np.isnan([unknown["marker:er"], unknown["marker:pr"], unknown["marker:her2"]]).all()
+    # a display's word where the answer is not coded; another list of codes (the fixture's 1695-6 as ER)
+    worded = recoded("er-text", "16112-5", {"valueCodeableConcept": {"text": "x", "coding": [
+        {"system": "http://example.org/local", "code": "P", "display": "Positive (95% of cells)"}]}})
+    assert _ehr(one_patient(tmp_path / "worded", extra=(worded,)))["marker:er"] == 1.0
+    listed = _ehr(one_patient(tmp_path / "listed", "extractors_fixtures_csv-observation-bundle"),
+                  'data.ehr.marker_codes={"er": ["1695-6"]}', "data.index.grace_days=2")
+    assert listed["marker:er"] == 1.0 and "marker:pr" not in listed
+    # a run saved before markers were features keeps the columns it was trained on
+    saved = assemble_cohort(load_frames(lake.path), _config(), assign=False).selection.to_dict()
+    assert saved.pop("markers") == ["er", "pr", "her2"]
+    cohort = assemble_cohort(load_frames(lake.path), _config(), selection=FeatureSelection.from_dict(saved),
+                             assign=False)
+    assert not [n for n in cohort.blocks["ehr"].names if n.startswith("marker:")]
