@@ -13,7 +13,8 @@ labels table's ``index_date`` where given. Every feature uses only records dated
   onset dated by its assertedDate extension or ``recordedDate``: :func:`with_onset`) and prior-medication
   indicators (top-K medication codes), each code with its system (``system|code``: the same code in another
   system is another column, named ``cond:system|code`` where two share the code);
-- age at index (years), sex (1 = male), ECOG (a number, or a LOINC / SNOMED answer code: ``LA9624-3`` -> 2), stage
+- age at index (years), sex (1 = male), ECOG (a number, or a LOINC / SNOMED answer code: ``LA9624-3`` -> 2; where
+  none is known, the Karnofsky score converted: 100 -> 0, 80-90 -> 1, 60-70 -> 2, 40-50 -> 3, 10-30 -> 4, 0 -> 5), stage
   (ordinal 0-4 parsed from the stage group's code or display, e.g. ``3A``, ``Stage IIIA``, ``iiia`` or ``pIIIA``
   -> 3: the clinical stage group, ``stage_code`` or ``clinical_stage_codes``, else the pathological one,
   ``pathological_stage_codes``) and smoking (ordinal
@@ -63,7 +64,9 @@ RULE_CHANGES = {
        " a current smoker (2) where the run's data.ehr.smoking_map does not map the code, the stage"
        " read in lowercase and prefixed (iiia, pIIIA) and from the pathological stage group where no clinical one"
        " is known, coded tumour markers (ER, PR, HER2: data.ehr.marker_codes) marker:<name> features, 1 positive,"
-       " 0 negative, the last such result known (a run saved without them keeps its columns)",
+       " 0 negative, the last such result known (a run saved without them keeps its columns), the Karnofsky score"
+       " (89243-0, data.ehr.karnofsky_code) as ECOG (100 0, 80-90 1, 60-70 2, 40-50 3, 10-30 4, 0 5) where no ECOG"
+       " is known, and no longer a lab",
 }
 COHORT_RULES = max(RULE_CHANGES)
 DAYS_PER_YEAR = 365.25
@@ -676,13 +679,29 @@ def marker_status(frame: pd.DataFrame) -> pd.Series:
     return frame["value_code"].map(MARKER_ANSWERS).astype("float64").fillna(by_word)
 
 
+def karnofsky_as_ecog(kps: pd.Series) -> pd.Series:
+    """ECOG of Karnofsky scores (0-100, the standard conversion): 100 -> 0, 80-90 -> 1, 60-70 -> 2, 40-50 -> 3,
+    10-30 -> 4, 0 -> 5; a score between the steps (85) goes with the step below it; NaN outside 0-100."""
+    kps = pd.to_numeric(kps, errors="coerce").astype("float64")
+    ecog = pd.cut(kps, [-0.5, 10, 40, 60, 80, 100, 100.5], right=False, labels=[5.0, 4.0, 3.0, 2.0, 1.0, 0.0])
+    return ecog.astype("float64")
+
+
+def karnofsky_value(frame: pd.DataFrame) -> pd.Series:
+    """Karnofsky score of an observation: ``value``, else the number a ``value_display`` starts with (LOINC's
+    answers read ``80 - Normal activity with effort``); NaN otherwise."""
+    shown = frame["value_display"].astype("string").str.extract(r"^\s*(\d{1,3})(?!\d|\.\d|\s*%\s*of)")[0]
+    return pd.to_numeric(frame["value"], errors="coerce").fillna(pd.to_numeric(shown, errors="coerce"))
+
+
 def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd.Series, cfg: EhrConfig,
               index_cfg: IndexConfig, selection: FeatureSelection | None) -> tuple[TabularBlock, dict, dict]:
     """The EHR block (see the module docstring), the codes chosen for it and summary counts
     (``lab_values_other_unit``: values left out by :func:`in_main_unit`)."""
     obs = _before(frames.observations, "effective", keys, index, cutoff)
     clinical_stage, pathological_stage = stage_groups(obs, cfg)
-    special = obs["code"].isin([cfg.ecog_code, cfg.smoking_code]) | clinical_stage | pathological_stage
+    special = obs["code"].isin([cfg.ecog_code, cfg.karnofsky_code, cfg.smoking_code]) | clinical_stage \
+        | pathological_stage
     in_system = _system(obs).eq(SYSTEM_ALIASES.get(cfg.lab_system, cfg.lab_system)).fillna(False).astype(bool)
     labs = obs[in_system & obs["value"].notna() & ~special].copy()
     labs["value"] = labs["value"].astype(np.float64)
@@ -712,7 +731,11 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
     names = {"age": "Age at index (years)", "sex_male": "Sex (1 = male)"}
     ecog = obs[obs["code"] == cfg.ecog_code].copy()
     ecog["num"] = ecog_value(ecog)
-    columns["ecog"], names["ecog"] = _last(ecog, keys, "num"), "ECOG performance status"
+    kps = obs[obs["code"] == cfg.karnofsky_code]
+    kps = kps.assign(num=karnofsky_as_ecog(karnofsky_value(kps)))
+    ecog_last = _last(ecog, keys, "num")  # where no ECOG is known, the last Karnofsky score as ECOG
+    columns["ecog"] = np.where(np.isnan(ecog_last), _last(kps, keys, "num"), ecog_last)
+    names["ecog"] = "ECOG performance status (else Karnofsky as ECOG)"
     # the clinical stage group, else the pathological one (each the last known before the cutoff)
     stage = _last_stage(obs[clinical_stage], keys)
     columns["stage"] = np.where(np.isnan(stage), _last_stage(obs[pathological_stage], keys), stage)

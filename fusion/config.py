@@ -84,6 +84,8 @@ class EhrConfig(_Strict):
                                                                  "None = top-K")
     top_k_medications: int = Field(20, ge=0)
     ecog_code: str = codes.ECOG_LOINC[0]
+    karnofsky_code: str = Field("89243-0", description="Karnofsky performance status code (any system): its score "
+                                                       "as ECOG where no ECOG is known")
     stage_code: str = Field(codes.STAGE_LOINC[0], description="clinical stage group code (any system)")
     clinical_stage_codes: list[str] = Field(
         default_factory=lambda: [f"{codes.SNOMED}|399537006"],

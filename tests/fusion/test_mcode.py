@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from apps.streamlit import services as sv
-from fusion.cohort import FeatureSelection, assemble_cohort, index_dates, load_frames
+from fusion.cohort import FeatureSelection, assemble_cohort, index_dates, karnofsky_as_ecog, load_frames
 from fusion.config import apply_overrides, load_config
 from ingest.fhir.pipeline import ingest_fhir
 from ingest.lake import Lake
@@ -186,3 +186,21 @@ def test_coded_er_pr_her2_results_are_marker_status_features(tmp_path):
     cohort = assemble_cohort(load_frames(lake.path), _config(), selection=FeatureSelection.from_dict(saved),
                              assign=False)
     assert not [n for n in cohort.blocks["ehr"].names if n.startswith("marker:")]
+
+
+def test_a_karnofsky_score_is_the_ecog_feature_where_no_ecog_is_known(tmp_path):
+    """mCODE records performance status as ECOG (89247-1) or Karnofsky (89243-0): Karnofsky was no feature (a
+    numeric one a lab column of its own). Converted as is standard (KPS 70 -> ECOG 2), it is the ECOG feature
+    where no ECOG is known; an ECOG score is kept as it is."""
+    kps = recoded("kps", "89243-0", {"valueInteger": 70})
+    features = _ehr(one_patient(tmp_path / "kps", extra=(kps,)))
+    assert features["ecog"] == 2.0 and not [n for n in features if "89243-0" in n]
+    ecog = recoded("ecog", "89247-1", {"valueInteger": 1}, when="2019-12-01")
+    assert _ehr(one_patient(tmp_path / "both", extra=(kps, ecog)))["ecog"] == 1.0
+    answered = recoded("kps-answer", "89243-0", {"system": "http://loinc.org", "code": "LA-kps",
+                                                 "display": "100 - Normal; no complaints; no evidence of disease"})
+    assert _ehr(one_patient(tmp_path / "answer", extra=(answered,)))["ecog"] == 0.0
+    scores = pd.Series([100, 90, 85, 80, 70, 60, 50, 40, 30, 10, 0, 110, -10, None])
+    converted = karnofsky_as_ecog(scores).tolist()
+    assert converted[:11] == [0.0, 1.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0, 5.0]
+    assert np.isnan(converted[11:]).all()
