@@ -16,8 +16,9 @@ labels table's ``index_date`` where given. Every feature uses only records dated
 - age at index (years), sex (1 = male), ECOG (a number, or a LOINC / SNOMED answer code: ``LA9624-3`` -> 2; where
   none is known, the Karnofsky score converted: 100 -> 0, 80-90 -> 1, 60-70 -> 2, 40-50 -> 3, 10-30 -> 4, 0 -> 5), stage
   (ordinal 0-4 parsed from the stage group's code or display, e.g. ``3A``, ``Stage IIIA``, ``iiia`` or ``pIIIA``
-  -> 3: the clinical stage group, ``stage_code`` or ``clinical_stage_codes``, else the pathological one,
-  ``pathological_stage_codes``) and smoking (ordinal
+  -> 3, SNOMED CT's ``258224005`` Stage 3: the clinical stage group, ``stage_code`` or ``clinical_stage_codes``,
+  else the pathological one, ``pathological_stage_codes``, else one of another kind, ``other_stage_codes``) and
+  smoking (ordinal
   from ``smoking_map``, else LOINC's / SNOMED's answer codes, else the display: never=0, former=1, current=2, a
   smoker whose current status is unknown 1.5), each the last value before the cutoff;
 - tumour marker status ``marker:<name>`` per entry of ``marker_codes`` (ER, PR, HER2 by default): 1 positive, 0
@@ -66,7 +67,9 @@ RULE_CHANGES = {
        " is known, coded tumour markers (ER, PR, HER2: data.ehr.marker_codes) marker:<name> features, 1 positive,"
        " 0 negative, the last such result known (a run saved without them keeps its columns), the Karnofsky score"
        " (89243-0, data.ehr.karnofsky_code) as ECOG (100 0, 80-90 1, 60-70 2, 40-50 3, 10-30 4, 0 5) where no ECOG"
-       " is known, and no longer a lab",
+       " is known, and no longer a lab, the stage from a stage group of another kind (LOINC 21914-7, SNOMED"
+       " 399390009: data.ehr.other_stage_codes) where no clinical or pathological one is known, and from SNOMED"
+       " CT's stage codes (258224005 Stage 3)",
 }
 COHORT_RULES = max(RULE_CHANGES)
 DAYS_PER_YEAR = 365.25
@@ -587,6 +590,10 @@ _ROMAN = {"I": 1.0, "II": 2.0, "III": 3.0, "IV": 4.0, "0": 0.0, "1": 1.0, "2": 2
 _STAGE_RE = re.compile(r"(?:^|[^A-Z0-9])(?:Y?[CPR])?(IV|III|II|I|[0-4])(?:IS|[A-C]\d?)?(?:$|[^A-Z0-9])", re.I)
 
 
+# SNOMED CT's stage qualifiers (DICOM CID 3778): the group without its subgroup
+STAGE_ANSWERS = {"261613009": 0.0, "258215001": 1.0, "258219007": 2.0, "258224005": 3.0, "258228008": 4.0}
+
+
 def parse_stage(text: object) -> float:
     """Ordinal stage (0-4) from a stage code or display: ``3A``, ``IIIA``, ``iiia``, ``pIIIA`` and ``Stage IIIA``
     -> 3, ``Stage IVB`` -> 4; NaN otherwise (``T2N1M0``: TNM categories, no group)."""
@@ -596,16 +603,18 @@ def parse_stage(text: object) -> float:
     return _ROMAN[match.group(1).upper()] if match else np.nan
 
 
-def stage_groups(obs: pd.DataFrame, cfg: EhrConfig) -> tuple[pd.Series, pd.Series]:
+def stage_groups(obs: pd.DataFrame, cfg: EhrConfig) -> tuple[pd.Series, pd.Series, pd.Series]:
     """Bool per observation row (columns ``system``, ``code``): a clinical stage group (``stage_code``,
-    ``clinical_stage_codes``), and a pathological one (``pathological_stage_codes``)."""
-    return coded_as(obs, [cfg.stage_code, *cfg.clinical_stage_codes]), coded_as(obs, cfg.pathological_stage_codes)
+    ``clinical_stage_codes``), a pathological one (``pathological_stage_codes``), and one of another kind
+    (``other_stage_codes``), in the order the stage is read from them."""
+    return (coded_as(obs, [cfg.stage_code, *cfg.clinical_stage_codes]), coded_as(obs, cfg.pathological_stage_codes),
+            coded_as(obs, cfg.other_stage_codes))
 
 
 def _last_stage(stage: pd.DataFrame, keys: np.ndarray) -> np.ndarray:
-    """Per patient of ``keys``: the last stage of the stage observations ``stage`` (sorted by time) that
-    :func:`parse_stage` reads from its code or display; NaN when none."""
-    stage = stage.assign(num=[_first_finite(parse_stage(c), parse_stage(d))
+    """Per patient of ``keys``: the last stage of the stage observations ``stage`` (sorted by time) read from its
+    SNOMED CT code (:data:`STAGE_ANSWERS`), else by :func:`parse_stage` from its code or display; NaN when none."""
+    stage = stage.assign(num=[_first_finite(STAGE_ANSWERS.get(c, np.nan), parse_stage(c), parse_stage(d))
                               for c, d in zip(stage["value_code"], stage["value_display"], strict=True)])
     return _last(stage, keys, "num")
 
@@ -699,9 +708,9 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
     """The EHR block (see the module docstring), the codes chosen for it and summary counts
     (``lab_values_other_unit``: values left out by :func:`in_main_unit`)."""
     obs = _before(frames.observations, "effective", keys, index, cutoff)
-    clinical_stage, pathological_stage = stage_groups(obs, cfg)
-    special = obs["code"].isin([cfg.ecog_code, cfg.karnofsky_code, cfg.smoking_code]) | clinical_stage \
-        | pathological_stage
+    stage_kinds = stage_groups(obs, cfg)
+    special = obs["code"].isin([cfg.ecog_code, cfg.karnofsky_code, cfg.smoking_code]) | np.logical_or.reduce(
+        stage_kinds)
     in_system = _system(obs).eq(SYSTEM_ALIASES.get(cfg.lab_system, cfg.lab_system)).fillna(False).astype(bool)
     labs = obs[in_system & obs["value"].notna() & ~special].copy()
     labs["value"] = labs["value"].astype(np.float64)
@@ -736,10 +745,12 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
     ecog_last = _last(ecog, keys, "num")  # where no ECOG is known, the last Karnofsky score as ECOG
     columns["ecog"] = np.where(np.isnan(ecog_last), _last(kps, keys, "num"), ecog_last)
     names["ecog"] = "ECOG performance status (else Karnofsky as ECOG)"
-    # the clinical stage group, else the pathological one (each the last known before the cutoff)
-    stage = _last_stage(obs[clinical_stage], keys)
-    columns["stage"] = np.where(np.isnan(stage), _last_stage(obs[pathological_stage], keys), stage)
-    names["stage"] = "Stage group (ordinal 0-4; clinical, else pathological)"
+    # the clinical stage group, else the pathological one, else another (each the last known before the cutoff)
+    stage = np.full(keys.size, np.nan)
+    for kind in stage_kinds:
+        stage = np.where(np.isnan(stage), _last_stage(obs[kind], keys), stage)
+    columns["stage"] = stage
+    names["stage"] = "Stage group (ordinal 0-4; clinical, else pathological, else other)"
     smoke = obs[obs["code"] == cfg.smoking_code].copy()
     smoke["num"] = [parse_smoking(c, d, cfg.smoking_map)
                     for c, d in zip(smoke["value_code"], smoke["value_display"], strict=True)]

@@ -94,6 +94,10 @@ class EhrConfig(_Strict):
         default_factory=lambda: [f"{codes.LOINC}|21902-2", f"{codes.SNOMED}|399588009"],
         description="pathological stage group codes, as condition_codes: the stage where no clinical one is "
                     "known before the cutoff")
+    other_stage_codes: list[str] = Field(
+        default_factory=lambda: [f"{codes.LOINC}|21914-7", f"{codes.SNOMED}|399390009"],
+        description="stage group codes neither clinical nor pathological (LOINC Stage group.other, SNOMED TNM "
+                    "stage grouping), as condition_codes: the stage where neither of those is known")
     marker_codes: dict[str, list[str]] = Field(
         default_factory=lambda: {
             "er": [f"{codes.LOINC}|16112-5", f"{codes.LOINC}|85337-4"],

@@ -229,12 +229,13 @@ def _patient_header(lake: str, token: str, key: str, run_dir: str | None) -> dic
         values = rows[["value_display", "value_code"]].iloc[0].dropna() if len(rows) else pd.Series(dtype=object)
         return values.iloc[0] if len(values) else None
 
-    # the clinical stage group, else the pathological one; ECOG by its number or coded answer (as the cohort)
-    clinical, pathological = stage_groups(obs, config.ehr)
-    stage, stage_kind = text(latest(obs[clinical])), "clinical"
-    if stage is None:
-        stage = text(latest(obs[pathological]))
-        stage_kind = "pathological" if stage is not None else None
+    # the clinical stage group, else the pathological one, else another; ECOG by its number or coded answer (as
+    # the cohort)
+    stage, stage_kind = None, None
+    for kind, rows in zip(("clinical", "pathological", "other"), stage_groups(obs, config.ehr), strict=True):
+        if stage is None:
+            stage, stage_kind = text(latest(obs[rows])), kind
+    stage_kind = stage_kind if stage is not None else None
     ecog = latest(obs[obs["code"] == config.ehr.ecog_code])
     modalities = sorted(m for m, keys in _tables(lake, token).modalities.items() if key in keys)
     curated_index = bool(len(labels)) and labels["index_date"].notna().any()
@@ -322,8 +323,8 @@ def patient_record(lake: Path, key: str) -> dict[str, pd.DataFrame]:
 def patient_header(lake: Path, key: str, run_dir: str | None) -> dict:
     """``age`` (years at the index date, else now or at death; a curated ``age`` feature when the lake has no
     FHIR Patient for them), ``sex`` (likewise ``sex`` or ``gender``), ``diagnosis``, ``stage`` (the last clinical
-    stage group by 30 days after the index date, else the pathological one, as written), ``stage_kind``
-    (``clinical``, ``pathological`` or None), ``ecog``,
+    stage group by 30 days after the index date, else the pathological one, else one of another kind, as
+    written), ``stage_kind`` (``clinical``, ``pathological``, ``other`` or None), ``ecog``,
     ``index_date`` (Timestamp or None), ``index_curated`` (it is the curated labels' ``index_date``, not a
     Condition's onset), ``death_date``, ``modalities`` (list of names present), ``cancers``
     (every cancer condition of the patient by the run's ``data.index`` codes and display rule, once per name

@@ -204,3 +204,24 @@ def test_a_karnofsky_score_is_the_ecog_feature_where_no_ecog_is_known(tmp_path):
     converted = karnofsky_as_ecog(scores).tolist()
     assert converted[:11] == [0.0, 1.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0, 5.0]
     assert np.isnan(converted[11:]).all()
+
+
+def test_a_stage_group_of_another_kind_or_coded_by_snomed_is_the_stage(tmp_path, monkeypatch):
+    """mCODE's stage group codes include LOINC 21914-7 (Stage group.other) and SNOMED 399390009, which were not
+    read, and a stage given as a SNOMED CT code without a display read as unknown. Such a group is the stage where
+    no clinical or pathological one is known."""
+    snomed = "http://snomed.info/sct"
+    other = recoded("stage-other", "21914-7", {"system": snomed, "code": "258219007"})  # Stage 2, no display
+    assert _ehr(one_patient(tmp_path / "other", extra=(other,)))["stage"] == 2.0
+    grouping = recoded("stage-tnm", "x", {"system": snomed, "code": "258228008"})  # Stage 4
+    grouping["code"] = {"coding": [{"system": snomed, "code": "399390009"}]}
+    lake = one_patient(tmp_path / "grouping", extra=(grouping,))
+    assert _ehr(lake)["stage"] == 4.0
+    monkeypatch.setattr(sv, "_run_config", lambda run_dir: _config())
+    header = sv.patient_header(lake.path, KEY, None)
+    assert (header["stage"], header["stage_kind"], sv.stage_label(header)) == ("258228008", "other", "Stage")
+    # the pathological stage group (fixture: 3C) comes first
+    both = one_patient(tmp_path / "both", "templates_fixtures_minimal-staging-pathologic-resource", extra=(other,))
+    assert _ehr(both)["stage"] == 3.0
+    clinical = recoded("stage-clinical", "21908-9", {"system": snomed, "code": "258215001"})  # Stage 1
+    assert _ehr(one_patient(tmp_path / "clinical", extra=(clinical, grouping)))["stage"] == 1.0
