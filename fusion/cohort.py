@@ -21,7 +21,8 @@ labels table's ``index_date`` where given. Every feature uses only records dated
   smoking (ordinal
   from ``smoking_map``, else LOINC's / SNOMED's answer codes, else the display: never=0, former=1, current=2, a
   smoker whose current status is unknown 1.5), each the last value before the cutoff;
-- tumour marker status ``marker:<name>`` per entry of ``marker_codes`` (ER, PR, HER2 by default): 1 positive, 0
+- tumour marker status ``marker:<name>`` per entry of ``marker_codes`` (ER, PR, HER2 by default) that some
+  patient was tested for before the cutoff (the training patients, when columns are chosen): 1 positive, 0
   negative (SNOMED / LOINC answer codes, else the display's first word), the last such result known before the
   cutoff (an equivocal or unknown result is none: the earlier one stands); NaN without one.
 
@@ -756,7 +757,9 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
                     for c, d in zip(smoke["value_code"], smoke["value_display"], strict=True)]
     columns["smoking"] = _last(smoke, keys, "num")
     names["smoking"] = "Smoking (0 never, 1 former, 2 current; 1.5 a smoker, current status unknown)"
-    markers = selection.markers if selection is not None else list(cfg.marker_codes)
+    # the markers some patient was tested for (a cohort without any gets no empty columns)
+    markers = (selection.markers if selection is not None
+               else [m for m, tested in cfg.marker_codes.items() if coded_as(obs, tested).any()])
     for marker in markers:  # the last positive or negative result
         tests = obs[coded_as(obs, cfg.marker_codes.get(marker, []))]
         columns[f"marker:{marker}"] = _last(tests.assign(num=marker_status(tests)), keys, "num")
