@@ -508,7 +508,7 @@ def _response_eval(y: np.ndarray, prob: np.ndarray, n_boot: int, seed: int) -> _
     ev.train, ev.val, ev.test = np.array([], int), np.array([], int), np.arange(n)
     ev.rows = {"response": np.arange(n)}
     ev.outputs = {"model": {"model": Outputs(keys, None, None, prob[:, None], prob)}, "ablations": {}}
-    ev.val_outputs, ev.n_boot, ev.seed, ev.say = {}, n_boot, seed, lambda _: None
+    ev.val_outputs, ev.n_boot, ev.seed, ev.say, ev.notes = {}, n_boot, seed, lambda _: None, []
     return ev
 
 
@@ -578,3 +578,9 @@ def test_a_model_that_calls_every_test_patient_one_class_is_noted():
     assert note.startswith("diagnosis: the model calls every one of the 4 test patients 'adeno'")
     assert one_call_note("diagnosis", np.array([0, 1, 0, 0]), y, ["adeno", "squamous", "benign"]) == []
     assert one_call_note("response", np.ones(3, int), np.ones(3, int), ["non-responder", "responder"]) == []
+
+    y = np.array([0, 1] * 10)
+    ev = _response_eval(y, np.linspace(0.1, 0.4, 20), 5, 0)  # every patient below 0.5: no responder called
+    ev._score_response()
+    assert ev.notes == one_call_note("response", np.zeros(20, int), y, ["non-responder", "responder"])
+    assert "'non-responder'" in ev.notes[0]
