@@ -20,6 +20,14 @@ def _write(path, lines):
     path.write_text("\n".join("\t".join(map(str, row)) for row in lines) + "\n", encoding="utf-8")
 
 
+def _maf_with_entrez(folder, rows):
+    """The study's MAF with its Entrez_Gene_Id column: ``rows`` of symbol, id, chromosome, position, ref, alt,
+    classification and sample."""
+    _write(folder / "data_mutations.txt",
+           [["Hugo_Symbol", "Entrez_Gene_Id", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
+             "Variant_Classification", "Tumor_Sample_Barcode"], *rows])
+
+
 def _study(folder, *, patients=None, with_meta=True):
     """A study of 12 patients, one sample each (P1 has two), as the cBioPortal datahub lays it out."""
     folder.mkdir()
@@ -198,13 +206,10 @@ def test_matrices_of_entrez_ids_only_are_named_from_the_studys_own_files(tmp_pat
     symbols with Entrez ids; an id it does not pair is kept under ENTREZ_<id> in the expression (every gene
     counts there) and cannot be a panel gene's copy number; an id of 0 or a blank one names no gene."""
     folder = _study(tmp_path / "study")
-    _write(folder / "data_mutations.txt",
-           [["Hugo_Symbol", "Entrez_Gene_Id", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
-             "Variant_Classification", "Tumor_Sample_Barcode"],
-            ["EGFR", 1956, 7, 55191822, "T", "G", "Missense_Mutation", "P1-01"],
-            ["TP53", 7157, 17, 7675088, "C", "T", "Missense_Mutation", "P2-01"],
-            ["KRAS", 3845, 12, 25245350, "C", "A", "Missense_Mutation", "P2-01"],
-            ["Unknown", 0, 12, 25245360, "C", "A", "IGR", "P2-01"]])
+    _maf_with_entrez(folder, [["EGFR", 1956, 7, 55191822, "T", "G", "Missense_Mutation", "P1-01"],
+                              ["TP53", 7157, 17, 7675088, "C", "T", "Missense_Mutation", "P2-01"],
+                              ["KRAS", 3845, 12, 25245350, "C", "A", "Missense_Mutation", "P2-01"],
+                              ["Unknown", 0, 12, 25245360, "C", "A", "IGR", "P2-01"]])
     _write(folder / "data_cna.txt", [["Entrez_Gene_Id", "P1-01", "P2-01", "P3-01"],
                                      [1956, 2, -1, 0], [7157, -2, 0, "NA"], [424242, 2, 2, 2], [0, 1, 1, 1]])
     _write(folder / "data_mrna_seq_v2_rsem.txt",
@@ -234,13 +239,10 @@ def test_an_entrez_id_identifies_its_gene_and_one_the_study_pairs_two_ways_stays
     two symbols (1029: CDKN2A in the copy number, P16 in the MAF), or whose symbol they pair with a second id
     (TP53: 7157 and 7158), could be either gene: it is not named."""
     folder = _study(tmp_path / "study")
-    _write(folder / "data_mutations.txt",
-           [["Hugo_Symbol", "Entrez_Gene_Id", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
-             "Variant_Classification", "Tumor_Sample_Barcode"],
-            ["KRAS", 3845, 12, 25245350, "C", "A", "Missense_Mutation", "P2-01"],
-            ["P16", 1029, 9, 21971100, "C", "T", "Missense_Mutation", "P1-01"],
-            ["TP53", 7157, 17, 7675088, "C", "T", "Missense_Mutation", "P2-01"],
-            ["TP53", 7158, 17, 7675089, "C", "T", "Missense_Mutation", "P3-01"]])
+    _maf_with_entrez(folder, [["KRAS", 3845, 12, 25245350, "C", "A", "Missense_Mutation", "P2-01"],
+                              ["P16", 1029, 9, 21971100, "C", "T", "Missense_Mutation", "P1-01"],
+                              ["TP53", 7157, 17, 7675088, "C", "T", "Missense_Mutation", "P2-01"],
+                              ["TP53", 7158, 17, 7675089, "C", "T", "Missense_Mutation", "P3-01"]])
     _write(folder / "data_cna.txt", [["Hugo_Symbol", "Entrez_Gene_Id", "P1-01", "P2-01"],
                                      ["CDKN2A", 1029, -2, 0], ["EGFR", 1956, 2, 0], ["EGFR", 1956, 1, 1]])
     _write(folder / "data_mrna_seq_v2_rsem.txt",
@@ -285,10 +287,7 @@ def test_a_copy_number_line_without_a_symbol_is_named_by_its_entrez_id(tmp_path,
     expression (cBioPortal's importer names it so): EGFR's copy number was dropped, unsaid. An id no file names is
     counted in the note; a line with neither a symbol nor an id is a reject."""
     folder = _study(tmp_path / "study")
-    _write(folder / "data_mutations.txt",
-           [["Hugo_Symbol", "Entrez_Gene_Id", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
-             "Variant_Classification", "Tumor_Sample_Barcode"],
-            ["EGFR", 1956, 7, 55191822, "T", "G", "Missense_Mutation", "P1-01"]])
+    _maf_with_entrez(folder, [["EGFR", 1956, 7, 55191822, "T", "G", "Missense_Mutation", "P1-01"]])
     _write(folder / "data_cna.txt", [["Hugo_Symbol", "Entrez_Gene_Id", "P1-01", "P2-01"],
                                      ["", 1956, 2, -1], ["TP53", 7157, -2, 0], ["", 424242, 1, 1], ["", "", 1, 1],
                                      ["", 1956, 1, 1]])
@@ -305,10 +304,7 @@ def test_a_copy_number_line_without_a_symbol_is_named_by_its_entrez_id(tmp_path,
 
 def test_a_long_copy_number_file_of_entrez_ids_only_is_named_too(tmp_path, lake):
     folder = _study(tmp_path / "study")
-    _write(folder / "data_mutations.txt",
-           [["Hugo_Symbol", "Entrez_Gene_Id", "Chromosome", "Start_Position", "Reference_Allele", "Tumor_Seq_Allele2",
-             "Variant_Classification", "Tumor_Sample_Barcode"],
-            ["EGFR", 1956, 7, 55191822, "T", "G", "Missense_Mutation", "P1-01"]])
+    _maf_with_entrez(folder, [["EGFR", 1956, 7, 55191822, "T", "G", "Missense_Mutation", "P1-01"]])
     (folder / "data_cna.txt").unlink()
     _write(folder / "data_cna_long.txt", [["Entrez_Gene_Id", "Sample_Id", "Value"], [1956, "P1-01", 2],
                                           [1956, "P2-01", -1], [1956, "P2-01", 1], [0, "P2-01", 1]])
