@@ -60,17 +60,20 @@ DAY = pd.Timedelta(days=1)
 RULE_CHANGES = {
     2: "records counted from when they are known (partial dates, issued, recordedDate), medications ending at the"
        " index date, one unit per lab, records that did not happen left out",
-    3: "ECOG read from coded answers, conditions without an onset dated by assertedDate or recordedDate, labs coded"
-       " by the LOINC OID, genes off a patient's panel unknown rather than wild-type, the index code the index"
-       " condition's own, a smoker of unknown current status (77176002, LA18979-7, a bare 'Smoker') 1.5 rather than"
-       " a current smoker (2) where the run's data.ehr.smoking_map does not map the code, the stage"
+    3: "ECOG read from coded answers, conditions without an onset dated by recordedDate, labs coded by the LOINC"
+       " OID, genes off a patient's panel unknown rather than wild-type, the index code the index condition's own,"
+       " a smoker of unknown current status (77176002, LA18979-7) 1.5 rather than a current smoker (2), the stage"
        " read in lowercase and prefixed (iiia, pIIIA) and from the pathological stage group where no clinical one"
-       " is known, coded tumour markers (ER, PR, HER2: data.ehr.marker_codes) marker:<name> features, 1 positive,"
-       " 0 negative, the last such result known (a run saved without them keeps its columns), the Karnofsky score"
-       " (89243-0, data.ehr.karnofsky_code) as ECOG (100 0, 80-90 1, 60-70 2, 40-50 3, 10-30 4, 0 5) where no ECOG"
-       " is known, and no longer a lab, the stage from a stage group of another kind (LOINC 21914-7, SNOMED"
-       " 399390009: data.ehr.other_stage_codes) where no clinical or pathological one is known, and from SNOMED"
-       " CT's stage codes (258224005 Stage 3)",
+       " is known",
+    4: "conditions without an onset dated by the earlier of assertedDate and recordedDate (and known from the"
+       " later), a bare 'Smoker' display 1.5 rather than 2 where the run's data.ehr.smoking_map does not map the"
+       " code, the Karnofsky score (89243-0, data.ehr.karnofsky_code) as ECOG (100 0, 80-90 1, 60-70 2, 40-50 3,"
+       " 10-30 4, 0 5) where no ECOG is known, and no longer a lab, the stage from a stage group of another kind"
+       " (LOINC 21914-7, SNOMED 399390009: data.ehr.other_stage_codes) where no clinical or pathological one is"
+       " known, and from SNOMED CT's stage codes (258224005 Stage 3), coded tumour markers (ER, PR, HER2:"
+       " data.ehr.marker_codes) marker:<name> features, 1 positive, 0 negative (a run saved without them keeps"
+       " its columns), PFS progressions coded 88040-1 (mCODE STU1) and procedures as contacts that censor OS and"
+       " PFS",
 }
 COHORT_RULES = max(RULE_CHANGES)
 DAYS_PER_YEAR = 365.25

@@ -375,7 +375,7 @@ def _check_runs_under_older_cohort_rules_warn(run, lake) -> None:
     with pytest.warns(UserWarning, match="trained under cohort rules 1; .*recordedDate.*ECOG.* retrain it"):
         run_cohort(older, frames)
     under_2 = replaced(run, meta={**run.meta, "cohort_rules": 2})
-    with pytest.warns(UserWarning, match="trained under cohort rules 2; .* now built under rules 3 \\(ECOG") as seen:
+    with pytest.warns(UserWarning, match="trained under cohort rules 2; .* now built under rules 4 \\(ECOG") as seen:
         run_cohort(under_2, frames)
     assert "partial dates" not in str(seen[0].message)  # only what changed since the run's rules
 
@@ -659,3 +659,18 @@ def test_predictions_are_written_into_a_new_folder_and_an_unwritable_path_is_a_c
     with pytest.raises(PredictError, match="cannot write the predictions to"):
         write_predictions(table, tmp_path / "taken.parquet")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "taken.parquet"]
+
+
+def test_a_run_trained_under_cohort_rules_3_is_told_of_the_later_feature_changes() -> None:
+    """Karnofsky as ECOG (and no longer a lab), the assertedDate onset, other stage groups, SNOMED stage codes
+    and the bare 'Smoker' display change the features of a run saved under rules 3: it must hear of them."""
+    from types import SimpleNamespace
+
+    from fusion.cohort import LakeFrames
+
+    run = SimpleNamespace(run_dir=Path("run"), meta={"cohort_rules": 3}, config=None)
+    with pytest.warns(UserWarning, match="trained under cohort rules 3; .*Karnofsky.* retrain it") as seen:
+        with pytest.raises(KeyError):  # the bare run has no feature selection: only the warning is checked
+            run_cohort(run, LakeFrames())
+    message = str(seen[0].message)
+    assert "assertedDate" in message and "other_stage_codes" in message and "pathological stage" not in message
