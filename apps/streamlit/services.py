@@ -188,7 +188,15 @@ def _run_config(run_dir: str | None):
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _patient_header(lake: str, token: str, key: str, run_dir: str | None) -> dict:
-    from fusion.cohort import ecog_value, index_dates, is_cancer_condition, stage_groups, with_onset
+    from fusion.cohort import (
+        ecog_value,
+        index_dates,
+        is_cancer_condition,
+        karnofsky_as_ecog,
+        karnofsky_value,
+        stage_groups,
+        with_onset,
+    )
 
     record = _patient_record(lake, token, key)
     config = _run_config(run_dir).data
@@ -237,12 +245,16 @@ def _patient_header(lake: str, token: str, key: str, run_dir: str | None) -> dic
             stage, stage_kind = text(latest(obs[rows])), kind
     stage_kind = stage_kind if stage is not None else None
     ecog = latest(obs[obs["code"] == config.ehr.ecog_code])
+    ecog = ecog_value(ecog).iloc[0] if len(ecog) else None
+    if ecog is None or pd.isna(ecog):  # the Karnofsky score as ECOG where no ECOG is known (as the cohort)
+        kps = latest(obs[obs["code"] == config.ehr.karnofsky_code])
+        ecog = karnofsky_as_ecog(karnofsky_value(kps)).iloc[0] if len(kps) else ecog
     modalities = sorted(m for m, keys in _tables(lake, token).modalities.items() if key in keys)
     curated_index = bool(len(labels)) and labels["index_date"].notna().any()
     return {"age": age, "age_curated": person is None, "sex": sex, "diagnosis": diagnosis,
             "index_curated": curated_index, "day_zero_only": curated_index and _day_zero_only(record, index_date),
             "stage": stage, "stage_kind": stage_kind,
-            "ecog": ecog_value(ecog).iloc[0] if len(ecog) else None,
+            "ecog": ecog,
             "index_date": index_date, "death_date": death if pd.notna(death) else None,
             "modalities": modalities, "cancers": cancers}
 
@@ -324,9 +336,9 @@ def patient_header(lake: Path, key: str, run_dir: str | None) -> dict:
     """``age`` (years at the index date, else now or at death; a curated ``age`` feature when the lake has no
     FHIR Patient for them), ``sex`` (likewise ``sex`` or ``gender``), ``diagnosis``, ``stage`` (the last clinical
     stage group by 30 days after the index date, else the pathological one, else one of another kind, as
-    written), ``stage_kind`` (``clinical``, ``pathological``, ``other`` or None), ``ecog``,
-    ``index_date`` (Timestamp or None), ``index_curated`` (it is the curated labels' ``index_date``, not a
-    Condition's onset), ``death_date``, ``modalities`` (list of names present), ``cancers``
+    written), ``stage_kind`` (``clinical``, ``pathological``, ``other`` or None), ``ecog`` (else the Karnofsky
+    score as ECOG), ``index_date`` (Timestamp or None), ``index_curated`` (it is the curated labels'
+    ``index_date``, not a Condition's onset), ``death_date``, ``modalities`` (list of names present), ``cancers``
     (every cancer condition of the patient by the run's ``data.index`` codes and display rule, once per name
     with its earliest onset, else assertedDate or recorded date: ``[{"display", "onset"}]``, earliest first)."""
     return guarded("Reading the patient's record",

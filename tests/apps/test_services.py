@@ -335,3 +335,19 @@ def test_the_header_reads_an_ecog_coded_as_a_loinc_answer_as_the_cohort_does(tmp
                             _observation("e2", "survey", "89247-1", "ECOG", {"valueInteger": 1}, "2019-12-20", "p2")])
     assert sv.patient_header(lake.path, "p1", None)["ecog"] == 2.0
     assert sv.patient_header(lake.path, "p2", None)["ecog"] == 1.0
+
+
+def test_the_header_reads_a_karnofsky_score_as_ecog_where_no_ecog_is_known_as_the_cohort_does(tmp_path):
+    """A patient with a Karnofsky score (89243-0) and no ECOG has ECOG 2 (KPS 70) as a model input: the header showed
+    n/a; an ECOG, where known, still wins."""
+    cancer = {"resourceType": "Condition", "id": "c", "subject": {"reference": "Patient/p1"},
+              "onsetDateTime": "2020-01-01",
+              "code": {"coding": [{"system": SNOMED, "code": "254637007", "display": "Non-small cell lung cancer"}]}}
+    lake = _lake(tmp_path, [{"resourceType": "Patient", "id": "p1"}, {"resourceType": "Patient", "id": "p2"},
+                            cancer, {**cancer, "id": "c2", "subject": {"reference": "Patient/p2"}},
+                            _observation("k1", "survey", "89243-0", "Karnofsky", {"valueInteger": 70}, "2019-12-20"),
+                            _observation("k2", "survey", "89243-0", "Karnofsky", {"valueInteger": 70}, "2019-12-20",
+                                         "p2"),
+                            _observation("e2", "survey", "89247-1", "ECOG", {"valueInteger": 1}, "2019-12-01", "p2")])
+    assert sv.patient_header(lake.path, "p1", None)["ecog"] == 2.0
+    assert sv.patient_header(lake.path, "p2", None)["ecog"] == 1.0
