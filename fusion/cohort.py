@@ -68,12 +68,12 @@ RULE_CHANGES = {
     4: "conditions without an onset dated by the earlier of assertedDate and recordedDate (and known from the"
        " later), a bare 'Smoker' display 1.5 rather than 2 where the run's data.ehr.smoking_map does not map the"
        " code, the Karnofsky score (89243-0, data.ehr.karnofsky_code) as ECOG (100 0, 80-90 1, 60-70 2, 40-50 3,"
-       " 10-30 4, 0 5) where no ECOG is known, and no longer a lab, the stage from a stage group of another kind"
-       " (LOINC 21914-7, SNOMED 399390009: data.ehr.other_stage_codes) where no clinical or pathological one is"
-       " known, and from SNOMED CT's stage codes (258224005 Stage 3), coded tumour markers (ER, PR, HER2:"
-       " data.ehr.marker_codes) marker:<name> features, 1 positive, 0 negative (a run saved without them keeps"
-       " its columns), PFS progressions coded 88040-1 (mCODE STU1) and procedures as contacts that censor OS and"
-       " PFS",
+       " 10-30 4, 0 5) where no ECOG is known, and no longer a lab (a run that read it as one keeps its column),"
+       " the stage from a stage group of another kind (LOINC 21914-7, SNOMED 399390009:"
+       " data.ehr.other_stage_codes) where no clinical or pathological one is known, and from SNOMED CT's stage"
+       " codes (258224005 Stage 3), coded tumour markers (ER, PR, HER2: data.ehr.marker_codes) marker:<name>"
+       " features, 1 positive, 0 negative (a run saved without them keeps its columns), PFS progressions coded"
+       " 88040-1 (mCODE STU1) and procedures as contacts that censor OS and PFS",
 }
 COHORT_RULES = max(RULE_CHANGES)
 DAYS_PER_YEAR = 365.25
@@ -713,8 +713,11 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
     (``lab_values_other_unit``: values left out by :func:`in_main_unit`)."""
     obs = _before(frames.observations, "effective", keys, index, cutoff)
     stage_kinds = stage_groups(obs, cfg)
-    special = obs["code"].isin([cfg.ecog_code, cfg.karnofsky_code, cfg.smoking_code]) | np.logical_or.reduce(
-        stage_kinds)
+    # a run saved when the Karnofsky score was a lab (its selection lists the code) keeps that column, and no ECOG
+    # from it
+    kps_as_lab = selection is not None and cfg.karnofsky_code in selection.labs
+    kps_code = [] if kps_as_lab else [cfg.karnofsky_code]
+    special = obs["code"].isin([cfg.ecog_code, *kps_code, cfg.smoking_code]) | np.logical_or.reduce(stage_kinds)
     in_system = _system(obs).eq(SYSTEM_ALIASES.get(cfg.lab_system, cfg.lab_system)).fillna(False).astype(bool)
     labs = obs[in_system & obs["value"].notna() & ~special].copy()
     labs["value"] = labs["value"].astype(np.float64)
@@ -744,7 +747,7 @@ def ehr_block(frames: LakeFrames, keys: np.ndarray, index: pd.Series, cutoff: pd
     names = {"age": "Age at index (years)", "sex_male": "Sex (1 = male)"}
     ecog = obs[obs["code"] == cfg.ecog_code].copy()
     ecog["num"] = ecog_value(ecog)
-    kps = obs[obs["code"] == cfg.karnofsky_code]
+    kps = obs[obs["code"].isin(kps_code)]
     kps = kps.assign(num=karnofsky_as_ecog(karnofsky_value(kps)))
     ecog_last = _last(ecog, keys, "num")  # where no ECOG is known, the last Karnofsky score as ECOG
     columns["ecog"] = np.where(np.isnan(ecog_last), _last(kps, keys, "num"), ecog_last)

@@ -225,3 +225,15 @@ def test_a_stage_group_of_another_kind_or_coded_by_snomed_is_the_stage(tmp_path,
     assert _ehr(both)["stage"] == 3.0
     clinical = recoded("stage-clinical", "21908-9", {"system": snomed, "code": "258215001"})  # Stage 1
     assert _ehr(one_patient(tmp_path / "clinical", extra=(clinical, grouping)))["stage"] == 1.0
+
+
+def test_a_run_that_read_the_karnofsky_score_as_a_lab_keeps_that_column(tmp_path):
+    """Before 9d52f6b a numeric Karnofsky score was a lab (lab:89243-0 columns, saved in the run's selection) and no
+    ECOG: such a run's column must still hold the score (it was all NaN) and its ECOG stay as it was trained."""
+    lake = one_patient(tmp_path, extra=(recoded("kps", "89243-0", {"valueInteger": 70}),))
+    frames = load_frames(lake.path)
+    saved = assemble_cohort(frames, _config(), assign=False).selection.to_dict()
+    old = FeatureSelection.from_dict({**saved, "labs": ["89243-0"], "lab_units": {}})
+    cohort = assemble_cohort(frames, _config(), selection=old, assign=False)
+    features = dict(zip(cohort.blocks["ehr"].names, cohort.blocks["ehr"].values[0].tolist(), strict=True))
+    assert features["lab:89243-0:last"] == 70.0 and np.isnan(features["ecog"])
