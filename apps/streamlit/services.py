@@ -189,6 +189,7 @@ def _run_config(run_dir: str | None):
 @st.cache_data(show_spinner=False, max_entries=64)
 def _patient_header(lake: str, token: str, key: str, run_dir: str | None) -> dict:
     from fusion.cohort import (
+        STAGE_ANSWERS,
         ecog_value,
         index_dates,
         is_cancer_condition,
@@ -233,9 +234,14 @@ def _patient_header(lake: str, token: str, key: str, run_dir: str | None) -> dic
         return rows.iloc[-1:]
 
     def text(rows: pd.DataFrame) -> object:
-        """The coded value's display, else its code, of ``rows``' one row (None without)."""
-        values = rows[["value_display", "value_code"]].iloc[0].dropna() if len(rows) else pd.Series(dtype=object)
-        return values.iloc[0] if len(values) else None
+        """The coded stage's display, else its stage as the cohort reads SNOMED CT's stage codes (``4``), else its
+        code, of ``rows``' one row (None without)."""
+        if rows.empty:
+            return None
+        display, code = rows["value_display"].iloc[0], rows["value_code"].iloc[0]
+        if pd.notna(display):
+            return display
+        return f"{STAGE_ANSWERS[code]:.0f}" if code in STAGE_ANSWERS else code if pd.notna(code) else None
 
     # the clinical stage group, else the pathological one, else another; ECOG by its number or coded answer (as
     # the cohort)

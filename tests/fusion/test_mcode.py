@@ -219,7 +219,8 @@ def test_a_stage_group_of_another_kind_or_coded_by_snomed_is_the_stage(tmp_path,
     assert _ehr(lake)["stage"] == 4.0
     monkeypatch.setattr(sv, "_run_config", lambda run_dir: _config())
     header = sv.patient_header(lake.path, KEY, None)
-    assert (header["stage"], header["stage_kind"], sv.stage_label(header)) == ("258228008", "other", "Stage")
+    # the stage, not the bare code 258228008
+    assert (header["stage"], header["stage_kind"], sv.stage_label(header)) == ("4", "other", "Stage")
     # the pathological stage group (fixture: 3C) comes first
     both = one_patient(tmp_path / "both", "templates_fixtures_minimal-staging-pathologic-resource", extra=(other,))
     assert _ehr(both)["stage"] == 3.0
