@@ -56,7 +56,7 @@ NOT_HAPPENED = {
     "observation_component": ("status", {"entered-in-error", "cancelled"}),
     "medication_request": ("status", {"entered-in-error", "cancelled", "draft"}),
     "medication_administration": ("status", {"entered-in-error", "not-done"}),
-    "procedure": ("status", {"entered-in-error", "not-done"}),
+    "procedure": ("status", {"entered-in-error", "not-done", "preparation"}),  # preparation: not started yet
     "encounter": ("status", {"entered-in-error", "cancelled", "planned"}),
 }
 

@@ -37,7 +37,7 @@ def test_the_reader_leaves_out_records_that_did_not_happen(tmp_path):
                                                      "code": "1"}]}}
           for status in ("active", "completed", "cancelled", "draft", "entered-in-error")),
         *({"resourceType": "Procedure", "id": f"x-{status}", "status": status, "subject": ref,
-           "performedDateTime": "2020-01-01", "code": code} for status in ("completed", "not-done")),
+           "performedDateTime": "2020-01-01", "code": code} for status in ("completed", "not-done", "preparation")),
         *({"resourceType": "Encounter", "id": f"e-{status}", "status": status, "subject": ref,
            "class": {"code": "AMB"}, "period": {"start": "2026-01-01"}}
           for status in ("finished", "planned", "cancelled")),
