@@ -637,8 +637,8 @@ _SMOKING_TEXT = ((re.compile(r"passive|second-?hand", re.I), np.nan),  # exposur
                  (re.compile(r"unknown if ever|consumption unknown", re.I), np.nan),
                  (re.compile(r"status unknown", re.I), 1.5),
                  (re.compile(r"never|non-?smoker", re.I), 0.0), (re.compile(r"former|ex-|quit", re.I), 1.0),
-                 (re.compile(r"current|every day|some day|daily|smokes|heavy|light|occasional", re.I), 2.0),
-                 (re.compile(r"smoker", re.I), 1.5))  # "Smoker (finding)", 77176002's display: as its code
+                 (re.compile(r"^\s*smoker\s*(\(finding\))?\s*$", re.I), 1.5),  # bare: 77176002's display
+                 (re.compile(r"current|every day|some day|daily|smokes|smoker", re.I), 2.0))  # cigarette smoker, ...
 
 
 def _first_finite(*values: float) -> float:

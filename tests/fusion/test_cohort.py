@@ -592,7 +592,8 @@ def test_a_smoker_whose_current_status_is_unknown_is_not_a_current_smoker():
         assert parse_smoking(code, display, mapping) == expected
     for display, expected in (("Smoker (finding)", 1.5), ("Heavy tobacco smoker (finding)", 2.0),
                               ("Occasional tobacco smoker (finding)", 2.0), ("Current smoker", 2.0),
-                              ("Non-smoker", 0.0), ("Ex-smoker", 1.0)):
+                              ("Non-smoker", 0.0), ("Ex-smoker", 1.0), ("Cigarette smoker (finding)", 2.0),
+                              ("Pipe smoker", 2.0), ("smoker", 1.5)):
         assert parse_smoking(None, display, mapping) == expected, display  # a display without a code: as its code
     for code, display in (("LA18980-5", "Unknown if ever smoked"), ("266927001", None),
                           (None, "Tobacco smoking consumption unknown (finding)")):
