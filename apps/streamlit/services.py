@@ -888,7 +888,8 @@ def _outcomes(lake: str, token: str, run_dir: str | None) -> pd.DataFrame:
     # No features. Outcomes are shown, not learned: every treatment on record by its name (a lake's curated
     # treatments need not be the default config's, when no run is chosen), and the diagnosis is not shown from
     # here, so its labels need not be the run's classes.
-    shown = data.targets.model_copy(update={"treatments": None})
+    shown = data.targets.model_copy(update={"treatments": None,
+                                            "survival_endpoint": _outcome_endpoint(lake, token, run_dir)})
     targets = compute_targets(frames, keys, index.reindex(keys), index_code, shown,
                               lenient=("diagnosis", "endpoint"))
     names = np.array([*targets.treatment_names, None], dtype=object)  # index -1: no treatment
@@ -896,6 +897,26 @@ def _outcomes(lake: str, token: str, run_dir: str | None) -> pd.DataFrame:
                          "treatment": names[np.asarray(targets.treatment)],
                          "response": np.asarray(targets.response, float)},
                         index=pd.Index(keys, name="patient_key"))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _outcome_endpoint(lake: str, token: str, run_dir: str | None) -> str:
+    from fusion.predict import lake_frames
+
+    endpoint = _run_config(run_dir).data.targets.survival_endpoint
+    if run_dir:
+        return endpoint
+    labels = lake_frames(Lake(lake)).labels
+    recorded = set(labels.loc[labels["time"].notna(), "endpoint"].dropna()) if "endpoint" in labels else set()
+    return recorded.pop() if len(recorded) == 1 else endpoint
+
+
+def outcome_endpoint(lake: Path, run_dir: str | None) -> str:
+    """The survival endpoint the Patient page shows outcomes on: the run's, else (no run chosen) the one the
+    lake's curated labels record (a cBioPortal study ingested with ``--endpoint PFS``: ``pfs``), else the default
+    config's (``os``)."""
+    return guarded("Reading the survival endpoint",
+                   lambda: _outcome_endpoint(str(lake), lake_token(str(lake)), run_dir))
 
 
 def _outcome_row(lake: Path, run_dir: str | None, key: str) -> pd.Series | None:

@@ -351,3 +351,17 @@ def test_the_header_reads_a_karnofsky_score_as_ecog_where_no_ecog_is_known_as_th
                             _observation("e2", "survey", "89247-1", "ECOG", {"valueInteger": 1}, "2019-12-01", "p2")])
     assert sv.patient_header(lake.path, "p1", None)["ecog"] == 2.0
     assert sv.patient_header(lake.path, "p2", None)["ecog"] == 1.0
+
+
+def test_outcomes_of_a_lake_whose_labels_are_of_another_endpoint_show_on_it_without_a_run(tmp_path):
+    """A cBioPortal study ingested with --endpoint PFS holds PFS labels only: with no run chosen the page showed
+    no follow-up at all (the default config's endpoint is os) and did not say why."""
+    from ingest.tables import ingest_labels
+    from tests.fusion.test_curated_lakes import curated_lake
+
+    lake = curated_lake(tmp_path, n=12, labels={"time": [100.0 + i for i in range(12)],
+                                                "event": [i % 2 for i in range(12)]})
+    ingest_labels(Lake(lake), tmp_path / "labels.csv", endpoint="PFS")
+    assert sv.outcome_endpoint(lake, None) == "pfs"
+    assert sv.observed_outcome(lake, None, "p001") == {"time": 101.0, "event": True}
+    assert sv.cohort_km(lake, None)["n"].iloc[0] == 12

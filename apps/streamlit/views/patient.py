@@ -34,7 +34,7 @@ def risk_tab(prediction: dict | None, lake: Path, run_dir: str | None, runs: Pat
     survival = (prediction or {}).get("survival")
     km = widgets.or_note("Cohort curve", sv.cohort_km, lake, run_dir)
     observed = widgets.or_note("Observed outcome", sv.observed_outcome, lake, run_dir, key)
-    endpoint = (survival or {}).get("endpoint", "os")
+    endpoint = (survival or {}).get("endpoint") or sv.outcome_endpoint(lake, run_dir)
     left, right = st.columns([3, 1])
     with left:
         if survival or km is not None:
