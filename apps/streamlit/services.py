@@ -245,11 +245,9 @@ def _patient_header(lake: str, token: str, key: str, run_dir: str | None) -> dic
 
     # the clinical stage group, else the pathological one, else another; ECOG by its number or coded answer (as
     # the cohort)
-    stage, stage_kind = None, None
-    for kind, rows in zip(("clinical", "pathological", "other"), stage_groups(obs, config.ehr), strict=True):
-        if stage is None:
-            stage, stage_kind = text(latest(obs[rows])), kind
-    stage_kind = stage_kind if stage is not None else None
+    shown = ((text(latest(obs[rows])), kind)
+             for kind, rows in zip(("clinical", "pathological", "other"), stage_groups(obs, config.ehr), strict=True))
+    stage, stage_kind = next(((value, kind) for value, kind in shown if value is not None), (None, None))
     ecog = latest(obs[obs["code"] == config.ehr.ecog_code])
     ecog = ecog_value(ecog).iloc[0] if len(ecog) else None
     if ecog is None or pd.isna(ecog):  # the Karnofsky score as ECOG where no ECOG is known (as the cohort)
@@ -907,7 +905,8 @@ def _outcome_endpoint(lake: str, token: str, run_dir: str | None) -> str:
     if run_dir:
         return endpoint
     labels = lake_frames(Lake(lake)).labels
-    recorded = set(labels.loc[labels["time"].notna(), "endpoint"].dropna()) if "endpoint" in labels else set()
+    # lower case, as compute_targets reads them
+    recorded = set(labels.loc[labels["time"].notna(), "endpoint"].astype("string").dropna().str.lower())
     return recorded.pop() if len(recorded) == 1 else endpoint
 
 
