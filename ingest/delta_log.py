@@ -79,9 +79,7 @@ def tidy_log(table: DeltaTable, folder: Path, keep_hours: int) -> LogUpkeep:
         DeltaError: the log cannot be read or written.
         OSError: its copy cannot be written.
     """
-    checkpoint = _wants_checkpoint(table, _entries(folder))
-    trial = _trial(table, folder, keep_hours, checkpoint=checkpoint)
-    kept = _kept(table, trial, keep_hours)
+    checkpoint, trial, kept = _assess(table, folder, keep_hours)
     if trial.readable:
         if checkpoint:
             table.create_checkpoint()
@@ -95,15 +93,21 @@ def plan_log(table: DeltaTable, folder: Path, keep_hours: int, commits: int) -> 
     changed: the steps are tried on a copy of the log as it is; each commit adds a file, and the run's
     checkpoint one more (two with the ``_last_checkpoint`` file) where the copy's version needed none."""
     before = _entries(folder)
-    checkpoint = _wants_checkpoint(table, before)
-    trial = _trial(table, folder, keep_hours, checkpoint=checkpoint)
-    kept = _kept(table, trial, keep_hours)
+    checkpoint, trial, kept = _assess(table, folder, keep_hours)
     if not trial.readable:
         return LogUpkeep(len(before) + commits, kept)
     after = trial.held if kept else trial.left
     if commits and not checkpoint:
         after += 1 + ("_last_checkpoint" not in before)
     return LogUpkeep(after + commits, kept)
+
+
+def _assess(table: DeltaTable, folder: Path, keep_hours: int) -> tuple[bool, _Trial, str]:
+    """Whether the table's current version needs a checkpoint, both steps tried on a copy of its log, and why
+    expired entries would be kept ("" when none would)."""
+    checkpoint = _wants_checkpoint(table, _entries(folder))
+    trial = _trial(table, folder, keep_hours, checkpoint=checkpoint)
+    return checkpoint, trial, _kept(table, trial, keep_hours)
 
 
 def _entries(folder: Path) -> dict[str, float]:
